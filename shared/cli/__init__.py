@@ -1,0 +1,1 @@
+"""The `sipmesh` operator command line (typer)."""

@@ -1,0 +1,32 @@
+"""Entry point of the `sipmesh` console script.
+
+Each group of commands lives in its own module with a `register(app)` function, so the
+commands for SIP tooling and for running the mesh can grow independently.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from shared.cli import mesh_cmd, parse_cmd
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="sipmesh",
+        help="SipMesh: a clustered SIP platform as a mesh of services.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    parse_cmd.register(app)
+    mesh_cmd.register(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

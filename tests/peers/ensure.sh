@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian peers the tests drive (only when missing) and starts the local
+# PostgreSQL, Redis and RabbitMQ when they are down. Idempotent; safe to run every time.
+set -uo pipefail
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 5432; then
+  echo "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+fi
+if ! port_open 6379; then
+  echo "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+fi
+if ! port_open 5672; then
+  echo "starting RabbitMQ"
+  rabbitmq-server -detached || true
+  rabbitmqctl await_startup >/dev/null 2>&1 || true
+fi
+exit 0
