@@ -1,0 +1,1 @@
+"""OpenSIPS-style events: contracts, the EventBus port, backends, subscriptions, MI."""

@@ -1,0 +1,286 @@
+"""The event bus port, and the buffered publisher both backends share.
+
+``EventBus`` is what a service holds. ``publish(name, params)`` is a plain (non-async)
+call: it validates the payload against the event's contract, wraps it in an envelope and
+appends it to a bounded in-memory buffer, then returns at once. A drain task delivers the
+buffer to the backend strictly in order, one event at a time, and only removes an event
+after the backend accepted it (RabbitMQ: after the broker's publisher confirm). So:
+
+- the caller (the SIP hot path) never waits for the broker and never sees it fail;
+- while the backend is away, events wait in the buffer; when the buffer is full the *new*
+  event is refused and counted as dropped (``overflow``), so what is kept is a contiguous,
+  ordered prefix that is delivered once the backend is back;
+- delivery is at least once: an event whose confirm was lost with the connection is sent
+  again, and consumers drop duplicates by the envelope id.
+
+After delivery each local listener (``add_listener(cb, pattern)``, AMQP topic pattern where
+``*`` is one word and ``#`` zero or more) is called with the event, in order. The embedded
+backend *is* just that: in-process delivery to listeners (the gateway's subscription
+manager in ``make run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from shared.events.envelope import Event
+from shared.events.schema import EventCatalog, EventValidationError
+
+EventListener = Callable[[Event], Awaitable[None]]
+Clock = Callable[[], float]
+
+log = structlog.get_logger(__name__)
+
+
+class EventBus(Protocol):
+    """What a service needs to raise events."""
+
+    @property
+    def catalog(self) -> EventCatalog: ...
+
+    @property
+    def stats(self) -> BusStats: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self, drain_timeout: float = 5.0) -> None: ...
+
+    def publish(self, event: str, params: Mapping[str, Any]) -> Event | None:
+        """Queue an event; never blocks. ``None`` when it was dropped (invalid/overflow)."""
+        ...
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything published so far was delivered; False on timeout."""
+        ...
+
+    def add_listener(self, listener: EventListener, pattern: str = "#") -> None: ...
+
+
+@dataclass(slots=True)
+class BusStats:
+    published: int = 0  # accepted into the buffer
+    delivered: int = 0  # accepted by the backend
+    dropped_overflow: int = 0
+    dropped_invalid: int = 0
+    delivery_failures: int = 0  # failed attempts (each followed by a backoff)
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_overflow + self.dropped_invalid
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: words split on '.', '*' is exactly one word, '#' zero or more."""
+    return _match(pattern.split("."), key.split("."))
+
+
+def _match(pat: list[str], words: list[str]) -> bool:
+    if not pat:
+        return not words
+    head, rest = pat[0], pat[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
+class DeliveryError(Exception):
+    """The backend did not accept an event; the drain loop backs off and retries it."""
+
+
+class BufferedEventBus:
+    """Validation, envelope, bounded buffer, ordered drain, backoff. Backends add ``_deliver``."""
+
+    backend = "abstract"
+
+    def __init__(
+        self,
+        catalog: EventCatalog,
+        *,
+        service: str,
+        node: str,
+        buffer_size: int = 10_000,
+        strict: bool = False,
+        clock: Clock = time.time,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError("buffer_size must be at least 1")
+        self._catalog = catalog
+        self.service = service
+        self.node = node
+        self.buffer_size = buffer_size
+        self.strict = strict
+        self._clock = clock
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._buffer: collections.deque[Event] = collections.deque()
+        self._listeners: list[tuple[str, EventListener]] = []
+        self._stats = BusStats()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # Metrics go to the registry the process wires in (no global default registry).
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._m_published = Counter(
+            "sipmesh_events_published", "Events accepted for publishing", ["event"],
+            registry=self.registry,
+        )
+        self._m_dropped = Counter(
+            "sipmesh_events_dropped", "Events dropped before delivery", ["reason"],
+            registry=self.registry,
+        )
+        self._m_delivered = Counter(
+            "sipmesh_events_delivered", "Events accepted by the backend", ["backend"],
+            registry=self.registry,
+        )
+        self._m_buffered = Gauge(
+            "sipmesh_events_buffered", "Events waiting for delivery", registry=self.registry
+        )
+        self._m_buffered.set_function(lambda: len(self._buffer))
+
+    # -- the port -----------------------------------------------------------------------
+    @property
+    def catalog(self) -> EventCatalog:
+        return self._catalog
+
+    @property
+    def stats(self) -> BusStats:
+        return self._stats
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def add_listener(self, listener: EventListener, pattern: str = "#") -> None:
+        self._listeners.append((pattern, listener))
+
+    def publish(self, event: str, params: Mapping[str, Any]) -> Event | None:
+        try:
+            self._catalog.validate(event, params)
+        except EventValidationError as exc:
+            if self.strict:
+                raise
+            self._stats.dropped_invalid += 1
+            self._m_dropped.labels("invalid").inc()
+            log.warning("event_invalid_dropped", event=event, error=exc.message)
+            return None
+        if len(self._buffer) >= self.buffer_size:
+            self._stats.dropped_overflow += 1
+            self._m_dropped.labels("overflow").inc()
+            return None
+        ev = Event(
+            name=event, params=dict(params), time=self._clock(),
+            service=self.service, node=self.node,
+        )
+        self._buffer.append(ev)
+        self._stats.published += 1
+        self._m_published.labels(event).inc()
+        self._idle.clear()
+        self._wakeup.set()
+        return ev
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.get_running_loop().create_task(
+                self._drain(), name=f"events-drain-{self.backend}"
+            )
+
+    async def flush(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        if self._task is not None:
+            if self._buffer and not await self.flush(drain_timeout):
+                log.warning("events_lost_on_close", buffered=len(self._buffer))
+            self._closing = True
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._close_backend()
+
+    # -- backend hooks ------------------------------------------------------------------
+    async def _deliver(self, event: Event) -> None:
+        raise NotImplementedError
+
+    async def _reset_backend(self) -> None:
+        """Forget a broken connection so the next ``_deliver`` makes a new one."""
+
+    async def _close_backend(self) -> None:
+        """Release the backend's resources."""
+
+    # -- the drain loop -----------------------------------------------------------------
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with full jitter, so that many nodes do not reconnect in lockstep.
+        cap = min(self._backoff_max, self._backoff_initial * (2 ** min(attempt, 16)))
+        return random.uniform(cap / 2, cap)
+
+    async def _drain(self) -> None:
+        attempt = 0
+        while True:
+            if not self._buffer:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            event = self._buffer[0]
+            try:
+                await self._deliver(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._stats.delivery_failures += 1
+                delay = self._backoff(attempt)
+                attempt += 1
+                log.warning(
+                    "event_delivery_failed", backend=self.backend, error=repr(exc),
+                    buffered=len(self._buffer), retry_in=round(delay, 3),
+                )
+                await self._reset_backend()
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self._buffer.popleft()
+            self._stats.delivered += 1
+            self._m_delivered.labels(self.backend).inc()
+            await self._notify(event)
+
+    async def _notify(self, event: Event) -> None:
+        for pattern, listener in self._listeners:
+            if topic_matches(pattern, event.name):
+                try:
+                    await listener(event)
+                except Exception as exc:  # a bad listener must not stop the bus
+                    log.exception("event_listener_failed", event=event.name, error=repr(exc))
+
+
+class EmbeddedEventBus(BufferedEventBus):
+    """In-process delivery: every event goes to the local listeners (``make run`` default)."""
+
+    backend = "embedded"
+
+    async def _deliver(self, event: Event) -> None:
+        return None

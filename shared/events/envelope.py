@@ -1,0 +1,60 @@
+"""An event as it travels: the OpenSIPS parameters plus an envelope.
+
+The envelope says which event this is (a unique id, so a consumer can drop a duplicate after
+an at-least-once redelivery), when it was raised (unix time, float seconds), and which
+service and node raised it. On RabbitMQ the body is the JSON object of the parameters with
+the envelope under the reserved key ``_envelope``, so consumers that read parameters by name
+(billing reading E_ACC_CDR) are not disturbed by it. Direct subscribers (udp:, tcp:,
+jsonrpc:, rabbitmq: sockets) get the parameters only, exactly as from OpenSIPS.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENVELOPE_KEY = "_envelope"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    params: Mapping[str, Any]
+    time: float
+    service: str
+    node: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event": self.name,
+            "time": self.time,
+            "service": self.service,
+            "node": self.node,
+        }
+
+    def to_body(self) -> bytes:
+        """The RabbitMQ body: parameters plus the envelope."""
+        body = dict(self.params)
+        body[ENVELOPE_KEY] = self.envelope()
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_body(cls, body: bytes | str, routing_key: str | None = None) -> Event:
+        """Parse a RabbitMQ body written by :meth:`to_body` (for consumers and tests)."""
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("event body is not a JSON object")
+        env = data.pop(ENVELOPE_KEY, None) or {}
+        return cls(
+            name=str(env.get("event") or routing_key or ""),
+            params=data,
+            time=float(env.get("time", 0.0)),
+            service=str(env.get("service", "")),
+            node=str(env.get("node", "")),
+            id=str(env.get("id") or uuid.uuid4().hex),
+        )
