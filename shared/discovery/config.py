@@ -1,0 +1,34 @@
+"""The ``[discovery]`` configuration section and the factory that opens a backend."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from shared.discovery.consul_backend import ConsulRegistry
+from shared.discovery.embedded import HttpRegistry
+from shared.discovery.port import ServiceRegistry
+
+DEFAULT_REGISTRY_PORT = 8710
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoveryConfig:
+    """Where processes register. ``backend`` is ``embedded`` (the supervisor's registry at
+    ``url``) or ``consul`` (the agent at ``consul_addr``, else ``$CONSUL_HTTP_ADDR``)."""
+
+    backend: str = "embedded"
+    url: str = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
+    consul_addr: str = ""
+    consul_token: str = ""
+    ttl: float = 10.0
+
+
+def open_registry(cfg: DiscoveryConfig) -> ServiceRegistry:
+    """Builds the configured backend (no I/O happens until first use)."""
+    if cfg.backend == "embedded":
+        return HttpRegistry(cfg.url)
+    if cfg.backend == "consul":
+        addr = cfg.consul_addr or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
+        return ConsulRegistry(addr, token=cfg.consul_token or None)
+    raise ValueError(f"unknown discovery backend {cfg.backend!r} (embedded or consul)")

@@ -1,0 +1,1 @@
+"""Test doubles for the discovery port (see :mod:`.fake_consul`)."""
