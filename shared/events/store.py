@@ -1,0 +1,149 @@
+"""Where subscriptions are kept so they survive a gateway restart.
+
+A subscription row is (event, socket, expires): the event name, the canonical socket
+string, and the absolute expiry as unix time (NULL: never expires). The port is four
+calls; the manager keeps the live set in memory and writes through.
+
+Backends: ``SQLiteSubscriptionStore`` (a file, the embedded default; sqlite3 runs in a
+worker thread so the event loop never waits on disk) and ``PostgresSubscriptionStore``
+(asyncpg pool; several gateways may share it). Both create their table when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_TABLE = "event_subscribers"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscription:
+    event: str
+    socket: str
+    expires: float | None
+
+
+class SubscriptionStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def load(self) -> list[StoredSubscription]: ...
+
+    async def save(self, sub: StoredSubscription) -> None:
+        """Insert or replace the row for (event, socket)."""
+        ...
+
+    async def delete(self, event: str, socket: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _table(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"bad table name {name!r}")
+    return name
+
+
+class SQLiteSubscriptionStore:
+    def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
+        self.path = str(path)
+        self.table = _table(table)
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the one connection
+
+    async def _run(self, sql: str, args: tuple[Any, ...] = (), fetch: bool = False) -> list[Any]:
+        if self._db is None:
+            raise RuntimeError("store not open")
+        db = self._db
+
+        def work() -> list[Any]:
+            with db:  # a transaction per statement, committed on success
+                cur = db.execute(sql, args)
+                return cur.fetchall() if fetch else []
+
+        async with self._lock:
+            return await asyncio.to_thread(work)
+
+    async def open(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            await self._run(
+                f"CREATE TABLE IF NOT EXISTS {self.table} (event TEXT NOT NULL, "
+                "socket TEXT NOT NULL, expires REAL, PRIMARY KEY (event, socket))"
+            )
+
+    async def load(self) -> list[StoredSubscription]:
+        rows = await self._run(
+            f"SELECT event, socket, expires FROM {self.table} ORDER BY event, socket", fetch=True
+        )
+        return [StoredSubscription(e, s, x) for e, s, x in rows]
+
+    async def save(self, sub: StoredSubscription) -> None:
+        await self._run(
+            f"INSERT INTO {self.table} (event, socket, expires) VALUES (?, ?, ?) "
+            "ON CONFLICT (event, socket) DO UPDATE SET expires = excluded.expires",
+            (sub.event, sub.socket, sub.expires),
+        )
+
+    async def delete(self, event: str, socket: str) -> None:
+        await self._run(f"DELETE FROM {self.table} WHERE event = ? AND socket = ?", (event, socket))
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            async with self._lock:
+                await asyncio.to_thread(db.close)
+
+
+class PostgresSubscriptionStore:
+    def __init__(self, dsn: str, *, table: str = DEFAULT_TABLE, timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.table = _table(table)
+        self.timeout = timeout
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=4, timeout=self.timeout,
+                command_timeout=self.timeout,
+            )
+            await self._pool.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} (event TEXT NOT NULL, "
+                "socket TEXT NOT NULL, expires DOUBLE PRECISION, PRIMARY KEY (event, socket))"
+            )
+
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("store not open")
+        return self._pool
+
+    async def load(self) -> list[StoredSubscription]:
+        rows = await self._p().fetch(
+            f"SELECT event, socket, expires FROM {self.table} ORDER BY event, socket"
+        )
+        return [StoredSubscription(r["event"], r["socket"], r["expires"]) for r in rows]
+
+    async def save(self, sub: StoredSubscription) -> None:
+        await self._p().execute(
+            f"INSERT INTO {self.table} (event, socket, expires) VALUES ($1, $2, $3) "
+            "ON CONFLICT (event, socket) DO UPDATE SET expires = EXCLUDED.expires",
+            sub.event, sub.socket, sub.expires,
+        )
+
+    async def delete(self, event: str, socket: str) -> None:
+        await self._p().execute(
+            f"DELETE FROM {self.table} WHERE event = $1 AND socket = $2", event, socket
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
