@@ -1,0 +1,65 @@
+"""Building a response to a request (RFC 3261 §8.2.6).
+
+RFC 3261 §8.2.6.2: the response copies every Via (in order), From, To, Call-ID and CSeq of
+the request; a To tag is added when the request's To has none (a UAS answering outside a
+dialog, §8.2.6.2 "MUST add a tag" except for 100 Trying). The copied lines are the request's
+raw bytes, so what the client sent comes back byte for byte (RFC 3261 §17.1.3 matches on the
+top Via branch; §8.1.3.3 on Call-ID/tags).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from shared.sip.headers import canonical_of_key
+from shared.sip.message import Request, Response, _check_value, _enc, _Field, _key
+from shared.sip.status import reason_phrase
+
+_COPIED = ("via", "from", "to", "call-id", "cseq")
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to `request` with the headers of RFC 3261 §8.2.6.2 copied over."""
+    if not 100 <= status <= 699:
+        raise ValueError(f"status {status} outside 100-699")
+    resp = object.__new__(Response)
+    resp.status = status
+    resp.reason = reason_phrase(status) if reason is None else reason
+    fields: list[_Field] = []
+    index = request._index
+    for key in _COPIED:
+        for line in index.get(key, ()):
+            if key == "to" and to_tag is not None and request.to_tag is None:
+                tag = _enc(to_tag)
+                line = (key, line[1] + b";tag=" + tag, line[2] + b";tag=" + tag)
+            fields.append(line)
+    for name, value in headers:
+        _check_value(value)
+        key = _key(name)
+        fields.append((key, _enc(f"{canonical_of_key(key)}: {value}"), _enc(value.strip())))
+    resp._fields = fields
+    resp._index = {}
+    for f in fields:
+        resp._index.setdefault(f[0], []).append(f)
+    resp.body = body
+    resp._vias = None
+    resp._top_via = None
+    resp._call_id = request.call_id
+    resp._cseq = request.cseq
+    resp._from_tag = request.from_tag
+    resp._to_tag = request.to_tag if request.to_tag is not None else to_tag
+    resp._max_forwards = None
+    if "max-forwards" in resp._index:
+        resp._refresh("max-forwards", strict=False)
+    return resp
+
+
+__all__ = ["make_response"]
