@@ -177,7 +177,7 @@ class BufferedEventBus:
                 raise
             self._stats.dropped_invalid += 1
             self._m_dropped.labels("invalid").inc()
-            log.warning("event_invalid_dropped", event=event, error=exc.message)
+            log.warning("event_invalid_dropped", event_name=event, error=exc.message)
             return None
         if len(self._buffer) >= self.buffer_size:
             self._stats.dropped_overflow += 1
@@ -274,7 +274,7 @@ class BufferedEventBus:
                 try:
                     await listener(event)
                 except Exception as exc:  # a bad listener must not stop the bus
-                    log.exception("event_listener_failed", event=event.name, error=repr(exc))
+                    log.exception("event_listener_failed", event_name=event.name, error=repr(exc))
 
 
 class EmbeddedEventBus(BufferedEventBus):

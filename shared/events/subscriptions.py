@@ -161,7 +161,7 @@ class SubscriptionManager:
             if isinstance(result, BaseException):
                 self.failed += 1
                 level = log.warning if isinstance(result, TransportError) else log.error
-                level("event_subscriber_failed", event=event, socket=display(sub.socket),
+                level("event_subscriber_failed", event_name=event, socket=display(sub.socket),
                       error=str(result))
             else:
                 ok += 1

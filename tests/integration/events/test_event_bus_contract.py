@@ -1,0 +1,126 @@
+"""One contract suite over both EventBus backends: embedded, and RabbitMQ (the real broker).
+
+Each backend comes with an observer that sees what the backend delivered: for the embedded
+bus its local listener, for RabbitMQ a queue bound to the (per-test) exchange with '#'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aio_pika
+import pytest
+
+from shared.events.bus import BufferedEventBus, EmbeddedEventBus
+from shared.events.envelope import Event
+from shared.events.rabbitmq import RabbitMQEventBus
+from shared.events.schema import EventCatalog, EventValidationError
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+CATALOG = EventCatalog.load()
+
+
+@dataclass
+class Rig:
+    bus: BufferedEventBus
+    received: Callable[[int, float], Awaitable[list[Event]]]
+
+
+async def _collect(queue: asyncio.Queue[Event], n: int, timeout: float) -> list[Event]:
+    out: list[Event] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(await queue.get())
+    return out
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    seen: asyncio.Queue[Event] = asyncio.Queue()
+    if request.param == "embedded":
+        bus: BufferedEventBus = EmbeddedEventBus(CATALOG, service="registrar", node="n1",
+                                                 strict=True)
+
+        async def listener(ev: Event) -> None:
+            await seen.put(ev)
+
+        bus.add_listener(listener)
+        await bus.start()
+        yield Rig(bus, lambda n, t: _collect(seen, n, t))
+        await bus.close()
+        return
+    exchange = f"test.events.{uuid.uuid4().hex[:12]}"
+    conn = await aio_pika.connect(AMQP)
+    ch = await conn.channel()
+    ex = await ch.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await ch.declare_queue(exclusive=True)
+    await queue.bind(ex, "#")
+
+    async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with msg.process():
+            await seen.put(Event.from_body(msg.body, msg.routing_key))
+
+    await queue.consume(on_message)
+    bus = RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service="registrar",
+                           node="n1", strict=True)
+    await bus.start()
+    try:
+        yield Rig(bus, lambda n, t: _collect(seen, n, t))
+    finally:
+        await bus.close()
+        await ch.exchange_delete(exchange)
+        await conn.close()
+
+
+async def test_published_events_arrive_in_order_with_their_envelope(rig: Rig) -> None:
+    sent = [rig.bus.publish("E_UL_AOR_INSERT", {"aor": f"user{i}@example.com"})
+            for i in range(50)]
+    got = await rig.received(50, 10)
+    assert [e.params["aor"] for e in got] == [f"user{i}@example.com" for i in range(50)]
+    assert [e.id for e in got] == [e.id for e in sent if e is not None]
+    first = got[0]
+    assert first.name == "E_UL_AOR_INSERT"
+    assert (first.service, first.node) == ("registrar", "n1")
+    assert len({e.id for e in got}) == 50
+    assert first.time > 1_600_000_000
+
+
+async def test_routing_key_is_the_event_name(rig: Rig) -> None:
+    rig.bus.publish("E_UL_AOR_DELETE", {"aor": "a@b"})
+    rig.bus.publish("E_DLG_STATE_CHANGED", {"hash_entry": 1, "hash_id": 2, "callid": "c",
+                                            "from_tag": "f", "to_tag": "t", "old_state": 1,
+                                            "new_state": 2})
+    got = await rig.received(2, 10)
+    assert [e.name for e in got] == ["E_UL_AOR_DELETE", "E_DLG_STATE_CHANGED"]
+    assert got[1].params["new_state"] == 2
+
+
+async def test_flush_waits_until_the_backend_accepted_everything(rig: Rig) -> None:
+    for i in range(20):
+        rig.bus.publish("E_UL_AOR_INSERT", {"aor": f"u{i}@x"})
+    assert await rig.bus.flush(10)
+    assert rig.bus.buffered == 0
+    assert rig.bus.stats.delivered == 20
+    assert len(await rig.received(20, 10)) == 20
+
+
+async def test_strict_mode_raises_on_a_payload_that_breaks_its_contract(rig: Rig) -> None:
+    with pytest.raises(EventValidationError, match="aor"):
+        rig.bus.publish("E_UL_AOR_INSERT", {"aor": 42})
+    assert rig.bus.stats.published == 0
+
+
+async def test_production_mode_counts_and_drops_a_bad_payload(rig: Rig) -> None:
+    rig.bus.strict = False
+    assert rig.bus.publish("E_UL_AOR_INSERT", {"nope": 1}) is None
+    assert rig.bus.publish("E_NOT_AN_EVENT", {}) is None
+    assert rig.bus.publish("E_UL_AOR_INSERT", {"aor": "ok@x"}) is not None
+    got = await rig.received(1, 10)
+    assert got[0].params == {"aor": "ok@x"}
+    assert rig.bus.stats.dropped_invalid == 2
+    sample = rig.bus.registry.get_sample_value(
+        "sipmesh_events_dropped_total", {"reason": "invalid"})
+    assert sample == 2

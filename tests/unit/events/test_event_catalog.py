@@ -1,0 +1,74 @@
+"""The event contracts: every schema is valid, OpenSIPS names and parameters, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.events.schema import EventCatalog, EventValidationError
+
+CONTACT = {
+    "aor": "alice@example.com", "uri": "sip:alice@10.0.0.5:5060", "received": "",
+    "path": "", "qval": 10, "socket": "udp:10.0.0.1:5060", "bflags": 0,
+    "expires": 1_800_000_000, "callid": "abc@10.0.0.5", "cseq": 7, "attr": "", "latency": 0,
+}
+DLG = {"hash_entry": 12, "hash_id": 3456, "callid": "c1", "from_tag": "f1", "to_tag": "t1",
+       "old_state": 1, "new_state": 4}
+CDR = {"method": "INVITE", "from_tag": "f", "to_tag": "t", "callid": "c", "sip_code": "200",
+       "sip_reason": "OK", "time": 1_800_000_000, "duration": 61, "ms_duration": 61_250,
+       "setuptime": 3, "created": 1_799_999_997}
+
+GOOD = {
+    "E_UL_AOR_INSERT": {"aor": "alice@example.com"},
+    "E_UL_AOR_DELETE": {"aor": "alice@example.com"},
+    "E_UL_CONTACT_INSERT": CONTACT,
+    "E_UL_CONTACT_UPDATE": CONTACT,
+    "E_UL_CONTACT_DELETE": CONTACT,
+    "E_UL_LATENCY_UPDATE": {**CONTACT, "latency": 2300},
+    "E_DLG_STATE_CHANGED": DLG,
+    "E_ACC_CDR": {**CDR, "src_user": "alice", "dst_user": "bob"},
+    "E_CORE_THRESHOLD": {"source": "msg processing", "time": 250_000, "extra": "INVITE sip:b"},
+    "E_CORE_SHM_THRESHOLD": {"usage": 91, "threshold": 90, "used": 910, "size": 1000},
+    "E_CORE_PKG_THRESHOLD": {"usage": 91, "threshold": 90, "used": 910, "size": 1000,
+                             "pid": 4242},
+}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> EventCatalog:
+    return EventCatalog.load()
+
+
+def test_catalog_has_the_opensips_events(catalog: EventCatalog) -> None:
+    assert set(GOOD) <= set(catalog.names())
+    assert catalog.contract("E_UL_CONTACT_INSERT").module == "usrloc"
+    assert catalog.contract("E_DLG_STATE_CHANGED").module == "dialog"
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_a_well_formed_payload_passes(catalog: EventCatalog, name: str) -> None:
+    catalog.validate(name, GOOD[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "where"),
+    [
+        ("E_UL_CONTACT_INSERT", {k: v for k, v in CONTACT.items() if k != "aor"}, "aor"),
+        ("E_UL_CONTACT_INSERT", {**CONTACT, "qval": 11}, "qval"),
+        ("E_UL_CONTACT_INSERT", {**CONTACT, "expires": "soon"}, "expires"),
+        ("E_UL_AOR_INSERT", {"aor": "a@b", "surprise": 1}, "surprise"),
+        ("E_DLG_STATE_CHANGED", {**DLG, "new_state": 6}, "new_state"),
+        ("E_ACC_CDR", {**CDR, "sip_code": "2000"}, "sip_code"),
+    ],
+)
+def test_a_malformed_payload_is_refused_with_the_reason(
+    catalog: EventCatalog, name: str, params: dict[str, object], where: str
+) -> None:
+    with pytest.raises(EventValidationError) as info:
+        catalog.validate(name, params)
+    assert info.value.event == name
+    assert where in str(info.value)
+
+
+def test_an_event_without_contract_is_refused(catalog: EventCatalog) -> None:
+    with pytest.raises(EventValidationError, match="unknown event"):
+        catalog.validate("E_NO_SUCH_THING", {})
