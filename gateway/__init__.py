@@ -1,0 +1,6 @@
+"""The public MI gateway: JSON-RPC 2.0 over HTTP POST at ``/mi``, as OpenSIPS's mi_http.
+
+:mod:`.router` answers the core MI commands mesh-wide (merging statistics across every
+instance found in discovery) and forwards any other command to the service that declares
+it; :mod:`.app` wires it into a :class:`~shared.service.ServiceRuntime`.
+"""

@@ -1,0 +1,33 @@
+"""``python -m gateway``: the MI gateway as a process (started by ``sipmesh up``)."""
+
+from __future__ import annotations
+
+import sys
+
+import structlog
+
+from gateway.app import serve
+from gateway.config import GatewayConfig
+from shared.config import ConfigError, load_section
+from shared.discovery import DiscoveryConfig
+from shared.service import configure_logging, run_service
+
+
+def main() -> int:
+    try:
+        cfg = load_section(GatewayConfig, "gateway")
+        discovery = load_section(DiscoveryConfig, "discovery")
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("gateway", level=cfg.log_level, json=cfg.log_json)
+    try:
+        run_service(lambda: serve(cfg, discovery))
+    except (RuntimeError, OSError) as exc:
+        structlog.get_logger("gateway").error("gateway_failed", error=str(exc))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

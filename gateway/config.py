@@ -1,0 +1,27 @@
+"""The ``[gateway]`` configuration section."""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_PORT = 8888
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    """Where the gateway listens and how it calls services.
+
+    ``token`` is the bearer token clients must send; it is mandatory when ``host`` is not a
+    loopback address (the gateway refuses to start otherwise). ``service_token`` is sent to
+    services whose MI endpoint requires one. ``call_timeout`` bounds each call to a service.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    path: str = "/mi"
+    token: str = ""
+    service_token: str = ""
+    call_timeout: float = 3.0
+    drain_timeout: float = 5.0
+    log_level: str = "info"
+    log_json: bool = False

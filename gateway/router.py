@@ -1,0 +1,263 @@
+"""Mesh-wide MI: core commands answered by the gateway, the rest routed to services.
+
+Core commands (OpenSIPS names and shapes):
+
+* ``version``, ``uptime`` -- this gateway's;
+* ``ps`` -- one entry per passing instance in discovery;
+* ``which`` -- every command known in the mesh, or a command's parameter sets;
+* ``get_statistics`` / ``list_statistics`` / ``reset_statistics`` -- sent to every passing
+  instance (this process answered locally) and merged into one answer: values are summed,
+  ``load:`` shares averaged (see :func:`shared.service.stats.merge_stats`).
+
+Any other command is routed to the instances whose registration lists it in ``mi_commands``.
+A command the service marked ``fanout`` (cluster-wide in OpenSIPS) is sent to all of them
+and the answers merged; any other goes to one instance, round-robin, moving to the next only
+when the connection could not be made (so a command is never executed twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import structlog
+
+from shared.discovery import Instance, RegistryError, ServiceRegistry
+from shared.rpc import (
+    NOT_FOUND,
+    SERVICE_UNAVAILABLE,
+    JsonRpcClient,
+    MiCommand,
+    MiDispatcher,
+    MiError,
+    RpcError,
+    RpcTransportError,
+)
+from shared.service.runtime import ServiceRuntime, server_banner, uptime_answer
+from shared.service.stats import merge_stats
+
+CORE = ("version", "uptime", "ps", "which", "get_statistics", "list_statistics",
+        "reset_statistics")
+STAT_PARAMS: tuple[tuple[str, ...], ...] = ((), ("statistics",))
+
+
+def merge_answers(answers: Sequence[Any]) -> Any:
+    """Merges a fan-out command's answers: lists concatenate, dicts merge key by key
+    (lists inside concatenated, numbers summed), anything else is kept as a list."""
+    if not answers:
+        return None
+    if all(isinstance(a, list) for a in answers):
+        return [x for a in answers for x in a]
+    if all(isinstance(a, dict) for a in answers):
+        out: dict[str, Any] = {}
+        for a in answers:
+            for k, v in a.items():
+                if k not in out:
+                    out[k] = v
+                elif isinstance(out[k], list) and isinstance(v, list):
+                    out[k] = out[k] + v
+                elif isinstance(out[k], int | float) and isinstance(v, int | float):
+                    out[k] = out[k] + v
+        return out
+    if all(a == answers[0] for a in answers):
+        return answers[0]
+    return list(answers)
+
+
+class MeshRouter:
+    """The gateway's dispatcher (see the module docstring)."""
+
+    def __init__(
+        self, runtime: ServiceRuntime, registry: ServiceRegistry, *,
+        service_token: str | None = None, call_timeout: float = 3.0,
+    ) -> None:
+        self.rt = runtime
+        self.registry = registry
+        self._token = service_token
+        self._timeout = call_timeout
+        self._log = structlog.get_logger("gateway.router")
+        self._session: aiohttp.ClientSession | None = None
+        self._clients: dict[str, JsonRpcClient] = {}
+        self._rr = itertools.count()
+        self.core = MiDispatcher(name="gateway")
+        self.core.add(MiCommand("version", self._version))
+        self.core.add(MiCommand("uptime", self._uptime))
+        self.core.add(MiCommand("ps", self._ps))
+        self.core.add(MiCommand("which", self._which, ((), ("command",))))
+        self.core.add(MiCommand("get_statistics", self._get_statistics, STAT_PARAMS))
+        self.core.add(MiCommand("list_statistics", self._list_statistics, STAT_PARAMS))
+        self.core.add(MiCommand("reset_statistics", self._reset_statistics, STAT_PARAMS))
+        self.requests = runtime.stats.counter("mi", "requests")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _client(self, url: str) -> JsonRpcClient:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+            self._clients.clear()
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = JsonRpcClient(
+                url, token=self._token, timeout=self._timeout, session=self._session)
+        return client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _passing(self) -> list[Instance]:
+        try:
+            return [i for i in await self.registry.instances() if i.passing]
+        except RegistryError as exc:
+            self._log.warning("registry_unreachable", error=str(exc))
+            raise MiError(SERVICE_UNAVAILABLE, "Service discovery unavailable") from exc
+
+    def _is_self(self, inst: Instance) -> bool:
+        return inst.id == self.rt.instance_id
+
+    async def _routes(self) -> tuple[dict[str, list[Instance]], list[Instance]]:
+        instances = await self._passing()
+        routes: dict[str, list[Instance]] = {}
+        for inst in instances:
+            if self._is_self(inst) or "mi_url" not in inst.meta:
+                continue
+            for name in filter(None, inst.meta.get("mi_commands", "").split(",")):
+                if name not in CORE:
+                    routes.setdefault(name, []).append(inst)
+        return routes, instances
+
+    async def dispatch(self, text: str) -> str:
+        """The public ``/mi`` endpoint."""
+        self.requests.inc()
+        try:
+            routes, _ = await self._routes()
+        except MiError:
+            routes = {}  # core commands still answer (locally) without discovery
+        extra = {name: MiCommand(name, self._forwarder(name, insts), None)
+                 for name, insts in routes.items()}
+        return await self.core.dispatch(text, extra)
+
+    # -- routed commands -----------------------------------------------------------------
+    def _forwarder(self, name: str, instances: list[Instance]) -> Any:
+        async def forward(params: Any) -> Any:
+            fanout = any(name in i.meta.get("mi_fanout", "").split(",") for i in instances)
+            if fanout:
+                return await self._fan_out(name, params, instances)
+            return await self._call_one(name, params, instances)
+
+        return forward
+
+    async def _call_one(self, name: str, params: Any, instances: list[Instance]) -> Any:
+        start = next(self._rr) % len(instances)
+        order = instances[start:] + instances[:start]
+        for inst in order:
+            try:
+                return await self._client(inst.meta["mi_url"]).call(name, params or None)
+            except RpcError as exc:
+                raise MiError(exc.code, exc.message, exc.data) from exc
+            except RpcTransportError as exc:
+                if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                    # Sent but unanswered: it may have run; do not run it elsewhere.
+                    self._log.warning("mi_forward_failed", command=name, instance=inst.id)
+                    raise MiError(SERVICE_UNAVAILABLE, "Service did not answer") from exc
+        raise MiError(SERVICE_UNAVAILABLE, "No instance of the service is reachable")
+
+    async def _fan_out(self, name: str, params: Any, instances: list[Instance]) -> Any:
+        results = await self._gather(name, params, instances)
+        answers = [r for r in results.values() if not isinstance(r, Exception)]
+        if not answers:
+            first = next(iter(results.values()), None)
+            if isinstance(first, RpcError):
+                raise MiError(first.code, first.message, first.data)
+            raise MiError(SERVICE_UNAVAILABLE, "No instance of the service answered")
+        return merge_answers(answers)
+
+    async def _gather(
+        self, name: str, params: Any, instances: list[Instance]
+    ) -> dict[str, Any]:
+        async def one(inst: Instance) -> Any:
+            try:
+                return await self._client(inst.meta["mi_url"]).call(name, params or None)
+            except (RpcError, RpcTransportError) as exc:
+                if isinstance(exc, RpcTransportError):
+                    self._log.warning("mi_fanout_failed", command=name, instance=inst.id)
+                return exc
+
+        targets = [i for i in instances if "mi_url" in i.meta and not self._is_self(i)]
+        results = await asyncio.gather(*(one(i) for i in targets))
+        return {i.id: r for i, r in zip(targets, results, strict=True)}
+
+    # -- core commands -------------------------------------------------------------------
+    async def _version(self) -> Any:
+        return {"Server": server_banner()}
+
+    async def _uptime(self) -> Any:
+        return uptime_answer(self.rt.started_at)
+
+    async def _ps(self) -> Any:
+        instances = await self._passing()
+        if not any(self._is_self(i) for i in instances):
+            instances.append(self.rt._instance())
+        procs = []
+        for n, inst in enumerate(sorted(instances, key=lambda i: (i.service, i.id))):
+            pid = inst.meta.get("pid", "0")
+            procs.append({
+                "ID": n, "PID": int(pid) if pid.isdigit() else 0,
+                "Type": f"{inst.service} {inst.address}:{inst.port}",
+            })
+        return {"Processes": procs}
+
+    async def _which(self, command: str | None = None) -> Any:
+        try:
+            routes, _ = await self._routes()
+        except MiError:
+            routes = {}
+        if command is None:
+            return sorted(set(self.core.commands) | set(routes))
+        if command in self.core.commands:
+            recipes = self.core.commands[command].params or ((),)
+            return [list(r) for r in recipes]
+        if command in routes:
+            return await self._call_one("which", {"command": command}, routes[command])
+        raise MiError(NOT_FOUND, "Unknown command")
+
+    async def _stats_everywhere(self, method: str, statistics: Any) -> list[Any]:
+        instances = await self._passing()
+        params = None if statistics is None else {"statistics": statistics}
+        local = {"get_statistics": self.rt.stats.get, "list_statistics": self.rt.stats.list,
+                 "reset_statistics": self.rt.stats.reset}[method]
+        answers: list[Any] = []
+        not_found = 0
+        try:
+            answers.append(local(statistics))
+        except MiError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            not_found += 1
+        for result in (await self._gather(method, params, instances)).values():
+            if isinstance(result, RpcError) and result.code == NOT_FOUND:
+                not_found += 1
+            elif not isinstance(result, Exception):
+                answers.append(result)
+        if not answers:
+            raise MiError(NOT_FOUND, "Statistics Not Found")
+        return answers
+
+    async def _get_statistics(self, statistics: Any = None) -> Any:
+        return merge_stats(await self._stats_everywhere("get_statistics", statistics))
+
+    async def _list_statistics(self, statistics: Any = None) -> Any:
+        merged: dict[str, str] = {}
+        for answer in await self._stats_everywhere("list_statistics", statistics):
+            if isinstance(answer, dict):
+                merged.update({str(k): str(v) for k, v in answer.items()})
+        return dict(sorted(merged.items()))
+
+    async def _reset_statistics(self, statistics: Any = None) -> Any:
+        await self._stats_everywhere("reset_statistics", statistics)
+        return "OK"
+
+
+__all__ = ["CORE", "MeshRouter", "merge_answers"]

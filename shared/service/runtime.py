@@ -1,0 +1,341 @@
+"""The runtime every SipMesh service process runs in.
+
+A :class:`ServiceRuntime` gives a service, with no code of its own:
+
+* one aiohttp server with ``GET /health`` (503 while draining or when a health check
+  fails), ``GET /metrics`` (Prometheus text, from this runtime's own CollectorRegistry) and
+  ``POST /mi`` (JSON-RPC 2.0, the service's MI commands plus the per-process core ones:
+  ``which``, ``get_statistics``, ``list_statistics``, ``reset_statistics``, ``uptime``,
+  ``version``, ``ps``);
+* registration in discovery under the service name, with metadata the gateway routes by
+  (``mi_url``, ``mi_commands``, ``mi_fanout``, ``pid``) and a heartbeat every TTL/3 that
+  re-registers when the registry forgot the instance (e.g. it restarted);
+* graceful stop on SIGTERM/SIGINT: deregister first (no new traffic is routed here), mark
+  /health draining, run the service's stop hooks within ``drain_timeout`` (in reverse
+  order of registration), then close the HTTP server and the registry client.
+
+Binding the HTTP server to a non-loopback address requires a bearer ``token``: the runtime
+refuses to start without one, as MI is an administrative interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import platform
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from shared.discovery import DiscoveryConfig, Instance, RegistryError, ServiceRegistry
+from shared.discovery import open_registry as _open_registry
+from shared.rpc.jsonrpc import NOT_FOUND, MiCommand, MiDispatcher, MiError, mi_http_handler
+from shared.service.stats import LoadMeter, Statistics, StatsCollector, declare_process_stats
+
+VERSION = "0.1.0"
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """HTTP endpoint of a service (``/health``, ``/metrics``, MI) and its lifecycle knobs."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    mi_path: str = "/mi"
+    token: str = ""
+    advertise: str = ""
+    drain_timeout: float = 5.0
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_banner() -> str:
+    """The ``version`` answer, shaped as OpenSIPS's ``Server`` header value."""
+    return f"SipMesh ({VERSION} ({platform.machine()}/{platform.system().lower()}))"
+
+
+class ServiceRuntime:
+    """HTTP, MI, metrics, discovery registration and graceful stop for one service."""
+
+    def __init__(
+        self, name: str, *, config: RuntimeConfig | None = None,
+        discovery: DiscoveryConfig | None = None, registry: ServiceRegistry | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or RuntimeConfig()
+        self.discovery = discovery or DiscoveryConfig()
+        self.registry = registry or _open_registry(self.discovery)
+        self.log = structlog.get_logger(name)
+        self.instance_id = f"{name}-{socket.gethostname()}-{os.getpid()}"
+        self.started_at = time.time()
+        self.stats = Statistics()
+        declare_process_stats(self.stats)
+        self.load = LoadMeter()
+        self.load.declare(self.stats)
+        self.metrics = CollectorRegistry()
+        self.metrics.register(StatsCollector(self.stats))
+        ProcessCollector(registry=self.metrics)
+        self.mi = MiDispatcher(name=name)
+        self.meta: dict[str, str] = {}
+        self.health_checks: list[Callable[[], bool]] = []
+        # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
+        # own MI then moves to ``<mi_path>/local`` so other gateways never recurse into it.
+        self.public_dispatch: Callable[[str], Awaitable[str]] | None = None
+        self.port = 0
+        self.draining = False
+        self._start_hooks: list[Hook] = []
+        self._stop_hooks: list[Hook] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._registered = False
+        self._stopped = False
+        self._fanout: set[str] = set()
+        self.app = web.Application()
+        self._add_core_commands()
+
+    # -- what a service declares ---------------------------------------------------------
+    def command(
+        self, name: str, params: tuple[tuple[str, ...], ...] = ((),), *, doc: str = "",
+        fanout: bool = False,
+    ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        """Decorator declaring an MI command. ``fanout`` asks the gateway to call every
+        instance and merge the answers (OpenSIPS cluster-wide commands)."""
+
+        def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            self.mi.add(MiCommand(name, fn, params, doc))
+            if fanout:
+                self._fanout.add(name)
+            return fn
+
+        return deco
+
+    def on_start(self, hook: Hook) -> Hook:
+        """Runs ``hook`` before the service registers (open sockets, connect stores)."""
+        self._start_hooks.append(hook)
+        return hook
+
+    def on_stop(self, hook: Hook) -> Hook:
+        """Runs ``hook`` on shutdown after deregistration (drain, close)."""
+        self._stop_hooks.append(hook)
+        return hook
+
+    # -- per-process core MI commands ----------------------------------------------------
+    def _add_core_commands(self) -> None:
+        add = self.mi.add
+
+        async def which(command: str | None = None) -> Any:
+            if command is None:
+                return sorted(self.mi.commands)
+            found = self.mi.commands.get(command)
+            if found is None:
+                raise MiError(NOT_FOUND, "Unknown command")
+            return [list(r) for r in found.params]
+
+        async def get_statistics(statistics: Any = None) -> Any:
+            return self.stats.get(statistics)
+
+        async def list_statistics(statistics: Any = None) -> Any:
+            return self.stats.list(statistics)
+
+        async def reset_statistics(statistics: Any = None) -> Any:
+            self.stats.reset(statistics)
+            return "OK"
+
+        async def uptime() -> Any:
+            return uptime_answer(self.started_at)
+
+        async def version() -> Any:
+            return {"Server": server_banner()}
+
+        async def ps() -> Any:
+            return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": self.name}]}
+
+        add(MiCommand("which", which, ((), ("command",))))
+        for stat_cmd in (get_statistics, list_statistics, reset_statistics):
+            add(MiCommand(stat_cmd.__name__, stat_cmd, ((), ("statistics",))))
+        add(MiCommand("uptime", uptime))
+        add(MiCommand("version", version))
+        add(MiCommand("ps", ps))
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _health(self, request: web.Request) -> web.Response:
+        ok = not self.draining and all(_safe(check) for check in self.health_checks)
+        body = {"status": "passing" if ok else ("draining" if self.draining else "critical"),
+                "service": self.name, "id": self.instance_id}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @property
+    def address(self) -> str:
+        if self.config.advertise:
+            return self.config.advertise
+        return "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    @property
+    def mi_url(self) -> str:
+        return f"{self.base_url}{self.local_mi_path}"
+
+    @property
+    def local_mi_path(self) -> str:
+        """Where this process's own MI is served (and registered as ``mi_url``)."""
+        if self.public_dispatch is None:
+            return self.config.mi_path
+        return self.config.mi_path.rstrip("/") + "/local"
+
+    def _instance(self) -> Instance:
+        own = sorted(n for n in self.mi.commands)
+        meta = {
+            "mi_url": self.mi_url,
+            "mi_commands": ",".join(own),
+            "mi_fanout": ",".join(sorted(self._fanout)),
+            "pid": str(os.getpid()),
+            "version": VERSION,
+            "started": str(int(self.started_at)),
+            "health_url": f"{self.base_url}/health",
+            "metrics_url": f"{self.base_url}/metrics",
+            **self.meta,
+        }
+        if self.public_dispatch is not None:
+            meta["public_mi_url"] = f"{self.base_url}{self.config.mi_path}"
+        return Instance(self.name, self.instance_id, self.address, self.port, meta=meta)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Starts hooks, HTTP and registration; raises if the configuration is unsafe."""
+        if not is_loopback(self.config.host) and not self.config.token:
+            raise RuntimeError(
+                f"{self.name}: refusing to bind MI on non-loopback {self.config.host!r} "
+                "without a bearer token (set token in the config or SIPMESH_*_TOKEN)")
+        for hook in self._start_hooks:
+            await hook()
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/metrics", self._metrics)
+        token = self.config.token or None
+        self.app.router.add_post(self.local_mi_path, mi_http_handler(self.mi.dispatch, token))
+        if self.public_dispatch is not None:
+            self.app.router.add_post(
+                self.config.mi_path, mi_http_handler(self.public_dispatch, token))
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks.append(asyncio.create_task(self._sample_load()))
+        await self._register()
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self.log.info("service_started", id=self.instance_id, mi=self.mi_url)
+
+    async def _register(self) -> None:
+        await self.registry.register(self._instance(), self.discovery.ttl)
+        self._registered = True
+
+    async def _heartbeat(self) -> None:
+        period = max(self.discovery.ttl / 3.0, 0.1)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                try:
+                    await self.registry.heartbeat(self.instance_id)
+                except RegistryError:
+                    # Unknown to the registry (it restarted, or we expired): register again.
+                    await self._register()
+            except RegistryError as exc:
+                self.log.warning("registry_unreachable", error=str(exc))
+
+    async def _sample_load(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.load.sample()
+
+    async def stop(self) -> None:
+        """Deregisters, drains and closes; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.draining = True
+        if self._registered:
+            try:
+                await asyncio.wait_for(self.registry.deregister(self.instance_id), 3.0)
+            except (RegistryError, TimeoutError) as exc:
+                self.log.warning("deregister_failed", error=str(exc))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for hook in reversed(self._stop_hooks):
+            try:
+                await asyncio.wait_for(hook(), self.config.drain_timeout)
+            except Exception:
+                self.log.exception("stop_hook_failed")
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.registry.close()
+        self.log.info("service_stopped", id=self.instance_id)
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Starts, runs until SIGTERM/SIGINT (or ``stop`` is set), then stops gracefully."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def _safe(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:
+        return False
+
+
+def uptime_answer(started_at: float, now: float | None = None) -> dict[str, str]:
+    """OpenSIPS 3 ``uptime`` shape: Now, Up since (ctime) and Up time in seconds."""
+    now = time.time() if now is None else now
+    return {
+        "Now": time.ctime(now),
+        "Up since": time.ctime(started_at),
+        "Up time": f"{int(now - started_at)} [sec]",
+    }
+
+
+def run_service(main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a service's async main on uvloop when available (the production default)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux
+        asyncio.run(main())
+        return
+    uvloop.run(main())
