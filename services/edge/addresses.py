@@ -1,0 +1,84 @@
+"""Where messages come from and go to: interfaces, sources and destinations.
+
+These are plain frozen values shared by the sans-IO proxy core and the transports.  The core
+never opens anything; it names a `Destination` and the transport adapter finds (or opens)
+the socket or connection for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One listening socket of the edge.
+
+    `via_port` is the port written in our Via sent-by: with several worker processes on one
+    SO_REUSEPORT socket each worker sends its requests from a private UDP port so the
+    responses come back to the worker that holds the transaction.
+    """
+
+    transport: str  # "udp" or "tcp" (lower case)
+    host: str
+    port: int
+    via_port: int = 0
+
+    @property
+    def sent_by_port(self) -> int:
+        return self.via_port or self.port
+
+    @property
+    def host_in_uri(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    def record_route(self) -> str:
+        """Our Record-Route value for this interface (§16.6 step 4, loose routing)."""
+        tp = "" if self.transport == "udp" else f";transport={self.transport}"
+        return f"<sip:{self.host_in_uri}:{self.port}{tp};lr>"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message was received: our interface, the peer address, the TCP connection."""
+
+    interface: Interface
+    host: str
+    port: int
+    conn: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.interface.transport != "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where to send: transport, peer host (an IP, or a name the adapter resolves) and port.
+
+    `conn` names an existing connection to reuse (responses on the connection the request
+    came in on, §18.2.2); when it is gone the adapter connects to host:port.  `interface` is
+    the local socket to send from.
+    """
+
+    transport: str
+    host: str
+    port: int
+    interface: Interface | None = None
+    conn: int | None = field(default=None, compare=False)
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+def is_broadcast(host: str) -> bool:
+    """True for an address no response may be sent to: broadcast, multicast, unspecified."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if addr.version == 4 and str(addr) == "255.255.255.255":
+        return True
+    return addr.is_multicast or addr.is_unspecified

@@ -1,0 +1,420 @@
+"""Wiring of the edge process: config -> sockets -> proxy core -> service runtime.
+
+`EdgeApp` owns the asyncio side of one worker: it binds the UDP/TCP sockets of
+`[edge].listen`, feeds every message to the sans-IO `ProxyCore`, executes what the core
+returns (sends, awaits of async routing hooks), and keeps one loop timer armed at the
+core's next deadline.  `main()` builds the runtime (`shared.service.ServiceRuntime`:
+/health, /metrics, MI, discovery registration as service `edge`, graceful SIGTERM), or,
+with `workers > 1`, starts that many worker processes sharing the SIP port through
+SO_REUSEPORT and supervises them.
+
+With several workers each one also binds a private UDP port and writes it in its Via: the
+kernel spreads datagrams arriving on the shared port by source address, so responses from
+downstream must come back to the private port of the worker that holds the transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from services.edge.addresses import Destination, Interface, Source
+from services.edge.config import EdgeConfig, load_config
+from services.edge.core import Await, Output, ProxyCore, Send
+from services.edge.counters import EdgeCounters
+from services.edge.routing import RouterSetup, load_router
+from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
+from shared.transaction import TimerSettings
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class EdgeApp:
+    """One edge worker: sockets, proxy core, timer."""
+
+    def __init__(self, config: EdgeConfig, *, counters: EdgeCounters | None = None,
+                 services: dict[str, Any] | None = None, private_port: bool = False) -> None:
+        self.config = config
+        self.log = structlog.get_logger("edge")
+        self.counters = counters or EdgeCounters()
+        self.services = services or {}
+        self.private_port = private_port or config.workers > 1
+        self.udp: dict[Interface, UdpEndpoint] = {}
+        self.private: dict[Interface, UdpEndpoint] = {}
+        self.tcp = TcpPool(self._on_message, self._on_failure, self._warn)
+        self.core: ProxyCore | None = None
+        self.interfaces: list[Interface] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        config = self.config
+        setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
+                            config.routes(), self.services)
+        router = load_router(config.routing_module, setup)
+        bound: list[Interface] = []
+        reuse = True
+        for itf in config.interfaces():
+            sock = bind_socket(itf, reuse_port=reuse)
+            port = sock.getsockname()[1]
+            actual = Interface(itf.transport, itf.host, port)
+            if itf.transport == "udp":
+                via_port = 0
+                private_ep = None
+                if self.private_port:
+                    psock = bind_socket(Interface("udp", itf.host, 0), reuse_port=False)
+                    via_port = psock.getsockname()[1]
+                    actual = dataclasses.replace(actual, via_port=via_port)
+                    private_ep = UdpEndpoint(actual, self._on_message, self._warn)
+                    await loop.create_datagram_endpoint(lambda ep=private_ep: ep, sock=psock)
+                endpoint = UdpEndpoint(actual, self._on_message, self._warn)
+                await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=sock)
+                self.udp[actual] = endpoint
+                if private_ep is not None:
+                    self.private[actual] = private_ep
+            else:
+                await self.tcp.listen(actual, sock)
+            bound.append(actual)
+        self.interfaces = bound
+        settings = TimerSettings(t1=config.t1, t2=config.t2, t4=config.t4,
+                                 timer_c=config.timer_c)
+        debug = config.log_level.lower() == "debug"
+        self.core = ProxyCore(
+            bound, router, settings=settings, local_domains=config.local_domains,
+            static_routes=config.routes(), trusted=config.trusted_networks(),
+            default_transport=config.default_transport, services=self.services,
+            counters=self.counters, log=self._warn, trace=self._debug if debug else None,
+            worker=os.getpid() % 4096,
+        )
+
+    async def stop(self, drain: float = 2.0) -> None:
+        """Stop taking new traffic, let transactions finish (up to `drain` s), close."""
+        core = self.core
+        if core is not None and core.transactions and drain > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain):
+                    while core.transactions:
+                        await asyncio.sleep(0.05)  # polling a drain, not synchronising a test
+        if self._timer is not None:
+            self._timer.cancel()
+        for ep in [*self.udp.values(), *self.private.values()]:
+            ep.close()
+        await self.tcp.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def listen_lines(self) -> list[str]:
+        return [f"{i.transport}:{i.host_in_uri}:{i.port}" for i in self.interfaces]
+
+    # -- the hot path ---------------------------------------------------------------------------
+    def _on_message(self, data: bytes, source: Source) -> None:
+        core = self.core
+        if core is None:
+            return
+        loop = self._loop
+        assert loop is not None
+        try:
+            outputs = core.receive(data, source, loop.time())
+        except Exception:  # never let one message take the worker down
+            self.log.exception("edge.internal_error", peer=f"{source.host}:{source.port}")
+            return
+        if outputs:
+            self._execute(outputs)
+        self._rearm()
+
+    def _execute(self, outputs: Sequence[Output]) -> None:
+        for item in outputs:
+            if type(item) is Send:
+                dest = item.dest
+                if dest.transport == "udp":
+                    self._send_udp(item, dest)
+                else:
+                    self.tcp.send(dest, item.data)
+            elif isinstance(item, Await):
+                task = asyncio.get_running_loop().create_task(self._await(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _send_udp(self, item: Send, dest: Destination) -> None:
+        itf = dest.interface
+        endpoint = None
+        if itf is not None:
+            if item.request:
+                endpoint = self.private.get(itf)
+            if endpoint is None:
+                endpoint = self.udp.get(itf)
+        if endpoint is None:
+            endpoint = next(iter(self.udp.values()), None)
+        if endpoint is None:
+            return
+        if _is_ip(dest.host):
+            endpoint.send(item.data, dest.host, dest.port)
+            return
+        task = asyncio.get_running_loop().create_task(self._resolve_and_send(endpoint, item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resolve_and_send(self, endpoint: UdpEndpoint, item: Send) -> None:
+        loop = asyncio.get_running_loop()
+        dest = item.dest
+        try:
+            infos = await loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            self._warn("dns.failed", host=dest.host, error=str(exc))
+            self._on_failure(dest)
+            return
+        endpoint.send(item.data, infos[0][4][0], dest.port)
+
+    async def _await(self, item: Await) -> None:
+        try:
+            await item.awaitable
+        except Exception as exc:
+            self._warn("route.error", error=repr(exc), call_id=item.call_id)
+        loop = asyncio.get_running_loop()
+        try:
+            self._execute(item.resume(loop.time()))
+        except Exception:
+            self.log.exception("edge.internal_error", call_id=item.call_id)
+        self._rearm()
+
+    def _on_failure(self, dest: Destination) -> None:
+        if self.core is None or self._loop is None:
+            return
+        self._execute(self.core.transport_failed(dest, self._loop.time()))
+        self._rearm()
+
+    # -- the one timer ------------------------------------------------------------------------
+    def _rearm(self) -> None:
+        core = self.core
+        loop = self._loop
+        if core is None or loop is None:
+            return
+        deadline = core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return  # an earlier wake-up is already due; it re-arms after firing
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        core = self.core
+        if core is None or self._loop is None:
+            return
+        try:
+            self._execute(core.handle_timer(self._loop.time()))
+        except Exception:
+            self.log.exception("edge.internal_error", where="timer")
+        self._rearm()
+
+    # -- logging ---------------------------------------------------------------------------------
+    def _warn(self, event: str, **kw: Any) -> None:
+        self.log.warning(event, **kw)
+
+    def _debug(self, event: str, **kw: Any) -> None:
+        self.log.debug(event, **kw)
+
+
+class EdgeCollector:
+    """Prometheus view of the edge counters (read at scrape time, nothing on the hot path)."""
+
+    def __init__(self, app: EdgeApp) -> None:
+        self.app = app
+
+    def collect(self) -> Any:
+        c = self.app.counters
+        requests = CounterMetricFamily("sipmesh_edge_requests", "SIP requests received",
+                                       labels=["method"])
+        for method, n in sorted(c.requests_in.items()):
+            requests.add_metric([method], n)
+        yield requests
+        replies = CounterMetricFamily("sipmesh_edge_replies", "SIP replies by direction/code",
+                                      labels=["direction", "code"])
+        for code, n in sorted(c.replies_in.items()):
+            replies.add_metric(["in", str(code)], n)
+        for code, n in sorted(c.replies_out.items()):
+            replies.add_metric(["out", str(code)], n)
+        yield replies
+        yield CounterMetricFamily("sipmesh_edge_retransmissions", "SIP retransmissions sent",
+                                  value=c.retransmissions.value)
+        drops = CounterMetricFamily("sipmesh_edge_drops", "SIP messages dropped",
+                                    labels=["kind"])
+        drops.add_metric(["request"], c.drop_requests.value)
+        drops.add_metric(["reply"], c.drop_replies.value)
+        drops.add_metric(["malformed"], c.bad_msg_hdr.value)
+        yield drops
+        core = self.app.core
+        yield GaugeMetricFamily("sipmesh_edge_transactions", "transactions in flight",
+                                value=core.transactions if core else 0)
+
+
+# =============================================================================================
+# process entry points
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m services.edge",
+                                     description="SipMesh edge proxy (RFC 3261 stateful proxy)")
+    parser.add_argument("--config", help="TOML file (default: $SIPMESH_CONFIG)")
+    parser.add_argument("--listen", action="append",
+                        help="udp:HOST:PORT or tcp:HOST:PORT (repeatable; overrides config)")
+    parser.add_argument("--workers", type=int, help="worker processes sharing the SIP port")
+    parser.add_argument("--http-port", type=int, help="/metrics, /health and MI port")
+    parser.add_argument("--private-port", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _config_from_args(args: argparse.Namespace) -> EdgeConfig:
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = tuple(args.listen)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.http_port is not None:
+        overrides["http_port"] = args.http_port
+    return load_config(args.config, **overrides)
+
+
+async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
+    """Run one worker inside the service runtime until SIGTERM."""
+    from shared.config import load_section
+    from shared.discovery import DiscoveryConfig
+    from shared.service import RuntimeConfig, ServiceRuntime
+
+    discovery = load_section(DiscoveryConfig, "discovery")
+    registry = None
+    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
+        # Standalone (no `sipmesh up` around): keep the registration in-process.
+        from shared.discovery.memory import MemoryRegistry
+
+        registry = MemoryRegistry()
+    runtime = ServiceRuntime(
+        "edge", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        discovery=discovery, registry=registry)
+    counters = EdgeCounters(runtime.stats.counter)
+    app = EdgeApp(config, counters=counters, private_port=private_port)
+    runtime.metrics.register(EdgeCollector(app))
+    runtime.stats.gauge("tm", "inuse_transactions",
+                        lambda: app.core.transactions if app.core else 0)
+
+    @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
+    async def edge_listeners() -> Any:
+        return {"Listeners": app.listen_lines()}
+
+    @runtime.on_start
+    async def _start() -> None:
+        await app.start()
+        for itf in app.interfaces:
+            runtime.meta[f"sip_{itf.transport}"] = (
+                f"sip:{itf.host_in_uri}:{itf.port};transport={itf.transport}")
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        await app.stop()
+
+    started = asyncio.Event()
+
+    async def announce() -> None:
+        # One stable line on stdout once the sockets are open: tests and `make run` read it.
+        while not app.interfaces:
+            await asyncio.sleep(0.01)
+        started.set()
+        first = app.interfaces[0]
+        print(f"edge ready {' '.join(app.listen_lines())} pid {os.getpid()} "
+              f"-- point a phone at sip:{first.host_in_uri}:{first.port}", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.serve()
+    finally:
+        announcer.cancel()
+
+
+def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
+    """workers > 1: fix the ports, start the workers, forward SIGTERM, wait."""
+    listen: list[str] = []
+    probes = []
+    for itf in config.interfaces():
+        sock = bind_socket(itf, reuse_port=True)
+        port = sock.getsockname()[1]
+        probes.append(sock)  # held until the workers bound, so the port stays ours
+        listen.append(f"{itf.transport}:{itf.host_in_uri}:{port}")
+    env = dict(os.environ)
+    env["SIPMESH_EDGE_WORKERS"] = "1"
+    cmd = [sys.executable, "-m", "services.edge", "--private-port"]
+    if args.config:
+        cmd += ["--config", args.config]
+    for item in listen:
+        cmd += ["--listen", item]
+    children = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(config.workers)]
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()  # the worker's "edge ready" line
+        if line:
+            print(line.strip(), flush=True)
+    for sock in probes:
+        sock.close()
+    print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    rc = 0
+    for child in children:
+        rc = rc or abs(child.wait())
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.service import configure_logging, run_service
+
+    args = _parse_args(argv)
+    try:
+        config = _config_from_args(args)
+    except ValueError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("edge", level=config.log_level)
+    if config.workers > 1:
+        return _supervise(config, args)
+
+    async def run() -> None:
+        await serve(config, private_port=args.private_port)
+
+    if config.uvloop:
+        run_service(run)
+    else:
+        asyncio.run(run())
+    return 0

@@ -1,0 +1,105 @@
+"""Configuration of the edge proxy: the `[edge]` section.
+
+Embedded defaults make `python -m services.edge` run with no file: UDP and TCP on
+127.0.0.1:5060, one worker, the default routing module, loopback trusted.  A TOML file
+(`$SIPMESH_CONFIG`) or `SIPMESH_EDGE_*` variables override any field, e.g.
+`SIPMESH_EDGE_LISTEN=udp:127.0.0.1:5070,tcp:127.0.0.1:5070`.
+
+Static routes are written `key=uri` (key: `user@domain`, `user` or `domain`), for example
+`static_routes = ["alice@example.com=sip:alice@192.0.2.10:5060", "example.com=sip:192.0.2.20"]`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.edge.addresses import Interface
+
+
+class EdgeConfigError(ValueError):
+    """A value of the [edge] section cannot be used."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    workers: int = 1
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    timer_c: float = 180.0
+    routing_module: str = "services.edge.default_routing"
+    local_domains: tuple[str, ...] = ()
+    static_routes: tuple[str, ...] = ()
+    trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
+    # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
+    default_transport: str = "inbound"
+    uvloop: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # /metrics and /health; 0 = an ephemeral port
+    log_level: str = "info"
+
+    def interfaces(self) -> list[Interface]:
+        out = []
+        for item in self.listen:
+            out.append(parse_listen(item))
+        if not out:
+            raise EdgeConfigError("[edge].listen is empty")
+        return out
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        try:
+            return [ipaddress.ip_network(n, strict=False) for n in self.trusted]
+        except ValueError as exc:
+            raise EdgeConfigError(f"[edge].trusted: {exc}") from exc
+
+    def routes(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for item in self.static_routes:
+            key, sep, uri = item.partition("=")
+            if not sep or not key.strip() or not uri.strip():
+                raise EdgeConfigError(f"[edge].static_routes: {item!r} is not key=uri")
+            table[key.strip().lower()] = uri.strip()
+        return table
+
+
+def parse_listen(item: str) -> Interface:
+    """`udp:127.0.0.1:5060`, `tcp:[::1]:5060` -> Interface."""
+    transport, sep, rest = item.partition(":")
+    transport = transport.lower()
+    if not sep or transport not in ("udp", "tcp"):
+        raise EdgeConfigError(f"[edge].listen: {item!r} must be udp:HOST:PORT or tcp:HOST:PORT")
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise EdgeConfigError(f"[edge].listen: {item!r}: {exc}") from exc
+    if not 0 <= number < 65536:
+        raise EdgeConfigError(f"[edge].listen: port out of range in {item!r}")
+    return Interface(transport, host, number)
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None,
+                **overrides: Any) -> EdgeConfig:
+    """The [edge] section from defaults, file and environment (shared.config), then overrides."""
+    from dataclasses import replace
+
+    from shared.config import load_section
+
+    config = load_section(EdgeConfig, "edge", path=path, environ=environ)
+    if overrides:
+        config = replace(config, **overrides)
+    if config.workers < 1:
+        raise EdgeConfigError("[edge].workers must be at least 1")
+    if config.default_transport not in ("inbound", "udp", "tcp"):
+        raise EdgeConfigError("[edge].default_transport must be inbound, udp or tcp")
+    config.interfaces()
+    config.trusted_networks()
+    config.routes()
+    return config

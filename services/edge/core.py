@@ -1,0 +1,901 @@
+"""The stateful proxy core of RFC 3261 §16, sans-IO.
+
+Theory of operation.  `ProxyCore.receive(data, source, now)` takes one datagram (or one
+framed TCP message) and returns what to do: `Send` (bytes to a `Destination`) and, when a
+routing hook is a coroutine, `Await` (the adapter awaits it, then calls its `resume(now)`
+and carries out what that returns).  Timers of the transaction layer and Timer C of the
+proxy share one `next_deadline()` / `handle_timer(now)` pair.  No sockets, no clock.
+
+Requests (§16.3 - §16.6):
+  1. received/rport on the top Via (§18.2.1, RFC 3581);
+  2. ACKs and retransmissions go to their server transaction (§17.2.3) and stop there;
+  3. CANCEL (§16.10, §9.2): 200 on its own transaction, CANCEL to every pending branch,
+     the INVITE then ends with 487 (or whatever the branches answer);
+  4. validation (§16.3): URI scheme (416), Max-Forwards (483; an OPTIONS with
+     Max-Forwards 0 or addressed to the proxy is answered here), loop detection (482),
+     Proxy-Require (420 + Unsupported);
+  5. route preprocessing (§16.4): a Request-URI we record-routed (a strict router upstream)
+     is replaced by the last Route; our own Route values on top are removed;
+  6. the routing hook decides: forward to one or more targets (parallel forking), reply,
+     record-route, arm a failure route; nothing decided means 503;
+  7. each target gets a copy (§16.6): Request-URI, Max-Forwards - 1, Record-Route (twice
+     when the outbound interface differs from the inbound one, RFC 5658), strict-router
+     fix-up (§16.6 step 6), our Via with a branch `z9hG4bK<loop hash>.<n>` and a client
+     transaction; INVITE branches get Timer C.
+
+Responses (§16.7): the top Via must be ours (§18.1.2), else dropped.  A response with no
+client transaction is forwarded statelessly to the next Via (never to a broadcast
+address).  Otherwise it joins the response context of its server transaction: 1xx (not
+100) and 2xx are relayed at once, a 2xx or 6xx cancels the other pending branches, and
+when every branch is final the best response (§16.7 step 6, challenges aggregated,
+503 turned into 500) is sent - or the failure route runs first and may fork again.
+Timeouts count as 408, transport failures as 503 (§16.7 step 2, §16.9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import count
+from typing import Any
+
+from services.edge.addresses import Destination, Interface, Source, is_broadcast
+from services.edge.best_response import best_response, is_challenge
+from services.edge.counters import EdgeCounters
+from services.edge.routing import LoadedRouter, RouteContext, Target, is_awaitable
+from services.edge.stateless import answer_malformed, looks_like_response
+from shared.sip import (
+    Request,
+    Response,
+    SipParseError,
+    Uri,
+    make_response,
+    parse_message,
+    parse_uri,
+)
+from shared.transaction import (
+    ClientTransaction,
+    ResponseReceived,
+    ServerTransaction,
+    Terminated,
+    TimedOut,
+    TimerSettings,
+    TransactionEvent,
+    TransactionLayer,
+    Transmit,
+    TransportFailed,
+    sent_by,
+)
+from shared.transaction.machine import State
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
+    "PRACK, MESSAGE, PUBLISH"
+SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `data` to `dest`; `request` tells the adapter to use the worker's request socket."""
+
+    data: bytes
+    dest: Destination
+    request: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Await:
+    """A routing hook returned an awaitable: await it, then run `resume(now)`."""
+
+    awaitable: Awaitable[Any]
+    resume: Callable[[float], list[Output]]
+    call_id: str
+
+
+Output = Send | Await
+Logger = Callable[..., None]
+
+
+def _no_log(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+class Branch:
+    """One client transaction of a response context (§16.6 step 9)."""
+
+    __slots__ = (
+        "cancel_pending", "cancelled", "context", "final_status", "got_provisional",
+        "response", "target", "timer_c", "txn",
+    )
+
+    def __init__(self, context: ResponseContext, target: Target) -> None:
+        self.context = context
+        self.target = target
+        self.txn: ClientTransaction | None = None
+        self.response: Response | None = None  # final response (received or synthesized)
+        self.final_status = 0
+        self.got_provisional = False
+        self.cancelled = False
+        self.cancel_pending = False  # CANCEL asked before any provisional (§9.1)
+        self.timer_c: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.final_status >= 200
+
+
+class ResponseContext:
+    """Everything the proxy keeps about one forwarded request (§16.7)."""
+
+    __slots__ = (
+        "branches", "cancelled", "ctx", "final_sent", "request", "server", "source",
+        "two_xx_sent",
+    )
+
+    def __init__(self, server: ServerTransaction, request: Request, source: Source,
+                 ctx: RouteContext) -> None:
+        self.server = server
+        self.request = request  # after route preprocessing; the base of every branch
+        self.source = source
+        self.ctx = ctx
+        self.branches: list[Branch] = []
+        self.final_sent = False
+        self.two_xx_sent = False
+        self.cancelled = False
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+
+class ProxyCore:
+    """One edge process's proxy: transactions, response contexts, routing."""
+
+    def __init__(
+        self,
+        interfaces: Sequence[Interface],
+        router: LoadedRouter,
+        *,
+        settings: TimerSettings | None = None,
+        local_domains: Iterable[str] = (),
+        static_routes: Mapping[str, str] | None = None,
+        trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        default_transport: str = "inbound",
+        services: Mapping[str, Any] | None = None,
+        counters: EdgeCounters | None = None,
+        log: Logger | None = None,
+        trace: Logger | None = None,
+        worker: int = 0,
+    ) -> None:
+        if not interfaces:
+            raise ValueError("the proxy needs at least one interface")
+        self.interfaces = list(interfaces)
+        self.router = router
+        self.settings = settings or TimerSettings()
+        self.layer = TransactionLayer(self.settings)
+        self.local_domains = frozenset(d.lower() for d in local_domains)
+        self.static_routes = dict(static_routes or {})
+        self.trusted = list(trusted)
+        self.default_transport = default_transport
+        self.services = dict(services or {})
+        self.counters = counters or EdgeCounters()
+        self.log = log or _no_log  # problems worth a warning
+        self.trace = trace  # per-message debug lines; None keeps the hot path quiet
+        self._branch_ids = count(1)
+        self._worker = f"{worker:x}"
+        self._timer_c: list[tuple[float, int, Branch]] = []
+        self._seq = count()
+        self._refresh_addresses()
+
+    def _refresh_addresses(self) -> None:
+        # (host, port) pairs that mean "this proxy": listening ports and Via ports.
+        ours: set[tuple[str, int]] = set()
+        for itf in self.interfaces:
+            ours.add((itf.host.lower(), itf.port))
+            ours.add((itf.host.lower(), itf.sent_by_port))
+        self._ours = ours
+
+    def set_interfaces(self, interfaces: Sequence[Interface]) -> None:
+        """Adopt the bound interfaces (ephemeral ports, private Via ports) after start-up."""
+        self.interfaces = list(interfaces)
+        self._refresh_addresses()
+
+    # =========================================================================================
+    # entry points
+    def receive(self, data: bytes, source: Source, now: float) -> list[Output]:
+        """One message from the network."""
+        try:
+            message = parse_message(data)
+        except SipParseError as err:
+            return self._malformed(data, source, err)
+        out: list[Output] = []
+        try:
+            if isinstance(message, Response):
+                self.counters.rcv_replies.value += 1
+                self._on_response(message, source, now, out)
+            else:
+                self.counters.rcv_requests.value += 1
+                self.counters.request_in(message.method)
+                self._on_request(message, source, now, out)
+        except SipParseError as err:
+            # A header the parser reads lazily (Via, Route, URI) turned out malformed.
+            self.counters.bad_msg_hdr.value += 1
+            if isinstance(message, Request) and message.method != "ACK" and err.status:
+                self._reply_stateless(message, source, err.status, err.reason, out)
+            self.log("sip.malformed_header", detail=err.detail, call_id=message.call_id)
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadline = self.layer.next_deadline()
+        heap = self._timer_c
+        while heap and heap[0][2].timer_c != heap[0][0]:
+            heapq.heappop(heap)  # stale: reset or stopped
+        if heap and (deadline is None or heap[0][0] < deadline):
+            return heap[0][0]
+        return deadline
+
+    def handle_timer(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        self._run_events(self.layer.handle_timer(now), now, out)
+        heap = self._timer_c
+        while heap and heap[0][0] <= now:
+            deadline, _, branch = heapq.heappop(heap)
+            if branch.timer_c == deadline:
+                branch.timer_c = None
+                self._on_timer_c(branch, now, out)
+        return out
+
+    def transport_failed(self, dest: Destination, now: float) -> list[Output]:
+        """The adapter could not deliver to `dest`: fail the client transactions there."""
+        out: list[Output] = []
+        for txn in [t for t in self.layer.clients.values() if t.destination == dest]:
+            self._run_events(self.layer.transport_error(txn, now), now, out)
+        return out
+
+    @property
+    def transactions(self) -> int:
+        return len(self.layer)
+
+    # =========================================================================================
+    # malformed input
+    def _malformed(self, data: bytes, source: Source, err: SipParseError) -> list[Output]:
+        self.counters.bad_msg_hdr.value += 1
+        if looks_like_response(data) or err.status is None:
+            self.counters.drop_replies.value += looks_like_response(data)
+            self.log("sip.dropped", reason=str(err), peer=f"{source.host}:{source.port}")
+            return []
+        answer = answer_malformed(data, err.status, err.reason)
+        self.log("sip.malformed", reason=str(err), peer=f"{source.host}:{source.port}",
+                 answered=answer is not None)
+        if answer is None:
+            return []
+        self.counters.reply_out(err.status)
+        return [Send(answer, self._reply_destination(source, None))]
+
+    # =========================================================================================
+    # requests
+    def _on_request(self, request: Request, source: Source, now: float,
+                    out: list[Output]) -> None:
+        via = request.top_via  # raises SipParseError(400) when missing/malformed
+        self._stamp_received(request, source)
+        method = request.method
+
+        server = self.layer.find_server(request)
+        if server is not None:
+            # A retransmission, or the ACK of a non-2xx response (§17.2.1, §17.2.3).
+            self._run_events(self.layer.absorb(server, request, now), now, out)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source, now, out)
+            return
+
+        # §16.3 request validation.
+        uri = request.parsed_uri
+        if uri.scheme not in SUPPORTED_SCHEMES:
+            self.counters.bad_URIs_rcvd.value += 1
+            self._reply_new(request, source, 416, now, out)
+            return
+        mf = request.max_forwards
+        addressed_to_us = self._is_myself(uri) and not request.has("Route")
+        if method == "OPTIONS" and (mf == 0 or (addressed_to_us and not uri.user)):
+            # §16.3 step 3 / §11: the proxy answers OPTIONS that cannot (or need not) go on.
+            self._reply_new(request, source, 200, now, out, headers=(
+                ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")
+            ))
+            return
+        if mf is not None and mf <= 0:
+            if method == "ACK":
+                self.counters.drop_requests.value += 1
+                return
+            self._reply_new(request, source, 483, now, out)
+            return
+        loop_hash = self._loop_hash(request)
+        if self._is_loop(request, loop_hash):
+            if method != "ACK":
+                self._reply_new(request, source, 482, now, out)
+            else:
+                self.counters.drop_requests.value += 1
+            return
+        if method not in ("ACK", "CANCEL"):
+            required = [v.strip() for v in request.get_all("Proxy-Require") if v.strip()]
+            if required:
+                self._reply_new(request, source, 420, now, out,
+                                headers=[("Unsupported", ", ".join(required))])
+                return
+
+        loose = self._preprocess_routes(request)
+        ctx = RouteContext(
+            request, source, loose_routed=loose, local_domains=self.local_domains,
+            static_routes=self.static_routes, trusted=self.trusted,
+            is_myself=self._is_myself, services=self.services,
+        )
+        ctx.default_failure = self.router.failure_route
+
+        if method == "ACK":
+            # An ACK for a 2xx is its own transaction: routed, forwarded statelessly (§16.11).
+            self._route(ctx, now, out, lambda n: self._forward_ack(ctx, loop_hash, n))
+            return
+
+        server, events = self.layer.create_server(
+            request, self._reply_destination(source, via), source.reliable, now)
+        context = ResponseContext(server, request, source, ctx)
+        server.owner = context
+        self._run_events(events, now, out)
+        self._route(ctx, now, out, lambda n: self._after_route(context, loop_hash, n))
+
+    def _route(self, ctx: RouteContext, now: float, out: list[Output],
+               then: Callable[[float], list[Output]]) -> None:
+        """Run request_route; continue at once, or after the awaitable it returned."""
+        try:
+            result = self.router.request_route(ctx.request, ctx)
+        except Exception as exc:  # a routing script bug must not take the proxy down
+            self.log("route.error", hook="request_route", error=repr(exc),
+                     call_id=ctx.request.call_id)
+            ctx.targets.clear()
+            ctx.reply(500, "Routing Error")
+            result = None
+        if is_awaitable(result):
+            out.append(Await(result, then, ctx.request.call_id))  # type: ignore[arg-type]
+            return
+        out.extend(then(now))
+
+    def _after_route(self, context: ResponseContext, loop_hash: str, now: float) -> list[Output]:
+        out: list[Output] = []
+        ctx = context.ctx
+        if context.final_sent or context.server.state is State.TERMINATED:
+            return out
+        if ctx.reply_status is not None:
+            self._reply_context(context, ctx.reply_status, ctx.reply_reason, now, out,
+                                headers=ctx.reply_headers)
+            return out
+        if not ctx.targets:
+            self._reply_context(context, 503, "No Route", now, out)
+            return out
+        targets, ctx.targets = ctx.targets, []
+        for target in targets:
+            self._fork(context, target, loop_hash, now, out)
+        self._check_complete(context, now, out)
+        return out
+
+    def _forward_ack(self, ctx: RouteContext, loop_hash: str, now: float) -> list[Output]:
+        out: list[Output] = []
+        if ctx.reply_status is not None or not ctx.targets:
+            self.counters.drop_requests.value += 1
+            return out
+        target = ctx.targets[0]
+        # §16.11: a stateless branch must be the same for retransmissions of the request.
+        branch = "z9hG4bK" + loop_hash + ".a" + hashlib.md5(
+            (ctx.request.top_via.branch or ctx.request.call_id).encode()).hexdigest()[:10]
+        built = self._build_branch_request(ctx, ctx.request, target, branch)
+        if built is None:
+            self.counters.drop_requests.value += 1
+            return out
+        fwd, dest = built
+        self.counters.fwd_requests.value += 1
+        out.append(Send(fwd.serialize(), dest, request=True))
+        return out
+
+    # -- CANCEL (§16.10, §9.2) -----------------------------------------------------------------
+    def _on_cancel(self, cancel: Request, source: Source, now: float, out: list[Output]) -> None:
+        invite = self.layer.find_cancelled(cancel)
+        status = 200 if invite is not None else 481
+        server, events = self.layer.create_server(
+            cancel, self._reply_destination(source, cancel.top_via), source.reliable, now)
+        self._run_events(events, now, out)
+        self._respond(server, make_response(cancel, status, to_tag=self._tag(cancel)), now, out)
+        if invite is None:
+            return
+        context: ResponseContext | None = invite.owner
+        if context is None or context.final_sent:
+            return
+        context.cancelled = True
+        for branch in context.branches:
+            self._cancel_branch(branch, now, out)
+        self._check_complete(context, now, out)
+
+    def _cancel_branch(self, branch: Branch, now: float, out: list[Output]) -> None:
+        if branch.cancelled or branch.done or branch.txn is None:
+            return
+        if not branch.got_provisional:
+            branch.cancel_pending = True  # §9.1: wait for a provisional response
+            return
+        branch.cancelled = True
+        request = branch.txn.request
+        headers: list[tuple[str, str]] = [("Via", str(request.top_via))]
+        headers.extend(("Route", r) for r in request.get_all("Route"))
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", request.get("From") or ""),
+            ("To", request.get("To") or ""),
+            ("Call-ID", request.call_id),
+            ("CSeq", f"{request.cseq.number} CANCEL"),
+        ]
+        cancel = Request("CANCEL", request.uri, headers)
+        data = cancel.serialize()
+        _txn, events = self.layer.create_client(
+            cancel, data, branch.txn.destination, branch.txn.reliable, now, owner=None)
+        self.counters.fwd_requests.value += 1
+        self._run_events(events, now, out)
+
+    # -- forking (§16.6) ---------------------------------------------------------------------------
+    def _fork(self, context: ResponseContext, target: Target, loop_hash: str, now: float,
+              out: list[Output]) -> None:
+        branch = Branch(context, target)
+        context.branches.append(branch)
+        branch_id = f"z9hG4bK{loop_hash}.{self._worker}{next(self._branch_ids):x}"
+        built = self._build_branch_request(context.ctx, context.request, target, branch_id)
+        if built is None:
+            self._branch_final(branch, self._synthetic(context, 503), now, out)
+            return
+        request, dest = built
+        txn, events = self.layer.create_client(
+            request, request.serialize(), dest, dest.reliable, now, owner=branch)
+        branch.txn = txn
+        self.counters.fwd_requests.value += 1
+        if context.is_invite:
+            self._arm_timer_c(branch, now)
+        if self.trace is not None:
+            self.trace("sip.forward", call_id=request.call_id, branch=branch_id,
+                       method=request.method, to=f"{dest.transport}:{dest.host}:{dest.port}")
+        self._run_events(events, now, out)
+
+    def _build_branch_request(
+        self, ctx: RouteContext, base: Request, target: Target, branch_id: str
+    ) -> tuple[Request, Destination] | None:
+        request = base.copy()
+        if target.uri != request.uri:
+            request.set_uri(target.uri)  # §16.6 step 2
+        mf = request.max_forwards
+        request.max_forwards = 70 if mf is None else mf - 1  # §16.6 step 3
+        try:
+            next_hop = self._next_hop(request, target, ctx.source.interface.transport)
+        except SipParseError:
+            return None
+        if next_hop is None:
+            return None
+        hop_uri, transport = next_hop
+        outbound = self._interface_for(transport, ctx.source.interface)
+        if outbound is None:
+            return None
+        if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
+            inbound = ctx.source.interface
+            if inbound != outbound:
+                request.add_header("Record-Route", inbound.record_route())
+            request.add_header("Record-Route", outbound.record_route())
+        # §16.6 step 8: our Via on top.
+        request.add_header(
+            "Via", f"SIP/2.0/{transport.upper()} {outbound.host_in_uri}:"
+                   f"{outbound.sent_by_port};branch={branch_id}")
+        default_port = 5061 if hop_uri.scheme == "sips" else 5060
+        dest = Destination(transport, hop_uri.host.strip("[]"), hop_uri.port or default_port,
+                           interface=outbound)
+        return request, dest
+
+    def _next_hop(self, request: Request, target: Target,
+                  inbound: str) -> tuple[Uri, str] | None:
+        """§16.6 steps 6-7: the URI to send to and its transport."""
+        routes = request.get_all("Route")
+        if routes:
+            from shared.sip import parse_name_addr
+
+            top = parse_name_addr(routes[0], "Route").uri
+            if not top.lr:
+                # §16.6 step 6: the next hop is a strict router; it expects its URI as the
+                # Request-URI and the real Request-URI as the last Route.
+                request.pop_first_value("Route")
+                request.add_header("Route", f"<{request.uri}>", first=False)
+                request.set_uri(str(top))
+            hop = top
+        elif target.next_hop:
+            hop = parse_uri(target.next_hop)
+        else:
+            hop = request.parsed_uri
+        if hop.scheme not in SUPPORTED_SCHEMES or not hop.host:
+            return None
+        transport = target.transport or hop.transport
+        if transport is None:
+            if hop.scheme == "sips":
+                transport = "tcp"  # TLS is not offered here; sips still needs a stream
+            elif self.default_transport == "inbound":
+                transport = inbound
+            else:
+                transport = self.default_transport
+        return hop, transport.lower()
+
+    def _interface_for(self, transport: str, inbound: Interface) -> Interface | None:
+        if inbound.transport == transport:
+            return inbound
+        for itf in self.interfaces:
+            if itf.transport == transport and itf.host == inbound.host:
+                return itf
+        for itf in self.interfaces:
+            if itf.transport == transport:
+                return itf
+        return None
+
+    # -- responses (§16.7) ----------------------------------------------------------------------
+    def _on_response(self, response: Response, source: Source, now: float,
+                     out: list[Output]) -> None:
+        via = response.top_via
+        if sent_by(via) not in self._ours:
+            self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
+            return
+        self.counters.reply_in(response.status)
+        events = self.layer.receive_response(response, now)
+        if events is None:
+            self._forward_stateless_response(response, out)
+            return
+        self._run_events(events, now, out)
+
+    def _forward_stateless_response(self, response: Response, out: list[Output]) -> None:
+        # §16.7: no matching transaction - e.g. a retransmitted 2xx after the INVITE
+        # transaction ended.  100 Trying is hop-by-hop and never forwarded.
+        if response.status == 100:
+            return
+        response.pop_first_value("Via")
+        if not response.get("Via"):
+            self.counters.drop_replies.value += 1
+            return
+        dest = self._via_destination(response)
+        if dest is None:
+            self.counters.drop_replies.value += 1
+            return
+        self.counters.fwd_replies.value += 1
+        self.counters.reply_out(response.status)
+        out.append(Send(response.serialize(), dest))
+
+    def _on_branch_response(self, branch: Branch, response: Response, now: float,
+                            out: list[Output]) -> None:
+        context = branch.context
+        status = response.status
+        if status < 200:
+            branch.got_provisional = True
+            if status > 100 and branch.timer_c is not None:
+                self._arm_timer_c(branch, now)  # §16.7 step 2: reset Timer C
+            if branch.cancel_pending:
+                branch.cancel_pending = False
+                self._cancel_branch(branch, now, out)
+                return
+            if status == 100 or context.final_sent or branch.done:
+                return
+            self._reply_route(response, context)
+            self._relay(context, response, now, out)  # §16.7 step 5: forward at once
+            return
+        if branch.done:
+            if 200 <= status < 300 and context.is_invite:
+                # A late 2xx after Timer C or a CANCEL still has to reach the caller.
+                self._reply_route(response, context)
+                self._relay(context, response, now, out)
+            return
+        branch.timer_c = None
+        branch.final_status = status
+        branch.response = response
+        self._reply_route(response, context)
+        if status < 300:
+            # §16.7 step 5: 2xx are forwarded at once, even after another 2xx.
+            self._relay(context, response, now, out)
+            if context.is_invite:
+                for other in context.branches:
+                    if other is not branch:
+                        self._cancel_branch(other, now, out)
+            return
+        if status >= 600 and context.is_invite:
+            for other in context.branches:  # §16.7 step 5: 6xx ends the search
+                if other is not branch:
+                    self._cancel_branch(other, now, out)
+        self._check_complete(context, now, out)
+
+    def _branch_final(self, branch: Branch, response: Response, now: float,
+                      out: list[Output]) -> None:
+        """A branch ended without a real final response (timeout, transport error)."""
+        if branch.done:
+            return
+        branch.timer_c = None
+        branch.final_status = response.status
+        branch.response = response
+        self._check_complete(branch.context, now, out)
+
+    def _check_complete(self, context: ResponseContext, now: float, out: list[Output]) -> None:
+        """§16.7 steps 4-6: when every branch is final, choose and send the best response."""
+        if context.final_sent or not context.branches:
+            return
+        if any(not b.done for b in context.branches):
+            return
+        finals = [b.response for b in context.branches if b.response is not None]
+        if any(r.status < 300 for r in finals):
+            return  # the 2xx went out already
+        best = best_response(finals)
+        ctx = context.ctx
+        hook = ctx.failure_hook
+        if hook is not None and not context.cancelled and best.status < 600:
+            ctx.failure_hook = None  # armed once; the hook may arm it again
+            if self._run_failure_route(context, hook, best, now, out):
+                return
+        if context.cancelled and best.status < 600:
+            best = self._synthetic(context, 487)
+        self._send_best(context, best, finals, now, out)
+
+    def _run_failure_route(self, context: ResponseContext, hook: Callable[..., Any],
+                           best: Response, now: float, out: list[Output]) -> bool:
+        ctx = context.ctx
+        try:
+            result = hook(best, ctx)
+        except Exception as exc:
+            self.log("route.error", hook="failure_route", error=repr(exc),
+                     call_id=context.request.call_id)
+            return False
+        loop_hash = self._loop_hash(context.request)
+
+        def resume(n: float) -> list[Output]:
+            o: list[Output] = []
+            if context.final_sent:
+                return o
+            if ctx.reply_status is not None:
+                self._reply_context(context, ctx.reply_status, ctx.reply_reason, n, o,
+                                    headers=ctx.reply_headers)
+                ctx.reply_status = None
+                return o
+            if ctx.targets:
+                targets, ctx.targets = ctx.targets, []
+                for target in targets:
+                    self._fork(context, target, loop_hash, n, o)
+                self._check_complete(context, n, o)
+                return o
+            finals = [b.response for b in context.branches if b.response is not None]
+            self._send_best(context, best_response(finals), finals, n, o)
+            return o
+
+        if is_awaitable(result):
+            out.append(Await(result, resume, context.request.call_id))  # type: ignore[arg-type]
+            return True
+        out.extend(resume(now))
+        return True
+
+    def _send_best(self, context: ResponseContext, best: Response, finals: list[Response],
+                   now: float, out: list[Output]) -> None:
+        if best.status == 503:
+            # §16.7 step 6: a 503 would make the caller avoid this proxy; send 500 instead.
+            best = self._synthetic(context, 500)
+        elif is_challenge(best.status):
+            # §16.7 step 7: aggregate every challenge into the one 401/407 sent upstream.
+            best = best.copy()
+            for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                values = [v for r in finals if is_challenge(r.status) for v in r.get_all(name)]
+                if values:
+                    best.remove_header(name)
+                    for value in values:
+                        best.add_header(name, value, first=False)
+        self._relay(context, best, now, out, received=best.get("Via") != context.request.get("Via"))
+
+    def _relay(self, context: ResponseContext, response: Response, now: float,
+               out: list[Output], *, received: bool = True) -> None:
+        """Send `response` upstream through the server transaction (§16.7 steps 8-9).
+
+        `received` responses carry our Via on top, which goes (§16.7 step 9); responses we
+        made from the upstream request (408, 487, 500) have the caller's Vias already.
+        """
+        if received:
+            response.pop_first_value("Via")
+        if response.status >= 200:
+            if context.final_sent and response.status >= 300:
+                return
+            context.final_sent = True
+        server = context.server
+        if server.state is State.TERMINATED:
+            # Further 2xx after the first (§16.7 step 5) go straight to the caller.
+            self.counters.fwd_replies.value += 1
+            self.counters.reply_out(response.status)
+            out.append(Send(response.serialize(), server.destination))
+            return
+        self.counters.fwd_replies.value += 1
+        self._respond(server, response, now, out)
+
+    def _reply_route(self, response: Response, context: ResponseContext) -> None:
+        hook = self.router.reply_route
+        if hook is None:
+            return
+        try:
+            hook(response, context.ctx)
+        except Exception as exc:
+            self.log("route.error", hook="reply_route", error=repr(exc),
+                     call_id=context.request.call_id)
+
+    # -- Timer C (§16.6 step 11, §16.8) -----------------------------------------------------------
+    def _arm_timer_c(self, branch: Branch, now: float) -> None:
+        deadline = now + self.settings.timer_c
+        branch.timer_c = deadline
+        heapq.heappush(self._timer_c, (deadline, next(self._seq), branch))
+
+    def _on_timer_c(self, branch: Branch, now: float, out: list[Output]) -> None:
+        # §16.8: with a provisional response, CANCEL the branch; the caller gets 408 now.
+        if branch.done:
+            return
+        self.log("sip.timer_c", call_id=branch.context.request.call_id)
+        self._cancel_branch(branch, now, out)
+        self._branch_final(branch, self._synthetic(branch.context, 408), now, out)
+
+    # -- transaction events ---------------------------------------------------------------
+    def _run_events(self, events: list[TransactionEvent], now: float, out: list[Output]) -> None:
+        for event in events:
+            if isinstance(event, Transmit):
+                self.counters.retransmissions.value += event.retransmission
+                dest: Destination = event.destination
+                out.append(Send(event.data, dest, request=event.data[:4] != b"SIP/"))
+            elif isinstance(event, ResponseReceived):
+                branch = event.transaction.owner
+                if isinstance(branch, Branch):
+                    self._on_branch_response(branch, event.response, now, out)
+            elif isinstance(event, TimedOut | TransportFailed):
+                txn = event.transaction
+                status = 408 if isinstance(event, TimedOut) else 503
+                if isinstance(txn, ClientTransaction) and isinstance(txn.owner, Branch):
+                    branch = txn.owner
+                    self._branch_final(branch, self._synthetic(branch.context, status), now, out)
+                elif isinstance(txn, ServerTransaction):
+                    self.log("sip.server_timeout", call_id=txn.request.call_id)
+            elif isinstance(event, Terminated):
+                pass
+
+    # -- replies of our own ------------------------------------------------------------------------
+    def _synthetic(self, context: ResponseContext, status: int) -> Response:
+        return make_response(context.request, status, to_tag=self._tag(context.request))
+
+    def _reply_new(self, request: Request, source: Source, status: int, now: float,
+                   out: list[Output], *, headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Answer a request on a fresh server transaction (so its ACK is absorbed)."""
+        server, events = self.layer.create_server(
+            request, self._reply_destination(source, request.top_via), source.reliable, now,
+            send_trying=False)
+        self._run_events(events, now, out)
+        response = make_response(request, status, to_tag=self._tag(request), headers=headers)
+        self._respond(server, response, now, out)
+
+    def _reply_context(self, context: ResponseContext, status: int, reason: str | None,
+                       now: float, out: list[Output], *,
+                       headers: Iterable[tuple[str, str]] = ()) -> None:
+        response = make_response(context.request, status, reason,
+                                 to_tag=self._tag(context.request), headers=headers)
+        context.final_sent = status >= 200
+        self._respond(context.server, response, now, out)
+
+    def _respond(self, server: ServerTransaction, response: Response, now: float,
+                 out: list[Output]) -> None:
+        self.counters.reply_out(response.status)
+        self._run_events(self.layer.respond(server, response, now), now, out)
+
+    def _reply_stateless(self, request: Request, source: Source, status: int, reason: str,
+                         out: list[Output]) -> None:
+        try:
+            response = make_response(request, status, reason, to_tag=self._tag(request))
+            data = response.serialize()
+        except SipParseError:
+            data = answer_malformed(request.serialize(), status, reason) or b""
+        if data:
+            self.counters.reply_out(status)
+            out.append(Send(data, self._reply_destination(source, None)))
+
+    @staticmethod
+    def _tag(request: Request) -> str | None:
+        if request.to_tag is not None:
+            return None
+        seed = f"{request.call_id}|{request.from_tag}|{request.cseq.number}"
+        return hashlib.md5(seed.encode()).hexdigest()[:12]
+
+    # -- addresses --------------------------------------------------------------------------------
+    def _is_myself(self, uri: Uri) -> bool:
+        if not uri.host:
+            return False
+        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        return (uri.host.strip("[]").lower(), port) in self._ours
+
+    def _stamp_received(self, request: Request, source: Source) -> None:
+        """§18.2.1 `received`, RFC 3581 `rport`: note where the request really came from."""
+        via = request.top_via
+        want_rport = via.has_rport
+        if via.host.strip("[]") == source.host and not want_rport:
+            return
+        via.params["received"] = source.host
+        if want_rport:
+            via.params["rport"] = str(source.port)
+        request.pop_first_value("Via")
+        request.add_header("Via", str(via))
+
+    def _reply_destination(self, source: Source, via: Any) -> Destination:
+        """§18.2.2 (and RFC 3581 §4): where responses to a request from `source` go."""
+        itf = source.interface
+        if source.reliable:
+            return Destination(itf.transport, source.host, source.port, itf, source.conn)
+        if via is None or via.has_rport:
+            return Destination("udp", source.host, source.port, itf)
+        _host, port = sent_by(via)
+        return Destination("udp", source.host, port, itf)
+
+    def _via_destination(self, response: Response) -> Destination | None:
+        via = response.top_via
+        host = via.received or via.host
+        if is_broadcast(host) or is_broadcast(via.host) or (via.maddr and is_broadcast(via.maddr)):
+            return None
+        port = via.rport or sent_by(via)[1]
+        transport = via.transport.lower()
+        itf = self._interface_for(transport, self.interfaces[0])
+        if itf is None:
+            return None
+        return Destination(transport, host.strip("[]"), port, itf)
+
+    # -- §16.4 route preprocessing and §16.3 step 4 loop detection ------------------------------
+    def _preprocess_routes(self, request: Request) -> bool:
+        """Return True when the request was loose-routed by our Route (in-dialog)."""
+        consumed = False
+        uri = request.parsed_uri
+        routes = request.get_all("Route")
+        if routes and self._is_myself(uri):
+            # A strict router upstream put our Record-Route URI in the Request-URI:
+            # the real one is the last Route value (§16.4).
+            from shared.sip import parse_name_addr
+
+            last = parse_name_addr(routes[-1], "Route").uri
+            kept = routes[:-1]
+            request.remove_header("Route")
+            for value in kept:
+                request.add_header("Route", value, first=False)
+            request.set_uri(str(last))
+            consumed = True
+            routes = kept
+        while routes:
+            from shared.sip import parse_name_addr
+
+            top = parse_name_addr(routes[0], "Route").uri
+            if not self._is_myself(top):
+                break
+            request.pop_first_value("Route")  # §16.4: our own Route value
+            routes = routes[1:]
+            consumed = True  # double Record-Route leaves two of ours on top
+        return consumed
+
+    def _loop_hash(self, request: Request) -> str:
+        """§16.6 step 8: a hash of what makes this request what it is, for loop detection.
+
+        The topmost Via that §16.6 lists is left out on purpose: when the request comes back
+        the top Via is another hop's (or ours), so with it no loop would ever be detected
+        (the weakness RFC 5393 §3 discusses).  A spiral changes the Request-URI and so the
+        hash, and is not mistaken for a loop.
+        """
+        parts = (
+            request.to_tag or "", request.from_tag or "", request.call_id, request.uri,
+            str(request.cseq.number), request.get("Proxy-Require") or "",
+            request.get("Proxy-Authorization") or "",
+        )
+        return hashlib.md5("\x00".join(parts).encode()).hexdigest()[:16]
+
+    def _is_loop(self, request: Request, loop_hash: str) -> bool:
+        """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
+        prefix = f"z9hG4bK{loop_hash}."
+        vias = request.vias
+        if len(vias) < 2:
+            return False
+        for via in vias[1:]:
+            if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
+                return True
+        return False

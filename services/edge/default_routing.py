@@ -1,0 +1,43 @@
+"""The default routing module: never an open relay.
+
+- In-dialog requests that carried our Route (loose routing, §16.4) follow their route set.
+- Requests for a configured local domain go to its static route (`user@domain`, `user` or
+  `domain` key in [edge].static_routes); no route: 404.  (The registrar lookup replaces the
+  static table once the registrar service exists.)
+- Requests for any other domain are forwarded to their Request-URI only when the source is
+  trusted ([edge].trusted, loopback by default); otherwise 403.
+- Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.edge.routing import RouteContext
+    from shared.sip import Request
+
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+
+
+def request_route(request: Request, ctx: RouteContext) -> None:
+    if ctx.loose_routed:
+        ctx.forward()
+        return
+    if request.method in _DIALOG_CREATING and request.to_tag is None:
+        ctx.record_route()
+    uri = request.parsed_uri
+    if ctx.is_local(uri):
+        user = (uri.user or "").lower()
+        host = uri.host.lower()
+        routes = ctx.static_routes
+        target = routes.get(f"{user}@{host}") or routes.get(user) or routes.get(host)
+        if target is None:
+            ctx.reply(404)
+        else:
+            ctx.forward(target)
+        return
+    if ctx.trusted:
+        ctx.forward()
+        return
+    ctx.reply(403, "Relaying Denied")

@@ -1,0 +1,180 @@
+"""The routing API: a Python module named in config plays the role of an OpenSIPS script.
+
+The module defines up to three hooks (only `request_route` is required):
+
+    def request_route(request: Request, ctx: RouteContext) -> None | Awaitable[None]
+    def reply_route(response: Response, ctx: RouteContext) -> None
+    def failure_route(response: Response, ctx: RouteContext) -> None | Awaitable[None]
+
+`request_route` runs once per new request (after the proxy's own §16.3 checks and §16.4
+route preprocessing).  It decides through the context: `ctx.forward(uri)` (call it several
+times to fork in parallel), `ctx.reply(code)`, `ctx.record_route()`, header edits on
+`ctx.request`, and `ctx.set_failure_route(hook)` to get called when every branch failed
+(serial forking, failover).  `reply_route` sees every response before it is relayed.
+A hook may be a coroutine function (to call other services); the proxy waits for it
+without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
+
+A module may instead define `make_router(ctx: RouterSetup)` returning an object with these
+methods, to keep state (clients of other services) without module globals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from services.edge.addresses import Source
+    from shared.sip import Request, Uri
+
+
+Hook = Callable[["Any", "RouteContext"], "Awaitable[None] | None"]
+
+
+class Router(Protocol):
+    def request_route(self, request: Request, ctx: RouteContext) -> Awaitable[None] | None: ...
+
+
+@dataclass(frozen=True)
+class RouterSetup:
+    """What a routing module gets at start-up (`make_router(setup)`)."""
+
+    local_domains: frozenset[str]
+    static_routes: Mapping[str, str]
+    services: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Target:
+    """One branch to create: the Request-URI, and optionally a next hop that overrides it."""
+
+    uri: str
+    next_hop: str | None = None  # like OpenSIPS $du: send here, keep the Request-URI
+    transport: str | None = None
+
+
+class RouteContext:
+    """The hook's handle on one transaction; see the module docstring."""
+
+    __slots__ = (
+        "_is_myself", "_trusted_nets", "default_failure", "failure_hook", "local_domains",
+        "loose_routed", "reply_headers", "reply_reason", "reply_status", "request", "rr",
+        "services",
+        "source", "static_routes", "targets",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        source: Source,
+        *,
+        loose_routed: bool,
+        local_domains: frozenset[str],
+        static_routes: Mapping[str, str],
+        trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        is_myself: Callable[[Uri], bool],
+        services: Mapping[str, Any],
+    ) -> None:
+        self.request = request
+        self.source = source
+        self.loose_routed = loose_routed
+        self.local_domains = local_domains
+        self.static_routes = static_routes
+        self.services = services
+        self._trusted_nets = trusted
+        self._is_myself = is_myself
+        self.targets: list[Target] = []
+        self.reply_status: int | None = None
+        self.reply_reason: str | None = None
+        self.reply_headers: list[tuple[str, str]] = []
+        self.rr = False
+        self.failure_hook: Hook | None = None
+        self.default_failure: Hook | None = None  # the module's failure_route, if any
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def trusted(self) -> bool:
+        """The source address is in a trusted network ([edge].trusted)."""
+        try:
+            addr = ipaddress.ip_address(self.source.host)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted_nets)
+
+    def is_myself(self, uri: Uri) -> bool:
+        """The URI names this proxy (one of its interfaces)."""
+        return self._is_myself(uri)
+
+    def is_local(self, uri: Uri) -> bool:
+        """The URI's host is one of the configured local domains."""
+        return uri.host.lower() in self.local_domains
+
+    @property
+    def decided(self) -> bool:
+        return self.reply_status is not None or bool(self.targets)
+
+    # -- decisions ---------------------------------------------------------------------------
+    def forward(self, uri: str | None = None, *, next_hop: str | None = None,
+                transport: str | None = None) -> None:
+        """Add a branch to `uri` (default: the current Request-URI). Call again to fork."""
+        self.targets.append(Target(uri or self.request.uri, next_hop, transport))
+
+    def reply(self, status: int, reason: str | None = None,
+              headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Answer the request from the proxy with a final response."""
+        if not 200 <= status <= 699:
+            raise ValueError(f"the proxy can only reply with a final status, not {status}")
+        self.reply_status = status
+        self.reply_reason = reason
+        self.reply_headers = list(headers)
+
+    def record_route(self) -> None:
+        """Stay in the path of the dialog (RFC 3261 §16.6 step 4, double RR when needed)."""
+        self.rr = True
+
+    def set_failure_route(self, hook: Hook | None = None) -> None:
+        """Call `hook(response, ctx)` (default: the module's `failure_route`) when every
+        branch failed; it may `forward` again (serial forking) or `reply`."""
+        self.failure_hook = hook or self.default_failure
+        if self.failure_hook is None:
+            raise ValueError("set_failure_route() needs a hook: the module has no failure_route")
+
+    def add_header(self, name: str, value: str) -> None:
+        self.request.add_header(name, value)
+
+    def remove_header(self, name: str) -> int:
+        return self.request.remove_header(name)
+
+
+class LoadedRouter:
+    """The three hooks of a routing module, resolved once at start-up."""
+
+    def __init__(self, request_route: Hook, reply_route: Hook | None,
+                 failure_route: Hook | None, name: str) -> None:
+        self.request_route = request_route
+        self.reply_route = reply_route
+        self.failure_route = failure_route
+        self.name = name
+
+
+def load_router(module_name: str, setup: RouterSetup) -> LoadedRouter:
+    """Import the routing module named in config and pick its hooks."""
+    module = importlib.import_module(module_name)
+    source: Any = module
+    make = getattr(module, "make_router", None)
+    if make is not None:
+        source = make(setup)
+    request_route = getattr(source, "request_route", None)
+    if request_route is None or not callable(request_route):
+        raise ValueError(f"routing module {module_name} has no request_route(request, ctx)")
+    reply_route = getattr(source, "reply_route", None)
+    failure_route = getattr(source, "failure_route", None)
+    return LoadedRouter(request_route, reply_route, failure_route, module_name)
+
+
+def is_awaitable(value: object) -> bool:
+    return value is not None and inspect.isawaitable(value)

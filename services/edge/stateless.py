@@ -1,0 +1,65 @@
+"""Stateless answers to requests the parser rejected (RFC 3261 §8.2, §16.3 step 1).
+
+A malformed request never reached a `Request` object, so `make_response` cannot help; this
+module lifts the few header lines a response must echo (Via, From, To, Call-ID, CSeq,
+§8.2.6.2) straight out of the raw bytes and builds the answer with the status the parser
+chose (`SipParseError.status`).  Without a Via line there is nobody to answer to and the
+datagram is dropped; a start line beginning with `SIP/` is a response and is never answered
+(§16.7, §18.1.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+_ECHO = {
+    b"via": b"Via", b"v": b"Via",
+    b"from": b"From", b"f": b"From",
+    b"to": b"To", b"t": b"To",
+    b"call-id": b"Call-ID", b"i": b"Call-ID",
+    b"cseq": b"CSeq",
+}
+
+
+def looks_like_response(data: bytes) -> bool:
+    return data.lstrip(b"\r\n")[:4] == b"SIP/"
+
+
+def answer_malformed(data: bytes, status: int, reason: str) -> bytes | None:
+    """The bytes of a `status reason` answer to the raw request `data`, or None (drop)."""
+    if looks_like_response(data) or status < 300:
+        return None
+    head = data.lstrip(b"\r\n")
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        idx = head.find(sep)
+        if idx >= 0:
+            head = head[:idx]
+            break
+    echoed: list[bytes] = []
+    has_via = False
+    to_line: bytes | None = None
+    for raw in head.split(b"\n")[1:]:
+        line = raw.rstrip(b"\r")
+        if not line or line[:1] in (b" ", b"\t"):
+            continue  # folded continuation: dropped rather than mis-echoed
+        name, sep, value = line.partition(b":")
+        canonical = _ECHO.get(name.strip().lower())
+        if not sep or canonical is None:
+            continue
+        value = value.strip()
+        if canonical == b"Via":
+            has_via = True
+        if canonical == b"To":
+            to_line = value
+            continue
+        echoed.append(canonical + b": " + value)
+    if not has_via:
+        return None
+    if to_line is not None:
+        if b";tag=" not in to_line.lower():
+            to_line += b";tag=" + hashlib.md5(data).hexdigest()[:10].encode()
+        echoed.append(b"To: " + to_line)
+    safe_reason = reason.encode("utf-8", "replace").replace(b"\r", b"").replace(b"\n", b"")
+    start = b"SIP/2.0 %d %s" % (status, safe_reason)
+    return b"\r\n".join([start, *echoed, b"Server: SipMesh edge", b"Content-Length: 0"]) + (
+        b"\r\n\r\n")

@@ -1,0 +1,192 @@
+"""The transaction layer: matching, creation and the one heap of timer deadlines.
+
+Sans-IO (aioquic style): every entry point takes `now` and returns a list of events
+(`events.py`).  The adapter executes the `Transmit` events, hands the others to the
+transaction user, and re-arms one real timer at `next_deadline()`; when it fires it calls
+`handle_timer(now)`.
+
+Matching (`key.py`): responses find client transactions by (branch, CSeq method)
+(§17.1.3); requests find server transactions by (branch, sent-by, method) with ACK folded
+onto INVITE, or by the RFC 2543 field set when the branch lacks the magic cookie (§17.2.3).
+For RFC 2543 keys the To tag is compared here as well: an ACK must carry the tag of the
+final response the transaction sent, any other request the tag of the original request.
+
+Deadlines sit in a heap with lazy deletion: stopping a timer only forgets it in the
+transaction, and a popped entry that no longer equals the transaction's deadline is stale.
+"""
+
+from __future__ import annotations
+
+import heapq
+from itertools import count
+from typing import TYPE_CHECKING, Any
+
+from shared.sip import make_response
+from shared.transaction import machine
+from shared.transaction.events import Terminated, TransactionEvent
+from shared.transaction.key import (
+    client_key,
+    client_key_of_response,
+    is_rfc3261_branch,
+    server_key,
+)
+from shared.transaction.machine import Event
+from shared.transaction.timers import Timer, TimerSettings
+from shared.transaction.transaction import ClientTransaction, ServerTransaction
+
+if TYPE_CHECKING:
+    from shared.sip import Request, Response
+    from shared.transaction.transaction import _Transaction
+
+
+class TransactionLayer:
+    """All client and server transactions of one proxy (or user agent) process."""
+
+    def __init__(self, settings: TimerSettings | None = None) -> None:
+        self.settings = settings or TimerSettings()
+        self.clients: dict[tuple[str, str], ClientTransaction] = {}
+        self.servers: dict[tuple[str, ...], ServerTransaction] = {}
+        self._heap: list[tuple[float, int, _Transaction, Timer]] = []
+        self._seq = count()
+        self.retransmissions = 0  # counters read by the metrics exporter
+        self.absorbed = 0
+
+    # -- server side (§17.2) ----------------------------------------------------------------
+    def find_server(self, request: Request) -> ServerTransaction | None:
+        """The server transaction a request (or its ACK) belongs to, if any."""
+        txn = self.servers.get(server_key(request))
+        if txn is None or is_rfc3261_branch(request.top_via.branch):
+            return txn
+        # RFC 2543 peer: the To tag has to agree as well (§17.2.3).
+        if request.method == "ACK":
+            expected = txn.response_to_tag
+        else:
+            expected = txn.request.to_tag
+        return txn if request.to_tag == expected else None
+
+    def find_cancelled(self, cancel: Request) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL refers to (§9.2)."""
+        txn = self.servers.get(server_key(cancel, "INVITE"))
+        if txn is None or txn.request.method != "INVITE":
+            return None
+        if not is_rfc3261_branch(cancel.top_via.branch) and cancel.to_tag != txn.request.to_tag:
+            return None
+        return txn
+
+    def absorb(
+        self, txn: ServerTransaction, request: Request, now: float
+    ) -> list[TransactionEvent]:
+        """A retransmission or an ACK matched `txn` (§17.2.1, §17.2.2)."""
+        out: list[TransactionEvent] = []
+        self.absorbed += 1
+        event = Event.ACK if request.method == "ACK" else Event.REQUEST
+        txn.fire(event, now, out)
+        return out
+
+    def create_server(
+        self,
+        request: Request,
+        destination: Any,
+        reliable: bool,
+        now: float,
+        *,
+        send_trying: bool = True,
+    ) -> tuple[ServerTransaction, list[TransactionEvent]]:
+        """A new server transaction for `request` (never an ACK).
+
+        For INVITE the 100 Trying goes out at once (§17.2.1: a proxy cannot promise a
+        response within 200 ms).
+        """
+        key = server_key(request)
+        txn = ServerTransaction(self, request, destination, reliable, key)
+        self.servers[key] = txn
+        out: list[TransactionEvent] = []
+        if send_trying and txn.is_invite:
+            txn.respond(make_response(request, 100), now, out)
+        return txn, out
+
+    def respond(
+        self, txn: ServerTransaction, response: Response, now: float, data: bytes | None = None
+    ) -> list[TransactionEvent]:
+        """The TU sends a response through its server transaction."""
+        out: list[TransactionEvent] = []
+        txn.respond(response, now, out, data)
+        return out
+
+    # -- client side (§17.1) ----------------------------------------------------------------
+    def create_client(
+        self,
+        request: Request,
+        data: bytes,
+        destination: Any,
+        reliable: bool,
+        now: float,
+        owner: Any = None,
+    ) -> tuple[ClientTransaction, list[TransactionEvent]]:
+        """Start a client transaction that sends `data` (the serialized `request`)."""
+        key = client_key(request.top_via.branch or "", request.method)
+        txn = ClientTransaction(self, request, data, destination, reliable, key)
+        txn.owner = owner
+        self.clients[key] = txn
+        out: list[TransactionEvent] = []
+        txn.begin(now, out)
+        return txn, out
+
+    def receive_response(self, response: Response, now: float) -> list[TransactionEvent] | None:
+        """Feed a response; None when no client transaction matches (§17.1.3)."""
+        key = client_key_of_response(response)
+        txn = self.clients.get(key) if key is not None else None
+        if txn is None:
+            return None
+        out: list[TransactionEvent] = []
+        before = len(out)
+        txn.receive(response, now, out)
+        if len(out) == before:
+            self.absorbed += 1
+        return out
+
+    # -- failures and timers ------------------------------------------------------------------
+    def transport_error(
+        self, txn: ClientTransaction | ServerTransaction, now: float
+    ) -> list[TransactionEvent]:
+        """The transport could not send for `txn` (§17.1.4, §17.2.4)."""
+        out: list[TransactionEvent] = []
+        txn.fire(Event.TRANSPORT_ERROR, now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """Earliest armed deadline (may be a stale one; firing it is then a no-op)."""
+        heap = self._heap
+        while heap:
+            deadline, _, txn, timer = heap[0]
+            if txn.timers.get(timer) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> list[TransactionEvent]:
+        """Fire every timer whose deadline is not after `now`."""
+        out: list[TransactionEvent] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, txn, timer = heapq.heappop(heap)
+            if txn.timers.get(timer) != deadline:
+                continue  # stopped or re-armed since
+            del txn.timers[timer]
+            txn.fire(machine.TIMER_EVENT[timer], now, out, timer=timer)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.clients) + len(self.servers)
+
+    # -- called by transactions ---------------------------------------------------------------
+    def _arm(self, txn: _Transaction, timer: Timer, deadline: float) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), txn, timer))
+
+    def _forget(self, txn: _Transaction, out: list[TransactionEvent]) -> None:
+        if isinstance(txn, ClientTransaction):
+            if self.clients.get(txn.key) is txn:
+                del self.clients[txn.key]
+        elif self.servers.get(txn.key) is txn:
+            del self.servers[txn.key]
+        out.append(Terminated(txn))  # type: ignore[arg-type]

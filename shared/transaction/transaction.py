@@ -1,0 +1,290 @@
+"""Client and server transactions: the interpreter of the tables in `machine.py`.
+
+A transaction classifies what happened into a `machine.Event`, looks up its table and carries
+out the effects.  It owns the bytes it may have to send again (the request for a client
+transaction, the last response for a server transaction) so retransmissions never serialize
+twice.  Timers are deadlines on the caller's clock; arming one goes through the layer, which
+keeps the single heap of deadlines (see `layer.py`).  A zero-length timer (Timers D, I, J, K
+on reliable transports) fires inside the same call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shared.transaction import machine
+from shared.transaction.events import (
+    ResponseReceived,
+    TimedOut,
+    Transmit,
+    TransportFailed,
+)
+from shared.transaction.machine import Effect, Event, Start, State, Stop
+from shared.transaction.timers import Timer
+
+if TYPE_CHECKING:
+    from shared.sip import Request, Response
+    from shared.transaction.events import TransactionEvent
+    from shared.transaction.key import ClientKey, ServerKey
+    from shared.transaction.layer import TransactionLayer
+
+
+def response_event(status: int) -> Event:
+    if status < 200:
+        return Event.RESPONSE_1XX
+    if status < 300:
+        return Event.RESPONSE_2XX
+    return Event.RESPONSE_FINAL
+
+
+def tu_event(status: int) -> Event:
+    if status < 200:
+        return Event.TU_1XX
+    if status < 300:
+        return Event.TU_2XX
+    return Event.TU_FINAL
+
+
+class _Transaction:
+    __slots__ = (
+        "_layer", "destination", "intervals", "is_invite", "key", "owner", "reliable",
+        "request", "state", "table", "timers",
+    )
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        destination: Any,
+        reliable: bool,
+        table: machine.Table,
+        state: State,
+    ) -> None:
+        self._layer = layer
+        self.request = request
+        self.destination = destination
+        self.reliable = reliable
+        self.table = table
+        self.state = state
+        self.is_invite = request.method == "INVITE"
+        self.timers: dict[Timer, float] = {}  # armed timer -> deadline
+        self.intervals: dict[Timer, float] = {}  # current retransmit interval (A, E, G)
+        self.owner: Any = None  # the TU's object (a proxy branch, a response context)
+        self.key: Any = None
+
+    # -- timers -----------------------------------------------------------------------------
+    def _start(self, timer: Timer, now: float) -> bool:
+        """Arm `timer`; return True when it is zero-length and must fire at once."""
+        settings = self._layer.settings
+        if timer in (Timer.A, Timer.E, Timer.G) and self.reliable:
+            return False  # retransmissions are for unreliable transports only
+        duration = settings.initial(timer, self.reliable)
+        if duration <= 0:
+            return True
+        self.intervals[timer] = duration
+        self.timers[timer] = now + duration
+        self._layer._arm(self, timer, now + duration)
+        return False
+
+    def _rearm(self, timer: Timer, interval: float, now: float) -> None:
+        self.intervals[timer] = interval
+        self.timers[timer] = now + interval
+        self._layer._arm(self, timer, now + interval)
+
+    # -- the interpreter --------------------------------------------------------------------
+    def fire(
+        self,
+        event: Event,
+        now: float,
+        out: list[TransactionEvent],
+        message: Response | None = None,
+        timer: Timer | None = None,
+    ) -> bool:
+        """Apply `event`; return False when the table absorbs it without a row."""
+        row = self.table.get((self.state, event))
+        if row is None:
+            return False
+        next_state, actions, _section = row
+        self.state = next_state
+        immediate: list[Timer] = []
+        for action in actions:
+            if isinstance(action, Start):
+                if self._start(action.timer, now):
+                    immediate.append(action.timer)
+            elif isinstance(action, Stop):
+                self.timers.pop(action.timer, None)
+            else:
+                self._effect(action, now, out, message, timer)
+        if next_state is State.TERMINATED:
+            self.timers.clear()
+            self._layer._forget(self, out)
+            return True
+        for t in immediate:
+            self.fire(machine.TIMER_EVENT[t], now, out, timer=t)
+        return True
+
+    def _effect(
+        self,
+        effect: Effect,
+        now: float,
+        out: list[TransactionEvent],
+        message: Response | None,
+        timer: Timer | None,
+    ) -> None:
+        raise NotImplementedError
+
+
+class ClientTransaction(_Transaction):
+    """RFC 3261 §17.1: sends one request and passes responses up to the TU."""
+
+    __slots__ = ("ack_data", "data", "last_status")
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        data: bytes,
+        destination: Any,
+        reliable: bool,
+        key: ClientKey,
+    ) -> None:
+        invite = request.method == "INVITE"
+        super().__init__(
+            layer, request, destination, reliable,
+            machine.INVITE_CLIENT if invite else machine.NON_INVITE_CLIENT,
+            State.CALLING if invite else State.TRYING,
+        )
+        self.key = key
+        self.data = data
+        self.ack_data: bytes | None = None
+        self.last_status = 0
+
+    def begin(self, now: float, out: list[TransactionEvent]) -> None:
+        """Send the request and arm the initial timers (§17.1.1.2, §17.1.2.2)."""
+        out.append(Transmit(self.data, self.destination))
+        if self.is_invite:
+            self._start(Timer.A, now)
+            self._start(Timer.B, now)
+        else:
+            self._start(Timer.E, now)
+            self._start(Timer.F, now)
+
+    def receive(self, response: Response, now: float, out: list[TransactionEvent]) -> None:
+        self.fire(response_event(response.status), now, out, response)
+
+    def _effect(
+        self,
+        effect: Effect,
+        now: float,
+        out: list[TransactionEvent],
+        message: Response | None,
+        timer: Timer | None,
+    ) -> None:
+        if effect is Effect.PASS_TO_TU:
+            assert message is not None
+            self.last_status = message.status
+            out.append(ResponseReceived(self, message))
+        elif effect is Effect.RETRANSMIT:
+            self._layer.retransmissions += 1
+            out.append(Transmit(self.data, self.destination, retransmission=True))
+        elif effect is Effect.BACKOFF or effect is Effect.BACKOFF_CAPPED:
+            assert timer is not None
+            interval = self._layer.settings.backoff(
+                timer, self.intervals[timer], capped=effect is Effect.BACKOFF_CAPPED)
+            self._rearm(timer, interval, now)
+        elif effect is Effect.AT_T2:
+            assert timer is not None
+            self._rearm(timer, self._layer.settings.t2, now)
+        elif effect is Effect.SEND_ACK:
+            assert message is not None
+            if self.ack_data is None:
+                self.ack_data = build_ack(self.request, message)
+            else:
+                self._layer.retransmissions += 1
+            out.append(Transmit(self.ack_data, self.destination, retransmission=False))
+        elif effect is Effect.TIMEOUT_TO_TU:
+            out.append(TimedOut(self))
+        elif effect is Effect.ERROR_TO_TU:
+            out.append(TransportFailed(self))
+
+
+class ServerTransaction(_Transaction):
+    """RFC 3261 §17.2: absorbs request retransmissions and sends the TU's responses."""
+
+    __slots__ = ("_pending_data", "last_data", "last_response", "response_to_tag")
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        destination: Any,
+        reliable: bool,
+        key: ServerKey,
+    ) -> None:
+        invite = request.method == "INVITE"
+        super().__init__(
+            layer, request, destination, reliable,
+            machine.INVITE_SERVER if invite else machine.NON_INVITE_SERVER,
+            State.PROCEEDING if invite else State.TRYING,
+        )
+        self.key = key
+        self.last_data: bytes | None = None
+        self.last_response: Response | None = None
+        self.response_to_tag: str | None = None
+        self._pending_data: bytes | None = None
+
+    def respond(
+        self, response: Response, now: float, out: list[TransactionEvent],
+        data: bytes | None = None,
+    ) -> bool:
+        """The TU sends `response` through this transaction; False when it was discarded."""
+        self._pending_data = data  # pre-serialized by the caller, saves a serialize()
+        return self.fire(tu_event(response.status), now, out, response)
+
+    def _effect(
+        self,
+        effect: Effect,
+        now: float,
+        out: list[TransactionEvent],
+        message: Response | None,
+        timer: Timer | None,
+    ) -> None:
+        if effect is Effect.SEND:
+            assert message is not None
+            data, self._pending_data = self._pending_data, None
+            self.last_response = message
+            self.last_data = data if data is not None else message.serialize()
+            if message.status >= 200:
+                self.response_to_tag = message.to_tag
+            out.append(Transmit(self.last_data, self.destination))
+        elif effect is Effect.RETRANSMIT:
+            if self.last_data is not None:
+                self._layer.retransmissions += 1
+                out.append(Transmit(self.last_data, self.destination, retransmission=True))
+        elif effect is Effect.BACKOFF_CAPPED or effect is Effect.BACKOFF:
+            assert timer is not None
+            interval = self._layer.settings.backoff(
+                timer, self.intervals[timer], capped=effect is Effect.BACKOFF_CAPPED)
+            self._rearm(timer, interval, now)
+        elif effect is Effect.TIMEOUT_TO_TU:
+            out.append(TimedOut(self))
+        elif effect is Effect.ERROR_TO_TU:
+            out.append(TransportFailed(self))
+
+
+def build_ack(request: Request, response: Response) -> bytes:
+    """The hop-by-hop ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
+
+    Request-URI, Call-ID, From and the CSeq number come from the INVITE, To from the response
+    (it carries the tag), a single Via equal to the INVITE's top Via, and the INVITE's Route
+    header fields.
+    """
+    lines = [f"ACK {request.uri} SIP/2.0", f"Via: {request.top_via}"]
+    lines.extend(f"Route: {route}" for route in request.get_all("Route"))
+    lines.append("Max-Forwards: 70")
+    lines.append(f"From: {request.get('From')}")
+    lines.append(f"To: {response.get('To')}")
+    lines.append(f"Call-ID: {request.call_id}")
+    lines.append(f"CSeq: {request.cseq.number} ACK")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
