@@ -37,7 +37,7 @@ from shared.rpc import (
     RpcTransportError,
 )
 from shared.service.runtime import ServiceRuntime, server_banner, uptime_answer
-from shared.service.stats import merge_stats
+from shared.service.stats import merge_stats, mi_get, mi_list, mi_reset
 
 CORE = ("version", "uptime", "ps", "which", "get_statistics", "list_statistics",
         "reset_statistics")
@@ -196,12 +196,20 @@ class MeshRouter:
     async def _uptime(self) -> Any:
         return uptime_answer(self.rt.started_at)
 
-    async def _ps(self) -> Any:
-        instances = await self._passing()
+    def _ps_order(self, instances: list[Instance]) -> list[Instance]:
+        """Processes in ``ps`` order; their index is the ps ``ID`` (also used in
+        ``load:load-proc-<ID>``)."""
         if not any(self._is_self(i) for i in instances):
-            instances.append(self.rt._instance())
+            instances = [*instances, self.rt._instance()]
+        return sorted(instances, key=lambda i: (i.service, i.id))
+
+    def _ps_ids(self, instances: list[Instance]) -> dict[str, int]:
+        return {inst.id: n for n, inst in enumerate(self._ps_order(instances))}
+
+    async def _ps(self) -> Any:
+        instances = self._ps_order(await self._passing())
         procs = []
-        for n, inst in enumerate(sorted(instances, key=lambda i: (i.service, i.id))):
+        for n, inst in enumerate(instances):
             pid = inst.meta.get("pid", "0")
             procs.append({
                 "ID": n, "PID": int(pid) if pid.isdigit() else 0,
@@ -223,24 +231,24 @@ class MeshRouter:
             return await self._call_one("which", {"command": command}, routes[command])
         raise MiError(NOT_FOUND, "Unknown command")
 
-    async def _stats_everywhere(self, method: str, statistics: Any) -> list[Any]:
+    async def _stats_everywhere(
+        self, method: str, statistics: Any
+    ) -> list[tuple[int, Any]]:
+        """Runs a statistics command on every instance; ``(ps ID, answer)`` pairs."""
         instances = await self._passing()
         params = None if statistics is None else {"statistics": statistics}
-        local = {"get_statistics": self.rt.stats.get, "list_statistics": self.rt.stats.list,
-                 "reset_statistics": self.rt.stats.reset}[method]
-        answers: list[Any] = []
-        not_found = 0
+        local = {"get_statistics": mi_get, "list_statistics": mi_list,
+                 "reset_statistics": mi_reset}[method]
+        ids = self._ps_ids(instances)
+        answers: list[tuple[int, Any]] = []
         try:
-            answers.append(local(statistics))
+            answers.append((ids.get(self.rt.instance_id, 0), local(self.rt.stats, statistics)))
         except MiError as exc:
             if exc.code != NOT_FOUND:
                 raise
-            not_found += 1
-        for result in (await self._gather(method, params, instances)).values():
-            if isinstance(result, RpcError) and result.code == NOT_FOUND:
-                not_found += 1
-            elif not isinstance(result, Exception):
-                answers.append(result)
+        for inst_id, result in (await self._gather(method, params, instances)).items():
+            if not isinstance(result, Exception):
+                answers.append((ids.get(inst_id, 0), result))
         if not answers:
             raise MiError(NOT_FOUND, "Statistics Not Found")
         return answers
@@ -250,9 +258,10 @@ class MeshRouter:
 
     async def _list_statistics(self, statistics: Any = None) -> Any:
         merged: dict[str, str] = {}
-        for answer in await self._stats_everywhere("list_statistics", statistics):
+        for proc_id, answer in await self._stats_everywhere("list_statistics", statistics):
             if isinstance(answer, dict):
-                merged.update({str(k): str(v) for k, v in answer.items()})
+                for k, v in answer.items():
+                    merged[merge_stats([(proc_id, {str(k): 0})]).popitem()[0]] = str(v)
         return dict(sorted(merged.items()))
 
     async def _reset_statistics(self, statistics: Any = None) -> Any:

@@ -11,7 +11,8 @@ from shared.service.runtime import (
     server_banner,
     uptime_answer,
 )
-from shared.service.stats import Counter, Statistics
+from shared.stats.registry import StatCounter as Counter
+from shared.stats.registry import StatsRegistry as Statistics
 
 __all__ = [
     "Counter",

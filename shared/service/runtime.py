@@ -40,7 +40,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, ServiceRegistry
 from shared.discovery import open_registry as _open_registry
 from shared.rpc.jsonrpc import NOT_FOUND, MiCommand, MiDispatcher, MiError, mi_http_handler
-from shared.service.stats import LoadMeter, Statistics, StatsCollector, declare_process_stats
+from shared.service.stats import declare_process_stats, mi_get, mi_list, mi_reset
+from shared.stats.registry import StatsRegistry
+from shared.stats.sampler import CpuTimeLoadSampler, LoadSampler, load_group, make_sampler
 
 VERSION = "0.1.0"
 Hook = Callable[[], Awaitable[None]]
@@ -86,12 +88,12 @@ class ServiceRuntime:
         self.log = structlog.get_logger(name)
         self.instance_id = f"{name}-{socket.gethostname()}-{os.getpid()}"
         self.started_at = time.time()
-        self.stats = Statistics()
+        self.stats = StatsRegistry()
         declare_process_stats(self.stats)
-        self.load = LoadMeter()
-        self.load.declare(self.stats)
+        self.load_sampler: LoadSampler | None = None
+        self.stats.group("load", self._load_values)
         self.metrics = CollectorRegistry()
-        self.metrics.register(StatsCollector(self.stats))
+        self.metrics.register(self.stats.collector())
         ProcessCollector(registry=self.metrics)
         self.mi = MiDispatcher(name=name)
         self.meta: dict[str, str] = {}
@@ -150,13 +152,13 @@ class ServiceRuntime:
             return [list(r) for r in found.params]
 
         async def get_statistics(statistics: Any = None) -> Any:
-            return self.stats.get(statistics)
+            return mi_get(self.stats, statistics)
 
         async def list_statistics(statistics: Any = None) -> Any:
-            return self.stats.list(statistics)
+            return mi_list(self.stats, statistics)
 
         async def reset_statistics(statistics: Any = None) -> Any:
-            self.stats.reset(statistics)
+            mi_reset(self.stats, statistics)
             return "OK"
 
         async def uptime() -> Any:
@@ -246,7 +248,13 @@ class ServiceRuntime:
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._tasks.append(asyncio.create_task(self._sample_load()))
+        try:
+            self.load_sampler = make_sampler(asyncio.get_running_loop())
+        except RuntimeError:
+            # Another runtime in this process already times the loop's selector (tests
+            # run several in one loop): book CPU time instead.
+            self.load_sampler = CpuTimeLoadSampler()
+            self.load_sampler.install(asyncio.get_running_loop())
         await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         self.log.info("service_started", id=self.instance_id, mi=self.mi_url)
@@ -268,10 +276,11 @@ class ServiceRuntime:
             except RegistryError as exc:
                 self.log.warning("registry_unreachable", error=str(exc))
 
-    async def _sample_load(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.load.sample()
+    def _load_values(self) -> dict[str, int]:
+        """The ``load`` group (OpenSIPS 2.4 model) of this single-process service."""
+        if self.load_sampler is None:
+            return {"load": 0, "load1m": 0, "load10m": 0}
+        return load_group(self.load_sampler)()
 
     async def stop(self) -> None:
         """Deregisters, drains and closes; safe to call twice."""
@@ -284,6 +293,8 @@ class ServiceRuntime:
                 await asyncio.wait_for(self.registry.deregister(self.instance_id), 3.0)
             except (RegistryError, TimeoutError) as exc:
                 self.log.warning("deregister_failed", error=str(exc))
+        if self.load_sampler is not None:
+            self.load_sampler.uninstall()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

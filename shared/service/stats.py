@@ -1,187 +1,33 @@
-"""OpenSIPS-style statistics of one process: ``group:name`` values, counters and gauges.
+"""Statistics glue between a process's :class:`shared.stats.StatsRegistry` and MI.
 
-Counters are *incremental* (``reset_statistics`` zeroes them); gauges are read from a
-function at query time and are *non-incremental*, as OpenSIPS's function-backed stats.
-Queries take OpenSIPS's forms: ``all``, a whole group ``core:``, or one ``core:rcv_requests``.
+Every runtime owns one ``StatsRegistry`` (``runtime.stats``) and declares in it:
 
-The same values are exported to Prometheus by :class:`StatsCollector` as
-``sipmesh_<group>_<name>`` (counters with ``_total``), so there is one source of truth.
+* the OpenSIPS core SIP counters (zero until a SIP service counts), so ``get_statistics
+  core:`` has the same shape on every instance;
+* the ``load`` group from the 2.4 load model (:mod:`shared.stats.sampler`), installed on
+  the running loop at start;
+* ``pkmem:real_used_size`` / ``pkmem:max_used_size``: this process's memory, the nearest
+  Python analogue of OpenSIPS's private memory group.
 
-:class:`LoadMeter` gives the ``load`` group: the share of wall time this process spent on
-CPU over the last second, minute and ten minutes (OpenSIPS 2.4's ``load``, ``load1m``,
-``load10m``; a Python service is one process, so no per-process breakdown).
+:func:`merge_stats` turns per-instance answers into one mesh-wide answer for the gateway.
 """
 
 from __future__ import annotations
 
-import collections
 import re
 import resource
-import time
-from collections.abc import Callable, Iterable, Sequence
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from collections.abc import Sequence
+from typing import Any
 
 from shared.rpc.jsonrpc import INVALID_PARAMS, NOT_FOUND, MiError
+from shared.stats.registry import StatsRegistry, UnknownStatisticError
 
-INCREMENTAL = "incremental"
-NON_INCREMENTAL = "non-incremental"
-
-# OpenSIPS core SIP counters: declared by every process (zero unless it handles SIP), so
-# `get_statistics core:` answers the same shape everywhere.
 CORE_COUNTERS = (
     "rcv_requests", "rcv_replies", "fwd_requests", "fwd_replies", "drop_requests",
     "drop_replies", "err_requests", "err_replies", "bad_URIs_rcvd", "unsupported_methods",
-    "bad_msg_hdr", "timestamp",
+    "bad_msg_hdr",
 )
-
-
-class Counter:
-    """An incremental statistic."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def inc(self, n: int = 1) -> None:
-        self.value += n
-
-
-class Statistics:
-    """The statistics of one process, addressed as ``group:name``."""
-
-    def __init__(self) -> None:
-        self._counters: dict[str, Counter] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
-
-    @staticmethod
-    def _key(group: str, name: str) -> str:
-        if not group or not name or ":" in group or ":" in name:
-            raise ValueError(f"bad statistic name {group!r}:{name!r}")
-        return f"{group}:{name}"
-
-    def counter(self, group: str, name: str) -> Counter:
-        """The counter ``group:name`` (created at zero the first time)."""
-        key = self._key(group, name)
-        if key in self._gauges:
-            raise ValueError(f"{key} is a gauge")
-        return self._counters.setdefault(key, Counter())
-
-    def gauge(self, group: str, name: str, read: Callable[[], float]) -> None:
-        """Declares a function-backed (non-incremental) statistic."""
-        key = self._key(group, name)
-        if key in self._counters:
-            raise ValueError(f"{key} is a counter")
-        self._gauges[key] = read
-
-    def keys(self) -> list[str]:
-        return sorted([*self._counters, *self._gauges])
-
-    def _select(self, names: Sequence[str] | str | None) -> list[str]:
-        if names is None:
-            names = ["all"]
-        if isinstance(names, str):
-            names = names.split()
-        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-            raise MiError(INVALID_PARAMS, "Invalid params", "statistics must be a list of names")
-        every = self.keys()
-        chosen: list[str] = []
-        for name in names:
-            if name == "all":
-                chosen.extend(every)
-            elif name.endswith(":"):
-                chosen.extend(k for k in every if k.startswith(name))
-            elif name in self._counters or name in self._gauges:
-                chosen.append(name)
-        return list(dict.fromkeys(chosen))
-
-    def read(self, key: str) -> float:
-        if key in self._counters:
-            return self._counters[key].value
-        try:
-            return self._gauges[key]()
-        except Exception:  # a broken gauge must not break the whole answer
-            return 0
-
-    def get(self, names: Sequence[str] | str | None) -> dict[str, float]:
-        """OpenSIPS ``get_statistics``; MiError(404) when nothing matches."""
-        keys = self._select(names)
-        if not keys:
-            raise MiError(NOT_FOUND, "Statistics Not Found")
-        return {k: self.read(k) for k in keys}
-
-    def list(self, names: Sequence[str] | str | None) -> dict[str, str]:
-        """OpenSIPS ``list_statistics``: name -> incremental / non-incremental."""
-        keys = self._select(names)
-        if not keys:
-            raise MiError(NOT_FOUND, "Statistics Not Found")
-        return {k: INCREMENTAL if k in self._counters else NON_INCREMENTAL for k in keys}
-
-    def reset(self, names: Sequence[str] | str | None) -> int:
-        """OpenSIPS ``reset_statistics``: zeroes matching counters; returns how many."""
-        keys = self._select(names)
-        if not keys:
-            raise MiError(NOT_FOUND, "Statistics Not Found")
-        reset = [k for k in keys if k in self._counters]
-        for k in reset:
-            self._counters[k].value = 0
-        return len(reset)
-
-
-_METRIC_SAFE = re.compile(r"[^a-zA-Z0-9_]")
-
-
-class StatsCollector:
-    """Prometheus collector exporting a :class:`Statistics` (register it per app)."""
-
-    def __init__(self, stats: Statistics, prefix: str = "sipmesh") -> None:
-        self._stats = stats
-        self._prefix = prefix
-
-    def collect(self) -> Iterable[Metric]:
-        for key in self._stats.keys():
-            group, name = key.split(":", 1)
-            metric = _METRIC_SAFE.sub("_", f"{self._prefix}_{group}_{name}").lower()
-            value = self._stats.read(key)
-            if key in self._stats._counters:
-                yield CounterMetricFamily(metric, f"OpenSIPS statistic {key}", value=value)
-            else:
-                yield GaugeMetricFamily(metric, f"OpenSIPS statistic {key}", value=value)
-
-
-class LoadMeter:
-    """Busy share of this process (CPU time / wall time) over 1 s, 1 min and 10 min."""
-
-    def __init__(
-        self, wall: Callable[[], float] = time.monotonic,
-        cpu: Callable[[], float] = time.process_time,
-    ) -> None:
-        self._wall, self._cpu = wall, cpu
-        # One sample per second for ten minutes (plus the newest).
-        self._samples: collections.deque[tuple[float, float]] = collections.deque(maxlen=601)
-        self.sample()
-
-    def sample(self) -> None:
-        self._samples.append((self._wall(), self._cpu()))
-
-    def load(self, window: float) -> float:
-        """Percent busy over roughly the last ``window`` seconds (0-100, integer like OpenSIPS)."""
-        now_wall, now_cpu = self._wall(), self._cpu()
-        base = self._samples[0]
-        for sample in reversed(self._samples):
-            if now_wall - sample[0] >= window:
-                base = sample
-                break
-        dt = now_wall - base[0]
-        if dt <= 0:
-            return 0
-        return round(min(100.0, max(0.0, 100.0 * (now_cpu - base[1]) / dt)))
-
-    def declare(self, stats: Statistics) -> None:
-        stats.gauge("load", "load", lambda: self.load(1.0))
-        stats.gauge("load", "load1m", lambda: self.load(60.0))
-        stats.gauge("load", "load10m", lambda: self.load(600.0))
+_PROC = re.compile(r"^load:(load|load1m|load10m)-proc-\d+$")
 
 
 def _rss_bytes() -> int:
@@ -192,34 +38,68 @@ def _rss_bytes() -> int:
         return 0
 
 
-def declare_process_stats(stats: Statistics) -> None:
-    """Core SIP counters (zero until used) and process memory as OpenSIPS's ``pkmem``."""
+def declare_process_stats(stats: StatsRegistry) -> None:
+    """Core SIP counters and process memory (see the module docstring)."""
     for name in CORE_COUNTERS:
-        if name != "timestamp":
-            stats.counter("core", name)
-    stats.gauge("core", "timestamp", lambda: int(time.time()))
+        stats.counter("core", name)
     stats.gauge("pkmem", "real_used_size", _rss_bytes)
-    stats.gauge("pkmem", "max_used_size",
-                lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    stats.gauge("pkmem", "max_used_size", lambda: max(
+        _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
-def merge_stats(answers: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Merges per-instance answers into one: sums, except ``load:`` and ``core:timestamp``
-    which are averaged / maxed (a load is a share, not an amount)."""
+def stat_names(statistics: Any) -> list[str]:
+    """MI ``statistics`` param (absent, a string, or a list of strings) as a list."""
+    if statistics is None:
+        return ["all"]
+    if isinstance(statistics, str):
+        return statistics.split() or ["all"]
+    if isinstance(statistics, list | tuple) and all(isinstance(s, str) for s in statistics):
+        return list(statistics) or ["all"]
+    raise MiError(INVALID_PARAMS, "Invalid params", "statistics must be a list of names")
+
+
+def mi_get(stats: StatsRegistry, statistics: Any) -> dict[str, int]:
+    try:
+        return stats.get_statistics(stat_names(statistics))
+    except UnknownStatisticError as exc:
+        raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+
+
+def mi_list(stats: StatsRegistry, statistics: Any) -> dict[str, str]:
+    try:
+        return stats.list_statistics(stat_names(statistics))
+    except UnknownStatisticError as exc:
+        raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+
+
+def mi_reset(stats: StatsRegistry, statistics: Any) -> int:
+    try:
+        return stats.reset_statistics(stat_names(statistics))
+    except UnknownStatisticError as exc:
+        raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+
+
+def merge_stats(answers: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, int]:
+    """Merges ``(process id, answer)`` pairs from every instance into one answer.
+
+    Counters and amounts are summed. ``load:`` values are shares: the mesh-wide ones are
+    averaged over the instances that reported them, and ``load:*-proc-N`` is renamed to
+    the answering instance's process id (its ``ps`` ID), as OpenSIPS numbers processes.
+    """
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
-    for answer in answers:
+    for proc_id, answer in answers:
         for key, value in answer.items():
-            if not isinstance(value, int | float):
+            if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            if key == "core:timestamp":
-                sums[key] = max(sums.get(key, 0), value)
-            else:
-                sums[key] = sums.get(key, 0) + value
+            m = _PROC.match(key)
+            if m:
+                key = f"load:{m.group(1)}-proc-{proc_id}"
+            sums[key] = sums.get(key, 0) + value
             counts[key] = counts.get(key, 0) + 1
-    for key in sums:
-        if key.startswith("load:"):
-            sums[key] = round(sums[key] / counts[key])
-    return dict(sorted(sums.items()))
+    out: dict[str, int] = {}
+    for key, total in sums.items():
+        out[key] = round(total / counts[key]) if key.startswith("load:") else int(total)
+    return dict(sorted(out.items()))
 
 
