@@ -17,6 +17,7 @@ from collections.abc import Callable
 import aio_pika
 import pytest
 
+from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import Event
 from shared.events.rabbitmq import RabbitMQEventBus
 from shared.events.schema import EventCatalog
@@ -63,6 +64,17 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
     )
     accepted: list[Event] = []
     stop = asyncio.Event()
+    # A consumer on a durable queue of its own must resume by itself after the restart.
+    consumed: list[str] = []
+
+    async def on_event(ev: Event) -> None:
+        consumed.append(ev.id)
+
+    consumer = RabbitMQEventConsumer(on_event, url=AMQP, exchange=exchange,
+                                     queue=f"{queue_name}.consumer", backoff_max=0.5)
+    await consumer.start()
+    async with asyncio.timeout(10):
+        await consumer.ready.wait()
 
     async def publisher() -> None:
         i = 0
@@ -100,6 +112,13 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
             await rabbitmqctl("await_startup")
         await bus.close(drain_timeout=5)
 
+    try:
+        await wait_for(lambda: len(set(consumed)) >= len(accepted), 60,
+                       "the consumer to catch up after the restart")
+    finally:
+        await consumer.close()
+    assert list(dict.fromkeys(consumed)) == [e.id for e in accepted]
+    assert consumer.reconnects >= 1
     assert bus.stats.dropped == 0
     assert bus.stats.delivery_failures >= 1  # the outage was really seen by the bus
     assert waiting_at_restart >= 50
@@ -121,6 +140,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
                     seen.add(ev.id)
                     got.append(ev.id)
         await q.delete(if_unused=False, if_empty=False)
+        await ch.queue_delete(f"{queue_name}.consumer")
         await ch.exchange_delete(exchange)
     finally:
         await consumer.close()
