@@ -4,9 +4,11 @@ what ``sipmesh events`` streams.
 ``RabbitMQEventConsumer(handler, patterns=["#"])`` binds a queue to the events exchange with
 the given topic patterns and calls ``await handler(event)`` for each message, acking it
 after the handler returned (a handler exception is logged and the message acked anyway:
-one bad event must not wedge the feed). With ``queue=None`` the queue is private to this
-consumer (exclusive, deleted with the connection: a live tail); with a name it is
-durable, so events raised while the consumer is away wait for it.
+one bad event must not wedge the feed). Event names contain no dots, so to AMQP each is
+one word: a pattern is an exact event name or ``#`` (``E_UL_#`` matches nothing). With
+``queue=None`` the queue is private to this consumer (exclusive, deleted with the
+connection: a live tail); with a name it is durable, so events raised while the consumer
+is away wait for it.
 
 Like the publisher it does its own reconnection instead of relying on aio-pika's robust
 connection (consumers not resumed after a broker restart: aio-pika #626/#231, #334): when
@@ -87,9 +89,12 @@ class RabbitMQEventConsumer:
         connection = await aio_pika.connect(self.url)
         try:
             closed = asyncio.get_running_loop().create_future()
-            connection.close_callbacks.add(
-                lambda _c, exc: closed.done() or closed.set_result(exc)
-            )
+
+            def on_close(_sender: object, exc: BaseException | None = None) -> None:
+                if not closed.done():
+                    closed.set_result(exc)
+
+            connection.close_callbacks.add(on_close)
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
             ex = await channel.declare_exchange(

@@ -40,7 +40,8 @@ async def test_subscriber_gets_events_from_every_service_and_node(tmp_path: Path
         seen.append(ev)
         await manager.on_event(ev)
 
-    consumer = RabbitMQEventConsumer(feed, url=AMQP, exchange=exchange, patterns=["E_UL_#"])
+    consumer = RabbitMQEventConsumer(feed, url=AMQP, exchange=exchange,
+                                     patterns=["E_UL_AOR_INSERT", "E_UL_AOR_DELETE"])
     buses = [
         RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service=svc, node=node,
                          strict=True)
