@@ -121,7 +121,7 @@ async def test_heartbeat_of_unknown_instance_raises(registry: ServiceRegistry) -
 
 async def test_blocking_query_returns_on_change(registry: ServiceRegistry) -> None:
     svc = _svc()
-    index, found = await registry.wait_instances(svc, 0, 0)
+    _index, found = await registry.wait_instances(svc, 0, 0)
     assert found == []
 
     async def later() -> None:

@@ -1,0 +1,71 @@
+"""The generated Probe service over a real loopback gRPC channel, with the shared helpers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from contracts.generated.sipmesh.health.v1 import probe_pb2, probe_pb2_grpc
+from shared.rpc.grpc_helpers import call_unary, check_health, open_channel, start_grpc_server
+
+
+class Probe(probe_pb2_grpc.ProbeServicer):
+    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+        self.delay = delay
+
+    async def Echo(self, request, context):
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+        if self.delay:
+            await asyncio.sleep(self.delay)  # the slow server under test, not synchronisation
+        return probe_pb2.EchoReply(payload=request.payload, instance="probe-1")
+
+
+async def _serve(probe: Probe):
+    return await start_grpc_server(
+        [lambda s: probe_pb2_grpc.add_ProbeServicer_to_server(probe, s)],
+        services=["sipmesh.health.v1.Probe"])
+
+
+async def test_echo_and_health_over_a_real_channel() -> None:
+    probe = Probe()
+    server = await _serve(probe)
+    async with open_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = probe_pb2_grpc.ProbeStub(channel)
+        reply = await call_unary(stub.Echo, probe_pb2.EchoRequest(payload="hi"), timeout=2)
+        assert (reply.payload, reply.instance) == ("hi", "probe-1")
+        assert await check_health(channel, "sipmesh.health.v1.Probe")
+        assert await check_health(channel)
+        await server.set_serving(False)
+        assert not await check_health(channel, "sipmesh.health.v1.Probe")
+    await server.stop(0)
+
+
+async def test_deadline_applies_even_without_an_explicit_timeout() -> None:
+    server = await _serve(Probe(delay=2.0))
+    async with open_channel(f"127.0.0.1:{server.port}", default_timeout=0.2) as channel:
+        stub = probe_pb2_grpc.ProbeStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Echo(probe_pb2.EchoRequest(payload="slow"))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await server.stop(0)
+
+
+async def test_idempotent_calls_retry_and_others_do_not() -> None:
+    probe = Probe(fail_first=2)
+    server = await _serve(probe)
+    async with open_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = probe_pb2_grpc.ProbeStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call_unary(stub.Echo, probe_pb2.EchoRequest(payload="x"), timeout=1)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert probe.calls == 1  # not idempotent: one attempt only
+        reply = await call_unary(stub.Echo, probe_pb2.EchoRequest(payload="y"), timeout=1,
+                                 idempotent=True, attempts=3)
+        assert reply.payload == "y" and probe.calls == 3
+    await server.stop(0)
