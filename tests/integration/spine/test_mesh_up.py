@@ -1,0 +1,135 @@
+"""`sipmesh up` for real: the supervisor, the gateway child, opensips-cli, the opensips
+package, `sipmesh status` / `sipmesh rpc`, a killed child restarting, clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opensips.mi import OpenSIPSMI, OpenSIPSMIException
+
+from tests.integration.spine.meshproc import BIN, MeshProcess
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
+    m = MeshProcess(tmp_path_factory.mktemp("mesh"))
+    yield m
+    m.stop()
+
+
+def _post(url: str, body: object) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _opensips_cli(url: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o", f"url={url}",
+         "-x", "mi", *cmd], capture_output=True, text=True, timeout=60)
+
+
+def test_gateway_answers_json_rpc_over_http(mesh: MeshProcess) -> None:
+    answer = _post(mesh.gateway_url, {"jsonrpc": "2.0", "id": 1, "method": "ps"})
+    types = [p["Type"].split()[0] for p in answer["result"]["Processes"]]
+    assert "gateway" in types and "supervisor" in types
+    bad = _post(mesh.gateway_url, {"jsonrpc": "2.0", "id": 2, "method": "no_such_cmd"})
+    assert bad["error"]["code"] == -32601
+
+
+def test_opensips_cli_works_unchanged(mesh: MeshProcess) -> None:
+    up = _opensips_cli(mesh.gateway_url, "uptime")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["Up time"].endswith("[sec]")
+    stats = _opensips_cli(mesh.gateway_url, "get_statistics", "core:", "load:")
+    got = json.loads(stats.stdout)
+    assert got["core:rcv_requests"] == 0 and "load:load" in got
+    named = _opensips_cli(mesh.gateway_url, "get_statistics", "statistics=core:rcv_replies")
+    assert json.loads(named.stdout) == {"core:rcv_replies": 0}
+    which = json.loads(_opensips_cli(mesh.gateway_url, "which").stdout)
+    assert {"uptime", "version", "get_statistics"} <= set(which)
+    assert "SipMesh" in json.loads(_opensips_cli(mesh.gateway_url, "version").stdout)["Server"]
+
+
+def test_opensips_python_package_http_connector(mesh: MeshProcess) -> None:
+    mi = OpenSIPSMI("http", url=mesh.gateway_url)
+    assert mi.valid()[0]
+    assert "Up since" in mi.execute("uptime")
+    assert mi.execute("get_statistics", {"statistics": ["core:rcv_requests"]}) == {
+        "core:rcv_requests": 0}
+    assert mi.execute("get_statistics", [["pkmem:"]])["pkmem:real_used_size"] > 0
+    assert mi.execute("reset_statistics", {"statistics": ["all"]}) == "OK"
+    with pytest.raises(OpenSIPSMIException, match="-32601"):
+        mi.execute("no_such_cmd")
+
+
+def test_sipmesh_status_and_rpc(mesh: MeshProcess) -> None:
+    status = mesh.cli("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "gateway" in status.stdout and "passing" in status.stdout
+    rows = json.loads(mesh.cli("status", "--json").stdout)
+    assert [r["service"] for r in rows] == ["gateway"]
+    text = mesh.cli("rpc", "--url", mesh.gateway_url, "get_statistics", "core:rcv_requests")
+    assert text.returncode == 0 and text.stdout.strip() == "core:rcv_requests: 0"
+    as_json = mesh.cli("rpc", "--url", mesh.gateway_url, "--json", "which", "command=uptime")
+    assert json.loads(as_json.stdout) == [[]]
+    err = mesh.cli("rpc", "--url", mesh.gateway_url, "nope")
+    assert err.returncode == 1 and "error -32601" in err.stderr
+    assert "Traceback" not in err.stderr
+
+
+def test_killed_child_restarts_and_status_tracks_health(tmp_path: Path) -> None:
+    m = MeshProcess(tmp_path)
+    try:
+        pid = int(next(line.split()[-1] for line in m.seen if line.startswith("started gateway")))
+        # A stopped (not dead) child stops heart-beating: once its TTL (1 s) runs out,
+        # status reports it critical and exits 1. Each status run is a new process (about
+        # half a second), which paces the polling.
+        status = m.cli("status")
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 20
+        while status.returncode != 1 and time.monotonic() < deadline:
+            status = m.cli("status")
+        assert status.returncode == 1, status.stdout
+        # Unreachable (its /health does not answer) or critical (TTL ran out).
+        assert "passing" not in status.stdout
+        os.kill(pid, signal.SIGCONT)
+        # Killed outright: the supervisor restarts it with a new pid and a new endpoint.
+        os.kill(pid, signal.SIGKILL)
+        m.expect(rf"^exited gateway pid {pid} rc -9; restart in")
+        new_pid = int(m.expect(r"^started gateway pid (\d+)").group(1))
+        assert new_pid != pid
+        new_url = m.expect(r"^endpoint gateway mi (\S+)").group(1)
+        assert _post(new_url, {"jsonrpc": "2.0", "id": 1, "method": "version"})["result"]
+        assert m.cli("status").returncode == 0
+    finally:
+        rc = m.stop()
+    assert rc == 0
+    assert any(line == "stopped" for line in m.seen + _drain(m))
+
+
+def _drain(m: MeshProcess) -> list[str]:
+    out = []
+    while not m.lines.empty():
+        out.append(m.lines.get())
+    return out
+
+
+def test_sigterm_stops_every_child(tmp_path: Path) -> None:
+    m = MeshProcess(tmp_path)
+    pid = int(next(line.split()[-1] for line in m.seen if line.startswith("started gateway")))
+    assert m.stop() == 0
+    lines = m.seen + _drain(m)
+    assert "stopping" in lines and lines[-1] == "stopped"
+    assert any(line.startswith(f"exited gateway pid {pid} rc 0") for line in lines)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
