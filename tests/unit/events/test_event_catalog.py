@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.events.schema import EventCatalog, EventValidationError
 
@@ -31,6 +33,9 @@ GOOD = {
     "E_CORE_PKG_THRESHOLD": {"usage": 91, "threshold": 90, "used": 910, "size": 1000,
                              "pid": 4242},
 }
+
+
+_CATALOG = EventCatalog.load()
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +77,36 @@ def test_a_malformed_payload_is_refused_with_the_reason(
 def test_an_event_without_contract_is_refused(catalog: EventCatalog) -> None:
     with pytest.raises(EventValidationError, match="unknown event"):
         catalog.validate("E_NO_SUCH_THING", {})
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 2_000_000_000), st.floats(allow_nan=False),
+    st.text(max_size=6), st.sampled_from(["200", "2000", "", "E", "sip:x"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(GOOD)), data=st.data())
+def test_fast_checker_never_accepts_what_jsonschema_rejects(
+    name: str, data: st.DataObject
+) -> None:
+    cat = _CATALOG
+    base = dict(GOOD[name])
+    keys = [*base, "extra_key"]
+    for key in data.draw(st.lists(st.sampled_from(keys), max_size=4)):
+        if data.draw(st.booleans()):
+            base[key] = data.draw(_values)
+        else:
+            base.pop(key, None)
+    fast = cat._fast[name]
+    assert fast is not None
+    jsonschema_ok = cat._validators[name].is_valid(base)
+    if fast(base):
+        assert jsonschema_ok, base
+    # and the public answer is always jsonschema's
+    try:
+        cat.validate(name, base)
+        ok = True
+    except EventValidationError:
+        ok = False
+    assert ok is jsonschema_ok
