@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import statistics
 import time
@@ -62,8 +63,10 @@ async def latency_and_throughput() -> None:
         await asyncio.wait_for(done.wait(), 30)
         ms = sorted(x * 1000 for x in lat)
         p99 = ms[int(len(ms) * 0.99) - 1]
+        slow = sum(x > 5 for x in ms)
         print(f"latency publish->consumer @1000/s, {len(ms)} events: "
-              f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms "
+              f"p50 {statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms, "
+              f"{slow} over 5 ms; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
               f"(goal p99 < 5 ms: {'met' if p99 < 5 else 'NOT met'})")
 
         lat.clear()
