@@ -133,3 +133,40 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     assert any(line.startswith(f"exited gateway pid {pid} rc 0") for line in lines)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_edge_joins_the_mesh_and_its_commands_route_through_the_gateway(
+    tmp_path: Path,
+) -> None:
+    from shared.cli.mesh_cmd import _runnable
+
+    if not _runnable("services.edge"):
+        pytest.skip("services.edge is not present in this checkout")
+    m = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge",
+                    SIPMESH_EDGE_LISTEN="udp:127.0.0.1:0")
+    try:
+        sip = m.expect(r"^endpoint edge sip (sip:127\.0\.0\.1:(\d+);transport=udp)")
+        assert int(sip.group(2)) > 0
+        mi = OpenSIPSMI("http", url=m.gateway_url)
+        assert "edge_listeners" in mi.execute("which")
+        listeners = mi.execute("edge_listeners")
+        assert any(sip.group(2) in str(line) for line in listeners["Listeners"])
+        types = [p["Type"].split()[0] for p in mi.execute("ps")["Processes"]]
+        assert sorted(types) == ["edge", "gateway", "supervisor"]
+        assert mi.execute("get_statistics", [["core:rcv_requests"]]) == {
+            "core:rcv_requests": 0}
+        assert m.cli("status").returncode == 0
+    finally:
+        assert m.stop() == 0
+
+
+def test_gateway_refuses_a_public_bind_without_token(tmp_path: Path) -> None:
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway"], capture_output=True, text=True, timeout=30,
+        env=dict(os.environ, SIPMESH_GATEWAY_HOST="0.0.0.0", SIPMESH_GATEWAY_PORT="0",
+                 SIPMESH_DISCOVERY_URL="http://127.0.0.1:9"))
+    assert run.returncode == 2
+    assert "without a bearer token" in run.stderr
+    assert "Traceback" not in run.stderr
