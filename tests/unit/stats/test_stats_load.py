@@ -162,3 +162,22 @@ async def test_real_loop_load_rises_under_work_and_falls_back_when_idle() -> Non
     assert busy["load-all"] == busy["load"] and busy["load-proc-0"] == busy["load"]
     assert idle_after <= 10
     assert busy["load1m"] > 0
+
+
+def test_uvloop_gets_the_cpu_time_fallback_and_still_sees_busy_work() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[str, int]:
+        sampler = make_sampler()
+        try:
+            await busy_for(0.6)
+            await asyncio.sleep(0)
+            return type(sampler).__name__, percent(sampler.snapshot().load)
+        finally:
+            sampler.uninstall()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        kind, load = runner.run(scenario())
+    assert kind == "CpuTimeLoadSampler"
+    # 0.6 s of spinning in the last second; CPU time is less when the 2 shared cores are busy
+    assert load >= 20
