@@ -145,6 +145,15 @@ class SubscriptionManager:
             await self.store.delete(name, k)
         return len(gone)
 
+    async def purge_forever(self, interval: float = 60.0) -> None:
+        """Run as a task next to the gateway: drops expired rows from the store."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.purge_expired()
+            except Exception as exc:  # a store hiccup must not end the purger
+                log.warning("subscription_purge_failed", error=repr(exc))
+
     # -- delivery -----------------------------------------------------------------------
     async def dispatch(self, event: str, params: Mapping[str, Any]) -> int:
         """Deliver to every live subscriber of ``event``; returns how many got it."""
