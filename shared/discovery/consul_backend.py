@@ -65,7 +65,10 @@ class ConsulRegistry:
         ok = await self._guard(c.agent.service.register(
             instance.service, service_id=instance.id, address=instance.address,
             port=instance.port, tags=list(instance.tags), meta=dict(instance.meta),
-            check=consul.Check.ttl(f"{max(ttl, 1.0):g}s"),
+            # Consul's minimum for DeregisterCriticalServiceAfter is one minute: a process
+            # killed without deregistering disappears from the catalog after that.
+            check={**consul.Check.ttl(f"{max(ttl, 1.0):g}s"),
+                   "DeregisterCriticalServiceAfter": "1m"},
         ))
         if not ok:
             raise RegistryError(f"consul refused to register {instance.id}")

@@ -163,7 +163,8 @@ class HttpRegistry:
         await self._call("DELETE", f"/v1/instances/{instance_id}")
 
     async def heartbeat(self, instance_id: str) -> None:
-        if await self._call("PUT", f"/v1/instances/{instance_id}/heartbeat", allow_404=True) is None:
+        path = f"/v1/instances/{instance_id}/heartbeat"
+        if await self._call("PUT", path, allow_404=True) is None:
             raise RegistryError(f"unknown instance {instance_id}")
 
     async def healthy(self, service: str) -> list[Instance]:

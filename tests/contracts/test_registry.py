@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.discovery import Instance, RegistryError, ServiceRegistry
+from shared.discovery import Instance, RegistryError, ServiceRegistry, watch
 from shared.discovery.consul_backend import ConsulRegistry
 from shared.discovery.embedded import HttpRegistry, RegistryServer
 from shared.discovery.memory import MemoryRegistry
@@ -150,3 +150,19 @@ async def test_reregister_replaces(registry: ServiceRegistry) -> None:
     await registry.register(_inst(svc, 1, v="2"), ttl=10)
     [got] = await registry.healthy(svc)
     assert got.meta["v"] == "2"
+
+
+async def test_watch_yields_the_current_set_then_each_change(registry: ServiceRegistry) -> None:
+    svc = _svc()
+    await registry.register(_inst(svc, 1), ttl=10)
+    stream = watch(registry, svc, wait=1.0)
+    async with asyncio.timeout(10):
+        first = await anext(stream)
+        assert [i.id for i in first] == [f"{svc}-1"]
+        await registry.register(_inst(svc, 2), ttl=10)
+        second = await anext(stream)
+        assert [i.id for i in second] == [f"{svc}-1", f"{svc}-2"]
+        await registry.deregister(f"{svc}-1")
+        third = await anext(stream)
+        assert [i.id for i in third] == [f"{svc}-2"]
+    await stream.aclose()
