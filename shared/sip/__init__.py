@@ -6,6 +6,14 @@ stream framing for TCP. No sockets, no asyncio: transports live elsewhere.
 """
 
 from shared.sip.cseq import CSeq, parse_cseq
+from shared.sip.digest import (
+    DigestChallenge,
+    DigestCredentials,
+    answer_challenge,
+    compute_response,
+    parse_challenge,
+    parse_credentials,
+)
 from shared.sip.errors import SipParseError
 from shared.sip.framing import KeepAlive, StreamFramer
 from shared.sip.headers import canonical_name, split_top_level
@@ -18,6 +26,8 @@ from shared.sip.via import Via, parse_via
 
 __all__ = [
     "CSeq",
+    "DigestChallenge",
+    "DigestCredentials",
     "KeepAlive",
     "Message",
     "NameAddr",
@@ -27,8 +37,12 @@ __all__ = [
     "StreamFramer",
     "Uri",
     "Via",
+    "answer_challenge",
     "canonical_name",
+    "compute_response",
     "make_response",
+    "parse_challenge",
+    "parse_credentials",
     "parse_cseq",
     "parse_message",
     "parse_name_addr",

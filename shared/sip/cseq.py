@@ -7,17 +7,16 @@ unsigned integer"); a larger one, or a method differing from the request's, is a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from shared.sip.errors import bad_request
 
 CSEQ_MAX: Final = 2**32 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """`CSeq: <number> <method>`."""
+class CSeq(NamedTuple):
+    """`CSeq: <number> <method>` (immutable; a named tuple because parsing makes one per
+    message and tuple construction is the cheapest immutable record in CPython)."""
 
     number: int
     method: str

@@ -47,8 +47,6 @@ from shared.sip.status import reason_phrase
 from shared.sip.uri import Uri, parse_uri
 from shared.sip.via import Via, parse_via
 
-_Field = tuple[str, bytes, bytes]  # (key, raw line, unfolded stripped value)
-
 _ENC: Final = "utf-8"
 _ERR: Final = "surrogateescape"
 _TOKEN_CHARS: Final = frozenset(
@@ -73,6 +71,7 @@ def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
 
 
 _KEY_OF_BYTES, _KEY_OF_STR = _build_key_tables()
+_new_cseq = tuple.__new__  # CSeq is a NamedTuple: skip its Python-level __new__
 
 
 def _key(name: str) -> str:
@@ -108,36 +107,44 @@ def _check_value(value: str) -> None:
 
 
 def _name_addr_tag(text: str, what: str) -> str | None:
-    """The `tag` header parameter of a From/To value, checking the value's outer syntax."""
+    """The `tag` header parameter of a From/To value, checking the value's outer syntax.
+
+    Fast path for the usual shapes (`"Name" <uri>;params`, `Name <uri>;params`, `uri;params`);
+    anything with quotes beyond a leading display name goes through the full splitter.
+    """
     if not text:
         raise bad_request(f"empty {what}")
-    start = 0
-    if '"' in text:
-        if "," in text:
-            values = split_top_level(text, ",", what)  # also checks every quoted string
-        else:
-            values = [text]
-            split_top_level(text, ";", what)
-        if len(values) > 1:
+    start = find_quote_end(text, 0, what) if text[0] == '"' else 0
+    if '"' in text[start:]:
+        # Quotes elsewhere (parameter values, odd display names): check everything.
+        if len(split_top_level(text, ",", what)) > 1:
             raise bad_request(f"several values in single-value header {what}")
-        if text[0] == '"':
-            start = find_quote_end(text, 0, what)
-    elif "," in text and len(split_top_level(text, ",", what)) > 1:
-        raise bad_request(f"several values in single-value header {what}")
+        return parse_name_addr(text, what).params.get("tag")
     lt = text.find("<", start)
     if lt >= 0:
         gt = text.find(">", lt)
         if gt < 0:
             raise bad_request(f"unterminated <URI> in {what}")
         params = text[gt + 1 :]
+        if "," in params or "," in text[start:lt] or "<" in params:
+            raise bad_request(f"several values in single-value header {what}")
     else:
         if ">" in text:
             raise bad_request(f"unbalanced > in {what}")
+        if "," in text:
+            raise bad_request(f"several values in single-value header {what}")
         semi = text.find(";", start)
         if semi < 0:
             return None
         params = text[semi:]
-    if "tag" not in params and "TAG" not in params.upper():
+    if not params:
+        return None
+    i = params.find(";tag=")
+    if i >= 0:
+        value = params[i + 5 :]
+        j = value.find(";")
+        return (value if j < 0 else value[:j]).strip()
+    if "tag" not in params.lower():
         return None
     return parse_params(params.lstrip().lstrip(";"), what).get("tag")
 
@@ -148,9 +155,9 @@ class Message:
     __slots__ = (
         "_call_id",
         "_cseq",
-        "_fields",
         "_from_tag",
-        "_index",
+        "_keys",
+        "_lines",
         "_max_forwards",
         "_to_tag",
         "_top_via",
@@ -158,8 +165,10 @@ class Message:
         "body",
     )
 
-    _fields: list[_Field]
-    _index: dict[str, list[_Field]]
+    # Header lines in wire order: `_keys[i]` is the lower-case canonical name of the raw
+    # line `_lines[i]` (folds included). Parallel lists keep lookups in C (`list.index`).
+    _keys: list[str]
+    _lines: list[bytes]
     body: bytes
     _call_id: str
     _cseq: CSeq
@@ -244,7 +253,7 @@ class Message:
     def top_via(self) -> Via:
         """The topmost Via value (RFC 3261 §18.2.2 answers there)."""
         if self._top_via is None:
-            if self._vias is not None and self._vias:
+            if self._vias:
                 self._top_via = self._vias[0]
             else:
                 first = self.get("via")
@@ -319,48 +328,49 @@ class Message:
         key = _KEY_OF_STR.get(name)
         if key is None:
             key = header_key(name)
-        lines = self._index.get(key)
-        if not lines:
+        keys = self._keys
+        if key not in keys:
             return None
-        value = lines[0][2].decode(_ENC, _ERR)
-        if key in LIST_HEADERS and "," in value:
+        value = _line_value(self._lines[keys.index(key)]).decode(_ENC, _ERR)
+        if key in LIST_HEADERS and ("," in value or '"' in value):
             parts = split_top_level(value, ",", canonical_of_key(key))
             return parts[0] if parts else ""
         return value
 
     def get_all(self, name: str) -> list[str]:
         """All values in order; list headers are split at top-level commas."""
-        key = _key(name)
-        lines = self._index.get(key)
-        if not lines:
-            return []
+        key = _KEY_OF_STR.get(name)
+        if key is None:
+            key = header_key(name)
+        lines = self._lines
+        values = [
+            _line_value(lines[i]).decode(_ENC, _ERR)
+            for i, k in enumerate(self._keys)
+            if k == key
+        ]
         if key in LIST_HEADERS:
             what = canonical_of_key(key)
             out: list[str] = []
-            for line in lines:
-                value = line[2].decode(_ENC, _ERR)
+            for value in values:
                 if "," in value or '"' in value:
                     out.extend(split_top_level(value, ",", what))
-                else:
+                elif value:
                     out.append(value)
             return out
-        return [line[2].decode(_ENC, _ERR) for line in lines]
+        return values
 
     def has(self, name: str) -> bool:
         """True when at least one line of the header is present."""
-        return bool(self._index.get(_key(name)))
+        return _key(name) in self._keys
 
     def header_lines(self) -> Iterator[tuple[str, str]]:
         """(canonical name, value) of every header line in wire order."""
-        for key, _raw, value in self._fields:
-            yield canonical_of_key(key), value.decode(_ENC, _ERR)
+        for key, line in zip(self._keys, self._lines, strict=True):
+            yield canonical_of_key(key), _line_value(line).decode(_ENC, _ERR)
 
     def headers_by_name(self) -> dict[str, list[str]]:
         """Canonical name -> all values (list headers split), in first-appearance order."""
-        out: dict[str, list[str]] = {}
-        for key in self._index:
-            out[canonical_of_key(key)] = self.get_all(key)
-        return out
+        return {canonical_of_key(key): self.get_all(key) for key in dict.fromkeys(self._keys)}
 
     def add_header(self, name: str, value: str, *, first: bool = True) -> None:
         """Add a header line above (`first`) or below the existing lines of that header.
@@ -370,16 +380,16 @@ class Message:
         _check_value(value)
         key = _key(name)
         line = _enc(f"{canonical_of_key(key)}: {value}")
-        new: _Field = (key, line, _enc(value.strip()))
-        existing = self._index.get(key)
-        if existing:
-            anchor = existing[0] if first else existing[-1]
-            pos = self._position(anchor)
-            self._fields.insert(pos if first else pos + 1, new)
-        elif first:
-            self._fields.insert(0, new)
+        keys = self._keys
+        if key in keys:
+            if first:
+                pos = keys.index(key)
+            else:
+                pos = len(keys) - keys[::-1].index(key)
         else:
-            self._fields.append(new)
+            pos = 0 if first else len(keys)
+        keys.insert(pos, key)
+        self._lines.insert(pos, line)
         self._changed(key)
 
     def set_header(self, name: str, value: str) -> None:
@@ -387,86 +397,75 @@ class Message:
         _check_value(value)
         key = _key(name)
         line = _enc(f"{canonical_of_key(key)}: {value}")
-        new: _Field = (key, line, _enc(value.strip()))
-        existing = self._index.get(key)
-        if existing:
-            pos = self._position(existing[0])
-            drop = {id(f) for f in existing}
-            fields = [f for f in self._fields if id(f) not in drop]
-            fields.insert(pos, new)
-            self._fields = fields
+        keys = self._keys
+        if key in keys:
+            pos = keys.index(key)
+            self._drop(key)
+            self._keys.insert(pos, key)
+            self._lines.insert(pos, line)
         else:
-            self._fields.append(new)
+            keys.append(key)
+            self._lines.append(line)
         self._changed(key)
 
     def remove_header(self, name: str) -> int:
         """Remove every line of a header; returns how many lines were removed."""
         key = _key(name)
-        existing = self._index.get(key)
-        if not existing:
-            return 0
-        self._fields = [f for f in self._fields if f[0] != key]
-        self._changed(key)
-        return len(existing)
+        count = self._keys.count(key)
+        if count:
+            self._drop(key)
+            self._changed(key)
+        return count
+
+    def _drop(self, key: str) -> None:
+        kept = [(k, line) for k, line in zip(self._keys, self._lines, strict=True) if k != key]
+        self._keys = [k for k, _ in kept]
+        self._lines = [line for _, line in kept]
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the top value (Via/Route pop); the rest stays byte for byte."""
         key = _key(name)
-        existing = self._index.get(key)
-        if not existing:
+        keys = self._keys
+        if key not in keys:
             return None
-        top = existing[0]
-        pos = self._position(top)
-        value = top[2].decode(_ENC, _ERR)
+        pos = keys.index(key)
+        raw = self._lines[pos]
+        value = _line_value(raw).decode(_ENC, _ERR)
         cut = _first_top_level_comma(value) if key in LIST_HEADERS else -1
         if cut < 0:
-            del self._fields[pos]
+            del keys[pos]
+            del self._lines[pos]
             self._changed(key)
             return value.strip()
         first, rest = value[:cut].strip(), value[cut + 1 :].strip()
         if not rest:
-            del self._fields[pos]
+            del keys[pos]
+            del self._lines[pos]
         else:
-            colon = top[1].index(b":")
-            rest_b = _enc(rest)
-            self._fields[pos] = (key, top[1][: colon + 1] + b" " + rest_b, rest_b)
+            self._lines[pos] = raw[: raw.index(b":") + 1] + b" " + _enc(rest)
         self._changed(key)
         return first
 
-    def _position(self, field: _Field) -> int:
-        for i, candidate in enumerate(self._fields):
-            if candidate is field:
-                return i
-        raise LookupError("header line not found")  # pragma: no cover - index invariant
-
     def _changed(self, key: str) -> None:
-        index: dict[str, list[_Field]] = {}
-        for f in self._fields:
-            lst = index.get(f[0])
-            if lst is None:
-                index[f[0]] = [f]
-            else:
-                lst.append(f)
-        self._index = index
         if key == "via":
             self._vias = None
             self._top_via = None
         elif key in _EAGER:
-            self._refresh(key, strict=False)
+            self._refresh(key)
 
-    def _refresh(self, key: str, *, strict: bool) -> None:
+    def _refresh(self, key: str) -> None:
         """Recompute one eager field from the header lines."""
-        lines = self._index.get(key)
+        value = self.get(key)
         if key == "call-id":
-            self._call_id = lines[0][2].decode(_ENC, _ERR) if lines else ""
+            self._call_id = value or ""
         elif key == "cseq":
-            self._cseq = parse_cseq(_dec(lines[0][2])) if lines else CSeq(0, "")
+            self._cseq = parse_cseq(value) if value is not None else CSeq(0, "")
         elif key == "from":
-            self._from_tag = _name_addr_tag(_dec(lines[0][2]), "From") if lines else None
+            self._from_tag = _name_addr_tag(value, "From") if value is not None else None
         elif key == "to":
-            self._to_tag = _name_addr_tag(_dec(lines[0][2]), "To") if lines else None
+            self._to_tag = _name_addr_tag(value, "To") if value is not None else None
         elif key == "max-forwards":
-            self._max_forwards = _parse_max_forwards(lines[0][2]) if lines else None
+            self._max_forwards = _parse_max_forwards(_enc(value)) if value is not None else None
 
     # -- serialization ---------------------------------------------------------------------
 
@@ -477,21 +476,26 @@ class Message:
         """Wire bytes: untouched headers byte for byte, Content-Length matching the body."""
         body = self.body
         length = b"%d" % len(body)
-        parts = [self._start_line()]
-        cl_done = False
-        for key, raw, value in self._fields:
-            if key == "content-length":
-                if cl_done:
-                    continue  # duplicates (equal values) collapse into the one we write
-                cl_done = True
-                if value != length:
-                    raw = raw[: raw.index(b":") + 1] + b" " + length
-            parts.append(raw)
-        if not cl_done:
-            parts.append(b"Content-Length: " + length)
-        parts.append(b"")
-        parts.append(body)
-        return b"\r\n".join(parts)
+        keys = self._keys
+        count = keys.count("content-length")
+        if count == 1:
+            pos = keys.index("content-length")
+            raw = self._lines[pos]
+            if _line_value(raw) == length:
+                return b"\r\n".join([self._start_line(), *self._lines, b"", body])
+            lines = list(self._lines)
+            lines[pos] = raw[: raw.index(b":") + 1] + b" " + length
+        elif count == 0:
+            lines = [*self._lines, b"Content-Length: " + length]
+        else:
+            # Duplicates (equal values, or the parser would have refused them) collapse.
+            pos = keys.index("content-length")
+            raw = self._lines[pos]
+            lines = [
+                line for k, line in zip(keys, self._lines, strict=True) if k != "content-length"
+            ]
+            lines.insert(pos, raw[: raw.index(b":") + 1] + b" " + length)
+        return b"\r\n".join([self._start_line(), *lines, b"", body])
 
     def __bytes__(self) -> bytes:
         return self.serialize()
@@ -503,8 +507,8 @@ class Message:
         return twin
 
     def _copy_from(self, other: Message) -> None:
-        self._fields = list(other._fields)
-        self._index = {k: list(v) for k, v in other._index.items()}
+        self._keys = list(other._keys)
+        self._lines = list(other._lines)
         self.body = other.body
         self._call_id = other._call_id
         self._cseq = other._cseq
@@ -515,13 +519,17 @@ class Message:
         self._top_via = None
 
     def _header_key_values(self) -> list[tuple[str, bytes]]:
-        return [(k, v) for k, _r, v in self._fields if k != "content-length"]
+        return [
+            (k, _line_value(line))
+            for k, line in zip(self._keys, self._lines, strict=True)
+            if k != "content-length"
+        ]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message) or type(self) is not type(other):
             return NotImplemented
         return (
-            self._start_line().upper() == other._start_line().upper()
+            self._start_line() == other._start_line()
             and self._header_key_values() == other._header_key_values()
             and self.body == other.body
         )
@@ -529,19 +537,18 @@ class Message:
     __hash__ = None  # type: ignore[assignment]
 
     def _init_headers(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
-        self._fields = []
-        self._index = {}
+        self._keys = []
+        self._lines = []
         for name, value in headers:
             _check_value(value)
             key = _key(name)
-            f: _Field = (key, _enc(f"{canonical_of_key(key)}: {value}"), _enc(value.strip()))
-            self._fields.append(f)
-            self._index.setdefault(key, []).append(f)
+            self._keys.append(key)
+            self._lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
         self.body = body
         self._vias = None
         self._top_via = None
         for key in ("call-id", "cseq", "from", "to", "max-forwards"):
-            self._refresh(key, strict=False)
+            self._refresh(key)
 
 
 class Request(Message):
@@ -679,52 +686,70 @@ def parse_message(data: bytes) -> Request | Response:
 
     Raises SipParseError with the RFC's answer for any defect; never anything else.
     """
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
-    if data[:2] == b"\r\n":
-        # RFC 3261 §7.5: CRLFs before the start line are ignored.
-        data = data.lstrip(b"\r\n")
     end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head = data[:end]
-        body = data[end + 4 :]
-        lines = head.split(b"\r\n")
-    else:
-        # Bare-LF line ends are not SIP, but some stacks send them; accept them whole.
-        end = data.find(b"\n\n")
-        if end < 0:
-            if not data:
-                raise bad_request("empty message")
-            if data.endswith(b"\r\n") or data.endswith(b"\n"):
-                head = data.rstrip(b"\r\n")
-                body = b""
-            else:
-                head = data
-                body = b""
-            # Without the empty line the header block is all there is (RFC 3261 §7 requires
-            # the empty line; tolerate it missing on a datagram that carries no body).
-        else:
-            head = data[:end]
-            body = data[end + 2 :]
-        lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    if end <= 0:
+        return _parse_unusual(data)
+    lines = data[:end].split(b"\r\n")
     start = lines[0]
-    is_response = start[:4].upper() == b"SIP/"
     try:
-        if is_response:
-            msg: Request | Response = _start_response(start)
+        if start[:4] == b"SIP/":
+            return _parse_response(start, lines, data[end + 4 :])
+        # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
+        parts = start.split(b" ")
+        if (
+            len(parts) == 3
+            and parts[2] == b"SIP/2.0"
+            and parts[0].isalpha()
+            and parts[1][:1] != b"<"
+            and b":" in parts[1]
+        ):
+            req = object.__new__(Request)
+            req.method = parts[0].decode()
+            req._uri = parts[1].decode(_ENC, _ERR)
         else:
-            msg = _start_request(start)
-        _parse_headers(msg, lines, body, is_response)
+            req = _start_request(start)
+        req._parsed_uri = None
+        _parse_headers(req, lines, data[end + 4 :], False)
+        return req
+    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
+        raise bad_request(f"malformed message ({err})") from None
+
+
+def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
+    try:
+        resp = _start_response(start)
+        _parse_headers(resp, lines, body, True)
     except SipParseError as err:
-        if is_response and err.status is not None:
+        if err.status is not None:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
             raise SipParseError(None, err.detail, "") from None
         raise
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
-        if is_response:
-            raise SipParseError(None, f"malformed response ({err})", "") from None
-        raise bad_request(f"malformed message ({err})") from None
-    return msg
+        raise SipParseError(None, f"malformed response ({err})", "") from None
+    return resp
+
+
+def _parse_unusual(data: bytes) -> Request | Response:
+    """Leading CRLFs (ignored, RFC 3261 §7.5), bare-LF line ends, no empty line."""
+    data = data.lstrip(b"\r\n")
+    if not data:
+        raise bad_request("empty message")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return parse_message(data)
+    # Bare-LF line ends are not SIP, but some stacks send them; accept them whole.
+    end = data.find(b"\n\n")
+    if end >= 0:
+        head = data[:end]
+        body = data[end + 2 :]
+    else:
+        # Without the empty line the header block is all there is (RFC 3261 §7 requires
+        # it; tolerate it missing on a datagram that carries no body).
+        head = data.rstrip(b"\r\n")
+        body = b""
+    return parse_message(head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n\r\n" + body)
 
 
 def _start_request(start: bytes) -> Request:
@@ -780,92 +805,180 @@ def _start_response(start: bytes) -> Response:
 
 
 def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: bool) -> None:
-    fields: list[_Field] = []
-    index: dict[str, list[_Field]] = {}
-    key_of = _KEY_OF_BYTES
-    for line in lines[1:] if len(lines) > 1 else ():
-        first = line[:1]
-        if first == b" " or first == b"\t":
-            if not fields:
-                raise bad_request("continuation line before the first header")
-            # Folding (RFC 3261 §7.3.1): the raw line keeps the fold, the value is joined.
-            pkey, praw, pvalue = fields[-1]
-            joined = (pvalue + b" " + line.strip(b" \t")).strip()
-            updated = (pkey, praw + b"\r\n" + line, joined)
-            fields[-1] = updated
-            index[pkey][-1] = updated
-            continue
-        name, colon, value = line.partition(b":")
-        if not colon:
-            if not line.strip():
-                raise bad_request("empty line inside the header block")
-            raise bad_request(f"header line without colon {_dec(line[:40])!r}")
-        found = key_of.get(name)
-        key = found if found is not None else _slow_key(name)
-        f = (key, line, value.strip(b" \t"))
-        fields.append(f)
-        lst = index.get(key)
-        if lst is None:
-            index[key] = [f]
-        else:
-            lst.append(f)
-    msg._fields = fields
-    msg._index = index
+    del lines[0]  # the start line; what remains are the header lines
+    raws = lines
+    kget = _KEY_OF_BYTES.get
+    # One C-speed pass maps each line's name to its key; anything unusual (folding, odd
+    # spacing, unknown or malformed names) yields None and takes the careful path.
+    keys = [kget(line.partition(b":")[0]) for line in raws]
+    if None in keys:
+        raws, keys_ok = _careful_headers(raws)
+        # Values are read from unfolded copies; the raw lines (folds kept) are stored.
+        src = [_unfold(line) if b"\n" in line else line for line in raws]
+    else:
+        keys_ok = keys  # type: ignore[assignment]
+        src = raws
+    msg._keys = keys_ok
+    msg._lines = raws
     msg._vias = None
     msg._top_via = None
 
-    # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
-    # single-value header too (RFC 4475 §3.1.2.13 "multi01").
-    for key in _MANDATORY:
-        got = index.get(key)
-        if got is None:
-            raise bad_request(f"missing {canonical_of_key(key)}")
-        if len(got) > 1:
-            raise bad_request(f"several values in single-value header {canonical_of_key(key)}")
-    if "via" not in index:
-        raise bad_request("missing Via")
+    count = keys_ok.count
+    index = keys_ok.index
+    if (
+        count("call-id") != 1
+        or count("from") != 1
+        or count("to") != 1
+        or count("cseq") != 1
+        or "via" not in keys_ok
+    ):
+        _missing_or_several(keys_ok)
 
-    call_id = index["call-id"][0][2]
-    if not call_id:
-        raise bad_request("empty Call-ID")
-    if b"," in call_id or b" " in call_id or b"\t" in call_id:
-        raise bad_request("several values or whitespace in single-value header Call-ID")
+    call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
+    if not call_id or b"," in call_id or b" " in call_id or b"\t" in call_id:
+        raise bad_request(
+            "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
+        )
     msg._call_id = call_id.decode(_ENC, _ERR)
 
-    cseq = parse_cseq(index["cseq"][0][2].decode(_ENC, _ERR))
+    value = src[index("cseq")].partition(b":")[2].strip(b" \t")
+    num, sp, meth = value.partition(b" ")
+    if sp and num.isdigit() and len(num) < 10 and meth.isalpha():
+        cseq = _new_cseq(CSeq, (int(num), meth.decode()))
+    else:
+        cseq = parse_cseq(value.decode(_ENC, _ERR))
     msg._cseq = cseq
-    msg._from_tag = _name_addr_tag(index["from"][0][2].decode(_ENC, _ERR), "From")
-    msg._to_tag = _name_addr_tag(index["to"][0][2].decode(_ENC, _ERR), "To")
+    # From/To tags, inline fast path for `[display] <uri>;...;tag=x` without quotes or
+    # commas after the display name; anything else goes through `_tag_of`.
+    value = src[index("from")].partition(b":")[2].strip(b" \t")
+    i = value.rfind(b";tag=")
+    gt = value.rfind(b">")
+    if (
+        i > gt
+        and b"," not in value
+        and (value[:1] == b"<" or value.count(b'"') == (2 if value[:1] == b'"' else 0))
+        and b"\\" not in value
+    ):
+        tag = value[i + 5 :]
+        msg._from_tag = tag.decode(_ENC, _ERR) if b";" not in tag else _tag_of(value, "From")
+    else:
+        msg._from_tag = _tag_of(value, "From")
+    value = src[index("to")].partition(b":")[2].strip(b" \t")
+    if b";" not in value and b'"' not in value and b"," not in value:
+        msg._to_tag = None
+    else:
+        msg._to_tag = _tag_of(value, "To")
 
-    mf = index.get("max-forwards")
-    if mf is None:
+    n = count("max-forwards")
+    if n == 1:
+        value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
+        if value.isdigit() and len(value) < 4 and int(value) < 256:
+            msg._max_forwards = int(value)
+        else:
+            msg._max_forwards = _parse_max_forwards(value)
+    elif n == 0:
         if not is_response:
             raise bad_request("missing Max-Forwards")
         msg._max_forwards = None
     else:
-        if len(mf) > 1:
-            raise bad_request("several values in single-value header Max-Forwards")
-        msg._max_forwards = _parse_max_forwards(mf[0][2])
+        raise bad_request("several values in single-value header Max-Forwards")
 
     if not is_response:
-        assert isinstance(msg, Request)
-        if cseq.method != msg.method:
-            raise bad_request(f"CSeq method {cseq.method} differs from request method {msg.method}")
+        method = msg.method  # type: ignore[attr-defined]
+        if cseq.method != method:
+            raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
 
-    cl = index.get("content-length")
-    if cl is not None:
-        length = _content_length(cl)
-        if length > len(body):
-            raise bad_request(
-                f"Content-Length {length} larger than the {len(body)} body bytes received"
+    n = count("content-length")
+    if n:
+        if n == 1:
+            value = src[index("content-length")].partition(b":")[2].strip(b" \t")
+            length = int(value) if value.isdigit() else _content_length({value})
+        else:
+            length = _content_length(
+                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == "content-length"}
             )
-        if length < len(body):
+        if length != len(body):
+            if length > len(body):
+                raise bad_request(
+                    f"Content-Length {length} larger than the {len(body)} body bytes received"
+                )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
     msg.body = body
 
 
-def _content_length(lines: list[_Field]) -> int:
-    values = {line[2] for line in lines}
+def _missing_or_several(keys: list[str]) -> None:
+    # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
+    # single-value header too (RFC 4475 §3.1.2.13 "multi01").
+    for key in _MANDATORY:
+        n = keys.count(key)
+        if n == 0:
+            raise bad_request(f"missing {canonical_of_key(key)}")
+        if n > 1:
+            raise bad_request(f"several values in single-value header {canonical_of_key(key)}")
+    raise bad_request("missing Via")
+
+
+def _tag_of(value: bytes, what: str) -> str | None:
+    """From/To tag with a bytes fast path; anything unusual goes through `_name_addr_tag`.
+
+    Eagerly this checks what RFC 4475 expects a 400 for (unterminated quoted string, several
+    values); the rest of the name-addr syntax is checked when `from_addr`/`to_addr` is read.
+    """
+    rest = value
+    if value[:1] == b'"':
+        q = value.find(b'"', 1)
+        if q > 0 and value.find(b"\\", 1, q) < 0:
+            rest = value[q + 1 :]
+    if b'"' not in rest and b"," not in rest:
+        low = rest.lower()
+        i = low.rfind(b";tag=")
+        if i < 0:
+            if b"tag" not in low:
+                return None
+        elif i > rest.rfind(b">"):
+            tag = rest[i + 5 :]
+            j = tag.find(b";")
+            return (tag if j < 0 else tag[:j]).strip(b" \t").decode(_ENC, _ERR)
+    return _name_addr_tag(value.decode(_ENC, _ERR), what)
+
+
+def _careful_headers(raws: list[bytes]) -> tuple[list[bytes], list[str]]:
+    """Header lines with folding joined (RFC 3261 §7.3.1) and every name checked."""
+    out_lines: list[bytes] = []
+    out_keys: list[str] = []
+    for line in raws:
+        first = line[:1]
+        if first == b" " or first == b"\t":
+            if not out_lines:
+                raise bad_request("continuation line before the first header")
+            # The raw line keeps the fold; `_line_value` joins it when the value is read.
+            out_lines[-1] = out_lines[-1] + b"\r\n" + line
+            continue
+        name, colon, _value = line.partition(b":")
+        if not colon:
+            if not line.strip():
+                raise bad_request("empty line inside the header block")
+            raise bad_request(f"header line without colon {_dec(line[:40])!r}")
+        found = _KEY_OF_BYTES.get(name)
+        out_keys.append(found if found is not None else _slow_key(name))
+        out_lines.append(line)
+    return out_lines, out_keys
+
+
+def _unfold(line: bytes) -> bytes:
+    """A folded raw line as one line (RFC 3261 §7.3.1: the fold is equivalent to one SP)."""
+    return b" ".join([part.strip() for part in line.split(b"\n")])
+
+
+def _line_value(line: bytes) -> bytes:
+    """The value of a raw header line: after the first colon, unfolded, stripped."""
+    value = line.partition(b":")[2]
+    if b"\n" in value:
+        value = b" ".join([part.strip() for part in value.split(b"\n")])
+    return value.strip(b" \t")
+
+
+def _content_length(values: set[bytes]) -> int:
     if len(values) > 1:
         raise bad_request("conflicting Content-Length values")
     value = next(iter(values))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.sip.headers import canonical_of_key
-from shared.sip.message import Request, Response, _check_value, _enc, _Field, _key
+from shared.sip.message import Request, Response, _check_value, _enc, _key
 from shared.sip.status import reason_phrase
 
 _COPIED = ("via", "from", "to", "call-id", "cseq")
@@ -33,22 +33,26 @@ def make_response(
     resp = object.__new__(Response)
     resp.status = status
     resp.reason = reason_phrase(status) if reason is None else reason
-    fields: list[_Field] = []
-    index = request._index
+    keys: list[str] = []
+    lines: list[bytes] = []
+    src_keys = request._keys
+    src_lines = request._lines
+    add_tag = to_tag is not None and request.to_tag is None
     for key in _COPIED:
-        for line in index.get(key, ()):
-            if key == "to" and to_tag is not None and request.to_tag is None:
-                tag = _enc(to_tag)
-                line = (key, line[1] + b";tag=" + tag, line[2] + b";tag=" + tag)
-            fields.append(line)
+        for i, k in enumerate(src_keys):
+            if k == key:
+                line = src_lines[i]
+                if key == "to" and add_tag:
+                    line = line + b";tag=" + _enc(to_tag or "")
+                keys.append(key)
+                lines.append(line)
     for name, value in headers:
         _check_value(value)
         key = _key(name)
-        fields.append((key, _enc(f"{canonical_of_key(key)}: {value}"), _enc(value.strip())))
-    resp._fields = fields
-    resp._index = {}
-    for f in fields:
-        resp._index.setdefault(f[0], []).append(f)
+        keys.append(key)
+        lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
+    resp._keys = keys
+    resp._lines = lines
     resp.body = body
     resp._vias = None
     resp._top_via = None
@@ -57,8 +61,8 @@ def make_response(
     resp._from_tag = request.from_tag
     resp._to_tag = request.to_tag if request.to_tag is not None else to_tag
     resp._max_forwards = None
-    if "max-forwards" in resp._index:
-        resp._refresh("max-forwards", strict=False)
+    if "max-forwards" in keys:
+        resp._refresh("max-forwards")
     return resp
 
 

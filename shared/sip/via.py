@@ -96,6 +96,35 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one Via value (already split at top-level commas). Raises 400 on defects."""
+    # Fast path for the canonical spelling `SIP/2.0/T host[:port];a=b;c` (no LWS, no IPv6,
+    # no quoted parameter values); everything else goes through the general parser.
+    if text[:8] == "SIP/2.0/":
+        sp = text.find(" ", 8)
+        tail = text[sp + 1 :]
+        if (
+            sp > 8
+            and " " not in tail
+            and "\t" not in tail
+            and '"' not in tail
+            and "," not in tail
+            and tail[:1] != "["
+        ):
+            sent_by, _, ptext = tail.partition(";")
+            host, colon, port_text = sent_by.partition(":")
+            if host and "@" not in host and (not colon or port_text.isdigit()):
+                port = int(port_text) if colon else None
+                if port is None or port <= 65535:
+                    params: dict[str, str | None] = {}
+                    if ptext:
+                        for piece in ptext.split(";"):
+                            name, eq, value = piece.partition("=")
+                            params[name.lower()] = value if eq else None
+                        params.pop("", None)
+                    return Via(text[8:sp], host, port, params)
+    return _parse_via_general(text)
+
+
+def _parse_via_general(text: str) -> Via:
     name, s1, rest = text.partition("/")
     version, s2, rest = rest.partition("/")
     if not s1 or not s2:
