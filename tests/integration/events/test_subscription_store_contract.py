@@ -92,3 +92,24 @@ async def test_rows_survive_a_reopen(store_factory: StoreFactory) -> None:
 def test_table_names_are_checked() -> None:
     with pytest.raises(ValueError, match="bad table name"):
         SQLiteSubscriptionStore(":memory:", table="x; DROP TABLE y")
+
+
+async def test_manager_subscriptions_survive_a_gateway_restart(
+    store_factory: StoreFactory,
+) -> None:
+    from shared.events.schema import EventCatalog
+    from shared.events.subscriptions import SubscriptionManager
+
+    catalog = EventCatalog.load()
+    t = [5_000.0]
+    first = SubscriptionManager(catalog, store_factory(), now=lambda: t[0])
+    await first.start()
+    await first.subscribe("E_ACC_CDR", "jsonrpc:127.0.0.1:7000/cdr", 600)
+    await first.subscribe("E_UL_AOR_INSERT", "udp:127.0.0.1:7001", 5)
+    await first.subscribe("E_UL_AOR_DELETE", "tcp:127.0.0.1:7002", 600)
+    await first.subscribe("E_UL_AOR_DELETE", "tcp:127.0.0.1:7002", 0)
+    t[0] += 10  # the gateway was down for 10 s: the 5 s subscription expired meanwhile
+    second = SubscriptionManager(catalog, store_factory(), now=lambda: t[0])
+    await second.start()
+    assert [(s.event, str(s.socket), s.remaining(t[0])) for s in second.subscribers()] == [
+        ("E_ACC_CDR", "jsonrpc:127.0.0.1:7000/cdr", 590)]
