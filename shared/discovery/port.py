@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 PASSING = "passing"
 CRITICAL = "critical"
@@ -49,15 +49,15 @@ class Instance:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Instance:
-        meta = data.get("meta") or {}
-        tags = data.get("tags") or ()
+        meta: Any = data.get("meta") or {}
+        tags: Any = data.get("tags") or ()
         return cls(
             service=str(data["service"]),
             id=str(data["id"]),
             address=str(data["address"]),
-            port=int(data["port"]),  # type: ignore[call-overload]
-            meta={str(k): str(v) for k, v in dict(meta).items()},  # type: ignore[call-overload]
-            tags=tuple(str(t) for t in tags),  # type: ignore[union-attr]
+            port=int(str(data["port"])),
+            meta={str(k): str(v) for k, v in dict(meta).items()},
+            tags=tuple(str(t) for t in tags),
             status=str(data.get("status", PASSING)),
         )
 

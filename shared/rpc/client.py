@@ -102,7 +102,8 @@ class JsonRpcClient:
         answer = await self._post(reqs, timeout)
         if not isinstance(answer, list):
             raise RpcTransportError(f"{self.url} answered no batch")
-        by_id = {}
+        by_id: dict[Any, Any] = {}
+        item: Any
         for item in parse(answer):
             by_id[item.id] = (
                 RpcError(item.code, item.message, item.data) if isinstance(item, Error)

@@ -94,7 +94,7 @@ class MiCommand:
 
 def _serialise(response: Any) -> dict[str, Any]:
     """Serialises one jsonrpcserver response, dropping exception text from ``data``."""
-    out: dict[str, Any] = to_serializable_one(response)
+    out: Any = to_serializable_one(response)
     error = out.get("error")
     if isinstance(error, dict) and error.get("code") in (INTERNAL_ERROR, SERVER_ERROR):
         out["error"] = {"code": error["code"], "message": "Internal error"}

@@ -29,7 +29,7 @@ import platform
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -149,7 +149,7 @@ class ServiceRuntime:
             found = self.mi.commands.get(command)
             if found is None:
                 raise MiError(NOT_FOUND, "Unknown command")
-            return [list(r) for r in found.params]
+            return [list(r) for r in found.params or ((),)]
 
         async def get_statistics(statistics: Any = None) -> Any:
             return mi_get(self.stats, statistics)
@@ -342,7 +342,7 @@ def uptime_answer(started_at: float, now: float | None = None) -> dict[str, str]
     }
 
 
-def run_service(main: Callable[[], Awaitable[None]]) -> None:
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Runs a service's async main on uvloop when available (the production default)."""
     try:
         import uvloop
