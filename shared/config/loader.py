@@ -91,14 +91,17 @@ def load_section(
     file = path if path is not None else env.get("SIPMESH_CONFIG") or None
     table: dict[str, Any] = {}
     if file:
-        data = _read_file(Path(file))
-        raw = data.get(section, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"[{section}] in {file} must be a table")
+        raw: Any = _read_file(Path(file))
+        # Dotted sections ("edge.runtime") are nested TOML tables ([edge.runtime]).
+        for part in section.split("."):
+            raw = raw.get(part, {}) if isinstance(raw, dict) else None
+            if not isinstance(raw, dict):
+                raise ConfigError(f"[{section}] in {file} must be a table")
         table = raw
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
+    # Sub-tables are sections of their own (e.g. [edge.runtime] inside [edge]).
+    unknown = sorted(k for k in set(table) - set(fields) if not isinstance(table[k], dict))
     if unknown:
         raise ConfigError(f"[{section}]: unknown key(s) {', '.join(unknown)}")
     values: dict[str, Any] = {}

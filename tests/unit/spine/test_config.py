@@ -66,3 +66,13 @@ def test_unknown_keys_wrong_types_and_bad_files(tmp_path: Path) -> None:
 
 def test_env_name() -> None:
     assert section_env_name("gateway", "call_timeout") == "SIPMESH_GATEWAY_CALL_TIMEOUT"
+
+
+def test_dotted_sections_are_nested_tables(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[demo]\nport = 1\n[demo.runtime]\nport = 2\n")
+    assert load_section(Demo, "demo", path=f, environ={}).port == 1
+    assert load_section(Demo, "demo.runtime", path=f, environ={}).port == 2
+    env = {"SIPMESH_DEMO_RUNTIME_PORT": "3"}
+    assert load_section(Demo, "demo.runtime", path=f, environ=env).port == 3
+    assert load_section(Demo, "other.runtime", path=f, environ={}) == Demo()
