@@ -255,7 +255,12 @@ class ServiceRuntime:
             # run several in one loop): book CPU time instead.
             self.load_sampler = CpuTimeLoadSampler()
             self.load_sampler.install(asyncio.get_running_loop())
-        await self._register()
+        try:
+            await self._register()
+        except RegistryError as exc:
+            # Serve anyway: the heartbeat loop keeps trying to register, so a registry
+            # that comes up later (or comes back) finds this instance.
+            self.log.warning("register_failed", error=str(exc))
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         self.log.info("service_started", id=self.instance_id, mi=self.mi_url)
 

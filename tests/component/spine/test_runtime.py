@@ -65,12 +65,13 @@ async def test_health_metrics_mi_and_registration(registry) -> None:
 
 async def test_heartbeat_keeps_passing_and_reregisters_after_registry_loss(registry) -> None:
     server, disc = registry
-    rt = ServiceRuntime("beat", discovery=DiscoveryConfig(url=disc.url, ttl=0.6))
+    # TTL 1.5 s, heartbeat every 0.5 s: a loop stall under 1 s on a busy CI box is tolerated.
+    rt = ServiceRuntime("beat", discovery=DiscoveryConfig(url=disc.url, ttl=1.5))
     await rt.start()
     try:
-        # Survives several TTLs only thanks to the heartbeat.
+        # Survives more than two TTLs only thanks to the heartbeat.
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.0
+        deadline = loop.time() + 3.5
         index = 0
         while loop.time() < deadline:
             index, found = await server.registry.wait_instances("beat", index, 0.3)
@@ -135,5 +136,30 @@ async def test_token_is_required_when_configured(registry) -> None:
         with pytest.raises(RpcError):
             await good.call("which", {"command": "nope"})
         await good.close()
+    finally:
+        await rt.stop()
+
+
+async def test_service_registers_once_the_registry_comes_up() -> None:
+    # Reserve a port for the registry, start the service first, then the registry on it.
+    server = RegistryServer()
+    url = await server.start()
+    port = server.port
+    await server.stop()
+    rt = ServiceRuntime("early", discovery=DiscoveryConfig(url=url, ttl=0.6))
+    await rt.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{rt.base_url}/health") as resp:
+                assert resp.status == 200  # serving although not registered yet
+        late = RegistryServer()
+        await late.start(port=port)
+        try:
+            async with asyncio.timeout(5):
+                while not await late.registry.healthy("early"):
+                    await late.registry.wait_instances("early", late.registry.index, 1.0)
+        finally:
+            await rt.stop()
+            await late.stop()
     finally:
         await rt.stop()
