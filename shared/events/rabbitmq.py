@@ -73,6 +73,10 @@ class RabbitMQEventBus(BufferedEventBus):
         self._connection, self._channel, self._exchange = connection, channel, exchange
         return exchange
 
+    async def _prepare(self) -> None:
+        if self._exchange is None or self._connection is None or self._connection.is_closed:
+            await self._connect()
+
     async def _deliver(self, event: Event) -> None:
         exchange = self._exchange
         if exchange is None or self._connection is None or self._connection.is_closed:

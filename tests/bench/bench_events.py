@@ -3,7 +3,8 @@
 1. Latency: publish() -> consumer on the real RabbitMQ at a paced 1,000 events/s for 5 s;
    p50/p99/max of (consumer receive time - envelope time). Goal: p99 < 5 ms.
 2. Throughput: a burst of 20,000 events published at once, until all are confirmed by the
-   broker (publisher confirms, one in flight at a time, order kept).
+   broker (publisher confirms), with one event in flight (strict order, the default) and
+   with 64 in flight.
 3. Buffer cost: how many E_UL_CONTACT_INSERT events the in-memory buffer holds per MB
    (tracemalloc over 20,000 buffered events with no broker reachable).
 """
@@ -36,7 +37,8 @@ CONTACT = {
 }
 
 
-async def latency_and_throughput() -> None:
+async def latency_and_throughput(max_in_flight: int) -> None:
+    print(f"-- RabbitMQ bus, max_in_flight={max_in_flight}")
     exchange = f"bench.events.{uuid.uuid4().hex[:8]}"
     lat: list[float] = []
     done = asyncio.Event()
@@ -51,7 +53,7 @@ async def latency_and_throughput() -> None:
     await consumer.start()
     await asyncio.wait_for(consumer.ready.wait(), 10)
     bus = RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service="bench", node="b1",
-                           buffer_size=50_000)
+                           buffer_size=50_000, max_in_flight=max_in_flight)
     await bus.start()
     try:
         start = time.perf_counter()
@@ -113,7 +115,8 @@ async def buffer_cost() -> None:
 
 async def main() -> None:
     await buffer_cost()
-    await latency_and_throughput()
+    await latency_and_throughput(1)  # strict order (default)
+    await latency_and_throughput(64)
 
 
 if __name__ == "__main__":

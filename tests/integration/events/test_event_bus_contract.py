@@ -1,7 +1,8 @@
 """One contract suite over both EventBus backends: embedded, and RabbitMQ (the real broker).
 
-Each backend comes with an observer that sees what the backend delivered: for the embedded
-bus its local listener, for RabbitMQ a queue bound to the (per-test) exchange with '#'.
+"rabbitmq-pipelined" is the RabbitMQ bus with 32 events in flight. Each backend comes with
+an observer that sees what the backend delivered: for the embedded bus its local listener,
+for RabbitMQ a queue bound to the (per-test) exchange with '#'.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def _collect(queue: asyncio.Queue[Event], n: int, timeout: float) -> list[
     return out
 
 
-@pytest.fixture(params=["embedded", "rabbitmq"])
+@pytest.fixture(params=["embedded", "rabbitmq", "rabbitmq-pipelined"])
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     seen: asyncio.Queue[Event] = asyncio.Queue()
     if request.param == "embedded":
@@ -65,7 +66,8 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
 
     await queue.consume(on_message)
     bus = RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service="registrar",
-                           node="n1", strict=True)
+                           node="n1", strict=True,
+                           max_in_flight=32 if request.param == "rabbitmq-pipelined" else 1)
     await bus.start()
     try:
         yield Rig(bus, lambda n, t: _collect(seen, n, t))
