@@ -24,7 +24,7 @@ class MeshProcess:
             "SIPMESH_GATEWAY_PORT": "0",
             "SIPMESH_MESH_SERVICES": "gateway",
             "SIPMESH_MESH_BACKOFF_INITIAL": "0.2",
-            "SIPMESH_DISCOVERY_TTL": "1",
+            "SIPMESH_DISCOVERY_TTL": "3",
         })
         self.env.update(env)
         self.stderr = open(tmp / "mesh.stderr", "w")

@@ -91,9 +91,9 @@ def test_killed_child_restarts_and_status_tracks_health(tmp_path: Path) -> None:
     m = MeshProcess(tmp_path)
     try:
         pid = int(next(line.split()[-1] for line in m.seen if line.startswith("started gateway")))
-        # A stopped (not dead) child stops heart-beating: once its TTL (1 s) runs out,
-        # status reports it critical and exits 1. Each status run is a new process (about
-        # half a second), which paces the polling.
+        # A stopped (not dead) child stops heart-beating and answering: once its /health
+        # times out or its TTL runs out, status reports it and exits 1. Each status run is
+        # a new process (about half a second), which paces the polling.
         status = m.cli("status")
         os.kill(pid, signal.SIGSTOP)
         deadline = time.monotonic() + 20
