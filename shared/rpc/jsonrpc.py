@@ -163,6 +163,8 @@ def mi_http_handler(
     Notifications-only requests get 204 No Content.
     """
 
+    log = structlog.get_logger("mi_http")
+
     async def handle(request: web.Request) -> web.StreamResponse:
         if not _bearer_ok(request, token):
             return web.json_response(
@@ -180,7 +182,13 @@ def mi_http_handler(
                 {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST,
                  "message": "Request too large"}, "id": None}, status=413)
         text = raw.decode("utf-8", errors="replace")
-        answer = await dispatch(text)
+        try:
+            answer = await dispatch(text)
+        except Exception:
+            # Whatever broke outside a command handler: logged, never shown.
+            log.exception("mi_dispatch_failed")
+            return web.json_response({"jsonrpc": "2.0", "error": {
+                "code": INTERNAL_ERROR, "message": "Internal error"}, "id": None})
         if not answer:
             return web.Response(status=204)
         return web.Response(text=answer, content_type="application/json")

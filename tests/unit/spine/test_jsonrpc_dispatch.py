@@ -100,3 +100,21 @@ def test_duplicate_commands_are_refused() -> None:
         assert "twice" in str(exc)
     else:
         raise AssertionError("duplicate accepted")
+
+
+async def test_http_handler_hides_failures_outside_handlers() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from shared.rpc import mi_http_handler
+
+    async def broken(text: str) -> str:
+        raise KeyError("internal routing table detail")
+
+    app = web.Application()
+    app.router.add_post("/mi", mi_http_handler(broken))
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/mi", data='{"jsonrpc": "2.0", "method": "x", "id": 1}')
+        text = await resp.text()
+    assert json.loads(text)["error"] == {"code": -32603, "message": "Internal error"}
+    assert "routing table" not in text and "KeyError" not in text
