@@ -33,6 +33,7 @@ def parse_cseq(text: str) -> CSeq:
     number, method = parts
     if not number.isdigit() or not number.isascii():
         raise bad_request(f"CSeq number {number!r} is not a number")
-    if len(number) > 10 or int(number) > CSEQ_MAX:
-        raise bad_request(f"CSeq number {number} out of range (> 2^32-1)")
-    return CSeq(int(number), method)
+    digits = number.lstrip("0") or "0"  # leading zeros are legal (RFC 4475 §3.1.1.1)
+    if len(digits) > 10 or int(digits) > CSEQ_MAX:
+        raise bad_request(f"CSeq number {number[:30]} out of range (> 2^32-1)")
+    return CSeq(int(digits), method)

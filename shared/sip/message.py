@@ -316,10 +316,21 @@ class Message:
         self.contacts  # noqa: B018
         self.routes  # noqa: B018
         self.record_routes  # noqa: B018
-        for key in ("expires", "min-expires"):
+        for key in ("expires", "min-expires", "retry-after"):
             value = self.get(key)
-            if value is not None and not (value.isdigit() and value.isascii()):
-                raise bad_request(f"invalid {canonical_of_key(key)} value {value!r}")
+            if value is not None:
+                number = value.split("(")[0].split(";")[0].strip()
+                if not (number.isdigit() and number.isascii()) or int(number) > 2**32 - 1:
+                    # RFC 3261 §20.19: delta-seconds beyond 2^32-1 (RFC 4475 §3.1.2.4).
+                    raise bad_request(f"invalid {canonical_of_key(key)} value {value[:40]!r}")
+        for contact in self.contacts:
+            expires = contact.params.get("expires")
+            if expires is not None and (not expires.isdigit() or int(expires) > 2**32 - 1):
+                raise bad_request(f"invalid Contact expires {expires[:40]!r}")
+        for warning in self.get_all("warning"):
+            code = warning.split(" ", 1)[0]
+            if len(code) != 3 or not code.isdigit():
+                raise bad_request(f"invalid Warning code {code[:20]!r}")
 
     # -- generic header access -------------------------------------------------------------
 
@@ -597,7 +608,10 @@ class Request(Message):
 
     def validate(self) -> None:
         """Parse every modelled part, Request-URI included."""
-        self.parsed_uri  # noqa: B018
+        if self.parsed_uri.headers:
+            # RFC 3261 §19.1.5: headers belong to a URI used to form a request, never to a
+            # Request-URI (RFC 4475 §3.1.2.11).
+            raise bad_request("headers in the Request-URI")
         super().validate()
 
     def _start_line(self) -> bytes:
@@ -672,7 +686,8 @@ def _first_top_level_comma(text: str) -> int:
 
 
 def _parse_max_forwards(value: bytes) -> int:
-    if not value.isdigit() or len(value) > 3 or int(value) > 255:
+    digits = value.lstrip(b"0") or b"0"  # leading zeros are legal (RFC 4475 §3.1.1.1)
+    if not value.isdigit() or len(digits) > 3 or int(digits) > 255:
         # RFC 3261 §20.22: 0-255; RFC 4475 §3.1.2.4 expects 400 for 300.
         raise bad_request(f"invalid Max-Forwards {_dec(value)!r}")
     return int(value)
@@ -872,7 +887,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     n = count("max-forwards")
     if n == 1:
         value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
-        if value.isdigit() and len(value) < 4 and int(value) < 256:
+        if value.isdigit() and len(value) < 3:
             msg._max_forwards = int(value)
         else:
             msg._max_forwards = _parse_max_forwards(value)
@@ -888,14 +903,15 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
         if cseq.method != method:
             raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
 
-    n = count("content-length")
+    key_cl = "content-length"
+    n = count(key_cl)
     if n:
         if n == 1:
             value = src[index("content-length")].partition(b":")[2].strip(b" \t")
-            length = int(value) if value.isdigit() else _content_length({value})
+            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
         else:
             length = _content_length(
-                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == "content-length"}
+                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == key_cl}
             )
         if length != len(body):
             if length > len(body):
@@ -986,7 +1002,10 @@ def _content_length(values: set[bytes]) -> int:
         if value[:1] == b"-":
             raise bad_request(f"negative Content-Length {_dec(value[:20])}")
         raise bad_request(f"invalid Content-Length {_dec(value[:20])!r}")
-    return int(value)
+    digits = value.lstrip(b"0") or b"0"
+    if len(digits) > 10:
+        raise bad_request(f"Content-Length {_dec(value[:20])}... out of range")
+    return int(digits)
 
 
 __all__ = ["Message", "Request", "Response", "parse_message"]

@@ -80,7 +80,11 @@ def parse_name_addr(text: str, what: str = "header") -> NameAddr:
         gt = rest.find(">")
         if gt < 0:
             raise bad_request(f"unterminated <URI> in {what}")
-        uri_text = rest[1:gt].strip()
+        uri_text = rest[1:gt]
+        if uri_text != uri_text.strip():
+            # LAQUOT/RAQUOT allow no whitespace inside the brackets (RFC 3261 §25.1,
+            # RFC 4475 §3.1.2.14 suggests a 400).
+            raise bad_request(f"whitespace inside <URI> in {what}")
         ptext = rest[gt + 1 :].strip()
         if ptext and ptext[0] != ";":
             raise bad_request(f"garbage after <URI> in {what}")
@@ -89,6 +93,9 @@ def parse_name_addr(text: str, what: str = "header") -> NameAddr:
         uri_text = uri_text.strip()
         if ">" in uri_text:
             raise bad_request(f"unbalanced > in {what}")
+        if "?" in uri_text or "," in uri_text:
+            # RFC 3261 §20.10: such a URI MUST be enclosed in <> (RFC 4475 §3.1.2.13).
+            raise bad_request(f"URI with ? or , not enclosed in <> in {what}")
     if uri_text.startswith("<"):
         raise bad_request(f"nested <URI> in {what}")
     uri = parse_uri(uri_text, what)

@@ -4,8 +4,8 @@
 
     sip:user:password@host:port;uri-parameters?headers
 
-The userinfo ends at the last `@` before the first `?` (the user part may itself contain
-`;` and `?` escaped or not, RFC 3261 §25.1 `user-unreserved`). IPv6 references are written in
+The userinfo ends at the last `@` (the user part may itself contain `;` and `?`, RFC 3261
+§25.1 `user-unreserved`; header values must escape `@`). IPv6 references are written in
 brackets (`[2001:db8::1]:5060`, RFC 3261 §19.1.1 / RFC 5118 §4.1); a bare IPv6 address without
 brackets is rejected because its colons cannot be told from the port separator.
 
@@ -14,7 +14,7 @@ Fields are kept as written (escapes included) so `str(uri)` reproduces the text;
 the userinfo case-sensitively, host/scheme/parameters case-insensitively, applies the
 parameter rules (user, ttl, method, maddr, transport must match when present in either) and
 requires equal header components. IPv6 hosts compare as addresses, so `[2001:db8::9:1]`
-equals `[2001:db8::9:01]` (RFC 5118 §4.?).
+equals `[2001:db8::9:01]` (RFC 5118 §4.2).
 
 Any other scheme (`urn:`, `http:`, ...) is kept as an opaque URI, never rejected (RFC 3261
 §8.2.2.1 leaves the 416 decision to the element that must route on it).
@@ -161,8 +161,15 @@ def _is_scheme(scheme: str) -> bool:
 
 
 def _parse_sip(scheme: str, rest: str, what: str) -> Uri:
+    # The userinfo ends at the last "@": the user part may hold "?" and ";" (RFC 4475
+    # §3.1.1.2), while a header value must escape "@". A sloppy `?to=a@b` is still read as
+    # headers when the text before the first "?" already holds an "@".
+    at = rest.rfind("@")
     qmark = rest.find("?")
-    at = rest.rfind("@", 0, qmark if qmark >= 0 else len(rest))
+    if 0 <= qmark < at:
+        before = rest.rfind("@", 0, qmark)
+        if before >= 0:
+            at = before
     user: str | None = None
     password: str | None = None
     if at >= 0:
@@ -264,6 +271,9 @@ def _unescape(text: str) -> str:
 
 
 def _params_equivalent(a: dict[str, str | None], b: dict[str, str | None]) -> bool:
+    if any("%" in k for k in a) or any("%" in k for k in b):
+        a = {_unescape(k).lower(): v for k, v in a.items()}
+        b = {_unescape(k).lower(): v for k, v in b.items()}
     for key in a.keys() | b.keys():
         in_a = key in a
         in_b = key in b
