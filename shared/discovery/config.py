@@ -15,12 +15,14 @@ DEFAULT_REGISTRY_PORT = 8710
 @dataclasses.dataclass(frozen=True)
 class DiscoveryConfig:
     """Where processes register. ``backend`` is ``embedded`` (the supervisor's registry at
-    ``url``) or ``consul`` (the agent at ``consul_addr``, else ``$CONSUL_HTTP_ADDR``)."""
+    ``url``) or ``consul`` (the agent at ``consul_addr``, else ``$CONSUL_HTTP_ADDR``), with
+    a ``ttl`` check (heartbeats) or an ``http`` check (the agent polls ``/health``)."""
 
     backend: str = "embedded"
     url: str = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
     consul_addr: str = ""
     consul_token: str = ""
+    consul_check: str = "ttl"
     ttl: float = 10.0
 
 
@@ -30,5 +32,6 @@ def open_registry(cfg: DiscoveryConfig) -> ServiceRegistry:
         return HttpRegistry(cfg.url)
     if cfg.backend == "consul":
         addr = cfg.consul_addr or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
-        return ConsulRegistry(addr, token=cfg.consul_token or None)
+        return ConsulRegistry(addr, token=cfg.consul_token or None, check=cfg.consul_check,
+                              http_interval=max(cfg.ttl / 3.0, 1.0))
     raise ValueError(f"unknown discovery backend {cfg.backend!r} (embedded or consul)")

@@ -1,10 +1,16 @@
 """The Consul backend of the discovery port, on py-consul's asyncio client.
 
-Registration is a Consul agent service with one TTL check. Consul starts TTL checks
-critical, so :meth:`ConsulRegistry.register` reports the first pass itself: the port
-promises "passing right after registration" on every backend. Heartbeats are
-``/v1/agent/check/pass/service:<id>``; reads are ``/v1/health/service/<name>`` (with
-``?passing`` for :meth:`healthy`) and blocking queries use ``X-Consul-Index``.
+Registration is a Consul agent service with one check, either
+
+* ``ttl`` (default): Consul starts TTL checks critical, so :meth:`ConsulRegistry.register`
+  reports the first pass itself (the port promises "passing right after registration" on
+  every backend); heartbeats are ``/v1/agent/check/pass/service:<id>``; or
+* ``http``: the agent itself GETs the instance's ``health_url`` (``/health`` of the
+  runtime) every ``http_interval``; the instance is critical until the first check passes,
+  and a heartbeat only verifies that the agent still knows the service.
+
+Reads are ``/v1/health/service/<name>`` (with ``?passing`` for :meth:`healthy`) and
+blocking queries use ``X-Consul-Index``.
 
 Instance metadata travels in Consul's service ``Meta`` (string values, Consul limits them
 to 64 keys of 512 characters).
@@ -36,9 +42,16 @@ def parse_addr(addr: str) -> tuple[str, str, int]:
 class ConsulRegistry:
     """A :class:`~shared.discovery.port.ServiceRegistry` over a Consul agent."""
 
-    def __init__(self, addr: str, token: str | None = None) -> None:
+    def __init__(
+        self, addr: str, token: str | None = None, *, check: str = "ttl",
+        http_interval: float = 5.0,
+    ) -> None:
+        if check not in ("ttl", "http"):
+            raise ValueError(f"consul check must be ttl or http, not {check!r}")
         self.addr = addr
         self._token = token
+        self.check = check
+        self.http_interval = http_interval
         self._client: consul.aio.Consul | None = None
 
     def _consul(self) -> consul.aio.Consul:
@@ -62,22 +75,37 @@ class ConsulRegistry:
 
     async def register(self, instance: Instance, ttl: float) -> None:
         c = self._consul()
+        # Consul's minimum for DeregisterCriticalServiceAfter is one minute: a process
+        # killed without deregistering disappears from the catalog after that.
+        if self.check == "http":
+            url = instance.meta.get("health_url")
+            if not url:
+                raise RegistryError(f"{instance.id} has no health_url for an HTTP check")
+            check = consul.Check.http(url, f"{self.http_interval:g}s", timeout="2s",
+                                      deregister="1m")
+        else:
+            check = {**consul.Check.ttl(f"{max(ttl, 1.0):g}s"),
+                     "DeregisterCriticalServiceAfter": "1m"}
         ok = await self._guard(c.agent.service.register(
             instance.service, service_id=instance.id, address=instance.address,
             port=instance.port, tags=list(instance.tags), meta=dict(instance.meta),
-            # Consul's minimum for DeregisterCriticalServiceAfter is one minute: a process
-            # killed without deregistering disappears from the catalog after that.
-            check={**consul.Check.ttl(f"{max(ttl, 1.0):g}s"),
-                   "DeregisterCriticalServiceAfter": "1m"},
+            check=check,
         ))
         if not ok:
             raise RegistryError(f"consul refused to register {instance.id}")
-        await self.heartbeat(instance.id)
+        if self.check == "ttl":
+            await self.heartbeat(instance.id)
 
     async def deregister(self, instance_id: str) -> None:
         await self._guard(self._consul().agent.service.deregister(instance_id))
 
     async def heartbeat(self, instance_id: str) -> None:
+        if self.check == "http":
+            # The agent checks health itself; only make sure it still knows us.
+            known = await self._guard(self._consul().agent.service_definition(instance_id))
+            if not known:
+                raise RegistryError(f"unknown instance {instance_id}")
+            return
         ok = await self._guard(self._consul().agent.check.ttl_pass(self._check_id(instance_id)))
         if not ok:
             raise RegistryError(f"unknown instance {instance_id}")

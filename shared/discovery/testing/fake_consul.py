@@ -8,8 +8,11 @@ this aiohttp app. It implements only the endpoints SipMesh calls, each as docume
   (``service:<id>:<n>``, 1-based, when several) and that **starts critical** unless a
   ``Status`` is given. ``DeregisterCriticalServiceAfter`` removes a service whose check has
   stayed critical that long.
-* ``PUT /v1/agent/service/deregister/:id``; ``PUT /v1/agent/check/{pass,warn,fail}/:id``
-  (404 for an unknown check); TTL checks turn critical when not updated within the TTL.
+* ``PUT /v1/agent/service/deregister/:id``; ``GET /v1/agent/service/:id`` (404 when
+  unknown); ``PUT /v1/agent/check/{pass,warn,fail}/:id`` (404 for an unknown check); TTL
+  checks turn critical when not updated within the TTL. An ``HTTP`` check is run by the
+  fake as by the agent: a GET every ``Interval`` (``Timeout``, default 10 s), 2xx passing,
+  429 warning, anything else critical; it starts critical too.
 * ``GET /v1/health/service/:name`` (``?passing`` keeps entries whose checks all pass) and
   ``GET /v1/catalog/services``, both with ``X-Consul-Index`` and blocking queries:
   ``?index=N&wait=D`` waits while the index is still N, up to D (default 5m).
@@ -76,6 +79,9 @@ class _Check:
     deregister_after: float | None
     critical_since: float | None
     output: str = ""
+    http: str | None = None
+    interval: float = 10.0
+    timeout: float = 10.0
 
 
 @dataclasses.dataclass
@@ -127,6 +133,7 @@ class FakeConsul:
         r.add_put("/v1/agent/service/deregister/{id}", self.service_deregister)
         r.add_put("/v1/agent/check/{state:pass|warn|fail}/{id:.+}", self.check_update)
         r.add_get("/v1/agent/services", self.agent_services)
+        r.add_get("/v1/agent/service/{id}", self.agent_service)
         r.add_get("/v1/health/service/{name}", self.health_service)
         r.add_get("/v1/catalog/services", self.catalog_services)
         r.add_get("/v1/kv/{key:.*}", self.kv_get)
@@ -138,6 +145,7 @@ class FakeConsul:
         r.add_get("/v1/session/info/{id}", self.session_info)
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._http_checks: dict[str, asyncio.Task[None]] = {}
         self.port = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -151,6 +159,8 @@ class FakeConsul:
         return f"{host}:{self.port}"
 
     async def stop(self) -> None:
+        for task in self._http_checks.values():
+            task.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,16 +261,25 @@ class FakeConsul:
             c = _lower_keys(raw)
             cid = str(c.get("checkid") or c.get("id") or (
                 f"service:{sid}" if len(checks) == 1 else f"service:{sid}:{n}"))
-            ttl = parse_duration(c["ttl"]) if c.get("ttl") else None
-            dereg = c.get("deregistercriticalserviceafter")
+            try:
+                ttl = parse_duration(c["ttl"]) if c.get("ttl") else None
+                dereg = c.get("deregistercriticalserviceafter")
+                interval = parse_duration(c.get("interval") or "10s")
+                timeout = parse_duration(c.get("timeout") or "10s")
+            except ValueError:
+                return web.Response(text="Invalid check duration", status=400)
             status = str(c.get("status") or "critical")  # documented: checks start critical
-            self.checks[cid] = _Check(
+            check = self.checks[cid] = _Check(
                 check_id=cid, name=str(c.get("name") or f"Service '{name}' check"),
                 service_id=sid, ttl=ttl, status=status,
                 deadline=now + (ttl or 0.0),
                 deregister_after=parse_duration(dereg) if dereg else None,
                 critical_since=now if status == "critical" else None,
+                http=str(c["http"]) if c.get("http") else None,
+                interval=interval, timeout=timeout,
             )
+            if check.http:
+                self._http_checks[cid] = asyncio.create_task(self._run_http_check(check))
         self._bump()
         return web.Response(text="", headers=self._headers())
 
@@ -269,7 +288,32 @@ class FakeConsul:
             return False
         for cid in [c.check_id for c in self.checks.values() if c.service_id == sid]:
             del self.checks[cid]
+            task = self._http_checks.pop(cid, None)
+            if task is not None:
+                task.cancel()
         return True
+
+    async def _run_http_check(self, check: _Check) -> None:
+        """The agent's HTTP check loop: GET, then set the status from the answer."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(check.http or "", timeout=aiohttp.ClientTimeout(
+                            total=check.timeout)) as resp:
+                        code = resp.status
+                    status = ("passing" if 200 <= code < 300
+                              else "warning" if code == 429 else "critical")
+                    output = f"HTTP GET {check.http}: {code}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, output = "critical", f"HTTP GET {check.http}: {exc!r}"
+                check.output = output
+                if status != check.status:
+                    check.status = status
+                    check.critical_since = self.clock() if status == "critical" else None
+                    self._bump()
+                await asyncio.sleep(check.interval)
 
     async def service_deregister(self, request: web.Request) -> web.Response:
         if not self._drop_service(request.match_info["id"]):
@@ -299,6 +343,12 @@ class FakeConsul:
             "Port": svc.port, "Meta": svc.meta, "Weights": {"Passing": 1, "Warning": 1},
             "EnableTagOverride": False, "Datacenter": DC,
         }
+
+    async def agent_service(self, request: web.Request) -> web.Response:
+        svc = self.services.get(request.match_info["id"])
+        if svc is None:
+            return web.Response(text="unknown service ID", status=404)
+        return self._json(self._service_json(svc))
 
     async def agent_services(self, request: web.Request) -> web.Response:
         return self._json({sid: self._service_json(s) for sid, s in self.services.items()})
