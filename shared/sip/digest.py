@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.sip.errors import bad_request
-from shared.sip.headers import quote, split_top_level, unquote
+from shared.sip.headers import find_quote_end, quote, split_top_level, unquote
 
 
 def _hasher(name: str) -> Callable[[bytes], str]:
@@ -94,12 +94,17 @@ def _parse_auth(text: str, what: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = text.partition(" ")
     if not scheme:
         raise bad_request(f"empty {what}")
+    if scheme.lower() != "digest":
+        raise bad_request(f"unsupported authentication scheme {scheme[:20]!r} in {what}")
     params: dict[str, str] = {}
     for item in split_top_level(rest, ",", what):
         name, eq, value = item.partition("=")
         name = name.strip().lower()
-        if not eq or not name:
-            raise bad_request(f"malformed parameter {item!r} in {what}")
+        value = value.strip()
+        if not eq or not name or " " in name:
+            raise bad_request(f"malformed parameter {item[:40]!r} in {what}")
+        if value.startswith('"') and find_quote_end(value, 0, what) != len(value):
+            raise bad_request(f"malformed parameter {item[:40]!r} in {what}")
         params[name] = unquote(value)
     return scheme, params
 
@@ -195,8 +200,6 @@ class DigestCredentials:
 def parse_challenge(text: str, what: str = "WWW-Authenticate") -> DigestChallenge:
     """Parse a Digest challenge; raises 400 when realm or nonce is missing."""
     scheme, params = _parse_auth(text, what)
-    if scheme.lower() != "digest":
-        raise bad_request(f"unsupported authentication scheme {scheme!r} in {what}")
     try:
         realm = params.pop("realm")
         nonce = params.pop("nonce")
@@ -219,8 +222,6 @@ def parse_challenge(text: str, what: str = "WWW-Authenticate") -> DigestChalleng
 def parse_credentials(text: str, what: str = "Authorization") -> DigestCredentials:
     """Parse Digest credentials; raises 400 when a required parameter is missing."""
     scheme, params = _parse_auth(text, what)
-    if scheme.lower() != "digest":
-        raise bad_request(f"unsupported authentication scheme {scheme!r} in {what}")
     try:
         username = params.pop("username")
         realm = params.pop("realm")

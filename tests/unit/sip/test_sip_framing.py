@@ -1,0 +1,74 @@
+"""Stream framing for TCP (RFC 3261 §18.3) and keep-alives (RFC 5626 §3.5.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.sip import KeepAlive, SipParseError, StreamFramer, parse_message
+from tests.unit.sip.helpers import fixture, invite
+
+WITH_BODY = invite(Content_Length="4").replace(b"\r\n\r\n", b"\r\n\r\nv=0\n")
+
+
+def test_messages_split_across_and_within_reads() -> None:
+    framer = StreamFramer()
+    stream = WITH_BODY + invite() + WITH_BODY
+    out: list[bytes | KeepAlive] = []
+    for i in range(0, len(stream), 7):  # arbitrary chunking
+        out.extend(framer.feed(stream[i : i + 7]))
+    assert out == [WITH_BODY, invite(), WITH_BODY]
+    assert framer.buffered == 0
+    assert parse_message(out[0]).body == b"v=0\n"  # type: ignore[arg-type]
+
+
+def test_binary_body_with_crlfcrlf_inside_is_framed_by_length() -> None:
+    data = fixture("valid/mpart01.sip")
+    framer = StreamFramer()
+    assert framer.feed(data + data[:10]) == [data]
+    assert framer.feed(data[10:]) == [data]
+
+
+def test_ping_and_pong_between_messages() -> None:
+    framer = StreamFramer()
+    out = framer.feed(b"\r\n\r\n" + invite() + b"\r\n")
+    assert out == [KeepAlive(ping=True), invite()]
+    assert out[0].needs_pong  # type: ignore[union-attr]
+    # The lone CRLF may still be the start of a ping: wait for more bytes.
+    assert framer.feed(b"") == []
+    assert framer.feed(b"\r\n") == [KeepAlive(ping=True)]
+    # A pong, then the start of a message: the pong is reported once it is unambiguous.
+    assert framer.feed(b"\r\nINV") == [KeepAlive(ping=False)]
+    assert framer.feed(invite()[3:]) == [invite()]
+
+
+def test_incomplete_message_waits() -> None:
+    framer = StreamFramer()
+    assert framer.feed(WITH_BODY[:-2]) == []
+    assert framer.buffered == len(WITH_BODY) - 2
+    assert framer.feed(WITH_BODY[-2:]) == [WITH_BODY]
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (invite(Content_Length=""), "missing Content-Length"),
+        (invite(Content_Length="-3"), "negative Content-Length"),
+        (invite(Content_Length="x"), "invalid Content-Length"),
+        (invite().replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 5"), "conflicting"),
+        (invite(Content_Length="99999999"), "over the limit"),
+    ],
+)
+def test_unframeable_stream_is_fatal(data: bytes, detail: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        StreamFramer().feed(data)
+    assert caught.value.stream_fatal
+    assert caught.value.status == 400
+    assert detail in caught.value.detail
+
+
+def test_header_block_without_end_is_fatal_past_the_limit() -> None:
+    framer = StreamFramer(max_header=100)
+    assert framer.feed(b"INVITE sip:a@b SIP/2.0\r\n") == []
+    with pytest.raises(SipParseError) as caught:
+        framer.feed(b"X: " + b"y" * 200)
+    assert caught.value.stream_fatal
