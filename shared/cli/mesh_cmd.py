@@ -137,7 +137,7 @@ def status(
     try:
         rows, ok = asyncio.run(_status(disc))
     except RegistryError as exc:
-        typer.echo(f"registry unreachable: {exc}", err=True)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps([dict(zip(("service", "id", "address", "health"), r,

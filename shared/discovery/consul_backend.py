@@ -71,7 +71,7 @@ class ConsulRegistry:
         try:
             return await coro
         except (consul.ConsulException, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RegistryError(f"consul at {self.addr}: {exc!r}") from exc
+            raise RegistryError(f"consul at {self.addr}: {str(exc) or type(exc).__name__}") from exc
 
     async def register(self, instance: Instance, ttl: float) -> None:
         c = self._consul()

@@ -152,7 +152,8 @@ class HttpRegistry:
                     raise RegistryError(f"registry answered {resp.status} to {method} {path}")
                 return await resp.json()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RegistryError(f"registry at {self.base_url} unreachable: {exc!r}") from exc
+            why = str(exc) or type(exc).__name__
+            raise RegistryError(f"registry at {self.base_url} unreachable: {why}") from exc
 
     async def register(self, instance: Instance, ttl: float) -> None:
         await self._call(

@@ -67,7 +67,7 @@ class JsonRpcClient:
                 if resp.status not in (200, 400, 500):
                     raise RpcTransportError(f"HTTP {resp.status} from {self.url}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RpcTransportError(f"{self.url}: {exc!r}") from exc
+            raise RpcTransportError(str(exc) or type(exc).__name__) from exc
         try:
             return json.loads(text)
         except ValueError as exc:
