@@ -313,7 +313,7 @@ class Message:
         self.vias  # noqa: B018 - parsing is the point
         self.from_addr  # noqa: B018
         self.to_addr  # noqa: B018
-        self.contacts  # noqa: B018
+        contacts = self.contacts
         self.routes  # noqa: B018
         self.record_routes  # noqa: B018
         for key in ("expires", "min-expires", "retry-after"):
@@ -323,7 +323,7 @@ class Message:
                 if not (number.isdigit() and number.isascii()) or int(number) > 2**32 - 1:
                     # RFC 3261 §20.19: delta-seconds beyond 2^32-1 (RFC 4475 §3.1.2.4).
                     raise bad_request(f"invalid {canonical_of_key(key)} value {value[:40]!r}")
-        for contact in self.contacts:
+        for contact in contacts:
             expires = contact.params.get("expires")
             if expires is not None and (not expires.isdigit() or int(expires) > 2**32 - 1):
                 raise bad_request(f"invalid Contact expires {expires[:40]!r}")
@@ -353,12 +353,16 @@ class Message:
         key = _KEY_OF_STR.get(name)
         if key is None:
             key = header_key(name)
+        keys = self._keys
+        if key not in keys:
+            return []
         lines = self._lines
-        values = [
-            _line_value(lines[i]).decode(_ENC, _ERR)
-            for i, k in enumerate(self._keys)
-            if k == key
-        ]
+        if keys.count(key) == 1:
+            values = [_line_value(lines[keys.index(key)]).decode(_ENC, _ERR)]
+        else:
+            values = [
+                _line_value(lines[i]).decode(_ENC, _ERR) for i, k in enumerate(keys) if k == key
+            ]
         if key in LIST_HEADERS:
             what = canonical_of_key(key)
             out: list[str] = []

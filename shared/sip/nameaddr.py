@@ -57,6 +57,35 @@ class NameAddr:
 
 def parse_name_addr(text: str, what: str = "header") -> NameAddr:
     """Parse a name-addr or addr-spec with parameters. Raises 400 on defects."""
+    # Fast path for the usual shapes: `<uri>;params`, `"Name" <uri>;params` without
+    # quoted-pairs, `Name <uri>;params`; anything else takes the general path below.
+    display: str | None = None
+    rest = text
+    if text[:1] == '"':
+        q = text.find('"', 1)
+        if q > 0 and text.find("\\", 1, q) < 0:
+            display = text[1:q]
+            rest = text[q + 1 :].lstrip()
+    elif text[:1] != "<":
+        lt = text.find("<")
+        if lt > 0 and '"' not in text:
+            display = text[:lt].strip() or None
+            rest = text[lt:]
+    if rest[:1] == "<" and '"' not in rest:
+        gt = rest.find(">")
+        if gt > 1 and rest.find("<", 1) < 0:
+            uri_text = rest[1:gt]
+            ptext = rest[gt + 1 :]
+            if (not ptext or ptext[0] == ";") and uri_text.strip() == uri_text:
+                if display is not None and ">" in display:
+                    raise bad_request(f"malformed display name in {what}")
+                return NameAddr(
+                    parse_uri(uri_text, what), display, parse_params(ptext, what) if ptext else {}
+                )
+    return _parse_name_addr_general(text, what)
+
+
+def _parse_name_addr_general(text: str, what: str) -> NameAddr:
     text = text.strip()
     if not text:
         raise bad_request(f"empty value in {what}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from shared.sip.errors import bad_request
 
 _RESERVED = frozenset(";/?:@&=+$,")
+_COMMON_SCHEMES = frozenset({"sip", "sips", "tel"})
 _HEX = frozenset("0123456789abcdefABCDEF")
 _TEL_VISUAL = str.maketrans("", "", "-.()")
 # Characters never allowed raw in a host (whitespace, delimiters of the enclosing grammar).
@@ -135,13 +136,44 @@ class Uri:
 
 def parse_uri(text: str, what: str = "URI") -> Uri:
     """Parse a SIP/SIPS/tel URI; any other scheme is kept opaque. Raises 400 on defects."""
+    # Fast path: `sip:[user[:password]@]host[:port][;params]` - no headers, no IPv6, no
+    # whitespace or control characters (`isprintable` rejects TAB, CR, LF and NUL).
+    if text[:4] == "sip:":
+        rest = text[4:]
+        if "?" not in rest and "[" not in rest and " " not in rest and rest.isprintable():
+            userinfo, at, hostpart = rest.rpartition("@")
+            user: str | None = None
+            password: str | None = None
+            if at:
+                user, pcolon, pw = userinfo.partition(":")
+                if pcolon:
+                    password = pw
+            hostport, _, ptext = hostpart.partition(";")
+            host, pcolon, port_text = hostport.partition(":")
+            if (
+                (user or not at)
+                and host
+                and (not pcolon or (port_text.isdigit() and len(port_text) < 5))
+                and _BAD_HOST_CHARS.isdisjoint(host)
+            ):
+                return Uri(
+                    "sip",
+                    user,
+                    password,
+                    host,
+                    int(port_text) if pcolon else None,
+                    _params(ptext) if ptext else {},
+                    {},
+                    None,
+                )
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme:
-        raise bad_request(f"no scheme in {what} {text!r}")
-    scheme = scheme.lower()
-    if not _is_scheme(scheme):
-        raise bad_request(f"invalid scheme in {what} {text!r}")
-    if any(ch in rest for ch in " \t\r\n"):
+        raise bad_request(f"no scheme in {what} {text[:80]!r}")
+    if scheme != "sip":
+        scheme = scheme.lower()
+        if scheme not in _COMMON_SCHEMES and not _is_scheme(scheme):
+            raise bad_request(f"invalid scheme in {what} {text[:80]!r}")
+    if " " in rest or "\t" in rest or "\r" in rest or "\n" in rest:
         raise bad_request(f"whitespace inside {what}")
     if scheme == "sip" or scheme == "sips":
         return _parse_sip(scheme, rest, what)
@@ -209,10 +241,9 @@ def _parse_sip(scheme: str, rest: str, what: str) -> Uri:
         port = _port(ptxt, what) if pcolon else None
         if not host:
             raise bad_request(f"empty host in {what}")
-        for ch in host:
-            if ch in _BAD_HOST_CHARS:
-                raise bad_request(f"invalid character {ch!r} in host of {what}")
-    return Uri(scheme, user, password, host, port, _params(ptext), headers)
+        if not _BAD_HOST_CHARS.isdisjoint(host):
+            raise bad_request(f"invalid character in host {host[:60]!r} of {what}")
+    return Uri(scheme, user, password, host, port, _params(ptext) if ptext else {}, headers, None)
 
 
 def _params(ptext: str) -> dict[str, str | None]:
@@ -226,7 +257,7 @@ def _params(ptext: str) -> dict[str, str | None]:
 
 
 def _port(text: str, what: str) -> int:
-    if not text.isdigit() or not text.isascii() or len(text) > 5:
+    if not text.isdigit() or len(text) > 5 or not text.isascii():
         raise bad_request(f"invalid port {text!r} in {what}")
     port = int(text)
     if port > 65535:
