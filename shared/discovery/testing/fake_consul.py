@@ -102,6 +102,9 @@ class _Key:
     modify_index: int
     lock_index: int = 0
     session: str | None = None
+    # Consul's lock-delay: after the holding session is invalidated (not on a release),
+    # the lock cannot be acquired again until this clock time.
+    lock_delay_until: float = 0.0
 
 
 @dataclasses.dataclass
@@ -430,6 +433,9 @@ class FakeConsul:
                 return web.Response(text=f"invalid session {sid!r}", status=500)
             if entry is not None and entry.session not in (None, sid):
                 return self._json(False)
+            if entry is not None and entry.session is None and (
+                    self.clock() < entry.lock_delay_until):
+                return self._json(False)
             self._bump()
             if entry is None:
                 entry = self.kv[key] = _Key(value, flags, self.index, self.index)
@@ -509,6 +515,7 @@ class FakeConsul:
                     del self.kv[key]
                 else:
                     entry.session = None
+                    entry.lock_delay_until = self.clock() + session.lock_delay
 
     async def session_destroy(self, request: web.Request) -> web.Response:
         self._invalidate(request.match_info["id"])

@@ -1,0 +1,207 @@
+"""``python -m shared.cluster.demo``: a runnable cluster node holding a replicated key/value
+store -- the smallest clustered service, used by tests/cluster and tests/bench.
+
+It embeds the engine exactly as a real service does: a :class:`ServiceRuntime` (MI,
+/metrics, /health), a :class:`ClusterNode` configured from the ``[demo.cluster]`` section
+(file via ``$SIPMESH_CONFIG``, or ``SIPMESH_DEMO_CLUSTER_<FIELD>`` variables, or the CLI
+flags below), one capability ``demo-kv-repl`` (full sync + live updates), the clusterer MI
+commands, and the two clusterer events on an embedded EventBus.
+
+Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_get key``, ``kv_count``
+(count and an order-independent checksum), ``kv_fill count size [prefix]`` (local bulk
+load, not replicated), ``kv_index`` (this node's index among the synced nodes),
+``demo_events`` (the clusterer events raised here). It prints one line when ready::
+
+    cluster-demo ready node=1 repl=127.0.0.1:PORT mi=http://127.0.0.1:PORT/mi pid=PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+CAP = "demo-kv-repl"
+
+
+class KvStore:
+    """The demo's data: a dict, and its records as ``key NUL value``."""
+
+    def __init__(self, produce_delay: float = 0.0, delay_every: int = 200) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.produce_delay = produce_delay
+        self.delay_every = delay_every
+
+    @staticmethod
+    def record(key: bytes, value: bytes) -> bytes:
+        return key + b"\0" + value
+
+    def apply(self, rec: bytes) -> None:
+        key, _, value = rec.partition(b"\0")
+        self.data[key] = value
+
+    def apply_sync(self, records: list[bytes]) -> None:
+        data = self.data
+        for rec in records:
+            key, _, value = rec.partition(b"\0")
+            data[key] = value
+
+    def apply_update(self, src: int, payload: bytes) -> None:
+        self.apply(payload)
+
+    async def produce(self) -> AsyncIterator[bytes]:
+        """The whole store; ``produce_delay`` slows it down (tests kill a donor mid-sync)."""
+        for i, (k, v) in enumerate(list(self.data.items())):
+            yield k + b"\0" + v
+            if i % self.delay_every == self.delay_every - 1:
+                await asyncio.sleep(self.produce_delay)
+
+    def checksum(self) -> str:
+        acc = 0
+        for k, v in self.data.items():
+            acc ^= int.from_bytes(hashlib.blake2b(k + b"\0" + v, digest_size=8).digest(), "big")
+        return f"{acc:016x}"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m shared.cluster.demo", description=__doc__)
+    p.add_argument("--node-id", type=int)
+    p.add_argument("--cluster-id", type=int)
+    p.add_argument("--listen", help="replication host:port (port 0 = ephemeral)")
+    p.add_argument("--seeds", help="comma-separated node_id@host:port")
+    p.add_argument("--seed", action="store_true", help="this node is a seed")
+    p.add_argument("--secret")
+    p.add_argument("--members", help="allowed node ids, e.g. 1-5")
+    p.add_argument("--sharing-tag", action="append", default=[],
+                   help="name/cluster_id=active|backup (repeatable)")
+    p.add_argument("--http-port", type=int, default=0)
+    p.add_argument("--produce-delay", type=float, default=0.0)
+    p.add_argument("--fill", type=int, default=0, help="preload this many records")
+    p.add_argument("--record-size", type=int, default=200)
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from shared.cluster import ClusterConfig, ClusterNode, register_mi, run_local_mi
+    from shared.config import load_section
+    from shared.discovery.memory import MemoryRegistry
+    from shared.events.bus import EmbeddedEventBus
+    from shared.events.schema import EventCatalog
+    from shared.rpc.jsonrpc import BAD_REQUEST, MiError
+    from shared.service import RuntimeConfig, ServiceRuntime
+
+    config = load_section(ClusterConfig, "demo.cluster")
+    overrides: dict[str, Any] = {}
+    for field in ("node_id", "cluster_id", "listen", "secret", "members"):
+        value = getattr(args, field)
+        if value is not None:
+            overrides[field] = value
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(s for s in args.seeds.split(",") if s)
+    if args.seed:
+        overrides["seed"] = True
+    if args.sharing_tag:
+        overrides["sharing_tags"] = tuple(args.sharing_tag)
+    config = dataclasses.replace(config, **overrides)
+
+    runtime = ServiceRuntime(f"cluster-demo-{config.node_id}",
+                             config=RuntimeConfig(port=args.http_port),
+                             registry=MemoryRegistry())
+    bus = EmbeddedEventBus(EventCatalog.load(), service="cluster-demo",
+                           node=str(config.node_id))
+    seen: list[dict[str, Any]] = []
+
+    async def remember(event: Any) -> None:
+        seen.append({"event": event.name, "params": dict(event.params)})
+        del seen[:-200]
+
+    bus.add_listener(remember, "#")
+    store = KvStore(args.produce_delay)
+    node = ClusterNode(config, events=bus,
+                       mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+    node.register_capability(CAP, produce=store.produce, apply_sync=store.apply_sync,
+                             apply_update=store.apply_update)
+    register_mi(runtime, node)
+
+    def fill(count: int, size: int, prefix: str = "k") -> None:
+        value = b"v" * max(size - 16, 1)
+        for i in range(count):
+            store.data[f"{prefix}{i:012d}".encode()] = value
+
+    if args.fill:
+        fill(args.fill, args.record_size)
+
+    @runtime.command("kv_put", (("key", "value"),), doc="store and replicate")
+    async def kv_put(key: Any, value: Any) -> Any:
+        rec = KvStore.record(str(key).encode(), str(value).encode())
+        store.apply(rec)
+        return {"sent": node.broadcast(CAP, rec)}
+
+    @runtime.command("kv_get", (("key",),))
+    async def kv_get(key: Any) -> Any:
+        value = store.data.get(str(key).encode())
+        return {"key": key, "value": None if value is None else value.decode()}
+
+    @runtime.command("kv_count")
+    async def kv_count() -> Any:
+        return {"count": len(store.data), "checksum": store.checksum()}
+
+    @runtime.command("kv_fill", (("count", "size"), ("count", "size", "prefix")))
+    async def kv_fill(count: Any, size: Any, prefix: Any = "k") -> Any:
+        if not isinstance(count, int) or not isinstance(size, int) or count < 0 or size < 1:
+            raise MiError(BAD_REQUEST, "count and size must be positive integers")
+        fill(count, size, str(prefix))
+        return {"count": len(store.data)}
+
+    @runtime.command("kv_index")
+    async def kv_index() -> Any:
+        index, count = node.my_index(CAP)
+        return {"index": index, "count": count}
+
+    @runtime.command("demo_events")
+    async def demo_events() -> Any:
+        return seen
+
+    @runtime.on_start
+    async def _start() -> None:
+        await bus.start()
+        await node.start()
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        await node.stop()
+        await bus.close(1.0)
+
+    async def announce() -> None:
+        while not runtime.port or not node.port:
+            await asyncio.sleep(0.01)
+        print(f"cluster-demo ready node={config.node_id} repl={node.url} "
+              f"mi={runtime.mi_url} pid={os.getpid()}", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.serve()
+    finally:
+        announcer.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.service import configure_logging, run_service
+
+    args = _parse_args(argv)
+    configure_logging("cluster-demo", level=os.environ.get("SIPMESH_LOG_LEVEL", "info"))
+    try:
+        run_service(lambda: serve(args))
+    except ValueError as exc:
+        print(f"cluster-demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The clusterer MI commands of one :class:`~shared.cluster.engine.ClusterNode`.
+
+:func:`register_mi` declares them on a service runtime (``runtime.command``), shaped as
+OpenSIPS 3 prints them in JSON (contracts/mi/clusterer_*.json, cluster_*_mi.json):
+
+* ``clusterer_list`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id", "db_id",
+  "url", "enabled", "link_state", "next_hop", "description"}]}]}``;
+* ``clusterer_list_topology`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id",
+  "Neighbours": [...]}]}]}``;
+* ``clusterer_list_cap`` -- ``{"Clusters": [{"cluster_id", "Capabilities": [{"name",
+  "State"}]}]}`` with ``State`` ``Ok`` / ``not synced`` / ``syncing``;
+* ``clusterer_list_sync`` (SipMesh) -- the progress of each capability's sync;
+* ``clusterer_set_status cluster_id status``, ``clusterer_shtag_set_active tag``,
+  ``clusterer_list_shtags`` (``[{"Tag", "Cluster", "State"}]``);
+* ``cluster_send_mi cluster_id node_id cmd_name [cmd_params]`` and
+  ``cluster_broadcast_mi cluster_id cmd_name [cmd_params]`` (asynchronous: "OK" once sent,
+  the broadcast also runs locally);
+* with ``test_hooks``: ``cluster_test_block cluster_id node_ids`` cuts this node's links
+  to those nodes (partitions in tests without iptables).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.cluster.engine import DISABLED, SENT, UNREACHABLE, ClusterNode
+from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise MiError(BAD_REQUEST, f"Bad {name}") from None
+
+
+def _params(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return [value]
+    return value
+
+
+def register_mi(runtime: Any, node: ClusterNode) -> None:
+    """Declares the clusterer MI commands of ``node`` on ``runtime`` (a ServiceRuntime)."""
+    cid = node.cluster_id
+
+    def cluster(value: Any) -> None:
+        if _int(value, "cluster_id") != cid:
+            raise MiError(NOT_FOUND, "Cluster id not found")
+
+    def check_sent(code: int) -> str:
+        if code == SENT:
+            return "OK"
+        if code == DISABLED:
+            raise MiError(400, "Local node disabled")
+        if code == UNREACHABLE:
+            raise MiError(NOT_FOUND, "Destination node not reachable")
+        raise MiError(500, "Failed to send")
+
+    @runtime.command("clusterer_list", doc="the nodes of each cluster and their link states")
+    async def clusterer_list() -> Any:
+        nodes = []
+        for n in sorted(set(node.peers) | set(node.views)):
+            peer = node.peers.get(n)
+            view = node.views.get(n)
+            nodes.append({
+                "node_id": n, "db_id": -1,
+                "url": f"grpc:{(peer.url if peer else view.url if view else '')}",
+                "enabled": 1 if (view is None or view.enabled) else 0,
+                "link_state": node.link_state(n),
+                "next_hop": node.next_hop.get(n, 0),
+                "description": (view.description if view and view.description else "none"),
+            })
+        return {"Clusters": [{"cluster_id": cid, "Nodes": nodes}]}
+
+    @runtime.command("clusterer_list_topology", doc="the adjacency list of each cluster")
+    async def clusterer_list_topology() -> Any:
+        return {"Clusters": [{"cluster_id": cid, "Nodes": [
+            {"node_id": n, "Neighbours": up} for n, up in node.topology().items()]}]}
+
+    @runtime.command("clusterer_list_cap", doc="capabilities and their sync states")
+    async def clusterer_list_cap() -> Any:
+        return {"Clusters": [{"cluster_id": cid, "Capabilities": [
+            {"name": c.name, "State": c.machine.state.value}
+            for c in node.capabilities.values()]}]}
+
+    @runtime.command("clusterer_list_sync", doc="progress of each capability's data sync")
+    async def clusterer_list_sync() -> Any:
+        now = node.clock()
+        return {"Clusters": [{"cluster_id": cid, "Capabilities": [
+            c.machine.progress(now) for c in node.capabilities.values()]}]}
+
+    @runtime.command("clusterer_set_status", (("cluster_id", "status"),),
+                     doc="enable (1) or disable (0) this node in the cluster")
+    async def clusterer_set_status(cluster_id: Any, status: Any) -> Any:
+        cluster(cluster_id)
+        value = _int(status, "status")
+        if value not in (0, 1):
+            raise MiError(BAD_REQUEST, "Bad status")
+        node.set_enabled(bool(value))
+        return "OK"
+
+    @runtime.command("clusterer_shtag_set_active", (("tag",),),
+                     doc="make this node the active holder of tag name/cluster_id")
+    async def clusterer_shtag_set_active(tag: Any) -> Any:
+        name, sep, c = str(tag).partition("/")
+        if not sep:
+            raise MiError(BAD_REQUEST, "Bad tag, expected name/cluster_id")
+        cluster(c)
+        if name not in node.shtags.tags:
+            raise MiError(NOT_FOUND, "Sharing tag not found")
+        await node.shtags.set_active(name)
+        return "OK"
+
+    @runtime.command("clusterer_list_shtags", doc="the sharing tags of this node")
+    async def clusterer_list_shtags() -> Any:
+        return [{"Tag": t, "Cluster": cid,
+                 "State": "active" if node.shtags.is_active(t) else "backup"}
+                for t in sorted(node.shtags.tags)]
+
+    @runtime.command("cluster_send_mi", (("cluster_id", "node_id", "cmd_name"),
+                                         ("cluster_id", "node_id", "cmd_name", "cmd_params")),
+                     doc="run an MI command on another node (asynchronous)")
+    async def cluster_send_mi(cluster_id: Any, node_id: Any, cmd_name: Any,
+                              cmd_params: Any = None) -> Any:
+        cluster(cluster_id)
+        dst = _int(node_id, "node_id")
+        if dst == node.id:
+            raise MiError(BAD_REQUEST, "Destination is the local node")
+        return check_sent(node.send_mi(dst, str(cmd_name), _params(cmd_params)))
+
+    @runtime.command("cluster_broadcast_mi", (("cluster_id", "cmd_name"),
+                                              ("cluster_id", "cmd_name", "cmd_params")),
+                     doc="run an MI command on every node of the cluster, this one included")
+    async def cluster_broadcast_mi(cluster_id: Any, cmd_name: Any, cmd_params: Any = None) -> Any:
+        cluster(cluster_id)
+        return check_sent(node.broadcast_mi(str(cmd_name), _params(cmd_params)))
+
+    if node.config.test_hooks:
+        @runtime.command("cluster_test_block", (("cluster_id", "node_ids"),),
+                         doc="test hook: cut the links to these nodes ([] heals)")
+        async def cluster_test_block(cluster_id: Any, node_ids: Any) -> Any:
+            cluster(cluster_id)
+            if not isinstance(node_ids, list):
+                raise MiError(BAD_REQUEST, "node_ids must be a list")
+            node.block(_int(n, "node_id") for n in node_ids)
+            return "OK"
+
+    stats = runtime.stats
+    stats.group("clusterer", lambda: {
+        "clusterer_nodes": len(set(node.peers) | set(node.views)),
+        "clusterer_nodes_up": len(node.reachable),
+        "clusterer_nodes_down": len((set(node.peers) | set(node.views)) - node.reachable),
+        "relayed": node.stats["relayed"], "sent": node.stats["sent"],
+        "received": node.stats["received"], "auth_refused": node.stats["auth_refused"],
+    })
+
+
+async def run_local_mi(runtime: Any, cmd: str, params: Any) -> Any:
+    """Runs an MI command received over the cluster on this process's dispatcher."""
+    request: dict[str, Any] = {"jsonrpc": "2.0", "method": cmd, "id": 1}
+    if params not in (None, [], {}):
+        request["params"] = params
+    return await runtime.mi.dispatch(json.dumps(request))
