@@ -1,0 +1,42 @@
+"""Fixtures of the edge integration tests: a running edge and sipp helpers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edge_harness import HERE, Edge, Sipp, start_edge
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[Edge]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is not installed: run tests/peers/ensure.sh (make test does)")
+    proc = start_edge()
+    yield proc
+    assert proc.stop() == 0, "the edge must stop cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def fork_edge() -> Iterator[Edge]:
+    from edge_harness import free_port
+
+    a, b = free_port(), free_port()
+    proc = start_edge(
+        {"SIPMESH_EDGE_ROUTING_MODULE": "routing_fork",
+         "SIPMESH_EDGE_STATIC_ROUTES": f"fork=sip:a@127.0.0.1:{a}|sip:b@127.0.0.1:{b}"},
+        extra_path=[str(HERE)])
+    proc.lines.append(f"{a} {b}")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Sipp]:
+    runner = Sipp(tmp_path)
+    yield runner
+    runner.stop()

@@ -1,0 +1,181 @@
+"""Running the edge and sipp as real processes for the integration tests.
+
+Nothing here sleeps to synchronise: the edge is ready when it printed its `edge ready`
+line and answers an OPTIONS ping with 200; a sipp UAS is ready when its socket shows up
+bound in /proc/net; a sipp UAC is done when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+SCENARIOS = HERE / "scenarios"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (never 5060)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+def is_bound(port: int, proto: str) -> bool:
+    """True once something listens on 127.0.0.1:port (/proc/net/udp or tcp LISTEN)."""
+    want = f"0100007F:{port:04X}"
+    with open(f"/proc/net/{proto}") as fh:
+        for line in fh.readlines()[1:]:
+            parts = line.split()
+            if parts[1] == want and (proto == "udp" or parts[3] == "0A"):
+                return True
+    return False
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)  # polling a condition with a deadline
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def options_ping(host: str, port: int, timeout: float = 0.3) -> int | None:
+    """Send an OPTIONS to the proxy itself over UDP; return the status code or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        me = s.getsockname()[1]
+        msg = (
+            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-ping{time.monotonic_ns()}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:ping@127.0.0.1>;tag=p\r\n"
+            f"To: <sip:{host}:{port}>\r\nCall-ID: ping-{time.monotonic_ns()}\r\n"
+            f"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        s.sendto(msg, (host, port))
+        s.settimeout(timeout)
+        try:
+            data, _ = s.recvfrom(65535)
+        except TimeoutError:
+            return None
+        return int(data.split(b" ", 2)[1])
+
+
+@dataclass
+class Edge:
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = ()) -> Edge:
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("SIPMESH_CONFIG", None)
+    env.update({
+        "SIPMESH_EDGE_LISTEN": f"udp:127.0.0.1:{port},tcp:127.0.0.1:{port}",
+        "SIPMESH_EDGE_T1": "0.1",
+        "SIPMESH_EDGE_TIMER_C": "3",
+        "SIPMESH_EDGE_UVLOOP": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *extra_path]),
+    })
+    env.update(env_extra or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.edge"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    edge = Edge(proc, port)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
+    line = proc.stdout.readline() if ready else ""
+    if "edge ready" not in line:
+        edge.stop()
+        raise RuntimeError(f"edge did not start: {line!r}")
+    edge.lines.append(line)
+    wait_until(lambda: options_ping("127.0.0.1", port) == 200, 10, "edge OPTIONS 200")
+    return edge
+
+
+class Sipp:
+    """sipp processes of one test; background ones are stopped by pid at teardown."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.background: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def _scenario(name: str) -> list[str]:
+        if name.endswith(".xml"):
+            return ["-sf", str(SCENARIOS / name)]
+        return ["-sn", name]
+
+    def uas(self, scenario: str, port: int, *, transport: str = "u1",
+            extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        cmd = ["sipp", *self._scenario(scenario), "-i", "127.0.0.1", "-p", str(port),
+               "-t", transport, "-nostdin", "-bind_local", *extra]
+        proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.background.append(proc)
+        proto = "udp" if transport.startswith("u") else "tcp"
+        wait_until(lambda: is_bound(port, proto) or proc.poll() is not None, 10,
+                   f"sipp UAS on {port}")
+        assert proc.poll() is None, f"sipp UAS exited early: {cmd}"
+        return proc
+
+    def uac(self, scenario: str, edge: Edge, target: str, *, calls: int = 1,
+            rate: int = 10, transport: str = "u1", timeout: int = 30,
+            extra: Sequence[str] = ()) -> subprocess.CompletedProcess[bytes]:
+        port = free_port()
+        cmd = ["sipp", *self._scenario(scenario), "-i", "127.0.0.1", "-p", str(port),
+               "-t", transport, "-rsa", edge.address, target, "-m", str(calls),
+               "-r", str(rate), "-d", "0", "-nostdin", "-timeout", f"{timeout}s",
+               "-timeout_error", "-trace_err", "-error_file", str(self.workdir / "uac_err.log"),
+               *extra]
+        return subprocess.run(cmd, cwd=self.workdir, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout + 30)
+
+    def stop(self) -> None:
+        for proc in self.background:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+def summary(result: subprocess.CompletedProcess[bytes]) -> str:
+    text = result.stdout.decode(errors="replace")
+    lines = [ln for ln in text.splitlines() if "call" in ln.lower() or "error" in ln.lower()]
+    return "\n".join(lines[-12:])

@@ -1,0 +1,88 @@
+"""sipp as UAC and UAS through a real edge process, over UDP and TCP (RFC 3261 §16, §17)."""
+
+from __future__ import annotations
+
+import pytest
+from edge_harness import Edge, Sipp, free_port, summary
+
+pytestmark = pytest.mark.peers
+
+TRANSPORTS = [pytest.param("u1", id="udp"), pytest.param("t1", id="tcp")]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_basic_call_with_builtin_scenarios(edge: Edge, sipp: Sipp, transport: str) -> None:
+    # The out-of-the-box path of the README: `sipp -sn uac -rsa EDGE UAS`.
+    uas = free_port()
+    sipp.uas("uas", uas, transport=transport)
+    result = sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=5, transport=transport)
+    assert result.returncode == 0, summary(result)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_call_follows_record_route(edge: Edge, sipp: Sipp, transport: str) -> None:
+    uas = free_port()
+    sipp.uas("uas", uas, transport=transport)
+    result = sipp.uac("uac_rr.xml", edge, f"127.0.0.1:{uas}", calls=3, transport=transport)
+    assert result.returncode == 0, summary(result)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cancel_before_answer(edge: Edge, sipp: Sipp, transport: str) -> None:
+    uas = free_port()
+    sipp.uas("uas_ring_cancel.xml", uas, transport=transport, extra=["-m", "2"])
+    result = sipp.uac("uac_cancel.xml", edge, f"127.0.0.1:{uas}", calls=2,
+                      transport=transport, timeout=10)
+    assert result.returncode == 0, summary(result)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_busy_486_is_relayed_and_acked(edge: Edge, sipp: Sipp, transport: str) -> None:
+    uas = free_port()
+    proc = sipp.uas("uas_busy.xml", uas, transport=transport, extra=["-m", "2"])
+    result = sipp.uac("uac_expect_486.xml", edge, f"127.0.0.1:{uas}", calls=2,
+                      transport=transport, timeout=10)
+    assert result.returncode == 0, summary(result)
+    # The UAS got the proxy's hop-by-hop ACK for both calls and ended successfully.
+    assert proc.wait(10) == 0
+
+
+def test_no_answer_times_out_with_408_after_timer_c(edge: Edge, sipp: Sipp) -> None:
+    # Timer C is 3 s in these tests; the ringing branch is cancelled and the caller gets 408.
+    uas = free_port()
+    proc = sipp.uas("uas_ring_cancel.xml", uas, extra=["-m", "1"])
+    result = sipp.uac("uac_expect_408.xml", edge, f"127.0.0.1:{uas}", calls=1, timeout=15)
+    assert result.returncode == 0, summary(result)
+    assert proc.wait(10) == 0, "the UAS must have received the proxy's CANCEL and ACK"
+
+
+def test_unreachable_next_hop_gives_408_after_timer_b(edge: Edge, sipp: Sipp) -> None:
+    # Nobody listens on the target: the INVITE is retransmitted until Timer B (64*T1 = 6.4 s).
+    result = sipp.uac("uac_expect_408.xml", edge, f"127.0.0.1:{free_port()}", calls=1,
+                      timeout=20)
+    assert result.returncode == 0, summary(result)
+
+
+def test_retransmissions_under_packet_loss(edge: Edge, sipp: Sipp) -> None:
+    uas = free_port()
+    sipp.uas("uas", uas, extra=["-lost", "10"])
+    result = sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=30, rate=20, timeout=60,
+                      extra=["-lost", "10"])
+    assert result.returncode == 0, summary(result)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_max_forwards_zero(edge: Edge, sipp: Sipp, transport: str) -> None:
+    result = sipp.uac("uac_max_forwards_0.xml", edge, f"127.0.0.1:{free_port()}", calls=1,
+                      transport=transport, timeout=10)
+    assert result.returncode == 0, summary(result)
+
+
+def test_parallel_forking_one_answers_other_cancelled(fork_edge: Edge, sipp: Sipp) -> None:
+    a, b = (int(p) for p in fork_edge.lines[-1].split())
+    sipp.uas("uas", a)
+    ringing = sipp.uas("uas_ring_cancel.xml", b, extra=["-m", "2"])
+    result = sipp.uac("uac_rr.xml", fork_edge, f"fork@{fork_edge.address}", calls=2,
+                      timeout=15)
+    assert result.returncode == 0, summary(result)
+    assert ringing.wait(10) == 0, "the second UAS must have been cancelled (200, 487, ACK)"
