@@ -7,7 +7,11 @@ Core commands (OpenSIPS names and shapes):
 * ``which`` -- every command known in the mesh, or a command's parameter sets;
 * ``get_statistics`` / ``list_statistics`` / ``reset_statistics`` -- sent to every passing
   instance (this process answered locally) and merged into one answer: values are summed,
-  ``load:`` shares averaged (see :func:`shared.service.stats.merge_stats`).
+  ``load:`` shares averaged (see :func:`shared.service.stats.merge_stats`): ``load``,
+  ``load1m``, ``load10m`` over the SIP-handling processes (0 when there is none),
+  ``load-all`` etc. over every process, ``load-proc-N`` per process by ``ps`` ID;
+* ``event_subscribe``, ``events_list``, ``subscribers_list`` -- the event interface, whose
+  subscriptions this gateway holds (:mod:`gateway.events`).
 
 Any other command is routed to the instances whose registration lists it in ``mi_commands``.
 A command the service marked ``fanout`` (cluster-wide in OpenSIPS) is sent to all of them
@@ -25,6 +29,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from gateway.events import EVENT_COMMANDS, GatewayEvents
 from shared.discovery import Instance, RegistryError, ServiceRegistry
 from shared.rpc import (
     NOT_FOUND,
@@ -37,10 +42,11 @@ from shared.rpc import (
     RpcTransportError,
 )
 from shared.service.runtime import ServiceRuntime, server_banner, uptime_answer
-from shared.service.stats import merge_stats, mi_get, mi_list, mi_reset
+from shared.service.stats import merge_stats, mi_get, mi_list, mi_reset, stat_names
 
 CORE = ("version", "uptime", "ps", "which", "get_statistics", "list_statistics",
-        "reset_statistics")
+        "reset_statistics", *EVENT_COMMANDS)
+LOAD_SIP = ("load", "load1m", "load10m")
 STAT_PARAMS: tuple[tuple[str, ...], ...] = ((), ("statistics",))
 
 
@@ -67,6 +73,14 @@ def merge_answers(answers: Sequence[Any]) -> Any:
     return list(answers)
 
 
+def _sip_load_asked(statistics: Any) -> list[str]:
+    """``load``/``load1m``/``load10m`` average the SIP-handling processes only; with none
+    running they are 0, as OpenSIPS always has them: the ones ``statistics`` asks for."""
+    names = set(stat_names(statistics))
+    return [f"load:{key}" for key in LOAD_SIP
+            if names & {"all", "load:", f"load:{key}", key}]
+
+
 class MeshRouter:
     """The gateway's dispatcher (see the module docstring)."""
 
@@ -91,6 +105,7 @@ class MeshRouter:
         self.core.add(MiCommand("list_statistics", self._list_statistics, STAT_PARAMS))
         self.core.add(MiCommand("reset_statistics", self._reset_statistics, STAT_PARAMS))
         self.requests = runtime.stats.counter("mi", "requests")
+        self.events: GatewayEvents | None = None  # set by gateway.app
 
     # -- plumbing ------------------------------------------------------------------------
     def _client(self, url: str) -> JsonRpcClient:
@@ -254,14 +269,34 @@ class MeshRouter:
         return answers
 
     async def _get_statistics(self, statistics: Any = None) -> Any:
-        return merge_stats(await self._stats_everywhere("get_statistics", statistics))
+        try:
+            merged = merge_stats(await self._stats_everywhere("get_statistics", statistics))
+        except MiError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            merged = {}
+        for key in _sip_load_asked(statistics):
+            merged.setdefault(key, 0)
+        if not merged:
+            raise MiError(NOT_FOUND, "Statistics Not Found")
+        return dict(sorted(merged.items()))
 
     async def _list_statistics(self, statistics: Any = None) -> Any:
         merged: dict[str, str] = {}
-        for proc_id, answer in await self._stats_everywhere("list_statistics", statistics):
+        try:
+            answers = await self._stats_everywhere("list_statistics", statistics)
+        except MiError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            answers = []
+        for proc_id, answer in answers:
             if isinstance(answer, dict):
                 for k, v in answer.items():
                     merged[merge_stats([(proc_id, {str(k): 0})]).popitem()[0]] = str(v)
+        for key in _sip_load_asked(statistics):
+            merged.setdefault(key, "non-incremental")
+        if not merged:
+            raise MiError(NOT_FOUND, "Statistics Not Found")
         return dict(sorted(merged.items()))
 
     async def _reset_statistics(self, statistics: Any = None) -> Any:

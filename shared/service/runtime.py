@@ -16,6 +16,20 @@ A :class:`ServiceRuntime` gives a service, with no code of its own:
 
 Binding the HTTP server to a non-loopback address requires a bearer ``token``: the runtime
 refuses to start without one, as MI is an administrative interface.
+
+Events: ``runtime.events`` is the process's :class:`~shared.events.bus.EventBus`, built
+from the ``[events]`` section (:mod:`shared.events.config`): RabbitMQ when
+``rabbitmq_url`` is set, otherwise the embedded forwarder to the gateway
+(:mod:`shared.events.forward`), or in-process delivery for the gateway itself
+(``local_events=True``). It starts before the service's start hooks (so they may raise
+events) and is flushed and closed after its stop hooks. ``report_slow(source, micros,
+extra)`` raises ``E_CORE_THRESHOLD`` when work exceeded ``[events] exec_threshold``; the
+runtime reports its own MI requests that way (source ``mi command``).
+
+Load: the ``load`` group is this process's share of the OpenSIPS 2.4 model. ``load``,
+``load1m`` and ``load10m`` are reported only by SIP-handling processes (``sip_handling``,
+by default: the service published a ``sip_*`` endpoint in ``meta``); every process
+reports ``load-all`` and ``load-proc-0`` (the gateway renumbers them mesh-wide).
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import json
 import os
 import platform
 import signal
@@ -39,6 +54,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, ServiceRegistry
 from shared.discovery import open_registry as _open_registry
+from shared.events.bus import BufferedEventBus, EmbeddedEventBus
+from shared.events.config import EventsConfig
+from shared.events.forward import INGEST_METHOD, ForwardingEventBus
+from shared.events.schema import EventCatalog
 from shared.rpc.jsonrpc import NOT_FOUND, MiCommand, MiDispatcher, MiError, mi_http_handler
 from shared.service.stats import declare_process_stats, mi_get, mi_list, mi_reset
 from shared.stats.registry import StatsRegistry
@@ -80,6 +99,8 @@ class ServiceRuntime:
     def __init__(
         self, name: str, *, config: RuntimeConfig | None = None,
         discovery: DiscoveryConfig | None = None, registry: ServiceRegistry | None = None,
+        events: EventsConfig | None = None, local_events: bool = False,
+        sip_handling: bool | None = None,
     ) -> None:
         self.name = name
         self.config = config or RuntimeConfig()
@@ -97,6 +118,14 @@ class ServiceRuntime:
         ProcessCollector(registry=self.metrics)
         self.mi = MiDispatcher(name=name)
         self.meta: dict[str, str] = {}
+        self.sip_handling = sip_handling
+        if events is None:
+            from shared.config import load_section
+
+            events = load_section(EventsConfig, "events")
+        self.events_config = events
+        self.events: BufferedEventBus = self._open_bus(events, local_events)
+        self._declare_event_stats()
         self.health_checks: list[Callable[[], bool]] = []
         # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
         # own MI then moves to ``<mi_path>/local`` so other gateways never recurse into it.
@@ -234,12 +263,13 @@ class ServiceRuntime:
             raise RuntimeError(
                 f"{self.name}: refusing to bind MI on non-loopback {self.config.host!r} "
                 "without a bearer token (set token in the config or SIPMESH_*_TOKEN)")
+        await self.events.start()
         for hook in self._start_hooks:
             await hook()
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/metrics", self._metrics)
         token = self.config.token or None
-        self.app.router.add_post(self.local_mi_path, mi_http_handler(self.mi.dispatch, token))
+        self.app.router.add_post(self.local_mi_path, mi_http_handler(self._timed_dispatch, token))
         if self.public_dispatch is not None:
             self.app.router.add_post(
                 self.config.mi_path, mi_http_handler(self.public_dispatch, token))
@@ -281,11 +311,71 @@ class ServiceRuntime:
             except RegistryError as exc:
                 self.log.warning("registry_unreachable", error=str(exc))
 
+    def _is_sip(self) -> bool:
+        if self.sip_handling is not None:
+            return self.sip_handling
+        return any(key.startswith("sip_") for key in self.meta)
+
     def _load_values(self) -> dict[str, int]:
-        """The ``load`` group (OpenSIPS 2.4 model) of this single-process service."""
+        """The ``load`` group (OpenSIPS 2.4 model) of this single-process service; the
+        SIP-only names are left out by processes that handle no SIP (see the docstring)."""
+        sip = self._is_sip()
         if self.load_sampler is None:
-            return {"load": 0, "load1m": 0, "load10m": 0}
-        return load_group(self.load_sampler)()
+            values = {f"{k}{s}": 0 for k in ("load", "load1m", "load10m")
+                      for s in ("", "-all", "-proc-0")}
+        else:
+            values = load_group(self.load_sampler, sip=sip)()
+        if not sip:
+            for key in ("load", "load1m", "load10m"):
+                values.pop(key, None)
+        return values
+
+    # -- events --------------------------------------------------------------------------
+    def _open_bus(self, cfg: EventsConfig, local: bool) -> BufferedEventBus:
+        catalog = EventCatalog.load()
+        common: dict[str, Any] = {
+            "service": self.name, "node": self.instance_id, "buffer_size": cfg.buffer_size,
+            "strict": cfg.strict, "registry": self.metrics}
+        if cfg.rabbitmq:
+            from shared.events.rabbitmq import RabbitMQEventBus
+
+            return RabbitMQEventBus(catalog, url=cfg.rabbitmq_url, exchange=cfg.exchange,
+                                    **common)
+        if local:
+            return EmbeddedEventBus(catalog, **common)
+        return ForwardingEventBus(
+            catalog, discovery=self.registry, gateway_service=cfg.gateway_service,
+            token=cfg.gateway_token or None, timeout=cfg.forward_timeout, **common)
+
+    def _declare_event_stats(self) -> None:
+        bus = self.events
+        self.stats.gauge("events", "raised", lambda: bus.stats.published)
+        self.stats.gauge("events", "sent", lambda: bus.stats.delivered)
+        self.stats.gauge("events", "dropped", lambda: bus.stats.dropped)
+        self.stats.gauge("events", "buffered", lambda: bus.buffered)
+
+    def report_slow(self, source: str, micros: int, extra: str) -> bool:
+        """Raises ``E_CORE_THRESHOLD`` (OpenSIPS ``exec_msg_threshold`` semantics) when
+        ``micros`` exceeds ``[events] exec_threshold``; True when it was raised."""
+        threshold = self.events_config.exec_threshold
+        if threshold <= 0 or micros <= threshold:
+            return False
+        self.log.warning("threshold_exceeded", source=source, us=micros, extra=extra)
+        return self.events.publish(
+            "E_CORE_THRESHOLD", {"source": source, "time": micros, "extra": extra}) is not None
+
+    async def _timed_dispatch(self, text: str) -> str:
+        """The local MI endpoint, timing each request against ``exec_threshold``."""
+        started = time.perf_counter()
+        answer = await self.mi.dispatch(text)
+        micros = int((time.perf_counter() - started) * 1e6)
+        threshold = self.events_config.exec_threshold
+        if 0 < threshold < micros:
+            method = _method_of(text)
+            # Ingesting events must never raise events about itself (a feedback loop).
+            if method != INGEST_METHOD:
+                self.report_slow("mi command", micros, f"{method} on {self.instance_id}")
+        return answer
 
     async def stop(self) -> None:
         """Deregisters, drains and closes; safe to call twice."""
@@ -310,6 +400,8 @@ class ServiceRuntime:
                 await asyncio.wait_for(hook(), self.config.drain_timeout)
             except Exception:
                 self.log.exception("stop_hook_failed")
+        # Events raised while draining still go out, within a bounded wait.
+        await self.events.close(min(self.config.drain_timeout, 2.0))
         if self._runner is not None:
             await self._runner.cleanup()
         await self.registry.close()
@@ -328,6 +420,16 @@ class ServiceRuntime:
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+def _method_of(text: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "?"
+    if isinstance(doc, list):
+        return ",".join(str(d.get("method")) for d in doc if isinstance(d, dict)) or "?"
+    return str(doc.get("method")) if isinstance(doc, dict) else "?"
 
 
 def _safe(check: Callable[[], bool]) -> bool:

@@ -1,4 +1,5 @@
-"""Every MI method the gateway implements answers as its JSON Schema in contracts/mi says.
+"""Every MI method the gateway implements (core and event interface) answers as its JSON
+Schema in contracts/mi says.
 
 The gateway runs for real (HTTP on loopback, embedded registry, one service instance so
 merges and routing are exercised); each method is called with params that its schema
@@ -28,6 +29,16 @@ CALLS: dict[str, list[Any]] = {
                        {"statistics": "pkmem:real_used_size"}, None],
     "list_statistics": [None, {"statistics": ["core:"]}],
     "reset_statistics": [{"statistics": ["core:rcv_requests"]}, [["all"]]],
+    # The event interface, hosted by the gateway (subscribe first: the listings follow).
+    "event_subscribe": [{"event": "E_CORE_THRESHOLD", "socket": "udp:127.0.0.1:9",
+                         "expire": 60},
+                        ["E_CORE_THRESHOLD", "tcp:127.0.0.1:9"],
+                        ["E_UL_AOR_INSERT", "jsonrpc:127.0.0.1:9/ev", "30"],
+                        ["E_UL_AOR_INSERT", "rabbitmq:127.0.0.1/sipmesh-test"],
+                        ["E_UL_AOR_INSERT", "jsonrpc:127.0.0.1:9/ev", 0]],
+    "events_list": [None, {}],
+    "subscribers_list": [None, {"event": "E_CORE_THRESHOLD"},
+                         ["E_CORE_THRESHOLD", "udp:127.0.0.1:9"]],
 }
 
 

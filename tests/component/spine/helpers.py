@@ -10,6 +10,7 @@ from gateway.app import build_gateway
 from gateway.config import GatewayConfig
 from shared.discovery import DiscoveryConfig
 from shared.discovery.embedded import RegistryServer
+from shared.events.config import EventsConfig
 from shared.rpc import JsonRpcClient
 from shared.service import RuntimeConfig, ServiceRuntime
 
@@ -24,11 +25,15 @@ class Mesh:
 
 
 @contextlib.asynccontextmanager
-async def running_mesh(ttl: float = 10.0) -> AsyncIterator[Mesh]:
+async def running_mesh(
+    ttl: float = 10.0, events: EventsConfig | None = None
+) -> AsyncIterator[Mesh]:
     server = RegistryServer()
     url = await server.start()
     discovery = DiscoveryConfig(url=url, ttl=ttl)
-    runtime, _ = build_gateway(GatewayConfig(port=0, call_timeout=2.0), discovery)
+    # Subscriptions in memory unless the test names a store: tests never share a file.
+    runtime, _ = build_gateway(GatewayConfig(port=0, call_timeout=2.0), discovery,
+                               events or EventsConfig(store=":memory:"))
     await runtime.start()
     gw_url = f"{runtime.base_url}/mi"
     client = JsonRpcClient(gw_url)

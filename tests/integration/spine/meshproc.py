@@ -25,6 +25,8 @@ class MeshProcess:
             "SIPMESH_MESH_SERVICES": "gateway",
             "SIPMESH_MESH_BACKOFF_INITIAL": "0.2",
             "SIPMESH_DISCOVERY_TTL": "3",
+            # The gateway's subscription store lives with the test, never in $HOME.
+            "SIPMESH_EVENTS_STORE": str(tmp / "event_subscribers.sqlite"),
         })
         self.env.update(env)
         self.stderr = open(tmp / "mesh.stderr", "w")

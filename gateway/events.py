@@ -1,0 +1,147 @@
+"""The gateway's side of the event interface: subscriptions and the feed that fills them.
+
+The gateway hosts the one :class:`~shared.events.subscriptions.SubscriptionManager` of the
+mesh. Its MI commands (``event_subscribe``, ``events_list``, ``subscribers_list``) are
+answered by the gateway itself; subscriptions are written through to the store of
+``[events] store`` (SQLite file by default, PostgreSQL with a ``postgresql://`` DSN) and
+reloaded at start, so they survive a gateway restart; an expired one is never delivered
+to and is purged every ``purge_interval`` seconds.
+
+Where the events come from (see :mod:`shared.events.config` for the two modes):
+
+* embedded mode: other processes forward their events to the internal method
+  ``event_ingest`` of this gateway's own MI endpoint (:mod:`shared.events.forward`); the
+  gateway's own events are delivered in-process by its embedded bus;
+* RabbitMQ mode: a :class:`~shared.events.consumer.RabbitMQEventConsumer` bound with ``#``
+  to the events exchange feeds every event of every node (this gateway's included).
+
+Either way events pass through :class:`EventFeed`: duplicates (at-least-once delivery
+upstream) are dropped by envelope id, and events are dispatched one after the other in
+arrival order, so a subscriber sees a node's events in the order they were raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from typing import Any
+
+import structlog
+
+from shared.events.config import EventsConfig
+from shared.events.consumer import RabbitMQEventConsumer
+from shared.events.envelope import Event
+from shared.events.forward import INGEST_METHOD, event_from_wire
+from shared.events.mi import mi_commands
+from shared.events.schema import EventValidationError
+from shared.events.store import (
+    PostgresSubscriptionStore,
+    SQLiteSubscriptionStore,
+    SubscriptionStore,
+)
+from shared.events.subscriptions import SubscriptionManager
+from shared.events.transports import SocketDeliverer
+from shared.rpc import BAD_REQUEST, MiCommand, MiDispatcher, MiError
+from shared.service.runtime import ServiceRuntime
+
+EVENT_COMMANDS = ("event_subscribe", "events_list", "subscribers_list")
+log = structlog.get_logger("gateway.events")
+
+
+def open_store(location: str) -> SubscriptionStore:
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresSubscriptionStore(location)
+    return SQLiteSubscriptionStore(location)
+
+
+class EventFeed:
+    """Ordered, de-duplicated hand-over of events to the subscription manager."""
+
+    def __init__(self, manager: SubscriptionManager, *, remember: int = 10_000) -> None:
+        self.manager = manager
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._remember = remember
+        self._lock = asyncio.Lock()
+        self.received = 0
+        self.duplicates = 0
+
+    async def __call__(self, event: Event) -> None:
+        if event.id in self._seen:
+            self.duplicates += 1
+            return
+        self._seen[event.id] = None
+        if len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        self.received += 1
+        async with self._lock:
+            await self.manager.dispatch(event.name, event.params)
+
+
+class GatewayEvents:
+    """Builds and runs the manager, the MI commands, the ingest method and the consumer."""
+
+    def __init__(self, runtime: ServiceRuntime, cfg: EventsConfig) -> None:
+        self.rt = runtime
+        self.cfg = cfg
+        self.manager = SubscriptionManager(
+            runtime.events.catalog, open_store(cfg.store_location()),
+            deliverer=SocketDeliverer(timeout=cfg.subscriber_timeout))
+        self.feed = EventFeed(self.manager)
+        self.consumer: RabbitMQEventConsumer | None = None
+        if cfg.rabbitmq:
+            self.consumer = RabbitMQEventConsumer(
+                self.feed, url=cfg.rabbitmq_url, exchange=cfg.exchange,
+                queue=cfg.consumer_queue or None)
+        else:
+            runtime.events.add_listener(self.feed)
+        self._purger: asyncio.Task[None] | None = None
+        runtime.mi.add(MiCommand(INGEST_METHOD, self._ingest, (("events",),),
+                                 "internal: events forwarded by the mesh's processes"))
+        stats = runtime.stats
+        stats.gauge("events", "subscribers", lambda: len(self.manager.subscribers()))
+        stats.gauge("events", "notified", lambda: self.manager.delivered)
+        stats.gauge("events", "notify_failed", lambda: self.manager.failed)
+        stats.gauge("events", "received", lambda: self.feed.received)
+        stats.gauge("events", "consumer_ready", lambda: int(
+            self.consumer is None or self.consumer.ready.is_set()))
+        runtime.on_start(self.start)
+        runtime.on_stop(self.stop)
+
+    def add_commands(self, dispatcher: MiDispatcher) -> None:
+        for command in mi_commands(self.manager):
+            dispatcher.add(command)
+
+    async def start(self) -> None:
+        await self.manager.start()
+        self._purger = asyncio.create_task(self.manager.purge_forever(self.cfg.purge_interval))
+        if self.consumer is not None:
+            await self.consumer.start()
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.close()
+        # The gateway's own last events reach the subscribers before the manager closes.
+        await self.rt.events.close(1.0)
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        await self.manager.close()
+
+    async def _ingest(self, events: Any) -> dict[str, int]:
+        if not isinstance(events, list):
+            raise MiError(BAD_REQUEST, "Bad parameter", "events must be an array")
+        parsed: list[Event] = []
+        for item in events:
+            try:
+                event = event_from_wire(item)
+                self.rt.events.catalog.validate(event.name, event.params)
+            except EventValidationError as exc:
+                raise MiError(BAD_REQUEST, "Bad event", str(exc)) from exc
+            except ValueError as exc:
+                raise MiError(BAD_REQUEST, "Bad event", str(exc)) from exc
+            parsed.append(event)
+        for event in parsed:
+            await self.feed(event)
+        return {"accepted": len(parsed)}
