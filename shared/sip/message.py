@@ -316,18 +316,19 @@ class Message:
         contacts = self.contacts
         self.routes  # noqa: B018
         self.record_routes  # noqa: B018
+        keys = self._keys
         for key in ("expires", "min-expires", "retry-after"):
-            value = self.get(key)
+            value = self.get(key) if key in keys else None
             if value is not None:
                 number = value.split("(")[0].split(";")[0].strip()
-                if not (number.isdigit() and number.isascii()) or int(number) > 2**32 - 1:
+                if not _is_delta_seconds(number):
                     # RFC 3261 §20.19: delta-seconds beyond 2^32-1 (RFC 4475 §3.1.2.4).
                     raise bad_request(f"invalid {canonical_of_key(key)} value {value[:40]!r}")
         for contact in contacts:
             expires = contact.params.get("expires")
-            if expires is not None and (not expires.isdigit() or int(expires) > 2**32 - 1):
+            if expires is not None and not _is_delta_seconds(expires):
                 raise bad_request(f"invalid Contact expires {expires[:40]!r}")
-        for warning in self.get_all("warning"):
+        for warning in self.get_all("warning") if "warning" in keys else ():
             code = warning.split(" ", 1)[0]
             if len(code) != 3 or not code.isdigit():
                 raise bad_request(f"invalid Warning code {code[:20]!r}")
@@ -664,6 +665,14 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"
+
+
+def _is_delta_seconds(text: str) -> bool:
+    """delta-seconds of RFC 3261 §25.1 within 2^32-1 (RFC 4475 §3.1.2.4 overflows it)."""
+    if not text.isdigit() or not text.isascii():
+        return False
+    digits = text.lstrip("0")
+    return len(digits) <= 10 and int(digits or "0") <= 2**32 - 1
 
 
 def _first_top_level_comma(text: str) -> int:

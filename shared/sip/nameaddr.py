@@ -68,7 +68,7 @@ def parse_name_addr(text: str, what: str = "header") -> NameAddr:
             rest = text[q + 1 :].lstrip()
     elif text[:1] != "<":
         lt = text.find("<")
-        if lt > 0 and '"' not in text:
+        if lt > 0 and '"' not in text and ">" not in text[:lt]:
             display = text[:lt].strip() or None
             rest = text[lt:]
     if rest[:1] == "<" and '"' not in rest:
@@ -77,8 +77,6 @@ def parse_name_addr(text: str, what: str = "header") -> NameAddr:
             uri_text = rest[1:gt]
             ptext = rest[gt + 1 :]
             if (not ptext or ptext[0] == ";") and uri_text.strip() == uri_text:
-                if display is not None and ">" in display:
-                    raise bad_request(f"malformed display name in {what}")
                 return NameAddr(
                     parse_uri(uri_text, what), display, parse_params(ptext, what) if ptext else {}
                 )

@@ -41,7 +41,7 @@ class Via:
     def rport(self) -> int | None:
         """The `rport` value filled in by the server (RFC 3581); None when absent or empty."""
         value = self.params.get("rport")
-        if value is None or not value.isdigit():
+        if value is None or not value.isdigit() or not value.isascii() or len(value) > 5:
             return None
         return int(value)
 
@@ -59,7 +59,7 @@ class Via:
     def ttl(self) -> int | None:
         """Multicast TTL parameter (RFC 3261 §20.42)."""
         value = self.params.get("ttl")
-        if value is None or not value.isdigit():
+        if value is None or not value.isdigit() or not value.isascii() or len(value) > 3:
             return None
         return int(value)
 
@@ -111,7 +111,9 @@ def parse_via(text: str) -> Via:
         ):
             sent_by, _, ptext = tail.partition(";")
             host, colon, port_text = sent_by.partition(":")
-            if host and "@" not in host and (not colon or port_text.isdigit()):
+            if host and "@" not in host and (
+                not colon or (port_text.isdigit() and port_text.isascii() and len(port_text) < 6)
+            ):
                 port = int(port_text) if colon else None
                 if port is None or port <= 65535:
                     params: dict[str, str | None] = {}

@@ -478,3 +478,20 @@ def test_two_equal_content_length_lines_are_accepted() -> None:
 def test_garbage_raises_only_sip_parse_error(data: bytes) -> None:
     with pytest.raises(SipParseError):
         parse_message(data)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"Expires": "1" + "0" * 5000},  # longer than Python's int() string limit
+        {"Contact": "<sip:a@example.com>;expires=\u00b2"},  # a Unicode digit is no DIGIT
+        {"Via": "SIP/2.0/UDP h.example.com:\u00b2\u00b2;branch=z9hG4bK1"},
+        {"Contact": "<sip:a@example.com:\u0663>"},
+        {"Retry-After": "99999999999"},
+        {"Warning": '1812 overture "In Progress"'},  # RFC 4475 §3.1.2.5: 3-digit code
+    ],
+)
+def test_overlarge_or_non_ascii_numbers_are_400(overrides: dict[str, str]) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite(**overrides)).validate()
+    assert caught.value.status == 400

@@ -201,3 +201,58 @@ def test_generated_messages_parse_to_what_was_written(
     assert msg.body == facts["body"]
     assert msg.serialize() == data  # untouched: byte for byte
     _check_round_trip(data)
+
+
+HEADER_NAMES = st.sampled_from(
+    [
+        "Via",
+        "v",
+        "From",
+        "To",
+        "Contact",
+        "m",
+        "Route",
+        "Record-Route",
+        "Expires",
+        "Min-Expires",
+        "Retry-After",
+        "Warning",
+        "CSeq",
+        "Max-Forwards",
+        "Call-ID",
+        "Content-Length",
+        "Allow",
+        "Authorization",
+        "X-Any",
+    ]
+)
+VALUE_TEXT = st.lists(
+    st.sampled_from(
+        list("<>\"\\;:,=@[]?&% \t0123456789abcdefsip/.")
+        + ["\u00b2", "\u0663", "\u00e9", "\u2028", "SIP/2.0/UDP ", "sip:", "tag=", "expires="]
+    ),
+    max_size=25,
+).map("".join)
+
+
+@SETTINGS
+@given(HEADER_NAMES, VALUE_TEXT, st.booleans())
+def test_odd_header_values_raise_only_sip_parse_error(name: str, value: str, add: bool) -> None:
+    # Typed views are parsed lazily: reading them must fail only with SipParseError too.
+    base = fixture("valid/wsinv.sip")
+    line = f"{name}: {value}".encode()
+    data = (
+        base.replace(b"Content-Type:", line + b"\r\nContent-Type:")
+        if add
+        else base.replace(b"Max-Forwards: 70", line).replace(b"MaX-fOrWaRdS: 0068", line)
+    )
+    _check_round_trip(data)
+    try:
+        msg = parse_message(data)
+        msg.validate()
+        msg.top_via.rport  # noqa: B018
+        msg.top_via.ttl  # noqa: B018
+        for value_ in msg.get_all(name):
+            assert isinstance(value_, str)
+    except SipParseError:
+        pass
