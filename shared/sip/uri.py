@@ -153,7 +153,8 @@ def parse_uri(text: str, what: str = "URI") -> Uri:
             if (
                 (user or not at)
                 and host
-                and (not pcolon or (port_text.isdigit() and len(port_text) < 5 and port_text.isascii()))
+                and (not pcolon or (port_text.isdigit() and len(port_text) < 5))
+                and port_text.isascii()
                 and _BAD_HOST_CHARS.isdisjoint(host)
             ):
                 return Uri(

@@ -228,8 +228,10 @@ HEADER_NAMES = st.sampled_from(
 )
 VALUE_TEXT = st.lists(
     st.sampled_from(
-        list("<>\"\\;:,=@[]?&% \t0123456789abcdefsip/.")
-        + ["\u00b2", "\u0663", "\u00e9", "\u2028", "SIP/2.0/UDP ", "sip:", "tag=", "expires="]
+        [
+            *'<>"\\;:,=@[]?&% \t0123456789abcdefsip/.',
+            *("\u00b2", "\u0663", "\u00e9", "\u2028", "SIP/2.0/UDP ", "sip:", "tag=", "expires="),
+        ]
     ),
     max_size=25,
 ).map("".join)
