@@ -93,8 +93,10 @@ class ShtagBackend(Protocol):
 class EmbeddedShtags:
     """Heartbeat-based deterministic takeover (see module docstring)."""
 
-    def __init__(self, node_id: int, tags: list[ShtagConfig]) -> None:
+    def __init__(self, node_id: int, tags: list[ShtagConfig],
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.node_id = node_id
+        self.wall_clock = wall_clock
         self._tags = {t.name: t for t in tags}
         self._claims = {t.name: (1 if t.initial == ACTIVE else 0) for t in tags}
         self._active = dict.fromkeys(self._tags, False)
@@ -136,10 +138,13 @@ class EmbeddedShtags:
         if winner == self.node_id:
             if not self._active[tag]:
                 # Sticky: above every epoch seen, so a returning node does not take it back.
-                self._claims[tag] = max(self._claims[tag], self._seen[tag] + 1)
+                self._claims[tag] = self._new_claim(tag)
             self._set(tag, True, reason)
         else:
             self._set(tag, False, f"node {winner} is active")
+
+    def _new_claim(self, tag: str) -> int:
+        return max(self._claims[tag], self._seen[tag] + 1, int(self.wall_clock() * 1000))
 
     def on_yield(self, tag: str, to_node: int) -> None:
         return None  # embedded: the higher claim of the forced node is enough
@@ -148,7 +153,9 @@ class EmbeddedShtags:
         if tag not in self._tags:
             raise KeyError(tag)
         claims = [c[tag] for c in self._view.values() if tag in c]
-        self._claims[tag] = max([self._claims[tag], self._seen[tag], *claims]) + 1
+        self._seen[tag] = max([self._seen[tag], *claims])
+        # +1: beats a takeover the holder made within the same millisecond.
+        self._claims[tag] = self._new_claim(tag) + 1
         self._eligible = True
         self._set(tag, True, "MI command")
 
