@@ -26,7 +26,7 @@ def test_holder_highest_claim_then_lowest_id() -> None:
 
 
 @given(st.dictionaries(st.integers(1, 128), st.integers(0, 5), min_size=1))
-def test_every_node_with_the_same_view_elects_the_same_single_holder(claims: dict[int, int]) -> None:
+def test_same_view_elects_the_same_single_holder(claims: dict[int, int]) -> None:
     nodes = {n: EmbeddedShtags(n, [ShtagConfig("t", 1)], lambda: 0.0) for n in claims}
     for n, node in nodes.items():
         node._claims["t"] = claims[n]

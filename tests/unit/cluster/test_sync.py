@@ -73,7 +73,7 @@ def test_timeout_retries_on_another_donor() -> None:
 
 def test_donor_lost_retries_at_once_and_buffer_survives() -> None:
     m = machine()
-    [req] = m.poll(1.0, cands((2, True), (3, True)), new_id)
+    [_req] = m.poll(1.0, cands((2, True), (3, True)), new_id)
     m.on_update(9, b"x")
     [retry] = m.poll(1.2, cands((3, True)), new_id)
     assert retry.donor == 3
@@ -83,7 +83,7 @@ def test_donor_lost_retries_at_once_and_buffer_survives() -> None:
 
 def test_a_failed_donor_is_reused_when_it_is_the_only_one_after_the_hold() -> None:
     m = machine()
-    [req] = m.poll(1.0, cands((2, True)), new_id)
+    [_req] = m.poll(1.0, cands((2, True)), new_id)
     assert m.poll(6.0, cands((2, True)), new_id) == []  # timed out; 2 held off
     assert m.state is SyncState.PENDING
     [again] = m.poll(16.0, cands((2, True)), new_id)
