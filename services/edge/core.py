@@ -892,10 +892,7 @@ class ProxyCore:
     def _is_loop(self, request: Request, loop_hash: str) -> bool:
         """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
         prefix = f"z9hG4bK{loop_hash}."
-        vias = request.vias
-        if len(vias) < 2:
-            return False
-        for via in vias[1:]:
+        for via in request.vias:
             if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
                 return True
         return False

@@ -92,7 +92,7 @@ def test_provisional_stops_retransmissions_and_final_sends_ack() -> None:
 
 def test_2xx_terminates_invite_client_at_once() -> None:
     layer = TransactionLayer()
-    req, txn, _ = start(layer)
+    req, _txn, _ = start(layer)
     events = layer.receive_response(response_to(req, 200), 0.2)
     assert events is not None
     assert [type(e) for e in events] == [ResponseReceived, Terminated]
