@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from shared.cli import mesh_cmd, parse_cmd
+from shared.events import cli as events_cli
 
 
 def build_app() -> typer.Typer:
@@ -21,6 +22,7 @@ def build_app() -> typer.Typer:
     )
     parse_cmd.register(app)
     mesh_cmd.register(app)
+    events_cli.register(app)
     return app
 
 

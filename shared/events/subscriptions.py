@@ -171,7 +171,7 @@ class SubscriptionManager:
                 self.failed += 1
                 level = log.warning if isinstance(result, TransportError) else log.error
                 level("event_subscriber_failed", event_name=event, socket=display(sub.socket),
-                      error=str(result))
+                      error=str(result) or repr(result))
             else:
                 ok += 1
         self.delivered += ok

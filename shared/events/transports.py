@@ -107,7 +107,12 @@ class SocketDeliverer:
             udp = socket.socket(family, socket.SOCK_DGRAM)
             udp.setblocking(False)
             self._udp[family] = udp
-        await loop.sock_sendto(udp, data, addr)
+        try:
+            await loop.sock_sendto(udp, data, addr)
+        except NotImplementedError:
+            # uvloop (the services' loop) has no sock_sendto. A datagram socket that
+            # cannot take a datagram right now raises BlockingIOError: a failed delivery.
+            udp.sendto(data, addr)
 
     @staticmethod
     async def _send_tcp(host: str, port: int, data: bytes) -> None:
