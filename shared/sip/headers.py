@@ -211,6 +211,14 @@ def parse_params(text: str, what: str = "header") -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text:
         return params
+    if '"' not in text and " " not in text and "\t" not in text:
+        # Fast path: no quoting, no linear whitespace to strip.
+        for piece in text.split(";"):
+            if piece:
+                name, eq, value = piece.partition("=")
+                if name:
+                    params[name.lower()] = value if eq else None
+        return params
     if '"' in text:
         pieces = split_top_level(text, ";", what)
     else:

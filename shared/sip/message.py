@@ -54,6 +54,7 @@ _TOKEN_CHARS: Final = frozenset(
 )
 _EAGER: Final = SINGLE_VALUE_HEADERS
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
+_ONCE_EACH: Final = [1, 1, 1, 1]
 
 
 def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
@@ -357,19 +358,21 @@ class Message:
         keys = self._keys
         if key not in keys:
             return []
-        lines = self._lines
         if keys.count(key) == 1:
-            values = [_line_value(lines[keys.index(key)]).decode(_ENC, _ERR)]
+            raws = [self._lines[keys.index(key)]]
         else:
-            values = [
-                _line_value(lines[i]).decode(_ENC, _ERR) for i, k in enumerate(keys) if k == key
-            ]
+            raws = [line for k, line in zip(keys, self._lines, strict=True) if k == key]
+        values = [
+            (
+                _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
+            ).decode(_ENC, _ERR)
+            for raw in raws
+        ]
         if key in LIST_HEADERS:
-            what = canonical_of_key(key)
             out: list[str] = []
             for value in values:
                 if "," in value or '"' in value:
-                    out.extend(split_top_level(value, ",", what))
+                    out.extend(split_top_level(value, ",", canonical_of_key(key)))
                 elif value:
                     out.append(value)
             return out
@@ -853,13 +856,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
 
     count = keys_ok.count
     index = keys_ok.index
-    if (
-        count("call-id") != 1
-        or count("from") != 1
-        or count("to") != 1
-        or count("cseq") != 1
-        or "via" not in keys_ok
-    ):
+    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_ok:
         _missing_or_several(keys_ok)
 
     call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
