@@ -6,6 +6,7 @@ set -uo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

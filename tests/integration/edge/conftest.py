@@ -21,6 +21,15 @@ def edge() -> Iterator[Edge]:
     assert proc.stop() == 0, "the edge must stop cleanly on SIGTERM"
 
 
+@pytest.fixture
+def patient_edge() -> Iterator[Edge]:
+    # Timer C of the shared fixture (3 s) is shorter than sipp's own retransmission back-off
+    # under packet loss; this one keeps a realistic Timer C.
+    proc = start_edge({"SIPMESH_EDGE_TIMER_C": "60"})
+    yield proc
+    proc.stop()
+
+
 @pytest.fixture(scope="module")
 def fork_edge() -> Iterator[Edge]:
     from edge_harness import free_port

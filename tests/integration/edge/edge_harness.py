@@ -153,11 +153,11 @@ class Sipp:
         return proc
 
     def uac(self, scenario: str, edge: Edge, target: str, *, calls: int = 1,
-            rate: int = 10, transport: str = "u1", timeout: int = 30,
+            rate: int = 10, transport: str = "u1", timeout: int = 30, service: str = "service",
             extra: Sequence[str] = ()) -> subprocess.CompletedProcess[bytes]:
         port = free_port()
         cmd = ["sipp", *self._scenario(scenario), "-i", "127.0.0.1", "-p", str(port),
-               "-t", transport, "-rsa", edge.address, target, "-m", str(calls),
+               "-t", transport, "-rsa", edge.address, target, "-s", service, "-m", str(calls),
                "-r", str(rate), "-d", "0", "-nostdin", "-timeout", f"{timeout}s",
                "-timeout_error", "-trace_err", "-error_file", str(self.workdir / "uac_err.log"),
                *extra]
