@@ -98,7 +98,10 @@ def _content_length(head: bytes) -> int:
             if value[:1] == b"-":
                 raise bad_request("negative Content-Length on stream", stream_fatal=True)
             raise bad_request("invalid Content-Length on stream", stream_fatal=True)
-        number = int(value)
+        digits = value.lstrip(b"0") or b"0"
+        if len(digits) > 10:
+            raise bad_request("Content-Length out of range on stream", stream_fatal=True)
+        number = int(digits)
         if found is not None and found != number:
             raise bad_request("conflicting Content-Length values on stream", stream_fatal=True)
         found = number

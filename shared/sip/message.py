@@ -972,14 +972,22 @@ def _careful_headers(raws: list[bytes]) -> tuple[list[bytes], list[str]]:
     """Header lines with folding joined (RFC 3261 §7.3.1) and every name checked."""
     out_lines: list[bytes] = []
     out_keys: list[str] = []
+    # Continuations are collected per header and joined once: a header folded over
+    # thousands of lines must not cost quadratic copying.
+    folds: list[bytes] = []
     for line in raws:
         first = line[:1]
         if first == b" " or first == b"\t":
             if not out_lines:
                 raise bad_request("continuation line before the first header")
             # The raw line keeps the fold; `_line_value` joins it when the value is read.
-            out_lines[-1] = out_lines[-1] + b"\r\n" + line
+            if not folds:
+                folds.append(out_lines[-1])
+            folds.append(line)
             continue
+        if folds:
+            out_lines[-1] = b"\r\n".join(folds)
+            folds = []
         name, colon, _value = line.partition(b":")
         if not colon:
             if not line.strip():
@@ -988,6 +996,8 @@ def _careful_headers(raws: list[bytes]) -> tuple[list[bytes], list[str]]:
         found = _KEY_OF_BYTES.get(name)
         out_keys.append(found if found is not None else _slow_key(name))
         out_lines.append(line)
+    if folds:
+        out_lines[-1] = b"\r\n".join(folds)
     return out_lines, out_keys
 
 

@@ -72,3 +72,9 @@ def test_header_block_without_end_is_fatal_past_the_limit() -> None:
     with pytest.raises(SipParseError) as caught:
         framer.feed(b"X: " + b"y" * 200)
     assert caught.value.stream_fatal
+
+
+def test_overlong_content_length_digits_are_fatal_not_a_crash() -> None:
+    with pytest.raises(SipParseError) as caught:
+        StreamFramer().feed(invite(Content_Length="9" * 5000))
+    assert caught.value.stream_fatal and "out of range" in caught.value.detail
