@@ -31,7 +31,7 @@ def _theirs(data: bytes) -> dict[str, object] | None:
         }
         if isinstance(msg, sipmessage.Request) and msg.uri.scheme in ("sip", "sips"):
             fields["uri"] = (msg.uri.user, msg.uri.host)
-    except Exception:  # noqa: BLE001 - the reference refuses what it cannot read
+    except Exception:
         return None
     return fields
 
