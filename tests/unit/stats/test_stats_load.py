@@ -154,14 +154,16 @@ async def test_real_loop_load_rises_under_work_and_falls_back_when_idle() -> Non
         await busy_for(1.1)
         busy = read()
         await asyncio.sleep(1.05)
-        idle_after = read()["load"]
+        after = read()
     finally:
         sampler.uninstall()
     assert idle_before <= 10
     assert busy["load"] >= 80
     assert busy["load-all"] == busy["load"] and busy["load-proc-0"] == busy["load"]
-    assert idle_after <= 10
-    assert busy["load1m"] > 0
+    assert after["load"] <= 10
+    # load1m reads complete 1 s slots only: right after the work the slot holding most
+    # of it is still open, a second later all 1.1 s are in (1.1 / 60 s = 2 %).
+    assert after["load1m"] >= 1
 
 
 def test_uvloop_gets_the_cpu_time_fallback_and_still_sees_busy_work() -> None:
