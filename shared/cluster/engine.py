@@ -396,6 +396,9 @@ class ClusterNode:
             for p in frame.packets:
                 if p.HasField("pong") and peer.link.on_pong(p.pong.seq, now):
                     self._dirty = True
+                    self.log.info("link_state", peer=peer.node_id, state=peer.link.state.value)
+                    # Routes follow at once: a sender must not see Up and no route.
+                    self._recompute(now)
                     self._on_link_up(peer)
 
     # -- the answering side --------------------------------------------------------------
@@ -648,13 +651,24 @@ class ClusterNode:
         size = 0
         total = 0
 
+        async def route_ready() -> bool:
+            # The requester may be reachable before our own link to it is Up (it dialed
+            # us first): wait for a route, up to sync_timeout.
+            deadline = self.clock() + self.config.sync_timeout
+            while True:
+                hop = self.next_hop.get(dst)
+                peer = self.peers.get(hop) if hop is not None else None
+                if peer is not None and peer.connected:
+                    await peer.writable.wait()
+                    return True
+                if self.clock() >= deadline or not self.enabled:
+                    return False
+                await asyncio.sleep(0.02)
+
         async def flush() -> bool:
             nonlocal batch, size
-            hop = self.next_hop.get(dst)
-            peer = self.peers.get(hop) if hop is not None else None
-            if peer is None or not peer.connected:
+            if not await route_ready():
                 return False
-            await peer.writable.wait()
             self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, sync=pb.SyncChunk(
                 cap=cap.name, sync_id=sync_id, records=batch)))
             batch, size = [], 0
@@ -670,6 +684,8 @@ class ClusterNode:
                     self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
                     return
             if batch and not await flush():
+                return
+            if not await route_ready():
                 return
             self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, sync_end=pb.SyncEnd(
                 cap=cap.name, sync_id=sync_id, records=total)))

@@ -123,14 +123,12 @@ class SyncMachine:
         return self.state is SyncState.OK
 
     def choose_donor(self, candidates: Mapping[int, Candidate], now: float) -> int | None:
-        for node_id in sorted(candidates):
-            c = candidates[node_id]
-            if not c.synced or not self.match.accepts(self.sip_addr, c.sip_addr):
-                continue
-            if self.failed.get(node_id, -1e18) + self.failed_donor_hold > now:
-                continue
-            return node_id
-        return None
+        """The first suitable donor by node id, preferring those that did not just fail;
+        a donor that failed is retried when it is the only one."""
+        usable = [n for n in sorted(candidates) if candidates[n].synced
+                  and self.match.accepts(self.sip_addr, candidates[n].sip_addr)]
+        fresh = [n for n in usable if self.failed.get(n, -1e18) + self.failed_donor_hold <= now]
+        return (fresh or usable or [None])[0]
 
     def poll(self, now: float, candidates: Mapping[int, Candidate],
              new_sync_id: Callable[[], int]) -> list[Action]:

@@ -81,13 +81,17 @@ def test_donor_lost_retries_at_once_and_buffer_survives() -> None:
     assert done.updates == ((9, b"x"),)
 
 
-def test_a_failed_donor_is_reused_when_it_is_the_only_one_after_the_hold() -> None:
+def test_a_failed_donor_is_retried_when_it_is_the_only_one() -> None:
     m = machine()
-    [_req] = m.poll(1.0, cands((2, True)), new_id)
-    assert m.poll(6.0, cands((2, True)), new_id) == []  # timed out; 2 held off
-    assert m.state is SyncState.PENDING
-    [again] = m.poll(16.0, cands((2, True)), new_id)
-    assert again.donor == 2
+    [first] = m.poll(1.0, cands((2, True), (3, True)), new_id)
+    [second] = m.poll(6.0, cands((2, True), (3, True)), new_id)  # 2 timed out: 3 next
+    assert (first.donor, second.donor) == (2, 3)
+    [third] = m.poll(11.0, cands((2, True), (3, True)), new_id)  # both failed recently
+    assert third.donor == 2
+    m2 = machine()
+    m2.poll(1.0, cands((2, True)), new_id)
+    [again] = m2.poll(6.0, cands((2, True)), new_id)
+    assert again.donor == 2 and m2.attempts == 2
 
 
 def test_seed_falls_back_to_synced_only_without_a_donor() -> None:
