@@ -247,7 +247,17 @@ class Message:
     def vias(self) -> list[Via]:
         """Every Via value, top first (parsed on first use, then cached)."""
         if self._vias is None:
-            self._vias = [parse_via(v) for v in self.get_all("via")]
+            vias: list[Via] = []
+            for key, raw in zip(self._keys, self._lines, strict=True):
+                if key == "via":
+                    value = (
+                        _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
+                    ).decode(_ENC, _ERR)
+                    if "," in value or '"' in value:
+                        vias.extend(parse_via(v) for v in split_top_level(value, ",", "Via"))
+                    elif value:
+                        vias.append(parse_via(value))
+            self._vias = vias
         return self._vias
 
     @property
@@ -266,12 +276,18 @@ class Message:
     @property
     def from_addr(self) -> NameAddr:
         """From as a name-addr (parsed on each call; edit through `set_header`)."""
-        return parse_name_addr(self._need("from"), "From")
+        value = self.get("from")
+        if value is None:
+            raise bad_request("missing From")
+        return parse_name_addr(value, "From")
 
     @property
     def to_addr(self) -> NameAddr:
         """To as a name-addr."""
-        return parse_name_addr(self._need("to"), "To")
+        value = self.get("to")
+        if value is None:
+            raise bad_request("missing To")
+        return parse_name_addr(value, "To")
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -302,12 +318,6 @@ class Message:
     def content_type(self) -> str | None:
         """Content-Type value as written."""
         return self.get("content-type")
-
-    def _need(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise bad_request(f"missing {canonical_of_key(key)}")
-        return value
 
     def validate(self) -> None:
         """Parse every header this package models; raises SipParseError on the first defect."""
@@ -344,7 +354,10 @@ class Message:
         keys = self._keys
         if key not in keys:
             return None
-        value = _line_value(self._lines[keys.index(key)]).decode(_ENC, _ERR)
+        raw = self._lines[keys.index(key)]
+        value = (
+            _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
+        ).decode(_ENC, _ERR)
         if key in LIST_HEADERS and ("," in value or '"' in value):
             parts = split_top_level(value, ",", canonical_of_key(key))
             return parts[0] if parts else ""
