@@ -55,6 +55,20 @@ _TOKEN_CHARS: Final = frozenset(
 _EAGER: Final = SINGLE_VALUE_HEADERS
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
+# What `validate` parses, by header key.
+_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING = range(5)
+_TYPED: Final[dict[str, int]] = {
+    "via": _T_VIA,
+    "from": _T_ADDR,
+    "to": _T_ADDR,
+    "contact": _T_ADDRS,
+    "route": _T_ADDRS,
+    "record-route": _T_ADDRS,
+    "expires": _T_DELTA,
+    "min-expires": _T_DELTA,
+    "retry-after": _T_DELTA,
+    "warning": _T_WARNING,
+}
 
 
 def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
@@ -320,29 +334,57 @@ class Message:
         return self.get("content-type")
 
     def validate(self) -> None:
-        """Parse every header this package models; raises SipParseError on the first defect."""
-        self.vias  # noqa: B018 - parsing is the point
-        self.from_addr  # noqa: B018
-        self.to_addr  # noqa: B018
-        contacts = self.contacts
-        self.routes  # noqa: B018
-        self.record_routes  # noqa: B018
-        keys = self._keys
-        for key in ("expires", "min-expires", "retry-after"):
-            value = self.get(key) if key in keys else None
-            if value is not None:
+        """Parse every header this package models; raises SipParseError on the first defect.
+
+        One pass over the lines in wire order: Via, From/To, Contact/Route/Record-Route as
+        name-addrs, delta-seconds (Expires, Min-Expires, Retry-After, Contact expires) within
+        2^32-1, Warning codes of three digits. The parsed Vias are kept for `vias`.
+        """
+        vias: list[Via] = []
+        star = False
+        contacts = 0
+        for key, raw in zip(self._keys, self._lines, strict=True):
+            kind = _TYPED.get(key)
+            if kind is None:
+                continue
+            value = (
+                _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
+            ).decode(_ENC, _ERR)
+            if kind == _T_VIA:
+                if "," in value or '"' in value:
+                    vias.extend(parse_via(v) for v in split_top_level(value, ",", "Via"))
+                elif value:
+                    vias.append(parse_via(value))
+            elif kind == _T_ADDR:
+                parse_name_addr(value, canonical_of_key(key))
+            elif kind == _T_ADDRS:
+                what = canonical_of_key(key)
+                parts = (
+                    split_top_level(value, ",", what) if "," in value or '"' in value else [value]
+                )
+                for part in parts:
+                    if key == "contact":
+                        contacts += 1
+                        if part == "*":
+                            star = True
+                            continue
+                    addr = parse_name_addr(part, what)
+                    expires = addr.params.get("expires") if key == "contact" else None
+                    if expires is not None and not _is_delta_seconds(expires):
+                        raise bad_request(f"invalid Contact expires {expires[:40]!r}")
+            elif kind == _T_DELTA:
                 number = value.split("(")[0].split(";")[0].strip()
                 if not _is_delta_seconds(number):
                     # RFC 3261 §20.19: delta-seconds beyond 2^32-1 (RFC 4475 §3.1.2.4).
                     raise bad_request(f"invalid {canonical_of_key(key)} value {value[:40]!r}")
-        for contact in contacts:
-            expires = contact.params.get("expires")
-            if expires is not None and not _is_delta_seconds(expires):
-                raise bad_request(f"invalid Contact expires {expires[:40]!r}")
-        for warning in self.get_all("warning") if "warning" in keys else ():
-            code = warning.split(" ", 1)[0]
-            if len(code) != 3 or not code.isdigit():
-                raise bad_request(f"invalid Warning code {code[:20]!r}")
+            else:  # Warning: warn-code is 3DIGIT (RFC 3261 §20.43, RFC 4475 §3.1.2.5)
+                for warning in split_top_level(value, ",", "Warning"):
+                    code = warning.split(" ", 1)[0]
+                    if len(code) != 3 or not code.isdigit() or not code.isascii():
+                        raise bad_request(f"invalid Warning code {code[:20]!r}")
+        if star and contacts > 1:
+            raise bad_request("Contact: * mixed with other contacts")
+        self._vias = vias
 
     # -- generic header access -------------------------------------------------------------
 
