@@ -40,12 +40,19 @@ from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
+    """Numeric address? (remembered per app: it is asked for every datagram sent)"""
+    known = known_hosts.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(known_hosts) > 65536:
+            known_hosts.clear()
+        known_hosts[host] = known
+    return known
 
 
 class EdgeApp:
@@ -67,6 +74,7 @@ class EdgeApp:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._numeric: dict[str, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -171,7 +179,7 @@ class EdgeApp:
             endpoint = next(iter(self.udp.values()), None)
         if endpoint is None:
             return
-        if _is_ip(dest.host):
+        if _is_ip(dest.host, self._numeric):
             endpoint.send(item.data, dest.host, dest.port)
             return
         task = asyncio.get_running_loop().create_task(self._resolve_and_send(endpoint, item))

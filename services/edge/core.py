@@ -45,7 +45,13 @@ from typing import Any
 from services.edge.addresses import Destination, Interface, Source, is_broadcast
 from services.edge.best_response import best_response, is_challenge
 from services.edge.counters import EdgeCounters
-from services.edge.routing import LoadedRouter, RouteContext, Target, is_awaitable
+from services.edge.routing import (
+    LoadedRouter,
+    RouteContext,
+    Target,
+    TrustedNetworks,
+    is_awaitable,
+)
 from services.edge.stateless import answer_malformed, looks_like_response
 from shared.sip import (
     Request,
@@ -177,7 +183,7 @@ class ProxyCore:
         self.layer = TransactionLayer(self.settings)
         self.local_domains = frozenset(d.lower() for d in local_domains)
         self.static_routes = dict(static_routes or {})
-        self.trusted = list(trusted)
+        self.trusted = TrustedNetworks(trusted)
         self.default_transport = default_transport
         self.services = dict(services or {})
         self.counters = counters or EdgeCounters()

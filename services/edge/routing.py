@@ -75,7 +75,7 @@ class RouteContext:
         loose_routed: bool,
         local_domains: frozenset[str],
         static_routes: Mapping[str, str],
-        trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+        trusted: TrustedNetworks,
         is_myself: Callable[[Uri], bool],
         services: Mapping[str, Any],
     ) -> None:
@@ -99,11 +99,7 @@ class RouteContext:
     @property
     def trusted(self) -> bool:
         """The source address is in a trusted network ([edge].trusted)."""
-        try:
-            addr = ipaddress.ip_address(self.source.host)
-        except ValueError:
-            return False
-        return any(addr in net for net in self._trusted_nets)
+        return self._trusted_nets.contains(self.source.host)
 
     def is_myself(self, uri: Uri) -> bool:
         """The URI names this proxy (one of its interfaces)."""
@@ -148,6 +144,28 @@ class RouteContext:
 
     def remove_header(self, name: str) -> int:
         return self.request.remove_header(name)
+
+
+class TrustedNetworks:
+    """Address -> trusted?, remembered per address (the check runs for every request)."""
+
+    def __init__(self, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.networks = list(networks)
+        self._known: dict[str, bool] = {}
+
+    def contains(self, host: str) -> bool:
+        known = self._known.get(host)
+        if known is None:
+            try:
+                addr = ipaddress.ip_address(host)
+            except ValueError:
+                known = False
+            else:
+                known = any(addr in net for net in self.networks)
+            if len(self._known) > 65536:
+                self._known.clear()  # bounded: a scan from many addresses cannot grow it
+            self._known[host] = known
+        return known
 
 
 class LoadedRouter:
