@@ -34,7 +34,6 @@ from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import Event
 from shared.events.forward import INGEST_METHOD, event_from_wire
 from shared.events.mi import mi_commands
-from shared.events.schema import EventValidationError
 from shared.events.store import (
     PostgresSubscriptionStore,
     SQLiteSubscriptionStore,
@@ -129,19 +128,20 @@ class GatewayEvents:
                 await self._purger
         await self.manager.close()
 
-    async def _ingest(self, events: Any) -> dict[str, int]:
+    async def _ingest(self, events: Any) -> dict[str, Any]:
+        """``event_ingest``: the valid events are delivered in order; each invalid one is
+        named in ``refused`` (the forwarder logs it and does not send it again)."""
         if not isinstance(events, list):
             raise MiError(BAD_REQUEST, "Bad parameter", "events must be an array")
-        parsed: list[Event] = []
-        for item in events:
+        accepted = 0
+        refused: list[dict[str, Any]] = []
+        for index, item in enumerate(events):
             try:
                 event = event_from_wire(item)
                 self.rt.events.catalog.validate(event.name, event.params)
-            except EventValidationError as exc:
-                raise MiError(BAD_REQUEST, "Bad event", str(exc)) from exc
-            except ValueError as exc:
-                raise MiError(BAD_REQUEST, "Bad event", str(exc)) from exc
-            parsed.append(event)
-        for event in parsed:
+            except ValueError as exc:  # EventValidationError is a ValueError too
+                refused.append({"index": index, "error": str(exc)})
+                continue
             await self.feed(event)
-        return {"accepted": len(parsed)}
+            accepted += 1
+        return {"accepted": accepted, "refused": refused}

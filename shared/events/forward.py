@@ -12,9 +12,15 @@ gateway's own MI endpoint (``mi_url`` of its registration)::
                             "service": "edge", "node": "edge-host-4243",
                             "params": {"source": "msg processing", ...}}]}}
 
-An event leaves the buffer only once the gateway answered; until then (no gateway
-registered yet, gateway restarting, a timeout) it stays at the head of the buffer and the
-drain loop backs off and retries, choosing the gateway again from discovery. So the SIP
+Events go in batches: the drain loop hands over up to ``max_in_flight`` (default 64)
+buffered events at once and they travel in one call, in order (one call at a time, so
+the gateway sees them in the order they were raised). The gateway answers
+``{"accepted": n, "refused": [{"index": i, "error": "..."}]}``: a refused event (its
+contracts differ from the gateway's) is logged and let go, never retried, so it cannot
+wedge the buffer. An event leaves the buffer only once the gateway answered; until then
+(no gateway registered yet, gateway restarting, a timeout) it stays at the head of the
+buffer and the drain loop backs off and retries, choosing the gateway again from
+discovery. So the SIP
 path never waits, order is kept, and a restart of the gateway loses nothing within the
 buffer bound. Delivery is at least once (an answer lost after the gateway took the event
 means it is sent again); the gateway drops duplicates by the envelope id.
@@ -25,6 +31,7 @@ single gateway; meshes with more use RabbitMQ (``[events] rabbitmq_url``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +42,7 @@ from shared.discovery import RegistryError, ServiceRegistry
 from shared.events.bus import BufferedEventBus
 from shared.events.envelope import Event
 from shared.events.schema import EventCatalog
-from shared.rpc import BAD_REQUEST, JsonRpcClient, RpcError
+from shared.rpc import JsonRpcClient
 
 log = structlog.get_logger(__name__)
 
@@ -81,16 +88,19 @@ class ForwardingEventBus(BufferedEventBus):
         gateway_service: str = "gateway",
         token: str | None = None,
         timeout: float = 2.0,
+        max_in_flight: int = 64,
         **kwargs: Any,
     ) -> None:
-        super().__init__(catalog, **kwargs)
+        super().__init__(catalog, max_in_flight=max_in_flight, **kwargs)
         self.discovery = discovery
         self.gateway_service = gateway_service
         self.token = token
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._client: JsonRpcClient | None = None
+        self._pending: list[tuple[Event, asyncio.Future[None]]] = []
         self.target: str | None = None  # the gateway MI URL in use
+        self.rejected = 0  # events the gateway refused (logged, not retried)
 
     async def _prepare(self) -> None:
         if self._client is not None:
@@ -109,19 +119,43 @@ class ForwardingEventBus(BufferedEventBus):
             self.target, token=self.token, timeout=self.timeout, session=self._session)
 
     async def _deliver(self, event: Event) -> None:
-        await self._prepare()
-        assert self._client is not None
+        # The drain loop starts the _deliver of a whole batch (up to max_in_flight events,
+        # in buffer order) in one loop iteration; the first schedules one send for all of
+        # them, so a batch is one JSON-RPC call, and the gateway takes it in order.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((event, done))
+        if len(self._pending) == 1:
+            loop.call_soon(lambda: loop.create_task(self._send_pending()))
+        await done
+
+    async def _send_pending(self) -> None:
+        batch, self._pending = self._pending, []
         try:
-            await self._client.call(INGEST_METHOD, {"events": [event_to_wire(event)]})
-        except RpcError as exc:
-            if exc.code != BAD_REQUEST:
-                raise  # e.g. not a gateway (-32601): retry, re-reading discovery
-            # The gateway refuses this very event (e.g. its contracts differ): sending it
-            # again would wedge the buffer behind it, so it is logged and let go.
-            log.warning("event_rejected_by_gateway", event_name=event.name,
-                        error=str(exc.data or exc.message))
-        # Any other failure (RpcTransportError, discovery) fails the attempt: the event
-        # stays buffered and the next attempt re-reads discovery.
+            await self._prepare()
+            assert self._client is not None
+            answer = await self._client.call(
+                INGEST_METHOD, {"events": [event_to_wire(e) for e, _ in batch]})
+        except Exception as exc:
+            # Discovery, transport or a refusal of the call itself: every event of the
+            # batch stays buffered and the next attempt re-reads discovery.
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        refused = answer.get("refused", []) if isinstance(answer, dict) else []
+        for item in refused if isinstance(refused, list) else []:
+            # The gateway refuses this very event (e.g. its contracts differ): sending
+            # it again would wedge the buffer behind it, so it is logged and let go.
+            index = item.get("index") if isinstance(item, dict) else None
+            name = batch[index][0].name if isinstance(index, int) and \
+                0 <= index < len(batch) else "?"
+            self.rejected += 1
+            log.warning("event_rejected_by_gateway", event_name=name,
+                        error=str(item.get("error") if isinstance(item, dict) else item))
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
 
     async def _reset_backend(self) -> None:
         self._client = None

@@ -77,22 +77,27 @@ async def test_ingest_drops_duplicates_and_refuses_bad_input(tmp_path: Path) -> 
         wire = {"id": "ev-1", "event": EVENT, "time": 1.0, "service": "registrar",
                 "node": "reg-1", "params": {"aor": "dup@example.com"}}
         for _ in range(2):  # an at-least-once resend
-            assert await internal.call(INGEST_METHOD, {"events": [wire]}) == {"accepted": 1}
+            assert await internal.call(INGEST_METHOD, {"events": [wire]}) == {
+                "accepted": 1, "refused": []}
         wire2 = dict(wire, id="ev-2", params={"aor": "next@example.com"})
         await internal.call(INGEST_METHOD, {"events": [wire2]})
         assert (await sub.next())["params"]["aor"] == "dup@example.com"
         assert (await sub.next())["params"]["aor"] == "next@example.com"
         assert sub.queue.empty()
-        bad = [
-            ({"events": "nope"}, "events must be an array"),
-            ({"events": [dict(wire, event="E_NOPE")]}, "unknown event"),
-            ({"events": [dict(wire, params={"aor": 7})]}, "aor"),
-            ({"events": [dict(wire, time="noon")]}, "time must be a number"),
-        ]
-        for params, text in bad:
-            with pytest.raises(RpcError) as err:
-                await internal.call(INGEST_METHOD, params)
-            assert err.value.code == 400 and text in str(err.value.data)
+        with pytest.raises(RpcError) as err:
+            await internal.call(INGEST_METHOD, {"events": "nope"})
+        assert err.value.code == 400 and "events must be an array" in str(err.value.data)
+        # Bad events are refused one by one; the good ones in the same call go through.
+        bad = [dict(wire, id="b1", event="E_NOPE"), dict(wire, id="b2", params={"aor": 7}),
+               dict(wire, id="b3", time="noon"), "junk",
+               dict(wire, id="ok", params={"aor": "good@example.com"})]
+        answer = await internal.call(INGEST_METHOD, {"events": bad})
+        assert answer["accepted"] == 1
+        errors = {r["index"]: r["error"] for r in answer["refused"]}
+        assert set(errors) == {0, 1, 2, 3}
+        assert "unknown event" in errors[0] and "aor" in errors[1]
+        assert "time must be a number" in errors[2] and "JSON object" in errors[3]
+        assert (await sub.next())["params"]["aor"] == "good@example.com"
         # Internal: not offered on the public endpoint.
         with pytest.raises(RpcError) as err:
             await public.call(INGEST_METHOD, {"events": [wire]})
@@ -129,6 +134,7 @@ async def test_a_refused_event_does_not_wedge_the_buffer(tmp_path: Path) -> None
         assert await bus.flush(10)
         assert (await sub.next())["params"]["aor"] == "after@example.com"
         assert sub.queue.empty()
+        assert bus.rejected == 1 and bus.stats.dropped == 0
     finally:
         await client.close()
         sub.close()
