@@ -87,6 +87,7 @@ def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
 
 _KEY_OF_BYTES, _KEY_OF_STR = _build_key_tables()
 _new_cseq = tuple.__new__  # CSeq is a NamedTuple: skip its Python-level __new__
+_new_object = object.__new__
 
 
 def _key(name: str) -> str:
@@ -788,10 +789,10 @@ def parse_message(data: bytes) -> Request | Response:
             len(parts) == 3
             and parts[2] == b"SIP/2.0"
             and parts[0].isalpha()
-            and parts[1][:1] != b"<"
             and b":" in parts[1]
+            and parts[1][0] != 60  # "<"
         ):
-            req = object.__new__(Request)
+            req = _new_object(Request)
             req.method = parts[0].decode()
             req._uri = parts[1].decode(_ENC, _ERR)
         else:
