@@ -179,7 +179,7 @@ class ClusterNode:
         self._donors: set[asyncio.Task[None]] = set()
         self._dirty = True
         self._last_flood = -1e18
-        self._flood_seen: dict[int, tuple[int, int]] = {}
+        self._grace_over = False
         self.port = 0
 
     # -- services' API -------------------------------------------------------------------
@@ -605,8 +605,9 @@ class ClusterNode:
         # A starting node knows nobody yet: it takes no tag before it had the time to find
         # the holder (one ping round plus every retry), else it would be active alone.
         c = self.config
-        grace = c.ping_interval + c.ping_timeout * (c.ping_retries + 1)
-        self.shtags.on_view(view, self.enabled and now - self.started_at >= grace)
+        if now - self.started_at >= c.ping_interval + c.ping_timeout * (c.ping_retries + 1):
+            self._grace_over = True
+        self.shtags.on_view(view, self.enabled and self._grace_over)
 
     def _poll_sync(self, cap: Capability, now: float) -> None:
         if not self.enabled:
@@ -729,6 +730,12 @@ class ClusterNode:
             self.log.exception("cluster_mi_failed", cmd=cmd)
 
     # -- sharing tags ----------------------------------------------------------------------
+    async def shtag_set_active(self, tag: str) -> None:
+        """``clusterer_shtag_set_active``: this node takes ``tag`` (KeyError if unknown)."""
+        self._grace_over = True  # an operator's decision needs no start-up grace
+        await self.shtags.set_active(tag)
+        self._dirty = True
+
     def _send_yield(self, holder: int, tag: str) -> None:
         self._route(pb.Packet(src=self.id, dst=holder, ttl=MAX_HOPS,
                               yield_tag=pb.ShtagYield(tag=tag, to_node=self.id)))

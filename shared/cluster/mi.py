@@ -115,7 +115,7 @@ def register_mi(runtime: Any, node: ClusterNode) -> None:
         cluster(c)
         if name not in node.shtags.tags:
             raise MiError(NOT_FOUND, "Sharing tag not found")
-        await node.shtags.set_active(name)
+        await node.shtag_set_active(name)
         return "OK"
 
     @runtime.command("clusterer_list_shtags", doc="the sharing tags of this node")

@@ -1,0 +1,169 @@
+"""Two engines in one process, each inside a real ServiceRuntime with an embedded EventBus:
+every clusterer MI answer matches its JSON Schema (contracts/mi), bad input gets a clear
+error, and the two clusterer events are published with their contract's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from shared.cluster import ClusterConfig, ClusterNode, register_mi, run_local_mi
+from shared.discovery.memory import MemoryRegistry
+from shared.events.bus import EmbeddedEventBus
+from shared.events.schema import EventCatalog
+from shared.service import RuntimeConfig, ServiceRuntime
+
+MI = Path(__file__).resolve().parents[2] / "contracts" / "mi"
+BASE = ClusterConfig(ping_interval=0.1, ping_timeout=0.2, ping_retries=2, node_timeout=0.5,
+                     seed_fallback_interval=0.2, secret="s", members="1-3",
+                     sharing_tags=("vip/1=backup",), test_hooks=True)
+
+
+@dataclasses.dataclass
+class Member:
+    node: ClusterNode
+    runtime: ServiceRuntime
+    bus: EmbeddedEventBus
+    events: list[tuple[str, dict[str, Any]]]
+    data: dict[bytes, bytes]
+
+    async def mi(self, method: str, params: Any = None) -> Any:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            body["params"] = params
+        answer = json.loads(await self.runtime.mi.dispatch(json.dumps(body)))
+        if "error" in answer:
+            raise LookupError(answer["error"])
+        return answer["result"]
+
+
+async def member(node_id: int, **cfg: Any) -> Member:
+    config = dataclasses.replace(BASE, node_id=node_id, **cfg)
+    runtime = ServiceRuntime(f"cl-{node_id}", config=RuntimeConfig(), registry=MemoryRegistry())
+    bus = EmbeddedEventBus(EventCatalog.load(), service="cl", node=str(node_id), strict=True)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    async def listen(event: Any) -> None:
+        events.append((event.name, dict(event.params)))
+
+    bus.add_listener(listen)
+    data: dict[bytes, bytes] = {}
+    node = ClusterNode(config, events=bus,
+                       mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+    node.register_capability(
+        "kv", produce=lambda: [k + b"\0" + v for k, v in data.items()],
+        apply_sync=lambda recs: data.update(r.split(b"\0", 1) for r in recs),  # type: ignore[misc]
+        apply_update=lambda src, p: data.update([p.split(b"\0", 1)]))  # type: ignore[list-item]
+    register_mi(runtime, node)
+
+    @runtime.command("put", (("key", "value"),))
+    async def put(key: str, value: str) -> Any:
+        data[key.encode()] = value.encode()
+        return "OK"
+
+    await bus.start()
+    await node.start()
+    await runtime.start()
+    return Member(node, runtime, bus, events, data)
+
+
+async def wait_for(cond: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Member, Member]]:
+    a = await member(1, seed=True)
+    b = await member(2, seeds=(f"1@{a.node.url}",))
+    try:
+        await wait_for(lambda: a.node.reachable == {2} and b.node.reachable == {1})
+        yield a, b
+    finally:
+        for m in (b, a):
+            await m.runtime.stop()
+            await m.node.stop()
+            await m.bus.close(1.0)
+
+
+def schema(name: str) -> dict[str, Any]:
+    return dict(json.loads((MI / f"{name}.json").read_text()))
+
+
+CALLS: dict[str, list[Any]] = {
+    "clusterer_list": [None, []],
+    "clusterer_list_topology": [None],
+    "clusterer_list_cap": [None],
+    "clusterer_list_sync": [None],
+    "clusterer_list_shtags": [None],
+    "clusterer_set_status": [{"cluster_id": 1, "status": 1}, [1, "1"]],
+    "clusterer_shtag_set_active": [{"tag": "vip/1"}],
+    "cluster_send_mi": [[1, 2, "put", '["a", "1"]'],
+                        {"cluster_id": 1, "node_id": 2, "cmd_name": "put",
+                         "cmd_params": {"key": "b", "value": "2"}}],
+    "cluster_broadcast_mi": [[1, "put", ["c", "3"]]],
+}
+
+
+async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> None:
+    a, b = pair
+    await wait_for(lambda: a.node.capabilities["kv"].machine.synced and
+                   b.node.capabilities["kv"].machine.synced)
+    for name, calls in CALLS.items():
+        doc = schema(name)
+        for params in calls:
+            jsonschema.validate(params, doc["params"])
+            jsonschema.validate(await a.mi(name, params), doc["result"])
+    # The remote MI commands ran on node 2 (and the broadcast on node 1 too).
+    await wait_for(lambda: b.data.get(b"a") == b"1" and b.data.get(b"b") == b"2"
+                   and b.data.get(b"c") == b"3" and a.data.get(b"c") == b"3")
+    nodes = (await a.mi("clusterer_list"))["Clusters"][0]["Nodes"]
+    assert [(n["node_id"], n["link_state"], n["next_hop"]) for n in nodes] == [(2, "Up", 2)]
+    assert await a.mi("clusterer_list_shtags") == [{"Tag": "vip", "Cluster": 1,
+                                                    "State": "active"}]
+    await wait_for(lambda: not b.node.shtags.is_active("vip"))
+
+
+@pytest.mark.parametrize(("method", "params", "code"), [
+    ("clusterer_set_status", [1, 5], 400),
+    ("clusterer_set_status", [9, 0], 404),
+    ("clusterer_set_status", ["x", 0], 400),
+    ("clusterer_shtag_set_active", ["nope/1"], 404),
+    ("clusterer_shtag_set_active", ["vip"], 400),
+    ("cluster_send_mi", [1, 3, "uptime"], 404),
+    ("cluster_send_mi", [1, 1, "uptime"], 400),
+    ("cluster_send_mi", [1], -32602),
+])
+async def test_bad_input_gets_a_clear_error(pair: tuple[Member, Member], method: str,
+                                            params: Any, code: int) -> None:
+    a, _ = pair
+    with pytest.raises(LookupError) as info:
+        await a.mi(method, params)
+    assert info.value.args[0]["code"] == code
+
+
+async def test_events_on_node_down_and_tag_takeover(pair: tuple[Member, Member]) -> None:
+    a, b = pair
+    await wait_for(lambda: a.node.shtags.is_active("vip"))
+    assert ("E_CLUSTERER_NODE_STATE_CHANGED",
+            {"cluster_id": 1, "node_id": 2, "new_state": 1}) in a.events
+    await a.mi("clusterer_set_status", [1, 0])
+    await wait_for(lambda: b.node.shtags.is_active("vip") and not b.node.reachable)
+    await wait_for(lambda: ("E_CLUSTERER_NODE_STATE_CHANGED",
+                            {"cluster_id": 1, "node_id": 1, "new_state": 0}) in b.events)
+    changed = [p for n, p in b.events if n == "E_CLUSTERER_SHARING_TAG_CHANGED"]
+    assert changed[-1] == {"name": "vip", "cluster_id": 1, "node_id": 2, "state": 1,
+                           "reason": "takeover"}
+    assert [p["state"] for n, p in a.events if n == "E_CLUSTERER_SHARING_TAG_CHANGED"] == [1, 0]
+    assert b.node.send("kv", 1, b"x\0y") == -2  # unreachable
+    assert a.node.send("kv", 2, b"x\0y") == -1  # disabled
