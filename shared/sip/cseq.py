@@ -2,7 +2,7 @@
 
 The number is a 32-bit unsigned integer (RFC 3261 §8.1.1.5: "MUST be expressible as a 32-bit
 unsigned integer"); a larger one, or a method differing from the request's, is a 400 (RFC 4475
-§3.1.2.4 and §3.1.2.16).
+§3.1.2.4 and §3.1.2.17-18).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ LIST_HEADERS: Final[frozenset[str]] = frozenset(
     }
 )
 
-# Headers that may appear once only (RFC 3261 §20; RFC 4475 §3.1.2.13 "multi01").
+# Headers that may appear once only (RFC 3261 §20; RFC 4475 §3.1.4.8 "multi01").
 SINGLE_VALUE_HEADERS: Final[frozenset[str]] = frozenset(
     {"call-id", "to", "from", "cseq", "max-forwards"}
 )

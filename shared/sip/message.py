@@ -6,13 +6,17 @@ How it works (RFC 3261 §7, §18.3, §20):
   at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
   above (folding, RFC 3261 §7.3.1): they are unfolded into the value but the raw bytes are
   kept, so an untouched header serializes byte for byte, folding and odd spacing included.
-* Each header is stored as a tuple `(key, raw_line, value)` in wire order; `key` is the
-  lower-case canonical name (compact forms expanded), `value` the unfolded, stripped bytes.
-  An index maps each key to its tuples. No regular expression is involved.
+* Headers are two parallel lists in wire order: `_keys` (lower-case canonical names, compact
+  forms expanded) and `_lines` (the raw bytes of each line, folds included). Lookups are
+  `list.index`/`list.count` in C; a value is cut from its raw line when read. One list
+  comprehension maps every name to its key; a line it cannot map (folding, odd spacing,
+  unknown names) sends the block through a careful pass. No regular expression is involved.
 * Only what routing needs is interpreted eagerly: the start line, Call-ID, CSeq, the From and
-  To tags, Max-Forwards, Content-Length, and the presence of Via. Everything else (Via
-  values, the Request-URI, Contact, Route, ...) is parsed on demand and cached. `validate()`
-  parses everything this package models, for a linter or a strict element.
+  To tags, Max-Forwards, Content-Length, and the presence of Via (RFC 4475's eager defects:
+  missing or repeated single-value headers, unterminated quotes in From/To, CSeq range and
+  method, Content-Length). Everything else (Via values, the Request-URI, Contact, Route,
+  ...) is parsed on demand (Vias and the Request-URI are cached). `validate()` parses
+  everything this package models, for a linter or a strict element.
 * Defects raise `SipParseError` carrying RFC 3261's answer: 400 for a malformed request, 505
   for another SIP version, "drop" (status None) for any malformed response (a response is
   never answered, RFC 3261 §18.1.2).
@@ -56,7 +60,7 @@ _EAGER: Final = SINGLE_VALUE_HEADERS
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
 # What `validate` parses, by header key.
-_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING = range(5)
+_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE = range(6)
 _TYPED: Final[dict[str, int]] = {
     "via": _T_VIA,
     "from": _T_ADDR,
@@ -68,6 +72,7 @@ _TYPED: Final[dict[str, int]] = {
     "min-expires": _T_DELTA,
     "retry-after": _T_DELTA,
     "warning": _T_WARNING,
+    "date": _T_DATE,
 }
 
 
@@ -378,6 +383,10 @@ class Message:
                 if not _is_delta_seconds(number):
                     # RFC 3261 §20.19: delta-seconds beyond 2^32-1 (RFC 4475 §3.1.2.4).
                     raise bad_request(f"invalid {canonical_of_key(key)} value {value[:40]!r}")
+            elif kind == _T_DATE:
+                # RFC 3261 §20.17: the time zone is always "GMT" (RFC 4475 §3.1.2.12).
+                if not value.endswith(" GMT"):
+                    raise bad_request(f"Date not in GMT: {value[:40]!r}")
             else:  # Warning: warn-code is 3DIGIT (RFC 3261 §20.43, RFC 4475 §3.1.2.5)
                 for warning in split_top_level(value, ",", "Warning"):
                     code = warning.split(" ", 1)[0]
@@ -990,7 +999,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
 
 def _missing_or_several(keys: list[str]) -> None:
     # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
-    # single-value header too (RFC 4475 §3.1.2.13 "multi01").
+    # single-value header too (RFC 4475 §3.1.4.8 "multi01").
     for key in _MANDATORY:
         n = keys.count(key)
         if n == 0:

@@ -14,7 +14,7 @@ Fields are kept as written (escapes included) so `str(uri)` reproduces the text;
 the userinfo case-sensitively, host/scheme/parameters case-insensitively, applies the
 parameter rules (user, ttl, method, maddr, transport must match when present in either) and
 requires equal header components. IPv6 hosts compare as addresses, so `[2001:db8::9:1]`
-equals `[2001:db8::9:01]` (RFC 5118 §4.2).
+equals `[2001:db8::9:01]` (text differs, the address does not).
 
 Any other scheme (`urn:`, `http:`, ...) is kept as an opaque URI, never rejected (RFC 3261
 §8.2.2.1 leaves the 416 decision to the element that must route on it).

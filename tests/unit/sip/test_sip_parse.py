@@ -153,7 +153,7 @@ def test_empty_reason_phrase() -> None:
 
 
 def test_unknown_and_novel_uri_schemes_are_kept() -> None:
-    msg = parse_message(fixture("valid/unksm.sip"))
+    msg = parse_message(fixture("valid/unkscm.sip"))
     assert isinstance(msg, Request)
     assert msg.parsed_uri.scheme == "nobodyknowsthisscheme"
     assert msg.parsed_uri.opaque == "totallyopaquecontent"
@@ -351,7 +351,8 @@ INVALID = {
     "status-700": (None, "outside 100-699"),
     "insuf": (400, "missing Call-ID"),
     "multi01": (400, "several values in single-value header"),
-    "cl-conflict": (400, "conflicting Content-Length"),
+    "cl-conflict": (400, "conflicting Content-Length"),  # RFC 4475 §3.1.4.9 "mcl01"
+    "baddate": (400, "Date not in GMT"),
     "ipv6-bad": (400, "IPv6 address without brackets"),
     "cseq-range": (400, "out of range"),
 }
@@ -503,3 +504,23 @@ def test_header_folded_over_many_lines_is_joined_in_linear_time() -> None:
     msg = parse_message(data)
     assert msg.get("X-Long") == "a" + " b" * 30000
     assert msg.serialize() == data  # the folds are kept byte for byte
+
+
+def test_max_forwards_zero_parses() -> None:
+    # RFC 4475 §3.1.4.11: answering it (483 or an OPTIONS reply) is the element's business.
+    assert parse_message(fixture("valid/zeromf.sip")).max_forwards == 0
+
+
+def test_rfc2543_syntax_is_accepted() -> None:
+    # RFC 4475 §3.2.1: no branch, addr-spec To with user=phone.
+    msg = parse_message(fixture("valid/inv2543.sip"))
+    assert msg.top_via.branch is None
+    assert msg.to_addr.params == {"user": "phone"}  # header parameter in addr-spec form
+    assert msg.record_routes[0].uri.params["maddr"] == "ss1.example.com"
+
+
+def test_contact_addr_spec_parameters_belong_to_the_header() -> None:
+    # RFC 4475 §3.1.4.12 "cparam01": ";unknownparam" is a contact parameter, not a URI one.
+    contact = parse_message(fixture("valid/cparam01.sip")).contacts[0]
+    assert contact.uri.params == {}
+    assert contact.params == {"unknownparam": None}

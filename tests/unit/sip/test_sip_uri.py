@@ -36,7 +36,7 @@ EQUIVALENT = [
         "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
         "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
     ),
-    # RFC 5118 §4.2: IPv6 references compare as addresses.
+    # IPv6 references (RFC 5118) compare as addresses, not as text.
     ("sip:[2001:db8::9:1]", "sip:[2001:db8::9:01]"),
     ("sip:[2001:db8::10]:5070", "sip:[2001:db8:0:0:0:0:0:10]:5070"),
     ("tel:+1-201-555-0123", "tel:+1.201.555.0123"),
