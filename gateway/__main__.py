@@ -10,6 +10,7 @@ from gateway.app import serve
 from gateway.config import GatewayConfig
 from shared.config import ConfigError, load_section
 from shared.discovery import DiscoveryConfig
+from shared.events.config import EventsConfig
 from shared.service import configure_logging, run_service
 
 
@@ -17,12 +18,13 @@ def main() -> int:
     try:
         cfg = load_section(GatewayConfig, "gateway")
         discovery = load_section(DiscoveryConfig, "discovery")
+        events = load_section(EventsConfig, "events")
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging("gateway", level=cfg.log_level, json=cfg.log_json)
     try:
-        run_service(lambda: serve(cfg, discovery))
+        run_service(lambda: serve(cfg, discovery, events=events))
     except (RuntimeError, OSError) as exc:
         structlog.get_logger("gateway").error("gateway_failed", error=str(exc))
         return 2

@@ -42,6 +42,6 @@ def build_gateway(
 
 
 async def serve(cfg: GatewayConfig, discovery: DiscoveryConfig,
-                stop: asyncio.Event | None = None) -> None:
-    runtime, _ = build_gateway(cfg, discovery)
+                stop: asyncio.Event | None = None, events: EventsConfig | None = None) -> None:
+    runtime, _ = build_gateway(cfg, discovery, events)
     await runtime.serve(stop)

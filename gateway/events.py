@@ -83,8 +83,9 @@ class GatewayEvents:
     def __init__(self, runtime: ServiceRuntime, cfg: EventsConfig) -> None:
         self.rt = runtime
         self.cfg = cfg
+        self.location = cfg.store_location()
         self.manager = SubscriptionManager(
-            runtime.events.catalog, open_store(cfg.store_location()),
+            runtime.events.catalog, open_store(self.location),
             deliverer=SocketDeliverer(timeout=cfg.subscriber_timeout))
         self.feed = EventFeed(self.manager)
         self.consumer: RabbitMQEventConsumer | None = None
@@ -112,7 +113,11 @@ class GatewayEvents:
             dispatcher.add(command)
 
     async def start(self) -> None:
-        await self.manager.start()
+        try:
+            await self.manager.start()
+        except Exception as exc:  # sqlite3/asyncpg errors: one clear line, no traceback
+            raise RuntimeError(
+                f"event subscription store {self.location!r} unusable: {exc}") from exc
         self._purger = asyncio.create_task(self.manager.purge_forever(self.cfg.purge_interval))
         if self.consumer is not None:
             await self.consumer.start()

@@ -21,6 +21,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from shared.config import ConfigError
 from shared.events.rabbitmq import DEFAULT_EXCHANGE
 
 
@@ -41,6 +42,18 @@ class EventsConfig:
     forward_timeout: float = 2.0
     # core events
     exec_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < 1:
+            raise ConfigError(f"[events].buffer_size must be at least 1, not {self.buffer_size}")
+        if self.exec_threshold < 0:
+            raise ConfigError("[events].exec_threshold must be >= 0 (microseconds; 0 = off)")
+        for name in ("subscriber_timeout", "purge_interval", "forward_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"[events].{name} must be a positive number of seconds")
+        if self.rabbitmq_url and not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"[events].rabbitmq_url must be an amqp:// URL, not "
+                              f"{self.rabbitmq_url!r}")
 
     @property
     def rabbitmq(self) -> bool:

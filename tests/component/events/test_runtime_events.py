@@ -1,0 +1,125 @@
+"""What the runtime gives every service for events and load (real HTTP, real registry,
+real PostgreSQL): the bus picked by ``[events]``, E_CORE_THRESHOLD on slow MI requests,
+``events:`` statistics, SIP-only ``load``, and the gateway's store choice."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gateway.app import build_gateway
+from gateway.config import GatewayConfig
+from shared.config import ConfigError, load_section
+from shared.discovery import DiscoveryConfig
+from shared.discovery.embedded import RegistryServer
+from shared.events.bus import EmbeddedEventBus
+from shared.events.config import EventsConfig
+from shared.events.forward import ForwardingEventBus
+from shared.events.rabbitmq import RabbitMQEventBus
+from shared.events.schema import EventValidationError
+from shared.rpc import JsonRpcClient
+from shared.service import ServiceRuntime
+from shared.stats.registry import UnknownStatisticError
+from tests.integration.mesh_events.meshkit import UdpSubscriber
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+DISC = DiscoveryConfig(url="http://127.0.0.1:9", ttl=5)
+
+
+def test_the_bus_follows_the_events_section() -> None:
+    assert isinstance(ServiceRuntime("a", discovery=DISC, events=EventsConfig()).events,
+                      ForwardingEventBus)
+    rmq = ServiceRuntime("b", discovery=DISC, events=EventsConfig(
+        rabbitmq_url="amqp://guest:guest@127.0.0.1:5672/", exchange="x.y"))
+    assert isinstance(rmq.events, RabbitMQEventBus) and rmq.events.exchange_name == "x.y"
+    local = ServiceRuntime("c", discovery=DISC, events=EventsConfig(), local_events=True)
+    assert isinstance(local.events, EmbeddedEventBus)
+    assert local.events.service == "c" and local.events.node == local.instance_id
+    strict = ServiceRuntime("d", discovery=DISC, events=EventsConfig(strict=True))
+    with pytest.raises(EventValidationError):
+        strict.events.publish("E_CORE_THRESHOLD", {"source": "x"})
+
+
+def test_bad_events_settings_are_config_errors() -> None:
+    for env in ({"SIPMESH_EVENTS_BUFFER_SIZE": "0"}, {"SIPMESH_EVENTS_EXEC_THRESHOLD": "-1"},
+                {"SIPMESH_EVENTS_RABBITMQ_URL": "localhost"},
+                {"SIPMESH_EVENTS_FORWARD_TIMEOUT": "0"}):
+        with pytest.raises(ConfigError):
+            load_section(EventsConfig, "events", environ=env)
+
+
+def test_report_slow_raises_e_core_threshold_over_the_threshold_only() -> None:
+    off = ServiceRuntime("a", discovery=DISC, events=EventsConfig())
+    assert not off.report_slow("msg processing", 10**6, "INVITE sip:x SIP/2.0")
+    rt = ServiceRuntime("b", discovery=DISC, events=EventsConfig(exec_threshold=500,
+                                                                   strict=True))
+    assert not rt.report_slow("msg processing", 500, "at the threshold")
+    assert rt.report_slow("msg processing", 501, "INVITE sip:x SIP/2.0")
+    assert rt.events.buffered == 1
+    snap = rt.stats.get_statistics(["events:"])
+    assert snap["events:raised"] == 1 and snap["events:buffered"] == 1
+
+
+def test_load_names_depend_on_handling_sip() -> None:
+    gw = ServiceRuntime("gw", discovery=DISC, events=EventsConfig(), sip_handling=False)
+    assert "load:load" not in gw.stats.get_statistics(["load:"])
+    assert "load:load-all" in gw.stats.get_statistics(["load:"])
+    with pytest.raises(UnknownStatisticError):
+        gw.stats.get_statistics(["load:load1m"])
+    edge = ServiceRuntime("edge", discovery=DISC, events=EventsConfig())
+    assert "load:load" not in edge.stats.get_statistics(["load:"])
+    edge.meta["sip_udp"] = "sip:127.0.0.1:5060;transport=udp"  # what the edge publishes
+    got = edge.stats.get_statistics(["load:"])
+    assert {"load:load", "load:load1m", "load:load10m", "load:load-proc-0"} <= set(got)
+
+
+async def test_slow_mi_request_raises_the_event_to_the_gateway_subscribers(
+    tmp_path: Path,
+) -> None:
+    """In-process, the gateway's own runtime is timed too: its local MI (what other
+    gateways and the forwarders call) raises E_CORE_THRESHOLD, delivered locally."""
+    registry = RegistryServer()
+    disc = DiscoveryConfig(url=await registry.start(), ttl=10)
+    gw, _ = build_gateway(GatewayConfig(port=0), disc,
+                          EventsConfig(store=str(tmp_path / "s.sqlite"), exec_threshold=1))
+    await gw.start()
+    sub = await UdpSubscriber.open()
+    public, local = JsonRpcClient(f"{gw.base_url}/mi"), JsonRpcClient(gw.mi_url)
+    try:
+        await public.call("event_subscribe", ["E_CORE_THRESHOLD", sub.socket, 60])
+        await local.call("uptime")
+        got = await sub.next()
+        assert got["params"]["source"] == "mi command"
+        assert got["params"]["extra"] == f"uptime on {gw.instance_id}"
+    finally:
+        await public.close()
+        await local.close()
+        sub.close()
+        await gw.stop()
+        await registry.stop()
+
+
+async def test_gateway_keeps_subscriptions_in_postgresql() -> None:
+    sock = f"udp:127.0.0.1:{uuid.uuid4().int % 50000 + 10000}"
+    registry = RegistryServer()
+    disc = DiscoveryConfig(url=await registry.start(), ttl=10)
+    cfg = EventsConfig(store=PG_DSN)
+    try:
+        for step in ("subscribe", "check"):
+            gw, _ = build_gateway(GatewayConfig(port=0), disc, cfg)
+            await gw.start()
+            client = JsonRpcClient(f"{gw.base_url}/mi")
+            try:
+                if step == "subscribe":
+                    await client.call("event_subscribe", ["E_ACC_CDR", sock, 120])
+                else:
+                    got = await client.call("subscribers_list", ["E_ACC_CDR", sock])
+                    assert 100 < got["expire"] <= 120
+                    await client.call("event_subscribe", ["E_ACC_CDR", sock, 0])
+            finally:
+                await client.close()
+                await gw.stop()
+    finally:
+        await registry.stop()
