@@ -99,6 +99,11 @@ class Uri:
         return self.equivalent(other)
 
     def __hash__(self) -> int:
+        # Only fields every equivalent URI shares (parameters may be ignored by `equivalent`).
+        if self.scheme == "tel":
+            return hash(("tel", (self.user or "").translate(_TEL_VISUAL).lower()))
+        if self.opaque is not None:
+            return hash((self.scheme, self.opaque))
         return hash((self.scheme, _unescape(self.user or ""), _host_key(self.host), self.port))
 
     def copy(self) -> Uri:

@@ -186,3 +186,9 @@ def test_bad_via(text: str) -> None:
     with pytest.raises(SipParseError) as caught:
         parse_via(text)
     assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(("a", "b"), EQUIVALENT)
+def test_equivalent_uris_hash_alike(a: str, b: str) -> None:
+    assert hash(parse_uri(a)) == hash(parse_uri(b))
+    assert len({parse_uri(a), parse_uri(b)}) == 1
