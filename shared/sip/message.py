@@ -127,6 +127,20 @@ def _check_value(value: str) -> None:
         raise ValueError("a header value must not contain CR, LF or NUL")
 
 
+def _prevalidate(key: str, value: str) -> None:
+    """Refuse (SipParseError 400) a routing-field value before it replaces a good one."""
+    value = value.strip()
+    if key == "call-id":
+        if not value or "," in value or " " in value or "\t" in value:
+            raise bad_request(f"invalid Call-ID {value[:40]!r}")
+    elif key == "cseq":
+        parse_cseq(value)
+    elif key == "max-forwards":
+        _parse_max_forwards(_enc(value))
+    else:
+        _name_addr_tag(value, canonical_of_key(key))
+
+
 def _name_addr_tag(text: str, what: str) -> str | None:
     """The `tag` header parameter of a From/To value, checking the value's outer syntax.
 
@@ -463,6 +477,8 @@ class Message:
         """
         _check_value(value)
         key = _key(name)
+        if key in _EAGER:
+            _prevalidate(key, value)
         line = _enc(f"{canonical_of_key(key)}: {value}")
         keys = self._keys
         if key in keys:
@@ -480,6 +496,8 @@ class Message:
         """Replace every line of a header by one line (in place of the first one)."""
         _check_value(value)
         key = _key(name)
+        if key in _EAGER:
+            _prevalidate(key, value)
         line = _enc(f"{canonical_of_key(key)}: {value}")
         keys = self._keys
         if key in keys:

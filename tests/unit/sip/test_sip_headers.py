@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sip import CSeq, Request, Response, make_response, parse_message
+from shared.sip import CSeq, Request, Response, SipParseError, make_response, parse_message
 from tests.unit.sip.helpers import fixture, invite
 
 
@@ -205,3 +205,19 @@ def test_header_names_are_canonical_in_the_json_view() -> None:
     data = invite().replace(b"Call-ID", b"call-id").replace(b"CSeq", b"CSEQ")
     names = list(_request(data).headers_by_name())
     assert "Call-ID" in names and "CSeq" in names
+
+
+def test_bad_routing_field_values_are_refused_before_any_change() -> None:
+    msg = _request()
+    before = msg.serialize()
+    for name, value in [
+        ("CSeq", "x INVITE"),
+        ("Max-Forwards", "300"),
+        ("Call-ID", "a b"),
+        ("To", '"unterminated <sip:b@example.com>'),
+        ("From", "<sip:a@x>, <sip:b@x>"),
+    ]:
+        with pytest.raises(SipParseError):
+            msg.set_header(name, value)
+    assert msg.serialize() == before
+    assert msg.cseq == CSeq(314159, "INVITE") and msg.max_forwards == 70
