@@ -9,7 +9,9 @@ commands, and the two clusterer events on an embedded EventBus.
 
 Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_get key``, ``kv_count``
 (count and an order-independent checksum), ``kv_fill count size [prefix]`` (local bulk
-load, not replicated), ``kv_index`` (this node's index among the synced nodes),
+load, not replicated), ``kv_burst count size [prefix]`` (stores and replicates that many
+records as fast as the links take them), ``kv_index`` (this node's index among the
+synced nodes),
 ``demo_events`` (the clusterer events raised here). It prints one line when ready::
 
     cluster-demo ready node=1 repl=127.0.0.1:PORT mi=http://127.0.0.1:PORT/mi pid=PID
@@ -23,6 +25,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -157,6 +160,22 @@ async def serve(args: argparse.Namespace) -> None:
             raise MiError(BAD_REQUEST, "count and size must be positive integers")
         fill(count, size, str(prefix))
         return {"count": len(store.data)}
+
+    @runtime.command("kv_burst", (("count", "size"), ("count", "size", "prefix")),
+                     doc="store and replicate count records of size bytes (benchmarks)")
+    async def kv_burst(count: Any, size: Any, prefix: Any = "u") -> Any:
+        if not isinstance(count, int) or not isinstance(size, int) or count < 0 or size < 1:
+            raise MiError(BAD_REQUEST, "count and size must be positive integers")
+        value = b"u" * max(size - 16, 1)
+        started = time.perf_counter()
+        for i in range(count):
+            rec = f"{prefix}{i:012d}".encode() + b"\0" + value
+            store.apply(rec)
+            node.broadcast(CAP, rec)
+            if i % 512 == 511:
+                await node.wait_writable()
+                await asyncio.sleep(0)
+        return {"count": count, "seconds": round(time.perf_counter() - started, 4)}
 
     @runtime.command("kv_index")
     async def kv_index() -> Any:

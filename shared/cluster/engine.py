@@ -160,7 +160,8 @@ class ClusterNode:
         self.views: dict[int, NodeView] = {}
         self.capabilities: dict[str, Capability] = {}
         self.next_hop: dict[int, int] = {}
-        self.reachable: set[int] = set()
+        self.reachable: set[int] = set()  # nodes with a route (over Up links)
+        self.alive: set[int] = set()  # nodes not declared Down (see _recompute)
         self.stats: collections.Counter[str] = collections.Counter()
         if shtags is None:
             if config.shtag_backend == "consul":
@@ -223,6 +224,13 @@ class ClusterNode:
             r = self.send(cap, n, payload)
             result = r if r != SENT else result
         return result
+
+    async def wait_writable(self) -> None:
+        """Waits while any neighbour's send queue is over its high-water mark (a service
+        that sends bursts calls this now and then, as backpressure)."""
+        for peer in list(self.peers.values()):
+            if peer.connected:
+                await peer.writable.wait()
 
     def nodes_having(self, cap: str, *, same_sip_addr: bool | None = None,
                      synced_only: bool = False) -> list[int]:
@@ -591,16 +599,26 @@ class ClusterNode:
             self._poll_sync(cap, now)
 
     def _recompute(self, now: float) -> None:
+        """Routes over Up links; *alive* nodes over links not declared Down.
+
+        A link in Probe after having been Up still counts for liveness: the node is not
+        declared failed (no NODE_STATE_CHANGED, no sharing-tag takeover) before its link
+        is Down, so one late pong does not move a tag. Packets only follow Up links.
+        """
         up = self._up_links()
         self.next_hop = routes(self.id, up, self.views) if self.enabled else {}
-        reachable = set(self.next_hop)
-        for n in sorted(reachable ^ self.reachable):
-            state = 1 if n in reachable else 0
+        self.reachable = set(self.next_hop)
+        live_links = up | {n for n, p in self.peers.items()
+                           if p.link.state is LinkState.PROBE and p.link.was_up
+                           and n not in self.blocked} if self.enabled else set()
+        alive = set(routes(self.id, live_links, self.views)) if self.enabled else set()
+        for n in sorted(alive ^ self.alive):
+            state = 1 if n in alive else 0
             self.log.info("node_state_changed", peer=n, reachable=bool(state))
             self._publish("E_CLUSTERER_NODE_STATE_CHANGED", {
                 "cluster_id": self.cluster_id, "node_id": n, "new_state": state})
-        self.reachable = reachable
-        view = {n: dict(self.views[n].claims) for n in reachable
+        self.alive = alive
+        view = {n: dict(self.views[n].claims) for n in alive
                 if n in self.views and self.views[n].enabled}
         # A starting node knows nobody yet: it takes no tag before it had the time to find
         # the holder (one ping round plus every retry), else it would be active alone.

@@ -71,6 +71,7 @@ class Link:
     next_ping_at: float = 0.0
     changed_at: float = 0.0
     rtt: float | None = None
+    was_up: bool = False  # Up since the last Down: a Probe then still counts as alive
 
     def _apply(self, event: LinkEvent, now: float) -> bool:
         row = TRANSITIONS.get((self.state, event))
@@ -79,6 +80,10 @@ class Link:
         if row[0] is not self.state:
             self.state = row[0]
             self.changed_at = now
+            if self.state is LinkState.UP:
+                self.was_up = True
+            elif self.state is LinkState.DOWN or event is LinkEvent.RESET:
+                self.was_up = False
             return True
         return False
 

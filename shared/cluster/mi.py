@@ -155,8 +155,8 @@ def register_mi(runtime: Any, node: ClusterNode) -> None:
     stats = runtime.stats
     stats.group("clusterer", lambda: {
         "clusterer_nodes": len(set(node.peers) | set(node.views)),
-        "clusterer_nodes_up": len(node.reachable),
-        "clusterer_nodes_down": len((set(node.peers) | set(node.views)) - node.reachable),
+        "clusterer_nodes_up": len(node.alive),
+        "clusterer_nodes_down": len((set(node.peers) | set(node.views)) - node.alive),
         "relayed": node.stats["relayed"], "sent": node.stats["sent"],
         "received": node.stats["received"], "auth_refused": node.stats["auth_refused"],
     })

@@ -77,3 +77,15 @@ def test_send_failure_probes_without_waiting_for_the_timeout() -> None:
 
 def test_every_transition_is_documented() -> None:
     assert all(why for _, why in TRANSITIONS.values())
+
+
+def test_a_probe_after_up_still_counts_alive_until_down() -> None:
+    link = Link(LinkTimers(ping_interval=4, ping_timeout=1, ping_retries=1, node_timeout=60))
+    assert not link.was_up  # never answered: not alive
+    seq, _ = link.poll(0.0)
+    link.on_pong(seq or 0, 0.1)
+    link.poll(4.0)
+    link.poll(5.0)
+    assert link.state is LinkState.PROBE and link.was_up
+    link.poll(6.0)
+    assert link.state is LinkState.DOWN and not link.was_up
