@@ -2,7 +2,8 @@
 
 RFC 3261 §8.2.6.2: the response copies every Via (in order), From, To, Call-ID and CSeq of
 the request; a To tag is added when the request's To has none (a UAS answering outside a
-dialog, §8.2.6.2 "MUST add a tag" except for 100 Trying). The copied lines are the request's
+dialog, §8.2.6.2 "MUST add a tag" except for 100 Trying); a 100 also copies Timestamp
+(§8.2.6.1). The copied lines are the request's
 raw bytes, so what the client sent comes back byte for byte (RFC 3261 §17.1.3 matches on the
 top Via branch; §8.1.3.3 on Call-ID/tags).
 """
@@ -38,7 +39,8 @@ def make_response(
     src_keys = request._keys
     src_lines = request._lines
     add_tag = to_tag is not None and request.to_tag is None
-    for key in _COPIED:
+    # §8.2.6.1: a 100 (Trying) copies the request's Timestamp too.
+    for key in _COPIED if status != 100 else (*_COPIED, "timestamp"):
         for i, k in enumerate(src_keys):
             if k == key:
                 line = src_lines[i]

@@ -221,3 +221,9 @@ def test_bad_routing_field_values_are_refused_before_any_change() -> None:
             msg.set_header(name, value)
     assert msg.serialize() == before
     assert msg.cseq == CSeq(314159, "INVITE") and msg.max_forwards == 70
+
+
+def test_100_trying_copies_timestamp() -> None:
+    req = _request(invite(Timestamp="54"))
+    assert make_response(req, 100).get("Timestamp") == "54"
+    assert make_response(req, 180).get("Timestamp") is None
