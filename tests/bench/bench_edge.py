@@ -39,6 +39,9 @@ RATES = [200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 400
          5000, 6000, 7000, 8000, 10000]
 MAX_FAILED = 0.001
 BUFF = ["-buff_size", "1048576"]
+# One UDP socket per call (sipp -t un): with several workers on one SO_REUSEPORT port the
+# kernel spreads datagrams by source address, so a single-socket UAC would feed one worker.
+UAC_TRANSPORT = ["-t", "un", "-max_socket", "10000"]
 
 
 def free_port() -> int:
@@ -147,7 +150,7 @@ def run_step(proxy: Proxy, uas_port: int, rate: int, step: float, workdir: Path
     stat = workdir / f"stat-{proxy.port}-{rate}.csv"
     cmd = ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()),
            "-rsa", f"127.0.0.1:{proxy.port}", f"127.0.0.1:{uas_port}",
-           "-r", str(rate), "-m", str(calls), "-d", "0", "-nostdin", *BUFF,
+           "-r", str(rate), "-m", str(calls), "-d", "0", "-nostdin", *BUFF, *UAC_TRANSPORT,
            "-timeout", f"{int(step) + 20}s", "-timeout_error",
            "-trace_stat", "-stf", str(stat), "-fd", "1"]
     subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
