@@ -122,10 +122,10 @@ class EdgeApp:
     async def stop(self, drain: float = 2.0) -> None:
         """Stop taking new traffic, let transactions finish (up to `drain` s), close."""
         core = self.core
-        if core is not None and core.transactions and drain > 0:
+        if core is not None and core.pending and drain > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain):
-                    while core.transactions:
+                    while core.pending:
                         await asyncio.sleep(0.05)  # polling a drain, not synchronising a test
         if self._timer is not None:
             self._timer.cancel()

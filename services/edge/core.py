@@ -264,6 +264,14 @@ class ProxyCore:
     def transactions(self) -> int:
         return len(self.layer)
 
+    @property
+    def pending(self) -> int:
+        """Transactions still waiting for a final response (what a graceful stop drains)."""
+        waiting = (State.CALLING, State.TRYING, State.PROCEEDING)
+        layer = self.layer
+        return (sum(1 for t in layer.servers.values() if t.state in waiting)
+                + sum(1 for t in layer.clients.values() if t.state in waiting))
+
     # =========================================================================================
     # malformed input
     def _malformed(self, data: bytes, source: Source, err: SipParseError) -> list[Output]:

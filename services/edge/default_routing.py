@@ -1,8 +1,9 @@
 """The default routing module: never an open relay.
 
 - In-dialog requests that carried our Route (loose routing, §16.4) follow their route set.
-- Requests for a configured local domain go to its static route (`user@domain`, `user` or
-  `domain` key in [edge].static_routes); no route: 404.  (The registrar lookup replaces the
+- Requests for a configured local domain, or for the proxy's own address, go to their
+  static route (`user@domain`, `user` or `domain` key in [edge].static_routes); no route:
+  404.  (The registrar lookup replaces the
   static table once the registrar service exists.)
 - Requests for any other domain are forwarded to their Request-URI only when the source is
   trusted ([edge].trusted, loopback by default); otherwise 403.
@@ -27,7 +28,9 @@ def request_route(request: Request, ctx: RouteContext) -> None:
     if request.method in _DIALOG_CREATING and request.to_tag is None:
         ctx.record_route()
     uri = request.parsed_uri
-    if ctx.is_local(uri):
+    if ctx.is_local(uri) or ctx.is_myself(uri):
+        # The proxy's own addresses count as a local domain: forwarding a request for
+        # sip:bob@<edge> to its Request-URI would only loop back (482).
         user = (uri.user or "").lower()
         host = uri.host.lower()
         routes = ctx.static_routes

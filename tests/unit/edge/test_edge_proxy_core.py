@@ -74,7 +74,11 @@ def test_proxy_require_gives_420_with_unsupported() -> None:
 
 
 def test_loop_back_to_ourselves_is_detected_482() -> None:
-    h = Harness()
+    class ToItself:
+        def request_route(self, request: Request, ctx: RouteContext) -> None:
+            ctx.forward()  # a routing script that sends the request to the proxy again
+
+    h = Harness(ToItself())
     sends = h.feed(invite("sip:bob@127.0.0.1:5060"))  # the next hop is this very proxy
     looped = forwarded(h, sends, port=5060)
     sends = h.feed(looped.serialize(), peer=("127.0.0.1", 5060))
@@ -82,11 +86,16 @@ def test_loop_back_to_ourselves_is_detected_482() -> None:
 
 
 def test_spiral_with_changed_request_uri_is_not_a_loop() -> None:
-    h = Harness(local_domains=("example.com",),
-                static_routes={"bob@example.com": "sip:bob@127.0.0.1:5090"})
-    sends = h.feed(invite("sip:bob@127.0.0.1:5060;x=1"))  # comes back as a new URI
-    again = forwarded(h, sends, port=5060)
-    again.set_uri("sip:bob@example.com")
+    class Spiral:
+        def request_route(self, request: Request, ctx: RouteContext) -> None:
+            if request.parsed_uri.host == "example.com":
+                ctx.forward("sip:bob@127.0.0.1:5090")
+            else:  # rewrite and send through this proxy once more (a spiral, §16.3 step 4)
+                ctx.forward("sip:bob@example.com", next_hop="sip:127.0.0.1:5060")
+
+    h = Harness(Spiral())
+    again = forwarded(h, h.feed(invite("sip:bob@127.0.0.1:5060")), port=5060)
+    assert again.uri == "sip:bob@example.com"
     sends = h.feed(again.serialize(), peer=("127.0.0.1", 5060))
     assert forwarded(h, sends, port=5090).uri == "sip:bob@127.0.0.1:5090"
 
@@ -103,6 +112,14 @@ def test_local_domain_static_route_and_404() -> None:
     assert fwd.uri == "sip:bob@127.0.0.1:5090"
     assert statuses(h.feed(invite("sip:carol@example.com", branch="z9hG4bK2",
                                   call_id="c2"))) == [100, 404]
+
+
+def test_request_for_the_proxy_itself_uses_static_routes_not_a_loop() -> None:
+    h = Harness(static_routes={"bob": "sip:bob@127.0.0.1:5090"})
+    fwd = forwarded(h, h.feed(invite("sip:bob@127.0.0.1:5060")))
+    assert fwd.uri == "sip:bob@127.0.0.1:5090"
+    sends = h.feed(invite("sip:127.0.0.1:5060", method="REGISTER", branch="z9hG4bKr"))
+    assert statuses(sends) == [404]
 
 
 def test_no_routing_decision_gives_503() -> None:
