@@ -960,12 +960,11 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     # commas after the display name; anything else goes through `_tag_of`.
     value = src[index("from")].partition(b":")[2].strip(b" \t")
     i = value.rfind(b";tag=")
-    gt = value.rfind(b">")
+    quotes = value.count(b'"')
     if (
-        i > gt
+        i > value.rfind(b">")
         and b"," not in value
-        and (value[:1] == b"<" or value.count(b'"') == (2 if value[:1] == b'"' else 0))
-        and b"\\" not in value
+        and (quotes == 0 or (quotes == 2 and value[0] == 34 and b"\\" not in value))
     ):
         tag = value[i + 5 :]
         msg._from_tag = tag.decode(_ENC, _ERR) if b";" not in tag else _tag_of(value, "From")
