@@ -3,9 +3,11 @@
 Everything OpenSIPS provisions per node (``current_info``/``neighbor_info``, research §1)
 is here: ids, the replication address peers dial, the SIP address (for the
 EQ/NEQ_SIP_ADDR match rules), priority, the seed flag, and the seeds to join through
-(``"<node_id>@<host>:<port>"``; one is enough, the rest of the cluster is learned from it).
-``members`` lists the node ids allowed in the cluster (``"1-5,9"``); empty admits any node
-that proves the shared ``secret``. Timers keep OpenSIPS' names and defaults.
+(``"<node_id>@<host>:<port>"``; one is enough, the rest of the cluster is learned from it)
+and/or ``discovery_service``, a service whose registered instances announce their node
+(``ClusterNode.meta()`` in the instance metadata). ``members`` lists the node ids allowed
+in the cluster (``"1-5,9"``) besides those found through discovery; empty admits any
+node that proves the shared ``secret``. Timers keep OpenSIPS' names and defaults.
 
 A service loads it with ``load_section(ClusterConfig, "<service>.cluster")`` so each
 service has its own cluster; every field can be set as ``SIPMESH_<SERVICE>_CLUSTER_<FIELD>``.
@@ -35,6 +37,7 @@ class ClusterConfig:
     priority: int = 50
     seed: bool = False
     seeds: tuple[str, ...] = ()
+    discovery_service: str = ""  # also take seeds from this service's instances' meta
     members: str = ""
     secret: str = ""
     description: str = ""
@@ -49,6 +52,7 @@ class ClusterConfig:
     shtag_backend: str = "embedded"  # or "consul"
     consul_addr: str = ""
     shtag_ttl: int = 10
+    shtag_lock_delay: int = 1
     test_hooks: bool = False  # enables the cluster_test_block MI command
 
     def validate(self) -> None:

@@ -140,6 +140,7 @@ class ClusterNode:
         self, config: ClusterConfig, *, events: Any = None, shtags: ShtagBackend | None = None,
         clock: Callable[[], float] = time.monotonic,
         mi_runner: Callable[[str, Any], Awaitable[Any]] | None = None,
+        registry: Any = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -150,6 +151,8 @@ class ClusterNode:
         self.mi_runner = mi_runner
         self.log = structlog.get_logger("cluster").bind(cluster=self.cluster_id, node=self.id)
         self.members = config.member_ids()
+        self.registry = registry  # a ServiceRegistry: seeds and known ids from discovery
+        self.discovered: set[int] = set()
         self.enabled = True
         self.blocked: set[int] = set()
         self.incarnation = int(time.time() * 1000)
@@ -168,6 +171,7 @@ class ClusterNode:
                 shtags = ConsulShtags(
                     config.consul_addr or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500"),
                     self.cluster_id, self.id, config.shtags(), ttl=config.shtag_ttl,
+                    lock_delay=config.shtag_lock_delay,
                     renew_interval=max(config.ping_interval, 0.2))
             else:
                 shtags = EmbeddedShtags(self.id, config.shtags())
@@ -297,6 +301,8 @@ class ClusterNode:
         await self.shtags.start()
         self._recompute(self.clock())
         self._tasks.append(asyncio.create_task(self._timer()))
+        if self.registry is not None and self.config.discovery_service:
+            self._tasks.append(asyncio.create_task(self._discover()))
         self.log.info("cluster_node_started", url=self.url)
 
     async def stop(self) -> None:
@@ -313,7 +319,36 @@ class ClusterNode:
 
     # -- peers and the dialing side ------------------------------------------------------
     def _allowed(self, node_id: int) -> bool:
-        return node_id != self.id and (self.members is None or node_id in self.members)
+        return node_id != self.id and (self.members is None or node_id in self.members
+                                       or node_id in self.discovered)
+
+    def meta(self) -> dict[str, str]:
+        """Discovery metadata announcing this node (``runtime.meta.update(node.meta())``):
+        nodes configured with ``discovery_service`` find their seeds through it."""
+        return {"cluster_id": str(self.cluster_id), "cluster_node_id": str(self.id),
+                "cluster_url": self.url}
+
+    async def _discover(self) -> None:
+        """Seeds from discovery: every passing instance of ``discovery_service`` that
+        announces a node of this cluster is known (admitted) and dialed."""
+        service = self.config.discovery_service
+        while True:
+            try:
+                for inst in await self.registry.healthy(service):
+                    meta = inst.meta
+                    if meta.get("cluster_id") != str(self.cluster_id):
+                        continue
+                    try:
+                        node_id = int(meta.get("cluster_node_id", ""))
+                    except ValueError:
+                        continue
+                    url = meta.get("cluster_url", "")
+                    if node_id != self.id and url:
+                        self.discovered.add(node_id)
+                        self._peer(node_id, url)
+            except Exception as exc:  # registry away: keep the peers we have
+                self.log.warning("cluster_discovery_failed", error=repr(exc))
+            await asyncio.sleep(max(self.config.ping_interval, 1.0))
 
     def _peer(self, node_id: int, url: str) -> Peer | None:
         peer = self.peers.get(node_id)
@@ -423,6 +458,8 @@ class ClusterNode:
             code = (grpc.StatusCode.UNAUTHENTICATED if "secret" in reason
                     else grpc.StatusCode.PERMISSION_DENIED)
             await context.abort(code, reason)
+        if not self.enabled:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "node disabled")
         src = h.node_id
         if h.HasField("info") and h.info.url:
             self._peer(src, h.info.url)

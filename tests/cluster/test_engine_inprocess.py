@@ -167,3 +167,49 @@ async def test_events_on_node_down_and_tag_takeover(pair: tuple[Member, Member])
     assert [p["state"] for n, p in a.events if n == "E_CLUSTERER_SHARING_TAG_CHANGED"] == [1, 0]
     assert b.node.send("kv", 1, b"x\0y") == -2  # unreachable
     assert a.node.send("kv", 2, b"x\0y") == -1  # disabled
+
+
+async def test_seeds_and_admission_from_discovery() -> None:
+    from shared.discovery import Instance
+
+    registry = MemoryRegistry()
+    cfg = dataclasses.replace(BASE, members="", discovery_service="regsvc", sharing_tags=())
+    nodes = [ClusterNode(dataclasses.replace(cfg, node_id=i, members=str(i)), registry=registry)
+             for i in (1, 2)]  # members: only itself -- node 2 is known through discovery
+    try:
+        for n in nodes:
+            await n.start()
+            await registry.register(Instance("regsvc", f"r{n.id}", "127.0.0.1", 1,
+                                             meta=n.meta()), 30)
+        await wait_for(lambda: nodes[0].reachable == {2} and nodes[1].reachable == {1}, 8)
+        assert nodes[0].discovered == {2}
+    finally:
+        for n in nodes:
+            await n.stop()
+
+
+async def test_consul_sharing_tags_through_the_engine() -> None:
+    from shared.discovery.testing.fake_consul import FakeConsul
+
+    consul = FakeConsul()
+    addr = await consul.start()
+    cfg = dataclasses.replace(BASE, shtag_backend="consul", consul_addr=addr,
+                              shtag_lock_delay=0)
+    a = ClusterNode(dataclasses.replace(cfg, node_id=1, seed=True))
+    await a.start()
+    b = ClusterNode(dataclasses.replace(cfg, node_id=2, seeds=(f"1@{a.url}",)))
+    await b.start()
+    try:
+        await wait_for(lambda: a.shtags.is_active("vip") != b.shtags.is_active("vip"), 8)
+        holder, other = (a, b) if a.shtags.is_active("vip") else (b, a)
+        key = consul.kv["sipmesh/cluster/1/shtag/vip"]
+        assert key.session is not None and key.value == str(holder.id).encode()
+        # Forced move: the holder is asked over the cluster to release, then it is taken.
+        await other.shtag_set_active("vip")
+        await wait_for(lambda: other.shtags.is_active("vip") and
+                       not holder.shtags.is_active("vip"), 8)
+        assert consul.kv["sipmesh/cluster/1/shtag/vip"].value == str(other.id).encode()
+    finally:
+        await b.stop()
+        await a.stop()
+        await consul.stop()
