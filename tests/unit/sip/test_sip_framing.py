@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.sip import KeepAlive, SipParseError, StreamFramer, parse_message
 from tests.unit.sip.helpers import fixture, invite
@@ -78,3 +80,26 @@ def test_overlong_content_length_digits_are_fatal_not_a_crash() -> None:
     with pytest.raises(SipParseError) as caught:
         StreamFramer().feed(invite(Content_Length="9" * 5000))
     assert caught.value.stream_fatal and "out of range" in caught.value.detail
+
+
+VALID = [fixture(n) for n in ("valid/wsinv.sip", "valid/mpart01.sip", "valid/unreason.sip")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from([*range(len(VALID)), -1]), min_size=1, max_size=6),
+    st.lists(st.integers(1, 300), min_size=1, max_size=20),
+)
+def test_any_chunking_gives_back_the_same_messages(order: list[int], cuts: list[int]) -> None:
+    # -1 stands for a CRLFCRLF ping between messages.
+    stream = b"".join(VALID[i] if i >= 0 else b"\r\n\r\n" for i in order)
+    expected = [VALID[i] if i >= 0 else KeepAlive(ping=True) for i in order]
+    framer = StreamFramer()
+    out: list[bytes | KeepAlive] = []
+    pos = 0
+    for cut in cuts:
+        out.extend(framer.feed(stream[pos : pos + cut]))
+        pos += cut
+    out.extend(framer.feed(stream[pos:]))
+    assert out == expected
+    assert framer.buffered == 0
