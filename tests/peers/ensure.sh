@@ -7,6 +7,8 @@ need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
+command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
