@@ -840,7 +840,10 @@ class ProxyCore:
         """§18.2.2 (and RFC 3581 §4): where responses to a request from `source` go."""
         itf = source.interface
         if source.reliable:
-            return Destination(itf.transport, source.host, source.port, itf, source.conn)
+            # The connection the request came on; should it be gone, §18.2.2 says to open
+            # one to the source address and the sent-by port.
+            port = sent_by(via)[1] if via is not None else source.port
+            return Destination(itf.transport, source.host, port, itf, source.conn)
         if via is None or via.has_rport:
             return Destination("udp", source.host, source.port, itf)
         _host, port = sent_by(via)
