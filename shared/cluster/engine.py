@@ -125,7 +125,7 @@ def _mac(secret: str, *parts: object) -> bytes:
     return hmac.new(secret.encode(), msg, hashlib.sha256).digest()
 
 
-class _Servicer(pb_grpc.ClusterServicer):  # type: ignore[misc]
+class _Servicer(pb_grpc.ClusterServicer):  # type: ignore[misc,unused-ignore]
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
 
@@ -288,7 +288,8 @@ class ClusterNode:
     async def start(self) -> None:
         host, _, port = self.config.listen.rpartition(":")
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_ClusterServicer_to_server(_Servicer(self), server)
+        pb_grpc.add_ClusterServicer_to_server(  # type: ignore[no-untyped-call,unused-ignore]
+            _Servicer(self), server)
         self.port = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self._server = server
@@ -381,7 +382,8 @@ class ClusterNode:
             reader: asyncio.Task[None] | None = None
             try:
                 async with grpc.aio.insecure_channel(peer.url, options=GRPC_OPTIONS) as ch:
-                    call = pb_grpc.ClusterStub(ch).Link()
+                    stub = pb_grpc.ClusterStub(ch)  # type: ignore[no-untyped-call,unused-ignore]
+                    call = stub.Link()
                     hello, nonce = self._hello()
                     await call.write(hello)
                     answer = await asyncio.wait_for(call.read(), 2 * self.config.ping_timeout + 1)
@@ -828,11 +830,11 @@ def _info_of(v: NodeView) -> pb.NodeInfo:
 
 
 async def _aiter(records: Records) -> AsyncIterator[bytes]:
-    if hasattr(records, "__aiter__"):
-        async for r in records:  # type: ignore[union-attr]
+    if isinstance(records, AsyncIterator):
+        async for r in records:
             yield r
     else:
-        it: Iterator[bytes] = iter(records)  # type: ignore[arg-type]
+        it: Iterator[bytes] = iter(records)
         for i, r in enumerate(it):
             yield r
             if i % 2048 == 2047:

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.cluster.engine import DISABLED, SENT, UNREACHABLE, ClusterNode
 from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError
+from shared.service.runtime import ServiceRuntime
 
 
 def _int(value: Any, name: str) -> int:
@@ -46,7 +47,7 @@ def _params(value: Any) -> Any:
     return value
 
 
-def register_mi(runtime: Any, node: ClusterNode) -> None:
+def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
     """Declares the clusterer MI commands of ``node`` on ``runtime`` (a ServiceRuntime)."""
     cid = node.cluster_id
 
@@ -162,7 +163,7 @@ def register_mi(runtime: Any, node: ClusterNode) -> None:
     })
 
 
-async def run_local_mi(runtime: Any, cmd: str, params: Any) -> Any:
+async def run_local_mi(runtime: ServiceRuntime, cmd: str, params: Any) -> Any:
     """Runs an MI command received over the cluster on this process's dispatcher."""
     request: dict[str, Any] = {"jsonrpc": "2.0", "method": cmd, "id": 1}
     if params not in (None, [], {}):

@@ -128,7 +128,8 @@ class SyncMachine:
         usable = [n for n in sorted(candidates) if candidates[n].synced
                   and self.match.accepts(self.sip_addr, candidates[n].sip_addr)]
         fresh = [n for n in usable if self.failed.get(n, -1e18) + self.failed_donor_hold <= now]
-        return (fresh or usable or [None])[0]
+        pick = fresh or usable
+        return pick[0] if pick else None
 
     def poll(self, now: float, candidates: Mapping[int, Candidate],
              new_sync_id: Callable[[], int]) -> list[Action]:
