@@ -25,7 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -53,6 +53,10 @@ def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
             known_hosts.clear()
         known_hosts[host] = known
     return known
+
+
+def _factory(endpoint: UdpEndpoint) -> Callable[[], UdpEndpoint]:
+    return lambda: endpoint
 
 
 class EdgeApp:
@@ -98,9 +102,9 @@ class EdgeApp:
                     via_port = psock.getsockname()[1]
                     actual = dataclasses.replace(actual, via_port=via_port)
                     private_ep = UdpEndpoint(actual, self._on_message, self._warn)
-                    await loop.create_datagram_endpoint(lambda ep=private_ep: ep, sock=psock)
+                    await loop.create_datagram_endpoint(_factory(private_ep), sock=psock)
                 endpoint = UdpEndpoint(actual, self._on_message, self._warn)
-                await loop.create_datagram_endpoint(lambda ep=endpoint: ep, sock=sock)
+                await loop.create_datagram_endpoint(_factory(endpoint), sock=sock)
                 self.udp[actual] = endpoint
                 if private_ep is not None:
                     self.private[actual] = private_ep
@@ -195,7 +199,7 @@ class EdgeApp:
             self._warn("dns.failed", host=dest.host, error=str(exc))
             self._on_failure(dest)
             return
-        endpoint.send(item.data, infos[0][4][0], dest.port)
+        endpoint.send(item.data, str(infos[0][4][0]), dest.port)
 
     async def _await(self, item: Await) -> None:
         try:

@@ -36,6 +36,17 @@ class EdgeCounters:
         "replies_out", "requests_in", "retransmissions",
     )
 
+    rcv_requests: Value
+    rcv_replies: Value
+    fwd_requests: Value
+    fwd_replies: Value
+    drop_requests: Value
+    drop_replies: Value
+    err_requests: Value
+    bad_URIs_rcvd: Value
+    bad_msg_hdr: Value
+    retransmissions: Value
+
     def __init__(self, make: Callable[[str, str], Value] | None = None) -> None:
         """`make(group, name)` supplies counter objects (default: private ones)."""
         factory = make or (lambda _g, _n: _Value())

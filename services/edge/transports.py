@@ -95,12 +95,13 @@ class TcpConnection(asyncio.Protocol):
         self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
         self.pool._register(self)
         for data in self.pending:
-            self.transport.write(data)
+            transport.write(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
