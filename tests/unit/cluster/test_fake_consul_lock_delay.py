@@ -32,6 +32,7 @@ async def test_lock_delay_after_invalidation_only() -> None:
         fake.tick()
         assert s1 not in fake.sessions
         assert not await c.kv.put("tag", "2", acquire=s2)  # within s1's lock-delay
+        await c.session.renew(s2)
         clock.now += 5
         assert await c.kv.put("tag", "2", acquire=s2)
         assert await c.kv.put("tag", "2", release=s2)
