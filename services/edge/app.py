@@ -355,12 +355,13 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
 
     async def announce() -> None:
         # One stable line on stdout once the sockets are open: tests and `make run` read it.
-        while not app.interfaces:
-            await asyncio.sleep(0.01)
+        while not app.interfaces or not runtime.port:
+            await asyncio.sleep(0.01)  # start-up of this very process, not a test
         started.set()
         first = app.interfaces[0]
-        print(f"edge ready {' '.join(app.listen_lines())} pid {os.getpid()} "
-              f"-- point a phone at sip:{first.host_in_uri}:{first.port}", flush=True)
+        print(f"edge ready {' '.join(app.listen_lines())} http {runtime.base_url} "
+              f"pid {os.getpid()} -- point a phone at sip:{first.host_in_uri}:{first.port}",
+              flush=True)
 
     announcer = asyncio.create_task(announce())
     try:

@@ -88,6 +88,12 @@ class Edge:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http(self) -> str:
+        """Base URL of /metrics, /health and /mi (from the `edge ready` line)."""
+        words = self.lines[0].split()
+        return words[words.index("http") + 1]
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()

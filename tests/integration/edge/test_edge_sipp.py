@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import pytest
 from edge_harness import Edge, Sipp, free_port, summary
 
@@ -90,3 +93,21 @@ def test_parallel_forking_one_answers_other_cancelled(fork_edge: Edge, sipp: Sip
                       service="fork")
     assert result.returncode == 0, summary(result)
     assert ringing.wait(10) == 0, "the second UAS must have been cancelled (200, 487, ACK)"
+
+
+def test_metrics_and_mi_statistics_count_the_traffic(edge: Edge, sipp: Sipp) -> None:
+    uas = free_port()
+    sipp.uas("uas", uas)
+    assert sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=2).returncode == 0
+    with urllib.request.urlopen(f"{edge.http}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'sipmesh_edge_requests_total{method="INVITE"}' in metrics
+    assert "sipmesh_edge_transactions" in metrics
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
+                       "params": {"statistics": ["core:rcv_requests", "core:fwd_requests"]}})
+    req = urllib.request.Request(f"{edge.http}/mi", data=body.encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        stats = json.loads(resp.read())["result"]
+    assert stats["core:rcv_requests"] >= 6  # INVITE, ACK and BYE of each call
+    assert stats["core:fwd_requests"] >= 6
