@@ -909,6 +909,8 @@ class ProxyCore:
     def _is_loop(self, request: Request, loop_hash: str) -> bool:
         """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
         prefix = f"z9hG4bK{loop_hash}."
+        if not any(prefix in value for value in request.get_all("Via")):
+            return False  # cheap text check first: parsing every Via costs more
         for via in request.vias:
             if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
                 return True
