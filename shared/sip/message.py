@@ -821,12 +821,14 @@ def parse_message(data: bytes) -> Request | Response:
         ):
             req = _new_object(Request)
             req.method = parts[0].decode()
-            req._uri = parts[1].decode(_ENC, _ERR)
+            req._uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
         else:
             req = _start_request(start)
         req._parsed_uri = None
         _parse_headers(req, lines, data[end + 4 :], False)
         return req
+    except UnicodeDecodeError:
+        raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
         raise bad_request(f"malformed message ({err})") from None
 
@@ -947,7 +949,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
         raise bad_request(
             "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
         )
-    msg._call_id = call_id.decode(_ENC, _ERR)
+    msg._call_id = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
 
     value = src[index("cseq")].partition(b":")[2].strip(b" \t")
     num, sp, meth = value.partition(b" ")
@@ -967,7 +969,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
         and (quotes == 0 or (quotes == 2 and value[0] == 34 and b"\\" not in value))
     ):
         tag = value[i + 5 :]
-        msg._from_tag = tag.decode(_ENC, _ERR) if b";" not in tag else _tag_of(value, "From")
+        msg._from_tag = tag.decode() if b";" not in tag else _tag_of(value, "From")
     else:
         msg._from_tag = _tag_of(value, "From")
     value = src[index("to")].partition(b":")[2].strip(b" \t")

@@ -524,3 +524,15 @@ def test_contact_addr_spec_parameters_belong_to_the_header() -> None:
     contact = parse_message(fixture("valid/cparam01.sip")).contacts[0]
     assert contact.uri.params == {}
     assert contact.params == {"unknownparam": None}
+
+
+def test_invalid_utf8_in_routing_fields_is_400() -> None:
+    # Call-ID, tags and the Request-URI are ASCII by grammar; undecodable bytes are malformed.
+    data = invite().replace(b"a84b4c76e66710", b"a84\xff\xfe")
+    with pytest.raises(SipParseError) as caught:
+        parse_message(data)
+    assert caught.value.status == 400 and "UTF-8" in caught.value.detail
+    # Elsewhere (an unknown header) any byte is kept and round-trips.
+    data = invite().replace(b"Contact:", b"X-Bytes: \xff\xfe\r\nContact:")
+    msg = parse_message(data)
+    assert msg.serialize() == data
