@@ -5,7 +5,10 @@ It embeds the engine exactly as a real service does: a :class:`ServiceRuntime` (
 /metrics, /health), a :class:`ClusterNode` configured from the ``[demo.cluster]`` section
 (file via ``$SIPMESH_CONFIG``, or ``SIPMESH_DEMO_CLUSTER_<FIELD>`` variables, or the CLI
 flags below), one capability ``demo-kv-repl`` (full sync + live updates), the clusterer MI
-commands, and the two clusterer events on an embedded EventBus.
+commands, and the two clusterer events on an embedded EventBus. Under ``sipmesh up`` it
+registers in the mesh's discovery as ``cluster-demo`` with its node in the metadata, so
+``SIPMESH_DEMO_CLUSTER_DISCOVERY_SERVICE=cluster-demo`` finds the other nodes without
+static seeds.
 
 Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_get key``, ``kv_count``
 (count and an order-independent checksum), ``kv_fill count size [prefix]`` (local bulk
@@ -92,6 +95,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     from shared.cluster import ClusterConfig, ClusterNode, register_mi, run_local_mi
     from shared.config import load_section
+    from shared.discovery import DiscoveryConfig
     from shared.discovery.memory import MemoryRegistry
     from shared.events.bus import EmbeddedEventBus
     from shared.events.schema import EventCatalog
@@ -112,9 +116,12 @@ async def serve(args: argparse.Namespace) -> None:
         overrides["sharing_tags"] = tuple(args.sharing_tag)
     config = dataclasses.replace(config, **overrides)
 
-    runtime = ServiceRuntime(f"cluster-demo-{config.node_id}",
-                             config=RuntimeConfig(port=args.http_port),
-                             registry=MemoryRegistry())
+    discovery = load_section(DiscoveryConfig, "discovery")
+    registry = None
+    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
+        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
+    runtime = ServiceRuntime("cluster-demo", config=RuntimeConfig(port=args.http_port),
+                             discovery=discovery, registry=registry)
     bus = EmbeddedEventBus(EventCatalog.load(), service="cluster-demo",
                            node=str(config.node_id))
     seen: list[dict[str, Any]] = []
@@ -125,7 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     bus.add_listener(remember, "#")
     store = KvStore(args.produce_delay)
-    node = ClusterNode(config, events=bus,
+    node = ClusterNode(config, events=bus, registry=runtime.registry,
                        mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
     node.register_capability(CAP, produce=store.produce, apply_sync=store.apply_sync,
                              apply_update=store.apply_update)
@@ -190,6 +197,7 @@ async def serve(args: argparse.Namespace) -> None:
     async def _start() -> None:
         await bus.start()
         await node.start()
+        runtime.meta.update(node.meta())  # announced at registration (discovery seeds)
 
     @runtime.on_stop
     async def _stop() -> None:
