@@ -758,14 +758,16 @@ class ClusterNode:
         return self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, mi=pb.MiCommand(
             cmd=cmd, params_json=json.dumps(params))))
 
-    def broadcast_mi(self, cmd: str, params: Any) -> int:
-        if not self.enabled:
-            return DISABLED
-        result = SENT
-        for n in sorted(self.reachable):
-            r = self.send_mi(n, cmd, params)
-            result = r if r != SENT else result
-        self._run_mi(cmd, json.dumps(params))
+    def broadcast_mi(self, cmd: str, params: Any, *, local: bool = True) -> int:
+        """Sends ``cmd`` to every reachable node, and runs it here when ``local``."""
+        result = DISABLED
+        if self.enabled:
+            result = SENT if self.reachable else UNREACHABLE
+            for n in sorted(self.reachable):
+                r = self.send_mi(n, cmd, params)
+                result = r if r != SENT else result
+        if local:
+            self._run_mi(cmd, json.dumps(params))
         return result
 
     def _run_mi(self, cmd: str, params_json: str) -> None:

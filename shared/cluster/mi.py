@@ -4,17 +4,19 @@
 OpenSIPS 3 prints them in JSON (contracts/mi/clusterer_*.json, cluster_*_mi.json):
 
 * ``clusterer_list`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id", "db_id",
-  "url", "enabled", "link_state", "next_hop", "description"}]}]}``;
+  "url", "link_state", "next_hop", "description"}]}]}`` (``next_hop`` a node id as a
+  string, or ``"none"``);
 * ``clusterer_list_topology`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id",
   "Neighbours": [...]}]}]}``;
 * ``clusterer_list_cap`` -- ``{"Clusters": [{"cluster_id", "Capabilities": [{"name",
-  "State"}]}]}`` with ``State`` ``Ok`` / ``not synced`` / ``syncing``;
+  "state"}]}]}`` with ``state`` ``Ok`` / ``not synced`` / ``syncing``;
 * ``clusterer_list_sync`` (SipMesh) -- the progress of each capability's sync;
 * ``clusterer_set_status cluster_id status``, ``clusterer_shtag_set_active tag``,
   ``clusterer_list_shtags`` (``[{"Tag", "Cluster", "State"}]``);
-* ``cluster_send_mi cluster_id node_id cmd_name [cmd_params]`` and
-  ``cluster_broadcast_mi cluster_id cmd_name [cmd_params]`` (asynchronous: "OK" once sent,
-  the broadcast also runs locally);
+* ``cluster_send_mi cluster_id destination cmd_name [cmd_params]`` ("OK" once sent: the
+  remote node runs it asynchronously; "Local node disabled"; 400 "Destination down") and
+  ``cluster_broadcast_mi cluster_id cmd_name [cmd_params]`` (sent to every node, then run
+  here: the answer is the local command's);
 * with ``test_hooks``: ``cluster_test_block cluster_id node_ids`` cuts this node's links
   to those nodes (partitions in tests without iptables).
 """
@@ -25,7 +27,7 @@ import json
 from typing import Any
 
 from shared.cluster.engine import DISABLED, SENT, UNREACHABLE, ClusterNode
-from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError
+from shared.rpc.jsonrpc import BAD_REQUEST, INVALID_PARAMS, NOT_FOUND, MiError
 from shared.service.runtime import ServiceRuntime
 
 
@@ -38,12 +40,18 @@ def _int(value: Any, name: str) -> int:
         raise MiError(BAD_REQUEST, f"Bad {name}") from None
 
 
-def _params(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return [value]
+def _params(value: Any) -> list[Any] | None:
+    """``cmd_params``: an array, as OpenSIPS takes them (None: no params)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise MiError(INVALID_PARAMS, "Invalid params", "cmd_params must be an array")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise MiError(INVALID_PARAMS, "Invalid params", "cmd_name must be a string")
     return value
 
 
@@ -55,15 +63,6 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
         if _int(value, "cluster_id") != cid:
             raise MiError(NOT_FOUND, "Cluster id not found")
 
-    def check_sent(code: int) -> str:
-        if code == SENT:
-            return "OK"
-        if code == DISABLED:
-            raise MiError(400, "Local node disabled")
-        if code == UNREACHABLE:
-            raise MiError(NOT_FOUND, "Destination node not reachable")
-        raise MiError(500, "Failed to send")
-
     @runtime.command("clusterer_list", doc="the nodes of each cluster and their link states")
     async def clusterer_list() -> Any:
         nodes = []
@@ -73,9 +72,8 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
             nodes.append({
                 "node_id": n, "db_id": -1,
                 "url": f"grpc:{(peer.url if peer else view.url if view else '')}",
-                "enabled": 1 if (view is None or view.enabled) else 0,
                 "link_state": node.link_state(n),
-                "next_hop": node.next_hop.get(n, 0),
+                "next_hop": str(node.next_hop[n]) if n in node.next_hop else "none",
                 "description": (view.description if view and view.description else "none"),
             })
         return {"Clusters": [{"cluster_id": cid, "Nodes": nodes}]}
@@ -88,7 +86,7 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
     @runtime.command("clusterer_list_cap", doc="capabilities and their sync states")
     async def clusterer_list_cap() -> Any:
         return {"Clusters": [{"cluster_id": cid, "Capabilities": [
-            {"name": c.name, "State": c.machine.state.value}
+            {"name": c.name, "state": c.machine.state.value}
             for c in node.capabilities.values()]}]}
 
     @runtime.command("clusterer_list_sync", doc="progress of each capability's data sync")
@@ -125,23 +123,39 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
                  "State": "active" if node.shtags.is_active(t) else "backup"}
                 for t in sorted(node.shtags.tags)]
 
-    @runtime.command("cluster_send_mi", (("cluster_id", "node_id", "cmd_name"),
-                                         ("cluster_id", "node_id", "cmd_name", "cmd_params")),
+    @runtime.command("cluster_send_mi", (("cluster_id", "destination", "cmd_name"),
+                                         ("cluster_id", "destination", "cmd_name",
+                                          "cmd_params")),
                      doc="run an MI command on another node (asynchronous)")
-    async def cluster_send_mi(cluster_id: Any, node_id: Any, cmd_name: Any,
+    async def cluster_send_mi(cluster_id: Any, destination: Any, cmd_name: Any,
                               cmd_params: Any = None) -> Any:
         cluster(cluster_id)
-        dst = _int(node_id, "node_id")
+        dst = _int(destination, "destination")
         if dst == node.id:
-            raise MiError(BAD_REQUEST, "Destination is the local node")
-        return check_sent(node.send_mi(dst, str(cmd_name), _params(cmd_params)))
+            raise MiError(BAD_REQUEST, "Local node specified as destination")
+        code = node.send_mi(dst, _name(cmd_name), _params(cmd_params))
+        if code == SENT:
+            return "OK"
+        if code == DISABLED:
+            return "Local node disabled"
+        if code == UNREACHABLE:
+            raise MiError(BAD_REQUEST, "Destination down")
+        raise MiError(BAD_REQUEST, "Send error")
 
     @runtime.command("cluster_broadcast_mi", (("cluster_id", "cmd_name"),
                                               ("cluster_id", "cmd_name", "cmd_params")),
                      doc="run an MI command on every node of the cluster, this one included")
     async def cluster_broadcast_mi(cluster_id: Any, cmd_name: Any, cmd_params: Any = None) -> Any:
         cluster(cluster_id)
-        return check_sent(node.broadcast_mi(str(cmd_name), _params(cmd_params)))
+        name, params = _name(cmd_name), _params(cmd_params)
+        node.broadcast_mi(name, params, local=False)
+        # As OpenSIPS: sent to the others whatever happens, then the answer is the local run's.
+        answer = json.loads(await run_local_mi(runtime, name, params) or "{}")
+        if "error" in answer:
+            err = answer["error"]
+            raise MiError(int(err.get("code", 500)), str(err.get("message", "error")),
+                          err.get("data"))
+        return answer.get("result")
 
     if node.config.test_hooks:
         @runtime.command("cluster_test_block", (("cluster_id", "node_ids"),),

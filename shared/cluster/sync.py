@@ -196,13 +196,13 @@ class SyncMachine:
     def progress(self, now: float) -> dict[str, object]:
         return {
             "name": self.cap,
-            "State": self.state.value,
-            "Donor": self.donor if self.donor is not None else 0,
-            "Attempts": self.attempts,
-            "Records": self.records,
-            "Packets": self.packets,
-            "Buffered": len(self.buffered),
-            "Elapsed": round((self.finished_at if self.finished_at is not None and
+            "state": self.state.value,
+            "donor": self.donor if self.donor is not None else 0,
+            "attempts": self.attempts,
+            "records": self.records,
+            "packets": self.packets,
+            "buffered": len(self.buffered),
+            "elapsed": round((self.finished_at if self.finished_at is not None and
                               self.state is SyncState.OK else now) - self.attempt_started, 3)
             if self.attempts else 0.0,
         }

@@ -133,7 +133,7 @@ def bench_sync(tmp: Path) -> tuple[float, float]:
         wait_until(joiner.synced, 60, "joiner synced")
         wall = time.perf_counter() - started
         assert joiner.count() == seed.count(), "joiner's data differs"
-        return float(joiner.sync_progress()["Elapsed"]), wall
+        return float(joiner.sync_progress()["elapsed"]), wall
     finally:
         joiner.kill9()
         seed.kill9()

@@ -125,7 +125,7 @@ class Node:
 
     def synced(self) -> bool:
         caps = self.mi("clusterer_list_cap")["Clusters"][0]["Capabilities"]
-        return all(c["State"] == "Ok" for c in caps)
+        return all(c["state"] == "Ok" for c in caps)
 
     def sync_progress(self) -> dict[str, Any]:
         return dict(self.mi("clusterer_list_sync")["Clusters"][0]["Capabilities"][0])

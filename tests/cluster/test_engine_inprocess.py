@@ -108,9 +108,9 @@ CALLS: dict[str, list[Any]] = {
     "clusterer_list_shtags": [None],
     "clusterer_set_status": [{"cluster_id": 1, "status": 1}, [1, "1"]],
     "clusterer_shtag_set_active": [{"tag": "vip/1"}],
-    "cluster_send_mi": [[1, 2, "put", '["a", "1"]'],
-                        {"cluster_id": 1, "node_id": 2, "cmd_name": "put",
-                         "cmd_params": {"key": "b", "value": "2"}}],
+    "cluster_send_mi": [[1, 2, "put", ["a", "1"]],
+                        {"cluster_id": 1, "destination": 2, "cmd_name": "put",
+                         "cmd_params": ["b", "2"]}],
     "cluster_broadcast_mi": [[1, "put", ["c", "3"]]],
 }
 
@@ -127,8 +127,10 @@ async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> No
     # The remote MI commands ran on node 2 (and the broadcast on node 1 too).
     await wait_for(lambda: b.data.get(b"a") == b"1" and b.data.get(b"b") == b"2"
                    and b.data.get(b"c") == b"3" and a.data.get(b"c") == b"3")
+    assert await a.mi("cluster_broadcast_mi", [1, "put", ["d", "4"]]) == "OK"
+    await wait_for(lambda: b.data.get(b"d") == b"4" and a.data.get(b"d") == b"4")
     nodes = (await a.mi("clusterer_list"))["Clusters"][0]["Nodes"]
-    assert [(n["node_id"], n["link_state"], n["next_hop"]) for n in nodes] == [(2, "Up", 2)]
+    assert [(n["node_id"], n["link_state"], n["next_hop"]) for n in nodes] == [(2, "Up", "2")]
     assert await a.mi("clusterer_list_shtags") == [{"Tag": "vip", "Cluster": 1,
                                                     "State": "active"}]
     await wait_for(lambda: not b.node.shtags.is_active("vip"))
@@ -140,9 +142,11 @@ async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> No
     ("clusterer_set_status", ["x", 0], 400),
     ("clusterer_shtag_set_active", ["nope/1"], 404),
     ("clusterer_shtag_set_active", ["vip"], 400),
-    ("cluster_send_mi", [1, 3, "uptime"], 404),
+    ("cluster_send_mi", [1, 3, "uptime"], 400),  # Destination down
+    ("cluster_send_mi", [1, 2, "uptime", "not-an-array"], -32602),
     ("cluster_send_mi", [1, 1, "uptime"], 400),
     ("cluster_send_mi", [1], -32602),
+    ("cluster_broadcast_mi", [1, "no_such_command"], -32601),  # the local run's answer
 ])
 async def test_bad_input_gets_a_clear_error(pair: tuple[Member, Member], method: str,
                                             params: Any, code: int) -> None:

@@ -122,7 +122,7 @@ def test_resync_request_and_progress() -> None:
     [req] = m.poll(1.0, cands((2, True)), new_id)
     m.on_chunk(2, req.sync_id, 7, 1.5)
     p = m.progress(1.5)
-    assert p["State"] == "syncing" and p["Donor"] == 2 and p["Records"] == 7
+    assert p["state"] == "syncing" and p["donor"] == 2 and p["records"] == 7
     m.on_end(2, req.sync_id, 2.0)
     m.request(3.0)
     assert m.state is SyncState.PENDING
