@@ -84,3 +84,20 @@ def test_forced_and_disabled() -> None:
     nodes[2].listener = lambda *a: changes.append(a)
     nodes[2].on_view({1: nodes[1].claims()}, False)
     assert not nodes[2].is_active("t") and changes == [("t", False, "node disabled")]
+
+
+@given(st.lists(st.lists(st.integers(1, 5), min_size=1, max_size=5), min_size=1, max_size=6),
+       st.sets(st.integers(1, 5)))
+def test_any_partition_history_heals_to_one_holder(
+        history: list[list[int]], dead: set[int]) -> None:
+    """Whatever partitions happened (each step: a minority cut off from the rest), once
+    every live node sees every other, exactly one holds the tag."""
+    nodes = _mesh([1, 2, 3, 4, 5])
+    live = [n for n in nodes if n not in dead] or [1]
+    for minority in history:
+        cut = set(minority)
+        links = {n: {m for m in live if m != n and ((m in cut) == (n in cut))} for n in live}
+        _settle({n: nodes[n] for n in live}, links)
+    everyone = {n: {m for m in live if m != n} for n in live}
+    _settle({n: nodes[n] for n in live}, everyone)
+    assert sum(nodes[n].is_active("t") for n in live) == 1
