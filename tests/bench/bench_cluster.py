@@ -9,8 +9,9 @@ Real demo nodes (``python -m shared.cluster.demo``) on loopback, one process eac
    figure: updates/s until both peers hold every update.
 3. Failover: three nodes share the tag ``vip/1``; the active holder is killed with
    SIGKILL; figure: time until a backup reports the tag active (the tests' timers:
-   ping_interval 0.2 s, ping_timeout 0.3 s, 3 retries; the dead node's connection is
-   refused at once, so each retry fails fast and Down comes before the ~1.4 s bound).
+   ping_interval 0.2 s, ping_timeout 0.3 s, 3 retries: the link is declared Down
+   ping_timeout x (retries + 1) = 1.2 s after the first unanswered ping, i.e. within
+   ~1.4 s of the kill; the tag moves at once then).
 
 Ceiling (the ratio's denominator): the same bytes over a raw grpc.aio bidirectional
 stream between two processes-worth of code in this process -- the same frames of
