@@ -297,7 +297,7 @@ class ProxyCore:
         method = request.method
 
         server = self.layer.find_server(request)
-        if server is not None:
+        if server is not None and not (method == "ACK" and server.state is State.ACCEPTED):
             # A retransmission, or the ACK of a non-2xx response (§17.2.1, §17.2.3).
             self._run_events(self.layer.absorb(server, request, now), now, out)
             return

@@ -29,6 +29,7 @@ class State(enum.Enum):
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
+    ACCEPTED = "Accepted"  # RFC 6026 §7.1 (INVITE server transactions)
     COMPLETED = "Completed"
     CONFIRMED = "Confirmed"
     TERMINATED = "Terminated"
@@ -58,6 +59,7 @@ class Event(enum.Enum):
     TIMER_I = "Timer I"
     TIMER_J = "Timer J"
     TIMER_K = "Timer K"
+    TIMER_L = "Timer L"
 
 
 TIMER_EVENT: dict[Timer, Event] = {
@@ -71,6 +73,7 @@ TIMER_EVENT: dict[Timer, Event] = {
     Timer.I: Event.TIMER_I,
     Timer.J: Event.TIMER_J,
     Timer.K: Event.TIMER_K,
+    Timer.L: Event.TIMER_L,
 }
 
 
@@ -164,12 +167,20 @@ NON_INVITE_CLIENT: Table = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# INVITE server transaction, RFC 3261 §17.2.1, Figure 7.  Entered in Proceeding; the layer
-# sends 100 Trying at once (the TU is a proxy and may need longer than 200 ms).
+# INVITE server transaction, RFC 3261 §17.2.1, Figure 7, with the Accepted state of RFC 6026
+# §7.1: after a 2xx the transaction lives on for Timer L so that a late retransmission of the
+# INVITE is absorbed instead of starting a new transaction (and a new forward), and further
+# 2xx from other branches still go out through it.  The ACK for a 2xx is not absorbed there:
+# the TU (the proxy core) forwards it end to end.  Entered in Proceeding; the layer sends
+# 100 Trying at once (the TU is a proxy and may need longer than 200 ms).
 INVITE_SERVER: Table = {
     (S.PROCEEDING, E.REQUEST): (S.PROCEEDING, (_.RETRANSMIT,), "§17.2.1 retransmitted INVITE"),
     (S.PROCEEDING, E.TU_1XX): (S.PROCEEDING, (_.SEND,), "§17.2.1 1xx from TU"),
-    (S.PROCEEDING, E.TU_2XX): (S.TERMINATED, (_.SEND,), "§17.2.1 2xx from TU"),
+    (S.PROCEEDING, E.TU_2XX): (
+        S.ACCEPTED, (_.SEND, Start(Timer.L)), "§17.2.1 2xx from TU, RFC 6026 §8.5"),
+    (S.ACCEPTED, E.REQUEST): (S.ACCEPTED, (), "§17.2.1 absorbed, RFC 6026 §7.1"),
+    (S.ACCEPTED, E.TU_2XX): (S.ACCEPTED, (_.SEND,), "§17.2.1 2xx from TU, RFC 6026 §8.6"),
+    (S.ACCEPTED, E.TIMER_L): (S.TERMINATED, (), "§17.2.1, RFC 6026 §8.7 Timer L"),
     (S.PROCEEDING, E.TU_FINAL): (
         S.COMPLETED, (_.SEND, Start(Timer.G), Start(Timer.H)), "§17.2.1 300-699 from TU"),
     (S.PROCEEDING, E.TRANSPORT_ERROR): (S.TERMINATED, (_.ERROR_TO_TU,), "§17.2.1"),

@@ -5,10 +5,10 @@ deadline of each armed timer (absolute seconds on whatever clock the caller pass
 and the layer exposes the earliest deadline.  The IO adapter arms one real timer for it and
 calls `handle_timer(now)` when it fires (aioquic style).
 
-Durations follow RFC 3261 Table 4 (Appendix A).  T1, T2 and T4 are configurable so tests
-can run a whole INVITE timeout in milliseconds on a fake clock; Timer C (§16.6 step 11,
-proxy INVITE branch guard, "greater than 3 minutes") is here too because the proxy arms it
-through the same machinery.
+Durations follow RFC 3261 Table 4 (Appendix A), plus Timer L of RFC 6026 §8.7.  T1, T2 and
+T4 are configurable so tests can run a whole INVITE timeout in milliseconds on a fake clock;
+Timer C (§16.6 step 11, proxy INVITE branch guard, "greater than 3 minutes") is here too
+because the proxy arms it through the same machinery.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Timer(enum.Enum):
     I = "I"  # wait time for ACK retransmits (§17.2.1)  # noqa: E741
     J = "J"  # wait time for non-INVITE request retransmits (§17.2.2)
     K = "K"  # wait time for response retransmits (§17.1.2.2)
+    L = "L"  # RFC 6026 §8.7: wait time for accepted INVITE request retransmits
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class TimerSettings:
         t1, t4 = self.t1, self.t4
         if timer is Timer.A or timer is Timer.E or timer is Timer.G:
             return t1
-        if timer is Timer.B or timer is Timer.F or timer is Timer.H:
+        if timer is Timer.B or timer is Timer.F or timer is Timer.H or timer is Timer.L:
             return 64 * t1
         if timer is Timer.C:
             return self.timer_c

@@ -352,3 +352,13 @@ def test_response_towards_a_broadcast_sent_by_is_not_forwarded() -> None:
             "Content-Length: 0\r\n\r\n")
     assert h.feed(resp) == []
     assert h.core.counters.drop_replies.value == 1
+
+
+def test_late_invite_retransmission_after_2xx_is_absorbed_and_ack_still_forwarded() -> None:
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite()))
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+    sends = h.feed(invite())  # the caller did not see the 200 in time and retransmits
+    assert sends == []  # RFC 6026 Accepted: no second forward, no second 100
+    ack = forwarded(h, h.feed(invite(method="ACK", to_tag="b1")))
+    assert ack.method == "ACK"

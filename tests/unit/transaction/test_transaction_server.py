@@ -74,12 +74,19 @@ def test_invite_server_timer_h_without_ack() -> None:
     assert layer.servers == {}
 
 
-def test_invite_server_2xx_terminates_and_late_responses_are_not_sent() -> None:
-    layer = TransactionLayer()
+def test_invite_server_2xx_is_accepted_then_timer_l_ends_it() -> None:
+    layer = TransactionLayer(TimerSettings(t1=0.5))
     inv = request("INVITE")
     txn, _ = layer.create_server(inv, SRC, False, 0.0)
     out = layer.respond(txn, make_response(inv, 200, to_tag="x"), 0.1)
-    assert [type(e) for e in out] == [Transmit, Terminated]
+    assert [type(e) for e in out] == [Transmit]
+    assert txn.state is State.ACCEPTED  # RFC 6026 §7.1
+    # A late INVITE retransmission is absorbed, not a new transaction.
+    assert layer.find_server(inv) is txn
+    assert layer.absorb(txn, inv, 1.0) == []
+    # Another branch's 2xx still goes out (RFC 6026 §8.6).
+    assert len(sent(layer.respond(txn, make_response(inv, 200, to_tag="y"), 1.5))) == 1
+    assert [type(e) for e in layer.handle_timer(0.1 + 32.0)] == [Terminated]  # Timer L
     assert layer.find_server(inv) is None
 
 
@@ -143,6 +150,6 @@ def test_rfc2543_fallback_matching_without_magic_cookie() -> None:
                                    NON_INVITE_SERVER])
 def test_every_transition_names_its_rfc_section(table: dict) -> None:
     for (_state, _event), (_next, _effects, section) in table.items():
-        assert section.startswith("§17.")
+        assert section.startswith("§17.") or section.startswith("RFC 6026")
     # Terminated is final: no row leaves it.
     assert all(state is not State.TERMINATED for state, _ in table)
