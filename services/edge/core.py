@@ -309,7 +309,10 @@ class ProxyCore:
         uri = request.parsed_uri
         if uri.scheme not in SUPPORTED_SCHEMES:
             self.counters.bad_URIs_rcvd.value += 1
-            self._reply_new(request, source, 416, now, out)
+            if method == "ACK":
+                self.counters.drop_requests.value += 1  # an ACK is never answered
+            else:
+                self._reply_new(request, source, 416, now, out)
             return
         mf = request.max_forwards
         addressed_to_us = self._is_myself(uri) and not request.has("Route")

@@ -63,6 +63,7 @@ def test_options_to_the_proxy_itself_is_answered() -> None:
 def test_unsupported_uri_scheme_gives_416() -> None:
     h = Harness()
     assert statuses(h.feed(invite("tel:+15551234"))) == [416]
+    assert h.feed(invite("tel:+15551234", method="ACK", branch="z9hG4bKa")) == []
 
 
 def test_proxy_require_gives_420_with_unsupported() -> None:
