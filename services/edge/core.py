@@ -720,8 +720,10 @@ class ProxyCore:
                 return
             context.final_sent = True
         server = context.server
-        if server.state is State.TERMINATED:
-            # Further 2xx after the first (§16.7 step 5) go straight to the caller.
+        if server.state is State.TERMINATED or (
+                response.status < 300 and server.state in (State.COMPLETED, State.CONFIRMED)):
+            # A 2xx always reaches the caller (§16.7 step 5), even when the transaction
+            # already ended or answered 408/487 (Timer C, CANCEL): send it directly.
             self.counters.fwd_replies.value += 1
             self.counters.reply_out(response.status)
             out.append(Send(response.serialize(), server.destination))

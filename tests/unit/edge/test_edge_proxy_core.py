@@ -363,3 +363,11 @@ def test_late_invite_retransmission_after_2xx_is_absorbed_and_ack_still_forwarde
     assert sends == []  # RFC 6026 Accepted: no second forward, no second 100
     ack = forwarded(h, h.feed(invite(method="ACK", to_tag="b1")))
     assert ack.method == "ACK"
+
+
+def test_late_2xx_after_timer_c_still_reaches_the_caller() -> None:
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite()))
+    h.feed(answer(fwd, 180), peer=("127.0.0.1", 5090))
+    assert statuses(h.tick(10.2)) == [408]
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
