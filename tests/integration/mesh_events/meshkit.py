@@ -42,11 +42,7 @@ def start_mesh(tmp: Path, **env: str) -> tuple[MeshProcess, str]:
 
 def line(mesh: MeshProcess, pattern: str, timeout: float = 20.0) -> re.Match[str]:
     """A stdout line matching ``pattern``: one already read, else the next one to come."""
-    for seen in mesh.seen:
-        found = re.search(pattern, seen)
-        if found:
-            return found
-    return mesh.expect(pattern, timeout)
+    return mesh.line(pattern, timeout)
 
 
 async def mi(url: str, method: str, params: Any = None) -> Any:

@@ -61,6 +61,15 @@ class MeshProcess:
             if m:
                 return m
 
+    def line(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """A line matching ``pattern`` already read, else the next one to come (the order
+        in which services register is not fixed)."""
+        for seen in self.seen:
+            found = re.search(pattern, seen)
+            if found:
+                return found
+        return self.expect(pattern, timeout)
+
     def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         env = dict(self.env, SIPMESH_DISCOVERY_URL=self.registry_url)
         return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], cwd=ROOT,

@@ -145,7 +145,7 @@ def test_edge_joins_the_mesh_and_its_commands_route_through_the_gateway(
     m = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge",
                     SIPMESH_EDGE_LISTEN="udp:127.0.0.1:0")
     try:
-        sip = m.expect(r"^endpoint edge sip (sip:127\.0\.0\.1:(\d+);transport=udp)")
+        sip = m.line(r"^endpoint edge sip (sip:127\.0\.0\.1:(\d+);transport=udp)")
         assert int(sip.group(2)) > 0
         mi = OpenSIPSMI("http", url=m.gateway_url)
         assert "edge_listeners" in mi.execute("which")
