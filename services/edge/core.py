@@ -484,8 +484,13 @@ class ProxyCore:
         request = base.copy()
         if target.uri != request.uri:
             request.set_uri(target.uri)  # §16.6 step 2
-        mf = request.max_forwards
-        request.max_forwards = 70 if mf is None else mf - 1  # §16.6 step 3
+        mf = request.max_forwards  # §16.6 step 3
+        if mf is None:
+            request.add_header("Max-Forwards", "70", first=False)
+        else:
+            # pop + add costs a fraction of set_header on this hot path (3 per call)
+            request.pop_first_value("Max-Forwards")
+            request.add_header("Max-Forwards", str(mf - 1), first=False)
         try:
             next_hop = self._next_hop(request, target, ctx.source.interface.transport)
         except SipParseError:
