@@ -236,8 +236,8 @@ def main() -> int:
         edge, kam = results.get(f"edge{n}"), results.get(f"kam{n}")
         if edge is not None and kam:
             print(f"  ratio edge x{n} / kamailio x{n}: {edge / kam:.2f}")
-    if results.get("edge1") is not None and results.get("kam1"):
-        print(f"  ratio edge x2 / kamailio x1: {results.get('edge2', 0) / results['kam1']:.2f}")
+    if results.get("edge2") is not None and results.get("kam1"):
+        print(f"  ratio edge x2 / kamailio x1: {results['edge2'] / results['kam1']:.2f}")
     return 0
 
 
