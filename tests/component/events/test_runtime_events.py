@@ -4,6 +4,7 @@ real PostgreSQL): the bus picked by ``[events]``, E_CORE_THRESHOLD on slow MI re
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -123,3 +124,25 @@ async def test_gateway_keeps_subscriptions_in_postgresql() -> None:
                 await gw.stop()
     finally:
         await registry.stop()
+
+
+async def test_default_store_is_a_sqlite_file_in_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``make run`` configures nothing: subscriptions go to $XDG_STATE_HOME/sipmesh."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    registry = RegistryServer()
+    disc = DiscoveryConfig(url=await registry.start(), ttl=10)
+    gw, _ = build_gateway(GatewayConfig(port=0), disc, EventsConfig())
+    await gw.start()
+    client = JsonRpcClient(f"{gw.base_url}/mi")
+    try:
+        await client.call("event_subscribe", ["E_ACC_CDR", "udp:127.0.0.1:9", 60])
+    finally:
+        await client.close()
+        await gw.stop()
+        await registry.stop()
+    path = tmp_path / "sipmesh" / "event_subscribers.sqlite"
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT event, socket FROM event_subscribers").fetchall()
+    assert rows == [("E_ACC_CDR", "udp:127.0.0.1:9")]
