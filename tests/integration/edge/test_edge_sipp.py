@@ -111,3 +111,33 @@ def test_metrics_and_mi_statistics_count_the_traffic(edge: Edge, sipp: Sipp) -> 
         stats = json.loads(resp.read())["result"]
     assert stats["core:rcv_requests"] >= 6  # INVITE, ACK and BYE of each call
     assert stats["core:fwd_requests"] >= 6
+
+
+def test_two_workers_share_the_port(sipp: Sipp) -> None:
+    # SO_REUSEPORT spreads callers over the workers; each worker's private Via port brings
+    # the responses of its forwarded requests back to it.  One socket per call (-t un).
+    from edge_harness import start_edge
+
+    edge = start_edge({"SIPMESH_EDGE_WORKERS": "2"})
+    try:
+        uas = free_port()
+        sipp.uas("uas", uas)
+        result = sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=40, rate=40, transport="un",
+                          extra=["-max_socket", "1000"])
+        assert result.returncode == 0, summary(result)
+        assert edge.proc.stdout is not None
+        second = edge.proc.stdout.readline()  # the other worker's ready line
+        urls = [line.split()[line.split().index("http") + 1]
+                for line in (edge.lines[0], second)]
+        counts = []
+        for url in urls:
+            body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
+                               "params": {"statistics": ["core:fwd_requests"]}})
+            req = urllib.request.Request(f"{url}/mi", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                counts.append(json.loads(resp.read())["result"]["core:fwd_requests"])
+        assert all(c > 0 for c in counts), counts  # both workers carried calls
+        assert sum(counts) >= 3 * 40  # INVITE, ACK and BYE of every call
+    finally:
+        assert edge.stop() == 0
