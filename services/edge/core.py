@@ -10,7 +10,8 @@ Requests (§16.3 - §16.6):
   1. received/rport on the top Via (§18.2.1, RFC 3581);
   2. ACKs and retransmissions go to their server transaction (§17.2.3) and stop there;
   3. CANCEL (§16.10, §9.2): 200 on its own transaction, CANCEL to every pending branch,
-     the INVITE then ends with 487 (or whatever the branches answer);
+     the INVITE then ends with 487 (or whatever the branches answer); a CANCEL matching no
+     INVITE is routed and forwarded statelessly (481 when routing refuses it);
   4. validation (§16.3): URI scheme (416), Max-Forwards (483; an OPTIONS with
      Max-Forwards 0 or addressed to the proxy is answered here), loop detection (482),
      Proxy-Require (420 + Unsupported);
@@ -301,8 +302,7 @@ class ProxyCore:
             # A retransmission, or the ACK of a non-2xx response (§17.2.1, §17.2.3).
             self._run_events(self.layer.absorb(server, request, now), now, out)
             return
-        if method == "CANCEL":
-            self._on_cancel(request, source, now, out)
+        if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
 
         # §16.3 request validation.
@@ -350,9 +350,11 @@ class ProxyCore:
         )
         ctx.default_failure = self.router.failure_route
 
-        if method == "ACK":
-            # An ACK for a 2xx is its own transaction: routed, forwarded statelessly (§16.11).
-            self._route(ctx, now, out, lambda n: self._forward_ack(ctx, loop_hash, n))
+        if method == "ACK" or method == "CANCEL":
+            # An ACK for a 2xx is its own transaction, and a CANCEL without a response context
+            # may be for a request forwarded statelessly: both are routed and forwarded
+            # statelessly (§16.11, §16.10).
+            self._route(ctx, now, out, lambda n: self._forward_stateless(ctx, loop_hash, n))
             return
 
         server, events = self.layer.create_server(
@@ -396,10 +398,15 @@ class ProxyCore:
         self._check_complete(context, now, out)
         return out
 
-    def _forward_ack(self, ctx: RouteContext, loop_hash: str, now: float) -> list[Output]:
+    def _forward_stateless(self, ctx: RouteContext, loop_hash: str, now: float
+                           ) -> list[Output]:
         out: list[Output] = []
         if ctx.reply_status is not None or not ctx.targets:
-            self.counters.drop_requests.value += 1
+            if ctx.request.method == "CANCEL":  # an ACK is never answered; a CANCEL is
+                self._reply_stateless(ctx.request, ctx.source, 481,
+                                      "Call/Transaction Does Not Exist", out)
+            else:
+                self.counters.drop_requests.value += 1
             return out
         target = ctx.targets[0]
         # §16.11: a stateless branch must be the same for retransmissions of the request.
@@ -415,22 +422,23 @@ class ProxyCore:
         return out
 
     # -- CANCEL (§16.10, §9.2) -----------------------------------------------------------------
-    def _on_cancel(self, cancel: Request, source: Source, now: float, out: list[Output]) -> None:
+    def _on_cancel(self, cancel: Request, source: Source, now: float, out: list[Output]) -> bool:
+        """§16.10 with a response context; False when there is none (forward statelessly)."""
         invite = self.layer.find_cancelled(cancel)
-        status = 200 if invite is not None else 481
+        if invite is None:
+            return False
         server, events = self.layer.create_server(
             cancel, self._reply_destination(source, cancel.top_via), source.reliable, now)
         self._run_events(events, now, out)
-        self._respond(server, make_response(cancel, status, to_tag=self._tag(cancel)), now, out)
-        if invite is None:
-            return
+        self._respond(server, make_response(cancel, 200, to_tag=self._tag(cancel)), now, out)
         context: ResponseContext | None = invite.owner
         if context is None or context.final_sent:
-            return
+            return True
         context.cancelled = True
         for branch in context.branches:
             self._cancel_branch(branch, now, out)
         self._check_complete(context, now, out)
+        return True
 
     def _cancel_branch(self, branch: Branch, now: float, out: list[Output]) -> None:
         if branch.cancelled or branch.done or branch.txn is None:

@@ -205,9 +205,13 @@ def test_cancel_before_any_provisional_waits_for_one() -> None:
     assert [m.method for m in to(sends, 5090) if isinstance(m, Request)] == ["CANCEL"]
 
 
-def test_unknown_cancel_gets_481() -> None:
+def test_cancel_without_context_is_forwarded_statelessly_or_481() -> None:
+    # §16.10: the INVITE may have been forwarded statelessly (by us or another instance).
     h = Harness()
-    assert statuses(h.feed(invite(method="CANCEL"))) == [481]
+    fwd = forwarded(h, h.feed(invite(method="CANCEL")))
+    assert fwd.method == "CANCEL" and statuses(h.sent) == []
+    untrusted = Harness(trusted=())
+    assert statuses(untrusted.feed(invite("sip:bob@far.example", method="CANCEL"))) == [481]
 
 
 def test_ack_for_error_response_is_absorbed_and_2xx_ack_forwarded() -> None:
