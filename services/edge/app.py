@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from services.edge.addresses import Destination, Interface, Source
+from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
@@ -85,8 +87,10 @@ class EdgeApp:
         loop = asyncio.get_running_loop()
         self._loop = loop
         config = self.config
+        secret = config.auth_secret.encode() or os.urandom(32)
+        auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time)
         setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
-                            config.routes(), self.services)
+                            config.routes(), self.services, auth)
         router = load_router(config.routing_module, setup)
         bound: list[Interface] = []
         reuse = True
@@ -120,6 +124,7 @@ class EdgeApp:
             static_routes=config.routes(), trusted=config.trusted_networks(),
             default_transport=config.default_transport, services=self.services,
             counters=self.counters, log=self._warn, trace=self._debug if debug else None,
+            auth=auth,
             worker=os.getpid() % 4096,
         )
 
@@ -381,6 +386,8 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
         listen.append(f"{itf.transport}:{itf.host_in_uri}:{port}")
     env = dict(os.environ)
     env["SIPMESH_EDGE_WORKERS"] = "1"
+    # One nonce secret for all workers: a challenge from one is answered to another.
+    env["SIPMESH_EDGE_AUTH_SECRET"] = config.auth_secret or os.urandom(32).hex()
     cmd = [sys.executable, "-m", "services.edge", "--private-port"]
     if args.config:
         cmd += ["--config", args.config]

@@ -35,6 +35,11 @@ class EdgeConfig:
     local_domains: tuple[str, ...] = ()
     static_routes: tuple[str, ...] = ()
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Proxy authentication for untrusted sources: `name:password` entries, digest realm and
+    # the nonce secret (empty: random per start; workers of one edge share the parent's).
+    users: tuple[str, ...] = ()
+    realm: str = "sipmesh"
+    auth_secret: str = ""
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"
@@ -56,6 +61,15 @@ class EdgeConfig:
             return [ipaddress.ip_network(n, strict=False) for n in self.trusted]
         except ValueError as exc:
             raise EdgeConfigError(f"[edge].trusted: {exc}") from exc
+
+    def user_table(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for item in self.users:
+            name, sep, password = item.partition(":")
+            if not sep or not name:
+                raise EdgeConfigError(f"[edge].users: {item!r} is not name:password")
+            table[name] = password
+        return table
 
     def routes(self) -> dict[str, str]:
         table: dict[str, str] = {}
@@ -102,4 +116,5 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     config.interfaces()
     config.trusted_networks()
     config.routes()
+    config.user_table()
     return config

@@ -44,6 +44,7 @@ from itertools import count
 from typing import Any
 
 from services.edge.addresses import Destination, Interface, Source, is_broadcast
+from services.edge.auth import ProxyAuthenticator
 from services.edge.best_response import best_response, is_challenge
 from services.edge.counters import EdgeCounters
 from services.edge.routing import (
@@ -174,6 +175,7 @@ class ProxyCore:
         counters: EdgeCounters | None = None,
         log: Logger | None = None,
         trace: Logger | None = None,
+        auth: ProxyAuthenticator | None = None,
         worker: int = 0,
     ) -> None:
         if not interfaces:
@@ -188,6 +190,7 @@ class ProxyCore:
         self.default_transport = default_transport
         self.services = dict(services or {})
         self.counters = counters or EdgeCounters()
+        self.auth = auth
         self.log = log or _no_log  # problems worth a warning
         self.trace = trace  # per-message debug lines; None keeps the hot path quiet
         self._branch_ids = count(1)
@@ -346,7 +349,7 @@ class ProxyCore:
         ctx = RouteContext(
             request, source, loose_routed=loose, local_domains=self.local_domains,
             static_routes=self.static_routes, trusted=self.trusted,
-            is_myself=self._is_myself, services=self.services,
+            is_myself=self._is_myself, services=self.services, auth=self.auth,
         )
         ctx.default_failure = self.router.failure_route
 

@@ -6,7 +6,9 @@
   404.  (The registrar lookup replaces the
   static table once the registrar service exists.)
 - Requests for any other domain are forwarded to their Request-URI only when the source is
-  trusted ([edge].trusted, loopback by default); otherwise 403.
+  trusted ([edge].trusted, loopback by default) or authenticated with proxy digest
+  credentials of a configured user ([edge].users, 407 challenge, RFC 3261 §22.3);
+  otherwise 403.
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
 """
 
@@ -40,7 +42,10 @@ def request_route(request: Request, ctx: RouteContext) -> None:
         else:
             ctx.forward(target)
         return
-    if ctx.trusted:
+    if ctx.trusted or ctx.authenticate() is not None:
         ctx.forward()
+        return
+    if ctx.can_authenticate and request.method not in ("ACK", "CANCEL"):
+        ctx.challenge()  # 407: relaying is for trusted or authenticated sources only
         return
     ctx.reply(403, "Relaying Denied")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from services.edge.addresses import Source
+    from services.edge.auth import ProxyAuthenticator
     from shared.sip import Request, Uri
 
 
@@ -46,6 +47,7 @@ class RouterSetup:
     local_domains: frozenset[str]
     static_routes: Mapping[str, str]
     services: Mapping[str, Any] = field(default_factory=dict)
+    auth: ProxyAuthenticator | None = None
 
 
 @dataclass(slots=True)
@@ -61,10 +63,24 @@ class RouteContext:
     """The hook's handle on one transaction; see the module docstring."""
 
     __slots__ = (
-        "_is_myself", "_trusted_nets", "default_failure", "failure_hook", "local_domains",
-        "loose_routed", "reply_headers", "reply_reason", "reply_status", "request", "rr",
+        "_auth",
+        "_is_myself",
+        "_stale",
+        "_trusted_nets",
+        "default_failure",
+        "failure_hook",
+        "local_domains",
+        "loose_routed",
+        "reply_headers",
+        "reply_reason",
+        "reply_status",
+        "request",
+        "rr",
         "services",
-        "source", "static_routes", "targets",
+        "source",
+        "static_routes",
+        "targets",
+        "user",
     )
 
     def __init__(
@@ -78,8 +94,12 @@ class RouteContext:
         trusted: TrustedNetworks,
         is_myself: Callable[[Uri], bool],
         services: Mapping[str, Any],
+        auth: ProxyAuthenticator | None = None,
     ) -> None:
         self.request = request
+        self._auth = auth
+        self._stale = False
+        self.user: str | None = None  # set by a successful authenticate()
         self.source = source
         self.loose_routed = loose_routed
         self.local_domains = local_domains
@@ -108,6 +128,29 @@ class RouteContext:
     def is_local(self, uri: Uri) -> bool:
         """The URI's host is one of the configured local domains."""
         return uri.host.lower() in self.local_domains
+
+    @property
+    def can_authenticate(self) -> bool:
+        """Proxy authentication is configured ([edge].users)."""
+        return self._auth is not None and bool(self._auth.users)
+
+    def authenticate(self) -> str | None:
+        """The user whose Proxy-Authorization for our realm is valid, else None (§22.3).
+
+        On success our credentials are removed from the request (they were for us)."""
+        if self._auth is None:
+            return None
+        user, self._stale = self._auth.authenticate(self.request)
+        if user is not None:
+            self._auth.consume(self.request)
+            self.user = user
+        return user
+
+    def challenge(self) -> None:
+        """Answer 407 with a fresh Proxy-Authenticate challenge (stale when it was)."""
+        if self._auth is None:
+            raise ValueError("no [edge].users configured: nothing to authenticate against")
+        self.reply(407, headers=[("Proxy-Authenticate", self._auth.challenge(self._stale))])
 
     @property
     def decided(self) -> bool:

@@ -20,7 +20,7 @@ class Harness:
     def __init__(self, router: Any = None, *, local_domains: tuple[str, ...] = (),
                  static_routes: dict[str, str] | None = None,
                  trusted: tuple[str, ...] = ("127.0.0.0/8",),
-                 settings: TimerSettings | None = None) -> None:
+                 settings: TimerSettings | None = None, auth: Any = None) -> None:
         if router is None:
             router = load_router("services.edge.default_routing",
                                  RouterSetup(frozenset(local_domains), static_routes or {}))
@@ -30,7 +30,7 @@ class Harness:
         self.core = ProxyCore(
             [UDP, TCP], router, settings=settings or TimerSettings(t1=0.5, timer_c=10),
             local_domains=local_domains, static_routes=static_routes,
-            trusted=[ipaddress.ip_network(n) for n in trusted])
+            trusted=[ipaddress.ip_network(n) for n in trusted], auth=auth)
         self.now = 0.0
         self.sent: list[Send] = []
         self.awaits: list[Await] = []

@@ -41,3 +41,7 @@ def test_bad_values_fail_at_load() -> None:
         load_config(environ={"SIPMESH_EDGE_WORKERS": "0"})
     with pytest.raises(EdgeConfigError, match="trusted"):
         load_config(environ={"SIPMESH_EDGE_TRUSTED": "not-a-net"})
+    with pytest.raises(EdgeConfigError, match="users"):
+        load_config(environ={"SIPMESH_EDGE_USERS": "alice"})
+    assert load_config(environ={"SIPMESH_EDGE_USERS": "alice:a:b"}).user_table() == {
+        "alice": "a:b"}
