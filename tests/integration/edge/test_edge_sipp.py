@@ -25,7 +25,7 @@ def test_basic_call_with_builtin_scenarios(edge: Edge, sipp: Sipp, transport: st
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_call_follows_record_route(edge: Edge, sipp: Sipp, transport: str) -> None:
     uas = free_port()
-    sipp.uas("uas", uas, transport=transport)
+    sipp.uas("uas_rr.xml", uas, transport=transport)
     result = sipp.uac("uac_rr.xml", edge, f"127.0.0.1:{uas}", calls=3, transport=transport)
     assert result.returncode == 0, summary(result)
 
@@ -141,3 +141,19 @@ def test_two_workers_share_the_port(sipp: Sipp) -> None:
         assert sum(counts) >= 3 * 40  # INVITE, ACK and BYE of every call
     finally:
         assert edge.stop() == 0
+
+
+def test_untrusted_caller_authenticates_with_digest(sipp: Sipp) -> None:
+    # Nothing trusted: sipp must answer the edge's 407 with credentials of a configured user.
+    from edge_harness import start_edge
+
+    edge = start_edge({"SIPMESH_EDGE_TRUSTED": "", "SIPMESH_EDGE_USERS": "sipp:secret"})
+    try:
+        uas = free_port()
+        sipp.uas("uas_rr.xml", uas)
+        result = sipp.uac("uac_proxy_auth.xml", edge, f"127.0.0.1:{uas}", calls=2, timeout=15)
+        assert result.returncode == 0, summary(result)
+        refused = sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=1, timeout=5)
+        assert refused.returncode != 0  # no credentials: never relayed
+    finally:
+        edge.stop()
