@@ -85,12 +85,14 @@ def test_max_forwards_zero(edge: Edge, sipp: Sipp, transport: str) -> None:
     assert result.returncode == 0, summary(result)
 
 
-def test_parallel_forking_one_answers_other_cancelled(fork_edge: Edge, sipp: Sipp) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_parallel_forking_one_answers_other_cancelled(fork_edge: Edge, sipp: Sipp,
+                                                      transport: str) -> None:
     a, b = (int(p) for p in fork_edge.lines[-1].split())
-    sipp.uas("uas", a)
-    ringing = sipp.uas("uas_ring_cancel.xml", b, extra=["-m", "2"])
+    sipp.uas("uas_rr.xml", a, transport=transport)
+    ringing = sipp.uas("uas_ring_cancel.xml", b, transport=transport, extra=["-m", "2"])
     result = sipp.uac("uac_rr.xml", fork_edge, fork_edge.address, calls=2, timeout=15,
-                      service="fork")
+                      service="fork", transport=transport)
     assert result.returncode == 0, summary(result)
     assert ringing.wait(10) == 0, "the second UAS must have been cancelled (200, 487, ACK)"
 
