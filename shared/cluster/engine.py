@@ -307,16 +307,22 @@ class ClusterNode:
         self.log.info("cluster_node_started", url=self.url)
 
     async def stop(self) -> None:
+        """Stops dialing, timers and donors, releases sharing tags, closes the server.
+        Every step is bounded: a stuck transport must not hold a service's shutdown."""
         tasks = [*self._tasks, *self._donors,
                  *(p.task for p in self.peers.values() if p.task is not None)]
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        await self.shtags.close()
-        if self._server is not None:
-            await self._server.stop(0.2)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=3.0)
+            if stuck:
+                self.log.warning("cluster_stop_tasks_stuck", count=len(stuck))
+        for step in (self.shtags.close(), *(
+                [self._server.stop(0.2)] if self._server is not None else [])):
+            try:
+                await asyncio.wait_for(step, 3.0)
+            except (TimeoutError, Exception) as exc:
+                self.log.warning("cluster_stop_step_failed", error=repr(exc))
 
     # -- peers and the dialing side ------------------------------------------------------
     def _allowed(self, node_id: int) -> bool:
@@ -422,13 +428,19 @@ class ClusterNode:
                 self.log.debug("dial_failed", peer=peer.node_id, error=repr(exc))
             finally:
                 if reader is not None:
+                    if reader.done() and not reader.cancelled():
+                        reader.exception()  # retrieved: the broken stream is handled here
                     reader.cancel()
                 if peer.connected:
                     peer.connected = False
                     peer.clear()
                     if peer.link.on_send_failed(self.clock()):
                         self._dirty = True
-            await asyncio.sleep(backoff)
+            # Reconnect soon (a restarted node is found at once, whatever its link state:
+            # node_timeout pauses pings, not the transport), sooner when a ping waits.
+            peer.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(peer.wake.wait(), backoff)
 
     async def _read_pongs(self, peer: Peer, call: Any) -> None:
         while True:
@@ -481,6 +493,7 @@ class ClusterNode:
             peer = self.peers.get(src)
             if peer is not None and peer.link.on_packet(now):
                 self._dirty = True
+                peer.wake.set()  # re-probe now: reconnect without waiting
             for p in frame.packets:
                 self.stats["received"] += 1
                 if p.HasField("ping"):
@@ -617,14 +630,14 @@ class ClusterNode:
 
     def _tick(self, now: float) -> None:
         for peer in list(self.peers.values()):
-            if not self.enabled or peer.node_id in self.blocked:
-                # Nothing goes out: pings are lost, and the link times out like any other.
-                seq, changed = peer.link.poll(now)
-            else:
-                seq, changed = peer.link.poll(now)
-                if seq is not None:
-                    if peer.connected:
-                        peer.push(pb.Packet(src=self.id, ping=pb.Ping(seq=seq)))
+            seq, changed = peer.link.poll(now)
+            # Disabled, blocked or not connected: the ping is lost and times out like any
+            # other (a lost ping also wakes the dialer, which reconnects at once).
+            if seq is not None and self.enabled and peer.node_id not in self.blocked:
+                if peer.connected:
+                    peer.push(pb.Packet(src=self.id, ping=pb.Ping(seq=seq)))
+                else:
+                    peer.wake.set()
             if changed:
                 self.log.info("link_state", peer=peer.node_id, state=peer.link.state.value)
                 self._dirty = True

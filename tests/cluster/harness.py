@@ -165,6 +165,8 @@ class Node:
                 self.proc.kill()
                 self.proc.wait(10)
 
-    def restart(self) -> Node:
+    def restart(self, seeds: list[Node] | None = None) -> Node:
         self.kill9()
+        if seeds is not None:
+            self.seeds = seeds
         return self.start()

@@ -104,8 +104,11 @@ def test_kill9_link_down_tag_moves_and_restart_resyncs(cluster: list[Node],
         others[0].events("E_CLUSTERER_NODE_STATE_CHANGED")
     # Data written while it was away comes back with the resync.
     others[0].mi("kv_put", ["while-away", "yes"])
-    holder.restart()
+    # It comes back knowing the others (a seed would otherwise fall back to its own
+    # empty data after seed_fallback_interval, as OpenSIPS seeds do).
+    holder.restart(seeds=others)
     wait_until(holder.synced, 10, "restarted node synced")
+    assert holder.sync_progress()["donor"] in {o.node_id for o in others}
     wait_until(lambda: holder.count() == others[0].count(), 5, "same data")
     assert holder.mi("kv_get", ["while-away"])["value"] == "yes"
     for n in others:
