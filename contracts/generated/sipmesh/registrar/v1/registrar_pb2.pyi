@@ -1,0 +1,87 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SaveRequest(_message.Message):
+    __slots__ = ("message", "source_host", "source_port", "transport", "socket")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PORT_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    message: bytes
+    source_host: str
+    source_port: int
+    transport: str
+    socket: str
+    def __init__(self, message: _Optional[bytes] = ..., source_host: _Optional[str] = ..., source_port: _Optional[int] = ..., transport: _Optional[str] = ..., socket: _Optional[str] = ...) -> None: ...
+
+class Header(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: str
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SaveReply(_message.Message):
+    __slots__ = ("status", "reason", "headers")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    reason: str
+    headers: _containers.RepeatedCompositeFieldContainer[Header]
+    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("aor", "method")
+    AOR_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    aor: str
+    method: str
+    def __init__(self, aor: _Optional[str] = ..., method: _Optional[str] = ...) -> None: ...
+
+class Branch(_message.Message):
+    __slots__ = ("uri", "next_hop", "q", "path", "instance")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    next_hop: str
+    q: float
+    path: _containers.RepeatedScalarFieldContainer[str]
+    instance: str
+    def __init__(self, uri: _Optional[str] = ..., next_hop: _Optional[str] = ..., q: _Optional[float] = ..., path: _Optional[_Iterable[str]] = ..., instance: _Optional[str] = ...) -> None: ...
+
+class LookupReply(_message.Message):
+    __slots__ = ("status", "branches")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    status: int
+    branches: _containers.RepeatedCompositeFieldContainer[Branch]
+    def __init__(self, status: _Optional[int] = ..., branches: _Optional[_Iterable[_Union[Branch, _Mapping]]] = ...) -> None: ...
+
+class CredentialsRequest(_message.Message):
+    __slots__ = ("username", "domain")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    domain: str
+    def __init__(self, username: _Optional[str] = ..., domain: _Optional[str] = ...) -> None: ...
+
+class CredentialsReply(_message.Message):
+    __slots__ = ("found", "ha1", "ha1_sha256")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    HA1_FIELD_NUMBER: _ClassVar[int]
+    HA1_SHA256_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    ha1: str
+    ha1_sha256: str
+    def __init__(self, found: _Optional[bool] = ..., ha1: _Optional[str] = ..., ha1_sha256: _Optional[str] = ...) -> None: ...
