@@ -42,6 +42,11 @@ from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
 
 
+def _start_line(data: bytes) -> str:
+    """The start line of a SIP message, for E_CORE_THRESHOLD's `extra`."""
+    return data.split(b"\r\n", 1)[0][:200].decode("utf-8", "replace")
+
+
 def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
     """Numeric address? (remembered per app: it is asked for every datagram sent)"""
     known = known_hosts.get(host)
@@ -65,11 +70,17 @@ class EdgeApp:
     """One edge worker: sockets, proxy core, timer."""
 
     def __init__(self, config: EdgeConfig, *, counters: EdgeCounters | None = None,
-                 services: dict[str, Any] | None = None, private_port: bool = False) -> None:
+                 services: dict[str, Any] | None = None, private_port: bool = False,
+                 exec_threshold: int = 0,
+                 on_slow: Callable[[str, int, str], object] | None = None) -> None:
         self.config = config
         self.log = structlog.get_logger("edge")
         self.counters = counters or EdgeCounters()
         self.services = services or {}
+        # OpenSIPS exec_msg_threshold (us, 0 = off): slower messages are reported to
+        # `on_slow(source, us, start line)`, which raises E_CORE_THRESHOLD.
+        self.exec_threshold = exec_threshold if on_slow is not None else 0
+        self.on_slow = on_slow
         self.private_port = private_port or config.workers > 1
         self.udp: dict[Interface, UdpEndpoint] = {}
         self.private: dict[Interface, UdpEndpoint] = {}
@@ -154,14 +165,24 @@ class EdgeApp:
             return
         loop = self._loop
         assert loop is not None
+        started = time.perf_counter() if self.exec_threshold else 0.0
         try:
             outputs = core.receive(data, source, loop.time())
         except Exception:  # never let one message take the worker down
             self.log.exception("edge.internal_error", peer=f"{source.host}:{source.port}")
+            # OpenSIPS err_requests / err_replies: a message whose processing failed.
+            if data.startswith(b"SIP/"):
+                self.counters.err_replies.value += 1
+            else:
+                self.counters.err_requests.value += 1
             return
         if outputs:
             self._execute(outputs)
         self._rearm()
+        if self.exec_threshold:
+            micros = int((time.perf_counter() - started) * 1e6)
+            if micros > self.exec_threshold and self.on_slow is not None:
+                self.on_slow("msg processing", micros, _start_line(data))
 
     def _execute(self, outputs: Sequence[Output]) -> None:
         for item in outputs:
@@ -210,6 +231,7 @@ class EdgeApp:
         try:
             await item.awaitable
         except Exception as exc:
+            self.counters.err_requests.value += 1  # the routing script failed (OpenSIPS)
             self._warn("route.error", error=repr(exc), call_id=item.call_id)
         loop = asyncio.get_running_loop()
         try:
@@ -336,7 +358,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         "edge", config=RuntimeConfig(host=config.http_host, port=config.http_port),
         discovery=discovery, registry=registry)
     counters = EdgeCounters(runtime.stats.counter)
-    app = EdgeApp(config, counters=counters, private_port=private_port)
+    app = EdgeApp(config, counters=counters, private_port=private_port,
+                  exec_threshold=runtime.events_config.exec_threshold,
+                  on_slow=runtime.report_slow)
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
@@ -417,12 +441,21 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
     return rc
 
 
+def _check_events_config() -> None:
+    """The runtime reads [events] itself; a bad value is reported here, as one line."""
+    from shared.config import load_section
+    from shared.events.config import EventsConfig
+
+    load_section(EventsConfig, "events")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.service import configure_logging, run_service
 
     args = _parse_args(argv)
     try:
         config = _config_from_args(args)
+        _check_events_config()
     except ValueError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return 2

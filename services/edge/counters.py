@@ -1,4 +1,5 @@
-"""Counters of the edge: OpenSIPS `core:` names plus per-method / per-code detail.
+"""Counters of the edge: OpenSIPS `core:` names (with `rcv_requests_<method>` per method)
+plus per-method / per-code detail.
 
 Each named counter is an object with an integer `value` (the shared runtime's
 `shared.service.Counter` when the edge runs in it, so MI `get_statistics core:` reads the
@@ -14,7 +15,13 @@ from typing import Protocol
 
 CORE_NAMES = (
     "rcv_requests", "rcv_replies", "fwd_requests", "fwd_replies", "drop_requests",
-    "drop_replies", "err_requests", "bad_URIs_rcvd", "bad_msg_hdr",
+    "drop_replies", "err_requests", "err_replies", "bad_URIs_rcvd", "bad_msg_hdr",
+)
+# OpenSIPS's per-method core counters (`core:rcv_requests_invite`, ...): a fixed set, so
+# garbage method names cannot grow the statistics without bound.
+METHODS = (
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER",
 )
 
 
@@ -31,9 +38,9 @@ class _Value:
 
 class EdgeCounters:
     __slots__ = (
-        "bad_URIs_rcvd", "bad_msg_hdr", "drop_replies", "drop_requests", "err_requests",
-        "fwd_replies", "fwd_requests", "rcv_replies", "rcv_requests", "replies_in",
-        "replies_out", "requests_in", "retransmissions",
+        "bad_URIs_rcvd", "bad_msg_hdr", "by_method", "drop_replies", "drop_requests",
+        "err_replies", "err_requests", "fwd_replies", "fwd_requests", "rcv_replies",
+        "rcv_requests", "replies_in", "replies_out", "requests_in", "retransmissions",
     )
 
     rcv_requests: Value
@@ -43,6 +50,7 @@ class EdgeCounters:
     drop_requests: Value
     drop_replies: Value
     err_requests: Value
+    err_replies: Value
     bad_URIs_rcvd: Value
     bad_msg_hdr: Value
     retransmissions: Value
@@ -53,12 +61,17 @@ class EdgeCounters:
         for name in CORE_NAMES:
             setattr(self, name, factory("core", name))
         self.retransmissions = factory("tm", "retransmissions")
+        self.by_method: dict[str, Value] = {
+            m: factory("core", f"rcv_requests_{m.lower()}") for m in METHODS}
         self.requests_in: Counter[str] = Counter()
         self.replies_in: Counter[int] = Counter()
         self.replies_out: Counter[int] = Counter()
 
     def request_in(self, method: str) -> None:
         self.requests_in[method] += 1
+        counter = self.by_method.get(method)
+        if counter is not None:
+            counter.value += 1
 
     def reply_in(self, status: int) -> None:
         self.replies_in[status] += 1

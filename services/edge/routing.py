@@ -10,7 +10,10 @@ The module defines up to three hooks (only `request_route` is required):
 route preprocessing).  It decides through the context: `ctx.forward(uri)` (call it several
 times to fork in parallel), `ctx.reply(code)`, `ctx.record_route()`, header edits on
 `ctx.request`, and `ctx.set_failure_route(hook)` to get called when every branch failed
-(serial forking, failover).  `reply_route` sees every response before it is relayed.
+(serial forking, failover). An async hook may call out with `await
+ctx.jsonrpc_request(dest, method, params)` / `ctx.jsonrpc_notification(...)` (OpenSIPS's
+jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome codes).
+`reply_route` sees every response before it is relayed.
 A hook may be a coroutine function (to call other services); the proxy waits for it
 without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
 
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from services.edge.addresses import Source
     from services.edge.auth import ProxyAuthenticator
+    from shared.events.jsonrpc_route import JsonRpcOutcome
     from shared.sip import Request, Uri
 
 
@@ -181,6 +185,29 @@ class RouteContext:
         self.failure_hook = hook or self.default_failure
         if self.failure_hook is None:
             raise ValueError("set_failure_route() needs a hook: the module has no failure_route")
+
+    # -- calls out (OpenSIPS jsonrpc module) ----------------------------------------------------
+    async def jsonrpc_request(self, dest: str, method: str, params: Any, *,
+                              connect_timeout: float = 0.5, write_timeout: float = 0.5,
+                              read_timeout: float = 0.5) -> JsonRpcOutcome:
+        """Raw JSON-RPC 2.0 request over TCP to `dest` ("IP:port"); `await` it from an
+        async hook. Never raises: branch on `outcome.code` (1 ok with `.value` the result,
+        -1 internal error, -2 connect/timeout error, -3 server error with its error
+        object), as OpenSIPS's `jsonrpc_request` return codes."""
+        from shared.events.jsonrpc_route import jsonrpc_request
+
+        return await jsonrpc_request(dest, method, params, connect_timeout=connect_timeout,
+                                     write_timeout=write_timeout, read_timeout=read_timeout)
+
+    async def jsonrpc_notification(self, dest: str, method: str, params: Any, *,
+                                   connect_timeout: float = 0.5,
+                                   write_timeout: float = 0.5) -> JsonRpcOutcome:
+        """A JSON-RPC notification (no answer awaited); outcome codes as above."""
+        from shared.events.jsonrpc_route import jsonrpc_notification
+
+        return await jsonrpc_notification(dest, method, params,
+                                          connect_timeout=connect_timeout,
+                                          write_timeout=write_timeout)
 
     def add_header(self, name: str, value: str) -> None:
         self.request.add_header(name, value)

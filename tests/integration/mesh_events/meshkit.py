@@ -26,15 +26,16 @@ ROOT = Path(__file__).resolve().parents[3]
 THRESHOLD_SCHEMA = json.loads((ROOT / "contracts/events/E_CORE_THRESHOLD.json").read_text())
 
 
-def start_mesh(tmp: Path, **env: str) -> tuple[MeshProcess, str]:
-    """The mesh, once the edge is up; returns it and the edge's instance pid."""
+def start_mesh(tmp: Path, threshold: str = "1", **env: str) -> tuple[MeshProcess, str]:
+    """The mesh, once the edge is up; returns it and the edge's instance pid.
+    ``threshold`` is ``[events] exec_threshold`` (us; "0" turns E_CORE_THRESHOLD off)."""
     from shared.cli.mesh_cmd import _runnable
 
     if not _runnable("services.edge"):
         pytest.skip("services.edge is not present in this checkout")
     mesh = MeshProcess(tmp, SIPMESH_MESH_SERVICES="gateway,edge",
                        SIPMESH_EDGE_LISTEN="udp:127.0.0.1:0",
-                       SIPMESH_EVENTS_EXEC_THRESHOLD="1", **env)
+                       SIPMESH_EVENTS_EXEC_THRESHOLD=threshold, **env)
     pid = line(mesh, r"^started edge pid (\d+)").group(1)
     line(mesh, r"^endpoint edge sip ")
     return mesh, pid

@@ -34,7 +34,7 @@ def _bound(port: int) -> bool:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     if SIPP is None:
         pytest.skip("sipp is not installed (tests/peers/ensure.sh installs it)")
-    m, _ = start_mesh(tmp_path_factory.mktemp("mesh_load"))
+    m, _ = start_mesh(tmp_path_factory.mktemp("mesh_load"), threshold="0")
     yield m
     assert m.stop() == 0
 
@@ -74,6 +74,13 @@ async def test_load_rises_under_sipp_and_falls_back_when_idle(mesh: MeshProcess)
         assert rc == 0, "sipp reported failed calls"
         after = await _load(mesh.gateway_url)
         assert after["core:rcv_requests"] - before["core:rcv_requests"] >= 1500 * 3
+        counts = await mi(mesh.gateway_url, "get_statistics", [["core:"]])
+        # OpenSIPS names, per method too: INVITE, ACK and BYE of every call.
+        for method in ("invite", "ack", "bye"):
+            assert counts[f"core:rcv_requests_{method}"] == 1500, counts
+        assert counts["core:fwd_requests"] >= 1500 * 3
+        assert counts["core:rcv_replies"] >= 1500 * 2 and counts["core:fwd_replies"] >= 1500 * 2
+        assert counts["core:err_requests"] == 0 and counts["core:err_replies"] == 0
         async with asyncio.timeout(15):
             idle = after
             while idle["load:load"] > 3:

@@ -274,3 +274,35 @@ async def test_subscriptions_survive_a_gateway_restart(
 def _gateway_pid(m: MeshProcess) -> int:
     pids = [int(line.split()[3]) for line in m.seen if line.startswith("started gateway pid")]
     return pids[-1]
+
+
+async def test_slow_sip_processing_raises_e_core_threshold(
+    mesh: tuple[MeshProcess, str],
+) -> None:
+    """OpenSIPS exec_msg_threshold: the edge reports a SIP message that took longer than
+    the threshold (1 us here: every message), with its start line."""
+    m, _ = mesh
+    edge = line(m, r"^endpoint edge sip sip:(127\.0\.0\.1):(\d+);transport=udp")
+    sub = await UdpSubscriber.open()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    try:
+        await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 60])
+        me = transport.get_extra_info("sockname")[1]
+        ruri = f"sip:ping@{edge.group(1)}:{edge.group(2)}"
+        transport.sendto((
+            f"OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKthr1\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:ping@127.0.0.1>\r\n"
+            "Call-ID: threshold-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode(),
+            (edge.group(1), int(edge.group(2))))
+        while True:  # MI-triggered events may come too; the SIP one must
+            got = (await sub.next())["params"]
+            if got["source"] == "msg processing":
+                break
+        assert got["extra"] == f"OPTIONS {ruri} SIP/2.0"
+        assert got["time"] > 1
+    finally:
+        await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 0])
+        sub.close()
+        transport.close()
