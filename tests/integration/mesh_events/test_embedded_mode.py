@@ -10,8 +10,10 @@ of the gateway process. Load statistics come back mesh-wide with OpenSIPS names.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from tests.integration.mesh_events.meshkit import (
     raise_on_edge,
     start_mesh,
 )
-from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 EVENT = "E_CORE_THRESHOLD"
@@ -306,3 +308,22 @@ async def test_slow_sip_processing_raises_e_core_threshold(
         await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 0])
         sub.close()
         transport.close()
+
+
+def test_opensips_cli_manages_subscriptions(mesh: tuple[MeshProcess, str]) -> None:
+    m, _ = mesh
+
+    def cli(*cmd: str) -> Any:
+        run = subprocess.run(
+            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
+             f"url={m.gateway_url}", "-x", "mi", *cmd], capture_output=True, text=True,
+            timeout=60)
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+
+    assert cli("event_subscribe", "E_DLG_STATE_CHANGED", "jsonrpc:127.0.0.1:9/dlg", "90") == "OK"
+    one = cli("subscribers_list", "E_DLG_STATE_CHANGED", "jsonrpc:127.0.0.1:9/dlg")
+    assert one["socket"] == "jsonrpc:127.0.0.1:9/dlg" and 0 < one["expire"] <= 90
+    assert "E_DLG_STATE_CHANGED" in {e["name"] for e in cli("events_list")["Events"]}
+    assert cli("event_subscribe", "E_DLG_STATE_CHANGED", "jsonrpc:127.0.0.1:9/dlg", "0") == "OK"
+    assert cli("subscribers_list", "E_DLG_STATE_CHANGED")["Subscribers"] == []
