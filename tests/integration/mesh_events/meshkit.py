@@ -36,8 +36,12 @@ def start_mesh(tmp: Path, threshold: str = "1", **env: str) -> tuple[MeshProcess
     mesh = MeshProcess(tmp, SIPMESH_MESH_SERVICES="gateway,edge",
                        SIPMESH_EDGE_LISTEN="udp:127.0.0.1:0",
                        SIPMESH_EVENTS_EXEC_THRESHOLD=threshold, **env)
-    pid = line(mesh, r"^started edge pid (\d+)").group(1)
-    line(mesh, r"^endpoint edge sip ")
+    try:
+        pid = line(mesh, r"^started edge pid (\d+)").group(1)
+        line(mesh, r"^endpoint edge sip ")
+    except BaseException:
+        mesh.stop()  # never leave the children behind
+        raise
     return mesh, pid
 
 
