@@ -1,0 +1,186 @@
+"""Wiring of the registrar process: config -> store -> user location -> gRPC + MI.
+
+`serve(config)` opens the subscriber store, builds the `UserLocation` (with a cluster node
+in `full-sharing` mode, capability `usrloc-contact-repl`, full sync on join), starts the
+gRPC server (`sipmesh.registrar.v1.Registrar` + standard health) and the service runtime
+(MI, /metrics, /health, discovery as `registrar` with `grpc` = host:port in its metadata,
+where the edge finds it), the expiry timer, and runs until SIGTERM.  It prints one line
+when ready:
+
+    registrar ready grpc 127.0.0.1:PORT http http://127.0.0.1:PORT pid PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
+from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
+from services.registrar.config import RegistrarConfig
+from services.registrar.location import Location, Origin, RegisterError, parse_aor
+from services.registrar.mi import register_mi
+from services.registrar.subscribers import open_store
+from services.registrar.usrloc import CAPABILITY, UserLocation
+from shared.sip import SipParseError, parse_message
+
+SERVICE = "sipmesh.registrar.v1.Registrar"
+
+
+class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
+    """The gRPC face of `UserLocation`; bad input gets a status, never a traceback."""
+
+    def __init__(self, ul: UserLocation) -> None:
+        self.ul = ul
+
+    async def Save(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            msg = parse_message(request.message)
+        except SipParseError as exc:
+            return pb.SaveReply(status=400, reason=exc.reason or "Bad Request")
+        if not hasattr(msg, "method"):
+            return pb.SaveReply(status=400, reason="Not a request")
+        origin = Origin(request.source_host, request.source_port,
+                        request.transport or "udp", request.socket)
+        result = self.ul.save(msg, origin)  # type: ignore[arg-type]
+        return pb.SaveReply(status=result.status, reason=result.reason, headers=[
+            pb.Header(name=n, value=v) for n, v in result.headers])
+
+    async def Lookup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            aor = parse_aor(request.aor)
+        except RegisterError:
+            return pb.LookupReply(status=400)
+        status, found = await self.ul.lookup(aor, request.method)
+        return pb.LookupReply(status=status, branches=[
+            pb.Branch(uri=b.uri, next_hop=b.next_hop(),
+                      q=-1.0 if b.q < 0 else b.q / 1000.0, path=list(b.path),
+                      instance=b.instance) for b in found])
+
+    async def GetCredentials(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        sub = await self.ul.credentials(request.username, request.domain.lower())
+        if sub is None:
+            return pb.CredentialsReply(found=False)
+        return pb.CredentialsReply(found=True, ha1=sub.ha1, ha1_sha256=sub.ha1_sha256)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m services.registrar",
+                                description="SipMesh registrar (user location, subscribers)")
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--store", help="SQLite file or postgresql:// DSN of the subscribers")
+    p.add_argument("--cluster-mode", choices=("none", "full-sharing"))
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> RegistrarConfig:
+    from shared.config import load_section
+
+    config = load_section(RegistrarConfig, "registrar")
+    overrides: dict[str, Any] = {}
+    for name in ("grpc_port", "http_port", "store", "cluster_mode"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    config = dataclasses.replace(config, **overrides)
+    config.validate()
+    return config
+
+
+async def serve(config: RegistrarConfig) -> None:
+    from shared.config import load_section
+    from shared.discovery import DiscoveryConfig
+    from shared.rpc.grpc_helpers import start_grpc_server
+    from shared.service import RuntimeConfig, ServiceRuntime
+
+    discovery = load_section(DiscoveryConfig, "discovery")
+    registry = None
+    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
+        from shared.discovery.memory import MemoryRegistry
+
+        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
+    runtime = ServiceRuntime(
+        "registrar", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        discovery=discovery, registry=registry, sip_handling=False)
+    store = open_store(config.store_location)
+    cluster = None
+    if config.cluster_mode == "full-sharing":
+        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
+        from shared.cluster import register_mi as register_cluster_mi
+
+        cluster_config = load_section(ClusterConfig, "registrar.cluster")
+        cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
+                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+        register_cluster_mi(runtime, cluster)
+    ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
+                      cluster=cluster)
+    if cluster is not None:
+        cluster.register_capability(CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
+                                    apply_update=ul.apply_update)
+    register_mi(runtime, ul)
+    servers: list[Any] = []
+
+    @runtime.on_start
+    async def _start() -> None:
+        await store.open()
+        srv = await start_grpc_server(
+            [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
+        servers.append(srv)
+        host = runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host
+        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        if cluster is not None:
+            await cluster.start()
+            runtime.meta.update(cluster.meta())
+        ul.start_timer(config.timer_interval)
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        await ul.stop_timer()
+        for srv in servers:
+            await srv.stop(1.0)
+        if cluster is not None:
+            await cluster.stop()
+        await store.close()
+
+    async def announce() -> None:
+        while not runtime.port or not servers:
+            await asyncio.sleep(0.01)  # start-up of this very process
+        extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
+        print(f"registrar ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+              f"pid {os.getpid()}{extra}", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.serve()
+    finally:
+        announcer.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.service import configure_logging, run_service
+
+    args = _parse_args(argv)
+    try:
+        config = load_config(args)
+    except ValueError as exc:
+        print(f"registrar: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("registrar", level=config.log_level)
+
+    async def run() -> None:
+        await serve(config)
+
+    if config.uvloop:
+        run_service(run)
+    else:
+        asyncio.run(run())
+    return 0

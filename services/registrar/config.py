@@ -1,0 +1,49 @@
+"""The `[registrar]` section (file via `$SIPMESH_CONFIG`, or `SIPMESH_REGISTRAR_<FIELD>`).
+
+Cluster membership is `[registrar.cluster]` (shared.cluster.ClusterConfig), read only when
+`cluster_mode` is not `none`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.registrar.location import LocationConfig
+from services.registrar.subscribers import default_location
+
+CLUSTER_MODES = ("none", "full-sharing")
+
+
+@dataclass(frozen=True)
+class RegistrarConfig:
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    store: str = ""  # subscribers: SQLite file (default under $XDG_STATE_HOME) or postgresql://
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 0
+    max_contacts: int = 0
+    timer_interval: float = 1.0  # expiry sweep (s)
+    cluster_mode: str = "none"  # none | full-sharing
+    table: str = "location"
+    log_level: str = "info"
+    uvloop: bool = True
+
+    def validate(self) -> None:
+        if self.cluster_mode not in CLUSTER_MODES:
+            raise ValueError(f"[registrar] cluster_mode must be one of {', '.join(CLUSTER_MODES)}")
+        if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
+            raise ValueError("[registrar] expires values must not be negative")
+        if self.max_expires and self.max_expires < self.min_expires:
+            raise ValueError("[registrar] max_expires is below min_expires")
+
+    @property
+    def location(self) -> LocationConfig:
+        return LocationConfig(self.default_expires, self.min_expires, self.max_expires,
+                              self.max_contacts)
+
+    @property
+    def store_location(self) -> str:
+        return self.store or default_location()

@@ -1,0 +1,448 @@
+"""User location: REGISTER processing of RFC 3261 §10.3 on an in-memory table, sans-IO.
+
+`Location.save(request, origin, now)` applies one (already authenticated) REGISTER and
+answers what the 200 (or error) response carries; `lookup(aor, method, now)` gives the
+usable bindings, q-ordered.  No sockets, no clock: `now` is wall-clock seconds passed in,
+so expiry is tested on a fake clock.  Every change comes back as a `Change` (insert,
+update, delete of a binding; AOR created/emptied) so the service raises the OpenSIPS
+events and replicates to its cluster from one list.
+
+Save, in the order of §10.3:
+  * To must be a SIP/SIPS URI with a user part: the AOR is `user@host` (400 otherwise);
+  * `Contact: *` needs `Expires: 0` and no other contact (step 6, 400 otherwise) and removes
+    every binding unless one of them has the same Call-ID and a CSeq not lower (400);
+  * each contact's expiry is its `expires` parameter, else the Expires header, else
+    `default_expires`; 0 < e < `min_expires` rejects the whole request with 423 and
+    Min-Expires (§10.3 step 7, §20.23); above `max_expires` it is lowered;
+  * a binding is the same binding when the `+sip.instance` and `reg-id` contact
+    parameters agree (RFC 5626 §6), the instance alone (RFC 5627), or else when the URIs
+    are equivalent (§19.1.4);
+  * an existing binding with the same Call-ID and a CSeq not higher than stored aborts the
+    request (§10.3 step 7: "the update MUST be aborted"; 400 Invalid CSeq as OpenSIPS);
+  * the request is checked as a whole before anything changes (no partial update);
+  * contact parameters (`expires`, `q`, `+sip.instance`, `reg-id`, `methods`, others) are
+    kept apart from URI parameters: the stored URI is the URI exactly as written;
+  * NAT: when the packet's source differs from the Contact's host:port, the binding keeps
+    `received` (`sip:ip:port;transport=..`) and requests are sent there;
+  * Path (RFC 3327): stored and returned in the 200 when the UA said `Supported: path`;
+  * the 200 lists every current binding with its remaining expiry (§10.3 step 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from shared.sip import NameAddr, Request, SipParseError, Uri, parse_uri
+
+# OpenSIPS's method bits (parser/msg_parser.h METHOD_*), used by `Methods` in ul_dump.
+METHOD_BITS = {
+    "INVITE": 1, "CANCEL": 2, "ACK": 4, "BYE": 8, "INFO": 16, "OPTIONS": 32, "UPDATE": 64,
+    "REGISTER": 128, "MESSAGE": 256, "SUBSCRIBE": 512, "NOTIFY": 1024, "PRACK": 2048,
+    "REFER": 4096, "PUBLISH": 8192,
+}
+OTHER_METHOD = 16384
+ALL_METHODS = 0xFFFFFFFF
+Q_UNSPECIFIED = -1
+_KNOWN_CONTACT_PARAMS = frozenset({"expires", "q", "+sip.instance", "reg-id", "methods"})
+
+
+@dataclass(frozen=True)
+class LocationConfig:
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 0  # 0 = no maximum
+    max_contacts: int = 0  # per AOR; 0 = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the REGISTER came from: the packet's source and the edge socket it used."""
+
+    host: str
+    port: int
+    transport: str = "udp"
+    socket: str = ""
+
+
+@dataclass(slots=True)
+class Binding:
+    """One contact of an AOR (OpenSIPS ucontact)."""
+
+    aor: str
+    uri: str
+    expires: int  # absolute unix time; 0 = permanent (ul_add with expires 0)
+    q: int = Q_UNSPECIFIED  # 0..1000, OpenSIPS qvalue
+    callid: str = ""
+    cseq: int = 0
+    received: str = ""
+    path: tuple[str, ...] = ()
+    instance: str = ""
+    reg_id: int = 0
+    user_agent: str = ""
+    socket: str = ""
+    methods: int = ALL_METHODS
+    flags: int = 0
+    cflags: int = 0
+    attr: str = ""
+    params: str = ""  # other contact parameters, as written (";a=b;c")
+    latency: int = 0
+    last_modified: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Identity of the binding inside its AOR (replication and removal)."""
+        if self.instance:
+            return f"{self.instance}|{self.reg_id}"
+        return self.uri
+
+    @property
+    def contact_id(self) -> int:
+        digest = hashlib.blake2b(f"{self.aor}|{self.key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") >> 1
+
+    def remaining(self, now: float) -> int:
+        return max(int(self.expires - now), 0)
+
+    def alive(self, now: float) -> bool:
+        return self.expires == 0 or self.expires > now
+
+    def allows(self, method: str) -> bool:
+        if not method or self.methods == ALL_METHODS:
+            return True
+        return bool(self.methods & METHOD_BITS.get(method.upper(), OTHER_METHOD))
+
+    def q_text(self) -> str:
+        """OpenSIPS q2str: "" when unspecified, else 0.5, 1, 0.25 ..."""
+        if self.q == Q_UNSPECIFIED:
+            return ""
+        if self.q >= 1000:
+            return "1"
+        return ("0." + f"{self.q:03d}").rstrip("0").rstrip(".") or "0"
+
+    def next_hop(self) -> str:
+        """Where requests for this binding are sent first: NAT address, else Path."""
+        if self.path:
+            return _route_uri(self.path[0])
+        return self.received
+
+    def contact_value(self, now: float) -> str:
+        """This binding as a Contact of a 200 to REGISTER (§10.3 step 8)."""
+        out = f"<{self.uri}>;expires={self.remaining(now) if self.expires else 0}"
+        if self.q != Q_UNSPECIFIED:
+            out += f";q={self.q_text()}"
+        if self.instance:
+            out += f";+sip.instance={self.instance}"
+            if self.reg_id:
+                out += f";reg-id={self.reg_id}"
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of the table: kind is insert, update, refresh or delete."""
+
+    kind: str
+    binding: Binding
+    aor_created: bool = False
+    aor_deleted: bool = False
+
+
+@dataclass(slots=True)
+class SaveResult:
+    status: int
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+class RegisterError(Exception):
+    def __init__(self, status: int, reason: str,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = list(headers)
+
+
+def _route_uri(path_value: str) -> str:
+    from shared.sip import parse_name_addr
+
+    return str(parse_name_addr(path_value, "Path").uri)
+
+
+def aor_of(uri: Uri) -> str:
+    """`user@host` (host lower-cased), as OpenSIPS with use_domain; raises RegisterError."""
+    if not uri.is_sip:
+        raise RegisterError(400, "Bad To URI: not a SIP or SIPS URI")
+    if not uri.user:
+        raise RegisterError(400, "Bad To URI: no user part")
+    return f"{uri.user}@{uri.host.lower()}"
+
+
+def parse_aor(text: str) -> str:
+    """An AOR given by an operator: `user@domain` or a sip: URI."""
+    text = text.strip()
+    if ":" not in text.split("@", 1)[0]:
+        text = "sip:" + text
+    try:
+        uri = parse_uri(text, "AOR")
+    except SipParseError as exc:
+        raise RegisterError(400, f"Bad AOR: {exc.detail or exc}") from None
+    return aor_of(uri)
+
+
+def parse_q(value: str | None) -> int:
+    if value is None:
+        return Q_UNSPECIFIED
+    try:
+        q = float(value)
+    except ValueError:
+        raise RegisterError(400, "Bad q value") from None
+    if not 0.0 <= q <= 1.0:
+        raise RegisterError(400, "Bad q value")
+    return round(q * 1000)
+
+
+def _int_param(value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit():
+        raise RegisterError(400, f"Bad {what}")
+    return int(value)
+
+
+def _methods(value: str | None, allow: list[str]) -> int:
+    names = [m.strip().strip('"') for m in value.split(",")] if value else allow
+    if not names:
+        return ALL_METHODS
+    bits = 0
+    for name in names:
+        if name:
+            bits |= METHOD_BITS.get(name.upper(), OTHER_METHOD)
+    return bits or ALL_METHODS
+
+
+class Location:
+    """The user location table of one node (OpenSIPS usrloc domain `location`)."""
+
+    def __init__(self, config: LocationConfig | None = None, table: str = "location") -> None:
+        self.config = config or LocationConfig()
+        self.table = table
+        self.records: dict[str, list[Binding]] = {}
+
+    # -- REGISTER (§10.3) ------------------------------------------------------------------
+    def save(self, request: Request, origin: Origin, now: float) -> SaveResult:
+        try:
+            return self._save(request, origin, now)
+        except RegisterError as exc:
+            return SaveResult(exc.status, exc.reason, exc.headers)
+        except SipParseError as exc:
+            return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
+
+    def _save(self, request: Request, origin: Origin, now: float) -> SaveResult:
+        if request.method != "REGISTER":
+            raise RegisterError(400, "Not a REGISTER")
+        aor = aor_of(request.to_addr.uri)
+        callid = request.call_id
+        cseq = request.cseq.number
+        header_expires = _int_param(request.get("Expires"), "Expires")
+        current = [b for b in self.records.get(aor, []) if b.alive(now)]
+        changes: list[Change] = []
+        if request.is_star_contact:
+            if header_expires != 0:
+                raise RegisterError(400, "Contact: * needs Expires: 0")
+            for b in current:
+                if b.callid == callid and cseq <= b.cseq:
+                    raise RegisterError(400, "Invalid CSeq number")
+            for b in current:
+                changes.append(self._delete(b))
+            return self._ok(request, aor, now, changes)
+
+        contacts = request.contacts
+        allow = [m.strip() for m in request.get_all("Allow") if m.strip()]
+        ua = (request.get("User-Agent") or "")[:255]
+        supported = {s.strip().lower() for s in request.get_all("Supported")}
+        path = tuple(request.get_all("Path"))
+        # First pass: check everything (no partial update).
+        planned: list[tuple[Binding | None, Binding | None]] = []  # (old, new or None=remove)
+        for na in contacts:
+            wanted = self._binding_from(na, aor, request, origin, header_expires, now,
+                                        callid, cseq, ua, allow, path)
+            old = self._match(current, wanted)
+            if old is not None and old.callid == callid and cseq <= old.cseq:
+                raise RegisterError(400, "Invalid CSeq number")
+            planned.append((old, wanted if wanted.expires else None))
+        max_contacts = self.config.max_contacts
+        if max_contacts:
+            count = len(current) + sum(1 for old, new in planned if old is None and new)
+            count -= sum(1 for old, new in planned if old is not None and new is None)
+            if count > max_contacts:
+                raise RegisterError(503, "Too many registered contacts")
+        # Second pass: apply.
+        for old, new in planned:
+            if new is None:
+                if old is not None:
+                    changes.append(self._delete(old))
+                continue
+            new.last_modified = now
+            if old is None:
+                changes.append(self._insert(new))
+            else:
+                changes.append(self._update(old, new))
+        result = self._ok(request, aor, now, changes)
+        if path and "path" in supported:
+            result.headers.extend(("Path", p) for p in path)
+        return result
+
+    def _binding_from(self, na: NameAddr, aor: str, request: Request, origin: Origin,
+                      header_expires: int | None, now: float, callid: str, cseq: int,
+                      ua: str, allow: list[str], path: tuple[str, ...]) -> Binding:
+        params = na.params
+        expires = _int_param(params.get("expires"), "contact expires")
+        if expires is None:
+            expires = header_expires if header_expires is not None else \
+                self.config.default_expires
+        cfg = self.config
+        if 0 < expires < cfg.min_expires:
+            raise RegisterError(423, "Interval Too Brief",
+                                [("Min-Expires", str(cfg.min_expires))])
+        if cfg.max_expires and expires > cfg.max_expires:
+            expires = cfg.max_expires
+        if not na.uri.is_sip and na.uri.scheme != "tel":
+            raise RegisterError(400, "Bad Contact URI")
+        instance = params.get("+sip.instance") or ""
+        reg_id = _int_param(params.get("reg-id"), "reg-id") or 0
+        extra = "".join(f";{k}" if v is None else f";{k}={v}"
+                        for k, v in params.items() if k.lower() not in _KNOWN_CONTACT_PARAMS)
+        return Binding(
+            aor=aor, uri=str(na.uri), expires=int(now) + expires if expires else 0,
+            q=parse_q(params.get("q")), callid=callid, cseq=cseq,
+            received=self._received(na.uri, origin), path=path, instance=instance,
+            reg_id=reg_id, user_agent=ua, socket=origin.socket,
+            methods=_methods(params.get("methods"), allow), params=extra,
+        )
+
+    @staticmethod
+    def _received(uri: Uri, origin: Origin) -> str:
+        """`sip:src:port;transport=..` when the packet came from elsewhere than the
+        Contact says (a NAT in between), else ""."""
+        if not origin.host:
+            return ""
+        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        if uri.host.strip("[]").lower() == origin.host.lower() and port == origin.port:
+            return ""
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        tp = "" if origin.transport == "udp" else f";transport={origin.transport}"
+        return f"sip:{host}:{origin.port}{tp}"
+
+    @staticmethod
+    def _match(current: list[Binding], wanted: Binding) -> Binding | None:
+        if wanted.instance:
+            for b in current:
+                if b.instance == wanted.instance and b.reg_id == wanted.reg_id:
+                    return b
+            return None
+        try:
+            uri = parse_uri(wanted.uri, "Contact")
+        except SipParseError:
+            return None
+        for b in current:
+            if b.instance:
+                continue
+            try:
+                if b.uri == wanted.uri or parse_uri(b.uri, "Contact").equivalent(uri):
+                    return b
+            except SipParseError:
+                continue
+        return None
+
+    def _ok(self, request: Request, aor: str, now: float,
+            changes: list[Change]) -> SaveResult:
+        headers = [("Contact", b.contact_value(now)) for b in self.lookup(aor, "", now)]
+        headers.append(("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))))
+        return SaveResult(200, "OK", headers, changes)
+
+    # -- table primitives (also used by MI and replication) --------------------------------
+    def _insert(self, b: Binding) -> Change:
+        bindings = self.records.get(b.aor)
+        created = bindings is None
+        if bindings is None:
+            bindings = self.records[b.aor] = []
+        bindings.append(b)
+        return Change("insert", b, aor_created=created)
+
+    def _update(self, old: Binding, new: Binding) -> Change:
+        bindings = self.records[old.aor]
+        bindings[bindings.index(old)] = new
+        same = replace(old, expires=new.expires, cseq=new.cseq,
+                       last_modified=new.last_modified, latency=old.latency)
+        new.latency = old.latency
+        return Change("refresh" if same == new else "update", new)
+
+    def _delete(self, b: Binding) -> Change:
+        bindings = self.records.get(b.aor, [])
+        if b in bindings:
+            bindings.remove(b)
+        emptied = not bindings
+        if emptied:
+            self.records.pop(b.aor, None)
+        return Change("delete", b, aor_deleted=emptied)
+
+    def lookup(self, aor: str, method: str, now: float) -> list[Binding]:
+        """Live bindings of `aor` allowing `method`, highest q first (no q counts as 1.0),
+        then the most recently registered first."""
+        found = [b for b in self.records.get(aor, ()) if b.alive(now) and b.allows(method)]
+        found.sort(key=lambda b: (-(1000 if b.q == Q_UNSPECIFIED else b.q), -b.last_modified))
+        return found
+
+    def expire(self, now: float) -> list[Change]:
+        """Removes every binding whose expiry passed (OpenSIPS timer)."""
+        changes = []
+        for aor in list(self.records):
+            for b in list(self.records.get(aor, ())):
+                if not b.alive(now):
+                    changes.append(self._delete(b))
+        return changes
+
+    def remove_aor(self, aor: str) -> list[Change]:
+        return [self._delete(b) for b in list(self.records.get(aor, ()))]
+
+    def remove_contact(self, aor: str, contact: str) -> list[Change]:
+        for b in list(self.records.get(aor, ())):
+            if b.uri == contact or b.key == contact:
+                return [self._delete(b)]
+        return []
+
+    def add(self, b: Binding) -> Change:
+        """Upsert by key (ul_add): an existing binding of the same key is replaced."""
+        for old in self.records.get(b.aor, ()):
+            if old.key == b.key:
+                return self._update(old, b)
+        return self._insert(b)
+
+    def apply_replica(self, b: Binding) -> Change | None:
+        """A binding from another node: upsert unless ours is newer (ul_cluster_sync rule)."""
+        for old in self.records.get(b.aor, ()):
+            if old.key == b.key:
+                if old.last_modified > b.last_modified:
+                    return None
+                return self._update(old, b)
+        return self._insert(b)
+
+    def remove_replica(self, aor: str, key: str, modified: float) -> Change | None:
+        for old in self.records.get(aor, ()):
+            if old.key == key and old.last_modified <= modified:
+                return self._delete(old)
+        return None
+
+    def bindings(self) -> Iterable[Binding]:
+        for bindings in self.records.values():
+            yield from bindings
+
+    @property
+    def contact_count(self) -> int:
+        return sum(len(v) for v in self.records.values())

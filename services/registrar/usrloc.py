@@ -1,0 +1,202 @@
+"""The registrar's user location service: the sans-IO table plus what surrounds it.
+
+`UserLocation` wraps `location.Location` with the clock, the subscriber store, the
+OpenSIPS events and cluster replication, so the gRPC API and the MI commands are thin.
+Every change of the table (from a REGISTER, an MI command or the expiry timer) goes
+through `_publish(changes)`, which
+
+* raises the usrloc events with OpenSIPS 2.4's parameters (`E_UL_AOR_INSERT/DELETE {aor}`;
+  `E_UL_CONTACT_INSERT/UPDATE/DELETE {aor, uri, received, path, qval, socket, bflags,
+  expires, callid, cseq, attr, latency}`); a refresh (only expiry/CSeq changed) raises
+  E_UL_CONTACT_UPDATE as OpenSIPS 2.4 does, and E_UL_CONTACT_REFRESH as well;
+* in `full-sharing` mode, broadcasts the change over capability `usrloc-contact-repl`
+  (records below); a joining node gets the whole table by the engine's full sync.
+
+Events are raised on the node where the change happened, not where it is replicated to,
+so a subscriber hears each change once.  The expiry of a binding is swept on every node
+(no replication needed: each node knows the expiry time).
+
+Replication records are JSON: `{"op": "put", "b": {binding}}` or
+`{"op": "del", "aor", "key", "t"}`; applying them is an idempotent upsert where the newer
+`last_modified` wins (a sync retried on another donor sends records again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+
+from services.registrar.location import Binding, Change, Location, Origin, SaveResult
+from services.registrar.subscribers import Subscriber, SubscriberStore
+from shared.sip import Request
+
+CAPABILITY = "usrloc-contact-repl"
+_FIELDS = [f.name for f in dataclasses.fields(Binding)]
+
+
+def encode_binding(b: Binding) -> dict[str, Any]:
+    d = dataclasses.asdict(b)
+    d["path"] = list(b.path)
+    return d
+
+
+def decode_binding(d: dict[str, Any]) -> Binding:
+    values = {k: d[k] for k in _FIELDS if k in d}
+    values["path"] = tuple(values.get("path", ()))
+    return Binding(**values)
+
+
+def contact_event_params(b: Binding) -> dict[str, Any]:
+    """E_UL_CONTACT_* parameters (OpenSIPS 2.4 ul_evi.c)."""
+    return {
+        "aor": b.aor, "uri": b.uri, "received": b.received, "path": ",".join(b.path),
+        "qval": 10 if b.q < 0 else round(b.q / 100), "socket": b.socket, "bflags": b.cflags,
+        "expires": int(b.expires), "callid": b.callid, "cseq": b.cseq, "attr": b.attr,
+        "latency": b.latency,
+    }
+
+
+class UserLocation:
+    def __init__(self, location: Location, store: SubscriberStore, *, events: Any = None,
+                 cluster: Any = None, clock: Callable[[], float] = time.time) -> None:
+        self.location = location
+        self.store = store
+        self.events = events
+        self.cluster = cluster
+        self.clock = clock
+        self.log = structlog.get_logger("registrar")
+        self.stats = {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
+                      "replicated_out": 0, "expired": 0}
+        self._timer: asyncio.Task[None] | None = None
+
+    # -- hot paths -----------------------------------------------------------------------
+    def save(self, request: Request, origin: Origin) -> SaveResult:
+        result = self.location.save(request, origin, self.clock())
+        self.stats["saves"] += 1
+        if result.status != 200:
+            self.stats["save_errors"] += 1
+        self._publish(result.changes)
+        return result
+
+    async def lookup(self, aor: str, method: str) -> tuple[int, list[Binding]]:
+        """(200, bindings) | (404, []) no such user | (480, []) no usable binding."""
+        self.stats["lookups"] += 1
+        found = self.location.lookup(aor, method, self.clock())
+        if found:
+            return 200, found
+        user, _, domain = aor.partition("@")
+        if await self.store.get(user, domain) is None and aor not in self.location.records:
+            return 404, []
+        return 480, []
+
+    async def credentials(self, username: str, domain: str) -> Subscriber | None:
+        return await self.store.get(username, domain)
+
+    # -- operator actions (MI) -----------------------------------------------------------
+    def remove_aor(self, aor: str) -> bool:
+        changes = self.location.remove_aor(aor)
+        self._publish(changes)
+        return bool(changes)
+
+    def remove_contact(self, aor: str, contact: str) -> bool:
+        changes = self.location.remove_contact(aor, contact)
+        self._publish(changes)
+        return bool(changes)
+
+    def add(self, binding: Binding) -> None:
+        binding.last_modified = self.clock()
+        self._publish([self.location.add(binding)])
+
+    def expire(self) -> int:
+        changes = self.location.expire(self.clock())
+        self.stats["expired"] += len(changes)
+        self._publish(changes, replicate=False)
+        return len(changes)
+
+    # -- changes -> events and replication -----------------------------------------------
+    def _publish(self, changes: list[Change], *, replicate: bool = True) -> None:
+        if not changes:
+            return
+        for change in changes:
+            self._raise(change)
+        if replicate and self.cluster is not None:
+            for change in changes:
+                self._replicate(change)
+
+    def _raise(self, change: Change) -> None:
+        events = self.events
+        if events is None:
+            return
+        b = change.binding
+        if change.aor_created:
+            events.publish("E_UL_AOR_INSERT", {"aor": b.aor})
+        params = contact_event_params(b)
+        if change.kind == "insert":
+            events.publish("E_UL_CONTACT_INSERT", params)
+        elif change.kind in ("update", "refresh"):
+            events.publish("E_UL_CONTACT_UPDATE", params)
+            if change.kind == "refresh":
+                events.publish("E_UL_CONTACT_REFRESH", params)
+        elif change.kind == "delete":
+            events.publish("E_UL_CONTACT_DELETE", params)
+        if change.aor_deleted:
+            events.publish("E_UL_AOR_DELETE", {"aor": b.aor})
+
+    def _replicate(self, change: Change) -> None:
+        b = change.binding
+        if change.kind == "delete":
+            record = {"op": "del", "aor": b.aor, "key": b.key, "t": self.clock()}
+        else:
+            record = {"op": "put", "b": encode_binding(b)}
+        self.cluster.broadcast(CAPABILITY, json.dumps(record, separators=(",", ":")).encode())
+        self.stats["replicated_out"] += 1
+
+    # -- cluster capability callbacks ----------------------------------------------------
+    def produce(self) -> Iterator[bytes]:
+        """The whole table as `put` records (full sync donor)."""
+        for b in list(self.location.bindings()):
+            yield json.dumps({"op": "put", "b": encode_binding(b)},
+                             separators=(",", ":")).encode()
+
+    def apply_sync(self, records: list[bytes]) -> None:
+        for rec in records:
+            self._apply(rec)
+
+    def apply_update(self, src: int, payload: bytes) -> None:
+        self._apply(payload)
+
+    def _apply(self, payload: bytes) -> None:
+        try:
+            record = json.loads(payload)
+            if record["op"] == "put":
+                self.location.apply_replica(decode_binding(record["b"]))
+            elif record["op"] == "del":
+                self.location.remove_replica(record["aor"], record["key"], float(record["t"]))
+            self.stats["replicated_in"] += 1
+        except (ValueError, KeyError, TypeError) as exc:
+            self.log.warning("replica_rejected", error=repr(exc))
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start_timer(self, interval: float) -> None:
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    self.expire()
+                except Exception:
+                    self.log.exception("expiry_failed")
+
+        self._timer = asyncio.create_task(sweep())
+
+    async def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
