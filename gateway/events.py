@@ -16,8 +16,9 @@ Where the events come from (see :mod:`shared.events.config` for the two modes):
   to the events exchange feeds every event of every node (this gateway's included).
 
 Either way events pass through :class:`EventFeed`: duplicates (at-least-once delivery
-upstream) are dropped by envelope id, and events are dispatched one after the other in
-arrival order, so a subscriber sees a node's events in the order they were raised.
+upstream) are dropped by envelope id, and events are queued and dispatched one after the
+other in arrival order by one task, so a subscriber sees a node's events in the order
+they were raised, and the senders never wait for the subscribers.
 """
 
 from __future__ import annotations
@@ -55,15 +56,24 @@ def open_store(location: str) -> SubscriptionStore:
 
 
 class EventFeed:
-    """Ordered, de-duplicated hand-over of events to the subscription manager."""
+    """Ordered, de-duplicated hand-over of events to the subscription manager.
 
-    def __init__(self, manager: SubscriptionManager, *, remember: int = 10_000) -> None:
+    Taking an event (``await feed(event)``) only queues it, so whoever brought it (a
+    forwarder's ``event_ingest`` call, the RabbitMQ consumer) is answered at once and a
+    slow subscriber never slows the mesh's event flow down; one task delivers the queue
+    in order. The queue is bounded: beyond ``size`` events the newest is dropped and
+    counted (``events:feed_dropped``)."""
+
+    def __init__(self, manager: SubscriptionManager, *, size: int = 10_000,
+                 remember: int = 10_000) -> None:
         self.manager = manager
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._remember = remember
-        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self._task: asyncio.Task[None] | None = None
         self.received = 0
         self.duplicates = 0
+        self.dropped = 0
 
     async def __call__(self, event: Event) -> None:
         if event.id in self._seen:
@@ -72,9 +82,37 @@ class EventFeed:
         self._seen[event.id] = None
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return
         self.received += 1
-        async with self._lock:
-            await self.manager.dispatch(event.name, event.params)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="events-feed")
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self.manager.dispatch(event.name, event.params)
+            except Exception:  # the manager logs per subscriber; never stop the feed
+                log.exception("event_feed_dispatch_failed", event_name=event.name)
+            finally:
+                self._queue.task_done()
+
+    async def close(self, timeout: float) -> None:
+        """Delivers what is queued (within ``timeout``), then stops."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
 
 
 class GatewayEvents:
@@ -87,7 +125,7 @@ class GatewayEvents:
         self.manager = SubscriptionManager(
             runtime.events.catalog, open_store(self.location),
             deliverer=SocketDeliverer(timeout=cfg.subscriber_timeout))
-        self.feed = EventFeed(self.manager)
+        self.feed = EventFeed(self.manager, size=cfg.buffer_size)
         self.consumer: RabbitMQEventConsumer | None = None
         if cfg.rabbitmq:
             self.consumer = RabbitMQEventConsumer(
@@ -103,6 +141,7 @@ class GatewayEvents:
         stats.gauge("events", "notified", lambda: self.manager.delivered)
         stats.gauge("events", "notify_failed", lambda: self.manager.failed)
         stats.gauge("events", "received", lambda: self.feed.received)
+        stats.gauge("events", "feed_dropped", lambda: self.feed.dropped)
         stats.gauge("events", "consumer_ready", lambda: int(
             self.consumer is None or self.consumer.ready.is_set()))
         runtime.on_start(self.start)
@@ -118,6 +157,7 @@ class GatewayEvents:
         except Exception as exc:  # sqlite3/asyncpg errors: one clear line, no traceback
             raise RuntimeError(
                 f"event subscription store {self.location!r} unusable: {exc}") from exc
+        self.feed.start()
         self._purger = asyncio.create_task(self.manager.purge_forever(self.cfg.purge_interval))
         if self.consumer is not None:
             await self.consumer.start()
@@ -127,6 +167,7 @@ class GatewayEvents:
             await self.consumer.close()
         # The gateway's own last events reach the subscribers before the manager closes.
         await self.rt.events.close(1.0)
+        await self.feed.close(2.0)
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):

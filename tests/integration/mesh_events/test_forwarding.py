@@ -5,6 +5,7 @@ order, once each; ``event_ingest`` answers bad input with clear errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -142,3 +143,41 @@ async def test_a_refused_event_does_not_wedge_the_buffer(tmp_path: Path) -> None
         await bus.discovery.close()
         await gw.stop()
         await registry.stop()
+
+
+async def test_a_stuck_subscriber_does_not_hold_the_senders_up(tmp_path: Path) -> None:
+    """A subscriber that never answers costs its own delivery timeout per event, but the
+    forwarders are answered at once and the other subscribers still get everything."""
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, mute
+    stuck = f"rabbitmq:guest:guest@127.0.0.1:{silent.sockets[0].getsockname()[1]}/q"
+    registry = RegistryServer()
+    disc = DiscoveryConfig(url=await registry.start(), ttl=10)
+    gw, _ = build_gateway(GatewayConfig(port=0), disc, EventsConfig(
+        store=str(tmp_path / "s.sqlite"), subscriber_timeout=0.2))
+    await gw.start()
+    sub = await UdpSubscriber.open()
+    svc = ServiceRuntime("registrar", discovery=disc, events=EventsConfig(strict=True))
+    client = JsonRpcClient(f"{gw.base_url}/mi")
+    try:
+        await client.call("event_subscribe", [EVENT, stuck, 60])
+        await client.call("event_subscribe", [EVENT, sub.socket, 60])
+        await svc.start()
+        started = asyncio.get_running_loop().time()
+        for n in range(15):
+            svc.events.publish(EVENT, {"aor": f"u{n}@example.com"})
+        assert await svc.events.flush(10)
+        handed_over = asyncio.get_running_loop().time() - started
+        got = [(await sub.next())["params"]["aor"] for _ in range(15)]
+        delivered = asyncio.get_running_loop().time() - started
+        assert got == [f"u{n}@example.com" for n in range(15)]
+        # 15 deliveries to the stuck socket take >= 15 x 0.2 s; the hand-over did not wait.
+        assert delivered >= 2.5 and handed_over < 1.5, (handed_over, delivered)
+        stats = await client.call("get_statistics", [["events:notify_failed"]])
+        assert stats["events:notify_failed"] >= 14
+    finally:
+        await client.close()
+        sub.close()
+        await svc.stop()
+        await gw.stop()
+        await registry.stop()
+        silent.close()
