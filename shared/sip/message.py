@@ -6,9 +6,12 @@ How it works (RFC 3261 §7, §18.3, §20):
   at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
   above (folding, RFC 3261 §7.3.1): they are unfolded into the value but the raw bytes are
   kept, so an untouched header serializes byte for byte, folding and odd spacing included.
-* Headers are two parallel lists in wire order: `_keys` (lower-case canonical names, compact
+* Headers are two parallel tuples in wire order: `_keys` (lower-case canonical names, compact
   forms expanded) and `_lines` (the raw bytes of each line, folds included). Lookups are
-  `list.index`/`list.count` in C; a value is cut from its raw line when read. One list
+  `tuple.index`/`tuple.count` in C; a value is cut from its raw line when read. The tuples
+  are never mutated, only replaced: `copy()` shares them (copy-on-write), an edit builds
+  new tuples from slices, and tuples of str/bytes are not tracked by the cyclic garbage
+  collector, which matters to a proxy holding thousands of messages in its transactions. One list
   comprehension maps every name to its key; a line it cannot map (folding, odd spacing,
   unknown names) sends the block through a careful pass. No regular expression is involved.
 * Only what routing needs is interpreted eagerly: the start line, Call-ID, CSeq, the From and
@@ -127,18 +130,22 @@ def _check_value(value: str) -> None:
         raise ValueError("a header value must not contain CR, LF or NUL")
 
 
-def _prevalidate(key: str, value: str) -> None:
-    """Refuse (SipParseError 400) a routing-field value before it replaces a good one."""
+def _prevalidate(key: str, value: str) -> tuple[object]:
+    """Refuse (SipParseError 400) a routing-field value before it replaces a good one.
+
+    Returns the parsed field (in a 1-tuple, as a tag may be None) so an edit that makes
+    this value the header's first stores it without parsing the value again.
+    """
     value = value.strip()
     if key == "call-id":
         if not value or "," in value or " " in value or "\t" in value:
             raise bad_request(f"invalid Call-ID {value[:40]!r}")
-    elif key == "cseq":
-        parse_cseq(value)
-    elif key == "max-forwards":
-        _parse_max_forwards(_enc(value))
-    else:
-        _name_addr_tag(value, canonical_of_key(key))
+        return (value,)
+    if key == "cseq":
+        return (parse_cseq(value),)
+    if key == "max-forwards":
+        return (_parse_max_forwards(_enc(value)),)
+    return (_name_addr_tag(value, canonical_of_key(key)),)
 
 
 def _name_addr_tag(text: str, what: str) -> str | None:
@@ -201,9 +208,10 @@ class Message:
     )
 
     # Header lines in wire order: `_keys[i]` is the lower-case canonical name of the raw
-    # line `_lines[i]` (folds included). Parallel lists keep lookups in C (`list.index`).
-    _keys: list[str]
-    _lines: list[bytes]
+    # line `_lines[i]` (folds included). Parallel tuples keep lookups in C (`tuple.index`)
+    # and are replaced, never mutated, so copies share them.
+    _keys: tuple[str, ...]
+    _lines: tuple[bytes, ...]
     body: bytes
     _call_id: str
     _cseq: CSeq
@@ -477,38 +485,52 @@ class Message:
         """
         _check_value(value)
         key = _key(name)
-        if key in _EAGER:
-            _prevalidate(key, value)
+        field = _prevalidate(key, value) if key in _EAGER else None
         line = _enc(f"{canonical_of_key(key)}: {value}")
         keys = self._keys
-        if key in keys:
+        lines = self._lines
+        present = key in keys
+        if present:
             if first:
                 pos = keys.index(key)
             else:
                 pos = len(keys) - keys[::-1].index(key)
         else:
             pos = 0 if first else len(keys)
-        keys.insert(pos, key)
-        self._lines.insert(pos, line)
-        self._changed(key)
+        self._keys = (*keys[:pos], key, *keys[pos:])
+        self._lines = (*lines[:pos], line, *lines[pos:])
+        if key == "via":
+            self._vias = None
+            self._top_via = None
+        elif field is not None and (first or not present):
+            # The new line is now the first of its header: it defines the routing field.
+            self._set_field(key, field[0])
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every line of a header by one line (in place of the first one)."""
         _check_value(value)
         key = _key(name)
-        if key in _EAGER:
-            _prevalidate(key, value)
+        field = _prevalidate(key, value) if key in _EAGER else None
         line = _enc(f"{canonical_of_key(key)}: {value}")
         keys = self._keys
+        lines = self._lines
         if key in keys:
             pos = keys.index(key)
-            self._drop(key)
-            self._keys.insert(pos, key)
-            self._lines.insert(pos, line)
+            if keys.count(key) == 1:
+                # The usual case: one line replaced in place, the index is unchanged.
+                self._lines = (*lines[:pos], line, *lines[pos + 1 :])
+            else:
+                kept = [i for i, k in enumerate(keys) if k != key or i == pos]
+                self._keys = tuple([keys[i] for i in kept])
+                self._lines = tuple([line if i == pos else lines[i] for i in kept])
         else:
-            keys.append(key)
-            self._lines.append(line)
-        self._changed(key)
+            self._keys = (*keys, key)
+            self._lines = (*lines, line)
+        if key == "via":
+            self._vias = None
+            self._top_via = None
+        elif field is not None:
+            self._set_field(key, field[0])
 
     def remove_header(self, name: str) -> int:
         """Remove every line of a header; returns how many lines were removed."""
@@ -520,9 +542,11 @@ class Message:
         return count
 
     def _drop(self, key: str) -> None:
-        kept = [(k, line) for k, line in zip(self._keys, self._lines, strict=True) if k != key]
-        self._keys = [k for k, _ in kept]
-        self._lines = [line for _, line in kept]
+        keys = self._keys
+        lines = self._lines
+        kept = [i for i, k in enumerate(keys) if k != key]
+        self._keys = tuple([keys[i] for i in kept])
+        self._lines = tuple([lines[i] for i in kept])
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the top value (Via/Route pop); the rest stays byte for byte."""
@@ -534,17 +558,19 @@ class Message:
         raw = self._lines[pos]
         value = _line_value(raw).decode(_ENC, _ERR)
         cut = _first_top_level_comma(value) if key in LIST_HEADERS else -1
+        lines = self._lines
         if cut < 0:
-            del keys[pos]
-            del self._lines[pos]
+            self._keys = keys[:pos] + keys[pos + 1 :]
+            self._lines = lines[:pos] + lines[pos + 1 :]
             self._changed(key)
             return value.strip()
         first, rest = value[:cut].strip(), value[cut + 1 :].strip()
         if not rest:
-            del keys[pos]
-            del self._lines[pos]
+            self._keys = keys[:pos] + keys[pos + 1 :]
+            self._lines = lines[:pos] + lines[pos + 1 :]
         else:
-            self._lines[pos] = raw[: raw.index(b":") + 1] + b" " + _enc(rest)
+            line = raw[: raw.index(b":") + 1] + b" " + _enc(rest)
+            self._lines = (*lines[:pos], line, *lines[pos + 1 :])
         self._changed(key)
         return first
 
@@ -554,6 +580,19 @@ class Message:
             self._top_via = None
         elif key in _EAGER:
             self._refresh(key)
+
+    def _set_field(self, key: str, field: object) -> None:
+        """Store an eager field already parsed from the header's (new) first line."""
+        if key == "call-id":
+            self._call_id = field  # type: ignore[assignment]
+        elif key == "cseq":
+            self._cseq = field  # type: ignore[assignment]
+        elif key == "from":
+            self._from_tag = field  # type: ignore[assignment]
+        elif key == "to":
+            self._to_tag = field  # type: ignore[assignment]
+        elif key == "max-forwards":
+            self._max_forwards = field  # type: ignore[assignment]
 
     def _refresh(self, key: str) -> None:
         """Recompute one eager field from the header lines."""
@@ -609,8 +648,8 @@ class Message:
         return twin
 
     def _copy_from(self, other: Message) -> None:
-        self._keys = list(other._keys)
-        self._lines = list(other._lines)
+        self._keys = other._keys  # immutable tuples: shared until either side edits
+        self._lines = other._lines
         self.body = other.body
         self._call_id = other._call_id
         self._cseq = other._cseq
@@ -639,13 +678,15 @@ class Message:
     __hash__ = None  # type: ignore[assignment]
 
     def _init_headers(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
-        self._keys = []
-        self._lines = []
+        keys: list[str] = []
+        lines: list[bytes] = []
         for name, value in headers:
             _check_value(value)
             key = _key(name)
-            self._keys.append(key)
-            self._lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
+            keys.append(key)
+            lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
+        self._keys = tuple(keys)
+        self._lines = tuple(lines)
         self.body = body
         self._vias = None
         self._top_via = None
@@ -934,15 +975,15 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     else:
         keys_ok = keys  # type: ignore[assignment]
         src = raws
-    msg._keys = keys_ok
-    msg._lines = raws
+    msg._keys = keys_t = tuple(keys_ok)
+    msg._lines = tuple(raws)
     msg._vias = None
     msg._top_via = None
 
-    count = keys_ok.count
-    index = keys_ok.index
-    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_ok:
-        _missing_or_several(keys_ok)
+    count = keys_t.count
+    index = keys_t.index
+    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_t:
+        _missing_or_several(keys_t)
 
     call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
     if not call_id or b"," in call_id or b" " in call_id or b"\t" in call_id:
@@ -1016,7 +1057,7 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     msg.body = body
 
 
-def _missing_or_several(keys: list[str]) -> None:
+def _missing_or_several(keys: tuple[str, ...]) -> None:
     # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
     # single-value header too (RFC 4475 §3.1.4.8 "multi01").
     for key in _MANDATORY:

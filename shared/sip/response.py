@@ -41,20 +41,28 @@ def make_response(
     add_tag = to_tag is not None and request.to_tag is None
     # §8.2.6.1: a 100 (Trying) copies the request's Timestamp too.
     for key in _COPIED if status != 100 else (*_COPIED, "timestamp"):
-        for i, k in enumerate(src_keys):
-            if k == key:
-                line = src_lines[i]
-                if key == "to" and add_tag:
-                    line = line + b";tag=" + _enc(to_tag or "")
-                keys.append(key)
-                lines.append(line)
+        n = src_keys.count(key)
+        if n == 1:  # the usual case: found by the C-level index, no Python loop
+            line = src_lines[src_keys.index(key)]
+            if key == "to" and add_tag:
+                line = line + b";tag=" + _enc(to_tag or "")
+            keys.append(key)
+            lines.append(line)
+        elif n:
+            for i, k in enumerate(src_keys):
+                if k == key:
+                    line = src_lines[i]
+                    if key == "to" and add_tag:
+                        line = line + b";tag=" + _enc(to_tag or "")
+                    keys.append(key)
+                    lines.append(line)
     for name, value in headers:
         _check_value(value)
         key = _key(name)
         keys.append(key)
         lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
-    resp._keys = keys
-    resp._lines = lines
+    resp._keys = tuple(keys)
+    resp._lines = tuple(lines)
     resp.body = body
     resp._vias = None
     resp._top_via = None
