@@ -100,6 +100,7 @@ class EdgeApp:
         config = self.config
         secret = config.auth_secret.encode() or os.urandom(32)
         auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time)
+        self.services.setdefault("auth", auth)  # the default routing's digest checks
         setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
                             config.routes(), self.services, auth)
         router = load_router(config.routing_module, setup)
@@ -358,7 +359,14 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         "edge", config=RuntimeConfig(host=config.http_host, port=config.http_port),
         discovery=discovery, registry=registry)
     counters = EdgeCounters(runtime.stats.counter)
+    from services.edge.registrar_client import RegistrarClient
+
+    registrar = RegistrarClient(
+        addresses=config.registrar, registry=runtime.registry, service=config.registrar_service,
+        timeout=config.registrar_timeout, register_auth=config.register_auth,
+        algorithms=config.auth_algorithms)
     app = EdgeApp(config, counters=counters, private_port=private_port,
+                  services={"registrar": registrar},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow)
     runtime.metrics.register(EdgeCollector(app))
@@ -371,6 +379,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
 
     @runtime.on_start
     async def _start() -> None:
+        await registrar.start()
         await app.start()
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
@@ -379,6 +388,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     @runtime.on_stop
     async def _stop() -> None:
         await app.stop()
+        await registrar.close()
 
     started = asyncio.Event()
 

@@ -40,6 +40,13 @@ class EdgeConfig:
     users: tuple[str, ...] = ()
     realm: str = "sipmesh"
     auth_secret: str = ""
+    # The registrar (services/registrar): fixed host:port gRPC addresses, or else the
+    # discovery service name; REGISTER is challenged (401) with these digest algorithms.
+    registrar: tuple[str, ...] = ()
+    registrar_service: str = "registrar"
+    registrar_timeout: float = 1.0
+    register_auth: bool = True
+    auth_algorithms: tuple[str, ...] = ("MD5",)
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"
@@ -117,4 +124,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     config.trusted_networks()
     config.routes()
     config.user_table()
+    for algorithm in config.auth_algorithms:
+        if algorithm.upper() not in ("MD5", "SHA-256", "SHA-512-256"):
+            raise EdgeConfigError(f"[edge].auth_algorithms: unsupported {algorithm!r}")
     return config

@@ -1,51 +1,165 @@
-"""The default routing module: never an open relay.
+"""The default routing module: a registrar-backed proxy that is never an open relay.
 
 - In-dialog requests that carried our Route (loose routing, §16.4) follow their route set.
-- Requests for a configured local domain, or for the proxy's own address, go to their
-  static route (`user@domain`, `user` or `domain` key in [edge].static_routes); no route:
-  404.  (The registrar lookup replaces the
-  static table once the registrar service exists.)
-- Requests for any other domain are forwarded to their Request-URI only when the source is
-  trusted ([edge].trusted, loopback by default) or authenticated with proxy digest
-  credentials of a configured user ([edge].users, 407 challenge, RFC 3261 §22.3);
-  otherwise 403.
+- REGISTER for a local domain (or the proxy's own address), when a registrar is known
+  (`ctx.services["registrar"]`, found in discovery or `[edge].registrar`): the edge
+  challenges it (401, `WWW-Authenticate`, realm = the To domain, RFC 3261 §22.2) unless
+  `[edge].register_auth` is off, checks the credentials against the subscriber's HA1 from
+  the registrar (the user must be the To user, else 403), then asks the registrar to Save
+  it and answers with the registrar's status and headers (200 listing the bindings).
+- Other requests for a local domain: a static route (`user@domain`, `user` or `domain`
+  key in `[edge].static_routes`) wins; else the registrar's Lookup: one parallel branch per
+  binding, highest q first, sent to the binding's `received` (NAT) or Path when it has
+  one; 404 no such user, 480 no binding (allowing the method).  Without a registrar, no
+  static route means 404.  A caller outside the trusted networks whose From is a local
+  domain must authenticate (407, realm = the From domain): local users cannot be spoofed.
+- Requests for any other domain are relayed only from a trusted source ([edge].trusted,
+  loopback by default) or for an authenticated user: static `[edge].users` (realm
+  `[edge].realm`) or a subscriber (realm = From domain) after a 407 challenge
+  (RFC 3261 §22.3); otherwise 403.
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from services.edge.routing import RouteContext
     from shared.sip import Request
 
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+_UNCHALLENGED = frozenset({"ACK", "CANCEL"})
 
 
-def request_route(request: Request, ctx: RouteContext) -> None:
+def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
     if ctx.loose_routed:
         ctx.forward()
-        return
+        return None
     if request.method in _DIALOG_CREATING and request.to_tag is None:
         ctx.record_route()
     uri = request.parsed_uri
+    registrar = ctx.services.get("registrar")
+    if registrar is not None and not registrar.available:
+        registrar = None
     if ctx.is_local(uri) or ctx.is_myself(uri):
         # The proxy's own addresses count as a local domain: forwarding a request for
         # sip:bob@<edge> to its Request-URI would only loop back (482).
+        if request.method == "REGISTER" and registrar is not None:
+            return _register(request, ctx, registrar)
         user = (uri.user or "").lower()
         host = uri.host.lower()
         routes = ctx.static_routes
         target = routes.get(f"{user}@{host}") or routes.get(user) or routes.get(host)
-        if target is None:
-            ctx.reply(404)
-        else:
+        if target is not None:
             ctx.forward(target)
-        return
+        elif registrar is not None:
+            return _to_local_user(request, ctx, registrar)
+        else:
+            ctx.reply(404)
+        return None
     if ctx.trusted or ctx.authenticate() is not None:
         ctx.forward()
-        return
-    if ctx.can_authenticate and request.method not in ("ACK", "CANCEL"):
+        return None
+    if registrar is not None and request.method not in _UNCHALLENGED:
+        return _relay_authenticated(request, ctx, registrar)
+    if ctx.can_authenticate and request.method not in _UNCHALLENGED:
         ctx.challenge()  # 407: relaying is for trusted or authenticated sources only
-        return
+        return None
     ctx.reply(403, "Relaying Denied")
+    return None
+
+
+def _ha1_source(registrar: Any, domain: str) -> Any:
+    async def ha1_of(username: str, algorithm: str, fresh: bool) -> str | None:
+        creds = await registrar.credentials(username, domain, fresh=fresh)
+        return None if creds is None else creds.for_algorithm(algorithm)
+
+    return ha1_of
+
+
+async def _digest(request: Request, ctx: RouteContext, registrar: Any, domain: str,
+                  *, www: bool) -> str | None:
+    """The authenticated subscriber, or None after answering 401/407 (or 503)."""
+    from services.edge.registrar_client import RegistrarUnavailable
+
+    auth = ctx.services["auth"]
+    header = "Authorization" if www else "Proxy-Authorization"
+    try:
+        user, stale = await auth.verify(request, header, domain, _ha1_source(registrar, domain))
+    except RegistrarUnavailable:
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        return None
+    if user is None:
+        name = "WWW-Authenticate" if www else "Proxy-Authenticate"
+        ctx.reply(401 if www else 407, headers=[
+            (name, c) for c in auth.challenges(domain, stale, registrar.algorithms)])
+        return None
+    return str(user)
+
+
+async def _register(request: Request, ctx: RouteContext, registrar: Any) -> None:
+    from services.edge.registrar_client import RegistrarUnavailable
+
+    to = request.to_addr.uri
+    if registrar.register_auth:
+        user = await _digest(request, ctx, registrar, to.host.lower(), www=True)
+        if user is None:
+            return
+        if user != to.user:
+            ctx.reply(403, "Forbidden: credentials are not for the To user")
+            return
+    itf = ctx.source.interface
+    try:
+        status, reason, headers = await registrar.save(
+            request.serialize(), ctx.source.host, ctx.source.port, itf.transport,
+            f"{itf.transport}:{itf.host_in_uri}:{itf.port}")
+    except RegistrarUnavailable:
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        return
+    ctx.reply(status, reason or None, headers)
+
+
+async def _to_local_user(request: Request, ctx: RouteContext, registrar: Any) -> None:
+    from services.edge.registrar_client import RegistrarUnavailable
+
+    method = request.method
+    if not ctx.trusted and method not in _UNCHALLENGED and request.to_tag is None:
+        caller = request.from_addr.uri
+        if ctx.is_local(caller) or ctx.is_myself(caller):
+            user = await _digest(request, ctx, registrar, caller.host.lower(), www=False)
+            if user is None:
+                return
+            if user != caller.user:
+                ctx.reply(403, "Forbidden: credentials are not for the From user")
+                return
+            ctx.services["auth"].consume(request, caller.host.lower())
+    uri = request.parsed_uri
+    if not uri.user:
+        ctx.reply(404)
+        return
+    try:
+        status, branches = await registrar.lookup(f"{uri.user}@{uri.host.lower()}", method)
+    except RegistrarUnavailable:
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        return
+    if status != 200 or not branches:
+        ctx.reply(status if status in (404, 480) else 480)
+        return
+    for branch in branches:
+        ctx.forward(branch.uri, next_hop=branch.next_hop or None)
+
+
+async def _relay_authenticated(request: Request, ctx: RouteContext, registrar: Any) -> None:
+    caller = request.from_addr.uri
+    domain = caller.host.lower()
+    user = await _digest(request, ctx, registrar, domain, www=False)
+    if user is None:
+        return
+    if user != caller.user:
+        ctx.reply(403, "Forbidden: credentials are not for the From user")
+        return
+    ctx.services["auth"].consume(request, domain)
+    ctx.forward()

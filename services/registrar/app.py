@@ -135,7 +135,8 @@ async def serve(config: RegistrarConfig) -> None:
             [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
             services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
         servers.append(srv)
-        host = runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host
+        host = config.grpc_advertise or (
+            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
         runtime.meta["grpc"] = f"{host}:{srv.port}"
         if cluster is not None:
             await cluster.start()

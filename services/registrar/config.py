@@ -18,6 +18,7 @@ CLUSTER_MODES = ("none", "full-sharing")
 class RegistrarConfig:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 0
+    grpc_advertise: str = ""  # host the edges dial (default: grpc_host, or 127.0.0.1)
     http_host: str = "127.0.0.1"
     http_port: int = 0
     store: str = ""  # subscribers: SQLite file (default under $XDG_STATE_HOME) or postgresql://

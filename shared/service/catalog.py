@@ -22,4 +22,5 @@ class ChildSpec:
 SERVICES: tuple[ChildSpec, ...] = (
     ChildSpec("gateway", "gateway"),
     ChildSpec("edge", "services.edge"),
+    ChildSpec("registrar", "services.registrar"),
 )

@@ -39,7 +39,7 @@ from shared.discovery.port import Instance
 from shared.service.catalog import ChildSpec
 
 # Registration metadata keys printed as endpoints, with their label.
-ENDPOINT_KEYS = (("public_mi_url", "mi"), ("sip", "sip"), ("sip_udp", "sip"),
+ENDPOINT_KEYS = (("public_mi_url", "mi"), ("grpc", "grpc"), ("sip", "sip"), ("sip_udp", "sip"),
                  ("sip_tcp", "sip"), ("metrics_url", "metrics"))
 
 

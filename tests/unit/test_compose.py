@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from services.edge.config import EdgeConfig
+from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
 from shared.service.catalog import SERVICES
@@ -28,6 +29,7 @@ COMPOSE = ROOT / "compose" / "docker-compose.yml"
 SECTIONS = {
     "GATEWAY": GatewayConfig,
     "EDGE": EdgeConfig,
+    "REGISTRAR": RegistrarConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

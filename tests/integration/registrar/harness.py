@@ -1,0 +1,71 @@
+"""A real registrar process next to a real edge (tests/integration/edge/edge_harness.py).
+
+Ready means: the registrar printed `registrar ready grpc HOST:PORT ...` (its gRPC server and
+MI are up); nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+@dataclass
+class Registrar:
+    proc: subprocess.Popen[str]
+    grpc: str = ""
+    http: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def mi(self) -> str:
+        return f"{self.http}/mi"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_registrar(store: Path | str, env_extra: dict[str, str] | None = None) -> Registrar:
+    env = dict(os.environ)
+    env.pop("SIPMESH_CONFIG", None)
+    env.update({
+        "SIPMESH_REGISTRAR_STORE": str(store),
+        "SIPMESH_REGISTRAR_UVLOOP": "false",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(env_extra or {})
+    proc = subprocess.Popen([sys.executable, "-m", "services.registrar"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    reg = Registrar(proc)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
+    if "registrar ready" not in line:
+        reg.stop()
+        raise RuntimeError(f"registrar did not start: {line!r}")
+    words = line.split()
+    reg.grpc = words[words.index("grpc") + 1]
+    reg.http = words[words.index("http") + 1]
+    reg.lines.append(line)
+    return reg
+
+
+def add_user(store: Path | str, aor: str, password: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "shared.cli.main", "user", "add", aor,
+                          password, "--store", str(store)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,150 @@
+"""A real registrar behind a real edge, driven by sipp as phones are (RFC 3261 §10, §22).
+
+sipp registers with digest authentication (401, then credentials from -au/-ap), a UAS that
+registered is called by its AOR through the edge, unknown/unregistered users get 404/480,
+and a caller outside the trusted networks must answer a 407 with a subscriber's password.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.edge.edge_harness import (
+    SCENARIOS as EDGE_SCENARIOS,
+)
+from tests.integration.edge.edge_harness import (
+    Edge,
+    Sipp,
+    free_port,
+    start_edge,
+    summary,
+)
+from tests.integration.registrar.harness import (
+    SCENARIOS,
+    Registrar,
+    add_user,
+    start_registrar,
+)
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("registrar") / "subscribers.sqlite"
+    for aor, password in (("alice@127.0.0.1", "alice-pw"), ("bob@127.0.0.1", "bob-pw"),
+                          ("carol@127.0.0.1", "carol-pw")):
+        add_user(path, aor, password)
+    return path
+
+
+@pytest.fixture(scope="module")
+def registrar(store: Path) -> Iterator[Registrar]:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is not installed: run tests/peers/ensure.sh (make test does)")
+    reg = start_registrar(store)
+    yield reg
+    assert reg.stop() == 0, "the registrar must stop cleanly on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def edge(registrar: Registrar) -> Iterator[Edge]:
+    proc = start_edge({"SIPMESH_EDGE_REGISTRAR": registrar.grpc})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sipp(tmp_path: Path) -> Iterator[Sipp]:
+    runner = Sipp(tmp_path)
+    yield runner
+    runner.stop()
+
+
+def mi(url: str, method: str, params: object = None) -> dict:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        body["params"] = params
+    req = urllib.request.Request(url, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def register(workdir: Path, edge: Edge, user: str, password: str, port: int,
+             scenario: str = "register_auth.xml") -> subprocess.CompletedProcess[bytes]:
+    cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
+           edge.address, "-s", user, "-au", user, "-ap", password, "-m", "1", "-nostdin",
+           "-timeout", "15s", "-timeout_error"]
+    return subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=45)
+
+
+def test_phone_registers_with_digest_and_the_binding_is_listed(
+        edge: Edge, registrar: Registrar, tmp_path: Path) -> None:
+    port = free_port()
+    result = register(tmp_path, edge, "alice", "alice-pw", port)
+    assert result.returncode == 0, summary(result)
+    shown = mi(registrar.mi, "ul_show_contact", ["location", "alice@127.0.0.1"])["result"]
+    [contact] = shown["Contacts"]
+    assert contact["Contact"] == f"sip:alice@127.0.0.1:{port}"
+    assert 290 <= contact["Expires"] <= 300 and "Received" not in contact  # not natted
+    dump = mi(registrar.mi, "ul_dump")["result"]
+    assert "alice@127.0.0.1" in [a["AOR"] for a in dump["Domains"][0]["AORs"]]
+
+
+def test_wrong_password_is_challenged_again(edge: Edge, tmp_path: Path) -> None:
+    result = register(tmp_path, edge, "carol", "not-her-password", free_port(),
+                      scenario="register_wrong_password.xml")
+    assert result.returncode == 0, summary(result)  # the scenario expects the second 401
+
+
+def test_registered_uas_is_called_by_its_aor_through_the_edge(
+        edge: Edge, sipp: Sipp, tmp_path: Path) -> None:
+    port = free_port()
+    assert register(tmp_path, edge, "bob", "bob-pw", port).returncode == 0
+    uas = sipp.uas("uas", port)  # the phone, listening where it registered
+    # sip:bob@<edge> is a local AOR: the edge looks it up and forwards to the binding.
+    result = sipp.uac("uac", edge, edge.address, calls=3, service="bob")
+    assert result.returncode == 0, summary(result)
+    assert uas.poll() is None
+
+
+def _expect(tmp_path: Path, status: int) -> str:
+    text = (SCENARIOS / "call_expect.xml").read_text().replace("[expect]", str(status))
+    path = tmp_path / f"call_expect_{status}.xml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_unknown_user_gets_404_and_unregistered_user_480(
+        edge: Edge, sipp: Sipp, tmp_path: Path) -> None:
+    nobody = sipp.uac(_expect(tmp_path, 404), edge, edge.address, service="nobody")
+    assert nobody.returncode == 0, summary(nobody)
+    carol = sipp.uac(_expect(tmp_path, 480), edge, edge.address, service="carol")
+    assert carol.returncode == 0, summary(carol)
+
+
+def test_untrusted_caller_answers_407_with_a_subscriber_password(
+        registrar: Registrar, store: Path, sipp: Sipp) -> None:
+    # The edge trusts nobody: sipp (From sipp@127.0.0.1) relays only after a 407 answered
+    # with the password of subscriber sipp@127.0.0.1 from the registrar's store.
+    add_user(store, "sipp@127.0.0.1", "secret")
+    edge = start_edge({"SIPMESH_EDGE_TRUSTED": "", "SIPMESH_EDGE_REGISTRAR": registrar.grpc})
+    try:
+        uas = free_port()
+        sipp.uas(str(EDGE_SCENARIOS / "uas_rr.xml"), uas)
+        result = sipp.uac(str(EDGE_SCENARIOS / "uac_proxy_auth.xml"), edge,
+                          f"127.0.0.1:{uas}", calls=2, timeout=15)
+        assert result.returncode == 0, summary(result)
+        refused = sipp.uac("uac", edge, f"127.0.0.1:{uas}", calls=1, timeout=5)
+        assert refused.returncode != 0  # no credentials: never relayed
+    finally:
+        edge.stop()
