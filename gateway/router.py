@@ -7,9 +7,11 @@ Core commands (OpenSIPS names and shapes):
 * ``which`` -- every command known in the mesh, or a command's parameter sets;
 * ``get_statistics`` / ``list_statistics`` / ``reset_statistics`` -- sent to every passing
   instance (this process answered locally) and merged into one answer: values are summed,
-  ``load:`` shares averaged (see :func:`shared.service.stats.merge_stats`): ``load``,
-  ``load1m``, ``load10m`` over the SIP-handling processes (0 when there is none),
-  ``load-all`` etc. over every process, ``load-proc-N`` per process by ``ps`` ID;
+  ``load:`` values computed from every process's busy ratios (internal command
+  ``load_snapshot``) as OpenSIPS does - busy time over window x processes - rather than
+  averaged from rounded percents: ``load``, ``load1m``, ``load10m`` over the SIP-handling
+  processes (0 when there is none), ``load-all`` etc. over every process, ``load-proc-N``
+  per process by ``ps`` ID;
 * ``event_subscribe``, ``events_list``, ``subscribers_list`` -- the event interface, whose
   subscriptions this gateway holds (:mod:`gateway.events`).
 
@@ -31,6 +33,7 @@ import structlog
 
 from gateway.events import EVENT_COMMANDS, GatewayEvents
 from shared.discovery import Instance, RegistryError, ServiceRegistry
+from shared.events.forward import INGEST_METHOD
 from shared.rpc import (
     NOT_FOUND,
     SERVICE_UNAVAILABLE,
@@ -41,11 +44,19 @@ from shared.rpc import (
     RpcError,
     RpcTransportError,
 )
-from shared.service.runtime import ServiceRuntime, server_banner, uptime_answer
+from shared.service.runtime import (
+    LOAD_SNAPSHOT,
+    ServiceRuntime,
+    server_banner,
+    uptime_answer,
+)
 from shared.service.stats import merge_stats, mi_get, mi_list, mi_reset, stat_names
+from shared.stats.load import ProcessLoad, load_statistics
 
 CORE = ("version", "uptime", "ps", "which", "get_statistics", "list_statistics",
         "reset_statistics", *EVENT_COMMANDS)
+# Commands between mesh processes, never offered on the public endpoint.
+INTERNAL = (LOAD_SNAPSHOT, INGEST_METHOD)
 LOAD_SIP = ("load", "load1m", "load10m")
 STAT_PARAMS: tuple[tuple[str, ...], ...] = ((), ("statistics",))
 
@@ -139,7 +150,7 @@ class MeshRouter:
             if self._is_self(inst) or "mi_url" not in inst.meta:
                 continue
             for name in filter(None, inst.meta.get("mi_commands", "").split(",")):
-                if name not in CORE:
+                if name not in CORE and name not in INTERNAL:
                     routes.setdefault(name, []).append(inst)
         return routes, instances
 
@@ -277,9 +288,35 @@ class MeshRouter:
             merged = {}
         for key in _sip_load_asked(statistics):
             merged.setdefault(key, 0)
+        if any(key.startswith("load:") for key in merged):
+            await self._exact_load(merged)
         if not merged:
             raise MiError(NOT_FOUND, "Statistics Not Found")
         return dict(sorted(merged.items()))
+
+    async def _exact_load(self, merged: dict[str, int]) -> None:
+        """Replaces the ``load:`` values (averages of each process's rounded percent)
+        by the exact ones: busy time over window x processes from every process's
+        ratios (``load_snapshot``), as OpenSIPS computes them. Falls back silently to
+        the averages when an instance cannot tell (an older runtime)."""
+        instances = await self._passing()
+        ids = self._ps_ids(instances)
+        local = self.rt.mi.commands[LOAD_SNAPSHOT].handler
+        answers = {self.rt.instance_id: await local()}
+        answers.update(await self._gather(LOAD_SNAPSHOT, None, instances))
+        procs: dict[int, ProcessLoad] = {}
+        sip: list[int] = []
+        for inst_id, answer in answers.items():
+            try:
+                procs[ids[inst_id]] = ProcessLoad.from_dict(answer)
+            except (KeyError, TypeError, ValueError):
+                return
+            if answer.get("sip") is True:
+                sip.append(ids[inst_id])
+        exact = {f"load:{k}": v for k, v in load_statistics(procs, sip=sip).items()}
+        for key in merged:
+            if key in exact:
+                merged[key] = exact[key]
 
     async def _list_statistics(self, statistics: Any = None) -> Any:
         merged: dict[str, str] = {}

@@ -64,6 +64,7 @@ from shared.stats.registry import StatsRegistry
 from shared.stats.sampler import CpuTimeLoadSampler, LoadSampler, load_group, make_sampler
 
 VERSION = "0.1.0"
+LOAD_SNAPSHOT = "load_snapshot"  # internal MI command, never routed by the gateway
 Hook = Callable[[], Awaitable[None]]
 
 
@@ -205,6 +206,15 @@ class ServiceRuntime:
         add(MiCommand("uptime", uptime))
         add(MiCommand("version", version))
         add(MiCommand("ps", ps))
+
+        async def load_snapshot() -> Any:
+            # Internal (the gateway's exact mesh-wide load): this process's busy ratios.
+            snap = self.load_sampler.snapshot() if self.load_sampler is not None else None
+            ratios = snap.as_dict() if snap is not None else {
+                "load": 0.0, "load1m": 0.0, "load10m": 0.0}
+            return {**ratios, "sip": self._is_sip()}
+
+        add(MiCommand(LOAD_SNAPSHOT, load_snapshot, ((),), "internal: load ratios"))
 
     # -- HTTP ----------------------------------------------------------------------------
     async def _health(self, request: web.Request) -> web.Response:

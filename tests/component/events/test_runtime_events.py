@@ -22,6 +22,7 @@ from shared.events.rabbitmq import RabbitMQEventBus
 from shared.events.schema import EventValidationError
 from shared.rpc import JsonRpcClient
 from shared.service import ServiceRuntime
+from shared.stats.load import ProcessLoad
 from shared.stats.registry import UnknownStatisticError
 from tests.integration.mesh_events.meshkit import UdpSubscriber
 
@@ -146,3 +147,53 @@ async def test_default_store_is_a_sqlite_file_in_the_state_dir(
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT event, socket FROM event_subscribers").fetchall()
     assert rows == [("E_ACC_CDR", "udp:127.0.0.1:9")]
+
+
+class _FixedLoad:
+    """A load sampler reporting fixed ratios (the real ones are tested in unit/stats)."""
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+
+    def install(self, loop: object = None) -> None: ...
+
+    def uninstall(self) -> None: ...
+
+    def snapshot(self) -> ProcessLoad:
+        return ProcessLoad(self.ratio, self.ratio, self.ratio)
+
+
+async def test_mesh_load_is_exact_not_an_average_of_rounded_percents(tmp_path: Path) -> None:
+    """Three SIP processes at 0.45 %, 0.45 % and 0.65 %: each rounds to 0, 0, 1 (mean
+    0.33 -> 0), but the mesh's load is 0.52 % -> 1, as OpenSIPS sums busy time."""
+    registry = RegistryServer()
+    disc = DiscoveryConfig(url=await registry.start(), ttl=10)
+    gw, _ = build_gateway(GatewayConfig(port=0), disc,
+                          EventsConfig(store=str(tmp_path / "s.sqlite")))
+    edges = [ServiceRuntime("edge", discovery=disc, events=EventsConfig(), sip_handling=True)
+             for _ in range(3)]
+    for n, rt in enumerate(edges):
+        rt.instance_id += f"-{n}"
+    runtimes = [gw, *edges]
+    client = None
+    try:
+        for rt, ratio in zip(runtimes, (0.0, 0.0045, 0.0045, 0.0065), strict=True):
+            await rt.start()
+            assert rt.load_sampler is not None
+            rt.load_sampler.uninstall()
+            rt.load_sampler = _FixedLoad(ratio)
+        client = JsonRpcClient(f"{gw.base_url}/mi")
+        got = await client.call("get_statistics", [["load:"]])
+        assert got["load:load"] == 1 and got["load:load1m"] == 1
+        assert got["load:load-all"] == 0  # 1.55 % over four processes
+        assert sorted(v for k, v in got.items() if k.startswith("load:load-proc-")) == [
+            0, 0, 0, 1]
+        assert await client.call("get_statistics", [["load1m"]]) == {"load:load1m": 1}
+        # Internal commands are not offered on the public endpoint.
+        assert "load_snapshot" not in await client.call("which")
+    finally:
+        if client is not None:
+            await client.close()
+        for rt in reversed(runtimes):
+            await rt.stop()
+        await registry.stop()
