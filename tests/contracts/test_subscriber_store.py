@@ -1,0 +1,70 @@
+"""One contract suite over every subscriber store backend: SQLite (embedded default) and
+the real PostgreSQL of this machine (127.0.0.1:5432, database `test`). Only HA1 hashes
+are stored; they are the RFC 7616 H(user:realm:password) with realm = domain."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.registrar.subscribers import (
+    PostgresSubscribers,
+    SQLiteSubscribers,
+    SubscriberExists,
+    SubscriberStore,
+    open_store,
+)
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SubscriberStore]:
+    table = f"subscriber_t{uuid.uuid4().hex[:10]}"  # parallel runs never share a table
+    s: SubscriberStore
+    if request.param == "sqlite":
+        s = SQLiteSubscribers(tmp_path / "subscribers.sqlite", table=table)
+    else:
+        s = PostgresSubscribers(PG_DSN, table=table)
+    await s.open()
+    yield s
+    if isinstance(s, PostgresSubscribers):
+        await s.pool.execute(f"DROP TABLE {table}")
+    await s.close()
+
+
+async def test_add_get_hashes_not_passwords(store: SubscriberStore) -> None:
+    await store.add("alice", "example.com", "s3cret")
+    sub = await store.get("alice", "example.com")
+    assert sub is not None
+    assert sub.ha1 == hashlib.md5(b"alice:example.com:s3cret").hexdigest()
+    assert sub.ha1_sha256 == hashlib.sha256(b"alice:example.com:s3cret").hexdigest()
+    assert "s3cret" not in repr(sub)
+    assert await store.get("alice", "other.com") is None
+    assert await store.count() == 1
+
+
+async def test_duplicate_add_is_refused(store: SubscriberStore) -> None:
+    await store.add("bob", "example.com", "a")
+    with pytest.raises(SubscriberExists):
+        await store.add("bob", "example.com", "b")
+
+
+async def test_password_change_and_removal(store: SubscriberStore) -> None:
+    await store.add("carol", "example.com", "old")
+    assert await store.set_password("carol", "example.com", "new")
+    sub = await store.get("carol", "example.com")
+    assert sub is not None and sub.ha1 == hashlib.md5(b"carol:example.com:new").hexdigest()
+    assert not await store.set_password("nobody", "example.com", "x")
+    assert await store.remove("carol", "example.com")
+    assert not await store.remove("carol", "example.com")
+    assert await store.get("carol", "example.com") is None
+
+
+def test_open_store_picks_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_store(PG_DSN), PostgresSubscribers)
+    assert isinstance(open_store(str(tmp_path / "x.sqlite")), SQLiteSubscribers)
