@@ -1,0 +1,122 @@
+"""Two registrar processes in `full-sharing` mode on loopback (OpenSIPS usrloc
+cluster_mode full-sharing): a binding saved on one node -- by a real REGISTER through the
+edge -- shows in ul_dump of the other; a node killed with SIGKILL and restarted pulls the
+whole table again (full sync on join), including what was saved while it was down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.edge.edge_harness import Edge, free_port, start_edge, summary, wait_until
+from tests.integration.registrar.harness import (
+    SCENARIOS,
+    Registrar,
+    add_user,
+    start_registrar,
+)
+
+pytestmark = pytest.mark.peers
+SECRET = "full-sharing-test"
+
+
+def mi(reg: Registrar, method: str, params: object = None) -> dict:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        body["params"] = params
+    req = urllib.request.Request(reg.mi, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def aors(reg: Registrar) -> set[str]:
+    dump = mi(reg, "ul_dump")["result"]
+    return {a["AOR"] for a in dump["Domains"][0]["AORs"]}
+
+
+def synced(reg: Registrar) -> bool:
+    caps = mi(reg, "clusterer_list_cap")["result"]["Clusters"][0]["Capabilities"]
+    return any(c["name"] == "usrloc-contact-repl" and c["state"] == "Ok" for c in caps)
+
+
+def node(store: Path, node_id: int, seeds: str = "") -> Registrar:
+    env = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
+           "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": str(node_id),
+           "SIPMESH_REGISTRAR_CLUSTER_SECRET": SECRET,
+           "SIPMESH_REGISTRAR_CLUSTER_PING_INTERVAL": "0.5",
+           "SIPMESH_REGISTRAR_CLUSTER_PING_TIMEOUT": "0.3",
+           "SIPMESH_REGISTRAR_CLUSTER_SEED_FALLBACK_INTERVAL": "1"}
+    if seeds:
+        env["SIPMESH_REGISTRAR_CLUSTER_SEEDS"] = seeds
+    else:
+        env["SIPMESH_REGISTRAR_CLUSTER_SEED"] = "true"
+    return start_registrar(store, env)
+
+
+def cluster_url(reg: Registrar) -> str:
+    words = reg.lines[0].split()
+    return words[words.index("cluster") + 1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "subscribers.sqlite"
+    add_user(path, "alice@127.0.0.1", "alice-pw")
+    add_user(path, "bob@127.0.0.1", "bob-pw")
+    return path
+
+
+@pytest.fixture
+def nodes(store: Path) -> Iterator[list[Registrar]]:
+    first = node(store, 1)
+    second = node(store, 2, f"1@{cluster_url(first)}")
+    running = [first, second]
+    yield running
+    for reg in running:
+        reg.stop()
+
+
+def sipp_register(workdir: Path, edge: Edge, user: str, password: str) -> int:
+    cmd = ["sipp", "-sf", str(SCENARIOS / "register_auth.xml"), "-i", "127.0.0.1", "-p",
+           str(free_port()), edge.address, "-s", user, "-au", user, "-ap", password, "-m", "1",
+           "-nostdin", "-timeout", "15s", "-timeout_error"]
+    result = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=45)
+    assert result.returncode == 0, summary(result)
+    return result.returncode
+
+
+def test_binding_saved_on_one_node_shows_on_the_other_and_survives_kill_9(
+        nodes: list[Registrar], store: Path, tmp_path: Path) -> None:
+    first, second = nodes
+    wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
+    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    try:
+        sipp_register(tmp_path, edge, "alice", "alice-pw")
+        assert "alice@127.0.0.1" in aors(first)
+        wait_until(lambda: "alice@127.0.0.1" in aors(second), 10, "alice replicated")
+        [contact] = mi(second, "ul_show_contact", ["location", "alice@127.0.0.1"]
+                       )["result"]["Contacts"]
+        assert contact["Callid"] and contact["Cseq"] == 2
+
+        os.kill(second.proc.pid, signal.SIGKILL)
+        second.proc.wait(10)
+        sipp_register(tmp_path, edge, "bob", "bob-pw")  # while node 2 is down
+        restarted = node(store, 2, f"1@{cluster_url(first)}")
+        nodes[1] = restarted
+        wait_until(lambda: synced(restarted), 20, "restarted node synced")
+        wait_until(lambda: aors(restarted) == {"alice@127.0.0.1", "bob@127.0.0.1"}, 10,
+                   "full table on the restarted node")
+        # And changes keep flowing both ways: a removal on the restarted node reaches node 1.
+        assert mi(restarted, "ul_rm", ["location", "alice@127.0.0.1"])["result"] == "OK"
+        wait_until(lambda: aors(first) == {"bob@127.0.0.1"}, 10, "removal replicated")
+    finally:
+        edge.stop()
