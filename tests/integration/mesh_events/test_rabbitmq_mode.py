@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -120,3 +123,39 @@ async def test_sipmesh_events_reads_the_exchange(mesh: tuple[MeshProcess, str]) 
     assert body["_envelope"]["service"] == "edge"
     assert body["_envelope"]["node"].endswith(f"-{edge_pid}")
     check_threshold_event({k: v for k, v in body.items() if k != "_envelope"}, edge_pid)
+
+
+async def test_durable_gateway_queue_keeps_events_raised_while_it_restarts(
+    tmp_path: Path, exchange: str,
+) -> None:
+    """``[events] consumer_queue`` set: the gateway's queue is durable, so an event the
+    edge raises while the gateway process is dead reaches the subscriber afterwards
+    (the subscription itself comes back from the store)."""
+    queue = f"{exchange}.gw"
+    m, edge_pid = start_mesh(tmp_path, SIPMESH_EVENTS_RABBITMQ_URL=AMQP,
+                             SIPMESH_EVENTS_EXCHANGE=exchange,
+                             SIPMESH_EVENTS_CONSUMER_QUEUE=queue,
+                             SIPMESH_MESH_BACKOFF_INITIAL="2")  # the gateway stays down 2 s
+    sub = await UdpSubscriber.open()
+    try:
+        await _consuming(m.gateway_url)
+        await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 300])
+        edge_mi = m.line(r"^endpoint edge metrics (\S+)/metrics$").group(1) + "/mi"
+        pid = [int(x.split()[3]) for x in m.seen if x.startswith("started gateway pid")][-1]
+        os.kill(pid, signal.SIGKILL)
+        m.expect(rf"^exited gateway pid {pid} ")
+        down = asyncio.get_running_loop().time()
+        # Straight to the edge (no gateway now): its slow MI request raises the event.
+        await mi(edge_mi, "get_statistics", [["core:rcv_requests"]])
+        assert asyncio.get_running_loop().time() - down < 1.5  # well inside the outage
+        m.gateway_url = m.expect(r"^endpoint gateway mi (\S+)").group(1)
+        got = await sub.next(30)
+        assert got["method"] == EVENT
+        check_threshold_event(got["params"], edge_pid)
+        await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 0])
+    finally:
+        sub.close()
+        assert m.stop() == 0
+        conn = await aio_pika.connect(AMQP)
+        await (await conn.channel()).queue_delete(queue)
+        await conn.close()
