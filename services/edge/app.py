@@ -37,6 +37,7 @@ from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
+from services.edge.gc_policy import tune_collector
 from services.edge.routing import RouterSetup, load_router
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
@@ -381,6 +382,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     async def _start() -> None:
         await registrar.start()
         await app.start()
+        tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
                 f"sip:{itf.host_in_uri}:{itf.port};transport={itf.transport}")
