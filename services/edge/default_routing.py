@@ -1,6 +1,8 @@
 """The default routing module: a registrar-backed proxy that is never an open relay.
 
-- In-dialog requests that carried our Route (loose routing, §16.4) follow their route set.
+- In-dialog requests that carried our Route (loose routing, §16.4) follow their route set;
+  an initial request whose only Route was ours (a phone's outbound proxy setting) is
+  routed by its Request-URI like any other.
 - REGISTER for a local domain (or the proxy's own address), when a registrar is known
   (`ctx.services["registrar"]`, found in discovery or `[edge].registrar`): the edge
   challenges it (401, `WWW-Authenticate`, realm = the To domain, RFC 3261 §22.2) unless
@@ -35,8 +37,8 @@ _UNCHALLENGED = frozenset({"ACK", "CANCEL"})
 
 
 def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
-    if ctx.loose_routed:
-        ctx.forward()
+    if ctx.loose_routed and (request.to_tag is not None or request.has("Route")):
+        ctx.forward()  # in dialog, or more preloaded hops to visit
         return None
     if request.method in _DIALOG_CREATING and request.to_tag is None:
         ctx.record_route()
