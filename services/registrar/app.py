@@ -120,17 +120,37 @@ async def serve(config: RegistrarConfig) -> None:
         cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
                               mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
         register_cluster_mi(runtime, cluster)
+    sql_table = None
+    writer = None
+    if config.write_mode != "none" or config.restart_persistency == "load-from-sql":
+        from services.registrar.persistence import LocationWriter, open_location_table
+
+        sql_table = open_location_table(config.db_url or config.store_location,
+                                        table=config.table)
+        if config.write_mode != "none":
+            writer = LocationWriter(sql_table, write_through=config.write_mode == "write-through",
+                                    interval=config.write_interval)
     ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
-                      cluster=cluster)
+                      cluster=cluster, writer=writer)
     if cluster is not None:
-        cluster.register_capability(CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
-                                    apply_update=ul.apply_update)
-    register_mi(runtime, ul)
+        # Full sync on join, unless the table comes back from SQL (load-from-sql).
+        cluster.register_capability(
+            CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
+            apply_update=ul.apply_update,
+            needs_sync=config.restart_persistency != "load-from-sql")
+    register_mi(runtime, ul, sql_table)
     servers: list[Any] = []
 
     @runtime.on_start
     async def _start() -> None:
         await store.open()
+        if sql_table is not None:
+            await sql_table.open()
+            if config.restart_persistency == "load-from-sql":
+                loaded = ul.load(await sql_table.load(ul.clock()))
+                runtime.log.info("location_loaded", bindings=loaded)
+        if writer is not None:
+            writer.start()
         srv = await start_grpc_server(
             [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
             services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
@@ -146,6 +166,10 @@ async def serve(config: RegistrarConfig) -> None:
     @runtime.on_stop
     async def _stop() -> None:
         await ul.stop_timer()
+        if writer is not None:
+            await writer.stop()  # write-back: what is pending goes out now
+        if sql_table is not None:
+            await sql_table.close()
         for srv in servers:
             await srv.stop(1.0)
         if cluster is not None:

@@ -12,6 +12,8 @@ from services.registrar.location import LocationConfig
 from services.registrar.subscribers import default_location
 
 CLUSTER_MODES = ("none", "full-sharing")
+RESTART_PERSISTENCY = ("none", "load-from-sql", "sync-from-cluster")
+SQL_WRITE_MODES = ("", "none", "write-through", "write-back")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class RegistrarConfig:
     max_contacts: int = 0
     timer_interval: float = 1.0  # expiry sweep (s)
     cluster_mode: str = "none"  # none | full-sharing
+    # OpenSIPS restart_persistency / sql_write_mode; the SQL location table lives in
+    # `db_url` (default: the subscribers' database). sql_write_mode "" = write-back with
+    # load-from-sql, else none.
+    restart_persistency: str = "none"
+    sql_write_mode: str = ""
+    write_interval: float = 60.0
+    db_url: str = ""
     table: str = "location"
     log_level: str = "info"
     uvloop: bool = True
@@ -35,6 +44,14 @@ class RegistrarConfig:
     def validate(self) -> None:
         if self.cluster_mode not in CLUSTER_MODES:
             raise ValueError(f"[registrar] cluster_mode must be one of {', '.join(CLUSTER_MODES)}")
+        if self.restart_persistency not in RESTART_PERSISTENCY:
+            raise ValueError("[registrar] restart_persistency must be one of "
+                             f"{', '.join(RESTART_PERSISTENCY)}")
+        if self.sql_write_mode not in SQL_WRITE_MODES:
+            raise ValueError("[registrar] sql_write_mode must be none, write-through or "
+                             "write-back")
+        if self.restart_persistency == "sync-from-cluster" and self.cluster_mode == "none":
+            raise ValueError("[registrar] sync-from-cluster needs a cluster_mode")
         if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
             raise ValueError("[registrar] expires values must not be negative")
         if self.max_expires and self.max_expires < self.min_expires:
@@ -48,3 +65,9 @@ class RegistrarConfig:
     @property
     def store_location(self) -> str:
         return self.store or default_location()
+
+    @property
+    def write_mode(self) -> str:
+        if self.sql_write_mode:
+            return self.sql_write_mode
+        return "write-back" if self.restart_persistency == "load-from-sql" else "none"

@@ -8,7 +8,8 @@
 * `ul_show_contact table_name aor` -> `{"AOR", "Contacts"}`, 404 "AOR not found";
 * `ul_rm table_name aor`, `ul_rm_contact table_name aor contact`, `ul_flush`,
   `ul_add table_name aor contact expires q [unused] flags cflags methods` -> "OK";
-* `ul_sync table_name [aor]` -> 400: there is no SQL location table to rewrite;
+* `ul_sync table_name [aor]` -> rewrites the SQL location table from memory (the AOR's
+  rows only, with an AOR); 400 without SQL storage (`sql_write_mode`/`load-from-sql`);
 * `ul_cluster_sync` -> "OK" once a full sync was requested (400 when not clustered).
 
 A table other than the configured one (`location`) answers 404 "Table not found"; an AOR
@@ -73,7 +74,7 @@ def _int(value: Any, name: str) -> int:
         raise MiError(BAD_REQUEST, f"Bad {name}") from None
 
 
-def register_mi(runtime: ServiceRuntime, ul: UserLocation) -> None:
+def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> None:
     table = ul.location.table
 
     def check_table(name: Any) -> None:
@@ -129,8 +130,10 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation) -> None:
             raise MiError(NOT_FOUND, "Contact not found")
         return "OK"
 
-    @runtime.command("ul_flush", doc="write pending changes to the database (none kept)")
+    @runtime.command("ul_flush", doc="write pending changes to the SQL location table")
     async def ul_flush() -> Any:
+        if ul.writer is not None:
+            await ul.writer.flush()
         return "OK"
 
     add_recipes = (
@@ -163,7 +166,17 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation) -> None:
                      doc="rewrite the SQL location table (not kept here)")
     async def ul_sync(table_name: Any, aor: Any = None) -> Any:
         check_table(table_name)
-        raise MiError(BAD_REQUEST, "No SQL location storage configured")
+        if sql is None:
+            raise MiError(BAD_REQUEST, "No SQL location storage configured")
+        if aor is None:
+            await sql.replace_all(list(ul.location.bindings()))
+            return "OK"
+        key = aor_of(aor)
+        bindings = ul.location.records.get(key)
+        if not bindings:
+            raise MiError(NOT_FOUND, "AOR not found")
+        await sql.write(list(bindings), [])
+        return "OK"
 
     @runtime.command("ul_cluster_sync", doc="pull the whole table from a cluster donor")
     async def ul_cluster_sync() -> Any:

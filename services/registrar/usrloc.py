@@ -19,6 +19,9 @@ so a subscriber hears each change once.  The expiry of a binding is swept on eve
 Replication records are JSON: `{"op": "put", "b": {binding}}` or
 `{"op": "del", "aor", "key", "t"}`; applying them is an idempotent upsert where the newer
 `last_modified` wins (a sync retried on another donor sends records again).
+
+With a SQL copy (`persistence.LocationWriter`), every change -- local, replicated or
+expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).
 """
 
 from __future__ import annotations
@@ -65,9 +68,11 @@ def contact_event_params(b: Binding) -> dict[str, Any]:
 
 class UserLocation:
     def __init__(self, location: Location, store: SubscriberStore, *, events: Any = None,
-                 cluster: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 cluster: Any = None, clock: Callable[[], float] = time.time,
+                 writer: Any = None) -> None:
         self.location = location
         self.store = store
+        self.writer = writer  # persistence.LocationWriter: the SQL copy, or None
         self.events = events
         self.cluster = cluster
         self.clock = clock
@@ -120,15 +125,34 @@ class UserLocation:
         self._publish(changes, replicate=False)
         return len(changes)
 
+    def load(self, bindings: list[Binding]) -> int:
+        """Bindings read back from SQL at start (load-from-sql): no events, no replication."""
+        for b in bindings:
+            self.location.apply_replica(b)
+        return len(bindings)
+
     # -- changes -> events and replication -----------------------------------------------
     def _publish(self, changes: list[Change], *, replicate: bool = True) -> None:
         if not changes:
             return
         for change in changes:
             self._raise(change)
+        self._persist(changes)
         if replicate and self.cluster is not None:
             for change in changes:
                 self._replicate(change)
+
+    def _persist(self, changes: list[Change | None]) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        for change in changes:
+            if change is None:
+                continue
+            if change.kind == "delete":
+                writer.delete(change.binding)
+            else:
+                writer.upsert(change.binding)
 
     def _raise(self, change: Change) -> None:
         events = self.events
@@ -176,9 +200,13 @@ class UserLocation:
         try:
             record = json.loads(payload)
             if record["op"] == "put":
-                self.location.apply_replica(decode_binding(record["b"]))
+                change = self.location.apply_replica(decode_binding(record["b"]))
             elif record["op"] == "del":
-                self.location.remove_replica(record["aor"], record["key"], float(record["t"]))
+                change = self.location.remove_replica(record["aor"], record["key"],
+                                                      float(record["t"]))
+            else:
+                return
+            self._persist([change])
             self.stats["replicated_in"] += 1
         except (ValueError, KeyError, TypeError) as exc:
             self.log.warning("replica_rejected", error=repr(exc))

@@ -148,3 +148,39 @@ def test_untrusted_caller_answers_407_with_a_subscriber_password(
         assert refused.returncode != 0  # no credentials: never relayed
     finally:
         edge.stop()
+
+
+def test_load_from_sql_brings_bindings_back_after_kill_9(tmp_path: Path) -> None:
+    # restart_persistency load-from-sql with sql_write_mode write-through: each change is
+    # written at once (just after the 200 left); SIGKILL, restart: the binding is back.
+    import os
+    import signal
+
+    from tests.integration.edge.edge_harness import wait_until
+
+    db = tmp_path / "subscribers.sqlite"
+    add_user(db, "frank@127.0.0.1", "frank-pw")
+    env = {"SIPMESH_REGISTRAR_RESTART_PERSISTENCY": "load-from-sql",
+           "SIPMESH_REGISTRAR_SQL_WRITE_MODE": "write-through"}
+    reg = start_registrar(db, env)
+    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": reg.grpc})
+    try:
+        port = free_port()
+        assert register(tmp_path, edge, "frank", "frank-pw", port).returncode == 0
+        import sqlite3
+
+        def written() -> bool:
+            with sqlite3.connect(db) as conn:
+                return bool(conn.execute("SELECT count(*) FROM location").fetchone()[0])
+
+        wait_until(written, 10, "binding written to SQL")
+        os.kill(reg.proc.pid, signal.SIGKILL)
+        reg.proc.wait(10)
+        reg = start_registrar(db, env)
+        [contact] = mi(reg.mi, "ul_show_contact", ["location", "frank@127.0.0.1"]
+                       )["result"]["Contacts"]
+        assert contact["Contact"] == f"sip:frank@127.0.0.1:{port}"
+        assert mi(reg.mi, "ul_sync", ["location"])["result"] == "OK"
+    finally:
+        edge.stop()
+        reg.stop()
