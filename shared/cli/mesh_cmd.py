@@ -1,6 +1,8 @@
 """``sipmesh up``, ``sipmesh status`` and ``sipmesh rpc``: running and poking the mesh.
 
-* ``up`` runs the supervisor (:mod:`shared.service.supervisor`) in the foreground.
+* ``up`` runs the supervisor (:mod:`shared.service.supervisor`) in the foreground;
+  ``up --nodes N`` runs N nodes of every clustered service (one cluster per service) and
+  the cluster demo, so a cluster can be watched on one machine.
 * ``status`` lists every registered instance with its address and health (registry TTL
   state and its ``/health`` answer); it exits 1 while any instance is unhealthy or a
   service the supervisor expects has no passing instance, 2 when the registry is down.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import signal
@@ -64,9 +67,20 @@ def _selected(cfg: MeshConfig) -> list[ChildSpec]:
     return specs
 
 
-def up() -> None:
+def up(
+    nodes: Annotated[int | None, typer.Option(
+        help="run N nodes of every clustered service, and the cluster demo "
+             "(default [mesh] nodes; 0: unclustered)")] = None,
+) -> None:
     """Start every service of the mesh in the foreground (Ctrl-C stops them all)."""
     cfg: MeshConfig = _load(MeshConfig, "mesh")
+    if nodes is not None:
+        cfg = dataclasses.replace(cfg, nodes=nodes)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     gw: GatewayConfig = _load(GatewayConfig, "gateway")
     configure_logging("supervisor", level=gw.log_level, json=gw.log_json)
     specs = _selected(cfg)

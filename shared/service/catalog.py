@@ -4,6 +4,13 @@ A service is a Python module run as ``python -m <module>`` that registers itself
 discovery under ``name`` (with :class:`shared.service.ServiceRuntime`). To add a service to
 the mesh, add one :class:`ChildSpec` line here; ``[mesh] services`` (or
 ``SIPMESH_MESH_SERVICES=gateway,edge``) picks a subset by name.
+
+Clustering is a property of an entry: a ``cluster_id`` makes the service *clustered*.
+``sipmesh up --nodes N`` (``[mesh] nodes``) then runs N nodes of it on loopback, one
+cluster per service, and the supervisor gives each node its ``[<cluster_section>]``
+settings through the environment (:func:`shared.service.supervisor.node_env`). Without
+``--nodes`` a clustered service runs once, unclustered, and an entry marked
+``nodes_only`` (the cluster demo) is not started at all.
 """
 
 from __future__ import annotations
@@ -13,14 +20,31 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class ChildSpec:
-    """One supervised child process."""
+    """One supervised child process (``cluster_*`` fields: see the module docstring)."""
 
     name: str
     module: str
+    cluster_id: int = 0  # > 0: a clustered service, this is its cluster's id
+    cluster_section: str = ""  # its ClusterConfig section, e.g. "registrar.cluster"
+    cluster_env: tuple[tuple[str, str], ...] = ()  # turns clustering on in the service
+    sharing_tags: tuple[str, ...] = ()  # "name/cluster_id=backup" given to every node
+    port_env: tuple[str, ...] = ()  # listening-port settings forced to 0 (ephemeral) per node
+    sip_port_env: str = ""  # its SIP port setting: a distinct free port per node
+    nodes_only: bool = False  # started only by `sipmesh up --nodes N`
+
+    @property
+    def clustered(self) -> bool:
+        return self.cluster_id > 0
 
 
 SERVICES: tuple[ChildSpec, ...] = (
     ChildSpec("gateway", "gateway"),
     ChildSpec("edge", "services.edge"),
-    ChildSpec("registrar", "services.registrar"),
+    ChildSpec("registrar", "services.registrar",
+              cluster_id=1, cluster_section="registrar.cluster",
+              cluster_env=(("SIPMESH_REGISTRAR_CLUSTER_MODE", "full-sharing"),),
+              port_env=("SIPMESH_REGISTRAR_HTTP_PORT", "SIPMESH_REGISTRAR_GRPC_PORT")),
+    ChildSpec("cluster-demo", "shared.cluster.demo",
+              cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
+              nodes_only=True),
 )

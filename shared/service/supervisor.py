@@ -12,11 +12,22 @@ expects in ``meta.expected``, so ``sipmesh status`` can report a service that is
 Children run in their own session (a terminal's Ctrl-C reaches only the supervisor, which
 stops them in order) and die with it if it is killed (Linux ``PR_SET_PDEATHSIG``).
 
+With ``[mesh] nodes`` = N (``sipmesh up --nodes N``) every clustered service of the
+catalog runs as N children named ``<service>.<i>`` (node ids 1..N, one cluster per
+service), each given its cluster settings by :func:`node_env`: the OpenSIPS
+``current_info`` of node i (cluster and node id, replication address on an ephemeral
+loopback port, node 1 the seed), the cluster's members 1-N and a secret drawn at random
+for this run, seeds found through discovery (the service's own instances announce their
+node), the catalog's sharing tags, and distinct ports. A restarted node keeps its node id,
+so it rejoins and resyncs.
+
 Output lines on stdout are stable for scripts and tests::
 
     registry http://127.0.0.1:8710
     started gateway pid 1234
+    started registrar.2 pid 1236
     endpoint gateway mi http://127.0.0.1:8888/mi
+    endpoint registrar cluster 1/2 127.0.0.1:40123
     exited gateway pid 1234 rc -9; restart in 0.5s
 """
 
@@ -27,13 +38,16 @@ import contextlib
 import ctypes
 import dataclasses
 import os
+import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from shared.config import section_env_name
 from shared.discovery.embedded import RegistryServer
 from shared.discovery.port import Instance
 from shared.service.catalog import ChildSpec
@@ -54,6 +68,50 @@ class MeshConfig:
     backoff_max: float = 30.0
     stable_after: float = 30.0
     stop_timeout: float = 10.0
+    nodes: int = 0  # > 0: run that many nodes of every clustered service
+
+    def validate(self) -> None:
+        if not 0 <= self.nodes <= 64:
+            raise ValueError("[mesh] nodes must be between 0 and 64")
+
+
+def free_port() -> int:
+    """A free loopback port (bound then released: a SIP port must be fixed up front)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_env(spec: ChildSpec, node_id: int, nodes: int, secret: str,
+             base: Mapping[str, str]) -> dict[str, str]:
+    """The environment that makes a child node ``node_id`` of ``spec``'s cluster of
+    ``nodes`` nodes. Identity settings are forced; a secret already set in ``base`` wins
+    (a user's fixed secret), as do timers and other cluster settings it sets."""
+    def key(field: str) -> str:
+        return section_env_name(spec.cluster_section, field)
+
+    env = dict(spec.cluster_env)
+    env.update({
+        key("cluster_id"): str(spec.cluster_id),
+        key("node_id"): str(node_id),
+        key("listen"): "127.0.0.1:0",
+        key("advertise"): "",
+        key("seed"): "true" if node_id == 1 else "false",
+        key("seeds"): "",
+        key("discovery_service"): spec.name,
+        key("members"): f"1-{nodes}",
+        key("secret"): base.get(key("secret")) or secret,
+        key("description"): f"{spec.name} node {node_id}",
+    })
+    if spec.sharing_tags and key("sharing_tags") not in base:
+        env[key("sharing_tags")] = ",".join(spec.sharing_tags)
+    for name in spec.port_env:
+        env[name] = "0"
+    if spec.sip_port_env:
+        port = free_port()
+        env[spec.sip_port_env] = str(port)
+        env[key("sip_addr")] = f"sip:127.0.0.1:{port}"
+    return env
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -63,8 +121,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 class _Child:
-    def __init__(self, spec: ChildSpec) -> None:
+    def __init__(self, spec: ChildSpec, node_id: int = 0,
+                 env: Mapping[str, str] | None = None) -> None:
         self.spec = spec
+        self.node_id = node_id
+        self.name = f"{spec.name}.{node_id}" if node_id else spec.name
+        self.env = dict(env or {})
         self.proc: asyncio.subprocess.Process | None = None
         self.backoff = 0.0
         self.restarts = 0
@@ -84,10 +146,25 @@ class Supervisor:
         self.out = out or (lambda line: print(line, flush=True))
         self.log = structlog.get_logger("supervisor")
         self.server = RegistryServer()
-        self.children = {s.name: _Child(s) for s in self.specs}
+        self.children = {c.name: c for c in self._plan()}
         self.registry_url = ""
         self._stopping = asyncio.Event()
         self._printed: set[tuple[str, str]] = set()
+
+    def _plan(self) -> list[_Child]:
+        """One child per service, or ``nodes`` children per clustered service."""
+        children = []
+        for spec in self.specs:
+            if spec.nodes_only and not self.cfg.nodes:
+                continue
+            if spec.clustered and self.cfg.nodes:
+                secret = secrets.token_hex(16)  # per run and cluster
+                children += [_Child(spec, i, node_env(spec, i, self.cfg.nodes, secret,
+                                                      self.base_env))
+                             for i in range(1, self.cfg.nodes + 1)]
+            else:
+                children.append(_Child(spec))
+        return children
 
     async def run(self, stop: asyncio.Event) -> None:
         self.registry_url = await self.server.start(self.cfg.registry_host, self.cfg.registry_port)
@@ -95,7 +172,8 @@ class Supervisor:
         me = Instance("supervisor", f"supervisor-{os.getpid()}", self.cfg.registry_host,
                       self.server.port, meta={
                           "pid": str(os.getpid()),
-                          "expected": ",".join(s.name for s in self.specs)})
+                          "expected": ",".join(dict.fromkeys(
+                              c.spec.name for c in self.children.values()))})
         await self.server.registry.register(me, ttl=3600 * 24 * 365)
         tasks = [asyncio.create_task(self._keep(child)) for child in self.children.values()]
         tasks.append(asyncio.create_task(self._announce()))
@@ -112,8 +190,9 @@ class Supervisor:
         await self.server.stop()
         self.out("stopped")
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, child: _Child) -> dict[str, str]:
         env = dict(self.base_env)
+        env.update(child.env)
         env["SIPMESH_DISCOVERY_BACKEND"] = "embedded"
         env["SIPMESH_DISCOVERY_URL"] = self.registry_url
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -121,11 +200,11 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", child.spec.module, env=self._env(),
+            sys.executable, "-m", child.spec.module, env=self._env(child),
             start_new_session=True, preexec_fn=_die_with_parent,
         )
         child.started = time.monotonic()
-        self.out(f"started {child.spec.name} pid {child.proc.pid}")
+        self.out(f"started {child.name} pid {child.proc.pid}")
 
     async def _keep(self, child: _Child) -> None:
         """Starts the child and restarts it with backoff whenever it exits."""
@@ -142,7 +221,7 @@ class Supervisor:
             else:
                 child.backoff = min(child.backoff * 2, self.cfg.backoff_max)
             child.restarts += 1
-            self.out(f"exited {child.spec.name} pid {child.proc.pid} rc {rc}; "
+            self.out(f"exited {child.name} pid {child.proc.pid} rc {rc}; "
                      f"restart in {child.backoff:g}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), child.backoff)
@@ -162,11 +241,11 @@ class Supervisor:
         try:
             await asyncio.wait_for(proc.wait(), self.cfg.stop_timeout)
         except TimeoutError:
-            self.log.warning("child_killed", child=child.spec.name, pid=proc.pid)
+            self.log.warning("child_killed", child=child.name, pid=proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        self.out(f"exited {child.spec.name} pid {proc.pid} rc {proc.returncode}")
+        self.out(f"exited {child.name} pid {proc.pid} rc {proc.returncode}")
 
     async def _announce(self) -> None:
         """Prints each endpoint once, as instances register."""
@@ -182,3 +261,8 @@ class Supervisor:
                     if value and (inst.id, key) not in self._printed:
                         self._printed.add((inst.id, key))
                         self.out(f"endpoint {inst.service} {label} {value}")
+                node, url = inst.meta.get("cluster_node_id"), inst.meta.get("cluster_url")
+                if node and url and (inst.id, "cluster") not in self._printed:
+                    self._printed.add((inst.id, "cluster"))
+                    self.out(f"endpoint {inst.service} cluster "
+                             f"{inst.meta.get('cluster_id', '?')}/{node} {url}")
