@@ -139,6 +139,16 @@ async def serve(config: RegistrarConfig) -> None:
             apply_update=ul.apply_update,
             needs_sync=config.restart_persistency != "load-from-sql")
     register_mi(runtime, ul, sql_table)
+    pinging = None
+    if config.natping_interval > 0:
+        from services.registrar.natping import NatPinger, PingConfig
+        from services.registrar.pinging import PingRunner
+
+        pinging = PingRunner(ul, NatPinger(PingConfig(
+            config.natping_interval, config.ping_threshold, config.max_pings_lost,
+            config.ping_nated_only, config.latency_event_min_us,
+            config.latency_event_min_us_delta)), host=config.natping_host)
+        runtime.stats.group("nathelper", lambda: dict(pinging.pinger.stats))
     servers: list[Any] = []
 
     @runtime.on_start
@@ -162,10 +172,14 @@ async def serve(config: RegistrarConfig) -> None:
             await cluster.start()
             runtime.meta.update(cluster.meta())
         ul.start_timer(config.timer_interval)
+        if pinging is not None:
+            await pinging.start()
 
     @runtime.on_stop
     async def _stop() -> None:
         await ul.stop_timer()
+        if pinging is not None:
+            await pinging.stop()
         if writer is not None:
             await writer.stop()  # write-back: what is pending goes out now
         if sql_table is not None:

@@ -37,6 +37,16 @@ class RegistrarConfig:
     sql_write_mode: str = ""
     write_interval: float = 60.0
     db_url: str = ""
+    # NAT pinging (nathelper): OPTIONS every natping_interval s (0 = off) to natted
+    # bindings (all with ping_nated_only = false); max_pings_lost misses in a row remove a
+    # binding; latency events per latency_event_min_us / latency_event_min_us_delta.
+    natping_interval: float = 0.0
+    ping_nated_only: bool = True
+    ping_threshold: float = 3.0
+    max_pings_lost: int = 3
+    latency_event_min_us: int = 0
+    latency_event_min_us_delta: int = 0
+    natping_host: str = "127.0.0.1"
     table: str = "location"
     log_level: str = "info"
     uvloop: bool = True

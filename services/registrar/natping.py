@@ -1,0 +1,171 @@
+"""NAT pinging of bindings with SIP OPTIONS, latency and dead-contact removal, sans-IO
+(OpenSIPS nathelper: natping_interval, ping_nated_only, sipping, max_pings_lost,
+sipping_latency_flag, usrloc latency_event_min_us[_delta]).
+
+`NatPinger.due(bindings, now, mine)` runs once per `interval`: it first counts every ping
+still unanswered after `timeout` as lost, then builds one OPTIONS per binding to ping --
+natted ones only (a `received` address) unless `nated_only` is off, and only those
+`mine(aor)` says this node owns.  In a cluster each AOR is owned by exactly one node:
+`crc32(aor) % count == index` over the synced nodes (`ClusterNode.my_index`, OpenSIPS 2.4
+shared_pinging).
+
+The OPTIONS goes to the edge the binding registered through (its `socket`) with a Route
+set `<edge;lr>, <received;lr>`, so the edge sends it from the address the NAT pinhole was
+opened towards, to the public address of the phone; the reply comes back along the Vias.
+
+`reply(call_id, status, now)` turns an answer into a latency in microseconds (stored on
+the binding) and tells whether `E_UL_LATENCY_UPDATE` is due: with neither threshold set,
+on every reply; else when the latency exceeds `min_us` or moved by more than
+`min_delta_us` since the previous ping (either one).  Answers the edge itself makes for a
+dead phone (408, 503) are not life signs.  A binding that misses `max_lost` pings in a row
+is reported by `dead()` for removal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from services.registrar.location import Binding
+
+NOT_ALIVE = frozenset({408, 503})
+
+
+@dataclass(frozen=True)
+class PingConfig:
+    interval: float = 0.0  # natping_interval; 0 = off
+    timeout: float = 3.0  # ping_threshold
+    max_lost: int = 3  # max_pings_lost
+    nated_only: bool = True
+    min_us: int = 0  # latency_event_min_us
+    min_delta_us: int = 0  # latency_event_min_us_delta
+    from_uri: str = "sip:pinger@sipmesh.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    call_id: str
+    aor: str
+    key: str
+    edge_host: str
+    edge_port: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    aor: str
+    key: str
+    sent: float
+
+
+@dataclass(slots=True)
+class Answer:
+    aor: str
+    key: str
+    latency_us: int
+    raise_event: bool
+
+
+def owner_index(aor: str, count: int) -> int:
+    """Which of `count` nodes pings `aor` (stable on every node: crc32, not hash())."""
+    return zlib.crc32(aor.encode()) % max(count, 1)
+
+
+def edge_of(socket: str) -> tuple[str, int] | None:
+    """`udp:127.0.0.1:5060` -> ("127.0.0.1", 5060)."""
+    _, _, rest = socket.partition(":")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class NatPinger:
+    config: PingConfig
+    via_host: str = "127.0.0.1"
+    via_port: int = 0
+    outstanding: dict[str, _Outstanding] = field(default_factory=dict)
+    lost: dict[tuple[str, str], int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=lambda: {"sent": 0, "answered": 0,
+                                                           "lost": 0})
+
+    def __post_init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._tag = os.urandom(4).hex()
+
+    def wanted(self, b: Binding) -> bool:
+        return bool(b.received) or not self.config.nated_only
+
+    def due(self, bindings: Iterable[Binding], now: float,
+            mine: Callable[[str], bool]) -> list[Ping]:
+        self._expire(now)
+        pings = []
+        for b in bindings:
+            if not self.wanted(b) or not b.alive(now) or not mine(b.aor):
+                continue
+            ping = self._ping(b)
+            if ping is None:
+                continue
+            self.outstanding[ping.call_id] = _Outstanding(b.aor, b.key, now)
+            pings.append(ping)
+        self.stats["sent"] += len(pings)
+        return pings
+
+    def _expire(self, now: float) -> None:
+        for call_id, out in list(self.outstanding.items()):
+            if now - out.sent >= self.config.timeout:
+                del self.outstanding[call_id]
+                key = (out.aor, out.key)
+                self.lost[key] = self.lost.get(key, 0) + 1
+                self.stats["lost"] += 1
+
+    def dead(self) -> list[tuple[str, str]]:
+        """Bindings that missed `max_lost` pings in a row (and forgets them)."""
+        gone = [k for k, n in self.lost.items() if n >= self.config.max_lost]
+        for k in gone:
+            del self.lost[k]
+        return gone
+
+    def _ping(self, b: Binding) -> Ping | None:
+        edge = edge_of(b.socket)
+        if edge is None:
+            return None
+        n = next(self._seq)
+        call_id = f"np-{self._tag}-{n}"
+        host = f"[{edge[0]}]" if ":" in edge[0] else edge[0]
+        routes = [f"<sip:{host}:{edge[1]};lr>"]
+        if b.received:
+            routes.append(f"<{b.received};lr>")
+        text = (
+            f"OPTIONS {b.uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {self.via_host}:{self.via_port};branch=z9hG4bK-np{self._tag}{n}"
+            ";rport\r\n"
+            f"Route: {', '.join(routes)}\r\n"
+            f"From: <{self.config.from_uri}>;tag={self._tag}\r\n"
+            f"To: <{b.uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+            "Max-Forwards: 10\r\nContent-Length: 0\r\n\r\n")
+        return Ping(call_id, b.aor, b.key, edge[0], edge[1], text.encode())
+
+    def reply(self, call_id: str, status: int, now: float, previous_us: int) -> Answer | None:
+        """A final answer to one of our pings; None when it is unknown, late or not a
+        life sign."""
+        if status < 200:
+            return None
+        out = self.outstanding.pop(call_id, None)
+        if out is None or status in NOT_ALIVE:
+            return None
+        self.lost.pop((out.aor, out.key), None)
+        self.stats["answered"] += 1
+        latency = max(int((now - out.sent) * 1_000_000), 1)
+        return Answer(out.aor, out.key, latency, self.latency_event(previous_us, latency))
+
+    def latency_event(self, previous_us: int, latency_us: int) -> bool:
+        lo, delta = self.config.min_us, self.config.min_delta_us
+        if not lo and not delta:
+            return True
+        return bool((lo and latency_us > lo) or (delta and abs(latency_us - previous_us) > delta))
