@@ -378,9 +378,9 @@ class Location:
     def _update(self, old: Binding, new: Binding) -> Change:
         bindings = self.records[old.aor]
         bindings[bindings.index(old)] = new
+        new.latency = old.latency  # measured by pinging, not by the phone
         same = replace(old, expires=new.expires, cseq=new.cseq,
-                       last_modified=new.last_modified, latency=old.latency)
-        new.latency = old.latency
+                       last_modified=new.last_modified)
         return Change("refresh" if same == new else "update", new)
 
     def _delete(self, b: Binding) -> Change:

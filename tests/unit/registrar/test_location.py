@@ -194,3 +194,13 @@ def test_replicas_upsert_and_newer_wins() -> None:
 def test_parse_aor_accepts_user_at_domain_and_uris() -> None:
     assert parse_aor("alice@Example.COM") == "alice@example.com"
     assert parse_aor("sip:bob@example.com") == "bob@example.com"
+
+
+def test_refresh_keeps_the_measured_latency_and_is_still_a_refresh() -> None:
+    loc = Location()
+    loc.save(register("<sip:a@192.0.2.10:5060>", expires=600), HERE, T0)
+    [b] = loc.lookup("alice@example.com", "", T0)
+    b.latency = 1234
+    r = loc.save(register("<sip:a@192.0.2.10:5060>", expires=600, cseq=2), HERE, T0 + 5)
+    assert [c.kind for c in r.changes] == ["refresh"]
+    assert loc.lookup("alice@example.com", "", T0 + 5)[0].latency == 1234
