@@ -19,6 +19,10 @@ Any other command is routed to the instances whose registration lists it in ``mi
 A command the service marked ``fanout`` (cluster-wide in OpenSIPS) is sent to all of them
 and the answers merged; any other goes to one instance, round-robin, moving to the next only
 when the connection could not be made (so a command is never executed twice).
+
+Clustered services: the targeting param ``node_id`` sends a command to one cluster node,
+and a command naming a cluster stays in it (:mod:`gateway.targeting`); ``ps`` shows each
+instance's cluster and node.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from typing import Any
 import aiohttp
 import structlog
 
+from gateway import targeting
 from gateway.events import EVENT_COMMANDS, GatewayEvents
 from shared.discovery import Instance, RegistryError, ServiceRegistry
 from shared.events.forward import INGEST_METHOD
 from shared.rpc import (
+    INVALID_PARAMS,
     NOT_FOUND,
     SERVICE_UNAVAILABLE,
     JsonRpcClient,
@@ -107,6 +113,7 @@ class MeshRouter:
         self._session: aiohttp.ClientSession | None = None
         self._clients: dict[str, JsonRpcClient] = {}
         self._rr = itertools.count()
+        self._recipes: dict[tuple[str, str], list[list[str]]] = {}
         self.core = MiDispatcher(name="gateway")
         self.core.add(MiCommand("version", self._version))
         self.core.add(MiCommand("uptime", self._uptime))
@@ -169,11 +176,49 @@ class MeshRouter:
     def _forwarder(self, name: str, instances: list[Instance]) -> Any:
         async def forward(params: Any) -> Any:
             fanout = any(name in i.meta.get("mi_fanout", "").split(",") for i in instances)
-            if fanout:
-                return await self._fan_out(name, params, instances)
-            return await self._call_one(name, params, instances)
+            pinned, params, instances_ = await self._target(name, params, instances)
+            if fanout and not pinned:
+                return await self._fan_out(name, params, instances_)
+            return await self._call_one(name, params, instances_)
 
         return forward
+
+    async def _target(
+        self, name: str, params: Any, instances: list[Instance]
+    ) -> tuple[bool, Any, list[Instance]]:
+        """``(pinned to one node, params to forward, candidates)`` (gateway.targeting)."""
+        node, params = targeting.pop_node(params)
+        clustered = [i for i in instances if targeting.is_clustered(i)]
+        clusters = {i.meta["cluster_id"] for i in clustered}
+        asks_cluster = isinstance(params, dict) and targeting.CLUSTER_PARAM in params
+        if node is None and not asks_cluster and (len(clusters) < 2 or not params):
+            return False, params, instances  # nothing to choose between clusters
+        if node is not None and not clustered:
+            raise MiError(INVALID_PARAMS, "Invalid params",
+                          f"node_id: {name} does not run on cluster nodes")
+        recipes = await self._recipes_of(name, clustered or instances)
+        cluster = targeting.named_cluster(targeting.named_view(params, recipes))
+        if asks_cluster and recipes and not targeting.takes(recipes, targeting.CLUSTER_PARAM):
+            params = {k: v for k, v in params.items() if k != targeting.CLUSTER_PARAM}
+        chosen = targeting.select(clustered if (node or cluster) else instances, node, cluster)
+        return node is not None, params or None, chosen
+
+    async def _recipes_of(self, name: str, instances: list[Instance]) -> list[list[str]]:
+        """The command's parameter sets (its ``which`` answer), cached per instance."""
+        for inst in instances:
+            key = (inst.id, name)
+            if key not in self._recipes:
+                try:
+                    answer = await self._client(inst.meta["mi_url"]).call(
+                        "which", {"command": name})
+                except (RpcError, RpcTransportError):
+                    continue
+                if isinstance(answer, list):
+                    self._recipes[key] = [[str(p) for p in r] for r in answer
+                                          if isinstance(r, list)]
+            if key in self._recipes:
+                return self._recipes[key]
+        return []
 
     async def _call_one(self, name: str, params: Any, instances: list[Instance]) -> Any:
         start = next(self._rr) % len(instances)
@@ -237,10 +282,10 @@ class MeshRouter:
         procs = []
         for n, inst in enumerate(instances):
             pid = inst.meta.get("pid", "0")
-            procs.append({
-                "ID": n, "PID": int(pid) if pid.isdigit() else 0,
-                "Type": f"{inst.service} {inst.address}:{inst.port}",
-            })
+            kind = f"{inst.service} {inst.address}:{inst.port}"
+            if targeting.is_clustered(inst):
+                kind += f" cluster {inst.meta['cluster_id']} node {inst.meta['cluster_node_id']}"
+            procs.append({"ID": n, "PID": int(pid) if pid.isdigit() else 0, "Type": kind})
         return {"Processes": procs}
 
     async def _which(self, command: str | None = None) -> Any:

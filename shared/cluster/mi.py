@@ -3,22 +3,27 @@
 :func:`register_mi` declares them on a service runtime (``runtime.command``), shaped as
 OpenSIPS 3 prints them in JSON (contracts/mi/clusterer_*.json, cluster_*_mi.json):
 
-* ``clusterer_list`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id", "db_id",
-  "url", "link_state", "next_hop", "description"}]}]}`` (``next_hop`` a node id as a
-  string, or ``"none"``);
+* ``clusterer_list`` -- ``{"Clusters": [{"cluster_id", "local_node_id", "Nodes":
+  [{"node_id", "db_id", "url", "link_state", "next_hop", "description"}]}]}``
+  (``next_hop`` a node id as a string, or ``"none"``);
 * ``clusterer_list_topology`` -- ``{"Clusters": [{"cluster_id", "Nodes": [{"node_id",
   "Neighbours": [...]}]}]}``;
 * ``clusterer_list_cap`` -- ``{"Clusters": [{"cluster_id", "Capabilities": [{"name",
   "state"}]}]}`` with ``state`` ``Ok`` / ``not synced`` / ``syncing``;
 * ``clusterer_list_sync`` (SipMesh) -- the progress of each capability's sync;
 * ``clusterer_set_status cluster_id status``, ``clusterer_shtag_set_active tag``,
-  ``clusterer_list_shtags`` (``[{"Tag", "Cluster", "State"}]``);
+  ``clusterer_list_shtags`` (``[{"Tag", "Cluster", "State", "Node"}]``);
 * ``cluster_send_mi cluster_id destination cmd_name [cmd_params]`` ("OK" once sent: the
   remote node runs it asynchronously; "Local node disabled"; 400 "Destination down") and
   ``cluster_broadcast_mi cluster_id cmd_name [cmd_params]`` (sent to every node, then run
   here: the answer is the local command's);
 * with ``test_hooks``: ``cluster_test_block cluster_id node_ids`` cuts this node's links
   to those nodes (partitions in tests without iptables).
+
+Beyond OpenSIPS, where an MI call reaches one instance: the list commands are fan-out
+commands (the gateway asks every node and concatenates the answers), so each answer names
+the node it comes from -- ``local_node_id`` in each ``Clusters`` entry, ``Node`` in each
+sharing tag. The gateway's ``node_id`` param asks one node only (gateway.targeting).
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
         if _int(value, "cluster_id") != cid:
             raise MiError(NOT_FOUND, "Cluster id not found")
 
-    @runtime.command("clusterer_list", doc="the nodes of each cluster and their link states")
+    me = node.id
+
+    @runtime.command("clusterer_list", fanout=True,
+                     doc="the nodes of each cluster and their link states")
     async def clusterer_list() -> Any:
         nodes = []
         for n in sorted(set(node.peers) | set(node.views)):
@@ -76,23 +84,25 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
                 "next_hop": str(node.next_hop[n]) if n in node.next_hop else "none",
                 "description": (view.description if view and view.description else "none"),
             })
-        return {"Clusters": [{"cluster_id": cid, "Nodes": nodes}]}
+        return {"Clusters": [{"cluster_id": cid, "local_node_id": me, "Nodes": nodes}]}
 
-    @runtime.command("clusterer_list_topology", doc="the adjacency list of each cluster")
+    @runtime.command("clusterer_list_topology", fanout=True,
+                     doc="the adjacency list of each cluster")
     async def clusterer_list_topology() -> Any:
-        return {"Clusters": [{"cluster_id": cid, "Nodes": [
+        return {"Clusters": [{"cluster_id": cid, "local_node_id": me, "Nodes": [
             {"node_id": n, "Neighbours": up} for n, up in node.topology().items()]}]}
 
-    @runtime.command("clusterer_list_cap", doc="capabilities and their sync states")
+    @runtime.command("clusterer_list_cap", fanout=True, doc="capabilities and their sync states")
     async def clusterer_list_cap() -> Any:
-        return {"Clusters": [{"cluster_id": cid, "Capabilities": [
+        return {"Clusters": [{"cluster_id": cid, "local_node_id": me, "Capabilities": [
             {"name": c.name, "state": c.machine.state.value}
             for c in node.capabilities.values()]}]}
 
-    @runtime.command("clusterer_list_sync", doc="progress of each capability's data sync")
+    @runtime.command("clusterer_list_sync", fanout=True,
+                     doc="progress of each capability's data sync")
     async def clusterer_list_sync() -> Any:
         now = node.clock()
-        return {"Clusters": [{"cluster_id": cid, "Capabilities": [
+        return {"Clusters": [{"cluster_id": cid, "local_node_id": me, "Capabilities": [
             c.machine.progress(now) for c in node.capabilities.values()]}]}
 
     @runtime.command("clusterer_set_status", (("cluster_id", "status"),),
@@ -117,10 +127,10 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
         await node.shtag_set_active(name)
         return "OK"
 
-    @runtime.command("clusterer_list_shtags", doc="the sharing tags of this node")
+    @runtime.command("clusterer_list_shtags", fanout=True, doc="the sharing tags of this node")
     async def clusterer_list_shtags() -> Any:
         return [{"Tag": t, "Cluster": cid,
-                 "State": "active" if node.shtags.is_active(t) else "backup"}
+                 "State": "active" if node.shtags.is_active(t) else "backup", "Node": me}
                 for t in sorted(node.shtags.tags)]
 
     @runtime.command("cluster_send_mi", (("cluster_id", "destination", "cmd_name"),

@@ -132,7 +132,7 @@ async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> No
     nodes = (await a.mi("clusterer_list"))["Clusters"][0]["Nodes"]
     assert [(n["node_id"], n["link_state"], n["next_hop"]) for n in nodes] == [(2, "Up", "2")]
     assert await a.mi("clusterer_list_shtags") == [{"Tag": "vip", "Cluster": 1,
-                                                    "State": "active"}]
+                                                    "State": "active", "Node": 1}]
     await wait_for(lambda: not b.node.shtags.is_active("vip"))
 
 
