@@ -1,0 +1,310 @@
+"""Benchmark: REGISTER with digest authentication, SipMesh (edge + registrar) vs Kamailio;
+memory per binding; replication lag between two full-sharing registrar nodes.
+
+1. REGISTER/s: sipp (tests/bench/registrar/register_load.xml: REGISTER, 401, REGISTER with
+   credentials, 200) at rising rates against (a) one edge worker + one registrar process
+   and (b) Kamailio with one UDP worker (tests/bench/registrar/kamailio_registrar.cfg:
+   auth_db on db_text, qop=auth, save() in memory).  A step passes when at most 0.1% of its
+   registrations failed; the figure is the last rate that passed.  Goal: SipMesh >= 0.5x.
+2. Memory per binding: 100,000 AORs with one binding each saved into the registrar's
+   location table in this process (tracemalloc, bytes per binding).  Goal: <= 2 KB.
+3. Replication lag: two registrar nodes in full-sharing; while sipp registers through an
+   edge into node 1 at `--lag-rate`, markers added on node 1 (MI ul_add) are timed until
+   node 2 shows them (MI ul_show_contact polled every 2 ms); median and p95 printed.
+
+    .venv/bin/python tests/bench/bench_registrar.py [--step SECONDS]
+                                                    [--only sipmesh,kamailio,memory,lag]
+
+Not a test: numbers depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench_edge import BUFF, Proxy, free_port, wait_ready  # noqa: E402
+
+SCENARIO = HERE / "registrar" / "register_load.xml"
+KAMAILIO_CFG = HERE / "registrar" / "kamailio_registrar.cfg"
+RATES = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000,
+         6000, 8000, 10000, 12500, 15000, 20000, 25000, 30000]
+MAX_FAILED = 0.001
+USER, PASSWORD = "bench", "bench-pw"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SIPMESH_EDGE_LOG_LEVEL="error",
+               SIPMESH_REGISTRAR_LOG_LEVEL="error")
+    env.pop("SIPMESH_CONFIG", None)
+    return env
+
+
+def start_registrar(workdir: Path, name: str, extra: dict[str, str] | None = None
+                    ) -> tuple[subprocess.Popen[str], str, str, str]:
+    """(process, grpc address, MI URL, cluster URL or "")."""
+    env = _env()
+    env["SIPMESH_REGISTRAR_STORE"] = str(workdir / "subscribers.sqlite")
+    env.update(extra or {})
+    proc = subprocess.Popen([sys.executable, "-m", "services.registrar"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=open(workdir / f"{name}.log", "wb"),
+                            text=True, start_new_session=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
+    if "registrar ready" not in line:
+        raise RuntimeError(f"registrar did not start: {line!r}")
+    words = line.split()
+    cluster = words[words.index("cluster") + 1] if "cluster" in words else ""
+    return proc, words[words.index("grpc") + 1], words[words.index("http") + 1] + "/mi", cluster
+
+
+def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def start_edge(workdir: Path, registrar: str) -> Proxy:
+    port = free_port()
+    env = _env()
+    env["SIPMESH_EDGE_REGISTRAR"] = registrar
+    proc = subprocess.Popen([sys.executable, "-m", "services.edge", "--listen",
+                             f"udp:127.0.0.1:{port}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=open(workdir / "edge.log", "wb"),
+                            start_new_session=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    if not ready:
+        raise RuntimeError("edge did not print its ready line")
+    wait_ready(port, proc)
+    return Proxy("sipmesh", proc, port)
+
+
+def start_kamailio(workdir: Path) -> Proxy:
+    db = workdir / "kamdb"
+    db.mkdir(exist_ok=True)
+    (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\n")
+    (db / "subscriber").write_text(
+        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) "
+        f"ha1b(string,null)\n1:{USER}:127.0.0.1:{PASSWORD}::\n")
+    cfg = workdir / "kamailio_registrar.cfg"
+    cfg.write_text(KAMAILIO_CFG.read_text().replace("DBURL", f"text://{db}"))
+    port = free_port()
+    cmd = ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32",
+           "-l", f"udp:127.0.0.1:{port}", "-n", "1", "-P", str(workdir / "kam.pid"),
+           "-w", str(workdir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / "kamailio.log", "wb"), start_new_session=True)
+    wait_ready(port, proc)
+    return Proxy("kamailio", proc, port)
+
+
+def run_step(port: int, rate: int, step: float, workdir: Path) -> tuple[int, int]:
+    calls = max(1, int(rate * step))
+    stat = workdir / f"stat-{port}-{rate}.csv"
+    cmd = ["sipp", "-sf", str(SCENARIO), "-s", USER, "-au", USER, "-ap", PASSWORD,
+           "-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{port}",
+           "-r", str(rate), "-m", str(calls), "-nostdin", *BUFF,
+           "-timeout", f"{int(step) + 20}s", "-timeout_error",
+           "-trace_stat", "-stf", str(stat), "-fd", "1"]
+    subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=step + 60)
+    ok = failed = 0
+    if stat.exists():
+        with stat.open() as fh:
+            rows = list(csv.reader(fh, delimiter=";"))
+        if len(rows) >= 2:
+            head, last = rows[0], rows[-1]
+            ok = int(last[head.index("SuccessfulCall(C)")])
+            failed = int(last[head.index("FailedCall(C)")])
+    return ok, max(failed, calls - ok)
+
+
+def climb(name: str, port: int, step: float, workdir: Path) -> int:
+    best = 0
+    for rate in RATES:
+        ok, failed = run_step(port, rate, step, workdir)
+        total = ok + failed
+        share = failed / total if total else 1.0
+        verdict = "ok" if share <= MAX_FAILED else "FAILED"
+        print(f"  {name:<9} {rate:>6} REGISTER/s: {ok:>7} ok {failed:>6} failed "
+              f"({share:.3%}) {verdict}", flush=True)
+        if share > MAX_FAILED:
+            break
+        best = rate
+    return best
+
+
+def add_subscriber(workdir: Path) -> None:
+    subprocess.run([sys.executable, "-m", "shared.cli.main", "user", "add",
+                    f"{USER}@127.0.0.1", PASSWORD, "--store",
+                    str(workdir / "subscribers.sqlite")], cwd=ROOT, env=_env(), check=True,
+                   capture_output=True, timeout=60)
+
+
+def bench_sipmesh(step: float, workdir: Path) -> int:
+    add_subscriber(workdir)
+    reg, grpc, _, _ = start_registrar(workdir, "registrar")
+    try:
+        edge = start_edge(workdir, grpc)
+        try:
+            return climb("sipmesh", edge.port, step, workdir)
+        finally:
+            edge.stop()
+    finally:
+        stop(reg)
+
+
+def bench_kamailio(step: float, workdir: Path) -> int:
+    kam = start_kamailio(workdir)
+    try:
+        return climb("kamailio", kam.port, step, workdir)
+    finally:
+        kam.stop()
+
+
+def memory_per_binding(count: int = 100_000) -> float:
+    from services.registrar.location import Location, Origin
+    from shared.sip import parse_message
+
+    template = ("REGISTER sip:example.com SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i}\r\n"
+                "From: <sip:user{i}@example.com>;tag={i}\r\nTo: <sip:user{i}@example.com>\r\n"
+                "Call-ID: {i}-bench@10.0.0.1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
+                "Contact: <sip:user{i}@10.{a}.{b}.{c}:5060;transport=udp>;expires=3600\r\n"
+                "User-Agent: bench-phone/1.0\r\nContent-Length: 0\r\n\r\n")
+    loc = Location()
+    now = time.time()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(count):
+        a, b, c = (i >> 16) & 255, (i >> 8) & 255, i & 255
+        msg = parse_message(template.format(i=i, a=a, b=b, c=c).encode())
+        result = loc.save(msg, Origin(f"10.{a}.{b}.{c}", 5060, "udp", "udp:127.0.0.1:5060"),
+                          now)
+        assert result.status == 200
+        del msg, result
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert loc.contact_count == count
+    return (after - before) / count
+
+
+def _mi(url: str, method: str, params: object) -> dict:
+    req = urllib.request.Request(url, json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(),
+        {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def replication_lag(workdir: Path, rate: int, markers: int = 30) -> list[float]:
+    add_subscriber(workdir)
+    common = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
+              "SIPMESH_REGISTRAR_CLUSTER_SECRET": "bench"}
+    one, grpc1, mi1, url1 = start_registrar(workdir, "node1", {
+        **common, "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": "1",
+        "SIPMESH_REGISTRAR_CLUSTER_SEED": "true"})
+    two, _, mi2, _ = start_registrar(workdir, "node2", {
+        **common, "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": "2",
+        "SIPMESH_REGISTRAR_CLUSTER_SEEDS": f"1@{url1}"})
+    edge = start_edge(workdir, grpc1)
+    load = None
+    lags: list[float] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            caps = _mi(mi2, "clusterer_list_cap", [])["result"]["Clusters"][0]["Capabilities"]
+            if all(c["state"] == "Ok" for c in caps):
+                break
+            time.sleep(0.05)  # waiting for the sync, with a deadline
+        load = subprocess.Popen(
+            ["sipp", "-sf", str(SCENARIO), "-s", USER, "-au", USER, "-ap", PASSWORD, "-i",
+             "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{edge.port}", "-r", str(rate),
+             "-m", str(rate * 60), "-nostdin", *BUFF], cwd=workdir,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(1.0)  # let the load reach its rate before measuring under it
+        for n in range(markers):
+            aor = f"marker{n}@127.0.0.1"
+            started = time.perf_counter()
+            _mi(mi1, "ul_add", ["location", aor, f"sip:m{n}@10.9.9.9", 600, "1", 0, 0, 0])
+            while "result" not in _mi(mi2, "ul_show_contact", ["location", aor]):
+                if time.perf_counter() - started > 10:
+                    raise RuntimeError(f"{aor} never reached node 2")
+                time.sleep(0.002)
+            lags.append((time.perf_counter() - started) * 1000)
+    finally:
+        if load is not None:
+            stop(load)
+        edge.stop()
+        stop(two)
+        stop(one)
+    return lags
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--step", type=float,
+                        default=float(os.environ.get("BENCH_STEP_SECONDS", "5")))
+    parser.add_argument("--only", default="sipmesh,kamailio,memory,lag")
+    parser.add_argument("--lag-rate", type=int, default=200)
+    args = parser.parse_args()
+    wanted = set(args.only.split(","))
+    for tool in ("sipp", "kamailio"):
+        if shutil.which(tool) is None:
+            print(f"{tool} missing: run tests/peers/ensure.sh (make bench does)")
+            return 1
+    workdir = Path(tempfile.mkdtemp(prefix="bench-registrar-"))
+    print(f"bench_registrar: {args.step:g} s steps, stop when > {MAX_FAILED:.1%} of "
+          f"registrations fail (work dir {workdir})", flush=True)
+    results: dict[str, int] = {}
+    if "sipmesh" in wanted:
+        (workdir / "sipmesh").mkdir()
+        results["sipmesh"] = bench_sipmesh(args.step, workdir / "sipmesh")
+    if "kamailio" in wanted:
+        results["kamailio"] = bench_kamailio(args.step, workdir)
+    print("\nREGISTER with digest auth, maximum rate with <= 0.1% failed:")
+    for key, rate in results.items():
+        print(f"  {key:<9} {rate:>6} REGISTER/s")
+    if results.get("sipmesh") is not None and results.get("kamailio"):
+        print(f"  ratio sipmesh / kamailio: {results['sipmesh'] / results['kamailio']:.2f} "
+              "(goal >= 0.5)")
+    if "memory" in wanted:
+        per = memory_per_binding()
+        print(f"\nmemory per binding at 100,000 bindings: {per:.0f} bytes (goal <= 2048)")
+    if "lag" in wanted:
+        lagdir = workdir / "lag"
+        lagdir.mkdir()
+        lags = replication_lag(lagdir, args.lag_rate)
+        lags.sort()
+        p95 = lags[min(len(lags) - 1, int(len(lags) * 0.95))]
+        print(f"\nreplication lag node 1 -> node 2 under {args.lag_rate} REGISTER/s: "
+              f"median {statistics.median(lags):.1f} ms, p95 {p95:.1f} ms "
+              f"(includes the MI round trips)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
