@@ -42,6 +42,8 @@ from services.edge.routing import RouterSetup, load_router
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
 
+TIMER_TICK = 0.01  # s: granularity of the worker's one loop timer (see EdgeApp._rearm)
+
 
 def _start_line(data: bytes) -> str:
     """The start line of a SIP message, for E_CORE_THRESHOLD's `extra`."""
@@ -257,12 +259,17 @@ class EdgeApp:
         deadline = core.next_deadline()
         if deadline is None:
             return
-        if self._timer_at is not None and self._timer_at <= deadline:
+        # Wake up on the next TIMER_TICK boundary at or after the deadline: every deadline
+        # of that tick is handled by one wake-up.  Under load the transactions' deadlines
+        # are spread over every millisecond, and one loop wake-up per deadline cost ~15% of
+        # a worker (py-spy under sipp); SIP timers (T1 = 500 ms) do not mind 10 ms.
+        when = (deadline // TIMER_TICK + 1) * TIMER_TICK
+        if self._timer_at is not None and self._timer_at <= when:
             return  # an earlier wake-up is already due; it re-arms after firing
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = loop.call_at(deadline, self._on_timer)
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -34,6 +34,10 @@ class State(enum.Enum):
     CONFIRMED = "Confirmed"
     TERMINATED = "Terminated"
 
+    # Members are singletons compared by identity: hash them by identity too (C level),
+    # not by Enum's Python-level hash of the name - they key the hot timer and table dicts.
+    __hash__ = object.__hash__
+
 
 class Event(enum.Enum):
     # from the network
@@ -60,6 +64,10 @@ class Event(enum.Enum):
     TIMER_J = "Timer J"
     TIMER_K = "Timer K"
     TIMER_L = "Timer L"
+
+    # Members are singletons compared by identity: hash them by identity too (C level),
+    # not by Enum's Python-level hash of the name - they key the hot timer and table dicts.
+    __hash__ = object.__hash__
 
 
 TIMER_EVENT: dict[Timer, Event] = {
@@ -89,6 +97,10 @@ class Effect(enum.Enum):
     BACKOFF = "re-arm the retransmit timer with a doubled interval"
     BACKOFF_CAPPED = "re-arm the retransmit timer with a doubled interval capped at T2"
     AT_T2 = "re-arm the retransmit timer at T2"
+
+    # Members are singletons compared by identity: hash them by identity too (C level),
+    # not by Enum's Python-level hash of the name - they key the hot timer and table dicts.
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)

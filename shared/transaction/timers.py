@@ -33,6 +33,10 @@ class Timer(enum.Enum):
     K = "K"  # wait time for response retransmits (§17.1.2.2)
     L = "L"  # RFC 6026 §8.7: wait time for accepted INVITE request retransmits
 
+    # Members are singletons compared by identity: hash them by identity too (C level),
+    # not by Enum's Python-level hash of the name - they key the hot timer and table dicts.
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class TimerSettings:
