@@ -5,10 +5,12 @@ It embeds the engine exactly as a real service does: a :class:`ServiceRuntime` (
 /metrics, /health), a :class:`ClusterNode` configured from the ``[demo.cluster]`` section
 (file via ``$SIPMESH_CONFIG``, or ``SIPMESH_DEMO_CLUSTER_<FIELD>`` variables, or the CLI
 flags below), one capability ``demo-kv-repl`` (full sync + live updates), the clusterer MI
-commands, and the two clusterer events on an embedded EventBus. Under ``sipmesh up`` it
-registers in the mesh's discovery as ``cluster-demo`` with its node in the metadata, so
+commands, and the two clusterer events. Under ``sipmesh up --nodes N`` (it is the catalog's
+``nodes_only`` service ``cluster-demo``, cluster 2, sharing tag ``vip/2``) it registers in
+the mesh's discovery with its node in the metadata, so
 ``SIPMESH_DEMO_CLUSTER_DISCOVERY_SERVICE=cluster-demo`` finds the other nodes without
-static seeds.
+static seeds, and its events go to the mesh's event bus (``event_subscribe`` at the
+gateway); standalone they stay on an embedded bus.
 
 Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_get key``, ``kv_count``
 (count and an order-independent checksum), ``kv_fill count size [prefix]`` (local bulk
@@ -122,8 +124,9 @@ async def serve(args: argparse.Namespace) -> None:
         registry = MemoryRegistry()  # standalone: no `sipmesh up` around
     runtime = ServiceRuntime("cluster-demo", config=RuntimeConfig(port=args.http_port),
                              discovery=discovery, registry=registry)
+    own_bus = registry is not None  # standalone: no gateway to forward events to
     bus = EmbeddedEventBus(EventCatalog.load(), service="cluster-demo",
-                           node=str(config.node_id))
+                           node=str(config.node_id)) if own_bus else runtime.events
     seen: list[dict[str, Any]] = []
 
     async def remember(event: Any) -> None:
@@ -195,14 +198,16 @@ async def serve(args: argparse.Namespace) -> None:
 
     @runtime.on_start
     async def _start() -> None:
-        await bus.start()
+        if own_bus:
+            await bus.start()
         await node.start()
         runtime.meta.update(node.meta())  # announced at registration (discovery seeds)
 
     @runtime.on_stop
     async def _stop() -> None:
         await node.stop()
-        await bus.close(1.0)
+        if own_bus:
+            await bus.close(1.0)
 
     async def announce() -> None:
         while not runtime.port or not node.port:

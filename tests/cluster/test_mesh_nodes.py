@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -147,6 +148,24 @@ def test_three_nodes_per_clustered_service_all_up(mesh: MeshProcess, gw: Gateway
     assert gw.raw("clusterer_set_status", [9, 1])["error"]["code"] == 404
 
 
+def receive_events(sock: socket.socket, want: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float) -> list[dict[str, Any]]:
+    """Event notifications (JSON-RPC datagrams) read until ``want`` holds for them."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not want(got):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"events seen: {got}"
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        note = json.loads(data)
+        got.append({"event": note["method"], **note["params"]})
+    return got
+
+
 def test_kill_9_of_the_tag_holder_fails_over_restarts_and_resyncs(
         mesh: MeshProcess, gw: Gateway) -> None:
     wait_until(lambda: gw.all_up(DEMO, {1, 2, 3}), 30, "3 demo nodes Up")
@@ -155,12 +174,26 @@ def test_kill_9_of_the_tag_holder_fails_over_restarts_and_resyncs(
     assert gw("kv_put", {"key": "before", "value": "1", "node_id": others[0],
                          "cluster_id": DEMO}) == {"sent": 1}
     pid = gw.pid(DEMO, holder)
+    events = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    events.bind(("127.0.0.1", 0))
+    sink = f"udp:127.0.0.1:{events.getsockname()[1]}"
+    for name in ("E_CLUSTERER_NODE_STATE_CHANGED", "E_CLUSTERER_SHARING_TAG_CHANGED"):
+        assert gw("event_subscribe", [name, sink, 120]) == "OK"
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     new_holder = wait_until(lambda: gw.sole_holder(besides=holder), 10,
                             "a backup taking vip/2")
     assert new_holder in others
     takeover = time.monotonic() - killed
+    # The events reach a subscriber at the gateway (OpenSIPS event interface): the new
+    # holder's tag change, and each survivor's "node down".
+    seen = receive_events(events, lambda got: any(
+        e["event"] == "E_CLUSTERER_SHARING_TAG_CHANGED" and e["node_id"] == new_holder
+        and e["state"] == 1 and e["cluster_id"] == DEMO for e in got) and sum(
+            e["event"] == "E_CLUSTERER_NODE_STATE_CHANGED" and e["node_id"] == holder
+            and e["new_state"] == 0 and e["cluster_id"] == DEMO for e in got) >= 2, 10)
+    assert {e["name"] for e in seen if "name" in e} <= {"vip"}
+    events.close()
     for node in others:
         assert gw.views(DEMO, node_id=node)[node][holder] in ("Down", "Probe")
     # Written while the old holder is down: it must come back with it (full sync).
