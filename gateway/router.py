@@ -191,11 +191,12 @@ class MeshRouter:
         clustered = [i for i in instances if targeting.is_clustered(i)]
         clusters = {i.meta["cluster_id"] for i in clustered}
         asks_cluster = isinstance(params, dict) and targeting.CLUSTER_PARAM in params
-        if node is None and not asks_cluster and (len(clusters) < 2 or not params):
-            return False, params, instances  # nothing to choose between clusters
         if node is not None and not clustered:
             raise MiError(INVALID_PARAMS, "Invalid params",
                           f"node_id: {name} does not run on cluster nodes")
+        if not clustered or (node is None and not asks_cluster
+                             and (len(clusters) < 2 or not params)):
+            return False, params, instances  # nothing to choose between clusters
         recipes = await self._recipes_of(name, clustered or instances)
         cluster = targeting.named_cluster(targeting.named_view(params, recipes))
         if asks_cluster and recipes and not targeting.takes(recipes, targeting.CLUSTER_PARAM):
