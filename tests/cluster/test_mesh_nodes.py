@@ -146,6 +146,21 @@ def test_three_nodes_per_clustered_service_all_up(mesh: MeshProcess, gw: Gateway
     for _ in range(4):
         assert gw("clusterer_set_status", [DEMO, 1]) == "OK"
     assert gw.raw("clusterer_set_status", [9, 1])["error"]["code"] == 404
+    # The registrar nodes run user location replication, synced on every node.
+    wait_until(lambda: all(
+        [cap["name"] for cap in c["Capabilities"] if cap["state"] == "Ok"]
+        == ["usrloc-contact-repl"]
+        for c in gw("clusterer_list_cap", {"cluster_id": REGISTRAR})["Clusters"]), 20,
+        "usrloc-contact-repl Ok on the registrar nodes")
+
+
+def test_sipmesh_rpc_targets_a_node(mesh: MeshProcess, gw: Gateway) -> None:
+    wait_until(lambda: gw.sole_holder(), 20, "exactly one active vip/2")
+    done = mesh.cli("rpc", "--url", mesh.gateway_url, "--json", "clusterer_list_shtags",
+                    "cluster_id=2", "node_id=2")
+    assert done.returncode == 0, done.stderr
+    [tag] = json.loads(done.stdout)
+    assert (tag["Tag"], tag["Cluster"], tag["Node"]) == ("vip", DEMO, 2)
 
 
 def receive_events(sock: socket.socket, want: Callable[[list[dict[str, Any]]], bool],
