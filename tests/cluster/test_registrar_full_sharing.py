@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,17 +49,7 @@ def synced(reg: Registrar) -> bool:
 
 
 def node(store: Path, node_id: int, seeds: str = "") -> Registrar:
-    env = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
-           "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": str(node_id),
-           "SIPMESH_REGISTRAR_CLUSTER_SECRET": SECRET,
-           "SIPMESH_REGISTRAR_CLUSTER_PING_INTERVAL": "0.5",
-           "SIPMESH_REGISTRAR_CLUSTER_PING_TIMEOUT": "0.3",
-           "SIPMESH_REGISTRAR_CLUSTER_SEED_FALLBACK_INTERVAL": "1"}
-    if seeds:
-        env["SIPMESH_REGISTRAR_CLUSTER_SEEDS"] = seeds
-    else:
-        env["SIPMESH_REGISTRAR_CLUSTER_SEED"] = "true"
-    return start_registrar(store, env)
+    return start_registrar(store, _cluster_env(node_id, seeds))
 
 
 def cluster_url(reg: Registrar) -> str:
@@ -120,3 +111,60 @@ def test_binding_saved_on_one_node_shows_on_the_other_and_survives_kill_9(
         wait_until(lambda: aors(first) == {"bob@127.0.0.1"}, 10, "removal replicated")
     finally:
         edge.stop()
+
+
+def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path: Path) -> None:
+    # Both nodes ping every 0.3 s; AORs are split by crc32(aor) % 2 over the synced nodes.
+    # If both pinged everything, twice as many OPTIONS would leave per round.
+    ping = {"SIPMESH_REGISTRAR_NATPING_INTERVAL": "0.3",
+            "SIPMESH_REGISTRAR_PING_THRESHOLD": "0.25",
+            "SIPMESH_REGISTRAR_MAX_PINGS_LOST": "100000"}
+    users = [f"nat{i}" for i in range(8)]
+    for user in users:
+        add_user(store, f"{user}@127.0.0.1", "pw")
+    first = start_registrar(store, {**ping, **_cluster_env(1)})
+    second = start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")})
+    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    try:
+        wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
+        for user in users:  # each from one port with a Contact naming another: natted
+            cmd = ["sipp", "-sf", str(SCENARIOS / "register_natted.xml"), "-i", "127.0.0.1",
+                   "-p", str(free_port()), edge.address, "-s", user, "-au", user, "-ap", "pw",
+                   "-key", "contact_port", str(free_port()), "-m", "1", "-nostdin",
+                   "-timeout", "15s", "-timeout_error"]
+            result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, timeout=45)
+            assert result.returncode == 0, summary(result)
+        wait_until(lambda: len(aors(second)) == len(users), 10, "bindings replicated")
+
+        def sent(reg: Registrar) -> int:
+            stats = mi(reg, "get_statistics", [["nathelper:sent"]])["result"]
+            return int(stats["nathelper:sent"])
+
+        start = time.monotonic()
+        a0, b0 = sent(first), sent(second)
+        wait_until(lambda: time.monotonic() - start >= 3.0, 5, "3 s of pinging")
+        a1, b1 = sent(first), sent(second)
+        rounds = (time.monotonic() - start) / 0.3
+        total = (a1 - a0) + (b1 - b0)
+        assert a1 > a0 and b1 > b0, "the work is split between the nodes"
+        # One OPTIONS per binding per round (give or take a round at each end per node).
+        assert len(users) * (rounds - 3) <= total <= len(users) * (rounds + 3), (total, rounds)
+    finally:
+        edge.stop()
+        second.stop()
+        first.stop()
+
+
+def _cluster_env(node_id: int, seeds: str = "") -> dict[str, str]:
+    env = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
+           "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": str(node_id),
+           "SIPMESH_REGISTRAR_CLUSTER_SECRET": SECRET,
+           "SIPMESH_REGISTRAR_CLUSTER_PING_INTERVAL": "0.5",
+           "SIPMESH_REGISTRAR_CLUSTER_PING_TIMEOUT": "0.3",
+           "SIPMESH_REGISTRAR_CLUSTER_SEED_FALLBACK_INTERVAL": "1"}
+    if seeds:
+        env["SIPMESH_REGISTRAR_CLUSTER_SEEDS"] = seeds
+    else:
+        env["SIPMESH_REGISTRAR_CLUSTER_SEED"] = "true"
+    return env
