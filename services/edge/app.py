@@ -372,7 +372,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     registrar = RegistrarClient(
         addresses=config.registrar, registry=runtime.registry, service=config.registrar_service,
         timeout=config.registrar_timeout, register_auth=config.register_auth,
-        algorithms=config.auth_algorithms)
+        algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
+        by_latency=config.lookup_by_latency)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar},
                   exec_threshold=runtime.events_config.exec_threshold,

@@ -47,6 +47,10 @@ class EdgeConfig:
     registrar_timeout: float = 1.0
     register_auth: bool = True
     auth_algorithms: tuple[str, ...] = ("MD5",)
+    # Lookup by ping latency (OpenSIPS lookup flags yNNN / Y): skip bindings above N us
+    # (0: no limit), order branches fastest first instead of by q.
+    lookup_max_latency_us: int = 0
+    lookup_by_latency: bool = False
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"

@@ -58,7 +58,8 @@ class RegistrarClient:
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "registrar", timeout: float = 1.0,
                  credentials_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 register_auth: bool = True, algorithms: Sequence[str] = ("MD5",)) -> None:
+                 register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
+                 max_latency_us: int = 0, by_latency: bool = False) -> None:
         self.static = [a for a in addresses if a]
         self.registry = registry
         self.service = service
@@ -67,6 +68,8 @@ class RegistrarClient:
         self.clock = clock
         self.register_auth = register_auth  # challenge REGISTER (default routing reads it)
         self.algorithms = tuple(algorithms)  # offered in 401/407, preferred first
+        self.max_latency_us = max_latency_us
+        self.by_latency = by_latency
         self.log = structlog.get_logger("edge.registrar")
         self.targets: list[str] = list(self.static)
         self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
@@ -158,8 +161,11 @@ class RegistrarClient:
         return reply.status, reply.reason, [(h.name, h.value) for h in reply.headers]
 
     async def lookup(self, aor: str, method: str) -> tuple[int, list[LookupBranch]]:
-        reply = await self._call("Lookup", pb.LookupRequest(aor=aor, method=method),
-                                 retry=True)
+        """Bindings of `aor` for `method`; the latency options are the client's
+        (`max_latency_us`, `by_latency`: OpenSIPS lookup flags yNNN and Y)."""
+        reply = await self._call("Lookup", pb.LookupRequest(
+            aor=aor, method=method, max_latency_us=self.max_latency_us,
+            by_latency=self.by_latency), retry=True)
         return reply.status, [LookupBranch(b.uri, b.next_hop, b.q) for b in reply.branches]
 
     async def credentials(self, username: str, domain: str, *,

@@ -58,11 +58,13 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
             aor = parse_aor(request.aor)
         except RegisterError:
             return pb.LookupReply(status=400)
-        status, found = await self.ul.lookup(aor, request.method)
+        status, found = await self.ul.lookup(aor, request.method,
+                                             max_latency_us=request.max_latency_us,
+                                             by_latency=request.by_latency)
         return pb.LookupReply(status=status, branches=[
             pb.Branch(uri=b.uri, next_hop=b.next_hop(),
                       q=-1.0 if b.q < 0 else b.q / 1000.0, path=list(b.path),
-                      instance=b.instance) for b in found])
+                      instance=b.instance, latency_us=b.latency) for b in found])
 
     async def GetCredentials(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         sub = await self.ul.credentials(request.username, request.domain.lower())

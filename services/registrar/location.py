@@ -392,11 +392,17 @@ class Location:
             self.records.pop(b.aor, None)
         return Change("delete", b, aor_deleted=emptied)
 
-    def lookup(self, aor: str, method: str, now: float) -> list[Binding]:
+    def lookup(self, aor: str, method: str, now: float, *, max_latency_us: int = 0,
+               by_latency: bool = False) -> list[Binding]:
         """Live bindings of `aor` allowing `method`, highest q first (no q counts as 1.0),
-        then the most recently registered first."""
-        found = [b for b in self.records.get(aor, ()) if b.alive(now) and b.allows(method)]
+        then the most recently registered first.  OpenSIPS 2.4 lookup flags: `yNNN`
+        (`max_latency_us`) drops bindings whose measured ping latency is above NNN us;
+        `Y` (`by_latency`) orders by latency, fastest first (never measured: last)."""
+        found = [b for b in self.records.get(aor, ()) if b.alive(now) and b.allows(method)
+                 and not (max_latency_us and b.latency > max_latency_us)]
         found.sort(key=lambda b: (-(1000 if b.q == Q_UNSPECIFIED else b.q), -b.last_modified))
+        if by_latency:
+            found.sort(key=lambda b: (b.latency == 0, b.latency))  # stable: q order on ties
         return found
 
     def expire(self, now: float) -> list[Change]:

@@ -86,7 +86,7 @@ class PingRunner:
                                    binding.latency if binding else 0)
         if answer is None or binding is None:
             return
-        binding.latency = answer.latency_us
+        self.ul.set_latency(binding, answer.latency_us)
         if answer.raise_event and self.ul.events is not None:
             self.ul.events.publish("E_UL_LATENCY_UPDATE", contact_event_params(binding))
 

@@ -16,9 +16,10 @@ Events are raised on the node where the change happened, not where it is replica
 so a subscriber hears each change once.  The expiry of a binding is swept on every node
 (no replication needed: each node knows the expiry time).
 
-Replication records are JSON: `{"op": "put", "b": {binding}}` or
-`{"op": "del", "aor", "key", "t"}`; applying them is an idempotent upsert where the newer
-`last_modified` wins (a sync retried on another donor sends records again).
+Replication records are JSON: `{"op": "put", "b": {binding}}`,
+`{"op": "del", "aor", "key", "t"}` or `{"op": "lat", "aor", "key", "us"}` (a ping
+latency); applying them is an idempotent upsert where the newer `last_modified` wins (a
+sync retried on another donor sends records again).
 
 With a SQL copy (`persistence.LocationWriter`), every change -- local, replicated or
 expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).
@@ -90,10 +91,12 @@ class UserLocation:
         self._publish(result.changes)
         return result
 
-    async def lookup(self, aor: str, method: str) -> tuple[int, list[Binding]]:
+    async def lookup(self, aor: str, method: str, *, max_latency_us: int = 0,
+                     by_latency: bool = False) -> tuple[int, list[Binding]]:
         """(200, bindings) | (404, []) no such user | (480, []) no usable binding."""
         self.stats["lookups"] += 1
-        found = self.location.lookup(aor, method, self.clock())
+        found = self.location.lookup(aor, method, self.clock(), max_latency_us=max_latency_us,
+                                     by_latency=by_latency)
         if found:
             return 200, found
         user, _, domain = aor.partition("@")
@@ -182,6 +185,14 @@ class UserLocation:
         self.cluster.broadcast(CAPABILITY, json.dumps(record, separators=(",", ":")).encode())
         self.stats["replicated_out"] += 1
 
+    def set_latency(self, binding: Binding, latency_us: int) -> None:
+        """A ping measured `binding`: stored here and on the other nodes (so their lookups
+        can skip or order by it too), with no usrloc event but E_UL_LATENCY_UPDATE."""
+        binding.latency = latency_us
+        if self.cluster is not None:
+            record = {"op": "lat", "aor": binding.aor, "key": binding.key, "us": latency_us}
+            self.cluster.broadcast(CAPABILITY, json.dumps(record, separators=(",", ":")).encode())
+
     # -- cluster capability callbacks ----------------------------------------------------
     def produce(self) -> Iterator[bytes]:
         """The whole table as `put` records (full sync donor)."""
@@ -201,6 +212,11 @@ class UserLocation:
             record = json.loads(payload)
             if record["op"] == "put":
                 change = self.location.apply_replica(decode_binding(record["b"]))
+            elif record["op"] == "lat":
+                for b in self.location.records.get(record["aor"], ()):
+                    if b.key == record["key"]:
+                        b.latency = int(record["us"])
+                return
             elif record["op"] == "del":
                 change = self.location.remove_replica(record["aor"], record["key"],
                                                       float(record["t"]))

@@ -137,3 +137,33 @@ async def test_events_carry_opensips_parameters(setup: Any) -> None:
     assert ul.expire() == 1
     await wait_for(seen, 6)
     assert [n for n, _ in seen[4:]] == ["E_UL_CONTACT_DELETE", "E_UL_AOR_DELETE"]
+
+
+class Wire:
+    """Two nodes' replication joined in memory: what one broadcasts, the other applies."""
+
+    def __init__(self) -> None:
+        self.peer: UserLocation | None = None
+
+    def broadcast(self, cap: str, payload: bytes) -> int:
+        assert self.peer is not None
+        self.peer.apply_update(1, payload)
+        return 1
+
+
+async def test_replication_records_carry_bindings_removals_and_latency(tmp_path: Path) -> None:
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    wire_a, wire_b = Wire(), Wire()
+    a = UserLocation(Location(), store, cluster=wire_a, clock=Clock())
+    b = UserLocation(Location(), store, cluster=wire_b, clock=Clock())
+    wire_a.peer, wire_b.peer = b, a
+    a.save(register("<sip:alice@10.0.0.5:5060>"), Origin("203.0.113.9", 4000))
+    [copy] = b.location.lookup("alice@example.com", "", T0)
+    assert copy.received == "sip:203.0.113.9:4000" and copy.cseq == 1
+    [mine] = a.location.lookup("alice@example.com", "", T0)
+    a.set_latency(mine, 4321)
+    assert copy.latency == 4321  # the other node can skip/order by it too
+    assert b.remove_aor("alice@example.com")
+    assert a.location.records == {}
+    await store.close()

@@ -204,3 +204,16 @@ def test_refresh_keeps_the_measured_latency_and_is_still_a_refresh() -> None:
     r = loc.save(register("<sip:a@192.0.2.10:5060>", expires=600, cseq=2), HERE, T0 + 5)
     assert [c.kind for c in r.changes] == ["refresh"]
     assert loc.lookup("alice@example.com", "", T0 + 5)[0].latency == 1234
+
+
+def test_lookup_skips_slow_bindings_and_orders_by_latency() -> None:
+    loc = Location()
+    loc.save(register("<sip:fast@192.0.2.10>;q=0.1", "<sip:slow@192.0.2.10>;q=0.9",
+                      "<sip:unknown@192.0.2.10>;q=0.5", expires=600), HERE, T0)
+    by_uri = {b.uri: b for b in loc.lookup("alice@example.com", "", T0)}
+    by_uri["sip:fast@192.0.2.10"].latency = 2_000
+    by_uri["sip:slow@192.0.2.10"].latency = 90_000
+    uris = [b.uri for b in loc.lookup("alice@example.com", "", T0, max_latency_us=50_000)]
+    assert uris == ["sip:unknown@192.0.2.10", "sip:fast@192.0.2.10"]  # q order, slow gone
+    fastest = [b.uri for b in loc.lookup("alice@example.com", "", T0, by_latency=True)]
+    assert fastest == ["sip:fast@192.0.2.10", "sip:slow@192.0.2.10", "sip:unknown@192.0.2.10"]
