@@ -70,7 +70,7 @@ def _selected(cfg: MeshConfig) -> list[ChildSpec]:
 def up(
     nodes: Annotated[int | None, typer.Option(
         help="run N nodes of every clustered service, and the cluster demo "
-             "(default [mesh] nodes; 0: unclustered)")] = None,
+             "(default: mesh.nodes setting, 0 = unclustered)")] = None,
 ) -> None:
     """Start every service of the mesh in the foreground (Ctrl-C stops them all)."""
     cfg: MeshConfig = _load(MeshConfig, "mesh")
