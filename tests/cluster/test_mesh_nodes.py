@@ -275,3 +275,27 @@ def test_ps_names_each_node(gw: Gateway) -> None:
 def test_nodes_flag_is_validated(mesh: MeshProcess) -> None:
     bad = mesh.cli("up", "--nodes", "65")
     assert bad.returncode == 2 and "[mesh] nodes must be between 0 and 64" in bad.stderr
+
+
+def test_every_clusterer_command_through_the_gateway(gw: Gateway) -> None:
+    wait_until(lambda: gw.all_up(DEMO, {1, 2, 3}), 30, "3 demo nodes Up")
+    [topology] = gw("clusterer_list_topology", {"cluster_id": DEMO, "node_id": 1})["Clusters"]
+    assert {n["node_id"]: sorted(n["Neighbours"]) for n in topology["Nodes"]} == {
+        1: [2, 3], 2: [1, 3], 3: [1, 2]}
+    # Moving the tag: the node asked becomes the only holder.
+    target = next(n for n in (1, 2, 3) if n != gw.sole_holder())
+    assert gw("clusterer_shtag_set_active", {"tag": "vip/2", "node_id": target}) == "OK"
+    wait_until(lambda: gw.sole_holder() == target, 10, f"vip/2 moved to node {target}")
+    # MI over the cluster: from node 1 to node 2 only, then from node 3 to all.
+    assert gw("cluster_send_mi", {"cluster_id": DEMO, "destination": 2, "cmd_name": "kv_put",
+                                  "cmd_params": ["sent", "x"], "node_id": 1}) == "OK"
+    wait_until(lambda: gw("kv_get", {"key": "sent", "cluster_id": DEMO, "node_id": 2}
+                          )["value"] == "x", 10, "cluster_send_mi ran on node 2")
+    # The answer is the local run's (kv_fill answers the store's size on node 3).
+    answer = gw("cluster_broadcast_mi", {"cluster_id": DEMO, "cmd_name": "kv_fill",
+                                         "cmd_params": [5, 20, "b"], "node_id": 3})
+    assert answer == {"count": gw("kv_count", {"cluster_id": DEMO, "node_id": 3})["count"]}
+    assert answer["count"] >= 5
+    wait_until(lambda: all(
+        gw("kv_get", {"key": "b000000000004", "cluster_id": DEMO, "node_id": n})["value"]
+        for n in (1, 2, 3)), 10, "cluster_broadcast_mi ran on every node")
