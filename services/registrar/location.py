@@ -31,6 +31,7 @@ Save, in the order of §10.3:
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -319,7 +320,7 @@ class Location:
         extra = "".join(f";{k}" if v is None else f";{k}={v}"
                         for k, v in params.items() if k.lower() not in _KNOWN_CONTACT_PARAMS)
         return Binding(
-            aor=aor, uri=str(na.uri), expires=int(now) + expires if expires else 0,
+            aor=aor, uri=str(na.uri), expires=math.ceil(now) + expires if expires else 0,
             q=parse_q(params.get("q")), callid=callid, cseq=cseq,
             received=self._received(na.uri, origin), path=path, instance=instance,
             reg_id=reg_id, user_agent=ua, socket=origin.socket,

@@ -1,0 +1,69 @@
+"""The registrar's gRPC API end to end in one process: the edge's RegistrarClient against
+the real servicer on a loopback port (Save, Lookup, GetCredentials), bad input answered
+with a status, and a registrar gone answered by RegistrarUnavailable within the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
+from services.edge.registrar_client import RegistrarClient, RegistrarUnavailable
+from services.registrar.app import SERVICE, RegistrarServicer
+from services.registrar.location import Location
+from services.registrar.subscribers import SQLiteSubscribers
+from services.registrar.usrloc import UserLocation
+from shared.rpc.grpc_helpers import start_grpc_server
+
+REGISTER = (
+    "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK1\r\n"
+    "From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n"
+    "Call-ID: c1\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n"
+    "Contact: <sip:alice@10.0.0.5:5062>;q=0.7\r\nExpires: 120\r\nContent-Length: 0\r\n\r\n")
+
+
+async def test_save_lookup_credentials_over_grpc(tmp_path: Path) -> None:
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    await store.add("alice", "example.com", "pw")
+    await store.add("bob", "example.com", "pw")
+    ul = UserLocation(Location(), store)
+    server = await start_grpc_server(
+        [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+        services=[SERVICE])
+    client = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=1.0)
+    try:
+        status, reason, headers = await client.save(REGISTER.encode(), "198.51.100.4", 7000,
+                                                    "udp", "udp:127.0.0.1:5060")
+        assert (status, reason) == (200, "OK")
+        assert ("Contact", "<sip:alice@10.0.0.5:5062>;expires=120;q=0.7") in headers
+        status, branches = await client.lookup("alice@example.com", "INVITE")
+        assert status == 200 and branches[0].uri == "sip:alice@10.0.0.5:5062"
+        assert branches[0].next_hop == "sip:198.51.100.4:7000"
+        assert branches[0].q == pytest.approx(0.7)
+        assert (await client.lookup("bob@example.com", "INVITE"))[0] == 480
+        assert (await client.lookup("nobody@example.com", "INVITE"))[0] == 404
+        creds = await client.credentials("alice", "Example.com")
+        assert creds is not None
+        assert creds.for_algorithm("MD5") == hashlib.md5(b"alice:example.com:pw").hexdigest()
+        assert creds.for_algorithm("SHA-256-sess") == creds.ha1_sha256
+        assert await client.credentials("nobody", "example.com") is None
+        bad, _, _ = await client.save(b"this is not SIP", "1.2.3.4", 1, "udp", "")
+        assert bad == 400
+        assert (await client.lookup("no user part", "INVITE"))[0] == 400
+    finally:
+        await server.stop(0)
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(client.lookup("alice@example.com", "INVITE"), 10)
+    except RegistrarUnavailable:
+        pass
+    else:
+        raise AssertionError("a stopped registrar must not answer")
+    assert time.monotonic() - started < 5  # deadlines, not a hang
+    await client.close()
+    await store.close()
