@@ -22,8 +22,9 @@ Save, in the order of §10.3:
   * the request is checked as a whole before anything changes (no partial update);
   * contact parameters (`expires`, `q`, `+sip.instance`, `reg-id`, `methods`, others) are
     kept apart from URI parameters: the stored URI is the URI exactly as written;
-  * NAT: when the packet's source differs from the Contact's host:port, the binding keeps
-    `received` (`sip:ip:port;transport=..`) and requests are sent there;
+  * NAT: when the packet's source differs from the Contact's host:port (over TCP: its
+    host, or any RFC 5626 flow), the binding keeps `received` (`sip:ip:port;transport=..`)
+    and requests are sent there;
   * Path (RFC 3327): stored and returned in the 200 when the UA said `Supported: path`;
   * the 200 lists every current binding with its remaining expiry (§10.3 step 8).
 """
@@ -322,19 +323,26 @@ class Location:
         return Binding(
             aor=aor, uri=str(na.uri), expires=math.ceil(now) + expires if expires else 0,
             q=parse_q(params.get("q")), callid=callid, cseq=cseq,
-            received=self._received(na.uri, origin), path=path, instance=instance,
+            received=self._received(na.uri, origin, bool(instance and reg_id)), path=path,
+            instance=instance,
             reg_id=reg_id, user_agent=ua, socket=origin.socket,
             methods=_methods(params.get("methods"), allow), params=extra,
         )
 
     @staticmethod
-    def _received(uri: Uri, origin: Origin) -> str:
+    def _received(uri: Uri, origin: Origin, flow: bool = False) -> str:
         """`sip:src:port;transport=..` when the packet came from elsewhere than the
-        Contact says (a NAT in between), else ""."""
+        Contact says (a NAT in between), else "".  Over TCP the source port is always an
+        ephemeral one, so only the address counts -- unless the UA asked for its flow to
+        be reused (RFC 5626 reg-id): then the connection's address is kept."""
         if not origin.host:
             return ""
-        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-        if uri.host.strip("[]").lower() == origin.host.lower() and port == origin.port:
+        same_host = uri.host.strip("[]").lower() == origin.host.lower()
+        if origin.transport == "udp":
+            port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+            if same_host and port == origin.port:
+                return ""
+        elif same_host and not flow:
             return ""
         host = f"[{origin.host}]" if ":" in origin.host else origin.host
         tp = "" if origin.transport == "udp" else f";transport={origin.transport}"

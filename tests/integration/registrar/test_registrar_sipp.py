@@ -40,7 +40,7 @@ pytestmark = pytest.mark.peers
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("registrar") / "subscribers.sqlite"
     for aor, password in (("alice@127.0.0.1", "alice-pw"), ("bob@127.0.0.1", "bob-pw"),
-                          ("carol@127.0.0.1", "carol-pw")):
+                          ("carol@127.0.0.1", "carol-pw"), ("hank@127.0.0.1", "hank-pw")):
         add_user(path, aor, password)
     return path
 
@@ -79,10 +79,11 @@ def mi(url: str, method: str, params: object = None) -> dict:
 
 
 def register(workdir: Path, edge: Edge, user: str, password: str, port: int,
-             scenario: str = "register_auth.xml") -> subprocess.CompletedProcess[bytes]:
+             scenario: str = "register_auth.xml", transport: str = "u1"
+             ) -> subprocess.CompletedProcess[bytes]:
     cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-           edge.address, "-s", user, "-au", user, "-ap", password, "-m", "1", "-nostdin",
-           "-timeout", "15s", "-timeout_error"]
+           "-t", transport, edge.address, "-s", user, "-au", user, "-ap", password, "-m", "1",
+           "-nostdin", "-timeout", "15s", "-timeout_error"]
     return subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=45)
 
@@ -115,6 +116,17 @@ def test_registered_uas_is_called_by_its_aor_through_the_edge(
     result = sipp.uac("uac", edge, edge.address, calls=3, service="bob")
     assert result.returncode == 0, summary(result)
     assert uas.poll() is None
+
+
+def test_uas_registered_over_tcp_is_called_over_tcp(
+        edge: Edge, sipp: Sipp, tmp_path: Path) -> None:
+    # Over TCP the REGISTER leaves from an ephemeral port: that is no NAT, so the call goes
+    # to the Contact (the UAS listening port), over TCP as it came in.
+    port = free_port()
+    assert register(tmp_path, edge, "hank", "hank-pw", port, transport="t1").returncode == 0
+    sipp.uas("uas", port, transport="t1")
+    result = sipp.uac("uac", edge, edge.address, calls=2, service="hank", transport="t1")
+    assert result.returncode == 0, summary(result)
 
 
 def _expect(tmp_path: Path, status: int) -> str:

@@ -160,6 +160,11 @@ def test_received_is_kept_when_source_differs_from_contact() -> None:
     loc.save(register("<sip:t@10.0.0.5>", expires=600, callid="c10"), tcp, T0)
     assert any(b.received == "sip:203.0.113.7:40001;transport=tcp"
                for b in loc.lookup("alice@example.com", "", T0))
+    # Over TCP from the Contact's own address: the ephemeral source port is no NAT sign.
+    loc.save(register("<sip:t@203.0.113.7;transport=tcp>", expires=600, callid="c11"),
+             Origin("203.0.113.7", 40002, "tcp"), T0)
+    assert [b.received for b in loc.lookup("alice@example.com", "", T0)
+            if b.uri == "sip:t@203.0.113.7;transport=tcp"] == [""]
 
 
 def test_path_is_stored_and_echoed_when_supported() -> None:
