@@ -206,6 +206,8 @@ class MeshRouter:
 
     async def _recipes_of(self, name: str, instances: list[Instance]) -> list[list[str]]:
         """The command's parameter sets (its ``which`` answer), cached per instance."""
+        if len(self._recipes) > 4096:
+            self._recipes.clear()  # restarted instances leave stale keys: bound the cache
         for inst in instances:
             key = (inst.id, name)
             if key not in self._recipes:
