@@ -8,11 +8,18 @@ rate is the last step that passed.  Printed at the end: both maxima and edge/Kam
 ratios.
 
     .venv/bin/python tests/bench/bench_edge.py [--step SECONDS] [--only edge1,kam1]
-                                               [--profile RATE]
+                                               [--start RATE] [--profile RATE]
 
 `--step` defaults to $BENCH_STEP_SECONDS or 5 s (the issue asks for 20 s steps; 5 s keeps
 the whole run under ~10 minutes on a shared 2-core machine).  `--profile RATE` instead runs
-one edge worker under cProfile for one step at RATE and prints what dominates.
+one edge worker under cProfile for one step at RATE and prints what dominates.  `--start`
+skips the lower rates (the same for every proxy).  A failed step is repeated once before
+the climb stops (`--attempts`), for every proxy alike: the machine is shared, and a burst
+of someone else's work can fail a 20 s step at any rate.
+
+Each step also prints the CPU the proxy (all its processes) and the sipp caller used, as a
+share of one core: a step that fails while the proxy is below ~90% and the caller near 100%
+measured sipp, not the proxy.
 
 Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import select
 import shutil
 import signal
@@ -35,8 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio.cfg"
-RATES = [200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000, 4500,
-         5000, 6000, 7000, 8000, 10000]
+# Steps of about 10% above 1,000 calls/s, so a maximum is not rounded down by up to 25%.
+RATES = [200, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000, 3250, 3500,
+         3750, 4000, 4500, 5000, 5500, 6000, 7000, 8000, 10000]
 MAX_FAILED = 0.001
 BUFF = ["-buff_size", "1048576"]
 # One UDP socket per call (sipp -t un): with several workers on one SO_REUSEPORT port the
@@ -143,9 +152,25 @@ def start_uas(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
+def session_cpu(sid: int) -> float:
+    """CPU seconds (user + system) of every live process in session `sid`."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of proc(5): session id
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_step(proxy: Proxy, uas_port: int, rate: int, step: float, workdir: Path
-             ) -> tuple[int, int]:
-    """Place rate*step calls; return (successful, failed)."""
+             ) -> tuple[int, int, float, float]:
+    """Place rate*step calls; return (successful, failed, proxy CPU, caller CPU) - CPU as
+    a share of one core over the `step` seconds the calls were placed in."""
     calls = max(1, int(rate * step))
     stat = workdir / f"stat-{proxy.port}-{rate}.csv"
     cmd = ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()),
@@ -153,8 +178,16 @@ def run_step(proxy: Proxy, uas_port: int, rate: int, step: float, workdir: Path
            "-r", str(rate), "-m", str(calls), "-d", "0", "-nostdin", *BUFF, *UAC_TRANSPORT,
            "-timeout", f"{int(step) + 20}s", "-timeout_error",
            "-trace_stat", "-stf", str(stat), "-fd", "1"]
+    proxy_before = session_cpu(proxy.proc.pid)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     subprocess.run(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=step + 60)
+    # Over the placement window (`step` s): after it only stragglers and timeouts remain.
+    window = min(step, time.monotonic() - started)
+    proxy_cpu = (session_cpu(proxy.proc.pid) - proxy_before) / window
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    uac_cpu = (after.ru_utime + after.ru_stime - kids.ru_utime - kids.ru_stime) / window
     ok = failed = 0
     if stat.exists():
         with stat.open() as fh:
@@ -164,19 +197,31 @@ def run_step(proxy: Proxy, uas_port: int, rate: int, step: float, workdir: Path
             ok = int(last[head.index("SuccessfulCall(C)")])
             failed = int(last[head.index("FailedCall(C)")])
     failed = max(failed, calls - ok)
-    return ok, failed
+    return ok, failed, proxy_cpu, uac_cpu
 
 
-def climb(proxy: Proxy, uas_port: int, step: float, workdir: Path) -> int:
+def climb(proxy: Proxy, uas_port: int, step: float, workdir: Path, start: int = 0,
+          attempts: int = 2) -> int:
+    """Highest rate whose step passed; a failed step is run again (up to `attempts` times)
+    before the climb ends, so one burst of load from elsewhere on a shared machine does not
+    decide the figure (the same rule for every proxy)."""
     best = 0
     for rate in RATES:
-        ok, failed = run_step(proxy, uas_port, rate, step, workdir)
-        total = ok + failed
-        share = failed / total if total else 1.0
-        verdict = "ok" if share <= MAX_FAILED else "FAILED"
-        print(f"  {proxy.name:<12} {rate:>6} calls/s: {ok:>7} ok {failed:>6} failed "
-              f"({share:.3%}) {verdict}", flush=True)
-        if share > MAX_FAILED:
+        if rate < start:
+            continue
+        passed = False
+        for attempt in range(1, attempts + 1):
+            ok, failed, proxy_cpu, uac_cpu = run_step(proxy, uas_port, rate, step, workdir)
+            total = ok + failed
+            share = failed / total if total else 1.0
+            passed = share <= MAX_FAILED
+            verdict = "ok" if passed else "FAILED"
+            print(f"  {proxy.name:<12} {rate:>6} calls/s: {ok:>7} ok {failed:>6} failed "
+                  f"({share:.3%}) {verdict}  cpu proxy {proxy_cpu:4.0%} caller {uac_cpu:4.0%}"
+                  f"{f'  (attempt {attempt})' if attempt > 1 else ''}", flush=True)
+            if passed:
+                break
+        if not passed:
             break
         best = rate
     return best
@@ -189,7 +234,7 @@ def profile(rate: int, step: float, workdir: Path) -> None:
     uas, uas_port = start_uas(workdir)
     proxy = start_edge(1, workdir, profile=out)
     try:
-        ok, failed = run_step(proxy, uas_port, rate, step, workdir)
+        ok, failed, _, _ = run_step(proxy, uas_port, rate, step, workdir)
         print(f"profiled step at {rate} calls/s: {ok} ok, {failed} failed")
     finally:
         proxy.stop()
@@ -205,6 +250,8 @@ def main() -> int:
                         default=float(os.environ.get("BENCH_STEP_SECONDS", "5")))
     parser.add_argument("--only", default="edge1,edge2,kam1,kam2")
     parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="skip rates below this one")
+    parser.add_argument("--attempts", type=int, default=2, help="tries of a failing step")
     args = parser.parse_args()
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:
@@ -223,7 +270,8 @@ def main() -> int:
             kind, n = key[:-1], int(key[-1])
             proxy = start_edge(n, workdir) if kind == "edge" else start_kamailio(n, workdir)
             try:
-                results[key] = climb(proxy, uas_port, args.step, workdir)
+                results[key] = climb(proxy, uas_port, args.step, workdir, args.start,
+                                     args.attempts)
             finally:
                 proxy.stop()
     finally:
