@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -145,7 +145,7 @@ class UserLocation:
             for change in changes:
                 self._replicate(change)
 
-    def _persist(self, changes: list[Change | None]) -> None:
+    def _persist(self, changes: Sequence[Change | None]) -> None:
         writer = self.writer
         if writer is None:
             return
