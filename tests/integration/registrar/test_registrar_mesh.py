@@ -6,6 +6,7 @@ opensips-cli unchanged)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -50,6 +51,13 @@ def test_register_through_the_mesh_and_ul_dump_at_the_gateway(
     wait_until(lambda: options_ping("127.0.0.1", port) == 200, 20, "edge up")
     added = m.cli("user", "add", "dave@127.0.0.1", "dave-pw")
     assert added.returncode == 0, added.stderr
+    # An operator listens for new contacts through the gateway (OpenSIPS event_datagram).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(15)
+    sub = gateway(m.gateway_url, "event_subscribe",
+                  ["E_UL_CONTACT_INSERT", f"udp:127.0.0.1:{listener.getsockname()[1]}", 600])
+    assert sub.get("result") == "OK", sub
     # The edge learns the registrar from discovery; until then REGISTER is not ours (404).
     contact_port = free_port()
 
@@ -72,3 +80,9 @@ def test_register_through_the_mesh_and_ul_dump_at_the_gateway(
     assert json.loads(cli.stdout)["AOR"] == "dave@127.0.0.1"
     stats = gateway(m.gateway_url, "get_statistics", [["usrloc:"]])["result"]
     assert stats["usrloc:registered_users"] >= 1
+    with listener:
+        event = json.loads(listener.recv(65535))
+    assert event["method"] == "E_UL_CONTACT_INSERT"
+    params = event["params"]
+    assert params["aor"] == "dave@127.0.0.1" and params["uri"].endswith(f":{contact_port}")
+    assert params["expires"] > 0 and params["received"] == "" and params["latency"] == 0
