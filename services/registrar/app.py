@@ -49,7 +49,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
             return pb.SaveReply(status=400, reason="Not a request")
         origin = Origin(request.source_host, request.source_port,
                         request.transport or "udp", request.socket)
-        result = self.ul.save(msg, origin)  # type: ignore[arg-type]
+        result = await self.ul.save_async(msg, origin)  # type: ignore[arg-type]
         return pb.SaveReply(status=result.status, reason=result.reason, headers=[
             pb.Header(name=n, value=v) for n, v in result.headers])
 
@@ -124,16 +124,17 @@ async def serve(config: RegistrarConfig) -> None:
         register_cluster_mi(runtime, cluster)
     sql_table = None
     writer = None
-    if config.write_mode != "none" or config.restart_persistency == "load-from-sql":
+    sql_only = config.cluster_mode == "sql-only"
+    if sql_only or config.write_mode != "none" or config.restart_persistency == "load-from-sql":
         from services.registrar.persistence import LocationWriter, open_location_table
 
         sql_table = open_location_table(config.db_url or config.store_location,
                                         table=config.table)
-        if config.write_mode != "none":
-            writer = LocationWriter(sql_table, write_through=config.write_mode == "write-through",
-                                    interval=config.write_interval)
+        if sql_only or config.write_mode != "none":
+            writer = LocationWriter(sql_table, write_through=sql_only or (
+                config.write_mode == "write-through"), interval=config.write_interval)
     ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
-                      cluster=cluster, writer=writer)
+                      cluster=cluster, writer=writer, sql_only=sql_table if sql_only else None)
     if cluster is not None:
         # Full sync on join, unless the table comes back from SQL (load-from-sql).
         cluster.register_capability(

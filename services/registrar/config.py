@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from services.registrar.location import LocationConfig
 from services.registrar.subscribers import default_location
 
-CLUSTER_MODES = ("none", "full-sharing")
+CLUSTER_MODES = ("none", "full-sharing", "sql-only")
 RESTART_PERSISTENCY = ("none", "load-from-sql", "sync-from-cluster")
 SQL_WRITE_MODES = ("", "none", "write-through", "write-back")
 
@@ -29,7 +29,7 @@ class RegistrarConfig:
     max_expires: int = 0
     max_contacts: int = 0
     timer_interval: float = 1.0  # expiry sweep (s)
-    cluster_mode: str = "none"  # none | full-sharing
+    cluster_mode: str = "none"  # none | full-sharing | sql-only
     # OpenSIPS restart_persistency / sql_write_mode; the SQL location table lives in
     # `db_url` (default: the subscribers' database). sql_write_mode "" = write-back with
     # load-from-sql, else none.
@@ -60,8 +60,9 @@ class RegistrarConfig:
         if self.sql_write_mode not in SQL_WRITE_MODES:
             raise ValueError("[registrar] sql_write_mode must be none, write-through or "
                              "write-back")
-        if self.restart_persistency == "sync-from-cluster" and self.cluster_mode == "none":
-            raise ValueError("[registrar] sync-from-cluster needs a cluster_mode")
+        if self.restart_persistency == "sync-from-cluster" and \
+                self.cluster_mode != "full-sharing":
+            raise ValueError("[registrar] sync-from-cluster needs cluster_mode full-sharing")
         if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
             raise ValueError("[registrar] expires values must not be negative")
         if self.max_expires and self.max_expires < self.min_expires:

@@ -93,6 +93,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
     @runtime.command("ul_dump", ((), ("brief",)), doc="dump the user location table")
     async def ul_dump(brief: Any = None) -> Any:
         short = str(brief).lower() in ("1", "brief", "true") if brief is not None else False
+        await ul.refresh()  # sql-only: the shared table
         now = ul.clock()
         aors = []
         for aor, bindings in ul.location.records.items():
@@ -107,6 +108,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
     async def ul_show_contact(table_name: Any, aor: Any) -> Any:
         check_table(table_name)
         key = aor_of(aor)
+        await ul.refresh(key)
         bindings = ul.location.records.get(key)
         if not bindings:
             raise MiError(NOT_FOUND, "AOR not found")
@@ -116,7 +118,11 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
     @runtime.command("ul_rm", (("table_name", "aor"),), doc="remove an AOR and its contacts")
     async def ul_rm(table_name: Any, aor: Any) -> Any:
         check_table(table_name)
-        ul.remove_aor(aor_of(aor))
+        key = aor_of(aor)
+        await ul.refresh(key)
+        ul.remove_aor(key)
+        if ul.sql_only is not None:
+            await ul.flush()
         return "OK"
 
     @runtime.command("ul_rm_contact", (("table_name", "aor", "contact"),),
@@ -124,16 +130,18 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
     async def ul_rm_contact(table_name: Any, aor: Any, contact: Any) -> Any:
         check_table(table_name)
         key = aor_of(aor)
+        await ul.refresh(key)
         if key not in ul.location.records:
             raise MiError(NOT_FOUND, "AOR not found")
         if not ul.remove_contact(key, str(contact)):
             raise MiError(NOT_FOUND, "Contact not found")
+        if ul.sql_only is not None:
+            await ul.flush()
         return "OK"
 
     @runtime.command("ul_flush", doc="write pending changes to the SQL location table")
     async def ul_flush() -> Any:
-        if ul.writer is not None:
-            await ul.writer.flush()
+        await ul.flush()
         return "OK"
 
     add_recipes = (
@@ -155,11 +163,14 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         except RegisterError:
             raise MiError(BAD_REQUEST, "Bad parameter value") from None
         now = ul.clock()
+        await ul.refresh(key)
         ul.add(Binding(
             aor=key, uri=str(contact), expires=int(now) + seconds if seconds else 0, q=qv,
             callid="dfjrewr12386fd6-343@opensips.mi", cseq=1,
             user_agent="SipMesh MI Server", flags=_int(flags, "flags"),
             cflags=_int(cflags, "cflags"), methods=_int(methods, "methods") & 0xFFFFFFFF))
+        if ul.sql_only is not None:
+            await ul.flush()
         return "OK"
 
     @runtime.command("ul_sync", (("table_name",), ("table_name", "aor")),

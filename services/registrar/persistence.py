@@ -39,6 +39,10 @@ class LocationTable(Protocol):
 
     async def replace_all(self, bindings: Iterable[Binding]) -> None: ...
 
+    async def load_aor(self, aor: str, now: float) -> list[Binding]: ...
+
+    async def purge(self, now: float) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -102,6 +106,18 @@ class SQLiteLocationTable:
             self.db.executemany(f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
                                 [_row(b) for b in bindings])
 
+    async def load_aor(self, aor: str, now: float) -> list[Binding]:
+        rows = self.db.execute(
+            f"SELECT data FROM {self.table} WHERE aor = ? AND (expires = 0 OR expires > ?)",
+            (aor, int(now)))
+        return [_binding(r[0]) for r in rows]
+
+    async def purge(self, now: float) -> int:
+        with self.db:
+            cur = self.db.execute(
+                f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?", (int(now),))
+        return cur.rowcount
+
     async def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -150,6 +166,17 @@ class PostgresLocationTable:
             await conn.execute(f"DELETE FROM {self.table}")
             await conn.executemany(f"INSERT INTO {self.table} VALUES ($1, $2, $3, $4)",
                                    [_row(b) for b in bindings])
+
+    async def load_aor(self, aor: str, now: float) -> list[Binding]:
+        rows = await self.pool.fetch(
+            f"SELECT data FROM {self.table} WHERE aor = $1 AND (expires = 0 OR expires > $2)",
+            aor, int(now))
+        return [_binding(r["data"]) for r in rows]
+
+    async def purge(self, now: float) -> int:
+        status = await self.pool.execute(
+            f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= $1", int(now))
+        return int(status.rsplit(" ", 1)[-1])
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -23,6 +23,11 @@ sync retried on another donor sends records again).
 
 With a SQL copy (`persistence.LocationWriter`), every change -- local, replicated or
 expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).
+
+`sql-only` mode (OpenSIPS cluster_mode sql-only): nodes share one SQL location table and
+need not know each other. Each Save/Lookup reads its AOR from SQL first and a Save is
+written before it is answered; MI reads the whole table. Expired rows are purged by every
+node's timer (idempotent).
 """
 
 from __future__ import annotations
@@ -37,9 +42,17 @@ from typing import Any
 
 import structlog
 
-from services.registrar.location import Binding, Change, Location, Origin, SaveResult
+from services.registrar.location import (
+    Binding,
+    Change,
+    Location,
+    Origin,
+    RegisterError,
+    SaveResult,
+    aor_of,
+)
 from services.registrar.subscribers import Subscriber, SubscriberStore
-from shared.sip import Request
+from shared.sip import Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
 _FIELDS = [f.name for f in dataclasses.fields(Binding)]
@@ -70,10 +83,13 @@ def contact_event_params(b: Binding) -> dict[str, Any]:
 class UserLocation:
     def __init__(self, location: Location, store: SubscriberStore, *, events: Any = None,
                  cluster: Any = None, clock: Callable[[], float] = time.time,
-                 writer: Any = None) -> None:
+                 writer: Any = None, sql_only: Any = None) -> None:
         self.location = location
         self.store = store
         self.writer = writer  # persistence.LocationWriter: the SQL copy, or None
+        # cluster_mode sql-only: the LocationTable shared by every node is the truth; the
+        # memory table is only a per-request working copy of the AOR at hand.
+        self.sql_only = sql_only
         self.events = events
         self.cluster = cluster
         self.clock = clock
@@ -91,10 +107,47 @@ class UserLocation:
         self._publish(result.changes)
         return result
 
+    async def save_async(self, request: Request, origin: Origin) -> SaveResult:
+        """`save`, and in sql-only mode: read the AOR from SQL first, write it back before
+        the answer leaves (so any node answers from the same data)."""
+        if self.sql_only is None:
+            return self.save(request, origin)
+        try:
+            aor = aor_of(request.to_addr.uri)
+        except (RegisterError, SipParseError):
+            return self.save(request, origin)  # answers the 400
+        await self.refresh(aor)
+        result = self.save(request, origin)
+        await self.flush()
+        return result
+
+    async def refresh(self, aor: str | None = None) -> None:
+        """sql-only: reload one AOR (or the whole table) from SQL into memory."""
+        if self.sql_only is None:
+            return
+        now = self.clock()
+        if aor is not None:
+            rows = await self.sql_only.load_aor(aor, now)
+            if rows:
+                self.location.records[aor] = rows
+            else:
+                self.location.records.pop(aor, None)
+            return
+        records: dict[str, list[Binding]] = {}
+        for b in await self.sql_only.load(now):
+            records.setdefault(b.aor, []).append(b)
+        self.location.records = records
+
+    async def flush(self) -> None:
+        """Writes pending SQL changes now (sql-only answers wait for it; ul_flush)."""
+        if self.writer is not None:
+            await self.writer.flush()
+
     async def lookup(self, aor: str, method: str, *, max_latency_us: int = 0,
                      by_latency: bool = False) -> tuple[int, list[Binding]]:
         """(200, bindings) | (404, []) no such user | (480, []) no usable binding."""
         self.stats["lookups"] += 1
+        await self.refresh(aor)
         found = self.location.lookup(aor, method, self.clock(), max_latency_us=max_latency_us,
                                      by_latency=by_latency)
         if found:
@@ -234,6 +287,8 @@ class UserLocation:
                 await asyncio.sleep(interval)
                 try:
                     self.expire()
+                    if self.sql_only is not None:
+                        await self.sql_only.purge(self.clock())
                 except Exception:
                     self.log.exception("expiry_failed")
 

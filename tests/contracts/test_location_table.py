@@ -79,3 +79,14 @@ async def test_writer_coalesces_and_writes_on_flush(table: LocationTable) -> Non
     await writer.flush()
     assert [(x.uri, x.expires) for x in await table.load(T0)] == [("sip:a@10.0.0.1",
                                                                     int(T0 + 50))]
+
+
+async def test_one_aor_is_loaded_alone_and_purge_removes_expired_rows(
+        table: LocationTable) -> None:
+    other = Binding(aor="bob@example.com", uri="sip:b@10.0.0.2", expires=int(T0 + 600))
+    await table.write([binding("sip:a@10.0.0.1"), binding("sip:old@10.0.0.1", T0 - 5),
+                       binding("sip:forever@10.0.0.1", 0), other], [])
+    assert sorted(b.uri for b in await table.load_aor("alice@example.com", T0)) == [
+        "sip:a@10.0.0.1", "sip:forever@10.0.0.1"]
+    assert await table.purge(T0) == 1
+    assert len(await table.load(0)) == 3
