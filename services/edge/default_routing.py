@@ -19,6 +19,11 @@
   loopback by default) or for an authenticated user: static `[edge].users` (realm
   `[edge].realm`) or a subscriber (realm = From domain) after a 407 challenge
   (RFC 3261 §22.3); otherwise 403.
+- Federation (registrar cluster_mode federation-cachedb): the Lookup asks for branches to
+  the other points of presence holding the AOR (OpenSIPS lookup flag g); the request
+  then goes to that PoP's SIP address (and to the local bindings) with
+  `X-SipMesh-Federated: 1`; one arriving with it from a trusted source gets only local
+  branches there (no ping-pong between PoPs).
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
 """
 
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 _UNCHALLENGED = frozenset({"ACK", "CANCEL"})
+FEDERATED = "X-SipMesh-Federated"
 
 
 def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
@@ -142,14 +148,20 @@ async def _to_local_user(request: Request, ctx: RouteContext, registrar: Any) ->
     if not uri.user:
         ctx.reply(404)
         return
+    from_pop = ctx.trusted and request.has(FEDERATED)  # forwarded by another PoP already
     try:
-        status, branches = await registrar.lookup(f"{uri.user}@{uri.host.lower()}", method)
+        status, branches = await registrar.lookup(f"{uri.user}@{uri.host.lower()}", method,
+                                                  federated=not from_pop)
     except RegistrarUnavailable:
         ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
         return
     if status != 200 or not branches:
         ctx.reply(status if status in (404, 480) else 480)
         return
+    if from_pop:
+        ctx.remove_header(FEDERATED)  # not for the phones
+    elif any(b.federated for b in branches):
+        ctx.add_header(FEDERATED, "1")
     for branch in branches:
         ctx.forward(branch.uri, next_hop=branch.next_hop or None)
 

@@ -47,6 +47,7 @@ class LookupBranch:
     uri: str
     next_hop: str
     q: float
+    federated: bool = False  # to another point of presence (federation-cachedb)
 
 
 class RegistrarUnavailable(Exception):
@@ -162,13 +163,16 @@ class RegistrarClient:
             socket=socket), retry=False)
         return reply.status, reply.reason, [(h.name, h.value) for h in reply.headers]
 
-    async def lookup(self, aor: str, method: str) -> tuple[int, list[LookupBranch]]:
+    async def lookup(self, aor: str, method: str, *, federated: bool = False
+                     ) -> tuple[int, list[LookupBranch]]:
         """Bindings of `aor` for `method`; the latency options are the client's
-        (`max_latency_us`, `by_latency`: OpenSIPS lookup flags yNNN and Y)."""
+        (`max_latency_us`, `by_latency`: OpenSIPS lookup flags yNNN and Y); `federated`
+        (flag g) adds branches to the other points of presence holding the AOR."""
         reply = await self._call("Lookup", pb.LookupRequest(
             aor=aor, method=method, max_latency_us=self.max_latency_us,
-            by_latency=self.by_latency), retry=True)
-        return reply.status, [LookupBranch(b.uri, b.next_hop, b.q) for b in reply.branches]
+            by_latency=self.by_latency, federated=federated), retry=True)
+        return reply.status, [LookupBranch(b.uri, b.next_hop, b.q, b.federated)
+                              for b in reply.branches]
 
     async def credentials(self, username: str, domain: str, *,
                           fresh: bool = False) -> Credentials | None:

@@ -1,7 +1,10 @@
 """Wiring of the registrar process: config -> store -> user location -> gRPC + MI.
 
 `serve(config)` opens the subscriber store, builds the `UserLocation` (with a cluster node
-in `full-sharing` mode, capability `usrloc-contact-repl`, full sync on join), starts the
+in the clustered modes, capability `usrloc-contact-repl`: full sync on join in
+`full-sharing`, only from nodes of the same SIP address in `federation-cachedb`, no data
+at all in `full-sharing-cachedb` where the cluster only splits pinging; the cachedb
+backends are in cachedb.py), starts the
 gRPC server (`sipmesh.registrar.v1.Registrar` + standard health) and the service runtime
 (MI, /metrics, /health, discovery as `registrar` with `grpc` = host:port in its metadata,
 where the edge finds it), the expiry timer, and runs until SIGTERM.  It prints one line
@@ -24,7 +27,7 @@ import grpc
 
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
-from services.registrar.config import RegistrarConfig
+from services.registrar.config import CLUSTER_MODES, CLUSTERED, RegistrarConfig
 from services.registrar.location import Location, Origin, RegisterError, parse_aor
 from services.registrar.mi import register_mi
 from services.registrar.subscribers import open_store
@@ -61,10 +64,22 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
         status, found = await self.ul.lookup(aor, request.method,
                                              max_latency_us=request.max_latency_us,
                                              by_latency=request.by_latency)
-        return pb.LookupReply(status=status, branches=[
-            pb.Branch(uri=b.uri, next_hop=b.next_hop(),
-                      q=-1.0 if b.q < 0 else b.q / 1000.0, path=list(b.path),
-                      instance=b.instance, latency_us=b.latency) for b in found])
+        branches = [pb.Branch(uri=b.uri, next_hop=b.next_hop(),
+                              q=-1.0 if b.q < 0 else b.q / 1000.0, path=list(b.path),
+                              instance=b.instance, latency_us=b.latency) for b in found]
+        if request.federated:
+            # OpenSIPS lookup flag g: one branch per other point of presence holding the
+            # AOR, sent to its home SIP address with the AOR as Request-URI.
+            try:
+                homes = await self.ul.remote_homes(aor)
+            except Exception as exc:  # the cachedb is down: the local bindings still work
+                self.ul.log.warning("federation_lookup_failed", aor=aor, error=repr(exc))
+                homes = []
+            branches += [pb.Branch(uri=f"sip:{aor}", next_hop=_sip_uri(h), q=-1.0,
+                                   federated=True) for h in homes]
+            if homes:
+                status = 200
+        return pb.LookupReply(status=status, branches=branches)
 
     async def GetCredentials(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         sub = await self.ul.credentials(request.username, request.domain.lower())
@@ -73,13 +88,17 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
         return pb.CredentialsReply(found=True, ha1=sub.ha1, ha1_sha256=sub.ha1_sha256)
 
 
+def _sip_uri(addr: str) -> str:
+    return addr if addr.startswith(("sip:", "sips:")) else f"sip:{addr}"
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m services.registrar",
                                 description="SipMesh registrar (user location, subscribers)")
     p.add_argument("--grpc-port", type=int)
     p.add_argument("--http-port", type=int)
     p.add_argument("--store", help="SQLite file or postgresql:// DSN of the subscribers")
-    p.add_argument("--cluster-mode", choices=("none", "full-sharing"))
+    p.add_argument("--cluster-mode", choices=CLUSTER_MODES)
     return p.parse_args(argv)
 
 
@@ -114,7 +133,8 @@ async def serve(config: RegistrarConfig) -> None:
         discovery=discovery, registry=registry, sip_handling=False)
     store = open_store(config.store_location)
     cluster = None
-    if config.cluster_mode == "full-sharing":
+    mode = config.cluster_mode
+    if mode in CLUSTERED:
         from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
         from shared.cluster import register_mi as register_cluster_mi
 
@@ -124,8 +144,18 @@ async def serve(config: RegistrarConfig) -> None:
         register_cluster_mi(runtime, cluster)
     sql_table = None
     writer = None
-    sql_only = config.cluster_mode == "sql-only"
-    if sql_only or config.write_mode != "none" or config.restart_persistency == "load-from-sql":
+    sql_only = mode in ("sql-only", "full-sharing-cachedb")
+    publisher = None
+    home = ""
+    if mode == "full-sharing-cachedb":
+        from services.registrar.cachedb import RedisLocationTable
+        from services.registrar.persistence import LocationWriter
+
+        # Every binding lives in Redis: read per request, written before the answer.
+        sql_table = RedisLocationTable(config.cachedb_url, prefix=config.cachedb_prefix)
+        writer = LocationWriter(sql_table, write_through=True)
+    elif sql_only or config.write_mode != "none" or \
+            config.restart_persistency == "load-from-sql":
         from services.registrar.persistence import LocationWriter, open_location_table
 
         sql_table = open_location_table(config.db_url or config.store_location,
@@ -133,14 +163,37 @@ async def serve(config: RegistrarConfig) -> None:
         if sql_only or config.write_mode != "none":
             writer = LocationWriter(sql_table, write_through=sql_only or (
                 config.write_mode == "write-through"), interval=config.write_interval)
+    if mode == "federation-cachedb" and cluster is not None:
+        from services.registrar.cachedb import DirectoryPublisher, RedisAorDirectory
+
+        home = cluster.config.sip_addr
+        if not home:
+            raise ValueError("[registrar.cluster] sip_addr is needed in federation-cachedb "
+                             "(the home address other points of presence send to)")
+        publisher = DirectoryPublisher(
+            RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home)
+    replication = {"federation-cachedb": "same-sip", "full-sharing-cachedb": "none"
+                   }.get(mode, "all")
     ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
-                      cluster=cluster, writer=writer, sql_only=sql_table if sql_only else None)
+                      cluster=cluster, writer=writer, sql_only=sql_table if sql_only else None,
+                      replication=replication, directory=publisher, home=home)
     if cluster is not None:
-        # Full sync on join, unless the table comes back from SQL (load-from-sql).
-        cluster.register_capability(
-            CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
-            apply_update=ul.apply_update,
-            needs_sync=config.restart_persistency != "load-from-sql")
+        from shared.cluster.sync import Match
+
+        if mode == "full-sharing-cachedb":
+            # No data to share (Redis holds it): the capability only ranks the nodes for
+            # the pinging split (my_index).
+            cluster.register_capability(
+                CAPABILITY, produce=lambda: iter(()), apply_sync=lambda records: None,
+                apply_update=lambda src, payload: None, needs_sync=False)
+        else:
+            # Full sync on join, unless the table comes back from SQL (load-from-sql);
+            # federation: only from (and to) the nodes of this point of presence.
+            cluster.register_capability(
+                CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
+                apply_update=ul.apply_update,
+                needs_sync=config.restart_persistency != "load-from-sql",
+                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY)
     register_mi(runtime, ul, sql_table)
     pinging = None
     if config.natping_interval > 0:
@@ -157,6 +210,9 @@ async def serve(config: RegistrarConfig) -> None:
     @runtime.on_start
     async def _start() -> None:
         await store.open()
+        if publisher is not None:
+            await publisher.directory.open()
+            publisher.start()
         if sql_table is not None:
             await sql_table.open()
             if config.restart_persistency == "load-from-sql":
@@ -187,6 +243,9 @@ async def serve(config: RegistrarConfig) -> None:
             await writer.stop()  # write-back: what is pending goes out now
         if sql_table is not None:
             await sql_table.close()
+        if publisher is not None:
+            await publisher.stop()
+            await publisher.directory.close()
         for srv in servers:
             await srv.stop(1.0)
         if cluster is not None:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from services.registrar.location import LocationConfig
 from services.registrar.subscribers import default_location
 
-CLUSTER_MODES = ("none", "full-sharing", "sql-only")
+CLUSTER_MODES = ("none", "full-sharing", "federation-cachedb", "full-sharing-cachedb",
+                 "sql-only")
+CLUSTERED = ("full-sharing", "federation-cachedb", "full-sharing-cachedb")
 RESTART_PERSISTENCY = ("none", "load-from-sql", "sync-from-cluster")
 SQL_WRITE_MODES = ("", "none", "write-through", "write-back")
 
@@ -29,7 +31,11 @@ class RegistrarConfig:
     max_expires: int = 0
     max_contacts: int = 0
     timer_interval: float = 1.0  # expiry sweep (s)
-    cluster_mode: str = "none"  # none | full-sharing | sql-only
+    cluster_mode: str = "none"  # one of CLUSTER_MODES (OpenSIPS usrloc cluster_mode)
+    # federation-cachedb / full-sharing-cachedb: the Redis holding the AOR directory or
+    # every binding; keys under cachedb_prefix (several deployments can share one Redis).
+    cachedb_url: str = "redis://127.0.0.1:6379/0"
+    cachedb_prefix: str = "sipmesh:ul:"
     # OpenSIPS restart_persistency / sql_write_mode; the SQL location table lives in
     # `db_url` (default: the subscribers' database). sql_write_mode "" = write-back with
     # load-from-sql, else none.
@@ -61,8 +67,12 @@ class RegistrarConfig:
             raise ValueError("[registrar] sql_write_mode must be none, write-through or "
                              "write-back")
         if self.restart_persistency == "sync-from-cluster" and \
-                self.cluster_mode != "full-sharing":
-            raise ValueError("[registrar] sync-from-cluster needs cluster_mode full-sharing")
+                self.cluster_mode not in ("full-sharing", "federation-cachedb"):
+            raise ValueError("[registrar] sync-from-cluster needs cluster_mode full-sharing "
+                             "or federation-cachedb")
+        if self.cluster_mode in ("federation-cachedb", "full-sharing-cachedb") and \
+                not self.cachedb_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("[registrar] cachedb_url must be a redis:// URL")
         if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
             raise ValueError("[registrar] expires values must not be negative")
         if self.max_expires and self.max_expires < self.min_expires:

@@ -56,7 +56,12 @@ class PingRunner:
         while True:
             await asyncio.sleep(self.pinger.config.interval)
             try:
+                # sql-only / full-sharing-cachedb: the shared table is the truth; read it
+                # (this node then pings only its own share of it), write removals back.
+                await self.ul.refresh()
                 self.tick()
+                if self.ul.sql_only is not None:
+                    await self.ul.flush()
             except Exception:
                 self.log.exception("natping_failed")
 

@@ -21,6 +21,15 @@ Replication records are JSON: `{"op": "put", "b": {binding}}`,
 latency); applying them is an idempotent upsert where the newer `last_modified` wins (a
 sync retried on another donor sends records again).
 
+`federation-cachedb`: replication (live and the full sync) only between nodes with the
+same SIP address (one point of presence); an AOR appearing or disappearing here is noted
+in the cachedb directory (`cachedb.DirectoryPublisher`: AOR -> home SIP address), and a
+federated lookup adds one branch per other home holding the AOR (`remote_homes`).
+
+`full-sharing-cachedb`: the location table is the Redis one, used exactly as the SQL table
+of `sql-only` below (`sql_only` is then a `cachedb.RedisLocationTable`); the cluster only
+splits the pinging (`replication="none"`).
+
 With a SQL copy (`persistence.LocationWriter`), every change -- local, replicated or
 expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).
 
@@ -83,7 +92,8 @@ def contact_event_params(b: Binding) -> dict[str, Any]:
 class UserLocation:
     def __init__(self, location: Location, store: SubscriberStore, *, events: Any = None,
                  cluster: Any = None, clock: Callable[[], float] = time.time,
-                 writer: Any = None, sql_only: Any = None) -> None:
+                 writer: Any = None, sql_only: Any = None, replication: str = "all",
+                 directory: Any = None, home: str = "") -> None:
         self.location = location
         self.store = store
         self.writer = writer  # persistence.LocationWriter: the SQL copy, or None
@@ -92,6 +102,10 @@ class UserLocation:
         self.sql_only = sql_only
         self.events = events
         self.cluster = cluster
+        # "all" (full-sharing), "same-sip" (federation: this PoP only), "none" (cachedb)
+        self.replication = replication
+        self.directory = directory  # cachedb.DirectoryPublisher (federation) or None
+        self.home = home  # this node's SIP address: its home in the federation directory
         self.clock = clock
         self.log = structlog.get_logger("registrar")
         self.stats = {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
@@ -157,6 +171,15 @@ class UserLocation:
             return 404, []
         return 480, []
 
+    async def remote_homes(self, aor: str) -> list[str]:
+        """federation-cachedb: the home SIP addresses of the other points of presence
+        holding `aor` (OpenSIPS lookup flag g), sorted; [] in other modes."""
+        if self.directory is None:
+            return []
+        homes = await self.directory.directory.homes(aor)
+        homes.discard(self.home)
+        return sorted(homes)
+
     async def credentials(self, username: str, domain: str) -> Subscriber | None:
         return await self.store.get(username, domain)
 
@@ -194,7 +217,8 @@ class UserLocation:
         for change in changes:
             self._raise(change)
         self._persist(changes)
-        if replicate and self.cluster is not None:
+        self._note_directory(changes)
+        if replicate and self.cluster is not None and self.replication != "none":
             for change in changes:
                 self._replicate(change)
 
@@ -209,6 +233,24 @@ class UserLocation:
                 writer.delete(change.binding)
             else:
                 writer.upsert(change.binding)
+
+    def _note_directory(self, changes: Sequence[Change | None]) -> None:
+        directory = self.directory
+        if directory is None:
+            return
+        for change in changes:
+            if change is None:
+                continue
+            if change.aor_created:
+                directory.note(change.binding.aor, True)
+            elif change.aor_deleted:
+                directory.note(change.binding.aor, False)
+
+    def _send(self, payload: bytes) -> None:
+        if self.replication == "same-sip":
+            self.cluster.send_all(CAPABILITY, payload, same_sip_addr=True)
+        else:
+            self.cluster.broadcast(CAPABILITY, payload)
 
     def _raise(self, change: Change) -> None:
         events = self.events
@@ -235,16 +277,18 @@ class UserLocation:
             record = {"op": "del", "aor": b.aor, "key": b.key, "t": self.clock()}
         else:
             record = {"op": "put", "b": encode_binding(b)}
-        self.cluster.broadcast(CAPABILITY, json.dumps(record, separators=(",", ":")).encode())
+        self._send(json.dumps(record, separators=(",", ":")).encode())
         self.stats["replicated_out"] += 1
 
     def set_latency(self, binding: Binding, latency_us: int) -> None:
         """A ping measured `binding`: stored here and on the other nodes (so their lookups
         can skip or order by it too), with no usrloc event but E_UL_LATENCY_UPDATE."""
         binding.latency = latency_us
-        if self.cluster is not None:
+        if self.writer is not None and self.sql_only is not None:
+            self.writer.upsert(binding)  # cachedb/sql-only: the shared table holds it
+        elif self.cluster is not None and self.replication != "none":
             record = {"op": "lat", "aor": binding.aor, "key": binding.key, "us": latency_us}
-            self.cluster.broadcast(CAPABILITY, json.dumps(record, separators=(",", ":")).encode())
+            self._send(json.dumps(record, separators=(",", ":")).encode())
 
     # -- cluster capability callbacks ----------------------------------------------------
     def produce(self) -> Iterator[bytes]:
@@ -276,6 +320,7 @@ class UserLocation:
             else:
                 return
             self._persist([change])
+            self._note_directory([change])
             self.stats["replicated_in"] += 1
         except (ValueError, KeyError, TypeError) as exc:
             self.log.warning("replica_rejected", error=repr(exc))

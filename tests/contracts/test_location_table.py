@@ -1,5 +1,6 @@
-"""One contract suite over both SQL location tables (SQLite and the real PostgreSQL at
-127.0.0.1:5432/test), and the write-back/write-through writer on top of them."""
+"""One contract suite over every location table (SQLite, the real PostgreSQL at
+127.0.0.1:5432/test, the real Redis at 127.0.0.1:6379 for full-sharing-cachedb), and the
+write-back/write-through writer on top of them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from services.registrar.cachedb import RedisLocationTable
 from services.registrar.location import Binding
 from services.registrar.persistence import (
     LocationTable,
@@ -21,18 +23,22 @@ PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
 async def table(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LocationTable]:
     name = f"location_t{uuid.uuid4().hex[:10]}"
     t: LocationTable
     if request.param == "sqlite":
         t = SQLiteLocationTable(tmp_path / "loc.sqlite", table=name)
+    elif request.param == "redis":  # a prefix of its own: parallel runs never collide
+        t = RedisLocationTable("redis://127.0.0.1:6379/0", prefix=f"test:{name}:")
     else:
         t = PostgresLocationTable(PG_DSN, table=name)
     await t.open()
     yield t
     if isinstance(t, PostgresLocationTable):
         await t.pool.execute(f"DROP TABLE {name}")
+    if isinstance(t, RedisLocationTable):
+        await t.clear()
     await t.close()
 
 

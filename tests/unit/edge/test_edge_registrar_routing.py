@@ -37,7 +37,8 @@ class InProcessRegistrar:
                                                                    socket), self.now)
         return result.status, result.reason, result.headers
 
-    async def lookup(self, aor: str, method: str) -> tuple[int, list[LookupBranch]]:
+    async def lookup(self, aor: str, method: str, *, federated: bool = False
+                     ) -> tuple[int, list[LookupBranch]]:
         found = self.location.lookup(aor, method, self.now)
         if found:
             return 200, [LookupBranch(b.uri, b.next_hop(), b.q / 1000) for b in found]

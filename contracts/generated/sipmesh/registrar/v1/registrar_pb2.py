@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sipmesh/registrar/v1/registrar.proto\x12\x14sipmesh.registrar.v1\"k\n\x0bSaveRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x13\n\x0bsource_host\x18\x02 \x01(\t\x12\x13\n\x0bsource_port\x18\x03 \x01(\x05\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06socket\x18\x05 \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"Z\n\tSaveReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x07headers\x18\x03 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Header\"X\n\rLookupRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x16\n\x0emax_latency_us\x18\x03 \x01(\x03\x12\x12\n\nby_latency\x18\x04 \x01(\x08\"f\n\x06\x42ranch\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\x02\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\"M\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12.\n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Branch\"6\n\x12\x43redentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"B\n\x10\x43redentialsReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ha1\x18\x02 \x01(\t\x12\x12\n\nha1_sha256\x18\x03 \x01(\t2\x8d\x02\n\tRegistrar\x12J\n\x04Save\x12!.sipmesh.registrar.v1.SaveRequest\x1a\x1f.sipmesh.registrar.v1.SaveReply\x12P\n\x06Lookup\x12#.sipmesh.registrar.v1.LookupRequest\x1a!.sipmesh.registrar.v1.LookupReply\x12\x62\n\x0eGetCredentials\x12(.sipmesh.registrar.v1.CredentialsRequest\x1a&.sipmesh.registrar.v1.CredentialsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sipmesh/registrar/v1/registrar.proto\x12\x14sipmesh.registrar.v1\"k\n\x0bSaveRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x13\n\x0bsource_host\x18\x02 \x01(\t\x12\x13\n\x0bsource_port\x18\x03 \x01(\x05\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06socket\x18\x05 \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"Z\n\tSaveReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x07headers\x18\x03 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Header\"k\n\rLookupRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x16\n\x0emax_latency_us\x18\x03 \x01(\x03\x12\x12\n\nby_latency\x18\x04 \x01(\x08\x12\x11\n\tfederated\x18\x05 \x01(\x08\"y\n\x06\x42ranch\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\x02\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x11\n\tfederated\x18\x07 \x01(\x08\"M\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12.\n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Branch\"6\n\x12\x43redentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"B\n\x10\x43redentialsReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ha1\x18\x02 \x01(\t\x12\x12\n\nha1_sha256\x18\x03 \x01(\t2\x8d\x02\n\tRegistrar\x12J\n\x04Save\x12!.sipmesh.registrar.v1.SaveRequest\x1a\x1f.sipmesh.registrar.v1.SaveReply\x12P\n\x06Lookup\x12#.sipmesh.registrar.v1.LookupRequest\x1a!.sipmesh.registrar.v1.LookupReply\x12\x62\n\x0eGetCredentials\x12(.sipmesh.registrar.v1.CredentialsRequest\x1a&.sipmesh.registrar.v1.CredentialsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAVEREPLY']._serialized_start=210
   _globals['_SAVEREPLY']._serialized_end=300
   _globals['_LOOKUPREQUEST']._serialized_start=302
-  _globals['_LOOKUPREQUEST']._serialized_end=390
-  _globals['_BRANCH']._serialized_start=392
-  _globals['_BRANCH']._serialized_end=494
-  _globals['_LOOKUPREPLY']._serialized_start=496
-  _globals['_LOOKUPREPLY']._serialized_end=573
-  _globals['_CREDENTIALSREQUEST']._serialized_start=575
-  _globals['_CREDENTIALSREQUEST']._serialized_end=629
-  _globals['_CREDENTIALSREPLY']._serialized_start=631
-  _globals['_CREDENTIALSREPLY']._serialized_end=697
-  _globals['_REGISTRAR']._serialized_start=700
-  _globals['_REGISTRAR']._serialized_end=969
+  _globals['_LOOKUPREQUEST']._serialized_end=409
+  _globals['_BRANCH']._serialized_start=411
+  _globals['_BRANCH']._serialized_end=532
+  _globals['_LOOKUPREPLY']._serialized_start=534
+  _globals['_LOOKUPREPLY']._serialized_end=611
+  _globals['_CREDENTIALSREQUEST']._serialized_start=613
+  _globals['_CREDENTIALSREQUEST']._serialized_end=667
+  _globals['_CREDENTIALSREPLY']._serialized_start=669
+  _globals['_CREDENTIALSREPLY']._serialized_end=735
+  _globals['_REGISTRAR']._serialized_start=738
+  _globals['_REGISTRAR']._serialized_end=1007
 # @@protoc_insertion_point(module_scope)

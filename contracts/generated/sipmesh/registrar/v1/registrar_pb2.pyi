@@ -39,32 +39,36 @@ class SaveReply(_message.Message):
     def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("aor", "method", "max_latency_us", "by_latency")
+    __slots__ = ("aor", "method", "max_latency_us", "by_latency", "federated")
     AOR_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     MAX_LATENCY_US_FIELD_NUMBER: _ClassVar[int]
     BY_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    FEDERATED_FIELD_NUMBER: _ClassVar[int]
     aor: str
     method: str
     max_latency_us: int
     by_latency: bool
-    def __init__(self, aor: _Optional[str] = ..., method: _Optional[str] = ..., max_latency_us: _Optional[int] = ..., by_latency: _Optional[bool] = ...) -> None: ...
+    federated: bool
+    def __init__(self, aor: _Optional[str] = ..., method: _Optional[str] = ..., max_latency_us: _Optional[int] = ..., by_latency: _Optional[bool] = ..., federated: _Optional[bool] = ...) -> None: ...
 
 class Branch(_message.Message):
-    __slots__ = ("uri", "next_hop", "q", "path", "instance", "latency_us")
+    __slots__ = ("uri", "next_hop", "q", "path", "instance", "latency_us", "federated")
     URI_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
     Q_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    FEDERATED_FIELD_NUMBER: _ClassVar[int]
     uri: str
     next_hop: str
     q: float
     path: _containers.RepeatedScalarFieldContainer[str]
     instance: str
     latency_us: int
-    def __init__(self, uri: _Optional[str] = ..., next_hop: _Optional[str] = ..., q: _Optional[float] = ..., path: _Optional[_Iterable[str]] = ..., instance: _Optional[str] = ..., latency_us: _Optional[int] = ...) -> None: ...
+    federated: bool
+    def __init__(self, uri: _Optional[str] = ..., next_hop: _Optional[str] = ..., q: _Optional[float] = ..., path: _Optional[_Iterable[str]] = ..., instance: _Optional[str] = ..., latency_us: _Optional[int] = ..., federated: _Optional[bool] = ...) -> None: ...
 
 class LookupReply(_message.Message):
     __slots__ = ("status", "branches")
