@@ -506,9 +506,8 @@ class ProxyCore:
         if mf is None:
             request.add_header("Max-Forwards", "70", first=False)
         else:
-            # pop + add costs a fraction of set_header on this hot path (3 per call)
-            request.pop_first_value("Max-Forwards")
-            request.add_header("Max-Forwards", str(mf - 1), first=False)
+            # Rewritten in place: one header line replaced, the others shared with `base`.
+            request.set_header("Max-Forwards", str(mf - 1))
         try:
             next_hop = self._next_hop(request, target, ctx.source.interface.transport)
         except SipParseError:
