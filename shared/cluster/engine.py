@@ -747,6 +747,12 @@ class ClusterNode:
             return True
 
         try:
+            # Route first, data second: the snapshot must not be taken while live updates
+            # to the requester still have no route (they would be dropped, and the
+            # snapshot would not have them either).
+            if not await route_ready():
+                self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
+                return
             async for rec in _aiter(cap.produce()):
                 batch.append(rec)
                 size += len(rec) + 3
