@@ -142,21 +142,22 @@ async def serve(config: RegistrarConfig) -> None:
         cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
                               mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
         register_cluster_mi(runtime, cluster)
-    sql_table = None
-    writer = None
+    from services.registrar.persistence import LocationTable, LocationWriter
+
+    sql_table: LocationTable | None = None
+    writer: LocationWriter | None = None
     sql_only = mode in ("sql-only", "full-sharing-cachedb")
     publisher = None
     home = ""
     if mode == "full-sharing-cachedb":
         from services.registrar.cachedb import RedisLocationTable
-        from services.registrar.persistence import LocationWriter
 
         # Every binding lives in Redis: read per request, written before the answer.
         sql_table = RedisLocationTable(config.cachedb_url, prefix=config.cachedb_prefix)
         writer = LocationWriter(sql_table, write_through=True)
     elif sql_only or config.write_mode != "none" or \
             config.restart_persistency == "load-from-sql":
-        from services.registrar.persistence import LocationWriter, open_location_table
+        from services.registrar.persistence import open_location_table
 
         sql_table = open_location_table(config.db_url or config.store_location,
                                         table=config.table)
