@@ -104,6 +104,7 @@ class EdgeApp:
         secret = config.auth_secret.encode() or os.urandom(32)
         auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time)
         self.services.setdefault("auth", auth)  # the default routing's digest checks
+        self.services.setdefault("tcp", self.tcp)  # CRLF keep-alives asked by the registrar
         setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
                             config.routes(), self.services, auth)
         router = load_router(config.routing_module, setup)

@@ -24,6 +24,11 @@
   then goes to that PoP's SIP address (and to the local bindings) with
   `X-SipMesh-Federated: 1`; one arriving with it from a trusted source gets only local
   branches there (no ping-pong between PoPs).
+- NAT keep-alive for a TCP binding: the registrar's pinger sends its OPTIONS with
+  `X-SipMesh-Keepalive: HOST:PORT` (a trusted source only); instead of forwarding it, the
+  edge sends a double-CRLF ping on its open connection to HOST:PORT and answers 200 when
+  the single-CRLF pong comes back within 2 s, else 408 (RFC 5626 §3.5.1); the phone never
+  sees an OPTIONS.
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
 """
 
@@ -40,9 +45,27 @@ if TYPE_CHECKING:
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 _UNCHALLENGED = frozenset({"ACK", "CANCEL"})
 FEDERATED = "X-SipMesh-Federated"
+KEEPALIVE = "X-SipMesh-Keepalive"
+KEEPALIVE_TIMEOUT = 2.0
+
+
+def _keepalive(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
+    tcp = ctx.services.get("tcp")
+    host, _, port = (request.get(KEEPALIVE) or "").strip().rpartition(":")
+    if tcp is None or not host or not port.isdigit():
+        ctx.reply(400, "Bad Keepalive Target")
+        return None
+
+    async def ping() -> None:
+        alive = await tcp.crlf_ping(host.strip("[]"), int(port), KEEPALIVE_TIMEOUT)
+        ctx.reply(200 if alive else 408, None if alive else "Keepalive Timeout")
+
+    return ping()
 
 
 def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
+    if request.method == "OPTIONS" and ctx.trusted and request.has(KEEPALIVE):
+        return _keepalive(request, ctx)
     if ctx.loose_routed and (request.to_tag is not None or request.has("Route")):
         ctx.forward()  # in dialog, or more preloaded hops to visit
         return None

@@ -93,6 +93,7 @@ class TcpConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.id = 0
         self.pending: list[bytes] = []
+        self.pongs: list[asyncio.Future[None]] = []  # our CRLFCRLF pings awaiting a CRLF
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -105,6 +106,14 @@ class TcpConnection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
+        if self.pongs and not self.framer.buffered and data.startswith(b"\r\n") \
+                and not data.startswith(b"\r\n\r\n"):
+            # The pong to our ping: a lone CRLF, which the framer would hold back as the
+            # possible start of a CRLFCRLF ping.
+            self._pong()
+            data = data[2:]
+            if not data:
+                return
         try:
             items = self.framer.feed(data)
         except SipParseError as err:
@@ -122,11 +131,23 @@ class TcpConnection(asyncio.Protocol):
             if isinstance(item, KeepAlive):
                 if item.needs_pong and self.transport is not None:
                     self.transport.write(b"\r\n")
+                elif not item.needs_pong:  # the pong to our ping (RFC 5626 §3.5.1)
+                    self._pong()
                 continue
             self.pool.on_message(item, source)
 
+    def _pong(self) -> None:
+        for fut in self.pongs:
+            if not fut.done():
+                fut.set_result(None)
+        self.pongs.clear()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool._unregister(self)
+        for fut in self.pongs:
+            if not fut.done():
+                fut.set_exception(ConnectionError("connection lost"))
+        self.pongs.clear()
 
     def write(self, data: bytes) -> None:
         if self.transport is None:
@@ -183,6 +204,26 @@ class TcpPool:
         conn.pending.append(data)
         self._connecting[(dest.host, dest.port)] = conn
         asyncio.get_running_loop().create_task(self._connect(dest, conn))
+
+    async def crlf_ping(self, host: str, port: int, timeout: float) -> bool:
+        """RFC 5626 §3.5.1 keep-alive on the open connection to (host, port): sends a
+        double CRLF, True when the single-CRLF pong came within `timeout`. No connection
+        (the NAT binding is gone with it) is False: a keep-alive never dials out."""
+        conn = self.by_peer.get((host, port))
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.pongs.append(fut)
+        conn.transport.write(b"\r\n\r\n")
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except (TimeoutError, ConnectionError):
+            return False
+        finally:
+            if fut in conn.pongs:
+                conn.pongs.remove(fut)
+        return True
 
     async def _connect(self, dest: Destination, conn: TcpConnection) -> None:
         loop = asyncio.get_running_loop()

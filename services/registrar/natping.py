@@ -13,6 +13,12 @@ The OPTIONS goes to the edge the binding registered through (its `socket`) with 
 set `<edge;lr>, <received;lr>`, so the edge sends it from the address the NAT pinhole was
 opened towards, to the public address of the phone; the reply comes back along the Vias.
 
+A binding registered over TCP gets a CRLF keep-alive instead (RFC 5626 §3.5.1; the issue's
+"CRLF keep-alives for TCP"): the same OPTIONS goes to the edge with
+`X-SipMesh-Keepalive: HOST:PORT` (the binding's received, else Contact, address); the edge
+sends a double CRLF on its connection to that address and answers 200 on the single-CRLF
+pong, 408 without one, so latency and loss are measured the same way.
+
 `reply(call_id, status, now)` turns an answer into a latency in microseconds (stored on
 the binding) and tells whether `E_UL_LATENCY_UPDATE` is due: with neither threshold set,
 on every reply; else when the latency exceeds `min_us` or moved by more than
@@ -84,6 +90,19 @@ def edge_of(socket: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def crlf_target(b: Binding) -> str | None:
+    """HOST:PORT of the TCP connection a keep-alive goes on: `received`, else the Contact."""
+    from shared.sip import SipParseError
+    from shared.sip.uri import parse_uri
+
+    try:
+        uri = parse_uri(b.received or b.uri)
+    except SipParseError:
+        return None
+    host = f"[{uri.host}]" if ":" in uri.host else uri.host
+    return f"{host}:{uri.port or 5060}"
+
+
 @dataclass
 class NatPinger:
     config: PingConfig
@@ -141,6 +160,12 @@ class NatPinger:
         routes = [f"<sip:{host}:{edge[1]};lr>"]
         if b.received:
             routes.append(f"<{b.received};lr>")
+        keepalive = ""
+        if b.socket.startswith("tcp:"):
+            target = crlf_target(b)
+            if target is None:
+                return None
+            keepalive = f"X-SipMesh-Keepalive: {target}\r\n"
         text = (
             f"OPTIONS {b.uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {self.via_host}:{self.via_port};branch=z9hG4bK-np{self._tag}{n}"
@@ -148,7 +173,7 @@ class NatPinger:
             f"Route: {', '.join(routes)}\r\n"
             f"From: <{self.config.from_uri}>;tag={self._tag}\r\n"
             f"To: <{b.uri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
-            "Max-Forwards: 10\r\nContent-Length: 0\r\n\r\n")
+            f"{keepalive}Max-Forwards: 10\r\nContent-Length: 0\r\n\r\n")
         return Ping(call_id, b.aor, b.key, edge[0], edge[1], text.encode())
 
     def reply(self, call_id: str, status: int, now: float, previous_us: int) -> Answer | None:

@@ -72,3 +72,16 @@ def test_missed_pings_in_a_row_remove_the_binding_and_answers_reset_the_count() 
     # A 408 made up by the edge is no life sign.
     [ping] = pinger.due([b], now, lambda a: True)
     assert pinger.reply(ping.call_id, 408, now + 0.01, 0) is None
+
+
+def test_tcp_bindings_get_a_crlf_keepalive_request_udp_ones_a_plain_options() -> None:
+    pinger = NatPinger(PingConfig(interval=1.0), via_port=7000)
+    tcp = Binding(aor="t@example.com", uri="sip:t@10.9.9.9:5070;transport=tcp",
+                  expires=int(T0) + 600, received="sip:198.51.100.7:40000;transport=tcp",
+                  socket="tcp:127.0.0.1:5060")
+    udp = Binding(aor="u@example.com", uri="sip:u@10.9.9.9", expires=int(T0) + 600,
+                  received="sip:198.51.100.8:5062", socket="udp:127.0.0.1:5060")
+    pings = {p.aor: parse_message(p.data) for p in pinger.due([tcp, udp], T0,
+                                                                 lambda aor: True)}
+    assert pings["t@example.com"].get("X-SipMesh-Keepalive") == "198.51.100.7:40000"
+    assert not pings["u@example.com"].has("X-SipMesh-Keepalive")
