@@ -6,6 +6,13 @@ metadata and kept current by a watch task.  Calls go round-robin; Lookup and
 GetCredentials are idempotent and move to the next registrar when one is unavailable,
 Save is never retried (it may have taken effect).  Every call has a deadline.
 
+Calls travel on one long-lived bidirectional stream per registrar (`Session`, see
+`_Session`): a request is tagged with an id, queued for the stream's writer, and its
+future resolved by the reader when the reply with that id comes back.  That spares each
+REGISTER the setup of a unary RPC (HTTP/2 stream, metadata, call object), the bulk of the
+edge<->registrar cost.  A stream that breaks fails the calls in flight (Save: 503) and is
+opened again by the next call.  `streaming=False` keeps the unary calls.
+
 Credentials (HA1 hashes) are cached for `credentials_ttl` seconds so a phone's periodic
 REGISTER costs one Save; a failed verification against a cached entry fetches it again
 (a password changed with `sipmesh user passwd` is seen at once).
@@ -54,12 +61,94 @@ class RegistrarUnavailable(Exception):
     """No registrar could be reached."""
 
 
+_KINDS = {"Save": "save", "Lookup": "lookup", "GetCredentials": "credentials"}
+
+
+class _CallFailed(Exception):
+    """This registrar did not answer the call (unavailable, deadline, stream broken)."""
+
+
+class _Session:
+    """One `Session` stream to one registrar: id-tagged requests, replies by id."""
+
+    def __init__(self, stub: Any, log: Any) -> None:
+        self.log = log
+        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self.ids = itertools.count(1)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.broken = False
+        self.call = stub.Session(self._requests())
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _requests(self) -> Any:
+        # Everything queued while the previous message was being written goes out in the
+        # next one: the per-message cost of gRPC is shared by all calls waiting.
+        queue = self.queue
+        while (req := await queue.get()) is not None:
+            calls = [req]
+            while not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    yield pb.SessionRequests(calls=calls)
+                    return
+                calls.append(more)
+            yield pb.SessionRequests(calls=calls)
+
+    async def _read(self) -> None:
+        error: str = "stream closed"
+        try:
+            futures = self.futures
+            async for batch in self.call:
+                for reply in batch.replies:
+                    fut = futures.pop(reply.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            error = f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            error = "client closed"
+            raise
+        except Exception as exc:
+            error = repr(exc)
+        finally:
+            self.broken = True
+            for fut in self.futures.values():
+                if not fut.done():
+                    fut.set_exception(_CallFailed(error))
+            self.futures.clear()
+
+    async def request(self, kind: str, request: Any, timeout: float) -> Any:
+        if self.broken:
+            raise _CallFailed("stream broken")
+        rid = next(self.ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures[rid] = fut
+        self.queue.put_nowait(pb.SessionRequest(id=rid, **{kind: request}))
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await fut
+        except TimeoutError:
+            self.futures.pop(rid, None)
+            raise _CallFailed("deadline exceeded") from None
+        if reply.error:
+            raise _CallFailed(f"registrar error: {reply.error}")
+        return getattr(reply, kind)
+
+    async def close(self) -> None:
+        self.queue.put_nowait(None)
+        self.call.cancel()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.reader
+
+
 class RegistrarClient:
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "registrar", timeout: float = 1.0,
                  credentials_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
-                 max_latency_us: int = 0, by_latency: bool = False) -> None:
+                 max_latency_us: int = 0, by_latency: bool = False,
+                 streaming: bool = True) -> None:
         self.static = [a for a in addresses if a]
         self.registry = registry
         self.service = service
@@ -76,6 +165,8 @@ class RegistrarClient:
         self._rr = itertools.count()
         self._cache: dict[tuple[str, str], tuple[Credentials | None, float]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self.streaming = streaming
+        self._sessions: dict[str, _Session] = {}
 
     @property
     def available(self) -> bool:
@@ -121,6 +212,9 @@ class RegistrarClient:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        for session in list(self._sessions.values()):
+            await session.close()
+        self._sessions.clear()
         for channel, _ in self._stubs.values():
             await channel.close()
         self._stubs.clear()
@@ -143,8 +237,24 @@ class RegistrarClient:
         start = next(self._rr) % len(targets)
         return targets[start:] + targets[:start]
 
+    def _session(self, target: str) -> _Session:
+        session = self._sessions.get(target)
+        if session is None or session.broken:
+            session = self._sessions[target] = _Session(self._stub(target), self.log)
+        return session
+
     async def _call(self, name: str, request: Any, *, retry: bool) -> Any:
         last: Exception | None = None
+        if self.streaming:
+            for target in self._order():
+                try:
+                    return await self._session(target).request(_KINDS[name], request,
+                                                               self.timeout)
+                except _CallFailed as exc:
+                    last = exc
+                    if not retry:
+                        break
+            raise RegistrarUnavailable(str(last))
         for target in self._order():
             try:
                 return await getattr(self._stub(target), name)(request, timeout=self.timeout)

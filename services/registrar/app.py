@@ -88,6 +88,75 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
         return pb.CredentialsReply(found=True, ha1=sub.ha1, ha1_sha256=sub.ha1_sha256)
 
 
+    async def Session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        """The three calls multiplexed on one stream: each request is handled in a task
+        of its own (a sql-only Save waiting on SQL does not hold up the others) and its
+        reply, tagged with the request id, is written as soon as it is ready."""
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(req: Any) -> None:
+            try:
+                kind = req.WhichOneof("call")
+                if kind == "save":
+                    reply = pb.SessionReply(id=req.id, save=await self.Save(req.save, context))
+                elif kind == "lookup":
+                    reply = pb.SessionReply(id=req.id,
+                                            lookup=await self.Lookup(req.lookup, context))
+                elif kind == "credentials":
+                    reply = pb.SessionReply(id=req.id, credentials=await self.GetCredentials(
+                        req.credentials, context))
+                else:
+                    reply = pb.SessionReply(id=req.id, error="no call in the request")
+            except Exception as exc:  # answered, never a traceback to the edge
+                self.ul.log.exception("session_call_failed")
+                reply = pb.SessionReply(id=req.id, error=type(exc).__name__)
+            out.put_nowait(reply)
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    for req in batch.calls:
+                        task = asyncio.create_task(handle(req))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            finally:
+                out.put_nowait(None)
+
+        def drain(first: Any) -> tuple[Any, bool]:
+            """Every reply ready now, in one message; True when the edge is gone."""
+            replies = [first]
+            done = False
+            while not out.empty():
+                item = out.get_nowait()
+                if item is None:
+                    done = True
+                else:
+                    replies.append(item)
+            return pb.SessionReplies(replies=replies), done
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await out.get()) is not None:
+                batch, done = drain(item)
+                yield batch
+                if done:
+                    break
+            while tasks:  # the edge closed its side: finish what it asked
+                await asyncio.wait(set(tasks))
+                replies = []
+                while not out.empty():
+                    item = out.get_nowait()
+                    if item is not None:
+                        replies.append(item)
+                if replies:
+                    yield pb.SessionReplies(replies=replies)
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
 def _sip_uri(addr: str) -> str:
     return addr if addr.startswith(("sip:", "sips:")) else f"sip:{addr}"
 

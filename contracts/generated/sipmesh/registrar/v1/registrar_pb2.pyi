@@ -95,3 +95,41 @@ class CredentialsReply(_message.Message):
     ha1: str
     ha1_sha256: str
     def __init__(self, found: _Optional[bool] = ..., ha1: _Optional[str] = ..., ha1_sha256: _Optional[str] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("id", "save", "lookup", "credentials")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SAVE_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    save: SaveRequest
+    lookup: LookupRequest
+    credentials: CredentialsRequest
+    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveRequest, _Mapping]] = ..., lookup: _Optional[_Union[LookupRequest, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsRequest, _Mapping]] = ...) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("id", "save", "lookup", "credentials", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SAVE_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    save: SaveReply
+    lookup: LookupReply
+    credentials: CredentialsReply
+    error: str
+    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveReply, _Mapping]] = ..., lookup: _Optional[_Union[LookupReply, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsReply, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SessionRequests(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[SessionRequest]
+    def __init__(self, calls: _Optional[_Iterable[_Union[SessionRequest, _Mapping]]] = ...) -> None: ...
+
+class SessionReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[SessionReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[SessionReply, _Mapping]]] = ...) -> None: ...
