@@ -67,3 +67,47 @@ async def test_save_lookup_credentials_over_grpc(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5  # deadlines, not a hang
     await client.close()
     await store.close()
+
+
+def register_of(user: str, port: int) -> bytes:
+    return REGISTER.replace("alice", user).replace("10.0.0.5:5062>", f"10.0.0.5:{port}>"
+                                                   ).encode()
+
+
+async def test_one_session_carries_many_concurrent_calls_and_reopens_after_a_restart(
+        tmp_path: Path) -> None:
+    # 300 concurrent Saves then Lookups ride on the client's single Session stream: every
+    # reply reaches the call that asked (ids), none is mixed up with another.
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    ul = UserLocation(Location(), store)
+
+    def add(s: object) -> None:
+        pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)
+
+    server = await start_grpc_server([add], services=[SERVICE])
+    port = server.port
+    client = RegistrarClient(addresses=[f"127.0.0.1:{port}"], timeout=5.0)
+    try:
+        users = [f"u{i}" for i in range(300)]
+        saved = await asyncio.gather(*(client.save(register_of(u, 6000 + i), "10.0.0.5",
+                                                   6000 + i, "udp", "udp:127.0.0.1:5060")
+                                       for i, u in enumerate(users)))
+        assert all(status == 200 for status, _, _ in saved)
+        found = await asyncio.gather(*(client.lookup(f"{u}@example.com", "INVITE")
+                                       for u in users))
+        for i, (status, branches) in enumerate(found):
+            assert status == 200 and [b.uri for b in branches] == [
+                f"sip:u{i}@10.0.0.5:{6000 + i}"]
+        assert len(client._sessions) == 1
+        await server.stop(0)
+        with pytest.raises(RegistrarUnavailable):
+            await client.lookup("u1@example.com", "INVITE")
+        # The registrar is back on the same port: the next call opens a new stream.
+        server = await start_grpc_server([add], services=[SERVICE], port=port)
+        status, branches = await client.lookup("u1@example.com", "INVITE")
+        assert status == 200 and branches[0].uri == "sip:u1@10.0.0.5:6001"
+    finally:
+        await server.stop(0)
+        await client.close()
+        await store.close()
