@@ -16,15 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from services.registrar.location import Binding
+from shared.store import PostgresPool, SQLiteFile
 
 Row = tuple[str, str, int, str]  # aor, key, expires, json
 
@@ -46,12 +45,6 @@ class LocationTable(Protocol):
     async def close(self) -> None: ...
 
 
-def _table(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
-        raise ValueError(f"bad table name {name!r}")
-    return name
-
-
 def _row(b: Binding) -> Row:
     from services.registrar.usrloc import encode_binding
 
@@ -68,24 +61,12 @@ _DDL = ("CREATE TABLE IF NOT EXISTS {t} (aor TEXT NOT NULL, bkey TEXT NOT NULL, 
         "expires BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (aor, bkey))")
 
 
-class SQLiteLocationTable:
+class SQLiteLocationTable(SQLiteFile):
+    ddl = _DDL
+    not_open = "location table is not open"
+
     def __init__(self, path: str | Path, *, table: str = "location") -> None:
-        self.path = str(path)
-        self.table = _table(table)
-        self._db: sqlite3.Connection | None = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("location table is not open")
-        return self._db
-
-    async def open(self) -> None:
-        if self._db is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
-            self._db.execute(_DDL.format(t=self.table))
-            self._db.commit()
+        super().__init__(path, table=table)
 
     async def load(self, now: float) -> list[Binding]:
         rows = self.db.execute(
@@ -118,33 +99,14 @@ class SQLiteLocationTable:
                 f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?", (int(now),))
         return cur.rowcount
 
-    async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
+class PostgresLocationTable(PostgresPool):
+    ddl = _DDL
+    max_size = 2
+    not_open = "location table is not open"
 
-class PostgresLocationTable:
     def __init__(self, dsn: str, *, table: str = "location", timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.table = _table(table)
-        self.timeout = timeout
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        import asyncpg
-
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2,
-                                                   timeout=self.timeout,
-                                                   command_timeout=self.timeout)
-            await self._pool.execute(_DDL.format(t=self.table))
-
-    @property
-    def pool(self) -> Any:
-        if self._pool is None:
-            raise RuntimeError("location table is not open")
-        return self._pool
+        super().__init__(dsn, table=table, timeout=timeout)
 
     async def load(self, now: float) -> list[Binding]:
         rows = await self.pool.fetch(
@@ -177,11 +139,6 @@ class PostgresLocationTable:
         status = await self.pool.execute(
             f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= $1", int(now))
         return int(status.rsplit(" ", 1)[-1])
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 def open_location_table(location: str, *, table: str = "location") -> LocationTable:

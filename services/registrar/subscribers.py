@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
+
+from shared.store import PostgresPool, SQLiteFile
 
 DEFAULT_TABLE = "subscriber"
 
@@ -58,10 +59,9 @@ class SubscriberStore(Protocol):
     async def close(self) -> None: ...
 
 
-def _table(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
-        raise ValueError(f"bad table name {name!r}")
-    return name
+_DDL = ("CREATE TABLE IF NOT EXISTS {t} (username TEXT NOT NULL, "
+        "domain TEXT NOT NULL, ha1 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, "
+        "PRIMARY KEY (username, domain))")
 
 
 def default_location() -> str:
@@ -69,28 +69,12 @@ def default_location() -> str:
     return str(base / "sipmesh" / "subscribers.sqlite")
 
 
-class SQLiteSubscribers:
+class SQLiteSubscribers(SQLiteFile):
+    ddl = _DDL
+    not_open = "subscriber store is not open"
+
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
-        self.path = str(path)
-        self.table = _table(table)
-        self._db: sqlite3.Connection | None = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("subscriber store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        if self._db is not None:
-            return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.table} (username TEXT NOT NULL, "
-            "domain TEXT NOT NULL, ha1 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, "
-            "PRIMARY KEY (username, domain))")
-        self._db.commit()
+        super().__init__(path, table=table)
 
     async def add(self, username: str, domain: str, password: str) -> None:
         md5, sha = ha1_hashes(username, domain, password)
@@ -124,36 +108,14 @@ class SQLiteSubscribers:
     async def count(self) -> int:
         return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
-    async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
+class PostgresSubscribers(PostgresPool):
+    ddl = _DDL
+    max_size = 4
+    not_open = "subscriber store is not open"
 
-class PostgresSubscribers:
     def __init__(self, dsn: str, *, table: str = DEFAULT_TABLE, timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.table = _table(table)
-        self.timeout = timeout
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        import asyncpg
-
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4,
-                                                   timeout=self.timeout,
-                                                   command_timeout=self.timeout)
-            await self._pool.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} (username TEXT NOT NULL, "
-                "domain TEXT NOT NULL, ha1 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, "
-                "PRIMARY KEY (username, domain))")
-
-    @property
-    def pool(self) -> Any:
-        if self._pool is None:
-            raise RuntimeError("subscriber store is not open")
-        return self._pool
+        super().__init__(dsn, table=table, timeout=timeout)
 
     async def add(self, username: str, domain: str, password: str) -> None:
         import asyncpg
@@ -185,11 +147,6 @@ class PostgresSubscribers:
 
     async def count(self) -> int:
         return int(await self.pool.fetchval(f"SELECT count(*) FROM {self.table}"))
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
 
 
 def open_store(location: str, *, table: str = DEFAULT_TABLE) -> SubscriberStore:

@@ -12,14 +12,14 @@ worker thread so the event loop never waits on disk) and ``PostgresSubscriptionS
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.store import PostgresPool, safe_table_name
+
 DEFAULT_TABLE = "event_subscribers"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +43,10 @@ class SubscriptionStore(Protocol):
     async def close(self) -> None: ...
 
 
-def _table(name: str) -> str:
-    if not _IDENT.match(name):
-        raise ValueError(f"bad table name {name!r}")
-    return name
-
-
 class SQLiteSubscriptionStore:
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         self.path = str(path)
-        self.table = _table(table)
+        self.table = safe_table_name(table)
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the one connection
 
@@ -100,50 +94,29 @@ class SQLiteSubscriptionStore:
                 await asyncio.to_thread(db.close)
 
 
-class PostgresSubscriptionStore:
+class PostgresSubscriptionStore(PostgresPool):
+    ddl = ("CREATE TABLE IF NOT EXISTS {t} (event TEXT NOT NULL, "
+           "socket TEXT NOT NULL, expires DOUBLE PRECISION, PRIMARY KEY (event, socket))")
+    max_size = 4
+    not_open = "store not open"
+
     def __init__(self, dsn: str, *, table: str = DEFAULT_TABLE, timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.table = _table(table)
-        self.timeout = timeout
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        import asyncpg
-
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=4, timeout=self.timeout,
-                command_timeout=self.timeout,
-            )
-            await self._pool.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} (event TEXT NOT NULL, "
-                "socket TEXT NOT NULL, expires DOUBLE PRECISION, PRIMARY KEY (event, socket))"
-            )
-
-    def _p(self) -> Any:
-        if self._pool is None:
-            raise RuntimeError("store not open")
-        return self._pool
+        super().__init__(dsn, table=table, timeout=timeout)
 
     async def load(self) -> list[StoredSubscription]:
-        rows = await self._p().fetch(
+        rows = await self.pool.fetch(
             f"SELECT event, socket, expires FROM {self.table} ORDER BY event, socket"
         )
         return [StoredSubscription(r["event"], r["socket"], r["expires"]) for r in rows]
 
     async def save(self, sub: StoredSubscription) -> None:
-        await self._p().execute(
+        await self.pool.execute(
             f"INSERT INTO {self.table} (event, socket, expires) VALUES ($1, $2, $3) "
             "ON CONFLICT (event, socket) DO UPDATE SET expires = EXCLUDED.expires",
             sub.event, sub.socket, sub.expires,
         )
 
     async def delete(self, event: str, socket: str) -> None:
-        await self._p().execute(
+        await self.pool.execute(
             f"DELETE FROM {self.table} WHERE event = $1 AND socket = $2", event, socket
         )
-
-    async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()

@@ -1,0 +1,18 @@
+"""Store plumbing shared by the SQL-backed ports (location table, subscribers, event subscriptions).
+
+Each port keeps its own queries; what they have in common lives here:
+
+- `safe_table_name()` checks a configured table name is a plain SQL identifier, so it can be
+  formatted into statements (identifiers cannot be bound as parameters).
+- `PostgresPool` is a base for PostgreSQL backends: `open()` creates one asyncpg pool (imported
+  lazily, so SQLite-only deployments never load asyncpg) and runs the backend's DDL once;
+  `pool` raises while not open; `close()` releases the pool.
+- `SQLiteFile` is a base for SQLite backends that run their short statements inline: `open()`
+  creates the parent directory, connects and runs the DDL; `db` raises while not open.
+"""
+
+from shared.store.names import safe_table_name
+from shared.store.postgres import PostgresPool
+from shared.store.sqlite import SQLiteFile
+
+__all__ = ["PostgresPool", "SQLiteFile", "safe_table_name"]
