@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
@@ -54,8 +54,11 @@ def connect(url: str) -> Any:
     return aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
 
 
-class RedisLocationTable:
-    """`persistence.LocationTable` on Redis (see module doc for the key layout)."""
+class _RedisBackend:
+    """A Redis client under a key prefix: `open()` connects (unless a client was given) and
+    pings, `r` raises `not_open` before that, `close()` closes the client."""
+
+    not_open: ClassVar[str]
 
     def __init__(self, url: str, *, prefix: str = "sipmesh:ul:", client: Any = None) -> None:
         self.url = url
@@ -65,16 +68,27 @@ class RedisLocationTable:
     @property
     def r(self) -> Any:
         if self._r is None:
-            raise RuntimeError("cachedb location table is not open")
+            raise RuntimeError(self.not_open)
         return self._r
-
-    def _loc(self, aor: str) -> str:
-        return f"{self.prefix}loc:{aor}"
 
     async def open(self) -> None:
         if self._r is None:
             self._r = connect(self.url)
         await self._r.ping()
+
+    async def close(self) -> None:
+        if self._r is not None:
+            await self._r.aclose()
+            self._r = None
+
+
+class RedisLocationTable(_RedisBackend):
+    """`persistence.LocationTable` on Redis (see module doc for the key layout)."""
+
+    not_open = "cachedb location table is not open"
+
+    def _loc(self, aor: str) -> str:
+        return f"{self.prefix}loc:{aor}"
 
     async def load(self, now: float) -> list[Binding]:
         aors = sorted(a.decode() for a in await self.r.smembers(f"{self.prefix}aors"))
@@ -131,11 +145,6 @@ class RedisLocationTable:
         for i in range(0, len(keys), 500):
             await self.r.delete(*keys[i:i + 500])
 
-    async def close(self) -> None:
-        if self._r is not None:
-            await self._r.aclose()
-            self._r = None
-
 
 class AorDirectory(Protocol):
     """federation-cachedb metadata: which points of presence (home SIP address) hold an AOR."""
@@ -177,24 +186,10 @@ class MemoryAorDirectory:
         return None
 
 
-class RedisAorDirectory:
+class RedisAorDirectory(_RedisBackend):
     """Real backend: `{prefix}fed:{aor}` is the set of home SIP addresses."""
 
-    def __init__(self, url: str, *, prefix: str = "sipmesh:ul:", client: Any = None) -> None:
-        self.url = url
-        self.prefix = prefix
-        self._r = client
-
-    @property
-    def r(self) -> Any:
-        if self._r is None:
-            raise RuntimeError("cachedb directory is not open")
-        return self._r
-
-    async def open(self) -> None:
-        if self._r is None:
-            self._r = connect(self.url)
-        await self._r.ping()
+    not_open = "cachedb directory is not open"
 
     async def publish(self, aor: str, home: str) -> None:
         await self.r.sadd(f"{self.prefix}fed:{aor}", home)
@@ -209,11 +204,6 @@ class RedisAorDirectory:
         keys = [k async for k in self.r.scan_iter(match=f"{self.prefix}fed:*", count=500)]
         if keys:
             await self.r.delete(*keys)
-
-    async def close(self) -> None:
-        if self._r is not None:
-            await self._r.aclose()
-            self._r = None
 
 
 class DirectoryPublisher:
