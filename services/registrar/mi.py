@@ -27,7 +27,7 @@ from services.registrar.location import (
     parse_q,
 )
 from services.registrar.usrloc import CAPABILITY, UserLocation
-from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError
+from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError, int_param
 from shared.service.runtime import ServiceRuntime
 
 HASH_SIZE = 512  # OpenSIPS hash_size 9 (2^9), reported as ul_dump's hash_size
@@ -63,15 +63,6 @@ def contact_item(b: Binding, now: float) -> dict[str, Any]:
     if b.latency > 0:
         item["Ping-Latency"] = b.latency
     return item
-
-
-def _int(value: Any, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise MiError(BAD_REQUEST, f"Bad {name}") from None
 
 
 def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> None:
@@ -155,7 +146,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
                      flags: Any, cflags: Any, methods: Any, unused: Any = None) -> Any:
         check_table(table_name)
         key = aor_of(aor)
-        seconds = _int(expires, "expires")
+        seconds = int_param(expires, "expires")
         if seconds < 0:
             raise MiError(BAD_REQUEST, "Bad parameter value")
         try:
@@ -167,8 +158,8 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         ul.add(Binding(
             aor=key, uri=str(contact), expires=int(now) + seconds if seconds else 0, q=qv,
             callid="dfjrewr12386fd6-343@opensips.mi", cseq=1,
-            user_agent="SipMesh MI Server", flags=_int(flags, "flags"),
-            cflags=_int(cflags, "cflags"), methods=_int(methods, "methods") & 0xFFFFFFFF))
+            user_agent="SipMesh MI Server", flags=int_param(flags, "flags"),
+            cflags=int_param(cflags, "cflags"), methods=int_param(methods, "methods") & 0xFFFFFFFF))
         if ul.sql_only is not None:
             await ul.flush()
         return "OK"

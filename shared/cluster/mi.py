@@ -32,17 +32,8 @@ import json
 from typing import Any
 
 from shared.cluster.engine import DISABLED, SENT, UNREACHABLE, ClusterNode
-from shared.rpc.jsonrpc import BAD_REQUEST, INVALID_PARAMS, NOT_FOUND, MiError
+from shared.rpc.jsonrpc import BAD_REQUEST, INVALID_PARAMS, NOT_FOUND, MiError, int_param
 from shared.service.runtime import ServiceRuntime
-
-
-def _int(value: Any, name: str) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise MiError(BAD_REQUEST, f"Bad {name}") from None
 
 
 def _params(value: Any) -> list[Any] | None:
@@ -65,7 +56,7 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
     cid = node.cluster_id
 
     def cluster(value: Any) -> None:
-        if _int(value, "cluster_id") != cid:
+        if int_param(value, "cluster_id") != cid:
             raise MiError(NOT_FOUND, "Cluster id not found")
 
     me = node.id
@@ -109,7 +100,7 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
                      doc="enable (1) or disable (0) this node in the cluster")
     async def clusterer_set_status(cluster_id: Any, status: Any) -> Any:
         cluster(cluster_id)
-        value = _int(status, "status")
+        value = int_param(status, "status")
         if value not in (0, 1):
             raise MiError(BAD_REQUEST, "Bad status")
         node.set_enabled(bool(value))
@@ -140,7 +131,7 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
     async def cluster_send_mi(cluster_id: Any, destination: Any, cmd_name: Any,
                               cmd_params: Any = None) -> Any:
         cluster(cluster_id)
-        dst = _int(destination, "destination")
+        dst = int_param(destination, "destination")
         if dst == node.id:
             raise MiError(BAD_REQUEST, "Local node specified as destination")
         code = node.send_mi(dst, _name(cmd_name), _params(cmd_params))
@@ -174,7 +165,7 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
             cluster(cluster_id)
             if not isinstance(node_ids, list):
                 raise MiError(BAD_REQUEST, "node_ids must be a list")
-            node.block(_int(n, "node_id") for n in node_ids)
+            node.block(int_param(n, "node_id") for n in node_ids)
             return "OK"
 
     stats = runtime.stats

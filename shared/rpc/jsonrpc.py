@@ -56,6 +56,17 @@ class MiError(Exception):
         self.data = data
 
 
+def int_param(value: Any, name: str) -> int:
+    """`value` as an int (a JSON number or numeric string, not a boolean), else
+    MiError 400 "Bad {name}"."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise MiError(BAD_REQUEST, f"Bad {name}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class MiCommand:
     """One MI command: ``handler(**params)`` and the parameter sets it accepts."""
@@ -208,5 +219,6 @@ __all__ = [
     "MiCommand",
     "MiDispatcher",
     "MiError",
+    "int_param",
     "mi_http_handler",
 ]
