@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from shared.sip import DigestChallenge, DigestCredentials, SipParseError, parse_credentials
@@ -96,13 +96,10 @@ class ProxyAuthenticator:
         counts[nonce] = (count, previous[1] if previous else now)
         return True
 
-    async def verify(
-        self, request: Request, header: str, realm: str,
-        ha1_of: Callable[[str, str, bool], Awaitable[str | None]],
-    ) -> tuple[str | None, bool]:
-        """(user, stale) for credentials of `realm` in `header`, checked against the HA1
-        that `ha1_of(username, algorithm, fresh)` returns (None: unknown user)."""
-        stale = False
+    def _offered(self, request: Request, header: str,
+                 realm: str) -> Iterator[tuple[DigestCredentials, str]]:
+        """(credentials, 'ok' or 'stale') for each parseable `header` value of `realm`
+        whose nonce is ours; the others are skipped."""
         for value in request.get_all(header):
             try:
                 creds = parse_credentials(value, header)
@@ -111,8 +108,17 @@ class ProxyAuthenticator:
             if creds.realm != realm:
                 continue  # for another realm (another proxy further on, §22.3)
             state = self._nonce_state(creds.nonce)
-            if state == "bad":
-                continue
+            if state != "bad":
+                yield creds, state
+
+    async def verify(
+        self, request: Request, header: str, realm: str,
+        ha1_of: Callable[[str, str, bool], Awaitable[str | None]],
+    ) -> tuple[str | None, bool]:
+        """(user, stale) for credentials of `realm` in `header`, checked against the HA1
+        that `ha1_of(username, algorithm, fresh)` returns (None: unknown user)."""
+        stale = False
+        for creds, state in self._offered(request, header, realm):
             ha1 = await ha1_of(creds.username, creds.algorithm, False)
             if ha1 is None:
                 continue
@@ -132,16 +138,9 @@ class ProxyAuthenticator:
     def authenticate(self, request: Request) -> tuple[str | None, bool]:
         """(user, stale): the authenticated user name, or None and whether to say stale."""
         stale = False
-        for value in request.get_all("Proxy-Authorization"):
-            try:
-                creds = parse_credentials(value, "Proxy-Authorization")
-            except SipParseError:
-                continue
-            if creds.realm != self.realm:
-                continue  # credentials for another proxy further on (§22.3)
-            state = self._nonce_state(creds.nonce)
+        for creds, state in self._offered(request, "Proxy-Authorization", self.realm):
             password = self.users.get(creds.username)
-            if password is None or state == "bad":
+            if password is None:
                 continue
             if not creds.verify(password, request.method, request.body):
                 continue
