@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.cluster.test_registrar_full_sharing import aors, cluster_url, mi, synced
+from tests.cluster.registrar_nodes import (
+    aors,
+    assert_pinged_once_per_round,
+    cluster_url,
+    mi,
+    register_natted,
+    synced,
+)
 from tests.integration.edge.edge_harness import (
     Edge,
     Sipp,
@@ -155,30 +161,10 @@ def test_full_sharing_cachedb_each_natted_binding_pinged_by_exactly_one_node(
     edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
     try:
         wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
-        for user in users:  # each from one port with a Contact naming another: natted
-            cmd = ["sipp", "-sf", str(SCENARIOS / "register_natted.xml"), "-i", "127.0.0.1",
-                   "-p", str(free_port()), edge.address, "-s", user, "-au", user, "-ap", "pw",
-                   "-key", "contact_port", str(free_port()), "-m", "1", "-nostdin",
-                   "-timeout", "15s", "-timeout_error"]
-            result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, timeout=45)
-            assert result.returncode == 0, summary(result)
+        register_natted(tmp_path, edge, users, "pw")
         assert len(aors(second)) == len(users)
 
-        def sent(reg: Registrar) -> int:
-            stats = mi(reg, "get_statistics", [["nathelper:sent"]])["result"]
-            return int(stats["nathelper:sent"])
-
-        start = time.monotonic()
-        a0, b0 = sent(first), sent(second)
-        wait_until(lambda: time.monotonic() - start >= 3.0, 5, "3 s of pinging")
-        a1, b1 = sent(first), sent(second)
-        rounds = (time.monotonic() - start) / 0.3
-        total = (a1 - a0) + (b1 - b0)
-        assert a1 > a0 and b1 > b0, "the work is split between the nodes"
-        # One OPTIONS per binding per round (give or take a round at each end per node);
-        # both nodes pinging everything would be twice as many.
-        assert len(users) * (rounds - 3) <= total <= len(users) * (rounds + 3), (total, rounds)
+        assert_pinged_once_per_round(first, second, len(users))
     finally:
         stop_all(edge, second, first)
 

@@ -5,17 +5,22 @@ whole table again (full sync on join), including what was saved while it was dow
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster.registrar_nodes import (
+    aors,
+    assert_pinged_once_per_round,
+    cluster_url,
+    mi,
+    register_natted,
+    synced,
+)
 from tests.integration.edge.edge_harness import Edge, free_port, start_edge, summary, wait_until
 from tests.integration.registrar.harness import (
     SCENARIOS,
@@ -28,33 +33,8 @@ pytestmark = pytest.mark.peers
 SECRET = "full-sharing-test"
 
 
-def mi(reg: Registrar, method: str, params: object = None) -> dict:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method}
-    if params is not None:
-        body["params"] = params
-    req = urllib.request.Request(reg.mi, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def aors(reg: Registrar) -> set[str]:
-    dump = mi(reg, "ul_dump")["result"]
-    return {a["AOR"] for a in dump["Domains"][0]["AORs"]}
-
-
-def synced(reg: Registrar) -> bool:
-    caps = mi(reg, "clusterer_list_cap")["result"]["Clusters"][0]["Capabilities"]
-    return any(c["name"] == "usrloc-contact-repl" and c["state"] == "Ok" for c in caps)
-
-
 def node(store: Path, node_id: int, seeds: str = "") -> Registrar:
     return start_registrar(store, _cluster_env(node_id, seeds))
-
-
-def cluster_url(reg: Registrar) -> str:
-    words = reg.lines[0].split()
-    return words[words.index("cluster") + 1]
 
 
 @pytest.fixture
@@ -127,29 +107,10 @@ def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path
     edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
     try:
         wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
-        for user in users:  # each from one port with a Contact naming another: natted
-            cmd = ["sipp", "-sf", str(SCENARIOS / "register_natted.xml"), "-i", "127.0.0.1",
-                   "-p", str(free_port()), edge.address, "-s", user, "-au", user, "-ap", "pw",
-                   "-key", "contact_port", str(free_port()), "-m", "1", "-nostdin",
-                   "-timeout", "15s", "-timeout_error"]
-            result = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, timeout=45)
-            assert result.returncode == 0, summary(result)
+        register_natted(tmp_path, edge, users, "pw")
         wait_until(lambda: len(aors(second)) == len(users), 10, "bindings replicated")
 
-        def sent(reg: Registrar) -> int:
-            stats = mi(reg, "get_statistics", [["nathelper:sent"]])["result"]
-            return int(stats["nathelper:sent"])
-
-        start = time.monotonic()
-        a0, b0 = sent(first), sent(second)
-        wait_until(lambda: time.monotonic() - start >= 3.0, 5, "3 s of pinging")
-        a1, b1 = sent(first), sent(second)
-        rounds = (time.monotonic() - start) / 0.3
-        total = (a1 - a0) + (b1 - b0)
-        assert a1 > a0 and b1 > b0, "the work is split between the nodes"
-        # One OPTIONS per binding per round (give or take a round at each end per node).
-        assert len(users) * (rounds - 3) <= total <= len(users) * (rounds + 3), (total, rounds)
+        assert_pinged_once_per_round(first, second, len(users))
     finally:
         edge.stop()
         second.stop()

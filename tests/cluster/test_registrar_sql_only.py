@@ -5,9 +5,7 @@ of node 2; ul_dump agrees on both nodes, and an ul_rm on one is seen by the othe
 
 from __future__ import annotations
 
-import json
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,26 +13,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.cluster.registrar_nodes import mi
 from tests.integration.edge.edge_harness import Sipp, free_port, start_edge, summary
 from tests.integration.registrar.harness import (
     SCENARIOS,
-    Registrar,
     add_user,
     start_registrar,
 )
 
 pytestmark = pytest.mark.peers
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def mi(reg: Registrar, method: str, params: object = None) -> dict:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method}
-    if params is not None:
-        body["params"] = params
-    req = urllib.request.Request(reg.mi, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 @pytest.fixture
