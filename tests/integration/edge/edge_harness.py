@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -78,6 +79,18 @@ def options_ping(host: str, port: int, timeout: float = 0.3) -> int | None:
         return int(data.split(b" ", 2)[1])
 
 
+def stop_process(proc: subprocess.Popen[Any], grace: float = 5) -> int:
+    """SIGTERM, then SIGKILL if `proc` still runs after `grace` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 @dataclass
 class Edge:
     proc: subprocess.Popen[str]
@@ -95,14 +108,7 @@ class Edge:
         return words[words.index("http") + 1]
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return stop_process(self.proc, grace=10)
 
 
 def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = ()) -> Edge:
@@ -172,13 +178,7 @@ class Sipp:
 
     def stop(self) -> None:
         for proc in self.background:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
 
 
 def summary(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -15,7 +15,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from edge_harness import Edge, free_port, is_bound, wait_until
+from edge_harness import Edge, free_port, is_bound, stop_process, wait_until
 
 pytestmark = pytest.mark.peers
 
@@ -70,10 +70,4 @@ def test_baresip_calls_linphonec_through_the_edge(edge: Edge, tmp_path: Path) ->
         lp = lp_log.read_text(errors="replace")
         assert "connected" in lp and "Media streams established" in lp
     finally:
-        if linphonec.poll() is None:
-            linphonec.terminate()
-            try:
-                linphonec.wait(5)
-            except subprocess.TimeoutExpired:
-                linphonec.kill()
-                linphonec.wait(5)
+        stop_process(linphonec)
