@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 import resource
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from shared.rpc.jsonrpc import INVALID_PARAMS, NOT_FOUND, MiError
 from shared.stats.registry import StatsRegistry, UnknownStatisticError
@@ -27,6 +27,7 @@ CORE_COUNTERS = (
     "drop_replies", "err_requests", "err_replies", "bad_URIs_rcvd", "unsupported_methods",
     "bad_msg_hdr",
 )
+T = TypeVar("T")
 _PROC = re.compile(r"^load:(load|load1m|load10m)-proc-\d+$")
 
 
@@ -58,25 +59,24 @@ def stat_names(statistics: Any) -> list[str]:
     raise MiError(INVALID_PARAMS, "Invalid params", "statistics must be a list of names")
 
 
-def mi_get(stats: StatsRegistry, statistics: Any) -> dict[str, int]:
+def _asked(read: Callable[[list[str]], T], statistics: Any) -> T:
+    """Runs one registry call on the MI ``statistics`` param; nothing matching is a 404."""
     try:
-        return stats.get_statistics(stat_names(statistics))
+        return read(stat_names(statistics))
     except UnknownStatisticError as exc:
         raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+
+
+def mi_get(stats: StatsRegistry, statistics: Any) -> dict[str, int]:
+    return _asked(stats.get_statistics, statistics)
 
 
 def mi_list(stats: StatsRegistry, statistics: Any) -> dict[str, str]:
-    try:
-        return stats.list_statistics(stat_names(statistics))
-    except UnknownStatisticError as exc:
-        raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+    return _asked(stats.list_statistics, statistics)
 
 
 def mi_reset(stats: StatsRegistry, statistics: Any) -> int:
-    try:
-        return stats.reset_statistics(stat_names(statistics))
-    except UnknownStatisticError as exc:
-        raise MiError(NOT_FOUND, "Statistics Not Found") from exc
+    return _asked(stats.reset_statistics, statistics)
 
 
 def merge_stats(answers: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, int]:
