@@ -44,13 +44,14 @@ from shared.events.subscriptions import SubscriptionManager
 from shared.events.transports import SocketDeliverer
 from shared.rpc import BAD_REQUEST, MiCommand, MiDispatcher, MiError
 from shared.service.runtime import ServiceRuntime
+from shared.store import is_postgres_dsn
 
 EVENT_COMMANDS = ("event_subscribe", "events_list", "subscribers_list")
 log = structlog.get_logger("gateway.events")
 
 
 def open_store(location: str) -> SubscriptionStore:
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(location):
         return PostgresSubscriptionStore(location)
     return SQLiteSubscriptionStore(location)
 

@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from services.registrar.location import Binding
-from shared.store import PostgresPool, SQLiteFile
+from shared.store import PostgresPool, SQLiteFile, is_postgres_dsn
 
 Row = tuple[str, str, int, str]  # aor, key, expires, json
 
@@ -142,7 +142,7 @@ class PostgresLocationTable(PostgresPool):
 
 
 def open_location_table(location: str, *, table: str = "location") -> LocationTable:
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(location):
         return PostgresLocationTable(location, table=table)
     return SQLiteLocationTable(location, table=table)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from shared.store import PostgresPool, SQLiteFile
+from shared.store import PostgresPool, SQLiteFile, is_postgres_dsn
 
 DEFAULT_TABLE = "subscriber"
 
@@ -151,6 +151,6 @@ class PostgresSubscribers(PostgresPool):
 
 def open_store(location: str, *, table: str = DEFAULT_TABLE) -> SubscriberStore:
     """A store for `location`: `postgresql://...` DSN, else a SQLite file path."""
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(location):
         return PostgresSubscribers(location, table=table)
     return SQLiteSubscribers(location or default_location(), table=table)

@@ -2,6 +2,7 @@
 
 Each port keeps its own queries; what they have in common lives here:
 
+- `is_postgres_dsn()` tells a PostgreSQL DSN from a SQLite file path in a store location.
 - `safe_table_name()` checks a configured table name is a plain SQL identifier, so it can be
   formatted into statements (identifiers cannot be bound as parameters).
 - `PostgresPool` is a base for PostgreSQL backends: `open()` creates one asyncpg pool (imported
@@ -12,7 +13,7 @@ Each port keeps its own queries; what they have in common lives here:
 """
 
 from shared.store.names import safe_table_name
-from shared.store.postgres import PostgresPool
+from shared.store.postgres import PostgresPool, is_postgres_dsn
 from shared.store.sqlite import SQLiteFile
 
-__all__ = ["PostgresPool", "SQLiteFile", "safe_table_name"]
+__all__ = ["PostgresPool", "SQLiteFile", "is_postgres_dsn", "safe_table_name"]

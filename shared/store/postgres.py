@@ -13,6 +13,11 @@ from typing import Any, ClassVar
 from shared.store.names import safe_table_name
 
 
+def is_postgres_dsn(location: str) -> bool:
+    """True for a PostgreSQL DSN, the one way a store location names a database server."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
 class PostgresPool:
     ddl: ClassVar[str]
     max_size: ClassVar[int]
