@@ -17,8 +17,10 @@ Core commands (OpenSIPS names and shapes):
 
 Any other command is routed to the instances whose registration lists it in ``mi_commands``.
 A command the service marked ``fanout`` (cluster-wide in OpenSIPS) is sent to all of them
-and the answers merged; any other goes to one instance, round-robin, moving to the next only
-when the connection could not be made (so a command is never executed twice).
+and the answers merged (``ul_dump`` and ``ul_show_contact`` by :mod:`gateway.merging`:
+the union of every registrar node's bindings, each contact once); any other goes to one
+instance, round-robin, moving to the next only when the connection could not be made (so
+a command is never executed twice).
 
 Clustered services: the targeting param ``node_id`` sends a command to one cluster node,
 and a command naming a cluster stays in it (:mod:`gateway.targeting`); ``ps`` shows each
@@ -37,6 +39,7 @@ import structlog
 
 from gateway import targeting
 from gateway.events import EVENT_COMMANDS, GatewayEvents
+from gateway.merging import MERGERS
 from shared.discovery import Instance, RegistryError, ServiceRegistry
 from shared.events.forward import INGEST_METHOD
 from shared.rpc import (
@@ -246,7 +249,9 @@ class MeshRouter:
             if isinstance(first, RpcError):
                 raise MiError(first.code, first.message, first.data)
             raise MiError(SERVICE_UNAVAILABLE, "No instance of the service answered")
-        return merge_answers(answers)
+        merger = MERGERS.get(name)
+        merged = merger(answers) if merger is not None else None
+        return merge_answers(answers) if merged is None else merged
 
     async def _gather(
         self, name: str, params: Any, instances: list[Instance]

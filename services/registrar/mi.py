@@ -12,6 +12,11 @@
   rows only, with an AOR); 400 without SQL storage (`sql_write_mode`/`load-from-sql`);
 * `ul_cluster_sync` -> "OK" once a full sync was requested (400 when not clustered).
 
+`ul_dump` and `ul_show_contact` are fan-out commands: the gateway asks every registrar node
+and unites the answers (gateway/merging.py), so a mesh whose nodes each hold their own
+bindings (cluster mode `none`, the PoPs of `federation-cachedb`) dumps all of them, and
+the sharing modes list each contact once; `node_id` still asks a single node.
+
 A table other than the configured one (`location`) answers 404 "Table not found"; an AOR
 without a domain answers 400 "Domain missing in AOR", as OpenSIPS with use_domain.
 """
@@ -81,7 +86,8 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         except RegisterError as exc:
             raise MiError(BAD_REQUEST, exc.reason) from None
 
-    @runtime.command("ul_dump", ((), ("brief",)), doc="dump the user location table")
+    @runtime.command("ul_dump", ((), ("brief",)), fanout=True,
+                     doc="dump the user location table")
     async def ul_dump(brief: Any = None) -> Any:
         short = str(brief).lower() in ("1", "brief", "true") if brief is not None else False
         await ul.refresh()  # sql-only: the shared table
@@ -94,7 +100,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
             aors.append(entry)
         return {"Domains": [{"name": table, "hash_size": HASH_SIZE, "AORs": aors}]}
 
-    @runtime.command("ul_show_contact", (("table_name", "aor"),),
+    @runtime.command("ul_show_contact", (("table_name", "aor"),), fanout=True,
                      doc="the contacts of one AOR")
     async def ul_show_contact(table_name: Any, aor: Any) -> Any:
         check_table(table_name)
