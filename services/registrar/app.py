@@ -211,15 +211,10 @@ async def serve(config: RegistrarConfig) -> None:
         cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
                               mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
         register_cluster_mi(runtime, cluster)
-    else:
-        from shared.cluster import ClusterConfig
+    else:  # no cluster, but a configured node id names this node for MI node_id
+        from services.registrar.mi import standalone_node_meta
 
-        named = load_section(ClusterConfig, "registrar.cluster")
-        if named != ClusterConfig():
-            # No cluster here, but a configured node id still names this node to the
-            # gateway: MI node_id targets it (ul_dump is merged across nodes otherwise).
-            runtime.meta.update({"cluster_id": str(named.cluster_id),
-                                 "cluster_node_id": str(named.node_id)})
+        runtime.meta.update(standalone_node_meta())
     from services.registrar.persistence import LocationTable, LocationWriter
 
     sql_table: LocationTable | None = None

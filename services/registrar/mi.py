@@ -23,6 +23,7 @@ without a domain answers 400 "Domain missing in AOR", as OpenSIPS with use_domai
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from services.registrar.location import (
@@ -32,6 +33,7 @@ from services.registrar.location import (
     parse_q,
 )
 from services.registrar.usrloc import CAPABILITY, UserLocation
+from shared.cluster.config import ClusterConfig
 from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError, int_param
 from shared.service.runtime import ServiceRuntime
 
@@ -68,6 +70,23 @@ def contact_item(b: Binding, now: float) -> dict[str, Any]:
     if b.latency > 0:
         item["Ping-Latency"] = b.latency
     return item
+
+
+@dataclasses.dataclass(frozen=True)
+class _NodeName(ClusterConfig):
+    node_id: int = 0  # 0: not configured (ClusterConfig's default 1 would hide that)
+
+
+def standalone_node_meta(section: str = "registrar.cluster") -> dict[str, str]:
+    """Discovery metadata naming a registrar that runs no cluster (modes `none`,
+    `sql-only`) as a node, when `[registrar.cluster] node_id` is configured: MI `node_id`
+    at the gateway then asks that node alone. Nothing when it is not (no made-up id)."""
+    from shared.config import load_section
+
+    named = load_section(_NodeName, section)
+    if named.node_id <= 0:
+        return {}
+    return {"cluster_id": str(named.cluster_id), "cluster_node_id": str(named.node_id)}
 
 
 def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> None:
