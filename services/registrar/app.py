@@ -226,7 +226,8 @@ async def serve(config: RegistrarConfig) -> None:
         from services.registrar.cachedb import RedisLocationTable
 
         # Every binding lives in Redis: read per request, written before the answer.
-        sql_table = RedisLocationTable(config.cachedb_url, prefix=config.cachedb_prefix)
+        sql_table = RedisLocationTable(config.cachedb_url, prefix=config.cachedb_prefix,
+                                       ping_all=not config.ping_nated_only)
         writer = LocationWriter(sql_table, write_through=True)
     elif sql_only or config.write_mode != "none" or \
             config.restart_persistency == "load-from-sql":

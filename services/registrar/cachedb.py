@@ -8,7 +8,20 @@ Two small ports, each with an embedded backend and the real one (Redis, `redis.a
     - `{p}loc:{aor}`  hash, field = binding key, value = the binding as JSON;
     - `{p}aors`       set of AORs that may have bindings (empty hashes are dropped lazily);
     - `{p}exp`        sorted set, member = JSON [aor, key], score = expiry (+inf when
-                      permanent), so `purge` finds expired bindings without a scan.
+                      permanent), so `purge` finds expired bindings without a scan;
+    - `{p}ping:{n}`   the ping index: hash, field = JSON [aor, key], value = the binding,
+                      for the bindings NAT pinging wants (natted ones: a `received`
+                      address; every one with `ping_all`) whose AOR is in hash partition
+                      `n` (natping.partition_of, 0 <= n < 64).  Written in the same
+                      MULTI as `loc`, so it never disagrees with it.  A node's ping round
+                      reads only the partitions the cluster gives it
+                      (`load_partitions`: one HVALS per partition, no SCAN, no other
+                      AOR's key), instead of the whole table;
+    - `{p}pingidx`    which layout the ping index was built with ("64:nat"/"64:all"):
+                      `open()` rebuilds the index from the table when it differs (an
+                      upgrade, or ping_nated_only changed), so old bindings get pinged.
+  The connection names itself `sipmesh-registrar-<pid>` (CLIENT LIST shows which process
+  reads what).
   The embedded backend is SQLite (`persistence.SQLiteLocationTable`).
 * `AorDirectory` -- federation metadata for `federation-cachedb`: AOR -> the home SIP
   addresses (clusterer `sip_addr`) of the points of presence holding it, as OpenSIPS'
@@ -23,12 +36,14 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol
 
 import structlog
 
 from services.registrar.location import Binding
+from services.registrar.natping import PARTITIONS, partition_of
 
 
 def _encode(b: Binding) -> str:
@@ -51,7 +66,8 @@ def connect(url: str) -> Any:
     """A `redis.asyncio.Redis` for `url` (redis://host:port/db)."""
     import redis.asyncio as aioredis
 
-    return aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    return aioredis.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0,
+                                   client_name=f"sipmesh-registrar-{os.getpid()}")
 
 
 class _RedisBackend:
@@ -83,12 +99,63 @@ class _RedisBackend:
 
 
 class RedisLocationTable(_RedisBackend):
-    """`persistence.LocationTable` on Redis (see module doc for the key layout)."""
+    """`persistence.LocationTable` on Redis (see module doc for the key layout).
+
+    `ping_all` (OpenSIPS ping_nated_only = 0) puts every binding in the ping index, not
+    only the natted ones; every node of a deployment must agree on it."""
 
     not_open = "cachedb location table is not open"
 
+    def __init__(self, url: str, *, prefix: str = "sipmesh:ul:", client: Any = None,
+                 ping_all: bool = False) -> None:
+        super().__init__(url, prefix=prefix, client=client)
+        self.ping_all = ping_all
+        self.partitions = PARTITIONS
+
     def _loc(self, aor: str) -> str:
         return f"{self.prefix}loc:{aor}"
+
+    def _ping(self, aor: str) -> str:
+        return f"{self.prefix}ping:{partition_of(aor, self.partitions)}"
+
+    def _pinged(self, b: Binding) -> bool:
+        return self.ping_all or bool(b.received)
+
+    @property
+    def _layout(self) -> str:
+        return f"{self.partitions}:{'all' if self.ping_all else 'nat'}"
+
+    async def open(self) -> None:
+        await super().open()
+        built = await self.r.get(f"{self.prefix}pingidx")
+        if built is None or built.decode() != self._layout:
+            await self.rebuild_ping_index()
+
+    async def rebuild_ping_index(self) -> None:
+        """Rewrites the ping index from the table (once per layout change; a binding
+        written meanwhile by another node is rewritten by its next change at the latest,
+        and a stale entry only costs pings that go unanswered until the binding is
+        removed, which deletes the entry)."""
+        bindings = await self.load(0.0)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(*(f"{self.prefix}ping:{n}" for n in range(self.partitions)))
+        for b in bindings:
+            if self._pinged(b):
+                pipe.hset(self._ping(b.aor), json.dumps([b.aor, b.key]), _encode(b))
+        pipe.set(f"{self.prefix}pingidx", self._layout)
+        await pipe.execute()
+
+    async def load_partitions(self, partitions: Iterable[int], now: float) -> list[Binding]:
+        """The live bindings of the ping index in `partitions` (direct reads, one
+        HVALS per partition in one round trip)."""
+        parts = list(partitions)
+        if not parts:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for n in parts:
+            pipe.hvals(f"{self.prefix}ping:{n}")
+        return [b for values in await pipe.execute() for b in map(_decode, values)
+                if _alive(b, now)]
 
     async def load(self, now: float) -> list[Binding]:
         aors = sorted(a.decode() for a in await self.r.smembers(f"{self.prefix}aors"))
@@ -111,18 +178,26 @@ class RedisLocationTable(_RedisBackend):
                     ) -> None:
         pipe = self.r.pipeline(transaction=True)
         for aor, key in deletes:
+            member = json.dumps([aor, key])
             pipe.hdel(self._loc(aor), key)
-            pipe.zrem(f"{self.prefix}exp", json.dumps([aor, key]))
+            pipe.zrem(f"{self.prefix}exp", member)
+            pipe.hdel(self._ping(aor), member)
         for b in upserts:
-            pipe.hset(self._loc(b.aor), b.key, _encode(b))
+            member = json.dumps([b.aor, b.key])
+            data = _encode(b)
+            pipe.hset(self._loc(b.aor), b.key, data)
             pipe.sadd(f"{self.prefix}aors", b.aor)
-            pipe.zadd(f"{self.prefix}exp", {json.dumps([b.aor, b.key]):
-                                            b.expires if b.expires else math.inf})
+            pipe.zadd(f"{self.prefix}exp", {member: b.expires if b.expires else math.inf})
+            if self._pinged(b):
+                pipe.hset(self._ping(b.aor), member, data)
+            else:  # it may have been natted before (registered again from elsewhere)
+                pipe.hdel(self._ping(b.aor), member)
         await pipe.execute()
 
     async def replace_all(self, bindings: Iterable[Binding]) -> None:
         await self.clear()
         await self.write(list(bindings), [])
+        await self.r.set(f"{self.prefix}pingidx", self._layout)  # write() built the index
 
     async def load_aor(self, aor: str, now: float) -> list[Binding]:
         return [b for b in map(_decode, await self.r.hvals(self._loc(aor))) if _alive(b, now)]
@@ -135,9 +210,10 @@ class RedisLocationTable(_RedisBackend):
         for m in members:
             aor, key = json.loads(m)
             pipe.hdel(self._loc(aor), key)
+            pipe.hdel(self._ping(aor), m)
         pipe.zrem(f"{self.prefix}exp", *members)
         results = await pipe.execute()
-        return sum(int(x) for x in results[:-1])
+        return sum(int(x) for x in results[:-1:2])  # the `loc` deletions
 
     async def clear(self) -> None:
         """Deletes every key under the prefix (replace_all; tests clean up with it)."""

@@ -5,9 +5,15 @@ sipping_latency_flag, usrloc latency_event_min_us[_delta]).
 `NatPinger.due(bindings, now, mine)` runs once per `interval`: it first counts every ping
 still unanswered after `timeout` as lost, then builds one OPTIONS per binding to ping --
 natted ones only (a `received` address) unless `nated_only` is off, and only those
-`mine(aor)` says this node owns.  In a cluster each AOR is owned by exactly one node:
-`crc32(aor) % count == index` over the synced nodes (`ClusterNode.my_index`, OpenSIPS 2.4
-shared_pinging).
+`mine(aor)` says this node owns.  In a cluster each AOR is owned by exactly one node, by
+way of a fixed number of hash partitions (`PARTITIONS`): the AOR is in partition
+`crc32(aor) % PARTITIONS`, and partition `p` belongs to the node of index `p % count`
+over the synced nodes (`ClusterNode.my_index`, as OpenSIPS 2.4 shared_pinging; for a
+count dividing 64 that is `crc32(aor) % count` as before).  Every partition has exactly one
+owner, so every binding is pinged by exactly one node; with more nodes than partitions
+the extra nodes own none.  `full-sharing-cachedb` keeps the bindings to ping per partition
+in Redis (cachedb.py), so a node reads only its partitions (`owned_partitions`), never
+the whole table.
 
 The OPTIONS goes to the edge the binding registered through (its `socket`) with a Route
 set `<edge;lr>, <received;lr>`, so the edge sends it from the address the NAT pinhole was
@@ -76,9 +82,24 @@ class Answer:
     raise_event: bool
 
 
-def owner_index(aor: str, count: int) -> int:
-    """Which of `count` nodes pings `aor` (stable on every node: crc32, not hash())."""
-    return zlib.crc32(aor.encode()) % max(count, 1)
+PARTITIONS = 64  # every node must agree: the Redis ping index is laid out by it
+
+
+def partition_of(aor: str, partitions: int = PARTITIONS) -> int:
+    """The hash partition of `aor` (stable on every node: crc32, not hash())."""
+    return zlib.crc32(aor.encode()) % max(partitions, 1)
+
+
+def owner_index(aor: str, count: int, partitions: int = PARTITIONS) -> int:
+    """Which of `count` nodes pings `aor`: the owner of its partition."""
+    return partition_of(aor, partitions) % max(count, 1)
+
+
+def owned_partitions(index: int, count: int, partitions: int = PARTITIONS) -> list[int]:
+    """The partitions node `index` of `count` pings (none while it is not synced)."""
+    if index < 0 or count <= 0:
+        return []
+    return list(range(index, partitions, count))
 
 
 def edge_of(socket: str) -> tuple[str, int] | None:

@@ -1,10 +1,16 @@
 """The asyncio side of NAT pinging: a UDP socket, the ping timer, replies -> latency.
 
 Every `interval` seconds `PingRunner` asks the sans-IO `NatPinger` which bindings to ping
-(the ones this node owns: `ClusterNode.my_index` over capability `usrloc-contact-repl`),
+(the ones this node owns: the AOR's hash partition belongs to this node's index of
+`ClusterNode.my_index` over capability `usrloc-contact-repl`, natping.owner_index),
 sends each OPTIONS to its edge from one UDP socket of the registrar, and feeds answers
 back: the latency is stored on the binding, `E_UL_LATENCY_UPDATE` raised as the thresholds
 say, and bindings that missed `max_lost` pings in a row are removed (events, replication).
+
+What a round reads first: in `full-sharing-cachedb` only this node's partitions of the
+Redis ping index (`RedisLocationTable.load_partitions`), which become the working copy
+of the table for the round -- never the whole table; in `sql-only` the whole shared table
+(`UserLocation.refresh`); in the other modes nothing (the table is in memory).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 
 import structlog
 
-from services.registrar.natping import NatPinger, owner_index
+from services.registrar.cachedb import RedisLocationTable
+from services.registrar.location import Binding
+from services.registrar.natping import PARTITIONS, NatPinger, owned_partitions, owner_index
 from services.registrar.usrloc import CAPABILITY, UserLocation, contact_event_params
 from shared.sip import Response, SipParseError, parse_message
 
@@ -37,12 +45,35 @@ class PingRunner:
         self.transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def mine(self, aor: str) -> bool:
+    @property
+    def _partitions(self) -> int:
+        table = self.ul.sql_only
+        return table.partitions if isinstance(table, RedisLocationTable) else PARTITIONS
+
+    def share(self) -> tuple[int, int]:
+        """(this node's index, node count) for the split; (0, 1) without a cluster."""
         cluster = self.ul.cluster
         if cluster is None:
-            return True
+            return 0, 1
         index, count = cluster.my_index(CAPABILITY)
-        return index >= 0 and owner_index(aor, count) == index
+        return int(index), int(count)
+
+    def mine(self, aor: str) -> bool:
+        index, count = self.share()
+        return index >= 0 and owner_index(aor, count, self._partitions) == index
+
+    async def read(self) -> None:
+        """The round's working copy of the table (see the module doc)."""
+        table = self.ul.sql_only
+        if not isinstance(table, RedisLocationTable):
+            await self.ul.refresh()  # sql-only: the shared table; else a no-op
+            return
+        index, count = self.share()
+        records: dict[str, list[Binding]] = {}
+        for b in await table.load_partitions(
+                owned_partitions(index, count, table.partitions), self.ul.clock()):
+            records.setdefault(b.aor, []).append(b)
+        self.ul.location.records = records
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -56,24 +87,27 @@ class PingRunner:
         while True:
             await asyncio.sleep(self.pinger.config.interval)
             try:
-                # sql-only / full-sharing-cachedb: the shared table is the truth; read it
-                # (this node then pings only its own share of it), write removals back.
-                await self.ul.refresh()
-                self.tick()
-                if self.ul.sql_only is not None:
-                    await self.ul.flush()
+                await self.round()
             except Exception:
                 self.log.exception("natping_failed")
 
-    def tick(self) -> None:
+    async def round(self) -> None:
+        # sql-only / full-sharing-cachedb: the shared table is the truth; read it
+        # (cachedb: only this node's share), write removals and latencies back.
         ul = self.ul
+        await self.read()
         pings = self.pinger.due(list(ul.location.bindings()), ul.clock(), self.mine)
         if self.transport is not None:
             for ping in pings:
                 self.transport.sendto(ping.data, (ping.edge_host, ping.edge_port))
         for aor, key in self.pinger.dead():
+            # The AOR's every binding first (shared table; a no-op in memory): the round
+            # read only the pinged ones, and the AOR is gone only with its last binding.
+            await ul.refresh(aor)
             if ul.remove_contact(aor, key):
                 self.log.info("natping_contact_removed", aor=aor, key=key)
+        if ul.sql_only is not None:
+            await ul.flush()
 
     def received(self, data: bytes) -> None:
         try:

@@ -169,6 +169,60 @@ def test_full_sharing_cachedb_each_natted_binding_pinged_by_exactly_one_node(
         stop_all(edge, second, first)
 
 
+def test_full_sharing_cachedb_ping_rounds_read_only_the_nodes_own_partitions(
+        store: Path, prefix: str, tmp_path: Path) -> None:
+    # Redis MONITOR over 3 s of pinging (each node's connection named after its pid):
+    # node 1 (index 0 of 2) reads the ping index partitions 0, 2, ..., 62 and node 2 the
+    # odd ones, one HVALS each per round; neither reads the whole table (the AOR set or
+    # any AOR's bindings) -- and still every natted binding is pinged once per round.
+    ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
+            "max_pings_lost": "100000"}
+    users = [f"part{i}" for i in range(12)]
+    for user in users:
+        add_user(store, f"{user}@127.0.0.1", "pw")
+    mode = "full-sharing-cachedb"
+    first = start_registrar(store, env(mode, prefix, 1, **ping))
+    second = start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping))
+    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    client = redis.Redis.from_url(REDIS)
+    log = tmp_path / "monitor.log"
+    watcher = None
+    try:
+        wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
+        register_natted(tmp_path, edge, users, "pw")
+        assert len(aors(second)) == len(users)
+        with log.open("w") as out:
+            watcher = subprocess.Popen(["redis-cli", "-u", REDIS, "monitor"], stdout=out)
+            wait_until(lambda: log.read_text().startswith("OK"), 10, "MONITOR running")
+            assert_pinged_once_per_round(first, second, len(users))
+            names = {c["addr"]: c["name"] for c in client.client_list()}
+            watcher.terminate()
+            watcher.wait(10)
+        node_of = {f"sipmesh-registrar-{r.proc.pid}": n for n, r in ((1, first), (2, second))}
+        reads: dict[int, set[int]] = {1: set(), 2: set()}
+        rounds: dict[int, int] = {1: 0, 2: 0}
+        for line in log.read_text().splitlines():
+            if prefix not in line:
+                continue
+            addr = line.split("[", 1)[1].split("]", 1)[0].split()[1]
+            node = node_of[names[addr]]
+            command, *args = line.split('"')[1::2]
+            assert command.upper() not in ("SMEMBERS", "SCAN", "KEYS"), line
+            assert not (command.upper() in ("HVALS", "HGETALL", "HGET")
+                        and args[0].startswith(f"{prefix}loc:")), line
+            if command.upper() == "HVALS":
+                reads[node].add(int(args[0].removeprefix(f"{prefix}ping:")))
+                rounds[node] += args[0] == f"{prefix}ping:{node - 1}"
+        assert reads == {1: set(range(0, 64, 2)), 2: set(range(1, 64, 2))}
+        assert rounds[1] >= 5 and rounds[2] >= 5, rounds
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(5)
+        client.close()
+        stop_all(edge, second, first)
+
+
 # -- federation-cachedb --------------------------------------------------------------------
 
 def test_federation_replicates_inside_a_pop_and_routes_calls_across_pops(
