@@ -1,9 +1,13 @@
 """Proxy authentication (RFC 3261 §22.3) for sources outside the trusted networks.
 
-Stateless nonces: `<issued-at hex>-<random>.<HMAC(secret, issued-at-random)>`, so any
-worker holding the same secret can verify a nonce without remembering it, and a nonce older than
-`nonce_ttl` earns a fresh challenge with `stale=true` instead of a rejection (RFC 7616
-§3.3).  The clock is injected.
+Stateless nonces: `<issued-at>-<slot>-<generation>-<instance>.<MAC>` (hex numbers; MAC =
+keyed BLAKE2b of the part before the dot with the edge's secret), so any worker holding the
+same secret can verify a nonce without remembering it, and a nonce older than `nonce_ttl`
+earns a fresh challenge with `stale=true` instead of a rejection (RFC 7616 §3.3).  `slot`
+and `generation` come from the nonce-count table (below); `instance` is random per
+authenticator, so edges sharing a secret never hand out the same nonce.  The clock is
+injected.  The MAC is a copy of a keyed BLAKE2b state (one C call, ~0.4 us) rather than
+`hmac.new` per nonce (~1.7 us): nonce() runs once per challenge, at REGISTER rate.
 
 Two credential sources: the static `[edge].users` list (`name:password`, realm
 `[edge].realm`, checked by the synchronous `authenticate`), and the registrar's subscriber
@@ -13,10 +17,12 @@ HA1-based verification handles MD5, SHA-256 and SHA-512-256 with or without `-se
 (RFC 7616 §3.4.1, RFC 8760).
 
 Replay protection: with qop, a nonce-count (`nc`) must grow for each use of a nonce
-(RFC 7616 §3.4); the highest count seen per nonce is remembered until the nonce expires
-(bounded table), so a captured request replayed with the same nc is challenged again.
-The table is per edge worker: a replay sent to another worker of the same edge is caught
-only by the nonce expiry.
+(RFC 7616 §3.4).  The highest count per nonce lives in the nonce's slot of a
+`services.edge.nonce_counts` table: in-process for a one-worker edge, in shared memory
+for all the workers of an edge, so a captured request replayed with the same nc is
+challenged again whichever worker receives it.  A nonce whose slot was taken over by a
+newer one gets a `stale=true` challenge.  Credentials without qop (RFC 2069) carry no
+count: only the nonce expiry limits their replay.
 """
 
 from __future__ import annotations
@@ -24,46 +30,63 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from services.edge.nonce_counts import LocalNonceCounts, NonceCounts, Verdict
 from shared.sip import DigestChallenge, DigestCredentials, SipParseError, parse_credentials
 
 if TYPE_CHECKING:
     from shared.sip import Request
 
+# (credentials, 'ok' or 'stale', slot, generation) of one offered Authorization value
+_Offer = tuple[DigestCredentials, str, int, int]
+
 
 class ProxyAuthenticator:
     def __init__(self, realm: str, users: Mapping[str, str], secret: bytes,
-                 clock: Callable[[], float], nonce_ttl: float = 300.0) -> None:
+                 clock: Callable[[], float], nonce_ttl: float = 300.0,
+                 counts: NonceCounts | None = None) -> None:
+        if not secret:
+            raise ValueError("the nonce secret must not be empty")
         self.realm = realm
         self.users = dict(users)
-        self.secret = secret
         self.clock = clock
         self.nonce_ttl = nonce_ttl
-        self._counts: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self.max_tracked = 200_000
+        self.counts: NonceCounts = counts or LocalNonceCounts(int(clock()))
+        # BLAKE2b takes keys up to 64 bytes; a longer secret is hashed down to one.
+        key = secret if len(secret) <= 64 else hashlib.blake2b(secret).digest()
+        self._mac = hashlib.blake2b(key=key, digest_size=16)
+        self._instance = os.urandom(4).hex()
 
-    def _sign(self, issued: str) -> str:
-        return hmac.new(self.secret, issued.encode(), hashlib.sha256).hexdigest()[:32]
+    def _sign(self, body: str) -> str:
+        mac = self._mac.copy()
+        mac.update(body.encode())
+        return mac.hexdigest()
 
     def nonce(self) -> str:
-        # A random part makes every challenge's nonce unique (two phones challenged in
-        # the same second must not share a nonce: nonce-counts are tracked per nonce).
-        issued = f"{int(self.clock()):x}-{os.urandom(6).hex()}"
-        return f"{issued}.{self._sign(issued)}"
+        # Every challenge gets its own slot/generation: nonce-counts are tracked per nonce,
+        # so two phones challenged in the same second must not share one.
+        slot, generation = self.counts.issue()
+        body = f"{int(self.clock()):x}-{slot:x}-{generation:x}-{self._instance}"
+        return f"{body}.{self._sign(body)}"
 
-    def _nonce_state(self, nonce: str) -> str:
-        """'ok', 'stale' or 'bad'."""
-        issued, _, mac = nonce.partition(".")
-        if not hmac.compare_digest(mac, self._sign(issued)):
-            return "bad"
+    def _nonce_state(self, nonce: str) -> tuple[str, int, int]:
+        """('ok', 'stale' or 'bad', slot, generation)."""
+        body, _, mac = nonce.partition(".")
+        # compare_digest refuses non-ASCII str: such a MAC is simply not ours.
+        if not mac.isascii() or not hmac.compare_digest(mac, self._sign(body)):
+            return "bad", 0, 0
         try:
-            age = self.clock() - int(issued.partition("-")[0], 16)
-        except ValueError:
-            return "bad"
-        return "ok" if 0 <= age <= self.nonce_ttl else "stale"
+            issued_at, slot_at, generation_at, _ = body.split("-")
+            issued, slot = int(issued_at, 16), int(slot_at, 16)
+            generation = int(generation_at, 16)
+        except ValueError:  # signed by us, so only a nonce of another format gets here
+            return "bad", 0, 0
+        age = self.clock() - issued
+        if not 0 <= age <= self.nonce_ttl or issued < self.counts.epoch:
+            return "stale", slot, generation
+        return "ok", slot, generation
 
     def challenge(self, stale: bool = False, *, realm: str | None = None,
                   algorithm: str = "MD5") -> str:
@@ -75,31 +98,21 @@ class ProxyAuthenticator:
         """One challenge per algorithm, preferred first (RFC 8760 §2.4)."""
         return [self.challenge(stale, realm=realm, algorithm=a) for a in algorithms]
 
-    def _fresh_count(self, nonce: str, nc: str | None) -> bool:
-        """True when `nc` is higher than any count seen with `nonce` (and remembers it)."""
+    def _count(self, slot: int, generation: int, nc: str | None) -> Verdict:
+        """Whether `nc` is higher than any count seen with the nonce (and remember it)."""
         if nc is None:
-            return True  # RFC 2069 credentials carry no count: only the nonce expiry holds
+            return "ok"  # RFC 2069 credentials carry no count: only the nonce expiry holds
+        if len(nc) > 16:
+            return "bad"
         try:
             count = int(nc, 16)
         except ValueError:
-            return False
-        now = self.clock()
-        counts = self._counts
-        while counts:
-            oldest, (_, seen_at) = next(iter(counts.items()))
-            if now - seen_at <= self.nonce_ttl and len(counts) < self.max_tracked:
-                break
-            counts.pop(oldest)
-        previous = counts.get(nonce)
-        if previous is not None and count <= previous[0]:
-            return False
-        counts[nonce] = (count, previous[1] if previous else now)
-        return True
+            return "bad"
+        return self.counts.advance(slot, generation, count)
 
-    def _offered(self, request: Request, header: str,
-                 realm: str) -> Iterator[tuple[DigestCredentials, str]]:
-        """(credentials, 'ok' or 'stale') for each parseable `header` value of `realm`
-        whose nonce is ours; the others are skipped."""
+    def _offered(self, request: Request, header: str, realm: str) -> Iterator[_Offer]:
+        """(credentials, 'ok' or 'stale', slot, generation) for each parseable `header`
+        value of `realm` whose nonce is ours; the others are skipped."""
         for value in request.get_all(header):
             try:
                 creds = parse_credentials(value, header)
@@ -107,9 +120,16 @@ class ProxyAuthenticator:
                 continue
             if creds.realm != realm:
                 continue  # for another realm (another proxy further on, §22.3)
-            state = self._nonce_state(creds.nonce)
+            state, slot, generation = self._nonce_state(creds.nonce)
             if state != "bad":
-                yield creds, state
+                yield creds, state, slot, generation
+
+    def _use(self, offer: _Offer) -> Verdict:
+        """The verdict on verified credentials: expiry first, then the nonce-count."""
+        creds, state, slot, generation = offer
+        if state == "stale":
+            return "stale"
+        return self._count(slot, generation, creds.nc)
 
     async def verify(
         self, request: Request, header: str, realm: str,
@@ -118,7 +138,8 @@ class ProxyAuthenticator:
         """(user, stale) for credentials of `realm` in `header`, checked against the HA1
         that `ha1_of(username, algorithm, fresh)` returns (None: unknown user)."""
         stale = False
-        for creds, state in self._offered(request, header, realm):
+        for offer in self._offered(request, header, realm):
+            creds = offer[0]
             ha1 = await ha1_of(creds.username, creds.algorithm, False)
             if ha1 is None:
                 continue
@@ -127,29 +148,26 @@ class ProxyAuthenticator:
                 if fresh is None or fresh == ha1 or not _check_ha1(
                         creds, fresh, request.method, request.body):
                     continue
-            if state == "stale":
-                stale = True
-                continue
-            if not self._fresh_count(creds.nonce, creds.nc):
-                continue  # a replayed nonce-count
-            return creds.username, False
+            verdict = self._use(offer)
+            if verdict == "ok":
+                return creds.username, False
+            stale = stale or verdict == "stale"  # else a replayed nonce-count
         return None, stale
 
     def authenticate(self, request: Request) -> tuple[str | None, bool]:
         """(user, stale): the authenticated user name, or None and whether to say stale."""
         stale = False
-        for creds, state in self._offered(request, "Proxy-Authorization", self.realm):
+        for offer in self._offered(request, "Proxy-Authorization", self.realm):
+            creds = offer[0]
             password = self.users.get(creds.username)
             if password is None:
                 continue
             if not creds.verify(password, request.method, request.body):
                 continue
-            if state == "stale":
-                stale = True
-                continue
-            if not self._fresh_count(creds.nonce, creds.nc):
-                continue  # a replayed nonce-count
-            return creds.username, False
+            verdict = self._use(offer)
+            if verdict == "ok":
+                return creds.username, False
+            stale = stale or verdict == "stale"  # else a replayed nonce-count
         return None, stale
 
     def consume(self, request: Request, realm: str | None = None) -> None:
