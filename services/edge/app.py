@@ -11,6 +11,8 @@ SO_REUSEPORT and supervises them.
 With several workers each one also binds a private UDP port and writes it in its Via: the
 kernel spreads datagrams arriving on the shared port by source address, so responses from
 downstream must come back to the private port of the worker that holds the transaction.
+The supervisor also creates the nonce-count table all its workers map
+(`services.edge.nonce_counts`), so a replayed digest is refused by every worker.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
 from services.edge.gc_policy import tune_collector
+from services.edge.nonce_counts import NonceCounts, SharedNonceCounts, create_segment
 from services.edge.routing import RouterSetup, load_router
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
@@ -75,8 +78,10 @@ class EdgeApp:
     def __init__(self, config: EdgeConfig, *, counters: EdgeCounters | None = None,
                  services: dict[str, Any] | None = None, private_port: bool = False,
                  exec_threshold: int = 0,
-                 on_slow: Callable[[str, int, str], object] | None = None) -> None:
+                 on_slow: Callable[[str, int, str], object] | None = None,
+                 nonce_counts: NonceCounts | None = None) -> None:
         self.config = config
+        self.nonce_counts = nonce_counts  # None: this worker's own table (one-worker edge)
         self.log = structlog.get_logger("edge")
         self.counters = counters or EdgeCounters()
         self.services = services or {}
@@ -102,7 +107,8 @@ class EdgeApp:
         self._loop = loop
         config = self.config
         secret = config.auth_secret.encode() or os.urandom(32)
-        auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time)
+        auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time,
+                                  counts=self.nonce_counts)
         self.services.setdefault("auth", auth)  # the default routing's digest checks
         self.services.setdefault("tcp", self.tcp)  # CRLF keep-alives asked by the registrar
         setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
@@ -351,6 +357,19 @@ def _config_from_args(args: argparse.Namespace) -> EdgeConfig:
     return load_config(args.config, **overrides)
 
 
+# Set by _supervise for its workers: the shared nonce-count table and the worker's index.
+NONCE_TABLE_ENV = "SIPMESH_EDGE_NONCE_TABLE"
+WORKER_INDEX_ENV = "SIPMESH_EDGE_WORKER_INDEX"
+
+
+def _worker_nonce_counts(env: dict[str, str]) -> SharedNonceCounts | None:
+    """The supervisor's shared nonce-count table, when this process is one of its workers."""
+    path = env.get(NONCE_TABLE_ENV)
+    if not path:
+        return None
+    return SharedNonceCounts(path, int(env.get(WORKER_INDEX_ENV, "0")))
+
+
 async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     """Run one worker inside the service runtime until SIGTERM."""
     from shared.config import load_section
@@ -375,10 +394,11 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         timeout=config.registrar_timeout, register_auth=config.register_auth,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency)
+    nonce_counts = _worker_nonce_counts(dict(os.environ))
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar},
                   exec_threshold=runtime.events_config.exec_threshold,
-                  on_slow=runtime.report_slow)
+                  on_slow=runtime.report_slow, nonce_counts=nonce_counts)
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
@@ -400,6 +420,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     async def _stop() -> None:
         await app.stop()
         await registrar.close()
+        if nonce_counts is not None:
+            nonce_counts.close()
 
     started = asyncio.Event()
 
@@ -433,18 +455,28 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
     env["SIPMESH_EDGE_WORKERS"] = "1"
     # One nonce secret for all workers: a challenge from one is answered to another.
     env["SIPMESH_EDGE_AUTH_SECRET"] = config.auth_secret or os.urandom(32).hex()
+    # One nonce-count table for all workers (services/edge/nonce_counts.py), so a replay
+    # sent to another worker is refused too.  Each worker issues nonces from its own slots.
+    table = create_segment(int(time.time()), config.workers)
+    env[NONCE_TABLE_ENV] = table
     cmd = [sys.executable, "-m", "services.edge", "--private-port"]
     if args.config:
         cmd += ["--config", args.config]
     for item in listen:
         cmd += ["--listen", item]
-    children = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-                for _ in range(config.workers)]
-    for child in children:
-        assert child.stdout is not None
-        line = child.stdout.readline()  # the worker's "edge ready" line
-        if line:
-            print(line.strip(), flush=True)
+    try:
+        children = [subprocess.Popen(cmd, env={**env, WORKER_INDEX_ENV: str(index)},
+                                     stdout=subprocess.PIPE, text=True)
+                    for index in range(config.workers)]
+        for child in children:
+            assert child.stdout is not None
+            line = child.stdout.readline()  # the worker's "edge ready" line
+            if line:
+                print(line.strip(), flush=True)
+    finally:
+        # A ready worker has the table mapped: the name is no longer needed, and once the
+        # workers are up nothing is left in /dev/shm however the edge ends later.
+        os.unlink(table)
     for sock in probes:
         sock.close()
     print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
