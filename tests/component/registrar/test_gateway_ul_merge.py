@@ -148,3 +148,29 @@ async def test_a_contact_seen_at_two_cseqs_is_shown_once_in_its_newer_state(
                 started(node(mesh.discovery, ahead, 2)):
             assert dumped(await call(mesh.client, "ul_dump")) == {
                 "alice@example.com": [("sip:alice@10.0.0.1", "c1", 2)]}
+
+
+def test_merge_keeps_what_it_does_not_understand_and_declines_other_shapes() -> None:
+    from gateway.merging import merge_ul_dump, merge_ul_show_contact, unite_contacts
+
+    # Another service's command of the same name: the router merges it generically.
+    assert merge_ul_dump([{"Contacts": ["a"]}, {"Domains": []}]) is None
+    assert merge_ul_show_contact([{"AOR": "a@x", "Contacts": []}, ["odd"]]) is None
+    # Inside a table: an AOR entry or contact without the expected keys is kept as is.
+    one = {"Domains": [{"name": "location", "hash_size": 512, "AORs": [
+        {"AOR": "a@x", "Contacts": [{"Contact": "sip:a@h", "Callid": "c", "Cseq": 1,
+                                     "Expires": 30}, {"Contact": "sip:nocallid@h"}]},
+        {"weird": True}]}]}
+    two = {"Domains": [{"name": "location", "hash_size": 512, "AORs": [
+        {"AOR": "a@x", "Contacts": [{"Contact": "sip:a@h", "Callid": "c", "Cseq": 1,
+                                     "Expires": "permanent"}]}]}]}
+    [domain] = merge_ul_dump([one, two])["Domains"]
+    assert domain["AORs"] == [
+        {"AOR": "a@x", "Contacts": [{"Contact": "sip:a@h", "Callid": "c", "Cseq": 1,
+                                     "Expires": "permanent"}, {"Contact": "sip:nocallid@h"}]},
+        {"weird": True}]
+    # Same CSeq: the later expiry wins; an expired view loses to a live one.
+    seen = unite_contacts([[{"Contact": "u", "Callid": "c", "Cseq": 2, "Expires": 10}],
+                           [{"Contact": "u", "Callid": "c", "Cseq": 2, "Expires": "expired"}],
+                           [{"Contact": "u", "Callid": "c", "Cseq": 2, "Expires": 50}]])
+    assert seen == [{"Contact": "u", "Callid": "c", "Cseq": 2, "Expires": 50}]
