@@ -508,6 +508,10 @@ class ProxyCore:
         else:
             # Rewritten in place: one header line replaced, the others shared with `base`.
             request.set_header("Max-Forwards", str(mf - 1))
+        # A preloaded route set (RFC 3327 §5.3: the binding's Path) goes on top, in order,
+        # so the branch is sent to its first hop as any Route (§16.6 steps 6-7).
+        for value in reversed(target.route):
+            request.add_header("Route", value)
         try:
             next_hop = self._next_hop(request, target, ctx.source.interface.transport)
         except SipParseError:

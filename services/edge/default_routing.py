@@ -11,10 +11,12 @@
   it and answers with the registrar's status and headers (200 listing the bindings).
 - Other requests for a local domain: a static route (`user@domain`, `user` or `domain`
   key in `[edge].static_routes`) wins; else the registrar's Lookup: one parallel branch per
-  binding, highest q first, sent to the binding's `received` (NAT) or Path when it has
-  one; 404 no such user, 480 no binding (allowing the method).  Without a registrar, no
-  static route means 404.  A caller outside the trusted networks whose From is a local
-  domain must authenticate (407, realm = the From domain): local users cannot be spoofed.
+  binding, highest q first, sent to the binding's `received` (NAT) when it has one; a
+  binding with a Path (RFC 3327 §5.3) gets every Path value, in order, as a Route header
+  field and goes to the first Path hop (which wins over `received`); 404 no such user,
+  480 no binding (allowing the method).  Without a registrar, no static route means 404.
+  A caller outside the trusted networks whose From is a local domain must authenticate
+  (407, realm = the From domain): local users cannot be spoofed.
 - Requests for any other domain are relayed only from a trusted source ([edge].trusted,
   loopback by default) or for an authenticated user: static `[edge].users` (realm
   `[edge].realm`) or a subscriber (realm = From domain) after a 407 challenge
@@ -186,7 +188,10 @@ async def _to_local_user(request: Request, ctx: RouteContext, registrar: Any) ->
     elif any(b.federated for b in branches):
         ctx.add_header(FEDERATED, "1")
     for branch in branches:
-        ctx.forward(branch.uri, next_hop=branch.next_hop or None)
+        # RFC 3327 §5.3: the Request-URI is the contact and the Path values, in order, are
+        # the Route set; the branch goes to the first Path hop (which also wins over the
+        # NAT `received` address: that is the outbound proxy's).
+        ctx.forward(branch.uri, next_hop=branch.next_hop or None, route=branch.path)
 
 
 async def _relay_authenticated(request: Request, ctx: RouteContext, registrar: Any) -> None:

@@ -55,6 +55,7 @@ class LookupBranch:
     next_hop: str
     q: float
     federated: bool = False  # to another point of presence (federation-cachedb)
+    path: tuple[str, ...] = ()  # RFC 3327 Path values, in order: the branch's Route set
 
 
 class RegistrarUnavailable(Exception):
@@ -281,7 +282,7 @@ class RegistrarClient:
         reply = await self._call("Lookup", pb.LookupRequest(
             aor=aor, method=method, max_latency_us=self.max_latency_us,
             by_latency=self.by_latency, federated=federated), retry=True)
-        return reply.status, [LookupBranch(b.uri, b.next_hop, b.q, b.federated)
+        return reply.status, [LookupBranch(b.uri, b.next_hop, b.q, b.federated, tuple(b.path))
                               for b in reply.branches]
 
     async def credentials(self, username: str, domain: str, *,

@@ -8,9 +8,13 @@ The module defines up to three hooks (only `request_route` is required):
 
 `request_route` runs once per new request (after the proxy's own §16.3 checks and §16.4
 route preprocessing).  It decides through the context: `ctx.forward(uri)` (call it several
-times to fork in parallel), `ctx.reply(code)`, `ctx.record_route()`, header edits on
-`ctx.request`, and `ctx.set_failure_route(hook)` to get called when every branch failed
-(serial forking, failover). An async hook may call out with `await
+times to fork in parallel; `next_hop=` sends the branch elsewhere than its Request-URI, as
+OpenSIPS $du; `route=[...]` preloads a route set, e.g. a binding's RFC 3327 Path: the
+values become Route header fields on top of the branch, in order, and the branch goes to
+the first one - loose routing, or the §16.6 step 6 fix-up when that hop is a strict
+router; a route set wins over `next_hop`), `ctx.reply(code)`, `ctx.record_route()`,
+header edits on `ctx.request`, and `ctx.set_failure_route(hook)` to get called when every
+branch failed (serial forking, failover). An async hook may call out with `await
 ctx.jsonrpc_request(dest, method, params)` / `ctx.jsonrpc_notification(...)` (OpenSIPS's
 jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome codes).
 `reply_route` sees every response before it is relayed.
@@ -56,11 +60,13 @@ class RouterSetup:
 
 @dataclass(slots=True)
 class Target:
-    """One branch to create: the Request-URI, and optionally a next hop that overrides it."""
+    """One branch to create: the Request-URI, and optionally a next hop that overrides it
+    or a preloaded route set (Route values, first hop first) that overrides both."""
 
     uri: str
     next_hop: str | None = None  # like OpenSIPS $du: send here, keep the Request-URI
     transport: str | None = None
+    route: tuple[str, ...] = ()  # e.g. RFC 3327 Path: Route header fields, in order
 
 
 class RouteContext:
@@ -162,9 +168,18 @@ class RouteContext:
 
     # -- decisions ---------------------------------------------------------------------------
     def forward(self, uri: str | None = None, *, next_hop: str | None = None,
-                transport: str | None = None) -> None:
-        """Add a branch to `uri` (default: the current Request-URI). Call again to fork."""
-        self.targets.append(Target(uri or self.request.uri, next_hop, transport))
+                transport: str | None = None, route: Sequence[str] = ()) -> None:
+        """Add a branch to `uri` (default: the current Request-URI). Call again to fork.
+
+        `route`: Route values (`<sip:p1@host;lr>`, first hop first) put on top of the
+        branch's Route header fields; the branch is sent to the first of them.
+        """
+        if isinstance(route, str):  # one value is a one-hop route, not its characters
+            route = (route,)
+        for value in route:
+            if not value.strip() or "\r" in value or "\n" in value or "\0" in value:
+                raise ValueError(f"bad Route value {value!r}")
+        self.targets.append(Target(uri or self.request.uri, next_hop, transport, tuple(route)))
 
     def reply(self, status: int, reason: str | None = None,
               headers: Sequence[tuple[str, str]] = ()) -> None:

@@ -125,9 +125,18 @@ class Binding:
         return ("0." + f"{self.q:03d}").rstrip("0").rstrip(".") or "0"
 
     def next_hop(self) -> str:
-        """Where requests for this binding are sent first: NAT address, else Path."""
+        """Where requests for this binding are sent first: the first Path hop, else the NAT
+        address (RFC 3327 §5.3: with a Path, `received` is the outbound proxy's address).
+
+        The whole Path vector goes with the branch as its Route set (`path`); this is the
+        hop alone, for a client that does not use the route.  A Path value that does not
+        parse gives "" rather than failing the lookup: the branch fails on its Route.
+        """
         if self.path:
-            return _route_uri(self.path[0])
+            try:
+                return _route_uri(self.path[0])
+            except SipParseError:
+                return ""
         return self.received
 
     def contact_value(self, now: float) -> str:

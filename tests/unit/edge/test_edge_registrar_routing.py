@@ -41,7 +41,8 @@ class InProcessRegistrar:
                      ) -> tuple[int, list[LookupBranch]]:
         found = self.location.lookup(aor, method, self.now)
         if found:
-            return 200, [LookupBranch(b.uri, b.next_hop(), b.q / 1000) for b in found]
+            return 200, [LookupBranch(b.uri, b.next_hop(), b.q / 1000, path=b.path)
+                         for b in found]
         return (480 if aor.split("@")[0] in self.users else 404), []
 
     async def credentials(self, username: str, domain: str, *,
