@@ -172,13 +172,17 @@ class RouteContext:
         """Add a branch to `uri` (default: the current Request-URI). Call again to fork.
 
         `route`: Route values (`<sip:p1@host;lr>`, first hop first) put on top of the
-        branch's Route header fields; the branch is sent to the first of them.
+        branch's Route header fields; the branch is sent to the first of them.  A bare URI
+        (`sip:p1@host;lr`) is put in angle brackets, so its `;lr` stays a URI parameter.
         """
         if isinstance(route, str):  # one value is a one-hop route, not its characters
             route = (route,)
-        for value in route:
-            if not value.strip() or "\r" in value or "\n" in value or "\0" in value:
-                raise ValueError(f"bad Route value {value!r}")
+        if route:
+            for value in route:
+                if not value.strip() or "\r" in value or "\n" in value or "\0" in value:
+                    raise ValueError(f"bad Route value {value!r}")
+            # Without brackets, `;lr` would parse as a header parameter: a strict router.
+            route = tuple(v if "<" in v else f"<{v.strip()}>" for v in route)
         self.targets.append(Target(uri or self.request.uri, next_hop, transport, tuple(route)))
 
     def reply(self, status: int, reason: str | None = None,

@@ -101,6 +101,14 @@ def test_one_string_is_a_one_hop_route() -> None:
     assert port == 5071 and fwd.get_all("Route") == [P1]
 
 
+def test_bare_uri_is_bracketed_so_lr_stays_a_uri_parameter() -> None:
+    h = Harness(Preloaded(["sip:p1@127.0.0.1:5071;lr", P2]))
+    [(port, fwd)] = requests_sent(h.feed(invite("sip:bob@example.com")))
+    # Loose routing to p1: the contact stays the Request-URI (no strict-router fix-up).
+    assert port == 5071 and fwd.uri == CONTACT
+    assert fwd.get_all("Route") == [P1, P2]
+
+
 def test_route_value_that_does_not_parse_fails_the_branch_not_the_proxy() -> None:
     h = Harness(Preloaded(["garbage"]))
     sends = h.feed(invite("sip:bob@example.com"))
