@@ -367,24 +367,43 @@ class ProxyCore:
             self._route(ctx, now, out, lambda n: self._forward_stateless(ctx, loop_hash, n))
             return
 
+        # The routing hook runs before the server transaction exists, so that a reply it
+        # asks to send statelessly (§8.2.7: a challenge, typically) leaves no state behind:
+        # no transaction kept for Timer J, a retransmission simply runs the hook again.
+        # An awaitable it returns has not started yet: the transaction is in place before
+        # any retransmission can arrive.
+        result = self._request_route(ctx)
+        if ctx.reply_stateless and ctx.reply_status is not None and result is None:
+            self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason, out,
+                                  headers=ctx.reply_headers, via=via)
+            return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
         context = ResponseContext(server, request, source, ctx)
         server.owner = context
         self._run_events(events, now, out)
-        self._route(ctx, now, out, lambda n: self._after_route(context, loop_hash, n))
+        self._continue(ctx, result, now, out,
+                       lambda n: self._after_route(context, loop_hash, n))
 
-    def _route(self, ctx: RouteContext, now: float, out: list[Output],
-               then: Callable[[float], list[Output]]) -> None:
-        """Run request_route; continue at once, or after the awaitable it returned."""
+    def _request_route(self, ctx: RouteContext) -> object:
+        """Run request_route; a routing script bug answers 500 instead of raising."""
         try:
-            result = self.router.request_route(ctx.request, ctx)
+            return self.router.request_route(ctx.request, ctx)
         except Exception as exc:  # a routing script bug must not take the proxy down
             self.log("route.error", hook="request_route", error=repr(exc),
                      call_id=ctx.request.call_id)
             ctx.targets.clear()
             ctx.reply(500, "Routing Error")
-            result = None
+            return None
+
+    def _route(self, ctx: RouteContext, now: float, out: list[Output],
+               then: Callable[[float], list[Output]]) -> None:
+        """Run request_route; continue at once, or after the awaitable it returned."""
+        self._continue(ctx, self._request_route(ctx), now, out, then)
+
+    @staticmethod
+    def _continue(ctx: RouteContext, result: object, now: float, out: list[Output],
+                  then: Callable[[float], list[Output]]) -> None:
         if is_awaitable(result):
             out.append(Await(result, then, ctx.request.call_id))  # type: ignore[arg-type]
             return
@@ -866,16 +885,21 @@ class ProxyCore:
         self.counters.reply_out(response.status)
         self._run_events(self.layer.respond(server, response, now), now, out)
 
-    def _reply_stateless(self, request: Request, source: Source, status: int, reason: str,
-                         out: list[Output]) -> None:
+    def _reply_stateless(self, request: Request, source: Source, status: int,
+                         reason: str | None, out: list[Output], *,
+                         headers: Iterable[tuple[str, str]] = (), via: Any = None) -> None:
+        """Answer without a transaction (§8.2.7).  The To tag is derived from the request,
+        so a retransmission gets the same answer.  Without `via` (the request's may be
+        malformed) the answer goes back to the source address."""
         try:
-            response = make_response(request, status, reason, to_tag=self._tag(request))
+            response = make_response(request, status, reason, to_tag=self._tag(request),
+                                     headers=headers)
             data = response.serialize()
         except SipParseError:
-            data = answer_malformed(request.serialize(), status, reason) or b""
+            data = answer_malformed(request.serialize(), status, reason or "") or b""
         if data:
             self.counters.reply_out(status)
-            out.append(Send(data, self._reply_destination(source, None)))
+            out.append(Send(data, self._reply_destination(source, via)))
 
     @staticmethod
     def _tag(request: Request) -> str | None:

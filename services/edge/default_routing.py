@@ -133,7 +133,19 @@ async def _digest(request: Request, ctx: RouteContext, registrar: Any, domain: s
     return str(user)
 
 
-async def _register(request: Request, ctx: RouteContext, registrar: Any) -> None:
+def _register(request: Request, ctx: RouteContext, registrar: Any) -> Awaitable[None] | None:
+    if registrar.register_auth and not request.has("Authorization"):
+        # The first REGISTER of every refresh carries no credentials: challenge it
+        # statelessly (§8.2.7, as OpenSIPS's www_challenge does), keeping nothing.
+        domain = request.to_addr.uri.host.lower()
+        ctx.reply(401, headers=[("WWW-Authenticate", c) for c in ctx.services["auth"].challenges(
+            domain, False, registrar.algorithms)], stateless=True)
+        return None
+    return _register_with_credentials(request, ctx, registrar)
+
+
+async def _register_with_credentials(request: Request, ctx: RouteContext,
+                                     registrar: Any) -> None:
     from services.edge.registrar_client import RegistrarUnavailable
 
     to = request.to_addr.uri

@@ -83,6 +83,7 @@ class RouteContext:
         "loose_routed",
         "reply_headers",
         "reply_reason",
+        "reply_stateless",
         "reply_status",
         "request",
         "rr",
@@ -121,6 +122,7 @@ class RouteContext:
         self.reply_status: int | None = None
         self.reply_reason: str | None = None
         self.reply_headers: list[tuple[str, str]] = []
+        self.reply_stateless = False
         self.rr = False
         self.failure_hook: Hook | None = None
         self.default_failure: Hook | None = None  # the module's failure_route, if any
@@ -186,13 +188,20 @@ class RouteContext:
         self.targets.append(Target(uri or self.request.uri, next_hop, transport, tuple(route)))
 
     def reply(self, status: int, reason: str | None = None,
-              headers: Sequence[tuple[str, str]] = ()) -> None:
-        """Answer the request from the proxy with a final response."""
+              headers: Sequence[tuple[str, str]] = (), *, stateless: bool = False) -> None:
+        """Answer the request from the proxy with a final response.
+
+        `stateless=True` (OpenSIPS `sl_send_reply`, RFC 3261 §8.2.7) keeps no transaction:
+        cheaper, and right for answers that cost nothing to give again, such as a 401/407
+        challenge -- a retransmitted request runs the routing script again.  It applies
+        when `request_route` replies without awaiting anything; after an await the
+        transaction already exists and the reply goes through it."""
         if not 200 <= status <= 699:
             raise ValueError(f"the proxy can only reply with a final status, not {status}")
         self.reply_status = status
         self.reply_reason = reason
         self.reply_headers = list(headers)
+        self.reply_stateless = stateless
 
     def record_route(self) -> None:
         """Stay in the path of the dialog (RFC 3261 §16.6 step 4, double RR when needed)."""

@@ -1,0 +1,77 @@
+"""Stateless replies (RFC 3261 §8.2.7, OpenSIPS sl_send_reply): `ctx.reply(..., stateless=True)`
+answers without a server transaction; the default routing challenges REGISTER that way.
+
+What is observable: the answer goes out, the core holds no transaction afterwards, a
+retransmission is answered again (same To tag, since the tag is derived from the request),
+and a reply given after an await goes through a transaction even when asked stateless."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.sip import Response
+from tests.unit.edge.proxyharness import Harness, to
+from tests.unit.edge.test_edge_registrar_routing import (
+    InProcessRegistrar,
+    authenticated,
+    final,
+    harness,
+    register,
+    run,
+)
+
+
+class Replier:
+    def __init__(self, *, awaited: bool) -> None:
+        self.awaited = awaited
+
+    def request_route(self, request: Any, ctx: Any) -> Any:
+        if not self.awaited:
+            ctx.reply(403, "Go Away", [("X-Why", "test")], stateless=True)
+            return None
+
+        async def later() -> None:
+            ctx.reply(403, "Go Away", stateless=True)
+
+        return later()
+
+
+OPTIONS = ("OPTIONS sip:carol@elsewhere.example SIP/2.0\r\n"
+           "Via: SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bKsl1;rport\r\nMax-Forwards: 70\r\n"
+           "From: <sip:a@example.com>;tag=f1\r\nTo: <sip:carol@elsewhere.example>\r\n"
+           "Call-ID: sl-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+
+
+def answers(sends: list[Any]) -> list[Response]:
+    return [m for m in to(sends, 5091) if isinstance(m, Response)]
+
+
+async def test_a_stateless_reply_keeps_no_transaction_and_answers_a_retransmission() -> None:
+    h = Harness(Replier(awaited=False))
+    first = answers(h.feed(OPTIONS))
+    assert [(r.status, r.reason, r.get("X-Why")) for r in first] == [(403, "Go Away", "test")]
+    assert h.core.transactions == 0
+    again = answers(h.feed(OPTIONS))  # the retransmission runs the route again
+    assert [r.status for r in again] == [403]
+    assert again[0].to_tag == first[0].to_tag is not None
+
+
+async def test_a_reply_after_an_await_goes_through_a_transaction() -> None:
+    h = Harness(Replier(awaited=True))
+    sent = await run(h, h.feed(OPTIONS))
+    assert [r.status for r in answers(sent)] == [403]
+    assert h.core.transactions == 1
+    # The retransmission is absorbed by that transaction: the same 403, route not re-run.
+    assert [r.status for r in answers(h.feed(OPTIONS))] == [403]
+    assert not h.awaits
+
+
+async def test_register_challenge_is_stateless_and_the_authenticated_one_is_not() -> None:
+    reg = InProcessRegistrar()
+    h = harness(reg)
+    challenge = final(await run(h, h.feed(register("alice"))))
+    assert challenge.status == 401 and challenge.get("WWW-Authenticate")
+    assert h.core.transactions == 0
+    ok = await authenticated(h, "alice", "alice-pw", contact_port=5092)
+    assert ok.status == 200
+    assert h.core.transactions == 1  # the 200 is kept for retransmissions (Timer J)
