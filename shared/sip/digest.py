@@ -4,7 +4,10 @@ RFC 3261 §22.4 and §25.1 adopt HTTP Digest (RFC 2617); RFC 8760 brings RFC 761
 and SHA-512/256 algorithms to SIP. A challenge (`WWW-Authenticate`, `Proxy-Authenticate`)
 and credentials (`Authorization`, `Proxy-Authorization`) are a scheme token followed by
 comma-separated `name=value` pairs whose values may be quoted strings (commas inside quotes
-are data), so the parameters are split with the top-level splitter of `headers`.
+are data), so the parameters are split with the top-level splitter of `headers`.  Every
+phone's REGISTER carries credentials, so well-formed parameter lists take a one-regex path
+(`_fast_params`); anything it does not match goes through the general splitter, which
+gives the precise 400 reason.
 
 The response (RFC 7616 §3.4.1):
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -89,6 +93,32 @@ def compute_response(
     return h(f"{ha1}:{nonce}:{ha2}".encode())
 
 
+# One `name = value` list element: a token-ish name, then a quoted string (quoted-pairs
+# allowed) or bare text up to the next comma, then the comma or the end.
+_PARAM = re.compile(r'\s*([^=,\s"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^",]*?)\s*(?:,|$)', re.S)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+
+
+def _fast_params(rest: str) -> dict[str, str] | None:
+    """The parameters of a well-formed list, or None (let the general path decide)."""
+    params: dict[str, str] = {}
+    pos = 0
+    end = len(rest)
+    match = _PARAM.match
+    while pos < end:
+        m = match(rest, pos)
+        if m is None or m.end() == pos:
+            return None
+        value = m.group(2)
+        if value[:1] == '"':
+            value = value[1:-1]
+            if "\\" in value:
+                value = _QUOTED_PAIR.sub(r"\1", value)
+        params[m.group(1).lower()] = value
+        pos = m.end()
+    return params
+
+
 def _parse_auth(text: str, what: str) -> tuple[str, dict[str, str]]:
     text = text.strip()
     scheme, _, rest = text.partition(" ")
@@ -96,6 +126,11 @@ def _parse_auth(text: str, what: str) -> tuple[str, dict[str, str]]:
         raise bad_request(f"empty {what}")
     if scheme.lower() != "digest":
         raise bad_request(f"unsupported authentication scheme {scheme[:20]!r} in {what}")
+    fast = _fast_params(rest)
+    return scheme, fast if fast is not None else _general_params(rest, what)
+
+
+def _general_params(rest: str, what: str) -> dict[str, str]:
     params: dict[str, str] = {}
     for item in split_top_level(rest, ",", what):
         name, eq, value = item.partition("=")
@@ -106,7 +141,7 @@ def _parse_auth(text: str, what: str) -> tuple[str, dict[str, str]]:
         if value.startswith('"') and find_quote_end(value, 0, what) != len(value):
             raise bad_request(f"malformed parameter {item[:40]!r} in {what}")
         params[name] = unquote(value)
-    return scheme, params
+    return params
 
 
 def _render(scheme: str, values: dict[str, str], unquoted: frozenset[str]) -> str:
@@ -129,6 +164,18 @@ class DigestChallenge:
     extra: dict[str, str] = field(default_factory=dict)  # unknown parameters, kept
 
     def __str__(self) -> str:
+        realm, nonce = self.realm, self.nonce
+        if (not self.extra and self.domain is None and self.opaque is None
+                and '"' not in realm and "\\" not in realm
+                and '"' not in nonce and "\\" not in nonce):
+            # What a proxy sends with every 401/407: rendered in one step, as below.
+            stale = ", stale=true" if self.stale else ""
+            qop = f', qop="{",".join(self.qop)}"' if self.qop else ""
+            return (f'{self.scheme} realm="{realm}", nonce="{nonce}"{stale}, '
+                    f"algorithm={self.algorithm}{qop}")
+        return self._render_general()
+
+    def _render_general(self) -> str:
         values = {"realm": self.realm, "nonce": self.nonce}
         if self.domain is not None:
             values["domain"] = self.domain

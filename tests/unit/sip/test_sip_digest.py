@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.sip import (
     DigestChallenge,
@@ -160,3 +162,42 @@ def test_challenge_without_nonce_is_400() -> None:
     with pytest.raises(SipParseError) as caught:
         parse_challenge('Digest realm="r"', "Proxy-Authenticate")
     assert "missing nonce in Proxy-Authenticate" in str(caught.value)
+
+
+# -- the one-regex path for well-formed parameter lists ----------------------------------------
+_ATOMS = st.sampled_from(['username', 'realm', 'nonce', 'uri', 'qop', 'nc', 'x-Y', '=', ',',
+                          ' ', '"', '\\', 'a b', 'sip:u@h;p=1', '""', '"v, w"', '"q\\"x"',
+                          '\t', 'MD5'])
+
+
+@given(st.lists(_ATOMS, max_size=14).map("".join))
+def test_fast_parameter_path_agrees_with_the_general_one(rest: str) -> None:
+    from shared.sip.digest import _fast_params, _general_params
+
+    fast = _fast_params(rest)
+    if fast is None:
+        return  # the general path decides (and explains its 400)
+    assert fast == _general_params(rest, "Authorization")
+
+
+def test_fast_path_takes_a_phones_credentials() -> None:
+    from shared.sip.digest import _fast_params
+
+    text = ('username="bob", realm="example.com", nonce="5f-1.ab", uri="sip:example.com",'
+            ' response="0123abcd", algorithm=MD5, cnonce="c\\"1", qop=auth, nc=00000001')
+    assert _fast_params(text) == {
+        "username": "bob", "realm": "example.com", "nonce": "5f-1.ab",
+        "uri": "sip:example.com", "response": "0123abcd", "algorithm": "MD5",
+        "cnonce": 'c"1', "qop": "auth", "nc": "00000001"}
+
+
+@given(realm=st.sampled_from(["example.com", 'we"ird', "a\\b", ""]),
+       nonce=st.sampled_from(["5f-1.ab", 'n"q', ""]), stale=st.booleans(),
+       algorithm=st.sampled_from(["MD5", "SHA-256"]),
+       qop=st.sampled_from([[], ["auth"], ["auth", "auth-int"]]))
+def test_challenge_rendering_fast_path_matches_the_general_one(
+        realm: str, nonce: str, stale: bool, algorithm: str, qop: list[str]) -> None:
+    challenge = DigestChallenge(realm=realm, nonce=nonce, algorithm=algorithm, qop=qop,
+                                stale=stale)
+    assert str(challenge) == challenge._render_general()
+    assert parse_challenge(str(challenge)) == challenge
