@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shared.events.envelope import Event
+from shared.events.envelope import Event, EventIds
 from shared.events.schema import EventCatalog, EventValidationError
 
 EventListener = Callable[[Event], Awaitable[None]]
@@ -166,6 +166,11 @@ class BufferedEventBus:
             "sipmesh_events_buffered", "Events waiting for delivery", registry=self.registry
         )
         self._m_buffered.set_function(lambda: len(self._buffer))
+        # Label children resolved once: labels() per call costs more than the increment.
+        self._m_published_by: dict[str, Any] = {}
+        self._m_dropped_by: dict[str, Any] = {}
+        self._m_delivered_here = self._m_delivered.labels(self.backend)
+        self._next_id = EventIds()
 
     # -- the port -----------------------------------------------------------------------
     @property
@@ -190,23 +195,32 @@ class BufferedEventBus:
             if self.strict:
                 raise
             self._stats.dropped_invalid += 1
-            self._m_dropped.labels("invalid").inc()
+            self._count_dropped("invalid")
             log.warning("event_invalid_dropped", event_name=event, error=exc.message)
             return None
         if len(self._buffer) >= self.buffer_size:
             self._stats.dropped_overflow += 1
-            self._m_dropped.labels("overflow").inc()
+            self._count_dropped("overflow")
             return None
         ev = Event(
             name=event, params=dict(params), time=self._clock(),
-            service=self.service, node=self.node,
+            service=self.service, node=self.node, id=self._next_id(),
         )
         self._buffer.append(ev)
         self._stats.published += 1
-        self._m_published.labels(event).inc()
+        counter = self._m_published_by.get(event)
+        if counter is None:  # a catalog name (validated above): a bounded set of children
+            counter = self._m_published_by[event] = self._m_published.labels(event)
+        counter.inc()
         self._idle.clear()
         self._wakeup.set()
         return ev
+
+    def _count_dropped(self, reason: str) -> None:
+        counter = self._m_dropped_by.get(reason)
+        if counter is None:
+            counter = self._m_dropped_by[reason] = self._m_dropped.labels(reason)
+        counter.inc()
 
     async def start(self) -> None:
         if self._task is None:
@@ -292,7 +306,7 @@ class BufferedEventBus:
             for _ in range(done):
                 event = self._buffer.popleft()
                 self._stats.delivered += 1
-                self._m_delivered.labels(self.backend).inc()
+                self._m_delivered_here.inc()
                 await self._notify(event)
             if error is None:
                 attempt = 0

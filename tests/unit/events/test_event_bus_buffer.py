@@ -124,3 +124,33 @@ def test_body_carries_params_and_envelope() -> None:
     back = Event.from_body(ev.to_body())
     assert back == ev
     assert b'"aor":"a@b"' in ev.to_body()
+
+
+async def test_event_ids_are_unique_per_bus_and_across_buses() -> None:
+    one = EmbeddedEventBus(CATALOG, service="s", node="n1", strict=True)
+    two = EmbeddedEventBus(CATALOG, service="s", node="n2", strict=True)
+    ids = []
+    for i in range(500):
+        for bus in (one, two):
+            ev = bus.publish("E_UL_AOR_INSERT", {"aor": f"{i}@x"})
+            assert ev is not None
+            ids.append(ev.id)
+    assert len(set(ids)) == len(ids)
+    # the shape consumers and the JSON-RPC feed already accept: 32 lower-case hex digits
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+
+
+async def test_published_and_dropped_metrics_count_per_label() -> None:
+    bus = EmbeddedEventBus(CATALOG, service="s", node="n", buffer_size=3)
+    for i in range(4):
+        bus.publish("E_UL_AOR_INSERT", {"aor": f"{i}@x"})
+    bus.publish("E_UL_AOR_DELETE", {"aor": ""})  # minLength 1: invalid, dropped (not strict)
+    get = bus.registry.get_sample_value
+    assert get("sipmesh_events_published_total", {"event": "E_UL_AOR_INSERT"}) == 3
+    assert get("sipmesh_events_published_total", {"event": "E_UL_AOR_DELETE"}) is None
+    assert get("sipmesh_events_dropped_total", {"reason": "overflow"}) == 1
+    assert get("sipmesh_events_dropped_total", {"reason": "invalid"}) == 1
+    await bus.start()
+    assert await bus.flush(2)
+    assert get("sipmesh_events_delivered_total", {"backend": "embedded"}) == 3
+    await bus.close()

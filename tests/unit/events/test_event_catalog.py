@@ -110,3 +110,78 @@ def test_fast_checker_never_accepts_what_jsonschema_rejects(
     except EventValidationError:
         ok = False
     assert ok is jsonschema_ok
+
+
+_SYNTHETIC = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 2, "pattern": "^[a-z]+$"},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+        "ratio": {"type": ["number", "null"], "maximum": 1.5},
+        "flag": {"type": "boolean"},
+    },
+    "required": ["name"],
+    "additionalProperties": {"type": "integer"},
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "fast_ok"),
+    [
+        ({"name": "ab"}, True),  # optional properties may be absent
+        ({"name": "ab", "count": 9, "ratio": None, "flag": False, "x": 3}, True),
+        ({"name": "ab", "ratio": 1.5}, True),
+        ({"count": 1}, False),  # required missing
+        ({"name": "a"}, False),  # minLength
+        ({"name": "AB"}, False),  # pattern
+        ({"name": "ab", "count": True}, False),  # a bool is no JSON integer
+        ({"name": "ab", "count": 10}, False),  # maximum
+        ({"name": "ab", "ratio": 2}, False),
+        ({"name": "ab", "flag": 1}, False),
+        ({"name": "ab", "x": "three"}, False),  # additionalProperties schema
+        (["name"], False),  # not an object
+    ],
+)
+def test_compiled_fast_check_agrees_with_jsonschema(params: object, fast_ok: bool) -> None:
+    from jsonschema import Draft202012Validator
+
+    from shared.events.schema import _FlatCheck
+
+    fast = _FlatCheck.compile(_SYNTHETIC)
+    assert fast is not None
+    assert fast(params) is fast_ok
+    assert Draft202012Validator(_SYNTHETIC).is_valid(params) is fast_ok
+
+
+def test_fast_check_is_conservative_about_unusual_values() -> None:
+    """An int subclass or 1.0 for an integer is not decided by the fast check; the catalog
+    asks jsonschema, which accepts both."""
+    from shared.events.schema import _FlatCheck
+
+    class Count(int):
+        pass
+
+    fast = _FlatCheck.compile(_SYNTHETIC)
+    assert fast is not None
+    assert not fast({"name": "ab", "count": Count(3)})
+    assert not fast({"name": "ab", "count": 3.0})
+    _CATALOG.validate("E_UL_CONTACT_INSERT", {**CONTACT, "cseq": Count(7)})
+    _CATALOG.validate("E_UL_CONTACT_INSERT", {**CONTACT, "cseq": 7.0})
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}},
+    {"type": "object", "properties": {"a": {"type": "array"}}},
+    {"type": "object", "properties": {"a": {"type": "integer", "minimum": "0"}}},
+    {"type": "object", "properties": {"a": {"type": "string"}}, "oneOf": []},
+    {"type": "array"},
+])
+def test_fast_check_is_not_compiled_for_keywords_it_does_not_know(schema: dict) -> None:
+    from shared.events.schema import _FlatCheck
+
+    assert _FlatCheck.compile(schema) is None
+
+
+def test_every_usrloc_contract_has_a_fast_check() -> None:
+    names = [n for n in _CATALOG.names() if n.startswith("E_UL_")]
+    assert names and all(_CATALOG._fast[n] is not None for n in names)
