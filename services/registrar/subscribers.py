@@ -2,8 +2,11 @@
 
 A port (`SubscriberStore`) with two backends that pass one contract suite
 (tests/contracts/test_subscriber_store.py): `SQLiteSubscribers` (a file, the embedded
-default; sqlite3 calls are short and local, so they run inline) and `PostgresSubscribers`
-(asyncpg pool; every registrar node and the CLI may share it).  Both create their table
+default) and `PostgresSubscribers` (asyncpg pool; every registrar node and the CLI may
+share it).  sqlite3 blocks: a lookup may wait up to the busy timeout while another process
+(`sipmesh user add`) writes the file, so every SQLite statement runs on one thread of the
+store's own (one thread: the connection is used by one thread at a time, in call order)
+and the event loop never waits on the file.  Both create their table
 when missing.  The realm of a subscriber is its domain, as OpenSIPS's `subscriber` table
 with `calculate_ha1 = 0`: `ha1 = MD5(user:domain:password)` and
 `ha1_sha256 = SHA-256(user:domain:password)` (RFC 7616 §3.4.2, RFC 8760).
@@ -13,16 +16,20 @@ with `calculate_ha1 = 0`: `ha1 = MD5(user:domain:password)` and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from shared.store import PostgresPool, SQLiteFile, is_postgres_dsn
 
 DEFAULT_TABLE = "subscriber"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,38 +82,72 @@ class SQLiteSubscribers(SQLiteFile):
 
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         super().__init__(path, table=table)
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="subscribers-sqlite")
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # What was asked finishes before the connection closes (in the thread too).
+            await asyncio.get_running_loop().run_in_executor(thread, lambda: None)
+            thread.shutdown(wait=False)
+        await super().close()
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the store's thread; RuntimeError when not open."""
+        db = self.db
+        if self._thread is None:
+            raise RuntimeError(self.not_open)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
 
     async def add(self, username: str, domain: str, password: str) -> None:
         md5, sha = ha1_hashes(username, domain, password)
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
+                           (username, domain, md5, sha))
+
         try:
-            with self.db:
-                self.db.execute(f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
-                                (username, domain, md5, sha))
+            await self._run(insert)
         except sqlite3.IntegrityError:
             raise SubscriberExists(f"{username}@{domain}") from None
 
     async def set_password(self, username: str, domain: str, password: str) -> bool:
         md5, sha = ha1_hashes(username, domain, password)
-        with self.db:
-            cur = self.db.execute(
-                f"UPDATE {self.table} SET ha1 = ?, ha1_sha256 = ? "
-                "WHERE username = ? AND domain = ?", (md5, sha, username, domain))
-        return cur.rowcount > 0
+
+        def update(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    f"UPDATE {self.table} SET ha1 = ?, ha1_sha256 = ? "
+                    "WHERE username = ? AND domain = ?", (md5, sha, username, domain)).rowcount
+
+        return await self._run(update) > 0
 
     async def remove(self, username: str, domain: str) -> bool:
-        with self.db:
-            cur = self.db.execute(f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
-                                  (username, domain))
-        return cur.rowcount > 0
+        def delete(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(f"DELETE FROM {self.table} WHERE username = ? AND domain = ?",
+                                  (username, domain)).rowcount
+
+        return await self._run(delete) > 0
 
     async def get(self, username: str, domain: str) -> Subscriber | None:
-        row = self.db.execute(
-            f"SELECT username, domain, ha1, ha1_sha256 FROM {self.table} "
-            "WHERE username = ? AND domain = ?", (username, domain)).fetchone()
-        return Subscriber(*row) if row else None
+        def select(db: sqlite3.Connection) -> Subscriber | None:
+            row = db.execute(
+                f"SELECT username, domain, ha1, ha1_sha256 FROM {self.table} "
+                "WHERE username = ? AND domain = ?", (username, domain)).fetchone()
+            return Subscriber(*row) if row else None
+
+        return await self._run(select)
 
     async def count(self) -> int:
-        return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+        return await self._run(
+            lambda db: int(db.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]))
 
 
 class PostgresSubscribers(PostgresPool):

@@ -4,7 +4,9 @@ are stored; they are the RFC 7616 H(user:realm:password) with realm = domain."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,3 +70,31 @@ async def test_password_change_and_removal(store: SubscriberStore) -> None:
 def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(PG_DSN), PostgresSubscribers)
     assert isinstance(open_store(str(tmp_path / "x.sqlite")), SQLiteSubscribers)
+
+
+async def test_sqlite_lookup_waiting_on_a_locked_file_leaves_the_event_loop_running(
+        tmp_path: Path) -> None:
+    """Another process (`sipmesh user add`) holding the file's write lock makes a lookup
+    wait (up to the busy timeout); the registrar's other work must go on meanwhile."""
+    path = tmp_path / "subscribers.sqlite"
+    store = SQLiteSubscribers(path)
+    await store.open()
+    try:
+        await store.add("alice", "example.com", "pw")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        lookup = asyncio.create_task(store.get("alice", "example.com"))
+        turns = 0
+        while turns < 100:  # the loop keeps turning: the lookup waits elsewhere
+            await asyncio.sleep(0)
+            turns += 1
+        assert not lookup.done()
+        other.execute("ROLLBACK")
+        other.close()
+        async with asyncio.timeout(5):
+            sub = await lookup
+        assert sub is not None and sub.username == "alice"
+    finally:
+        await store.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get("alice", "example.com")
