@@ -417,6 +417,11 @@ class ProxyCore:
         if ctx.reply_status is not None:
             self._reply_context(context, ctx.reply_status, ctx.reply_reason, now, out,
                                 headers=ctx.reply_headers)
+            if context.final_sent:
+                # Answered here, no branch: the transaction only has to resend its last
+                # response until Timer J/H; let the context go now rather than keep it (and
+                # the route context) alive for 32 s of every REGISTER.
+                context.server.owner = None
             return out
         if not ctx.targets:
             self._reply_context(context, 503, "No Route", now, out)

@@ -211,7 +211,7 @@ class ClientTransaction(_Transaction):
 class ServerTransaction(_Transaction):
     """RFC 3261 §17.2: absorbs request retransmissions and sends the TU's responses."""
 
-    __slots__ = ("_pending_data", "last_data", "last_response", "response_to_tag")
+    __slots__ = ("_pending_data", "last_data", "response_to_tag")
 
     def __init__(
         self,
@@ -228,8 +228,7 @@ class ServerTransaction(_Transaction):
             State.PROCEEDING if invite else State.TRYING,
         )
         self.key = key
-        self.last_data: bytes | None = None
-        self.last_response: Response | None = None
+        self.last_data: bytes | None = None  # what a retransmitted request gets again
         self.response_to_tag: str | None = None
         self._pending_data: bytes | None = None
 
@@ -252,7 +251,6 @@ class ServerTransaction(_Transaction):
         if effect is Effect.SEND:
             assert message is not None
             data, self._pending_data = self._pending_data, None
-            self.last_response = message
             self.last_data = data if data is not None else message.serialize()
             if message.status >= 200:
                 self.response_to_tag = message.to_tag
