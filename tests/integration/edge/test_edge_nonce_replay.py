@@ -10,6 +10,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from edge_harness import Edge, start_edge, stop_process
@@ -48,18 +49,39 @@ class Far:
 
 
 
+def word_after(line: str, word: str) -> str:
+    """The word after `word` in an `edge ready` line (its http URL, its pid)."""
+    words = line.split()
+    return words[words.index(word) + 1]
+
+
 @pytest.fixture
 def two_workers() -> Iterator[tuple[Edge, list[str]]]:
+    """The edge and the `edge ready` lines of its two workers."""
     edge = start_edge({"SIPMESH_EDGE_WORKERS": "2", "SIPMESH_EDGE_TRUSTED": "",
                        "SIPMESH_EDGE_USERS": "alice:pw"})
     try:
         assert edge.proc.stdout is not None
         second = edge.proc.stdout.readline()  # the other worker's ready line
-        urls = [line.split()[line.split().index("http") + 1]
-                for line in (edge.lines[0], second)]
-        yield edge, urls
+        # The supervisor's own line comes once it has seen every worker ready.
+        assert edge.proc.stdout.readline().startswith("edge workers 2 ready")
+        yield edge, [edge.lines[0], second]
     finally:
         assert stop_process(edge.proc, grace=10) == 0
+
+
+def test_both_workers_map_one_table_whose_name_is_gone(
+        two_workers: tuple[Edge, list[str]]) -> None:
+    _, lines = two_workers
+    tables = []
+    for line in lines:
+        maps = Path(f"/proc/{word_after(line, 'pid')}/maps").read_text().splitlines()
+        # "device inode path" of the table's mapping (one mapping, maybe several lines)
+        mapped = {" ".join(m.split()[3:]) for m in maps if "sipmesh-edge-nonces-" in m}
+        assert len(mapped) == 1, mapped
+        tables.append(mapped.pop())
+    assert tables[0] == tables[1]  # same device, inode and path: one table
+    assert tables[0].endswith("(deleted)")  # nothing left behind in /dev/shm
 
 
 def message(far: Far, n: int, credentials: str | None) -> str:
@@ -137,7 +159,8 @@ def credentials(challenge: Response, far: Far, nc: int) -> str:
 
 
 def test_a_replay_is_challenged_on_every_worker(two_workers: tuple[Edge, list[str]]) -> None:
-    edge, urls = two_workers
+    edge, lines = two_workers
+    urls = [word_after(line, "http") for line in lines]
     far = Far()
     try:
         challenge = send(edge, message(far, 0, None))
@@ -156,10 +179,15 @@ def test_a_replay_is_challenged_on_every_worker(two_workers: tuple[Edge, list[st
         after = received(urls)
         assert all(b > a for a, b in zip(before, after, strict=True)), (before, after)
 
-        # The phone goes on with the same nonce and the next counts: any worker takes them.
-        for nc in (2, 3, 4):
+        # The phone goes on with the same nonce and the next counts: both workers take them.
+        last = 1 + REPLAYS
+        for nc in range(2, last + 1):
             fresh = send(edge, message(far, 200 + nc, credentials(challenge, far, nc)), far)
-            assert fresh.status == 200
-        assert send(edge, message(far, 300, credentials(challenge, far, 3))).status == 407
+            assert fresh.status == 200, f"nc={nc} was refused"
+        final = received(urls)
+        assert all(b > a for a, b in zip(after, final, strict=True)), (after, final)
+        for nc in (last, 2):
+            again = replay(edge, message(far, 300 + nc, credentials(challenge, far, nc)), far)
+            assert isinstance(again, Response) and again.status == 407
     finally:
         far.sock.close()
