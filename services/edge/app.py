@@ -40,7 +40,12 @@ from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
 from services.edge.gc_policy import tune_collector
-from services.edge.nonce_counts import NonceCounts, SharedNonceCounts, create_segment
+from services.edge.nonce_counts import (
+    NonceCounts,
+    NonceCountsError,
+    SharedNonceCounts,
+    create_segment,
+)
 from services.edge.routing import RouterSetup, load_router
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
@@ -457,7 +462,13 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
     env["SIPMESH_EDGE_AUTH_SECRET"] = config.auth_secret or os.urandom(32).hex()
     # One nonce-count table for all workers (services/edge/nonce_counts.py), so a replay
     # sent to another worker is refused too.  Each worker issues nonces from its own slots.
-    table = create_segment(int(time.time()), config.workers)
+    try:
+        table = create_segment(int(time.time()), config.workers)
+    except NonceCountsError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        for sock in probes:
+            sock.close()
+        return 2
     env[NONCE_TABLE_ENV] = table
     cmd = [sys.executable, "-m", "services.edge", "--private-port"]
     if args.config:

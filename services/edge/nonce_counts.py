@@ -34,6 +34,8 @@ Two backends:
   byte-range lock (`fcntl.lockf`) on the slot's 16 bytes: two system calls, about 2 us,
   contended only by requests for the same nonce, and released by the kernel when a holder
   dies (a worker killed with -9 never leaves the table locked, unlike a semaphore).
+  POSIX locks belong to a process, not a thread: a worker uses its table from its event
+  loop only.
   The issuer counters need no lock: worker k alone writes counter k.  They live in the
   segment, so a worker restarted on the same segment goes on with higher generations.
 """
@@ -173,8 +175,12 @@ def create_segment(epoch: int, issuers: int, slots: int = DEFAULT_SHARED_SLOTS,
     nothing is left behind whatever way the edge ends."""
     header = _header(slots, issuers, epoch)
     if directory is None:
-        directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    fd, path = tempfile.mkstemp(prefix="sipmesh-edge-nonces-", dir=directory)
+        shm = "/dev/shm"
+        directory = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(prefix="sipmesh-edge-nonces-", dir=directory)
+    except OSError as exc:
+        raise NonceCountsError(f"cannot create the nonce table in {directory}: {exc}") from exc
     try:
         os.ftruncate(fd, _layout(slots, issuers)[1])  # sparse: zero pages until used
         os.pwrite(fd, header, 0)

@@ -171,6 +171,8 @@ def test_bad_tables_get_a_clear_error(tmp_path: Path) -> None:
         SharedNonceCounts(path, 2)
     with pytest.raises(NonceCountsError, match="slots >= issuers"):
         create_segment(EPOCH, 4, slots=2, directory=str(tmp_path))
+    with pytest.raises(NonceCountsError, match="cannot create"):
+        create_segment(EPOCH, 1, slots=2, directory=str(tmp_path / "missing"))
     os.truncate(path, 100)
     with pytest.raises(NonceCountsError, match="damaged"):
         SharedNonceCounts(path, 0)
