@@ -53,7 +53,8 @@ class ProxyAuthenticator:
         self.users = dict(users)
         self.clock = clock
         self.nonce_ttl = nonce_ttl
-        self.counts: NonceCounts = counts or LocalNonceCounts(int(clock()))
+        self.counts: NonceCounts = (
+            counts if counts is not None else LocalNonceCounts(int(clock())))
         # BLAKE2b takes keys up to 64 bytes; a longer secret is hashed down to one.
         key = secret if len(secret) <= 64 else hashlib.blake2b(secret).digest()
         self._mac = hashlib.blake2b(key=key, digest_size=16)
