@@ -398,7 +398,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         addresses=config.registrar, registry=runtime.registry, service=config.registrar_service,
         timeout=config.registrar_timeout, register_auth=config.register_auth,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
-        by_latency=config.lookup_by_latency)
+        by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000)
     nonce_counts = _worker_nonce_counts(dict(os.environ))
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar},

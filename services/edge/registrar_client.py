@@ -10,8 +10,12 @@ Calls travel on one long-lived bidirectional stream per registrar (`Session`, se
 `_Session`): a request is tagged with an id, queued for the stream's writer, and its
 future resolved by the reader when the reply with that id comes back.  That spares each
 REGISTER the setup of a unary RPC (HTTP/2 stream, metadata, call object), the bulk of the
-edge<->registrar cost.  A stream that breaks fails the calls in flight (Save: 503) and is
-opened again by the next call.  `streaming=False` keeps the unary calls.
+edge<->registrar cost.  Calls made within `batch_window` (1 ms by default) of each other
+share one stream message: measured against a real registrar at 3,000 Saves/s, the edge's
+CPU per Save fell from ~93 to ~65 us (a gRPC message costs about the same whatever it
+carries); a REGISTER waits at most that long more.  A stream that breaks fails the calls
+in flight (Save: 503) and is opened again by the next call.  `streaming=False` keeps the
+unary calls.
 
 Credentials (HA1 hashes) are cached for `credentials_ttl` seconds so a phone's periodic
 REGISTER costs one Save; a failed verification against a cached entry fetches it again
@@ -69,11 +73,15 @@ class _CallFailed(Exception):
     """This registrar did not answer the call (unavailable, deadline, stream broken)."""
 
 
+BATCH_FULL = 64  # calls waiting: send at once, without the batch window
+
+
 class _Session:
     """One `Session` stream to one registrar: id-tagged requests, replies by id."""
 
-    def __init__(self, stub: Any, log: Any) -> None:
+    def __init__(self, stub: Any, log: Any, window: float = 0.0) -> None:
         self.log = log
+        self.window = window
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -85,7 +93,13 @@ class _Session:
         # Everything queued while the previous message was being written goes out in the
         # next one: the per-message cost of gRPC is shared by all calls waiting.
         queue = self.queue
+        window = self.window
         while (req := await queue.get()) is not None:
+            if window and queue.qsize() < BATCH_FULL:
+                # Wait a moment for company: a gRPC message costs the edge ~100 us of CPU
+                # whatever it carries, so at a few thousand calls/s one message per call
+                # would cost more than the SIP work (see `batch_window`).
+                await asyncio.sleep(window)
             calls = [req]
             while not queue.empty():
                 more = queue.get_nowait()
@@ -156,7 +170,7 @@ class RegistrarClient:
                  credentials_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
-                 streaming: bool = True) -> None:
+                 streaming: bool = True, batch_window: float = 0.001) -> None:
         self.static = [a for a in addresses if a]
         self.registry = registry
         self.service = service
@@ -174,6 +188,7 @@ class RegistrarClient:
         self._cache: dict[tuple[str, str], tuple[Credentials | None, float]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self.streaming = streaming
+        self.batch_window = batch_window
         self._sessions: dict[str, _Session] = {}
 
     @property
@@ -248,7 +263,8 @@ class RegistrarClient:
     def _session(self, target: str) -> _Session:
         session = self._sessions.get(target)
         if session is None or session.broken:
-            session = self._sessions[target] = _Session(self._stub(target), self.log)
+            session = self._sessions[target] = _Session(self._stub(target), self.log,
+                                                        self.batch_window)
         return session
 
     async def _call(self, name: str, request: Any, *, retry: bool) -> Any:
