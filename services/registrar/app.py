@@ -28,11 +28,17 @@ import grpc
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
 from services.registrar.config import CLUSTER_MODES, CLUSTERED, RegistrarConfig
-from services.registrar.location import Location, Origin, RegisterError, parse_aor
+from services.registrar.location import (
+    Location,
+    Origin,
+    RegisterError,
+    SaveResult,
+    parse_aor,
+)
 from services.registrar.mi import register_mi
 from services.registrar.subscribers import open_store
 from services.registrar.usrloc import CAPABILITY, UserLocation
-from shared.sip import SipParseError, parse_message
+from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.registrar.v1.Registrar"
 
@@ -44,17 +50,12 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
         self.ul = ul
 
     async def Save(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            msg = parse_message(request.message)
-        except SipParseError as exc:
-            return pb.SaveReply(status=400, reason=exc.reason or "Bad Request")
-        if not hasattr(msg, "method"):
-            return pb.SaveReply(status=400, reason="Not a request")
-        origin = Origin(request.source_host, request.source_port,
-                        request.transport or "udp", request.socket)
-        result = await self.ul.save_async(msg, origin)  # type: ignore[arg-type]
-        return pb.SaveReply(status=result.status, reason=result.reason, headers=[
-            pb.Header(name=n, value=v) for n, v in result.headers])
+        parsed = _parse_save(request)
+        result = parsed if isinstance(parsed, SaveResult) else \
+            await self.ul.save_async(*parsed)
+        reply = pb.SaveReply()
+        _fill_save(reply, result)
+        return reply
 
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
@@ -89,11 +90,17 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
 
 
     async def Session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        """The three calls multiplexed on one stream: each request is handled in a task
-        of its own (a sql-only Save waiting on SQL does not hold up the others) and its
-        reply, tagged with the request id, is written as soon as it is ready."""
-        out: asyncio.Queue[Any] = asyncio.Queue()
+        """The three calls multiplexed on one stream, each reply tagged with its request id.
+
+        A Save that needs no I/O (the table is in memory: every mode but sql-only and
+        full-sharing-cachedb) is answered where it is read, straight into the next reply
+        message: no task, no queue, no copy of the reply.  Any other call runs in a task of
+        its own (a sql-only Save waiting on SQL does not hold up the others) and its reply
+        joins the next message when ready.  Whatever is ready when the stream can be written
+        goes out as one message."""
+        outbox = _Outbox()
         tasks: set[asyncio.Task[None]] = set()
+        inline_saves = self.ul.saves_inline
 
         async def handle(req: Any) -> None:
             try:
@@ -111,50 +118,97 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
             except Exception as exc:  # answered, never a traceback to the edge
                 self.ul.log.exception("session_call_failed")
                 reply = pb.SessionReply(id=req.id, error=type(exc).__name__)
-            out.put_nowait(reply)
+            finally:
+                # Before the reply wakes the writer: it must not wait for this task.
+                tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            outbox.put(reply)
+
+        def save_now(req: Any) -> None:
+            reply = outbox.add()
+            reply.id = req.id
+            try:
+                parsed = _parse_save(req.save)
+                _fill_save(reply.save, parsed if isinstance(parsed, SaveResult)
+                           else self.ul.save(*parsed))
+            except Exception as exc:  # answered, never a traceback to the edge
+                self.ul.log.exception("session_call_failed")
+                reply.Clear()
+                reply.id = req.id
+                reply.error = type(exc).__name__
 
         async def read() -> None:
             try:
                 async for batch in request_iterator:
                     for req in batch.calls:
-                        task = asyncio.create_task(handle(req))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        if inline_saves and req.HasField("save"):
+                            save_now(req)
+                        else:
+                            task = asyncio.create_task(handle(req))
+                            tasks.add(task)
             finally:
-                out.put_nowait(None)
-
-        def drain(first: Any) -> tuple[Any, bool]:
-            """Every reply ready now, in one message; True when the edge is gone."""
-            replies = [first]
-            done = False
-            while not out.empty():
-                item = out.get_nowait()
-                if item is None:
-                    done = True
-                else:
-                    replies.append(item)
-            return pb.SessionReplies(replies=replies), done
+                outbox.closed = True
+                outbox.ready.set()
 
         reader = asyncio.create_task(read())
         try:
-            while (item := await out.get()) is not None:
-                batch, done = drain(item)
-                yield batch
-                if done:
-                    break
-            while tasks:  # the edge closed its side: finish what it asked
-                await asyncio.wait(set(tasks))
-                replies = []
-                while not out.empty():
-                    item = out.get_nowait()
-                    if item is not None:
-                        replies.append(item)
-                if replies:
-                    yield pb.SessionReplies(replies=replies)
+            while True:
+                await outbox.ready.wait()
+                message = outbox.take()
+                if message is not None:
+                    yield message
+                if outbox.closed and not tasks and not outbox.message.replies:
+                    break  # the edge closed its side and everything it asked is answered
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+
+class _Outbox:
+    """Replies of one Session waiting for the next stream message, and the writer's wake-up."""
+
+    def __init__(self) -> None:
+        self.message = pb.SessionReplies()
+        self.ready = asyncio.Event()
+        self.closed = False  # the edge closed its side: no more requests
+
+    def add(self) -> Any:
+        """A new empty reply in the next message (filled in place by the caller)."""
+        self.ready.set()
+        return self.message.replies.add()
+
+    def put(self, reply: Any) -> None:
+        self.message.replies.append(reply)
+        self.ready.set()
+
+    def take(self) -> Any | None:
+        """The next message (None when no reply is waiting); the wake-up is consumed."""
+        self.ready.clear()
+        if not self.message.replies:
+            return None
+        message, self.message = self.message, pb.SessionReplies()
+        return message
+
+
+def _parse_save(request: Any) -> SaveResult | tuple[Request, Origin]:
+    """The REGISTER and where it came from, or the 400 answer to bytes that are not one."""
+    try:
+        msg = parse_message(request.message)
+    except SipParseError as exc:
+        return SaveResult(400, exc.reason or "Bad Request")
+    if not isinstance(msg, Request):
+        return SaveResult(400, "Not a request")
+    return msg, Origin(request.source_host, request.source_port,
+                       request.transport or "udp", request.socket)
+
+
+def _fill_save(reply: Any, result: SaveResult) -> None:
+    """`result` into the SaveReply `reply`, in place (no intermediate messages to copy)."""
+    reply.status = result.status
+    reply.reason = result.reason
+    add = reply.headers.add
+    for name, value in result.headers:
+        add(name=name, value=value)
 
 
 def _sip_uri(addr: str) -> str:

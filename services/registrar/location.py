@@ -35,7 +35,8 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 
 from shared.sip import NameAddr, Request, SipParseError, Uri, parse_uri
 
@@ -49,6 +50,7 @@ OTHER_METHOD = 16384
 ALL_METHODS = 0xFFFFFFFF
 Q_UNSPECIFIED = -1
 _KNOWN_CONTACT_PARAMS = frozenset({"expires", "q", "+sip.instance", "reg-id", "methods"})
+_URI_MEMO = 4096  # parsed contact URIs kept by Location._contact_uri
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,11 @@ class Binding:
         return out
 
 
+# Every field but those a refresh changes (Location._update): one C-level getter, no copy.
+_REFRESH_SAME = attrgetter(*(f.name for f in fields(Binding)
+                             if f.name not in ("expires", "cseq", "last_modified")))
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One change of the table: kind is insert, update, refresh or delete."""
@@ -244,6 +251,8 @@ class Location:
         self.config = config or LocationConfig()
         self.table = table
         self.records: dict[str, list[Binding]] = {}
+        self._date_cache: tuple[int, str] = (-1, "")
+        self._uris: dict[str, Uri | None] = {}  # _contact_uri
 
     # -- REGISTER (§10.3) ------------------------------------------------------------------
     def save(self, request: Request, origin: Origin, now: float) -> SaveResult:
@@ -357,32 +366,55 @@ class Location:
         tp = "" if origin.transport == "udp" else f";transport={origin.transport}"
         return f"sip:{host}:{origin.port}{tp}"
 
-    @staticmethod
-    def _match(current: list[Binding], wanted: Binding) -> Binding | None:
+    def _match(self, current: list[Binding], wanted: Binding) -> Binding | None:
         if wanted.instance:
             for b in current:
                 if b.instance == wanted.instance and b.reg_id == wanted.reg_id:
                     return b
             return None
-        try:
-            uri = parse_uri(wanted.uri, "Contact")
-        except SipParseError:
+        uri = self._contact_uri(wanted.uri)
+        if uri is None:
             return None
         for b in current:
             if b.instance:
                 continue
-            try:
-                if b.uri == wanted.uri or parse_uri(b.uri, "Contact").equivalent(uri):
-                    return b
-            except SipParseError:
-                continue
+            if b.uri == wanted.uri:
+                return b
+            other = self._contact_uri(b.uri)
+            if other is not None and other.equivalent(uri):
+                return b
         return None
+
+    def _contact_uri(self, text: str) -> Uri | None:
+        """`parse_uri(text)` (None when it does not parse), remembered: every REGISTER of an
+        AOR compares the contact with each stored binding's URI (§19.1.4), so the same few
+        texts come back again and again.  Bounded; the parsed URIs are only compared."""
+        try:
+            return self._uris[text]
+        except KeyError:
+            pass
+        try:
+            uri: Uri | None = parse_uri(text, "Contact")
+        except SipParseError:
+            uri = None
+        if len(self._uris) >= _URI_MEMO:
+            self._uris.clear()
+        self._uris[text] = uri
+        return uri
 
     def _ok(self, request: Request, aor: str, now: float,
             changes: list[Change]) -> SaveResult:
         headers = [("Contact", b.contact_value(now)) for b in self.lookup(aor, "", now)]
-        headers.append(("Date", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))))
+        headers.append(("Date", self._date(now)))
         return SaveResult(200, "OK", headers, changes)
+
+    def _date(self, now: float) -> str:
+        """The Date header value (RFC 1123), formatted once per second."""
+        second = math.floor(now)
+        if self._date_cache[0] != second:
+            self._date_cache = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT",
+                                                      time.gmtime(second)))
+        return self._date_cache[1]
 
     # -- table primitives (also used by MI and replication) --------------------------------
     def _insert(self, b: Binding) -> Change:
@@ -397,9 +429,9 @@ class Location:
         bindings = self.records[old.aor]
         bindings[bindings.index(old)] = new
         new.latency = old.latency  # measured by pinging, not by the phone
-        same = replace(old, expires=new.expires, cseq=new.cseq,
-                       last_modified=new.last_modified)
-        return Change("refresh" if same == new else "update", new)
+        # A refresh changes only expiry, CSeq and time; anything else is an update.
+        same = new.__class__ is old.__class__ and _REFRESH_SAME(old) == _REFRESH_SAME(new)
+        return Change("refresh" if same else "update", new)
 
     def _delete(self, b: Binding) -> Change:
         bindings = self.records.get(b.aor, [])

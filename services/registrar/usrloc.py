@@ -121,6 +121,12 @@ class UserLocation:
         self._publish(result.changes)
         return result
 
+    @property
+    def saves_inline(self) -> bool:
+        """True when `save_async` does no I/O (the table is in memory): callers may use
+        `save` directly, without a task or an await."""
+        return self.sql_only is None
+
     async def save_async(self, request: Request, origin: Origin) -> SaveResult:
         """`save`, and in sql-only mode: read the AOR from SQL first, write it back before
         the answer leaves (so any node answers from the same data)."""

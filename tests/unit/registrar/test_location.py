@@ -222,3 +222,55 @@ def test_lookup_skips_slow_bindings_and_orders_by_latency() -> None:
     assert uris == ["sip:unknown@192.0.2.10", "sip:fast@192.0.2.10"]  # q order, slow gone
     fastest = [b.uri for b in loc.lookup("alice@example.com", "", T0, by_latency=True)]
     assert fastest == ["sip:fast@192.0.2.10", "sip:slow@192.0.2.10", "sip:unknown@192.0.2.10"]
+
+
+def test_an_equivalent_contact_written_differently_is_the_same_binding() -> None:
+    """§19.1.4: host case and parameter order/case do not make another binding, while a
+    binding with another URI stays apart (each REGISTER compares with every binding)."""
+    loc = Location()
+    loc.save(register("<sip:other@192.0.2.10:5070>", expires=600), HERE, T0)
+    loc.save(register("<sip:a@Host.Example.COM:5060;transport=udp;lr>", expires=600,
+                      cseq=2), HERE, T0)
+    for cseq, kind in ((3, "update"), (4, "refresh")):  # update: the URI's text changed
+        r = loc.save(register("<sip:a@host.example.com:5060;lr;transport=UDP>", expires=600,
+                              cseq=cseq), HERE, T0 + cseq)
+        assert [c.kind for c in r.changes] == [kind]
+    uris = sorted(b.uri for b in loc.lookup("alice@example.com", "", T0 + 4))
+    assert uris == ["sip:a@host.example.com:5060;lr;transport=UDP",
+                    "sip:other@192.0.2.10:5070"]
+    # not equivalent: another port is another binding
+    loc.save(register("<sip:a@host.example.com:5061>", expires=600, cseq=5), HERE, T0 + 5)
+    assert loc.contact_count == 3
+
+
+def test_refresh_only_when_nothing_but_expiry_and_cseq_changed() -> None:
+    loc = Location()
+    loc.save(register("<sip:a@192.0.2.10:5060>", expires=600), HERE, T0)
+    r = loc.save(register("<sip:a@192.0.2.10:5060>", expires=900, cseq=2), HERE, T0 + 5)
+    assert [c.kind for c in r.changes] == ["refresh"]
+    for changed in (dict(callid="c2"), dict(extra="User-Agent: phone/2")):
+        r = loc.save(register("<sip:a@192.0.2.10:5060>", expires=900, cseq=9, **changed),
+                     HERE, T0 + 6)
+        assert [c.kind for c in r.changes] == ["update"], changed
+    r = loc.save(register("<sip:a@192.0.2.10:5060>;q=0.5", expires=900, cseq=10,
+                          callid="c2", extra="User-Agent: phone/2"), HERE, T0 + 7)
+    assert [c.kind for c in r.changes] == ["update"]
+    moved = Origin("198.51.100.7", 40000, "udp", "udp:127.0.0.1:5060")  # NAT: received
+    r = loc.save(register("<sip:a@192.0.2.10:5060>;q=0.5", expires=900, cseq=11,
+                          callid="c2", extra="User-Agent: phone/2"), moved, T0 + 8)
+    assert [c.kind for c in r.changes] == ["update"]
+
+
+def test_the_200_carries_the_date_of_its_own_second() -> None:
+    loc = Location()
+    cseqs = iter(range(1, 100))
+
+    def date(now: float) -> str:
+        r = loc.save(register("<sip:a@192.0.2.10:5060>", expires=600, cseq=next(cseqs)),
+                     HERE, now)
+        return dict(r.headers)["Date"]
+
+    assert date(T0) == "Fri, 15 Jan 2027 08:00:00 GMT"
+    assert date(T0 + 0.999) == "Fri, 15 Jan 2027 08:00:00 GMT"
+    assert date(T0 + 1) == "Fri, 15 Jan 2027 08:00:01 GMT"
+    assert date(T0 + 3600.5) == "Fri, 15 Jan 2027 09:00:00 GMT"
