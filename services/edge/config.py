@@ -45,7 +45,7 @@ class EdgeConfig:
     registrar: tuple[str, ...] = ()
     registrar_service: str = "registrar"
     registrar_timeout: float = 1.0
-    registrar_batch_ms: float = 1.0  # calls this close together share one gRPC message
+    registrar_batch_ms: float = 3.0  # calls this close together share one gRPC message
     register_auth: bool = True
     auth_algorithms: tuple[str, ...] = ("MD5",)
     # Lookup by ping latency (OpenSIPS lookup flags yNNN / Y): skip bindings above N us
