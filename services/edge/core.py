@@ -76,6 +76,7 @@ from shared.transaction import (
     Transmit,
     TransportFailed,
     sent_by,
+    server_key,
 )
 from shared.transaction.machine import State
 
@@ -202,6 +203,7 @@ class ProxyCore:
         self._timer_c: list[tuple[float, int]] = []
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
+        self._answered: dict[tuple[str, ...], tuple[float, Send]] = {}  # see _remember_answer
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -312,6 +314,8 @@ class ProxyCore:
             # A retransmission, or the ACK of a non-2xx response (§17.2.1, §17.2.3).
             self._run_events(self.layer.absorb(server, request, now), now, out)
             return
+        if server is None and self._answered and self._answer_again(request, now, out):
+            return
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
 
@@ -374,8 +378,10 @@ class ProxyCore:
         # any retransmission can arrive.
         result = self._request_route(ctx)
         if ctx.reply_stateless and ctx.reply_status is not None and result is None:
-            self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason, out,
-                                  headers=ctx.reply_headers, via=via)
+            sent = self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason,
+                                         out, headers=ctx.reply_headers, via=via)
+            if sent is not None:
+                self._remember_answer(request, sent, now)
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
@@ -892,9 +898,10 @@ class ProxyCore:
 
     def _reply_stateless(self, request: Request, source: Source, status: int,
                          reason: str | None, out: list[Output], *,
-                         headers: Iterable[tuple[str, str]] = (), via: Any = None) -> None:
+                         headers: Iterable[tuple[str, str]] = (),
+                         via: Any = None) -> Send | None:
         """Answer without a transaction (§8.2.7).  The To tag is derived from the request,
-        so a retransmission gets the same answer.  Without `via` (the request's may be
+        so a retransmission gets the same tag.  Without `via` (the request's may be
         malformed) the answer goes back to the source address."""
         try:
             response = make_response(request, status, reason, to_tag=self._tag(request),
@@ -902,9 +909,36 @@ class ProxyCore:
             data = response.serialize()
         except SipParseError:
             data = answer_malformed(request.serialize(), status, reason or "") or b""
-        if data:
-            self.counters.reply_out(status)
-            out.append(Send(data, self._reply_destination(source, via)))
+        if not data:
+            return None
+        self.counters.reply_out(status)
+        sent = Send(data, self._reply_destination(source, via))
+        out.append(sent)
+        return sent
+
+    # A routing script's stateless answer is remembered for T2 (4 s) by its transaction
+    # key, bytes only: a retransmission in that window gets the very same bytes (a fresh
+    # challenge would carry a new nonce, which sloppy clients such as sipp take for a second,
+    # unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
+    # absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
+    # allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
+    def _remember_answer(self, request: Request, sent: Send, now: float) -> None:
+        answered = self._answered
+        while answered:
+            oldest = next(iter(answered))
+            if answered[oldest][0] > now:
+                break
+            del answered[oldest]  # deadlines grow with insertion order: oldest first
+        answered[server_key(request)] = (now + self.settings.t2, sent)
+
+    def _answer_again(self, request: Request, now: float, out: list[Output]) -> bool:
+        found = self._answered.get(server_key(request))
+        if found is None or found[0] <= now:
+            return False
+        self.layer.absorbed += 1
+        if request.method != "ACK":
+            out.append(found[1])
+        return True
 
     @staticmethod
     def _tag(request: Request) -> str | None:

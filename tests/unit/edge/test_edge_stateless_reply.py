@@ -1,9 +1,11 @@
 """Stateless replies (RFC 3261 §8.2.7, OpenSIPS sl_send_reply): `ctx.reply(..., stateless=True)`
 answers without a server transaction; the default routing challenges REGISTER that way.
 
-What is observable: the answer goes out, the core holds no transaction afterwards, a
-retransmission is answered again (same To tag, since the tag is derived from the request),
-and a reply given after an await goes through a transaction even when asked stateless."""
+What is observable: the answer goes out and the core holds no transaction afterwards; a
+retransmission within T2 gets the very same bytes without running the route again (a fresh
+challenge would carry another nonce), a later one runs the route again and gets the same
+To tag; the ACK of a stateless answer to an INVITE is absorbed; a reply given after an
+await goes through a transaction even when asked stateless."""
 
 from __future__ import annotations
 
@@ -24,10 +26,13 @@ from tests.unit.edge.test_edge_registrar_routing import (
 class Replier:
     def __init__(self, *, awaited: bool) -> None:
         self.awaited = awaited
+        self.routed: list[str] = []
 
     def request_route(self, request: Any, ctx: Any) -> Any:
+        self.routed.append(request.method)
         if not self.awaited:
-            ctx.reply(403, "Go Away", [("X-Why", "test")], stateless=True)
+            ctx.reply(403, "Go Away", [("X-Why", "test"), ("X-Run", str(len(self.routed)))],
+                      stateless=True)
             return None
 
         async def later() -> None:
@@ -47,13 +52,33 @@ def answers(sends: list[Any]) -> list[Response]:
 
 
 async def test_a_stateless_reply_keeps_no_transaction_and_answers_a_retransmission() -> None:
-    h = Harness(Replier(awaited=False))
-    first = answers(h.feed(OPTIONS))
-    assert [(r.status, r.reason, r.get("X-Why")) for r in first] == [(403, "Go Away", "test")]
+    router = Replier(awaited=False)
+    h = Harness(router)
+    first = h.feed(OPTIONS)
+    assert [(r.status, r.reason, r.get("X-Why")) for r in answers(first)] == \
+        [(403, "Go Away", "test")]
     assert h.core.transactions == 0
-    again = answers(h.feed(OPTIONS))  # the retransmission runs the route again
-    assert [r.status for r in again] == [403]
-    assert again[0].to_tag == first[0].to_tag is not None
+    h.tick(1.0)
+    again = h.feed(OPTIONS)  # within T2 (4 s): the same bytes, the route not run again
+    assert [s.data for s in again] == [s.data for s in first]
+    assert router.routed == ["OPTIONS"]
+    h.tick(4.0)
+    later = answers(h.feed(OPTIONS))  # past T2: answered afresh (§8.2.7)
+    assert [(r.status, r.get("X-Run")) for r in later] == [(403, "2")]
+    assert later[0].to_tag == answers(first)[0].to_tag is not None
+    assert h.core.transactions == 0
+
+
+async def test_the_ack_of_a_stateless_answer_to_an_invite_is_absorbed() -> None:
+    router = Replier(awaited=False)
+    h = Harness(router)
+    invite = OPTIONS.replace("OPTIONS", "INVITE")
+    [answer] = answers(h.feed(invite))
+    ack = (invite.replace("INVITE sip:", "ACK sip:").replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+           .replace("To: <sip:carol@elsewhere.example>",
+                    f"To: <sip:carol@elsewhere.example>;tag={answer.to_tag}"))
+    assert h.feed(ack) == []
+    assert router.routed == ["INVITE"]  # the ACK was not routed anywhere
 
 
 async def test_a_reply_after_an_await_goes_through_a_transaction() -> None:
