@@ -372,6 +372,8 @@ class Location:
                 if b.instance == wanted.instance and b.reg_id == wanted.reg_id:
                     return b
             return None
+        if all(b.instance for b in current):
+            return None  # nothing to compare with: no parsing (a first registration)
         uri = self._contact_uri(wanted.uri)
         if uri is None:
             return None
