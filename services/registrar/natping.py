@@ -18,6 +18,8 @@ the whole table.
 The OPTIONS goes to the edge the binding registered through (its `socket`) with a Route
 set `<edge;lr>, <received;lr>`, so the edge sends it from the address the NAT pinhole was
 opened towards, to the public address of the phone; the reply comes back along the Vias.
+A binding with a Path (RFC 3327) is pinged along it instead: `<edge;lr>` then the Path
+values, as a call to it would go (the outbound proxy keeps the phone's flow).
 
 A binding registered over TCP gets a CRLF keep-alive instead (RFC 5626 §3.5.1; the issue's
 "CRLF keep-alives for TCP"): the same OPTIONS goes to the edge with
@@ -179,10 +181,14 @@ class NatPinger:
         call_id = f"np-{self._tag}-{n}"
         host = f"[{edge[0]}]" if ":" in edge[0] else edge[0]
         routes = [f"<sip:{host}:{edge[1]};lr>"]
-        if b.received:
+        if b.path:
+            # RFC 3327: the phone is reached through its Path (an outbound proxy keeps
+            # its flow); `received` is that proxy's address, not the phone's.
+            routes.extend(b.path)
+        elif b.received:
             routes.append(f"<{b.received};lr>")
         keepalive = ""
-        if b.socket.startswith("tcp:"):
+        if b.socket.startswith("tcp:") and not b.path:
             target = crlf_target(b)
             if target is None:
                 return None

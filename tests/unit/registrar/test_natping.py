@@ -85,3 +85,17 @@ def test_tcp_bindings_get_a_crlf_keepalive_request_udp_ones_a_plain_options() ->
                                                                  lambda aor: True)}
     assert pings["t@example.com"].get("X-SipMesh-Keepalive") == "198.51.100.7:40000"
     assert not pings["u@example.com"].has("X-SipMesh-Keepalive")
+
+
+def test_a_binding_with_a_path_is_pinged_along_its_path() -> None:
+    pinger = NatPinger(PingConfig(interval=1.0), via_port=7000)
+    behind = Binding(aor="p@example.com", uri="sip:p@10.9.9.9:5070;transport=tcp",
+                     expires=int(T0) + 600, received="sip:192.0.2.50:5060;transport=tcp",
+                     socket="tcp:127.0.0.1:5060",
+                     path=("<sip:p1@192.0.2.50:5060;lr>", "<sip:p2@192.0.2.51;lr>"))
+    [ping] = pinger.due([behind], T0, lambda aor: True)
+    msg = parse_message(ping.data)
+    assert msg.uri == "sip:p@10.9.9.9:5070;transport=tcp"
+    assert msg.get_all("Route") == ["<sip:127.0.0.1:5060;lr>", "<sip:p1@192.0.2.50:5060;lr>",
+                                    "<sip:p2@192.0.2.51;lr>"]
+    assert not msg.has("X-SipMesh-Keepalive")  # the proxy's connection is not the phone's
