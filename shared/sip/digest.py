@@ -93,30 +93,23 @@ def compute_response(
     return h(f"{ha1}:{nonce}:{ha2}".encode())
 
 
-# One `name = value` list element: a token-ish name, then a quoted string (quoted-pairs
-# allowed) or bare text up to the next comma, then the comma or the end.
-_PARAM = re.compile(r'\s*([^=,\s"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^",]*?)\s*(?:,|$)', re.S)
-_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+# One `name = value` list element: a token-ish name, then a quoted string without
+# quoted-pairs or bare text without blanks, then the comma or the end.  Lists with anything
+# else (quoted-pairs, stray quotes, blanks inside a bare value) go the general way.
+_PARAM = re.compile(r'\s*([^=,\s"]+)\s*=\s*(?:"([^"\\]*)"|([^\s",]*))\s*(?:,|\Z)')
 
 
 def _fast_params(rest: str) -> dict[str, str] | None:
-    """The parameters of a well-formed list, or None (let the general path decide)."""
+    """The parameters of a plain, well-formed list, or None (let the general path decide)."""
     params: dict[str, str] = {}
     pos = 0
-    end = len(rest)
-    match = _PARAM.match
-    while pos < end:
-        m = match(rest, pos)
-        if m is None or m.end() == pos:
-            return None
-        value = m.group(2)
-        if value[:1] == '"':
-            value = value[1:-1]
-            if "\\" in value:
-                value = _QUOTED_PAIR.sub(r"\1", value)
-        params[m.group(1).lower()] = value
+    for m in _PARAM.finditer(rest):
+        if m.start() != pos:
+            return None  # something the pattern could not read was skipped
+        quoted = m.group(2)
+        params[m.group(1).lower()] = quoted if quoted is not None else m.group(3)
         pos = m.end()
-    return params
+    return params if pos == len(rest) else None
 
 
 def _parse_auth(text: str, what: str) -> tuple[str, dict[str, str]]:

@@ -180,15 +180,18 @@ def test_fast_parameter_path_agrees_with_the_general_one(rest: str) -> None:
     assert fast == _general_params(rest, "Authorization")
 
 
-def test_fast_path_takes_a_phones_credentials() -> None:
+def test_fast_path_takes_a_phones_credentials_and_leaves_quoted_pairs_to_the_other() -> None:
     from shared.sip.digest import _fast_params
 
     text = ('username="bob", realm="example.com", nonce="5f-1.ab", uri="sip:example.com",'
-            ' response="0123abcd", algorithm=MD5, cnonce="c\\"1", qop=auth, nc=00000001')
+            ' response="0123abcd", algorithm=MD5, cnonce="c1", qop=auth, nc=00000001')
     assert _fast_params(text) == {
         "username": "bob", "realm": "example.com", "nonce": "5f-1.ab",
         "uri": "sip:example.com", "response": "0123abcd", "algorithm": "MD5",
-        "cnonce": 'c"1', "qop": "auth", "nc": "00000001"}
+        "cnonce": "c1", "qop": "auth", "nc": "00000001"}
+    escaped = text.replace('cnonce="c1"', 'cnonce="c\\"1"')
+    assert _fast_params(escaped) is None
+    assert parse_credentials("Digest " + escaped).cnonce == 'c"1'
 
 
 @given(realm=st.sampled_from(["example.com", 'we"ird', "a\\b", ""]),
