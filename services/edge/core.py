@@ -309,12 +309,13 @@ class ProxyCore:
         self._stamp_received(request, source)
         method = request.method
 
-        server = self.layer.find_server(request)
+        key = server_key(request)
+        server = self.layer.find_server(request, key)
         if server is not None and not (method == "ACK" and server.state is State.ACCEPTED):
             # A retransmission, or the ACK of a non-2xx response (§17.2.1, §17.2.3).
             self._run_events(self.layer.absorb(server, request, now), now, out)
             return
-        if server is None and self._answered and self._answer_again(request, now, out):
+        if server is None and self._answered and self._answer_again(key, method, now, out):
             return
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
@@ -381,7 +382,7 @@ class ProxyCore:
             sent = self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason,
                                          out, headers=ctx.reply_headers, via=via)
             if sent is not None:
-                self._remember_answer(request, sent, now)
+                self._remember_answer(key, sent, now)
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
@@ -922,21 +923,22 @@ class ProxyCore:
     # unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
     # absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
     # allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
-    def _remember_answer(self, request: Request, sent: Send, now: float) -> None:
+    def _remember_answer(self, key: tuple[str, ...], sent: Send, now: float) -> None:
         answered = self._answered
         while answered:
             oldest = next(iter(answered))
             if answered[oldest][0] > now:
                 break
             del answered[oldest]  # deadlines grow with insertion order: oldest first
-        answered[server_key(request)] = (now + self.settings.t2, sent)
+        answered[key] = (now + self.settings.t2, sent)
 
-    def _answer_again(self, request: Request, now: float, out: list[Output]) -> bool:
-        found = self._answered.get(server_key(request))
+    def _answer_again(self, key: tuple[str, ...], method: str, now: float,
+                      out: list[Output]) -> bool:
+        found = self._answered.get(key)
         if found is None or found[0] <= now:
             return False
         self.layer.absorbed += 1
-        if request.method != "ACK":
+        if method != "ACK":
             out.append(found[1])
         return True
 
@@ -1038,8 +1040,11 @@ class ProxyCore:
 
     def _is_loop(self, request: Request, loop_hash: str) -> bool:
         """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
+        vias = request.get_all("Via")
+        if len(vias) < 2:
+            return False  # only the sender's Via: we never forwarded this request
         prefix = f"z9hG4bK{loop_hash}."
-        if not any(prefix in value for value in request.get_all("Via")):
+        if not any(prefix in value for value in vias):
             return False  # cheap text check first: parsing every Via costs more
         for via in request.vias:
             if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):

@@ -36,6 +36,7 @@ from shared.transaction.transaction import ClientTransaction, ServerTransaction
 
 if TYPE_CHECKING:
     from shared.sip import Request, Response
+    from shared.transaction.key import ServerKey
     from shared.transaction.transaction import _Transaction
 
 
@@ -52,9 +53,11 @@ class TransactionLayer:
         self.absorbed = 0
 
     # -- server side (§17.2) ----------------------------------------------------------------
-    def find_server(self, request: Request) -> ServerTransaction | None:
-        """The server transaction a request (or its ACK) belongs to, if any."""
-        txn = self.servers.get(server_key(request))
+    def find_server(self, request: Request,
+                    key: ServerKey | None = None) -> ServerTransaction | None:
+        """The server transaction a request (or its ACK) belongs to, if any (`key`: its
+        `server_key`, when the caller has it already)."""
+        txn = self.servers.get(key if key is not None else server_key(request))
         if txn is None or is_rfc3261_branch(request.top_via.branch):
             return txn
         # RFC 2543 peer: the To tag has to agree as well (§17.2.3).
