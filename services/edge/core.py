@@ -396,6 +396,8 @@ class ProxyCore:
         """Run request_route; a routing script bug answers 500 instead of raising."""
         try:
             return self.router.request_route(ctx.request, ctx)
+        except SipParseError:
+            raise  # a header read on demand is malformed: `receive` answers the RFC's 400
         except Exception as exc:  # a routing script bug must not take the proxy down
             self.log("route.error", hook="request_route", error=repr(exc),
                      call_id=ctx.request.call_id)

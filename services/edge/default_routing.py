@@ -5,7 +5,8 @@
   routed by its Request-URI like any other.
 - REGISTER for a local domain (or the proxy's own address), when a registrar is known
   (`ctx.services["registrar"]`, found in discovery or `[edge].registrar`): the edge
-  challenges it (401, `WWW-Authenticate`, realm = the To domain, RFC 3261 §22.2) unless
+  challenges it statelessly (401, `WWW-Authenticate`, realm = the To domain, RFC 3261
+  §22.2 and §8.2.7) unless
   `[edge].register_auth` is off, checks the credentials against the subscriber's HA1 from
   the registrar (the user must be the To user, else 403), then asks the registrar to Save
   it and answers with the registrar's status and headers (200 listing the bindings).

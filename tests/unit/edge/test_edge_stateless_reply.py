@@ -100,3 +100,11 @@ async def test_register_challenge_is_stateless_and_the_authenticated_one_is_not(
     ok = await authenticated(h, "alice", "alice-pw", contact_port=5092)
     assert ok.status == 200
     assert h.core.transactions == 1  # the 200 is kept for retransmissions (Timer J)
+
+
+async def test_a_register_with_a_malformed_to_gets_400_not_a_routing_error() -> None:
+    h = harness(InProcessRegistrar())
+    bad = register("alice").replace("To: <sip:alice@example.com>", "To: <sip:alice@example.com")
+    [answer] = answers(h.feed(bad))
+    assert answer.status == 400
+    assert h.core.transactions == 0
