@@ -147,18 +147,26 @@ def test_full_sharing_cachedb_kill_9_under_load_every_node_dumps_every_binding(
         stop_all(running, edge, third, second, first)
 
 
-def test_full_sharing_cachedb_each_natted_binding_pinged_by_exactly_one_node(
-        store: Path, prefix: str, tmp_path: Path) -> None:
-    # Both nodes ping every 0.3 s; each pings only the AORs of its crc32(aor) % 2 share.
+def pinging_pair(store: Path, prefix: str,
+                 users: list[str]) -> tuple[Registrar, Registrar, Edge]:
+    """Subscribers `users`, two full-sharing-cachedb nodes pinging every 0.3 s (node 2
+    joining node 1) and an edge saving into node 1."""
     ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
             "max_pings_lost": "100000"}
-    users = [f"nat{i}" for i in range(8)]
     for user in users:
         add_user(store, f"{user}@127.0.0.1", "pw")
     mode = "full-sharing-cachedb"
     first = start_registrar(store, env(mode, prefix, 1, **ping))
     second = start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping))
     edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    return first, second, edge
+
+
+def test_full_sharing_cachedb_each_natted_binding_pinged_by_exactly_one_node(
+        store: Path, prefix: str, tmp_path: Path) -> None:
+    # Both nodes ping every 0.3 s; each pings only the AORs of its crc32(aor) % 2 share.
+    users = [f"nat{i}" for i in range(8)]
+    first, second, edge = pinging_pair(store, prefix, users)
     try:
         wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
         register_natted(tmp_path, edge, users, "pw")
@@ -175,15 +183,8 @@ def test_full_sharing_cachedb_ping_rounds_read_only_the_nodes_own_partitions(
     # node 1 (index 0 of 2) reads the ping index partitions 0, 2, ..., 62 and node 2 the
     # odd ones, one HVALS each per round; neither reads the whole table (the AOR set or
     # any AOR's bindings) -- and still every natted binding is pinged once per round.
-    ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
-            "max_pings_lost": "100000"}
     users = [f"part{i}" for i in range(12)]
-    for user in users:
-        add_user(store, f"{user}@127.0.0.1", "pw")
-    mode = "full-sharing-cachedb"
-    first = start_registrar(store, env(mode, prefix, 1, **ping))
-    second = start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping))
-    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    first, second, edge = pinging_pair(store, prefix, users)
     client = redis.Redis.from_url(REDIS)
     log = tmp_path / "monitor.log"
     watcher = None

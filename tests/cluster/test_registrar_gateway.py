@@ -11,47 +11,26 @@ once. Every answer is validated against its contracts/mi schema.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import redis
 
 from tests.cluster.registrar_nodes import cluster_url, register_natted, synced
+from tests.cluster.test_mesh_nodes import Gateway as MeshGateway
 from tests.integration.edge.edge_harness import start_edge, wait_until
 from tests.integration.registrar.harness import add_user, start_registrar
-from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.integration.spine.meshproc import MeshProcess
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(180)]
-MI = ROOT / "contracts" / "mi"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
-class Gateway:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def raw(self, method: str, params: Any = None) -> dict[str, Any]:
-        import urllib.request
-
-        body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
-        if params is not None:
-            body["params"] = params
-        req = urllib.request.Request(self.url, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return dict(json.loads(resp.read()))
-
-    def __call__(self, method: str, params: Any = None) -> Any:
-        answer = self.raw(method, params)
-        assert "result" in answer, answer
-        schema = json.loads((MI / f"{method}.json").read_text())
-        jsonschema.validate(answer["result"], schema["result"])
-        return answer["result"]
+class Gateway(MeshGateway):
+    """The mesh tests' MI client (answers checked against contracts/mi), plus:"""
 
     def registrars(self) -> int:
         return sum(p["Type"].startswith("registrar ") for p in self("ps")["Processes"])

@@ -7,12 +7,14 @@ bound in /proc/net; a sipp UAC is done when it exits.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,19 @@ def options_ping(host: str, port: int, timeout: float = 0.3) -> int | None:
         except TimeoutError:
             return None
         return int(data.split(b" ", 2)[1])
+
+
+def worker_statistic(urls: Sequence[str], name: str) -> list[int]:
+    """Statistic `name` (e.g. core:rcv_requests) of each edge worker, by its MI URL."""
+    counts = []
+    for url in urls:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
+                           "params": {"statistics": [name]}})
+        req = urllib.request.Request(f"{url}/mi", data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            counts.append(int(json.loads(resp.read())["result"][name]))
+    return counts
 
 
 def stop_process(proc: subprocess.Popen[Any], grace: float = 5) -> int:

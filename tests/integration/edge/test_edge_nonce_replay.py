@@ -4,16 +4,14 @@ nonce-count passes whichever worker takes it.  Raw SIP over UDP sockets."""
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edge_harness import Edge, start_edge, stop_process
+from edge_harness import Edge, start_edge, stop_process, worker_statistic
 
 from shared.sip import (
     Request,
@@ -140,15 +138,7 @@ def replay(edge: Edge, text: str, far: Far, timeout: float = 5.0) -> Response | 
 
 def received(urls: list[str]) -> list[int]:
     """core:rcv_requests of each worker (MI)."""
-    counts = []
-    for url in urls:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
-                           "params": {"statistics": ["core:rcv_requests"]}})
-        req = urllib.request.Request(f"{url}/mi", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            counts.append(json.loads(resp.read())["result"]["core:rcv_requests"])
-    return counts
+    return worker_statistic(urls, "core:rcv_requests")
 
 
 def credentials(challenge: Response, far: Far, nc: int) -> str:

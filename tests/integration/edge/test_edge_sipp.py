@@ -6,7 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from edge_harness import Edge, Sipp, free_port, summary
+from edge_harness import Edge, Sipp, free_port, summary, worker_statistic
 
 pytestmark = pytest.mark.peers
 
@@ -137,14 +137,7 @@ def test_two_workers_share_the_port(sipp: Sipp) -> None:
         second = edge.proc.stdout.readline()  # the other worker's ready line
         urls = [line.split()[line.split().index("http") + 1]
                 for line in (edge.lines[0], second)]
-        counts = []
-        for url in urls:
-            body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
-                               "params": {"statistics": ["core:fwd_requests"]}})
-            req = urllib.request.Request(f"{url}/mi", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                counts.append(json.loads(resp.read())["result"]["core:fwd_requests"])
+        counts = worker_statistic(urls, "core:fwd_requests")
         assert all(c > 0 for c in counts), counts  # both workers carried calls
         assert sum(counts) >= 3 * 40  # INVITE, ACK and BYE of every call
     finally:
