@@ -6,7 +6,10 @@ default) and `PostgresSubscribers` (asyncpg pool; every registrar node and the C
 share it).  sqlite3 blocks: a lookup may wait up to the busy timeout while another process
 (`sipmesh user add`) writes the file, so every SQLite statement runs on one thread of the
 store's own (one thread: the connection is used by one thread at a time, in call order)
-and the event loop never waits on the file.  Both create their table
+and the event loop never waits on the file.  A trip to that thread costs more than the
+lookup itself, so the lookups asked in one turn of the event loop (the credentials calls
+of one gRPC Session message, typically) share one trip (`get` -> `_lookup_batch`).  Both
+create their table
 when missing.  The realm of a subscriber is its domain, as OpenSIPS's `subscriber` table
 with `calculate_ha1 = 0`: `ha1 = MD5(user:domain:password)` and
 `ha1_sha256 = SHA-256(user:domain:password)` (RFC 7616 §3.4.2, RFC 8760).
@@ -83,6 +86,9 @@ class SQLiteSubscribers(SQLiteFile):
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         super().__init__(path, table=table)
         self._thread: ThreadPoolExecutor | None = None
+        # Lookups waiting for the next trip to the thread, and the task making it.
+        self._wanted: list[tuple[str, str, asyncio.Future[Subscriber | None]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         await super().open()
@@ -137,13 +143,38 @@ class SQLiteSubscribers(SQLiteFile):
         return await self._run(delete) > 0
 
     async def get(self, username: str, domain: str) -> Subscriber | None:
-        def select(db: sqlite3.Connection) -> Subscriber | None:
-            row = db.execute(
-                f"SELECT username, domain, ha1, ha1_sha256 FROM {self.table} "
-                "WHERE username = ? AND domain = ?", (username, domain)).fetchone()
-            return Subscriber(*row) if row else None
+        fut: asyncio.Future[Subscriber | None] = asyncio.get_running_loop().create_future()
+        if not self._wanted:
+            # The batch task's first step runs after what this turn of the loop already
+            # queued: every lookup asked meanwhile joins it.
+            task = asyncio.create_task(self._lookup_batch())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        self._wanted.append((username, domain, fut))
+        return await fut
 
-        return await self._run(select)
+    async def _lookup_batch(self) -> None:
+        wanted, self._wanted = self._wanted, []
+        sql = (f"SELECT username, domain, ha1, ha1_sha256 FROM {self.table} "
+               "WHERE username = ? AND domain = ?")
+
+        def select(db: sqlite3.Connection) -> list[Subscriber | None]:
+            rows = [db.execute(sql, (user, domain)).fetchone() for user, domain, _ in wanted]
+            return [Subscriber(*row) if row else None for row in rows]
+
+        try:
+            found = await self._run(select)
+        except BaseException as exc:  # not open, a locked file past the busy timeout, ...
+            for *_, fut in wanted:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception)
+                                      else RuntimeError("subscriber lookup cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, fut), sub in zip(wanted, found, strict=True):
+            if not fut.done():
+                fut.set_result(sub)
 
     async def count(self) -> int:
         return await self._run(

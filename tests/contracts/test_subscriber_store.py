@@ -67,6 +67,28 @@ async def test_password_change_and_removal(store: SubscriberStore) -> None:
     assert await store.get("carol", "example.com") is None
 
 
+async def test_concurrent_lookups_each_get_their_own_answer(store: SubscriberStore) -> None:
+    # Many lookups in one turn of the event loop (SQLite answers them in one trip to its
+    # thread): each caller gets its subscriber, or None, in any mix.
+    for i in range(0, 40, 2):
+        await store.add(f"u{i}", "example.com", f"pw{i}")
+    found = await asyncio.gather(*(store.get(f"u{i}", "example.com") for i in range(40)))
+    assert [sub.username if sub else None for sub in found] == \
+        [f"u{i}" if i % 2 == 0 else None for i in range(40)]
+    assert all(sub.ha1 == hashlib.md5(f"{sub.username}:example.com:pw{sub.username[1:]}"
+                                      .encode()).hexdigest() for sub in found if sub)
+
+
+async def test_sqlite_lookups_on_a_closed_store_fail_clearly(tmp_path: Path) -> None:
+    s = SQLiteSubscribers(tmp_path / "closed.sqlite")
+    await s.open()
+    await s.close()
+    results = await asyncio.gather(s.get("a", "example.com"), s.get("b", "example.com"),
+                                   return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    assert "not open" in str(results[0])
+
+
 def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(PG_DSN), PostgresSubscribers)
     assert isinstance(open_store(str(tmp_path / "x.sqlite")), SQLiteSubscribers)
