@@ -349,8 +349,9 @@ def main() -> int:
             print(f"{tool} missing: run tests/peers/ensure.sh (make bench does)")
             return 1
     workdir = Path(tempfile.mkdtemp(prefix="bench-registrar-"))
-    print(f"bench_registrar: {args.step:g} s steps, stop when > {MAX_FAILED:.1%} of "
-          f"registrations fail (work dir {workdir})", flush=True)
+    print(f"bench_registrar: {args.step:g} s steps, stop when the server falls behind: "
+          f"> {MAX_FAILED:.1%} failed, late, or > {MAX_RETRANSMITTED:.0%} retransmitted "
+          f"(work dir {workdir})", flush=True)
     results: dict[str, int] = {}
     if "sipmesh" in wanted:
         (workdir / "sipmesh").mkdir()
