@@ -131,8 +131,9 @@ class Binding:
         address (RFC 3327 §5.3: with a Path, `received` is the outbound proxy's address).
 
         The whole Path vector goes with the branch as its Route set (`path`); this is the
-        hop alone, for a client that does not use the route.  A Path value that does not
-        parse gives "" rather than failing the lookup: the branch fails on its Route.
+        hop alone, for a client that does not use the route.  Save refuses a Path value that
+        does not parse; one that came another way (a replica, an older SQL row) gives ""
+        rather than failing the lookup: the branch fails on its Route.
         """
         if self.path:
             try:
@@ -287,6 +288,9 @@ class Location:
         ua = (request.get("User-Agent") or "")[:255]
         supported = {s.strip().lower() for s in request.get_all("Supported")}
         path = tuple(request.get_all("Path"))
+        for value in path:
+            _route_uri(value)  # RFC 3327: each a name-addr; a malformed one is a 400 here,
+            # not a binding that no call can be routed along later
         # First pass: check everything (no partial update).
         planned: list[tuple[Binding | None, Binding | None]] = []  # (old, new or None=remove)
         for na in contacts:

@@ -70,10 +70,9 @@ async def test_lookup_without_path_has_no_route_set(client: RegistrarClient) -> 
     assert branch.next_hop == "sip:198.51.100.4:7000"  # NAT `received`
 
 
-async def test_path_that_does_not_parse_does_not_break_the_lookup(
-        client: RegistrarClient) -> None:
-    await client.save(register("carol", f"Path: garbage, {P2}\r\n"), "198.51.100.4", 7000,
-                      "udp", "udp:127.0.0.1:5060")
-    status, [branch] = await client.lookup("carol@example.com", "INVITE")
-    # Answered (no registrar error); the edge's branch then fails on its first Route.
-    assert status == 200 and branch.path == ("garbage", P2) and branch.next_hop == ""
+async def test_path_that_does_not_parse_is_refused_at_save(client: RegistrarClient) -> None:
+    status, _, _ = await client.save(register("carol", f"Path: garbage, {P2}\r\n"),
+                                     "198.51.100.4", 7000, "udp", "udp:127.0.0.1:5060")
+    assert status == 400  # RFC 3327: a Path value is a name-addr; nothing stored
+    status, branches = await client.lookup("carol@example.com", "INVITE")
+    assert status in (404, 480) and branches == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.registrar.location import Location, LocationConfig, Origin, parse_aor
+from services.registrar.location import Binding, Location, LocationConfig, Origin, parse_aor
 from shared.sip import parse_message
 
 T0 = 1_800_000_000.0
@@ -175,6 +175,20 @@ def test_path_is_stored_and_echoed_when_supported() -> None:
     [b] = loc.lookup("alice@example.com", "", T0)
     assert b.path == ("<sip:edge1.example.com;lr>",)
     assert b.next_hop() == "sip:edge1.example.com;lr"
+
+
+def test_a_malformed_path_is_refused_with_400_and_nothing_is_stored() -> None:
+    loc = Location()
+    r = loc.save(register("<sip:a@10.0.0.5>", expires=600,
+                          extra="Path: <sip:edge1.example.com;lr\nSupported: path"), HERE, T0)
+    assert r.status == 400
+    assert loc.lookup("alice@example.com", "", T0) == []
+
+
+def test_a_bad_path_from_elsewhere_gives_no_next_hop_rather_than_an_error() -> None:
+    binding = Binding(aor="a@example.com", uri="sip:a@10.0.0.5", expires=int(T0) + 60,
+                      path=("garbage", "<sip:p2@192.0.2.51;lr>"))  # e.g. an older SQL row
+    assert binding.next_hop() == ""
 
 
 def test_max_contacts_is_enforced() -> None:
