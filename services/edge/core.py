@@ -78,6 +78,7 @@ from shared.transaction import (
     sent_by,
     server_key,
 )
+from shared.transaction.key import ServerKey
 from shared.transaction.machine import State
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
@@ -203,7 +204,7 @@ class ProxyCore:
         self._timer_c: list[tuple[float, int]] = []
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
-        self._answered: dict[tuple[str, ...], tuple[float, Send]] = {}  # see _remember_answer
+        self._answered: dict[ServerKey, tuple[float, Send]] = {}  # see _remember_answer
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -373,8 +374,8 @@ class ProxyCore:
             return
 
         # The routing hook runs before the server transaction exists, so that a reply it
-        # asks to send statelessly (§8.2.7: a challenge, typically) leaves no state behind:
-        # no transaction kept for Timer J, a retransmission simply runs the hook again.
+        # asks to send statelessly (§8.2.7: a challenge, typically) keeps no transaction for
+        # Timer J, only its bytes for T2 (see `_remember_answer`).
         # An awaitable it returns has not started yet: the transaction is in place before
         # any retransmission can arrive.
         result = self._request_route(ctx)
@@ -925,7 +926,7 @@ class ProxyCore:
     # unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
     # absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
     # allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
-    def _remember_answer(self, key: tuple[str, ...], sent: Send, now: float) -> None:
+    def _remember_answer(self, key: ServerKey, sent: Send, now: float) -> None:
         answered = self._answered
         while answered:
             oldest = next(iter(answered))
@@ -934,7 +935,7 @@ class ProxyCore:
             del answered[oldest]  # deadlines grow with insertion order: oldest first
         answered[key] = (now + self.settings.t2, sent)
 
-    def _answer_again(self, key: tuple[str, ...], method: str, now: float,
+    def _answer_again(self, key: ServerKey, method: str, now: float,
                       out: list[Output]) -> bool:
         found = self._answered.get(key)
         if found is None or found[0] <= now:

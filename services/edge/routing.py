@@ -193,7 +193,8 @@ class RouteContext:
 
         `stateless=True` (OpenSIPS `sl_send_reply`, RFC 3261 §8.2.7) keeps no transaction:
         cheaper, and right for answers that cost nothing to give again, such as a 401/407
-        challenge -- a retransmitted request runs the routing script again.  It applies
+        challenge.  The answer's bytes are resent to a retransmission for T2 (4 s); a later
+        one runs the routing script again.  It applies
         when `request_route` replies without awaiting anything; after an await the
         transaction already exists and the reply goes through it."""
         if not 200 <= status <= 699:
