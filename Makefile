@@ -3,16 +3,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Every dependency is pinned with hashes in requirements.lock (made by `make lock` from
+# pyproject.toml's ranges): a fresh machine installs exactly what CI tested. pip itself too.
+LOCK   := requirements.lock
+PIP_VERSION := 26.3
 
-.PHONY: run test bench lint proto venv peers clean
+.PHONY: run test test-fast bench lint proto venv peers lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+## make lock: re-resolve pyproject.toml's ranges into requirements.lock (a deliberate commit).
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	  --python-version 3.11 --no-header --quiet -o $(LOCK)
 
 # Debian peers (sipp, kamailio, ...) and the local PostgreSQL/Redis/RabbitMQ the tests talk to.
 peers:
@@ -33,7 +43,7 @@ bench: $(STAMP) peers
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy --strict shared/sip
+	$(VENV)/bin/mypy shared services gateway contracts
 
 proto: $(STAMP)
 	$(PY) -m contracts.build

@@ -41,3 +41,19 @@ def test_every_proto_has_generated_modules() -> None:
         rel = proto.relative_to(ROOT / "contracts/proto").with_suffix("")
         base = ROOT / "contracts/generated" / rel.parent / rel.name
         assert Path(f"{base}_pb2.py").exists() and Path(f"{base}_pb2_grpc.py").exists()
+
+
+def test_stamps_do_not_depend_on_the_tools_patch_release() -> None:
+    """A fresh machine resolving grpcio-tools 1.85.4 instead of 1.85.1 must not see drift."""
+    grpc_stub = "GRPC_GENERATED_VERSION = '1.85.4'\n"
+    pb2 = ("# Protobuf Python Version: 7.35.1\n"
+           "_runtime_version.ValidateProtobufRuntimeVersion(\n"
+           "    _runtime_version.Domain.PUBLIC,\n    7,\n    35,\n    1,\n    '',\n")
+    assert build.normalize_stamps(grpc_stub) == "GRPC_GENERATED_VERSION = '1.85.0'\n"
+    out = build.normalize_stamps(pb2)
+    assert "# Protobuf Python Version: 7.35.0\n" in out
+    assert "    7,\n    35,\n    0,\n" in out
+    # every committed module carries the normalised stamps
+    for path in (ROOT / "contracts/generated").rglob("*.py"):
+        text = path.read_text()
+        assert build.normalize_stamps(text) == text, path

@@ -5,7 +5,7 @@ import warnings
 
 from contracts.generated.sipmesh.cluster.v1 import cluster_pb2 as sipmesh_dot_cluster_dot_v1_dot_cluster__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -5,7 +5,7 @@ import warnings
 
 from contracts.generated.sipmesh.health.v1 import probe_pb2 as sipmesh_dot_health_dot_v1_dot_probe__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

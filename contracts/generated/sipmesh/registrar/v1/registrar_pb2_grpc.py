@@ -5,7 +5,7 @@ import warnings
 
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as sipmesh_dot_registrar_dot_v1_dot_registrar__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
