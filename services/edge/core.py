@@ -745,7 +745,7 @@ class ProxyCore:
             return o
 
         if is_awaitable(result):
-            out.append(Await(result, resume, context.request.call_id))  # type: ignore[arg-type]
+            out.append(Await(result, resume, context.request.call_id))
             return True
         out.extend(resume(now))
         return True

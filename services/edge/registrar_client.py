@@ -249,7 +249,8 @@ class RegistrarClient:
             # hot path): every call below passes its own timeout instead.
             channel = grpc.aio.insecure_channel(
                 target, options=[("grpc.keepalive_time_ms", 30_000)])
-            found = (channel, pb_grpc.RegistrarStub(channel))
+            # grpc's generated stubs carry no annotations
+            found = (channel, pb_grpc.RegistrarStub(channel))  # type: ignore[no-untyped-call]
             self._stubs[target] = found
         return found[1]
 

@@ -43,7 +43,7 @@ from shared.sip import Request, SipParseError, parse_message
 SERVICE = "sipmesh.registrar.v1.Registrar"
 
 
-class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
+class RegistrarServicer(pb_grpc.RegistrarServicer):
     """The gRPC face of `UserLocation`; bad input gets a status, never a traceback."""
 
     def __init__(self, ul: UserLocation) -> None:
@@ -120,7 +120,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):  # type: ignore[misc]
                 reply = pb.SessionReply(id=req.id, error=type(exc).__name__)
             finally:
                 # Before the reply wakes the writer: it must not wait for this task.
-                tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+                tasks.discard(asyncio.current_task())
             outbox.put(reply)
 
         def save_now(req: Any) -> None:
@@ -350,7 +350,8 @@ async def serve(config: RegistrarConfig) -> None:
         if writer is not None:
             writer.start()
         srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+            [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                RegistrarServicer(ul), s)],
             services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
         servers.append(srv)
         host = config.grpc_advertise or (

@@ -105,7 +105,8 @@ class MiCommand:
 
 def _serialise(response: Any) -> dict[str, Any]:
     """Serialises one jsonrpcserver response, dropping exception text from ``data``."""
-    out: Any = to_serializable_one(response)
+    out = to_serializable_one(response)
+    assert isinstance(out, dict)  # one response serialises to one object
     error = out.get("error")
     if isinstance(error, dict) and error.get("code") in (INTERNAL_ERROR, SERVER_ERROR):
         out["error"] = {"code": error["code"], "message": "Internal error"}

@@ -180,7 +180,8 @@ class FakeConsul:
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.tick()
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _bump(self) -> None:
         self.index += 1
