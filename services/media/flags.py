@@ -7,9 +7,9 @@ string here and rtpengine gets the same dictionary:
 
 | flag | ng key |
 |---|---|
-| `replace-origin`, `replace-session-connection` | `replace: [origin, session-connection]` (offer/answer only) |
+| `replace-origin`, `replace-session-connection` | `replace: [...]` (offer/answer only) |
 | `ICE=force\\|force-relay\\|remove` | `ICE` |
-| `RTP/AVP`, `RTP/SAVP`, `RTP/AVPF`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP[F]`; `RTP`, `AVP`, `SRTP`, `AVPF` | `transport-protocol` |
+| `RTP/AVP`, `RTP/SAVP[F]`, `RTP/AVPF`, `UDP/TLS/RTP/SAVP[F]`, `SRTP`... | `transport-protocol` |
 | `in-iface=X out-iface=Y`, `internal`, `external` | `direction: [in, out]` (both needed) |
 | `address-family=IP4\\|IP6` | `address family` |
 | `rtcp-mux-offer\\|demux\\|accept\\|reject\\|require` | `rtcp-mux: [...]` |

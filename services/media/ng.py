@@ -45,7 +45,8 @@ class NgDecodeError(ValueError):
 
 
 def encode(cookie: str, message: dict[str, Any]) -> bytes:
-    return cookie.encode() + b" " + bencodepy.encode(message)
+    body: bytes = bencodepy.encode(message)
+    return cookie.encode() + b" " + body
 
 
 def decode(datagram: bytes) -> tuple[str, dict[str, Any]]:
