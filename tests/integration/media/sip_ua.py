@@ -31,7 +31,8 @@ class SipUA:
         self.port = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.requests: asyncio.Queue[tuple[Request, tuple[str, int]]] = asyncio.Queue()
-        self._waiting: dict[str, asyncio.Queue[Response]] = {}
+        # by (Via branch, CSeq method): a CANCEL shares its INVITE's branch
+        self._waiting: dict[tuple[str, str], asyncio.Queue[Response]] = {}
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -50,7 +51,7 @@ class SipUA:
         except Exception:
             return
         if isinstance(msg, Response):
-            queue = self._waiting.get(msg.top_via.branch or "")
+            queue = self._waiting.get((msg.top_via.branch or "", msg.cseq.method))
             if queue is not None:
                 queue.put_nowait(msg)
         else:
@@ -80,7 +81,7 @@ class SipUA:
     async def transact(self, req: Request, dest: tuple[str, int], timeout: float = 10.0
                        ) -> Response:
         """Send `req` (resent every 0.5 s) and return its final response."""
-        branch = req.top_via.branch or ""
+        branch = (req.top_via.branch or "", req.method)
         queue: asyncio.Queue[Response] = asyncio.Queue()
         self._waiting[branch] = queue
         data = req.serialize()

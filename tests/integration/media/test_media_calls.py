@@ -253,8 +253,8 @@ async def test_failed_and_cancelled_calls_leave_no_session(mesh: dict[str, Any])
         invite = caller.request("INVITE", target, call_id=f"cancel-{os.getpid()}",
                                 from_tag="c2", to=target, cseq=1, body=peer.sdp().encode())
         pending = asyncio.create_task(caller.transact(invite, dest))
-        got, addr = await next_request(callee, "INVITE")
-        callee.answer(got, addr, 180, to_tag="d2")
+        ringing, ring_addr = await next_request(callee, "INVITE")
+        callee.answer(ringing, ring_addr, 180, to_tag="d2")
         await asyncio.to_thread(wait_until, lambda: len(engine.calls()) == 1, 5,
                                 "the ringing call on rtpengine")
         cancel = caller.request("CANCEL", target, call_id=invite.call_id, from_tag="c2",
@@ -263,7 +263,7 @@ async def test_failed_and_cancelled_calls_leave_no_session(mesh: dict[str, Any])
         assert (await caller.transact(cancel, dest)).status == 200
         got, addr = await next_request(callee, "CANCEL")
         callee.answer(got, addr, 200)
-        callee.answer(got, addr, 487, to_tag="d2")  # (the INVITE's 487, same headers)
+        callee.answer(ringing, ring_addr, 487, to_tag="d2")
         assert (await pending).status == 487
         await asyncio.to_thread(wait_until, lambda: engine.calls() == [], 5,
                                 "delete after CANCEL")
