@@ -68,7 +68,7 @@ class RtpEngine:
 
     def start(self) -> RtpEngine:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / f"rtpengine-{self.ng_port}.log", "ab")  # noqa: SIM115
+        log = open(self.workdir / f"rtpengine-{self.ng_port}.log", "ab")
         self.proc = subprocess.Popen(
             ["rtpengine", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
              f"--listen-ng=127.0.0.1:{self.ng_port}", f"--port-min={self.port_min}",
@@ -141,9 +141,29 @@ def mi(url: str, method: str, params: Any = None) -> Any:
     import json
     import urllib.request
 
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        request["params"] = params
+    body = json.dumps(request)
     req = urllib.request.Request(url, data=body.encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         answer = json.loads(resp.read())
     return answer.get("result", answer.get("error"))
+
+
+async def offer_on(grpc: str, *, set_id: int = 0, call_id: str = "") -> str:
+    """An offer straight to a broker over gRPC (as the edge sends it); the instance used."""
+    from services.edge.media_client import MediaClient
+
+    client = MediaClient(addresses=[grpc])
+    sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio 9000 RTP/AVP 0\r\n")
+    try:
+        reply = await client.call("Offer", client.request(
+            call_id=call_id or f"grpc-{os.getpid()}-{time.monotonic_ns()}", from_tag="g1",
+            sdp=sdp.encode(), set_id=set_id, flags="replace-origin"))
+    finally:
+        await client.close()
+    assert reply.ok, reply.error
+    return str(reply.instance)

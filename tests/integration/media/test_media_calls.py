@@ -36,7 +36,6 @@ from tests.integration.edge.edge_harness import (
     Sipp,
     free_port,
     start_edge,
-    summary,
     wait_until,
 )
 from tests.integration.media.harness import (
