@@ -90,7 +90,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             engine.kill()
 
 
-def calls(rig: dict[str, Any], tmp: Path, n: int, rate: int = 80) -> None:
+def calls(rig: dict[str, Any], tmp: Path, n: int, rate: int = 40) -> None:
     sipp = Sipp(tmp)
     uas = free_port()
     try:
