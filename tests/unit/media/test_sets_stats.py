@@ -138,3 +138,18 @@ def test_no_rtcp_means_no_mos() -> None:
     assert "mos_average" not in stats.acc_extra() and stats.acc_extra()["rtp_packets"] == 5
     zeros = {"created": 1, "SSRC": {"1": {"average MOS": {"MOS": 0}}}}
     assert rtpstat(zeros, "MOS-average") is None  # 2.4: an all-zero average is NULL
+
+
+def test_gateway_unites_rtpengine_show_of_several_brokers() -> None:
+    from gateway.merging import merge_rtpengine_show
+
+    node = {"url": A, "index": 0, "disabled": 0, "weight": 1, "recheck_ticks": 0}
+    one = [{"Set": 0, "Nodes": [node, {**node, "url": B, "index": 1}]}]
+    two = [{"Set": 0, "Nodes": [{**node, "disabled": 1, "recheck_ticks": 40},
+                                {**node, "url": B, "index": 1}]},
+           {"Set": 2, "Nodes": [{**node, "url": "udp:127.0.0.1:2003", "index": 2}]}]
+    merged = merge_rtpengine_show([one, two])
+    assert [s["Set"] for s in merged] == [0, 2]
+    assert merged[0]["Nodes"][0] == {**node, "disabled": 1, "recheck_ticks": 40}
+    assert len(merged[0]["Nodes"]) == 2
+    assert merge_rtpengine_show([{"not": "a list"}]) is None
