@@ -132,10 +132,42 @@ def merge_ul_show_contact(answers: Sequence[Any]) -> Any:
     return out
 
 
+def merge_rtpengine_show(answers: Sequence[Any]) -> Any:
+    """Every media broker's ``[{"Set", "Nodes": [{url, ...}]}]`` as one list: each set
+    once, each instance once by url; an instance any broker sees disabled is shown
+    disabled, with the longest ``recheck_ticks`` (each broker finds out by itself)."""
+    if not all(isinstance(a, list) for a in answers):
+        return None
+    sets: dict[int, dict[str, dict[str, Any]]] = {}
+    odd: list[Any] = []
+    for answer in answers:
+        for entry in answer:
+            if not isinstance(entry, dict) or not isinstance(entry.get("Set"), int) or \
+                    not isinstance(entry.get("Nodes"), list):
+                odd.append(entry)
+                continue
+            nodes = sets.setdefault(entry["Set"], {})
+            for node in entry["Nodes"]:
+                if not isinstance(node, dict) or not isinstance(node.get("url"), str):
+                    continue
+                seen = nodes.get(node["url"])
+                if seen is None:
+                    nodes[node["url"]] = dict(node)
+                    continue
+                for key in ("disabled", "recheck_ticks"):
+                    if isinstance(node.get(key), int) and isinstance(seen.get(key), int):
+                        seen[key] = max(seen[key], node[key])
+    merged: list[Any] = [{"Set": set_id, "Nodes": list(nodes.values())}
+                         for set_id, nodes in sorted(sets.items())]
+    return merged + odd
+
+
 MERGERS: dict[str, Merger] = {
     "ul_dump": merge_ul_dump,
     "ul_show_contact": merge_ul_show_contact,
+    "rtpengine_show": merge_rtpengine_show,
 }
 
 
-__all__ = ["MERGERS", "Merger", "merge_ul_dump", "merge_ul_show_contact", "unite_contacts"]
+__all__ = ["MERGERS", "Merger", "merge_rtpengine_show", "merge_ul_dump",
+           "merge_ul_show_contact", "unite_contacts"]

@@ -399,9 +399,15 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         timeout=config.registrar_timeout, register_auth=config.register_auth,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000)
+    from services.edge.media_client import MediaClient
+
+    media = MediaClient(addresses=config.media, registry=runtime.registry,
+                        service=config.media_service, timeout=config.media_timeout,
+                        anchor=config.media_anchor, flags=config.media_flags,
+                        set_id=config.media_set)
     nonce_counts = _worker_nonce_counts(dict(os.environ))
     app = EdgeApp(config, counters=counters, private_port=private_port,
-                  services={"registrar": registrar},
+                  services={"registrar": registrar, "media": media},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts)
     runtime.metrics.register(EdgeCollector(app))
@@ -415,6 +421,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     @runtime.on_start
     async def _start() -> None:
         await registrar.start()
+        await media.start()
         await app.start()
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
@@ -425,6 +432,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     async def _stop() -> None:
         await app.stop()
         await registrar.close()
+        await media.close()
         if nonce_counts is not None:
             nonce_counts.close()
 

@@ -52,6 +52,16 @@ class EdgeConfig:
     # (0: no limit), order branches fastest first instead of by q.
     lookup_max_latency_us: int = 0
     lookup_by_latency: bool = False
+    # The media broker (services/media, rtpengine): fixed host:port gRPC addresses, or
+    # else the discovery service name.  media_anchor: the default routing sends every
+    # call's media through rtpengine (offer on INVITE, answer on 183/200, delete on BYE,
+    # CANCEL and failure) with media_flags (OpenSIPS rtpengine flags) in set media_set.
+    media: tuple[str, ...] = ()
+    media_service: str = "media"
+    media_timeout: float = 6.0  # above the broker's rtpengine_tout x rtpengine_retr (5 s)
+    media_anchor: bool = False
+    media_flags: str = "replace-origin replace-session-connection ICE=remove"
+    media_set: int = 0
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -141,8 +142,8 @@ class ResponseContext:
     """Everything the proxy keeps about one forwarded request (§16.7)."""
 
     __slots__ = (
-        "branches", "cancelled", "ctx", "final_sent", "request", "server", "source",
-        "two_xx_sent",
+        "branches", "cancelled", "ctx", "final_sent", "reply_gate", "request", "server",
+        "source", "two_xx_sent",
     )
 
     def __init__(self, server: ServerTransaction, request: Request, source: Source,
@@ -155,6 +156,8 @@ class ResponseContext:
         self.final_sent = False
         self.two_xx_sent = False
         self.cancelled = False
+        # Responses waiting for an async reply_route, in arrival order: [done, then].
+        self.reply_gate: deque[list[Any]] | None = None
 
     @property
     def is_invite(self) -> bool:
@@ -657,32 +660,68 @@ class ProxyCore:
                 return
             if status == 100 or context.final_sent or branch.done:
                 return
-            self._reply_route(response, context)
-            self._relay(context, response, now, out)  # §16.7 step 5: forward at once
+
+            def relay(n: float, o: list[Output]) -> None:
+                if not context.final_sent:
+                    self._relay(context, response, n, o)  # §16.7 step 5: forward at once
+
+            self._after_reply_route(response, context, relay, now, out)
             return
         if branch.done:
             if 200 <= status < 300 and context.is_invite:
                 # A late 2xx after Timer C or a CANCEL still has to reach the caller.
-                self._reply_route(response, context)
-                self._relay(context, response, now, out)
+                self._after_reply_route(
+                    response, context,
+                    lambda n, o: self._relay(context, response, n, o), now, out)
             return
         self._stop_timer_c(branch)
         branch.final_status = status
         branch.response = response
-        self._reply_route(response, context)
-        if status < 300:
-            # §16.7 step 5: 2xx are forwarded at once, even after another 2xx.
-            self._relay(context, response, now, out)
-            if context.is_invite:
-                for other in context.branches:
+
+        def decide(n: float, o: list[Output]) -> None:
+            if status < 300:
+                # §16.7 step 5: 2xx are forwarded at once, even after another 2xx.
+                self._relay(context, response, n, o)
+                if context.is_invite:
+                    for other in context.branches:
+                        if other is not branch:
+                            self._cancel_branch(other, n, o)
+                return
+            if status >= 600 and context.is_invite:
+                for other in context.branches:  # §16.7 step 5: 6xx ends the search
                     if other is not branch:
-                        self._cancel_branch(other, now, out)
+                        self._cancel_branch(other, n, o)
+            self._check_complete(context, n, o)
+
+        self._after_reply_route(response, context, decide, now, out)
+
+    def _after_reply_route(self, response: Response, context: ResponseContext,
+                           then: Callable[[float, list[Output]], None], now: float,
+                           out: list[Output]) -> None:
+        """Run reply_route, then `then` (relay, cancel, choose): at once, or, when the hook
+        returned an awaitable (an SDP rewritten by rtpengine), once it is done.  Responses
+        of one transaction go on in arrival order whatever order their hooks finish in: a
+        183 waiting for its SDP is not overtaken by the 200 behind it."""
+        result = self._reply_route(response, context)
+        gate = context.reply_gate
+        if result is None and not gate:
+            then(now, out)
             return
-        if status >= 600 and context.is_invite:
-            for other in context.branches:  # §16.7 step 5: 6xx ends the search
-                if other is not branch:
-                    self._cancel_branch(other, now, out)
-        self._check_complete(context, now, out)
+        if gate is None:
+            gate = context.reply_gate = deque()
+        entry: list[Any] = [result is None, then]
+        gate.append(entry)
+        if result is None:
+            return  # behind a response still waiting for its hook
+
+        def resume(n: float) -> list[Output]:
+            entry[0] = True
+            o: list[Output] = []
+            while gate and gate[0][0]:
+                gate.popleft()[1](n, o)
+            return o
+
+        out.append(Await(result, resume, context.request.call_id))
 
     def _branch_final(self, branch: Branch, response: Response, now: float,
                       out: list[Output]) -> None:
@@ -779,6 +818,7 @@ class ProxyCore:
             if context.final_sent and response.status >= 300:
                 return
             context.final_sent = True
+            self._finished(context, response.status)
         server = context.server
         if server.state is State.TERMINATED or (
                 response.status < 300 and server.state in (State.COMPLETED, State.CONFIRMED)):
@@ -791,14 +831,30 @@ class ProxyCore:
         self.counters.fwd_replies.value += 1
         self._respond(server, response, now, out)
 
-    def _reply_route(self, response: Response, context: ResponseContext) -> None:
+    def _reply_route(self, response: Response, context: ResponseContext
+                     ) -> Awaitable[Any] | None:
+        """Run reply_route; its awaitable, or None (a hook that raised counts as done)."""
         hook = self.router.reply_route
         if hook is None:
-            return
+            return None
         try:
-            hook(response, context.ctx)
+            result = hook(response, context.ctx)
         except Exception as exc:
             self.log("route.error", hook="reply_route", error=repr(exc),
+                     call_id=context.request.call_id)
+            return None
+        return result if is_awaitable(result) else None
+
+    def _finished(self, context: ResponseContext, status: int) -> None:
+        """The request's final response is on its way: tell the route context once."""
+        hook = context.ctx.on_final
+        if hook is None:
+            return
+        context.ctx.on_final = None
+        try:
+            hook(status)
+        except Exception as exc:
+            self.log("route.error", hook="on_final", error=repr(exc),
                      call_id=context.request.call_id)
 
     # -- Timer C (§16.6 step 11, §16.8) -----------------------------------------------------------
@@ -893,6 +949,8 @@ class ProxyCore:
         response = make_response(context.request, status, reason,
                                  to_tag=self._tag(context.request), headers=headers)
         context.final_sent = status >= 200
+        if context.final_sent:
+            self._finished(context, status)
         self._respond(context.server, response, now, out)
 
     def _respond(self, server: ServerTransaction, response: Response, now: float,

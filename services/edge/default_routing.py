@@ -33,20 +33,25 @@
   the single-CRLF pong comes back within 2 s, else 408 (RFC 5626 §3.5.1); the phone never
   sees an OPTIONS.
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
+- `[edge] media_anchor = true`: every call's media goes through rtpengine (offer, answer,
+  delete with `[edge] media_flags`; services/edge/media_anchor.py).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from services.edge import media_anchor
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from services.edge.routing import RouteContext
-    from shared.sip import Request
+    from shared.sip import Request, Response
 
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 _UNCHALLENGED = frozenset({"ACK", "CANCEL"})
+_MEDIA_METHODS = frozenset({"INVITE", "ACK", "BYE", "UPDATE"})
 FEDERATED = "X-SipMesh-Federated"
 KEEPALIVE = "X-SipMesh-Keepalive"
 KEEPALIVE_TIMEOUT = 2.0
@@ -69,9 +74,26 @@ def _keepalive(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
 def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
     if request.method == "OPTIONS" and ctx.trusted and request.has(KEEPALIVE):
         return _keepalive(request, ctx)
+    media = media_anchor.policy(ctx) if request.method in _MEDIA_METHODS else None
     if ctx.loose_routed and (request.to_tag is not None or request.has("Route")):
+        if media is not None and request.to_tag is not None:
+            anchored = media_anchor.in_dialog(request, ctx, media)
+            if anchored is not None:
+                return anchored
         ctx.forward()  # in dialog, or more preloaded hops to visit
         return None
+    decided = _route_initial(request, ctx)
+    if media is not None:
+        return media_anchor.initial(request, ctx, media, decided)
+    return decided
+
+
+def reply_route(response: Response, ctx: RouteContext) -> Awaitable[Any] | None:
+    """Only media anchoring looks at responses (an 18x/2xx's SDP goes through rtpengine)."""
+    return media_anchor.reply(response, ctx) if ctx.services.get("media") is not None else None
+
+
+def _route_initial(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
     if request.method in _DIALOG_CREATING and request.to_tag is None:
         ctx.record_route()
     uri = request.parsed_uri

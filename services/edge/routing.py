@@ -17,7 +17,9 @@ header edits on `ctx.request`, and `ctx.set_failure_route(hook)` to get called w
 branch failed (serial forking, failover). An async hook may call out with `await
 ctx.jsonrpc_request(dest, method, params)` / `ctx.jsonrpc_notification(...)` (OpenSIPS's
 jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome codes).
-`reply_route` sees every response before it is relayed.
+`reply_route` sees every response before it is relayed; it may return an awaitable (e.g.
+`ctx.media.answer(message=response)` rewriting a 183/200's SDP): the response is relayed
+once it is done, and the responses of one transaction keep their order.
 A hook may be a coroutine function (to call other services); the proxy waits for it
 without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
 
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from services.edge.addresses import Source
     from services.edge.auth import ProxyAuthenticator
+    from services.edge.media import MediaSession
     from shared.events.jsonrpc_route import JsonRpcOutcome
     from shared.sip import Request, Uri
 
@@ -75,12 +78,14 @@ class RouteContext:
     __slots__ = (
         "_auth",
         "_is_myself",
+        "_media",
         "_stale",
         "_trusted_nets",
         "default_failure",
         "failure_hook",
         "local_domains",
         "loose_routed",
+        "on_final",
         "reply_headers",
         "reply_reason",
         "reply_stateless",
@@ -126,6 +131,10 @@ class RouteContext:
         self.rr = False
         self.failure_hook: Hook | None = None
         self.default_failure: Hook | None = None  # the module's failure_route, if any
+        # Called once with the status of the final response sent for this request
+        # (relayed or made here); services/edge/media.py deletes a failed call's session.
+        self.on_final: Callable[[int], None] | None = None
+        self._media: MediaSession | None = None
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -163,6 +172,16 @@ class RouteContext:
         if self._auth is None:
             raise ValueError("no [edge].users configured: nothing to authenticate against")
         self.reply(407, headers=[("Proxy-Authenticate", self._auth.challenge(self._stale))])
+
+    @property
+    def media(self) -> MediaSession:
+        """rtpengine for this transaction: `await ctx.media.offer(flags)`, `answer`,
+        `delete` (services/edge/media.py; the broker is `services["media"]`)."""
+        if self._media is None:
+            from services.edge.media import MediaSession
+
+            self._media = MediaSession(self, self.services.get("media"))
+        return self._media
 
     @property
     def decided(self) -> bool:

@@ -44,6 +44,10 @@ SERVICES: tuple[ChildSpec, ...] = (
               cluster_id=1, cluster_section="registrar.cluster",
               cluster_env=(("SIPMESH_REGISTRAR_CLUSTER_MODE", "full-sharing"),),
               port_env=("SIPMESH_REGISTRAR_HTTP_PORT", "SIPMESH_REGISTRAR_GRPC_PORT")),
+    # The rtpengine broker; with no rtpengine provisioned it idles and says so, and edges
+    # anchor media only with [edge] media_anchor = true.
+    ChildSpec("media", "services.media", port_env=("SIPMESH_MEDIA_HTTP_PORT",
+                                                   "SIPMESH_MEDIA_GRPC_PORT")),
     ChildSpec("cluster-demo", "shared.cluster.demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),

@@ -9,6 +9,7 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
+command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
