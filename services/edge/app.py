@@ -400,8 +400,11 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000)
     nonce_counts = _worker_nonce_counts(dict(os.environ))
+    from services.freeswitch.routing_client import attach_to_edge
+
+    freeswitch = attach_to_edge(runtime)  # ctx.freeswitch: box loads, ESL commands, events
     app = EdgeApp(config, counters=counters, private_port=private_port,
-                  services={"registrar": registrar},
+                  services={"registrar": registrar, "freeswitch": freeswitch},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts)
     runtime.metrics.register(EdgeCollector(app))

@@ -165,6 +165,12 @@ class RouteContext:
         self.reply(407, headers=[("Proxy-Authenticate", self._auth.challenge(self._stale))])
 
     @property
+    def freeswitch(self) -> Any:
+        """The FreeSWITCH bridge (`services.freeswitch.routing_client`): `select(group)`
+        a box for a call by load, `await api(box, cmd)` / `bgapi`, `on_event(name, fn)`."""
+        return self.services.get("freeswitch")
+
+    @property
     def decided(self) -> bool:
         return self.reply_status is not None or bool(self.targets)
 

@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from services.edge.config import EdgeConfig
+from services.freeswitch.config import FreeswitchConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
@@ -30,6 +31,7 @@ SECTIONS = {
     "GATEWAY": GatewayConfig,
     "EDGE": EdgeConfig,
     "REGISTRAR": RegistrarConfig,
+    "FREESWITCH": FreeswitchConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }
