@@ -263,8 +263,9 @@ class EslClient:
             self.last_error = "no authentication within the connect timeout"
             self._handle(session.connection_lost(self.last_error))
         except (OSError, asyncio.IncompleteReadError) as exc:
-            self.last_error = f"read: {exc!r}"
-            self._handle(session.connection_lost(self.last_error))
+            if session.state != "closed":
+                self.last_error = f"read: {exc!r}"
+                self._handle(session.connection_lost(self.last_error))
         finally:
             timer.cancel()
             self._carried_jobs = session.jobs
@@ -284,8 +285,9 @@ class EslClient:
         data = await reader.read(READ_SIZE)
         now = asyncio.get_running_loop().time()
         if not data:
-            self.last_error = "connection closed by FreeSWITCH"
-            self._handle(session.connection_lost(self.last_error))
+            if session.state != "closed":  # else the reason is already known (stale, ...)
+                self.last_error = "connection closed by FreeSWITCH"
+                self._handle(session.connection_lost(self.last_error))
             return False
         self._handle(session.receive(data, now))
         self._wake_timer()

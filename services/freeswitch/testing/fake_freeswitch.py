@@ -27,6 +27,9 @@ What it does, as FreeSWITCH documents and does it:
   `Idle-CPU` ("78.400000") and `Up-Time`, `Session-Per-Sec`... from the scriptable `load`.
 
 Faults a test can switch on: `drop_connections()` (every connection closed at once),
+`restart_process()` (dropped, and a new Core-UUID with event numbering from 1),
+`api_delay` (api answers late, holding up the replies after them, as FreeSWITCH serves
+one connection's commands in order), `duplicate_events` (each event written twice),
 `stop_listening()` / `start_listening()` (connections refused, same port), `stall()` /
 `unstall()` (nothing written to current connections, then the backlog flushed, as a
 half-dead link), `split_writes` (each message written a few bytes at a time, so frames
@@ -120,10 +123,13 @@ class FakeFreeswitch:
         self.calls: dict[str, Call] = {}
         self.heartbeats = True
         self.split_writes = False
+        self.api_delay = 0.0  # a slow api command holds up the connection's later replies
+        self.duplicate_events = False  # every event written twice (a relay gone wrong)
         self.listeners: list[_Listener] = []
         self.commands: list[str] = []  # every command received (authenticated or not)
         self.auth_times: list[float] = []  # time.monotonic() of each successful auth
         self.auth_failures = 0
+        self.auth_failure_times: list[float] = []
         self.connections = 0
         self.started = time.time()
         self._sequence = 0
@@ -215,7 +221,10 @@ class FakeFreeswitch:
         event.update(headers or {})
         for li in list(self.listeners):
             if li.wants(name, subclass):
-                self._write(li, _event_frame(event, body, li.fmt))
+                data = _event_frame(event, body, li.fmt)
+                self._write(li, data)
+                if self.duplicate_events:
+                    self._write(li, data)
         return self._sequence
 
     def heartbeat(self) -> int:
@@ -281,6 +290,7 @@ class FakeFreeswitch:
                     self._reply(li, "+OK accepted")
                     return True
                 self.auth_failures += 1
+                self.auth_failure_times.append(time.monotonic())
                 self._reply(li, "-ERR invalid")
                 self._disconnect(li)
                 return False
@@ -305,6 +315,10 @@ class FakeFreeswitch:
             li.all_events = False
             self._reply(li, "+OK no longer listening for events")
         elif verb == "api":
+            if self.api_delay:
+                # FreeSWITCH runs one connection's commands one after the other: a slow
+                # api holds up the replies to the commands sent after it.
+                await asyncio.sleep(self.api_delay)
             self._write(li, _frame({"Content-Type": "api/response"}, self.api(rest)))
         elif verb == "bgapi":
             job = extra.get("Job-UUID") or str(uuid.uuid4())

@@ -131,7 +131,8 @@ def test_bgapi_sends_the_job_uuid_and_correlates_the_background_job() -> None:
     token, out = s.bgapi("originate user/1000 &park", "job-1", 1)
     assert sent(out) == [b"bgapi originate user/1000 &park\nJob-UUID: job-1\n\n"]
     [done] = s.receive(reply("+OK Job-UUID: job-1", **{"Job-UUID": "job-1"}), 1.1)
-    assert isinstance(done, CommandDone) and done.reply and done.reply.job_uuid == "job-1"
+    assert isinstance(done, CommandDone) and done.token == token
+    assert done.reply is not None and done.reply.job_uuid == "job-1"
     other = s.receive(event("BACKGROUND_JOB", "+OK other\n", **{"Job-UUID": "job-2"}), 1.2)
     assert [type(o) for o in other] == [Event]  # someone else's job: an event only
     mine = s.receive(event("BACKGROUND_JOB", "+OK uuid\n", **{"Job-UUID": "job-1"}), 1.3)
