@@ -51,6 +51,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ class FakeFreeswitch:
         self.duplicate_events = False  # every event written twice (a relay gone wrong)
         self.listeners: list[_Listener] = []
         self.commands: list[str] = []  # every command received (authenticated or not)
-        self.auth_times: list[float] = []  # time.monotonic() of each successful auth
+        self.auth_times: list[float] = []
+        self.history: deque[dict[str, str]] = deque(maxlen=1000)  # events fired, latest last  # time.monotonic() of each successful auth
         self.auth_failures = 0
         self.auth_failure_times: list[float] = []
         self.connections = 0
@@ -219,6 +221,7 @@ class FakeFreeswitch:
         if subclass:
             event["Event-Subclass"] = subclass
         event.update(headers or {})
+        self.history.append(event)
         for li in list(self.listeners):
             if li.wants(name, subclass):
                 data = _event_frame(event, body, li.fmt)
