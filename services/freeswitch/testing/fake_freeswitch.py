@@ -128,8 +128,8 @@ class FakeFreeswitch:
         self.duplicate_events = False  # every event written twice (a relay gone wrong)
         self.listeners: list[_Listener] = []
         self.commands: list[str] = []  # every command received (authenticated or not)
-        self.auth_times: list[float] = []
-        self.history: deque[dict[str, str]] = deque(maxlen=1000)  # events fired, latest last  # time.monotonic() of each successful auth
+        self.auth_times: list[float] = []  # time.monotonic() of each successful auth
+        self.history: deque[dict[str, str]] = deque(maxlen=1000)  # events fired, latest last
         self.auth_failures = 0
         self.auth_failure_times: list[float] = []
         self.connections = 0
