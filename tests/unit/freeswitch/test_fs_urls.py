@@ -76,3 +76,11 @@ def test_events_param_accepts_lists_and_strings() -> None:
     assert events_param(["DTMF", "CHANNEL_CREATE,DTMF"]) == ("DTMF", "CHANNEL_CREATE")
     assert events_param("DTMF CHANNEL_CREATE") == ("DTMF", "CHANNEL_CREATE")
     assert events_param("CUSTOM sofia::register,DTMF") == ("CUSTOM sofia::register", "DTMF")
+
+
+def test_events_with_semicolons_for_comma_separated_environment_lists() -> None:
+    # SIPMESH_FREESWITCH_BOXES splits boxes on commas: events are written with ';' there.
+    spec = parse_fs_url("fs://:pw@10.0.0.1?events=CHANNEL_CREATE;DTMF&sip=sip:10.0.0.1;lr")
+    assert spec.events == ("CHANNEL_CREATE", "DTMF") and spec.sip_uri == "sip:10.0.0.1;lr"
+    assert parse_fs_url("fs://:pw@10.0.0.1?CHANNEL_CREATE;DTMF").events == (
+        "CHANNEL_CREATE", "DTMF")
