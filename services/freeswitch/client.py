@@ -122,7 +122,11 @@ class EslClient:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()  # stop() interrupts a backoff
-        self._timer_wake: asyncio.Event | None = None  # new input: deadlines may change
+        # One loop timer per connection at the session's next deadline (commands, jobs, the
+        # heartbeat watchdog), moved only when an earlier deadline appears: a command or a
+        # received chunk costs no wake-up of its own.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -205,7 +209,7 @@ class EslClient:
         fut: asyncio.Future[Reply] = loop.create_future()
         self._commands[token] = fut
         self._handle(out)
-        self._wake_timer()
+        self._arm(session)
         try:
             return await fut
         finally:
@@ -249,7 +253,7 @@ class EslClient:
         session.adopt_jobs(self._carried_jobs, loop.time())
         self._session, self._writer = session, writer
         authenticated = False
-        timer = loop.create_task(self._timer(session))
+        self._arm(session)
         try:
             async with asyncio.timeout(self.config.connect_timeout) as auth_deadline:
                 while session.state != "ready":
@@ -267,7 +271,7 @@ class EslClient:
                 self.last_error = f"read: {exc!r}"
                 self._handle(session.connection_lost(self.last_error))
         finally:
-            timer.cancel()
+            self._disarm()
             self._carried_jobs = session.jobs
             self._session = None
             self._writer = None
@@ -290,31 +294,38 @@ class EslClient:
                 self._handle(session.connection_lost(self.last_error))
             return False
         self._handle(session.receive(data, now))
-        self._wake_timer()
+        self._arm(session)
         return session.state != "closed"
 
-    async def _timer(self, session: EslSession) -> None:
-        """Command/job deadlines and the heartbeat watchdog of one connection."""
-        loop = asyncio.get_running_loop()
-        while session.state != "closed":
-            self._timer_wake = asyncio.Event()
-            deadline = session.next_deadline()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline if deadline is not None
-                                              else loop.time() + 3600):
-                    await self._timer_wake.wait()
-            now = loop.time()
-            self._handle(session.expire(now))
-            if session.heartbeat_stale(now):
-                self.last_error = "no HEARTBEAT within heartbeat_timeout (stale link)"
-                self.log.warning("esl_stale", timeout=self.config.heartbeat_timeout)
-                self._handle(session.connection_lost(self.last_error))
-                self._abort(self.last_error)
-                return
+    def _arm(self, session: EslSession) -> None:
+        deadline = session.next_deadline()
+        if deadline is None or session.state == "closed":
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return  # an earlier wake-up is due; it re-arms after firing
+        self._disarm()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, session)
 
-    def _wake_timer(self) -> None:
-        if self._timer_wake is not None:
-            self._timer_wake.set()
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
+
+    def _on_timer(self, session: EslSession) -> None:
+        """Command/job deadlines and the heartbeat watchdog of one connection."""
+        self._timer, self._timer_at = None, None
+        if session is not self._session or session.state == "closed":
+            return
+        now = asyncio.get_running_loop().time()
+        self._handle(session.expire(now))
+        if session.heartbeat_stale(now):
+            self.last_error = "no HEARTBEAT within heartbeat_timeout (stale link)"
+            self.log.warning("esl_stale", timeout=self.config.heartbeat_timeout)
+            self._handle(session.connection_lost(self.last_error))
+            self._abort(self.last_error)
+            return
+        self._arm(session)
 
     def _abort(self, reason: str) -> None:
         """Closes the current connection at once (its reader then ends the serve loop)."""
