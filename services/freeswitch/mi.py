@@ -28,7 +28,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from services.freeswitch.boxes import DEFAULT_GROUP, BoxUrlError, events_param, parse_fs_url
+from services.freeswitch.boxes import BoxUrlError, events_param, parse_fs_url
 from services.freeswitch.bridge import Bridge, UnknownBox
 from services.freeswitch.client import EslTimeout, EslUnavailable
 from services.freeswitch.store import BoxStoreError
@@ -120,8 +120,6 @@ def register_mi(runtime: ServiceRuntime, bridge: Bridge) -> None:
             if not uri.lower().startswith(("sip:", "sips:")):
                 raise MiError(BAD_REQUEST, f"not a SIP URI: {uri!r}")
             spec = replace(spec, sip_uri=uri)
-        if spec.group == "":
-            spec = replace(spec, group=DEFAULT_GROUP)
         existing = bridge.boxes.get(spec.id)
         if existing is not None and existing.spec.source == "config":
             raise MiError(BAD_REQUEST, f"{spec.id} is set in the config file")

@@ -46,6 +46,7 @@ class World:
     published: list[dict[str, Any]]
     edge: FreeswitchRouting
     store: SQLiteBoxes
+    server: Any  # the bridge's gRPC server
 
     async def mi(self, method: str, params: Any = None) -> dict[str, Any]:
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
@@ -88,11 +89,12 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     srv = await start_grpc_server(
         [lambda s: pb_grpc.add_FreeswitchServicer_to_server(FreeswitchServicer(bridge), s)],
         services=[SERVICE])
-    edge = FreeswitchRouting(EdgeFreeswitchConfig(addresses=(f"127.0.0.1:{srv.port}",)))
-    w = World(bridge, runtime, fakes, published, edge, store)
+    edge = FreeswitchRouting(EdgeFreeswitchConfig(addresses=(f"127.0.0.1:{srv.port}",),
+                                                  redial_max=0.5))
+    w = World(bridge, runtime, fakes, published, edge, store, srv)
     yield w
     await edge.close()
-    await srv.stop(0.5)
+    await w.server.stop(0.5)
     await bridge.stop()
     await bus.close(1.0)
     await store.close()
@@ -263,3 +265,22 @@ async def test_edge_event_handlers_and_commands(world: World) -> None:
     await until(lambda: edge.connected)
     fake.fire("DTMF", {"DTMF-Digit": "1"})
     await until(lambda: len(dtmf) == 1)
+
+
+async def test_the_edge_view_ages_when_the_bridge_is_away_and_comes_back(
+        world: World) -> None:
+    edge = world.edge
+    await edge.start()
+    await until(lambda: len(edge.usable("media")) == 2)
+    port = int(edge.target.rsplit(":", 1)[1])
+    # The bridge's gRPC server goes away (a bridge restarting): the edge keeps its last
+    # view only until the figures are older than stale_after (0.6 s here), then routes
+    # nothing rather than route on old figures.
+    await world.server.stop(0)
+    await until(lambda: not edge.connected, timeout=5)
+    await until(lambda: edge.usable("media") == [], timeout=5)
+    assert edge.select("media") is None
+    world.server = await start_grpc_server(
+        [lambda s: pb_grpc.add_FreeswitchServicer_to_server(
+            FreeswitchServicer(world.bridge), s)], services=[SERVICE], port=port)
+    await until(lambda: edge.connected and len(edge.usable("media")) == 2, timeout=10)
