@@ -406,8 +406,12 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                         anchor=config.media_anchor, flags=config.media_flags,
                         set_id=config.media_set)
     nonce_counts = _worker_nonce_counts(dict(os.environ))
+    from services.freeswitch.routing_client import attach_to_edge
+
+    freeswitch = attach_to_edge(runtime)  # ctx.freeswitch: box loads, ESL commands, events
     app = EdgeApp(config, counters=counters, private_port=private_port,
-                  services={"registrar": registrar, "media": media},
+                  services={"registrar": registrar, "media": media,
+                            "freeswitch": freeswitch},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts)
     runtime.metrics.register(EdgeCollector(app))

@@ -184,6 +184,12 @@ class RouteContext:
         return self._media
 
     @property
+    def freeswitch(self) -> Any:
+        """The FreeSWITCH bridge (`services.freeswitch.routing_client`): `select(group)`
+        a box for a call by load, `await api(box, cmd)` / `bgapi`, `on_event(name, fn)`."""
+        return self.services.get("freeswitch")
+
+    @property
     def decided(self) -> bool:
         return self.reply_status is not None or bool(self.targets)
 

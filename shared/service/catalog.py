@@ -48,6 +48,7 @@ SERVICES: tuple[ChildSpec, ...] = (
     # anchor media only with [edge] media_anchor = true.
     ChildSpec("media", "services.media", port_env=("SIPMESH_MEDIA_HTTP_PORT",
                                                    "SIPMESH_MEDIA_GRPC_PORT")),
+    ChildSpec("freeswitch", "services.freeswitch"),  # idles until a box is configured
     ChildSpec("cluster-demo", "shared.cluster.demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),

@@ -19,6 +19,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from services.edge.config import EdgeConfig
+from services.freeswitch.config import FreeswitchConfig
 from services.media.config import MediaConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
@@ -32,6 +33,7 @@ SECTIONS = {
     "EDGE": EdgeConfig,
     "REGISTRAR": RegistrarConfig,
     "MEDIA": MediaConfig,
+    "FREESWITCH": FreeswitchConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

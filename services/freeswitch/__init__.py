@@ -1,0 +1,2 @@
+"""The FreeSWITCH ESL bridge (OpenSIPS 2.4 freeswitch + freeswitch_scripting): events in,
+commands out, and the boxes' load for dispatching calls (README: section freeswitch)."""
