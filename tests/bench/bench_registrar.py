@@ -187,7 +187,7 @@ def climb(name: str, port: int, step: float, workdir: Path, users: Path | None =
 
 
 def add_subscriber(workdir: Path) -> None:
-    subprocess.run([sys.executable, "-m", "shared.cli.main", "user", "add",
+    subprocess.run([sys.executable, "-m", "sipmesh.cli.main", "user", "add",
                     f"{USER}@127.0.0.1", PASSWORD, "--store",
                     str(workdir / "subscribers.sqlite")], cwd=ROOT, env=_env(), check=True,
                    capture_output=True, timeout=60)

@@ -27,7 +27,7 @@ from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
 
 pytestmark = pytest.mark.timeout(150)
 MI = ROOT / "contracts" / "mi"
-DEMO = 2  # cluster ids from shared/service/catalog.py
+DEMO = 2  # cluster ids from sipmesh/catalog.py
 REGISTRAR = 1
 TIMERS = {"PING_INTERVAL": "0.5", "PING_TIMEOUT": "0.3", "SEED_FALLBACK_INTERVAL": "1"}
 

@@ -22,7 +22,7 @@ from services.edge.config import EdgeConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
-from shared.service.catalog import SERVICES
+from sipmesh.catalog import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"

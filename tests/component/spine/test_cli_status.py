@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared.cli.mesh_cmd import _params, _status, render
 from shared.discovery import DiscoveryConfig, Instance
 from shared.discovery.embedded import RegistryServer
 from shared.service import ServiceRuntime
+from sipmesh.cli.mesh_cmd import _params, _status, render
 
 
 async def test_expected_service_without_instance_is_missing_and_unhealthy() -> None:

@@ -16,12 +16,12 @@ import pytest
 from opensips.event import OpenSIPSEventHandler
 from opensips.event.stream import Stream
 
+from gateway.events.mi import mi_commands
+from gateway.events.store import SQLiteSubscriptionStore
+from gateway.events.subscriptions import SubscriptionManager
+from gateway.events.transports import SocketDeliverer
 from shared.events.bus import EmbeddedEventBus
-from shared.events.mi import mi_commands
 from shared.events.schema import EventCatalog
-from shared.events.store import SQLiteSubscriptionStore
-from shared.events.subscriptions import SubscriptionManager
-from shared.events.transports import SocketDeliverer
 from shared.rpc.jsonrpc import MiDispatcher
 
 CATALOG = EventCatalog.load()

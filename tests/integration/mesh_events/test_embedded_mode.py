@@ -199,7 +199,7 @@ async def test_sipmesh_events_streams_through_the_gateway(
     m, edge_pid = mesh
     env = dict(m.env, SIPMESH_DISCOVERY_URL=m.registry_url)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "events", EVENT, "--url", m.gateway_url,
+        sys.executable, "-m", "sipmesh.cli.main", "events", EVENT, "--url", m.gateway_url,
         "--count", "1", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:

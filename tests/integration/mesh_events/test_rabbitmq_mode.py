@@ -103,7 +103,7 @@ async def test_sipmesh_events_reads_the_exchange(mesh: tuple[MeshProcess, str]) 
     m, edge_pid = mesh
     env = dict(m.env, SIPMESH_DISCOVERY_URL=m.registry_url)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "events", EVENT, "--count", "1", "--json",
+        sys.executable, "-m", "sipmesh.cli.main", "events", EVENT, "--count", "1", "--json",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         # Its private queue is bound some time after start, invisibly to the mesh: raise

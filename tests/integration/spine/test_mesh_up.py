@@ -138,7 +138,7 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
 def test_edge_joins_the_mesh_and_its_commands_route_through_the_gateway(
     tmp_path: Path,
 ) -> None:
-    from shared.cli.mesh_cmd import _runnable
+    from sipmesh.cli.mesh_cmd import _runnable
 
     if not _runnable("services.edge"):
         pytest.skip("services.edge is not present in this checkout")

@@ -1,6 +1,6 @@
 """``sipmesh up``, ``sipmesh status`` and ``sipmesh rpc``: running and poking the mesh.
 
-* ``up`` runs the supervisor (:mod:`shared.service.supervisor`) in the foreground;
+* ``up`` runs the supervisor (:mod:`sipmesh.supervisor`) in the foreground;
   ``up --nodes N`` runs N nodes of every clustered service (one cluster per service) and
   the cluster demo, so a cluster can be watched on one machine.
 * ``status`` lists every registered instance with its address and health (registry TTL
@@ -27,9 +27,9 @@ from gateway.config import GatewayConfig
 from shared.config import ConfigError, load_section
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, open_registry
 from shared.rpc import JsonRpcClient, RpcError, RpcTransportError
-from shared.service.catalog import SERVICES, ChildSpec
 from shared.service.logsetup import configure_logging
-from shared.service.supervisor import MeshConfig, Supervisor
+from sipmesh.catalog import SERVICES, ChildSpec
+from sipmesh.supervisor import MeshConfig, Supervisor
 
 # Commands whose positional arguments form one array parameter (opensips-cli does the same).
 ARRAY_PARAM_COMMANDS = {"get_statistics", "list_statistics", "reset_statistics"}

@@ -50,7 +50,7 @@ import structlog
 from shared.config import section_env_name
 from shared.discovery.embedded import RegistryServer
 from shared.discovery.port import Instance
-from shared.service.catalog import ChildSpec
+from sipmesh.catalog import ChildSpec
 
 # Registration metadata keys printed as endpoints, with their label.
 ENDPOINT_KEYS = (("public_mi_url", "mi"), ("grpc", "grpc"), ("sip", "sip"), ("sip_udp", "sip"),

@@ -28,7 +28,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from shared.events.sockets import (
+from gateway.events.sockets import (
     DatagramSocket,
     JsonRpcSocket,
     RabbitMQSocket,

@@ -1,6 +1,6 @@
 """The gateway's side of the event interface: subscriptions and the feed that fills them.
 
-The gateway hosts the one :class:`~shared.events.subscriptions.SubscriptionManager` of the
+The gateway hosts the one :class:`~gateway.events.subscriptions.SubscriptionManager` of the
 mesh. Its MI commands (``event_subscribe``, ``events_list``, ``subscribers_list``) are
 answered by the gateway itself; subscriptions are written through to the store of
 ``[events] store`` (SQLite file by default, PostgreSQL with a ``postgresql://`` DSN) and
@@ -30,18 +30,18 @@ from typing import Any
 
 import structlog
 
-from shared.events.config import EventsConfig
-from shared.events.consumer import RabbitMQEventConsumer
-from shared.events.envelope import Event
-from shared.events.forward import INGEST_METHOD, event_from_wire
-from shared.events.mi import mi_commands
-from shared.events.store import (
+from gateway.events.mi import mi_commands
+from gateway.events.store import (
     PostgresSubscriptionStore,
     SQLiteSubscriptionStore,
     SubscriptionStore,
 )
-from shared.events.subscriptions import SubscriptionManager
-from shared.events.transports import SocketDeliverer
+from gateway.events.subscriptions import SubscriptionManager
+from gateway.events.transports import SocketDeliverer
+from shared.events.config import EventsConfig
+from shared.events.consumer import RabbitMQEventConsumer
+from shared.events.envelope import Event
+from shared.events.forward import INGEST_METHOD, event_from_wire
 from shared.rpc import BAD_REQUEST, MiCommand, MiDispatcher, MiError
 from shared.service.runtime import ServiceRuntime
 from shared.store import is_postgres_dsn

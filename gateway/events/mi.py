@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.events.sockets import SocketSyntaxError, display
-from shared.events.subscriptions import (
+from gateway.events.sockets import SocketSyntaxError, display
+from gateway.events.subscriptions import (
     DEFAULT_EXPIRE,
     Subscription,
     SubscriptionManager,
