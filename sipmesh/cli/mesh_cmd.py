@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import aiohttp
 import typer
+from rich.markup import escape  # help texts render as rich markup: keep [section] literal
 
 from gateway.config import GatewayConfig
 from shared.config import ConfigError, load_section
@@ -141,7 +142,8 @@ async def _status(disc: DiscoveryConfig) -> tuple[list[tuple[str, str, str, str]
 
 
 def status(
-    registry: Annotated[str, typer.Option(help="registry URL (default: [discovery] url)")] = "",
+    registry: Annotated[str, typer.Option(
+        help=escape("registry URL (default: [discovery] url)"))] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List every service instance with its address and health."""
@@ -208,7 +210,8 @@ def rpc(
     args: Annotated[
         list[str] | None, typer.Argument(help="name=value pairs or positional values")
     ] = None,
-    url: Annotated[str, typer.Option(help="gateway MI URL (default from [gateway])")] = "",
+    url: Annotated[str, typer.Option(
+        help=escape("gateway MI URL (default: from [gateway])"))] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 10.0,
 ) -> None:
