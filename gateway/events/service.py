@@ -44,7 +44,7 @@ from shared.events.envelope import Event
 from shared.events.forward import INGEST_METHOD, event_from_wire
 from shared.rpc import BAD_REQUEST, MiCommand, MiDispatcher, MiError
 from shared.service.runtime import ServiceRuntime
-from shared.store import is_postgres_dsn
+from shared.store import describe_location, is_postgres_dsn
 
 EVENT_COMMANDS = ("event_subscribe", "events_list", "subscribers_list")
 log = structlog.get_logger("gateway.events")
@@ -123,6 +123,7 @@ class GatewayEvents:
         self.rt = runtime
         self.cfg = cfg
         self.location = cfg.store_location()
+        runtime.modes["store"] = f"subscriptions {describe_location(self.location)}"
         self.manager = SubscriptionManager(
             runtime.events.catalog, open_store(self.location),
             deliverer=SocketDeliverer(timeout=cfg.subscriber_timeout))

@@ -10,6 +10,7 @@ import signal
 import aiohttp
 import pytest
 
+from shared.config import ConfigError
 from shared.discovery import DiscoveryConfig
 from shared.discovery.embedded import RegistryServer
 from shared.rpc import JsonRpcClient, RpcError
@@ -110,7 +111,7 @@ async def test_sigterm_deregisters_drains_and_closes(registry) -> None:
 async def test_non_loopback_without_token_refuses_to_start(registry) -> None:
     _, disc = registry
     rt = ServiceRuntime("exposed", config=RuntimeConfig(host="0.0.0.0"), discovery=disc)
-    with pytest.raises(RuntimeError, match="token"):
+    with pytest.raises(ConfigError, match="token"):
         await rt.start()
     await rt.stop()
 
