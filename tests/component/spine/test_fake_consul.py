@@ -13,6 +13,7 @@ import consul.aio
 import pytest
 
 from shared.discovery.testing.fake_consul import FakeConsul, parse_duration
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -66,9 +67,9 @@ async def test_blocking_query_waits_for_a_change(agent) -> None:
     fake, c, _ = agent
     index, _ = await c.health.service("dlg")
     waiter = asyncio.create_task(c.health.service("dlg", index=index, wait="5s"))
-    async with asyncio.timeout(3):  # condition: the blocking query has reached the fake
-        while fake.requests.count(("GET", "/v1/health/service/dlg")) < 2:
-            await asyncio.sleep(0.01)
+    # Condition: the blocking query has reached the fake.
+    await eventually(lambda: fake.requests.count(("GET", "/v1/health/service/dlg")) >= 2, 3,
+                     "the blocking query")
     assert not waiter.done()  # it is held open while nothing changes
     await c.agent.service.register("dlg", service_id="d1")
     new_index, nodes = await asyncio.wait_for(waiter, 5)
