@@ -38,6 +38,7 @@ from gateway.events.store import (
 )
 from gateway.events.subscriptions import SubscriptionManager
 from gateway.events.transports import SocketDeliverer
+from shared.discovery import RegistryError
 from shared.events.config import EventsConfig
 from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import Event
@@ -150,8 +151,23 @@ class GatewayEvents:
         runtime.on_stop(self.stop)
 
     def add_commands(self, dispatcher: MiDispatcher) -> None:
-        for command in mi_commands(self.manager):
+        for command in mi_commands(self.manager, self.advertised):
             dispatcher.add(command)
+
+    async def advertised(self) -> set[str]:
+        """The events some running process can raise: this gateway's and those every
+        passing instance declares in its registration (``meta.events``)."""
+        names = set(self.rt.raises)
+        try:
+            instances = await self.rt.registry.instances()
+        except RegistryError as exc:
+            log.warning("events_list_discovery_failed", error=str(exc))
+            instances = []
+        for inst in instances:
+            if inst.passing:
+                names.update(n for n in inst.meta.get("events", "").split(",") if n)
+        catalog = self.rt.events.catalog
+        return {n for n in names if n in catalog}
 
     async def start(self) -> None:
         try:

@@ -260,6 +260,7 @@ async def serve(config: RegistrarConfig) -> None:
         discovery=discovery, registry=registry, sip_handling=False)
     runtime.modes["cluster"] = config.cluster_mode
     runtime.modes["store"] = store_modes(config)
+    runtime.declare_events("usrloc.#")  # E_UL_*: advertised by the gateway's events_list
     store = open_store(config.store_location)
     cluster = None
     mode = config.cluster_mode

@@ -22,9 +22,10 @@ batch too), the later one reaches consumers before the resend of the earlier one
 the default the order is strict.
 
 After delivery each local listener (``add_listener(cb, pattern)``, AMQP topic pattern where
-``*`` is one word and ``#`` zero or more) is called with the event, in order. The embedded
-backend *is* just that: in-process delivery to listeners (the gateway's subscription
-manager in ``make run``).
+``*`` is one word and ``#`` zero or more, matched against the event's routing key
+``<family>.<EVENT_NAME>`` as a RabbitMQ binding would be) is called with the event, in
+order. The embedded backend *is* just that: in-process delivery to listeners (the gateway's
+subscription manager in ``make run``).
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ class BufferedEventBus:
 
     async def _notify(self, event: Event) -> None:
         for pattern, listener in self._listeners:
-            if topic_matches(pattern, event.name):
+            if pattern == "#" or topic_matches(pattern, self._catalog.routing_key(event.name)):
                 try:
                     await listener(event)
                 except Exception as exc:  # a bad listener must not stop the bus

@@ -4,8 +4,9 @@ what ``sipmesh events`` streams.
 ``RabbitMQEventConsumer(handler, patterns=["#"])`` binds a queue to the events exchange with
 the given topic patterns and calls ``await handler(event)`` for each message, acking it
 after the handler returned (a handler exception is logged and the message acked anyway:
-one bad event must not wedge the feed). Event names contain no dots, so to AMQP each is
-one word: a pattern is an exact event name or ``#`` (``E_UL_#`` matches nothing). With
+one bad event must not wedge the feed). Routing keys are ``<family>.<EVENT_NAME>``, so a
+pattern binds a family (``usrloc.#``), one event from wherever it comes (``*.E_ACC_CDR``),
+one key (``usrloc.E_UL_AOR_INSERT``) or everything (``#``). With
 ``queue=None`` the queue is private to this consumer (exclusive, deleted with the
 connection: a live tail); with a name it is durable, so events raised while the consumer
 is away wait for it.

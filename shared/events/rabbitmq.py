@@ -1,9 +1,11 @@
 """RabbitMQ backend of the event bus (aio-pika).
 
-Events go to a durable topic exchange (default ``sipmesh.events``) with the event name as
-routing key, the body being the JSON parameters plus the envelope (see ``envelope.py``),
-as persistent messages on a channel with publisher confirms. ``mandatory=False``: nobody
-may be listening for an event, and that is not an error.
+Events go to a durable topic exchange (default ``sipmesh.events``) with the routing key
+``<family>.<EVENT_NAME>`` (``usrloc.E_UL_CONTACT_INSERT``; the family comes from the event's
+contract, :meth:`~shared.events.schema.EventCatalog.routing_key`), the body being the JSON
+parameters plus the envelope (see ``envelope.py``), as persistent messages on a channel with
+publisher confirms. ``mandatory=False``: nobody may be listening for an event, and that is
+not an error.
 
 Connection handling is deliberately *not* aio-pika's robust connection: a robust
 connection makes a publish wait until it has reconnected (aio-pika #636/#556) and only
@@ -93,7 +95,8 @@ class RabbitMQEventBus(BufferedEventBus):
         )
         # With confirms on, this returns when the broker acked (or raises on nack/timeout).
         await exchange.publish(
-            message, routing_key=event.name, mandatory=False, timeout=self.publish_timeout
+            message, routing_key=self.catalog.routing_key(event.name), mandatory=False,
+            timeout=self.publish_timeout
         )
 
     async def _reset_backend(self) -> None:

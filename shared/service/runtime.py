@@ -32,7 +32,10 @@ from the ``[events]`` section (:mod:`shared.events.config`): RabbitMQ when
 (``local_events=True``). It starts before the service's start hooks (so they may raise
 events) and is flushed and closed after its stop hooks. ``report_slow(source, micros,
 extra)`` raises ``E_CORE_THRESHOLD`` when work exceeded ``[events] exec_threshold``; the
-runtime reports its own MI requests that way (source ``mi command``).
+runtime reports its own MI requests that way (source ``mi command``). A service declares
+the events it can raise (``declare_events``; every process can raise
+``E_CORE_THRESHOLD``); they are registered in ``meta.events`` and the gateway's
+``events_list`` advertises the union over the running instances, nothing more.
 
 Load: the ``load`` group is this process's share of the OpenSIPS 2.4 model. ``load``,
 ``load1m`` and ``load10m`` are reported only by SIP-handling processes (``sip_handling``,
@@ -158,6 +161,7 @@ class ServiceRuntime:
         self.events_config = events
         self._local_events = local_events
         self.events: BufferedEventBus = self._open_bus(events, local_events)
+        self.raises: set[str] = {"E_CORE_THRESHOLD"}  # see declare_events
         self._declare_event_stats()
         self.health_checks: list[Callable[[], bool]] = []
         # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
@@ -191,6 +195,21 @@ class ServiceRuntime:
             return fn
 
         return deco
+
+    def declare_events(self, *names: str) -> None:
+        """Declares events this process can raise (names, or ``family.#`` for a whole
+        family of the contracts): the gateway's ``events_list`` advertises them."""
+        catalog = self.events.catalog
+        for name in names:
+            if name.endswith(".#"):
+                found = catalog.families().get(name[:-2])
+                if not found:
+                    raise ValueError(f"no event family {name[:-2]!r} in contracts/events")
+                self.raises.update(found)
+            elif name in catalog:
+                self.raises.add(name)
+            else:
+                raise ValueError(f"unknown event {name!r} (no contract in contracts/events)")
 
     def on_start(self, hook: Hook) -> Hook:
         """Runs ``hook`` before the service registers (open sockets, connect stores)."""
@@ -305,6 +324,7 @@ class ServiceRuntime:
             "started": str(int(self.started_at)),
             "health_url": f"{self.base_url}/health",
             "metrics_url": f"{self.base_url}/metrics",
+            "events": ",".join(sorted(self.raises)),
             **self.meta,
         }
         if self.public_dispatch is not None:

@@ -41,7 +41,7 @@ async def test_subscriber_gets_events_from_every_service_and_node(tmp_path: Path
         await manager.on_event(ev)
 
     consumer = RabbitMQEventConsumer(feed, url=AMQP, exchange=exchange,
-                                     patterns=["E_UL_AOR_INSERT", "E_UL_AOR_DELETE"])
+                                     patterns=["usrloc.E_UL_AOR_INSERT", "*.E_UL_AOR_DELETE"])
     buses = [
         RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service=svc, node=node,
                          strict=True)
