@@ -39,7 +39,8 @@ SECTIONS = {
 def rendered() -> dict:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: tests/peers/ensure.sh installs it"
-    env = dict(os.environ, SIPMESH_GATEWAY_TOKEN="compose-test-token")
+    env = dict(os.environ, SIPMESH_GATEWAY_TOKEN="compose-test-token",
+               SIPMESH_SERVICE_TOKEN="compose-service-token")
     # docker-compose 1.x prints the resolved file as YAML only.
     out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
                          env=env, timeout=60)
