@@ -37,13 +37,20 @@ test: $(STAMP) peers
 	@$(PY) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+## make test-fast: the edit-test loop: unit and contract tiers only (sans-IO cores on fake
+## clocks, one suite per port over its backends); no sipp/phones/processes, well under a minute.
+test-fast: $(STAMP)
+	@$(PY) -m pytest -q tests/unit tests/contracts
+
 ## make bench: benchmarks (not tests); each prints its figures and ratios.
 bench: $(STAMP) peers
 	@set -e; for f in tests/bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
+## make lint: ruff, mypy --strict over all the code and its tests (generated code excepted),
+## and the commit-message rule on this branch's own commits.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy sipmesh shared services gateway contracts
+	$(VENV)/bin/mypy sipmesh shared services gateway contracts tests
 
 proto: $(STAMP)
 	$(PY) -m contracts.build

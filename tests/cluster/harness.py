@@ -36,6 +36,11 @@ DOWN_WITHIN = 0.2 + 0.3 * 4 + 1.0  # ping_interval + timeout * (retries + 1) + s
 READY = re.compile(r"cluster-demo ready node=(\d+) repl=(\S+) mi=(\S+) pid=(\d+)")
 
 
+def _pump(out: Any, lines: queue.Queue[str]) -> None:
+    for line in out:
+        lines.put(line)
+
+
 def wait_until(cond: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """:func:`tests.support.waiting.eventually_sync`, a node still starting (or gone)
     counting as "not yet"."""
@@ -82,7 +87,7 @@ class Node:
         lines: queue.Queue[str] = queue.Queue()
         out = self.proc.stdout
         assert out is not None
-        threading.Thread(target=lambda: [lines.put(line) for line in out], daemon=True).start()
+        threading.Thread(target=lambda: _pump(out, lines), daemon=True).start()
         try:
             line = lines.get(timeout=20)
         except queue.Empty:

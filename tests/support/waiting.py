@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -45,11 +45,27 @@ class _Poll:
             f"timed out after {self.timeout:g}s waiting for {self.what}; last: {self.last!r}")
 
 
+# ``T | None``: a check returns its value when done and None (or False) until then, and
+# what eventually() returns is never that None.
+@overload
 async def eventually(
-    check: Callable[[], T | Awaitable[T]], timeout: float = DEFAULT_TIMEOUT,
+    check: Callable[[], Awaitable[T | None]], timeout: float = ..., what: str = ..., *,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T | None], timeout: float = ..., what: str = ..., *,
+    interval: float = ..., ignore: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT,
     what: str = "the condition", *, interval: float = 0.01,
     ignore: tuple[type[BaseException], ...] = (),
-) -> T:
+) -> Any:
     """Polls ``check`` until it returns something truthy, and returns that."""
     poll = _Poll(timeout, what, ignore, asyncio.get_running_loop().time)
     while True:
@@ -61,7 +77,7 @@ async def eventually(
             poll.last = exc
         else:
             if value:
-                return value  # type: ignore[return-value]
+                return value
             poll.last = value
         if poll.expired():
             raise poll.failure()
@@ -69,7 +85,7 @@ async def eventually(
 
 
 def eventually_sync(
-    check: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, what: str = "the condition",
+    check: Callable[[], T | None], timeout: float = DEFAULT_TIMEOUT, what: str = "the condition",
     *, interval: float = 0.02, ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """:func:`eventually` for plain (non-async) tests: blocks while polling."""

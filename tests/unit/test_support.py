@@ -7,6 +7,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,18 @@ async def test_eventually_returns_the_value_and_names_what_failed() -> None:
 
 
 def test_eventually_sync_ignores_listed_errors_only() -> None:
-    calls = iter([ConnectionRefusedError(), ConnectionRefusedError(), "up"])
+    calls: Iterator[object] = iter([ConnectionRefusedError(), ConnectionRefusedError(), "up"])
 
     def check() -> str:
         item = next(calls)
         if isinstance(item, Exception):
             raise item
-        return item
+        return str(item)
 
     assert eventually_sync(check, 2, "start", interval=0.001, ignore=(OSError,)) == "up"
     with pytest.raises(KeyError):
-        eventually_sync(lambda: {}["x"], 1, "a key")
+        empty: dict[str, int] = {}
+        eventually_sync(lambda: empty["x"], 1, "a key")
     with pytest.raises(AssertionError, match="last: ConnectionRefusedError"):
         eventually_sync(lambda: (_ for _ in ()).throw(ConnectionRefusedError()), 0.05,
                         "a refusal", ignore=(OSError,))

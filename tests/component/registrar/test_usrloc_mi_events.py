@@ -69,7 +69,7 @@ async def call(runtime: ServiceRuntime, method: str, params: Any = None) -> dict
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
-    answer = json.loads(await runtime.mi.dispatch(json.dumps(body)))
+    answer: dict[str, Any] = json.loads(await runtime.mi.dispatch(json.dumps(body)))
     if "result" in answer:
         schema = json.loads((MI / f"{method}.json").read_text())
         if params is not None:
@@ -78,7 +78,7 @@ async def call(runtime: ServiceRuntime, method: str, params: Any = None) -> dict
     return answer
 
 
-async def wait_for(seen: list, count: int) -> None:
+async def wait_for(seen: list[Any], count: int) -> None:
     # The bus delivers on its own task.
     await eventually(lambda: len(seen) >= count, 5, f"{count} events")
 

@@ -167,7 +167,8 @@ async def test_metrics_public_opens_them_and_loopback_needs_no_token() -> None:
         assert (await get(gw.port, "/metrics"))[0] == 200
 
 
-def test_metrics_public_is_read_from_the_runtime_section(monkeypatch) -> None:
+def test_metrics_public_is_read_from_the_runtime_section(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIPMESH_RUNTIME_METRICS_PUBLIC", "true")
     rt = ServiceRuntime("probe", config=RuntimeConfig(host="0.0.0.0", token=TOKEN),
                         events=EventsConfig())

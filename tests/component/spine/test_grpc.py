@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
 
 from contracts.generated.sipmesh.health.v1 import probe_pb2, probe_pb2_grpc
-from shared.rpc.grpc_helpers import call_unary, check_health, open_channel, start_grpc_server
+from shared.rpc.grpc_helpers import (
+    GrpcServer,
+    call_unary,
+    check_health,
+    open_channel,
+    start_grpc_server,
+)
 
 
 class Probe(probe_pb2_grpc.ProbeServicer):
@@ -17,7 +24,7 @@ class Probe(probe_pb2_grpc.ProbeServicer):
         self.fail_first = fail_first
         self.delay = delay
 
-    async def Echo(self, request, context):
+    async def Echo(self, request: Any, context: Any) -> Any:
         self.calls += 1
         if self.calls <= self.fail_first:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
@@ -26,9 +33,10 @@ class Probe(probe_pb2_grpc.ProbeServicer):
         return probe_pb2.EchoReply(payload=request.payload, instance="probe-1")
 
 
-async def _serve(probe: Probe):
+async def _serve(probe: Probe) -> GrpcServer:
     return await start_grpc_server(
-        [lambda s: probe_pb2_grpc.add_ProbeServicer_to_server(probe, s)],
+        [lambda s: probe_pb2_grpc.add_ProbeServicer_to_server(  # type: ignore[no-untyped-call]
+            probe, s)],
         services=["sipmesh.health.v1.Probe"])
 
 
@@ -36,7 +44,7 @@ async def test_echo_and_health_over_a_real_channel() -> None:
     probe = Probe()
     server = await _serve(probe)
     async with open_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = probe_pb2_grpc.ProbeStub(channel)
+        stub = probe_pb2_grpc.ProbeStub(channel)  # type: ignore[no-untyped-call]
         reply = await call_unary(stub.Echo, probe_pb2.EchoRequest(payload="hi"), timeout=2)
         assert (reply.payload, reply.instance) == ("hi", "probe-1")
         assert await check_health(channel, "sipmesh.health.v1.Probe")
@@ -49,7 +57,7 @@ async def test_echo_and_health_over_a_real_channel() -> None:
 async def test_deadline_applies_even_without_an_explicit_timeout() -> None:
     server = await _serve(Probe(delay=2.0))
     async with open_channel(f"127.0.0.1:{server.port}", default_timeout=0.2) as channel:
-        stub = probe_pb2_grpc.ProbeStub(channel)
+        stub = probe_pb2_grpc.ProbeStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Echo(probe_pb2.EchoRequest(payload="slow"))
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -60,7 +68,7 @@ async def test_idempotent_calls_retry_and_others_do_not() -> None:
     probe = Probe(fail_first=2)
     server = await _serve(probe)
     async with open_channel(f"127.0.0.1:{server.port}") as channel:
-        stub = probe_pb2_grpc.ProbeStub(channel)
+        stub = probe_pb2_grpc.ProbeStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call_unary(stub.Echo, probe_pb2.EchoRequest(payload="x"), timeout=1)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -73,14 +73,14 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
             await seen.put(Event.from_body(msg.body, msg.routing_key))
 
     await queue.consume(on_message)
-    usrloc = await ch.declare_queue(exclusive=True)
-    await usrloc.bind(ex, "usrloc.#")
+    family_queue = await ch.declare_queue(exclusive=True)
+    await family_queue.bind(ex, "usrloc.#")
 
     async def on_usrloc(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with msg.process():
             await family.put((msg.routing_key or "", Event.from_body(msg.body)))
 
-    await usrloc.consume(on_usrloc)
+    await family_queue.consume(on_usrloc)
     bus = RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service="registrar",
                            node="n1", strict=True,
                            max_in_flight=32 if request.param == "rabbitmq-pipelined" else 1)

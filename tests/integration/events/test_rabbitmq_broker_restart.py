@@ -115,9 +115,9 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
     assert waiting_at_restart >= 50
 
     got: list[str] = []
-    consumer = await aio_pika.connect(AMQP)
+    reader = await aio_pika.connect(AMQP)
     try:
-        ch = await consumer.channel()
+        ch = await reader.channel()
         q = await ch.declare_queue(queue_name, durable=True)
         seen: set[str] = set()
         async with asyncio.timeout(60):
@@ -134,7 +134,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
         await ch.queue_delete(f"{queue_name}.consumer")
         await ch.exchange_delete(exchange)
     finally:
-        await consumer.close()
+        await reader.close()
     assert got == [e.id for e in accepted], "events lost or reordered across the restart"
     print(f"\n{len(accepted)} events, {waiting_at_restart} buffered during the outage, "
           f"{bus.stats.delivery_failures} failed attempts")

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opensips.mi import OpenSIPSMI, OpenSIPSMIException
@@ -25,11 +26,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
     m.stop()
 
 
-def _post(url: str, body: object) -> dict:
+def _post(url: str, body: object) -> dict[str, Any]:
     req = urllib.request.Request(url, json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
 
 def _opensips_cli(url: str, *cmd: str) -> subprocess.CompletedProcess[str]:
