@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench lint proto venv peers lock clean
+.PHONY: run test test-fast bench lint hooks proto venv peers lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,7 +50,14 @@ bench: $(STAMP) peers
 ## and the commit-message rule on this branch's own commits.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy sipmesh shared services gateway contracts tests
+	$(VENV)/bin/mypy sipmesh shared services gateway contracts tests .ci/commit_msg.py
+	@if git rev-parse -q --verify main >/dev/null; then \
+	  $(PY) .ci/commit_msg.py --range main..HEAD && echo "commit messages of main..HEAD: ok"; \
+	else echo "commit messages: no main branch in this clone, not checked"; fi
+
+## make hooks: pre-commit runs ruff before each commit and checks each commit message.
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install --hook-type pre-commit --hook-type commit-msg
 
 proto: $(STAMP)
 	$(PY) -m contracts.build
