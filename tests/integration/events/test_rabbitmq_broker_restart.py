@@ -62,7 +62,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
         consumed.append(ev.id)
 
     consumer = RabbitMQEventConsumer(on_event, url=AMQP, exchange=exchange,
-                                     queue=f"{queue_name}.consumer", backoff_max=0.5)
+                                     queue=f"{queue_name}.consumer", reconnect_interval=0.2)
     await consumer.start()
     async with asyncio.timeout(10):
         await consumer.ready.wait()
