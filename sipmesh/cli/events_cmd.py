@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -31,12 +32,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TextIO
 
 import typer
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
 from shared.events.bus import topic_matches
 from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import ENVELOPE_KEY, Event
 from shared.events.schema import EventCatalog
 from shared.rpc import JsonRpcClient, RpcError, RpcTransportError
+from sipmesh.cli.mesh_cmd import console
 
 SUBSCRIBE_EXPIRE = 120  # seconds; refreshed at half-time while the command runs
 
@@ -67,10 +72,13 @@ def format_event(event: Event, as_json: bool = False) -> str:
         return json.dumps({**event.params, ENVELOPE_KEY: event.envelope()}, sort_keys=True)
     when = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     origin = f"{event.service}/{event.node}" if event.service else "via gateway"
-    lines = [f"{when} {event.name}  ({origin})"]
-    width = max((len(k) for k in event.params), default=0)
-    lines += [f"    {k:<{width}} : {json.dumps(v)}" for k, v in event.params.items()]
-    return "\n".join(lines)
+    params = Table.grid(padding=(0, 1))  # name : value, the names' column lined up
+    for name, value in event.params.items():
+        params.add_row(Text(name), ":", Text(json.dumps(value)))
+    out = io.StringIO()
+    console(out).print(Text(f"{when} {event.name}  ({origin})"),
+                       Padding(params, (0, 0, 0, 4), expand=False))
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 class _Printer:
