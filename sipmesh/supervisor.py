@@ -239,6 +239,8 @@ class Supervisor:
                          "configuration error, not restarted (fix the settings, restart)")
                 return
             ran = time.monotonic() - child.started
+            # Kept by hand: a restart policy, not retries of one call (tenacity's model):
+            # the backoff goes back to its start once a child stayed up stable_after.
             if ran >= self.cfg.stable_after or child.backoff == 0.0:
                 child.backoff = self.cfg.backoff_initial
             else:
