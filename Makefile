@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench lint proto venv peers lock clean
+.PHONY: run test test-fast bench lint hooks proto venv peers lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,13 +37,27 @@ test: $(STAMP) peers
 	@$(PY) -m pytest; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+## make test-fast: the edit-test loop: unit and contract tiers only (sans-IO cores on fake
+## clocks, one suite per port over its backends); no sipp/phones/processes, well under a minute.
+test-fast: $(STAMP)
+	@$(PY) -m pytest -q tests/unit tests/contracts
+
 ## make bench: benchmarks (not tests); each prints its figures and ratios.
 bench: $(STAMP) peers
 	@set -e; for f in tests/bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
+## make lint: ruff, mypy --strict over all the code and its tests (generated code excepted),
+## and the commit-message rule on this branch's own commits.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services gateway contracts
+	$(VENV)/bin/mypy sipmesh shared services gateway contracts tests .ci/commit_msg.py
+	@if git rev-parse -q --verify main >/dev/null; then \
+	  $(PY) .ci/commit_msg.py --range main..HEAD && echo "commit messages of main..HEAD: ok"; \
+	else echo "commit messages: no main branch in this clone, not checked"; fi
+
+## make hooks: pre-commit runs ruff before each commit and checks each commit message.
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install --hook-type pre-commit --hook-type commit-msg
 
 proto: $(STAMP)
 	$(PY) -m contracts.build

@@ -8,7 +8,7 @@ import structlog
 
 from gateway.app import serve
 from gateway.config import GatewayConfig
-from shared.config import ConfigError, load_section
+from shared.config import EXIT_CONFIG, ConfigError, load_section
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
 from shared.service import configure_logging, run_service
@@ -21,10 +21,10 @@ def main() -> int:
         events = load_section(EventsConfig, "events")
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     configure_logging("gateway", level=cfg.log_level, json=cfg.log_json)
     try:
-        run_service(lambda: serve(cfg, discovery, events=events))
+        run_service(lambda: serve(cfg, discovery, events=events), name="gateway")
     except (RuntimeError, OSError) as exc:
         structlog.get_logger("gateway").error("gateway_failed", error=str(exc))
         return 2

@@ -22,7 +22,8 @@ def build_gateway(
     runtime = ServiceRuntime(
         "gateway",
         config=RuntimeConfig(host=cfg.host, port=cfg.port, mi_path=cfg.path, token=cfg.token,
-                             drain_timeout=cfg.drain_timeout),
+                             advertise=cfg.advertise, drain_timeout=cfg.drain_timeout,
+                             token_setting="[gateway] token (SIPMESH_GATEWAY_TOKEN)"),
         discovery=discovery, events=events, local_events=True, sip_handling=False,
     )
     # The router reads discovery with its own client so routing never shares the

@@ -11,6 +11,8 @@ DEFAULT_PORT = 8888
 class GatewayConfig:
     """Where the gateway listens and how it calls services.
 
+    ``host``/``port`` is the bind; ``advertise`` the host other processes reach it at
+    (registered in discovery; default: ``host``, or 127.0.0.1 for a wildcard bind).
     ``token`` is the bearer token clients must send; it is mandatory when ``host`` is not a
     loopback address (the gateway refuses to start otherwise). ``service_token`` is sent to
     services whose MI endpoint requires one. ``call_timeout`` bounds each call to a service.
@@ -18,6 +20,7 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    advertise: str = ""
     path: str = "/mi"
     token: str = ""
     service_token: str = ""

@@ -388,8 +388,12 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         from shared.discovery.memory import MemoryRegistry
 
         registry = MemoryRegistry()
+    worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))  # workers share no HTTP port
     runtime = ServiceRuntime(
-        "edge", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        "edge", config=RuntimeConfig(
+            host=config.http_host, port=config.http_port + worker if config.http_port else 0,
+            advertise=config.http_advertise, token=config.http_token,
+            token_setting="[edge] http_token (SIPMESH_EDGE_HTTP_TOKEN)"),
         discovery=discovery, registry=registry)
     counters = EdgeCounters(runtime.stats.counter)
     from services.edge.registrar_client import RegistrarClient
@@ -526,6 +530,7 @@ def _check_events_config() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
 
     args = _parse_args(argv)
@@ -533,8 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config_from_args(args)
         _check_events_config()
     except ValueError as exc:
-        print(f"edge: {exc}", file=sys.stderr)
-        return 2
+        print(f"edge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging("edge", level=config.log_level)
     if config.workers > 1:
         return _supervise(config, args)
@@ -542,8 +547,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> None:
         await serve(config, private_port=args.private_port)
 
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
+    run_service(run, name="edge", uvloop=config.uvloop)
     return 0

@@ -67,7 +67,9 @@ class EdgeConfig:
     default_transport: str = "inbound"
     uvloop: bool = True
     http_host: str = "127.0.0.1"
-    http_port: int = 0  # /metrics and /health; 0 = an ephemeral port
+    http_port: int = 0  # /metrics, /health, MI; 0 = ephemeral; worker i of N takes port + i
+    http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
+    http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
     log_level: str = "info"
 
     def interfaces(self) -> list[Interface]:

@@ -98,8 +98,12 @@ async def serve(config: FreeswitchConfig) -> None:
 
         registry = MemoryRegistry()  # standalone: no `sipmesh up` around
     runtime = ServiceRuntime(
-        "freeswitch", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        "freeswitch", config=RuntimeConfig(host=config.http_host, port=config.http_port,
+                                    advertise=config.http_advertise, token=config.http_token,
+                                    token_setting="[freeswitch] http_token "
+                                                  "(SIPMESH_FREESWITCH_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
+    runtime.declare_events("freeswitch.#")  # advertised by the gateway's events_list
     store: BoxStore | None = open_box_store(config.store_location, table=config.table) \
         if config.use_store else None
     bridge = Bridge(config, events=runtime.events, store=store)

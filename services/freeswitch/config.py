@@ -46,6 +46,8 @@ class FreeswitchConfig:
     grpc_advertise: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
+    http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
     log_level: str = "info"
     uvloop: bool = True
 

@@ -145,8 +145,12 @@ async def serve(config: MediaConfig) -> None:
 
         registry = MemoryRegistry()  # standalone: no `sipmesh up` around
     runtime = ServiceRuntime(
-        "media", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        "media", config=RuntimeConfig(host=config.http_host, port=config.http_port,
+                                    advertise=config.http_advertise, token=config.http_token,
+                                    token_setting="[media] http_token "
+                                                  "(SIPMESH_MEDIA_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
+    runtime.declare_events("rtpengine.#")  # advertised by the gateway's events_list
     latency = Histogram("sipmesh_media_ng_seconds", "rtpengine ng round trip",
                         ["command", "outcome"], registry=runtime.metrics,
                         buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1, 5))

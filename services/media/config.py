@@ -22,6 +22,8 @@ class MediaConfig:
     grpc_advertise: str = ""  # host the edges dial (default: grpc_host)
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
+    http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
     rtpengine_sock: tuple[str, ...] = ()  # static sets, besides the database's
     db_url: str = ""  # SQLite file or postgresql:// DSN (default under $XDG_STATE_HOME)
     db_table: str = "rtpengine"

@@ -252,8 +252,15 @@ async def serve(config: RegistrarConfig) -> None:
 
         registry = MemoryRegistry()  # standalone: no `sipmesh up` around
     runtime = ServiceRuntime(
-        "registrar", config=RuntimeConfig(host=config.http_host, port=config.http_port),
+        "registrar", config=RuntimeConfig(host=config.http_host, port=config.http_port,
+                                          advertise=config.http_advertise,
+                                          token=config.http_token,
+                                          token_setting="[registrar] http_token "
+                                                        "(SIPMESH_REGISTRAR_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
+    runtime.modes["cluster"] = config.cluster_mode
+    runtime.modes["store"] = store_modes(config)
+    runtime.declare_events("usrloc.#")  # E_UL_*: advertised by the gateway's events_list
     store = open_store(config.store_location)
     cluster = None
     mode = config.cluster_mode
@@ -297,8 +304,10 @@ async def serve(config: RegistrarConfig) -> None:
 
         home = cluster.config.sip_addr
         if not home:
-            raise ValueError("[registrar.cluster] sip_addr is needed in federation-cachedb "
-                             "(the home address other points of presence send to)")
+            from shared.config import ConfigError
+
+            raise ConfigError("[registrar.cluster] sip_addr is needed in federation-cachedb "
+                              "(the home address other points of presence send to)")
         publisher = DirectoryPublisher(
             RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home)
     replication = {"federation-cachedb": "same-sip", "full-sharing-cachedb": "none"
@@ -396,22 +405,35 @@ async def serve(config: RegistrarConfig) -> None:
         announcer.cancel()
 
 
+def store_modes(config: RegistrarConfig) -> str:
+    """The stores of the start-up line: subscribers, and where bindings are kept."""
+    from shared.store import describe_location
+
+    subscribers = f"subscribers {describe_location(config.store_location)}"
+    if config.cluster_mode == "full-sharing-cachedb":
+        return f"{subscribers}, location redis"
+    if config.cluster_mode == "sql-only" or config.write_mode != "none" or \
+            config.restart_persistency == "load-from-sql":
+        table = describe_location(config.db_url or config.store_location)
+        return (f"{subscribers}, location {table} {config.write_mode}, "
+                f"restart {config.restart_persistency}")
+    return f"{subscribers}, location memory"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
 
     args = _parse_args(argv)
     try:
         config = load_config(args)
     except ValueError as exc:
-        print(f"registrar: {exc}", file=sys.stderr)
-        return 2
+        print(f"registrar: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging("registrar", level=config.log_level)
 
     async def run() -> None:
         await serve(config)
 
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
+    run_service(run, name="registrar", uvloop=config.uvloop)
     return 0

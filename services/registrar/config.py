@@ -25,6 +25,8 @@ class RegistrarConfig:
     grpc_advertise: str = ""  # host the edges dial (default: grpc_host, or 127.0.0.1)
     http_host: str = "127.0.0.1"
     http_port: int = 0
+    http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
+    http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
     store: str = ""  # subscribers: SQLite file (default under $XDG_STATE_HOME) or postgresql://
     default_expires: int = 3600
     min_expires: int = 60

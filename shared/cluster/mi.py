@@ -53,6 +53,7 @@ def _name(value: Any) -> str:
 
 def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
     """Declares the clusterer MI commands of ``node`` on ``runtime`` (a ServiceRuntime)."""
+    runtime.declare_events("clusterer.#")  # a node raises E_CLUSTERER_* (events_list)
     cid = node.cluster_id
 
     def cluster(value: Any) -> None:

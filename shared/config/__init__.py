@@ -14,6 +14,6 @@ Values from the environment are strings and are converted to the field's declare
 an unknown key is a :class:`ConfigError` naming the key, never a silent default.
 """
 
-from shared.config.loader import ConfigError, load_section, section_env_name
+from shared.config.loader import EXIT_CONFIG, ConfigError, load_section, section_env_name
 
-__all__ = ["ConfigError", "load_section", "section_env_name"]
+__all__ = ["EXIT_CONFIG", "ConfigError", "load_section", "section_env_name"]

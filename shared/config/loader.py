@@ -16,8 +16,13 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+# The exit status of a process that stopped on a configuration error (sysexits.h
+# EX_CONFIG): the supervisor does not restart it, since the same settings fail again.
+EXIT_CONFIG = 78
+
+
 class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
+    """A configuration value is missing, unknown, of the wrong type or unsafe."""
 
 
 def section_env_name(section: str, field: str) -> str:

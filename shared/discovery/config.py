@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from shared.config import ConfigError
 from shared.discovery.consul_backend import ConsulRegistry
 from shared.discovery.embedded import HttpRegistry
 from shared.discovery.port import ServiceRegistry
@@ -34,4 +35,4 @@ def open_registry(cfg: DiscoveryConfig) -> ServiceRegistry:
         addr = cfg.consul_addr or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
         return ConsulRegistry(addr, token=cfg.consul_token or None, check=cfg.consul_check,
                               http_interval=max(cfg.ttl / 3.0, 1.0))
-    raise ValueError(f"unknown discovery backend {cfg.backend!r} (embedded or consul)")
+    raise ConfigError(f"[discovery] backend must be embedded or consul, not {cfg.backend!r}")

@@ -54,6 +54,11 @@ class ConsulRegistry:
         self.http_interval = http_interval
         self._client: consul.aio.Consul | None = None
 
+    @property
+    def description(self) -> str:
+        """The backend as the services' start-up line shows it."""
+        return f"consul({self.addr}, {self.check} check)"
+
     def _consul(self) -> consul.aio.Consul:
         # py-consul builds its aiohttp session in the constructor: create it in the loop.
         if self._client is None:

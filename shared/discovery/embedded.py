@@ -130,6 +130,11 @@ class HttpRegistry:
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def description(self) -> str:
+        """The backend as the services' start-up line shows it."""
+        return f"embedded({self.base_url})"
+
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily so the session binds to the running loop (aiohttp requirement).
         if self._session is None or self._session.closed:

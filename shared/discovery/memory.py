@@ -36,6 +36,11 @@ class MemoryRegistry:
     def index(self) -> int:
         return self._index
 
+    @property
+    def description(self) -> str:
+        """The backend as the services' start-up line shows it."""
+        return "in-process"
+
     def _bump(self) -> None:
         self._index += 1
         # Wake every waiter, then arm a fresh event for the next change.

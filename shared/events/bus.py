@@ -22,9 +22,10 @@ batch too), the later one reaches consumers before the resend of the earlier one
 the default the order is strict.
 
 After delivery each local listener (``add_listener(cb, pattern)``, AMQP topic pattern where
-``*`` is one word and ``#`` zero or more) is called with the event, in order. The embedded
-backend *is* just that: in-process delivery to listeners (the gateway's subscription
-manager in ``make run``).
+``*`` is one word and ``#`` zero or more, matched against the event's routing key
+``<family>.<EVENT_NAME>`` as a RabbitMQ binding would be) is called with the event, in
+order. The embedded backend *is* just that: in-process delivery to listeners (the gateway's
+subscription manager in ``make run``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +40,12 @@ from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 
 from shared.events.envelope import Event, EventIds
 from shared.events.schema import EventCatalog, EventValidationError
@@ -101,6 +107,10 @@ def _match(pat: list[str], words: list[str]) -> bool:
     if not words:
         return False
     return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
+class DeliveryFailed(ConnectionError):
+    """The backend did not take the head of the buffer (the cause says why)."""
 
 
 def _being_cancelled() -> bool:
@@ -264,66 +274,77 @@ class BufferedEventBus:
         """Release the backend's resources."""
 
     # -- the drain loop -----------------------------------------------------------------
-    def _backoff(self, attempt: int) -> float:
-        # Exponential with full jitter, so that many nodes do not reconnect in lockstep.
-        cap = min(self._backoff_max, self._backoff_initial * (2 ** min(attempt, 16)))
-        return random.uniform(cap / 2, cap)
+    def _retrying(self) -> AsyncRetrying:
+        """Retry the head of the buffer until the backend takes it: forever, waiting a
+        random time up to an exponential bound (full jitter, so that many nodes do not
+        reconnect in lockstep); a fresh one per batch, so a success resets the bound."""
+        return AsyncRetrying(
+            wait=wait_random_exponential(multiplier=self._backoff_initial,
+                                         max=self._backoff_max),
+            retry=retry_if_exception_type(DeliveryFailed),
+            before_sleep=self._failed, reraise=True)
+
+    async def _failed(self, state: RetryCallState) -> None:
+        self._stats.delivery_failures += 1
+        error = state.outcome.exception() if state.outcome is not None else None
+        cause = error.__cause__ if error is not None and error.__cause__ else error
+        log.warning(
+            "event_delivery_failed", backend=self.backend, error=repr(cause),
+            buffered=len(self._buffer),
+            retry_in=round(state.next_action.sleep, 3) if state.next_action else None,
+        )
+        await self._reset_backend()
 
     async def _drain(self) -> None:
-        attempt = 0
         while True:
             if not self._buffer:
                 self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Up to max_in_flight events at once, in buffer order, on one channel.
-            batch = list(itertools.islice(self._buffer, self.max_in_flight))
-            error: BaseException | None = None
-            try:
-                await self._prepare()
-                if len(batch) == 1:
-                    results: list[BaseException | None] = [None]
-                    await self._deliver(batch[0])
-                else:
-                    results = list(await asyncio.gather(
-                        *(self._deliver(e) for e in batch), return_exceptions=True))
-            except asyncio.CancelledError as exc:
-                if _being_cancelled():
-                    raise
-                # aio-pika cancels pending confirms when the connection drops: a failure.
-                results, error = [exc], exc
-            except Exception as exc:
-                results, error = [exc], exc
-            # Only the confirmed prefix leaves the buffer; the rest is sent again (a later
-            # event already confirmed becomes a duplicate that consumers drop by id).
-            done = 0
-            for result in results:
-                if isinstance(result, BaseException):
-                    error = error or result
-                    break
-                done += 1
-            for _ in range(done):
-                event = self._buffer.popleft()
-                self._stats.delivered += 1
-                self._m_delivered_here.inc()
-                await self._notify(event)
-            if error is None:
-                attempt = 0
-                continue
-            self._stats.delivery_failures += 1
-            delay = self._backoff(attempt)
-            attempt += 1
-            log.warning(
-                "event_delivery_failed", backend=self.backend, error=repr(error),
-                buffered=len(self._buffer), retry_in=round(delay, 3),
-            )
-            await self._reset_backend()
-            await asyncio.sleep(delay)
+            async for attempt in self._retrying():
+                with attempt:
+                    await self._send_head()
+
+    async def _send_head(self) -> None:
+        """Sends up to ``max_in_flight`` events from the head of the buffer, in order, on
+        one channel; the confirmed prefix leaves the buffer, DeliveryFailed if not all did."""
+        batch = list(itertools.islice(self._buffer, self.max_in_flight))
+        error: BaseException | None = None
+        try:
+            await self._prepare()
+            if len(batch) == 1:
+                results: list[BaseException | None] = [None]
+                await self._deliver(batch[0])
+            else:
+                results = list(await asyncio.gather(
+                    *(self._deliver(e) for e in batch), return_exceptions=True))
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            # aio-pika cancels pending confirms when the connection drops: a failure.
+            results, error = [exc], exc
+        except Exception as exc:
+            results, error = [exc], exc
+        # Only the confirmed prefix leaves the buffer; the rest is sent again (a later
+        # event already confirmed becomes a duplicate that consumers drop by id).
+        done = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                error = error or result
+                break
+            done += 1
+        for _ in range(done):
+            event = self._buffer.popleft()
+            self._stats.delivered += 1
+            self._m_delivered_here.inc()
+            await self._notify(event)
+        if error is not None:
+            raise DeliveryFailed(str(error)) from error
 
     async def _notify(self, event: Event) -> None:
         for pattern, listener in self._listeners:
-            if topic_matches(pattern, event.name):
+            if pattern == "#" or topic_matches(pattern, self._catalog.routing_key(event.name)):
                 try:
                     await listener(event)
                 except Exception as exc:  # a bad listener must not stop the bus

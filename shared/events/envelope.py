@@ -69,13 +69,14 @@ class Event:
 
     @classmethod
     def from_body(cls, body: bytes | str, routing_key: str | None = None) -> Event:
-        """Parse a RabbitMQ body written by :meth:`to_body` (for consumers and tests)."""
+        """Parse a RabbitMQ body written by :meth:`to_body` (for consumers and tests); the
+        routing key (``<family>.<EVENT_NAME>``) names the event when the envelope does not."""
         data = json.loads(body)
         if not isinstance(data, dict):
             raise ValueError("event body is not a JSON object")
         env = data.pop(ENVELOPE_KEY, None) or {}
         return cls(
-            name=str(env.get("event") or routing_key or ""),
+            name=str(env.get("event") or (routing_key or "").rpartition(".")[2]),
             params=data,
             time=float(env.get("time", 0.0)),
             service=str(env.get("service", "")),

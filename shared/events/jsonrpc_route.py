@@ -15,22 +15,23 @@ Outcomes are OpenSIPS's return codes, as a :class:`JsonRpcOutcome`:
 - ``-3`` the server answered with an error; ``value`` is its error object.
 
 As in OpenSIPS there is no connection reuse. Nothing raises to the caller: routing code
-branches on ``outcome.code``.
+branches on ``outcome.code``. The messages are built and the reply read by jsonrpcclient
+(``request``, ``notification``, ``parse``); only the transport (raw TCP) is ours.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from jsonrpcclient import Error, Ok, notification, parse, request
+
 OK, INTERNAL_ERROR, CONNECT_OR_TIMEOUT, SERVER_ERROR = 1, -1, -2, -3
 MAX_REPLY = 1 << 20
 _DEST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
-_ids = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +51,12 @@ def _dest(dest: str) -> tuple[str, int]:
     return m["v6"] or m["host"], int(m["port"])
 
 
-def _params(params: Any) -> Any:
+def _params(params: Any) -> dict[str, Any] | tuple[Any, ...]:
     if isinstance(params, str):
         params = json.loads(params)
-    if not isinstance(params, list | dict):
+    if isinstance(params, list | tuple):
+        return tuple(params)  # jsonrpcclient's positional params
+    if not isinstance(params, dict):
         raise ValueError("params must be a JSON array or object")
     return params
 
@@ -93,13 +96,16 @@ async def _exchange(
             await writer.wait_closed()
         except OSError:
             pass
-    if not isinstance(reply, dict) or reply.get("id") != payload.get("id"):
+    try:
+        parsed = parse(reply) if isinstance(reply, dict) else None
+    except (KeyError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or getattr(parsed, "id", None) != payload.get("id"):
         return JsonRpcOutcome(INTERNAL_ERROR, "reply is not a JSON-RPC response to this request")
-    if "error" in reply:
-        return JsonRpcOutcome(SERVER_ERROR, reply["error"])
-    if "result" not in reply:
-        return JsonRpcOutcome(INTERNAL_ERROR, "reply has neither result nor error")
-    return JsonRpcOutcome(OK, reply["result"])
+    if isinstance(parsed, Error):
+        return JsonRpcOutcome(SERVER_ERROR, reply["error"])  # the server's error object
+    assert isinstance(parsed, Ok)  # parse() of one object gives one Ok or Error
+    return JsonRpcOutcome(OK, parsed.result)
 
 
 async def _read_json(reader: asyncio.StreamReader) -> Any:
@@ -125,8 +131,7 @@ async def jsonrpc_request(
     write_timeout: float = 0.5, read_timeout: float = 0.5,
 ) -> JsonRpcOutcome:
     try:
-        payload = {"jsonrpc": "2.0", "method": method, "params": _params(params),
-                   "id": next(_ids)}
+        payload = request(method, params=_params(params))
     except ValueError as exc:
         return JsonRpcOutcome(INTERNAL_ERROR, f"bad params: {exc}")
     return await _exchange(dest, payload, True, connect_timeout, write_timeout, read_timeout)
@@ -137,7 +142,7 @@ async def jsonrpc_notification(
     write_timeout: float = 0.5,
 ) -> JsonRpcOutcome:
     try:
-        payload = {"jsonrpc": "2.0", "method": method, "params": _params(params)}
+        payload = notification(method, params=_params(params))
     except ValueError as exc:
         return JsonRpcOutcome(INTERNAL_ERROR, f"bad params: {exc}")
     return await _exchange(dest, payload, False, connect_timeout, write_timeout, 0.0)

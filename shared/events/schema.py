@@ -14,6 +14,13 @@ What happens to a bad payload depends on the mode:
 An unknown event name is treated like a payload that does not match: an event without a
 contract is a bug too.
 
+Families: each contract names its family (``x-sipmesh-family``: ``usrloc``, ``clusterer``,
+``core``, ``dialog``, ``acc``...), the one table of event name -> family. On RabbitMQ an
+event travels with the routing key ``<family>.<EVENT_NAME>`` (:meth:`EventCatalog.
+routing_key`), so a consumer binds a whole family (``usrloc.#``) or one event wherever it
+comes from (``*.E_ACC_CDR``); AMQP topic words are dot-separated, so a flat name could only
+be bound one by one.
+
 Speed: ``publish`` sits on the SIP hot path and jsonschema takes ~50 us per payload. The
 contracts only use a small set of keywords (flat objects of typed scalars with bounds), so
 each schema is also compiled into a plain-Python checker (:class:`_FlatCheck`) that answers
@@ -56,11 +63,19 @@ class EventContract:
     description: str
     module: str
     schema: Mapping[str, Any]
+    family: str = "core"
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.family}.{self.name}"
+
+
+FAMILY = re.compile(r"[a-z][a-z0-9_]*")  # one AMQP topic word
 
 
 _PROP_KEYS = {"type", "minimum", "maximum", "minLength", "pattern", "description"}
-_TOP_KEYS = {"$schema", "$id", "title", "description", "x-opensips-module", "type",
-             "properties", "required", "additionalProperties"}
+_TOP_KEYS = {"$schema", "$id", "title", "description", "x-opensips-module",
+             "x-sipmesh-family", "type", "properties", "required", "additionalProperties"}
 _SCALARS = ("string", "integer", "number", "null", "boolean")
 
 
@@ -180,6 +195,7 @@ class EventCatalog:
 
     def __init__(self, contracts_: Iterable[EventContract]) -> None:
         self._contracts = {c.name: c for c in contracts_}
+        self._keys = {name: c.routing_key for name, c in self._contracts.items()}
         self._validators = {
             name: Draft202012Validator(c.schema) for name, c in self._contracts.items()
         }
@@ -193,18 +209,38 @@ class EventCatalog:
             schema = json.loads(path.read_text(encoding="utf-8"))
             # Fail at start-up, not at the first publish, if a contract itself is broken.
             Draft202012Validator.check_schema(schema)
+            family = schema.get("x-sipmesh-family")
+            if not isinstance(family, str) or not FAMILY.fullmatch(family):
+                raise ValueError(f"{path}: x-sipmesh-family must be one lowercase word, "
+                                 f"not {family!r}")
             found.append(
                 EventContract(
                     name=path.stem,
                     description=str(schema.get("description", "")),
                     module=str(schema.get("x-opensips-module", "core")),
                     schema=schema,
+                    family=family,
                 )
             )
         return cls(found)
 
     def names(self) -> list[str]:
         return sorted(self._contracts)
+
+    def routing_key(self, name: str) -> str:
+        """``<family>.<name>``: the RabbitMQ routing key (and local listener key) of an
+        event; a name without a contract keeps its bare name."""
+        return self._keys.get(name, name)
+
+    def family(self, name: str) -> str:
+        return self._contracts[name].family
+
+    def families(self) -> dict[str, list[str]]:
+        """family -> its event names, sorted."""
+        out: dict[str, list[str]] = {}
+        for name in self.names():
+            out.setdefault(self._contracts[name].family, []).append(name)
+        return dict(sorted(out.items()))
 
     def __contains__(self, name: object) -> bool:
         return name in self._contracts

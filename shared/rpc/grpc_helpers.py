@@ -1,5 +1,5 @@
 """gRPC (grpc.aio) helpers: a server with standard health checking, channels on which
-every call has a deadline, and retries with backoff for idempotent calls.
+every call has a deadline, and retries with backoff for idempotent methods.
 
 * :func:`start_grpc_server` binds (port 0 = ephemeral), adds the servicers and
   ``grpc.health.v1.Health`` (grpcio-health-checking) with every named service SERVING, and
@@ -7,27 +7,25 @@ every call has a deadline, and retries with backoff for idempotent calls.
   balancers stop sending) and then stops with a grace period.
 * :func:`open_channel` returns an insecure loopback/cluster channel with a
   :class:`DeadlineInterceptor`: a call made without ``timeout`` gets the default deadline,
-  so no call can hang forever.
-* :func:`call_unary` makes one unary call with a deadline; with ``idempotent=True`` it
-  retries UNAVAILABLE (and DEADLINE_EXCEEDED) with exponential backoff. Non-idempotent
-  calls are never retried: the first attempt may have taken effect.
+  so no call can hang forever. With a :class:`RetryPolicy` the channel itself retries the
+  methods the policy names (the idempotent ones) on UNAVAILABLE, with exponential backoff
+  and jitter, through gRPC's own ``retryPolicy`` service config (gRFC A6): retries stay
+  inside the call's one deadline and only happen when the server committed nothing.
+  Other methods are never retried: the first attempt may have taken effect.
 
 Channels and servers must be created inside the running loop (grpc#32480).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-
-T = TypeVar("T")
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclasses.dataclass
@@ -86,31 +84,43 @@ class DeadlineInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
         return await continuation(client_call_details, request)
 
 
-def open_channel(target: str, *, default_timeout: float = 2.0) -> grpc.aio.Channel:
-    """An insecure channel whose calls all carry a deadline."""
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """gRPC's retryPolicy for the idempotent ``methods`` of a channel.
+
+    A method is ``package.Service/Method``, or ``package.Service`` for all its methods.
+    Backoffs are seconds; gRPC draws each wait at random up to the current backoff."""
+
+    methods: tuple[str, ...]
+    attempts: int = 3
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    multiplier: float = 2.0
+    codes: tuple[str, ...] = ("UNAVAILABLE",)
+
+    def service_config(self) -> str:
+        names = []
+        for method in self.methods:
+            service, _, name = method.partition("/")
+            names.append({"service": service, **({"method": name} if name else {})})
+        return json.dumps({"methodConfig": [{"name": names, "retryPolicy": {
+            "maxAttempts": self.attempts,
+            "initialBackoff": f"{self.initial_backoff}s",
+            "maxBackoff": f"{self.max_backoff}s",
+            "backoffMultiplier": self.multiplier,
+            "retryableStatusCodes": list(self.codes),
+        }}]})
+
+
+def open_channel(target: str, *, default_timeout: float = 2.0,
+                 retry: RetryPolicy | None = None) -> grpc.aio.Channel:
+    """An insecure channel whose calls all carry a deadline; ``retry`` names the methods
+    the channel retries (see the module docstring)."""
+    options: list[tuple[str, Any]] = [("grpc.keepalive_time_ms", 30_000)]
+    if retry is not None:
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", retry.service_config())]
     return grpc.aio.insecure_channel(
-        target, interceptors=[DeadlineInterceptor(default_timeout)],
-        options=[("grpc.keepalive_time_ms", 30_000)],
-    )
-
-
-async def call_unary(
-    method: Callable[..., Awaitable[T]], request: Any, *, timeout: float,
-    idempotent: bool = False, attempts: int = 3, backoff: float = 0.05,
-    max_backoff: float = 1.0,
-) -> T:
-    """One unary call with a deadline; idempotent calls retry transient failures."""
-    tries = attempts if idempotent else 1
-    delay = backoff
-    for attempt in range(1, tries + 1):
-        try:
-            return await method(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if attempt == tries or exc.code() not in RETRYABLE:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_backoff)
-    raise AssertionError("unreachable")  # pragma: no cover
+        target, interceptors=[DeadlineInterceptor(default_timeout)], options=options)
 
 
 async def check_health(channel: grpc.aio.Channel, service: str = "", *,

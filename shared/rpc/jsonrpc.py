@@ -27,7 +27,7 @@ import structlog
 from aiohttp import web
 from jsonrpcserver import Error, Success
 from jsonrpcserver.async_main import dispatch_to_response
-from jsonrpcserver.response import to_serializable_one
+from jsonrpcserver.response import ErrorResponse, serialize_error, to_serializable_one
 from jsonrpcserver.sentinels import NODATA
 
 PARSE_ERROR = -32700
@@ -36,6 +36,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
+UNAUTHORIZED = -32001
 # Application codes, HTTP-like as OpenSIPS MI uses them.
 BAD_REQUEST = 400
 NOT_FOUND = 404
@@ -158,12 +159,32 @@ class MiDispatcher:
         return json.dumps(result)
 
 
-def _bearer_ok(request: web.Request, token: str | None) -> bool:
+def bearer_ok(headers: Mapping[str, str], token: str | None) -> bool:
+    """True when ``token`` is unset or ``Authorization: Bearer <token>`` carries it.
+
+    Compared as UTF-8 bytes in constant time: ``hmac.compare_digest`` refuses ``str`` with
+    non-ASCII characters (a TypeError, which was a 500), and a header aiohttp decoded with
+    surrogate escapes must be compared as the bytes that arrived."""
     if not token:
         return True
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    scheme, _, given = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        sent = given.strip().encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(sent, token.encode("utf-8"))
+
+
+def error_body(code: int, message: str, data: Any = NODATA) -> dict[str, Any]:
+    """A JSON-RPC error response with a null id (jsonrpcserver's serializer)."""
+    return serialize_error(ErrorResponse(code, message, data, None))
+
+
+def unauthorized() -> web.Response:
+    return web.json_response(error_body(UNAUTHORIZED, "Unauthorized"), status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="sipmesh"'})
 
 
 def mi_http_handler(
@@ -172,40 +193,42 @@ def mi_http_handler(
     """An aiohttp handler serving JSON-RPC over HTTP POST, as OpenSIPS mi_http.
 
     A configured ``token`` is required as ``Authorization: Bearer <token>`` (401 otherwise).
-    Notifications-only requests get 204 No Content.
+    The whole body is read, however many TCP segments or chunks it arrives in, up to
+    ``MAX_BODY`` bytes: a longer one (announced or chunked) gets 413 as soon as the limit
+    is passed, without the rest being buffered. Notifications-only requests get 204.
     """
 
     log = structlog.get_logger("mi_http")
+    too_large = error_body(INVALID_REQUEST, "Request too large")
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        if not _bearer_ok(request, token):
-            return web.json_response(
-                {"jsonrpc": "2.0", "error": {"code": -32001, "message": "Unauthorized"},
-                 "id": None},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="sipmesh"'},
-            )
+        if not bearer_ok(request.headers, token):
+            return unauthorized()
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return web.json_response(
-                {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST,
-                 "message": "Request too large"}, "id": None}, status=413)
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            return web.json_response(
-                {"jsonrpc": "2.0", "error": {"code": INVALID_REQUEST,
-                 "message": "Request too large"}, "id": None}, status=413)
+            return web.json_response(too_large, status=413)
+        try:
+            raw = await read_body(request, MAX_BODY)
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response(too_large, status=413)
         text = raw.decode("utf-8", errors="replace")
         try:
             answer = await dispatch(text)
         except Exception:
             # Whatever broke outside a command handler: logged, never shown.
             log.exception("mi_dispatch_failed")
-            return web.json_response({"jsonrpc": "2.0", "error": {
-                "code": INTERNAL_ERROR, "message": "Internal error"}, "id": None})
+            return web.json_response(error_body(INTERNAL_ERROR, "Internal error"))
         if not answer:
             return web.Response(status=204)
         return web.Response(text=answer, content_type="application/json")
 
     return handle
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, or HTTPRequestEntityTooLarge once more than ``limit`` bytes came
+    (aiohttp's own reading loop, on a clone carrying this handler's limit rather than the
+    application's ``client_max_size``)."""
+    return await request.clone(client_max_size=limit).read()
 
 
 __all__ = [
@@ -217,9 +240,14 @@ __all__ = [
     "NOT_FOUND",
     "PARSE_ERROR",
     "SERVICE_UNAVAILABLE",
+    "UNAUTHORIZED",
     "MiCommand",
     "MiDispatcher",
     "MiError",
+    "bearer_ok",
+    "error_body",
     "int_param",
     "mi_http_handler",
+    "read_body",
+    "unauthorized",
 ]

@@ -1,6 +1,7 @@
-"""The common service runtime (HTTP health/metrics/MI, discovery, graceful stop) and the
-``sipmesh up`` supervisor. See :mod:`.runtime` for what a service gets and the README's
-mesh section for a ten-line example."""
+"""The common service runtime (HTTP health/metrics/MI, discovery, graceful stop) every
+service process runs in. See :mod:`.runtime` for what a service gets and the README's mesh
+section for a ten-line example; the ``sipmesh up`` supervisor that starts the processes is
+the application's (:mod:`sipmesh.supervisor`)."""
 
 from shared.service.logsetup import configure_logging
 from shared.service.runtime import (

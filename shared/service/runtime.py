@@ -15,7 +15,15 @@ A :class:`ServiceRuntime` gives a service, with no code of its own:
   order of registration), then close the HTTP server and the registry client.
 
 Binding the HTTP server to a non-loopback address requires a bearer ``token``: the runtime
-refuses to start without one, as MI is an administrative interface.
+refuses to start without one (a :class:`~shared.config.ConfigError`), as MI is an
+administrative interface. Off loopback ``/metrics`` needs the token too, and ``/health``
+without it answers its status only (no service name or instance id), unless
+``metrics_public`` (``[runtime] metrics_public``, default false) opens both, for a
+scraper or a probe that cannot send a bearer token. On loopback both are open.
+
+At start the runtime prints one line (stderr) with the process's active modes (event transport,
+discovery backend, and what the service adds to :attr:`ServiceRuntime.modes`: cluster
+mode, store), so a misconfigured deployment shows itself at once.
 
 Events: ``runtime.events`` is the process's :class:`~shared.events.bus.EventBus`, built
 from the ``[events]`` section (:mod:`shared.events.config`): RabbitMQ when
@@ -24,7 +32,10 @@ from the ``[events]`` section (:mod:`shared.events.config`): RabbitMQ when
 (``local_events=True``). It starts before the service's start hooks (so they may raise
 events) and is flushed and closed after its stop hooks. ``report_slow(source, micros,
 extra)`` raises ``E_CORE_THRESHOLD`` when work exceeded ``[events] exec_threshold``; the
-runtime reports its own MI requests that way (source ``mi command``).
+runtime reports its own MI requests that way (source ``mi command``). A service declares
+the events it can raise (``declare_events``; every process can raise
+``E_CORE_THRESHOLD``); they are registered in ``meta.events`` and the gateway's
+``events_list`` advertises the union over the running instances, nothing more.
 
 Load: the ``load`` group is this process's share of the OpenSIPS 2.4 model. ``load``,
 ``load1m`` and ``load10m`` are reported only by SIP-handling processes (``sip_handling``,
@@ -43,6 +54,7 @@ import os
 import platform
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -52,13 +64,23 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from shared.config import EXIT_CONFIG, ConfigError, load_section
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, ServiceRegistry
 from shared.discovery import open_registry as _open_registry
 from shared.events.bus import BufferedEventBus, EmbeddedEventBus
 from shared.events.config import EventsConfig
 from shared.events.forward import INGEST_METHOD, ForwardingEventBus
 from shared.events.schema import EventCatalog
-from shared.rpc.jsonrpc import NOT_FOUND, MiCommand, MiDispatcher, MiError, mi_http_handler
+from shared.rpc.jsonrpc import (
+    MAX_BODY,
+    NOT_FOUND,
+    MiCommand,
+    MiDispatcher,
+    MiError,
+    bearer_ok,
+    mi_http_handler,
+    unauthorized,
+)
 from shared.service.stats import declare_process_stats, mi_get, mi_list, mi_reset
 from shared.stats.registry import StatsRegistry
 from shared.stats.sampler import CpuTimeLoadSampler, LoadSampler, load_group, make_sampler
@@ -78,6 +100,15 @@ class RuntimeConfig:
     token: str = ""
     advertise: str = ""
     drain_timeout: float = 5.0
+    metrics_public: bool | None = None  # None: the [runtime] section decides
+    token_setting: str = ""  # where the token is set, e.g. "[edge] http_token", for errors
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeDefaults:
+    """The ``[runtime]`` section: settings every service process shares."""
+
+    metrics_public: bool = False  # /metrics and the full /health without the token
 
 
 def is_loopback(host: str) -> bool:
@@ -105,6 +136,11 @@ class ServiceRuntime:
     ) -> None:
         self.name = name
         self.config = config or RuntimeConfig()
+        self.metrics_public = self.config.metrics_public
+        if self.metrics_public is None:
+            self.metrics_public = load_section(RuntimeDefaults, "runtime").metrics_public
+        # What the start-up line says besides events and discovery (cluster, store...).
+        self.modes: dict[str, str] = {"cluster": "none", "store": "none"}
         self.discovery = discovery or DiscoveryConfig()
         self.registry = registry or _open_registry(self.discovery)
         self.log = structlog.get_logger(name)
@@ -121,11 +157,11 @@ class ServiceRuntime:
         self.meta: dict[str, str] = {}
         self.sip_handling = sip_handling
         if events is None:
-            from shared.config import load_section
-
             events = load_section(EventsConfig, "events")
         self.events_config = events
+        self._local_events = local_events
         self.events: BufferedEventBus = self._open_bus(events, local_events)
+        self.raises: set[str] = {"E_CORE_THRESHOLD"}  # see declare_events
         self._declare_event_stats()
         self.health_checks: list[Callable[[], bool]] = []
         # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
@@ -139,8 +175,9 @@ class ServiceRuntime:
         self._runner: web.AppRunner | None = None
         self._registered = False
         self._stopped = False
+        self._began = False  # start() got past the configuration checks
         self._fanout: set[str] = set()
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=MAX_BODY)
         self._add_core_commands()
 
     # -- what a service declares ---------------------------------------------------------
@@ -158,6 +195,21 @@ class ServiceRuntime:
             return fn
 
         return deco
+
+    def declare_events(self, *names: str) -> None:
+        """Declares events this process can raise (names, or ``family.#`` for a whole
+        family of the contracts): the gateway's ``events_list`` advertises them."""
+        catalog = self.events.catalog
+        for name in names:
+            if name.endswith(".#"):
+                found = catalog.families().get(name[:-2])
+                if not found:
+                    raise ValueError(f"no event family {name[:-2]!r} in contracts/events")
+                self.raises.update(found)
+            elif name in catalog:
+                self.raises.add(name)
+            else:
+                raise ValueError(f"unknown event {name!r} (no contract in contracts/events)")
 
     def on_start(self, hook: Hook) -> Hook:
         """Runs ``hook`` before the service registers (open sockets, connect stores)."""
@@ -217,13 +269,25 @@ class ServiceRuntime:
         add(MiCommand(LOAD_SNAPSHOT, load_snapshot, ((),), "internal: load ratios"))
 
     # -- HTTP ----------------------------------------------------------------------------
+    @property
+    def observability_open(self) -> bool:
+        """``/metrics`` and the full ``/health`` need no token (see the module docstring)."""
+        return bool(self.metrics_public) or is_loopback(self.config.host) \
+            or not self.config.token
+
+    def _may_observe(self, request: web.Request) -> bool:
+        return self.observability_open or bearer_ok(request.headers, self.config.token)
+
     async def _health(self, request: web.Request) -> web.Response:
         ok = not self.draining and all(_safe(check) for check in self.health_checks)
-        body = {"status": "passing" if ok else ("draining" if self.draining else "critical"),
-                "service": self.name, "id": self.instance_id}
+        body = {"status": "passing" if ok else ("draining" if self.draining else "critical")}
+        if self._may_observe(request):
+            body.update(service=self.name, id=self.instance_id)
         return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if not self._may_observe(request):
+            return unauthorized()
         return web.Response(body=generate_latest(self.metrics),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -260,6 +324,7 @@ class ServiceRuntime:
             "started": str(int(self.started_at)),
             "health_url": f"{self.base_url}/health",
             "metrics_url": f"{self.base_url}/metrics",
+            "events": ",".join(sorted(self.raises)),
             **self.meta,
         }
         if self.public_dispatch is not None:
@@ -270,9 +335,12 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Starts hooks, HTTP and registration; raises if the configuration is unsafe."""
         if not is_loopback(self.config.host) and not self.config.token:
-            raise RuntimeError(
-                f"{self.name}: refusing to bind MI on non-loopback {self.config.host!r} "
-                "without a bearer token (set token in the config or SIPMESH_*_TOKEN)")
+            where = self.config.token_setting or "a token"
+            raise ConfigError(
+                f"refusing to bind MI on non-loopback {self.config.host!r} without a bearer "
+                f"token: set {where}")
+        self._began = True
+        self.announce_modes()
         await self.events.start()
         for hook in self._start_hooks:
             await hook()
@@ -340,6 +408,16 @@ class ServiceRuntime:
                 values.pop(key, None)
         return values
 
+    def mode_line(self) -> str:
+        """``<name> modes: events=...; discovery=...; cluster=...; store=...``."""
+        modes = {"events": events_mode(self.events_config, local=self._local_events),
+                 "discovery": describe_registry(self.registry), **self.modes}
+        return f"{self.name} modes: " + "; ".join(f"{k}={v}" for k, v in modes.items())
+
+    def announce_modes(self) -> None:
+        # stderr, with the logs: stdout carries the services' one "ready" line for scripts.
+        print(self.mode_line(), file=sys.stderr, flush=True)
+
     # -- events --------------------------------------------------------------------------
     def _open_bus(self, cfg: EventsConfig, local: bool) -> BufferedEventBus:
         catalog = EventCatalog.load()
@@ -392,6 +470,10 @@ class ServiceRuntime:
         if self._stopped:
             return
         self._stopped = True
+        if not self._began:  # refused to start: nothing ran, nothing to report
+            await self.events.close(0)
+            await self.registry.close()
+            return
         self.draining = True
         if self._registered:
             try:
@@ -432,6 +514,21 @@ class ServiceRuntime:
                 loop.remove_signal_handler(sig)
 
 
+def describe_registry(registry: ServiceRegistry) -> str:
+    """How the start-up line names a discovery backend."""
+    return str(getattr(registry, "description", type(registry).__name__))
+
+
+def events_mode(cfg: EventsConfig, *, local: bool = False) -> str:
+    """How the start-up line names the event transport (no password shown)."""
+    if cfg.rabbitmq:
+        from yarl import URL
+
+        where = URL(cfg.rabbitmq_url).with_password(None).with_user(None)
+        return f"rabbitmq({where}, exchange {cfg.exchange})"
+    return "embedded(in-process)" if local else "embedded(forwarded to the gateway)"
+
+
 def _method_of(text: str) -> str:
     try:
         doc = json.loads(text)
@@ -459,11 +556,29 @@ def uptime_answer(started_at: float, now: float | None = None) -> dict[str, str]
     }
 
 
-def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Runs a service's async main on uvloop when available (the production default)."""
+def run_service(main: Callable[[], Coroutine[Any, Any, None]], *, name: str = "",
+                uvloop: bool = True) -> None:
+    """Runs a service's async main on uvloop when available (the production default).
+
+    A :class:`~shared.config.ConfigError` ends the process with one line on stderr and
+    exit status :data:`~shared.config.EXIT_CONFIG`, which the supervisor does not restart.
+    """
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - non-Linux
-        asyncio.run(main())
-        return
-    uvloop.run(main())
+        if uvloop:
+            try:
+                import uvloop as loop_policy
+            except ImportError:  # pragma: no cover - non-Linux
+                asyncio.run(main())
+            else:
+                loop_policy.run(main())
+        else:
+            asyncio.run(main())
+    except ConfigError as exc:
+        exit_on_config_error(name, exc)
+
+
+def exit_on_config_error(name: str, exc: BaseException) -> None:
+    """One line, ``<name>: configuration error: ...``, then exit :data:`EXIT_CONFIG`."""
+    prefix = f"{name}: " if name else ""
+    print(f"{prefix}configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_CONFIG)

@@ -2,7 +2,8 @@
 
 Each port keeps its own queries; what they have in common lives here:
 
-- `is_postgres_dsn()` tells a PostgreSQL DSN from a SQLite file path in a store location.
+- `is_postgres_dsn()` tells a PostgreSQL DSN from a SQLite file path in a store location;
+  `describe_location()` names one for a start-up line, without its password.
 - `safe_table_name()` checks a configured table name is a plain SQL identifier, so it can be
   formatted into statements (identifiers cannot be bound as parameters).
 - `PostgresPool` is a base for PostgreSQL backends: `open()` creates one asyncpg pool (imported
@@ -13,7 +14,8 @@ Each port keeps its own queries; what they have in common lives here:
 """
 
 from shared.store.names import safe_table_name
-from shared.store.postgres import PostgresPool, is_postgres_dsn
+from shared.store.postgres import PostgresPool, describe_location, is_postgres_dsn
 from shared.store.sqlite import SQLiteFile
 
-__all__ = ["PostgresPool", "SQLiteFile", "is_postgres_dsn", "safe_table_name"]
+__all__ = ["PostgresPool", "SQLiteFile", "describe_location", "is_postgres_dsn",
+           "safe_table_name"]

@@ -18,6 +18,16 @@ def is_postgres_dsn(location: str) -> bool:
     return location.startswith(("postgresql://", "postgres://"))
 
 
+def describe_location(location: str) -> str:
+    """``postgresql(host:port/db)`` or ``sqlite(path)``: a store for a start-up line."""
+    if is_postgres_dsn(location):
+        from yarl import URL
+
+        url = URL(location)
+        return f"postgresql({url.host}:{url.port or 5432}{url.path})"
+    return f"sqlite({location})"
+
+
 class PostgresPool:
     ddl: ClassVar[str]
     max_size: ClassVar[int]

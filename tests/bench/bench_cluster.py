@@ -50,7 +50,7 @@ def record(i: int, prefix: str = "k") -> bytes:
 
 
 # -- the ceiling: raw gRPC stream ----------------------------------------------------------
-class _Sink(pb_grpc.ClusterServicer):  # type: ignore[misc]
+class _Sink(pb_grpc.ClusterServicer):
     def __init__(self) -> None:
         self.records = 0
         self.done = asyncio.Event()
@@ -72,13 +72,14 @@ async def raw_stream(packets: list[pb.Packet], expect: int, receivers: int = 1) 
     for sink in sinks:
         sink.expect = expect
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_ClusterServicer_to_server(sink, server)
+        pb_grpc.add_ClusterServicer_to_server(sink, server)  # type: ignore[no-untyped-call]
         ports.append(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         servers.append(server)
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}", options=GRPC_OPTIONS)
                 for p in ports]
-    calls = [pb_grpc.ClusterStub(ch).Link() for ch in channels]
+    calls = [pb_grpc.ClusterStub(ch).Link()  # type: ignore[no-untyped-call]
+             for ch in channels]
     started = time.perf_counter()
     for call in calls:
         batch: list[pb.Packet] = []
@@ -147,12 +148,12 @@ def bench_replication(tmp: Path) -> float:
     try:
         nodes += [Node(i, tmp, seeds=[n1]).start() for i in (2, 3)]
         for n in nodes:
-            wait_until(lambda n=n: n.all_up([o.node_id for o in nodes if o is not n]), 20)
+            wait_until(lambda: n.all_up([o.node_id for o in nodes if o is not n]), 20)
             wait_until(n.synced, 20)
         started = time.perf_counter()
         n1.mi("kv_burst", [UPDATES, SIZE], timeout=120)
         for n in nodes[1:]:
-            wait_until(lambda n=n: n.count()["count"] >= UPDATES, 120, "updates applied")
+            wait_until(lambda: n.count()["count"] >= UPDATES, 120, "updates applied")
         elapsed = time.perf_counter() - started
         assert nodes[1].count() == n1.count() == nodes[2].count()
         return UPDATES / elapsed
@@ -170,7 +171,7 @@ def bench_failover(tmp: Path, rounds: int = 3) -> list[float]:
         try:
             nodes += [Node(i, tmp, seeds=[n1], extra=tag).start() for i in (2, 3)]
             members = list(nodes)
-            holder = wait_until(lambda ms=members: [n for n in ms if n.active()], 20, "holder")[0]
+            holder = wait_until(lambda: [n for n in members if n.active()], 20, "holder")[0]
             others = [n for n in nodes if n is not holder]
             holder.kill9()
             killed = time.perf_counter()

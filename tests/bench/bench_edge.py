@@ -63,7 +63,7 @@ def free_port() -> int:
                     t.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return port
+                return int(port)
     raise RuntimeError("no free port")
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from shared.rpc import JsonRpcClient
+from shared.rpc.client import Params
 from tests.component.spine.helpers import running_mesh, service, started
 
 CALLS = 400
 
 
-async def timed(client: JsonRpcClient, method: str, params: object) -> float:
+async def timed(client: JsonRpcClient, method: str, params: Params) -> float:
     for _ in range(20):  # warm-up: connections, caches
         await client.call(method, params)
     t0 = time.perf_counter()

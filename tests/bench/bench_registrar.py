@@ -43,6 +43,7 @@ import time
 import tracemalloc
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -187,7 +188,7 @@ def climb(name: str, port: int, step: float, workdir: Path, users: Path | None =
 
 
 def add_subscriber(workdir: Path) -> None:
-    subprocess.run([sys.executable, "-m", "shared.cli.main", "user", "add",
+    subprocess.run([sys.executable, "-m", "sipmesh.cli.main", "user", "add",
                     f"{USER}@127.0.0.1", PASSWORD, "--store",
                     str(workdir / "subscribers.sqlite")], cwd=ROOT, env=_env(), check=True,
                    capture_output=True, timeout=60)
@@ -257,7 +258,7 @@ def bench_kamailio(step: float, workdir: Path, users: int = 1) -> int:
 
 def memory_per_binding(count: int = 100_000) -> float:
     from services.registrar.location import Location, Origin
-    from shared.sip import parse_message
+    from shared.sip import Request, parse_message
 
     template = ("REGISTER sip:example.com SIP/2.0\r\n"
                 "Via: SIP/2.0/UDP 10.{a}.{b}.{c}:5060;branch=z9hG4bK{i}\r\n"
@@ -272,6 +273,7 @@ def memory_per_binding(count: int = 100_000) -> float:
     for i in range(count):
         a, b, c = (i >> 16) & 255, (i >> 8) & 255, i & 255
         msg = parse_message(template.format(i=i, a=a, b=b, c=c).encode())
+        assert isinstance(msg, Request)
         result = loc.save(msg, Origin(f"10.{a}.{b}.{c}", 5060, "udp", "udp:127.0.0.1:5060"),
                           now)
         assert result.status == 200
@@ -282,12 +284,13 @@ def memory_per_binding(count: int = 100_000) -> float:
     return (after - before) / count
 
 
-def _mi(url: str, method: str, params: object) -> dict:
+def _mi(url: str, method: str, params: object) -> dict[str, Any]:
     req = urllib.request.Request(url, json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(),
         {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
 
 def replication_lag(workdir: Path, rate: int, markers: int = 30) -> list[float]:

@@ -115,7 +115,7 @@ def ours_forward() -> bytes:
 
 def reference() -> tuple[str, dict[str, Callable[[], object]]]:
     try:
-        import sipmessage  # type: ignore[import-not-found]
+        import sipmessage
     except ImportError:
         return "naive regex parser (sipmessage not installed)", naive_reference()
 

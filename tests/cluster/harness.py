@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.support.waiting import eventually_sync
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,19 +36,16 @@ DOWN_WITHIN = 0.2 + 0.3 * 4 + 1.0  # ping_interval + timeout * (retries + 1) + s
 READY = re.compile(r"cluster-demo ready node=(\d+) repl=(\S+) mi=(\S+) pid=(\d+)")
 
 
+def _pump(out: Any, lines: queue.Queue[str]) -> None:
+    for line in out:
+        lines.put(line)
+
+
 def wait_until(cond: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-        except (OSError, KeyError, ValueError) as exc:  # node still starting, or gone
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    """:func:`tests.support.waiting.eventually_sync`, a node still starting (or gone)
+    counting as "not yet"."""
+    return eventually_sync(cond, timeout, what, interval=0.05,
+                           ignore=(OSError, KeyError, ValueError))
 
 
 class Node:
@@ -89,7 +87,7 @@ class Node:
         lines: queue.Queue[str] = queue.Queue()
         out = self.proc.stdout
         assert out is not None
-        threading.Thread(target=lambda: [lines.put(line) for line in out], daemon=True).start()
+        threading.Thread(target=lambda: _pump(out, lines), daemon=True).start()
         try:
             line = lines.get(timeout=20)
         except queue.Empty:

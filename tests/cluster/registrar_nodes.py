@@ -12,19 +12,21 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.integration.edge.edge_harness import Edge, free_port, summary, wait_until
 from tests.integration.registrar.harness import SCENARIOS, Registrar
 
 
-def mi(reg: Registrar, method: str, params: object = None) -> dict:
+def mi(reg: Registrar, method: str, params: object = None) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
     req = urllib.request.Request(reg.mi, json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
 
 def aors(reg: Registrar) -> set[str]:

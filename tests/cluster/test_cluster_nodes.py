@@ -44,7 +44,7 @@ def mesh(cluster: list[Node], tmp: Path, count: int, *, fill: int = 0,
         nodes.append(start(cluster, Node(i, tmp, seeds=[seed], extra=list(tag))))
     ids = [n.node_id for n in nodes]
     for n in nodes:
-        wait_until(lambda n=n: n.all_up([i for i in ids if i != n.node_id]), 15,
+        wait_until(lambda: n.all_up([i for i in ids if i != n.node_id]), 15,
                    f"node {n.node_id} Up with everyone")
     return nodes
 
@@ -66,7 +66,7 @@ def test_join_through_one_seed_sync_replicate_and_index(cluster: list[Node],
         assert progress["donor"] == 1 and progress["records"] == 500
     assert n2.mi("kv_put", ["hello", "world"]) == {"sent": 1}
     for n in (n1, n3):
-        wait_until(lambda n=n: n.mi("kv_get", ["hello"])["value"] == "world", 5, "update")
+        wait_until(lambda: n.mi("kv_get", ["hello"])["value"] == "world", 5, "update")
     indexes = sorted(n.mi("kv_index")["index"] for n in nodes)
     assert indexes == [0, 1, 2]
     ups = n1.events("E_CLUSTERER_NODE_STATE_CHANGED")
@@ -94,7 +94,7 @@ def test_kill9_link_down_tag_moves_and_restart_resyncs(cluster: list[Node],
     holder.kill9()
     killed_at = time.monotonic()
     for n in others:
-        wait_until(lambda n=n: n.link(holder.node_id) == "Down", 5, "link Down")
+        wait_until(lambda: n.link(holder.node_id) == "Down", 5, "link Down")
     assert time.monotonic() - killed_at < DOWN_WITHIN + 1.0
     wait_until(lambda: sum(n.active() for n in others) == 1, 5, "tag taken over")
     new_holder = next(n for n in others if n.active())
@@ -112,7 +112,7 @@ def test_kill9_link_down_tag_moves_and_restart_resyncs(cluster: list[Node],
     wait_until(lambda: holder.count() == others[0].count(), 5, "same data")
     assert holder.mi("kv_get", ["while-away"])["value"] == "yes"
     for n in others:
-        wait_until(lambda n=n: n.link(holder.node_id) == "Up", 5, "link Up again")
+        wait_until(lambda: n.link(holder.node_id) == "Up", 5, "link Up again")
     # The tag stayed where it went: exactly one holder, the new one.
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
@@ -141,7 +141,7 @@ def test_disabled_node_is_seen_failed_and_comes_back(cluster: list[Node],
     n1, n2, n3 = mesh(cluster, tmp_path, 3)
     assert n3.mi("clusterer_set_status", {"cluster_id": 1, "status": 0}) == "OK"
     for n in (n1, n2):
-        wait_until(lambda n=n: n.link(3) == "Down", 5, "node 3 Down")
+        wait_until(lambda: n.link(3) == "Down", 5, "node 3 Down")
     assert n3.mi("kv_put", ["x", "1"]) == {"sent": -1}
     n1.mi("kv_put", ["y", "2"])
     wait_until(lambda: n2.mi("kv_get", ["y"])["value"] == "2", 5, "update to node 2")
@@ -150,7 +150,7 @@ def test_disabled_node_is_seen_failed_and_comes_back(cluster: list[Node],
         n3.mi("clusterer_set_status", {"cluster_id": 7, "status": 1})
     n3.mi("clusterer_set_status", [1, 1])
     for n in (n1, n2, n3):
-        wait_until(lambda n=n: n.all_up([i for i in (1, 2, 3) if i != n.node_id]), 5, "Up")
+        wait_until(lambda: n.all_up([i for i in (1, 2, 3) if i != n.node_id]), 5, "Up")
     n1.mi("kv_put", ["z", "3"])
     wait_until(lambda: n3.mi("kv_get", ["z"])["value"] == "3", 5, "update to node 3")
 
@@ -168,7 +168,7 @@ def test_partition_heals_with_a_single_active_tag(cluster: list[Node], tmp_path:
     for n in nodes:
         n.mi("cluster_test_block", [1, []])
     for n in nodes:
-        wait_until(lambda n=n: n.all_up([o.node_id for o in nodes if o is not n]), 10, "healed")
+        wait_until(lambda: n.all_up([o.node_id for o in nodes if o is not n]), 10, "healed")
     wait_until(lambda: sum(n.active() for n in nodes) == 1, 5, "a single holder")
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:

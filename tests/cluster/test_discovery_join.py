@@ -48,11 +48,11 @@ def test_three_nodes_join_through_discovery(tmp_path: Path, registry_url: str) -
         for n in nodes:
             n.start()
         for n in nodes:
-            wait_until(lambda n=n: n.all_up([o.node_id for o in nodes if o is not n]), 15,
+            wait_until(lambda: n.all_up([o.node_id for o in nodes if o is not n]), 15,
                        f"node {n.node_id} Up with everyone")
         nodes[1].mi("kv_put", ["k", "v"])
         for n in (nodes[0], nodes[2]):
-            wait_until(lambda n=n: n.mi("kv_get", ["k"])["value"] == "v", 5, "replicated")
+            wait_until(lambda: n.mi("kv_get", ["k"])["value"] == "v", 5, "replicated")
     finally:
         for n in nodes:
             n.kill9()

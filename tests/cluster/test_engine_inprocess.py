@@ -4,7 +4,6 @@ error, and the two clusterer events are published with their contract's shape.""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from shared.discovery.memory import MemoryRegistry
 from shared.events.bus import EmbeddedEventBus
 from shared.events.schema import EventCatalog
 from shared.service import RuntimeConfig, ServiceRuntime
+from tests.support.waiting import eventually
 
 MI = Path(__file__).resolve().parents[2] / "contracts" / "mi"
 BASE = ClusterConfig(ping_interval=0.1, ping_timeout=0.2, ping_retries=2, node_timeout=0.5,
@@ -74,20 +74,12 @@ async def member(node_id: int, **cfg: Any) -> Member:
     return Member(node, runtime, bus, events, data)
 
 
-async def wait_for(cond: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Member, Member]]:
     a = await member(1, seed=True)
     b = await member(2, seeds=(f"1@{a.node.url}",))
     try:
-        await wait_for(lambda: a.node.reachable == {2} and b.node.reachable == {1})
+        await eventually(lambda: a.node.reachable == {2} and b.node.reachable == {1})
         yield a, b
     finally:
         for m in (b, a):
@@ -117,7 +109,7 @@ CALLS: dict[str, list[Any]] = {
 
 async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> None:
     a, b = pair
-    await wait_for(lambda: a.node.capabilities["kv"].machine.synced and
+    await eventually(lambda: a.node.capabilities["kv"].machine.synced and
                    b.node.capabilities["kv"].machine.synced)
     for name, calls in CALLS.items():
         doc = schema(name)
@@ -125,15 +117,15 @@ async def test_mi_answers_match_their_schemas(pair: tuple[Member, Member]) -> No
             jsonschema.validate(params, doc["params"])
             jsonschema.validate(await a.mi(name, params), doc["result"])
     # The remote MI commands ran on node 2 (and the broadcast on node 1 too).
-    await wait_for(lambda: b.data.get(b"a") == b"1" and b.data.get(b"b") == b"2"
+    await eventually(lambda: b.data.get(b"a") == b"1" and b.data.get(b"b") == b"2"
                    and b.data.get(b"c") == b"3" and a.data.get(b"c") == b"3")
     assert await a.mi("cluster_broadcast_mi", [1, "put", ["d", "4"]]) == "OK"
-    await wait_for(lambda: b.data.get(b"d") == b"4" and a.data.get(b"d") == b"4")
+    await eventually(lambda: b.data.get(b"d") == b"4" and a.data.get(b"d") == b"4")
     nodes = (await a.mi("clusterer_list"))["Clusters"][0]["Nodes"]
     assert [(n["node_id"], n["link_state"], n["next_hop"]) for n in nodes] == [(2, "Up", "2")]
     assert await a.mi("clusterer_list_shtags") == [{"Tag": "vip", "Cluster": 1,
                                                     "State": "active", "Node": 1}]
-    await wait_for(lambda: not b.node.shtags.is_active("vip"))
+    await eventually(lambda: not b.node.shtags.is_active("vip"))
 
 
 @pytest.mark.parametrize(("method", "params", "code"), [
@@ -158,12 +150,12 @@ async def test_bad_input_gets_a_clear_error(pair: tuple[Member, Member], method:
 
 async def test_events_on_node_down_and_tag_takeover(pair: tuple[Member, Member]) -> None:
     a, b = pair
-    await wait_for(lambda: a.node.shtags.is_active("vip"))
+    await eventually(lambda: a.node.shtags.is_active("vip"))
     assert ("E_CLUSTERER_NODE_STATE_CHANGED",
             {"cluster_id": 1, "node_id": 2, "new_state": 1}) in a.events
     await a.mi("clusterer_set_status", [1, 0])
-    await wait_for(lambda: b.node.shtags.is_active("vip") and not b.node.reachable)
-    await wait_for(lambda: ("E_CLUSTERER_NODE_STATE_CHANGED",
+    await eventually(lambda: b.node.shtags.is_active("vip") and not b.node.reachable)
+    await eventually(lambda: ("E_CLUSTERER_NODE_STATE_CHANGED",
                             {"cluster_id": 1, "node_id": 1, "new_state": 0}) in b.events)
     changed = [p for n, p in b.events if n == "E_CLUSTERER_SHARING_TAG_CHANGED"]
     assert changed[-1] == {"name": "vip", "cluster_id": 1, "node_id": 2, "state": 1,
@@ -185,7 +177,7 @@ async def test_seeds_and_admission_from_discovery() -> None:
             await n.start()
             await registry.register(Instance("regsvc", f"r{n.id}", "127.0.0.1", 1,
                                              meta=n.meta()), 30)
-        await wait_for(lambda: nodes[0].reachable == {2} and nodes[1].reachable == {1}, 8)
+        await eventually(lambda: nodes[0].reachable == {2} and nodes[1].reachable == {1}, 8)
         assert nodes[0].discovered == {2}
     finally:
         for n in nodes:
@@ -204,13 +196,13 @@ async def test_consul_sharing_tags_through_the_engine() -> None:
     b = ClusterNode(dataclasses.replace(cfg, node_id=2, seeds=(f"1@{a.url}",)))
     await b.start()
     try:
-        await wait_for(lambda: a.shtags.is_active("vip") != b.shtags.is_active("vip"), 8)
+        await eventually(lambda: a.shtags.is_active("vip") != b.shtags.is_active("vip"), 8)
         holder, other = (a, b) if a.shtags.is_active("vip") else (b, a)
         key = consul.kv["sipmesh/cluster/1/shtag/vip"]
         assert key.session is not None and key.value == str(holder.id).encode()
         # Forced move: the holder is asked over the cluster to release, then it is taken.
         await other.shtag_set_active("vip")
-        await wait_for(lambda: other.shtags.is_active("vip") and
+        await eventually(lambda: other.shtags.is_active("vip") and
                        not holder.shtags.is_active("vip"), 8)
         assert consul.kv["sipmesh/cluster/1/shtag/vip"].value == str(other.id).encode()
     finally:

@@ -24,24 +24,18 @@ import jsonschema
 import pytest
 
 from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
+from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.timeout(150)
 MI = ROOT / "contracts" / "mi"
-DEMO = 2  # cluster ids from shared/service/catalog.py
+DEMO = 2  # cluster ids from sipmesh/catalog.py
 REGISTRAR = 1
 TIMERS = {"PING_INTERVAL": "0.5", "PING_TIMEOUT": "0.3", "SEED_FALLBACK_INTERVAL": "1"}
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """Polls ``check`` (each poll is an MI round trip) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)  # poll period between MI round trips, not a synchronisation
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return eventually_sync(check, timeout, what, interval=0.1)
 
 
 class Gateway:

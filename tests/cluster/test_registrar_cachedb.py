@@ -196,7 +196,8 @@ def test_full_sharing_cachedb_ping_rounds_read_only_the_nodes_own_partitions(
             watcher = subprocess.Popen(["redis-cli", "-u", REDIS, "monitor"], stdout=out)
             wait_until(lambda: log.read_text().startswith("OK"), 10, "MONITOR running")
             assert_pinged_once_per_round(first, second, len(users))
-            names = {c["addr"]: c["name"] for c in client.client_list()}
+            names = {c["addr"]: c["name"]
+                     for c in client.client_list()}  # type: ignore[union-attr]  # sync client
             watcher.terminate()
             watcher.wait(10)
         node_of = {f"sipmesh-registrar-{r.proc.pid}": n for n, r in ((1, first), (2, second))}

@@ -112,8 +112,10 @@ def test_mode_none_ul_dump_through_the_gateway_lists_every_nodes_aors(
         absent = gw.raw("ul_dump", {"node_id": 3})
         assert absent["error"]["code"] == 404
     finally:
-        for proc in (*edges, *nodes):
-            proc.stop()
+        for edge in edges:
+            edge.stop()
+        for node in nodes:
+            node.stop()
 
 
 def test_full_sharing_cachedb_ul_dump_through_the_gateway_lists_each_contact_once(

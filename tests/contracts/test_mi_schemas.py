@@ -43,7 +43,8 @@ CALLS: dict[str, list[Any]] = {
 
 
 def _schema(name: str) -> dict[str, Any]:
-    return json.loads((MI / f"{name}.json").read_text())
+    schema: dict[str, Any] = json.loads((MI / f"{name}.json").read_text())
+    return schema
 
 
 @pytest.mark.parametrize("path", sorted(MI.glob("*.json")), ids=lambda p: p.stem)

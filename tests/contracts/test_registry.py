@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -46,7 +46,7 @@ async def registry(request: pytest.FixtureRequest) -> AsyncIterator[ServiceRegis
         await client_c.close()
         await fake.stop()
     else:
-        addr = os.environ.get("CONSUL_HTTP_ADDR")
+        addr = os.environ.get("CONSUL_HTTP_ADDR", "")
         if not addr:
             pytest.skip("CONSUL_HTTP_ADDR not set: no real Consul to test against")
         client_r = ConsulRegistry(addr, token=os.environ.get("CONSUL_HTTP_TOKEN"))
@@ -66,7 +66,9 @@ def _inst(service: str, n: int, **meta: str) -> Instance:
     return Instance(service, f"{service}-{n}", "127.0.0.1", 5000 + n, meta=meta, tags=("t",))
 
 
-async def _until(registry: ServiceRegistry, service: str, pred, timeout: float = 8.0):
+async def _until(registry: ServiceRegistry, service: str,
+                 pred: Callable[[list[Instance]], bool],
+                 timeout: float = 8.0) -> list[Instance]:
     """Waits (blocking queries, no sleeps) until pred(healthy instances) holds."""
     index = 0
     async with asyncio.timeout(timeout):
@@ -165,4 +167,4 @@ async def test_watch_yields_the_current_set_then_each_change(registry: ServiceRe
         await registry.deregister(f"{svc}-1")
         third = await anext(stream)
         assert [i.id for i in third] == [f"{svc}-2"]
-    await stream.aclose()
+    await stream.aclose()  # type: ignore[attr-defined]  # an async generator

@@ -1,54 +1,158 @@
-"""Architecture rules that code review alone would let slip.
+"""Architecture rules that code review alone would let slip, checked on the source (AST).
 
-The SIP core and the transaction layer are sans-IO: they must never reach for sockets, an
-event loop or threads, so they can be driven by a fake clock in tests and by any transport.
+1. **Sans-IO.** Protocol decisions live in sans-IO modules: no sockets, no event loop, no
+   threads, no clock of their own (``now`` is passed in), no RPC stack. So a fake clock
+   drives them in tests and any transport can carry them. :data:`SANS_IO` lists them;
+   adding a module (or a whole package) to the rule is one line there.
+2. **Layers.** ``shared`` is a library: it imports nothing from the services, the gateway
+   or the application (``sipmesh``). The gateway imports no service; services import
+   neither the gateway nor the application; ``contracts`` imports no code of the tree.
+   The application (:mod:`sipmesh`) may import everything, and nothing imports it.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SANS_IO_PACKAGES = ["shared/sip", "shared/transaction"]
-FORBIDDEN = {"asyncio", "socket", "selectors", "threading", "uvloop", "time", "aiohttp", "grpc"}
+
+# Every sans-IO module of the tree: a package (every module under it) or one file.
+SANS_IO: tuple[str, ...] = (
+    "shared/sip",
+    "shared/transaction",
+    "shared/cluster/link.py",
+    "shared/cluster/topology.py",
+    "shared/cluster/sync.py",
+    "shared/stats/load.py",
+    "services/edge/core.py",
+    "services/edge/addresses.py",
+    "services/edge/auth.py",
+    "services/edge/best_response.py",
+    "services/edge/counters.py",
+    "services/edge/default_routing.py",
+    "services/edge/routing.py",
+    "services/edge/stateless.py",
+    "services/media/ng.py",
+    "services/media/flags.py",
+    "services/media/sets.py",
+    "services/media/stats.py",
+    "services/freeswitch/esl.py",
+    "services/freeswitch/balancing.py",
+    "services/freeswitch/boxes.py",
+    "gateway/targeting.py",
+    "gateway/merging.py",
+)
+
+# Modules (top-level names) a sans-IO module must not import.
+IO_MODULES = frozenset({
+    "asyncio", "socket", "selectors", "select", "ssl", "threading", "multiprocessing",
+    "concurrent", "subprocess", "uvloop", "time", "aiohttp", "grpc", "grpc_health",
+    "aio_pika", "aiormq", "asyncpg", "aiosqlite", "sqlite3", "redis", "consul", "requests",
+    "urllib3", "httpx",
+})
+# Calls that read the wall clock through datetime (``datetime.now()``, ``date.today()``).
+CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
+CLOCK_OWNERS = frozenset({"datetime", "date"})
+
+# (importing package, packages it must not import)
+LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("shared", frozenset({"services", "gateway", "sipmesh"})),
+    ("gateway", frozenset({"services", "sipmesh"})),
+    ("services", frozenset({"gateway", "sipmesh"})),
+    ("contracts", frozenset({"shared", "services", "gateway", "sipmesh"})),
+)
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def imported(tree: ast.AST) -> set[str]:
+    """Absolute module names imported anywhere in ``tree`` (lazy imports included)."""
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
     return found
 
 
-def _sources(package: str) -> list[Path]:
-    return sorted((ROOT / package).rglob("*.py"))
+def clock_calls(tree: ast.AST) -> list[str]:
+    """``datetime.now()``-style calls in ``tree``, as text."""
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in CLOCK_CALLS:
+            owner = node.func.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else \
+                owner.id if isinstance(owner, ast.Name) else ""
+            if name in CLOCK_OWNERS:
+                calls.append(f"{name}.{node.func.attr}() line {node.lineno}")
+    return calls
 
 
-@pytest.mark.parametrize("package", SANS_IO_PACKAGES)
-def test_sans_io_packages_exist(package: str) -> None:
-    assert _sources(package), f"{package} has no modules"
+def io_violations(tree: ast.AST) -> list[str]:
+    bad = sorted({m for m in imported(tree) if m.split(".")[0] in IO_MODULES})
+    return [f"imports {m}" for m in bad] + clock_calls(tree)
 
 
-@pytest.mark.parametrize(
-    "module",
-    [p for pkg in SANS_IO_PACKAGES for p in _sources(pkg)] or [None],
-    ids=lambda p: str(p.relative_to(ROOT)) if p else "none",
-)
-def test_sans_io_modules_import_no_io(module: Path | None) -> None:
-    assert module is not None, "no sans-IO modules found"
-    bad = _imports(module) & FORBIDDEN
-    assert not bad, f"{module.relative_to(ROOT)} imports {sorted(bad)}: the core must stay sans-IO"
+def _sources(entry: str) -> list[Path]:
+    path = ROOT / entry
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path]
 
 
-def test_detector_flags_an_io_import(tmp_path: Path) -> None:
-    # The rule above is only worth something if the detector sees real imports.
-    sample = tmp_path / "m.py"
-    sample.write_text("import asyncio\nfrom socket import socket\nfrom .x import y\n")
-    assert _imports(sample) == {"asyncio", "socket"}
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def _all_sources(package: str) -> Iterator[Path]:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        if "generated" not in path.relative_to(ROOT).parts:
+            yield path
+
+
+@pytest.mark.parametrize("entry", SANS_IO)
+def test_declared_sans_io_entry_exists(entry: str) -> None:
+    assert (ROOT / entry).exists(), f"{entry} is declared sans-IO but does not exist"
+    assert _sources(entry), f"{entry} has no modules"
+
+
+@pytest.mark.parametrize("module", [p for e in SANS_IO for p in _sources(e)], ids=_rel)
+def test_sans_io_module_does_no_io(module: Path) -> None:
+    bad = io_violations(_tree(module))
+    assert not bad, f"{_rel(module)} must stay sans-IO (pass `now` in, I/O in adapters): {bad}"
+
+
+@pytest.mark.parametrize("package,forbidden", LAYERS, ids=[p for p, _ in LAYERS])
+def test_layers(package: str, forbidden: frozenset[str]) -> None:
+    wrong = [
+        f"{_rel(path)} imports {name}"
+        for path in _all_sources(package)
+        for name in sorted(imported(_tree(path)))
+        if name.split(".")[0] in forbidden
+    ]
+    assert not wrong, f"{package} must not import {sorted(forbidden)}: {wrong}"
+
+
+def test_io_detector_sees_imports_and_clock_reads() -> None:
+    # The rules above are only worth something if the detector sees real violations.
+    tree = ast.parse(
+        "import asyncio\nfrom socket import socket\nfrom .x import y\n"
+        "def f():\n    import grpc.aio\n    from datetime import datetime\n"
+        "    return datetime.now(), datetime.datetime.utcnow(), date.today(), d.now\n"
+    )
+    assert io_violations(tree) == [
+        "imports asyncio", "imports grpc.aio", "imports socket",
+        "datetime.now() line 7", "datetime.utcnow() line 7", "date.today() line 7",
+    ]
+    assert not io_violations(ast.parse("import hashlib\nfrom datetime import UTC\n"))
+
+
+def test_layer_detector_sees_lazy_imports() -> None:
+    tree = ast.parse("def f():\n    from services.edge import core\n    import gateway.app\n")
+    assert imported(tree) == {"services.edge", "gateway.app"}

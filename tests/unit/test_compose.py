@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ from services.media.config import MediaConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
-from shared.service.catalog import SERVICES
+from sipmesh.catalog import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"
@@ -40,22 +41,24 @@ SECTIONS = {
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict:
+def rendered() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: tests/peers/ensure.sh installs it"
-    env = dict(os.environ, SIPMESH_GATEWAY_TOKEN="compose-test-token")
+    env = dict(os.environ, SIPMESH_GATEWAY_TOKEN="compose-test-token",
+               SIPMESH_SERVICE_TOKEN="compose-service-token")
     # docker-compose 1.x prints the resolved file as YAML only.
     out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    return yaml.safe_load(out.stdout)
+    doc: dict[str, Any] = yaml.safe_load(out.stdout)
+    return doc
 
 
-def _sipmesh_services(doc: dict) -> dict[str, dict]:
+def _sipmesh_services(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in doc["services"].items() if s.get("image", "").startswith("sipmesh")}
 
 
-def test_compose_file_validates_and_runs_every_mesh_service(rendered: dict) -> None:
+def test_compose_file_validates_and_runs_every_mesh_service(rendered: dict[str, Any]) -> None:
     mine = _sipmesh_services(rendered)
     # Demo-only services (started by `sipmesh up --nodes N` to show clustering) are not deployed.
     modules = {spec.module for spec in SERVICES if not spec.nodes_only}
@@ -66,7 +69,7 @@ def test_compose_file_validates_and_runs_every_mesh_service(rendered: dict) -> N
         assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
 
 
-def test_every_sipmesh_variable_names_a_real_setting(rendered: dict) -> None:
+def test_every_sipmesh_variable_names_a_real_setting(rendered: dict[str, Any]) -> None:
     for name, svc in _sipmesh_services(rendered).items():
         for var in svc.get("environment", {}):
             if not var.startswith("SIPMESH_"):
@@ -78,7 +81,7 @@ def test_every_sipmesh_variable_names_a_real_setting(rendered: dict) -> None:
             assert field in fields, f"{name}: {var}: {cls.__name__} has no field {field.lower()}"
 
 
-def test_public_gateway_is_given_a_token(rendered: dict) -> None:
+def test_public_gateway_is_given_a_token(rendered: dict[str, Any]) -> None:
     gw = rendered["services"]["gateway"]["environment"]
     assert gw["SIPMESH_GATEWAY_HOST"] == "0.0.0.0"
     assert gw["SIPMESH_GATEWAY_TOKEN"] == "compose-test-token"

@@ -58,6 +58,7 @@ class World:
             jsonschema.validate(params, schema["params"])
         if "result" in answer:
             jsonschema.validate(answer["result"], schema["result"])
+        assert isinstance(answer, dict)
         return answer
 
 
@@ -87,7 +88,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     register_mi(runtime, bridge)
     await bridge.start()
     srv = await start_grpc_server(
-        [lambda s: pb_grpc.add_FreeswitchServicer_to_server(FreeswitchServicer(bridge), s)],
+        [lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
+            FreeswitchServicer(bridge), s)],
         services=[SERVICE])
     edge = FreeswitchRouting(EdgeFreeswitchConfig(addresses=(f"127.0.0.1:{srv.port}",),
                                                   redial_max=0.5))
@@ -281,6 +283,6 @@ async def test_the_edge_view_ages_when_the_bridge_is_away_and_comes_back(
     await until(lambda: edge.usable("media") == [], timeout=5)
     assert edge.select("media") is None
     world.server = await start_grpc_server(
-        [lambda s: pb_grpc.add_FreeswitchServicer_to_server(
+        [lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
             FreeswitchServicer(world.bridge), s)], services=[SERVICE], port=port)
     await until(lambda: edge.connected and len(edge.usable("media")) == 2, timeout=10)

@@ -33,7 +33,8 @@ async def test_save_lookup_credentials_over_grpc(tmp_path: Path) -> None:
     await store.add("bob", "example.com", "pw")
     ul = UserLocation(Location(), store)
     server = await start_grpc_server(
-        [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                RegistrarServicer(ul), s)],
         services=[SERVICE])
     client = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=1.0)
     try:
@@ -83,7 +84,8 @@ async def test_one_session_carries_many_concurrent_calls_and_reopens_after_a_res
     ul = UserLocation(Location(), store)
 
     def add(s: object) -> None:
-        pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)
+        pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                RegistrarServicer(ul), s)
 
     server = await start_grpc_server([add], services=[SERVICE])
     port = server.port

@@ -39,7 +39,8 @@ async def client(tmp_path: Path) -> AsyncIterator[RegistrarClient]:
     await store.open()
     ul = UserLocation(Location(), store)
     server = await start_grpc_server(
-        [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                RegistrarServicer(ul), s)],
         services=[SERVICE])
     registrar = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=2.0)
     try:

@@ -72,10 +72,11 @@ class Stream:
 
 async def serve(ul: UserLocation) -> tuple[Any, grpc.aio.Channel, Any]:
     server = await start_grpc_server(
-        [lambda s: pb_grpc.add_RegistrarServicer_to_server(RegistrarServicer(ul), s)],
+        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                RegistrarServicer(ul), s)],
         services=[SERVICE])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-    return server, channel, pb_grpc.RegistrarStub(channel)
+    return server, channel, pb_grpc.RegistrarStub(channel)  # type: ignore[no-untyped-call]
 
 
 async def test_a_message_of_mixed_calls_is_answered_under_each_id(tmp_path: Path) -> None:

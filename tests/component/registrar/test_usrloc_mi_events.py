@@ -20,6 +20,7 @@ from shared.events.bus import EmbeddedEventBus
 from shared.events.schema import EventCatalog
 from shared.service import ServiceRuntime
 from shared.sip import parse_message
+from tests.support.waiting import eventually
 
 MI = Path(__file__).resolve().parents[3] / "contracts" / "mi"
 T0 = 1_800_000_000.0
@@ -68,7 +69,7 @@ async def call(runtime: ServiceRuntime, method: str, params: Any = None) -> dict
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
-    answer = json.loads(await runtime.mi.dispatch(json.dumps(body)))
+    answer: dict[str, Any] = json.loads(await runtime.mi.dispatch(json.dumps(body)))
     if "result" in answer:
         schema = json.loads((MI / f"{method}.json").read_text())
         if params is not None:
@@ -77,10 +78,9 @@ async def call(runtime: ServiceRuntime, method: str, params: Any = None) -> dict
     return answer
 
 
-async def wait_for(seen: list, count: int) -> None:
-    async with asyncio.timeout(5):
-        while len(seen) < count:
-            await asyncio.sleep(0.01)  # the bus delivers on its own task
+async def wait_for(seen: list[Any], count: int) -> None:
+    # The bus delivers on its own task.
+    await eventually(lambda: len(seen) >= count, 5, f"{count} events")
 
 
 async def test_mi_answers_match_their_schemas_and_opensips_shapes(setup: Any) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from shared.cli.mesh_cmd import _params, _status, render
+import io
+
 from shared.discovery import DiscoveryConfig, Instance
 from shared.discovery.embedded import RegistryServer
 from shared.service import ServiceRuntime
+from sipmesh.cli.mesh_cmd import _params, _status, console, render, status_table
 
 
 async def test_expected_service_without_instance_is_missing_and_unhealthy() -> None:
@@ -46,9 +48,27 @@ def test_rpc_params_follow_opensips_cli() -> None:
         "statistics": ["core:", "load:"]}
 
 
+def shown(renderable: object) -> list[str]:
+    out = io.StringIO()
+    console(out).print(renderable)  # captured, as when piped: no width limit
+    return [line.rstrip() for line in out.getvalue().splitlines()]
+
+
 def test_render_is_readable() -> None:
-    value = {"Processes": [{"ID": 0, "Type": "gateway"}], "Up time": "3 [sec]", "n": 2}
-    assert render(value) == [
-        "Processes:", "  - ID: 0", "    Type: gateway", "Up time: 3 [sec]", "n: 2"]
-    assert render(["a", 1]) == ["- a", "- 1"]
-    assert render("OK") == ["OK"]
+    value = {"Processes": [{"ID": 0, "Type": "gateway [x]"}], "Up time": "3 [sec]", "n": 2}
+    assert shown(render(value)) == [
+        "Processes", "└── 0", "    ├── ID: 0", "    └── Type: gateway [x]",
+        "Up time: 3 [sec]", "n: 2"]
+    assert shown(render(["a", 1])) == ["a", "1"]
+    assert shown(render("OK")) == ["OK"]
+    long = "x" * 200  # piped output never wraps a value
+    assert shown(render({"k": long})) == [f"k: {long}"]
+
+
+def test_status_table_lines_up_columns() -> None:
+    lines = shown(status_table([("gateway", "gw-1", "127.0.0.1:8888", "passing"),
+                                ("edge", "-", "-", "missing")]))
+    assert lines[0].split() == ["SERVICE", "ID", "ADDRESS", "HEALTH"]
+    assert lines[1].split() == ["gateway", "gw-1", "127.0.0.1:8888", "passing"]
+    assert lines[2].split() == ["edge", "-", "-", "missing"]
+    assert lines[0].index("HEALTH") == lines[1].index("passing") == lines[2].index("missing")

@@ -13,6 +13,7 @@ import consul.aio
 import pytest
 
 from shared.discovery.testing.fake_consul import FakeConsul, parse_duration
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -23,8 +24,11 @@ class Clock:
         return self.now
 
 
+Agent = tuple[FakeConsul, consul.aio.Consul, "Clock"]
+
+
 @pytest.fixture
-async def agent() -> AsyncIterator[tuple[FakeConsul, consul.aio.Consul, Clock]]:
+async def agent() -> AsyncIterator[Agent]:
     clock = Clock()
     fake = FakeConsul(clock)
     addr = await fake.start()
@@ -35,7 +39,7 @@ async def agent() -> AsyncIterator[tuple[FakeConsul, consul.aio.Consul, Clock]]:
     await fake.stop()
 
 
-async def test_ttl_check_starts_critical_and_passes_on_update(agent) -> None:
+async def test_ttl_check_starts_critical_and_passes_on_update(agent: Agent) -> None:
     _fake, c, clock = agent
     assert await c.agent.service.register("edge", service_id="e1", address="127.0.0.1",
                                           port=5060, check=consul.Check.ttl("10s"))
@@ -50,7 +54,7 @@ async def test_ttl_check_starts_critical_and_passes_on_update(agent) -> None:
     assert not await c.agent.check.ttl_pass("service:nobody")
 
 
-async def test_register_keys_are_case_insensitive_and_checks_numbered(agent) -> None:
+async def test_register_keys_are_case_insensitive_and_checks_numbered(agent: Agent) -> None:
     fake, _, _ = agent
     async with aiohttp.ClientSession() as http:
         body = {"NAME": "reg", "Id": "r1", "port": 1,
@@ -62,20 +66,20 @@ async def test_register_keys_are_case_insensitive_and_checks_numbered(agent) -> 
     assert fake.checks["service:r1:2"].status == "passing"
 
 
-async def test_blocking_query_waits_for_a_change(agent) -> None:
+async def test_blocking_query_waits_for_a_change(agent: Agent) -> None:
     fake, c, _ = agent
     index, _ = await c.health.service("dlg")
     waiter = asyncio.create_task(c.health.service("dlg", index=index, wait="5s"))
-    async with asyncio.timeout(3):  # condition: the blocking query has reached the fake
-        while fake.requests.count(("GET", "/v1/health/service/dlg")) < 2:
-            await asyncio.sleep(0.01)
+    # Condition: the blocking query has reached the fake.
+    await eventually(lambda: fake.requests.count(("GET", "/v1/health/service/dlg")) >= 2, 3,
+                     "the blocking query")
     assert not waiter.done()  # it is held open while nothing changes
     await c.agent.service.register("dlg", service_id="d1")
     new_index, nodes = await asyncio.wait_for(waiter, 5)
     assert int(new_index) > int(index) and nodes[0]["Service"]["ID"] == "d1"
 
 
-async def test_kv_cas_and_recurse(agent) -> None:
+async def test_kv_cas_and_recurse(agent: Agent) -> None:
     _, c, _ = agent
     assert await c.kv.put("mesh/a", "1", cas=0)
     assert not await c.kv.put("mesh/a", "2", cas=0)  # cas=0: create only
@@ -90,7 +94,7 @@ async def test_kv_cas_and_recurse(agent) -> None:
     assert (await c.kv.get("mesh/a"))[1] is None
 
 
-async def test_locks_with_sessions_and_ttl_release(agent) -> None:
+async def test_locks_with_sessions_and_ttl_release(agent: Agent) -> None:
     _, c, clock = agent
     s1 = await c.session.create(name="leader-1", ttl=10, lock_delay=0)
     s2 = await c.session.create(name="leader-2", ttl=10, lock_delay=0)

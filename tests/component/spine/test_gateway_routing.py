@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -110,7 +111,7 @@ async def test_fanout_command_merges_answers_of_every_instance() -> None:
         for n, rt in enumerate(runtimes):
             rt.instance_id += f"-{n}"
 
-            def make(n: int):
+            def make(n: int) -> Callable[[], Awaitable[dict[str, list[str]]]]:
                 async def dump() -> dict[str, list[str]]:
                     return {"Contacts": [f"sip:user{n}@h"]}
                 return dump

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import Any
 
 from opensips.mi import OpenSIPSMI
 
@@ -24,7 +25,7 @@ async def test_readme_example_service_is_reachable_through_the_gateway() -> None
         active.inc(2)
 
         @rt.command("dlg_list", params=((), ("callid",)), fanout=True)
-        async def dlg_list(callid: str | None = None) -> dict:
+        async def dlg_list(callid: str | None = None) -> dict[str, Any]:
             return {"Dialogs": [{"callid": callid or "c1"}]}
 
         rt.meta["sip_udp"] = "sip:127.0.0.1:5060;transport=udp"

@@ -6,25 +6,29 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
+from shared.config import ConfigError
 from shared.discovery import DiscoveryConfig
 from shared.discovery.embedded import RegistryServer
 from shared.rpc import JsonRpcClient, RpcError
 from shared.service import RuntimeConfig, ServiceRuntime
 
+Registry = tuple[RegistryServer, DiscoveryConfig]
+
 
 @pytest.fixture
-async def registry():
+async def registry() -> AsyncIterator[Registry]:
     server = RegistryServer()
     url = await server.start()
     yield server, DiscoveryConfig(url=url, ttl=2.0)
     await server.stop()
 
 
-async def test_health_metrics_mi_and_registration(registry) -> None:
+async def test_health_metrics_mi_and_registration(registry: Registry) -> None:
     server, disc = registry
     rt = ServiceRuntime("demo", discovery=disc)
     rt.meta["sip_udp"] = "sip:127.0.0.1:5060;transport=udp"
@@ -63,7 +67,8 @@ async def test_health_metrics_mi_and_registration(registry) -> None:
     assert await server.registry.instances("demo") == []
 
 
-async def test_heartbeat_keeps_passing_and_reregisters_after_registry_loss(registry) -> None:
+async def test_heartbeat_keeps_passing_and_reregisters_after_registry_loss(
+        registry: Registry) -> None:
     server, disc = registry
     # TTL 1.5 s, heartbeat every 0.5 s: a loop stall under 1 s on a busy CI box is tolerated.
     rt = ServiceRuntime("beat", discovery=DiscoveryConfig(url=disc.url, ttl=1.5))
@@ -85,7 +90,7 @@ async def test_heartbeat_keeps_passing_and_reregisters_after_registry_loss(regis
         await rt.stop()
 
 
-async def test_sigterm_deregisters_drains_and_closes(registry) -> None:
+async def test_sigterm_deregisters_drains_and_closes(registry: Registry) -> None:
     server, disc = registry
     rt = ServiceRuntime("graceful", discovery=disc)
     order: list[str] = []
@@ -107,15 +112,15 @@ async def test_sigterm_deregisters_drains_and_closes(registry) -> None:
             await http.get(f"{rt.base_url}/health")
 
 
-async def test_non_loopback_without_token_refuses_to_start(registry) -> None:
+async def test_non_loopback_without_token_refuses_to_start(registry: Registry) -> None:
     _, disc = registry
     rt = ServiceRuntime("exposed", config=RuntimeConfig(host="0.0.0.0"), discovery=disc)
-    with pytest.raises(RuntimeError, match="token"):
+    with pytest.raises(ConfigError, match="token"):
         await rt.start()
     await rt.stop()
 
 
-async def test_token_is_required_when_configured(registry) -> None:
+async def test_token_is_required_when_configured(registry: Registry) -> None:
     _, disc = registry
     rt = ServiceRuntime("locked", config=RuntimeConfig(token="s3cret"), discovery=disc)
     await rt.start()

@@ -8,8 +8,8 @@ import re
 import aiohttp
 import pytest
 
-from shared.service.catalog import ChildSpec
-from shared.service.supervisor import MeshConfig, Supervisor
+from sipmesh.catalog import ChildSpec
+from sipmesh.supervisor import MeshConfig, Supervisor
 
 
 async def test_crashing_child_is_restarted_with_doubling_capped_backoff() -> None:

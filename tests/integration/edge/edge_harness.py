@@ -20,24 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import reserve_port
+from tests.support.waiting import eventually_sync
+
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 
 
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (never 5060)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
+    """A port for a peer (sipp, a phone, an edge), free for UDP and TCP on 127.0.0.1 and
+    reserved race-free for this test run (tests/support/ports.py)."""
+    return reserve_port()
 
 
 def is_bound(port: int, proto: str) -> bool:
@@ -51,13 +45,7 @@ def is_bound(port: int, proto: str) -> bool:
     return False
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)  # polling a condition with a deadline
-    raise TimeoutError(f"timed out waiting for {what}")
+wait_until = eventually_sync  # the tests' one polling helper (tests/support/waiting.py)
 
 
 def options_ping(host: str, port: int, timeout: float = 0.3) -> int | None:

@@ -138,7 +138,8 @@ def replay(edge: Edge, text: str, far: Far, timeout: float = 5.0) -> Response | 
 
 def received(urls: list[str]) -> list[int]:
     """core:rcv_requests of each worker (MI)."""
-    return worker_statistic(urls, "core:rcv_requests")
+    counts: list[int] = worker_statistic(urls, "core:rcv_requests")
+    return counts
 
 
 def credentials(challenge: Response, far: Far, nc: int) -> str:

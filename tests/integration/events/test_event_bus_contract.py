@@ -2,7 +2,9 @@
 
 "rabbitmq-pipelined" is the RabbitMQ bus with 32 events in flight. Each backend comes with
 an observer that sees what the backend delivered: for the embedded bus its local listener,
-for RabbitMQ a queue bound to the (per-test) exchange with '#'.
+for RabbitMQ a queue bound to the (per-test) exchange with '#'. A second observer binds
+only the ``usrloc.#`` family (a listener pattern, a queue binding): what a consumer that
+wants user-location events gets.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ CATALOG = EventCatalog.load()
 class Rig:
     bus: BufferedEventBus
     received: Callable[[int, float], Awaitable[list[Event]]]
+    family: asyncio.Queue[tuple[str, Event]]  # (routing key, event) bound to usrloc.#
 
 
 async def _collect(queue: asyncio.Queue[Event], n: int, timeout: float) -> list[Event]:
@@ -41,6 +44,7 @@ async def _collect(queue: asyncio.Queue[Event], n: int, timeout: float) -> list[
 @pytest.fixture(params=["embedded", "rabbitmq", "rabbitmq-pipelined"])
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     seen: asyncio.Queue[Event] = asyncio.Queue()
+    family: asyncio.Queue[tuple[str, Event]] = asyncio.Queue()
     if request.param == "embedded":
         bus: BufferedEventBus = EmbeddedEventBus(CATALOG, service="registrar", node="n1",
                                                  strict=True)
@@ -48,9 +52,13 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
         async def listener(ev: Event) -> None:
             await seen.put(ev)
 
+        async def usrloc(ev: Event) -> None:
+            await family.put((CATALOG.routing_key(ev.name), ev))
+
         bus.add_listener(listener)
+        bus.add_listener(usrloc, "usrloc.#")
         await bus.start()
-        yield Rig(bus, lambda n, t: _collect(seen, n, t))
+        yield Rig(bus, lambda n, t: _collect(seen, n, t), family)
         await bus.close()
         return
     exchange = f"test.events.{uuid.uuid4().hex[:12]}"
@@ -65,12 +73,20 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
             await seen.put(Event.from_body(msg.body, msg.routing_key))
 
     await queue.consume(on_message)
+    family_queue = await ch.declare_queue(exclusive=True)
+    await family_queue.bind(ex, "usrloc.#")
+
+    async def on_usrloc(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with msg.process():
+            await family.put((msg.routing_key or "", Event.from_body(msg.body)))
+
+    await family_queue.consume(on_usrloc)
     bus = RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service="registrar",
                            node="n1", strict=True,
                            max_in_flight=32 if request.param == "rabbitmq-pipelined" else 1)
     await bus.start()
     try:
-        yield Rig(bus, lambda n, t: _collect(seen, n, t))
+        yield Rig(bus, lambda n, t: _collect(seen, n, t), family)
     finally:
         await bus.close()
         await ch.exchange_delete(exchange)
@@ -90,14 +106,23 @@ async def test_published_events_arrive_in_order_with_their_envelope(rig: Rig) ->
     assert first.time > 1_600_000_000
 
 
-async def test_routing_key_is_the_event_name(rig: Rig) -> None:
+async def test_routing_key_is_family_dot_event_and_a_family_binds_with_one_pattern(
+        rig: Rig) -> None:
     rig.bus.publish("E_UL_AOR_DELETE", {"aor": "a@b"})
     rig.bus.publish("E_DLG_STATE_CHANGED", {"hash_entry": 1, "hash_id": 2, "callid": "c",
                                             "from_tag": "f", "to_tag": "t", "old_state": 1,
                                             "new_state": 2})
-    got = await rig.received(2, 10)
-    assert [e.name for e in got] == ["E_UL_AOR_DELETE", "E_DLG_STATE_CHANGED"]
+    rig.bus.publish("E_UL_AOR_INSERT", {"aor": "c@d"})
+    got = await rig.received(3, 10)
+    assert [e.name for e in got] == ["E_UL_AOR_DELETE", "E_DLG_STATE_CHANGED",
+                                     "E_UL_AOR_INSERT"]
     assert got[1].params["new_state"] == 2
+    # Bound to usrloc.#: the two user-location events, with their keys, not the dialog one.
+    family = [await asyncio.wait_for(rig.family.get(), 10) for _ in range(2)]
+    assert [(key, ev.name) for key, ev in family] == [
+        ("usrloc.E_UL_AOR_DELETE", "E_UL_AOR_DELETE"),
+        ("usrloc.E_UL_AOR_INSERT", "E_UL_AOR_INSERT")]
+    assert rig.family.empty()
 
 
 async def test_flush_waits_until_the_backend_accepted_everything(rig: Rig) -> None:

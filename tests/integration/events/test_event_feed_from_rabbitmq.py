@@ -11,12 +11,12 @@ from typing import Any
 
 import aio_pika
 
+from gateway.events.store import SQLiteSubscriptionStore
+from gateway.events.subscriptions import SubscriptionManager
 from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import Event
 from shared.events.rabbitmq import RabbitMQEventBus
 from shared.events.schema import EventCatalog
-from shared.events.store import SQLiteSubscriptionStore
-from shared.events.subscriptions import SubscriptionManager
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 CATALOG = EventCatalog.load()
@@ -41,7 +41,7 @@ async def test_subscriber_gets_events_from_every_service_and_node(tmp_path: Path
         await manager.on_event(ev)
 
     consumer = RabbitMQEventConsumer(feed, url=AMQP, exchange=exchange,
-                                     patterns=["E_UL_AOR_INSERT", "E_UL_AOR_DELETE"])
+                                     patterns=["usrloc.E_UL_AOR_INSERT", "*.E_UL_AOR_DELETE"])
     buses = [
         RabbitMQEventBus(CATALOG, url=AMQP, exchange=exchange, service=svc, node=node,
                          strict=True)

@@ -11,9 +11,9 @@ import aio_pika
 import typer
 from typer.testing import CliRunner
 
-from shared.events import cli as events_cli
 from shared.events.rabbitmq import RabbitMQEventBus
 from shared.events.schema import EventCatalog
+from sipmesh.cli import events_cmd as events_cli
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import Callable
 
 import aio_pika
 import pytest
@@ -21,6 +20,7 @@ from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import Event
 from shared.events.rabbitmq import RabbitMQEventBus
 from shared.events.schema import EventCatalog
+from tests.support.waiting import eventually
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -36,15 +36,6 @@ async def rabbitmqctl(*args: str, timeout: float = 90) -> None:
         _out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {proc.returncode} {err.decode()}")
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() -> None:
@@ -71,7 +62,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
         consumed.append(ev.id)
 
     consumer = RabbitMQEventConsumer(on_event, url=AMQP, exchange=exchange,
-                                     queue=f"{queue_name}.consumer", backoff_max=0.5)
+                                     queue=f"{queue_name}.consumer", reconnect_interval=0.2)
     await consumer.start()
     async with asyncio.timeout(10):
         await consumer.ready.wait()
@@ -89,16 +80,16 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
     pub = asyncio.create_task(publisher())
     broker_stopped = False
     try:
-        await wait_for(lambda: bus.stats.delivered >= 100, 20, "100 events before the stop")
+        await eventually(lambda: bus.stats.delivered >= 100, 20, "100 events before the stop")
         broker_stopped = True
         await rabbitmqctl("stop_app")
-        await wait_for(lambda: bus.buffered >= 50, 20, "events waiting while the broker is down")
+        await eventually(lambda: bus.buffered >= 50, 20, "events waiting while the broker is down")
         waiting_at_restart = bus.buffered
         await rabbitmqctl("start_app")
         await rabbitmqctl("await_startup")
         broker_stopped = False
         mark = len(accepted)
-        await wait_for(lambda: bus.stats.delivered >= mark + 100, 60,
+        await eventually(lambda: bus.stats.delivered >= mark + 100, 60,
                        "delivery to resume after the restart")
         stop.set()
         await pub
@@ -113,7 +104,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
         await bus.close(drain_timeout=5)
 
     try:
-        await wait_for(lambda: len(set(consumed)) >= len(accepted), 60,
+        await eventually(lambda: len(set(consumed)) >= len(accepted), 60,
                        "the consumer to catch up after the restart")
     finally:
         await consumer.close()
@@ -124,9 +115,9 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
     assert waiting_at_restart >= 50
 
     got: list[str] = []
-    consumer = await aio_pika.connect(AMQP)
+    reader = await aio_pika.connect(AMQP)
     try:
-        ch = await consumer.channel()
+        ch = await reader.channel()
         q = await ch.declare_queue(queue_name, durable=True)
         seen: set[str] = set()
         async with asyncio.timeout(60):
@@ -143,7 +134,7 @@ async def test_stop_and_start_broker_mid_stream_loses_nothing_and_keeps_order() 
         await ch.queue_delete(f"{queue_name}.consumer")
         await ch.exchange_delete(exchange)
     finally:
-        await consumer.close()
+        await reader.close()
     assert got == [e.id for e in accepted], "events lost or reordered across the restart"
     print(f"\n{len(accepted)} events, {waiting_at_restart} buffered during the outage, "
           f"{bus.stats.delivery_failures} failed attempts")

@@ -16,12 +16,12 @@ import pytest
 from opensips.event import OpenSIPSEventHandler
 from opensips.event.stream import Stream
 
+from gateway.events.mi import mi_commands
+from gateway.events.store import SQLiteSubscriptionStore
+from gateway.events.subscriptions import SubscriptionManager
+from gateway.events.transports import SocketDeliverer
 from shared.events.bus import EmbeddedEventBus
-from shared.events.mi import mi_commands
 from shared.events.schema import EventCatalog
-from shared.events.store import SQLiteSubscriptionStore
-from shared.events.subscriptions import SubscriptionManager
-from shared.events.transports import SocketDeliverer
 from shared.rpc.jsonrpc import MiDispatcher
 
 CATALOG = EventCatalog.load()
@@ -38,6 +38,12 @@ async def manager(tmp_path: Path) -> AsyncIterator[SubscriptionManager]:
     yield m
     await m.close()
 
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    """Sets ``future``'s result unless it is already done (from the handler's thread)."""
+    if not future.done():
+        future.set_result(value)
 
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self) -> None:
@@ -194,7 +200,7 @@ class DispatcherMI:
         return reply["result"]
 
 
-class TcpStream(Stream):
+class TcpStream(Stream):  # type: ignore[misc]  # opensips has no types
     # opensips 0.1.11's Stream names its socket "udp:ip:port" (a bug upstream): the
     # listener is TCP, so the subscription must say tcp:.
     def create(self) -> str:
@@ -203,7 +209,7 @@ class TcpStream(Stream):
         return self.sock_name
 
 
-class StreamHandler(OpenSIPSEventHandler):
+class StreamHandler(OpenSIPSEventHandler):  # type: ignore[misc]
     def __new_socket__(self) -> Stream:
         return TcpStream(**self.kwargs)
 
@@ -219,7 +225,7 @@ async def test_opensips_package_event_handler_receives_a_real_event(
     received: asyncio.Future[Any] = loop.create_future()
 
     def callback(msg: Any) -> None:  # runs in the handler's reader thread
-        loop.call_soon_threadsafe(lambda: received.done() or received.set_result(msg))
+        loop.call_soon_threadsafe(_settle, received, msg)
 
     event = await asyncio.to_thread(handler.subscribe, "E_DLG_STATE_CHANGED", callback, 120)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.events.store import (
+from gateway.events.store import (
     PostgresSubscriptionStore,
     SQLiteSubscriptionStore,
     StoredSubscription,
@@ -97,8 +97,8 @@ def test_table_names_are_checked() -> None:
 async def test_manager_subscriptions_survive_a_gateway_restart(
     store_factory: StoreFactory,
 ) -> None:
+    from gateway.events.subscriptions import SubscriptionManager
     from shared.events.schema import EventCatalog
-    from shared.events.subscriptions import SubscriptionManager
 
     catalog = EventCatalog.load()
     t = [5_000.0]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opensips.mi import OpenSIPSMI
@@ -99,9 +100,9 @@ class UdpSubscriber:
         self.sock.settimeout(0.2)
         self.name = f"udp:127.0.0.1:{self.sock.getsockname()[1]}"
         assert mi(gateway, "event_subscribe", [event, self.name, 300]) == "OK"
-        self.got: list[dict] = []
+        self.got: list[dict[str, Any]] = []
 
-    def drain(self, want: int, timeout: float = 15) -> list[dict]:
+    def drain(self, want: int, timeout: float = 15) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while len(self.got) < want and time.monotonic() < deadline:
             try:

@@ -96,9 +96,8 @@ async def test_freeswitch_events_reach_an_opensips_subscriber_and_rabbitmq(
     try:
         channel = await conn.channel()
         tap = await channel.declare_queue(exclusive=True, auto_delete=True)
-        # The routing key is the event's name, or <family>.<name> (ARCHITECTURE.md):
-        # "#.E_FREESWITCH" matches both.
-        await tap.bind(await channel.get_exchange(exchange), "#.E_FREESWITCH")
+        # The routing key is <family>.<name> (ARCHITECTURE.md): a consumer binds the family.
+        await tap.bind(await channel.get_exchange(exchange), "freeswitch.#")
         call = await asyncio.to_thread(thread.call, lambda: box.fake.add_call(
             cid_num="Zoë", dest="conference"))
         msg = await asyncio.wait_for(received.get(), 20)
@@ -114,7 +113,7 @@ async def test_freeswitch_events_reach_an_opensips_subscriber_and_rabbitmq(
                 await message.ack()
                 event = Event.from_body(message.body, message.routing_key)
                 break
-        assert message.routing_key.endswith("E_FREESWITCH") and message.delivery_mode == 2
+        assert message.routing_key == "freeswitch.E_FREESWITCH" and message.delivery_mode == 2
         assert event.service == "freeswitch"
         assert json.loads(event.params["body"])["Unique-ID"] == call
         # the hangup through fs_api uuid_kill raises CHANNEL_HANGUP the same way

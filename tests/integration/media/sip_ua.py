@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+from collections.abc import AsyncIterator
 
 from shared.sip import Request, Response, make_response, parse_message
 
@@ -127,7 +128,7 @@ async def next_request(ua: SipUA, method: str, timeout: float = 10.0
 
 
 @contextlib.asynccontextmanager
-async def two_uas() -> object:
+async def two_uas() -> AsyncIterator[tuple[SipUA, SipUA]]:
     caller, callee = SipUA("alice"), SipUA("bob")
     await caller.open()
     await callee.open()

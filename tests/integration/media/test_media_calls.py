@@ -69,7 +69,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
 
 def sipmesh(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "sipmesh.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 

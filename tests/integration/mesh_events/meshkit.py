@@ -29,7 +29,7 @@ THRESHOLD_SCHEMA = json.loads((ROOT / "contracts/events/E_CORE_THRESHOLD.json").
 def start_mesh(tmp: Path, threshold: str = "1", **env: str) -> tuple[MeshProcess, str]:
     """The mesh, once the edge is up; returns it and the edge's instance pid.
     ``threshold`` is ``[events] exec_threshold`` (us; "0" turns E_CORE_THRESHOLD off)."""
-    from shared.cli.mesh_cmd import _runnable
+    from sipmesh.cli.mesh_cmd import _runnable
 
     if not _runnable("services.edge"):
         pytest.skip("services.edge is not present in this checkout")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -14,14 +13,10 @@ import pytest
 
 from tests.integration.mesh_events.meshkit import line, mi, start_mesh
 from tests.integration.spine.meshproc import MeshProcess
+from tests.support.ports import reserve_port
+from tests.support.waiting import eventually
 
 SIPP = shutil.which("sipp")
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bound(port: int) -> bool:
@@ -47,27 +42,25 @@ async def test_load_rises_under_sipp_and_falls_back_when_idle(mesh: MeshProcess)
     assert SIPP is not None
     edge = line(mesh, r"^endpoint edge sip sip:(127\.0\.0\.1):(\d+);transport=udp")
     edge_addr = f"{edge.group(1)}:{edge.group(2)}"
-    uas_port = _free_udp_port()
+    uas_port = reserve_port()
     uas = subprocess.Popen([SIPP, "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port),
                             "-nostdin"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     uac: subprocess.Popen[bytes] | None = None
     try:
-        async with asyncio.timeout(10):
-            while not _bound(uas_port):
-                await asyncio.sleep(0.05)  # polling pace
+        await eventually(lambda: _bound(uas_port), 10, "the sipp UAS to bind")
         before = await _load(mesh.gateway_url)
         # A steady stream of short calls through the edge, well inside what it handles.
         uac = subprocess.Popen(
-            [SIPP, "-sn", "uac", "-i", "127.0.0.1", "-p", str(_free_udp_port()),
+            [SIPP, "-sn", "uac", "-i", "127.0.0.1", "-p", str(reserve_port()),
              f"127.0.0.1:{uas_port}", "-rsa", edge_addr, "-r", "150", "-m", "1500",
              "-d", "0", "-nostdin", "-timeout", "60"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak = before
-        async with asyncio.timeout(30):
-            while peak["load:load"] < 10:
-                await asyncio.sleep(0.25)  # polling pace of the MI reads
-                peak = await _load(mesh.gateway_url)
+        async def loaded() -> dict[str, int] | None:
+            found = await _load(mesh.gateway_url)
+            return found if found["load:load"] >= 10 else None
+
+        peak = await eventually(loaded, 30, "load:load >= 10 under sipp", interval=0.25)
         assert 0 <= peak["load:load"] <= 100
         assert peak["load:load-all"] >= 1  # the edge is one of the processes
         rc = await asyncio.to_thread(uac.wait, 60)
@@ -81,11 +74,11 @@ async def test_load_rises_under_sipp_and_falls_back_when_idle(mesh: MeshProcess)
         assert counts["core:fwd_requests"] >= 1500 * 3
         assert counts["core:rcv_replies"] >= 1500 * 2 and counts["core:fwd_replies"] >= 1500 * 2
         assert counts["core:err_requests"] == 0 and counts["core:err_replies"] == 0
-        async with asyncio.timeout(15):
-            idle = after
-            while idle["load:load"] > 3:
-                await asyncio.sleep(0.25)  # polling pace
-                idle = await _load(mesh.gateway_url)
+        async def quiet() -> dict[str, int] | None:
+            found = await _load(mesh.gateway_url)
+            return found if found["load:load"] <= 3 else None
+
+        idle = await eventually(quiet, 15, "load:load <= 3 once idle", interval=0.25)
         assert idle["load:load"] < peak["load:load"]
         assert idle["load:load1m"] >= 1  # the minute still remembers the work
     finally:

@@ -28,6 +28,7 @@ from tests.integration.mesh_events.meshkit import (
     start_mesh,
 )
 from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.support.waiting import eventually
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 EVENT = "E_CORE_THRESHOLD"
@@ -59,10 +60,11 @@ def mesh(
 
 async def _consuming(url: str) -> None:
     """Until the gateway's consumer is bound to the exchange (its statistic says so)."""
-    async with asyncio.timeout(20):
-        while (await mi(url, "get_statistics", [["events:consumer_ready"]]))[
-                "events:consumer_ready"] != 1:
-            await asyncio.sleep(0.1)  # polling pace
+    async def ready() -> bool:
+        answer = await mi(url, "get_statistics", [["events:consumer_ready"]])
+        return bool(answer["events:consumer_ready"] == 1)
+
+    await eventually(ready, 20, "the gateway's consumer", interval=0.1)
 
 
 async def test_subscriber_gets_the_edge_event_through_the_broker(
@@ -76,7 +78,7 @@ async def test_subscriber_gets_the_edge_event_through_the_broker(
         # Also tap the exchange: the body is the parameters plus the envelope.
         channel = await conn.channel()
         tap = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await tap.bind(await channel.get_exchange(exchange), EVENT)
+        await tap.bind(await channel.get_exchange(exchange), f"core.{EVENT}")
         assert await mi(m.gateway_url, "event_subscribe", [EVENT, sub.socket, 60]) == "OK"
         await raise_on_edge(m.gateway_url)
         got = await sub.next(20)
@@ -87,7 +89,8 @@ async def test_subscriber_gets_the_edge_event_through_the_broker(
                 await message.ack()
                 event = Event.from_body(message.body, message.routing_key)
                 break
-        assert message.routing_key == EVENT and message.delivery_mode == 2  # persistent
+        assert message.routing_key == f"core.{EVENT}"  # <family>.<EVENT_NAME>
+        assert message.delivery_mode == 2  # persistent
         assert event.service == "edge" and event.node.endswith(f"-{edge_pid}")
         check_threshold_event(dict(event.params), edge_pid)
         stats = await mi(m.gateway_url, "get_statistics", [["events:"]])
@@ -103,7 +106,7 @@ async def test_sipmesh_events_reads_the_exchange(mesh: tuple[MeshProcess, str]) 
     m, edge_pid = mesh
     env = dict(m.env, SIPMESH_DISCOVERY_URL=m.registry_url)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli.main", "events", EVENT, "--count", "1", "--json",
+        sys.executable, "-m", "sipmesh.cli.main", "events", EVENT, "--count", "1", "--json",
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         # Its private queue is bound some time after start, invisibly to the mesh: raise

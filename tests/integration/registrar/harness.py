@@ -65,7 +65,7 @@ def start_registrar(store: Path | str, env_extra: dict[str, str] | None = None) 
 
 
 def add_user(store: Path | str, aor: str, password: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "shared.cli.main", "user", "add", aor,
+    out = subprocess.run([sys.executable, "-m", "sipmesh.cli.main", "user", "add", aor,
                           password, "--store", str(store)], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,11 +80,12 @@ def mesh(tmp_path: Path) -> Iterator[tuple[Registrar, Edge]]:
     reg.stop()
 
 
-def contact(reg: Registrar) -> dict | None:
+def contact(reg: Registrar) -> dict[str, Any] | None:
     answer = mi(reg.mi, "ul_show_contact", ["location", "tina@127.0.0.1"])
     if "result" not in answer:
         return None
-    return answer["result"]["Contacts"][0]
+    found: dict[str, Any] = answer["result"]["Contacts"][0]
+    return found
 
 
 def test_tcp_binding_gets_crlf_keepalives_not_options(mesh: tuple[Registrar, Edge]) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,14 +34,15 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MeshProcess
     m.stop()
 
 
-def gateway(url: str, method: str, params: object = None) -> dict:
+def gateway(url: str, method: str, params: object = None) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
     req = urllib.request.Request(url, json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
 
 def test_register_through_the_mesh_and_ul_dump_at_the_gateway(

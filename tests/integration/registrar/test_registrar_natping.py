@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,11 +41,12 @@ def mesh(tmp_path: Path) -> Iterator[tuple[Registrar, Edge]]:
     reg.stop()
 
 
-def contact(reg: Registrar) -> dict | None:
+def contact(reg: Registrar) -> dict[str, Any] | None:
     answer = mi(reg.mi, "ul_show_contact", ["location", "gina@127.0.0.1"])
     if "result" not in answer:
         return None
-    return answer["result"]["Contacts"][0]
+    found: dict[str, Any] = answer["result"]["Contacts"][0]
+    return found
 
 
 def test_natted_binding_is_pinged_measured_and_removed_when_silent(

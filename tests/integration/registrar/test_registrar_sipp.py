@@ -13,6 +13,7 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,14 +69,15 @@ def sipp(tmp_path: Path) -> Iterator[Sipp]:
     runner.stop()
 
 
-def mi(url: str, method: str, params: object = None) -> dict:
+def mi(url: str, method: str, params: object = None) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
     req = urllib.request.Request(url, json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
 
 
 def register(workdir: Path, edge: Edge, user: str, password: str, port: int,

@@ -31,7 +31,7 @@ class MeshProcess:
         self.env.update(env)
         self.stderr = open(tmp / "mesh.stderr", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", "up"], cwd=ROOT, env=self.env,
+            [sys.executable, "-m", "sipmesh.cli.main", "up"], cwd=ROOT, env=self.env,
             stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -72,7 +72,7 @@ class MeshProcess:
 
     def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         env = dict(self.env, SIPMESH_DISCOVERY_URL=self.registry_url)
-        return subprocess.run([sys.executable, "-m", "shared.cli.main", *args], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "sipmesh.cli.main", *args], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> int:

@@ -1,5 +1,5 @@
 """The gateway's node targeting (gateway.targeting) and the supervisor's per-node cluster
-environment (shared.service.supervisor.node_env): pure functions, checked on their own."""
+environment (sipmesh.supervisor.node_env): pure functions, checked on their own."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from shared.cluster import ClusterConfig
 from shared.config import load_section
 from shared.discovery import Instance
 from shared.rpc import MiError
-from shared.service.catalog import SERVICES, ChildSpec
-from shared.service.supervisor import MeshConfig, node_env
+from sipmesh.catalog import SERVICES, ChildSpec
+from sipmesh.supervisor import MeshConfig, node_env
 
 
 def inst(service: str, cluster: int, node: int) -> Instance:

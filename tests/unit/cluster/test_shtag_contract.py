@@ -5,7 +5,8 @@ nodes each one can reach, and for Consul it runs the fake agent on a fast manual
 (one pump step = 0.2 s of Consul time) so session TTLs of 10 s lapse in about a second.
 "Killing" a node stops it like kill -9 (nothing released); a partition cuts links
 (embedded) or cuts the minority off Consul (consul). After every pump step the suite
-samples who is active.
+samples who is active. A Consul step does not sleep: it advances the clock and waits
+until every live node finished a round that ran wholly on the new time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from shared.cluster.shtags import ConsulShtags, EmbeddedShtags, ShtagConfig
 from shared.discovery.testing.fake_consul import FakeConsul
+from tests.support.waiting import eventually
 
 TAG = "vip"
 
@@ -41,6 +43,9 @@ class Harness:
         self.consul: FakeConsul | None = None
         self.addr = ""
         self.double_active_samples = 0
+        # Rounds of each Consul node's loop: started, finished.
+        self.started: dict[int, int] = {}
+        self.finished: dict[int, int] = {}
 
     async def start(self, ids: list[int]) -> None:
         if self.kind == "consul":
@@ -56,11 +61,24 @@ class Harness:
             node = ConsulShtags(self.addr, 1, n, tags, ttl=10, lock_delay=1,
                                 renew_interval=0.02, clock=self.clock)
             node.yield_request = lambda holder, tag, src=n: self.nodes[holder].on_yield(tag, src)
+            self._count_rounds(n, node)
         else:
             node = EmbeddedShtags(n, tags)
         await node.start()
         self.nodes[n] = node
         self.alive.add(n)
+
+    def _count_rounds(self, n: int, node: ConsulShtags) -> None:
+        inner = node._round  # the loop looks it up each round: counted from now on
+
+        async def counted() -> None:
+            self.started[n] = self.started.get(n, 0) + 1
+            try:
+                await inner()
+            finally:
+                self.finished[n] = self.finished.get(n, 0) + 1
+
+        node._round = counted  # type: ignore[method-assign]
 
     def linked(self, a: int, b: int) -> bool:
         return b not in self.cut.get(a, set()) and a not in self.cut.get(b, set())
@@ -68,7 +86,11 @@ class Harness:
     async def step(self) -> None:
         if self.kind == "consul":
             self.clock.now += 0.2
-            await asyncio.sleep(0.02)
+            # Round k+1, k = the rounds started so far, starts after the clock moved.
+            begun = {n: self.started.get(n, 0) for n in self.alive}
+            await eventually(
+                lambda: all(self.finished.get(n, 0) > begun[n] for n in begun), 5,
+                "a round of every node on the new clock", interval=0.002)
         else:
             claims = {n: self.nodes[n].claims() for n in self.alive}
             for n in self.alive:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from shared.sip import Request, Response
 from tests.unit.edge.proxyharness import Harness, answer, invite, msg, to
 
 UAS = 5090
@@ -39,11 +40,17 @@ def _resume(h: Harness, index: int) -> list[Any]:
     return h._collect(item.resume(h.now))
 
 
+def status(message: Request | Response) -> int:
+    assert isinstance(message, Response)
+    return message.status
+
+
 async def test_responses_wait_for_their_hook_and_keep_their_order() -> None:
     router = Router()
     h = Harness(router)
     h.feed(invite())
     fwd = to(h.sent, UAS)[0]
+    assert isinstance(fwd, Request)
     assert not h.feed(answer(fwd, 183))  # held: its hook is running
     assert not h.feed(answer(fwd, 200))  # held behind the 183
     assert len(h.awaits) == 2
@@ -54,7 +61,7 @@ async def test_responses_wait_for_their_hook_and_keep_their_order() -> None:
     router.events[183].set()
     await h.awaits[0].awaitable
     out = [msg(s) for s in _resume(h, 0)]
-    assert [(m.status, m.get("X-Rewritten")) for m in out] == [(183, "183"), (200, "200")]
+    assert [(status(m), m.get("X-Rewritten")) for m in out] == [(183, "183"), (200, "200")]
     assert router.finals == [200]
 
 
@@ -63,10 +70,11 @@ def test_a_synchronous_reply_route_relays_at_once_and_final_is_told_once() -> No
     h = Harness(router)
     h.feed(invite())
     fwd = to(h.sent, UAS)[0]
-    relayed = h.feed(answer(fwd, 486))  # type: ignore[arg-type]
-    assert [m.status for m in to(relayed, 5091)] == [486]  # type: ignore[union-attr]
+    assert isinstance(fwd, Request)
+    relayed = h.feed(answer(fwd, 486))
+    assert [status(m) for m in to(relayed, 5091)] == [486]
     assert router.finals == [486]
-    h.feed(answer(fwd, 486))  # type: ignore[arg-type]  # a retransmission: no second final
+    h.feed(answer(fwd, 486))  # a retransmission: no second final
     assert router.finals == [486]
 
 

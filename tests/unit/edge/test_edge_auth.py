@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.edge.auth import ProxyAuthenticator
 from shared.sip import Request, Response, answer_challenge, parse_challenge
 from tests.unit.edge.proxyharness import Harness, invite, to
@@ -21,7 +23,7 @@ def setup() -> tuple[Harness, Clock]:
     return Harness(trusted=(), auth=auth), clock
 
 
-def challenge_of(sends: list) -> Response:
+def challenge_of(sends: list[Any]) -> Response:
     [resp] = [m for m in to(sends, 5091) if isinstance(m, Response) and m.status != 100]
     assert resp.status == 407
     return resp

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from services.edge.auth import ProxyAuthenticator
-from shared.sip import answer_challenge, parse_challenge, parse_message
+from shared.sip import Request, answer_challenge, parse_challenge
+from tests.support.sipmsg import parse_request
 
 HA1 = {
     "MD5": hashlib.md5(b"alice:example.com:pw").hexdigest(),
@@ -26,10 +27,10 @@ async def ha1_of(username: str, algorithm: str, fresh: bool) -> str | None:
     return HA1.get(algorithm.upper()) if username == "alice" else None
 
 
-def register(challenge: str, password: str = "pw", nc: int = 1, cnonce: str = "c") -> object:
+def register(challenge: str, password: str = "pw", nc: int = 1, cnonce: str = "c") -> Request:
     creds = answer_challenge(parse_challenge(challenge), username="alice", password=password,
                              method="REGISTER", uri="sip:example.com", cnonce=cnonce, nc=nc)
-    return parse_message((
+    return parse_request((
         "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK1\r\n"
         "From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n"
         "Call-ID: c1\r\nCSeq: 2 REGISTER\r\nMax-Forwards: 70\r\n"

@@ -9,6 +9,7 @@ wins over `next_hop` (and a binding's Path over its NAT `received`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ class Preloaded:
         ctx.forward(CONTACT, next_hop=self.next_hop, route=self.route)
 
 
-def requests_sent(sends: list) -> list[tuple[int, Request]]:
+def requests_sent(sends: list[Any]) -> list[tuple[int, Request]]:
     out = []
     for s in sends:
         m = parse_message(s.data)

@@ -15,6 +15,7 @@ from services.edge.registrar_client import Credentials, LookupBranch
 from services.registrar.location import Location, Origin
 from services.registrar.subscribers import ha1_hashes
 from shared.sip import Request, Response, answer_challenge, parse_challenge, parse_message
+from tests.support.sipmsg import parse_request, parse_response
 from tests.unit.edge.proxyharness import Harness, to
 
 DOMAIN = "example.com"
@@ -33,7 +34,7 @@ class InProcessRegistrar:
 
     async def save(self, message: bytes, host: str, port: int, transport: str,
                    socket: str) -> tuple[int, str, list[tuple[str, str]]]:
-        result = self.location.save(parse_message(message), Origin(host, port, transport,
+        result = self.location.save(parse_request(message), Origin(host, port, transport,
                                                                    socket), self.now)
         return result.status, result.reason, result.headers
 
@@ -144,8 +145,8 @@ async def test_calls_fork_to_bindings_by_q_through_nat_and_404_480() -> None:
         sends = await run(h, h.feed(invite.replace("sip:bob@", f"sip:{who}@").replace(
             "z9hG4bKi1", f"z9hG4bK{who}").replace("call-1", f"call-{who}"),
             peer=("127.0.0.1", 5070)))
-        [resp] = [parse_message(s.data) for s in sends if s.dest.port == 5070
-                  and parse_message(s.data).status >= 200]
+        [resp] = [parse_response(s.data) for s in sends if s.dest.port == 5070
+                  and parse_response(s.data).status >= 200]
         assert resp.status == status
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ CDR = {"method": "INVITE", "from_tag": "f", "to_tag": "t", "callid": "c", "sip_c
        "sip_reason": "OK", "time": 1_800_000_000, "duration": 61, "ms_duration": 61_250,
        "setuptime": 3, "created": 1_799_999_997}
 
-GOOD = {
+GOOD: dict[str, dict[str, Any]] = {
     "E_UL_AOR_INSERT": {"aor": "alice@example.com"},
     "E_UL_AOR_DELETE": {"aor": "alice@example.com"},
     "E_UL_CONTACT_INSERT": CONTACT,
@@ -176,7 +178,8 @@ def test_fast_check_is_conservative_about_unusual_values() -> None:
     {"type": "object", "properties": {"a": {"type": "string"}}, "oneOf": []},
     {"type": "array"},
 ])
-def test_fast_check_is_not_compiled_for_keywords_it_does_not_know(schema: dict) -> None:
+def test_fast_check_is_not_compiled_for_keywords_it_does_not_know(
+        schema: dict[str, Any]) -> None:
     from shared.events.schema import _FlatCheck
 
     assert _FlatCheck.compile(schema) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.events.sockets import (
+from gateway.events.sockets import (
     DatagramSocket,
     JsonRpcSocket,
     RabbitMQSocket,

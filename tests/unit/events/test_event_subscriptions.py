@@ -15,11 +15,11 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import contracts
-from shared.events.mi import event_subscribe, events_list, mi_commands, subscribers_list
+from gateway.events.mi import event_subscribe, events_list, mi_commands, subscribers_list
+from gateway.events.sockets import SocketSyntaxError
+from gateway.events.store import SQLiteSubscriptionStore
+from gateway.events.subscriptions import SubscriptionManager, UnknownEventError
 from shared.events.schema import EventCatalog
-from shared.events.sockets import SocketSyntaxError
-from shared.events.store import SQLiteSubscriptionStore
-from shared.events.subscriptions import SubscriptionManager, UnknownEventError
 from shared.rpc.jsonrpc import MiDispatcher, MiError
 
 CATALOG = EventCatalog.load()

@@ -55,8 +55,11 @@ def sent(out: list[Output]) -> list[bytes]:
     return [o.data for o in out if isinstance(o, Send)]
 
 
-def ready_session(events: tuple[str, ...] = ("HEARTBEAT",), **cfg: float) -> EslSession:
-    s = EslSession(SessionConfig(password="ClueCon", events=events, **cfg), now=0.0)
+def ready_session(events: tuple[str, ...] = ("HEARTBEAT",), *, command_timeout: float = 5.0,
+                  job_timeout: float = 60.0, heartbeat_timeout: float = 50.0) -> EslSession:
+    config = SessionConfig(password="ClueCon", events=events, command_timeout=command_timeout,
+                           job_timeout=job_timeout, heartbeat_timeout=heartbeat_timeout)
+    s = EslSession(config, now=0.0)
     assert sent(s.receive(AUTH_REQUEST, 0.0)) == [b"auth ClueCon\n\n"]
     out = s.receive(ACCEPTED, 0.1)
     assert any(isinstance(o, Authenticated) for o in out)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from services.registrar.location import Binding, Location, LocationConfig, Origin, parse_aor
-from shared.sip import parse_message
+from services.registrar.location import (
+    Binding,
+    Location,
+    LocationConfig,
+    Origin,
+    SaveResult,
+    parse_aor,
+)
+from shared.sip import Request, parse_message
 
 T0 = 1_800_000_000.0
 HERE = Origin("192.0.2.10", 5060, "udp", "udp:127.0.0.1:5060")
 
 
 def register(*contacts: str, expires: int | None = None, callid: str = "c1", cseq: int = 1,
-             to: str = "sip:alice@example.com", extra: str = "") -> object:
+             to: str = "sip:alice@example.com", extra: str = "") -> Request:
     lines = [
         "REGISTER sip:example.com SIP/2.0",
         "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1",
@@ -23,10 +30,12 @@ def register(*contacts: str, expires: int | None = None, callid: str = "c1", cse
     if extra:
         lines += extra.split("\n")
     lines.append("Content-Length: 0")
-    return parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    msg = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(msg, Request)
+    return msg
 
 
-def contacts_of(result) -> list[str]:
+def contacts_of(result: SaveResult) -> list[str]:
     return [v for n, v in result.headers if n == "Contact"]
 
 

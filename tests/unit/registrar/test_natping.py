@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.registrar.location import Binding
 from services.registrar.natping import NatPinger, PingConfig, owner_index
 from shared.sip import parse_message
+from tests.support.sipmsg import parse_request
 
 T0 = 1_800_000_000.0
 
@@ -21,7 +22,7 @@ def test_only_natted_bindings_are_pinged_through_their_edge_to_received() -> Non
     direct = binding("sip:b@192.0.2.1")
     [ping] = pinger.due([natted, direct], T0, lambda aor: True)
     assert (ping.edge_host, ping.edge_port) == ("127.0.0.1", 5060)
-    msg = parse_message(ping.data)
+    msg = parse_request(ping.data)
     assert msg.method == "OPTIONS" and msg.uri == "sip:a@10.0.0.5"
     assert msg.get_all("Route") == ["<sip:127.0.0.1:5060;lr>", "<sip:203.0.113.7:40000;lr>"]
     assert msg.top_via.port == 7000
@@ -36,7 +37,7 @@ def test_each_aor_is_pinged_by_exactly_one_of_the_nodes() -> None:
     counts = {a: 0 for a in aors}
     for index in range(3):
         pinger = NatPinger(PingConfig(interval=5))
-        for ping in pinger.due(bindings, T0, lambda aor, i=index: owner_index(aor, 3) == i):
+        for ping in pinger.due(bindings, T0, lambda aor: owner_index(aor, 3) == index):
             counts[ping.aor] += 1
     assert set(counts.values()) == {1}
 
@@ -94,7 +95,7 @@ def test_a_binding_with_a_path_is_pinged_along_its_path() -> None:
                      socket="tcp:127.0.0.1:5060",
                      path=("<sip:p1@192.0.2.50:5060;lr>", "<sip:p2@192.0.2.51;lr>"))
     [ping] = pinger.due([behind], T0, lambda aor: True)
-    msg = parse_message(ping.data)
+    msg = parse_request(ping.data)
     assert msg.uri == "sip:p@10.9.9.9:5070;transport=tcp"
     assert msg.get_all("Route") == ["<sip:127.0.0.1:5060;lr>", "<sip:p1@192.0.2.50:5060;lr>",
                                     "<sip:p2@192.0.2.51;lr>"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cli.parse_cmd import lint
+from sipmesh.cli.parse_cmd import lint
 from tests.unit.sip.helpers import FIXTURES, fixture
 
 SIPMESH = Path(sys.executable).parent / "sipmesh"

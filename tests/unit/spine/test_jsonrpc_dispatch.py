@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from shared.rpc import MiCommand, MiDispatcher, MiError
 
@@ -28,11 +29,13 @@ async def _notfound() -> None:
     raise MiError(404, "AOR not found")
 
 
-async def _call(d: MiDispatcher, method: str, params: object = None, rid: object = 1) -> dict:
+async def _call(d: MiDispatcher, method: str, params: object = None,
+                rid: object = 1) -> dict[str, Any]:
     req: dict[str, object] = {"jsonrpc": "2.0", "method": method, "id": rid}
     if params is not None:
         req["params"] = params
-    return json.loads(await d.dispatch(json.dumps(req)))
+    answer: dict[str, Any] = json.loads(await d.dispatch(json.dumps(req)))
+    return answer
 
 
 async def test_named_and_positional_params_bind_to_recipes() -> None:

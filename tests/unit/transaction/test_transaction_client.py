@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from shared.sip import parse_message
+from shared.sip import Request
 from shared.transaction import (
     ResponseReceived,
     State,
@@ -15,18 +17,20 @@ from shared.transaction import (
     Transmit,
     TransportFailed,
 )
+from tests.support.sipmsg import parse_request
 from tests.unit.transaction.sipmsg import request, response_to
 
 DEST = ("10.0.0.2", 5060)
 
 
-def start(layer: TransactionLayer, method: str = "INVITE", reliable: bool = False):
+def start(layer: TransactionLayer, method: str = "INVITE",
+          reliable: bool = False) -> tuple[Request, Any, list[Any]]:
     req = request(method, branch=f"z9hG4bK{method.lower()}1")
     txn, out = layer.create_client(req, req.serialize(), DEST, reliable, now=0.0)
     return req, txn, out
 
 
-def transmits(events: list) -> list[Transmit]:
+def transmits(events: list[Any]) -> list[Transmit]:
     return [e for e in events if isinstance(e, Transmit)]
 
 
@@ -73,7 +77,7 @@ def test_provisional_stops_retransmissions_and_final_sends_ack() -> None:
     assert events is not None
     acks = transmits(events)
     assert len(acks) == 1
-    ack = parse_message(acks[0].data)
+    ack = parse_request(acks[0].data)
     # §17.1.1.3: same branch, Request-URI, Call-ID, CSeq number; To from the response.
     assert ack.method == "ACK"
     assert ack.top_via.branch == req.top_via.branch
@@ -125,8 +129,8 @@ def test_non_invite_proceeding_retransmits_every_t2_then_completed_waits_timer_k
     events = layer.handle_timer(0.5)
     assert len(transmits(events)) == 1
     assert layer.next_deadline() == pytest.approx(4.5)  # §17.1.2.2: T2 in Proceeding
-    events = layer.receive_response(response_to(req, 200), 1.0)
-    assert events is not None and isinstance(events[0], ResponseReceived)
+    answered = layer.receive_response(response_to(req, 200), 1.0)
+    assert answered is not None and isinstance(answered[0], ResponseReceived)
     assert txn.state is State.COMPLETED
     assert layer.receive_response(response_to(req, 200), 2.0) == []  # absorbed
     assert [type(e) for e in layer.handle_timer(6.0)] == [Terminated]  # Timer K = T4

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from shared.sip import make_response, parse_message
+from shared.sip import make_response
 from shared.transaction import (
     State,
     Terminated,
@@ -20,12 +22,13 @@ from shared.transaction.machine import (
     NON_INVITE_CLIENT,
     NON_INVITE_SERVER,
 )
+from tests.support.sipmsg import parse_response
 from tests.unit.transaction.sipmsg import request
 
 SRC = ("10.0.0.1", 5060)
 
 
-def sent(events: list) -> list[bytes]:
+def sent(events: list[Any]) -> list[bytes]:
     return [e.data for e in events if isinstance(e, Transmit)]
 
 
@@ -33,11 +36,11 @@ def test_invite_server_sends_100_trying_and_absorbs_retransmissions() -> None:
     layer = TransactionLayer()
     inv = request("INVITE")
     txn, out = layer.create_server(inv, SRC, False, 0.0)
-    assert len(sent(out)) == 1 and parse_message(sent(out)[0]).status == 100
+    assert len(sent(out)) == 1 and parse_response(sent(out)[0]).status == 100
     again = layer.find_server(request("INVITE"))
     assert again is txn
     # §17.2.1: a retransmitted INVITE in Proceeding gets the last provisional again.
-    assert parse_message(sent(layer.absorb(txn, inv, 0.1))[0]).status == 100
+    assert parse_response(sent(layer.absorb(txn, inv, 0.1))[0]).status == 100
 
 
 def test_invite_server_final_retransmitted_by_timer_g_until_ack() -> None:
@@ -45,7 +48,7 @@ def test_invite_server_final_retransmitted_by_timer_g_until_ack() -> None:
     inv = request("INVITE")
     txn, _ = layer.create_server(inv, SRC, False, 0.0)
     out = layer.respond(txn, make_response(inv, 486, to_tag="x"), 1.0)
-    assert parse_message(sent(out)[0]).status == 486
+    assert parse_response(sent(out)[0]).status == 486
     assert txn.state is State.COMPLETED
     times = []
     for _ in range(4):
@@ -53,7 +56,7 @@ def test_invite_server_final_retransmitted_by_timer_g_until_ack() -> None:
         assert now is not None
         events = layer.handle_timer(now)
         times.append(now)
-        assert parse_message(sent(events)[0]).status == 486
+        assert parse_response(sent(events)[0]).status == 486
     assert times == pytest.approx([1.5, 2.5, 4.5, 8.5])  # Timer G: T1, 2T1, 4T1, T2
     ack = request("ACK", to_tag="x")
     found = layer.find_server(ack)
@@ -105,7 +108,7 @@ def test_non_invite_server_unreliable_resends_final_until_timer_j() -> None:
     bye = request("BYE", to_tag="x")
     txn, _ = layer.create_server(bye, SRC, False, 0.0)
     layer.respond(txn, make_response(bye, 200), 0.1)
-    assert parse_message(sent(layer.absorb(txn, bye, 1.0))[0]).status == 200
+    assert parse_response(sent(layer.absorb(txn, bye, 1.0))[0]).status == 200
     assert layer.respond(txn, make_response(bye, 500), 1.1) == []  # discarded in Completed
     assert [type(e) for e in layer.handle_timer(0.1 + 32.0)] == [Terminated]
 
@@ -148,7 +151,7 @@ def test_rfc2543_fallback_matching_without_magic_cookie() -> None:
 
 @pytest.mark.parametrize("table", [INVITE_CLIENT, NON_INVITE_CLIENT, INVITE_SERVER,
                                    NON_INVITE_SERVER])
-def test_every_transition_names_its_rfc_section(table: dict) -> None:
+def test_every_transition_names_its_rfc_section(table: dict[Any, Any]) -> None:
     for (_state, _event), (_next, _effects, section) in table.items():
         assert section.startswith("§17.") or section.startswith("RFC 6026")
     # Terminated is final: no row leaves it.

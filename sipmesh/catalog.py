@@ -8,7 +8,7 @@ the mesh, add one :class:`ChildSpec` line here; ``[mesh] services`` (or
 Clustering is a property of an entry: a ``cluster_id`` makes the service *clustered*.
 ``sipmesh up --nodes N`` (``[mesh] nodes``) then runs N nodes of it on loopback, one
 cluster per service, and the supervisor gives each node its ``[<cluster_section>]``
-settings through the environment (:func:`shared.service.supervisor.node_env`). Without
+settings through the environment (:func:`sipmesh.supervisor.node_env`). Without
 ``--nodes`` a clustered service runs once, unclustered, and an entry marked
 ``nodes_only`` (the cluster demo) is not started at all.
 """

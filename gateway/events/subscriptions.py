@@ -25,11 +25,11 @@ from typing import Any
 
 import structlog
 
+from gateway.events.sockets import SubscriberSocket, display, parse_socket
+from gateway.events.store import StoredSubscription, SubscriptionStore
+from gateway.events.transports import SocketDeliverer, TransportError
 from shared.events.envelope import Event
 from shared.events.schema import EventCatalog
-from shared.events.sockets import SubscriberSocket, display, parse_socket
-from shared.events.store import StoredSubscription, SubscriptionStore
-from shared.events.transports import SocketDeliverer, TransportError
 
 DEFAULT_EXPIRE = 3600
 log = structlog.get_logger(__name__)

@@ -5,11 +5,14 @@ parameters, one per line; ``--json`` prints one JSON object per line instead (fo
 ``--count N`` exits after N events. Where the events come from follows ``[events]``:
 
 * RabbitMQ mode (``rabbitmq_url`` set, or ``--rabbitmq URL``): a private queue (deleted when
-  the command exits) is bound to the events exchange with one binding per event name
-  given, or ``#`` for all. The envelope says which service and node raised each event.
+  the command exits) is bound to the events exchange with one binding per argument: an
+  event name ``E_X`` binds ``*.E_X``, a topic pattern over the ``<family>.<EVENT_NAME>``
+  keys (``usrloc.#``) binds as given, nothing binds ``#``. The envelope says which service
+  and node raised each event.
 * embedded mode (default): the command becomes a subscriber like any other. It listens on
   an ephemeral TCP port on 127.0.0.1 and subscribes ``tcp:127.0.0.1:<port>`` through the
-  gateway (``event_subscribe``, every event of ``events_list`` when no name is given),
+  gateway (``event_subscribe``, for every event of ``events_list`` that an argument names
+  or matches, or all of them),
   refreshes the subscriptions while it runs and unsubscribes (expire 0) when it exits;
   should it be killed, they simply expire. Direct subscribers get the parameters only, so
   the header says ``(via gateway)`` where the envelope would name the node.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -28,12 +32,39 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TextIO
 
 import typer
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
+from shared.events.bus import topic_matches
 from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import ENVELOPE_KEY, Event
+from shared.events.schema import EventCatalog
 from shared.rpc import JsonRpcClient, RpcError, RpcTransportError
+from sipmesh.cli.mesh_cmd import console
 
 SUBSCRIBE_EXPIRE = 120  # seconds; refreshed at half-time while the command runs
+
+
+def is_pattern(arg: str) -> bool:
+    return any(c in arg for c in ".*#")
+
+
+def bindings(args: Sequence[str]) -> list[str]:
+    """RabbitMQ bindings for the command's arguments (see the module docstring)."""
+    return [a if is_pattern(a) else f"*.{a}" for a in args] or ["#"]
+
+
+def selected(args: Sequence[str], listed: Sequence[str], catalog: EventCatalog) -> list[str]:
+    """The advertised events (``listed``) the arguments name or match, in listing order;
+    a name not listed is kept (it may be raised later)."""
+    if not args:
+        return list(listed)
+    names = [a for a in args if not is_pattern(a)]
+    patterns = [a for a in args if is_pattern(a)]
+    matched = [n for n in listed
+               if any(topic_matches(p, catalog.routing_key(n)) for p in patterns)]
+    return list(dict.fromkeys([*names, *matched]))
 
 
 def format_event(event: Event, as_json: bool = False) -> str:
@@ -41,10 +72,13 @@ def format_event(event: Event, as_json: bool = False) -> str:
         return json.dumps({**event.params, ENVELOPE_KEY: event.envelope()}, sort_keys=True)
     when = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     origin = f"{event.service}/{event.node}" if event.service else "via gateway"
-    lines = [f"{when} {event.name}  ({origin})"]
-    width = max((len(k) for k in event.params), default=0)
-    lines += [f"    {k:<{width}} : {json.dumps(v)}" for k, v in event.params.items()]
-    return "\n".join(lines)
+    params = Table.grid(padding=(0, 1))  # name : value, the names' column lined up
+    for name, value in event.params.items():
+        params.add_row(Text(name), ":", Text(json.dumps(value)))
+    out = io.StringIO()
+    console(out).print(Text(f"{when} {event.name}  ({origin})"),
+                       Padding(params, (0, 0, 0, 4), expand=False))
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 class _Printer:
@@ -119,10 +153,11 @@ async def stream_via_gateway(
     client = JsonRpcClient(gateway_url, token=token, timeout=10.0)
     subscribed: list[str] = []
     try:
-        wanted = list(names)
-        if not wanted:
+        wanted = [n for n in names if not is_pattern(n)]
+        if not wanted or len(wanted) < len(names):
             listing = await _call(client, "events_list", None)
-            wanted = [e["name"] for e in listing.get("Events", [])]
+            wanted = selected(names, [e["name"] for e in listing.get("Events", [])],
+                              EventCatalog.load())
         for name in wanted:
             await _call(client, "event_subscribe", [name, socket, expire])
             subscribed.append(name)
@@ -156,7 +191,7 @@ async def stream_events(
     """RabbitMQ mode: print events until ``count`` were printed (or forever)."""
     show = _Printer(count, as_json, out)
     consumer = RabbitMQEventConsumer(show, url=url, exchange=exchange,
-                                     patterns=list(names) or ["#"])
+                                     patterns=bindings(names))
     await consumer.start()
     try:
         if ready is not None:
@@ -172,7 +207,9 @@ def register(app: typer.Typer) -> None:
     @app.command("events")
     def events(
         names: Annotated[
-            list[str] | None, typer.Argument(help="event names (default: all events)")
+            list[str] | None, typer.Argument(
+                help="event names, or patterns over family.EVENT keys such as usrloc.# "
+                     "(default: all events)")
         ] = None,
         url: Annotated[str, typer.Option(
             help="gateway MI URL, embedded mode (default: gateway config)")] = "",

@@ -4,18 +4,19 @@ A subscription row is (event, socket, expires): the event name, the canonical so
 string, and the absolute expiry as unix time (NULL: never expires). The port is four
 calls; the manager keeps the live set in memory and writes through.
 
-Backends: ``SQLiteSubscriptionStore`` (a file, the embedded default; sqlite3 runs in a
-worker thread so the event loop never waits on disk) and ``PostgresSubscriptionStore``
-(asyncpg pool; several gateways may share it). Both create their table when missing.
+Backends: ``SQLiteSubscriptionStore`` (a file, the embedded default; aiosqlite runs
+sqlite3 in its worker thread so the event loop never waits on disk) and
+``PostgresSubscriptionStore`` (asyncpg pool; several gateways may share it). Both create
+their table when missing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import aiosqlite
 
 from shared.store import PostgresPool, safe_table_name
 
@@ -44,54 +45,54 @@ class SubscriptionStore(Protocol):
 
 
 class SQLiteSubscriptionStore:
+    """SQLite through aiosqlite (its one worker thread keeps sqlite3 off the event loop)."""
+
     def __init__(self, path: str | Path, *, table: str = DEFAULT_TABLE) -> None:
         self.path = str(path)
         self.table = safe_table_name(table)
-        self._db: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()  # one statement at a time on the one connection
+        self._db: aiosqlite.Connection | None = None
 
-    async def _run(self, sql: str, args: tuple[Any, ...] = (), fetch: bool = False) -> list[Any]:
+    @property
+    def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError("store not open")
-        db = self._db
+        return self._db
 
-        def work() -> list[Any]:
-            with db:  # a transaction per statement, committed on success
-                cur = db.execute(sql, args)
-                return cur.fetchall() if fetch else []
-
-        async with self._lock:
-            return await asyncio.to_thread(work)
+    async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        db = self.db
+        await db.execute(sql, args)
+        await db.commit()  # each change is durable before the MI answer goes out
 
     async def open(self) -> None:
         if self._db is None:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            await self._run(
+            self._db = await aiosqlite.connect(self.path)
+            await self._write(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (event TEXT NOT NULL, "
                 "socket TEXT NOT NULL, expires REAL, PRIMARY KEY (event, socket))"
             )
 
     async def load(self) -> list[StoredSubscription]:
-        rows = await self._run(
-            f"SELECT event, socket, expires FROM {self.table} ORDER BY event, socket", fetch=True
-        )
+        async with self.db.execute(
+            f"SELECT event, socket, expires FROM {self.table} ORDER BY event, socket"
+        ) as cursor:
+            rows = await cursor.fetchall()
         return [StoredSubscription(e, s, x) for e, s, x in rows]
 
     async def save(self, sub: StoredSubscription) -> None:
-        await self._run(
+        await self._write(
             f"INSERT INTO {self.table} (event, socket, expires) VALUES (?, ?, ?) "
             "ON CONFLICT (event, socket) DO UPDATE SET expires = excluded.expires",
             (sub.event, sub.socket, sub.expires),
         )
 
     async def delete(self, event: str, socket: str) -> None:
-        await self._run(f"DELETE FROM {self.table} WHERE event = ? AND socket = ?", (event, socket))
+        await self._write(f"DELETE FROM {self.table} WHERE event = ? AND socket = ?",
+                          (event, socket))
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
-            async with self._lock:
-                await asyncio.to_thread(db.close)
+            await db.close()
 
 
 class PostgresSubscriptionStore(PostgresPool):

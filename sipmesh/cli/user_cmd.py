@@ -13,12 +13,13 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape  # help texts render as rich markup: keep [section] literal
 
 from services.registrar.location import RegisterError, parse_aor
 from services.registrar.subscribers import SubscriberExists, open_store
 
 StoreOption = Annotated[str | None, typer.Option(
-    "--store", help="SQLite file or postgresql:// DSN (default: [registrar] store)")]
+    "--store", help=escape("SQLite file or postgresql:// DSN (default: [registrar] store)"))]
 
 
 def _split(aor: str) -> tuple[str, str]:

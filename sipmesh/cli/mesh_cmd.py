@@ -1,6 +1,6 @@
 """``sipmesh up``, ``sipmesh status`` and ``sipmesh rpc``: running and poking the mesh.
 
-* ``up`` runs the supervisor (:mod:`shared.service.supervisor`) in the foreground;
+* ``up`` runs the supervisor (:mod:`sipmesh.supervisor`) in the foreground;
   ``up --nodes N`` runs N nodes of every clustered service (one cluster per service) and
   the cluster demo, so a cluster can be watched on one machine.
 * ``status`` lists every registered instance with its address and health (registry TTL
@@ -18,18 +18,22 @@ import dataclasses
 import importlib.util
 import json
 import signal
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import aiohttp
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree  # help texts render as rich markup: keep [section] literal
 
 from gateway.config import GatewayConfig
 from shared.config import ConfigError, load_section
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, open_registry
 from shared.rpc import JsonRpcClient, RpcError, RpcTransportError
-from shared.service.catalog import SERVICES, ChildSpec
 from shared.service.logsetup import configure_logging
-from shared.service.supervisor import MeshConfig, Supervisor
+from sipmesh.catalog import SERVICES, ChildSpec
+from sipmesh.supervisor import MeshConfig, Supervisor
 
 # Commands whose positional arguments form one array parameter (opensips-cli does the same).
 ARRAY_PARAM_COMMANDS = {"get_statistics", "list_statistics", "reset_statistics"}
@@ -141,7 +145,8 @@ async def _status(disc: DiscoveryConfig) -> tuple[list[tuple[str, str, str, str]
 
 
 def status(
-    registry: Annotated[str, typer.Option(help="registry URL (default: [discovery] url)")] = "",
+    registry: Annotated[str, typer.Option(
+        help=escape("registry URL (default: [discovery] url)"))] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List every service instance with its address and health."""
@@ -159,10 +164,7 @@ def status(
     elif not rows:
         typer.echo("no service instance registered")
     else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in
-                  enumerate(("SERVICE", "ID", "ADDRESS", "HEALTH"))]
-        for row in [("SERVICE", "ID", "ADDRESS", "HEALTH"), *rows]:
-            typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        console().print(status_table(rows))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -178,29 +180,54 @@ def _params(method: str, args: list[str]) -> Any:
     return [args] if method in ARRAY_PARAM_COMMANDS else list(args)
 
 
-def render(value: Any, indent: int = 0) -> list[str]:
-    """Readable text of a JSON value: ``key: value`` lines, nested values indented."""
-    pad = "  " * indent
+def _scalar(value: Any) -> str:
+    return escape(value if isinstance(value, str) else json.dumps(value))
+
+
+def _grow(tree: Tree, value: Any) -> None:
     if isinstance(value, dict):
-        lines = []
-        for k, v in value.items():
-            if isinstance(v, dict | list) and v:
-                lines.append(f"{pad}{k}:")
-                lines.extend(render(v, indent + 1))
+        for key, item in value.items():
+            name = f"[bold]{escape(str(key))}[/bold]"
+            if isinstance(item, dict | list) and item:
+                _grow(tree.add(name), item)
             else:
-                lines.append(f"{pad}{k}: {json.dumps(v) if not isinstance(v, str) else v}")
-        return lines
-    if isinstance(value, list):
-        lines = []
-        for v in value:
-            if isinstance(v, dict | list) and v:
-                sub = render(v, indent + 1)
-                lines.append(f"{pad}- {sub[0].strip()}")
-                lines.extend(sub[1:])
+                tree.add(f"{name}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list) and item:
+                _grow(tree.add(f"[dim]{index}[/dim]"), item)
             else:
-                lines.append(f"{pad}- {v if isinstance(v, str) else json.dumps(v)}")
-        return lines
-    return [f"{pad}{value if isinstance(value, str) else json.dumps(value)}"]
+                tree.add(_scalar(item))
+    else:
+        tree.add(_scalar(value))
+
+
+def render(value: Any) -> Tree:
+    """A JSON value as a rich tree: ``key: value`` leaves, nested values below their key,
+    list items under their index."""
+    tree = Tree("", hide_root=True, guide_style="dim")
+    _grow(tree, value)
+    return tree
+
+
+def status_table(rows: list[tuple[str, str, str, str]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for title in ("SERVICE", "ID", "ADDRESS", "HEALTH"):
+        table.add_column(title)
+    for service, ident, address, health in rows:
+        style = "green" if health == "passing" else "red"
+        table.add_row(service, ident, address, f"[{style}]{escape(health)}[/{style}]")
+    return table
+
+
+def console(file: TextIO | None = None) -> Console:
+    """Stdout as rich draws it: in a terminal, to its width; piped or captured, with no
+    width at all, so a long value is never wrapped or cut (rich crops trees to the
+    console's width, 80 columns when it cannot ask a terminal)."""
+    out = Console(file=file, highlight=False)
+    if not out.is_terminal:
+        out = Console(file=file, highlight=False, width=1_000_000, color_system=None)
+    return out
 
 
 def rpc(
@@ -208,7 +235,8 @@ def rpc(
     args: Annotated[
         list[str] | None, typer.Argument(help="name=value pairs or positional values")
     ] = None,
-    url: Annotated[str, typer.Option(help="gateway MI URL (default from [gateway])")] = "",
+    url: Annotated[str, typer.Option(
+        help=escape("gateway MI URL (default: from [gateway])"))] = "",
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 10.0,
 ) -> None:
@@ -236,7 +264,7 @@ def rpc(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
-        typer.echo("\n".join(render(result)))
+        console().print(render(result))
 
 
 def register(app: typer.Typer) -> None:

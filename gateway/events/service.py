@@ -1,6 +1,6 @@
 """The gateway's side of the event interface: subscriptions and the feed that fills them.
 
-The gateway hosts the one :class:`~shared.events.subscriptions.SubscriptionManager` of the
+The gateway hosts the one :class:`~gateway.events.subscriptions.SubscriptionManager` of the
 mesh. Its MI commands (``event_subscribe``, ``events_list``, ``subscribers_list``) are
 answered by the gateway itself; subscriptions are written through to the store of
 ``[events] store`` (SQLite file by default, PostgreSQL with a ``postgresql://`` DSN) and
@@ -30,21 +30,22 @@ from typing import Any
 
 import structlog
 
-from shared.events.config import EventsConfig
-from shared.events.consumer import RabbitMQEventConsumer
-from shared.events.envelope import Event
-from shared.events.forward import INGEST_METHOD, event_from_wire
-from shared.events.mi import mi_commands
-from shared.events.store import (
+from gateway.events.mi import mi_commands
+from gateway.events.store import (
     PostgresSubscriptionStore,
     SQLiteSubscriptionStore,
     SubscriptionStore,
 )
-from shared.events.subscriptions import SubscriptionManager
-from shared.events.transports import SocketDeliverer
+from gateway.events.subscriptions import SubscriptionManager
+from gateway.events.transports import SocketDeliverer
+from shared.discovery import RegistryError
+from shared.events.config import EventsConfig
+from shared.events.consumer import RabbitMQEventConsumer
+from shared.events.envelope import Event
+from shared.events.forward import INGEST_METHOD, event_from_wire
 from shared.rpc import BAD_REQUEST, MiCommand, MiDispatcher, MiError
 from shared.service.runtime import ServiceRuntime
-from shared.store import is_postgres_dsn
+from shared.store import describe_location, is_postgres_dsn
 
 EVENT_COMMANDS = ("event_subscribe", "events_list", "subscribers_list")
 log = structlog.get_logger("gateway.events")
@@ -123,6 +124,7 @@ class GatewayEvents:
         self.rt = runtime
         self.cfg = cfg
         self.location = cfg.store_location()
+        runtime.modes["store"] = f"subscriptions {describe_location(self.location)}"
         self.manager = SubscriptionManager(
             runtime.events.catalog, open_store(self.location),
             deliverer=SocketDeliverer(timeout=cfg.subscriber_timeout))
@@ -149,8 +151,23 @@ class GatewayEvents:
         runtime.on_stop(self.stop)
 
     def add_commands(self, dispatcher: MiDispatcher) -> None:
-        for command in mi_commands(self.manager):
+        for command in mi_commands(self.manager, self.advertised):
             dispatcher.add(command)
+
+    async def advertised(self) -> set[str]:
+        """The events some running process can raise: this gateway's and those every
+        passing instance declares in its registration (``meta.events``)."""
+        names = set(self.rt.raises)
+        try:
+            instances = await self.rt.registry.instances()
+        except RegistryError as exc:
+            log.warning("events_list_discovery_failed", error=str(exc))
+            instances = []
+        for inst in instances:
+            if inst.passing:
+                names.update(n for n in inst.meta.get("events", "").split(",") if n)
+        catalog = self.rt.events.catalog
+        return {n for n in names if n in catalog}
 
     async def start(self) -> None:
         try:

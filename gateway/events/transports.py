@@ -27,8 +27,9 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from jsonrpcclient import notification, request
 
-from shared.events.sockets import (
+from gateway.events.sockets import (
     DatagramSocket,
     JsonRpcSocket,
     RabbitMQSocket,
@@ -44,9 +45,8 @@ class TransportError(Exception):
 def jsonrpc_notification(
     method: str, params: Mapping[str, Any], *, null_id: bool = False
 ) -> bytes:
-    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": dict(params)}
-    if null_id:
-        msg["id"] = None
+    msg = (request(method, params=dict(params), id=None) if null_id
+           else notification(method, params=dict(params)))
     return json.dumps(msg, separators=(",", ":")).encode()
 
 

@@ -3,9 +3,10 @@
 It hosts the embedded registry (HTTP on loopback) in its own process, starts every service
 of :mod:`.catalog` as a child (``python -m <module>``) told where the registry is through
 ``SIPMESH_DISCOVERY_URL``, prints the endpoints as instances register, restarts a child that
-exits with exponential backoff (reset once a child stayed up ``stable_after`` seconds), and
-on SIGINT/SIGTERM stops every child with SIGTERM (SIGKILL after ``stop_timeout``), then the
-registry.
+exits with exponential backoff (reset once a child stayed up ``stable_after`` seconds),
+except one that exited with :data:`~shared.config.EXIT_CONFIG` (a configuration error: the
+same settings would fail again), and on SIGINT/SIGTERM stops every child with SIGTERM
+(SIGKILL after ``stop_timeout``), then the registry.
 
 The supervisor registers itself as service ``supervisor`` with the list of services it
 expects in ``meta.expected``, so ``sipmesh status`` can report a service that is down.
@@ -24,11 +25,13 @@ so it rejoins and resyncs.
 Output lines on stdout are stable for scripts and tests::
 
     registry http://127.0.0.1:8710
+    sipmesh modes: discovery=embedded(http://127.0.0.1:8710); events=embedded(...); ...
     started gateway pid 1234
     started registrar.2 pid 1236
     endpoint gateway mi http://127.0.0.1:8888/mi
     endpoint registrar cluster 1/2 127.0.0.1:40123
     exited gateway pid 1234 rc -9; restart in 0.5s
+    exited edge pid 1235 rc 78: configuration error, not restarted (fix the settings, restart)
 """
 
 from __future__ import annotations
@@ -47,10 +50,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
-from shared.config import section_env_name
+from shared.config import EXIT_CONFIG, ConfigError, load_section, section_env_name
 from shared.discovery.embedded import RegistryServer
 from shared.discovery.port import Instance
-from shared.service.catalog import ChildSpec
+from shared.events.config import EventsConfig
+from shared.service.runtime import events_mode
+from sipmesh.catalog import ChildSpec
 
 # Registration metadata keys printed as endpoints, with their label.
 ENDPOINT_KEYS = (("public_mi_url", "mi"), ("grpc", "grpc"), ("sip", "sip"), ("sip_udp", "sip"),
@@ -131,6 +136,7 @@ class _Child:
         self.backoff = 0.0
         self.restarts = 0
         self.started = 0.0
+        self.gave_up = False  # exited with a configuration error: not restarted
 
 
 class Supervisor:
@@ -169,6 +175,7 @@ class Supervisor:
     async def run(self, stop: asyncio.Event) -> None:
         self.registry_url = await self.server.start(self.cfg.registry_host, self.cfg.registry_port)
         self.out(f"registry {self.registry_url}")
+        self.out(self.mode_line())
         me = Instance("supervisor", f"supervisor-{os.getpid()}", self.cfg.registry_host,
                       self.server.port, meta={
                           "pid": str(os.getpid()),
@@ -189,6 +196,16 @@ class Supervisor:
         await self.server.registry.deregister(me.id)
         await self.server.stop()
         self.out("stopped")
+
+    def mode_line(self) -> str:
+        """``sipmesh modes: ...``: what every child will run with (each prints its own)."""
+        try:
+            events = events_mode(load_section(EventsConfig, "events", environ=self.base_env))
+        except ConfigError as exc:
+            events = f"invalid ({exc})"
+        names = ",".join(dict.fromkeys(c.spec.name for c in self.children.values()))
+        return (f"sipmesh modes: discovery=embedded({self.registry_url}); events={events}; "
+                f"nodes={self.cfg.nodes or 'unclustered'}; services={names}")
 
     def _env(self, child: _Child) -> dict[str, str]:
         env = dict(self.base_env)
@@ -215,7 +232,15 @@ class Supervisor:
             await self._forget(child.proc.pid)
             if self._stopping.is_set():
                 return
+            if rc == EXIT_CONFIG:
+                # The same settings would fail the same way: say so once, stop trying.
+                child.gave_up = True
+                self.out(f"exited {child.name} pid {child.proc.pid} rc {rc}: "
+                         "configuration error, not restarted (fix the settings, restart)")
+                return
             ran = time.monotonic() - child.started
+            # Kept by hand: a restart policy, not retries of one call (tenacity's model):
+            # the backoff goes back to its start once a child stayed up stable_after.
             if ran >= self.cfg.stable_after or child.backoff == 0.0:
                 child.backoff = self.cfg.backoff_initial
             else:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
-from shared.events import cli as events_cli
+from sipmesh.cli import events_cmd as events_cli
+from sipmesh.cli import mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
 
 
 def build_app() -> typer.Typer:

@@ -1,1 +1,0 @@
-"""The `sipmesh` operator command line (typer)."""

@@ -1,0 +1,1 @@
+"""The ``sipmesh`` operator command line (typer): one module per group of commands."""
