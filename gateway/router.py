@@ -200,6 +200,32 @@ class MeshRouter:
                 method = "unknown"  # a label per junk name would grow without bound
             self.latency.labels(method).observe(time.perf_counter() - started)
 
+    async def call(self, name: str, params: Any = None) -> Any:
+        """One MI command from inside the gateway (the web console): routed as on the
+        public endpoint, but not counted or timed as a client's request."""
+        command = self.core.commands.get(name)
+        if command is None:
+            routes, _ = await self._routes()
+            if name not in routes:
+                raise MiError(NOT_FOUND, "Unknown command")
+            command = MiCommand(name, self._forwarder(name, routes[name]), None)
+        bound = command.bind(params if isinstance(params, list) else None,
+                             params if isinstance(params, dict) else None)
+        return await command.handler(**bound)
+
+    async def routed(self) -> set[str]:
+        """The commands some passing service answers (besides the gateway's own)."""
+        routes, _ = await self._routes()
+        return set(routes)
+
+    async def per_process_statistics(self, statistics: Any) -> list[tuple[int, Any]]:
+        """Every process's own ``get_statistics`` answer, unmerged, with its ``ps`` ID."""
+        return await self._stats_everywhere("get_statistics", statistics)
+
+    def ps_ids(self, instances: list[Instance]) -> dict[str, int]:
+        """Instance id -> ``ps`` ID, as ``ps`` numbers the passing ``instances``."""
+        return self._ps_ids(instances)
+
     # -- routed commands -----------------------------------------------------------------
     def _forwarder(self, name: str, instances: list[Instance]) -> Any:
         async def forward(params: Any) -> Any:
