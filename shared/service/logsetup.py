@@ -7,8 +7,8 @@ The ``[log]`` section chooses for every process at once (``SIPMESH_LOG_FORMAT=js
 the supervisor's environment reaches all its children):
 
 * ``format``: ``console`` (``2026-01-01T10:00:00Z [info] service_started id=...``) or
-  ``json`` (one object per line: ``timestamp``, ``level``, ``event``, ``service`` and the
-  event's own keys, e.g. ``call_id``); empty = the caller's choice (console, or the
+  ``json`` (one object per line: ``timestamp``, ``level``, ``event``, ``service``,
+  ``pid`` and the event's own keys, e.g. ``call_id``); empty = the caller's choice (console, or the
   gateway's ``[gateway] log_json``);
 * ``level``: ``debug``, ``info``, ``warning``, ``error``, ``critical``; empty = the
   service's own ``log_level`` setting.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from typing import Any
 
@@ -160,4 +161,4 @@ def configure_logging(service: str, *, level: str = "info", json: bool = False) 
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
+    structlog.contextvars.bind_contextvars(service=service, pid=os.getpid())
