@@ -3,7 +3,9 @@
 A subclass sets `ddl` (a `CREATE TABLE IF NOT EXISTS` template with `{t}` for the table) and
 `not_open` (the RuntimeError message for use before `open()`).  `open()` is idempotent:
 it creates the file's directory, connects (usable from any thread; a 5 s busy timeout for
-writers sharing the file) and creates the table.
+writers sharing the file) and creates the table.  A path that is a URL (`mysql://...`),
+or a table that is OpenSIPS's rather than SipMesh's, is refused with one clear line
+naming `sipmesh import opensips` (:mod:`shared.store.opensips`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from shared.store.names import safe_table_name
+from shared.store.opensips import check_location, check_table, ddl_columns
 
 
 class SQLiteFile:
@@ -32,10 +35,18 @@ class SQLiteFile:
 
     async def open(self) -> None:
         if self._db is None:
+            check_location(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
-            self._db.execute(self.ddl.format(t=self.table))
-            self._db.commit()
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0)
+            try:
+                db.execute(self.ddl.format(t=self.table))
+                db.commit()
+                have = [row[1] for row in db.execute(f"PRAGMA table_info({self.table})")]
+                check_table(self.table, have, ddl_columns(self.ddl), self.path)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
 
     async def close(self) -> None:
         if self._db is not None:
