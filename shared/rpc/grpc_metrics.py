@@ -20,6 +20,7 @@ carries is measured by the service that uses it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,15 +91,18 @@ class ClientTiming(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         method = _method(client_call_details.method)
         started = time.perf_counter()
         call = await continuation(client_call_details, request)
-
-        def done(finished: Any) -> None:
-            try:
-                code = finished.code().name
-            except Exception:  # cancelled before a status existed
-                code = "CANCELLED"
+        code = "UNKNOWN"
+        try:
+            await call  # the outcome: the caller awaits the same call and gets it too
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        else:
+            code = "OK"
+        finally:
             CLIENT_SECONDS.labels(method, code).observe(time.perf_counter() - started)
-
-        call.add_done_callback(done)
         return call
 
 
