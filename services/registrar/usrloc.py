@@ -60,10 +60,16 @@ from services.registrar.location import (
     SaveResult,
     aor_of,
 )
+from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import Subscriber, SubscriberStore
 from shared.sip import Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
+
+
+def unstored() -> SaveResult:
+    """The answer to a REGISTER whose bindings could not be stored: try again later."""
+    return SaveResult(503, "Service Unavailable", [("Retry-After", "5")])
 _FIELDS = [f.name for f in dataclasses.fields(Binding)]
 
 
@@ -123,22 +129,49 @@ class UserLocation:
 
     @property
     def saves_inline(self) -> bool:
-        """True when `save_async` does no I/O (the table is in memory): callers may use
-        `save` directly, without a task or an await."""
+        """True when the table is in memory (every mode but sql-only and
+        full-sharing-cachedb): callers may use `save` directly, without a task or an await,
+        and then, when `durable`, hold a 200 until `stored()` is done."""
         return self.sql_only is None
 
+    @property
+    def durable(self) -> bool:
+        """A 200 may leave only once its bindings are in the SQL copy (write-through)."""
+        return self.writer is not None and self.writer.write_through
+
+    def stored(self) -> asyncio.Future[None]:
+        """Done once every change made so far is stored where this mode keeps it (at once
+        without a write-through SQL copy); WriteFailed when it could not be."""
+        if self.durable:
+            ticket: asyncio.Future[None] = self.writer.ticket()
+            return ticket
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
     async def save_async(self, request: Request, origin: Origin) -> SaveResult:
-        """`save`, and in sql-only mode: read the AOR from SQL first, write it back before
-        the answer leaves (so any node answers from the same data)."""
+        """`save`, answered once what it changed is stored (write-through); in sql-only
+        mode the AOR is read from SQL first and written back before the answer leaves (so
+        any node answers from the same data).  A write that fails answers 503: nothing
+        unstored is acknowledged."""
         if self.sql_only is None:
-            return self.save(request, origin)
+            result = self.save(request, origin)
+            if result.status == 200 and self.durable and not self.writer.settled:
+                try:
+                    await self.writer.ticket()
+                except WriteFailed:
+                    return unstored()
+            return result
         try:
             aor = aor_of(request.to_addr.uri)
         except (RegisterError, SipParseError):
             return self.save(request, origin)  # answers the 400
         await self.refresh(aor)
         result = self.save(request, origin)
-        await self.flush()
+        try:
+            await self.flush()
+        except WriteFailed:
+            return unstored()
         return result
 
     async def refresh(self, aor: str | None = None) -> None:
@@ -159,9 +192,16 @@ class UserLocation:
         self.location.records = records
 
     async def flush(self) -> None:
-        """Writes pending SQL changes now (sql-only answers wait for it; ul_flush)."""
+        """Writes pending SQL changes now and returns once they are stored (sql-only and
+        write-through answers wait for it; ul_flush); WriteFailed when they could not be."""
         if self.writer is not None:
             await self.writer.flush()
+
+    async def commit(self) -> None:
+        """What an MI change waits for before its "OK": `flush` when every change is
+        stored before it is acknowledged (write-through, sql-only, cachedb), else nothing."""
+        if self.durable:
+            await self.flush()
 
     async def lookup(self, aor: str, method: str, *, max_latency_us: int = 0,
                      by_latency: bool = False) -> tuple[int, list[Binding]]:
