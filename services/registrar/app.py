@@ -361,7 +361,8 @@ async def serve(config: RegistrarConfig) -> None:
             raise ValueError("[registrar.cluster] sip_addr is needed in federation-cachedb "
                              "(the home address other points of presence send to)")
         publisher = DirectoryPublisher(
-            RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home)
+            RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home,
+            ttl=config.cachedb_home_ttl)
     replication = {"federation-cachedb": "same-sip", "full-sharing-cachedb": "none"
                    }.get(mode, "all")
     ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
@@ -379,11 +380,17 @@ async def serve(config: RegistrarConfig) -> None:
         else:
             # Full sync on join, unless the table comes back from SQL (load-from-sql);
             # federation: only from (and to) the nodes of this point of presence.
+            # federation: once synced, this node holds its PoP's data: the directory
+            # entries of this home are made to match it (a node that restarted empty
+            # withdraws those of its previous life).
+            reconcile = None if publisher is None else (
+                lambda: publisher.reconcile(ul.held_aors))
             cluster.register_capability(
                 CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
                 apply_update=ul.apply_update,
                 needs_sync=config.persistency != "load-from-sql",
-                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY)
+                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY,
+                on_sync_done=reconcile)
     register_mi(runtime, ul, sql_table)
     pinging = None
     if config.natping_interval > 0:
@@ -408,6 +415,8 @@ async def serve(config: RegistrarConfig) -> None:
             if config.persistency == "load-from-sql":
                 loaded = ul.load(await sql_table.load(ul.clock()))
                 runtime.log.info("location_loaded", bindings=loaded)
+        if publisher is not None and config.persistency != "sync-from-cluster":
+            publisher.reconcile(ul.held_aors)  # the table is complete now (loaded or empty)
         if writer is not None:
             writer.start()
         srv = await start_grpc_server(

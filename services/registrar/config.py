@@ -36,6 +36,9 @@ class RegistrarConfig:
     # every binding; keys under cachedb_prefix (several deployments can share one Redis).
     cachedb_url: str = "redis://127.0.0.1:6379/0"
     cachedb_prefix: str = "sipmesh:ul:"
+    # federation-cachedb: a point of presence whose registrars stopped marking it alive
+    # for this long gets no federated branch from the others (s).
+    cachedb_home_ttl: float = 10.0
     # OpenSIPS restart_persistency / sql_write_mode; the SQL location table lives in
     # `db_url` (default: the subscribers' database).  restart_persistency "" = by mode
     # (`persistency`): load-from-sql in mode none, so a restarted registrar comes back with
@@ -75,6 +78,8 @@ class RegistrarConfig:
         if self.cluster_mode in ("federation-cachedb", "full-sharing-cachedb") and \
                 not self.cachedb_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("[registrar] cachedb_url must be a redis:// URL")
+        if self.cachedb_home_ttl <= 0:
+            raise ValueError("[registrar] cachedb_home_ttl must be positive")
         if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
             raise ValueError("[registrar] expires values must not be negative")
         if self.max_expires and self.max_expires < self.min_expires:

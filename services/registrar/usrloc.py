@@ -219,12 +219,19 @@ class UserLocation:
 
     async def remote_homes(self, aor: str) -> list[str]:
         """federation-cachedb: the home SIP addresses of the other points of presence
-        holding `aor` (OpenSIPS lookup flag g), sorted; [] in other modes."""
+        holding `aor` (OpenSIPS lookup flag g) and alive, sorted; [] in other modes."""
         if self.directory is None:
             return []
         homes = await self.directory.directory.homes(aor)
         homes.discard(self.home)
+        live = self.directory.live
+        if live is not None:  # a PoP whose registrars are all gone delivers nothing
+            homes &= live
         return sorted(homes)
+
+    def held_aors(self) -> set[str]:
+        """The AORs this node holds bindings of (the federation directory's truth)."""
+        return set(self.location.records)
 
     async def credentials(self, username: str, domain: str) -> Subscriber | None:
         return await self.store.get(username, domain)
