@@ -232,9 +232,19 @@ class _Outbox:
 
 
 def _parse_save(request: Any) -> SaveResult | tuple[Request, Origin]:
-    """The REGISTER and where it came from, or the 400 answer to bytes that are not one."""
+    """The REGISTER and where it came from, or the 400 answer to bytes that are not one.
+
+    The header section must be UTF-8 (RFC 3261 §25.1: TEXT-UTF8; the edge's parser keeps
+    other bytes as lone surrogates): a binding made of anything else could be neither
+    answered (protobuf strings are UTF-8), nor stored, nor looked up again."""
+    message = request.message
+    end = message.find(b"\r\n\r\n")
     try:
-        msg = parse_message(request.message)
+        (message if end < 0 else message[:end]).decode("utf-8")
+    except UnicodeDecodeError:
+        return SaveResult(400, "Bad Request")
+    try:
+        msg = parse_message(message)
     except SipParseError as exc:
         return SaveResult(400, exc.reason or "Bad Request")
     if not isinstance(msg, Request):

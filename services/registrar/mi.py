@@ -188,12 +188,15 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         except RegisterError:
             raise MiError(BAD_REQUEST, "Bad parameter value") from None
         now = ul.clock()
-        await ul.refresh(key)
-        ul.add(Binding(
+        binding = Binding(
             aor=key, uri=str(contact), expires=int(now) + seconds if seconds else 0, q=qv,
             callid="dfjrewr12386fd6-343@opensips.mi", cseq=1,
             user_agent="SipMesh MI Server", flags=int_param(flags, "flags"),
-            cflags=int_param(cflags, "cflags"), methods=int_param(methods, "methods") & 0xFFFFFFFF))
+            cflags=int_param(cflags, "cflags"), methods=int_param(methods, "methods") & 0xFFFFFFFF)
+        if not binding.is_utf8():
+            raise MiError(BAD_REQUEST, "Bad parameter value")
+        await ul.refresh(key)
+        ul.add(binding)
         await stored()
         return "OK"
 

@@ -170,6 +170,14 @@ def open_location_table(location: str, *, table: str = "location") -> LocationTa
     return SQLiteLocationTable(location, table=table)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class WriteFailed(Exception):
     """The changes a caller waited for are not in the table (the write failed; they stay
     pending and are retried): whatever they answer must not say they were stored."""
@@ -256,6 +264,14 @@ class LocationWriter:
             if batch:
                 ups = [b for b in batch.values() if b is not None]
                 dels = [k for k, b in batch.items() if b is None]
+                if not all(b.is_utf8() for b in ups):
+                    # Kept, it would fail every write after it: refused where it entered
+                    # (gRPC Save, MI, replication); dropped here should one get through.
+                    self.log.error("location_binding_not_storable", bindings=[
+                        b.aor.encode("utf-8", "backslashreplace").decode() for b in ups
+                        if not b.is_utf8()])
+                    ups = [b for b in ups if b.is_utf8()]
+                    dels = [(a, k) for a, k in dels if _utf8(a) and _utf8(k)]
                 started = time.perf_counter()
                 try:
                     await self.table.write(ups, dels)

@@ -361,7 +361,10 @@ class UserLocation:
         try:
             record = json.loads(payload)
             if record["op"] == "put":
-                change = self.location.apply_replica(decode_binding(record["b"]))
+                binding = decode_binding(record["b"])
+                if not binding.is_utf8():
+                    raise ValueError("binding text is not UTF-8")
+                change = self.location.apply_replica(binding)
             elif record["op"] == "lat":
                 for b in self.location.records.get(record["aor"], ()):
                     if b.key == record["key"]:
