@@ -167,7 +167,8 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         try:
             while True:
                 await outbox.ready.wait()
-                for message in outbox.take():
+                message = outbox.take()
+                if message is not None:
                     yield message
                 if outbox.closed and not tasks and outbox.idle:
                     break  # the edge closed its side and everything it asked is answered
@@ -221,14 +222,22 @@ class _Outbox:
         """Nothing waits to be sent, nor to be stored first."""
         return not self.held and not self.released and not self.message.replies
 
-    def take(self) -> list[Any]:
-        """The messages ready to go (perhaps none); the wake-up is consumed."""
+    def take(self) -> Any | None:
+        """Everything ready to go as one message (None when nothing is); the wake-up is
+        consumed.  Released held messages are merged into one: a stream message costs
+        about the same whatever it carries, a copied reply far less."""
         self.ready.clear()
-        out, self.released = self.released, []
+        parts = self.released
+        self.released = []
         if self.message.replies:
-            out.append(self.message)
+            parts.append(self.message)
             self.message = pb.SessionReplies()
-        return out
+        if not parts:
+            return None
+        message = parts[0]
+        for part in parts[1:]:
+            message.MergeFrom(part)
+        return message
 
 
 def _parse_save(request: Any) -> SaveResult | tuple[Request, Origin]:
