@@ -232,6 +232,9 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         # changed bindings not yet stored.
         **({"sql_writes": ul.writer.writes, "sql_write_failures": ul.writer.failures,
             "sql_pending": len(ul.writer.pending)} if ul.writer is not None else {}),
+        # federation-cachedb: the points of presence this node currently sees alive.
+        **({"federation_homes_alive": len(ul.directory.live or ())}
+           if ul.directory is not None else {}),
     })
     runtime.stats.group("registrar", lambda: {
         "accepted_regs": ul.stats["saves"] - ul.stats["save_errors"],

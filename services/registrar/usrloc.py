@@ -31,7 +31,10 @@ of `sql-only` below (`sql_only` is then a `cachedb.RedisLocationTable`); the clu
 splits the pinging (`replication="none"`).
 
 With a SQL copy (`persistence.LocationWriter`), every change -- local, replicated or
-expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).
+expired -- is written too (OpenSIPS skip_replicated_db_ops = 0).  When it is written
+through (`durable`, the default in mode `none`), a Save is answered only once what it
+changed is stored (`save_async`, or `stored()` for the callers that save inline), and a
+write that fails answers 503 (`unstored`).
 
 `sql-only` mode (OpenSIPS cluster_mode sql-only): nodes share one SQL location table and
 need not know each other. Each Save/Lookup reads its AOR from SQL first and a Save is

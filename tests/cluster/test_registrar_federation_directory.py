@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from tests.cluster.registrar_nodes import cluster_url, mi
 from tests.cluster.test_registrar_cachedb import REDIS, env, prefix, stop_all, store
 from tests.integration.edge.edge_harness import (
     Sipp,
@@ -53,7 +54,7 @@ def test_a_pop_restarted_empty_or_gone_gets_no_federated_calls(
     first = start_registrar(store, node_a)
     second = start_registrar(store, {**env(MODE, prefix, 2, sip_addr=home_b,
                                            grpc_port=str(grpc[1]), **ttl),
-                                     "SIPMESH_REGISTRAR_CLUSTER_SEEDS": f"1@{_url(first)}"})
+                                     "SIPMESH_REGISTRAR_CLUSTER_SEEDS": f"1@{cluster_url(first)}"})
     sipp = Sipp(tmp_path)
     client = redis.Redis.from_url(REDIS)
     fed = f"{prefix}fed:alice@127.0.0.1"
@@ -91,6 +92,8 @@ def test_a_pop_restarted_empty_or_gone_gets_no_federated_calls(
         first.proc.wait(10)
         wait_until(lambda: home_a.encode() not in _alive(client, prefix), 10,
                    "PoP A no longer alive")
+        wait_until(lambda: mi(second, "get_statistics", [["usrloc:federation_homes_alive"]])[
+            "result"]["usrloc:federation_homes_alive"] == 1, 10, "registrar 2 sees only B")
         away = sipp.uac(expect(tmp_path, 480), edge_b, edge_b.address, service="alice")
         assert away.returncode == 0, summary(away)
         assert worker_statistic([edge_a.http], "core:rcv_requests_invite")[0] == invites
@@ -98,12 +101,6 @@ def test_a_pop_restarted_empty_or_gone_gets_no_federated_calls(
         client.close()
         sipp.stop()
         stop_all(edge_a, edge_b, second, first)
-
-
-def _url(reg: object) -> str:
-    from tests.cluster.registrar_nodes import cluster_url
-
-    return cluster_url(reg)  # type: ignore[arg-type]
 
 
 def _alive(client: redis.Redis, prefix: str) -> set[bytes]:
