@@ -68,12 +68,12 @@ from services.registrar.subscribers import Subscriber, SubscriberStore
 from shared.sip import Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
+_FIELDS = [f.name for f in dataclasses.fields(Binding)]
 
 
 def unstored() -> SaveResult:
     """The answer to a REGISTER whose bindings could not be stored: try again later."""
     return SaveResult(503, "Service Unavailable", [("Retry-After", "5")])
-_FIELDS = [f.name for f in dataclasses.fields(Binding)]
 
 
 def encode_binding(b: Binding) -> dict[str, Any]:
