@@ -16,12 +16,13 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from services.media.sets import SetError, parse_socket
 from services.media.store import open_media_store
 
 DbOption = Annotated[str | None, typer.Option(
-    "--db", help="SQLite file or postgresql:// DSN (default: [media] db_url)")]
+    "--db", help=escape("SQLite file or postgresql:// DSN (default: [media] db_url)"))]
 SetOption = Annotated[int, typer.Option("--set", min=0, help="the set id (0: default set)")]
 
 
