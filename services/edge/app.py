@@ -506,15 +506,17 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
         os.unlink(table)
     for sock in probes:
         sock.close()
-    print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    # Before the ready line: whoever read it may stop us at once, and a SIGTERM landing
+    # before the handler would kill this process by default and orphan the workers.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
     rc = 0
     for child in children:
         rc = rc or abs(child.wait())

@@ -10,8 +10,8 @@ offer, see services/media/sets.py), so a delete reaching another broker still fi
 Written only for those calls, removed on delete, purged after `max_age`.
 
 A port with two backends passing one contract suite (tests/contracts/test_media_store.py):
-SQLite (a file, the embedded default; short statements inline, WAL so readers never wait
-for a writer) and PostgreSQL (asyncpg pool, what several brokers on several hosts share).
+SQLite (a file, the embedded default, through aiosqlite's thread; WAL so readers never
+wait for a writer) and PostgreSQL (asyncpg pool, what several brokers on several hosts share).
 `open_media_store(location)` picks by the location (`postgresql://` DSN or a path).
 """
 
@@ -68,50 +68,46 @@ class SQLiteMediaStore(SQLiteFile):
         super().__init__(path, table=table)
 
     async def open(self) -> None:
-        await super().open()
-        db = self.db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_call (key TEXT PRIMARY KEY, "
-                   "set_id INTEGER NOT NULL, socket TEXT NOT NULL, created REAL NOT NULL)")
-        db.commit()
+        await super().open()  # WAL, autocommit: each statement below commits by itself
+        await self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table}_call (key TEXT PRIMARY KEY, "
+            "set_id INTEGER NOT NULL, socket TEXT NOT NULL, created REAL NOT NULL)")
 
     async def rows(self) -> list[EngineRow]:
-        cur = self.db.execute(f"SELECT id, socket, set_id FROM {self.table} ORDER BY id")
-        return [EngineRow(int(i), str(s), int(n)) for i, s, n in cur.fetchall()]
+        async with self.db.execute(
+                f"SELECT id, socket, set_id FROM {self.table} ORDER BY id") as cur:
+            return [EngineRow(int(i), str(s), int(n)) for i, s, n in await cur.fetchall()]
 
     async def add(self, socket: str, set_id: int) -> int:
-        with self.db as db:
-            cur = db.execute(f"INSERT INTO {self.table} (socket, set_id) VALUES (?, ?)",
-                             (socket, set_id))
-            return int(cur.lastrowid or 0)
+        cur = await self.db.execute(f"INSERT INTO {self.table} (socket, set_id) VALUES (?, ?)",
+                                    (socket, set_id))
+        return int(cur.lastrowid or 0)
 
     async def remove(self, socket: str, set_id: int | None = None) -> int:
-        with self.db as db:
-            if set_id is None:
-                cur = db.execute(f"DELETE FROM {self.table} WHERE socket = ?", (socket,))
-            else:
-                cur = db.execute(f"DELETE FROM {self.table} WHERE socket = ? AND set_id = ?",
-                                 (socket, set_id))
-            return int(cur.rowcount)
+        if set_id is None:
+            cur = await self.db.execute(f"DELETE FROM {self.table} WHERE socket = ?", (socket,))
+        else:
+            cur = await self.db.execute(
+                f"DELETE FROM {self.table} WHERE socket = ? AND set_id = ?", (socket, set_id))
+        return int(cur.rowcount)
 
     async def record_call(self, key: str, set_id: int, socket: str, now: float) -> None:
-        with self.db as db:
-            db.execute(f"INSERT OR REPLACE INTO {self.table}_call VALUES (?, ?, ?, ?)",
-                       (key, set_id, socket, now))
+        await self.db.execute(f"INSERT OR REPLACE INTO {self.table}_call VALUES (?, ?, ?, ?)",
+                              (key, set_id, socket, now))
 
     async def find_call(self, key: str) -> tuple[int, str] | None:
-        row = self.db.execute(f"SELECT set_id, socket FROM {self.table}_call WHERE key = ?",
-                              (key,)).fetchone()
+        async with self.db.execute(
+                f"SELECT set_id, socket FROM {self.table}_call WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     async def forget_call(self, key: str) -> None:
-        with self.db as db:
-            db.execute(f"DELETE FROM {self.table}_call WHERE key = ?", (key,))
+        await self.db.execute(f"DELETE FROM {self.table}_call WHERE key = ?", (key,))
 
     async def purge_calls(self, before: float) -> int:
-        with self.db as db:
-            return int(db.execute(f"DELETE FROM {self.table}_call WHERE created < ?",
-                                  (before,)).rowcount)
+        cur = await self.db.execute(f"DELETE FROM {self.table}_call WHERE created < ?",
+                                    (before,))
+        return int(cur.rowcount)
 
 
 class PostgresMediaStore(PostgresPool):

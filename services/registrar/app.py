@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -36,8 +36,9 @@ from services.registrar.location import (
     parse_aor,
 )
 from services.registrar.mi import register_mi
+from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import open_store
-from services.registrar.usrloc import CAPABILITY, UserLocation
+from services.registrar.usrloc import CAPABILITY, UserLocation, unstored
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.registrar.v1.Registrar"
@@ -92,15 +93,21 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
     async def Session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         """The three calls multiplexed on one stream, each reply tagged with its request id.
 
-        A Save that needs no I/O (the table is in memory: every mode but sql-only and
-        full-sharing-cachedb) is answered where it is read, straight into the next reply
-        message: no task, no queue, no copy of the reply.  Any other call runs in a task of
-        its own (a sql-only Save waiting on SQL does not hold up the others) and its reply
-        joins the next message when ready.  Whatever is ready when the stream can be written
-        goes out as one message."""
+        A Save that needs no I/O before it is decided (the table is in memory: every mode
+        but sql-only and full-sharing-cachedb) is answered where it is read, straight into
+        a reply message: no task, no queue, no copy of the reply.  Without a write-through
+        SQL copy it joins the next message at once.  With one (the default, mode `none`),
+        the Saves of one request message are answered in a message of their own that is
+        held until what they changed is stored (`UserLocation.stored`: one transaction and
+        one fsync for every change made meanwhile), so no 200 leaves before its binding
+        would survive a kill -9; a failed write turns their 200s into 503s.  Any other call
+        runs in a task of its own (a sql-only Save waiting on SQL does not hold up the
+        others) and its reply joins the next message when ready.  Whatever is ready when the
+        stream can be written goes out."""
         outbox = _Outbox()
         tasks: set[asyncio.Task[None]] = set()
         inline_saves = self.ul.saves_inline
+        hold_saves = inline_saves and self.ul.durable
 
         async def handle(req: Any) -> None:
             try:
@@ -123,8 +130,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 tasks.discard(asyncio.current_task())
             outbox.put(reply)
 
-        def save_now(req: Any) -> None:
-            reply = outbox.add()
+        def save_now(req: Any, reply: Any) -> None:
             reply.id = req.id
             try:
                 parsed = _parse_save(req.save)
@@ -139,12 +145,20 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         async def read() -> None:
             try:
                 async for batch in request_iterator:
+                    held = None
                     for req in batch.calls:
                         if inline_saves and req.HasField("save"):
-                            save_now(req)
+                            if hold_saves:
+                                if held is None:
+                                    held = pb.SessionReplies()
+                                save_now(req, held.replies.add())
+                            else:
+                                save_now(req, outbox.add())
                         else:
                             task = asyncio.create_task(handle(req))
                             tasks.add(task)
+                    if held is not None:
+                        outbox.hold(held, self.ul.stored())
             finally:
                 outbox.closed = True
                 outbox.ready.set()
@@ -156,7 +170,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 message = outbox.take()
                 if message is not None:
                     yield message
-                if outbox.closed and not tasks and not outbox.message.replies:
+                if outbox.closed and not tasks and outbox.idle:
                     break  # the edge closed its side and everything it asked is answered
         finally:
             reader.cancel()
@@ -165,10 +179,13 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
 
 
 class _Outbox:
-    """Replies of one Session waiting for the next stream message, and the writer's wake-up."""
+    """Replies of one Session waiting for the stream, and the writer's wake-up: the message
+    being filled, and messages of Saves held until their changes are stored."""
 
     def __init__(self) -> None:
         self.message = pb.SessionReplies()
+        self.released: list[Any] = []  # held messages whose changes are stored: send them
+        self.held = 0  # held messages still waiting
         self.ready = asyncio.Event()
         self.closed = False  # the edge closed its side: no more requests
 
@@ -181,19 +198,62 @@ class _Outbox:
         self.message.replies.append(reply)
         self.ready.set()
 
+    def hold(self, message: Any, stored: asyncio.Future[None]) -> None:
+        """`message` goes out once `stored` is done; its 200s become 503s if that failed."""
+        self.held += 1
+
+        def release(done: asyncio.Future[None]) -> None:
+            self.held -= 1
+            if done.cancelled() or done.exception() is not None:
+                for reply in message.replies:
+                    if reply.HasField("save") and reply.save.status == 200:
+                        reply.save.Clear()
+                        _fill_save(reply.save, unstored())
+            self.released.append(message)
+            self.ready.set()
+
+        if stored.done():
+            release(stored)
+        else:
+            stored.add_done_callback(release)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be sent, nor to be stored first."""
+        return not self.held and not self.released and not self.message.replies
+
     def take(self) -> Any | None:
-        """The next message (None when no reply is waiting); the wake-up is consumed."""
+        """Everything ready to go as one message (None when nothing is); the wake-up is
+        consumed.  Released held messages are merged into one: a stream message costs
+        about the same whatever it carries, a copied reply far less."""
         self.ready.clear()
-        if not self.message.replies:
+        parts = self.released
+        self.released = []
+        if self.message.replies:
+            parts.append(self.message)
+            self.message = pb.SessionReplies()
+        if not parts:
             return None
-        message, self.message = self.message, pb.SessionReplies()
+        message = parts[0]
+        for part in parts[1:]:
+            message.MergeFrom(part)
         return message
 
 
 def _parse_save(request: Any) -> SaveResult | tuple[Request, Origin]:
-    """The REGISTER and where it came from, or the 400 answer to bytes that are not one."""
+    """The REGISTER and where it came from, or the 400 answer to bytes that are not one.
+
+    The header section must be UTF-8 (RFC 3261 §25.1: TEXT-UTF8; the edge's parser keeps
+    other bytes as lone surrogates): a binding made of anything else could be neither
+    answered (protobuf strings are UTF-8), nor stored, nor looked up again."""
+    message = request.message
+    end = message.find(b"\r\n\r\n")
     try:
-        msg = parse_message(request.message)
+        (message if end < 0 else message[:end]).decode("utf-8")
+    except UnicodeDecodeError:
+        return SaveResult(400, "Bad Request")
+    try:
+        msg = parse_message(message)
     except SipParseError as exc:
         return SaveResult(400, exc.reason or "Bad Request")
     if not isinstance(msg, Request):
@@ -209,6 +269,26 @@ def _fill_save(reply: Any, result: SaveResult) -> None:
     add = reply.headers.add
     for name, value in result.headers:
         add(name=name, value=value)
+
+
+def _write_metrics(runtime: Any) -> Callable[[float, int], None]:
+    """Prometheus histograms of the location table's writes: seconds per transaction
+    (fsync included) and changes per transaction (how many REGISTERs shared one)."""
+    from prometheus_client import Histogram
+
+    seconds = Histogram("sipmesh_registrar_location_write_seconds",
+                        "Time of one write of the location table (one transaction)",
+                        registry=runtime.metrics,
+                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0))
+    rows = Histogram("sipmesh_registrar_location_write_rows",
+                     "Changed bindings written by one transaction", registry=runtime.metrics,
+                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024))
+
+    def observe(took: float, count: int) -> None:
+        seconds.observe(took)
+        rows.observe(count)
+
+    return observe
 
 
 def _sip_uri(addr: str) -> str:
@@ -289,16 +369,16 @@ async def serve(config: RegistrarConfig) -> None:
         # Every binding lives in Redis: read per request, written before the answer.
         sql_table = RedisLocationTable(config.cachedb_url, prefix=config.cachedb_prefix,
                                        ping_all=not config.ping_nated_only)
-        writer = LocationWriter(sql_table, write_through=True)
-    elif sql_only or config.write_mode != "none" or \
-            config.restart_persistency == "load-from-sql":
+        writer = LocationWriter(sql_table, write_through=True, on_write=_write_metrics(runtime))
+    elif sql_only or config.write_mode != "none" or config.persistency == "load-from-sql":
         from services.registrar.persistence import open_location_table
 
         sql_table = open_location_table(config.db_url or config.store_location,
                                         table=config.table)
         if sql_only or config.write_mode != "none":
             writer = LocationWriter(sql_table, write_through=sql_only or (
-                config.write_mode == "write-through"), interval=config.write_interval)
+                config.write_mode == "write-through"), interval=config.write_interval,
+                on_write=_write_metrics(runtime))
     if mode == "federation-cachedb" and cluster is not None:
         from services.registrar.cachedb import DirectoryPublisher, RedisAorDirectory
 
@@ -309,7 +389,8 @@ async def serve(config: RegistrarConfig) -> None:
             raise ConfigError("[registrar.cluster] sip_addr is needed in federation-cachedb "
                               "(the home address other points of presence send to)")
         publisher = DirectoryPublisher(
-            RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home)
+            RedisAorDirectory(config.cachedb_url, prefix=config.cachedb_prefix), home,
+            ttl=config.cachedb_home_ttl)
     replication = {"federation-cachedb": "same-sip", "full-sharing-cachedb": "none"
                    }.get(mode, "all")
     ul = UserLocation(Location(config.location, config.table), store, events=runtime.events,
@@ -327,11 +408,17 @@ async def serve(config: RegistrarConfig) -> None:
         else:
             # Full sync on join, unless the table comes back from SQL (load-from-sql);
             # federation: only from (and to) the nodes of this point of presence.
+            # federation: once synced, this node holds its PoP's data: the directory
+            # entries of this home are made to match it (a node that restarted empty
+            # withdraws those of its previous life).
+            reconcile = None if publisher is None else (
+                lambda: publisher.reconcile(ul.held_aors))
             cluster.register_capability(
                 CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
                 apply_update=ul.apply_update,
-                needs_sync=config.restart_persistency != "load-from-sql",
-                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY)
+                needs_sync=config.persistency != "load-from-sql",
+                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY,
+                on_sync_done=reconcile)
     register_mi(runtime, ul, sql_table)
     pinging = None
     if config.natping_interval > 0:
@@ -353,9 +440,11 @@ async def serve(config: RegistrarConfig) -> None:
             publisher.start()
         if sql_table is not None:
             await sql_table.open()
-            if config.restart_persistency == "load-from-sql":
+            if config.persistency == "load-from-sql":
                 loaded = ul.load(await sql_table.load(ul.clock()))
                 runtime.log.info("location_loaded", bindings=loaded)
+        if publisher is not None and config.persistency != "sync-from-cluster":
+            publisher.reconcile(ul.held_aors)  # the table is complete now (loaded or empty)
         if writer is not None:
             writer.start()
         srv = await start_grpc_server(
@@ -379,7 +468,10 @@ async def serve(config: RegistrarConfig) -> None:
         if pinging is not None:
             await pinging.stop()
         if writer is not None:
-            await writer.stop()  # write-back: what is pending goes out now
+            try:
+                await writer.stop()  # write-back: what is pending goes out now
+            except WriteFailed:
+                runtime.log.error("location_not_written_at_stop", rows=len(writer.pending))
         if sql_table is not None:
             await sql_table.close()
         if publisher is not None:
@@ -413,11 +505,11 @@ def store_modes(config: RegistrarConfig) -> str:
     if config.cluster_mode == "full-sharing-cachedb":
         return f"{subscribers}, location redis"
     if config.cluster_mode == "sql-only" or config.write_mode != "none" or \
-            config.restart_persistency == "load-from-sql":
+            config.persistency == "load-from-sql":
         table = describe_location(config.db_url or config.store_location)
         return (f"{subscribers}, location {table} {config.write_mode}, "
-                f"restart {config.restart_persistency}")
-    return f"{subscribers}, location memory"
+                f"restart {config.persistency}")
+    return f"{subscribers}, location memory, restart {config.persistency}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

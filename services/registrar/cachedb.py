@@ -27,7 +27,10 @@ Two small ports, each with an embedded backend and the real one (Redis, `redis.a
   addresses (clusterer `sip_addr`) of the points of presence holding it, as OpenSIPS'
   `{aor, home_ip}` rows.  `{p}fed:{aor}` is a Redis set; `MemoryAorDirectory` is the
   embedded backend.  `DirectoryPublisher` applies the changes from the (synchronous)
-  usrloc hot path in order, from one background task.
+  usrloc hot path in order, from one background task, reconciles this home's entries with
+  what the node holds once it holds its PoP's data (a registrar that restarted empty
+  withdraws its stale entries), and keeps `{p}homes` (home -> alive until, on the Redis
+  clock) so that lookups skip the homes whose registrars are all gone.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol
 
 import structlog
@@ -233,6 +237,14 @@ class AorDirectory(Protocol):
 
     async def homes(self, aor: str) -> set[str]: ...
 
+    async def reconcile(self, home: str, held: set[str]) -> tuple[int, int]:
+        """Makes `home` listed for exactly the AORs in `held`: (published, withdrawn)."""
+        ...
+
+    async def beat(self, home: str | None, ttl: float) -> set[str]:
+        """Marks `home` alive for `ttl` s (None: only reads); the homes alive now."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -241,6 +253,7 @@ class MemoryAorDirectory:
 
     def __init__(self) -> None:
         self.rows: dict[str, set[str]] = {}
+        self.alive: dict[str, float] = {}  # home -> until (monotonic)
 
     async def open(self) -> None:
         return None
@@ -257,6 +270,20 @@ class MemoryAorDirectory:
 
     async def homes(self, aor: str) -> set[str]:
         return set(self.rows.get(aor, ()))
+
+    async def reconcile(self, home: str, held: set[str]) -> tuple[int, int]:
+        listed = {aor for aor, homes in self.rows.items() if home in homes}
+        for aor in listed - held:
+            await self.withdraw(aor, home)
+        for aor in held - listed:
+            await self.publish(aor, home)
+        return len(held - listed), len(listed - held)
+
+    async def beat(self, home: str | None, ttl: float) -> set[str]:
+        now = time.monotonic()
+        if home is not None:
+            self.alive[home] = now + ttl
+        return {h for h, until in self.alive.items() if until > now}
 
     async def close(self) -> None:
         return None
@@ -276,28 +303,85 @@ class RedisAorDirectory(_RedisBackend):
     async def homes(self, aor: str) -> set[str]:
         return {h.decode() for h in await self.r.smembers(f"{self.prefix}fed:{aor}")}
 
+    async def reconcile(self, home: str, held: set[str]) -> tuple[int, int]:
+        """One SCAN of the `fed:` keys (at start only), SISMEMBER of each in pipelines,
+        then the SREMs and SADDs in one pipeline."""
+        start = len(f"{self.prefix}fed:")
+        listed: set[str] = set()
+        keys = [k async for k in self.r.scan_iter(match=f"{self.prefix}fed:*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            part = keys[i:i + 1000]
+            pipe = self.r.pipeline(transaction=False)
+            for key in part:
+                pipe.sismember(key, home)
+            listed.update(k.decode()[start:] for k, there in zip(
+                part, await pipe.execute(), strict=True) if there)
+        stale, missing = listed - held, held - listed
+        pipe = self.r.pipeline(transaction=False)
+        for aor in stale:
+            pipe.srem(f"{self.prefix}fed:{aor}", home)
+        for aor in missing:
+            pipe.sadd(f"{self.prefix}fed:{aor}", home)
+        if stale or missing:
+            await pipe.execute()
+        return len(missing), len(stale)
+
+    # Liveness of the homes: hash {p}homes, field = home, value = until when it is alive
+    # (ms, the Redis server's clock, so the PoPs' clocks need not agree).
+    _BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2])) end
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) > now then out[#out + 1] = all[i] end
+end
+return out
+"""
+
+    async def beat(self, home: str | None, ttl: float) -> set[str]:
+        alive = await self.r.eval(self._BEAT, 1, f"{self.prefix}homes", home or "",
+                                  int(ttl * 1000))
+        return {h.decode() for h in alive}
+
     async def clear(self) -> None:
         keys = [k async for k in self.r.scan_iter(match=f"{self.prefix}fed:*", count=500)]
-        if keys:
-            await self.r.delete(*keys)
+        keys.append(f"{self.prefix}homes")
+        await self.r.delete(*keys)
 
 
 class DirectoryPublisher:
-    """Applies AOR insert/delete to an `AorDirectory` in order, off the hot path.
+    """Keeps this point of presence's entries of an `AorDirectory` true, off the hot path.
 
-    A failed write is retried (with the newest state of that AOR winning) so a Redis
-    restart does not leave a PoP unreachable for the AORs registered meanwhile."""
+    * AOR insert/delete noted by usrloc (`note`) are applied in order by one task; a failed
+      write is retried (the newest state of that AOR winning), so a Redis restart does not
+      leave a PoP unreachable for the AORs registered meanwhile.
+    * `reconcile(held)` (once this node holds its PoP's data: after the full sync from a
+      node of the same PoP, or at start when nothing is synced) makes the directory list
+      this home for exactly the AORs held: a node that restarted empty withdraws the
+      entries of its previous life, so no other PoP sends it calls it cannot deliver.
+      Notes taken meanwhile are applied after it, so they win.
+    * Every `ttl`/3 s the task marks this home alive for `ttl` s (only once reconciled)
+      and reads which homes are alive (`live`): a PoP whose registrars are all gone stops
+      being alive after `ttl` s, and lookups give it no branch (`UserLocation.remote_homes`).
+    """
 
-    def __init__(self, directory: AorDirectory, home: str, *, retry: float = 1.0) -> None:
+    def __init__(self, directory: AorDirectory, home: str, *, retry: float = 1.0,
+                 ttl: float = 10.0) -> None:
         self.directory = directory
         self.home = home
         self.retry = retry
+        self.ttl = ttl
         self.pending: dict[str, bool] = {}  # aor -> present (insertion-ordered)
+        self.reconciled = False
+        self.live: set[str] | None = None  # homes alive (None: not read yet)
         self.log = structlog.get_logger("registrar.cachedb")
+        self._held: Callable[[], set[str]] | None = None  # a reconcile is wanted
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def note(self, aor: str, present: bool) -> None:
         self.pending.pop(aor, None)
@@ -305,17 +389,37 @@ class DirectoryPublisher:
         self._idle.clear()
         self._wake.set()
 
+    def reconcile(self, held: Callable[[], set[str]]) -> None:
+        """Asks for a reconcile with the AORs `held()` returns when it runs."""
+        self._held = held
+        self._idle.clear()
+        self._wake.set()
+
     async def drain(self) -> None:
-        """Waits until every noted change is in the directory."""
+        """Waits until every noted change (and a requested reconcile) is in the directory."""
         await self._idle.wait()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._beat())]
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            while self._held is not None:
+                held = self._held
+                try:
+                    added, removed = await self.directory.reconcile(self.home, held())
+                except Exception as exc:
+                    self.log.warning("directory_reconcile_failed", error=repr(exc))
+                    await asyncio.sleep(self.retry)
+                    continue
+                if self._held is held:
+                    self._held = None
+                self.reconciled = True
+                self.log.info("directory_reconciled", home=self.home, published=added,
+                              withdrawn=removed)
+                await self._heartbeat()  # alive again at once
             while self.pending:
                 aor, present = next(iter(self.pending.items()))
                 try:
@@ -329,10 +433,25 @@ class DirectoryPublisher:
                     continue
                 if self.pending.get(aor) is present:  # no newer change came meanwhile
                     del self.pending[aor]
-            self._idle.set()
+            if self._held is None and not self.pending:
+                self._idle.set()
+
+    async def _heartbeat(self) -> None:
+        try:
+            self.live = await self.directory.beat(self.home if self.reconciled else None,
+                                                  self.ttl)
+        except Exception as exc:
+            self.log.warning("directory_beat_failed", error=repr(exc))
+
+    async def _beat(self) -> None:
+        while True:
+            await self._heartbeat()
+            await asyncio.sleep(self.ttl / 3)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []

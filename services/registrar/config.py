@@ -14,7 +14,7 @@ from services.registrar.subscribers import default_location
 CLUSTER_MODES = ("none", "full-sharing", "federation-cachedb", "full-sharing-cachedb",
                  "sql-only")
 CLUSTERED = ("full-sharing", "federation-cachedb", "full-sharing-cachedb")
-RESTART_PERSISTENCY = ("none", "load-from-sql", "sync-from-cluster")
+RESTART_PERSISTENCY = ("", "none", "load-from-sql", "sync-from-cluster")
 SQL_WRITE_MODES = ("", "none", "write-through", "write-back")
 
 
@@ -38,10 +38,15 @@ class RegistrarConfig:
     # every binding; keys under cachedb_prefix (several deployments can share one Redis).
     cachedb_url: str = "redis://127.0.0.1:6379/0"
     cachedb_prefix: str = "sipmesh:ul:"
+    # federation-cachedb: a point of presence whose registrars stopped marking it alive
+    # for this long gets no federated branch from the others (s).
+    cachedb_home_ttl: float = 10.0
     # OpenSIPS restart_persistency / sql_write_mode; the SQL location table lives in
-    # `db_url` (default: the subscribers' database). sql_write_mode "" = write-back with
-    # load-from-sql, else none.
-    restart_persistency: str = "none"
+    # `db_url` (default: the subscribers' database).  restart_persistency "" = by mode
+    # (`persistency`): load-from-sql in mode none, so a restarted registrar comes back with
+    # every binding it acknowledged.  sql_write_mode "" = write-through with load-from-sql
+    # (a 200 leaves once its binding is stored), else none.
+    restart_persistency: str = ""
     sql_write_mode: str = ""
     write_interval: float = 60.0
     db_url: str = ""
@@ -68,13 +73,15 @@ class RegistrarConfig:
         if self.sql_write_mode not in SQL_WRITE_MODES:
             raise ValueError("[registrar] sql_write_mode must be none, write-through or "
                              "write-back")
-        if self.restart_persistency == "sync-from-cluster" and \
+        if self.persistency == "sync-from-cluster" and \
                 self.cluster_mode not in ("full-sharing", "federation-cachedb"):
             raise ValueError("[registrar] sync-from-cluster needs cluster_mode full-sharing "
                              "or federation-cachedb")
         if self.cluster_mode in ("federation-cachedb", "full-sharing-cachedb") and \
                 not self.cachedb_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("[registrar] cachedb_url must be a redis:// URL")
+        if self.cachedb_home_ttl <= 0:
+            raise ValueError("[registrar] cachedb_home_ttl must be positive")
         if self.min_expires < 0 or self.default_expires < 0 or self.max_expires < 0:
             raise ValueError("[registrar] expires values must not be negative")
         if self.max_expires and self.max_expires < self.min_expires:
@@ -90,7 +97,17 @@ class RegistrarConfig:
         return self.store or default_location()
 
     @property
+    def persistency(self) -> str:
+        """restart_persistency, or the mode's default: `none` reloads its table from SQL,
+        full-sharing and federation-cachedb sync from the cluster, and the modes whose
+        table is shared (sql-only, full-sharing-cachedb) need nothing."""
+        if self.restart_persistency:
+            return self.restart_persistency
+        return {"none": "load-from-sql", "full-sharing": "sync-from-cluster",
+                "federation-cachedb": "sync-from-cluster"}.get(self.cluster_mode, "none")
+
+    @property
     def write_mode(self) -> str:
         if self.sql_write_mode:
             return self.sql_write_mode
-        return "write-back" if self.restart_persistency == "load-from-sql" else "none"
+        return "write-through" if self.persistency == "load-from-sql" else "none"

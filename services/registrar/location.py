@@ -107,6 +107,17 @@ class Binding:
         digest = hashlib.blake2b(f"{self.aor}|{self.key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") >> 1
 
+    def is_utf8(self) -> bool:
+        """Every text of the binding is UTF-8 (no lone surrogate kept from undecodable
+        bytes): only such a binding can be answered over gRPC, dumped as JSON or stored."""
+        try:
+            for text in (self.aor, self.uri, self.callid, self.received, self.instance,
+                         self.user_agent, self.socket, self.attr, self.params, *self.path):
+                text.encode("utf-8")
+        except (UnicodeEncodeError, AttributeError):  # AttributeError: not text at all
+            return False
+        return True
+
     def remaining(self, now: float) -> int:
         return max(int(self.expires - now), 0)
 

@@ -32,9 +32,10 @@ from services.registrar.location import (
     parse_aor,
     parse_q,
 )
+from services.registrar.persistence import WriteFailed
 from services.registrar.usrloc import CAPABILITY, UserLocation
 from shared.cluster.config import ClusterConfig
-from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError, int_param
+from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, SERVICE_UNAVAILABLE, MiError, int_param
 from shared.service.runtime import ServiceRuntime
 
 HASH_SIZE = 512  # OpenSIPS hash_size 9 (2^9), reported as ul_dump's hash_size
@@ -96,6 +97,13 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         if str(name) != table:
             raise MiError(NOT_FOUND, "Table not found")
 
+    async def stored() -> None:
+        """An MI change answers "OK" only once it is stored (write-through, sql-only)."""
+        try:
+            await ul.commit()
+        except WriteFailed:
+            raise MiError(SERVICE_UNAVAILABLE, "Location table not written") from None
+
     def aor_of(value: Any) -> str:
         text = str(value)
         if "@" not in text:
@@ -137,8 +145,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         key = aor_of(aor)
         await ul.refresh(key)
         ul.remove_aor(key)
-        if ul.sql_only is not None:
-            await ul.flush()
+        await stored()
         return "OK"
 
     @runtime.command("ul_rm_contact", (("table_name", "aor", "contact"),),
@@ -151,13 +158,15 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
             raise MiError(NOT_FOUND, "AOR not found")
         if not ul.remove_contact(key, str(contact)):
             raise MiError(NOT_FOUND, "Contact not found")
-        if ul.sql_only is not None:
-            await ul.flush()
+        await stored()
         return "OK"
 
     @runtime.command("ul_flush", doc="write pending changes to the SQL location table")
     async def ul_flush() -> Any:
-        await ul.flush()
+        try:
+            await ul.flush()
+        except WriteFailed:
+            raise MiError(SERVICE_UNAVAILABLE, "Location table not written") from None
         return "OK"
 
     add_recipes = (
@@ -179,14 +188,16 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         except RegisterError:
             raise MiError(BAD_REQUEST, "Bad parameter value") from None
         now = ul.clock()
-        await ul.refresh(key)
-        ul.add(Binding(
+        binding = Binding(
             aor=key, uri=str(contact), expires=int(now) + seconds if seconds else 0, q=qv,
             callid="dfjrewr12386fd6-343@opensips.mi", cseq=1,
             user_agent="SipMesh MI Server", flags=int_param(flags, "flags"),
-            cflags=int_param(cflags, "cflags"), methods=int_param(methods, "methods") & 0xFFFFFFFF))
-        if ul.sql_only is not None:
-            await ul.flush()
+            cflags=int_param(cflags, "cflags"), methods=int_param(methods, "methods") & 0xFFFFFFFF)
+        if not binding.is_utf8():
+            raise MiError(BAD_REQUEST, "Bad parameter value")
+        await ul.refresh(key)
+        ul.add(binding)
+        await stored()
         return "OK"
 
     @runtime.command("ul_sync", (("table_name",), ("table_name", "aor")),
@@ -217,6 +228,13 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
         f"{table}-users": len(ul.location.records),
         f"{table}-contacts": ul.location.contact_count,
         f"{table}-expires": ul.stats["expired"],
+        # The SQL copy (write-through / write-back): transactions written, failed, and
+        # changed bindings not yet stored.
+        **({"sql_writes": ul.writer.writes, "sql_write_failures": ul.writer.failures,
+            "sql_pending": len(ul.writer.pending)} if ul.writer is not None else {}),
+        # federation-cachedb: the points of presence this node currently sees alive.
+        **({"federation_homes_alive": len(ul.directory.live or ())}
+           if ul.directory is not None else {}),
     })
     runtime.stats.group("registrar", lambda: {
         "accepted_regs": ul.stats["saves"] - ul.stats["save_errors"],

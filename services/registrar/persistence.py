@@ -1,14 +1,18 @@
 """SQL copy of the location table: restart persistence (`load-from-sql`) and `ul_sync`.
 
 A port (`LocationTable`) with two backends sharing one contract suite: SQLite (a file; the
-embedded default, the same database as the subscribers) and PostgreSQL (asyncpg).  A row
-is one binding: `(aor, key)` primary key, its expiry, and the binding as JSON.
+embedded default, the same database as the subscribers; WAL with fsynced commits, on
+aiosqlite's thread) and PostgreSQL (asyncpg).  A row is one binding: `(aor, key)` primary
+key, its expiry, and the binding as JSON.
 
 `LocationWriter` keeps the SQL copy in step with memory, as OpenSIPS `sql_write_mode`:
-`write-through` flushes after every change, `write-back` every `interval` seconds (and on
-`ul_flush` and at stop).  Pending changes are coalesced per binding (the last one wins),
-so a phone refreshing every few seconds costs one row write per flush.  A flush that
-fails keeps its changes pending for the next attempt.
+`write-through` writes every change at once and lets the caller wait until it is stored
+(the registrar answers a REGISTER only then: nothing a 200 acknowledged is lost by a
+kill -9); the changes made while a write is in flight share the next transaction and its
+fsync (group commit), so the cost per REGISTER falls as the load grows.  `write-back`
+writes every `interval` seconds (and on `ul_flush` and at stop): a crash loses what
+changed since the last write.  Pending changes are coalesced per binding (the last one
+wins).  A write that fails keeps its changes pending for the next attempt.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -62,40 +67,58 @@ _DDL = ("CREATE TABLE IF NOT EXISTS {t} (aor TEXT NOT NULL, bkey TEXT NOT NULL, 
 
 
 class SQLiteLocationTable(SQLiteFile):
+    """The location table in a SQLite file, on aiosqlite's thread (shared.store.SQLiteFile:
+    WAL, fsynced commits).  A write is one transaction; a lock keeps two transactions of
+    this connection from interleaving their statements."""
+
     ddl = _DDL
     not_open = "location table is not open"
 
     def __init__(self, path: str | Path, *, table: str = "location") -> None:
         super().__init__(path, table=table)
+        self._tx = asyncio.Lock()
 
     async def load(self, now: float) -> list[Binding]:
-        rows = self.db.execute(
+        rows = await self.db.execute_fetchall(
             f"SELECT data FROM {self.table} WHERE expires = 0 OR expires > ?", (int(now),))
         return [_binding(r[0]) for r in rows]
 
+    async def _transaction(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """`executemany` of each (sql, rows) in one transaction, committed (fsynced)."""
+        db = self.db
+        async with self._tx:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    if rows:
+                        await db.executemany(sql, rows)
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.execute("ROLLBACK")
+                raise
+
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
                     ) -> None:
-        with self.db:
-            self.db.executemany(f"DELETE FROM {self.table} WHERE aor = ? AND bkey = ?",
-                                list(deletes))
-            self.db.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
-                                [_row(b) for b in upserts])
+        await self._transaction([
+            (f"DELETE FROM {self.table} WHERE aor = ? AND bkey = ?", list(deletes)),
+            (f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
+             [_row(b) for b in upserts])])
 
     async def replace_all(self, bindings: Iterable[Binding]) -> None:
-        with self.db:
-            self.db.execute(f"DELETE FROM {self.table}")
-            self.db.executemany(f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)",
-                                [_row(b) for b in bindings])
+        await self._transaction([
+            (f"DELETE FROM {self.table} WHERE 1 = ?", [(1,)]),
+            (f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)", [_row(b) for b in bindings])])
 
     async def load_aor(self, aor: str, now: float) -> list[Binding]:
-        rows = self.db.execute(
+        rows = await self.db.execute_fetchall(
             f"SELECT data FROM {self.table} WHERE aor = ? AND (expires = 0 OR expires > ?)",
             (aor, int(now)))
         return [_binding(r[0]) for r in rows]
 
     async def purge(self, now: float) -> int:
-        with self.db:
-            cur = self.db.execute(
+        async with self._tx:
+            cur = await self.db.execute(
                 f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?", (int(now),))
         return cur.rowcount
 
@@ -147,60 +170,162 @@ def open_location_table(location: str, *, table: str = "location") -> LocationTa
     return SQLiteLocationTable(location, table=table)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class WriteFailed(Exception):
+    """The changes a caller waited for are not in the table (the write failed; they stay
+    pending and are retried): whatever they answer must not say they were stored."""
+
+
 class LocationWriter:
-    """Coalesces binding changes and writes them to a LocationTable (see module doc)."""
+    """Keeps a LocationTable in step with memory (see module doc).
+
+    write-through: one task writes every change at once; the changes noted while a write is
+    in flight go together in the next one (group commit: one transaction, one fsync for all
+    of them).  `ticket()` / `flush()` wait until every change noted before the call is in
+    the table, so a 200 can leave only once its binding is stored.  A failed write keeps
+    its changes pending, fails the waiters that counted on it (`WriteFailed`) and is retried
+    after `retry` s, doubling up to 5 s.
+
+    write-back: the task writes every `interval` s; `flush()` writes now (ul_flush, stop).
+
+    `on_write(seconds, rows)` is called after each write that succeeded (metrics)."""
+
+    max_retry = 5.0
 
     def __init__(self, table: LocationTable, *, write_through: bool,
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, retry: float = 0.5,
+                 on_write: Callable[[float, int], None] | None = None) -> None:
         self.table = table
         self.write_through = write_through
         self.interval = interval
+        self.retry = retry
+        self.on_write = on_write
         self.pending: dict[tuple[str, str], Binding | None] = {}
-        self.log = structlog.get_logger("registrar.sql")
+        self.noted = 0  # changes noted so far (a sequence number)
+        self.written = 0  # every change up to this number is in the table
+        self.writes = 0  # transactions written
         self.failures = 0
+        self.log = structlog.get_logger("registrar.sql")
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one write at a time
         self._task: asyncio.Task[None] | None = None
 
     def upsert(self, b: Binding) -> None:
         self.pending[(b.aor, b.key)] = b
+        self.noted += 1
         if self.write_through:
             self._wake.set()
 
     def delete(self, b: Binding) -> None:
         self.pending[(b.aor, b.key)] = None
+        self.noted += 1
         if self.write_through:
             self._wake.set()
 
+    @property
+    def settled(self) -> bool:
+        """Every change noted so far is in the table."""
+        return self.written >= self.noted
+
+    def ticket(self) -> asyncio.Future[None]:
+        """A future done once every change noted so far is in the table (at once when it
+        already is), or failed with WriteFailed when the write carrying them failed.  The
+        background task must run (`start`)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.settled:
+            fut.set_result(None)
+        else:
+            self._waiters.append((self.noted, fut))
+            self._wake.set()
+        return fut
+
     async def flush(self) -> None:
+        """Returns once every change noted so far is in the table; WriteFailed otherwise."""
+        if self._task is not None and not self._task.done():
+            await self.ticket()
+            return
+        while not self.settled:
+            if not await self._write_once():
+                raise WriteFailed("the location table could not be written")
+
+    async def _write_once(self) -> bool:
+        """Writes what is pending as one transaction; False when that failed."""
         async with self._lock:
-            if not self.pending:
-                return
+            seq = self.noted
             batch, self.pending = self.pending, {}
-            ups = [b for b in batch.values() if b is not None]
-            dels = [k for k, b in batch.items() if b is None]
-            try:
-                await self.table.write(ups, dels)
-            except Exception as exc:
-                self.failures += 1
-                self.log.warning("location_write_failed", error=repr(exc), rows=len(batch))
-                for k, b in batch.items():  # keep them, unless a newer change came meanwhile
-                    self.pending.setdefault(k, b)
+            if batch:
+                ups = [b for b in batch.values() if b is not None]
+                dels = [k for k, b in batch.items() if b is None]
+                if not all(b.is_utf8() for b in ups):
+                    # Kept, it would fail every write after it: refused where it entered
+                    # (gRPC Save, MI, replication); dropped here should one get through.
+                    self.log.error("location_binding_not_storable", bindings=[
+                        b.aor.encode("utf-8", "backslashreplace").decode() for b in ups
+                        if not b.is_utf8()])
+                    ups = [b for b in ups if b.is_utf8()]
+                    dels = [(a, k) for a, k in dels if _utf8(a) and _utf8(k)]
+                started = time.perf_counter()
+                try:
+                    await self.table.write(ups, dels)
+                except BaseException as exc:
+                    for k, b in batch.items():  # kept, unless a newer change came meanwhile
+                        self.pending.setdefault(k, b)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled (stop): the final flush writes them
+                    self.failures += 1
+                    self.log.warning("location_write_failed", error=repr(exc), rows=len(batch))
+                    self._settle(seq, WriteFailed(repr(exc)))
+                    return False
+                self.writes += 1
+                if self.on_write is not None:
+                    self.on_write(time.perf_counter() - started, len(batch))
+            self.written = max(self.written, seq)
+            self._settle(seq, None)
+            return True
+
+    def _settle(self, seq: int, error: Exception | None) -> None:
+        """Resolves the waiters whose changes were all in the write up to `seq`."""
+        keep = []
+        for wanted, fut in self._waiters:
+            if wanted > seq:
+                keep.append((wanted, fut))
+            elif not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+        self._waiters = keep
 
     def start(self) -> None:
         async def run() -> None:
+            delay = self.retry
             while True:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(None if self.write_through else self.interval):
                         await self._wake.wait()
                 self._wake.clear()
-                await self.flush()
+                while not self.settled or self._waiters:
+                    if await self._write_once():
+                        delay = self.retry
+                        continue
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_retry)
 
         self._task = asyncio.create_task(run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stops the task and writes what is still pending (WriteFailed when it cannot)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self.flush()

@@ -9,8 +9,10 @@ Each port keeps its own queries; what they have in common lives here:
 - `PostgresPool` is a base for PostgreSQL backends: `open()` creates one asyncpg pool (imported
   lazily, so SQLite-only deployments never load asyncpg) and runs the backend's DDL once;
   `pool` raises while not open; `close()` releases the pool.
-- `SQLiteFile` is a base for SQLite backends that run their short statements inline: `open()`
-  creates the parent directory, connects and runs the DDL; `db` raises while not open.
+- `SQLiteFile` is a base for SQLite backends on `aiosqlite` (statements on a thread of the
+  connection's own, never on the event loop): `open()` creates the parent directory, connects
+  in autocommit and WAL mode with fsynced commits and runs the DDL; `db` raises while not
+  open.
 """
 
 from shared.store.names import safe_table_name

@@ -105,6 +105,17 @@ def _tuple(row: Address | Destination) -> tuple[object, ...]:
     return dataclasses.astuple(row)
 
 
+async def _write(table: SQLiteFile, sql: str, values: list[tuple[object, ...]]) -> None:
+    """``executemany`` in one transaction (the connection is in autocommit mode)."""
+    await table.db.execute("BEGIN IMMEDIATE")
+    try:
+        await table.db.executemany(sql, values)
+    except BaseException:
+        await table.db.execute("ROLLBACK")
+        raise
+    await table.db.execute("COMMIT")
+
+
 class SQLiteAddresses(SQLiteFile):
     ddl = _ADDRESS_DDL
     not_open = "address table is not open"
@@ -114,15 +125,14 @@ class SQLiteAddresses(SQLiteFile):
 
     async def put(self, rows: Iterable[Address]) -> int:
         values = [_tuple(r) for r in rows]
-        with self.db:
-            self.db.executemany(f"INSERT OR REPLACE INTO {self.table} "
-                                f"({', '.join(_ADDRESS_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                values)
+        await _write(self, f"INSERT OR REPLACE INTO {self.table} ({', '.join(_ADDRESS_COLS)}) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", values)
         return len(values)
 
     async def all(self) -> list[Address]:
-        rows = self.db.execute(f"SELECT {', '.join(_ADDRESS_COLS)} FROM {self.table} "
-                               "ORDER BY grp, ip, mask, port, proto")
+        rows = await self.db.execute_fetchall(
+            f"SELECT {', '.join(_ADDRESS_COLS)} FROM {self.table} "
+            "ORDER BY grp, ip, mask, port, proto")
         return [Address(*r) for r in rows]
 
 
@@ -135,15 +145,15 @@ class SQLiteDispatcher(SQLiteFile):
 
     async def put(self, rows: Iterable[Destination]) -> int:
         values = [_tuple(r) for r in rows]
-        with self.db:
-            self.db.executemany(f"INSERT OR REPLACE INTO {self.table} "
-                                f"({', '.join(_DISPATCHER_COLS)}) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values)
+        await _write(self, f"INSERT OR REPLACE INTO {self.table} "
+                           f"({', '.join(_DISPATCHER_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     values)
         return len(values)
 
     async def all(self) -> list[Destination]:
-        rows = self.db.execute(f"SELECT {', '.join(_DISPATCHER_COLS)} FROM {self.table} "
-                               "ORDER BY setid, priority DESC, destination")
+        rows = await self.db.execute_fetchall(
+            f"SELECT {', '.join(_DISPATCHER_COLS)} FROM {self.table} "
+            "ORDER BY setid, priority DESC, destination")
         return [Destination(*r) for r in rows]
 
 

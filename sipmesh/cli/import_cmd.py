@@ -128,8 +128,8 @@ def register(app: typer.Typer) -> None:
         out.print(summary(reports))
         out.print(f"into: subscribers, address, dispatcher -> {escape(targets.store)}; "
                   f"bindings -> {escape(targets.location_db)} (table "
-                  f"{targets.location_table}; loaded by a registrar with restart_persistency "
-                  f"= load-from-sql)")
+                  f"{targets.location_table}: loaded when a registrar starts, by default in "
+                  f"cluster mode none)")
         if not any(r.found for r in reports):
             typer.echo("error: none of the OpenSIPS tables was found in the source", err=True)
             raise typer.Exit(1)

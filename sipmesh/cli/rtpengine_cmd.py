@@ -16,7 +16,7 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape  # help texts render as rich markup: keep [section] literal
+from rich.markup import escape
 
 from services.media.sets import SetError, parse_socket
 from services.media.store import open_media_store

@@ -14,13 +14,17 @@ memory per binding; replication lag between two full-sharing registrar nodes.
    scans the table on every lookup).
 2. Memory per binding: 100,000 AORs with one binding each saved into the registrar's
    location table in this process (tracemalloc, bytes per binding).  Goal: <= 2 KB.
-3. Replication lag: two registrar nodes in full-sharing; while sipp registers through an
+3. CPU per registration (`cpu`): the registrar's and the edge's CPU time (/proc) per
+   REGISTER at a fixed rate (`--cpu-rate`, default 1000/s), each one a new subscriber and
+   so a new binding to store: what write-through costs, less disturbed by other load
+   than the maximum rate.
+4. Replication lag: two registrar nodes in full-sharing; while sipp registers through an
    edge into node 1 at `--lag-rate`, markers added on node 1 (MI ul_add) are timed until
    node 2 shows them (MI ul_show_contact polled every 2 ms); median and p95 printed.
 
     .venv/bin/python tests/bench/bench_registrar.py [--step SECONDS]
-                                    [--only sipmesh,kamailio,memory,lag,workers,users
-                                            (,kamailio-users)]
+                                    [--only sipmesh,kamailio,memory,lag,workers,users,
+                                            cpu(,kamailio-users)] [--cpu-rate N]
                                     [--users N]
 
 Not a test: numbers depend on the machine and on whatever else runs on it.
@@ -256,6 +260,36 @@ def bench_kamailio(step: float, workdir: Path, users: int = 1) -> int:
         kam.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_register(step: float, workdir: Path, rate: int, users: int) -> None:
+    """CPU of the registrar and of the edge per REGISTER at a fixed `rate`, each call a new
+    subscriber (a new binding, so every registration is a row to store): a figure that
+    other load on the machine changes far less than the maximum rate does."""
+    inf = many_subscribers(workdir, users)
+    reg, grpc, mi, _ = start_registrar(workdir, "registrar")
+    try:
+        edge = start_edge(workdir, grpc)
+        try:
+            r0, e0 = cpu_seconds(reg.pid), cpu_seconds(edge.proc.pid)
+            ok, failed, took, _ = run_step(edge.port, rate, step, workdir, inf)
+            r1, e1 = cpu_seconds(reg.pid), cpu_seconds(edge.proc.pid)
+        finally:
+            edge.stop()
+        stats = _mi(mi, "get_statistics", [["usrloc:"]])["result"]
+    finally:
+        stop(reg)
+    writes = stats.get("usrloc:sql_writes")
+    shared = f", {ok / writes:.1f} registrations per SQL transaction" if writes else ""
+    print(f"  CPU per REGISTER at {rate}/s ({ok} ok, {failed} failed, {took:.1f} s): "
+          f"registrar {(r1 - r0) / max(ok, 1) * 1e6:.0f} us, "
+          f"edge {(e1 - e0) / max(ok, 1) * 1e6:.0f} us{shared}", flush=True)
+
+
 def memory_per_binding(count: int = 100_000) -> float:
     from services.registrar.location import Location, Origin
     from shared.sip import Request, parse_message
@@ -341,10 +375,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step", type=float,
                         default=float(os.environ.get("BENCH_STEP_SECONDS", "5")))
-    parser.add_argument("--only", default="sipmesh,kamailio,memory,lag,workers,users")
+    parser.add_argument("--only", default="sipmesh,kamailio,memory,lag,workers,users,cpu")
     parser.add_argument("--users", type=int, default=20_000,
                         help="subscribers of the many-users climb (`users`)")
     parser.add_argument("--lag-rate", type=int, default=200)
+    parser.add_argument("--cpu-rate", type=int, default=1000,
+                        help="REGISTER/s of the CPU-per-registration measurement (`cpu`)")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     for tool in ("sipp", "kamailio"):
@@ -385,6 +421,10 @@ def main() -> int:
     if results.get("sipmesh") is not None and results.get("kamailio"):
         print(f"  ratio sipmesh / kamailio (1 worker each): "
               f"{results['sipmesh'] / results['kamailio']:.2f} (goal >= 0.5)")
+    if "cpu" in wanted:
+        (workdir / "cpu").mkdir()
+        print("\nCPU per registration (each a new binding, default configuration):")
+        cpu_per_register(args.step * 2, workdir / "cpu", args.cpu_rate, args.users)
     if "memory" in wanted:
         per = memory_per_binding()
         print(f"\nmemory per binding at 100,000 bindings: {per:.0f} bytes (goal <= 2048)")

@@ -4,6 +4,7 @@ and the publisher that feeds it from the usrloc hot path, in order."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -84,5 +85,51 @@ async def test_publisher_retries_while_the_directory_fails() -> None:
         await pub.drain()
         assert flaky.failures == 0
         assert await flaky.homes("a@x") == {"sip:h"}
+    finally:
+        await pub.stop()
+
+
+async def test_reconcile_lists_a_home_for_exactly_what_it_holds(
+        directory: AorDirectory) -> None:
+    home, other = "sip:10.0.0.1:5060", "sip:10.0.0.2:5060"
+    for aor in ("stale1@x", "stale2@x", "kept@x"):
+        await directory.publish(aor, home)
+    await directory.publish("stale1@x", other)  # another PoP's entry is not touched
+    assert await directory.reconcile(home, {"kept@x", "new@x"}) == (1, 2)
+    assert await directory.homes("stale1@x") == {other}
+    assert await directory.homes("stale2@x") == set()
+    assert await directory.homes("kept@x") == {home}
+    assert await directory.homes("new@x") == {home}
+    assert await directory.reconcile(home, set()) == (0, 2)  # restarted empty
+    assert await directory.homes("kept@x") == set()
+    assert await directory.homes("stale1@x") == {other}
+
+
+async def test_a_home_is_alive_only_while_it_beats(directory: AorDirectory) -> None:
+    assert await directory.beat(None, 10) == set()
+    assert await directory.beat("sip:a", 10) == {"sip:a"}
+    assert await directory.beat("sip:b", 0.05) == {"sip:a", "sip:b"}
+    deadline = asyncio.get_running_loop().time() + 5
+    while "sip:b" in await directory.beat(None, 10):  # until b's 50 ms are over
+        assert asyncio.get_running_loop().time() < deadline, "sip:b never expired"
+        await asyncio.sleep(0.01)
+    assert await directory.beat(None, 10) == {"sip:a"}
+
+
+async def test_publisher_reconciles_then_applies_later_notes(directory: AorDirectory) -> None:
+    home = "sip:10.0.0.1:5060"
+    await directory.publish("gone@x", home)  # from a previous life of this home
+    pub = DirectoryPublisher(directory, home, ttl=10)
+    held = {"a@x"}
+    pub.start()
+    try:
+        assert pub.live is None or home not in pub.live  # not alive before it reconciled
+        pub.reconcile(lambda: set(held))
+        pub.note("b@x", True)  # after the reconcile was asked: applied after it
+        await pub.drain()
+        assert await directory.homes("gone@x") == set()
+        assert await directory.homes("a@x") == {home}
+        assert await directory.homes("b@x") == {home}
+        assert pub.reconciled and pub.live is not None and home in pub.live
     finally:
         await pub.stop()

@@ -1,6 +1,7 @@
 """One contract suite over every location table (SQLite, the real PostgreSQL at
 127.0.0.1:5432/test, the real Redis at 127.0.0.1:6379 for full-sharing-cachedb), and the
-write-back/write-through writer on top of them."""
+write-back/write-through writer on top of them (group commit, a waiter released only once
+its changes are stored, failed writes retried)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from services.registrar.persistence import (
     LocationWriter,
     PostgresLocationTable,
     SQLiteLocationTable,
+    WriteFailed,
 )
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -96,3 +98,70 @@ async def test_one_aor_is_loaded_alone_and_purge_removes_expired_rows(
         "sip:a@10.0.0.1", "sip:forever@10.0.0.1"]
     assert await table.purge(T0) == 1
     assert len(await table.load(0)) == 3
+
+
+async def test_write_through_stores_everything_before_the_ticket_in_one_transaction(
+        table: LocationTable) -> None:
+    writer = LocationWriter(table, write_through=True)
+    writer.start()
+    try:
+        assert writer.ticket().done()  # nothing noted: nothing to wait for
+        for i in range(50):  # noted in one turn of the loop: one transaction
+            writer.upsert(binding(f"sip:{i}@10.0.0.1"))
+        await writer.ticket()
+        assert len(await table.load(T0)) == 50
+        assert writer.writes == 1 and writer.settled
+        writer.delete(binding("sip:0@10.0.0.1"))
+        await writer.flush()
+        assert len(await table.load(T0)) == 49
+    finally:
+        await writer.stop()
+
+
+class FailingTable:
+    """Delegates to a real table; its next `fail` writes raise."""
+
+    def __init__(self, table: LocationTable, fail: int) -> None:
+        self.table, self.fail = table, fail
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.table, name)
+
+    async def write(self, upserts: object, deletes: object) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("database away")
+        await self.table.write(upserts, deletes)  # type: ignore[arg-type]
+
+
+async def test_a_failed_write_fails_its_waiters_and_is_retried(table: LocationTable) -> None:
+    flaky = FailingTable(table, fail=1)
+    writer = LocationWriter(flaky, write_through=True, retry=0.01)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        writer.upsert(binding("sip:a@10.0.0.1"))
+        with pytest.raises(WriteFailed):
+            await writer.ticket()  # its answer must not say "stored"
+        assert writer.failures == 1 and not writer.settled
+        writer.upsert(binding("sip:b@10.0.0.2"))
+        await writer.ticket()  # the retry stores both
+        assert sorted(b.uri for b in await table.load(T0)) == ["sip:a@10.0.0.1",
+                                                              "sip:b@10.0.0.2"]
+        assert writer.failures == 1 and writer.settled
+    finally:
+        await writer.stop()
+
+
+async def test_write_back_writes_nothing_before_its_interval_or_a_flush(
+        table: LocationTable) -> None:
+    writer = LocationWriter(table, write_through=False, interval=3600)
+    writer.start()
+    try:
+        writer.upsert(binding("sip:a@10.0.0.1"))
+        assert not writer.settled
+        await writer.flush()  # ul_flush
+        assert [b.uri for b in await table.load(T0)] == ["sip:a@10.0.0.1"]
+        writer.upsert(binding("sip:b@10.0.0.2"))
+    finally:
+        await writer.stop()  # at stop: what is pending goes out
+    assert len(await table.load(T0)) == 2

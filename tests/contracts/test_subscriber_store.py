@@ -94,10 +94,11 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(open_store(str(tmp_path / "x.sqlite")), SQLiteSubscribers)
 
 
-async def test_sqlite_lookup_waiting_on_a_locked_file_leaves_the_event_loop_running(
+async def test_sqlite_store_waiting_on_a_locked_file_leaves_the_event_loop_running(
         tmp_path: Path) -> None:
-    """Another process (`sipmesh user add`) holding the file's write lock makes a lookup
-    wait (up to the busy timeout); the registrar's other work must go on meanwhile."""
+    """Another process (`sipmesh user add`) holding the file's write lock does not hold up
+    the registrar's lookups (WAL: readers never wait for a writer), and a write of this
+    store waits for it (up to the busy timeout) with the event loop still running."""
     path = tmp_path / "subscribers.sqlite"
     store = SQLiteSubscribers(path)
     await store.open()
@@ -105,17 +106,23 @@ async def test_sqlite_lookup_waiting_on_a_locked_file_leaves_the_event_loop_runn
         await store.add("alice", "example.com", "pw")
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN EXCLUSIVE")
-        lookup = asyncio.create_task(store.get("alice", "example.com"))
+        other.execute("INSERT INTO subscriber VALUES ('zed', 'example.com', 'x', 'y')")
+        async with asyncio.timeout(2):  # the registrar's lookups go on meanwhile
+            sub = await store.get("alice", "example.com")
+        assert sub is not None and sub.username == "alice"
+        assert await store.get("zed", "example.com") is None  # not committed yet
+        write = asyncio.create_task(store.add("bob", "example.com", "pw"))
         turns = 0
-        while turns < 100:  # the loop keeps turning: the lookup waits elsewhere
+        while turns < 100:  # the loop keeps turning: the write waits elsewhere
             await asyncio.sleep(0)
             turns += 1
-        assert not lookup.done()
-        other.execute("ROLLBACK")
+        assert not write.done()
+        other.execute("COMMIT")
         other.close()
         async with asyncio.timeout(5):
-            sub = await lookup
-        assert sub is not None and sub.username == "alice"
+            await write
+        assert [await store.get(u, "example.com") is not None for u in ("bob", "zed")] == \
+            [True, True]
     finally:
         await store.close()
     with pytest.raises(RuntimeError, match="not open"):

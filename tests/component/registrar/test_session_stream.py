@@ -1,8 +1,9 @@
 """The registrar's Session stream seen from a raw gRPC client (no edge code): the calls of
 one stream message are answered under their ids whichever way the registrar runs them
 (Saves of an in-memory table inline, lookups and credentials in tasks), a failing call is
-answered with an error and the stream goes on, and a client that closes its side still
-gets every answer before the stream ends."""
+answered with an error and the stream goes on, a client that closes its side still gets
+every answer before the stream ends, and with a write-through location table (the default)
+no 200 leaves before its binding is stored."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
 from services.registrar.app import SERVICE, RegistrarServicer
 from services.registrar.location import Location
+from services.registrar.persistence import LocationWriter, SQLiteLocationTable
 from services.registrar.subscribers import SQLiteSubscribers
 from services.registrar.usrloc import UserLocation
 from shared.events.bus import EmbeddedEventBus
@@ -170,4 +172,105 @@ async def test_a_client_closing_its_side_still_gets_every_answer(tmp_path: Path)
     finally:
         await channel.close()
         await server.stop(0)
+        await store.close()
+
+
+class GatedTable:
+    """A real SQLite location table whose writes wait for `gate` (or fail while `broken`):
+    lets a test see what the registrar answers before and after its changes are stored."""
+
+    def __init__(self, table: SQLiteLocationTable) -> None:
+        self.table = table
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.broken = False
+        self.written: list[int] = []  # rows per successful write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
+
+    async def write(self, upserts: Any, deletes: Any) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        if self.broken:
+            raise OSError("disk full")
+        ups, dels = list(upserts), list(deletes)
+        await self.table.write(ups, dels)
+        self.written.append(len(ups) + len(dels))
+
+
+async def test_write_through_answers_a_save_only_once_its_binding_is_stored(
+        tmp_path: Path) -> None:
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    await store.add("alice", "example.com", "pw")
+    table = GatedTable(SQLiteLocationTable(tmp_path / "s.sqlite"))
+    await table.open()
+    writer = LocationWriter(table, write_through=True)
+    writer.start()
+    ul = UserLocation(Location(), store, writer=writer)
+    server, channel, stub = await serve(ul)
+    try:
+        stream = Stream(stub)
+        stream.send(save(1, register("alice", 5062)), pb.SessionRequest(
+            id=2, credentials=pb.CredentialsRequest(username="alice", domain="example.com")))
+        got = await stream.replies(1)
+        assert list(got) == [2]  # the credentials need no write: not held
+        async with asyncio.timeout(10):
+            await table.entered.wait()  # the write is in flight, the 200 still held
+        assert await table.table.load(0) == []
+        # Three more Saves while the first write waits: they share the next transaction.
+        stream.send(*(save(10 + i, register(f"u{i}", 6000 + i)) for i in range(3)))
+        table.gate.set()
+        got = await stream.replies(4)
+        assert [got[i].save.status for i in (1, 10, 11, 12)] == [200] * 4
+        assert len(await table.table.load(0)) == 4  # stored before any 200 came
+        assert table.written == [1, 3]
+        # A write that fails: the held 200 becomes 503 Retry-After, the change stays
+        # pending and is stored by a later write.
+        table.broken = True
+        stream.send(save(20, register("bob", 5070)))
+        got = await stream.replies(1)
+        assert got[20].save.status == 503
+        assert ("Retry-After", "5") in [(h.name, h.value) for h in got[20].save.headers]
+        assert "bob@example.com" not in {b.aor for b in await table.table.load(0)}
+        table.broken = False
+        await writer.flush()
+        assert "bob@example.com" in {b.aor for b in await table.table.load(0)}
+        stream.close()
+        assert await stream.call.read() is grpc.aio.EOF
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await writer.stop()
+        await table.close()
+        await store.close()
+
+
+async def test_sql_only_answers_503_when_its_write_fails(tmp_path: Path) -> None:
+    # sql-only (here on SQLite): the Save is answered after its write; a failing write
+    # must not be acknowledged with a 200.
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    table = GatedTable(SQLiteLocationTable(tmp_path / "s.sqlite"))
+    await table.open()
+    table.gate.set()
+    writer = LocationWriter(table, write_through=True)
+    writer.start()
+    ul = UserLocation(Location(), store, writer=writer, sql_only=table)
+    server, channel, stub = await serve(ul)
+    try:
+        stream = Stream(stub)
+        stream.send(save(1, register("alice", 5062)))
+        assert (await stream.replies(1))[1].save.status == 200
+        table.broken = True
+        stream.send(save(2, register("carol", 5063)))
+        assert (await stream.replies(1))[2].save.status == 503
+        stream.close()
+    finally:
+        await channel.close()
+        await server.stop(0)
+        table.broken = False
+        await writer.stop()
+        await table.close()
         await store.close()

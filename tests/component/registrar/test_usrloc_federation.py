@@ -1,11 +1,13 @@
 """federation-cachedb in process: the user location notes AOR insert/delete (also by
 expiry) in the federation directory, and its federated lookup names only the other
-points of presence -- on the embedded directory and the real Redis at 127.0.0.1:6379."""
+points of presence that are alive -- on the embedded directory and the real Redis at
+127.0.0.1:6379."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,13 @@ def register(expires: int) -> Any:
     ).encode())
 
 
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out: {what}"
+        await asyncio.sleep(0.01)  # polling a condition with a deadline
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def directory(request: pytest.FixtureRequest) -> AsyncIterator[AorDirectory]:
     d: AorDirectory
@@ -56,7 +65,7 @@ async def test_directory_follows_the_aor_and_lookup_names_other_pops(
     store = SQLiteSubscribers(tmp_path / "s.sqlite")
     await store.open()
     now = [T0]
-    pub = DirectoryPublisher(directory, HOME)
+    pub = DirectoryPublisher(directory, HOME, ttl=0.3)  # liveness read every 0.1 s
     pub.start()
     ul = UserLocation(Location(), store, clock=lambda: now[0], directory=pub, home=HOME,
                       replication="same-sip")
@@ -66,7 +75,15 @@ async def test_directory_follows_the_aor_and_lookup_names_other_pops(
         assert await directory.homes("alice@example.com") == {HOME}
         assert await ul.remote_homes("alice@example.com") == []  # ourselves: no branch
         await directory.publish("alice@example.com", OTHER)  # another PoP has her too
+        await directory.beat(OTHER, 0.6)  # ... and is alive for 0.6 s
+        await eventually(lambda: OTHER in (pub.live or ()), "the other PoP seen alive")
         assert await ul.remote_homes("alice@example.com") == [OTHER]
+        # Its registrars gone (no beat): listed in the directory, but given no branch.
+        await eventually(lambda: OTHER not in (pub.live or ()), "the other PoP seen gone")
+        assert await directory.homes("alice@example.com") == {HOME, OTHER}
+        assert await ul.remote_homes("alice@example.com") == []
+        await directory.beat(OTHER, 60)
+        await eventually(lambda: OTHER in (pub.live or ()), "the other PoP alive again")
         now[0] += 601
         assert ul.expire() == 1
         await pub.drain()

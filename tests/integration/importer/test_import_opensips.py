@@ -237,11 +237,10 @@ def test_domain_less_rows_take_the_given_domain(opensips_db: str, tmp_path: Path
 @pytest.mark.peers
 def test_imported_phones_register_and_bindings_load(
         imported: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    """The user's path: a registrar on the imported store (restart persistence from SQL)
-    lists the imported bindings, and phones register with their OpenSIPS credentials."""
+    """The user's path: a registrar on the imported store, default configuration, lists
+    the imported bindings, and phones register with their OpenSIPS credentials."""
     store, _ = imported
-    env = {"SIPMESH_REGISTRAR_RESTART_PERSISTENCY": "load-from-sql"}
-    reg = start_registrar(store, env)
+    reg = start_registrar(store)
     edge = start_edge({"SIPMESH_EDGE_REGISTRAR": reg.grpc})
     try:
         [dave] = mi(reg.mi, "ul_show_contact", ["location", "dave@127.0.0.1"]
