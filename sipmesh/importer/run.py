@@ -10,8 +10,9 @@ is called after each batch; the answer is one :class:`TableReport` per table.
 
 Where it goes: subscribers to the registrar's subscriber store (``[registrar] store``),
 bindings to the registrar's SQL location table (``[registrar] db_url``, by default the
-same database; a registrar loads them at start, by default in cluster mode ``none``), addresses and dispatcher destinations to SipMesh's ``address`` and ``dispatcher``
-tables in the subscriber store's database (:mod:`shared.store.edge_tables`).
+same database; a registrar loads them at start, by default in cluster mode ``none``),
+addresses and dispatcher destinations to SipMesh's ``address`` and ``dispatcher`` tables
+in the subscriber store's database (:mod:`shared.store.edge_tables`).
 """
 
 from __future__ import annotations
