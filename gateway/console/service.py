@@ -162,7 +162,9 @@ class Console:
     async def _state(self, request: web.Request) -> web.Response:
         if not self._allowed(request):
             raise web.HTTPUnauthorized()
-        view = self.view if self.view is not None else await self._poll_once()
+        # While a page is open the poller keeps the view fresh; otherwise poll now.
+        view = self.view if self._watchers and self.view is not None \
+            else await self._poll_once()
         return web.json_response(view, headers={"Cache-Control": "no-store"})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:

@@ -50,7 +50,7 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
                                     timeout=10) as resp:
-            return resp.status, resp.read(4096).decode()
+            return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
@@ -101,3 +101,17 @@ def sign_in(browser: Any, token: str) -> None:
     field.clear()
     field.send_keys(token)
     browser.find_element("id", "sign-in").click()
+
+
+def test_the_state_is_never_a_stale_view(base: str) -> None:
+    """Fresh from the poller while a page is open, polled on the spot otherwise: never
+    the view of a page that went away."""
+    import json
+
+    bearer = {"Authorization": "Bearer " + TOKEN}
+
+    def state_time() -> float:
+        return float(json.loads(get(base + "/console/state", bearer)[1])["time"])
+
+    first = state_time()
+    eventually_sync(lambda: state_time() > first, 5, "a newer view")
