@@ -10,12 +10,20 @@ PIP_VERSION := 26.3
 
 .PHONY: run test test-fast bench lint hooks proto venv peers lock clean
 
+# The first install takes a few minutes and pip runs quietly: one line per step says where
+# it is (`make run` on a fresh clone prints them before the mesh's own lines).
 $(STAMP): pyproject.toml $(LOCK)
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q pip==$(PIP_VERSION)
-	$(PY) -m pip install -q --require-hashes -r $(LOCK)
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@test -x $(PY) || { echo "sipmesh setup [1/4]: creating $(VENV) with $(PYTHON)"; \
+	  $(PYTHON) -m venv $(VENV); }
+	@echo "sipmesh setup [2/4]: pip $(PIP_VERSION)"
+	@$(PY) -m pip install -q pip==$(PIP_VERSION)
+	@echo "sipmesh setup [3/4]: $$(grep -c '==' $(LOCK)) pinned packages from $(LOCK)" \
+	  "(first time: a few minutes)"
+	@$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	@echo "sipmesh setup [4/4]: sipmesh itself (editable)"
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+	@echo "sipmesh setup: done ($(VENV))"
 
 venv: $(STAMP)
 

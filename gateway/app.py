@@ -1,10 +1,12 @@
-"""Wires the gateway: config -> runtime (HTTP, discovery, metrics, events) -> mesh router."""
+"""Wires the gateway: config -> runtime (HTTP, discovery, metrics, events) -> mesh router,
+and the web console on the same HTTP server."""
 
 from __future__ import annotations
 
 import asyncio
 
 from gateway.config import GatewayConfig
+from gateway.console import Console
 from gateway.events import GatewayEvents
 from gateway.router import MeshRouter
 from shared.config import load_section
@@ -33,6 +35,9 @@ def build_gateway(
     runtime.public_dispatch = router.dispatch
     router.events = GatewayEvents(runtime, events)
     router.events.add_commands(router.core)
+    if cfg.console:
+        console = Console(router, token=cfg.token, interval=cfg.console_interval)
+        router.events.feed.observers.append(console.on_event)
 
     async def close_router() -> None:
         await router.close()

@@ -16,6 +16,8 @@ class GatewayConfig:
     ``token`` is the bearer token clients must send; it is mandatory when ``host`` is not a
     loopback address (the gateway refuses to start otherwise). ``service_token`` is sent to
     services whose MI endpoint requires one. ``call_timeout`` bounds each call to a service.
+    ``console`` serves the live web console at ``/`` (same token rule as the MI), polling
+    the mesh every ``console_interval`` seconds while a page is open.
     """
 
     host: str = "127.0.0.1"
@@ -28,3 +30,5 @@ class GatewayConfig:
     drain_timeout: float = 5.0
     log_level: str = "info"
     log_json: bool = False
+    console: bool = True
+    console_interval: float = 1.0

@@ -12,8 +12,14 @@ Core commands (OpenSIPS names and shapes):
   averaged from rounded percents: ``load``, ``load1m``, ``load10m`` over the SIP-handling
   processes (0 when there is none), ``load-all`` etc. over every process, ``load-proc-N``
   per process by ``ps`` ID;
+* ``log_level [level [pid]]`` -- every process's log level (OpenSIPS shape), or sets it in
+  every process, or in the one whose Unix ``PID`` (as ``ps`` shows it; a ``ps`` ``ID`` is
+  taken too when no PID matches) is given;
 * ``event_subscribe``, ``events_list``, ``subscribers_list`` -- the event interface, whose
   subscriptions this gateway holds (:mod:`gateway.events`).
+
+Every public request is timed per method (``sipmesh_gateway_mi_seconds{method}`` on
+``/metrics``; methods nobody declares are counted as ``unknown``).
 
 Any other command is routed to the instances whose registration lists it in ``mi_commands``.
 A command the service marked ``fanout`` (cluster-wide in OpenSIPS) is sent to all of them
@@ -31,11 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import structlog
+from prometheus_client import Histogram
 
 from gateway import targeting
 from gateway.events import EVENT_COMMANDS, GatewayEvents
@@ -53,9 +61,12 @@ from shared.rpc import (
     RpcError,
     RpcTransportError,
 )
+from shared.rpc.jsonrpc import int_param
 from shared.service.runtime import (
     LOAD_SNAPSHOT,
     ServiceRuntime,
+    log_level_param,
+    method_of,
     server_banner,
     uptime_answer,
 )
@@ -63,7 +74,7 @@ from shared.service.stats import merge_stats, mi_get, mi_list, mi_reset, stat_na
 from shared.stats.load import ProcessLoad, load_statistics
 
 CORE = ("version", "uptime", "ps", "which", "get_statistics", "list_statistics",
-        "reset_statistics", *EVENT_COMMANDS)
+        "reset_statistics", "log_level", *EVENT_COMMANDS)
 # Commands between mesh processes, never offered on the public endpoint.
 INTERNAL = (LOAD_SNAPSHOT, INGEST_METHOD)
 LOAD_SIP = ("load", "load1m", "load10m")
@@ -125,7 +136,14 @@ class MeshRouter:
         self.core.add(MiCommand("get_statistics", self._get_statistics, STAT_PARAMS))
         self.core.add(MiCommand("list_statistics", self._list_statistics, STAT_PARAMS))
         self.core.add(MiCommand("reset_statistics", self._reset_statistics, STAT_PARAMS))
+        self.core.add(MiCommand("log_level", self._log_level,
+                                ((), ("level",), ("level", "pid"))))
         self.requests = runtime.stats.counter("mi", "requests")
+        self.latency = Histogram(
+            "sipmesh_gateway_mi_seconds", "MI request time at the gateway, per method",
+            ["method"], registry=runtime.metrics,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0, 10.0))
         self.events: GatewayEvents | None = None  # set by gateway.app
 
     # -- plumbing ------------------------------------------------------------------------
@@ -166,6 +184,7 @@ class MeshRouter:
 
     async def dispatch(self, text: str) -> str:
         """The public ``/mi`` endpoint."""
+        started = time.perf_counter()
         self.requests.inc()
         try:
             routes, _ = await self._routes()
@@ -173,7 +192,39 @@ class MeshRouter:
             routes = {}  # core commands still answer (locally) without discovery
         extra = {name: MiCommand(name, self._forwarder(name, insts), None)
                  for name, insts in routes.items()}
-        return await self.core.dispatch(text, extra)
+        try:
+            return await self.core.dispatch(text, extra)
+        finally:
+            method = method_of(text)
+            if method not in self.core.commands and method not in extra:
+                method = "unknown"  # a label per junk name would grow without bound
+            self.latency.labels(method).observe(time.perf_counter() - started)
+
+    async def call(self, name: str, params: Any = None) -> Any:
+        """One MI command from inside the gateway (the web console): routed as on the
+        public endpoint, but not counted or timed as a client's request."""
+        command = self.core.commands.get(name)
+        if command is None:
+            routes, _ = await self._routes()
+            if name not in routes:
+                raise MiError(NOT_FOUND, "Unknown command")
+            command = MiCommand(name, self._forwarder(name, routes[name]), None)
+        bound = command.bind(params if isinstance(params, list) else None,
+                             params if isinstance(params, dict) else None)
+        return await command.handler(**bound)
+
+    async def routed(self) -> set[str]:
+        """The commands some passing service answers (besides the gateway's own)."""
+        routes, _ = await self._routes()
+        return set(routes)
+
+    async def per_process_statistics(self, statistics: Any) -> list[tuple[int, Any]]:
+        """Every process's own ``get_statistics`` answer, unmerged, with its ``ps`` ID."""
+        return await self._stats_everywhere("get_statistics", statistics)
+
+    def ps_ids(self, instances: list[Instance]) -> dict[str, int]:
+        """Instance id -> ``ps`` ID, as ``ps`` numbers the passing ``instances``."""
+        return self._ps_ids(instances)
 
     # -- routed commands -----------------------------------------------------------------
     def _forwarder(self, name: str, instances: list[Instance]) -> Any:
@@ -290,11 +341,16 @@ class MeshRouter:
         procs = []
         for n, inst in enumerate(instances):
             pid = inst.meta.get("pid", "0")
-            kind = f"{inst.service} {inst.address}:{inst.port}"
-            if targeting.is_clustered(inst):
-                kind += f" cluster {inst.meta['cluster_id']} node {inst.meta['cluster_node_id']}"
-            procs.append({"ID": n, "PID": int(pid) if pid.isdigit() else 0, "Type": kind})
+            procs.append({"ID": n, "PID": int(pid) if pid.isdigit() else 0,
+                          "Type": self._ps_type(inst)})
         return {"Processes": procs}
+
+    @staticmethod
+    def _ps_type(inst: Instance) -> str:
+        kind = f"{inst.service} {inst.address}:{inst.port}"
+        if targeting.is_clustered(inst):
+            kind += f" cluster {inst.meta['cluster_id']} node {inst.meta['cluster_node_id']}"
+        return kind
 
     async def _which(self, command: str | None = None) -> Any:
         try:
@@ -392,6 +448,40 @@ class MeshRouter:
     async def _reset_statistics(self, statistics: Any = None) -> Any:
         await self._stats_everywhere("reset_statistics", statistics)
         return "OK"
+
+    async def _log_level(self, level: Any = None, pid: Any = None) -> Any:
+        """OpenSIPS ``log_level`` over the mesh (see the module docstring)."""
+        instances = self._ps_order(await self._passing())
+        if level is not None:
+            level = log_level_param(level)  # refused here, before any process changes
+        local = self.rt.mi.commands["log_level"].handler
+        if pid is not None:
+            wanted = str(int_param(pid, "pid"))
+            chosen = [i for i in instances if i.meta.get("pid") == wanted] or [
+                i for n, i in enumerate(instances) if str(n) == wanted]
+            if not chosen:
+                raise MiError(NOT_FOUND, "Process not found")
+            instances = chosen[:1]
+        params = None if level is None else {"level": level}
+        answers: dict[str, Any] = {}
+        if any(self._is_self(i) for i in instances):
+            answers[self.rt.instance_id] = await (local() if level is None else local(level))
+        answers.update(await self._gather("log_level", params, instances))
+        if level is not None:
+            if not any(not isinstance(a, Exception) for a in answers.values()):
+                raise MiError(SERVICE_UNAVAILABLE, "No process answered")
+            if pid is not None:
+                return {"PID": int(instances[0].meta.get("pid", "0") or 0),
+                        "New log level": level}
+            return {"New global log level": level}
+        procs = []
+        for inst in instances:
+            answer = answers.get(inst.id)
+            if isinstance(answer, dict):
+                for proc in answer.get("Processes", []):
+                    procs.append({"PID": proc.get("PID"), "Log level": proc.get("Log level"),
+                                  "Type": self._ps_type(inst)})
+        return {"Processes": procs}
 
 
 __all__ = ["CORE", "MeshRouter", "merge_answers"]

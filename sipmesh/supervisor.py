@@ -22,6 +22,12 @@ for this run, seeds found through discovery (the service's own instances announc
 node), the catalog's sharing tags, and distinct ports. A restarted node keeps its node id,
 so it rejoins and resyncs.
 
+The registry's HTTP port also serves the supervisor's own ``GET /health`` (200 while it
+runs, 503 once a child gave up on a configuration error or while stopping; the body names
+every child with its pid, state and restarts) and ``GET /metrics`` (Prometheus:
+``sipmesh_supervisor_child_up{child}``, ``sipmesh_supervisor_child_restarts_total{child}``,
+``sipmesh_supervisor_instances`` and the process's own CPU and memory).
+
 Output lines on stdout are stable for scripts and tests::
 
     registry http://127.0.0.1:8710
@@ -49,6 +55,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from shared.config import EXIT_CONFIG, ConfigError, load_section, section_env_name
 from shared.discovery.embedded import RegistryServer
@@ -156,6 +167,35 @@ class Supervisor:
         self.registry_url = ""
         self._stopping = asyncio.Event()
         self._printed: set[tuple[str, str]] = set()
+        self.metrics = CollectorRegistry()
+        self.metrics.register(_ChildrenCollector(self))
+        ProcessCollector(registry=self.metrics)
+        self._instances = 0
+        self.server.app.router.add_get("/health", self._health)
+        self.server.app.router.add_get("/metrics", self._metrics)
+
+    # -- the supervisor's own /health and /metrics -----------------------------------------
+    def child_state(self, child: _Child) -> str:
+        if child.gave_up:
+            return "configuration error"
+        if child.proc is not None and child.proc.returncode is None:
+            return "running"
+        return "stopped" if self._stopping.is_set() else "restarting"
+
+    async def _health(self, request: web.Request) -> web.Response:
+        states = {name: self.child_state(c) for name, c in self.children.items()}
+        ok = not self._stopping.is_set() and not any(c.gave_up for c in self.children.values())
+        body = {"status": "passing" if ok else "critical", "service": "supervisor",
+                "pid": os.getpid(),
+                "children": {name: {"pid": c.proc.pid if c.proc is not None else 0,
+                                    "state": states[name], "restarts": c.restarts}
+                             for name, c in self.children.items()}}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self._instances = len(await self.server.registry.instances())
+        return web.Response(body=generate_latest(self.metrics),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _plan(self) -> list[_Child]:
         """One child per service, or ``nodes`` children per clustered service."""
@@ -179,6 +219,8 @@ class Supervisor:
         me = Instance("supervisor", f"supervisor-{os.getpid()}", self.cfg.registry_host,
                       self.server.port, meta={
                           "pid": str(os.getpid()),
+                          "health_url": f"{self.registry_url}/health",
+                          "metrics_url": f"{self.registry_url}/metrics",
                           "expected": ",".join(dict.fromkeys(
                               c.spec.name for c in self.children.values()))})
         await self.server.registry.register(me, ttl=3600 * 24 * 365)
@@ -291,3 +333,23 @@ class Supervisor:
                     self._printed.add((inst.id, "cluster"))
                     self.out(f"endpoint {inst.service} cluster "
                              f"{inst.meta.get('cluster_id', '?')}/{node} {url}")
+
+
+class _ChildrenCollector(Collector):
+    """The supervisor's children as Prometheus metrics (read when scraped)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._sup = supervisor
+
+    def collect(self) -> list[Metric]:
+        up = GaugeMetricFamily("sipmesh_supervisor_child_up",
+                               "1 while the child process runs", labels=["child"])
+        restarts = CounterMetricFamily("sipmesh_supervisor_child_restarts",
+                                       "Times the child was restarted", labels=["child"])
+        for name, child in self._sup.children.items():
+            up.add_metric([name], 1.0 if self._sup.child_state(child) == "running" else 0.0)
+            restarts.add_metric([name], child.restarts)
+        instances = GaugeMetricFamily("sipmesh_supervisor_instances",
+                                      "Instances in the embedded registry",
+                                      value=self._sup._instances)
+        return [up, restarts, instances]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -76,6 +77,9 @@ class EventFeed:
         self.received = 0
         self.duplicates = 0
         self.dropped = 0
+        # Plain callbacks told of each new event as it arrives (the web console counts
+        # them); they must be quick and never raise into the feed.
+        self.observers: list[Callable[[Event], None]] = []
 
     async def __call__(self, event: Event) -> None:
         if event.id in self._seen:
@@ -84,6 +88,11 @@ class EventFeed:
         self._seen[event.id] = None
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:
+                log.exception("event_observer_failed", event_name=event.name)
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:

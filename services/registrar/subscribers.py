@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -57,6 +58,8 @@ class SubscriberStore(Protocol):
     async def get(self, username: str, domain: str) -> Subscriber | None: ...
 
     async def count(self) -> int: ...
+
+    async def put_hashes(self, subscribers: Iterable[Subscriber]) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -152,6 +155,20 @@ class SQLiteSubscribers(SQLiteFile):
         rows = list(await self.db.execute_fetchall(f"SELECT count(*) FROM {self.table}"))
         return int(rows[0][0])
 
+    async def put_hashes(self, subscribers: Iterable[Subscriber]) -> int:
+        """Writes subscribers with their hashes as given (`sipmesh import opensips`); one
+        already there is replaced. The count written."""
+        rows = [(s.username, s.domain, s.ha1, s.ha1_sha256) for s in subscribers]
+        await self.db.execute("BEGIN")
+        try:
+            await self.db.executemany(
+                f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)", rows)
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
+        return len(rows)
+
 
 class PostgresSubscribers(PostgresPool):
     ddl = _DDL
@@ -191,6 +208,13 @@ class PostgresSubscribers(PostgresPool):
 
     async def count(self) -> int:
         return int(await self.pool.fetchval(f"SELECT count(*) FROM {self.table}"))
+
+    async def put_hashes(self, subscribers: Iterable[Subscriber]) -> int:
+        rows = [(s.username, s.domain, s.ha1, s.ha1_sha256) for s in subscribers]
+        await self.pool.executemany(
+            f"INSERT INTO {self.table} VALUES ($1, $2, $3, $4) ON CONFLICT (username, domain) "
+            "DO UPDATE SET ha1 = EXCLUDED.ha1, ha1_sha256 = EXCLUDED.ha1_sha256", rows)
+        return len(rows)
 
 
 def open_store(location: str, *, table: str = DEFAULT_TABLE) -> SubscriberStore:

@@ -12,6 +12,8 @@ every call has a deadline, and retries with backoff for idempotent methods.
   and jitter, through gRPC's own ``retryPolicy`` service config (gRFC A6): retries stay
   inside the call's one deadline and only happen when the server committed nothing.
   Other methods are never retried: the first attempt may have taken effect.
+* Both time their unary calls per method (:mod:`shared.rpc.grpc_metrics`:
+  ``sipmesh_grpc_server_seconds`` and ``sipmesh_grpc_client_seconds`` on ``/metrics``).
 
 Channels and servers must be created inside the running loop (grpc#32480).
 """
@@ -26,6 +28,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+
+from shared.rpc.grpc_metrics import ClientTiming, ServerTiming
 
 
 @dataclasses.dataclass
@@ -53,7 +57,7 @@ async def start_grpc_server(
     host: str = "127.0.0.1", port: int = 0,
 ) -> GrpcServer:
     """Starts a server with the given ``add_XServicer_to_server`` partials and health."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[ServerTiming()])
     for add in adders:
         add(server)
     health = health_aio.HealthServicer()
@@ -120,7 +124,8 @@ def open_channel(target: str, *, default_timeout: float = 2.0,
     if retry is not None:
         options += [("grpc.enable_retries", 1), ("grpc.service_config", retry.service_config())]
     return grpc.aio.insecure_channel(
-        target, interceptors=[DeadlineInterceptor(default_timeout)], options=options)
+        target, interceptors=[DeadlineInterceptor(default_timeout), ClientTiming()],
+        options=options)
 
 
 async def check_health(channel: grpc.aio.Channel, service: str = "", *,

@@ -50,6 +50,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
+import logging
 import os
 import platform
 import signal
@@ -71,16 +72,20 @@ from shared.events.bus import BufferedEventBus, EmbeddedEventBus
 from shared.events.config import EventsConfig
 from shared.events.forward import INGEST_METHOD, ForwardingEventBus
 from shared.events.schema import EventCatalog
+from shared.rpc import grpc_metrics
 from shared.rpc.jsonrpc import (
+    INVALID_PARAMS,
     MAX_BODY,
     NOT_FOUND,
     MiCommand,
     MiDispatcher,
     MiError,
     bearer_ok,
+    int_param,
     mi_http_handler,
     unauthorized,
 )
+from shared.service import logsetup
 from shared.service.stats import declare_process_stats, mi_get, mi_list, mi_reset
 from shared.stats.registry import StatsRegistry
 from shared.stats.sampler import CpuTimeLoadSampler, LoadSampler, load_group, make_sampler
@@ -151,8 +156,11 @@ class ServiceRuntime:
         self.load_sampler: LoadSampler | None = None
         self.stats.group("load", self._load_values)
         self.metrics = CollectorRegistry()
-        self.metrics.register(self.stats.collector())
+        # Statistics another collector already exports (the event bus's) are left to it.
+        self.metrics.register(self.stats.collector(
+            lambda: list(self.metrics._names_to_collectors)))
         ProcessCollector(registry=self.metrics)
+        grpc_metrics.register(self.metrics)
         self.mi = MiDispatcher(name=name)
         self.meta: dict[str, str] = {}
         self.sip_handling = sip_handling
@@ -258,6 +266,22 @@ class ServiceRuntime:
         add(MiCommand("uptime", uptime))
         add(MiCommand("version", version))
         add(MiCommand("ps", ps))
+
+        async def log_level(level: Any = None, pid: Any = None) -> Any:
+            # OpenSIPS log_level [level [pid]]; the gateway sends it to every process, or
+            # to the one whose PID was given (see gateway.router).
+            if pid is not None and int_param(pid, "pid") != os.getpid():
+                raise MiError(NOT_FOUND, "Process not found")
+            if level is None:
+                return {"Processes": [{"PID": os.getpid(), "Log level":
+                                       logsetup.opensips_level(), "Type": self.name}]}
+            new = log_level_param(level)
+            logsetup.set_level(logsetup.OPENSIPS_LEVELS[new])
+            self.log.warning("log_level_changed", level=new)
+            return {"New global log level": new} if pid is None else {
+                "PID": os.getpid(), "New log level": new}
+
+        add(MiCommand("log_level", log_level, ((), ("level",), ("level", "pid"))))
 
         async def load_snapshot() -> Any:
             # Internal (the gateway's exact mesh-wide load): this process's busy ratios.
@@ -457,9 +481,11 @@ class ServiceRuntime:
         started = time.perf_counter()
         answer = await self.mi.dispatch(text)
         micros = int((time.perf_counter() - started) * 1e6)
+        if logsetup.current_level() <= logging.DEBUG:
+            self.log.debug("mi_request", method=method_of(text), us=micros)
         threshold = self.events_config.exec_threshold
         if 0 < threshold < micros:
-            method = _method_of(text)
+            method = method_of(text)
             # Ingesting events must never raise events about itself (a feedback loop).
             if method != INGEST_METHOD:
                 self.report_slow("mi command", micros, f"{method} on {self.instance_id}")
@@ -529,7 +555,7 @@ def events_mode(cfg: EventsConfig, *, local: bool = False) -> str:
     return "embedded(in-process)" if local else "embedded(forwarded to the gateway)"
 
 
-def _method_of(text: str) -> str:
+def method_of(text: str) -> str:
     try:
         doc = json.loads(text)
     except ValueError:
@@ -537,6 +563,19 @@ def _method_of(text: str) -> str:
     if isinstance(doc, list):
         return ",".join(str(d.get("method")) for d in doc if isinstance(d, dict)) or "?"
     return str(doc.get("method")) if isinstance(doc, dict) else "?"
+
+
+def log_level_param(level: Any) -> int:
+    """The ``level`` of MI ``log_level``: OpenSIPS's -3..4, or a name (``debug``)."""
+    if isinstance(level, str) and not level.lstrip("-").isdigit():
+        py = logsetup.python_level(level)
+        if py is None:
+            raise MiError(INVALID_PARAMS, "Invalid params", f"level: unknown level {level!r}")
+        return logsetup.opensips_level(py)
+    value = int_param(level, "level")
+    if value not in logsetup.OPENSIPS_LEVELS:
+        raise MiError(INVALID_PARAMS, "Invalid params", "level: must be -3..4")
+    return value
 
 
 def _safe(check: Callable[[], bool]) -> bool:

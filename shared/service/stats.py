@@ -6,8 +6,8 @@ Every runtime owns one ``StatsRegistry`` (``runtime.stats``) and declares in it:
   core:`` has the same shape on every instance;
 * the ``load`` group from the 2.4 load model (:mod:`shared.stats.sampler`), installed on
   the running loop at start;
-* ``pkmem:real_used_size`` / ``pkmem:max_used_size``: this process's memory, the nearest
-  Python analogue of OpenSIPS's private memory group.
+* ``pkmem:0-real_used_size``, ``pkmem:0-used_size``, ... and ``shmem:``: this process's
+  memory in OpenSIPS's two groups (:mod:`shared.stats.memory` says which figure is what).
 
 :func:`merge_stats` turns per-instance answers into one mesh-wide answer for the gateway.
 """
@@ -15,11 +15,11 @@ Every runtime owns one ``StatsRegistry`` (``runtime.stats``) and declares in it:
 from __future__ import annotations
 
 import re
-import resource
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from shared.rpc.jsonrpc import INVALID_PARAMS, NOT_FOUND, MiError
+from shared.stats.memory import HOST_FIGURES, pkmem_values, read_memory, shmem_values
 from shared.stats.registry import StatsRegistry, UnknownStatisticError
 
 CORE_COUNTERS = (
@@ -28,24 +28,17 @@ CORE_COUNTERS = (
     "bad_msg_hdr",
 )
 T = TypeVar("T")
+# Per-process names a process answers with its own number 0, renumbered by ps ID.
 _PROC = re.compile(r"^load:(load|load1m|load10m)-proc-\d+$")
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * resource.getpagesize()
-    except (OSError, ValueError, IndexError):
-        return 0
+_PKMEM = re.compile(r"^pkmem:\d+-(.+)$")
 
 
 def declare_process_stats(stats: StatsRegistry) -> None:
     """Core SIP counters and process memory (see the module docstring)."""
     for name in CORE_COUNTERS:
         stats.counter("core", name)
-    stats.gauge("pkmem", "real_used_size", _rss_bytes)
-    stats.gauge("pkmem", "max_used_size", lambda: max(
-        _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+    stats.group("pkmem", lambda: pkmem_values(read_memory()))
+    stats.group("shmem", lambda: shmem_values(read_memory()))
 
 
 def stat_names(statistics: Any) -> list[str]:
@@ -83,8 +76,9 @@ def merge_stats(answers: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, int]
     """Merges ``(process id, answer)`` pairs from every instance into one answer.
 
     Counters and amounts are summed. ``load:`` values are shares: the mesh-wide ones are
-    averaged over the instances that reported them, and ``load:*-proc-N`` is renamed to
-    the answering instance's process id (its ``ps`` ID), as OpenSIPS numbers processes.
+    averaged over the instances that reported them, and ``load:*-proc-N`` and
+    ``pkmem:N-*`` are renamed to the answering instance's process id (its ``ps`` ID), as
+    OpenSIPS numbers processes. The host's ``shmem:`` figures are taken once (the largest).
     """
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -95,6 +89,13 @@ def merge_stats(answers: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, int]
             m = _PROC.match(key)
             if m:
                 key = f"load:{m.group(1)}-proc-{proc_id}"
+            m = _PKMEM.match(key)
+            if m:
+                key = f"pkmem:{proc_id}-{m.group(1)}"
+            if key in HOST_FIGURES:
+                sums[key] = max(sums.get(key, 0), value)
+                counts[key] = 1
+                continue
             sums[key] = sums.get(key, 0) + value
             counts[key] = counts.get(key, 0) + 1
     out: dict[str, int] = {}

@@ -15,7 +15,13 @@ Unknown names are left out; when nothing at all matched, :class:`UnknownStatisti
 
 ``registry.collector()`` exports everything to a prometheus ``CollectorRegistry`` the
 process wires in: ``sipmesh_<group>_<name>`` (``-`` and ``.`` become ``_``), counters as
-counters, the rest as gauges. ``CoreStats`` holds the edge's OpenSIPS core counters.
+counters, the rest as gauges, with no doubled word (:func:`metric_name`: a name that
+starts with its group's word drops the group, ``load:load1m`` is ``sipmesh_load1m``, not
+``sipmesh_load_load1m``; a process number is dropped, ``pkmem:0-used_size`` is
+``sipmesh_pkmem_used_size``: the scraped process is the one). A statistic whose name
+another collector of the same registry already exports (the event bus's own
+``sipmesh_events_buffered``) is left to that one, so no family appears twice.
+``CoreStats`` holds the edge's OpenSIPS core counters.
 """
 
 from __future__ import annotations
@@ -141,29 +147,43 @@ class StatsRegistry:
         return hit
 
     # -- prometheus -----------------------------------------------------------------------
-    def collector(self) -> Collector:
-        return _RegistryCollector(self)
+    def collector(self, taken: Callable[[], Iterable[str]] | None = None) -> Collector:
+        """A Prometheus collector of every statistic; ``taken`` names the metrics other
+        collectors of the same registry export (those are skipped)."""
+        return _RegistryCollector(self, taken)
+
+
+_PROC_NUMBER = re.compile(r"^\d+-")
 
 
 def metric_name(prefix: str, group: str, name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{prefix}_{group}_{name}")
+    """``sipmesh_<group>_<name>`` without doubled words (see the module docstring)."""
+    name = _PROC_NUMBER.sub("", name)
+    base = f"{prefix}_{name}" if name.startswith(group) else f"{prefix}_{group}_{name}"
+    return re.sub(r"[^A-Za-z0-9_]", "_", base)
 
 
 class _RegistryCollector(Collector):
-    def __init__(self, registry: StatsRegistry) -> None:
+    def __init__(self, registry: StatsRegistry,
+                 taken: Callable[[], Iterable[str]] | None = None) -> None:
         self._r = registry
+        self._taken = taken
 
     def collect(self) -> Iterator[Metric]:
         r = self._r
+        taken = set(self._taken()) if self._taken is not None else set()
         for g in r.groups():
             counters = r._counters.get(g, {})
             for n, v in r._group_values(g).items():
                 help_text = f"OpenSIPS statistic {g}:{n}"
+                name = metric_name(r.prefix, g, n)
+                if name in taken or f"{name}_total" in taken:
+                    continue
                 if n in counters:
-                    m: Metric = CounterMetricFamily(metric_name(r.prefix, g, n), help_text)
+                    m: Metric = CounterMetricFamily(name, help_text)
                     m.add_metric([], v)  # type: ignore[attr-defined]
                 else:
-                    m = GaugeMetricFamily(metric_name(r.prefix, g, n), help_text, value=v)
+                    m = GaugeMetricFamily(name, help_text, value=v)
                 yield m
 
 

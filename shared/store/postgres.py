@@ -4,6 +4,8 @@ A subclass sets `ddl` (a `CREATE TABLE IF NOT EXISTS` template with `{t}` for th
 `max_size` (the pool's upper bound) and `not_open` (the RuntimeError message for use before
 `open()`).  `open()` is idempotent; the same `timeout` bounds connecting and every command.
 asyncpg is imported in `open()` so the embedded (SQLite) deployments never need it.
+A table that exists with OpenSIPS's columns rather than SipMesh's is refused with one clear
+line naming `sipmesh import opensips` (:mod:`shared.store.opensips`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from shared.store.names import safe_table_name
+from shared.store.opensips import check_table, ddl_columns
 
 
 def is_postgres_dsn(location: str) -> bool:
@@ -43,10 +46,19 @@ class PostgresPool:
         import asyncpg
 
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
-                                                   timeout=self.timeout,
-                                                   command_timeout=self.timeout)
-            await self._pool.execute(self.ddl.format(t=self.table))
+            pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
+                                             timeout=self.timeout, command_timeout=self.timeout)
+            try:
+                await pool.execute(self.ddl.format(t=self.table))
+                have = [r["column_name"] for r in await pool.fetch(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = $1 AND table_schema = current_schema()", self.table)]
+                check_table(self.table, have, ddl_columns(self.ddl),
+                            describe_location(self.dsn))
+            except BaseException:
+                await pool.close()
+                raise
+            self._pool = pool
 
     @property
     def pool(self) -> Any:

@@ -11,7 +11,9 @@ it creates the file's directory, connects (5 s busy timeout for writers sharing 
 puts the file in WAL mode with `synchronous=FULL` (a commit returns once its WAL frames are
 fsynced, so what was committed survives a crash of the process and of the machine, and
 readers never block the writer) and creates the table.  `close()` lets what was asked
-finish, then closes.
+finish, then closes.  A path that is a URL (`mysql://...`), or a table that is OpenSIPS's
+rather than SipMesh's, is refused with one clear line naming `sipmesh import opensips`
+(:mod:`shared.store.opensips`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import ClassVar
 import aiosqlite
 
 from shared.store.names import safe_table_name
+from shared.store.opensips import check_location, check_table, ddl_columns
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL")
 
@@ -43,6 +46,7 @@ class SQLiteFile:
 
     async def open(self) -> None:
         if self._db is None:
+            check_location(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: a single statement commits by itself (one trip to the thread); a
             # backend that needs several in one transaction says BEGIN ... COMMIT.
@@ -51,6 +55,9 @@ class SQLiteFile:
                 for pragma in PRAGMAS:
                     await db.execute(pragma)
                 await db.execute(self.ddl.format(t=self.table))
+                have = [row[1] for row in
+                        await db.execute_fetchall(f"PRAGMA table_info({self.table})")]
+                check_table(self.table, have, ddl_columns(self.ddl), self.path)
             except BaseException:
                 await db.close()
                 raise

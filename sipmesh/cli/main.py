@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from sipmesh.cli import events_cmd as events_cli
-from sipmesh.cli import mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
+from sipmesh.cli import import_cmd, mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
 
 
 def build_app() -> typer.Typer:
@@ -25,6 +25,7 @@ def build_app() -> typer.Typer:
     events_cli.register(app)
     user_cmd.register(app)
     rtpengine_cmd.register(app)
+    import_cmd.register(app)
     return app
 
 

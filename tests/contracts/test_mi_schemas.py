@@ -26,9 +26,10 @@ CALLS: dict[str, list[Any]] = {
     "ps": [None],
     "which": [None, {"command": "get_statistics"}, ["uptime"]],
     "get_statistics": [{"statistics": ["all"]}, [["core:", "load:"]],
-                       {"statistics": "pkmem:real_used_size"}, None],
+                       {"statistics": "pkmem:"}, None],
     "list_statistics": [None, {"statistics": ["core:"]}],
     "reset_statistics": [{"statistics": ["core:rcv_requests"]}, [["all"]]],
+    "log_level": [None, {"level": 4}, ["info"], [3, 0], {"level": "3", "pid": "1"}, []],
     # The event interface, hosted by the gateway (subscribe first: the listings follow).
     "event_subscribe": [{"event": "E_CORE_THRESHOLD", "socket": "udp:127.0.0.1:9",
                          "expire": 60},

@@ -127,3 +127,17 @@ async def test_sqlite_store_waiting_on_a_locked_file_leaves_the_event_loop_runni
         await store.close()
     with pytest.raises(RuntimeError, match="not open"):
         await store.get("alice", "example.com")
+
+
+async def test_put_hashes_writes_and_replaces_as_given(store: SubscriberStore) -> None:
+    """What `sipmesh import opensips` writes: hashes it did not compute from a password."""
+    from services.registrar.subscribers import Subscriber
+
+    md5 = hashlib.md5(b"dora:example.com:pw").hexdigest()
+    assert await store.put_hashes([Subscriber("dora", "example.com", md5, "")]) == 1
+    got = await store.get("dora", "example.com")
+    assert got is not None and (got.ha1, got.ha1_sha256) == (md5, "")
+    await store.put_hashes([Subscriber("dora", "example.com", "a" * 32, "b" * 64)])
+    got = await store.get("dora", "example.com")
+    assert got is not None and (got.ha1, got.ha1_sha256) == ("a" * 32, "b" * 64)
+    assert await store.count() == 1

@@ -10,6 +10,9 @@ command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
+# The web console's tests drive Debian's Chromium through its chromedriver (selenium).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
@@ -31,6 +34,11 @@ if ! port_open 6379; then
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+fi
+if ! port_open 3306; then
+  # MariaDB: `sipmesh import opensips` is tested against a real OpenSIPS 2.4 MySQL schema.
+  echo "starting MariaDB"
+  (service mariadb start || service mysql start) >/dev/null 2>&1 || true
 fi
 if ! port_open 5672; then
   echo "starting RabbitMQ"

@@ -99,3 +99,36 @@ def test_retry_policy_is_grpc_service_config() -> None:
     assert method["retryPolicy"] == {
         "maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2.0s",
         "backoffMultiplier": 2.0, "retryableStatusCodes": ["UNAVAILABLE"]}
+
+
+def _count(registry: Any, name: str, method: str, code: str) -> float:
+    value = registry.get_sample_value(f"{name}_count", {"method": method, "code": code})
+    return float(value or 0.0)
+
+
+async def test_unary_calls_are_timed_per_method_on_both_sides() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from shared.rpc import grpc_metrics
+
+    registry = CollectorRegistry()
+    grpc_metrics.register(registry)
+    grpc_metrics.register(registry)  # a second runtime in the same process: no error
+    echo = "/sipmesh.health.v1.Probe/Echo"
+    before = [_count(registry, f"sipmesh_grpc_{side}_seconds", echo, code)
+              for side in ("server", "client") for code in ("OK", "UNAVAILABLE")]
+    probe = Probe(fail_first=1)
+    server = await _serve(probe)
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = probe_pb2_grpc.ProbeStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Echo(probe_pb2.EchoRequest(payload="x"), timeout=2)
+            await stub.Echo(probe_pb2.EchoRequest(payload="y"), timeout=2)
+    finally:
+        await server.stop(0)
+    after = [_count(registry, f"sipmesh_grpc_{side}_seconds", echo, code)
+             for side in ("server", "client") for code in ("OK", "UNAVAILABLE")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
+    text = generate_latest(registry).decode()
+    assert 'sipmesh_grpc_server_seconds_bucket{code="OK",le="0.0001",method="' + echo in text

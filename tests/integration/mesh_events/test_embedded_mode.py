@@ -250,7 +250,7 @@ async def test_load_statistics_mesh_wide(mesh: tuple[MeshProcess, str]) -> None:
     assert {"event_subscribe", "events_list", "subscribers_list"} <= set(rows)
     edge_metrics = _edge_metrics_url(m)
     text = urllib.request.urlopen(edge_metrics, timeout=10).read().decode()
-    assert "sipmesh_load_load " in text and "sipmesh_load_load1m_all " in text
+    assert "sipmesh_load " in text and "sipmesh_load1m_all " in text
     assert "sipmesh_events_raised " in text
 
 

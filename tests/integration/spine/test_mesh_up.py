@@ -68,7 +68,7 @@ def test_opensips_python_package_http_connector(mesh: MeshProcess) -> None:
     assert "Up since" in mi.execute("uptime")
     assert mi.execute("get_statistics", {"statistics": ["core:rcv_requests"]}) == {
         "core:rcv_requests": 0}
-    assert mi.execute("get_statistics", [["pkmem:"]])["pkmem:real_used_size"] > 0
+    assert mi.execute("get_statistics", [["pkmem:"]])["pkmem:0-real_used_size"] > 0
     assert mi.execute("reset_statistics", {"statistics": ["all"]}) == "OK"
     with pytest.raises(OpenSIPSMIException, match="-32601"):
         mi.execute("no_such_cmd")

@@ -18,6 +18,18 @@ def test_counters_sum_and_loads_average() -> None:
                    "load:load-proc-1": 30, "tm:x": 1}
 
 
+def test_pkmem_is_renumbered_by_process_and_host_figures_taken_once() -> None:
+    got = merge_stats([
+        (0, {"pkmem:0-real_used_size": 100, "shmem:real_used_size": 100,
+             "shmem:total_size": 1000, "shmem:free_size": 500}),
+        (3, {"pkmem:0-real_used_size": 50, "shmem:real_used_size": 50,
+             "shmem:total_size": 1000, "shmem:free_size": 480}),
+    ])
+    assert got == {"pkmem:0-real_used_size": 100, "pkmem:3-real_used_size": 50,
+                   "shmem:real_used_size": 150, "shmem:total_size": 1000,
+                   "shmem:free_size": 500}
+
+
 def test_non_numbers_are_ignored() -> None:
     assert merge_stats([(0, {"a:b": "x", "a:c": True, "a:d": 2})]) == {"a:d": 2}
 
@@ -34,8 +46,9 @@ def test_stat_names_forms() -> None:
 def test_process_stats_are_declared_and_unknown_is_404() -> None:
     reg = StatsRegistry()
     declare_process_stats(reg)
-    got = mi_get(reg, ["core:", "pkmem:"])
-    assert got["core:rcv_requests"] == 0 and got["pkmem:real_used_size"] > 0
+    got = mi_get(reg, ["core:", "pkmem:", "shmem:"])
+    assert got["core:rcv_requests"] == 0 and got["pkmem:0-real_used_size"] > 0
+    assert got["shmem:total_size"] >= got["shmem:real_used_size"] > 0
     with pytest.raises(MiError) as err:
         mi_get(reg, ["nosuch:"])
     assert (err.value.code, err.value.message) == (404, "Statistics Not Found")

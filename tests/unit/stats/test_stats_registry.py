@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from shared.stats.registry import CoreStats, StatsRegistry, UnknownStatisticError
+from shared.stats.registry import CoreStats, StatsRegistry, UnknownStatisticError, metric_name
 
 
 @pytest.fixture
@@ -84,5 +84,21 @@ def test_prometheus_export(reg: StatsRegistry) -> None:
     assert "sipmesh_core_rcv_requests_total 3.0" in text
     assert "# TYPE sipmesh_core_rcv_requests_total counter" in text
     assert "sipmesh_usrloc_registered_users 42.0" in text
-    assert "sipmesh_load_load_proc_1 30.0" in text
-    assert prom.get_sample_value("sipmesh_load_load") == 24
+    assert "sipmesh_load_proc_1 30.0" in text
+    assert prom.get_sample_value("sipmesh_load") == 24
+
+
+def test_metric_names_have_no_doubled_word() -> None:
+    assert metric_name("sipmesh", "load", "load") == "sipmesh_load"
+    assert metric_name("sipmesh", "load", "load1m-all") == "sipmesh_load1m_all"
+    assert metric_name("sipmesh", "pkmem", "0-real_used_size") == "sipmesh_pkmem_real_used_size"
+    assert metric_name("sipmesh", "usrloc", "location-users") == "sipmesh_usrloc_location_users"
+
+
+def test_a_statistic_another_collector_exports_is_left_to_it(reg: StatsRegistry) -> None:
+    prom = CollectorRegistry()
+    Gauge("sipmesh_usrloc_registered_users", "native", registry=prom).set(7)
+    prom.register(reg.collector(lambda: list(prom._names_to_collectors)))
+    text = generate_latest(prom).decode()
+    assert text.count("# TYPE sipmesh_usrloc_registered_users gauge") == 1
+    assert prom.get_sample_value("sipmesh_usrloc_registered_users") == 7
