@@ -1,0 +1,241 @@
+"""The edge's client of the dialog service: one `Track` stream (dialog.proto) per worker.
+
+The SIP path never waits on it. `emit()` numbers an event, appends it to a bounded buffer
+and returns; a sender task writes what is buffered onto the stream (events within
+`batch_window` of each other share one message) and the dialog service acknowledges
+them once applied and stored (`acked`: every seq up to it). Acknowledged events leave the
+buffer; a stream that breaks is opened again (to the next dialog node when there are
+several) and every unacknowledged event is sent again - the service applies a repeated
+event as a no-op. While no dialog service can be reached the edge keeps routing calls;
+events wait in the buffer, and beyond `buffer_size` new events are dropped and counted
+(`dialog:events_dropped`), never blocking SIP.
+
+Profile queries from routing (`ctx.dialog.profile_size`, `set_profile_limited`) ride the
+same stream with an id and a deadline; without a dialog service they raise
+`DialogUnavailable`.
+
+Where the dialog nodes are: fixed `host:port` addresses (`[edge] dialog`), or else every
+passing instance of service `dialog` in discovery (`grpc` in its metadata). The client
+sticks to one node while its stream works, so a dialog's events arrive in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+from contracts.generated.sipmesh.dialog.v1 import dialog_pb2 as pb
+from contracts.generated.sipmesh.dialog.v1 import dialog_pb2_grpc as pb_grpc
+
+BATCH_MAX = 256  # events per stream message
+
+
+class DialogUnavailable(Exception):
+    """No dialog service answered the query."""
+
+
+class DialogClient:
+    def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
+                 service: str = "dialog", buffer_size: int = 10000,
+                 query_timeout: float = 0.5, batch_window: float = 0.002) -> None:
+        self.static = [a for a in addresses if a]
+        self.registry = registry
+        self.service = service
+        self.buffer_size = buffer_size
+        self.query_timeout = query_timeout
+        self.batch_window = batch_window
+        self.log = structlog.get_logger("edge.dialog")
+        self.targets: list[str] = list(self.static)
+        self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+        self.buffer: collections.deque[Any] = collections.deque()  # unacknowledged events
+        self.queries: collections.deque[Any] = collections.deque()  # not yet written
+        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self._seq = itertools.count(1)
+        self._qids = itertools.count(1)
+        self._sent_upto = 0  # highest seq written on the current stream
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.connected = False
+        # statistics (dialog: group)
+        self.emitted = 0
+        self.dropped = 0
+        self.acked = 0
+        self.reconnects = 0
+
+    # -- the hot path ---------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """A dialog service is known (configured or in discovery): dialogs are tracked."""
+        return bool(self.targets)
+
+    def emit(self, event: Any) -> None:
+        """Queues a DialogEvent (seq is set here); never blocks, never raises."""
+        if len(self.buffer) >= self.buffer_size:
+            self.dropped += 1
+            return
+        event.seq = next(self._seq)
+        self.buffer.append(event)
+        self.emitted += 1
+        self._wake.set()
+
+    async def query(self, query: Any) -> Any:
+        """Sends a Query (id set here) and waits for its QueryReply."""
+        if not self.connected and not self.targets:
+            raise DialogUnavailable("no dialog service known")
+        qid = next(self._qids)
+        query.id = qid
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self.futures[qid] = fut
+        self.queries.append(query)
+        self._wake.set()
+        try:
+            reply = await asyncio.wait_for(fut, self.query_timeout)
+        except TimeoutError:
+            raise DialogUnavailable("dialog service did not answer in time") from None
+        finally:
+            self.futures.pop(qid, None)
+        if reply.error:
+            raise DialogUnavailable(reply.error)
+        return reply
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.static and self.registry is not None:
+            with contextlib.suppress(Exception):
+                self._set(await self.registry.healthy(self.service))
+            self._watcher = asyncio.create_task(self._watch())
+        self._task = asyncio.create_task(self._run())
+
+    def _set(self, instances: Sequence[Any]) -> None:
+        self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
+
+    async def _watch(self) -> None:
+        from shared.discovery.port import watch
+
+        while True:
+            try:
+                async for instances in watch(self.registry, self.service, wait=10.0):
+                    self._set(instances)
+                    if self.targets:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # registry away: keep the last list, retry
+                self.log.warning("dialog_watch_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        for task in (self._task, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for channel in self._channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._channels.clear()
+
+    # -- the stream -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = 0.1
+        index = 0
+        while True:
+            if not self.targets:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            target = self.targets[index % len(self.targets)]
+            started = time.monotonic()
+            try:
+                await self._stream(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("dialog_stream_broken", target=target, error=repr(exc),
+                                 buffered=len(self.buffer))
+            finally:
+                self.connected = False
+                self._fail_queries("stream broken")
+            self.reconnects += 1
+            index += 1  # the next node (when there are several)
+            backoff = 0.1 if time.monotonic() - started > 5 else min(backoff * 2, 2.0)
+            await asyncio.sleep(backoff)
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = self._channels[target] = grpc.aio.insecure_channel(
+                target, options=[("grpc.keepalive_time_ms", 10_000),
+                                 ("grpc.keepalive_timeout_ms", 5_000)])
+        return channel
+
+    async def _stream(self, target: str) -> None:
+        stub = pb_grpc.DialogStub(self._channel(target))  # type: ignore[no-untyped-call]
+        # Every unacknowledged event goes again on a new stream.
+        self._sent_upto = 0
+        call = stub.Track(self._requests())
+        async for reply in call:
+            self.connected = True
+            if reply.acked:
+                self._ack(reply.acked)
+            for answer in reply.replies:
+                fut = self.futures.get(answer.id)
+                if fut is not None and not fut.done():
+                    fut.set_result(answer)
+
+    def _ack(self, acked: int) -> None:
+        buffer = self.buffer
+        while buffer and buffer[0].seq <= acked:
+            buffer.popleft()
+            self.acked += 1
+
+    async def _requests(self) -> AsyncIterator[Any]:
+        first = True
+        while True:
+            buffer = self.buffer
+            events: list[Any] = []
+            if buffer:
+                # Seqs in the buffer are consecutive (a dropped event never got one).
+                start = max(0, self._sent_upto - buffer[0].seq + 1)
+                events = list(itertools.islice(buffer, start, start + BATCH_MAX))
+            queries: list[Any] = []
+            while self.queries and len(queries) < BATCH_MAX:
+                queries.append(self.queries.popleft())
+            if events or queries or first:
+                if events:
+                    self._sent_upto = events[-1].seq
+                yield pb.TrackRequests(stream_id=self.stream_id if first else "",
+                                       events=events, queries=queries)
+                first = False
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+            if self.batch_window and len(self.buffer) < BATCH_MAX and not self.queries:
+                # A moment for company: one stream message costs about the same whatever
+                # it carries (see registrar_client.py's batch window).
+                await asyncio.sleep(self.batch_window)
+
+    def _fail_queries(self, why: str) -> None:
+        for fut in list(self.futures.values()):
+            if not fut.done():
+                fut.set_exception(DialogUnavailable(why))
+        self.queries.clear()
+
+    def statistics(self) -> dict[str, int]:
+        return {"events_emitted": self.emitted, "events_acked": self.acked,
+                "events_buffered": len(self.buffer), "events_dropped": self.dropped,
+                "stream_reconnects": self.reconnects}
