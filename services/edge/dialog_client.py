@@ -62,12 +62,13 @@ class DialogClient:
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self._seq = itertools.count(1)
         self._qids = itertools.count(1)
-        self._sent_upto = 0  # highest seq written on the current stream
+        self._stream_no = 0  # which stream is current: a broken one's writer stops
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.connected = False
+        self._known = bool(self.static)
         # statistics (dialog: group)
         self.emitted = 0
         self.dropped = 0
@@ -77,8 +78,10 @@ class DialogClient:
     # -- the hot path ---------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        """A dialog service is known (configured or in discovery): dialogs are tracked."""
-        return bool(self.targets)
+        """A dialog service is known (configured, or seen in discovery since start): dialogs
+        are tracked. Once seen, a dialog service that goes away (a restart, every node
+        down) does not stop the tracking: its events wait in the buffer."""
+        return self._known
 
     def emit(self, event: Any) -> None:
         """Queues a DialogEvent (seq is set here); never blocks, never raises."""
@@ -121,6 +124,7 @@ class DialogClient:
 
     def _set(self, instances: Sequence[Any]) -> None:
         self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
+        self._known = self._known or bool(self.targets)
 
     async def _watch(self) -> None:
         from shared.discovery.port import watch
@@ -185,17 +189,24 @@ class DialogClient:
 
     async def _stream(self, target: str) -> None:
         stub = pb_grpc.DialogStub(self._channel(target))  # type: ignore[no-untyped-call]
-        # Every unacknowledged event goes again on a new stream.
-        self._sent_upto = 0
-        call = stub.Track(self._requests())
-        async for reply in call:
-            self.connected = True
-            if reply.acked:
-                self._ack(reply.acked)
-            for answer in reply.replies:
-                fut = self.futures.get(answer.id)
-                if fut is not None and not fut.done():
-                    fut.set_result(answer)
+        # Every unacknowledged event goes again on a new stream; the writer of the broken
+        # one (grpc may still hold it a moment) must not take events from the new one.
+        self._stream_no += 1
+        number = self._stream_no
+        call = stub.Track(self._requests(number))
+        try:
+            async for reply in call:
+                self.connected = True
+                if reply.acked:
+                    self._ack(reply.acked)
+                for answer in reply.replies:
+                    fut = self.futures.get(answer.id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(answer)
+        finally:
+            if self._stream_no == number:
+                self._stream_no += 1  # this stream's writer stops at its next turn
+            self._wake.set()
 
     def _ack(self, acked: int) -> None:
         buffer = self.buffer
@@ -203,21 +214,22 @@ class DialogClient:
             buffer.popleft()
             self.acked += 1
 
-    async def _requests(self) -> AsyncIterator[Any]:
+    async def _requests(self, number: int) -> AsyncIterator[Any]:
         first = True
-        while True:
+        sent_upto = 0  # highest seq written on this stream
+        while self._stream_no == number:
             buffer = self.buffer
             events: list[Any] = []
             if buffer:
                 # Seqs in the buffer are consecutive (a dropped event never got one).
-                start = max(0, self._sent_upto - buffer[0].seq + 1)
+                start = max(0, sent_upto - buffer[0].seq + 1)
                 events = list(itertools.islice(buffer, start, start + BATCH_MAX))
             queries: list[Any] = []
             while self.queries and len(queries) < BATCH_MAX:
                 queries.append(self.queries.popleft())
             if events or queries or first:
                 if events:
-                    self._sent_upto = events[-1].seq
+                    sent_upto = events[-1].seq
                 yield pb.TrackRequests(stream_id=self.stream_id if first else "",
                                        events=events, queries=queries)
                 first = False

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig
+from services.dialog.config import DialogConfig
 from services.edge.config import EdgeConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
@@ -30,6 +31,7 @@ SECTIONS = {
     "GATEWAY": GatewayConfig,
     "EDGE": EdgeConfig,
     "REGISTRAR": RegistrarConfig,
+    "DIALOG": DialogConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

@@ -13,7 +13,8 @@ def create(callid: str = "c1", from_tag: str = "ft", *, timeout: int = 0,
            profiles: tuple[tuple[str, str | None], ...] = (), tag: str = "",
            extra: dict[str, str] | None = None, no_cdr: bool = False) -> Any:
     c = pb.Create(
-        callid=callid, from_tag=from_tag, from_hdr=f"\"Alice\" <sip:alice@a.example>;tag={from_tag}",
+        callid=callid, from_tag=from_tag,
+        from_hdr=f"\"Alice\" <sip:alice@a.example>;tag={from_tag}",
         to_hdr="<sip:bob@b.example>", ruri="sip:bob@b.example", cseq=1,
         contact="sip:alice@192.0.2.1:5062", source="udp:192.0.2.1:5062",
         socket=f"udp:{EDGE}", destination="sip:bob@192.0.2.2:5064", edge_addrs=[EDGE],
