@@ -95,7 +95,9 @@ async def _exchange(
             pass
     if not isinstance(reply, dict) or reply.get("id") != payload.get("id"):
         return JsonRpcOutcome(INTERNAL_ERROR, "reply is not a JSON-RPC response to this request")
-    if "error" in reply:
+    # JSON-RPC 1.0 servers (Go's net/rpc/jsonrpc, hence CGRateS) answer `"error": null`
+    # next to a result: only a non-null error is one.
+    if reply.get("error") is not None:
         return JsonRpcOutcome(SERVER_ERROR, reply["error"])
     if "result" not in reply:
         return JsonRpcOutcome(INTERNAL_ERROR, "reply has neither result nor error")
