@@ -152,6 +152,11 @@ class DialogService:
             return None
         return rendezvous_owner(owner_key(d.callid, d.from_tag), self._nodes)
 
+    @property
+    def ready(self) -> bool:
+        """This node can take the edge's events: no cluster, or its table is synced."""
+        return self.cluster is None or self.cluster.my_index(CAPABILITY)[0] >= 0
+
     def _refresh_view(self) -> bool:
         """Re-reads the cluster's synced nodes and tags; True when ownership may have moved."""
         cluster = self.cluster
@@ -433,8 +438,12 @@ class DialogServicer(pb_grpc.DialogServicer):
 
     async def Track(self, request_iterator: AsyncIterator[Any],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        replies: asyncio.Queue[Any] = asyncio.Queue()
         svc = self.svc
+        if not svc.ready:
+            # Still pulling the table from a donor: events about dialogs not received yet
+            # would be dropped as unknown. The edge moves to a synced node.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "dialog table not synced yet")
+        replies: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
             stream = ""

@@ -5,8 +5,13 @@ and returns; a sender task writes what is buffered onto the stream (events withi
 `batch_window` of each other share one message) and the dialog service acknowledges
 them once applied and stored (`acked`: every seq up to it). Acknowledged events leave the
 buffer; a stream that breaks is opened again (to the next dialog node when there are
-several) and every unacknowledged event is sent again - the service applies a repeated
-event as a no-op. While no dialog service can be reached the edge keeps routing calls;
+several) and every unacknowledged event is sent again, with those acknowledged in the
+last `resend_window` seconds (2 s): a dialog node acknowledges after storing an event
+locally, and one killed before its replication reached the other nodes would otherwise
+take those changes with it. The service applies a repeated event as a no-op; a node still
+pulling the dialog table from a donor refuses the stream (it could not apply events
+about dialogs it has not received yet), so the edge moves on to a synced one.
+While no dialog service can be reached the edge keeps routing calls;
 events wait in the buffer, and beyond `buffer_size` new events are dropped and counted
 (`dialog:events_dropped`), never blocking SIP.
 
@@ -47,7 +52,8 @@ class DialogUnavailable(Exception):
 class DialogClient:
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "dialog", buffer_size: int = 10000,
-                 query_timeout: float = 0.5, batch_window: float = 0.002) -> None:
+                 query_timeout: float = 0.5, batch_window: float = 0.002,
+                 resend_window: float = 2.0) -> None:
         self.static = [a for a in addresses if a]
         self.registry = registry
         self.service = service
@@ -58,6 +64,11 @@ class DialogClient:
         self.targets: list[str] = list(self.static)
         self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.buffer: collections.deque[Any] = collections.deque()  # unacknowledged events
+        # Acknowledged in the last `resend_window` seconds: sent again on a new stream (see
+        # the module docstring), as the node that acknowledged them may have died before
+        # replicating them.
+        self.resend_window = resend_window
+        self.recent: collections.deque[tuple[float, Any]] = collections.deque()
         self.queries: collections.deque[Any] = collections.deque()  # not yet written
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self._seq = itertools.count(1)
@@ -210,13 +221,24 @@ class DialogClient:
 
     def _ack(self, acked: int) -> None:
         buffer = self.buffer
+        recent = self.recent
+        now = time.monotonic()
         while buffer and buffer[0].seq <= acked:
-            buffer.popleft()
+            recent.append((now, buffer.popleft()))
             self.acked += 1
+        horizon = now - self.resend_window
+        while recent and (recent[0][0] < horizon or len(recent) > self.buffer_size):
+            recent.popleft()
 
     async def _requests(self, number: int) -> AsyncIterator[Any]:
         first = True
         sent_upto = 0  # highest seq written on this stream
+        horizon = time.monotonic() - self.resend_window
+        again = [event for at, event in self.recent if at >= horizon]
+        while again and self._stream_no == number:
+            batch, again = again[:BATCH_MAX], again[BATCH_MAX:]
+            yield pb.TrackRequests(stream_id=self.stream_id if first else "", events=batch)
+            first = False
         while self._stream_no == number:
             buffer = self.buffer
             events: list[Any] = []

@@ -36,7 +36,13 @@ class PostgresPool:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
                                                    timeout=self.timeout,
                                                    command_timeout=self.timeout)
-            await self._pool.execute(self.ddl.format(t=self.table))
+            try:
+                await self._pool.execute(self.ddl.format(t=self.table))
+            except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
+                # CREATE TABLE IF NOT EXISTS is not atomic in PostgreSQL: several processes
+                # starting together (the nodes of a cluster) can race on the catalog. The
+                # loser sees the winner's table; once more finds it there.
+                await self._pool.execute(self.ddl.format(t=self.table))
 
     @property
     def pool(self) -> Any:
