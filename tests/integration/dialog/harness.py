@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 EDGE_SCENARIOS = HERE.parent / "edge" / "scenarios"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+CONTRACTS = HERE.parents[2] / "contracts" / "mi"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
@@ -127,6 +128,16 @@ class DialogMesh:
         if "error" in answer:
             raise RuntimeError(f"{method}: {answer['error']}")
         return answer["result"]
+
+    def checked(self, method: str, params: Any = None) -> Any:
+        """`mi`, with the params and the real answer validated against contracts/mi."""
+        import jsonschema
+
+        schema = json.loads((CONTRACTS / f"{method}.json").read_text())
+        jsonschema.validate(params, schema["params"])
+        result = self.mi(method, params)
+        jsonschema.validate(result, schema["result"])
+        return result
 
     def edge_stat(self, name: str) -> int | None:
         stats = self.mi("get_statistics", [[name]])

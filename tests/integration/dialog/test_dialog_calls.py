@@ -166,7 +166,7 @@ def test_dlg_end_dlg_through_the_gateway_ends_a_call(mesh: DialogMesh) -> None:
                         "the call confirmed")
     ident = int(entry["ID"])
     # OpenSIPS 2.4's form: h_entry h_id, positional (as opensips-cli sends them).
-    assert mesh.mi("dlg_end_dlg", [ident >> 32, ident & 0xFFFFFFFF]) == "OK"
+    assert mesh.checked("dlg_end_dlg", [ident >> 32, ident & 0xFFFFFFFF]) == "OK"
     assert uac.wait(20) == 0, sipp_output(uac)
     cdr = cdr_of(mesh, "endgw")
     assert cdr["end_reason"] == "mi" and cdr["sip_code"] == "200"
@@ -198,9 +198,24 @@ def test_a_profile_limit_answers_486_beyond_two_calls(mesh: DialogMesh) -> None:
              10, "two calls in profile caller=sipp")
     third = mesh.uac("uac_expect_486.xml", uas, "lim2")
     assert third.returncode == 0, sipp_output(third)  # answered 486 by the routing
-    assert mesh.mi("profile_get_values", ["caller"]) == [{"value": "sipp", "count": 2}]
-    listed = mesh.mi("profile_list_dlgs", ["caller", "sipp"])["Dialogs"]
+    assert mesh.checked("profile_get_values", ["caller"]) == [{"value": "sipp", "count": 2}]
+    listed = mesh.checked("profile_list_dlgs", ["caller", "sipp"])["Dialogs"]
     assert len(listed) == 2 and all(d["state"] == 4 for d in listed)
+    # Every dialog MI answer, as contracts/mi says (OpenSIPS's shapes), with calls up.
+    size = mesh.checked("profile_get_size", {"profile": "caller", "value": "sipp"})
+    assert size["Profile"] == {"name": "caller", "value": "sipp", "count": 2, "shared": "no",
+                               "replicated": "no"}
+    assert mesh.checked("profile_get_size", ["calls"])["Profile"]["count"] >= 2
+    assert {"name": "caller", "has value": True} in mesh.checked("list_all_profiles")["Profiles"]
+    assert len(mesh.checked("dlg_list")["Dialogs"]) >= 2
+    page = mesh.checked("dlg_list", {"index": 0, "counter": 1})
+    assert page["count"] >= 2 and len(page["Dialogs"]) == 1
+    ctx = mesh.checked("dlg_list_ctx", {"callid": listed[0]["callid"]})["Dialog"]["context"]
+    assert {"caller": "sipp"} in ctx["profiles"] and {"acc_extra.account": "lim2"} in ctx["values"]
+    with pytest.raises(RuntimeError, match="404"):
+        mesh.mi("profile_get_size", ["no-such-profile"])
+    with pytest.raises(RuntimeError, match="400"):
+        mesh.mi("dlg_cluster_sync")  # one node, no cluster
     assert held.wait(30) == 0, sipp_output(held)
     wait_for(lambda: mesh.mi("profile_get_size", ["caller", "sipp"])["Profile"]["count"] == 0,
              10, "the profile empty again")
