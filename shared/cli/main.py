@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from services.dialog import cdr_export
 from shared.cli import mesh_cmd, parse_cmd, user_cmd
 from shared.events import cli as events_cli
 
@@ -24,6 +25,7 @@ def build_app() -> typer.Typer:
     mesh_cmd.register(app)
     events_cli.register(app)
     user_cmd.register(app)
+    cdr_export.register(app)
     return app
 
 

@@ -247,3 +247,34 @@ def test_kill_9_of_the_dialog_service_loses_no_dialog(mesh: DialogMesh) -> None:
                     and len(r) == 20 and r, 20, "20 CDRs")
     assert len({r["callid"] for r in rows}) == 20
     assert all(r["end_reason"] == "caller-bye" and r["duration"] >= 4 for r in rows)
+
+
+def test_cdr_export_writes_every_call_as_csv_and_json(mesh: DialogMesh) -> None:
+    import csv
+    import io
+
+    rows = mesh.cdrs()
+    assert rows
+
+    def export(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "shared.cli.main", "cdr", "export", "--store",
+             "postgresql://postgres@127.0.0.1:5432/test", "--table", mesh.table, *args],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[3])
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    as_json = json.loads(export("--since", "1h", "--format", "json"))
+    assert [r["cdr_id"] for r in as_json] == [r["cdr_id"] for r in rows]
+    assert {r["end_reason"] for r in as_json} >= {"caller-bye", "timeout", "mi", "cancelled"}
+    as_csv = list(csv.DictReader(io.StringIO(export("--since", "1h"))))
+    assert [r["cdr_id"] for r in as_csv] == [r["cdr_id"] for r in rows]
+    first = as_csv[0]
+    assert json.loads(first["extra"])["account"] and first["missed"] in ("true", "false")
+    assert export("--until", "2000-01-01") == ",".join(
+        ["cdr_id", "method", "from_tag", "to_tag", "callid", "sip_code", "sip_reason", "time",
+         "duration", "ms_duration", "setuptime", "created", "caller", "callee", "source_ip",
+         "destination", "end_reason", "extra", "missed", "node", "event_sent"]) + "\n"
+    bad = subprocess.run([sys.executable, "-m", "shared.cli.main", "cdr", "export", "--since",
+                          "yesterday-ish"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "span" in bad.stderr
