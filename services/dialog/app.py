@@ -177,11 +177,12 @@ class DialogService:
     def run(self, outputs: Iterable[Output]) -> None:
         for out in outputs:
             if isinstance(out, Changed):
-                key = out.dialog.key
+                d = out.dialog
+                key = d.key
                 self._deletes.discard(key)
-                self._upserts[key] = out.dialog
+                self._upserts[key] = d
                 if out.replicate:
-                    self._replicate(_RECORD + encode(out.dialog))
+                    self._replicate(_RECORD + (d.packed or encode(d)))
             elif isinstance(out, StateChanged):
                 self._state_event(out)
             elif isinstance(out, Purged):
@@ -229,8 +230,8 @@ class DialogService:
             started = time.perf_counter()
             try:
                 await self.store.write(
-                    [(d.callid, d.from_tag, int(d.state), encode(d)) for d in upserts.values()],
-                    list(deletes))
+                    [(d.callid, d.from_tag, int(d.state), d.packed or encode(d))
+                     for d in upserts.values()], list(deletes))
             except Exception as exc:
                 self.store_failures += 1
                 self.log.warning("dialog_store_write_failed", error=repr(exc),
@@ -329,7 +330,7 @@ class DialogService:
     # -- cluster capability --------------------------------------------------------------------
     def produce(self) -> Iterator[bytes]:
         for d in list(self.table.dialogs.values()):
-            yield _RECORD + encode(d)
+            yield _RECORD + (d.packed or encode(d))
 
     def apply_sync(self, records: list[bytes]) -> None:
         for rec in records:

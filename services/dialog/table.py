@@ -131,6 +131,18 @@ class DialogTable:
         self.stats = Stats()
         self._heap: list[tuple[int, int, Key, int]] = []
         self._seq = itertools.count()
+        # Values most dialogs share (the edge's addresses, its socket, profile names...):
+        # one copy each instead of one per dialog (memory per dialog, see the README).
+        self._shared: dict[Any, Any] = {}
+
+    def _share(self, value: Any) -> Any:
+        shared = self._shared
+        found = shared.get(value)
+        if found is None:
+            if len(shared) > 50_000:
+                shared.clear()  # bounded: values that stop repeating are not kept forever
+            shared[value] = found = value
+        return found
 
     # == queries ===============================================================================
     def __len__(self) -> int:
@@ -251,19 +263,20 @@ class DialogTable:
         d.ruri = c.ruri
         d.caller_cseq = c.cseq
         d.caller_contact = c.contact
-        d.caller_hop = c.source
-        d.source = c.source
-        d.socket = c.socket
-        d.destination = c.destination
-        d.edge_addrs = tuple(c.edge_addrs)
-        d.edge_uac = c.edge_uac
+        share = self._share
+        d.caller_hop = d.source = c.source
+        d.socket = share(c.socket)
+        d.destination = share(c.destination)
+        d.edge_addrs = share(tuple(c.edge_addrs))
+        d.edge_uac = share(c.edge_uac)
         d.created_ms = time_ms
         d.timeout = c.timeout if c.timeout_set else self.config.default_timeout
         d.sharing_tag = c.sharing_tag
         d.no_cdr = c.no_cdr
         if c.extra:
             d.extra = {**(d.extra or {}), **c.extra}
-        links = tuple((p.name, p.value if p.has_value else None) for p in c.profiles)
+        links = share(tuple(share((p.name, p.value if p.has_value else None))
+                            for p in c.profiles))
         if fresh:
             d.profiles = links
             self._insert(d)
@@ -301,15 +314,15 @@ class DialogTable:
                 d.to_tag = r.to_tag
             if status >= 200:
                 d.sip_code = status
-                d.sip_reason = r.reason
+                d.sip_reason = self._share(r.reason)
             if 200 <= status < 300:
                 from services.dialog.model import split_route_sets
 
                 d.answered_ms = time_ms
                 d.callee_contact = r.contact
                 d.callee_hop = r.source or d.destination
-                d.callee_route, d.caller_route = split_route_sets(
-                    list(r.record_route), d.edge_addrs)
+                callee, caller = split_route_sets(list(r.record_route), d.edge_addrs)
+                d.callee_route, d.caller_route = self._share(callee), self._share(caller)
             elif status >= 300:
                 d.end_reason = "cancelled" if status == 487 else "failed"
         self._apply(d, row, time_ms, out)
@@ -326,10 +339,12 @@ class DialogTable:
             self.stats.unknown_events += 1
             return []
         method = q.method
+        before = (d.caller_cseq, d.callee_cseq)
         if from_caller:
             d.caller_cseq = max(d.caller_cseq, q.cseq)
         else:
             d.callee_cseq = max(d.callee_cseq, q.cseq)
+        moved = before != (d.caller_cseq, d.callee_cseq)
         if method == "ACK":
             event = Event.REQ_ACK
         elif method == "BYE":
@@ -339,13 +354,13 @@ class DialogTable:
         row = transition(d.state, event)
         out: list[Output] = []
         if row is None:
+            if moved:  # a CSeq moved (a BYE sent later must use a higher one): store it
+                self._touch(d)
+                out.append(Changed(d))
             return out
         if event is Event.REQ_BYE and row[0] is State.DELETED:
             d.end_reason = "caller-bye" if from_caller else "callee-bye"
         self._apply(d, row, time_ms, out)
-        if not out and method != "ACK":
-            self._touch(d)  # a CSeq moved: a BYE sent later must use a higher one
-            out.append(Changed(d))
         return out
 
     # == operators and billing ===================================================================
@@ -419,6 +434,11 @@ class DialogTable:
             return []
         local = self.dialogs.get(key)
         out: list[Output] = []
+        share = self._share  # values most dialogs share (per-call ones are left alone)
+        incoming.socket = share(incoming.socket)
+        incoming.edge_addrs = share(incoming.edge_addrs)
+        incoming.edge_uac = share(incoming.edge_uac)
+        incoming.sip_reason = share(incoming.sip_reason)
         if local is None:
             self.stats.create_recv += 1
             self._insert(incoming)
@@ -498,6 +518,7 @@ class DialogTable:
     def _touch(self, d: Dialog) -> None:
         d.version += 1
         d.writer = self.node
+        d.packed = None  # changed: encoded again when stored or replicated
 
     def _insert(self, d: Dialog) -> None:
         self.dialogs[d.key] = d
@@ -508,10 +529,14 @@ class DialogTable:
     def _replace(self, local: Dialog, incoming: Dialog) -> Dialog:
         """`incoming` takes `local`'s place; extras and CSeqs of both are kept."""
         self._count(local, False)
-        if local.extra:
+        if local.extra and any(incoming.extra is None or k not in incoming.extra
+                               for k in local.extra):
             incoming.extra = {**local.extra, **(incoming.extra or {})}
-        incoming.caller_cseq = max(incoming.caller_cseq, local.caller_cseq)
-        incoming.callee_cseq = max(incoming.callee_cseq, local.callee_cseq)
+            incoming.packed = None  # no longer what was received
+        if local.caller_cseq > incoming.caller_cseq or local.callee_cseq > incoming.callee_cseq:
+            incoming.caller_cseq = max(incoming.caller_cseq, local.caller_cseq)
+            incoming.callee_cseq = max(incoming.callee_cseq, local.callee_cseq)
+            incoming.packed = None
         self.dialogs[incoming.key] = incoming
         self._count(incoming, incoming.state is not State.DELETED)
         return incoming

@@ -9,6 +9,8 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
+# Kamailio's PostgreSQL driver: the dialog benchmark's peer writes its CDRs there (acc).
+ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio-postgres-modules)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
