@@ -191,6 +191,17 @@ def test_dlg_end_dlg_through_opensips_cli(mesh: DialogMesh) -> None:
     assert cdr_of(mesh, "endcli")["end_reason"] == "mi"
 
 
+def test_dlg_end_dlg_on_an_early_dialog_cancels_it(mesh: DialogMesh) -> None:
+    uas = mesh.uas("uas_ring_cancel.xml")
+    uac = mesh.uac("uac_expect_487.xml", uas, "endearly", background=True)
+    (entry,) = wait_for(lambda: [d for d in live(mesh, "endearly") if d["state"] == 2], 10,
+                        "the call ringing")
+    assert mesh.checked("dlg_end_dlg", {"callid": entry["callid"]}) == "OK"
+    assert uac.wait(20) == 0, sipp_output(uac)  # the caller got 487 from the edge
+    cdr = cdr_of(mesh, "endearly")
+    assert (cdr["sip_code"], cdr["missed"], cdr["end_reason"]) == ("487", True, "cancelled")
+
+
 def test_a_profile_limit_answers_486_beyond_two_calls(mesh: DialogMesh) -> None:
     uas = mesh.uas()
     held = mesh.uac("uac", uas, "lim2", calls=2, rate=10, hold_ms=4000, background=True)
