@@ -2,7 +2,8 @@
 
 The SIP path never waits on it. `emit()` numbers an event, appends it to a bounded buffer
 and returns; a sender task writes what is buffered onto the stream (events within
-`batch_window` of each other share one message) and the dialog service acknowledges
+`batch_window`, 5 ms, of each other share one message: a gRPC message costs the edge
+about the same whatever it carries) and the dialog service acknowledges
 them once applied and stored (`acked`: every seq up to it). Acknowledged events leave the
 buffer; a stream that breaks is opened again (to the next dialog node when there are
 several) and every unacknowledged event is sent again, with those acknowledged in the
@@ -52,7 +53,7 @@ class DialogUnavailable(Exception):
 class DialogClient:
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "dialog", buffer_size: int = 10000,
-                 query_timeout: float = 0.5, batch_window: float = 0.002,
+                 query_timeout: float = 0.5, batch_window: float = 0.005,
                  resend_window: float = 2.0) -> None:
         self.static = [a for a in addresses if a]
         self.registry = registry
@@ -63,7 +64,11 @@ class DialogClient:
         self.log = structlog.get_logger("edge.dialog")
         self.targets: list[str] = list(self.static)
         self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
-        self.buffer: collections.deque[Any] = collections.deque()  # unacknowledged events
+        # Unacknowledged events: written on the current stream (in order), and not yet
+        # written. Two deques keep every step O(1) whatever the backlog (a dialog service
+        # falling behind must not make each new stream message cost more).
+        self.inflight: collections.deque[Any] = collections.deque()
+        self.pending: collections.deque[Any] = collections.deque()
         # Acknowledged in the last `resend_window` seconds: sent again on a new stream (see
         # the module docstring), as the node that acknowledged them may have died before
         # replicating them.
@@ -96,11 +101,11 @@ class DialogClient:
 
     def emit(self, event: Any) -> None:
         """Queues a DialogEvent (seq is set here); never blocks, never raises."""
-        if len(self.buffer) >= self.buffer_size:
+        if len(self.pending) + len(self.inflight) >= self.buffer_size:
             self.dropped += 1
             return
         event.seq = next(self._seq)
-        self.buffer.append(event)
+        self.pending.append(event)
         self.emitted += 1
         self._wake.set()
 
@@ -181,7 +186,7 @@ class DialogClient:
                 raise
             except Exception as exc:
                 self.log.warning("dialog_stream_broken", target=target, error=repr(exc),
-                                 buffered=len(self.buffer))
+                                 buffered=self.buffered)
             finally:
                 self.connected = False
                 self._fail_queries("stream broken")
@@ -217,14 +222,22 @@ class DialogClient:
         finally:
             if self._stream_no == number:
                 self._stream_no += 1  # this stream's writer stops at its next turn
+            # What this stream carried without an acknowledgment goes first on the next.
+            self.pending.extendleft(reversed(self.inflight))
+            self.inflight.clear()
             self._wake.set()
 
+    @property
+    def buffered(self) -> int:
+        """Events not acknowledged yet."""
+        return len(self.pending) + len(self.inflight)
+
     def _ack(self, acked: int) -> None:
-        buffer = self.buffer
+        inflight = self.inflight
         recent = self.recent
         now = time.monotonic()
-        while buffer and buffer[0].seq <= acked:
-            recent.append((now, buffer.popleft()))
+        while inflight and inflight[0].seq <= acked:
+            recent.append((now, inflight.popleft()))
             self.acked += 1
         horizon = now - self.resend_window
         while recent and (recent[0][0] < horizon or len(recent) > self.buffer_size):
@@ -232,33 +245,31 @@ class DialogClient:
 
     async def _requests(self, number: int) -> AsyncIterator[Any]:
         first = True
-        sent_upto = 0  # highest seq written on this stream
         horizon = time.monotonic() - self.resend_window
         again = [event for at, event in self.recent if at >= horizon]
         while again and self._stream_no == number:
             batch, again = again[:BATCH_MAX], again[BATCH_MAX:]
             yield pb.TrackRequests(stream_id=self.stream_id if first else "", events=batch)
             first = False
+        pending = self.pending
+        inflight = self.inflight
         while self._stream_no == number:
-            buffer = self.buffer
             events: list[Any] = []
-            if buffer:
-                # Seqs in the buffer are consecutive (a dropped event never got one).
-                start = max(0, sent_upto - buffer[0].seq + 1)
-                events = list(itertools.islice(buffer, start, start + BATCH_MAX))
+            while pending and len(events) < BATCH_MAX:
+                event = pending.popleft()
+                inflight.append(event)
+                events.append(event)
             queries: list[Any] = []
             while self.queries and len(queries) < BATCH_MAX:
                 queries.append(self.queries.popleft())
             if events or queries or first:
-                if events:
-                    sent_upto = events[-1].seq
                 yield pb.TrackRequests(stream_id=self.stream_id if first else "",
                                        events=events, queries=queries)
                 first = False
                 continue
             self._wake.clear()
             await self._wake.wait()
-            if self.batch_window and len(self.buffer) < BATCH_MAX and not self.queries:
+            if self.batch_window and len(pending) < BATCH_MAX and not self.queries:
                 # A moment for company: one stream message costs about the same whatever
                 # it carries (see registrar_client.py's batch window).
                 await asyncio.sleep(self.batch_window)
@@ -271,5 +282,5 @@ class DialogClient:
 
     def statistics(self) -> dict[str, int]:
         return {"events_emitted": self.emitted, "events_acked": self.acked,
-                "events_buffered": len(self.buffer), "events_dropped": self.dropped,
+                "events_buffered": self.buffered, "events_dropped": self.dropped,
                 "stream_reconnects": self.reconnects}

@@ -81,7 +81,7 @@ async def test_events_are_applied_stored_and_acknowledged(service: Service,
         client.emit(event(create=create(profiles=(("caller", "alice"),))))
         client.emit(event(reply=reply(200)))
         client.emit(event(request=request("ACK", cseq=1)))
-        await until(lambda: client.acked == 3 and not client.buffer)
+        await until(lambda: client.acked == 3 and not client.buffered)
         assert service.svc is not None
         d = service.svc.table.find("c1", "ft")
         assert d is not None and int(d.state) == 4
@@ -114,9 +114,9 @@ async def test_events_wait_while_the_service_is_away_and_overflow_is_counted(
             await client.query(pb.Query(size=pb.ProfileQuery(name="x")))
         for i in range(7):  # 5 fit, 2 are dropped and counted
             client.emit(event(create=create(callid=f"b{i}")))
-        assert len(client.buffer) == 5 and client.dropped == 2
+        assert client.buffered == 5 and client.dropped == 2
         await service.start(port)  # back, same address
-        await until(lambda: not client.buffer, 15)
+        await until(lambda: not client.buffered, 15)
         assert service.svc is not None
         assert {d.callid for d in service.svc.table} == {"a", "b0", "b1", "b2", "b3", "b4"}
         assert client.statistics()["events_dropped"] == 2
