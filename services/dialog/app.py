@@ -118,12 +118,13 @@ class DialogService:
         self._view: tuple[Any, ...] = ()
         self._nodes: tuple[int, ...] = ()
         self._synced = cluster is None
-        self._cdr_slots = asyncio.Semaphore(8)
+        self._cdr_queue: list[Dialog] = []
+        self._cdr_wake = asyncio.Event()
         self.store_failures = 0
         self.uac_failures = 0
         self.cdr_failures = 0
         self.cdr_histogram = Histogram(
-            "sipmesh_dialog_cdr_write_seconds", "CDR insert latency",
+            "sipmesh_dialog_cdr_write_seconds", "CDR insert latency (per batch)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=metrics) if metrics is not None else None
         self.commit_histogram = Histogram(
@@ -191,7 +192,8 @@ class DialogService:
                 if out.replicate:
                     self._replicate(_PURGE + "\x00".join(out.key).encode())
             elif isinstance(out, WriteCdr):
-                self._spawn(self._write_cdr(out.dialog))
+                self._cdr_queue.append(out.dialog)
+                self._cdr_wake.set()
             elif isinstance(out, SendBye):
                 self._spawn(self._send(out.dialog, bye_requests(out.dialog, out.headers)))
             elif isinstance(out, SendCancel):
@@ -248,27 +250,42 @@ class DialogService:
                     self.commit_histogram.observe(time.perf_counter() - started)
 
     # -- CDRs ---------------------------------------------------------------------------------
-    async def _write_cdr(self, d: Dialog) -> None:
-        cdr = build_cdr(d, self.node_id)
-        async with self._cdr_slots:
-            started = time.perf_counter()
-            try:
-                inserted = await self.cdrs.insert(cdr)
-                if inserted:
+    async def _write_cdrs(self) -> None:
+        """Writes the CDRs the table asks for, in batches (what piled up while the last
+        batch was written, up to 500): one statement and one round trip per batch."""
+        while True:
+            await self._cdr_wake.wait()
+            self._cdr_wake.clear()
+            while self._cdr_queue:
+                batch, self._cdr_queue = self._cdr_queue[:500], self._cdr_queue[500:]
+                await self._write_batch(batch)
+
+    async def _write_batch(self, dialogs: list[Dialog]) -> None:
+        cdrs = [build_cdr(d, self.node_id) for d in dialogs]
+        started = time.perf_counter()
+        try:
+            made = await self.cdrs.insert_many(cdrs)
+            for cdr in cdrs:
+                if cdr.cdr_id in made:
                     self._raise_cdr(cdr)
                 else:
                     await self._take_over_event(cdr)
-            except Exception as exc:
-                self.cdr_failures += 1
-                self.log.warning("cdr_write_failed", callid=d.callid, error=repr(exc))
-                self.run(self.table.cdr_failed(d.key, self.now_ms()))
-                return
-            finally:
-                if self.cdr_histogram is not None:
-                    self.cdr_histogram.observe(time.perf_counter() - started)
-        self.log.info("cdr_written", callid=d.callid, sip_code=cdr.sip_code,
-                      duration=cdr.ms_duration, end_reason=cdr.end_reason, new=inserted)
-        self.run(self.table.cdr_written(d.key, self.now_ms()))
+        except Exception as exc:
+            self.cdr_failures += len(dialogs)
+            self.log.warning("cdr_write_failed", cdrs=len(dialogs), error=repr(exc))
+            now = self.now_ms()
+            for d in dialogs:
+                self.run(self.table.cdr_failed(d.key, now))
+            return
+        finally:
+            if self.cdr_histogram is not None:
+                self.cdr_histogram.observe(time.perf_counter() - started)
+        now = self.now_ms()
+        for d, cdr in zip(dialogs, cdrs, strict=True):
+            self.log.debug("cdr_written", callid=d.callid, sip_code=cdr.sip_code,
+                           duration=cdr.ms_duration, end_reason=cdr.end_reason,
+                           new=cdr.cdr_id in made)
+            self.run(self.table.cdr_written(d.key, now))
 
     def _raise_cdr(self, cdr: Cdr) -> None:
         if self.events is None:
@@ -397,7 +414,8 @@ class DialogService:
         self._refresh_view()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._timer()), loop.create_task(self._flusher()),
-                       loop.create_task(self._mark_delivered())]
+                       loop.create_task(self._mark_delivered()),
+                       loop.create_task(self._write_cdrs())]
 
     async def stop(self) -> None:
         for task in self._loops:
@@ -407,6 +425,10 @@ class DialogService:
                 await task
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
+        if self._cdr_queue:  # asked for before the stop: written now (else after a restart)
+            with contextlib.suppress(Exception):
+                queue, self._cdr_queue = self._cdr_queue, []
+                await asyncio.wait_for(self._write_batch(queue), 5.0)
         with contextlib.suppress(Exception):
             await self.commit()
         if self._unsent and self.events is not None:

@@ -421,7 +421,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
 
     dialogs = DialogClient(addresses=config.dialog, registry=runtime.registry,
                            service=config.dialog_service, buffer_size=config.dialog_buffer,
-                           query_timeout=config.dialog_timeout)
+                           query_timeout=config.dialog_timeout,
+                           batch_window=config.dialog_batch_ms / 1000)
     tracker = DialogTracker(dialogs, enabled=config.dialog_tracking)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "dialog": dialogs},

@@ -114,3 +114,12 @@ async def test_export_by_time_window(cdrs: CdrStore) -> None:
     assert [r["callid"] for r in rows] == ["t1", "t2"]
     assert rows[1]["missed"] and rows[1]["sip_code"] == "486"
     assert len(await cdrs.export()) == 5
+
+
+async def test_a_batch_insert_says_which_rows_it_made(cdrs: CdrStore) -> None:
+    assert await cdrs.insert(cdr("old"))
+    made = await cdrs.insert_many([cdr("old"), cdr("new1"), cdr("new2"), cdr("new1", node=2)])
+    assert made == {"new1;ft", "new2;ft"}
+    assert {r["cdr_id"] for r in await cdrs.export()} == {"old;ft", "new1;ft", "new2;ft"}
+    assert (await cdrs.get("new1;ft"))["node"] == 1  # type: ignore[index]
+    assert await cdrs.insert_many([]) == set()

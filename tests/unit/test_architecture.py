@@ -13,6 +13,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SANS_IO_PACKAGES = ["shared/sip", "shared/transaction"]
+# Sans-IO modules inside services: their protocol decisions (`now` passed in).
+SANS_IO_MODULES = ["services/dialog/states.py", "services/dialog/table.py",
+                   "services/dialog/model.py", "services/dialog/ownership.py",
+                   "services/dialog/cdr.py", "services/dialog/byes.py",
+                   "services/edge/uac_core.py"]
 FORBIDDEN = {"asyncio", "socket", "selectors", "threading", "uvloop", "time", "aiohttp", "grpc"}
 
 
@@ -45,6 +50,14 @@ def test_sans_io_modules_import_no_io(module: Path | None) -> None:
     assert module is not None, "no sans-IO modules found"
     bad = _imports(module) & FORBIDDEN
     assert not bad, f"{module.relative_to(ROOT)} imports {sorted(bad)}: the core must stay sans-IO"
+
+
+@pytest.mark.parametrize("module", SANS_IO_MODULES)
+def test_sans_io_service_modules_import_no_io(module: str) -> None:
+    path = ROOT / module
+    assert path.exists(), f"{module} is gone: update SANS_IO_MODULES"
+    bad = _imports(path) & FORBIDDEN
+    assert not bad, f"{module} imports {sorted(bad)}: the core must stay sans-IO"
 
 
 def test_detector_flags_an_io_import(tmp_path: Path) -> None:
