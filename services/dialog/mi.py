@@ -244,8 +244,10 @@ def register_mi(runtime: Any, svc: DialogService) -> None:
             table.find(str(ref[0]), ref[1])
         if d is None or d.reserved or d.state == 5:
             raise MiError(NOT_FOUND, "Requested Dialog not found")
-        svc.end(d, "billing", (f"Reason: Q.850;cause=16;text=\"{Reason or 'credit'}\"",)
-                if Reason else ())
+        # The engine's reason goes to the phones in a Reason header (RFC 3326), reduced
+        # to harmless characters: it comes from outside.
+        text = "".join(c for c in str(Reason or "")[:64] if c.isalnum() or c in " _.-:")
+        svc.end(d, "billing", (f'Reason: Q.850;cause=16;text="{text}"',) if text else ())
         return "OK"
 
     command("SessionSv1.DisconnectSession",

@@ -31,6 +31,7 @@ Merges of two copies of one dialog (replication, full sync, a restart) keep the 
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
@@ -51,7 +52,7 @@ class TableConfig:
     reserve_timeout: int = 32  # s a profile reservation waits for its INVITE (Timer B)
     cdr_delay_ms: int = 0  # the CDR waits this long after the end (late extras: MOS)
     recheck_ms: int = 1000  # a node that is not the owner looks again this often
-    tombstone_ms: int = 600_000  # a purged dialog is not taken back from a late replica
+    tombstone_ms: int = 60_000  # a purged dialog is not taken back from a late replica
 
 
 # -- effects ---------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class DialogTable:
         self.profile_all: dict[str, int] = {}
         self.profile_values: dict[str, dict[str, int]] = {}
         self.tombstones: dict[Key, int] = {}
+        self._tomb_order: collections.deque[tuple[int, Key]] = collections.deque()
         self.writing: set[Key] = set()  # CDR writes in flight
         self.stats = Stats()
         self._heap: list[tuple[int, int, Key, int]] = []
@@ -459,14 +461,17 @@ class DialogTable:
 
     def apply_purge(self, key: Key, now_ms: int) -> list[Output]:
         d = self.dialogs.get(key)
-        self.tombstones[key] = now_ms + self.config.tombstone_ms
+        self._tomb(key, now_ms)
         if d is None:
             return []
         return self._purge(d, now_ms, replicate=False)
 
     # == timers ==================================================================================
     def next_deadline(self) -> int | None:
-        return self._heap[0][0] if self._heap else None
+        heap, order = self._heap, self._tomb_order
+        due = [x for x in (heap[0][0] if heap else None, order[0][0] if order else None)
+               if x is not None]
+        return min(due) if due else None
 
     def on_timer(self, now_ms: int) -> list[Output]:
         out: list[Output] = []
@@ -508,13 +513,21 @@ class DialogTable:
                     out.extend(self._purge(d, now_ms, replicate=False))  # each node drops its own
             elif kind == _CDR:
                 self._maybe_cdr(d, now_ms, out)
-        tombstones = self.tombstones
-        if tombstones:
-            for key in [k for k, until in tombstones.items() if until <= now_ms][:10000]:
+        # Tombstones leave oldest first (a deque in the order they were set: O(1) each,
+        # whatever their number - at 1,000 calls/s there are 60,000 of them).
+        order, tombstones = self._tomb_order, self.tombstones
+        while order and order[0][0] <= now_ms:
+            until, key = order.popleft()
+            if tombstones.get(key) == until:
                 del tombstones[key]
         return out
 
     # == internals ===============================================================================
+    def _tomb(self, key: Key, now_ms: int) -> None:
+        until = now_ms + self.config.tombstone_ms
+        self.tombstones[key] = until
+        self._tomb_order.append((until, key))
+
     def _touch(self, d: Dialog) -> None:
         d.version += 1
         d.writer = self.node
@@ -550,7 +563,7 @@ class DialogTable:
         if self.by_callid.get(d.callid) == key:
             del self.by_callid[d.callid]
         # Replicas of it still in flight (or a donor's older snapshot) must not bring it back.
-        self.tombstones[key] = now_ms + self.config.tombstone_ms
+        self._tomb(key, now_ms)
         if replicate:
             self.stats.delete_sent += 1
         return [Purged(key, replicate)]

@@ -80,6 +80,7 @@ class DialogClient:
         self._qids = itertools.count(1)
         self._stream_no = 0  # which stream is current: a broken one's writer stops
         self._wake = asyncio.Event()
+        self._query_wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -120,6 +121,7 @@ class DialogClient:
         self.futures[qid] = fut
         self.queries.append(query)
         self._wake.set()
+        self._query_wake.set()
         try:
             reply = await asyncio.wait_for(fut, self.query_timeout)
         except TimeoutError:
@@ -271,8 +273,11 @@ class DialogClient:
             await self._wake.wait()
             if self.batch_window and len(pending) < BATCH_MAX and not self.queries:
                 # A moment for company: one stream message costs about the same whatever
-                # it carries (see registrar_client.py's batch window).
-                await asyncio.sleep(self.batch_window)
+                # it carries (see registrar_client.py's batch window). A routing query
+                # arriving meanwhile ends the wait: routing is waiting for its answer.
+                self._query_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._query_wake.wait(), self.batch_window)
 
     def _fail_queries(self, why: str) -> None:
         for fut in list(self.futures.values()):

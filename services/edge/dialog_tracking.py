@@ -183,27 +183,45 @@ class DialogTracker:
             source = ctx.source
             itf = source.interface
             first = targets[0] if targets else None
-            contacts = request.get("Contact") or ""
-            create = pb.Create(
-                callid=request.call_id, from_tag=request.from_tag or "",
-                from_hdr=request.get("From") or "", to_hdr=request.get("To") or "",
-                ruri=request.uri, cseq=request.cseq.number, contact=_contact_uri(contacts),
-                source=_where(itf.transport, source.host, source.port),
-                socket=_where(itf.transport, itf.host, itf.port),
-                destination=(first.next_hop or first.uri) if first is not None else "",
-                edge_addrs=self.edge_addrs, edge_uac=self.edge_uac,
-                timeout=d.timeout or 0, timeout_set=d.timeout is not None,
-                sharing_tag=d.sharing_tag, no_cdr=acc is not None and acc.disabled)
+            # Filled in place: a sub-message built apart and passed to DialogEvent(...) is
+            # copied (measured: 6.0 us per Create that way, 3.3 us in place).
+            event = pb.DialogEvent(time_ms=int(time.time() * 1000))
+            create = event.create
+            create.callid = request.call_id
+            create.from_tag = request.from_tag or ""
+            create.from_hdr = request.get("From") or ""
+            create.to_hdr = request.get("To") or ""
+            create.ruri = request.uri
+            create.cseq = request.cseq.number
+            create.contact = _contact_uri(request.get("Contact") or "")
+            create.source = _where(itf.transport, source.host, source.port)
+            create.socket = _where(itf.transport, itf.host, itf.port)
+            if first is not None:
+                create.destination = first.next_hop or first.uri
+            create.edge_addrs.extend(self.edge_addrs)
+            create.edge_uac = self.edge_uac
+            if d.timeout is not None:
+                create.timeout = d.timeout
+                create.timeout_set = True
+            if d.sharing_tag:
+                create.sharing_tag = d.sharing_tag
             for name, value in d.profiles:
                 create.profiles.add(name=name, value=value or "", has_value=value is not None)
-            if acc is not None and acc.extra:
-                create.extra.update({str(k): str(v) for k, v in acc.extra.items()})
-            self.client.emit(pb.DialogEvent(time_ms=int(time.time() * 1000), create=create))
+            if acc is not None:
+                create.no_cdr = acc.disabled
+                if acc.extra:
+                    create.extra.update({str(k): str(v) for k, v in acc.extra.items()})
+            self.client.emit(event)
             return
         if method in _IN_DIALOG:
-            self.client.emit(pb.DialogEvent(time_ms=int(time.time() * 1000), request=(
-                pb.InDialog(callid=request.call_id, from_tag=request.from_tag or "",
-                            to_tag=to_tag, method=method, cseq=request.cseq.number))))
+            event = pb.DialogEvent(time_ms=int(time.time() * 1000))
+            q = event.request
+            q.callid = request.call_id
+            q.from_tag = request.from_tag or ""
+            q.to_tag = to_tag
+            q.method = method
+            q.cseq = request.cseq.number
+            self.client.emit(event)
 
     def relayed(self, ctx: RouteContext, response: Response,
                 dest: Destination | None = None) -> None:
@@ -214,15 +232,19 @@ class DialogTracker:
         if status <= 100 or (not d.tracked and status < 200):
             return
         request = ctx.request
-        reply = pb.Reply(callid=request.call_id, from_tag=request.from_tag or "",
-                         to_tag=response.to_tag or "", status=status,
-                         reason=response.reason)
+        event = pb.DialogEvent(time_ms=int(time.time() * 1000))
+        reply = event.reply
+        reply.callid = request.call_id
+        reply.from_tag = request.from_tag or ""
+        reply.to_tag = response.to_tag or ""
+        reply.status = status
+        reply.reason = response.reason
         if 200 <= status < 300:
             reply.contact = _contact_uri(response.get("Contact") or "")
             reply.record_route.extend(response.get_all("Record-Route"))
             if dest is not None:
                 reply.source = _where(dest.transport, dest.host, dest.port)
-        self.client.emit(pb.DialogEvent(time_ms=int(time.time() * 1000), reply=reply))
+        self.client.emit(event)
 
 
 def _contact_uri(value: str) -> str:

@@ -294,3 +294,18 @@ def test_record_round_trip_keeps_everything() -> None:
     for name in Dialog.__slots__:
         if name != "counted":
             assert getattr(back, name) == getattr(d, name), name
+
+
+def test_tombstones_expire_and_are_few() -> None:
+    table = DialogTable(TableConfig(tombstone_ms=1000))
+    for i in range(100):
+        table.create(create(callid=f"t{i}"), T0)
+        d = table.find(f"t{i}", "ft")
+        assert d is not None
+        table.reply(reply(486, callid=f"t{i}"), T0 + 1)
+        table.cdr_written(d.key, T0 + 2)
+    assert len(table.tombstones) == 100 and table.next_deadline() == T0 + 1002  # first due
+    table.on_timer(T0 + 1002)
+    assert table.tombstones == {} and table.next_deadline() != T0 + 1002
+    # Gone from the tombstones, an old replica could come back: that is why they last
+    # longer than any replica in flight (60 s by default).
