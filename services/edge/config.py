@@ -60,7 +60,7 @@ class EdgeConfig:
     dialog_tracking: bool = True
     dialog_buffer: int = 10000
     dialog_timeout: float = 0.5  # s a profile query from routing may take
-    dialog_batch_ms: float = 20.0  # events this close together share one stream message
+    dialog_batch_ms: float = 50.0  # events this close together share one stream message
     # The Uac API (requests sent for other services: BYEs of the dialog service, ...).
     uac_host: str = "127.0.0.1"
     uac_port: int = 0
