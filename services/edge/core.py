@@ -31,6 +31,12 @@ address).  Otherwise it joins the response context of its server transaction: 1x
 when every branch is final the best response (§16.7 step 6, challenges aggregated,
 503 turned into 500) is sent - or the failure route runs first and may fork again.
 Timeouts count as 408, transport failures as 503 (§16.7 step 2, §16.9).
+
+Dialogs: with a `tracker` (services/edge/dialog_tracking.py) the core tells it what it
+forwards (`_after_route`, `_forward_stateless`) and relays for an INVITE (`_relay`,
+`_reply_context`); it never waits on it. Requests of other services (the Uac API,
+services/edge/uac.py) go through `uac_request`, and `cancel_invite` cancels a pending
+INVITE by Call-ID and From tag as its caller's CANCEL would.
 """
 
 from __future__ import annotations
