@@ -49,6 +49,10 @@ SERVICES: tuple[ChildSpec, ...] = (
     ChildSpec("media", "services.media", port_env=("SIPMESH_MEDIA_HTTP_PORT",
                                                    "SIPMESH_MEDIA_GRPC_PORT")),
     ChildSpec("freeswitch", "services.freeswitch"),  # idles until a box is configured
+    ChildSpec("dialog", "services.dialog",
+              cluster_id=3, cluster_section="dialog.cluster",
+              cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),
+              port_env=("SIPMESH_DIALOG_HTTP_PORT", "SIPMESH_DIALOG_GRPC_PORT")),
     ChildSpec("cluster-demo", "shared.cluster.demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),

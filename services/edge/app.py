@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc
 from services.edge.addresses import Destination, Interface, Source
 from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
@@ -84,12 +85,13 @@ class EdgeApp:
                  services: dict[str, Any] | None = None, private_port: bool = False,
                  exec_threshold: int = 0,
                  on_slow: Callable[[str, int, str], object] | None = None,
-                 nonce_counts: NonceCounts | None = None) -> None:
+                 nonce_counts: NonceCounts | None = None, tracker: Any = None) -> None:
         self.config = config
         self.nonce_counts = nonce_counts  # None: this worker's own table (one-worker edge)
         self.log = structlog.get_logger("edge")
         self.counters = counters or EdgeCounters()
         self.services = services or {}
+        self.tracker = tracker  # services/edge/dialog_tracking.DialogTracker or None
         # OpenSIPS exec_msg_threshold (us, 0 = off): slower messages are reported to
         # `on_slow(source, us, start line)`, which raises E_CORE_THRESHOLD.
         self.exec_threshold = exec_threshold if on_slow is not None else 0
@@ -153,7 +155,10 @@ class EdgeApp:
             counters=self.counters, log=self._warn, trace=self._debug if debug else None,
             auth=auth,
             worker=os.getpid() % 4096,
+            tracker=self.tracker,
         )
+        if self.tracker is not None:
+            self.tracker.set_interfaces(bound)
 
     async def stop(self, drain: float = 2.0) -> None:
         """Stop taking new traffic, let transactions finish (up to `drain` s), close."""
@@ -170,6 +175,17 @@ class EdgeApp:
         await self.tcp.close()
         for task in list(self._tasks):
             task.cancel()
+
+    def run_core(self, fn: Callable[[ProxyCore, float], Any]) -> Any:
+        """Calls `fn(core, now)` from outside the SIP path (the Uac API) and carries out the
+        outputs it returns (a list, or the second item of a tuple); returns its result."""
+        core, loop = self.core, self._loop
+        if core is None or loop is None:
+            raise RuntimeError("the edge is not started")
+        result = fn(core, loop.time())
+        self._execute(result[1] if isinstance(result, tuple) else result)
+        self._rearm()
+        return result
 
     def listen_lines(self) -> list[str]:
         return [f"{i.transport}:{i.host_in_uri}:{i.port}" for i in self.interfaces]
@@ -413,11 +429,21 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.freeswitch.routing_client import attach_to_edge
 
     freeswitch = attach_to_edge(runtime)  # ctx.freeswitch: box loads, ESL commands, events
+    from services.edge.dialog_client import DialogClient
+    from services.edge.dialog_tracking import DialogTracker
+
+    dialogs = DialogClient(addresses=config.dialog, registry=runtime.registry,
+                           service=config.dialog_service, buffer_size=config.dialog_buffer,
+                           query_timeout=config.dialog_timeout,
+                           batch_window=config.dialog_batch_ms / 1000)
+    tracker = DialogTracker(dialogs, enabled=config.dialog_tracking)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "media": media,
-                            "freeswitch": freeswitch},
+                            "freeswitch": freeswitch, "dialog": dialogs},
                   exec_threshold=runtime.events_config.exec_threshold,
-                  on_slow=runtime.report_slow, nonce_counts=nonce_counts)
+                  on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker)
+    runtime.stats.group("dialog", dialogs.statistics)
+    uac_servers: list[Any] = []
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
@@ -430,7 +456,21 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     async def _start() -> None:
         await registrar.start()
         await media.start()
+        await dialogs.start()
         await app.start()
+        from services.edge.uac import SERVICE as UAC_SERVICE
+        from services.edge.uac import UacServicer
+        from shared.rpc.grpc_helpers import start_grpc_server
+
+        uac_srv = await start_grpc_server(
+            [lambda s: uac_pb2_grpc.add_UacServicer_to_server(  # type: ignore[no-untyped-call]
+                UacServicer(app), s)],
+            services=[UAC_SERVICE], host=config.uac_host,
+            port=config.uac_port if config.workers == 1 else 0)
+        uac_servers.append(uac_srv)
+        uac_host = config.uac_advertise or (
+            runtime.address if config.uac_host in ("0.0.0.0", "::") else config.uac_host)
+        tracker.edge_uac = runtime.meta["uac"] = f"{uac_host}:{uac_srv.port}"
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
@@ -439,6 +479,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     @runtime.on_stop
     async def _stop() -> None:
         await app.stop()
+        for srv in uac_servers:
+            await srv.stop(0.5)
+        await dialogs.close()
         await registrar.close()
         await media.close()
         if nonce_counts is not None:

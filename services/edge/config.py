@@ -62,6 +62,19 @@ class EdgeConfig:
     media_anchor: bool = False
     media_flags: str = "replace-origin replace-session-connection ICE=remove"
     media_set: int = 0
+    # The dialog service (services/dialog): fixed host:port gRPC addresses, or else the
+    # discovery service name. Record-routed INVITEs are tracked when one is known
+    # (dialog_tracking); events wait in a buffer of dialog_buffer while it is away.
+    dialog: tuple[str, ...] = ()
+    dialog_service: str = "dialog"
+    dialog_tracking: bool = True
+    dialog_buffer: int = 10000
+    dialog_timeout: float = 0.5  # s a profile query from routing may take
+    dialog_batch_ms: float = 50.0  # events this close together share one stream message
+    # The Uac API (requests sent for other services: BYEs of the dialog service, ...).
+    uac_host: str = "127.0.0.1"
+    uac_port: int = 0
+    uac_advertise: str = ""
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"

@@ -31,6 +31,12 @@ address).  Otherwise it joins the response context of its server transaction: 1x
 when every branch is final the best response (§16.7 step 6, challenges aggregated,
 503 turned into 500) is sent - or the failure route runs first and may fork again.
 Timeouts count as 408, transport failures as 503 (§16.7 step 2, §16.9).
+
+Dialogs: with a `tracker` (services/edge/dialog_tracking.py) the core tells it what it
+forwards (`_after_route`, `_forward_stateless`) and relays for an INVITE (`_relay`,
+`_reply_context`); it never waits on it. Requests of other services (the Uac API,
+services/edge/uac.py) go through `uac_request`, and `cancel_invite` cancels a pending
+INVITE by Call-ID and From tag as its caller's CANCEL would.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from services.edge.routing import (
     is_awaitable,
 )
 from services.edge.stateless import answer_malformed, looks_like_response
+from services.edge.uac_core import UacOwner
 from shared.sip import (
     Request,
     Response,
@@ -183,6 +190,7 @@ class ProxyCore:
         trace: Logger | None = None,
         auth: ProxyAuthenticator | None = None,
         worker: int = 0,
+        tracker: Any = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -197,6 +205,9 @@ class ProxyCore:
         self.services = dict(services or {})
         self.counters = counters or EdgeCounters()
         self.auth = auth
+        # services/edge/dialog_tracking.DialogTracker: told what is forwarded and relayed
+        # for dialogs (the dialog service); None when no dialog tracking runs.
+        self.tracker = tracker
         self.log = log or _no_log  # problems worth a warning
         self.trace = trace  # per-message debug lines; None keeps the hot path quiet
         self._branch_ids = count(1)
@@ -288,6 +299,59 @@ class ProxyCore:
         layer = self.layer
         return (sum(1 for t in layer.servers.values() if t.state in waiting)
                 + sum(1 for t in layer.clients.values() if t.state in waiting))
+
+    # =========================================================================================
+    # requests of our own (the Uac API, services/edge/uac.py)
+    def uac_request(self, request: Request, target: Target, owner: UacOwner | None,
+                    now: float) -> list[Output]:
+        """Sends `request` (a UAC's, no Via yet) through a client transaction owned by
+        `owner`, to its first Route hop, else `target.next_hop`, else its Request-URI
+        (§8.1.2); without an owner it goes statelessly (the ACK of a 2xx). The owner is
+        told the final response or the failure (408 timeout, 503 unreachable)."""
+        try:
+            next_hop = self._next_hop(request, target, self.interfaces[0].transport)
+        except SipParseError:
+            next_hop = None
+        itf = self._interface_for(next_hop[1], self.interfaces[0]) if next_hop else None
+        if next_hop is None or itf is None:
+            if owner is not None:
+                owner.on_failure(503)
+            return []
+        hop_uri, transport = next_hop
+        branch_id = f"z9hG4bK{self._worker}u{next(self._branch_ids):x}" \
+            f"{hashlib.md5(request.call_id.encode()).hexdigest()[:8]}"
+        request.add_header("Via", f"SIP/2.0/{transport.upper()} {itf.host_in_uri}:"
+                                  f"{itf.sent_by_port};branch={branch_id}")
+        default_port = 5061 if hop_uri.scheme == "sips" else 5060
+        dest = Destination(transport, hop_uri.host.strip("[]"), hop_uri.port or default_port,
+                           interface=itf)
+        data = request.serialize()
+        self.counters.fwd_requests.value += 1
+        if owner is None:
+            return [Send(data, dest, request=True)]
+        out: list[Output] = []
+        _txn, events = self.layer.create_client(request, data, dest, dest.reliable, now,
+                                                owner=owner)
+        self._run_events(events, now, out)
+        return out
+
+    def cancel_invite(self, call_id: str, from_tag: str, now: float) -> tuple[bool, list[Output]]:
+        """Cancels the pending INVITE of a dialog as if its caller had sent a CANCEL
+        (§16.10): the branches are cancelled and the caller gets 487. (found, outputs)"""
+        out: list[Output] = []
+        for server in list(self.layer.servers.values()):
+            request = server.request
+            context = server.owner
+            if (not isinstance(request, Request) or request.method != "INVITE"
+                    or request.call_id != call_id or request.from_tag != from_tag
+                    or not isinstance(context, ResponseContext) or context.final_sent):
+                continue
+            context.cancelled = True
+            for branch in context.branches:
+                self._cancel_branch(branch, now, out)
+            self._check_complete(context, now, out)
+            return True, out
+        return False, out
 
     # =========================================================================================
     # malformed input
@@ -440,6 +504,8 @@ class ProxyCore:
             self._reply_context(context, 503, "No Route", now, out)
             return out
         targets, ctx.targets = ctx.targets, []
+        if self.tracker is not None:
+            self.tracker.forwarded(ctx, targets)
         for target in targets:
             self._fork(context, target, loop_hash, now, out)
         self._check_complete(context, now, out)
@@ -465,6 +531,8 @@ class ProxyCore:
             return out
         fwd, dest = built
         self.counters.fwd_requests.value += 1
+        if self.tracker is not None:
+            self.tracker.forwarded(ctx, [target])
         out.append(Send(fwd.serialize(), dest, request=True))
         return out
 
@@ -663,7 +731,7 @@ class ProxyCore:
 
             def relay(n: float, o: list[Output]) -> None:
                 if not context.final_sent:
-                    self._relay(context, response, n, o)  # §16.7 step 5: forward at once
+                    self._relay(context, response, n, o, branch=branch)  # §16.7 step 5: at once
 
             self._after_reply_route(response, context, relay, now, out)
             return
@@ -672,7 +740,7 @@ class ProxyCore:
                 # A late 2xx after Timer C or a CANCEL still has to reach the caller.
                 self._after_reply_route(
                     response, context,
-                    lambda n, o: self._relay(context, response, n, o), now, out)
+                    lambda n, o: self._relay(context, response, n, o, branch=branch), now, out)
             return
         self._stop_timer_c(branch)
         branch.final_status = status
@@ -681,7 +749,7 @@ class ProxyCore:
         def decide(n: float, o: list[Output]) -> None:
             if status < 300:
                 # §16.7 step 5: 2xx are forwarded at once, even after another 2xx.
-                self._relay(context, response, n, o)
+                self._relay(context, response, n, o, branch=branch)
                 if context.is_invite:
                     for other in context.branches:
                         if other is not branch:
@@ -806,7 +874,8 @@ class ProxyCore:
         self._relay(context, best, now, out, received=best.get("Via") != context.request.get("Via"))
 
     def _relay(self, context: ResponseContext, response: Response, now: float,
-               out: list[Output], *, received: bool = True) -> None:
+               out: list[Output], *, received: bool = True,
+               branch: Branch | None = None) -> None:
         """Send `response` upstream through the server transaction (§16.7 steps 8-9).
 
         `received` responses carry our Via on top, which goes (§16.7 step 9); responses we
@@ -819,6 +888,9 @@ class ProxyCore:
                 return
             context.final_sent = True
             self._finished(context, response.status)
+        if self.tracker is not None and context.is_invite:
+            txn = branch.txn if branch is not None else None
+            self.tracker.relayed(context.ctx, response, txn.destination if txn else None)
         server = context.server
         if server.state is State.TERMINATED or (
                 response.status < 300 and server.state in (State.COMPLETED, State.CONFIRMED)):
@@ -890,12 +962,16 @@ class ProxyCore:
                 branch = event.transaction.owner
                 if isinstance(branch, Branch):
                     self._on_branch_response(branch, event.response, now, out)
+                elif isinstance(branch, UacOwner):  # a request of the Uac API (uac.py)
+                    out.extend(branch.on_response(event.response, now))
             elif isinstance(event, TimedOut | TransportFailed):
                 txn = event.transaction
                 status = 408 if isinstance(event, TimedOut) else 503
                 if isinstance(txn, ClientTransaction) and isinstance(txn.owner, Branch):
                     branch = txn.owner
                     self._branch_final(branch, self._synthetic(branch.context, status), now, out)
+                elif isinstance(txn, ClientTransaction) and isinstance(txn.owner, UacOwner):
+                    txn.owner.on_failure(status)
                 elif isinstance(txn, ServerTransaction):
                     self.log("sip.server_timeout", call_id=txn.request.call_id)
             elif isinstance(event, Terminated):
@@ -951,6 +1027,8 @@ class ProxyCore:
         context.final_sent = status >= 200
         if context.final_sent:
             self._finished(context, status)
+        if self.tracker is not None and context.is_invite:
+            self.tracker.relayed(context.ctx, response)
         self._respond(context.server, response, now, out)
 
     def _respond(self, server: ServerTransaction, response: Response, now: float,

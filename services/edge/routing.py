@@ -20,6 +20,8 @@ jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome code
 `reply_route` sees every response before it is relayed; it may return an awaitable (e.g.
 `ctx.media.answer(message=response)` rewriting a 183/200's SDP): the response is relayed
 once it is done, and the responses of one transaction keep their order.
+Dialogs and CDRs: `ctx.dialog` (timeout, profiles, limits, sharing tag) and `ctx.acc`
+(extra CDR fields) -- see services/edge/dialog_tracking.py.
 A hook may be a coroutine function (to call other services); the proxy waits for it
 without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
 
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from services.edge.addresses import Source
     from services.edge.auth import ProxyAuthenticator
+    from services.edge.dialog_tracking import AccOptions, RouteDialog
     from services.edge.media import MediaSession
     from shared.events.jsonrpc_route import JsonRpcOutcome
     from shared.sip import Request, Uri
@@ -76,7 +79,9 @@ class RouteContext:
     """The hook's handle on one transaction; see the module docstring."""
 
     __slots__ = (
+        "_acc",
         "_auth",
+        "_dialog",
         "_is_myself",
         "_media",
         "_stale",
@@ -135,6 +140,8 @@ class RouteContext:
         # (relayed or made here); services/edge/media.py deletes a failed call's session.
         self.on_final: Callable[[int], None] | None = None
         self._media: MediaSession | None = None
+        self._dialog: RouteDialog | None = None
+        self._acc: AccOptions | None = None
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -239,6 +246,33 @@ class RouteContext:
         self.failure_hook = hook or self.default_failure
         if self.failure_hook is None:
             raise ValueError("set_failure_route() needs a hook: the module has no failure_route")
+
+    # -- dialogs and CDRs (services/edge/dialog_tracking.py) -------------------------------------
+    @property
+    def dialog(self) -> RouteDialog:
+        """The dialog this INVITE creates: timeout, profiles, sharing tag (OpenSIPS dialog)."""
+        if self._dialog is None:
+            from services.edge.dialog_tracking import RouteDialog
+
+            self._dialog = RouteDialog(self)
+        return self._dialog
+
+    @property
+    def acc(self) -> AccOptions:
+        """The CDR of the dialog this INVITE creates: `ctx.acc.extra["account"] = ...`."""
+        if self._acc is None:
+            from services.edge.dialog_tracking import AccOptions
+
+            self._acc = AccOptions()
+        return self._acc
+
+    @property
+    def dialog_options(self) -> RouteDialog | None:
+        return self._dialog
+
+    @property
+    def acc_options(self) -> AccOptions | None:
+        return self._acc
 
     # -- calls out (OpenSIPS jsonrpc module) ----------------------------------------------------
     async def jsonrpc_request(self, dest: str, method: str, params: Any, *,

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jsonrpcclient import Error, Ok, notification, parse, request
+from jsonrpcclient import Ok, notification, parse, request
 
 OK, INTERNAL_ERROR, CONNECT_OR_TIMEOUT, SERVER_ERROR = 1, -1, -2, -3
 MAX_REPLY = 1 << 20
@@ -102,9 +102,12 @@ async def _exchange(
         parsed = None
     if parsed is None or getattr(parsed, "id", None) != payload.get("id"):
         return JsonRpcOutcome(INTERNAL_ERROR, "reply is not a JSON-RPC response to this request")
-    if isinstance(parsed, Error):
+    # JSON-RPC 1.0 servers (Go's net/rpc/jsonrpc, hence CGRateS) answer `"error": null`
+    # next to a result and `"result": null` next to an error: only a non-null error is one.
+    if reply.get("error") is not None:
         return JsonRpcOutcome(SERVER_ERROR, reply["error"])  # the server's error object
-    assert isinstance(parsed, Ok)  # parse() of one object gives one Ok or Error
+    if not isinstance(parsed, Ok):
+        return JsonRpcOutcome(INTERNAL_ERROR, "reply has neither result nor error")
     return JsonRpcOutcome(OK, parsed.result)
 
 

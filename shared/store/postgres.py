@@ -49,7 +49,13 @@ class PostgresPool:
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
                                              timeout=self.timeout, command_timeout=self.timeout)
             try:
-                await pool.execute(self.ddl.format(t=self.table))
+                try:
+                    await pool.execute(self.ddl.format(t=self.table))
+                except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
+                    # CREATE TABLE IF NOT EXISTS is not atomic in PostgreSQL: several
+                    # processes starting together (the nodes of a cluster) can race on the
+                    # catalog. The loser sees the winner's table; once more finds it there.
+                    await pool.execute(self.ddl.format(t=self.table))
                 have = [r["column_name"] for r in await pool.fetch(
                     "SELECT column_name FROM information_schema.columns "
                     "WHERE table_name = $1 AND table_schema = current_schema()", self.table)]

@@ -18,6 +18,7 @@ rather than SipMesh's, is refused with one clear line naming `sipmesh import ope
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,6 +38,9 @@ class SQLiteFile:
         self.path = str(path)
         self.table = safe_table_name(table)
         self._db: aiosqlite.Connection | None = None
+        # Held around a BEGIN ... COMMIT: statements of one connection run in call order on
+        # its thread, so two coroutines' transactions would otherwise interleave.
+        self.tx_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from services.dialog import cdr_export
 from sipmesh.cli import events_cmd as events_cli
 from sipmesh.cli import import_cmd, mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
 
@@ -26,6 +27,7 @@ def build_app() -> typer.Typer:
     user_cmd.register(app)
     rtpengine_cmd.register(app)
     import_cmd.register(app)
+    cdr_export.register(app)
     return app
 
 

@@ -13,6 +13,8 @@ command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 # The web console's tests drive Debian's Chromium through its chromedriver (selenium).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# Kamailio's PostgreSQL driver: the dialog benchmark's peer writes its CDRs there (acc).
+ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio-postgres-modules)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

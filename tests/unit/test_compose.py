@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig
+from services.dialog.config import DialogConfig
 from services.edge.config import EdgeConfig
 from services.freeswitch.config import FreeswitchConfig
 from services.media.config import MediaConfig
@@ -35,6 +36,7 @@ SECTIONS = {
     "REGISTRAR": RegistrarConfig,
     "MEDIA": MediaConfig,
     "FREESWITCH": FreeswitchConfig,
+    "DIALOG": DialogConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

@@ -75,7 +75,8 @@ def invite(uri: str = "sip:bob@127.0.0.1:5090", *, branch: str = "z9hG4bKuac1",
         f"{extra}Content-Length: 0\r\n\r\n")
 
 
-def answer(req: Request, status: int, *, tag: str = "b1", extra: str = "") -> str:
+def answer(req: Request | Response, status: int, *, tag: str = "b1", extra: str = "") -> str:
+    assert isinstance(req, Request), req  # what the proxy forwarded to a UAS
     vias = "".join(f"Via: {v}\r\n" for v in req.get_all("Via"))
     return (
         f"SIP/2.0 {status} X\r\n{vias}From: {req.get('From')}\r\n"

@@ -135,3 +135,22 @@ async def test_notification_has_no_id_and_does_not_wait(server: Any) -> None:
     async with asyncio.timeout(5):
         await got.wait()
     assert seen == [{"jsonrpc": "2.0", "method": "cdr.push", "params": {"callid": "c1"}}]
+
+
+async def test_a_json_rpc_1_reply_with_a_null_error_is_a_result(server: Any) -> None:
+    # Go's net/rpc/jsonrpc (CGRateS) answers {"id", "result", "error": null}.
+    async def go_style(msg: dict[str, Any], w: asyncio.StreamWriter) -> None:
+        w.write(json.dumps({"id": msg["id"], "result": {"MaxUsage": 5}, "error": None}).encode())
+        await w.drain()
+
+    async def go_error(msg: dict[str, Any], w: asyncio.StreamWriter) -> None:
+        w.write(json.dumps({"id": msg["id"], "result": None,
+                            "error": "INSUFFICIENT_CREDIT"}).encode())
+        await w.drain()
+
+    dest, _ = await server(go_style)
+    outcome = await jsonrpc_request(dest, "SessionSv1.AuthorizeEvent", [{}])
+    assert outcome.code == OK and outcome.value == {"MaxUsage": 5}
+    dest, _ = await server(go_error)
+    outcome = await jsonrpc_request(dest, "SessionSv1.AuthorizeEvent", [{}])
+    assert outcome.code == SERVER_ERROR and outcome.value == "INSUFFICIENT_CREDIT"
