@@ -43,7 +43,7 @@ bench: $(STAMP) peers
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared services gateway contracts
+	$(VENV)/bin/mypy shared services gateway contracts examples
 
 proto: $(STAMP)
 	$(PY) -m contracts.build

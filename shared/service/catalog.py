@@ -44,7 +44,7 @@ SERVICES: tuple[ChildSpec, ...] = (
               cluster_id=1, cluster_section="registrar.cluster",
               cluster_env=(("SIPMESH_REGISTRAR_CLUSTER_MODE", "full-sharing"),),
               port_env=("SIPMESH_REGISTRAR_HTTP_PORT", "SIPMESH_REGISTRAR_GRPC_PORT")),
-    ChildSpec("cluster-demo", "shared.cluster.demo",
+    ChildSpec("cluster-demo", "examples.cluster_demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),
 )

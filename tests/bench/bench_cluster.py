@@ -1,6 +1,6 @@
 """Clustering engine figures (a script, not a test): run by `make bench`.
 
-Real demo nodes (``python -m shared.cluster.demo``) on loopback, one process each:
+Real demo nodes (``python -m examples.cluster_demo``) on loopback, one process each:
 
 1. Full sync: a seed holds 100,000 records of 200 bytes; a node joins and syncs them.
    Figure: the joiner's own sync time (SYNC_REQ sent -> SYNC_END applied, from
