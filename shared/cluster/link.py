@@ -139,6 +139,13 @@ class Link:
             self.sent_at = now - self.timers.ping_timeout
         return self._apply(LinkEvent.SEND_FAILED, now)
 
+    def probe_now(self, now: float) -> None:
+        """A new transport to the node is open: ping at once rather than at the next
+        interval, so a link that broke and reconnected is Up again one round trip later
+        (a Down link keeps its node_timeout pause: it is not probed faster)."""
+        if self.state is not LinkState.DOWN and self.outstanding is None:
+            self.next_ping_at = min(self.next_ping_at, now)
+
     def reset(self, now: float) -> bool:
         self.outstanding = None
         self.retries = 0

@@ -352,7 +352,7 @@ class ClusterState:
             elif c.phase is Phase.WAIT_AUTH:
                 self._on_auth(c, frame)
             else:
-                self._on_welcome(c, frame)
+                self._on_welcome(c, frame, now)
         except Refused as r:
             self.stats[r.kind.value] += 1
             self._emit(ev.FrameRefused(c.id, c.node, r.kind.value, r.reason))
@@ -617,7 +617,7 @@ class ClusterState:
         c.opener, c.sealer = Opener(d2a), Sealer(a2d)
         c.phase = Phase.OPEN
 
-    def _on_welcome(self, c: Conn, frame: pb.Frame) -> None:
+    def _on_welcome(self, c: Conn, frame: pb.Frame, now: float) -> None:
         if not frame.HasField("welcome"):
             raise _unexpected(frame, "expected Welcome")
         w = frame.welcome
@@ -643,6 +643,8 @@ class ClusterState:
         peer = self.peers.get(c.node)
         if peer is not None and peer.conn == c.id:
             peer.open = True
+            if peer.link.state is not LinkState.UP:
+                peer.link.probe_now(now)
             # First thing the answerer hears: who we are (url, caps...), so it dials back.
             self._push(peer, pb.Packet(src=self.id, state=self._my_info()))
 

@@ -1,7 +1,8 @@
 """Architecture rules that code review alone would let slip.
 
-The SIP core and the transaction layer are sans-IO: they must never reach for sockets, an
-event loop or threads, so they can be driven by a fake clock in tests and by any transport.
+The SIP core, the transaction layer and the cluster's decision modules are sans-IO: they
+must never reach for sockets, an event loop, threads, a clock or gRPC, so they can be
+driven by a fake clock in tests and by any transport.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SANS_IO_PACKAGES = ["shared/sip", "shared/transaction"]
-FORBIDDEN = {"asyncio", "socket", "selectors", "threading", "uvloop", "time", "aiohttp", "grpc"}
+# Packages that hold adapters too: their sans-IO modules one by one.
+SANS_IO_MODULES = [
+    "shared/cluster/state.py", "shared/cluster/link.py", "shared/cluster/topology.py",
+    "shared/cluster/sync.py", "shared/cluster/shtags.py", "shared/cluster/auth.py",
+    "shared/cluster/antientropy.py", "shared/cluster/events.py",
+]
+FORBIDDEN = {"asyncio", "socket", "selectors", "threading", "uvloop", "time", "aiohttp", "grpc",
+             "consul", "structlog"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -36,9 +44,15 @@ def test_sans_io_packages_exist(package: str) -> None:
     assert _sources(package), f"{package} has no modules"
 
 
+@pytest.mark.parametrize("module", SANS_IO_MODULES)
+def test_sans_io_modules_exist(module: str) -> None:
+    assert (ROOT / module).is_file(), f"{module} is gone: update SANS_IO_MODULES"
+
+
 @pytest.mark.parametrize(
     "module",
-    [p for pkg in SANS_IO_PACKAGES for p in _sources(pkg)] or [None],
+    [p for pkg in SANS_IO_PACKAGES for p in _sources(pkg)]
+    + [ROOT / m for m in SANS_IO_MODULES if (ROOT / m).is_file()] or [None],
     ids=lambda p: str(p.relative_to(ROOT)) if p else "none",
 )
 def test_sans_io_modules_import_no_io(module: Path | None) -> None:
