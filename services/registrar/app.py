@@ -318,11 +318,14 @@ async def serve(config: RegistrarConfig) -> None:
         else:
             # Full sync on join, unless the table comes back from SQL (load-from-sql);
             # federation: only from (and to) the nodes of this point of presence.
+            # Anti-entropy on every reconnect repairs what a partition or a restart left
+            # different (summary/records_for, tombstones included: usrloc.py).
             cluster.register_capability(
                 CAPABILITY, produce=ul.produce, apply_sync=ul.apply_sync,
                 apply_update=ul.apply_update,
                 needs_sync=config.restart_persistency != "load-from-sql",
-                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY)
+                match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY,
+                summary=ul.summary, records_for=ul.records_for)
     register_mi(runtime, ul, sql_table)
     pinging = None
     if config.natping_interval > 0:
@@ -402,6 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         config = load_config(args)
+        if config.cluster_mode in CLUSTERED:  # e.g. no secret: one line, exit 2
+            from shared.cluster import ClusterConfig
+            from shared.config import load_section
+
+            load_section(ClusterConfig, "registrar.cluster").validate()
     except ValueError as exc:
         print(f"registrar: {exc}", file=sys.stderr)
         return 2

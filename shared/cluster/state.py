@@ -45,9 +45,11 @@ Rules that are not in the sub-modules, with the OpenSIPS behaviour each follows:
   the capability, each acknowledges it end to end once it holds it (``Acks``), and
   :class:`~.events.ReplicationDone` says who confirmed within ``ack_timeout``; a node not
   reachable at send time gets it as soon as a route appears, within that time;
-* anti-entropy -- when a link comes Up the lower node id starts a round per capability
-  that supports it, and a node that finished its own sync starts one with every synced
-  peer (and every ``anti_entropy_interval`` when set).
+* anti-entropy -- a node whose link comes Up starts a round with that neighbour per
+  capability that supports it (only the side whose stream broke may know something was
+  lost with it), a node that finished its own sync starts one with every synced peer,
+  and a tracked update a node did not confirm in time starts one with that node; at most
+  one round per node and ``ping_interval`` (and every ``anti_entropy_interval`` when set).
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class CapState:
     machine: SyncMachine
     anti_entropy: bool
     ae_wanted: set[int] = dataclasses.field(default_factory=set)  # start a round with them
+    ae_last: dict[int, float] = dataclasses.field(default_factory=dict)  # last round started
+    ae_retry_at: float | None = None  # when a round held back by its hold-off may start
 
 
 @dataclasses.dataclass(eq=False)
@@ -281,6 +285,8 @@ class ClusterState:
                     times.append(t)
             if self.config.anti_entropy_interval > 0:
                 times.append(self._last_ae + self.config.anti_entropy_interval)
+            times.extend(cap.ae_retry_at for cap in self.caps.values()  # held-back rounds
+                         if cap.ae_retry_at is not None)
         if not self.grace_over:
             times.append(self.started_at + self.grace)
         times.extend(t.deadline for t in self.tickets.values())
@@ -823,15 +829,15 @@ class ClusterState:
 
     def _on_link_up(self, peer: Peer) -> None:
         """A link came Up: give the neighbour the whole topology we know (FULL_TOP_UPDATE),
-        and, from the lower id, start anti-entropy with it."""
+        and start anti-entropy with it: what was queued on a stream that broke is lost,
+        and only this side may have seen it break."""
         self._to_neighbour(peer.node_id, pb.Packet(src=self.id, state=self._my_info()))
         for v in self.views.values():
             if v.node_id != peer.node_id:
                 self._to_neighbour(peer.node_id, pb.Packet(src=self.id, state=_info_of(v)))
-        if self.id < peer.node_id:
-            for cap in self.caps.values():
-                if cap.anti_entropy:
-                    cap.ae_wanted.add(peer.node_id)
+        for cap in self.caps.values():
+            if cap.anti_entropy:
+                cap.ae_wanted.add(peer.node_id)
 
     def _my_info(self) -> pb.NodeInfo:
         return pb.NodeInfo(
@@ -862,7 +868,7 @@ class ClusterState:
                 self._own_dirty = False
             self._send_acks()
             self._send_unsent()
-            self._start_anti_entropy()
+            self._start_anti_entropy(now)
             for peer in self.peers.values():
                 if peer.conn is None and now >= peer.redial_at:
                     self._dial(peer, now)
@@ -949,8 +955,13 @@ class ClusterState:
                 if self.send(t.cap, n, t.payload, ack_id=t.id) == SENT:
                     t.unsent.discard(n)
 
-    def _start_anti_entropy(self) -> None:
+    def _start_anti_entropy(self, now: float) -> None:
+        """Starts the wanted rounds that can run now: both sides synced, a route, and at
+        most one round per node and ``ping_interval`` (a node that keeps missing acks
+        must not cost a digest per update)."""
+        hold = self.config.ping_interval
         for cap in self.caps.values():
+            cap.ae_retry_at = None
             if not cap.ae_wanted or not cap.machine.synced:
                 continue
             for n in sorted(cap.ae_wanted):
@@ -961,11 +972,19 @@ class ClusterState:
                         self.config.sip_addr, v.sip_addr):
                     cap.ae_wanted.discard(n)
                 elif v.caps[cap.name] and self.route_ready(n):
+                    ready_at = cap.ae_last.get(n, -1e18) + hold
+                    if now < ready_at:
+                        cap.ae_retry_at = min(cap.ae_retry_at or ready_at, ready_at)
+                        continue
                     cap.ae_wanted.discard(n)
+                    cap.ae_last[n] = now
                     self._emit(ev.AntiEntropyDue(cap.name, n))
 
     def _finish(self, t: Ticket) -> None:
         self.tickets.pop(t.id, None)
+        cap = self.caps.get(t.cap)
+        if t.pending and cap is not None and cap.anti_entropy:
+            cap.ae_wanted |= t.pending  # alive but silent: compare data with it soon
         self._emit(ev.ReplicationDone(t.id, frozenset(t.acked), frozenset(t.pending)))
 
     def _on_shtag_change(self, tag: str, active: bool, reason: str) -> None:

@@ -217,6 +217,10 @@ class Net:
             for d, n in deadlines:
                 if d <= self.now and n.id in self.nodes:
                     n.state.handle_timer(self.now)
+                    # The timer contract: once handled, a deadline moves into the future
+                    # (an adapter would otherwise spin on call_at).
+                    after = n.state.next_deadline()
+                    assert after is None or after > self.now, (n.id, after, self.now)
             self.transfer()
         self.now = end
         self.transfer()

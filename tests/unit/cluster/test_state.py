@@ -308,6 +308,21 @@ def test_lost_updates_on_a_flapping_link_are_repaired() -> None:
     assert not [e for e in n2.named(ev.NodeStateChanged) if not e.up]
 
 
+def test_an_update_lost_with_a_stream_only_its_sender_saw_break_is_repaired() -> None:
+    # Node 2's own stream to node 1 breaks with an update queued on it; node 1's stream
+    # to node 2 never notices. The side that saw the break (the higher id here) starts
+    # anti-entropy when its link is Up again.
+    net = Net()
+    n1, n2 = mesh(net, 2)
+    [w] = net.open_wires(2, 1)
+    w.hold.add("d2a")
+    n2.put("lost", "1")
+    net._break(w)
+    net.until(lambda: n1.get("lost") == "1", 10)
+    assert n1.state.link_state(2) == "Up"
+    assert not [e for e in n1.named(ev.LinkStateChanged) if e.node == 2 and e.state != "Up"]
+
+
 def test_a_node_back_from_the_dead_gets_what_its_donor_did_not_have() -> None:
     # 1 and 3 are cut apart; 3 writes (it reaches 2); 2 dies... a restarted node syncing
     # from 1 then asks everyone else, and gets 3's data too.
