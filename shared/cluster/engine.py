@@ -238,7 +238,7 @@ class ClusterNode:
     def send(self, cap: str, dst: int, payload: bytes) -> int:
         """Sends a live update of ``cap`` to node ``dst`` (relayed when needed)."""
         result = self.state.send(cap, dst, payload)
-        self._pump()
+        self._wake_writers()
         return result
 
     def broadcast(self, cap: str, payload: bytes) -> int:
@@ -249,7 +249,7 @@ class ClusterNode:
         """Sends to all reachable nodes having ``cap``; ``same_sip_addr`` True/False keeps
         only nodes with the same/another SIP address. 1 when every send was queued."""
         result = self.state.send_all(cap, payload, same_sip_addr=same_sip_addr)
-        self._pump()
+        self._wake_writers()
         return result
 
     async def replicate(self, cap: str, payload: bytes, *,
@@ -267,9 +267,12 @@ class ClusterNode:
         return self.state.synced(cap)
 
     async def wait_writable(self) -> None:
-        """Waits while any neighbour's send queue is over its high-water mark (a service
-        that sends bursts calls this now and then, as backpressure)."""
-        while self.state.backlogged():
+        """Waits while any neighbour's send queue is over its high-water mark, until it is
+        down to one frame (a service that sends bursts calls this now and then, as
+        backpressure; the gap keeps it from waking for every frame written)."""
+        if not self.state.backlogged():
+            return
+        while self.state.backlogged(MAX_FRAME):
             self._drained.clear()
             await self._drained.wait()
 
@@ -381,6 +384,13 @@ class ClusterNode:
                 fut.cancel()
 
     # -- driving the state ----------------------------------------------------------------
+    def _wake_writers(self) -> None:
+        """After a plain send (no event, no new deadline: the hot path of a burst)."""
+        for conn in self.state.take_ready_conns():
+            stream = self._streams.get(conn)
+            if stream is not None:
+                stream.wake.set()
+
     def _pump(self) -> None:
         """After every input: act on the state's events, wake the writers that have
         frames, re-arm the one timer."""
@@ -427,8 +437,10 @@ class ClusterNode:
         self._pump()
 
     def _handle(self, e: ev.Event) -> None:
-        if isinstance(e, ev.UpdateReceived):
-            self.capabilities[e.cap].apply_update(e.src, e.payload)
+        if isinstance(e, ev.UpdatesReceived):
+            apply = self.capabilities[e.cap].apply_update
+            for src, payload in e.updates:
+                apply(src, payload)
         elif isinstance(e, ev.ReplicationDone):
             fut = self._replications.pop(e.ticket, None)
             if fut is not None and not fut.done():

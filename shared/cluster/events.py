@@ -89,12 +89,12 @@ class YieldRequested:
 
 # -- capabilities ----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class UpdateReceived:
-    """Apply a live update of ``cap`` from ``src`` now."""
+class UpdatesReceived:
+    """Apply these live updates of ``cap``, ``(src, payload)`` in order, now. Consecutive
+    updates of one capability share one event (a frame carries thousands in a burst)."""
 
     cap: str
-    src: int
-    payload: bytes
+    updates: list[tuple[int, bytes]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +178,6 @@ class MiReceived:
 
 
 Event = (Dial | CloseConnection | FrameRefused | LinkStateChanged | NodeStateChanged
-         | ShtagChanged | ShtagView | YieldRequested | UpdateReceived | SyncChunkReceived
+         | ShtagChanged | ShtagView | YieldRequested | UpdatesReceived | SyncChunkReceived
          | SyncDone | SyncRequested | SyncStarted | ReplicationDone | AntiEntropyDue
          | DigestReceived | RepairReceived | MiReceived)

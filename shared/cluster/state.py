@@ -122,7 +122,7 @@ class Peer:
     link: Link
     conn: int | None = None  # our outbound stream, dialing or open
     open: bool = False  # ... and its handshake is over
-    queue: deque[pb.Packet] = dataclasses.field(default_factory=deque)
+    queue: deque[tuple[pb.Packet, int]] = dataclasses.field(default_factory=deque)  # (p, size)
     queued_bytes: int = 0
     redial_at: float = 0.0
 
@@ -252,8 +252,7 @@ class ClusterState:
             size = 0
             queue = peer.queue
             while queue and size < MAX_FRAME:
-                p = queue.popleft()
-                n = p.ByteSize()
+                p, n = queue.popleft()
                 size += n
                 peer.queued_bytes -= n
                 batch.append(p)
@@ -301,7 +300,10 @@ class ClusterState:
             # (a lost ping also dials at once when no stream is open).
             if seq is not None and self.enabled:
                 if peer.open:
-                    self._push(peer, pb.Packet(src=self.id, ping=pb.Ping(seq=seq)))
+                    # Ahead of any backlog: liveness must not depend on how much data
+                    # waits for the link (a burst would otherwise time pings out).
+                    self._push(peer, pb.Packet(src=self.id, ping=pb.Ping(seq=seq)),
+                               first=True)
                 elif peer.conn is None:
                     peer.redial_at = now
             if changed:
@@ -442,8 +444,9 @@ class ClusterState:
         if not self.enabled:
             return DISABLED
         result = SENT
+        msg = pb.Generic(cap=cap, payload=payload)
         for n in self.nodes_having(cap, same_sip_addr=same_sip_addr):
-            r = self.send(cap, n, payload)
+            r = self._route(pb.Packet(src=self.id, dst=n, ttl=MAX_HOPS, msg=msg))
             result = r if r != SENT else result
         return result
 
@@ -554,9 +557,9 @@ class ClusterState:
         peer = self.peers.get(hop) if hop is not None else None
         return peer.queued_bytes if peer is not None else 0
 
-    def backlogged(self) -> bool:
-        """Some neighbour's queue is above :data:`HIGH_WATER` (senders should wait)."""
-        return any(p.open and p.queued_bytes > HIGH_WATER for p in self.peers.values())
+    def backlogged(self, limit: int = HIGH_WATER) -> bool:
+        """Some neighbour's queue is above ``limit`` (senders should wait)."""
+        return any(p.open and p.queued_bytes > limit for p in self.peers.values())
 
     def link_state(self, node_id: int) -> str:
         peer = self.peers.get(node_id)
@@ -592,6 +595,8 @@ class ClusterState:
         c.node = h.node_id
         if h.cluster_id != self.cluster_id:
             raise Refused(Refusal.AUTH, f"wrong cluster id {h.cluster_id}")
+        if h.to_node == 0:  # v1 Hellos carried no to_node (and their own HMAC)
+            raise Refused(Refusal.AUTH, "Hello of cluster protocol v1: upgrade every node")
         if h.to_node != self.id:
             raise Refused(Refusal.AUTH, f"Hello for node {h.to_node}")
         if not self._allowed(h.node_id):
@@ -710,9 +715,13 @@ class ClusterState:
             self._link_changed(peer)
 
     # -- packets -------------------------------------------------------------------------
-    def _push(self, peer: Peer, packet: pb.Packet) -> None:
-        peer.queue.append(packet)
-        peer.queued_bytes += packet.ByteSize()
+    def _push(self, peer: Peer, packet: pb.Packet, *, first: bool = False) -> None:
+        size = packet.ByteSize()
+        if first:
+            peer.queue.appendleft((packet, size))
+        else:
+            peer.queue.append((packet, size))
+        peer.queued_bytes += size
         if peer.conn is not None:
             self._ready_conns.add(peer.conn)
 
@@ -747,13 +756,19 @@ class ClusterState:
         if kind == "state":
             self._on_state(p.state, via, now)
         elif kind == "msg":
-            cap = self.caps.get(p.msg.cap)
+            msg = p.msg
+            cap = self.caps.get(msg.cap)
             if cap is None:
                 return
-            if cap.machine.on_update(p.src, p.msg.payload):
-                self._emit(ev.UpdateReceived(cap.name, p.src, p.msg.payload))
-            if p.msg.ack_id:  # held now (applied, or buffered until the sync ends)
-                self._acks.setdefault(p.src, []).append(p.msg.ack_id)
+            src, payload = p.src, msg.payload
+            if cap.machine.on_update(src, payload):
+                tail = self._events[-1] if self._events else None
+                if isinstance(tail, ev.UpdatesReceived) and tail.cap == cap.name:
+                    tail.updates.append((src, payload))
+                else:
+                    self._emit(ev.UpdatesReceived(cap.name, [(src, payload)]))
+            if msg.ack_id:  # held now (applied, or buffered until the sync ends)
+                self._acks.setdefault(src, []).append(msg.ack_id)
         elif kind == "acks":
             for tid in p.acks.ids:
                 t = self.tickets.get(tid)

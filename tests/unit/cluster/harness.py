@@ -252,8 +252,8 @@ class Net:
                         while (data := state.next_frame(e.conn)) is not None:
                             self.deliver(w, direction, data)
                         self._break(w)
-            elif isinstance(e, ev.UpdateReceived):
-                node.apply([e.payload])
+            elif isinstance(e, ev.UpdatesReceived):
+                node.apply([payload for _, payload in e.updates])
             elif isinstance(e, ev.SyncChunkReceived):
                 node.apply(e.records)
             elif isinstance(e, ev.SyncDone):

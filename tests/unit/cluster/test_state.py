@@ -344,4 +344,4 @@ def test_unknown_capability_and_send_results() -> None:
     assert n1.state.send("other-cap", 2, b"x") == SENT  # sent; ignored there, no ack
     assert n1.state.send(CAP, 9, b"x") == UNREACHABLE
     net.transfer()
-    assert not n2.named(ev.UpdateReceived)
+    assert not n2.named(ev.UpdatesReceived)
