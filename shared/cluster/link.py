@@ -31,7 +31,7 @@ class LinkEvent(enum.Enum):
     NODE_TIMEOUT = "node_timeout"    # node_timeout elapsed while Down: restart pinging
     PACKET_WHILE_DOWN = "packet"     # anything received from the node while Down
     SEND_FAILED = "send_failed"      # the transport could not carry the ping
-    RESET = "reset"                  # admin disable / test block: start over
+    RESET = "reset"                  # admin disable / enable: start over
 
 
 S, E = LinkState, LinkEvent

@@ -872,6 +872,7 @@ class ClusterState:
     def _settle(self, now: float) -> None:
         """What follows any input: routes and liveness, sync machines, this node's flood,
         pending acks, tracked updates waiting for a route, anti-entropy rounds, dials."""
+        self._wall = now + self.wall_offset
         if self._views_dirty:
             self._recompute(now)
         if self.enabled:
