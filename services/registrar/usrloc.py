@@ -299,8 +299,11 @@ class UserLocation:
         self._note_directory(changes)
         if self.replicating:
             for change in changes:
-                if change.kind == "delete" and replicate is not None:
-                    self._bury(change.binding, self.clock())
+                b = change.binding
+                if change.kind != "delete":
+                    self.tombstones.pop((b.aor, b.key), None)  # registered again
+                elif replicate is not None:
+                    self._bury(b, self.clock())
             if replicate:
                 for change in changes:
                     self._send(self._record(change))

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -171,6 +171,7 @@ class ClusterNode:
         self._donors: set[asyncio.Task[None]] = set()
         self._replications: dict[int, asyncio.Future[ev.ReplicationDone]] = {}
         self._refused: dict[int, str] = {}
+        self._chunks = 0  # sync chunks given by this node's donors (yield every few)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
@@ -475,7 +476,7 @@ class ClusterNode:
             if self._external is not None:
                 self._external.on_yield(e.tag, e.to_node)
         elif isinstance(e, ev.SyncChunkReceived):
-            self.capabilities[e.cap].apply_sync(list(e.records))
+            self.capabilities[e.cap].apply_sync(e.records)
         elif isinstance(e, ev.SyncStarted):
             self.log.info("sync_request", cap=e.cap, donor=e.donor, sync_id=e.sync_id)
         elif isinstance(e, ev.SyncDone):
@@ -508,7 +509,7 @@ class ClusterNode:
                           records_sent=len(records))
         else:
             if e.records:
-                cap.apply_sync(list(e.records))
+                cap.apply_sync(e.records)
             if e.last and e.want:
                 records = antientropy.answer_want(summary, records_for, e.want)
                 self.state.send_repair(e.cap, e.src, records)
@@ -666,27 +667,51 @@ class ClusterNode:
             if not await self._wait_route(dst):
                 self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
                 return
-            async for rec in _aiter(cap.produce()):
-                batch.append(rec)
-                size += len(rec) + 3
-                total += 1
-                if size >= limit:
-                    if not await self._wait_route(dst):
-                        self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
-                        return
-                    self.state.send_sync_chunk(cap.name, dst, sync_id, batch)
-                    self._pump()
-                    batch, size = [], 0
-                    await asyncio.sleep(0)
+            records = cap.produce()
+            # Two copies of one loop rather than a wrapper: an async generator around a
+            # plain iterator costs a step per record (~20% of a 100,000-record sync).
+            if isinstance(records, AsyncIterator):
+                async for rec in records:
+                    batch.append(rec)
+                    size += len(rec) + 3
+                    if size >= limit:
+                        if not await self._give(cap, dst, sync_id, batch):
+                            return
+                        total += len(batch)
+                        batch, size = [], 0
+            else:
+                for rec in records:
+                    batch.append(rec)
+                    size += len(rec) + 3
+                    if size >= limit:
+                        if not await self._give(cap, dst, sync_id, batch):
+                            return
+                        total += len(batch)
+                        batch, size = [], 0
             if not await self._wait_route(dst):
                 return
+            total += len(batch)
             if batch:
                 self.state.send_sync_chunk(cap.name, dst, sync_id, batch)
             self.state.send_sync_end(cap.name, dst, sync_id, total)
-            self._pump()
+            self._wake_writers()
             self.log.info("sync_donated", cap=cap.name, dst=dst, records=total)
         except Exception:
             self.log.exception("sync_donor_failed", cap=cap.name, dst=dst)
+
+    async def _give(self, cap: Capability, dst: int, sync_id: int, batch: list[bytes]) -> bool:
+        """One chunk to the requester; False (and logged) when its route is gone. Yields
+        to the loop now and then, so a large table does not hold it."""
+        if not self.state.route_ready(dst) or self.state.backlogged():
+            if not await self._wait_route(dst):
+                self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
+                return False
+        self.state.send_sync_chunk(cap.name, dst, sync_id, batch)
+        self._wake_writers()
+        self._chunks += 1
+        if self._chunks % 8 == 0:
+            await asyncio.sleep(0)  # the writer turns the queued chunks into a frame
+        return True
 
     # -- MI over the cluster -------------------------------------------------------------
     def _run_mi(self, cmd: str, params_json: str) -> None:
@@ -733,15 +758,3 @@ class ClusterNode:
                 self.events.publish(name, params)
             except Exception:
                 self.log.exception("event_publish_failed", event_name=name)
-
-
-async def _aiter(records: Records) -> AsyncIterator[bytes]:
-    if isinstance(records, AsyncIterator):
-        async for r in records:
-            yield r
-    else:
-        it: Iterator[bytes] = iter(records)
-        for i, r in enumerate(it):
-            yield r
-            if i % 2048 == 2047:
-                await asyncio.sleep(0)

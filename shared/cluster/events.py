@@ -101,7 +101,7 @@ class UpdatesReceived:
 class SyncChunkReceived:
     cap: str
     src: int
-    records: tuple[bytes, ...]
+    records: list[bytes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +165,7 @@ class RepairReceived:
 
     cap: str
     src: int
-    records: tuple[bytes, ...]
+    records: list[bytes]
     want: tuple[int, ...]
     last: bool
 

@@ -110,7 +110,7 @@ class Conn:
     sealer: Sealer | None = None
     opener: Opener | None = None
     control: deque[bytes] = dataclasses.field(default_factory=deque)  # handshake frames
-    replies: list[pb.Packet] = dataclasses.field(default_factory=list)  # inbound: pongs
+    replies: list[bytes] = dataclasses.field(default_factory=list)  # inbound: pongs
 
 
 @dataclasses.dataclass(eq=False)
@@ -122,7 +122,7 @@ class Peer:
     link: Link
     conn: int | None = None  # our outbound stream, dialing or open
     open: bool = False  # ... and its handshake is over
-    queue: deque[tuple[pb.Packet, int]] = dataclasses.field(default_factory=deque)  # (p, size)
+    queue: deque[bytes] = dataclasses.field(default_factory=deque)  # serialized packets
     queued_bytes: int = 0
     redial_at: float = 0.0
 
@@ -248,23 +248,22 @@ class ClusterState:
             peer = self.peers.get(c.node)
             if peer is None or peer.conn != conn or not peer.queue:
                 return None
-            batch: list[pb.Packet] = []
+            batch: list[bytes] = []
             size = 0
             queue = peer.queue
             while queue and size < MAX_FRAME:
-                p, n = queue.popleft()
-                size += n
-                peer.queued_bytes -= n
-                batch.append(p)
+                data = queue.popleft()
+                size += len(data)
+                batch.append(data)
+            peer.queued_bytes -= size
         else:
             if not c.replies:
                 return None
             batch, c.replies = c.replies, []
-        body = pb.Sealed(packets=batch).SerializeToString()
+        body = encode_sealed(batch)
         seq, mac = c.sealer.seal(body)
         self.stats["sent"] += len(batch)
-        frame: bytes = pb.Frame(seq=seq, body=body, mac=mac).SerializeToString()
-        return frame
+        return encode_frame(seq, body, mac)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` next has something to do."""
@@ -664,9 +663,10 @@ class ClusterState:
                 frame.HasField("welcome") or frame.HasField("auth"):
             raise _unexpected(frame, "expected a sealed frame")
         assert c.opener is not None
-        c.opener.open(frame.seq, frame.body, frame.mac)
+        body = frame.body  # each access of a bytes field copies it: once
+        c.opener.open(frame.seq, body, frame.mac)
         try:
-            sealed = pb.Sealed.FromString(frame.body)
+            sealed = pb.Sealed.FromString(body)
         except DecodeError as exc:  # authentic but undecodable: a bug on the other side
             raise Refused(Refusal.MALFORMED, "sealed body is not Sealed") from exc
         if not self.enabled:
@@ -688,7 +688,8 @@ class ClusterState:
         for p in sealed.packets:
             self.stats["received"] += 1
             if p.HasField("ping"):
-                c.replies.append(pb.Packet(src=self.id, pong=pb.Pong(seq=p.ping.seq)))
+                c.replies.append(pb.Packet(src=self.id, pong=pb.Pong(seq=p.ping.seq)
+                                           ).SerializeToString())
                 self._ready_conns.add(c.id)
             else:
                 self._on_packet(p, c.node, now)
@@ -716,12 +717,12 @@ class ClusterState:
 
     # -- packets -------------------------------------------------------------------------
     def _push(self, peer: Peer, packet: pb.Packet, *, first: bool = False) -> None:
-        size = packet.ByteSize()
+        data = packet.SerializeToString()  # once: the frame is a join of these
         if first:
-            peer.queue.appendleft((packet, size))
+            peer.queue.appendleft(data)
         else:
-            peer.queue.append((packet, size))
-        peer.queued_bytes += size
+            peer.queue.append(data)
+        peer.queued_bytes += len(data)
         if peer.conn is not None:
             self._ready_conns.add(peer.conn)
 
@@ -786,7 +787,7 @@ class ClusterState:
             cap = self.caps.get(p.sync.cap)
             if cap is not None and cap.machine.on_chunk(p.src, p.sync.sync_id,
                                                         len(p.sync.records), now):
-                self._emit(ev.SyncChunkReceived(cap.name, p.src, tuple(p.sync.records)))
+                self._emit(ev.SyncChunkReceived(cap.name, p.src, list(p.sync.records)))
         elif kind == "sync_end":
             cap = self.caps.get(p.sync_end.cap)
             if cap is not None:
@@ -800,7 +801,7 @@ class ClusterState:
             cap = self.caps.get(p.repair.cap)
             if cap is not None and cap.anti_entropy:
                 self.stats["ae_records_received"] += len(p.repair.records)
-                self._emit(ev.RepairReceived(cap.name, p.src, tuple(p.repair.records),
+                self._emit(ev.RepairReceived(cap.name, p.src, list(p.repair.records),
                                              tuple(p.repair.want), p.repair.last))
         elif kind == "mi":
             self._emit(ev.MiReceived(p.mi.cmd, p.mi.params_json, p.src))
@@ -1009,6 +1010,39 @@ class ClusterState:
 
     def _emit(self, event: ev.Event) -> None:
         self._events.append(event)
+
+
+# Sealed frames are encoded by hand from packets serialized when queued: protobuf would
+# copy every packet into a Sealed message, serialize it, then copy the body again into a
+# Frame and serialize that -- about 0.8 ms per MB more, measured on a 100,000-record sync
+# (a fifth of the whole sync time). These are plain protobuf encodings of the two
+# messages (tests/unit/cluster/test_wire.py parses them back with protobuf); decoding
+# stays protobuf's.
+_PACKETS = b"\x0a"  # Sealed.packets = 1, length-delimited
+_SEQ, _BODY, _MAC = b"\x28", b"\x32", b"\x3a"  # Frame.seq = 5 varint, body = 6, mac = 7
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_sealed(packets: list[bytes]) -> bytes:
+    """``Sealed{packets}`` from serialized packets."""
+    parts: list[bytes] = []
+    for data in packets:
+        parts += (_PACKETS, _varint(len(data)), data)
+    return b"".join(parts)
+
+
+def encode_frame(seq: int, body: bytes, mac: bytes) -> bytes:
+    """A sealed ``Frame{seq, body, mac}``."""
+    return b"".join((_SEQ, _varint(seq), _BODY, _varint(len(body)), body, _MAC,
+                     _varint(len(mac)), mac))
 
 
 def _unexpected(frame: pb.Frame, what: str) -> Refused:
