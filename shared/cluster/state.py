@@ -45,11 +45,15 @@ Rules that are not in the sub-modules, with the OpenSIPS behaviour each follows:
   the capability, each acknowledges it end to end once it holds it (``Acks``), and
   :class:`~.events.ReplicationDone` says who confirmed within ``ack_timeout``; a node not
   reachable at send time gets it as soon as a route appears, within that time;
-* anti-entropy -- a node whose link comes Up starts a round with that neighbour per
-  capability that supports it (only the side whose stream broke may know something was
-  lost with it), a node that finished its own sync starts one with every synced peer,
-  and a tracked update a node did not confirm in time starts one with that node; at most
-  one round per node and ``ping_interval`` (and every ``anti_entropy_interval`` when set).
+* anti-entropy -- the sender knows what may be missing where: a node *owes* a round to
+  every node that was not reachable when it sent an update of a capability (broadcasts
+  skip it), to a neighbour whose stream broke while open (and to the nodes reached
+  through it: what was queued or in flight is lost), and to a node that did not confirm a
+  tracked update; it starts the round once both are synced and a route exists, at most
+  one per node and ``ping_interval``. A node that finished its own sync starts one with
+  every synced peer (its donor may not have had everything), and every
+  ``anti_entropy_interval`` when set. A link that flapped without losing anything, or a
+  cluster forming, costs no round.
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ class CapState:
     name: str
     machine: SyncMachine
     anti_entropy: bool
-    ae_wanted: set[int] = dataclasses.field(default_factory=set)  # start a round with them
+    ae_wanted: set[int] = dataclasses.field(default_factory=set)  # owed a round (``_owe``)
     ae_last: dict[int, float] = dataclasses.field(default_factory=dict)  # last round started
     ae_retry_at: float | None = None  # when a round held back by its hold-off may start
 
@@ -434,19 +438,29 @@ class ClusterState:
     def send(self, cap: str, dst: int, payload: bytes, *, ack_id: int = 0) -> int:
         """A live update of ``cap`` to node ``dst`` (relayed when needed)."""
         if not self.enabled:
+            self._owe(cap, (dst,))
             return DISABLED
-        return self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS,
-                                     msg=pb.Generic(cap=cap, payload=payload, ack_id=ack_id)))
+        result = self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, msg=pb.Generic(
+            cap=cap, payload=payload, ack_id=ack_id)))
+        if result != SENT and not ack_id:  # (a tracked update waits for its route)
+            self._owe(cap, (dst,))
+        return result
 
     def send_all(self, cap: str, payload: bytes, *, same_sip_addr: bool | None = None) -> int:
         """To all reachable nodes having ``cap`` (1 when every send was queued)."""
-        if not self.enabled:
+        if not self.enabled:  # written here all the same: the others are owed it
+            self._owe(cap, self._having(self.views, cap, same_sip_addr, False))
             return DISABLED
         result = SENT
         msg = pb.Generic(cap=cap, payload=payload)
         for n in self.nodes_having(cap, same_sip_addr=same_sip_addr):
             r = self._route(pb.Packet(src=self.id, dst=n, ttl=MAX_HOPS, msg=msg))
             result = r if r != SENT else result
+            if r != SENT:
+                self._owe(cap, (n,))
+        if len(self.reachable) < len(self.views):  # someone misses this one
+            self._owe(cap, set(self._having(self.views, cap, same_sip_addr, False))
+                      - self.reachable)
         return result
 
     def replicate(self, cap: str, payload: bytes, now: float, *,
@@ -455,6 +469,8 @@ class ClusterState:
         :class:`~.events.ReplicationDone` settles (at once when there is no target)."""
         tid = next(self._ticket_ids)
         targets = set(self._alive_having(cap, same_sip_addr)) if self.enabled else set()
+        if len(targets) < len(self.views):  # nodes declared failed: theirs later
+            self._owe(cap, set(self._having(self.views, cap, same_sip_addr, False)) - targets)
         t = Ticket(tid, cap, payload, now + self.config.ack_timeout, targets)
         self.tickets[tid] = t
         for n in sorted(targets):
@@ -710,6 +726,12 @@ class ClusterState:
             return
         was_open = peer.open
         peer.conn, peer.open = None, False
+        if was_open:
+            # Whatever was queued or in flight on it may be lost: owed a comparison, the
+            # neighbour and every node reached through it.
+            via = {d for d, hop in self.next_hop.items() if hop == peer.node_id}
+            for cap in self.caps:
+                self._owe(cap, via | {peer.node_id})
         peer.clear()
         peer.redial_at = now + self.redial
         if was_open and peer.link.on_send_failed(now):
@@ -844,16 +866,11 @@ class ClusterState:
         self._views_dirty = self._own_dirty = True
 
     def _on_link_up(self, peer: Peer) -> None:
-        """A link came Up: give the neighbour the whole topology we know (FULL_TOP_UPDATE),
-        and start anti-entropy with it: what was queued on a stream that broke is lost,
-        and only this side may have seen it break."""
+        """A link came Up: give the neighbour the whole topology we know (FULL_TOP_UPDATE)."""
         self._to_neighbour(peer.node_id, pb.Packet(src=self.id, state=self._my_info()))
         for v in self.views.values():
             if v.node_id != peer.node_id:
                 self._to_neighbour(peer.node_id, pb.Packet(src=self.id, state=_info_of(v)))
-        for cap in self.caps.values():
-            if cap.anti_entropy:
-                cap.ae_wanted.add(peer.node_id)
 
     def _my_info(self) -> pb.NodeInfo:
         return pb.NodeInfo(
@@ -904,10 +921,6 @@ class ClusterState:
         alive = set(routes(self.id, live_links, self.views)) if self.enabled else set()
         for n in sorted(alive ^ self.alive):
             self._emit(ev.NodeStateChanged(n, n in alive))
-            if n in alive and self.id < n:
-                for cap in self.caps.values():
-                    if cap.anti_entropy:
-                        cap.ae_wanted.add(n)
         self.alive = alive
         for t in list(self.tickets.values()):
             gone = t.pending - alive
@@ -916,8 +929,6 @@ class ClusterState:
                 t.unsent -= gone
                 if not t.pending:
                     self._finish(t)
-        for cap in self.caps.values():
-            cap.ae_wanted &= alive
         view = claims_view(self.views, alive)
         if now - self.started_at >= self.grace:
             self.grace_over = True
@@ -997,11 +1008,16 @@ class ClusterState:
                     cap.ae_last[n] = now
                     self._emit(ev.AntiEntropyDue(cap.name, n))
 
+    def _owe(self, cap: str, nodes: Iterable[int]) -> None:
+        """``nodes`` may miss something of ``cap`` this node sent (or should have): it
+        starts an anti-entropy round with each once both can (``_start_anti_entropy``)."""
+        c = self.caps.get(cap)
+        if c is not None and c.anti_entropy:
+            c.ae_wanted.update(nodes)
+
     def _finish(self, t: Ticket) -> None:
         self.tickets.pop(t.id, None)
-        cap = self.caps.get(t.cap)
-        if t.pending and cap is not None and cap.anti_entropy:
-            cap.ae_wanted |= t.pending  # alive but silent: compare data with it soon
+        self._owe(t.cap, t.pending)  # alive but silent: compare data with it soon
         self._emit(ev.ReplicationDone(t.id, frozenset(t.acked), frozenset(t.pending)))
 
     def _on_shtag_change(self, tag: str, active: bool, reason: str) -> None:
