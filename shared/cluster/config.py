@@ -69,8 +69,8 @@ class ClusterConfig:
             raise ValueError("[cluster] shtag_backend must be embedded or consul")
         if not self.secret:
             raise ValueError("[cluster] secret is empty: a cluster needs a shared secret "
-                             "(set secret in the service's cluster section, e.g. "
-                             "SIPMESH_REGISTRAR_CLUSTER_SECRET)")
+                             "(secret in [<service>.cluster], or "
+                             "SIPMESH_<SERVICE>_CLUSTER_SECRET)")
         if self.ack_timeout <= 0 or self.anti_entropy_interval < 0:
             raise ValueError("[cluster] ack_timeout must be > 0, anti_entropy_interval >= 0")
         if self.sync_packet_size < 1024:
