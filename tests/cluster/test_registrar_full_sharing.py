@@ -138,3 +138,20 @@ def _cluster_env(node_id: int, seeds: str = "") -> dict[str, str]:
     else:
         env["SIPMESH_REGISTRAR_CLUSTER_SEED"] = "true"
     return env
+
+
+def test_no_secret_no_cluster(tmp_path: Path) -> None:
+    # A clustered registrar without a secret refuses to start, with one clear line.
+    import sys
+
+    from tests.integration.registrar.harness import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMESH_")}
+    env.update({"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
+                "SIPMESH_REGISTRAR_STORE": str(tmp_path / "s.sqlite")})
+    out = subprocess.run([sys.executable, "-m", "services.registrar"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "registrar: [cluster] secret is empty: a cluster needs a shared secret "
+        "(secret in [<service>.cluster], or SIPMESH_<SERVICE>_CLUSTER_SECRET)"]
