@@ -58,7 +58,7 @@ bench: $(STAMP) peers
 ## and the commit-message rule on this branch's own commits.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy sipmesh shared services gateway contracts tests .ci/commit_msg.py
+	$(VENV)/bin/mypy sipmesh shared services gateway contracts examples tests .ci/commit_msg.py
 	@if git rev-parse -q --verify main >/dev/null; then \
 	  $(PY) .ci/commit_msg.py --range main..HEAD && echo "commit messages of main..HEAD: ok"; \
 	else echo "commit messages: no main branch in this clone, not checked"; fi

@@ -1,0 +1,1 @@
+"""Runnable examples built on SipMesh's libraries (not services of the mesh)."""

@@ -53,7 +53,7 @@ SERVICES: tuple[ChildSpec, ...] = (
               cluster_id=3, cluster_section="dialog.cluster",
               cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),
               port_env=("SIPMESH_DIALOG_HTTP_PORT", "SIPMESH_DIALOG_GRPC_PORT")),
-    ChildSpec("cluster-demo", "shared.cluster.demo",
+    ChildSpec("cluster-demo", "examples.cluster_demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),
 )

@@ -410,7 +410,9 @@ async def serve(config: RegistrarConfig) -> None:
             # federation: only from (and to) the nodes of this point of presence.
             # federation: once synced, this node holds its PoP's data: the directory
             # entries of this home are made to match it (a node that restarted empty
-            # withdraws those of its previous life).
+            # withdraws those of its previous life). Anti-entropy after a reconnect repairs
+            # what a partition or a restart left different (summary/records_for,
+            # tombstones included: usrloc.py).
             reconcile = None if publisher is None else (
                 lambda: publisher.reconcile(ul.held_aors))
             cluster.register_capability(
@@ -418,7 +420,7 @@ async def serve(config: RegistrarConfig) -> None:
                 apply_update=ul.apply_update,
                 needs_sync=config.persistency != "load-from-sql",
                 match=Match.EQ_SIP_ADDR if mode == "federation-cachedb" else Match.ANY,
-                on_sync_done=reconcile)
+                on_sync_done=reconcile, summary=ul.summary, records_for=ul.records_for)
     register_mi(runtime, ul, sql_table)
     pinging = None
     if config.natping_interval > 0:
@@ -519,6 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         config = load_config(args)
+        if config.cluster_mode in CLUSTERED:  # e.g. no secret: one line, exit 2
+            from shared.cluster import ClusterConfig
+            from shared.config import load_section
+
+            load_section(ClusterConfig, "registrar.cluster").validate()
     except ValueError as exc:
         print(f"registrar: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -239,4 +239,7 @@ def register_mi(runtime: ServiceRuntime, ul: UserLocation, sql: Any = None) -> N
     runtime.stats.group("registrar", lambda: {
         "accepted_regs": ul.stats["saves"] - ul.stats["save_errors"],
         "rejected_regs": ul.stats["save_errors"],
+        # 503s of the replicating modes: not synced yet / no other node confirmed in time
+        "unsynced_refused": ul.stats["unsynced_refused"],
+        "unreplicated_refused": ul.stats["unreplicated_refused"],
     })

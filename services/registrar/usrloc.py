@@ -12,6 +12,21 @@ through `_publish(changes)`, which
 * in `full-sharing` mode, broadcasts the change over capability `usrloc-contact-repl`
   (records below); a joining node gets the whole table by the engine's full sync.
 
+Acknowledgement rule of the replicating modes (`full-sharing`, `federation-cachedb`): a
+node does not answer 200 to a REGISTER it cannot replicate. Until the capability is synced
+(a restarted node before its links are Up and its sync is over) a REGISTER gets 503 with
+Retry-After and changes nothing; once synced, each change is sent as a tracked update
+(`ClusterNode.replicate`) and the 200 waits for the acks of every alive node that should
+hold it (`[registrar.cluster] ack_timeout`); when some alive node did not confirm in time
+and no other node did either, the answer is 503 (the phone retries; what was applied here
+is kept and reaches the others by anti-entropy). Nodes declared failed are not waited for:
+they get the table by full sync or anti-entropy when they come back.
+
+Anti-entropy (shared/cluster/antientropy.py): the capability's `summary` is every live
+binding as (`aor NUL key`, `p<last_modified>`) plus the deletions it remembers as
+tombstones (`d<time>`), kept until the deleted binding would have expired anyway, so a
+binding removed on one side of a partition is not brought back by the other side.
+
 Events are raised on the node where the change happened, not where it is replicated to,
 so a subscriber hears each change once.  The expiry of a binding is swept on every node
 (no replication needed: each node knows the expiry time).
@@ -45,11 +60,13 @@ node's timer (idempotent).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
+import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import structlog
@@ -91,6 +108,15 @@ def decode_binding(d: dict[str, Any]) -> Binding:
     return Binding(**values)
 
 
+def _put_record(b: Binding) -> bytes:
+    return json.dumps({"op": "put", "b": encode_binding(b)}, separators=(",", ":")).encode()
+
+
+def _del_record(aor: str, key: str, t: float) -> bytes:
+    return json.dumps({"op": "del", "aor": aor, "key": key, "t": t},
+                      separators=(",", ":")).encode()
+
+
 def contact_event_params(b: Binding) -> dict[str, Any]:
     """E_UL_CONTACT_* parameters (OpenSIPS 2.4 ul_evi.c)."""
     return {
@@ -119,26 +145,34 @@ class UserLocation:
         self.directory = directory  # cachedb.DirectoryPublisher (federation) or None
         self.home = home  # this node's SIP address: its home in the federation directory
         self.clock = clock
+        # (aor, key) -> (deleted at, keep until): deletions anti-entropy must not undo.
+        self.tombstones: dict[tuple[str, str], tuple[float, float]] = {}
         self.log = structlog.get_logger("registrar")
-        self.stats = {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
-                      "replicated_out": 0, "expired": 0}
+        self.stats: collections.Counter[str] = collections.Counter(
+            {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
+             "replicated_out": 0, "expired": 0})
         self._timer: asyncio.Task[None] | None = None
 
     # -- hot paths -----------------------------------------------------------------------
-    def save(self, request: Request, origin: Origin) -> SaveResult:
+    def save(self, request: Request, origin: Origin, *, replicate: bool = True) -> SaveResult:
         result = self.location.save(request, origin, self.clock())
         self.stats["saves"] += 1
         if result.status != 200:
             self.stats["save_errors"] += 1
-        self._publish(result.changes)
+        self._publish(result.changes, replicate=replicate)
         return result
 
     @property
+    def replicating(self) -> bool:
+        """The table is shared over the cluster (full-sharing, federation-cachedb)."""
+        return self.cluster is not None and self.replication != "none"
+
+    @property
     def saves_inline(self) -> bool:
-        """True when the table is in memory (every mode but sql-only and
-        full-sharing-cachedb): callers may use `save` directly, without a task or an await,
-        and then, when `durable`, hold a 200 until `stored()` is done."""
-        return self.sql_only is None
+        """True when `save_async` does no I/O and waits for nothing but, when `durable`,
+        the SQL copy (the table is in memory and not replicated): callers may use `save`
+        directly, without a task or an await, and then hold a 200 until `stored()` is done."""
+        return self.sql_only is None and not self.replicating
 
     @property
     def durable(self) -> bool:
@@ -158,8 +192,17 @@ class UserLocation:
     async def save_async(self, request: Request, origin: Origin) -> SaveResult:
         """`save`, answered once what it changed is stored (write-through); in sql-only
         mode the AOR is read from SQL first and written back before the answer leaves (so
-        any node answers from the same data).  A write that fails answers 503: nothing
-        unstored is acknowledged."""
+        any node answers from the same data); in the replicating modes the acknowledgement
+        rule of the module docstring.  A write that fails answers 503: nothing unstored is
+        acknowledged."""
+        if self.replicating:
+            result = await self._save_replicated(request, origin)
+            if result.status == 200 and self.durable and not self.writer.settled:
+                try:
+                    await self.writer.ticket()
+                except WriteFailed:
+                    return unstored()
+            return result
         if self.sql_only is None:
             result = self.save(request, origin)
             if result.status == 200 and self.durable and not self.writer.settled:
@@ -179,6 +222,36 @@ class UserLocation:
         except WriteFailed:
             return unstored()
         return result
+
+    async def _save_replicated(self, request: Request, origin: Origin) -> SaveResult:
+        cluster = self.cluster
+        if not cluster.synced(CAPABILITY):
+            self.stats["saves"] += 1
+            self.stats["save_errors"] += 1
+            self.stats["unsynced_refused"] += 1
+            return SaveResult(503, "Service Unavailable", [("Retry-After", self.retry_after)])
+        result = self.save(request, origin, replicate=False)
+        if not result.changes:
+            return result
+        same = True if self.replication == "same-sip" else None
+        done = await asyncio.gather(*(cluster.replicate(CAPABILITY, self._record(c),
+                                                        same_sip_addr=same)
+                                      for c in result.changes))
+        self.stats["replicated_out"] += len(done)
+        if any(d.missing and not d.acked for d in done):
+            self.stats["save_errors"] += 1
+            self.stats["unreplicated_refused"] += 1
+            self.log.warning("register_not_replicated", aor=result.changes[0].binding.aor,
+                             missing=sorted(set().union(*(d.missing for d in done))))
+            return SaveResult(503, "Service Unavailable", [("Retry-After", self.retry_after)])
+        return result
+
+    @property
+    def retry_after(self) -> str:
+        """Retry-After of a 503 from a node that cannot replicate: about one ping
+        interval, time for links to come Up or a failed node to be declared down."""
+        interval = getattr(getattr(self.cluster, "config", None), "ping_interval", 1.0)
+        return str(max(1, math.ceil(interval)))
 
     async def refresh(self, aor: str | None = None) -> None:
         """sql-only: reload one AOR (or the whole table) from SQL into memory."""
@@ -258,9 +331,12 @@ class UserLocation:
         self._publish([self.location.add(binding)])
 
     def expire(self) -> int:
-        changes = self.location.expire(self.clock())
+        now = self.clock()
+        changes = self.location.expire(now)
         self.stats["expired"] += len(changes)
-        self._publish(changes, replicate=False)
+        self._publish(changes, replicate=None)
+        for k in [k for k, (_, until) in self.tombstones.items() if until <= now]:
+            del self.tombstones[k]
         return len(changes)
 
     def load(self, bindings: list[Binding]) -> int:
@@ -270,16 +346,27 @@ class UserLocation:
         return len(bindings)
 
     # -- changes -> events and replication -----------------------------------------------
-    def _publish(self, changes: list[Change], *, replicate: bool = True) -> None:
+    def _publish(self, changes: list[Change], *, replicate: bool | None = True) -> None:
+        """Events, SQL copy, directory, and (``replicate`` True) broadcast of every change.
+        ``replicate`` False: the caller replicates (tracked saves); None: changes no other
+        node needs (expiry, which every node sweeps itself: no tombstones either)."""
         if not changes:
             return
         for change in changes:
             self._raise(change)
         self._persist(changes)
         self._note_directory(changes)
-        if replicate and self.cluster is not None and self.replication != "none":
+        if self.replicating:
             for change in changes:
-                self._replicate(change)
+                b = change.binding
+                if change.kind != "delete":
+                    self.tombstones.pop((b.aor, b.key), None)  # registered again
+                elif replicate is not None:
+                    self._bury(b, self.clock())
+            if replicate:
+                for change in changes:
+                    self._send(self._record(change))
+                    self.stats["replicated_out"] += 1
 
     def _persist(self, changes: Sequence[Change | None]) -> None:
         writer = self.writer
@@ -330,14 +417,19 @@ class UserLocation:
         if change.aor_deleted:
             events.publish("E_UL_AOR_DELETE", {"aor": b.aor})
 
-    def _replicate(self, change: Change) -> None:
+    def _record(self, change: Change) -> bytes:
+        """The replication record of a change (module docstring)."""
         b = change.binding
         if change.kind == "delete":
-            record = {"op": "del", "aor": b.aor, "key": b.key, "t": self.clock()}
-        else:
-            record = {"op": "put", "b": encode_binding(b)}
-        self._send(json.dumps(record, separators=(",", ":")).encode())
-        self.stats["replicated_out"] += 1
+            t = self.tombstones.get((b.aor, b.key), (self.clock(), 0.0))[0]
+            return _del_record(b.aor, b.key, t)
+        return _put_record(b)
+
+    def _bury(self, b: Binding, t: float) -> None:
+        """Remembers a deletion until the binding would have expired anyway (a binding
+        with no expiry: a day), so anti-entropy does not bring it back."""
+        until = b.expires if b.expires else t + 86400.0
+        self.tombstones[(b.aor, b.key)] = (t, max(until, t + 1.0))
 
     def set_latency(self, binding: Binding, latency_us: int) -> None:
         """A ping measured `binding`: stored here and on the other nodes (so their lookups
@@ -353,8 +445,30 @@ class UserLocation:
     def produce(self) -> Iterator[bytes]:
         """The whole table as `put` records (full sync donor)."""
         for b in list(self.location.bindings()):
-            yield json.dumps({"op": "put", "b": encode_binding(b)},
-                             separators=(",", ":")).encode()
+            yield _put_record(b)
+
+    def summary(self) -> Iterator[tuple[bytes, bytes]]:
+        """Anti-entropy items: live bindings and tombstones (module docstring)."""
+        now = self.clock()
+        items = [(f"{b.aor}\0{b.key}".encode(), f"p{b.last_modified!r}".encode())
+                 for b in self.location.bindings() if b.alive(now)]
+        items += [(f"{aor}\0{key}".encode(), f"d{t!r}".encode())
+                  for (aor, key), (t, _) in self.tombstones.items()]
+        return iter(items)
+
+    def records_for(self, keys: Collection[bytes]) -> Iterator[bytes]:
+        """The records of anti-entropy ``keys``: a binding's put, or a tombstone's del."""
+        out = []
+        now = self.clock()
+        for raw in keys:
+            aor, _, key = raw.decode().partition("\0")
+            found = next((b for b in self.location.records.get(aor, ()) if b.key == key
+                          and b.alive(now)), None)
+            if found is not None:
+                out.append(_put_record(found))
+            elif (aor, key) in self.tombstones:
+                out.append(_del_record(aor, key, self.tombstones[(aor, key)][0]))
+        return iter(out)
 
     def apply_sync(self, records: list[bytes]) -> None:
         for rec in records:
@@ -367,18 +481,34 @@ class UserLocation:
         try:
             record = json.loads(payload)
             if record["op"] == "put":
-                binding = decode_binding(record["b"])
-                if not binding.is_utf8():
+                b = decode_binding(record["b"])
+                if not b.is_utf8():
                     raise ValueError("binding text is not UTF-8")
-                change = self.location.apply_replica(binding)
+                grave = self.tombstones.get((b.aor, b.key))
+                if grave is not None:
+                    if grave[0] >= b.last_modified:
+                        return  # deleted after this version was written
+                    del self.tombstones[(b.aor, b.key)]
+                change = self.location.apply_replica(b)
             elif record["op"] == "lat":
                 for b in self.location.records.get(record["aor"], ()):
                     if b.key == record["key"]:
                         b.latency = int(record["us"])
                 return
             elif record["op"] == "del":
-                change = self.location.remove_replica(record["aor"], record["key"],
-                                                      float(record["t"]))
+                t = float(record["t"])
+                change = self.location.remove_replica(record["aor"], record["key"], t)
+                grave = self.tombstones.get((record["aor"], record["key"]))
+                if change is not None:
+                    self._bury(change.binding, t)
+                elif grave is not None and grave[0] < t:
+                    self.tombstones[(record["aor"], record["key"])] = (t, grave[1])
+                elif grave is None and not any(
+                        b.key == record["key"] for b in self.location.records.get(
+                            record["aor"], ())):
+                    # Not here (yet): remember it, so a late put of an older version
+                    # stays deleted. Kept one day at most (no expiry is known).
+                    self.tombstones[(record["aor"], record["key"])] = (t, t + 86400.0)
             else:
                 return
             self._persist([change])

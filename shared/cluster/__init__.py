@@ -1,12 +1,21 @@
 """The clustering engine (OpenSIPS 2.4 clusterer over gRPC), embedded by clustered services.
 
-* :mod:`.link` -- link state machine (Up/Probe/Down), sans-IO;
-* :mod:`.topology` -- flooded node states, shortest-path next hops, sans-IO;
+Sans-IO (no sockets, loop or clock; ``now`` passed in; tests/unit/cluster drive them on a
+fake clock):
+
+* :mod:`.state` -- :class:`~.state.ClusterState`, every decision of one node;
+* :mod:`.link` -- link state machine (Up/Probe/Down);
+* :mod:`.topology` -- flooded node states, shortest-path next hops;
 * :mod:`.sync` -- full data sync of a capability (donor, chunks, buffer, replay, retry);
-* :mod:`.shtags` -- sharing tags: embedded deterministic takeover or Consul KV locks;
-* :mod:`.engine` -- :class:`ClusterNode`, the asyncio + grpc.aio adapter and services' API;
-* :mod:`.mi` -- the clusterer MI commands; :mod:`.config` -- the ``[cluster]`` section;
-* :mod:`.demo` -- ``python -m shared.cluster.demo``, a replicated key/value node.
+* :mod:`.shtags` -- sharing tags, the embedded deterministic takeover;
+* :mod:`.auth` -- the handshake (mutual challenge-response) and sealed frames;
+* :mod:`.antientropy` -- digests of a capability's data and the repair of what differs;
+* :mod:`.events` -- what the state asks its adapter to do.
+
+Adapters: :mod:`.engine` -- :class:`ClusterNode`, asyncio + grpc.aio, the services' API;
+:mod:`.shtags_consul` -- sharing tags on Consul KV locks; :mod:`.mi` -- the clusterer MI
+commands; :mod:`.config` -- the ``[cluster]`` section. A runnable demo node lives in
+``examples/cluster_demo``.
 """
 
 from shared.cluster.config import ClusterConfig
@@ -18,6 +27,7 @@ from shared.cluster.engine import (
     Capability,
     ClusterNode,
 )
+from shared.cluster.events import ReplicationDone
 from shared.cluster.mi import register_mi, run_local_mi
 from shared.cluster.sync import Match
 
@@ -30,6 +40,7 @@ __all__ = [
     "ClusterConfig",
     "ClusterNode",
     "Match",
+    "ReplicationDone",
     "register_mi",
     "run_local_mi",
 ]

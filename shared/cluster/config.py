@@ -7,7 +7,11 @@ EQ/NEQ_SIP_ADDR match rules), priority, the seed flag, and the seeds to join thr
 and/or ``discovery_service``, a service whose registered instances announce their node
 (``ClusterNode.meta()`` in the instance metadata). ``members`` lists the node ids allowed
 in the cluster (``"1-5,9"``) besides those found through discovery; empty admits any
-node that proves the shared ``secret``. Timers keep OpenSIPS' names and defaults.
+node that proves the shared ``secret``. The secret is required: a node without one
+refuses to start clustered (no cluster is ever open to whoever connects). Timers keep
+OpenSIPS' names and defaults; ``ack_timeout`` bounds a tracked replication
+(``ClusterNode.replicate``) and ``anti_entropy_interval`` adds periodic data comparisons
+to the ones made on every reconnect.
 
 A service loads it with ``load_section(ClusterConfig, "<service>.cluster")`` so each
 service has its own cluster; every field can be set as ``SIPMESH_<SERVICE>_CLUSTER_<FIELD>``.
@@ -53,7 +57,8 @@ class ClusterConfig:
     consul_addr: str = ""
     shtag_ttl: int = 10
     shtag_lock_delay: int = 1
-    test_hooks: bool = False  # enables the cluster_test_block MI command
+    ack_timeout: float = 0.5  # how long replicate() waits for the targets' acks
+    anti_entropy_interval: float = 0.0  # > 0: also compare data that often (s)
 
     def validate(self) -> None:
         if not 0 < self.node_id < 2**31 or not 0 < self.cluster_id < 2**31:
@@ -62,6 +67,12 @@ class ClusterConfig:
             raise ValueError("[cluster] ping_interval/ping_timeout must be > 0, retries >= 0")
         if self.shtag_backend not in ("embedded", "consul"):
             raise ValueError("[cluster] shtag_backend must be embedded or consul")
+        if not self.secret:
+            raise ValueError("[cluster] secret is empty: a cluster needs a shared secret "
+                             "(secret in [<service>.cluster], or "
+                             "SIPMESH_<SERVICE>_CLUSTER_SECRET)")
+        if self.ack_timeout <= 0 or self.anti_entropy_interval < 0:
+            raise ValueError("[cluster] ack_timeout must be > 0, anti_entropy_interval >= 0")
         if self.sync_packet_size < 1024:
             raise ValueError("[cluster] sync_packet_size must be at least 1024")
         self.seed_list()

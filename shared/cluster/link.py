@@ -31,7 +31,7 @@ class LinkEvent(enum.Enum):
     NODE_TIMEOUT = "node_timeout"    # node_timeout elapsed while Down: restart pinging
     PACKET_WHILE_DOWN = "packet"     # anything received from the node while Down
     SEND_FAILED = "send_failed"      # the transport could not carry the ping
-    RESET = "reset"                  # admin disable / test block: start over
+    RESET = "reset"                  # admin disable / enable: start over
 
 
 S, E = LinkState, LinkEvent
@@ -138,6 +138,13 @@ class Link:
         if self.outstanding is not None:
             self.sent_at = now - self.timers.ping_timeout
         return self._apply(LinkEvent.SEND_FAILED, now)
+
+    def probe_now(self, now: float) -> None:
+        """A new transport to the node is open: ping at once rather than at the next
+        interval, so a link that broke and reconnected is Up again one round trip later
+        (a Down link keeps its node_timeout pause: it is not probed faster)."""
+        if self.state is not LinkState.DOWN and self.outstanding is None:
+            self.next_ping_at = min(self.next_ping_at, now)
 
     def reset(self, now: float) -> bool:
         self.outstanding = None

@@ -16,9 +16,11 @@ OpenSIPS 3 prints them in JSON (contracts/mi/clusterer_*.json, cluster_*_mi.json
 * ``cluster_send_mi cluster_id destination cmd_name [cmd_params]`` ("OK" once sent: the
   remote node runs it asynchronously; "Local node disabled"; 400 "Destination down") and
   ``cluster_broadcast_mi cluster_id cmd_name [cmd_params]`` (sent to every node, then run
-  here: the answer is the local command's);
-* with ``test_hooks``: ``cluster_test_block cluster_id node_ids`` cuts this node's links
-  to those nodes (partitions in tests without iptables).
+  here: the answer is the local command's).
+
+Statistics (group ``clusterer``): nodes, nodes up/down, packets sent/received/relayed,
+and what the link security refused (``auth_refused``, ``replay_refused``, ``mac_refused``,
+``unsigned_refused``, ``malformed_refused``), the anti-entropy rounds and records.
 
 Beyond OpenSIPS, where an MI call reaches one instance: the list commands are fan-out
 commands (the gateway asks every node and concatenates the answers), so each answer names
@@ -34,6 +36,10 @@ from typing import Any
 from shared.cluster.engine import DISABLED, SENT, UNREACHABLE, ClusterNode
 from shared.rpc.jsonrpc import BAD_REQUEST, INVALID_PARAMS, NOT_FOUND, MiError, int_param
 from shared.service.runtime import ServiceRuntime
+
+STATS = ("relayed", "sent", "received", "auth_refused", "replay_refused", "mac_refused",
+         "unsigned_refused", "malformed_refused", "ae_rounds", "ae_records_sent",
+         "ae_records_received")
 
 
 def _params(value: Any) -> list[Any] | None:
@@ -159,23 +165,12 @@ def register_mi(runtime: ServiceRuntime, node: ClusterNode) -> None:
                           err.get("data"))
         return answer.get("result")
 
-    if node.config.test_hooks:
-        @runtime.command("cluster_test_block", (("cluster_id", "node_ids"),),
-                         doc="test hook: cut the links to these nodes ([] heals)")
-        async def cluster_test_block(cluster_id: Any, node_ids: Any) -> Any:
-            cluster(cluster_id)
-            if not isinstance(node_ids, list):
-                raise MiError(BAD_REQUEST, "node_ids must be a list")
-            node.block(int_param(n, "node_id") for n in node_ids)
-            return "OK"
-
     stats = runtime.stats
     stats.group("clusterer", lambda: {
         "clusterer_nodes": len(set(node.peers) | set(node.views)),
         "clusterer_nodes_up": len(node.alive),
         "clusterer_nodes_down": len((set(node.peers) | set(node.views)) - node.alive),
-        "relayed": node.stats["relayed"], "sent": node.stats["sent"],
-        "received": node.stats["received"], "auth_refused": node.stats["auth_refused"],
+        **{name: node.stats.get(name, 0) for name in STATS},
     })
 
 

@@ -188,6 +188,15 @@ class SyncMachine:
         self.buffered.append((src, payload))
         return False
 
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` has something to do by the clock alone (a change of the
+        candidates is an input of its own)."""
+        if self.state is SyncState.SYNCING:
+            return self.last_data_at + self.sync_timeout
+        if self.state is SyncState.PENDING and self.seed:
+            return self.started_at + self.seed_fallback
+        return None
+
     def request(self, now: float) -> None:
         if self.state is not SyncState.PENDING:
             self._go("resync", now)

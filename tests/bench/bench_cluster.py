@@ -1,6 +1,6 @@
 """Clustering engine figures (a script, not a test): run by `make bench`.
 
-Real demo nodes (``python -m shared.cluster.demo``) on loopback, one process each:
+Real demo nodes (``python -m examples.cluster_demo``) on loopback, one process each:
 
 1. Full sync: a seed holds 100,000 records of 200 bytes; a node joins and syncs them.
    Figure: the joiner's own sync time (SYNC_REQ sent -> SYNC_END applied, from
@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from contracts.generated.sipmesh.cluster.v1 import cluster_pb2 as pb
 from contracts.generated.sipmesh.cluster.v1 import cluster_pb2_grpc as pb_grpc
-from shared.cluster.engine import GRPC_OPTIONS, MAX_FRAME
+from shared.cluster.engine import GRPC_OPTIONS
+from shared.cluster.state import MAX_FRAME
 from tests.cluster.harness import Node, wait_until
 
 RECORDS = 100_000

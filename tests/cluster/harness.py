@@ -1,4 +1,4 @@
-"""Real cluster nodes (``python -m shared.cluster.demo``) on loopback for the cluster tests.
+"""Real cluster nodes (``python -m examples.cluster_demo``) on loopback for the cluster tests.
 
 A :class:`Node` is one process: started with its node id, seeds and short timers, its
 ``ready`` line parsed for the replication address and MI URL, its MI called over HTTP.
@@ -71,11 +71,10 @@ class Node:
         env.update({f"SIPMESH_DEMO_CLUSTER_{k}": v for k, v in TIMERS.items()})
         env.update({"SIPMESH_DEMO_CLUSTER_SECRET": self.secret,
                     "SIPMESH_DEMO_CLUSTER_MEMBERS": self.members,
-                    "SIPMESH_DEMO_CLUSTER_TEST_HOOKS": "1",
                     "SIPMESH_LOG_LEVEL": "info"})
         env.update(self.env)
         env.pop("SIPMESH_CONFIG", None)
-        cmd = [sys.executable, "-m", "shared.cluster.demo", "--node-id", str(self.node_id),
+        cmd = [sys.executable, "-m", "examples.cluster_demo", "--node-id", str(self.node_id),
                "--listen", self.listen, *self.extra]
         if self.seeds:
             cmd += ["--seeds", ",".join(f"{s.node_id}@{s.repl}" for s in self.seeds)]

@@ -23,7 +23,7 @@ from tests.support.waiting import eventually
 MI = Path(__file__).resolve().parents[2] / "contracts" / "mi"
 BASE = ClusterConfig(ping_interval=0.1, ping_timeout=0.2, ping_retries=2, node_timeout=0.5,
                      seed_fallback_interval=0.2, secret="s", members="1-3",
-                     sharing_tags=("vip/1=backup",), test_hooks=True)
+                     sharing_tags=("vip/1=backup",))
 
 
 @dataclasses.dataclass

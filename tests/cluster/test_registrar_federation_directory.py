@@ -12,6 +12,7 @@ expires (`cachedb_home_ttl`), edge B gives it no branch either.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from tests.cluster.registrar_nodes import cluster_url, mi
+from tests.cluster.registrar_nodes import cluster_url, mi, synced
 from tests.cluster.test_registrar_cachedb import REDIS, env, prefix, stop_all, store
 from tests.integration.edge.edge_harness import (
     Sipp,
@@ -59,6 +60,10 @@ def test_a_pop_restarted_empty_or_gone_gets_no_federated_calls(
     client = redis.Redis.from_url(REDIS)
     fed = f"{prefix}fed:alice@127.0.0.1"
     try:
+        # A node answers 503 until its point of presence's data is synced (it must not
+        # acknowledge what it cannot replicate): wait, as a phone would retry.
+        for reg in (first, second):
+            wait_until(functools.partial(synced, reg), 15, "registrar synced")
         phone = free_port()
         cmd = ["sipp", "-sf", str(SCENARIOS / "register_auth.xml"), "-i", "127.0.0.1", "-p",
                str(phone), edge_a.address, "-s", "alice", "-au", "alice", "-ap", "alice-pw",

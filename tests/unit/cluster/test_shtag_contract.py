@@ -4,9 +4,11 @@ The harness stands in for the engine: it feeds the embedded backend the claims o
 nodes each one can reach, and for Consul it runs the fake agent on a fast manual clock
 (one pump step = 0.2 s of Consul time) so session TTLs of 10 s lapse in about a second.
 "Killing" a node stops it like kill -9 (nothing released); a partition cuts links
-(embedded) or cuts the minority off Consul (consul). After every pump step the suite
-samples who is active. A Consul step does not sleep: it advances the clock and waits
-until every live node finished a round that ran wholly on the new time.
+(embedded) or cuts the minority off Consul (consul: each node reaches the fake agent
+through a TCP gate of its own, tests/netgate.py, so a cut is a real lost connection).
+After every pump step the suite samples who is active. A Consul step does not sleep: it
+advances the clock and waits until every live node finished a round that ran wholly on the
+new time.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from shared.cluster.shtags import ConsulShtags, EmbeddedShtags, ShtagConfig
+from shared.cluster.shtags import EmbeddedShtags, ShtagConfig
+from shared.cluster.shtags_consul import ConsulShtags
 from shared.discovery.testing.fake_consul import FakeConsul
+from tests.netgate import Gate
 from tests.support.waiting import eventually
 
 TAG = "vip"
@@ -46,6 +50,7 @@ class Harness:
         # Rounds of each Consul node's loop: started, finished.
         self.started: dict[int, int] = {}
         self.finished: dict[int, int] = {}
+        self.gates: dict[int, Gate] = {}
 
     async def start(self, ids: list[int]) -> None:
         if self.kind == "consul":
@@ -58,12 +63,13 @@ class Harness:
         tags = [ShtagConfig(TAG, 1)]
         node: Any
         if self.kind == "consul":
-            node = ConsulShtags(self.addr, 1, n, tags, ttl=10, lock_delay=1,
+            gate = self.gates[n] = Gate(self.addr)
+            node = ConsulShtags(await gate.start(), 1, n, tags, ttl=10, lock_delay=1,
                                 renew_interval=0.02, clock=self.clock)
             node.yield_request = lambda holder, tag, src=n: self.nodes[holder].on_yield(tag, src)
             self._count_rounds(n, node)
         else:
-            node = EmbeddedShtags(n, tags)
+            node = EmbeddedShtags(n, tags, self.clock)
         await node.start()
         self.nodes[n] = node
         self.alive.add(n)
@@ -114,24 +120,26 @@ class Harness:
         self.alive.discard(n)
         node = self.nodes[n]
         if self.kind == "consul":
-            await node.abandon()
+            await node.close(release=False)  # as kill -9: the session lapses by its TTL
 
     def partition(self, minority: set[int]) -> None:
         if self.kind == "consul":
             for n in minority:
-                self.nodes[n].offline = True
+                self.gates[n].cut()
         else:
             for n in self.nodes:
                 self.cut[n] = (set(self.nodes) - minority) if n in minority else set(minority)
 
     def heal(self) -> None:
         self.cut.clear()
-        for node in self.nodes.values():
-            node.offline = False
+        for gate in self.gates.values():
+            gate.heal()
 
     async def close(self) -> None:
         for n in list(self.alive):
             await self.nodes[n].close()
+        for gate in self.gates.values():
+            await gate.close()
         if self.consul is not None:
             await self.consul.stop()
 

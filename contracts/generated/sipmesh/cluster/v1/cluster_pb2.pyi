@@ -7,41 +7,65 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("hello", "welcome", "packets")
+    __slots__ = ("hello", "welcome", "packets", "auth", "seq", "body", "mac")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     PACKETS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     welcome: Welcome
     packets: _containers.RepeatedCompositeFieldContainer[Packet]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., packets: _Optional[_Iterable[_Union[Packet, _Mapping]]] = ...) -> None: ...
+    auth: Auth
+    seq: int
+    body: bytes
+    mac: bytes
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., packets: _Optional[_Iterable[_Union[Packet, _Mapping]]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ..., seq: _Optional[int] = ..., body: _Optional[bytes] = ..., mac: _Optional[bytes] = ...) -> None: ...
+
+class Sealed(_message.Message):
+    __slots__ = ("packets",)
+    PACKETS_FIELD_NUMBER: _ClassVar[int]
+    packets: _containers.RepeatedCompositeFieldContainer[Packet]
+    def __init__(self, packets: _Optional[_Iterable[_Union[Packet, _Mapping]]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("cluster_id", "node_id", "timestamp_ms", "nonce", "mac", "info")
+    __slots__ = ("cluster_id", "node_id", "timestamp_ms", "nonce", "mac", "info", "to_node")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     node_id: int
     timestamp_ms: int
     nonce: bytes
     mac: bytes
     info: NodeInfo
-    def __init__(self, cluster_id: _Optional[int] = ..., node_id: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., mac: _Optional[bytes] = ..., info: _Optional[_Union[NodeInfo, _Mapping]] = ...) -> None: ...
+    to_node: int
+    def __init__(self, cluster_id: _Optional[int] = ..., node_id: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., mac: _Optional[bytes] = ..., info: _Optional[_Union[NodeInfo, _Mapping]] = ..., to_node: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("node_id", "mac")
+    __slots__ = ("node_id", "mac", "nonce")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MAC_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     mac: bytes
-    def __init__(self, node_id: _Optional[int] = ..., mac: _Optional[bytes] = ...) -> None: ...
+    nonce: bytes
+    def __init__(self, node_id: _Optional[int] = ..., mac: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class Auth(_message.Message):
+    __slots__ = ("mac",)
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    mac: bytes
+    def __init__(self, mac: _Optional[bytes] = ...) -> None: ...
 
 class Packet(_message.Message):
-    __slots__ = ("src", "dst", "ttl", "ping", "pong", "state", "msg", "sync_req", "sync", "sync_end", "mi", "yield_tag")
+    __slots__ = ("src", "dst", "ttl", "ping", "pong", "state", "msg", "sync_req", "sync", "sync_end", "mi", "yield_tag", "acks", "digest", "repair")
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +78,9 @@ class Packet(_message.Message):
     SYNC_END_FIELD_NUMBER: _ClassVar[int]
     MI_FIELD_NUMBER: _ClassVar[int]
     YIELD_TAG_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
     src: int
     dst: int
     ttl: int
@@ -66,7 +93,10 @@ class Packet(_message.Message):
     sync_end: SyncEnd
     mi: MiCommand
     yield_tag: ShtagYield
-    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ttl: _Optional[int] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., state: _Optional[_Union[NodeInfo, _Mapping]] = ..., msg: _Optional[_Union[Generic, _Mapping]] = ..., sync_req: _Optional[_Union[SyncRequest, _Mapping]] = ..., sync: _Optional[_Union[SyncChunk, _Mapping]] = ..., sync_end: _Optional[_Union[SyncEnd, _Mapping]] = ..., mi: _Optional[_Union[MiCommand, _Mapping]] = ..., yield_tag: _Optional[_Union[ShtagYield, _Mapping]] = ...) -> None: ...
+    acks: Acks
+    digest: Digest
+    repair: Repair
+    def __init__(self, src: _Optional[int] = ..., dst: _Optional[int] = ..., ttl: _Optional[int] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., state: _Optional[_Union[NodeInfo, _Mapping]] = ..., msg: _Optional[_Union[Generic, _Mapping]] = ..., sync_req: _Optional[_Union[SyncRequest, _Mapping]] = ..., sync: _Optional[_Union[SyncChunk, _Mapping]] = ..., sync_end: _Optional[_Union[SyncEnd, _Mapping]] = ..., mi: _Optional[_Union[MiCommand, _Mapping]] = ..., yield_tag: _Optional[_Union[ShtagYield, _Mapping]] = ..., acks: _Optional[_Union[Acks, _Mapping]] = ..., digest: _Optional[_Union[Digest, _Mapping]] = ..., repair: _Optional[_Union[Repair, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ("seq",)
@@ -123,12 +153,40 @@ class NodeInfo(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., seq: _Optional[int] = ..., url: _Optional[str] = ..., sip_addr: _Optional[str] = ..., priority: _Optional[int] = ..., seed: _Optional[bool] = ..., enabled: _Optional[bool] = ..., up: _Optional[_Iterable[int]] = ..., caps: _Optional[_Mapping[str, bool]] = ..., shtag_claims: _Optional[_Mapping[str, int]] = ..., description: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class Generic(_message.Message):
-    __slots__ = ("cap", "payload")
+    __slots__ = ("cap", "payload", "ack_id")
     CAP_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    ACK_ID_FIELD_NUMBER: _ClassVar[int]
     cap: str
     payload: bytes
-    def __init__(self, cap: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    ack_id: int
+    def __init__(self, cap: _Optional[str] = ..., payload: _Optional[bytes] = ..., ack_id: _Optional[int] = ...) -> None: ...
+
+class Acks(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Digest(_message.Message):
+    __slots__ = ("cap", "buckets")
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    cap: str
+    buckets: bytes
+    def __init__(self, cap: _Optional[str] = ..., buckets: _Optional[bytes] = ...) -> None: ...
+
+class Repair(_message.Message):
+    __slots__ = ("cap", "records", "want", "last")
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    cap: str
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    want: _containers.RepeatedScalarFieldContainer[int]
+    last: bool
+    def __init__(self, cap: _Optional[str] = ..., records: _Optional[_Iterable[bytes]] = ..., want: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
     __slots__ = ("cap", "sync_id")

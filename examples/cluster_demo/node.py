@@ -1,20 +1,25 @@
-"""``python -m shared.cluster.demo``: a runnable cluster node holding a replicated key/value
+"""``python -m examples.cluster_demo``: a runnable cluster node holding a replicated key/value
 store -- the smallest clustered service, used by tests/cluster and tests/bench.
 
 It embeds the engine exactly as a real service does: a :class:`ServiceRuntime` (MI,
 /metrics, /health), a :class:`ClusterNode` configured from the ``[demo.cluster]`` section
 (file via ``$SIPMESH_CONFIG``, or ``SIPMESH_DEMO_CLUSTER_<FIELD>`` variables, or the CLI
-flags below), one capability ``demo-kv-repl`` (full sync + live updates), the clusterer MI
-commands, and the two clusterer events. Under ``sipmesh up --nodes N`` (it is the catalog's
+flags below), one capability ``demo-kv-repl`` (full sync, live updates and anti-entropy:
+``summary`` is every key with its value, so two nodes repair what differs whenever a link
+comes back Up), the clusterer MI commands, and the two clusterer events. A cluster needs a
+shared secret (``--secret`` or ``SIPMESH_DEMO_CLUSTER_SECRET``; ``sipmesh up --nodes`` draws
+one per run). Under ``sipmesh up --nodes N`` (it is the catalog's
 ``nodes_only`` service ``cluster-demo``, cluster 2, sharing tag ``vip/2``) it registers in
 the mesh's discovery with its node in the metadata, so
 ``SIPMESH_DEMO_CLUSTER_DISCOVERY_SERVICE=cluster-demo`` finds the other nodes without
 static seeds, and its events go to the mesh's event bus (``event_subscribe`` at the
 gateway); standalone they stay on an embedded bus.
 
-Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_get key``, ``kv_count``
-(count and an order-independent checksum), ``kv_fill count size [prefix]`` (local bulk
-load, not replicated), ``kv_burst count size [prefix]`` (stores and replicates that many
+Demo MI: ``kv_put key value`` (stores and broadcasts), ``kv_put_acked key value`` (stores,
+replicates and waits for the acks: answers which nodes hold it and which did not confirm),
+``kv_get key``, ``kv_count`` (count and an order-independent checksum), ``kv_fill count size
+[prefix]`` (local bulk load, not replicated: anti-entropy repairs it on the next
+reconnect), ``kv_burst count size [prefix]`` (stores and replicates that many
 records as fast as the links take them), ``kv_index`` (this node's index among the
 synced nodes),
 ``demo_events`` (the clusterer events raised here). It prints one line when ready::
@@ -31,7 +36,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from typing import Any
 
 CAP = "demo-kv-repl"
@@ -69,6 +74,14 @@ class KvStore:
             if i % self.delay_every == self.delay_every - 1:
                 await asyncio.sleep(self.produce_delay)
 
+    def summary(self) -> Iterator[tuple[bytes, bytes]]:
+        """Anti-entropy items: the value is the version (records are small)."""
+        return iter(list(self.data.items()))
+
+    def records_for(self, keys: Collection[bytes]) -> Iterator[bytes]:
+        data = self.data
+        return iter([k + b"\0" + data[k] for k in keys if k in data])
+
     def checksum(self) -> str:
         acc = 0
         for k, v in self.data.items():
@@ -77,7 +90,7 @@ class KvStore:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m shared.cluster.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m examples.cluster_demo", description=__doc__)
     p.add_argument("--node-id", type=int)
     p.add_argument("--cluster-id", type=int)
     p.add_argument("--listen", help="replication host:port (port 0 = ephemeral)")
@@ -138,7 +151,8 @@ async def serve(args: argparse.Namespace) -> None:
     node = ClusterNode(config, events=bus, registry=runtime.registry,
                        mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
     node.register_capability(CAP, produce=store.produce, apply_sync=store.apply_sync,
-                             apply_update=store.apply_update)
+                             apply_update=store.apply_update, summary=store.summary,
+                             records_for=store.records_for)
     register_mi(runtime, node)
 
     def fill(count: int, size: int, prefix: str = "k") -> None:
@@ -154,6 +168,14 @@ async def serve(args: argparse.Namespace) -> None:
         rec = KvStore.record(str(key).encode(), str(value).encode())
         store.apply(rec)
         return {"sent": node.broadcast(CAP, rec)}
+
+    @runtime.command("kv_put_acked", (("key", "value"),),
+                     doc="store, replicate and wait for the other nodes' acks")
+    async def kv_put_acked(key: Any, value: Any) -> Any:
+        rec = KvStore.record(str(key).encode(), str(value).encode())
+        store.apply(rec)
+        done = await node.replicate(CAP, rec)
+        return {"acked": sorted(done.acked), "missing": sorted(done.missing)}
 
     @runtime.command("kv_get", (("key",),))
     async def kv_get(key: Any) -> Any:
