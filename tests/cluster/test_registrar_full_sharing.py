@@ -154,5 +154,5 @@ def test_no_secret_no_cluster(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == EXIT_CONFIG  # a configuration error: no restart by sipmesh up
     assert out.stderr.strip().splitlines() == [
-        "registrar: configuration error: [cluster] secret is empty: a cluster needs a shared secret "
-        "(secret in [<service>.cluster], or SIPMESH_<SERVICE>_CLUSTER_SECRET)"]
+        "registrar: configuration error: [cluster] secret is empty: a cluster needs a shared "
+        "secret (secret in [<service>.cluster], or SIPMESH_<SERVICE>_CLUSTER_SECRET)"]
