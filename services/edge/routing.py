@@ -18,6 +18,12 @@ branch failed (serial forking, failover). An async hook may call out with `await
 ctx.jsonrpc_request(dest, method, params)` / `ctx.jsonrpc_notification(...)` (OpenSIPS's
 jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome codes).
 `reply_route` sees every response before it is relayed.
+
+Facts for the trust decision: `ctx.trusted` (source in `[edge] trusted`),
+`ctx.loose_routed` (our Route was on top: in dialog, or a preloaded route set), and
+`ctx.record_routed` (an in-dialog request on a Record-Route this mesh signed for that very
+dialog and target).  Only `record_routed` makes an untrusted request safe to follow by its
+Route set: `loose_routed` alone is what an attacker writes into a preloaded Route.
 A hook may be a coroutine function (to call other services); the proxy waits for it
 without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
 
@@ -81,6 +87,7 @@ class RouteContext:
         "failure_hook",
         "local_domains",
         "loose_routed",
+        "record_routed",
         "reply_headers",
         "reply_reason",
         "reply_stateless",
@@ -106,6 +113,7 @@ class RouteContext:
         is_myself: Callable[[Uri], bool],
         services: Mapping[str, Any],
         auth: ProxyAuthenticator | None = None,
+        record_routed: bool = False,
     ) -> None:
         self.request = request
         self._auth = auth
@@ -113,6 +121,9 @@ class RouteContext:
         self.user: str | None = None  # set by a successful authenticate()
         self.source = source
         self.loose_routed = loose_routed
+        # An in-dialog request that came back on a Record-Route this mesh signed, to the
+        # target the dialog's other side gave (services/edge/rr_signing.py): safe to follow.
+        self.record_routed = record_routed
         self.local_domains = local_domains
         self.static_routes = static_routes
         self.services = services

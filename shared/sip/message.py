@@ -15,7 +15,8 @@ How it works (RFC 3261 §7, §18.3, §20):
   comprehension maps every name to its key; a line it cannot map (folding, odd spacing,
   unknown names) sends the block through a careful pass. No regular expression is involved.
 * Only what routing needs is interpreted eagerly: the start line, Call-ID, CSeq, the From and
-  To tags, Max-Forwards, Content-Length, and the presence of Via (RFC 4475's eager defects:
+  To tags, Max-Forwards (None when absent, as from an RFC 2543 element), Content-Length, the
+  header count (`limits.py`), and the presence of Via (RFC 4475's eager defects:
   missing or repeated single-value headers, unterminated quotes in From/To, CSeq range and
   method, Content-Length). Everything else (Via values, the Request-URI, Contact, Route,
   ...) is parsed on demand (Vias and the Request-URI are cached). `validate()` parses
@@ -49,6 +50,7 @@ from shared.sip.headers import (
     parse_params,
     split_top_level,
 )
+from shared.sip.limits import MAX_HEADER_LINES, MAX_ROUTING_VALUES, ROUTING_HEADERS
 from shared.sip.nameaddr import NameAddr, parse_name_addr
 from shared.sip.status import reason_phrase
 from shared.sip.uri import Uri, parse_uri
@@ -189,6 +191,28 @@ def _name_addr_tag(text: str, what: str) -> str | None:
     if "tag" not in params.lower():
         return None
     return parse_params(params.lstrip().lstrip(";"), what).get("tag")
+
+
+class ValidatedLines:
+    """Raw header lines that `Message.validate` accepted, with their value counts.
+
+    A proxy validates every message it acts on; most lines of a dialog's messages repeat
+    byte for byte (From, To once tagged, Contact, Record-Route, the Vias a response copies),
+    so a bounded memory of accepted lines spares their parsing.  Only lines that passed are
+    kept: a line is never accepted because of this memory unless it parsed before.
+    """
+
+    __slots__ = ("limit", "lines")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self.limit = limit
+        self.lines: dict[bytes, int] = {}
+
+    def remember(self, raw: bytes, values: int) -> None:
+        lines = self.lines
+        if len(lines) >= self.limit:
+            lines.clear()  # bounded; cheaper than an LRU, and refilled within a few calls
+        lines[raw] = values
 
 
 class Message:
@@ -361,28 +385,50 @@ class Message:
         """Content-Type value as written."""
         return self.get("content-type")
 
-    def validate(self) -> None:
+    def validate(self, known: ValidatedLines | None = None) -> None:
         """Parse every header this package models; raises SipParseError on the first defect.
 
         One pass over the lines in wire order: Via, From/To, Contact/Route/Record-Route as
         name-addrs, delta-seconds (Expires, Min-Expires, Retry-After, Contact expires) within
-        2^32-1, Warning codes of three digits. The parsed Vias are kept for `vias`.
+        2^32-1, Warning codes of three digits, at most `MAX_ROUTING_VALUES` values of each
+        routing header (513 beyond, `limits.py`). The parsed Vias are kept for `vias`.
+
+        `known` (a proxy's `ValidatedLines`) remembers raw lines that passed: the same
+        From, To, Contact or Route line in the next messages of a dialog is not parsed again.
         """
-        vias: list[Via] = []
+        vias: list[Via] | None = []
         star = False
         contacts = 0
+        counts: dict[str, int] = {}
+        seen = known.lines if known is not None else None
         for key, raw in zip(self._keys, self._lines, strict=True):
             kind = _TYPED.get(key)
             if kind is None:
                 continue
+            if seen is not None:
+                n = seen.get(raw)
+                if n is not None:
+                    if key in ROUTING_HEADERS:
+                        counts[key] = counts.get(key, 0) + n
+                        if key == "via":
+                            vias = None  # not all parsed here: `vias` parses them later
+                    elif key == "contact":
+                        contacts += n
+                    continue
+            n = 1
             value = (
                 _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
             ).decode(_ENC, _ERR)
             if kind == _T_VIA:
                 if "," in value or '"' in value:
-                    vias.extend(parse_via(v) for v in split_top_level(value, ",", "Via"))
+                    parsed = [parse_via(v) for v in split_top_level(value, ",", "Via")]
                 elif value:
-                    vias.append(parse_via(value))
+                    parsed = [parse_via(value)]
+                else:
+                    parsed = []
+                n = len(parsed)
+                if vias is not None:
+                    vias.extend(parsed)
             elif kind == _T_ADDR:
                 parse_name_addr(value, canonical_of_key(key))
             elif kind == _T_ADDRS:
@@ -390,6 +436,7 @@ class Message:
                 parts = (
                     split_top_level(value, ",", what) if "," in value or '"' in value else [value]
                 )
+                n = len(parts)
                 for part in parts:
                     if key == "contact":
                         contacts += 1
@@ -414,9 +461,18 @@ class Message:
                     code = warning.split(" ", 1)[0]
                     if len(code) != 3 or not code.isdigit() or not code.isascii():
                         raise bad_request(f"invalid Warning code {code[:20]!r}")
+            if key in ROUTING_HEADERS:
+                counts[key] = counts.get(key, 0) + n
+            if seen is not None and not star:
+                known.remember(raw, n)  # type: ignore[union-attr]
         if star and contacts > 1:
             raise bad_request("Contact: * mixed with other contacts")
-        self._vias = vias
+        for key, n in counts.items():
+            if n > MAX_ROUTING_VALUES:
+                raise SipParseError(513, f"{n} {canonical_of_key(key)} values (limit "
+                                         f"{MAX_ROUTING_VALUES})")
+        if vias is not None:
+            self._vias = vias
 
     # -- generic header access -------------------------------------------------------------
 
@@ -738,13 +794,13 @@ class Request(Message):
             self._parsed_uri = parse_uri(self._uri, "Request-URI")
         return self._parsed_uri
 
-    def validate(self) -> None:
+    def validate(self, known: ValidatedLines | None = None) -> None:
         """Parse every modelled part, Request-URI included."""
         if self.parsed_uri.headers:
             # RFC 3261 §19.1.5: headers belong to a URI used to form a request, never to a
             # Request-URI (RFC 4475 §3.1.2.11).
             raise bad_request("headers in the Request-URI")
-        super().validate()
+        super().validate(known)
 
     def _start_line(self) -> bytes:
         return _enc(f"{self.method} {self._uri} SIP/2.0")
@@ -975,6 +1031,8 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     else:
         keys_ok = keys  # type: ignore[assignment]
         src = raws
+    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
     msg._keys = keys_t = tuple(keys_ok)
     msg._lines = tuple(raws)
     msg._vias = None
@@ -1027,8 +1085,8 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
         else:
             msg._max_forwards = _parse_max_forwards(value)
     elif n == 0:
-        if not is_response:
-            raise bad_request("missing Max-Forwards")
+        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
+        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
         msg._max_forwards = None
     else:
         raise bad_request("several values in single-value header Max-Forwards")
@@ -1153,4 +1211,4 @@ def _content_length(values: set[bytes]) -> int:
     return int(digits)
 
 
-__all__ = ["Message", "Request", "Response", "parse_message"]
+__all__ = ["Message", "Request", "Response", "ValidatedLines", "parse_message"]
