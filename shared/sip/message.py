@@ -50,7 +50,12 @@ from shared.sip.headers import (
     parse_params,
     split_top_level,
 )
-from shared.sip.limits import MAX_HEADER_LINES, MAX_ROUTING_VALUES, ROUTING_HEADERS
+from shared.sip.limits import (
+    MAX_CONTACT_VALUES,
+    MAX_HEADER_LINES,
+    MAX_ROUTING_VALUES,
+    ROUTING_HEADERS,
+)
 from shared.sip.nameaddr import NameAddr, parse_name_addr
 from shared.sip.status import reason_phrase
 from shared.sip.uri import Uri, parse_uri
@@ -409,11 +414,13 @@ class Message:
                 n = seen.get(raw)
                 if n is not None:
                     if key in ROUTING_HEADERS:
-                        counts[key] = counts.get(key, 0) + n
+                        _count_routing(counts, key, n)
                         if key == "via":
                             vias = None  # not all parsed here: `vias` parses them later
                     elif key == "contact":
                         contacts += n
+                        if contacts > MAX_CONTACT_VALUES:
+                            raise SipParseError(513, f"over {MAX_CONTACT_VALUES} Contact values")
                     continue
             n = 1
             value = (
@@ -421,22 +428,28 @@ class Message:
             ).decode(_ENC, _ERR)
             if kind == _T_VIA:
                 if "," in value or '"' in value:
-                    parsed = [parse_via(v) for v in split_top_level(value, ",", "Via")]
-                elif value:
-                    parsed = [parse_via(value)]
+                    texts = split_top_level(value, ",", "Via", MAX_ROUTING_VALUES)
                 else:
-                    parsed = []
-                n = len(parsed)
+                    texts = [value] if value else []
+                n = _count_routing(counts, key, len(texts))
+                parsed = [parse_via(v) for v in texts]
                 if vias is not None:
                     vias.extend(parsed)
             elif kind == _T_ADDR:
                 parse_name_addr(value, canonical_of_key(key))
             elif kind == _T_ADDRS:
                 what = canonical_of_key(key)
+                bound = MAX_ROUTING_VALUES if key in ROUTING_HEADERS else MAX_CONTACT_VALUES
                 parts = (
-                    split_top_level(value, ",", what) if "," in value or '"' in value else [value]
+                    split_top_level(value, ",", what, bound)
+                    if "," in value or '"' in value else [value]
                 )
                 n = len(parts)
+                # Counted before they are parsed: a list bomb costs a split, no more.
+                if key in ROUTING_HEADERS:
+                    _count_routing(counts, key, n)
+                elif contacts + n > MAX_CONTACT_VALUES:
+                    raise SipParseError(513, f"over {MAX_CONTACT_VALUES} Contact values")
                 for part in parts:
                     if key == "contact":
                         contacts += 1
@@ -461,16 +474,10 @@ class Message:
                     code = warning.split(" ", 1)[0]
                     if len(code) != 3 or not code.isdigit() or not code.isascii():
                         raise bad_request(f"invalid Warning code {code[:20]!r}")
-            if key in ROUTING_HEADERS:
-                counts[key] = counts.get(key, 0) + n
             if seen is not None and not star:
                 known.remember(raw, n)  # type: ignore[union-attr]
         if star and contacts > 1:
             raise bad_request("Contact: * mixed with other contacts")
-        for key, n in counts.items():
-            if n > MAX_ROUTING_VALUES:
-                raise SipParseError(513, f"{n} {canonical_of_key(key)} values (limit "
-                                         f"{MAX_ROUTING_VALUES})")
         if vias is not None:
             self._vias = vias
 
@@ -848,6 +855,15 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"
+
+
+def _count_routing(counts: dict[str, int], key: str, n: int) -> int:
+    """Add `n` values of routing header `key`; 513 once over `MAX_ROUTING_VALUES`."""
+    total = counts.get(key, 0) + n
+    if total > MAX_ROUTING_VALUES:
+        raise SipParseError(513, f"over {MAX_ROUTING_VALUES} {canonical_of_key(key)} values")
+    counts[key] = total
+    return n
 
 
 def _is_delta_seconds(text: str) -> bool:
