@@ -265,13 +265,19 @@ class EdgeApp:
     async def _resolve_and_send(self, endpoint: UdpEndpoint, item: Send) -> None:
         loop = asyncio.get_running_loop()
         dest = item.dest
+        # Only addresses of the socket's own family can be sent to from it.
+        family = socket.AF_INET6 if ":" in endpoint.interface.host else socket.AF_INET
         try:
-            infos = await loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            self._warn("dns.failed", host=dest.host, error=str(exc))
-            self._on_failure(dest)
-            return
-        endpoint.send(item.data, str(infos[0][4][0]), dest.port)
+            infos = await loop.getaddrinfo(dest.host, dest.port, family=family,
+                                           type=socket.SOCK_DGRAM)
+            endpoint.send(item.data, str(infos[0][4][0]), dest.port)
+        except (OSError, UnicodeError, ValueError, IndexError) as exc:
+            # Unknown name, a name not valid for DNS (IDNA), no address of our family, or a
+            # send the socket refuses: this transaction fails, nothing else.
+            self._warn("send.failed", host=dest.host, error=str(exc))
+            if self.core is not None:
+                self._execute(self.core.send_failed(item, loop.time()))
+                self._rearm()
 
     async def _await(self, item: Await) -> None:
         try:

@@ -605,7 +605,9 @@ class ProxyCore:
             return None
         hop_uri, transport = next_hop
         default_port = 5061 if hop_uri.scheme == "sips" else 5060
-        host, port = hop_uri.host.strip("[]"), hop_uri.port or default_port
+        # An explicit port 0 stays 0 (and is refused below), it is no default port.
+        port = default_port if hop_uri.port is None else hop_uri.port
+        host = hop_uri.host.strip("[]")
         outbound = self._interface_for(transport, ctx.source.interface, host)
         if outbound is None or not sendable(host, port, outbound):
             # No socket of ours can reach it (port 0, an IPv6 target on IPv4 sockets only):
@@ -1035,7 +1037,7 @@ class ProxyCore:
     def _is_myself(self, uri: Uri) -> bool:
         if not uri.host:
             return False
-        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        port = (5061 if uri.scheme == "sips" else 5060) if uri.port is None else uri.port
         return (uri.host.strip("[]").lower(), port) in self._ours
 
     def _stamp_received(self, request: Request, source: Source) -> None:

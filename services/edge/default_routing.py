@@ -82,14 +82,16 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
         # not unknown (404), the service is unavailable (503 with Retry-After).
         registrar_down = bool(getattr(registrar, "expected", False))
         registrar = None
+    in_our_dialog = request.to_tag is not None and ctx.record_routed
+    if request.has("Route") and not (ctx.trusted or in_our_dialog):
+        # An untrusted request with hops preloaded after ours (or instead of ours): it
+        # would go wherever its Route says, whatever its Request-URI or To tag claim, so
+        # it is a relay, authorised as any relay is (never an open relay through a Route).
+        return _relay(request, ctx, registrar, registrar_down)
     if ctx.loose_routed and (request.to_tag is not None or request.has("Route")):
-        if ctx.trusted or (request.to_tag is not None and ctx.record_routed):
+        if ctx.trusted or in_our_dialog:
             ctx.forward()  # in a dialog this mesh record-routed, or a trusted route set
             return None
-        if request.has("Route"):
-            # An untrusted request with more hops preloaded: whatever its To tag says, a
-            # relay, authorised as any relay is (never an open relay through a Route).
-            return _relay(request, ctx, registrar, registrar_down)
         # In dialog by its To tag only, no signature of ours: routed by its Request-URI
         # below, as any request (a local user, or a relay needing authorisation).
     if request.method in _DIALOG_CREATING and request.to_tag is None:

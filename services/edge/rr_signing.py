@@ -46,7 +46,7 @@ _ENC = "surrogateescape"  # header text may carry any byte: hash it as received
 def target_of(host: str, port: int | None, scheme: str = "sip") -> str:
     """The host:port a URI sends to, as signed (host lower-cased, default port filled in)."""
     default = 5061 if scheme == "sips" else 5060
-    return f"{host.strip('[]').lower()}:{port or default}"
+    return f"{host.strip('[]').lower()}:{default if port is None else port}"
 
 
 class RecordRouteSigner:

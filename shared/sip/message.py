@@ -66,11 +66,13 @@ _ERR: Final = "surrogateescape"
 _TOKEN_CHARS: Final = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 )
+_TOKEN_TEXT: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _EAGER: Final = SINGLE_VALUE_HEADERS
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
 # What `validate` parses, by header key.
-_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE = range(6)
+_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE, _T_TAGS = range(7)
 _TYPED: Final[dict[str, int]] = {
     "via": _T_VIA,
     "from": _T_ADDR,
@@ -83,6 +85,12 @@ _TYPED: Final[dict[str, int]] = {
     "retry-after": _T_DELTA,
     "warning": _T_WARNING,
     "date": _T_DATE,
+    # option-tag = token (RFC 3261 §20.29, §20.32, §20.37, §20.40): a proxy echoes them in
+    # Unsupported (420), so they must be tokens, never control characters.
+    "require": _T_TAGS,
+    "proxy-require": _T_TAGS,
+    "supported": _T_TAGS,
+    "unsupported": _T_TAGS,
 }
 
 
@@ -395,7 +403,8 @@ class Message:
 
         One pass over the lines in wire order: Via, From/To, Contact/Route/Record-Route as
         name-addrs, delta-seconds (Expires, Min-Expires, Retry-After, Contact expires) within
-        2^32-1, Warning codes of three digits, at most `MAX_ROUTING_VALUES` values of each
+        2^32-1, Warning codes of three digits, option-tags (Require, Proxy-Require,
+        Supported, Unsupported) as tokens, at most `MAX_ROUTING_VALUES` values of each
         routing header (513 beyond, `limits.py`). The parsed Vias are kept for `vias`.
 
         `known` (a proxy's `ValidatedLines`) remembers raw lines that passed: the same
@@ -469,6 +478,12 @@ class Message:
                 # RFC 3261 §20.17: the time zone is always "GMT" (RFC 4475 §3.1.2.12).
                 if not value.endswith(" GMT"):
                     raise bad_request(f"Date not in GMT: {value[:40]!r}")
+            elif kind == _T_TAGS:
+                for tag in value.split(","):
+                    tag = tag.strip(" \t")
+                    if tag and not _TOKEN_TEXT.issuperset(tag):
+                        raise bad_request(
+                            f"invalid option-tag {tag[:40]!r} in {canonical_of_key(key)}")
             else:  # Warning: warn-code is 3DIGIT (RFC 3261 §20.43, RFC 4475 §3.1.2.5)
                 for warning in split_top_level(value, ",", "Warning"):
                     code = warning.split(" ", 1)[0]
@@ -918,7 +933,17 @@ def parse_message(data: bytes) -> Request | Response:
     end = data.find(b"\r\n\r\n")
     if end <= 0:
         return _parse_unusual(data)
-    lines = data[:end].split(b"\r\n")
+    head = data[:end]
+    if head.count(b"\r") != head.count(b"\r\n") or (
+            b"\x00" in head and head.count(b"\x00") != head.count(b"\\\x00")):
+        # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
+        # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
+        # header; such bytes would end up in headers a proxy writes back.  C-speed counts.
+        detail = "NUL or bare CR in the header block"
+        if head[:4] == b"SIP/":
+            raise SipParseError(None, detail, "")
+        raise bad_request(detail)
+    lines = head.split(b"\r\n")
     start = lines[0]
     try:
         if start[:4] == b"SIP/":

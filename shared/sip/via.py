@@ -97,6 +97,10 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one Via value (already split at top-level commas). Raises 400 on defects."""
+    if "\x00" in text:
+        # Only a quoted-pair could carry a NUL here (a quoted parameter value); a proxy
+        # rewrites the top Via (received, rport), and no Via needs one: refused.
+        raise bad_request("NUL in Via")
     # Fast path for the canonical spelling `SIP/2.0/T host[:port];a=b;c` (no LWS, no IPv6,
     # no quoted parameter values); everything else goes through the general parser.
     if text[:8] == "SIP/2.0/":

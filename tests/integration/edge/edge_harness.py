@@ -13,6 +13,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -111,6 +112,18 @@ class Edge:
     proc: subprocess.Popen[str]
     port: int
     lines: list[str] = field(default_factory=list)
+    log: Path | None = None  # the edge's stderr (structured log lines)
+
+    final_log: str = ""
+
+    def log_text(self) -> str:
+        if self.log is None:
+            return self.final_log
+        return self.log.read_text(errors="replace")
+
+    def tracebacks(self) -> list[str]:
+        """Log lines that start a Python traceback (none may appear, whatever the input)."""
+        return [ln for ln in self.log_text().splitlines() if "Traceback (most recent" in ln]
 
     @property
     def address(self) -> str:
@@ -123,10 +136,21 @@ class Edge:
         return words[words.index("http") + 1]
 
     def stop(self) -> int:
-        return stop_process(self.proc, grace=10)
+        code = stop_process(self.proc, grace=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.log is not None:  # kept in memory for teardown checks, the file removed
+            self.final_log = self.log_text()
+            self.log.unlink(missing_ok=True)
+            self.log = None
+        return code
 
 
-def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = ()) -> Edge:
+LOOPS = ("uvloop", "asyncio")  # uvloop is what users run (the default); asyncio the fallback
+
+
+def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = (),
+               loop: str = "uvloop", preexec: Any = None) -> Edge:
     port = free_port()
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
@@ -134,14 +158,16 @@ def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[
         "SIPMESH_EDGE_LISTEN": f"udp:127.0.0.1:{port},tcp:127.0.0.1:{port}",
         "SIPMESH_EDGE_T1": "0.1",
         "SIPMESH_EDGE_TIMER_C": "3",
-        "SIPMESH_EDGE_UVLOOP": "false",
+        "SIPMESH_EDGE_UVLOOP": "true" if loop == "uvloop" else "false",
         "PYTHONPATH": os.pathsep.join([str(ROOT), *extra_path]),
     })
     env.update(env_extra or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.edge"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    edge = Edge(proc, port)
+    log = Path(tempfile.mkstemp(prefix="edge-", suffix=".log")[1])
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.edge"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=preexec)
+    edge = Edge(proc, port, log=log)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 20)
     line = proc.stdout.readline() if ready else ""

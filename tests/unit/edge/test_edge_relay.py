@@ -127,3 +127,13 @@ def test_an_untrusted_phone_with_an_outbound_proxy_reaches_a_local_user() -> Non
     sends = h.feed(invite("sip:bob@example.com", extra=f"Route: {EDGE}\r\n"), peer=ATTACKER)
     [fwd] = forwarded_to(sends, 5090)
     assert fwd.uri == "sip:bob@127.0.0.1:5090"
+
+
+def test_a_preloaded_route_without_ours_on_top_is_no_way_around_either() -> None:
+    # To a local user, but the Route names another hop: the request would go there.
+    h = Harness(local_domains=("example.com",),
+                static_routes={"bob": "sip:bob@127.0.0.1:5095"})
+    sends = h.feed(invite("sip:bob@example.com", extra=f"Route: {LOOPBACK_SERVICE}\r\n"),
+                   peer=ATTACKER)
+    assert forwarded_to(sends, 5090) == [] and forwarded_to(sends, 5095) == []
+    assert finals(sends) == [403]

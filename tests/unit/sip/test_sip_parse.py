@@ -586,3 +586,20 @@ def test_validated_lines_spare_repeated_lines_but_never_accept_bad_ones() -> Non
         bad.validate(known)
     with pytest.raises(SipParseError):
         bad.validate(known)  # still refused: only lines that passed are remembered
+
+
+@pytest.mark.parametrize("name", ["Require", "Proxy-Require", "Supported", "Unsupported"])
+def test_option_tags_must_be_tokens(name: str) -> None:
+    # A proxy echoes Proxy-Require values in Unsupported (420): they must be tokens.
+    parse_message(invite(**{name.replace("-", "_"): "100rel, timer"})).validate()
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite(**{name.replace("-", "_"): "foo@bar"})).validate()
+    assert caught.value.status == 400 and "option-tag" in caught.value.detail
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\rb", "\x00"])
+def test_nul_or_bare_cr_in_a_header_is_400_but_a_quoted_pair_nul_is_fine(bad: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite(Subject=bad))
+    assert caught.value.status == 400 and "bare CR" in caught.value.detail
+    parse_message(invite(Subject='"quoted \\\x00 pair"')).validate()  # RFC 4475 intmeth
