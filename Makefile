@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench lint proto venv peers lock clean
+.PHONY: run test test-fast bench fuzz lint proto venv peers lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: $(STAMP) peers
 ## make bench: benchmarks (not tests); each prints its figures and ratios.
 bench: $(STAMP) peers
 	@set -e; for f in tests/bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+## make fuzz: a long seeded fuzzing run of a real edge over UDP and TCP (uvloop); MESSAGES=n,
+## SEED=n to repeat a run (the suite in `make test` runs 3,000 messages with a fixed seed).
+fuzz: $(STAMP) peers
+	$(PY) tests/integration/edge/fuzz_edge.py --messages $(or $(MESSAGES),200000) $(if $(SEED),--seed $(SEED))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

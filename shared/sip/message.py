@@ -217,11 +217,15 @@ class ValidatedLines:
 
     __slots__ = ("limit", "lines")
 
-    def __init__(self, limit: int = 8192) -> None:
-        self.limit = limit
+    LONGEST = 1024  # bytes: longer lines are parsed each time (and cannot bloat the memory)
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit  # at most limit x LONGEST bytes of lines: 4 MB by default
         self.lines: dict[bytes, int] = {}
 
     def remember(self, raw: bytes, values: int) -> None:
+        if len(raw) > self.LONGEST:
+            return
         lines = self.lines
         if len(lines) >= self.limit:
             lines.clear()  # bounded; cheaper than an LRU, and refilled within a few calls

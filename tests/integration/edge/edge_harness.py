@@ -217,6 +217,20 @@ class Sipp:
         return subprocess.run(cmd, cwd=self.workdir, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout + 30)
 
+    def uac_background(self, scenario: str, edge: Edge, target: str, *, calls: int = 1,
+                       rate: int = 10, transport: str = "u1", timeout: int = 30,
+                       service: str = "service") -> subprocess.Popen[bytes]:
+        """A sipp UAC running while the test does something else; `wait()` for its code."""
+        port = free_port()
+        cmd = ["sipp", *self._scenario(scenario), "-i", "127.0.0.1", "-p", str(port),
+               "-t", transport, "-rsa", edge.address, target, "-s", service,
+               "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+               "-timeout", f"{timeout}s", "-timeout_error"]
+        proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.background.append(proc)
+        return proc
+
     def stop(self) -> None:
         for proc in self.background:
             stop_process(proc)

@@ -129,7 +129,7 @@ def check_agreement(data: bytes, answers: list[bytes], forwarded: list[bytes]) -
         assert answers == [], "a response is never answered"
 
 
-def start_sink_edge(extra: dict[str, str] | None = None,
+def start_sink_edge(extra: dict[str, str] | None = None, *, routes: tuple[str, ...] = (),
                     **kwargs: object) -> tuple[Edge, socket.socket]:
     """An edge that trusts nobody and routes the fixtures' domains (`LOCAL_DOMAINS`) to a
     sink socket: nothing it forwards leaves the machine, no DNS lookup is ever made."""
@@ -141,7 +141,7 @@ def start_sink_edge(extra: dict[str, str] | None = None,
     # UDP whatever the request came on: the sink has no TCP listener, and a refused
     # connection would be a transport error (a 500 upstream, RFC 3261 §16.9 + §16.7).
     sink_uri = f"sip:127.0.0.1:{sink.getsockname()[1]};transport=udp"
-    routes = [f"{d}={sink_uri}" for d in LOCAL_DOMAINS]
+    routes = (*routes, *(f"{d}={sink_uri}" for d in LOCAL_DOMAINS))  # `routes` win
     env = {
         "SIPMESH_EDGE_TRUSTED": "",
         "SIPMESH_EDGE_LOCAL_DOMAINS": ",".join(LOCAL_DOMAINS),
