@@ -453,6 +453,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
+    runtime.stats.group("tcp", app.tcp.statistics)  # connections, buffered bytes, refusals
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -245,6 +245,18 @@ class TcpPool:
         self.timed_out = 0  # connections closed by the header or idle timeout
         self.accept_errors = 0
 
+    def statistics(self) -> dict[str, int]:
+        """MI `get_statistics tcp:` (read at request time, nothing on the hot path)."""
+        conns = list(self.by_id.values())
+        return {
+            "connections": len(conns),
+            "buffered_bytes": sum(c.framer.buffered for c in conns),
+            "max_connections": self.budget.cap,
+            "refused": self.refused,
+            "timed_out": self.timed_out,
+            "accept_errors": self.accept_errors,
+        }
+
     def now(self) -> float:
         if self._clock is not None:
             return self._clock()
