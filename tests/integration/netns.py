@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 

@@ -14,48 +14,20 @@ answered 404.
 from __future__ import annotations
 
 import math
-import os
-import select
 import shutil
 import struct
 import subprocess
-import sys
-import time
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from default_mesh import Mesh, default_mesh
 from edge_harness import SCENARIOS, wait_until
-
-from tests.integration.netns import NetNs
 
 pytestmark = pytest.mark.peers
 
-BIN = Path(sys.executable).parent
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
-
-
-@dataclass
-class Mesh:
-    ns: NetNs
-    env: dict[str, str]
-    tmp: Path
-
-    def rpc(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.ns.run([str(BIN / "sipmesh"), "rpc", *args], env=self.env, text=True)
-
-    def registered(self, aor: str) -> bool:
-        done = self.rpc("--json", "ul_show_contact", "location", aor)
-        return done.returncode == 0 and aor in done.stdout
-
-
-def _defaults_env(tmp: Path) -> dict[str, str]:
-    """The environment of a new user: no SIPMESH_* setting at all; state in the test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPMESH_")}
-    env.update(XDG_STATE_HOME=str(tmp / "state"), HOME=str(tmp / "home"))
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -64,29 +36,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} missing: tests/peers/ensure.sh installs it")
     tmp = tmp_path_factory.mktemp("phones")
-    env = _defaults_env(tmp)
-    for user, password in USERS.items():
-        added = subprocess.run([str(BIN / "sipmesh"), "user", "add", f"{user}@127.0.0.1",
-                                password], env=env, capture_output=True, text=True, timeout=60)
-        assert added.returncode == 0, added.stderr
-    with NetNs("phones") as ns:
-        up = ns.popen([str(BIN / "sipmesh"), "up"], env=env, stdout=subprocess.PIPE,
-                      stderr=(tmp / "mesh.stderr").open("w"), text=True)
-        seen: list[str] = []
-        deadline = time.monotonic() + 60
-        assert up.stdout is not None
-        while not ({"registrar", "edge"} <= {ln.split()[1] for ln in seen
-                                             if ln.startswith("endpoint ")}):
-            ready, _, _ = select.select([up.stdout], [], [], max(0.1, deadline - time.monotonic()))
-            assert time.monotonic() < deadline, f"mesh not up: {seen}"
-            if ready:
-                line = up.stdout.readline()
-                assert line, f"sipmesh up exited: {seen}"
-                seen.append(line.strip())
-        assert "endpoint edge sip sip:127.0.0.1:5060;transport=udp" in seen
-        yield Mesh(ns, env, tmp)
-        ns.stop(up)
-        assert "Traceback" not in (tmp / "mesh.stderr").read_text(), "a service crashed"
+    with default_mesh("phones", tmp, {f"{u}@127.0.0.1": p for u, p in USERS.items()}) as m:
+        yield m
 
 
 def _tone(path: Path, seconds: int = 3) -> None:
