@@ -349,6 +349,8 @@ class TcpPool:
         conn.id = next(self._ids)
         self.by_id[conn.id] = conn
         self.by_peer[conn.peer] = conn
+        if self._sweeper is None:  # an outbound connection of a UDP-only edge, too
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
 
     def _unregister(self, conn: TcpConnection) -> None:
         self.by_id.pop(conn.id, None)
