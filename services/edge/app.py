@@ -78,8 +78,18 @@ def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
 
 def rr_secret(config: EdgeConfig) -> bytes:
     """The Record-Route signing key: `rr_secret`, else `auth_secret`, else the key kept in
-    the state directory (so a restarted edge still verifies the dialogs it set up)."""
-    return (config.rr_secret or config.auth_secret).encode() or state_secret()
+    the state directory (so a restarted edge still verifies the dialogs it set up), else -
+    no writable state directory - one drawn for this run."""
+    configured = (config.rr_secret or config.auth_secret).encode()
+    if configured:
+        return configured
+    try:
+        return state_secret()
+    except OSError as exc:
+        structlog.get_logger("edge").warning(
+            "edge.rr_secret_not_kept", error=str(exc),
+            consequence="dialogs record-routed before a restart will be challenged after it")
+        return os.urandom(32).hex().encode()
 
 
 def _factory(endpoint: UdpEndpoint) -> Callable[[], UdpEndpoint]:
@@ -93,8 +103,13 @@ class EdgeApp:
                  services: dict[str, Any] | None = None, private_port: bool = False,
                  exec_threshold: int = 0,
                  on_slow: Callable[[str, int, str], object] | None = None,
-                 nonce_counts: NonceCounts | None = None) -> None:
+                 nonce_counts: NonceCounts | None = None,
+                 rr_key: bytes | None = None) -> None:
         self.config = config
+        # The Record-Route key (`rr_secret` below, resolved by `serve`); an app built
+        # in-process without one uses the configured secrets or a key of its own.
+        self.rr_key = rr_key or (config.rr_secret or config.auth_secret).encode() \
+            or os.urandom(32)
         self.nonce_counts = nonce_counts  # None: this worker's own table (one-worker edge)
         self.log = structlog.get_logger("edge")
         self.counters = counters or EdgeCounters()
@@ -170,7 +185,7 @@ class EdgeApp:
             counters=self.counters, log=self._warn, trace=self._debug if debug else None,
             auth=auth,
             worker=os.getpid() % 4096,
-            rr_signer=RecordRouteSigner(rr_secret(config)),
+            rr_signer=RecordRouteSigner(self.rr_key),
         )
 
     async def stop(self, drain: float = 2.0) -> None:
@@ -449,7 +464,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar},
                   exec_threshold=runtime.events_config.exec_threshold,
-                  on_slow=runtime.report_slow, nonce_counts=nonce_counts)
+                  on_slow=runtime.report_slow, nonce_counts=nonce_counts,
+                  rr_key=rr_secret(config))
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)

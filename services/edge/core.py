@@ -96,6 +96,7 @@ from shared.transaction.machine import State
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
     "PRACK, MESSAGE, PUBLISH"
 SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
+_VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,9 @@ class ProxyCore:
         # Header lines that passed validation lately: a dialog's messages repeat most of
         # their lines, which are then not parsed again (shared.sip.ValidatedLines).
         self._known = ValidatedLines()
+        # Re-signed Record-Routes by (Call-ID, tag, Record-Route and Contact as received):
+        # the 180 and the 200 of a call carry the same ones (rr_signing.resign_response).
+        self._resigned: dict[tuple[str, ...], str] = {}
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -364,6 +368,7 @@ class ProxyCore:
         # Whatever `sipmesh parse` refuses is answered here with its status (a SipParseError
         # reaches `receive`), never routed or half-processed; lines a dialog repeats are
         # remembered and not parsed twice (shared.sip.ValidatedLines).
+        self._known.vouch_top_via(request)  # parsed (and maybe rewritten) above already
         request.validate(self._known)
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
@@ -570,6 +575,8 @@ class ProxyCore:
             self._branch_final(branch, self._synthetic(context, 477, "Send Failed"), now, out)
             return
         request, dest = built
+        # Its Vias and Record-Routes come back in every response: known valid already.
+        self._known.vouch(request, _VOUCHED)
         txn, events = self.layer.create_client(
             request, request.serialize(), dest, dest.reliable, now, owner=branch)
         branch.txn = txn
@@ -716,7 +723,8 @@ class ProxyCore:
             self.counters.drop_replies.value += 1
             return
         if response.status < 300:  # a 2xx retransmission: sign as its first copy was
-            rr_signing.resign_response(response, self.rr_signer, self._is_myself)
+            rr_signing.resign_response(response, self.rr_signer, self._is_myself,
+                                           self._resigned)
         self.counters.fwd_replies.value += 1
         self.counters.reply_out(response.status)
         out.append(Send(response.serialize(), dest))
@@ -854,7 +862,8 @@ class ProxyCore:
         if received:
             response.pop_first_value("Via")
             if 100 < response.status < 300 and context.ctx.rr:
-                rr_signing.resign_response(response, self.rr_signer, self._is_myself)
+                rr_signing.resign_response(response, self.rr_signer, self._is_myself,
+                                           self._resigned)
         if response.status >= 200:
             if context.final_sent and response.status >= 300:
                 return

@@ -88,7 +88,8 @@ def with_signature(value: str, signature: str) -> str:
 
 
 def resign_response(response: Response, signer: RecordRouteSigner,
-                    is_ours: Callable[[Uri], bool]) -> None:
+                    is_ours: Callable[[Uri], bool],
+                    memo: dict[tuple[str, ...], str] | None = None) -> None:
     """Re-sign our Record-Route values in a 1xx/2xx going back to the caller.
 
     The caller's requests go to the callee's Contact, so that is the target its route set
@@ -99,6 +100,12 @@ def resign_response(response: Response, signer: RecordRouteSigner,
     values = response.get_all("Record-Route")
     if not values or not any(PARAM + "=" in v for v in values):
         return
+    key = (response.call_id, response.from_tag or "", response.get("Contact") or "", *values)
+    if memo is not None:
+        done = memo.get(key)
+        if done is not None:
+            response.set_header("Record-Route", done)
+            return
     target = ""
     try:
         contacts = response.contacts
@@ -122,4 +129,9 @@ def resign_response(response: Response, signer: RecordRouteSigner,
                 changed = True
         out.append(value)
     if changed:
-        response.set_header("Record-Route", ", ".join(out))
+        joined = ", ".join(out)
+        response.set_header("Record-Route", joined)
+        if memo is not None:
+            if len(memo) > 4096:
+                memo.clear()  # bounded
+            memo[key] = joined

@@ -159,9 +159,11 @@ class TcpConnection(asyncio.Protocol):
                     self.transport.write(answer)
             self.close()
             return
-        framer = self.framer
-        if framer.partial:
-            if self.partial_since is None:
+        if self.framer.partial:
+            # A message is under way: its clock starts with its first byte, which is in this
+            # read when the read also completed other messages (a busy trunk whose reads
+            # always end mid-message must not be taken for a slow sender).
+            if self.partial_since is None or items:
                 self.partial_since = now
         else:
             self.partial_since = None

@@ -231,6 +231,28 @@ class ValidatedLines:
             lines.clear()  # bounded; cheaper than an LRU, and refilled within a few calls
         lines[raw] = values
 
+    def vouch_top_via(self, message: Message) -> None:
+        """The first Via line, when it holds a single value the caller has parsed already
+        (`message.top_via`, or a proxy's rewrite of it with received/rport)."""
+        keys = message._keys
+        if "via" in keys:
+            raw = message._lines[keys.index("via")]
+            if b"," not in raw and raw not in self.lines:
+                self.remember(raw, 1)
+
+    def vouch(self, message: Message, keys: frozenset[str]) -> None:
+        """Remember `message`'s lines of `keys` as valid without parsing them.
+
+        Only for a message the caller built itself from a validated one: a proxy's
+        forwarded request, whose Vias (its own and the stamped ones) and Record-Routes come
+        back byte for byte in every response (RFC 3261 §8.2.6.2, §12.1.1)."""
+        lines = self.lines
+        for key, raw in zip(message._keys, message._lines, strict=True):
+            if key in keys and raw not in lines:
+                value = _line_value(raw).decode(_ENC, _ERR)
+                n = len(split_top_level(value, ",", key)) if "," in value else 1
+                self.remember(raw, n)
+
 
 class Message:
     """Common part of requests and responses: headers, body and the routing fields."""
@@ -418,22 +440,27 @@ class Message:
         star = False
         contacts = 0
         counts: dict[str, int] = {}
-        seen = known.lines if known is not None else None
+        seen_get = known.lines.get if known is not None else None
+        typed_get = _TYPED.get
         for key, raw in zip(self._keys, self._lines, strict=True):
-            kind = _TYPED.get(key)
+            kind = typed_get(key)
             if kind is None:
                 continue
-            if seen is not None:
-                n = seen.get(raw)
-                if n is not None:
-                    if key in ROUTING_HEADERS:
-                        _count_routing(counts, key, n)
-                        if key == "via":
-                            vias = None  # not all parsed here: `vias` parses them later
+            if seen_get is not None:
+                n = seen_get(raw)
+                if n is not None:  # passed before: only count its values
+                    if n > 1 or kind == _T_VIA or key in ROUTING_HEADERS:
+                        if key in ROUTING_HEADERS:
+                            _count_routing(counts, key, n)
+                            if kind == _T_VIA:
+                                vias = None  # not all parsed here: `vias` parses them later
+                        elif key == "contact":
+                            contacts += n
+                            if contacts > MAX_CONTACT_VALUES:
+                                raise SipParseError(
+                                    513, f"over {MAX_CONTACT_VALUES} Contact values")
                     elif key == "contact":
-                        contacts += n
-                        if contacts > MAX_CONTACT_VALUES:
-                            raise SipParseError(513, f"over {MAX_CONTACT_VALUES} Contact values")
+                        contacts += 1
                     continue
             n = 1
             value = (
@@ -493,8 +520,8 @@ class Message:
                     code = warning.split(" ", 1)[0]
                     if len(code) != 3 or not code.isdigit() or not code.isascii():
                         raise bad_request(f"invalid Warning code {code[:20]!r}")
-            if seen is not None and not star:
-                known.remember(raw, n)  # type: ignore[union-attr]
+            if known is not None and not star:
+                known.remember(raw, n)
         if star and contacts > 1:
             raise bad_request("Contact: * mixed with other contacts")
         if vias is not None:

@@ -39,16 +39,22 @@ _TEL_VISUAL = str.maketrans("", "", "-.()")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
+_GOOD_HOSTS: dict[str, bool] = {}  # verdicts remembered: a proxy sees the same few hosts
+
+
 def valid_hostname(host: str) -> bool:
     """True for an RFC 3261 hostname or IPv4 address (labels of 1-63 characters)."""
-    if not host or not _HOST_CHARS.issuperset(host):
-        return False
-    if host[0] in ".-" or ".." in host or "-." in host or ".-" in host:
-        return False
-    if len(host) > 63:
-        if len(host) > 254 or any(len(label) > 63 for label in host.split(".")):
-            return False
-    return True
+    known = _GOOD_HOSTS.get(host)
+    if known is not None:
+        return known
+    ok = bool(host) and _HOST_CHARS.issuperset(host) and not (
+        host[0] in ".-" or ".." in host or "-." in host or ".-" in host) and (
+        len(host) <= 63 or (len(host) <= 254
+                            and all(len(label) <= 63 for label in host.split("."))))
+    if len(_GOOD_HOSTS) >= 4096:
+        _GOOD_HOSTS.clear()  # bounded: many distinct hosts only cost the check again
+    _GOOD_HOSTS[host] = ok
+    return ok
 
 
 

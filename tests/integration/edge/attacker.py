@@ -1,6 +1,6 @@
 """An attacker on an untrusted address, run inside the test's network namespace.
 
-    ip netns exec NS python attacker.py EDGE_PORT ATTACKER_IP CALLEE_AOR
+    ip netns exec NS python attacker.py EDGE_PORT ATTACKER_IP CALLEE_AOR [start|bye FILE]
 
 Binds ATTACKER_IP (outside `[edge] trusted`) and, as "a loopback service" the attacker
 wants to reach through the edge, 127.0.0.1:5090.  It tries the relays of issue 12 and
@@ -66,6 +66,34 @@ def header_values(data: bytes, name: bytes) -> list[str]:
     return out
 
 
+def dialog(mode: str, state: str) -> None:
+    """`start`: call CALLEE and keep the dialog in the JSON file `state`; `bye`: end it
+    (after the edge restarted, say) along the route set the 200 gave."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((ME, 0))
+    port = sock.getsockname()[1]
+    if mode == "start":
+        call_id = f"kept-{time.monotonic_ns()}"
+        sock.sendto(request("INVITE", f"sip:{CALLEE}", "k1", call_id=call_id, port=port), EDGE)
+        ok = final(sock, 10)
+        assert ok is not None and status(ok) == 200, ok
+        tag = next(v for v in header_values(ok, b"To")[0].split(";") if v.startswith("tag="))[4:]
+        routes = header_values(ok, b"Record-Route")
+        contact = header_values(ok, b"Contact")[0].strip("<>").split(";")[0]
+        sock.sendto(request("ACK", contact, "k2", to_tag=tag, routes=routes, call_id=call_id,
+                            port=port), EDGE)
+        with open(state, "w") as fh:
+            json.dump({"call_id": call_id, "tag": tag, "routes": routes, "contact": contact},
+                      fh)
+        print(json.dumps({"call": 200}), flush=True)
+        return
+    with open(state) as fh:
+        d = json.load(fh)
+    sock.sendto(request("BYE", d["contact"], "k3", to_tag=d["tag"], routes=d["routes"],
+                        call_id=d["call_id"], cseq=2, port=port), EDGE)
+    print(json.dumps({"bye": status(final(sock, 10))}), flush=True)
+
+
 def main() -> None:
     service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     service.bind(SERVICE)
@@ -119,4 +147,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 5:
+        dialog(sys.argv[4], sys.argv[5])  # ... start|bye STATE_FILE
+    else:
+        main()

@@ -28,6 +28,23 @@ class Mesh:
     ns: NetNs
     env: dict[str, str]
     tmp: Path
+    up: subprocess.Popen[str] | None = None
+    lines: list[str] | None = None  # what `sipmesh up` printed so far
+
+    def expect(self, prefix: str, timeout: float = 30) -> str:
+        """The next stdout line of `sipmesh up` starting with `prefix`."""
+        assert self.up is not None and self.up.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line {prefix!r}: {self.lines}"
+            ready, _, _ = select.select([self.up.stdout], [], [], left)
+            if ready:
+                line = self.up.stdout.readline().strip()
+                assert line, "sipmesh up exited"
+                (self.lines if self.lines is not None else []).append(line)
+                if line.startswith(prefix):
+                    return line
 
     def rpc(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.ns.run([str(BIN / "sipmesh"), "rpc", *args], env=self.env, text=True)
@@ -74,6 +91,6 @@ def default_mesh(tag: str, tmp: Path, users: Mapping[str, str],
                 assert line, f"sipmesh up exited: {seen}"
                 seen.append(line.strip())
         assert "endpoint edge sip sip:127.0.0.1:5060;transport=udp" in seen
-        yield Mesh(ns, env, tmp)
+        yield Mesh(ns, env, tmp, up, seen)
         ns.stop(up)
         assert "Traceback" not in stderr.read_text(), stderr.read_text()[-4000:]

@@ -159,6 +159,9 @@ def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[
         "SIPMESH_EDGE_T1": "0.1",
         "SIPMESH_EDGE_TIMER_C": "3",
         "SIPMESH_EDGE_UVLOOP": "true" if loop == "uvloop" else "false",
+        # A key of the test's own: the default (a key file in $XDG_STATE_HOME) is for users
+        # and is exercised by the tests running `make run`'s defaults in a namespace.
+        "SIPMESH_EDGE_RR_SECRET": os.urandom(16).hex(),
         "PYTHONPATH": os.pathsep.join([str(ROOT), *extra_path]),
     })
     env.update(env_extra or {})

@@ -91,7 +91,8 @@ def test_registrar_killed_under_the_edge_gives_503_with_retry_after(tmp_path: Pa
 def test_a_mesh_without_a_registrar_answers_503_not_404(tmp_path: Path) -> None:
     port = free_port()
     mesh = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge",
-                       SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}")
+                       SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
+                       XDG_STATE_HOME=str(tmp_path / "state"))
     try:
         mesh.line(r"^endpoint edge sip ")
         wait_until(lambda: _exchange(port, _register(port, 3)).startswith(b"SIP/2.0 503 "),

@@ -10,7 +10,9 @@ The mesh runs on `make run`'s defaults in a network namespace whose loopback als
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -159,3 +161,29 @@ def _challenge_over_udp(edge_port: int, port: int) -> str:
         data, _ = s.recvfrom(65535)
     answer = parse_message(data)
     return str(answer.get("WWW-Authenticate"))
+
+
+def test_a_dialog_set_up_before_the_edge_is_killed_goes_on_after_its_restart(
+        mesh: Mesh) -> None:
+    # The Record-Route key of `make run`'s default lives in the state directory
+    # ($XDG_STATE_HOME/sipmesh/edge-rr.key): kill -9 of the edge loses no dialog; the
+    # untrusted caller's BYE still verifies on the restarted edge.
+    reg = _sipp(mesh, "phone_register.xml", 5088, "-s", "carol", "-au", "carol",
+                "-ap", "carol-pw")
+    assert reg.returncode == 0, reg.stdout[-1500:]
+    carol = mesh.ns.popen(["sipp", "-sf", str(SCENARIOS / "uas_rr.xml"), "-i", "127.0.0.1",
+                           "-p", "5088", "-m", "1", "-nostdin"], cwd=mesh.tmp,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = mesh.tmp / "dialog.json"
+    attacker = [sys.executable, str(HERE / "attacker.py"), "5060", ATTACKER, "carol@127.0.0.1"]
+    started = mesh.ns.run([*attacker, "start", str(state)], text=True)
+    assert started.returncode == 0, started.stderr
+    assert (mesh.tmp / "state" / "sipmesh" / "edge-rr.key").exists()
+    pid = int([ln for ln in mesh.lines or [] if ln.startswith("started edge pid ")][-1].split()[-1])
+    os.kill(pid, signal.SIGKILL)
+    mesh.expect("started edge pid ")  # the supervisor restarts it
+    mesh.expect("endpoint edge sip ")
+    bye = mesh.ns.run([*attacker, "bye", str(state)], text=True)
+    assert bye.returncode == 0, bye.stderr
+    assert json.loads(bye.stdout) == {"bye": 200}
+    assert carol.wait(10) == 0
