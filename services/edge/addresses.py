@@ -113,5 +113,7 @@ def sendable(host: str, port: int, interface: Interface) -> bool:
     by the adapter, which reports a failure itself."""
     if not 0 < port < 65536:
         return False
-    family = address_family(host)
+    family = _FAMILY.get(host)
+    if family is None:
+        family = address_family(host)
     return family == 0 or family == address_family(interface.host)

@@ -230,9 +230,6 @@ class ProxyCore:
         # Header lines that passed validation lately: a dialog's messages repeat most of
         # their lines, which are then not parsed again (shared.sip.ValidatedLines).
         self._known = ValidatedLines()
-        # Re-signed Record-Routes by (Call-ID, tag, Record-Route and Contact as received):
-        # the 180 and the 200 of a call carry the same ones (rr_signing.resign_response).
-        self._resigned: dict[tuple[str, ...], str] = {}
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -242,6 +239,9 @@ class ProxyCore:
             ours.add((itf.host.lower(), itf.port))
             ours.add((itf.host.lower(), itf.sent_by_port))
         self._ours = ours
+        # Our Record-Route values in responses are found by the text we wrote.
+        self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
+            itf.record_route("")[:-1] for itf in self.interfaces))
 
     def set_interfaces(self, interfaces: Sequence[Interface]) -> None:
         """Adopt the bound interfaces (ephemeral ports, private Via ports) after start-up."""
@@ -635,15 +635,7 @@ class ProxyCore:
     def _rr_signature(self, request: Request) -> str:
         """The `sg` of our Record-Route in `request`: its dialog and the caller's Contact,
         where the callee's in-dialog requests will go (rr_signing.py)."""
-        target = ""
-        try:
-            contacts = request.contacts
-        except SipParseError:
-            contacts = []
-        if contacts:
-            uri = contacts[0].uri
-            target = rr_signing.target_of(uri.host, uri.port, uri.scheme)
-        return self.rr_signer.sign(request.call_id, request.from_tag or "", target)
+        return self._resign.sign(request)
 
     def _next_hop(self, request: Request, target: Target,
                   inbound: str) -> tuple[Uri, str] | None:
@@ -723,8 +715,7 @@ class ProxyCore:
             self.counters.drop_replies.value += 1
             return
         if response.status < 300:  # a 2xx retransmission: sign as its first copy was
-            rr_signing.resign_response(response, self.rr_signer, self._is_myself,
-                                           self._resigned)
+            self._resign(response)
         self.counters.fwd_replies.value += 1
         self.counters.reply_out(response.status)
         out.append(Send(response.serialize(), dest))
@@ -861,9 +852,10 @@ class ProxyCore:
         """
         if received:
             response.pop_first_value("Via")
-            if 100 < response.status < 300 and context.ctx.rr:
-                rr_signing.resign_response(response, self.rr_signer, self._is_myself,
-                                           self._resigned)
+            if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
+                # The caller's route set, signed for the callee's Contact (rr_signing.py);
+                # a trusted caller's in-dialog requests are followed without it.
+                self._resign(response)
         if response.status >= 200:
             if context.final_sent and response.status >= 300:
                 return
@@ -1040,7 +1032,7 @@ class ProxyCore:
         if request.to_tag is not None:
             return None
         seed = f"{request.call_id}|{request.from_tag}|{request.cseq.number}"
-        return hashlib.md5(_raw(seed)).hexdigest()[:12]
+        return hashlib.md5(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     # -- addresses --------------------------------------------------------------------------------
     def _is_myself(self, uri: Uri) -> bool:
@@ -1146,7 +1138,8 @@ class ProxyCore:
             str(request.cseq.number), request.get("Proxy-Require") or "",
             request.get("Proxy-Authorization") or "",
         )
-        return hashlib.md5(_raw("\x00".join(parts))).hexdigest()[:16]
+        return hashlib.md5("\x00".join(parts).encode("utf-8", "surrogateescape")
+                           ).hexdigest()[:16]
 
     def _is_loop(self, request: Request, loop_hash: str) -> bool:
         """§16.3 step 4: our Via with the same hash means the request came back unchanged."""

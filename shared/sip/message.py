@@ -451,7 +451,10 @@ class Message:
                 if n is not None:  # passed before: only count its values
                     if n > 1 or kind == _T_VIA or key in ROUTING_HEADERS:
                         if key in ROUTING_HEADERS:
-                            _count_routing(counts, key, n)
+                            total = counts.get(key, 0) + n
+                            if total > MAX_ROUTING_VALUES:
+                                _count_routing(counts, key, n)  # raises the 513
+                            counts[key] = total
                             if kind == _T_VIA:
                                 vias = None  # not all parsed here: `vias` parses them later
                         elif key == "contact":

@@ -178,11 +178,12 @@ def parse_uri(text: str, what: str = "URI") -> Uri:
                     password = pw
             hostport, _, ptext = hostpart.partition(";")
             host, pcolon, port_text = hostport.partition(":")
+            good = _GOOD_HOSTS.get(host)  # inlined `valid_hostname`: a hot path
             if (
                 (user or not at)
                 and (not pcolon or (port_text.isdigit() and len(port_text) < 5))
                 and port_text.isascii()
-                and valid_hostname(host)
+                and (good if good is not None else valid_hostname(host))
             ):
                 return Uri(
                     "sip",
