@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench lint hooks proto venv peers lock clean
+.PHONY: run test test-fast bench fuzz lint hooks proto venv peers lock clean
 
 # The first install takes a few minutes and pip runs quietly: one line per step says where
 # it is (`make run` on a fresh clone prints them before the mesh's own lines).
@@ -53,6 +53,11 @@ test-fast: $(STAMP)
 ## make bench: benchmarks (not tests); each prints its figures and ratios.
 bench: $(STAMP) peers
 	@set -e; for f in tests/bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+## make fuzz: a long seeded fuzzing run of a real edge over UDP and TCP (uvloop); MESSAGES=n,
+## SEED=n to repeat a run (the suite in `make test` runs 3,000 messages with a fixed seed).
+fuzz: $(STAMP) peers
+	$(PY) tests/integration/edge/fuzz_edge.py --messages $(or $(MESSAGES),200000) $(if $(SEED),--seed $(SEED))
 
 ## make lint: ruff, mypy --strict over all the code and its tests (generated code excepted),
 ## and the commit-message rule on this branch's own commits.

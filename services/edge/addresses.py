@@ -33,10 +33,11 @@ class Interface:
     def host_in_uri(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
 
-    def record_route(self) -> str:
-        """Our Record-Route value for this interface (§16.6 step 4, loose routing)."""
+    def record_route(self, signature: str) -> str:
+        """Our Record-Route value for this interface (§16.6 step 4, loose routing), with
+        the dialog's signature (services/edge/rr_signing.py)."""
         tp = "" if self.transport == "udp" else f";transport={self.transport}"
-        return f"<sip:{self.host_in_uri}:{self.port}{tp};lr>"
+        return f"<sip:{self.host_in_uri}:{self.port}{tp};lr;sg={signature}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +83,37 @@ def is_broadcast(host: str) -> bool:
     if addr.version == 4 and str(addr) == "255.255.255.255":
         return True
     return addr.is_multicast or addr.is_unspecified
+
+
+_FAMILY: dict[str, int] = {}  # host -> 4, 6 or 0 (a name), remembered: asked per branch
+
+
+def address_family(host: str) -> int:
+    """4 or 6 for a numeric address (brackets allowed), 0 for a name to resolve."""
+    family = _FAMILY.get(host)
+    if family is None:
+        text = host.strip("[]")
+        try:
+            family = ipaddress.ip_address(text).version
+        except ValueError:
+            family = 0
+            if ":::" in text:  # RFC 5118 §4.10's extra colon: an IPv6 reference still
+                family = 6
+        if len(_FAMILY) > 65536:
+            _FAMILY.clear()  # bounded: many peers cannot grow it without limit
+        _FAMILY[host] = family
+    return family
+
+
+def sendable(host: str, port: int, interface: Interface) -> bool:
+    """Whether a socket of `interface` can send to host:port at all.
+
+    Port 0 never can, nor a numeric address of the other family (an IPv6 Request-URI on an
+    IPv4 socket): uvloop raises for those, asyncio reports them later.  Names are resolved
+    by the adapter, which reports a failure itself."""
+    if not 0 < port < 65536:
+        return False
+    family = _FAMILY.get(host)
+    if family is None:
+        family = address_family(host)
+    return family == 0 or family == address_family(interface.host)

@@ -41,13 +41,16 @@ from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
 from services.edge.gc_policy import tune_collector
+from services.edge.keyfile import state_secret
 from services.edge.nonce_counts import (
     NonceCounts,
     NonceCountsError,
     SharedNonceCounts,
     create_segment,
 )
+from services.edge.ratelog import RateLimitedLog
 from services.edge.routing import RouterSetup, load_router
+from services.edge.rr_signing import RecordRouteSigner
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from shared.transaction import TimerSettings
 
@@ -74,6 +77,22 @@ def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
     return known
 
 
+def rr_secret(config: EdgeConfig) -> bytes:
+    """The Record-Route signing key: `rr_secret`, else `auth_secret`, else the key kept in
+    the state directory (so a restarted edge still verifies the dialogs it set up), else -
+    no writable state directory - one drawn for this run."""
+    configured = (config.rr_secret or config.auth_secret).encode()
+    if configured:
+        return configured
+    try:
+        return state_secret()
+    except OSError as exc:
+        structlog.get_logger("edge").warning(
+            "edge.rr_secret_not_kept", error=str(exc),
+            consequence="dialogs record-routed before a restart will be challenged after it")
+        return os.urandom(32).hex().encode()
+
+
 def _factory(endpoint: UdpEndpoint) -> Callable[[], UdpEndpoint]:
     return lambda: endpoint
 
@@ -85,8 +104,13 @@ class EdgeApp:
                  services: dict[str, Any] | None = None, private_port: bool = False,
                  exec_threshold: int = 0,
                  on_slow: Callable[[str, int, str], object] | None = None,
-                 nonce_counts: NonceCounts | None = None, tracker: Any = None) -> None:
+                 nonce_counts: NonceCounts | None = None, tracker: Any = None,
+                 rr_key: bytes | None = None) -> None:
         self.config = config
+        # The Record-Route key (`rr_secret` below, resolved by `serve`); an app built
+        # in-process without one uses the configured secrets or a key of its own.
+        self.rr_key = rr_key or (config.rr_secret or config.auth_secret).encode() \
+            or os.urandom(32)
         self.nonce_counts = nonce_counts  # None: this worker's own table (one-worker edge)
         self.log = structlog.get_logger("edge")
         self.counters = counters or EdgeCounters()
@@ -99,7 +123,11 @@ class EdgeApp:
         self.private_port = private_port or config.workers > 1
         self.udp: dict[Interface, UdpEndpoint] = {}
         self.private: dict[Interface, UdpEndpoint] = {}
-        self.tcp = TcpPool(self._on_message, self._on_failure, self._warn)
+        # Warnings about input are rate-limited per event: a fuzzer or a connection flood
+        # adds a few lines per second to the log, not one per packet (services/edge/ratelog).
+        self._limited = RateLimitedLog(self.log.warning, time.monotonic)
+        self.tcp = TcpPool(self._on_message, self._on_failure, self._warn,
+                           limits=config.tcp_limits())
         self.core: ProxyCore | None = None
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -112,10 +140,14 @@ class EdgeApp:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        # What the loop reports about its own sockets (accept failures, fatal socket errors)
+        # goes through the same rate limit as our warnings.
+        loop.set_exception_handler(self._loop_exception)
         config = self.config
         secret = config.auth_secret.encode() or os.urandom(32)
         auth = ProxyAuthenticator(config.realm, config.user_table(), secret, time.time,
-                                  counts=self.nonce_counts)
+                                  counts=self.nonce_counts,
+                                  allow_rfc2069=config.auth_allow_rfc2069)
         self.services.setdefault("auth", auth)  # the default routing's digest checks
         self.services.setdefault("tcp", self.tcp)  # CRLF keep-alives asked by the registrar
         setup = RouterSetup(frozenset(d.lower() for d in config.local_domains),
@@ -156,6 +188,7 @@ class EdgeApp:
             auth=auth,
             worker=os.getpid() % 4096,
             tracker=self.tracker,
+            rr_signer=RecordRouteSigner(self.rr_key),
         )
         if self.tracker is not None:
             self.tracker.set_interfaces(bound)
@@ -217,17 +250,29 @@ class EdgeApp:
                 self.on_slow("msg processing", micros, _start_line(data))
 
     def _execute(self, outputs: Sequence[Output]) -> None:
+        failed: list[Send] = []
         for item in outputs:
             if type(item) is Send:
                 dest = item.dest
-                if dest.transport == "udp":
-                    self._send_udp(item, dest)
-                else:
-                    self.tcp.send(dest, item.data)
+                try:
+                    if dest.transport == "udp":
+                        self._send_udp(item, dest)
+                    else:
+                        self.tcp.send(dest, item.data)
+                except (OSError, ValueError, OverflowError) as exc:
+                    # One send the socket refuses (uvloop raises for an address of the other
+                    # family) fails its own transaction only; the other outputs of this
+                    # batch - other transactions' retransmissions in a timer tick - still go.
+                    self._warn("send.failed", to=f"{dest.transport}:{dest.host}:{dest.port}",
+                               error=str(exc))
+                    failed.append(item)
             elif isinstance(item, Await):
                 task = asyncio.get_running_loop().create_task(self._await(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        if failed and self.core is not None and self._loop is not None:
+            for item in failed:
+                self._execute(self.core.send_failed(item, self._loop.time()))
 
     def _send_udp(self, item: Send, dest: Destination) -> None:
         itf = dest.interface
@@ -251,13 +296,19 @@ class EdgeApp:
     async def _resolve_and_send(self, endpoint: UdpEndpoint, item: Send) -> None:
         loop = asyncio.get_running_loop()
         dest = item.dest
+        # Only addresses of the socket's own family can be sent to from it.
+        family = socket.AF_INET6 if ":" in endpoint.interface.host else socket.AF_INET
         try:
-            infos = await loop.getaddrinfo(dest.host, dest.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            self._warn("dns.failed", host=dest.host, error=str(exc))
-            self._on_failure(dest)
-            return
-        endpoint.send(item.data, str(infos[0][4][0]), dest.port)
+            infos = await loop.getaddrinfo(dest.host, dest.port, family=family,
+                                           type=socket.SOCK_DGRAM)
+            endpoint.send(item.data, str(infos[0][4][0]), dest.port)
+        except (OSError, UnicodeError, ValueError, IndexError) as exc:
+            # Unknown name, a name not valid for DNS (IDNA), no address of our family, or a
+            # send the socket refuses: this transaction fails, nothing else.
+            self._warn("send.failed", host=dest.host, error=str(exc))
+            if self.core is not None:
+                self._execute(self.core.send_failed(item, loop.time()))
+                self._rearm()
 
     async def _await(self, item: Await) -> None:
         try:
@@ -313,7 +364,14 @@ class EdgeApp:
 
     # -- logging ---------------------------------------------------------------------------------
     def _warn(self, event: str, **kw: Any) -> None:
-        self.log.warning(event, **kw)
+        self._limited(event, **kw)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # The traceback is kept (a bug in a callback must be found), but rate-limited: a
+        # socket error repeated per loop iteration must not fill the disk.
+        exc = context.get("exception")
+        self._limited("loop.error", message=str(context.get("message", "")),
+                      exc_info=exc if isinstance(exc, BaseException) else None)
 
     def _debug(self, event: str, **kw: Any) -> None:
         self.log.debug(event, **kw)
@@ -418,7 +476,10 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         addresses=config.registrar, registry=runtime.registry, service=config.registrar_service,
         timeout=config.registrar_timeout, register_auth=config.register_auth,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
-        by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000)
+        by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000,
+        # Standalone (the in-process registry) no registrar can ever appear: local users
+        # without a static route are unknown (404). In a mesh one is expected (503 while away).
+        expected=bool(config.registrar) or registry is None)
     from services.edge.media_client import MediaClient
 
     media = MediaClient(addresses=config.media, registry=runtime.registry,
@@ -441,12 +502,14 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                   services={"registrar": registrar, "media": media,
                             "freeswitch": freeswitch, "dialog": dialogs},
                   exec_threshold=runtime.events_config.exec_threshold,
-                  on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker)
+                  on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker,
+                  rr_key=rr_secret(config))
     runtime.stats.group("dialog", dialogs.statistics)
     uac_servers: list[Any] = []
     runtime.metrics.register(EdgeCollector(app))
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
+    runtime.stats.group("tcp", app.tcp.statistics)  # connections, buffered bytes, refusals
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:
@@ -519,6 +582,8 @@ def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
     env["SIPMESH_EDGE_WORKERS"] = "1"
     # One nonce secret for all workers: a challenge from one is answered to another.
     env["SIPMESH_EDGE_AUTH_SECRET"] = config.auth_secret or os.urandom(32).hex()
+    # One Record-Route key for all workers, resolved before `auth_secret` is drawn above.
+    env["SIPMESH_EDGE_RR_SECRET"] = rr_secret(config).decode()
     # One nonce-count table for all workers (services/edge/nonce_counts.py), so a replay
     # sent to another worker is refused too.  Each worker issues nonces from its own slots.
     try:

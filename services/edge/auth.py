@@ -22,7 +22,9 @@ Replay protection: with qop, a nonce-count (`nc`) must grow for each use of a no
 for all the workers of an edge, so a captured request replayed with the same nc is
 challenged again whichever worker receives it.  A nonce whose slot was taken over by a
 newer one gets a `stale=true` challenge.  Credentials without qop (RFC 2069) carry no
-count: only the nonce expiry limits their replay.
+count, so a captured one could be replayed (with other Contacts) until its nonce expires:
+they are refused (challenged again), since every challenge here offers qop, unless
+`[edge] auth_allow_rfc2069` lets old phones in, and then each nonce serves once.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ _Offer = tuple[DigestCredentials, str, int, int]
 class ProxyAuthenticator:
     def __init__(self, realm: str, users: Mapping[str, str], secret: bytes,
                  clock: Callable[[], float], nonce_ttl: float = 300.0,
-                 counts: NonceCounts | None = None) -> None:
+                 counts: NonceCounts | None = None, *, allow_rfc2069: bool = False) -> None:
         if not secret:
             raise ValueError("the nonce secret must not be empty")
         self.realm = realm
+        self.allow_rfc2069 = allow_rfc2069
         self.users = dict(users)
         self.clock = clock
         self.nonce_ttl = nonce_ttl
@@ -62,7 +65,7 @@ class ProxyAuthenticator:
 
     def _sign(self, body: str) -> str:
         mac = self._mac.copy()
-        mac.update(body.encode())
+        mac.update(_raw(body))
         return mac.hexdigest()
 
     def nonce(self) -> str:
@@ -99,10 +102,20 @@ class ProxyAuthenticator:
         """One challenge per algorithm, preferred first (RFC 8760 §2.4)."""
         return [self.challenge(stale, realm=realm, algorithm=a) for a in algorithms]
 
-    def _count(self, slot: int, generation: int, nc: str | None) -> Verdict:
-        """Whether `nc` is higher than any count seen with the nonce (and remember it)."""
+    def _count(self, slot: int, generation: int, creds: DigestCredentials) -> Verdict:
+        """Whether the answer may be used: its `nc` is higher than any count seen with the
+        nonce (and is remembered), or, for an RFC 2069 answer, whether those are allowed."""
+        nc = creds.nc
+        if creds.qop is None:
+            # Every challenge of ours offers qop: an answer without it is a downgrade (or
+            # a phone from before RFC 2617) and, carrying no count, could be replayed until
+            # the nonce expires.  Refused, unless `[edge] auth_allow_rfc2069`; then its
+            # nonce serves once, as if its count were 1.
+            if not self.allow_rfc2069:
+                return "bad"
+            return self.counts.advance(slot, generation, 1)
         if nc is None:
-            return "ok"  # RFC 2069 credentials carry no count: only the nonce expiry holds
+            return "bad"
         if len(nc) > 16:
             return "bad"
         try:
@@ -130,7 +143,7 @@ class ProxyAuthenticator:
         creds, state, slot, generation = offer
         if state == "stale":
             return "stale"
-        return self._count(slot, generation, creds.nc)
+        return self._count(slot, generation, creds)
 
     async def verify(
         self, request: Request, header: str, realm: str,
@@ -204,14 +217,22 @@ def _check_ha1(creds: DigestCredentials, ha1: str, method: str, body: bytes) -> 
     if h is None:
         return False
     if sess:
-        ha1 = h(f"{ha1}:{creds.nonce}:{creds.cnonce or ''}".encode())
+        ha1 = h(_raw(f"{ha1}:{creds.nonce}:{creds.cnonce or ''}"))
     if creds.qop == "auth-int":
-        ha2 = h(f"{method}:{creds.uri}:".encode() + h(body).encode())
+        ha2 = h(_raw(f"{method}:{creds.uri}:") + h(body).encode())
     else:
-        ha2 = h(f"{method}:{creds.uri}".encode())
+        ha2 = h(_raw(f"{method}:{creds.uri}"))
     if creds.qop:
-        expected = h(f"{ha1}:{creds.nonce}:{creds.nc or ''}:{creds.cnonce or ''}:"
-                     f"{creds.qop}:{ha2}".encode())
+        expected = h(_raw(f"{ha1}:{creds.nonce}:{creds.nc or ''}:{creds.cnonce or ''}:"
+                          f"{creds.qop}:{ha2}"))
     else:
-        expected = h(f"{ha1}:{creds.nonce}:{ha2}".encode())
-    return hmac.compare_digest(expected, creds.response.lower())
+        expected = h(_raw(f"{ha1}:{creds.nonce}:{ha2}"))
+    response = creds.response.lower()
+    # compare_digest refuses non-ASCII str: such an answer is simply wrong.
+    return response.isascii() and hmac.compare_digest(expected, response)
+
+
+def _raw(text: str) -> bytes:
+    """Header text back to the bytes received (values are decoded with surrogateescape):
+    what a digest or a hash covers, and never an error on bytes that are not UTF-8."""
+    return text.encode("utf-8", "surrogateescape")

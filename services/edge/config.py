@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.edge.addresses import Interface
+from services.edge.tcp_limits import TcpLimits
 
 
 class EdgeConfigError(ValueError):
@@ -40,6 +41,12 @@ class EdgeConfig:
     users: tuple[str, ...] = ()
     realm: str = "sipmesh"
     auth_secret: str = ""
+    # Digest answers without qop (RFC 2069) can be replayed until their nonce expires:
+    # refused unless allowed for old phones, and then each nonce serves once.
+    auth_allow_rfc2069: bool = False
+    # Key of the signature in our Record-Route (services/edge/rr_signing.py); every edge of
+    # a mesh needs the same.  Empty: `auth_secret`, else a file in the state directory.
+    rr_secret: str = ""
     # The registrar (services/registrar): fixed host:port gRPC addresses, or else the
     # discovery service name; REGISTER is challenged (401) with these digest algorithms.
     registrar: tuple[str, ...] = ()
@@ -78,6 +85,13 @@ class EdgeConfig:
     # Transport towards a next hop whose URI has no transport parameter: "inbound" keeps the
     # transport the request arrived on, "udp" follows RFC 3263 §4.1 for a numeric host.
     default_transport: str = "inbound"
+    # TCP bounds (services/edge/tcp_limits.py): seconds, connection counts, bytes.
+    tcp_idle_timeout: float = 3900.0
+    tcp_header_timeout: float = 10.0
+    tcp_max_connections: int = 2048
+    tcp_max_per_ip: int = 64
+    tcp_max_header: int = 32768
+    tcp_max_body: int = 65536
     uvloop: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 0  # /metrics, /health, MI; 0 = ephemeral; worker i of N takes port + i
@@ -98,6 +112,12 @@ class EdgeConfig:
             return [ipaddress.ip_network(n, strict=False) for n in self.trusted]
         except ValueError as exc:
             raise EdgeConfigError(f"[edge].trusted: {exc}") from exc
+
+    def tcp_limits(self) -> TcpLimits:
+        return TcpLimits(
+            idle_timeout=self.tcp_idle_timeout, header_timeout=self.tcp_header_timeout,
+            max_connections=self.tcp_max_connections, max_per_ip=self.tcp_max_per_ip,
+            max_header=self.tcp_max_header, max_body=self.tcp_max_body)
 
     def user_table(self) -> dict[str, str]:
         table: dict[str, str] = {}
@@ -150,6 +170,12 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise EdgeConfigError("[edge].workers must be at least 1")
     if config.default_transport not in ("inbound", "udp", "tcp"):
         raise EdgeConfigError("[edge].default_transport must be inbound, udp or tcp")
+    for name in ("tcp_idle_timeout", "tcp_header_timeout"):
+        if getattr(config, name) <= 0:
+            raise EdgeConfigError(f"[edge].{name} must be positive")
+    for name in ("tcp_max_connections", "tcp_max_per_ip", "tcp_max_header", "tcp_max_body"):
+        if getattr(config, name) < 1:
+            raise EdgeConfigError(f"[edge].{name} must be at least 1")
     config.interfaces()
     config.trusted_networks()
     config.routes()

@@ -44,16 +44,26 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from services.edge.addresses import Destination, Interface, Source, is_broadcast
+from services.edge import rr_signing
+from services.edge.addresses import (
+    Destination,
+    Interface,
+    Source,
+    address_family,
+    is_broadcast,
+    sendable,
+)
 from services.edge.auth import ProxyAuthenticator
 from services.edge.best_response import best_response, is_challenge
 from services.edge.counters import EdgeCounters
+from services.edge.keepalive import is_keepalive
 from services.edge.routing import (
     LoadedRouter,
     RouteContext,
@@ -68,8 +78,10 @@ from shared.sip import (
     Response,
     SipParseError,
     Uri,
+    ValidatedLines,
     make_response,
     parse_message,
+    parse_name_addr,
     parse_uri,
 )
 from shared.transaction import (
@@ -92,15 +104,21 @@ from shared.transaction.machine import State
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
     "PRACK, MESSAGE, PUBLISH"
 SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
+_VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send `data` to `dest`; `request` tells the adapter to use the worker's request socket."""
+    """Send `data` to `dest`; `request` tells the adapter to use the worker's request socket.
+
+    `txn` is the transaction sending it: when the socket refuses this send, the adapter
+    hands it back through `ProxyCore.send_failed`, which fails that transaction only."""
 
     data: bytes
     dest: Destination
     request: bool = False
+    txn: ClientTransaction | ServerTransaction | None = field(
+        default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,7 @@ class ProxyCore:
         auth: ProxyAuthenticator | None = None,
         worker: int = 0,
         tracker: Any = None,
+        rr_signer: rr_signing.RecordRouteSigner | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -219,6 +238,12 @@ class ProxyCore:
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
         self._answered: dict[ServerKey, tuple[float, Send]] = {}  # see _remember_answer
+        # Our Record-Route carries a MAC of the dialog (rr_signing.py); without a configured
+        # key one is drawn per process (tests, an edge of its own).
+        self.rr_signer = rr_signer or rr_signing.RecordRouteSigner(os.urandom(32))
+        # Header lines that passed validation lately: a dialog's messages repeat most of
+        # their lines, which are then not parsed again (shared.sip.ValidatedLines).
+        self._known = ValidatedLines()
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -228,6 +253,9 @@ class ProxyCore:
             ours.add((itf.host.lower(), itf.port))
             ours.add((itf.host.lower(), itf.sent_by_port))
         self._ours = ours
+        # Our Record-Route values in responses are found by the text we wrote.
+        self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
+            itf.record_route("")[:-1] for itf in self.interfaces))
 
     def set_interfaces(self, interfaces: Sequence[Interface]) -> None:
         """Adopt the bound interfaces (ephemeral ports, private Via ports) after start-up."""
@@ -238,6 +266,11 @@ class ProxyCore:
     # entry points
     def receive(self, data: bytes, source: Source, now: float) -> list[Output]:
         """One message from the network."""
+        if len(data) <= 4 and is_keepalive(data):
+            # RFC 5626 §3.5.1/§4.4.1: a CRLF (or an empty datagram) keeps a NAT binding
+            # open; it is no message, malformed or otherwise.
+            self.counters.keepalives.value += 1
+            return []
         try:
             message = parse_message(data)
         except SipParseError as err:
@@ -286,6 +319,20 @@ class ProxyCore:
         out: list[Output] = []
         for txn in [t for t in self.layer.clients.values() if t.destination == dest]:
             self._run_events(self.layer.transport_error(txn, now), now, out)
+        return out
+
+    def send_failed(self, send: Send, now: float) -> list[Output]:
+        """The socket refused `send` (§17.1.4, §18.4): its transaction fails, no other."""
+        out: list[Output] = []
+        txn = send.txn
+        if txn is None or txn.state is State.TERMINATED:
+            return out
+        if isinstance(txn, ClientTransaction):
+            if self.layer.clients.get(txn.key) is not txn:
+                return out
+        elif self.layer.servers.get(txn.key) is not txn:
+            return out
+        self._run_events(self.layer.transport_error(txn, now), now, out)
         return out
 
     @property
@@ -385,6 +432,11 @@ class ProxyCore:
             return
         if server is None and self._answered and self._answer_again(key, method, now, out):
             return
+        # Whatever `sipmesh parse` refuses is answered here with its status (a SipParseError
+        # reaches `receive`), never routed or half-processed; lines a dialog repeats are
+        # remembered and not parsed twice (shared.sip.ValidatedLines).
+        self._known.vouch_top_via(request)  # parsed (and maybe rewritten) above already
+        request.validate(self._known)
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
 
@@ -425,11 +477,12 @@ class ProxyCore:
                                 headers=[("Unsupported", ", ".join(required))])
                 return
 
-        loose = self._preprocess_routes(request)
+        loose, record_routed = self._preprocess_routes(request)
         ctx = RouteContext(
             request, source, loose_routed=loose, local_domains=self.local_domains,
             static_routes=self.static_routes, trusted=self.trusted,
             is_myself=self._is_myself, services=self.services, auth=self.auth,
+            record_routed=record_routed,
         )
         ctx.default_failure = self.router.failure_route
 
@@ -524,7 +577,7 @@ class ProxyCore:
         target = ctx.targets[0]
         # §16.11: a stateless branch must be the same for retransmissions of the request.
         branch = "z9hG4bK" + loop_hash + ".a" + hashlib.md5(
-            (ctx.request.top_via.branch or ctx.request.call_id).encode()).hexdigest()[:10]
+            _raw(ctx.request.top_via.branch or ctx.request.call_id)).hexdigest()[:10]
         built = self._build_branch_request(ctx, ctx.request, target, branch)
         if built is None:
             self.counters.drop_requests.value += 1
@@ -587,9 +640,14 @@ class ProxyCore:
         branch_id = f"z9hG4bK{loop_hash}.{self._worker}{next(self._branch_ids):x}"
         built = self._build_branch_request(context.ctx, context.request, target, branch_id)
         if built is None:
-            self._branch_final(branch, self._synthetic(context, 503), now, out)
+            # Nothing can carry this branch: it fails with 477, as OpenSIPS and Kamailio
+            # answer a failed send (RFC 3261 §16.9 would say 503, which §16.7 step 6 then
+            # turns into a misleading 500 for the caller).
+            self._branch_final(branch, self._synthetic(context, 477, "Send Failed"), now, out)
             return
         request, dest = built
+        # Its Vias and Record-Routes come back in every response: known valid already.
+        self._known.vouch(request, _VOUCHED)
         txn, events = self.layer.create_client(
             request, request.serialize(), dest, dest.reliable, now, owner=branch)
         branch.txn = txn
@@ -624,31 +682,38 @@ class ProxyCore:
         if next_hop is None:
             return None
         hop_uri, transport = next_hop
-        outbound = self._interface_for(transport, ctx.source.interface)
-        if outbound is None:
+        default_port = 5061 if hop_uri.scheme == "sips" else 5060
+        # An explicit port 0 stays 0 (and is refused below), it is no default port.
+        port = default_port if hop_uri.port is None else hop_uri.port
+        host = hop_uri.host.strip("[]")
+        outbound = self._interface_for(transport, ctx.source.interface, host)
+        if outbound is None or not sendable(host, port, outbound):
+            # No socket of ours can reach it (port 0, an IPv6 target on IPv4 sockets only):
+            # the branch fails here, as a send error would (§16.9), and nothing is sent.
             return None
         if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
+            signature = self._rr_signature(base)
             inbound = ctx.source.interface
             if inbound != outbound:
-                request.add_header("Record-Route", inbound.record_route())
-            request.add_header("Record-Route", outbound.record_route())
+                request.add_header("Record-Route", inbound.record_route(signature))
+            request.add_header("Record-Route", outbound.record_route(signature))
         # §16.6 step 8: our Via on top.
         request.add_header(
             "Via", f"SIP/2.0/{transport.upper()} {outbound.host_in_uri}:"
                    f"{outbound.sent_by_port};branch={branch_id}")
-        default_port = 5061 if hop_uri.scheme == "sips" else 5060
-        dest = Destination(transport, hop_uri.host.strip("[]"), hop_uri.port or default_port,
-                           interface=outbound)
-        return request, dest
+        return request, Destination(transport, host, port, interface=outbound)
+
+    def _rr_signature(self, request: Request) -> str:
+        """The `sg` of our Record-Route in `request`: its dialog and the caller's Contact,
+        where the callee's in-dialog requests will go (rr_signing.py)."""
+        return self._resign.sign(request)
 
     def _next_hop(self, request: Request, target: Target,
                   inbound: str) -> tuple[Uri, str] | None:
         """§16.6 steps 6-7: the URI to send to and its transport."""
-        routes = request.get_all("Route")
-        if routes:
-            from shared.sip import parse_name_addr
-
-            top = parse_name_addr(routes[0], "Route").uri
+        first = request.get("Route")
+        if first:
+            top = parse_name_addr(first, "Route").uri
             if not top.lr:
                 # §16.6 step 6: the next hop is a strict router; it expects its URI as the
                 # Request-URI and the real Request-URI as the last Route.
@@ -672,13 +737,22 @@ class ProxyCore:
                 transport = self.default_transport
         return hop, transport.lower()
 
-    def _interface_for(self, transport: str, inbound: Interface) -> Interface | None:
-        if inbound.transport == transport:
+    def _interface_for(self, transport: str, inbound: Interface,
+                       host: str = "") -> Interface | None:
+        """The socket to send from: the inbound one when it fits, else one of `transport`
+        on the same address, else any of `transport` - of the destination's family."""
+        family = address_family(host) if host else 0
+        if inbound.transport == transport and (
+                not family or address_family(inbound.host) == family):
             return inbound
-        for itf in self.interfaces:
-            if itf.transport == transport and itf.host == inbound.host:
+        fitting = [i for i in self.interfaces if i.transport == transport and (
+            not family or address_family(i.host) == family)]
+        for itf in fitting:
+            if itf.host == inbound.host:
                 return itf
-        for itf in self.interfaces:
+        if fitting:
+            return fitting[0]
+        for itf in self.interfaces:  # none of that family: `sendable` refuses it next
             if itf.transport == transport:
                 return itf
         return None
@@ -690,6 +764,7 @@ class ProxyCore:
         if sent_by(via) not in self._ours:
             self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
             return
+        response.validate(self._known)  # a malformed response is dropped (§18.1.2)
         self.counters.reply_in(response.status)
         events = self.layer.receive_response(response, now)
         if events is None:
@@ -710,6 +785,8 @@ class ProxyCore:
         if dest is None:
             self.counters.drop_replies.value += 1
             return
+        if response.status < 300:  # a 2xx retransmission: sign as its first copy was
+            self._resign(response)
         self.counters.fwd_replies.value += 1
         self.counters.reply_out(response.status)
         out.append(Send(response.serialize(), dest))
@@ -883,6 +960,10 @@ class ProxyCore:
         """
         if received:
             response.pop_first_value("Via")
+            if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
+                # The caller's route set, signed for the callee's Contact (rr_signing.py);
+                # a trusted caller's in-dialog requests are followed without it.
+                self._resign(response)
         if response.status >= 200:
             if context.final_sent and response.status >= 300:
                 return
@@ -957,7 +1038,7 @@ class ProxyCore:
             if isinstance(event, Transmit):
                 self.counters.retransmissions.value += event.retransmission
                 dest: Destination = event.destination
-                out.append(Send(event.data, dest, request=event.data[:4] != b"SIP/"))
+                out.append(Send(event.data, dest, event.data[:4] != b"SIP/", event.transaction))
             elif isinstance(event, ResponseReceived):
                 branch = event.transaction.owner
                 if isinstance(branch, Branch):
@@ -1006,8 +1087,9 @@ class ProxyCore:
         context.branches = []
 
     # -- replies of our own ------------------------------------------------------------------------
-    def _synthetic(self, context: ResponseContext, status: int) -> Response:
-        return make_response(context.request, status, to_tag=self._tag(context.request))
+    def _synthetic(self, context: ResponseContext, status: int,
+                   reason: str | None = None) -> Response:
+        return make_response(context.request, status, reason, to_tag=self._tag(context.request))
 
     def _reply_new(self, request: Request, source: Source, status: int, now: float,
                    out: list[Output], *, headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -1086,13 +1168,13 @@ class ProxyCore:
         if request.to_tag is not None:
             return None
         seed = f"{request.call_id}|{request.from_tag}|{request.cseq.number}"
-        return hashlib.md5(seed.encode()).hexdigest()[:12]
+        return hashlib.md5(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
     # -- addresses --------------------------------------------------------------------------------
     def _is_myself(self, uri: Uri) -> bool:
         if not uri.host:
             return False
-        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        port = (5061 if uri.scheme == "sips" else 5060) if uri.port is None else uri.port
         return (uri.host.strip("[]").lower(), port) in self._ours
 
     def _stamp_received(self, request: Request, source: Source) -> None:
@@ -1114,11 +1196,13 @@ class ProxyCore:
             # The connection the request came on; should it be gone, §18.2.2 says to open
             # one to the source address and the sent-by port.
             port = sent_by(via)[1] if via is not None else source.port
-            return Destination(itf.transport, source.host, port, itf, source.conn)
+            return Destination(itf.transport, source.host, port or source.port, itf,
+                               source.conn)
         if via is None or via.has_rport:
             return Destination("udp", source.host, source.port, itf)
         _host, port = sent_by(via)
-        return Destination("udp", source.host, port, itf)
+        # A sent-by port of 0 can receive nothing: answer where the request came from.
+        return Destination("udp", source.host, port or source.port, itf)
 
     def _via_destination(self, response: Response) -> Destination | None:
         via = response.top_via
@@ -1127,40 +1211,55 @@ class ProxyCore:
             return None
         port = via.rport or sent_by(via)[1]
         transport = via.transport.lower()
-        itf = self._interface_for(transport, self.interfaces[0])
-        if itf is None:
+        host = host.strip("[]")
+        itf = self._interface_for(transport, self.interfaces[0], host)
+        if itf is None or not sendable(host, port, itf):
             return None
-        return Destination(transport, host.strip("[]"), port, itf)
+        return Destination(transport, host, port, itf)
 
     # -- §16.4 route preprocessing and §16.3 step 4 loop detection ------------------------------
-    def _preprocess_routes(self, request: Request) -> bool:
-        """Return True when the request was loose-routed by our Route (in-dialog)."""
-        consumed = False
+    def _preprocess_routes(self, request: Request) -> tuple[bool, bool]:
+        """§16.4: (loose-routed by our Route, in a dialog this mesh record-routed).
+
+        Only a Request-URI carrying our Record-Route signature came from a strict router
+        (a phone whose outbound proxy is this edge sends `INVITE sip:bob@<edge>` with our
+        address in a Route, and must keep its user part); its real Request-URI is the last
+        Route.  Our own values on top of the Route set are removed in one edit, however
+        many there are (a route bomb costs linear work, and `validate` bounds the count).
+        The signatures seen decide whether an in-dialog request belongs to a dialog this
+        mesh record-routed (rr_signing.py).
+        """
+        signatures: list[str] = []
         uri = request.parsed_uri
         routes = request.get_all("Route")
-        if routes and self._is_myself(uri):
-            # A strict router upstream put our Record-Route URI in the Request-URI:
-            # the real one is the last Route value (§16.4).
-            from shared.sip import parse_name_addr
-
-            last = parse_name_addr(routes[-1], "Route").uri
-            kept = routes[:-1]
-            request.remove_header("Route")
-            for value in kept:
-                request.add_header("Route", value, first=False)
-            request.set_uri(str(last))
-            consumed = True
-            routes = kept
-        while routes:
-            from shared.sip import parse_name_addr
-
-            top = parse_name_addr(routes[0], "Route").uri
+        changed = False
+        if routes and rr_signing.PARAM in uri.params and self._is_myself(uri):
+            signatures.append(uri.params[rr_signing.PARAM] or "")
+            request.set_uri(str(parse_name_addr(routes[-1], "Route").uri))
+            routes = routes[:-1]
+            changed = True
+        ours = 0
+        for value in routes:
+            top = parse_name_addr(value, "Route").uri
             if not self._is_myself(top):
                 break
-            request.pop_first_value("Route")  # §16.4: our own Route value
-            routes = routes[1:]
-            consumed = True  # double Record-Route leaves two of ours on top
-        return consumed
+            signature = top.params.get(rr_signing.PARAM)
+            if signature:
+                signatures.append(signature)
+            ours += 1  # double Record-Route leaves two of ours on top
+        if ours or changed:
+            rest = routes[ours:]
+            request.remove_header("Route")
+            if rest:
+                request.add_header("Route", ", ".join(rest))
+        verified = False
+        if signatures and request.to_tag is not None:
+            uri = request.parsed_uri
+            target = rr_signing.target_of(uri.host, uri.port, uri.scheme)
+            tags = (request.from_tag, request.to_tag)
+            verified = any(self.rr_signer.verify(sig, request.call_id, tags, target)
+                           for sig in signatures)
+        return ours > 0 or changed, verified
 
     def _loop_hash(self, request: Request) -> str:
         """§16.6 step 8: a hash of what makes this request what it is, for loop detection.
@@ -1175,7 +1274,8 @@ class ProxyCore:
             str(request.cseq.number), request.get("Proxy-Require") or "",
             request.get("Proxy-Authorization") or "",
         )
-        return hashlib.md5("\x00".join(parts).encode()).hexdigest()[:16]
+        return hashlib.md5("\x00".join(parts).encode("utf-8", "surrogateescape")
+                           ).hexdigest()[:16]
 
     def _is_loop(self, request: Request, loop_hash: str) -> bool:
         """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
@@ -1189,3 +1289,9 @@ class ProxyCore:
             if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
                 return True
         return False
+
+
+def _raw(text: str) -> bytes:
+    """Header text back to the bytes received (values are decoded with surrogateescape):
+    what a digest or a hash covers, and never an error on bytes that are not UTF-8."""
+    return text.encode("utf-8", "surrogateescape")

@@ -39,8 +39,9 @@ class _Value:
 class EdgeCounters:
     __slots__ = (
         "bad_URIs_rcvd", "bad_msg_hdr", "by_method", "drop_replies", "drop_requests",
-        "err_replies", "err_requests", "fwd_replies", "fwd_requests", "rcv_replies",
-        "rcv_requests", "replies_in", "replies_out", "requests_in", "retransmissions",
+        "err_replies", "err_requests", "fwd_replies", "fwd_requests", "keepalives",
+        "rcv_replies", "rcv_requests", "replies_in", "replies_out", "requests_in",
+        "retransmissions",
     )
 
     rcv_requests: Value
@@ -54,6 +55,7 @@ class EdgeCounters:
     bad_URIs_rcvd: Value
     bad_msg_hdr: Value
     retransmissions: Value
+    keepalives: Value
 
     def __init__(self, make: Callable[[str, str], Value] | None = None) -> None:
         """`make(group, name)` supplies counter objects (default: private ones)."""
@@ -61,6 +63,8 @@ class EdgeCounters:
         for name in CORE_NAMES:
             setattr(self, name, factory("core", name))
         self.retransmissions = factory("tm", "retransmissions")
+        # UDP keep-alives (a CRLF, an empty datagram: services/edge/keepalive.py).
+        self.keepalives = factory("core", "rcv_keepalives")
         self.by_method: dict[str, Value] = {
             m: factory("core", f"rcv_requests_{m.lower()}") for m in METHODS}
         self.requests_in: Counter[str] = Counter()

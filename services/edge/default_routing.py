@@ -1,8 +1,13 @@
 """The default routing module: a registrar-backed proxy that is never an open relay.
 
-- In-dialog requests that carried our Route (loose routing, §16.4) follow their route set;
-  an initial request whose only Route was ours (a phone's outbound proxy setting) is
-  routed by its Request-URI like any other.
+- In-dialog requests that came back on a Record-Route this mesh signed for their dialog
+  and target (`ctx.record_routed`, services/edge/rr_signing.py) follow their route set, as
+  does anything from a trusted source; an initial request whose only Route was ours (a
+  phone's outbound proxy setting) is routed by its Request-URI like any other.  An
+  untrusted request with further hops preloaded in its Route set, or with a To tag but no
+  valid signature, is a relay: a digest answer (407) or 403, whatever its Route says.
+- No registrar reachable while one belongs to the mesh (discovery, or `[edge] registrar`):
+  REGISTER and requests for local users get 503 with Retry-After, not 404.
 - REGISTER for a local domain (or the proxy's own address), when a registrar is known
   (`ctx.services["registrar"]`, found in discovery or `[edge].registrar`): the edge
   challenges it statelessly (401, `WWW-Authenticate`, realm = the To domain, RFC 3261
@@ -55,6 +60,7 @@ _MEDIA_METHODS = frozenset({"INVITE", "ACK", "BYE", "UPDATE"})
 FEDERATED = "X-SipMesh-Federated"
 KEEPALIVE = "X-SipMesh-Keepalive"
 KEEPALIVE_TIMEOUT = 2.0
+RETRY_AFTER = "5"  # s, in every 503 that says the registrar is away (RFC 3261 §20.33)
 
 
 def _keepalive(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
@@ -75,14 +81,33 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
     if request.method == "OPTIONS" and ctx.trusted and request.has(KEEPALIVE):
         return _keepalive(request, ctx)
     media = media_anchor.policy(ctx) if request.method in _MEDIA_METHODS else None
-    if ctx.loose_routed and (request.to_tag is not None or request.has("Route")):
+    registrar = ctx.services.get("registrar")
+    registrar_down = False
+    if registrar is not None and not registrar.available:
+        # A registrar is part of this mesh but none is reachable right now: its users are
+        # not unknown (404), the service is unavailable (503 with Retry-After).
+        registrar_down = bool(getattr(registrar, "expected", False))
+        registrar = None
+    in_our_dialog = request.to_tag is not None and ctx.record_routed
+    if request.has("Route") and not (ctx.trusted or in_our_dialog):
+        # An untrusted request with hops preloaded after ours (or instead of ours): it
+        # would go wherever its Route says, whatever its Request-URI or To tag claim, so
+        # it is a relay, authorised as any relay is (never an open relay through a Route).
+        decided = _relay(request, ctx, registrar, registrar_down)
+    elif ctx.loose_routed and (request.to_tag is not None or request.has("Route")) and (
+            ctx.trusted or in_our_dialog):
+        # In a dialog this mesh record-routed, or a trusted route set. (In dialog by its
+        # To tag only, without a signature of ours, a request is routed by its
+        # Request-URI below, as any request: a local user, or a relay needing
+        # authorisation.)
         if media is not None and request.to_tag is not None:
             anchored = media_anchor.in_dialog(request, ctx, media)
             if anchored is not None:
                 return anchored
-        ctx.forward()  # in dialog, or more preloaded hops to visit
+        ctx.forward()
         return None
-    decided = _route_initial(request, ctx)
+    else:
+        decided = _route_initial(request, ctx, registrar, registrar_down)
     if media is not None:
         return media_anchor.initial(request, ctx, media, decided)
     return decided
@@ -93,18 +118,19 @@ def reply_route(response: Response, ctx: RouteContext) -> Awaitable[Any] | None:
     return media_anchor.reply(response, ctx) if ctx.services.get("media") is not None else None
 
 
-def _route_initial(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
+def _route_initial(request: Request, ctx: RouteContext, registrar: Any,
+                   registrar_down: bool) -> Awaitable[None] | None:
     if request.method in _DIALOG_CREATING and request.to_tag is None:
         ctx.record_route()
     uri = request.parsed_uri
-    registrar = ctx.services.get("registrar")
-    if registrar is not None and not registrar.available:
-        registrar = None
     if ctx.is_local(uri) or ctx.is_myself(uri):
         # The proxy's own addresses count as a local domain: forwarding a request for
         # sip:bob@<edge> to its Request-URI would only loop back (482).
         if request.method == "REGISTER" and registrar is not None:
             return _register(request, ctx, registrar)
+        if request.method == "REGISTER" and registrar_down:
+            ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
+            return None
         user = (uri.user or "").lower()
         host = uri.host.lower()
         routes = ctx.static_routes
@@ -113,16 +139,34 @@ def _route_initial(request: Request, ctx: RouteContext) -> Awaitable[None] | Non
             ctx.forward(target)
         elif registrar is not None:
             return _to_local_user(request, ctx, registrar)
+        elif registrar_down and request.method not in _UNCHALLENGED:
+            ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         else:
             ctx.reply(404)
         return None
-    if ctx.trusted or ctx.authenticate() is not None:
+    if ctx.trusted:
         ctx.forward()
         return None
-    if registrar is not None and request.method not in _UNCHALLENGED:
+    return _relay(request, ctx, registrar, registrar_down)
+
+
+def _relay(request: Request, ctx: RouteContext, registrar: Any,
+           registrar_down: bool) -> Awaitable[None] | None:
+    """A request from an untrusted source to somewhere else: only for a user who answers
+    a digest challenge (static `[edge] users` or a subscriber, RFC 3261 §22.3)."""
+    if ctx.authenticate() is not None:
+        ctx.forward()
+        return None
+    if request.method in _UNCHALLENGED:
+        ctx.reply(403, "Relaying Denied")  # an ACK is then dropped, a CANCEL gets 481
+        return None
+    if registrar is not None:
         return _relay_authenticated(request, ctx, registrar)
-    if ctx.can_authenticate and request.method not in _UNCHALLENGED:
+    if ctx.can_authenticate:
         ctx.challenge()  # 407: relaying is for trusted or authenticated sources only
+        return None
+    if registrar_down:
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         return None
     ctx.reply(403, "Relaying Denied")
     return None
@@ -146,7 +190,7 @@ async def _digest(request: Request, ctx: RouteContext, registrar: Any, domain: s
     try:
         user, stale = await auth.verify(request, header, domain, _ha1_source(registrar, domain))
     except RegistrarUnavailable:
-        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         return None
     if user is None:
         name = "WWW-Authenticate" if www else "Proxy-Authenticate"
@@ -185,7 +229,7 @@ async def _register_with_credentials(request: Request, ctx: RouteContext,
             request.serialize(), ctx.source.host, ctx.source.port, itf.transport,
             f"{itf.transport}:{itf.host_in_uri}:{itf.port}")
     except RegistrarUnavailable:
-        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         return
     ctx.reply(status, reason or None, headers)
 
@@ -213,7 +257,7 @@ async def _to_local_user(request: Request, ctx: RouteContext, registrar: Any) ->
         status, branches = await registrar.lookup(f"{uri.user}@{uri.host.lower()}", method,
                                                   federated=not from_pop)
     except RegistrarUnavailable:
-        ctx.reply(503, "Registrar Unavailable", [("Retry-After", "5")])
+        ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         return
     if status != 200 or not branches:
         ctx.reply(status if status in (404, 480) else 480)

@@ -170,8 +170,14 @@ class RegistrarClient:
                  credentials_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
-                 streaming: bool = True, batch_window: float = 0.003) -> None:
+                 streaming: bool = True, batch_window: float = 0.003,
+                 expected: bool | None = None) -> None:
         self.static = [a for a in addresses if a]
+        # Whether a registrar belongs to this deployment (fixed addresses, or a shared
+        # discovery registry): then none being reachable is an outage (503), not a mesh
+        # without one (the default routing's 404 for unknown local users).
+        self.expected = bool(self.static) or registry is not None if expected is None \
+            else expected
         self.registry = registry
         self.service = service
         self.timeout = timeout

@@ -22,6 +22,12 @@ jsonrpc module: raw JSON-RPC over TCP, bounded timeouts, OpenSIPS's outcome code
 once it is done, and the responses of one transaction keep their order.
 Dialogs and CDRs: `ctx.dialog` (timeout, profiles, limits, sharing tag) and `ctx.acc`
 (extra CDR fields) -- see services/edge/dialog_tracking.py.
+
+Facts for the trust decision: `ctx.trusted` (source in `[edge] trusted`),
+`ctx.loose_routed` (our Route was on top: in dialog, or a preloaded route set), and
+`ctx.record_routed` (an in-dialog request on a Record-Route this mesh signed for that very
+dialog and target).  Only `record_routed` makes an untrusted request safe to follow by its
+Route set: `loose_routed` alone is what an attacker writes into a preloaded Route.
 A hook may be a coroutine function (to call other services); the proxy waits for it
 without blocking other traffic.  When a hook decides nothing, the proxy answers 503.
 
@@ -91,6 +97,7 @@ class RouteContext:
         "local_domains",
         "loose_routed",
         "on_final",
+        "record_routed",
         "reply_headers",
         "reply_reason",
         "reply_stateless",
@@ -116,6 +123,7 @@ class RouteContext:
         is_myself: Callable[[Uri], bool],
         services: Mapping[str, Any],
         auth: ProxyAuthenticator | None = None,
+        record_routed: bool = False,
     ) -> None:
         self.request = request
         self._auth = auth
@@ -123,6 +131,9 @@ class RouteContext:
         self.user: str | None = None  # set by a successful authenticate()
         self.source = source
         self.loose_routed = loose_routed
+        # An in-dialog request that came back on a Record-Route this mesh signed, to the
+        # target the dialog's other side gave (services/edge/rr_signing.py): safe to follow.
+        self.record_routed = record_routed
         self.local_domains = local_domains
         self.static_routes = static_routes
         self.services = services

@@ -5,7 +5,7 @@ module lifts the few header lines a response must echo (Via, From, To, Call-ID, 
 §8.2.6.2) straight out of the raw bytes and builds the answer with the status the parser
 chose (`SipParseError.status`).  Without a Via line there is nobody to answer to and the
 datagram is dropped; a start line beginning with `SIP/` is a response and is never answered
-(§16.7, §18.1.2).
+(§16.7, §18.1.2), nor is an ACK (§17.2.1).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def answer_malformed(data: bytes, status: int, reason: str) -> bytes | None:
     if looks_like_response(data) or status < 300:
         return None
     head = data.lstrip(b"\r\n")
+    if head[:4] == b"ACK ":
+        return None  # an ACK is never answered (RFC 3261 §17.2.1), malformed or not
     for sep in (b"\r\n\r\n", b"\n\n"):
         idx = head.find(sep)
         if idx >= 0:

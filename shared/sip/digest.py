@@ -81,16 +81,16 @@ def compute_response(
 ) -> str:
     """The `response` value of RFC 7616 §3.4.1 (qop `auth`, `auth-int` or none)."""
     h, sess = _split_algorithm(algorithm)
-    ha1 = h(f"{username}:{realm}:{password}".encode())
+    ha1 = h(_raw(f"{username}:{realm}:{password}"))
     if sess:
-        ha1 = h(f"{ha1}:{nonce}:{cnonce or ''}".encode())
+        ha1 = h(_raw(f"{ha1}:{nonce}:{cnonce or ''}"))
     if qop == "auth-int":
-        ha2 = h(f"{method}:{uri}:".encode() + h(body).encode())
+        ha2 = h(_raw(f"{method}:{uri}:") + h(body).encode())
     else:
-        ha2 = h(f"{method}:{uri}".encode())
+        ha2 = h(_raw(f"{method}:{uri}"))
     if qop:
-        return h(f"{ha1}:{nonce}:{nc or ''}:{cnonce or ''}:{qop}:{ha2}".encode())
-    return h(f"{ha1}:{nonce}:{ha2}".encode())
+        return h(_raw(f"{ha1}:{nonce}:{nc or ''}:{cnonce or ''}:{qop}:{ha2}"))
+    return h(_raw(f"{ha1}:{nonce}:{ha2}"))
 
 
 # One `name = value` list element: a token-ish name, then a quoted string without
@@ -234,7 +234,9 @@ class DigestCredentials:
             expected = self.expected_response(password, method, body)
         except ValueError:
             return False
-        return hmac.compare_digest(expected, self.response.lower())
+        response = self.response.lower()
+        # compare_digest refuses non-ASCII str: such an answer is simply wrong.
+        return response.isascii() and hmac.compare_digest(expected, response)
 
 
 def parse_challenge(text: str, what: str = "WWW-Authenticate") -> DigestChallenge:
@@ -310,3 +312,9 @@ def answer_challenge(
         response=response, algorithm=challenge.algorithm, qop=qop, nc=nc_text,
         cnonce=cnonce if qop else None, opaque=challenge.opaque,
     )
+
+
+def _raw(text: str) -> bytes:
+    """Header text back to the bytes received (values are decoded with surrogateescape):
+    what a digest or a hash covers, and never an error on bytes that are not UTF-8."""
+    return text.encode("utf-8", "surrogateescape")

@@ -9,14 +9,19 @@ takes whatever bytes arrived and returns the complete messages (raw bytes, to be
 
 When the stream can no longer be framed (no/invalid/conflicting Content-Length, a header
 block or body larger than the limits) `feed` raises `SipParseError(stream_fatal=True)`: the
-connection must be closed (after sending the 400 if it is a request).
+connection must be closed (after sending the answer if it is a request): 400 for a broken
+Content-Length, 413 Request Entity Too Large for a body over `max_body` (RFC 3261 §21.4.11),
+513 Message Too Large for a header block over `max_header` (§21.5.7).
+
+The search for the end of the header block resumes where the previous feed stopped, so a
+peer sending one byte at a time costs linear work, not a rescan of the whole buffer per byte.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.sip.errors import bad_request
+from shared.sip.errors import SipParseError, bad_request
 
 _PING = b"\r\n\r\n"
 
@@ -36,10 +41,12 @@ class KeepAlive:
 class StreamFramer:
     """Cuts a byte stream into messages; one instance per connection."""
 
-    __slots__ = ("_buf", "max_body", "max_header")
+    __slots__ = ("_buf", "_need", "_scanned", "max_body", "max_header")
 
     def __init__(self, *, max_header: int = 65536, max_body: int = 1 << 20) -> None:
         self._buf = bytearray()
+        self._scanned = 0  # bytes of `_buf` known to hold no CRLFCRLF ending a header block
+        self._need = 0  # length of the message being received, once its header block is in
         self.max_header = max_header
         self.max_body = max_body
 
@@ -54,6 +61,13 @@ class StreamFramer:
         buf += data
         out: list[bytes | KeepAlive] = []
         while buf:
+            if self._need:  # header block already read: waiting for the body only
+                if len(buf) < self._need:
+                    break
+                total, self._need, self._scanned = self._need, 0, 0
+                out.append(bytes(buf[:total]))
+                del buf[:total]
+                continue
             if buf[0] == 13:  # CR: a keep-alive, or the CRLF before a message
                 if buf.startswith(_PING):
                     del buf[:4]
@@ -65,23 +79,42 @@ class StreamFramer:
                     del buf[:2]
                     out.append(KeepAlive(ping=False))
                     continue
-            end = buf.find(b"\r\n\r\n")
+            # Resume the search 3 bytes before where the last one ended: the CRLFCRLF may
+            # straddle the two reads.
+            end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
             if end < 0:
+                self._scanned = len(buf)
                 if len(buf) > self.max_header:
-                    raise bad_request("header block too large on stream", stream_fatal=True)
+                    raise SipParseError(513, f"header block over {self.max_header} bytes on "
+                                        "stream", stream_fatal=True)
                 break
+            if end > self.max_header:
+                raise SipParseError(513, f"header block over {self.max_header} bytes on stream",
+                                    stream_fatal=True)
             length = _content_length(bytes(buf[:end]))
             if length > self.max_body:
-                raise bad_request(
-                    f"Content-Length {length} over the limit of {self.max_body}",
+                raise SipParseError(
+                    413, f"Content-Length {length} over the limit of {self.max_body}",
                     stream_fatal=True,
                 )
             total = end + 4 + length
             if len(buf) < total:
+                self._need = total  # the header block is not parsed again for each read
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
+            self._scanned = 0
         return out
+
+    def head(self, limit: int = 8192) -> bytes:
+        """The first bytes buffered (to answer a message the stream could not frame)."""
+        return bytes(self._buf[:limit])
+
+    @property
+    def partial(self) -> bool:
+        """True while part of a message (not only keep-alive bytes) waits for the rest."""
+        buf = self._buf
+        return bool(buf) and not (len(buf) < 4 and _PING.startswith(bytes(buf)))
 
 
 def _content_length(head: bytes) -> int:

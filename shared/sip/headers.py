@@ -7,10 +7,13 @@ one (`call-id`, `i` -> `Call-ID`) and `header_key` to the lower-case key message
 Values are split into several values only for headers whose grammar is a comma-separated list
 (RFC 3261 §7.3.1); the split happens at top-level commas only, never inside a quoted string,
 inside `<...>` or inside a comment `(...)`. Quoted strings honour quoted-pairs (`\\"`).
+The split jumps between delimiters with one compiled character class (the only regular
+expression of the package): per delimiter, not per character, in Python.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from shared.sip.errors import bad_request
@@ -125,10 +128,16 @@ def find_quote_end(text: str, start: int, what: str) -> int:
             raise bad_request(f"unterminated quoted string in {what}")
 
 
-def split_top_level(text: str, sep: str = ",", what: str = "header") -> list[str]:
+_DELIMS = {sep: re.compile("[" + re.escape('"<>()' + sep) + "]") for sep in ",;"}
+
+
+def split_top_level(text: str, sep: str = ",", what: str = "header",
+                    limit: int = 0) -> list[str]:
     """Split at `sep` outside quoted strings, `<...>` and `(...)`; parts are stripped.
 
     Empty parts (`a,,b`) are dropped, as RFC 7230 §7 list rules allow for robustness.
+    With `limit`, the split stops once it has more than `limit` parts (the caller only
+    needs to know the list is too long).
     """
     if sep not in text:
         if '"' in text:
@@ -137,18 +146,22 @@ def split_top_level(text: str, sep: str = ",", what: str = "header") -> list[str
         return [part] if part else []
     if '"' not in text and "<" not in text and "(" not in text:
         return [p for p in (s.strip() for s in text.split(sep)) if p]
+    # Jump from one delimiter to the next (a C-speed scan) rather than visiting every
+    # character: a 60 KB Route list costs ~1 ms, not ~20 ms.
     parts: list[str] = []
     depth_angle = 0
     depth_paren = 0
     begin = 0
-    i = 0
-    n = len(text)
-    while i < n:
+    skip_to = 0
+    delims = _DELIMS.get(sep) or re.compile("[" + re.escape('"<>()' + sep) + "]")
+    for match in delims.finditer(text):
+        i = match.start()
+        if i < skip_to:
+            continue  # inside a quoted string
         ch = text[i]
         if ch == '"':
-            i = find_quote_end(text, i, what)
-            continue
-        if ch == "<":
+            skip_to = find_quote_end(text, i, what)
+        elif ch == "<":
             depth_angle += 1
         elif ch == ">":
             if depth_angle:
@@ -162,8 +175,9 @@ def split_top_level(text: str, sep: str = ",", what: str = "header") -> list[str
             part = text[begin:i].strip()
             if part:
                 parts.append(part)
+                if limit and len(parts) > limit:
+                    return parts
             begin = i + 1
-        i += 1
     part = text[begin:].strip()
     if part:
         parts.append(part)

@@ -15,7 +15,8 @@ How it works (RFC 3261 §7, §18.3, §20):
   comprehension maps every name to its key; a line it cannot map (folding, odd spacing,
   unknown names) sends the block through a careful pass. No regular expression is involved.
 * Only what routing needs is interpreted eagerly: the start line, Call-ID, CSeq, the From and
-  To tags, Max-Forwards, Content-Length, and the presence of Via (RFC 4475's eager defects:
+  To tags, Max-Forwards (None when absent, as from an RFC 2543 element), Content-Length, the
+  header count (`limits.py`), and the presence of Via (RFC 4475's eager defects:
   missing or repeated single-value headers, unterminated quotes in From/To, CSeq range and
   method, Content-Length). Everything else (Via values, the Request-URI, Contact, Route,
   ...) is parsed on demand (Vias and the Request-URI are cached). `validate()` parses
@@ -49,6 +50,12 @@ from shared.sip.headers import (
     parse_params,
     split_top_level,
 )
+from shared.sip.limits import (
+    MAX_CONTACT_VALUES,
+    MAX_HEADER_LINES,
+    MAX_ROUTING_VALUES,
+    ROUTING_HEADERS,
+)
 from shared.sip.nameaddr import NameAddr, parse_name_addr
 from shared.sip.status import reason_phrase
 from shared.sip.uri import Uri, parse_uri
@@ -59,11 +66,13 @@ _ERR: Final = "surrogateescape"
 _TOKEN_CHARS: Final = frozenset(
     b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 )
+_TOKEN_TEXT: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _EAGER: Final = SINGLE_VALUE_HEADERS
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
 # What `validate` parses, by header key.
-_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE = range(6)
+_T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE, _T_TAGS = range(7)
 _TYPED: Final[dict[str, int]] = {
     "via": _T_VIA,
     "from": _T_ADDR,
@@ -76,6 +85,12 @@ _TYPED: Final[dict[str, int]] = {
     "retry-after": _T_DELTA,
     "warning": _T_WARNING,
     "date": _T_DATE,
+    # option-tag = token (RFC 3261 §20.29, §20.32, §20.37, §20.40): a proxy echoes them in
+    # Unsupported (420), so they must be tokens, never control characters.
+    "require": _T_TAGS,
+    "proxy-require": _T_TAGS,
+    "supported": _T_TAGS,
+    "unsupported": _T_TAGS,
 }
 
 
@@ -189,6 +204,54 @@ def _name_addr_tag(text: str, what: str) -> str | None:
     if "tag" not in params.lower():
         return None
     return parse_params(params.lstrip().lstrip(";"), what).get("tag")
+
+
+class ValidatedLines:
+    """Raw header lines that `Message.validate` accepted, with their value counts.
+
+    A proxy validates every message it acts on; most lines of a dialog's messages repeat
+    byte for byte (From, To once tagged, Contact, Record-Route, the Vias a response copies),
+    so a bounded memory of accepted lines spares their parsing.  Only lines that passed are
+    kept: a line is never accepted because of this memory unless it parsed before.
+    """
+
+    __slots__ = ("limit", "lines")
+
+    LONGEST = 1024  # bytes: longer lines are parsed each time (and cannot bloat the memory)
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit  # at most limit x LONGEST bytes of lines: 4 MB by default
+        self.lines: dict[bytes, int] = {}
+
+    def remember(self, raw: bytes, values: int) -> None:
+        if len(raw) > self.LONGEST:
+            return
+        lines = self.lines
+        if len(lines) >= self.limit:
+            lines.clear()  # bounded; cheaper than an LRU, and refilled within a few calls
+        lines[raw] = values
+
+    def vouch_top_via(self, message: Message) -> None:
+        """The first Via line, when it holds a single value the caller has parsed already
+        (`message.top_via`, or a proxy's rewrite of it with received/rport)."""
+        keys = message._keys
+        if "via" in keys:
+            raw = message._lines[keys.index("via")]
+            if b"," not in raw and raw not in self.lines:
+                self.remember(raw, 1)
+
+    def vouch(self, message: Message, keys: frozenset[str]) -> None:
+        """Remember `message`'s lines of `keys` as valid without parsing them.
+
+        Only for a message the caller built itself from a validated one: a proxy's
+        forwarded request, whose Vias (its own and the stamped ones) and Record-Routes come
+        back byte for byte in every response (RFC 3261 §8.2.6.2, §12.1.1)."""
+        lines = self.lines
+        for key, raw in zip(message._keys, message._lines, strict=True):
+            if key in keys and raw not in lines:
+                value = _line_value(raw).decode(_ENC, _ERR)
+                n = len(split_top_level(value, ",", key)) if "," in value else 1
+                self.remember(raw, n)
 
 
 class Message:
@@ -361,35 +424,75 @@ class Message:
         """Content-Type value as written."""
         return self.get("content-type")
 
-    def validate(self) -> None:
+    def validate(self, known: ValidatedLines | None = None) -> None:
         """Parse every header this package models; raises SipParseError on the first defect.
 
         One pass over the lines in wire order: Via, From/To, Contact/Route/Record-Route as
         name-addrs, delta-seconds (Expires, Min-Expires, Retry-After, Contact expires) within
-        2^32-1, Warning codes of three digits. The parsed Vias are kept for `vias`.
+        2^32-1, Warning codes of three digits, option-tags (Require, Proxy-Require,
+        Supported, Unsupported) as tokens, at most `MAX_ROUTING_VALUES` values of each
+        routing header (513 beyond, `limits.py`). The parsed Vias are kept for `vias`.
+
+        `known` (a proxy's `ValidatedLines`) remembers raw lines that passed: the same
+        From, To, Contact or Route line in the next messages of a dialog is not parsed again.
         """
-        vias: list[Via] = []
+        vias: list[Via] | None = []
         star = False
         contacts = 0
+        counts: dict[str, int] = {}
+        seen_get = known.lines.get if known is not None else None
+        typed_get = _TYPED.get
         for key, raw in zip(self._keys, self._lines, strict=True):
-            kind = _TYPED.get(key)
+            kind = typed_get(key)
             if kind is None:
                 continue
+            if seen_get is not None:
+                n = seen_get(raw)
+                if n is not None:  # passed before: only count its values
+                    if n > 1 or kind == _T_VIA or key in ROUTING_HEADERS:
+                        if key in ROUTING_HEADERS:
+                            total = counts.get(key, 0) + n
+                            if total > MAX_ROUTING_VALUES:
+                                _count_routing(counts, key, n)  # raises the 513
+                            counts[key] = total
+                            if kind == _T_VIA:
+                                vias = None  # not all parsed here: `vias` parses them later
+                        elif key == "contact":
+                            contacts += n
+                            if contacts > MAX_CONTACT_VALUES:
+                                raise SipParseError(
+                                    513, f"over {MAX_CONTACT_VALUES} Contact values")
+                    elif key == "contact":
+                        contacts += 1
+                    continue
+            n = 1
             value = (
                 _line_value(raw) if b"\n" in raw else raw.partition(b":")[2].strip(b" \t")
             ).decode(_ENC, _ERR)
             if kind == _T_VIA:
                 if "," in value or '"' in value:
-                    vias.extend(parse_via(v) for v in split_top_level(value, ",", "Via"))
-                elif value:
-                    vias.append(parse_via(value))
+                    texts = split_top_level(value, ",", "Via", MAX_ROUTING_VALUES)
+                else:
+                    texts = [value] if value else []
+                n = _count_routing(counts, key, len(texts))
+                parsed = [parse_via(v) for v in texts]
+                if vias is not None:
+                    vias.extend(parsed)
             elif kind == _T_ADDR:
                 parse_name_addr(value, canonical_of_key(key))
             elif kind == _T_ADDRS:
                 what = canonical_of_key(key)
+                bound = MAX_ROUTING_VALUES if key in ROUTING_HEADERS else MAX_CONTACT_VALUES
                 parts = (
-                    split_top_level(value, ",", what) if "," in value or '"' in value else [value]
+                    split_top_level(value, ",", what, bound)
+                    if "," in value or '"' in value else [value]
                 )
+                n = len(parts)
+                # Counted before they are parsed: a list bomb costs a split, no more.
+                if key in ROUTING_HEADERS:
+                    _count_routing(counts, key, n)
+                elif contacts + n > MAX_CONTACT_VALUES:
+                    raise SipParseError(513, f"over {MAX_CONTACT_VALUES} Contact values")
                 for part in parts:
                     if key == "contact":
                         contacts += 1
@@ -409,14 +512,23 @@ class Message:
                 # RFC 3261 §20.17: the time zone is always "GMT" (RFC 4475 §3.1.2.12).
                 if not value.endswith(" GMT"):
                     raise bad_request(f"Date not in GMT: {value[:40]!r}")
+            elif kind == _T_TAGS:
+                for tag in value.split(","):
+                    tag = tag.strip(" \t")
+                    if tag and not _TOKEN_TEXT.issuperset(tag):
+                        raise bad_request(
+                            f"invalid option-tag {tag[:40]!r} in {canonical_of_key(key)}")
             else:  # Warning: warn-code is 3DIGIT (RFC 3261 §20.43, RFC 4475 §3.1.2.5)
                 for warning in split_top_level(value, ",", "Warning"):
                     code = warning.split(" ", 1)[0]
                     if len(code) != 3 or not code.isdigit() or not code.isascii():
                         raise bad_request(f"invalid Warning code {code[:20]!r}")
+            if known is not None and not star:
+                known.remember(raw, n)
         if star and contacts > 1:
             raise bad_request("Contact: * mixed with other contacts")
-        self._vias = vias
+        if vias is not None:
+            self._vias = vias
 
     # -- generic header access -------------------------------------------------------------
 
@@ -738,13 +850,13 @@ class Request(Message):
             self._parsed_uri = parse_uri(self._uri, "Request-URI")
         return self._parsed_uri
 
-    def validate(self) -> None:
+    def validate(self, known: ValidatedLines | None = None) -> None:
         """Parse every modelled part, Request-URI included."""
         if self.parsed_uri.headers:
             # RFC 3261 §19.1.5: headers belong to a URI used to form a request, never to a
             # Request-URI (RFC 4475 §3.1.2.11).
             raise bad_request("headers in the Request-URI")
-        super().validate()
+        super().validate(known)
 
     def _start_line(self) -> bytes:
         return _enc(f"{self.method} {self._uri} SIP/2.0")
@@ -792,6 +904,15 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"
+
+
+def _count_routing(counts: dict[str, int], key: str, n: int) -> int:
+    """Add `n` values of routing header `key`; 513 once over `MAX_ROUTING_VALUES`."""
+    total = counts.get(key, 0) + n
+    if total > MAX_ROUTING_VALUES:
+        raise SipParseError(513, f"over {MAX_ROUTING_VALUES} {canonical_of_key(key)} values")
+    counts[key] = total
+    return n
 
 
 def _is_delta_seconds(text: str) -> bool:
@@ -846,7 +967,17 @@ def parse_message(data: bytes) -> Request | Response:
     end = data.find(b"\r\n\r\n")
     if end <= 0:
         return _parse_unusual(data)
-    lines = data[:end].split(b"\r\n")
+    head = data[:end]
+    if head.count(b"\r") != head.count(b"\r\n") or (
+            b"\x00" in head and head.count(b"\x00") != head.count(b"\\\x00")):
+        # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
+        # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
+        # header; such bytes would end up in headers a proxy writes back.  C-speed counts.
+        detail = "NUL or bare CR in the header block"
+        if head[:4] == b"SIP/":
+            raise SipParseError(None, detail, "")
+        raise bad_request(detail)
+    lines = head.split(b"\r\n")
     start = lines[0]
     try:
         if start[:4] == b"SIP/":
@@ -975,6 +1106,8 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
     else:
         keys_ok = keys  # type: ignore[assignment]
         src = raws
+    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
     msg._keys = keys_t = tuple(keys_ok)
     msg._lines = tuple(raws)
     msg._vias = None
@@ -1027,8 +1160,8 @@ def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: b
         else:
             msg._max_forwards = _parse_max_forwards(value)
     elif n == 0:
-        if not is_response:
-            raise bad_request("missing Max-Forwards")
+        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
+        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
         msg._max_forwards = None
     else:
         raise bad_request("several values in single-value header Max-Forwards")
@@ -1153,4 +1286,4 @@ def _content_length(values: set[bytes]) -> int:
     return int(digits)
 
 
-__all__ = ["Message", "Request", "Response", "parse_message"]
+__all__ = ["Message", "Request", "Response", "ValidatedLines", "parse_message"]

@@ -7,7 +7,9 @@
 The userinfo ends at the last `@` (the user part may itself contain `;` and `?`, RFC 3261
 §25.1 `user-unreserved`; header values must escape `@`). IPv6 references are written in
 brackets (`[2001:db8::1]:5060`, RFC 3261 §19.1.1 / RFC 5118 §4.1); a bare IPv6 address without
-brackets is rejected because its colons cannot be told from the port separator.
+brackets is rejected because its colons cannot be told from the port separator. A host is
+an RFC 3261 hostname (letters, digits, `-`, and `_` tolerated) or an IPv4 address: escapes,
+non-ASCII bytes or control characters in a host are a 400.
 
 Fields are kept as written (escapes included) so `str(uri)` reproduces the text; comparison
 (`Uri.equivalent`, RFC 3261 §19.1.4) unescapes `%HEX` (except reserved characters), compares
@@ -31,8 +33,29 @@ _RESERVED = frozenset(";/?:@&=+$,")
 _COMMON_SCHEMES = frozenset({"sip", "sips", "tel"})
 _HEX = frozenset("0123456789abcdefABCDEF")
 _TEL_VISUAL = str.maketrans("", "", "-.()")
-# Characters never allowed raw in a host (whitespace, delimiters of the enclosing grammar).
-_BAD_HOST_CHARS = frozenset(' \t\r\n<>"@;?,/\\')
+# RFC 3261 §25.1 hostname: alphanum and "-" in dot-separated labels (IPv4 addresses are
+# spelled with the same characters). "_" is tolerated, as many stacks do; anything else -
+# `%` escapes, non-ASCII (IDNA is for DNS, not SIP hosts), NUL, CR, whitespace - is a 400.
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+_GOOD_HOSTS: dict[str, bool] = {}  # verdicts remembered: a proxy sees the same few hosts
+
+
+def valid_hostname(host: str) -> bool:
+    """True for an RFC 3261 hostname or IPv4 address (labels of 1-63 characters)."""
+    known = _GOOD_HOSTS.get(host)
+    if known is not None:
+        return known
+    ok = bool(host) and _HOST_CHARS.issuperset(host) and not (
+        host[0] in ".-" or ".." in host or "-." in host or ".-" in host) and (
+        len(host) <= 63 or (len(host) <= 254
+                            and all(len(label) <= 63 for label in host.split("."))))
+    if len(_GOOD_HOSTS) >= 4096:
+        _GOOD_HOSTS.clear()  # bounded: many distinct hosts only cost the check again
+    _GOOD_HOSTS[host] = ok
+    return ok
+
 
 
 @dataclass(eq=False, slots=True)
@@ -155,12 +178,12 @@ def parse_uri(text: str, what: str = "URI") -> Uri:
                     password = pw
             hostport, _, ptext = hostpart.partition(";")
             host, pcolon, port_text = hostport.partition(":")
+            good = _GOOD_HOSTS.get(host)  # inlined `valid_hostname`: a hot path
             if (
                 (user or not at)
-                and host
                 and (not pcolon or (port_text.isdigit() and len(port_text) < 5))
                 and port_text.isascii()
-                and _BAD_HOST_CHARS.isdisjoint(host)
+                and (good if good is not None else valid_hostname(host))
             ):
                 return Uri(
                     "sip",
@@ -247,8 +270,8 @@ def _parse_sip(scheme: str, rest: str, what: str) -> Uri:
         port = _port(ptxt, what) if pcolon else None
         if not host:
             raise bad_request(f"empty host in {what}")
-        if not _BAD_HOST_CHARS.isdisjoint(host):
-            raise bad_request(f"invalid character in host {host[:60]!r} of {what}")
+        if not valid_hostname(host):
+            raise bad_request(f"invalid host {host[:60]!r} in {what}")
     return Uri(scheme, user, password, host, port, _params(ptext) if ptext else {}, headers, None)
 
 
@@ -271,19 +294,33 @@ def _port(text: str, what: str) -> int:
     return port
 
 
-def _check_ipv6(host: str, what: str) -> None:
+def ipv6_address(text: str) -> ipaddress.IPv6Address | None:
+    """The address of an IPv6 reference's content (no brackets), or None when invalid.
+
+    RFC 5118 §4.10: RFC 3261's ABNF lets an IPv4-suffixed address be written with three
+    colons (`2001:db8:::192.0.2.1`); such references are tolerated and read as the
+    two-colon form, as the RFC asks robust parsers to do."""
     try:
-        ipaddress.IPv6Address(host[1:-1])
+        return ipaddress.IPv6Address(text)
     except ValueError:
-        raise bad_request(f"invalid IPv6 reference {host} in {what}") from None
+        pass
+    if ":::" in text and text.count(":::") == 1 and "." in text.rpartition(":")[2]:
+        try:
+            return ipaddress.IPv6Address(text.replace(":::", "::"))
+        except ValueError:
+            return None
+    return None
+
+
+def _check_ipv6(host: str, what: str) -> None:
+    if ipv6_address(host[1:-1]) is None:
+        raise bad_request(f"invalid IPv6 reference {host} in {what}")
 
 
 def _host_key(host: str) -> str:
     if host.startswith("["):
-        try:
-            return "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
-        except ValueError:
-            return host.lower()
+        addr = ipv6_address(host[1:-1])
+        return "[" + addr.compressed + "]" if addr is not None else host.lower()
     return _unescape(host).lower()
 
 
@@ -348,4 +385,4 @@ def _tel_equivalent(a: Uri, b: Uri) -> bool:
     return pa == pb
 
 
-__all__ = ["Uri", "parse_uri"]
+__all__ = ["Uri", "ipv6_address", "parse_uri", "valid_hostname"]

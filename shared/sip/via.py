@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from shared.sip.errors import bad_request
 from shared.sip.headers import parse_params
+from shared.sip.uri import _GOOD_HOSTS, ipv6_address, valid_hostname
 
 
 @dataclass(eq=False, slots=True)
@@ -96,6 +97,10 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """Parse one Via value (already split at top-level commas). Raises 400 on defects."""
+    if "\x00" in text:
+        # Only a quoted-pair could carry a NUL here (a quoted parameter value); a proxy
+        # rewrites the top Via (received, rport), and no Via needs one: refused.
+        raise bad_request("NUL in Via")
     # Fast path for the canonical spelling `SIP/2.0/T host[:port];a=b;c` (no LWS, no IPv6,
     # no quoted parameter values); everything else goes through the general parser.
     if text[:8] == "SIP/2.0/":
@@ -111,7 +116,8 @@ def parse_via(text: str) -> Via:
         ):
             sent_by, _, ptext = tail.partition(";")
             host, colon, port_text = sent_by.partition(":")
-            if host and "@" not in host and (
+            good = _GOOD_HOSTS.get(host)  # inlined `valid_hostname`: a hot path
+            if (good if good is not None else valid_hostname(host)) and (
                 not colon or (port_text.isdigit() and port_text.isascii() and len(port_text) < 6)
             ):
                 port = int(port_text) if colon else None
@@ -153,6 +159,8 @@ def _parse_via_general(text: str) -> Via:
         if close < 0:
             raise bad_request("unterminated IPv6 reference in Via")
         host = sent_by[: close + 1]
+        if ipv6_address(host[1:-1]) is None:  # RFC 5118 §4.10's extra colon is tolerated
+            raise bad_request(f"invalid IPv6 reference {host[:60]!r} in Via")
         after = sent_by[close + 1 :].strip()
         if after:
             if after[0] != ":":
@@ -166,8 +174,8 @@ def _parse_via_general(text: str) -> Via:
         if colon and ":" in ptxt:
             raise bad_request("IPv6 address without brackets in Via sent-by")
         port = _port(ptxt.strip()) if colon else None
-        if not host or any(ch in host for ch in " \t,<>\"@"):
-            raise bad_request(f"invalid host {host!r} in Via")
+        if not valid_hostname(host):
+            raise bad_request(f"invalid host {host[:60]!r} in Via")
     params = parse_params(ptext, "Via") if ptext else {}
     return Via(transport, host, port, params, f"{name}/{version}")
 

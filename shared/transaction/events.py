@@ -8,7 +8,7 @@ it in when a transaction is created and gets it back untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,11 +18,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """Send `data` to `destination`; `retransmission` tells metrics and logs apart."""
+    """Send `data` to `destination`; `retransmission` tells metrics and logs apart.
+
+    `transaction` is the one sending: when the transport refuses this very send, the TU
+    reports it with `TransactionLayer.transport_error(transaction, now)` (§17.1.4), which
+    fails that transaction and no other."""
 
     data: bytes
     destination: Any
     retransmission: bool = False
+    transaction: ClientTransaction | ServerTransaction | None = field(
+        default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

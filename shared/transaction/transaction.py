@@ -161,7 +161,7 @@ class ClientTransaction(_Transaction):
 
     def begin(self, now: float, out: list[TransactionEvent]) -> None:
         """Send the request and arm the initial timers (§17.1.1.2, §17.1.2.2)."""
-        out.append(Transmit(self.data, self.destination))
+        out.append(Transmit(self.data, self.destination, False, self))
         if self.is_invite:
             self._start(Timer.A, now)
             self._start(Timer.B, now)
@@ -186,7 +186,7 @@ class ClientTransaction(_Transaction):
             out.append(ResponseReceived(self, message))
         elif effect is Effect.RETRANSMIT:
             self._layer.retransmissions += 1
-            out.append(Transmit(self.data, self.destination, retransmission=True))
+            out.append(Transmit(self.data, self.destination, True, self))
         elif effect is Effect.BACKOFF or effect is Effect.BACKOFF_CAPPED:
             assert timer is not None
             interval = self._layer.settings.backoff(
@@ -201,7 +201,7 @@ class ClientTransaction(_Transaction):
                 self.ack_data = build_ack(self.request, message)
             else:
                 self._layer.retransmissions += 1
-            out.append(Transmit(self.ack_data, self.destination, retransmission=False))
+            out.append(Transmit(self.ack_data, self.destination, False, self))
         elif effect is Effect.TIMEOUT_TO_TU:
             out.append(TimedOut(self))
         elif effect is Effect.ERROR_TO_TU:
@@ -274,11 +274,11 @@ class ServerTransaction(_Transaction):
                 if not self.is_invite and not isinstance(request, RequestSummary):
                     self.request = RequestSummary(request.method, request.call_id,
                                                   request.to_tag)
-            out.append(Transmit(self.last_data, self.destination))
+            out.append(Transmit(self.last_data, self.destination, False, self))
         elif effect is Effect.RETRANSMIT:
             if self.last_data is not None:
                 self._layer.retransmissions += 1
-                out.append(Transmit(self.last_data, self.destination, retransmission=True))
+                out.append(Transmit(self.last_data, self.destination, True, self))
         elif effect is Effect.BACKOFF_CAPPED or effect is Effect.BACKOFF:
             assert timer is not None
             interval = self._layer.settings.backoff(
@@ -305,4 +305,5 @@ def build_ack(request: Request, response: Response) -> bytes:
     lines.append(f"Call-ID: {request.call_id}")
     lines.append(f"CSeq: {request.cseq.number} ACK")
     lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    # Header text holds the bytes received (decoded with surrogateescape): encode it back.
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")

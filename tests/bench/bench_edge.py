@@ -113,7 +113,9 @@ class Proxy:
 
 def start_edge(workers: int, workdir: Path, profile: Path | None = None) -> Proxy:
     port = free_port()
-    env = dict(os.environ, SIPMESH_EDGE_LOG_LEVEL="error", PYTHONPATH=str(ROOT))
+    # A key of its own: the default would write one into $XDG_STATE_HOME (rr_signing.py).
+    env = dict(os.environ, SIPMESH_EDGE_LOG_LEVEL="error", PYTHONPATH=str(ROOT),
+               SIPMESH_EDGE_RR_SECRET=os.urandom(16).hex())
     env.pop("SIPMESH_CONFIG", None)
     cmd = [sys.executable]
     if profile is not None:

@@ -196,7 +196,7 @@ def converge(gw: Gateway, acked: set[str], since: float, what: str,
 
     try:
         wait_until(done, 30, what, interval=0.2)
-    except TimeoutError:
+    except AssertionError:
         raise AssertionError(f"acknowledged bindings missing per node: {missing}") from None
     took = time.monotonic() - since
     print(f"{what}: every node holds all {len(acked)} acknowledged bindings "

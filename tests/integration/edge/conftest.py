@@ -16,9 +16,10 @@ pytestmark = pytest.mark.peers
 def edge() -> Iterator[Edge]:
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed: run tests/peers/ensure.sh (make test does)")
-    proc = start_edge()
+    proc = start_edge()  # uvloop, as users run it
     yield proc
     assert proc.stop() == 0, "the edge must stop cleanly on SIGTERM"
+    assert not proc.tracebacks(), proc.log_text()[-4000:]
 
 
 @pytest.fixture
@@ -28,6 +29,15 @@ def patient_edge() -> Iterator[Edge]:
     proc = start_edge({"SIPMESH_EDGE_TIMER_C": "60"})
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def asyncio_edge() -> Iterator[Edge]:
+    """The fallback event loop (`[edge] uvloop = false`), kept tested on a subset."""
+    proc = start_edge(loop="asyncio")
+    yield proc
+    assert proc.stop() == 0
+    assert not proc.tracebacks(), proc.log_text()[-4000:]
 
 
 @pytest.fixture(scope="module")

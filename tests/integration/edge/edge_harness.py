@@ -13,6 +13,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -99,6 +100,18 @@ class Edge:
     proc: subprocess.Popen[str]
     port: int
     lines: list[str] = field(default_factory=list)
+    log: Path | None = None  # the edge's stderr (structured log lines)
+
+    final_log: str = ""
+
+    def log_text(self) -> str:
+        if self.log is None:
+            return self.final_log
+        return self.log.read_text(errors="replace")
+
+    def tracebacks(self) -> list[str]:
+        """Log lines that start a Python traceback (none may appear, whatever the input)."""
+        return [ln for ln in self.log_text().splitlines() if "Traceback (most recent" in ln]
 
     @property
     def address(self) -> str:
@@ -111,10 +124,21 @@ class Edge:
         return words[words.index("http") + 1]
 
     def stop(self) -> int:
-        return stop_process(self.proc, grace=10)
+        code = stop_process(self.proc, grace=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.log is not None:  # kept in memory for teardown checks, the file removed
+            self.final_log = self.log_text()
+            self.log.unlink(missing_ok=True)
+            self.log = None
+        return code
 
 
-def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = ()) -> Edge:
+LOOPS = ("uvloop", "asyncio")  # uvloop is what users run (the default); asyncio the fallback
+
+
+def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = (),
+               loop: str = "uvloop", preexec: Any = None) -> Edge:
     port = free_port()
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
@@ -122,14 +146,19 @@ def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[
         "SIPMESH_EDGE_LISTEN": f"udp:127.0.0.1:{port},tcp:127.0.0.1:{port}",
         "SIPMESH_EDGE_T1": "0.1",
         "SIPMESH_EDGE_TIMER_C": "3",
-        "SIPMESH_EDGE_UVLOOP": "false",
+        "SIPMESH_EDGE_UVLOOP": "true" if loop == "uvloop" else "false",
+        # A key of the test's own: the default (a key file in $XDG_STATE_HOME) is for users
+        # and is exercised by the tests running `make run`'s defaults in a namespace.
+        "SIPMESH_EDGE_RR_SECRET": os.urandom(16).hex(),
         "PYTHONPATH": os.pathsep.join([str(ROOT), *extra_path]),
     })
     env.update(env_extra or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.edge"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    edge = Edge(proc, port)
+    log = Path(tempfile.mkstemp(prefix="edge-", suffix=".log")[1])
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.edge"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=preexec)
+    edge = Edge(proc, port, log=log)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 20)
     line = proc.stdout.readline() if ready else ""
@@ -178,6 +207,20 @@ class Sipp:
                *extra]
         return subprocess.run(cmd, cwd=self.workdir, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=timeout + 30)
+
+    def uac_background(self, scenario: str, edge: Edge, target: str, *, calls: int = 1,
+                       rate: int = 10, transport: str = "u1", timeout: int = 30,
+                       service: str = "service") -> subprocess.Popen[bytes]:
+        """A sipp UAC running while the test does something else; `wait()` for its code."""
+        port = free_port()
+        cmd = ["sipp", *self._scenario(scenario), "-i", "127.0.0.1", "-p", str(port),
+               "-t", transport, "-rsa", edge.address, target, "-s", service,
+               "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+               "-timeout", f"{timeout}s", "-timeout_error"]
+        proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.background.append(proc)
+        return proc
 
     def stop(self) -> None:
         for proc in self.background:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from services.edge.addresses import Interface, Source
@@ -53,6 +54,11 @@ class Harness:
         self.awaits.extend(o for o in outs if isinstance(o, Await))
         self.sent.extend(sends)
         return sends
+
+
+def unsigned(values: list[str]) -> list[str]:
+    """Record-Route values without our signature parameter (services/edge/rr_signing.py)."""
+    return [re.sub(r";sg=[0-9a-f]+", "", v) for v in values]
 
 
 def msg(send: Send) -> Request | Response:

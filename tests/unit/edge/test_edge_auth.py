@@ -72,3 +72,38 @@ def test_without_users_untrusted_relay_is_forbidden() -> None:
     h = Harness(trusted=())
     sends = h.feed(invite("sip:bob@far.example"))
     assert [m.status for m in to(sends, 5091) if isinstance(m, Response)] == [100, 403]
+
+
+def _rfc2069(text: str, challenge: str, password: str) -> str:
+    from shared.sip import compute_response
+
+    c = parse_challenge(challenge, "Proxy-Authenticate")
+    response = compute_response(username="alice", password=password, realm=c.realm,
+                                method="INVITE", uri="sip:bob@far.example", nonce=c.nonce)
+    value = (f'Digest username="alice", realm="{c.realm}", nonce="{c.nonce}", '
+             f'uri="sip:bob@far.example", response="{response}"')
+    return text.replace("Content-Length: 0", f"Proxy-Authorization: {value}\r\n"
+                        "Content-Length: 0")
+
+
+def test_an_answer_without_qop_is_refused_when_qop_was_offered() -> None:
+    # A downgrade (qop stripped on the path) or a pre-RFC 2617 phone: no nonce-count, so the
+    # answer could be replayed until the nonce expires. Challenged again.
+    h, _ = setup()
+    first = challenge_of(h.feed(invite("sip:bob@far.example")))
+    retry = _rfc2069(invite("sip:bob@far.example", branch="z9hG4bK2"),
+                     first.get("Proxy-Authenticate") or "", "s3cret")
+    challenge_of(h.feed(retry))
+
+
+def test_old_phones_allowed_explicitly_use_each_nonce_once() -> None:
+    clock = Clock()
+    auth = ProxyAuthenticator("sipmesh", {"alice": "s3cret"}, b"k" * 32, clock,
+                              allow_rfc2069=True)
+    h = Harness(trusted=(), auth=auth)
+    first = challenge_of(h.feed(invite("sip:bob@far.example")))
+    retry = _rfc2069(invite("sip:bob@far.example", branch="z9hG4bK2"),
+                     first.get("Proxy-Authenticate") or "", "s3cret")
+    assert [m for m in to(h.feed(retry), 5060) if isinstance(m, Request)]
+    replay = retry.replace("z9hG4bK2", "z9hG4bK3").replace("Call-ID: c1", "Call-ID: c2")
+    challenge_of(h.feed(replay))  # the same nonce again: refused

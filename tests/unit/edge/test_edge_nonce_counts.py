@@ -21,7 +21,13 @@ from services.edge.nonce_counts import (
     SharedNonceCounts,
     create_segment,
 )
-from shared.sip import Request, answer_challenge, parse_challenge, parse_message
+from shared.sip import (
+    Request,
+    answer_challenge,
+    parse_challenge,
+    parse_credentials,
+    parse_message,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 EPOCH = 1_000_000
@@ -228,7 +234,8 @@ async def test_unreadable_nonce_counts_are_challenged(tables: Factory, nc: str) 
     # the authenticator must answer, not raise.
     good.add_header("Authorization", value.replace("nc=00000001", f"nc={nc}"))
     assert await check(auth, good) == (None, False)
-    assert auth._count(*auth.counts.issue(), nc) == "bad"
+    creds = parse_credentials(str(good.get("Authorization")))
+    assert auth._count(*auth.counts.issue(), creds) == "bad"
 
 
 def test_non_ascii_or_foreign_nonces_are_not_ours() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from services.edge.routing import RouteContext
 from shared.sip import Request, Response
-from tests.unit.edge.proxyharness import TCP, UAC, Harness, answer, invite, to
+from tests.unit.edge.proxyharness import TCP, UAC, Harness, answer, invite, to, unsigned
 
 
 def forwarded(h: Harness, sends: list[Any], port: int = 5090) -> Request:
@@ -29,7 +29,14 @@ def test_invite_is_forwarded_with_via_rr_and_max_forwards() -> None:
     assert (fwd.vias[0].branch or "").startswith("z9hG4bK")
     # RFC 3581: the caller asked for rport; received and rport are filled in.
     assert fwd.vias[1].params["rport"] == "5091"
-    assert fwd.get_all("Record-Route") == ["<sip:127.0.0.1:5060;lr>"]
+    [rr] = fwd.get_all("Record-Route")
+    assert unsigned([rr]) == ["<sip:127.0.0.1:5060;lr>"]
+    # Signed for this dialog and the caller's Contact (services/edge/rr_signing.py).
+    sg = fwd.record_routes[0].uri.params["sg"]
+    assert sg is not None
+    assert h.core.rr_signer.verify(sg, "c1", ("a1",), "127.0.0.1:5091")
+    assert not h.core.rr_signer.verify(sg, "c2", ("a1",), "127.0.0.1:5091")
+    assert not h.core.rr_signer.verify(sg, "c1", ("a1",), "127.0.0.1:5090")
 
 
 def test_responses_are_relayed_and_our_via_removed() -> None:
@@ -154,19 +161,34 @@ def test_strict_router_next_hop_gets_request_uri_in_route() -> None:
 
 def test_request_uri_from_a_strict_router_upstream_is_restored() -> None:
     h = Harness()
-    # §16.4: the Request-URI is our Record-Route URI; the real target is the last Route.
-    bye = invite("sip:127.0.0.1:5060;lr", method="BYE", to_tag="b1", branch="z9hG4bKs",
-                 extra="Route: <sip:bob@127.0.0.1:5090>\r\n")
+    fwd = forwarded(h, h.feed(invite()))
+    our_rr = fwd.record_routes[0].uri
+    # §16.4: a strict router upstream puts our Record-Route URI (signature included) in
+    # the Request-URI; the real target is the last Route.
+    bye = invite(str(our_rr), method="BYE", to_tag="b1", branch="z9hG4bKs",
+                 extra="Route: <sip:bob@127.0.0.1:5090>\r\n", port=5091)
     fwd = forwarded(h, h.feed(bye), port=5090)
     assert fwd.uri == "sip:bob@127.0.0.1:5090"
     assert not fwd.has("Route")
+
+
+def test_our_address_in_the_request_uri_without_our_signature_is_not_strict_routing() -> None:
+    # A phone whose outbound proxy is this edge: `INVITE sip:bob@<edge>` with our address in
+    # a Route. Only a Request-URI we record-routed means a strict router (§16.4): the user
+    # part stays and the request is routed by it (here: a static route for bob).
+    h = Harness(static_routes={"bob": "sip:bob@127.0.0.1:5090"})
+    sends = h.feed(invite("sip:bob@127.0.0.1", extra="Route: <sip:127.0.0.1:5060;lr>\r\n"))
+    fwd = forwarded(h, sends, port=5090)
+    assert fwd.uri == "sip:bob@127.0.0.1:5090"
+    assert not fwd.has("Route")
+    assert 404 not in statuses(sends)
 
 
 def test_double_record_route_when_transport_changes() -> None:
     h = Harness()
     fwd = forwarded(h, h.feed(invite("sip:bob@127.0.0.1:5090;transport=tcp")))
     assert fwd.top_via.transport == "TCP"
-    assert fwd.get_all("Record-Route") == [
+    assert unsigned(fwd.get_all("Record-Route")) == [
         "<sip:127.0.0.1:5060;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"]
     # Both come back as Route in-dialog and both are removed (§16.4).
     bye = invite("sip:bob@127.0.0.1:5090;transport=tcp", method="BYE", to_tag="b1",

@@ -57,7 +57,6 @@ def test_incomplete_message_waits() -> None:
         (invite(Content_Length="-3"), "negative Content-Length"),
         (invite(Content_Length="x"), "invalid Content-Length"),
         (invite().replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 5"), "conflicting"),
-        (invite(Content_Length="99999999"), "over the limit"),
     ],
 )
 def test_unframeable_stream_is_fatal(data: bytes, detail: str) -> None:
@@ -68,12 +67,58 @@ def test_unframeable_stream_is_fatal(data: bytes, detail: str) -> None:
     assert detail in caught.value.detail
 
 
+def test_body_over_the_limit_is_413_and_fatal() -> None:
+    # RFC 3261 §21.4.11: the body is larger than the server is willing to process.
+    with pytest.raises(SipParseError) as caught:
+        StreamFramer(max_body=1000).feed(invite(Content_Length="1001"))
+    assert caught.value.stream_fatal
+    assert caught.value.status == 413 and "over the limit" in caught.value.detail
+
+
 def test_header_block_without_end_is_fatal_past_the_limit() -> None:
     framer = StreamFramer(max_header=100)
     assert framer.feed(b"INVITE sip:a@b SIP/2.0\r\n") == []
+    assert framer.partial
     with pytest.raises(SipParseError) as caught:
         framer.feed(b"X: " + b"y" * 200)
     assert caught.value.stream_fatal
+    assert caught.value.status == 513  # RFC 3261 §21.5.7 Message Too Large
+
+
+def test_header_block_ending_past_the_limit_is_fatal_even_in_one_read() -> None:
+    with pytest.raises(SipParseError) as caught:
+        StreamFramer(max_header=100).feed(invite(X_Pad="p" * 200))
+    assert caught.value.status == 513
+
+
+def test_a_message_trickled_byte_by_byte_costs_linear_work() -> None:
+    # A slow sender must not make every read rescan (or re-parse) what is buffered: feed a
+    # 60 KB message one byte at a time and count the bytes `find` is asked to look at.
+    body = b"x" * 30000
+    head = invite(X_Pad="p" * 30000, Content_Length=str(len(body)))
+    data = head + body
+    framer = StreamFramer(max_header=65536, max_body=65536)
+    out: list[bytes | KeepAlive] = []
+    scanned = 0
+    real_find = bytearray.find
+
+    class Counting(bytearray):
+        def find(self, sub, start=0, *rest):  # type: ignore[no-untyped-def]
+            nonlocal scanned
+            scanned += len(self) - start
+            return real_find(self, sub, start, *rest)
+
+    framer._buf = Counting()
+    for i in range(len(data)):
+        out.extend(framer.feed(data[i : i + 1]))
+    assert out == [data]
+    assert scanned < 10 * len(data), f"{scanned} bytes scanned for a {len(data)}-byte message"
+
+
+def test_keepalive_bytes_are_not_a_partial_message() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n") == []  # could still become a ping
+    assert not framer.partial
 
 
 def test_overlong_content_length_digits_are_fatal_not_a_crash() -> None:

@@ -388,7 +388,6 @@ def test_every_invalid_fixture_has_an_expectation() -> None:
         ("To", "missing To"),
         ("CSeq", "missing CSeq"),
         ("Via", "missing Via"),
-        ("Max_Forwards", "missing Max-Forwards"),
     ],
 )
 def test_missing_mandatory_header_is_400(header: str, detail: str) -> None:
@@ -511,6 +510,14 @@ def test_max_forwards_zero_parses() -> None:
     assert parse_message(fixture("valid/zeromf.sip")).max_forwards == 0
 
 
+def test_request_without_max_forwards_parses_as_rfc2543() -> None:
+    # RFC 4475 §3.4.1 (inv2543) has no Max-Forwards: a proxy accepts it and adds one
+    # (RFC 3261 §16.6 step 3), so the parser reports None rather than a 400.
+    msg = parse_message(invite(Max_Forwards=""))
+    assert msg.max_forwards is None
+    msg.validate()
+
+
 def test_rfc2543_syntax_is_accepted() -> None:
     # RFC 4475 §3.2.1: no branch, addr-spec To with user=phone.
     msg = parse_message(fixture("valid/inv2543.sip"))
@@ -536,3 +543,63 @@ def test_invalid_utf8_in_routing_fields_is_400() -> None:
     data = invite().replace(b"Contact:", b"X-Bytes: \xff\xfe\r\nContact:")
     msg = parse_message(data)
     assert msg.serialize() == data
+
+
+def test_more_header_fields_than_the_limit_is_513() -> None:
+    from shared.sip.limits import MAX_HEADER_LINES
+
+    many = "".join(f"X-H{i}: {i}\r\n" for i in range(MAX_HEADER_LINES))
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite().replace(b"Content-Length", many.encode() + b"Content-Length"))
+    assert caught.value.status == 513
+    # A response is dropped, never answered.
+    with pytest.raises(SipParseError) as caught:
+        parse_message(b"SIP/2.0 200 OK\r\n" + invite().split(b"\r\n", 1)[1].replace(
+            b"Content-Length", many.encode() + b"Content-Length"))
+    assert caught.value.status is None
+
+
+def test_more_routing_values_than_the_limit_is_513_on_validation() -> None:
+    from shared.sip.limits import MAX_ROUTING_VALUES
+
+    routes = ", ".join(f"<sip:p{i}.example.com;lr>" for i in range(MAX_ROUTING_VALUES + 1))
+    msg = parse_message(invite(Route=routes))
+    with pytest.raises(SipParseError) as caught:
+        msg.validate()
+    assert caught.value.status == 513 and "Route" in caught.value.detail
+    ok = parse_message(invite(Route=routes.rsplit(", ", 1)[0]))
+    ok.validate()
+
+
+def test_validated_lines_spare_repeated_lines_but_never_accept_bad_ones() -> None:
+    from shared.sip import ValidatedLines
+
+    known = ValidatedLines(limit=100)
+    good = parse_message(invite(Route="<sip:p1.example.com;lr>, <sip:p2.example.com;lr>"))
+    good.validate(known)
+    assert known.lines[b"Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>"] == 2
+    again = parse_message(invite(Route="<sip:p1.example.com;lr>, <sip:p2.example.com;lr>"))
+    again.validate(known)
+    assert again.top_via.branch == "z9hG4bK776asdhds"  # Vias still parse on demand
+    bad = parse_message(invite(Contact="<sip:alice@pc33.atlanta.example.com>;;expires=x"))
+    with pytest.raises(SipParseError):
+        bad.validate(known)
+    with pytest.raises(SipParseError):
+        bad.validate(known)  # still refused: only lines that passed are remembered
+
+
+@pytest.mark.parametrize("name", ["Require", "Proxy-Require", "Supported", "Unsupported"])
+def test_option_tags_must_be_tokens(name: str) -> None:
+    # A proxy echoes Proxy-Require values in Unsupported (420): they must be tokens.
+    parse_message(invite(**{name.replace("-", "_"): "100rel, timer"})).validate()
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite(**{name.replace("-", "_"): "foo@bar"})).validate()
+    assert caught.value.status == 400 and "option-tag" in caught.value.detail
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\rb", "\x00"])
+def test_nul_or_bare_cr_in_a_header_is_400_but_a_quoted_pair_nul_is_fine(bad: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_message(invite(Subject=bad))
+    assert caught.value.status == 400 and "bare CR" in caught.value.detail
+    parse_message(invite(Subject='"quoted \\\x00 pair"')).validate()  # RFC 4475 intmeth

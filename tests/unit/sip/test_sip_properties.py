@@ -119,7 +119,9 @@ TOKEN = st.text(
     min_size=1,
     max_size=12,
 )
-HOST = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,8}){0,3}", fullmatch=True)
+# RFC 3261 §25.1 hostnames: a label starts and ends with an alphanumeric character.
+HOST = st.from_regex(
+    r"[a-z]([a-z0-9-]{0,9}[a-z0-9])?(\.[a-z]([a-z0-9-]{0,7}[a-z0-9])?){0,3}", fullmatch=True)
 QUOTED_CONTENT = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f"),
     max_size=15,

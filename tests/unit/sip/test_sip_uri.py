@@ -192,3 +192,42 @@ def test_bad_via(text: str) -> None:
 def test_equivalent_uris_hash_alike(a: str, b: str) -> None:
     assert hash(parse_uri(a)) == hash(parse_uri(b))
     assert len({parse_uri(a), parse_uri(b)}) == 1
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "exa%41mple.com",  # escapes are userinfo syntax, never host syntax (RFC 3261 §25.1)
+        "ex\u00e4mple.com",  # non-ASCII: not a SIP hostname (and IDNA-invalid for DNS)
+        "a..b",  # an empty label
+        "-a.example.com",
+        "a-.example.com",
+        "a" * 64 + ".example.com",  # a label over 63 characters
+        "127.0.0\x00.1",
+        "127.0.0\r.1",
+    ],
+)
+def test_hosts_outside_the_hostname_grammar_are_400(host: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_uri(f"sip:bob@{host}:5060")
+    assert caught.value.status == 400
+    with pytest.raises(SipParseError):
+        parse_via(f"SIP/2.0/UDP {host}:5060;branch=z9hG4bK1")
+
+
+@pytest.mark.parametrize("host", ["a_b.example.com", "x", "192.0.2.1", "example.com."])
+def test_hostnames_and_ipv4_addresses_parse(host: str) -> None:
+    assert parse_uri(f"sip:bob@{host}").host == host
+    assert parse_via(f"SIP/2.0/UDP {host};branch=z9hG4bK1").host == host
+
+
+def test_ipv6_reference_with_the_rfc3261_abnf_extra_colon_is_tolerated() -> None:
+    # RFC 5118 §4.10: `2001:db8:::192.0.2.1` follows RFC 3261's buggy ABNF; robust parsers
+    # accept it as the two-colon form.
+    uri = parse_uri("sip:user@[2001:db8:::192.0.2.1]")
+    assert uri.host == "[2001:db8:::192.0.2.1]"
+    assert uri == parse_uri("sip:user@[2001:db8::192.0.2.1]")
+    assert parse_via("SIP/2.0/UDP [2001:db8:::192.0.2.1];branch=z9hG4bKas3").host == (
+        "[2001:db8:::192.0.2.1]")
+    with pytest.raises(SipParseError):
+        parse_via("SIP/2.0/UDP [2001:db8::zz];branch=z9hG4bKas3")
