@@ -48,6 +48,7 @@ from services.edge.nonce_counts import (
     SharedNonceCounts,
     create_segment,
 )
+from services.edge.permissions import SourceTrust
 from services.edge.ratelog import RateLimitedLog
 from services.edge.routing import RouterSetup, load_router
 from services.edge.rr_signing import RecordRouteSigner
@@ -129,6 +130,8 @@ class EdgeApp:
         self.tcp = TcpPool(self._on_message, self._on_failure, self._warn,
                            limits=config.tcp_limits())
         self.core: ProxyCore | None = None
+        # ctx.trusted: [edge] trusted and the address table (services/edge/permissions.py)
+        self.trust = SourceTrust(config.trusted_networks(), group=config.trusted_group)
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -190,6 +193,7 @@ class EdgeApp:
             tracker=self.tracker,
             rr_signer=RecordRouteSigner(self.rr_key),
         )
+        self.core.trusted = self.trust
         if self.tracker is not None:
             self.tracker.set_interfaces(bound)
 
@@ -510,6 +514,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     runtime.stats.gauge("tm", "inuse_transactions",
                         lambda: app.core.transactions if app.core else 0)
     runtime.stats.group("tcp", app.tcp.statistics)  # connections, buffered bytes, refusals
+    from services.edge.permissions_mi import attach_permissions
+
+    attach_permissions(runtime, app.trust, config)  # the address table, its MI commands
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -36,6 +36,17 @@ class EdgeConfig:
     local_domains: tuple[str, ...] = ()
     static_routes: tuple[str, ...] = ()
     trusted: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # Address permissions (services/edge/permissions.py): the `address` table in this
+    # database ("" = [registrar] store, "none" = no table) trusts a source matching a row
+    # of `trusted_group` (0 = any group), on top of `trusted`; MI address_reload re-reads.
+    address_db: str = ""
+    trusted_group: int = 0
+    # Flood protection (services/edge/pike.py, OpenSIPS pike): an untrusted source sending
+    # more than pike_density requests per pike_unit seconds (averaged over two units) is
+    # blocked (its requests dropped) until it calms down; 0 turns it off.
+    pike_unit: float = 2.0
+    pike_density: int = 30
+    pike_remove_latency: float = 120.0
     # Proxy authentication for untrusted sources: `name:password` entries, digest realm and
     # the nonce secret (empty: random per start; workers of one edge share the parent's).
     users: tuple[str, ...] = ()
@@ -176,6 +187,11 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     for name in ("tcp_max_connections", "tcp_max_per_ip", "tcp_max_header", "tcp_max_body"):
         if getattr(config, name) < 1:
             raise EdgeConfigError(f"[edge].{name} must be at least 1")
+    if config.trusted_group < 0:
+        raise EdgeConfigError("[edge].trusted_group must be 0 (any group) or a group number")
+    if config.pike_unit <= 0 or config.pike_density < 0 or config.pike_remove_latency <= 0:
+        raise EdgeConfigError("[edge].pike_unit and pike_remove_latency must be positive, "
+                              "pike_density at least 0")
     config.interfaces()
     config.trusted_networks()
     config.routes()

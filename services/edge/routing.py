@@ -157,8 +157,22 @@ class RouteContext:
     # -- facts -------------------------------------------------------------------------------
     @property
     def trusted(self) -> bool:
-        """The source address is in a trusted network ([edge].trusted)."""
-        return self._trusted_nets.contains(self.source.host)
+        """The source is trusted: in a network of `[edge].trusted`, or in the `address`
+        table's `[edge] trusted_group` (services/edge/permissions.py)."""
+        return self._trusted_nets.trusts(self.source)
+
+    def check_source_address(self, grp: int = 0, pattern: str | None = None) -> str | None:
+        """OpenSIPS `check_source_address(grp[, ctx[, pattern]])`: the matching address
+        row's `context_info` ('' when it has none), or None when no row of group `grp`
+        (0: any) matches the request's source address, port and transport."""
+        return self._trusted_nets.check_address(
+            grp, self.source.host, self.source.port, self.source.interface.transport, pattern)
+
+    def check_address(self, grp: int, ip: str, port: int = 0, proto: str = "any",
+                      pattern: str | None = None) -> str | None:
+        """OpenSIPS `check_address(grp, ip, port, proto[, ctx[, pattern]])`: as
+        `check_source_address` for the address given."""
+        return self._trusted_nets.check_address(grp, ip, port, proto, pattern)
 
     def is_myself(self, uri: Uri) -> bool:
         """The URI names this proxy (one of its interfaces)."""
@@ -316,11 +330,22 @@ class RouteContext:
 
 
 class TrustedNetworks:
-    """Address -> trusted?, remembered per address (the check runs for every request)."""
+    """Address -> trusted?, remembered per address (the check runs for every request).
+
+    `services.edge.permissions.SourceTrust` extends it with the `address` table."""
 
     def __init__(self, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         self.networks = list(networks)
         self._known: dict[str, bool] = {}
+
+    def trusts(self, source: Source) -> bool:
+        """The request's source is trusted (here: its address is in a network)."""
+        return self.contains(source.host)
+
+    def check_address(self, grp: int, ip: str, port: int, proto: str,
+                      pattern: str | None) -> str | None:
+        """No address table here: nothing matches."""
+        return None
 
     def contains(self, host: str) -> bool:
         known = self._known.get(host)

@@ -71,6 +71,8 @@ class AddressTable(Protocol):
 
     async def put(self, rows: Iterable[Address]) -> int: ...
 
+    async def delete(self, grp: int, ip: str, mask: int, port: int, proto: str) -> int: ...
+
     async def all(self) -> list[Address]: ...
 
     async def close(self) -> None: ...
@@ -80,6 +82,8 @@ class DispatcherTable(Protocol):
     async def open(self) -> None: ...
 
     async def put(self, rows: Iterable[Destination]) -> int: ...
+
+    async def delete(self, setid: int, destination: str) -> int: ...
 
     async def all(self) -> list[Destination]: ...
 
@@ -129,6 +133,13 @@ class SQLiteAddresses(SQLiteFile):
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", values)
         return len(values)
 
+    async def delete(self, grp: int, ip: str, mask: int, port: int, proto: str) -> int:
+        """Removes the row with this key; the number of rows removed (0 or 1)."""
+        cursor = await self.db.execute(
+            f"DELETE FROM {self.table} WHERE grp = ? AND ip = ? AND mask = ? AND port = ? "
+            "AND proto = ?", (grp, ip, mask, port, proto))
+        return max(cursor.rowcount, 0)
+
     async def all(self) -> list[Address]:
         rows = await self.db.execute_fetchall(
             f"SELECT {', '.join(_ADDRESS_COLS)} FROM {self.table} "
@@ -149,6 +160,13 @@ class SQLiteDispatcher(SQLiteFile):
                            f"({', '.join(_DISPATCHER_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      values)
         return len(values)
+
+    async def delete(self, setid: int, destination: str) -> int:
+        """Removes the destination from its set; the number of rows removed (0 or 1)."""
+        cursor = await self.db.execute(
+            f"DELETE FROM {self.table} WHERE setid = ? AND destination = ?",
+            (setid, destination))
+        return max(cursor.rowcount, 0)
 
     async def all(self) -> list[Destination]:
         rows = await self.db.execute_fetchall(
@@ -174,6 +192,13 @@ class PostgresAddresses(PostgresPool):
             values)
         return len(values)
 
+    async def delete(self, grp: int, ip: str, mask: int, port: int, proto: str) -> int:
+        """Removes the row with this key; the number of rows removed (0 or 1)."""
+        status = await self.pool.execute(
+            f"DELETE FROM {self.table} WHERE grp = $1 AND ip = $2 AND mask = $3 "
+            "AND port = $4 AND proto = $5", grp, ip, mask, port, proto)
+        return int(str(status).rsplit(" ", 1)[-1])
+
     async def all(self) -> list[Address]:
         rows = await self.pool.fetch(f"SELECT {', '.join(_ADDRESS_COLS)} FROM {self.table} "
                                      "ORDER BY grp, ip, mask, port, proto")
@@ -197,6 +222,13 @@ class PostgresDispatcher(PostgresPool):
             "weight = EXCLUDED.weight, priority = EXCLUDED.priority, attrs = EXCLUDED.attrs, "
             "description = EXCLUDED.description", values)
         return len(values)
+
+    async def delete(self, setid: int, destination: str) -> int:
+        """Removes the destination from its set; the number of rows removed (0 or 1)."""
+        status = await self.pool.execute(
+            f"DELETE FROM {self.table} WHERE setid = $1 AND destination = $2",
+            setid, destination)
+        return int(str(status).rsplit(" ", 1)[-1])
 
     async def all(self) -> list[Destination]:
         rows = await self.pool.fetch(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import typer
 
 from services.dialog import cdr_export
+from sipmesh.cli import address_cmd, import_cmd, mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
 from sipmesh.cli import events_cmd as events_cli
-from sipmesh.cli import import_cmd, mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
 
 
 def build_app() -> typer.Typer:
@@ -26,6 +26,7 @@ def build_app() -> typer.Typer:
     events_cli.register(app)
     user_cmd.register(app)
     rtpengine_cmd.register(app)
+    address_cmd.register(app)
     import_cmd.register(app)
     cdr_export.register(app)
     return app

@@ -63,6 +63,24 @@ async def test_addresses_are_kept_by_their_key(tables: Any) -> None:
     assert len(got) == 3 and got[0].context_info == "hq"
 
 
+async def test_an_address_is_removed_by_its_key(tables: Any) -> None:
+    addresses, _ = tables
+    await addresses.put([Address(1, "10.0.0.0", 8), Address(1, "10.0.0.0", 16),
+                         Address(2, "10.0.0.0", 8)])
+    assert await addresses.delete(1, "10.0.0.0", 8, 0, "any") == 1
+    assert await addresses.delete(1, "10.0.0.0", 8, 0, "any") == 0  # gone already
+    assert await addresses.delete(1, "10.0.0.0", 8, 5060, "any") == 0  # another key
+    assert [(a.grp, a.mask) for a in await addresses.all()] == [(1, 16), (2, 8)]
+
+
+async def test_a_destination_is_removed_from_its_set(tables: Any) -> None:
+    _, dispatcher = tables
+    await dispatcher.put([Destination(1, "sip:a.example.com"), Destination(2, "sip:a.example.com")])
+    assert await dispatcher.delete(1, "sip:a.example.com") == 1
+    assert await dispatcher.delete(1, "sip:a.example.com") == 0
+    assert [d.setid for d in await dispatcher.all()] == [2]
+
+
 async def test_destinations_by_set_highest_priority_first(tables: Any) -> None:
     _, dispatcher = tables
     rows = [Destination(1, "sip:gw1.example.com", weight=1, priority=0),

@@ -45,6 +45,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/keepalive.py",
     "services/edge/tcp_limits.py",
     "services/edge/ratelog.py",
+    "services/edge/permissions.py",
     "services/media/ng.py",
     "services/media/flags.py",
     "services/media/sets.py",

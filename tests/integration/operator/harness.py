@@ -1,0 +1,102 @@
+"""A real ``sipmesh up`` (gateway + edge on free ports) driven the way an operator does:
+opensips-cli through the gateway, the ``sipmesh`` CLI, sipp for traffic.
+
+The edge trusts no network of its own (``[edge] trusted = []``): what it trusts comes from
+the address table in the test's store, so the tests see the table at work from 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.support.ports import reserve_port
+from tests.support.waiting import eventually_sync
+
+
+@dataclass
+class OperatorMesh:
+    mesh: MeshProcess
+    sip_port: int
+    store: Path
+    tmp: Path
+
+    @property
+    def edge(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def cli(self, *cmd: str) -> Any:
+        """``opensips-cli -x mi CMD ARGS`` through the gateway; the JSON it prints."""
+        run = subprocess.run(
+            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
+             f"url={self.mesh.gateway_url}", "-x", "mi", *cmd], capture_output=True,
+            text=True, timeout=60)
+        assert run.returncode == 0, run.stderr + run.stdout
+        return json.loads(run.stdout)
+
+    def cli_error(self, *cmd: str) -> str:
+        run = subprocess.run(
+            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
+             f"url={self.mesh.gateway_url}", "-x", "mi", *cmd], capture_output=True,
+            text=True, timeout=60)
+        return run.stdout + run.stderr
+
+    def sipmesh(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.mesh.cli(*args)
+
+    def uas(self, port: int, scenario: Sequence[str] = ("-sn", "uas")) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["sipp", *scenario, "-i", "127.0.0.1", "-p", str(port), "-nostdin", "-bind_local"],
+            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        eventually_sync(lambda: _bound_udp(port) or proc.poll() is not None, 10,
+                        f"sipp UAS on {port}")
+        assert proc.poll() is None
+        return proc
+
+    def call(self, target: str, *, calls: int = 1, rate: int = 10,
+             timeout: int = 15) -> subprocess.CompletedProcess[str]:
+        """sipp's uac: ``calls`` calls to ``target`` through the edge (0: all answered);
+        sipp's error log (the unexpected messages it saw) is appended to ``stdout``."""
+        port = reserve_port()
+        errors = self.tmp / f"uac-{port}-errors.log"
+        done = subprocess.run(
+            ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(port), "-rsa", self.edge,
+             target, "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+             "-timeout", f"{timeout}s", "-timeout_error", "-recv_timeout", "5000",
+             "-trace_err", "-error_file", str(errors)],
+            cwd=self.tmp, capture_output=True, text=True, timeout=timeout + 30)
+        if errors.exists():
+            done.stdout += errors.read_text(errors="replace")
+        return done
+
+
+def _bound_udp(port: int) -> bool:
+    text = Path("/proc/net/udp").read_text()
+    return f":{port:04X} " in text
+
+
+def start(tmp: Path, edge: str = "", **env: str) -> OperatorMesh:
+    """The mesh with ``edge`` appended to the [edge] section of its configuration file."""
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is not installed: run tests/peers/ensure.sh (make test does)")
+    store = tmp / "store.sqlite"
+    config = tmp / "sipmesh.toml"
+    config.write_text(f"[edge]\ntrusted = []\n{edge}\n")
+    port = reserve_port()
+    mesh = MeshProcess(tmp, SIPMESH_MESH_SERVICES="gateway,edge",
+                       SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
+                       SIPMESH_CONFIG=str(config), SIPMESH_REGISTRAR_STORE=str(store), **env)
+    try:
+        mesh.line(r"^endpoint edge sip ", timeout=40)
+    except BaseException:
+        mesh.stop()
+        raise
+    return OperatorMesh(mesh, port, store, tmp)
