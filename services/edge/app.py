@@ -132,6 +132,7 @@ class EdgeApp:
         self.core: ProxyCore | None = None
         # ctx.trusted: [edge] trusted and the address table (services/edge/permissions.py)
         self.trust = SourceTrust(config.trusted_networks(), group=config.trusted_group)
+        self.pike: Any = None  # services/edge/pike_mi.PikeGuard: flood protection, or None
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -234,6 +235,9 @@ class EdgeApp:
             return
         loop = self._loop
         assert loop is not None
+        if self.pike is not None and not self.pike.admit(data, source):
+            self.counters.drop_requests.value += 1  # a flooding source (OpenSIPS pike)
+            return
         started = time.perf_counter() if self.exec_threshold else 0.0
         try:
             outputs = core.receive(data, source, loop.time())
@@ -517,6 +521,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.permissions_mi import attach_permissions
 
     attach_permissions(runtime, app.trust, config)  # the address table, its MI commands
+    from services.edge.pike_mi import attach_pike
+
+    app.pike = attach_pike(runtime, app.trust, config)  # flood protection
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

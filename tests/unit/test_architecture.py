@@ -46,6 +46,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/tcp_limits.py",
     "services/edge/ratelog.py",
     "services/edge/permissions.py",
+    "services/edge/pike.py",
     "services/media/ng.py",
     "services/media/flags.py",
     "services/media/sets.py",

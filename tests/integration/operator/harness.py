@@ -78,6 +78,17 @@ class OperatorMesh:
         return done
 
 
+    def call_background(self, target: str, *, calls: int, rate: int,
+                        timeout: int = 10) -> subprocess.Popen[bytes]:
+        """sipp's uac running while the test looks at the mesh; ``wait()`` for its code."""
+        port = reserve_port()
+        return subprocess.Popen(
+            ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(port), "-rsa", self.edge,
+             target, "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+             "-timeout", f"{timeout}s", "-timeout_error", "-recv_timeout", "3000"],
+            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _bound_udp(port: int) -> bool:
     text = Path("/proc/net/udp").read_text()
     return f":{port:04X} " in text
