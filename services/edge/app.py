@@ -524,6 +524,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.pike_mi import attach_pike
 
     app.pike = attach_pike(runtime, app.trust, config)  # flood protection
+    from services.edge.dispatcher_mi import attach_dispatcher
+
+    attach_dispatcher(runtime, app, config)  # ctx.dispatch(), ds_list, OPTIONS probing
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -47,6 +47,15 @@ class EdgeConfig:
     pike_unit: float = 2.0
     pike_density: int = 30
     pike_remove_latency: float = 120.0
+    # Dispatcher to gateways (services/edge/dispatcher.py, OpenSIPS dispatcher): the
+    # `dispatcher` table in ds_db ("" = [registrar] store, "none" = off); OPTIONS probing
+    # every ds_ping_interval s (0: off) of Probing destinations (mode 0) or all (mode 1).
+    ds_db: str = ""
+    ds_ping_interval: float = 10.0
+    ds_probing_mode: int = 0
+    ds_probing_threshold: int = 1
+    ds_ping_from: str = "sip:dispatcher@localhost"
+    ds_options_reply_codes: tuple[str, ...] = ()
     # Proxy authentication for untrusted sources: `name:password` entries, digest realm and
     # the nonce secret (empty: random per start; workers of one edge share the parent's).
     users: tuple[str, ...] = ()
@@ -192,6 +201,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     if config.pike_unit <= 0 or config.pike_density < 0 or config.pike_remove_latency <= 0:
         raise EdgeConfigError("[edge].pike_unit and pike_remove_latency must be positive, "
                               "pike_density at least 0")
+    if config.ds_probing_mode not in (0, 1) or config.ds_ping_interval < 0:
+        raise EdgeConfigError("[edge].ds_probing_mode must be 0 or 1, ds_ping_interval >= 0")
+    if not all(c.strip().isdigit() for c in config.ds_options_reply_codes):
+        raise EdgeConfigError("[edge].ds_options_reply_codes must be SIP status codes")
     config.interfaces()
     config.trusted_networks()
     config.routes()

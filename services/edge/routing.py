@@ -88,6 +88,7 @@ class RouteContext:
         "_acc",
         "_auth",
         "_dialog",
+        "_ds",
         "_is_myself",
         "_media",
         "_stale",
@@ -153,6 +154,7 @@ class RouteContext:
         self._media: MediaSession | None = None
         self._dialog: RouteDialog | None = None
         self._acc: AccOptions | None = None
+        self._ds: Any = None  # services/edge/dispatcher.RouteDispatch of ctx.dispatch()
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -271,6 +273,31 @@ class RouteContext:
         self.failure_hook = hook or self.default_failure
         if self.failure_hook is None:
             raise ValueError("set_failure_route() needs a hook: the module has no failure_route")
+
+    # -- dispatcher to gateways (services/edge/dispatcher.py) -----------------------------------
+    def dispatch(self, setid: int, alg: int = 0) -> str | None:
+        """OpenSIPS `ds_select_dst(set, alg)` + `t_relay`: forwards to the destination of
+        dispatcher set `setid` chosen by algorithm `alg` (its URI as next hop, the
+        Request-URI kept), and returns that URI; None when the set has no active
+        destination (decide something else then, e.g. `ctx.reply(503)`)."""
+        from services.edge.dispatcher import route_dispatch
+
+        return route_dispatch(self, setid, alg)
+
+    def dispatch_next(self) -> str | None:
+        """OpenSIPS `ds_next_dst` + `t_relay` (in `failure_route`): forwards to the next
+        destination of the set; None when none is left."""
+        from services.edge.dispatcher import route_dispatch_next
+
+        return route_dispatch_next(self)
+
+    def ds_mark_dst(self, state: str = "p") -> None:
+        """OpenSIPS `ds_mark_dst(state)`: the destination tried last becomes Probing
+        ("p": after `[edge] ds_probing_threshold` failures), Inactive ("i") or Active
+        ("a")."""
+        from services.edge.dispatcher import route_mark
+
+        route_mark(self, state)
 
     # -- dialogs and CDRs (services/edge/dialog_tracking.py) -------------------------------------
     @property

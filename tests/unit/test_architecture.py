@@ -47,6 +47,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/ratelog.py",
     "services/edge/permissions.py",
     "services/edge/pike.py",
+    "services/edge/dispatcher.py",
     "services/media/ng.py",
     "services/media/flags.py",
     "services/media/sets.py",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
 from tests.support.ports import reserve_port
 from tests.support.waiting import eventually_sync
 
@@ -61,8 +61,8 @@ class OperatorMesh:
         assert proc.poll() is None
         return proc
 
-    def call(self, target: str, *, calls: int = 1, rate: int = 10,
-             timeout: int = 15) -> subprocess.CompletedProcess[str]:
+    def call(self, target: str, *, calls: int = 1, rate: int = 10, timeout: int = 15,
+             recv_timeout: float = 5.0) -> subprocess.CompletedProcess[str]:
         """sipp's uac: ``calls`` calls to ``target`` through the edge (0: all answered);
         sipp's error log (the unexpected messages it saw) is appended to ``stdout``."""
         port = reserve_port()
@@ -70,8 +70,9 @@ class OperatorMesh:
         done = subprocess.run(
             ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(port), "-rsa", self.edge,
              target, "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
-             "-timeout", f"{timeout}s", "-timeout_error", "-recv_timeout", "5000",
-             "-trace_err", "-error_file", str(errors)],
+             "-timeout", f"{timeout}s", "-timeout_error",
+             "-recv_timeout", str(int(recv_timeout * 1000)), "-trace_err",
+             "-error_file", str(errors)],
             cwd=self.tmp, capture_output=True, text=True, timeout=timeout + 30)
         if errors.exists():
             done.stdout += errors.read_text(errors="replace")
@@ -94,17 +95,21 @@ def _bound_udp(port: int) -> bool:
     return f":{port:04X} " in text
 
 
-def start(tmp: Path, edge: str = "", **env: str) -> OperatorMesh:
-    """The mesh with ``edge`` appended to the [edge] section of its configuration file."""
+def start(tmp: Path, edge: str = "", *, trust_loopback: bool = False,
+          **env: str) -> OperatorMesh:
+    """The mesh with ``edge`` appended to the [edge] section of its configuration file
+    (``trust_loopback``: keep the default ``[edge] trusted``, loopback)."""
     if shutil.which("sipp") is None:
         pytest.fail("sipp is not installed: run tests/peers/ensure.sh (make test does)")
     store = tmp / "store.sqlite"
     config = tmp / "sipmesh.toml"
-    config.write_text(f"[edge]\ntrusted = []\n{edge}\n")
+    trusted = "" if trust_loopback else "trusted = []\n"
+    config.write_text(f"[edge]\n{trusted}{edge}\n")
     port = reserve_port()
     mesh = MeshProcess(tmp, SIPMESH_MESH_SERVICES="gateway,edge",
                        SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
-                       SIPMESH_CONFIG=str(config), SIPMESH_REGISTRAR_STORE=str(store), **env)
+                       SIPMESH_CONFIG=str(config), SIPMESH_REGISTRAR_STORE=str(store),
+                       PYTHONPATH=str(ROOT), **env)
     try:
         mesh.line(r"^endpoint edge sip ", timeout=40)
     except BaseException:
