@@ -133,6 +133,8 @@ class EdgeApp:
         # ctx.trusted: [edge] trusted and the address table (services/edge/permissions.py)
         self.trust = SourceTrust(config.trusted_networks(), group=config.trusted_group)
         self.pike: Any = None  # services/edge/pike_mi.PikeGuard: flood protection, or None
+        # (method, status, arrival) of each stateful request's final response (operator_mi)
+        self.on_transaction: Callable[[str, int, float], None] | None = None
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -195,6 +197,7 @@ class EdgeApp:
             rr_signer=RecordRouteSigner(self.rr_key),
         )
         self.core.trusted = self.trust
+        self.core.on_transaction = self.on_transaction
         if self.tracker is not None:
             self.tracker.set_interfaces(bound)
 
@@ -527,6 +530,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.dispatcher_mi import attach_dispatcher
 
     attach_dispatcher(runtime, app, config)  # ctx.dispatch(), ds_list, OPTIONS probing
+    from services.edge.operator_mi import attach_operator_views
+
+    attach_operator_views(runtime, app)  # list_tcp_conns, the transaction time histogram
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -168,7 +168,7 @@ class ResponseContext:
 
     __slots__ = (
         "branches", "cancelled", "ctx", "final_sent", "reply_gate", "request", "server",
-        "source", "two_xx_sent",
+        "source", "started", "two_xx_sent",
     )
 
     def __init__(self, server: ServerTransaction, request: Request, source: Source,
@@ -183,6 +183,7 @@ class ResponseContext:
         self.cancelled = False
         # Responses waiting for an async reply_route, in arrival order: [done, then].
         self.reply_gate: deque[list[Any]] | None = None
+        self.started = 0.0  # `now` when the request arrived (-1 once its time is taken)
 
     @property
     def is_invite(self) -> bool:
@@ -229,6 +230,9 @@ class ProxyCore:
         self.tracker = tracker
         self.log = log or _no_log  # problems worth a warning
         self.trace = trace  # per-message debug lines; None keeps the hot path quiet
+        # Told (method, final status, `now` the request arrived) when a stateful request's
+        # final response leaves: the adapter's transaction time histogram.
+        self.on_transaction: Callable[[str, int, float], None] | None = None
         self._branch_ids = count(1)
         self._worker = f"{worker:x}"
         # Timer C: the heap holds (deadline, seq) only and `_timer_c_branches` the armed
@@ -508,6 +512,7 @@ class ProxyCore:
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
         context = ResponseContext(server, request, source, ctx)
+        context.started = now
         server.owner = context
         self._run_events(events, now, out)
         self._continue(ctx, result, now, out,
@@ -1000,6 +1005,9 @@ class ProxyCore:
 
     def _finished(self, context: ResponseContext, status: int) -> None:
         """The request's final response is on its way: tell the route context once."""
+        if self.on_transaction is not None and context.started >= 0:
+            self.on_transaction(context.request.method, status, context.started)
+            context.started = -1.0  # once per request, however many 2xx a fork relays
         hook = context.ctx.on_final
         if hook is None:
             return

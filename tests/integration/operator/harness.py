@@ -106,8 +106,9 @@ def start(tmp: Path, edge: str = "", *, trust_loopback: bool = False,
     trusted = "" if trust_loopback else "trusted = []\n"
     config.write_text(f"[edge]\n{trusted}{edge}\n")
     port = reserve_port()
+    env.setdefault("SIPMESH_EDGE_LISTEN", f"udp:127.0.0.1:{port}")
+    port = int(env["SIPMESH_EDGE_LISTEN"].split(",")[0].rsplit(":", 1)[1])
     mesh = MeshProcess(tmp, SIPMESH_MESH_SERVICES="gateway,edge",
-                       SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
                        SIPMESH_CONFIG=str(config), SIPMESH_REGISTRAR_STORE=str(store),
                        PYTHONPATH=str(ROOT), **env)
     try:
