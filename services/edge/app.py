@@ -135,6 +135,7 @@ class EdgeApp:
         self.pike: Any = None  # services/edge/pike_mi.PikeGuard: flood protection, or None
         # (method, status, arrival) of each stateful request's final response (operator_mi)
         self.on_transaction: Callable[[str, int, float], None] | None = None
+        self.capture: Any = None  # services/edge/siptrace.HepTracer while sip_trace is on
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -236,6 +237,8 @@ class EdgeApp:
         core = self.core
         if core is None:
             return
+        if self.capture is not None:
+            self.capture.received(data, source)  # SIP capture (sip_trace on)
         loop = self._loop
         assert loop is not None
         if self.pike is not None and not self.pike.admit(data, source):
@@ -262,9 +265,12 @@ class EdgeApp:
 
     def _execute(self, outputs: Sequence[Output]) -> None:
         failed: list[Send] = []
+        capture = self.capture
         for item in outputs:
             if type(item) is Send:
                 dest = item.dest
+                if capture is not None:
+                    capture.sent(item.data, dest)  # SIP capture (sip_trace on)
                 try:
                     if dest.transport == "udp":
                         self._send_udp(item, dest)
@@ -533,6 +539,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.operator_mi import attach_operator_views
 
     attach_operator_views(runtime, app)  # list_tcp_conns, the transaction time histogram
+    from services.edge.siptrace import attach_siptrace
+
+    attach_siptrace(runtime, app, config)  # sip_trace: HEP v3 to a capture server
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -56,6 +56,12 @@ class EdgeConfig:
     ds_probing_threshold: int = 1
     ds_ping_from: str = "sip:dispatcher@localhost"
     ds_options_reply_codes: tuple[str, ...] = ()
+    # SIP capture (services/edge/siptrace.py, OpenSIPS siptrace): HEP v3 over UDP to
+    # hep_dest (host:port, "" = none); sip_trace is the state at start (MI sip_trace).
+    hep_dest: str = ""
+    hep_capture_id: int = 1
+    hep_auth_key: str = ""
+    sip_trace: bool = False
     # Proxy authentication for untrusted sources: `name:password` entries, digest realm and
     # the nonce secret (empty: random per start; workers of one edge share the parent's).
     users: tuple[str, ...] = ()
@@ -205,6 +211,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise EdgeConfigError("[edge].ds_probing_mode must be 0 or 1, ds_ping_interval >= 0")
     if not all(c.strip().isdigit() for c in config.ds_options_reply_codes):
         raise EdgeConfigError("[edge].ds_options_reply_codes must be SIP status codes")
+    if config.hep_dest:
+        from services.edge.siptrace import parse_dest
+
+        parse_dest(config.hep_dest)
     config.interfaces()
     config.trusted_networks()
     config.routes()

@@ -48,6 +48,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/permissions.py",
     "services/edge/pike.py",
     "services/edge/dispatcher.py",
+    "services/edge/hep.py",
     "services/media/ng.py",
     "services/media/flags.py",
     "services/media/sets.py",
