@@ -59,6 +59,9 @@ class AddressError(ValueError):
 class Entry:
     row: Address
     network: IpNetwork
+    version: int = 4
+    bits: int = 0  # the network address as an integer
+    netmask: int = 0  # its mask as an integer: a match is (address & netmask) == bits
 
     @property
     def is_host(self) -> bool:
@@ -90,7 +93,8 @@ def _entry(row: Address) -> Entry:
         raise AddressError(f"mask {row.mask} out of range for {row.ip}")
     if row.proto.lower() not in (*PROTOS, "none"):
         raise AddressError(f"unknown proto {row.proto!r}")
-    return Entry(row, ipaddress.ip_network(f"{addr}/{row.mask}", strict=False))
+    net = ipaddress.ip_network(f"{addr}/{row.mask}", strict=False)
+    return Entry(row, net, net.version, int(net.network_address), int(net.netmask))
 
 
 class AddressPermissions:
@@ -132,8 +136,9 @@ class AddressPermissions:
         for entry in self.hosts.get(addr, ()):
             if _matches(entry.row, grp, port, proto, pattern):
                 return entry.row
-        for entry in self.subnets:
-            if addr.version == entry.network.version and addr in entry.network \
+        version, bits = addr.version, int(addr)
+        for entry in self.subnets:  # integers: a scan of many sources stays cheap
+            if entry.version == version and bits & entry.netmask == entry.bits \
                     and _matches(entry.row, grp, port, proto, pattern):
                 return entry.row
         return None

@@ -64,6 +64,7 @@ class PikeTree:
         self.roots: dict[tuple[int, int], _Node] = {}  # (address length, first byte)
         self._next_swap = now + unit
         self.nodes = 0
+        self._packed: dict[str, bytes] = {}  # address text -> octets (parsing is the cost)
         self.blocked_requests = 0
         self.blocks = 0
 
@@ -86,10 +87,15 @@ class PikeTree:
     def check(self, ip: str, now: float) -> Verdict:
         """One request from ``ip`` (OpenSIPS ``pike_check_req``)."""
         self.tick(now)
-        try:
-            packed = ipaddress.ip_address(ip.strip("[]")).packed
-        except ValueError:
-            return PASS
+        packed = self._packed.get(ip)
+        if packed is None:
+            try:
+                packed = ipaddress.ip_address(ip.strip("[]")).packed
+            except ValueError:
+                return PASS
+            if len(self._packed) > 65536:
+                self._packed.clear()  # bounded: a scan from many addresses cannot grow it
+            self._packed[ip] = packed
         length = len(packed)
         root_key = (length, packed[0])
         node = self.roots.get(root_key)
