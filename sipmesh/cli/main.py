@@ -9,7 +9,15 @@ from __future__ import annotations
 import typer
 
 from services.dialog import cdr_export
-from sipmesh.cli import address_cmd, import_cmd, mesh_cmd, parse_cmd, rtpengine_cmd, user_cmd
+from sipmesh.cli import (
+    address_cmd,
+    dispatcher_cmd,
+    import_cmd,
+    mesh_cmd,
+    parse_cmd,
+    rtpengine_cmd,
+    user_cmd,
+)
 from sipmesh.cli import events_cmd as events_cli
 
 
@@ -27,6 +35,7 @@ def build_app() -> typer.Typer:
     user_cmd.register(app)
     rtpengine_cmd.register(app)
     address_cmd.register(app)
+    dispatcher_cmd.register(app)
     import_cmd.register(app)
     cdr_export.register(app)
     return app

@@ -1,24 +1,25 @@
 """The dispatcher as an operator uses it (issue 21, OpenSIPS dispatcher): gateways in the
-``dispatcher`` table, a routing module calling ``ctx.dispatch(1, 4)`` (round-robin) with
-failover in ``failure_route``, sipp calls through the edge, and opensips-cli's ds_list,
-ds_set_state and ds_reload through the gateway. A dead gateway costs one call a Timer B
-(T1 = 0.1 s: 6.4 s) and is marked Probing; the OPTIONS prober brings it back once it
-answers; E_DISPATCHER_STATUS announces each change."""
+``dispatcher`` table (``sipmesh dispatcher add|rm``), a routing module calling
+``ctx.dispatch(1, 4)`` (round-robin) with failover in ``failure_route``, sipp calls
+through the edge, and opensips-cli's ds_list, ds_set_state and ds_reload through the
+gateway. A dead gateway costs one call a Timer B (T1 = 0.1 s: 6.4 s) and is marked
+Probing; the OPTIONS prober brings it back once it answers; E_DISPATCHER_STATUS
+announces each change."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.store.edge_tables import Destination, SQLiteDispatcher
 from tests.integration.operator.harness import OperatorMesh, start
+from tests.integration.spine.meshproc import ROOT
 from tests.support.ports import reserve_port
 
 pytestmark = pytest.mark.peers
@@ -27,26 +28,21 @@ CONFIG = ('t1 = 0.1\nds_ping_interval = 1.0\n'
           'routing_module = "tests.integration.operator.ds_routing"\n')
 
 
-async def _write(store: Path, rows: list[Destination], delete: tuple[int, str] | None = None
-                 ) -> None:
-    table = SQLiteDispatcher(str(store))
-    await table.open()
-    try:
-        if rows:
-            await table.put(rows)
-        if delete:
-            await table.delete(*delete)
-    finally:
-        await table.close()
+def _add(store: Path, setid: int, uri: str, *options: str) -> None:
+    """``sipmesh dispatcher add`` before the mesh runs (as an operator provisions)."""
+    done = subprocess.run([sys.executable, "-m", "sipmesh.cli.main", "dispatcher", "add",
+                           str(setid), uri, *options, "--store", str(store)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
 def om(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OperatorMesh, list[str]]]:
     tmp = tmp_path_factory.mktemp("dispatcher")
     gws = [f"sip:gw{i}@127.0.0.1:{reserve_port()}" for i in (1, 2, 3)]
-    asyncio.run(_write(tmp / "store.sqlite", [
-        Destination(1, gws[0], weight=1, description="carrier A"),
-        Destination(1, gws[1], weight=1), Destination(1, gws[2], weight=1)]))
+    _add(tmp / "store.sqlite", 1, gws[0], "--description", "carrier A")
+    _add(tmp / "store.sqlite", 1, gws[1])
+    _add(tmp / "store.sqlite", 1, gws[2])
     m = start(tmp, CONFIG, trust_loopback=True)
     yield m, gws
     assert m.mesh.stop() == 0
@@ -112,7 +108,8 @@ def test_calls_spread_fail_over_and_the_prober_revives_a_gateway(
         assert "Bad state value" in m.cli_error("ds_set_state", "z", "1", gws[0])
 
         # gw3 leaves the table: ds_reload drops it, the others keep their state.
-        asyncio.run(_write(m.store, [], delete=(1, gws[2])))
+        removed = m.sipmesh("dispatcher", "rm", "1", gws[2])
+        assert removed.returncode == 0, removed.stderr
         assert m.cli("ds_reload") == "OK"
         reloaded = _dests(m)
         assert set(reloaded) == {gws[0], gws[1]} and reloaded[gws[0]]["state"] == "Inactive"
