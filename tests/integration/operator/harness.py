@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
 from tests.support.ports import reserve_port
 from tests.support.waiting import eventually_sync
+
+MI = ROOT / "contracts" / "mi"
 
 
 @dataclass
@@ -34,13 +37,18 @@ class OperatorMesh:
         return f"127.0.0.1:{self.sip_port}"
 
     def cli(self, *cmd: str) -> Any:
-        """``opensips-cli -x mi CMD ARGS`` through the gateway; the JSON it prints."""
+        """``opensips-cli -x mi CMD ARGS`` through the gateway; the JSON it prints, checked
+        against the command's schema in contracts/mi when it has one."""
         run = subprocess.run(
             [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
              f"url={self.mesh.gateway_url}", "-x", "mi", *cmd], capture_output=True,
             text=True, timeout=60)
         assert run.returncode == 0, run.stderr + run.stdout
-        return json.loads(run.stdout)
+        answer = json.loads(run.stdout)
+        schema = MI / f"{cmd[0]}.json"
+        if schema.exists():
+            jsonschema.validate(answer, json.loads(schema.read_text())["result"])
+        return answer
 
     def cli_error(self, *cmd: str) -> str:
         run = subprocess.run(
