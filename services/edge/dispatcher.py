@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.sip import SipParseError, parse_uri
 from shared.store.edge_tables import Destination
 
 ACTIVE, INACTIVE, PROBING = 0, 1, 2
@@ -105,6 +106,7 @@ class DispatcherSets:
         self.reply_codes = frozenset(reply_codes)
         self.threshold = max(1, threshold)
         self._next_probe = now
+        self.skipped: list[tuple[Destination, str]] = []
         self.load(rows)
 
     def load(self, rows: Iterable[Destination]) -> None:
@@ -112,7 +114,13 @@ class DispatcherSets:
         and counters, a new one takes the table's state."""
         old = {(d.setid, d.uri): d for s in self.sets.values() for d in s.dests}
         sets: dict[int, DsSet] = {}
+        self.skipped = []
         for row in sorted(rows, key=lambda r: (r.setid, -r.priority)):
+            try:
+                parse_uri(row.destination)
+            except (SipParseError, ValueError) as exc:  # OpenSIPS refuses such a row too
+                self.skipped.append((row, str(exc)))
+                continue
             kept = old.get((row.setid, row.destination))
             dest = Dest(row.setid, row.destination, row.state if row.state in STATE_NAMES
                         else ACTIVE, max(0, row.weight), row.priority, row.socket, row.attrs,

@@ -72,6 +72,9 @@ class DispatcherService:
         finally:
             await table.close()
         self.sets.load(rows)
+        for row, reason in self.sets.skipped:
+            self.log.warning("dispatcher.row_skipped", setid=row.setid,
+                             destination=row.destination, reason=reason)
         self.log.info("dispatcher.loaded", sets=len(self.sets.sets),
                       destinations=sum(len(s.dests) for s in self.sets.sets.values()))
 

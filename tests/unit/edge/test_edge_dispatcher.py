@@ -160,3 +160,9 @@ def test_dispatch_and_failover_through_the_proxy_core() -> None:
     s.set_state(1, GWS[1], INACTIVE)
     out = h.feed(invite("sip:1@pstn.example", branch="z9hG4bK9", call_id="c9"))
     assert statuses(out) == [100, 503]  # the routing said so (No Gateway)
+
+
+def test_rows_that_are_not_sip_uris_are_skipped_with_a_reason() -> None:
+    s = DispatcherSets([Destination(1, "gw.example.com"), Destination(1, GWS[0])])
+    assert [d.uri for d in s.select(1, 4, keys(1))] == [GWS[0]]
+    assert [row.destination for row, _ in s.skipped] == ["gw.example.com"]
