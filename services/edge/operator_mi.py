@@ -56,12 +56,20 @@ def attach_operator_views(runtime: ServiceRuntime, app: EdgeApp) -> None:
         "SIP transaction time at the edge: request in to final response out",
         ["method", "class"], buckets=BUCKETS, registry=runtime.metrics)
 
+    children: dict[tuple[str, int], Any] = {}  # labels() costs more than observe()
+
     def observe(method: str, status: int, started: float) -> None:
         loop = app._loop
         if loop is None:
             return
-        histogram.labels(method if method in METHODS else "other",
-                         f"{status // 100}xx").observe(max(0.0, loop.time() - started))
+        key = (method, status // 100)
+        child = children.get(key)
+        if child is None:
+            child = histogram.labels(method if method in METHODS else "other",
+                                     f"{status // 100}xx")
+            if len(children) < 256:  # bounded: made-up methods share "other"
+                children[key] = child
+        child.observe(max(0.0, loop.time() - started))
 
     app.on_transaction = observe
 
