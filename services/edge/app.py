@@ -511,6 +511,10 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                         lambda: app.core.transactions if app.core else 0)
     runtime.stats.group("tcp", app.tcp.statistics)  # connections, buffered bytes, refusals
 
+    # /ready: SIP sockets open and, in a mesh, a registrar to send REGISTERs to.
+    runtime.ready_check("sip", lambda: bool(app.interfaces))
+    runtime.ready_check("registrar", lambda: registrar.available or not registrar.expected)
+
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:
         return {"Listeners": app.listen_lines()}

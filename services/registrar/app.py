@@ -335,6 +335,8 @@ async def serve(config: RegistrarConfig) -> None:
         "registrar", config=RuntimeConfig(host=config.http_host, port=config.http_port,
                                           advertise=config.http_advertise,
                                           token=config.http_token,
+                                          drain_timeout=5.0 + config.drain_delay
+                                          + config.drain_grace,
                                           token_setting="[registrar] http_token "
                                                         "(SIPMESH_REGISTRAR_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -433,6 +435,10 @@ async def serve(config: RegistrarConfig) -> None:
             config.latency_event_min_us_delta)), host=config.natping_host)
         runtime.stats.group("nathelper", lambda: dict(pinging.pinger.stats))
     servers: list[Any] = []
+    # /ready: serving gRPC and, clustered, holding the cluster's bindings (synced).
+    runtime.ready_check("grpc", lambda: bool(servers))
+    if cluster is not None and mode != "full-sharing-cachedb":
+        runtime.ready_check("cluster_sync", lambda: cluster.synced(CAPABILITY))
 
     @runtime.on_start
     async def _start() -> None:
@@ -466,6 +472,13 @@ async def serve(config: RegistrarConfig) -> None:
 
     @runtime.on_stop
     async def _stop() -> None:
+        # Drain (the runtime has already deregistered): serve while the edges see it and
+        # move away, stop taking RPCs and finish those in flight, only then flush writes
+        # and close the stores those RPCs use.
+        if servers and config.drain_delay > 0:
+            await asyncio.sleep(config.drain_delay)
+        for srv in servers:
+            await srv.stop(config.drain_grace)
         await ul.stop_timer()
         if pinging is not None:
             await pinging.stop()
@@ -479,8 +492,6 @@ async def serve(config: RegistrarConfig) -> None:
         if publisher is not None:
             await publisher.stop()
             await publisher.directory.close()
-        for srv in servers:
-            await srv.stop(1.0)
         if cluster is not None:
             await cluster.stop()
         await store.close()
