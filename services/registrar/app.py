@@ -496,6 +496,28 @@ async def serve(config: RegistrarConfig) -> None:
             await cluster.stop()
         await store.close()
 
+    async def watch_peers() -> None:
+        """Keeps ``ul.nodes_in_discovery``: this cluster's nodes registered right now."""
+        from shared.discovery.port import watch
+
+        assert cluster is not None
+        while True:
+            try:
+                async for instances in watch(runtime.registry, "registrar", wait=10.0):
+                    ul.nodes_in_discovery = {
+                        int(i.meta["cluster_node_id"]) for i in instances
+                        if i.meta.get("cluster_id") == str(cluster.cluster_id)
+                        and i.meta.get("cluster_node_id", "").isdigit()}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # registry away: forget, refuse as before
+                ul.nodes_in_discovery = None
+                runtime.log.warning("peer_watch_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(watch_peers()) if cluster is not None and \
+        config.cluster_mode != "federation-cachedb" else None
+
     async def announce() -> None:
         while not runtime.port or not servers:
             await asyncio.sleep(0.01)  # start-up of this very process
@@ -508,6 +530,8 @@ async def serve(config: RegistrarConfig) -> None:
         await runtime.serve()
     finally:
         announcer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def store_modes(config: RegistrarConfig) -> str:

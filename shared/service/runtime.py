@@ -187,6 +187,7 @@ class ServiceRuntime:
         self.health_checks: list[Callable[[], bool]] = []
         self.ready_checks: dict[str, Callable[[], bool]] = {}  # see ready_check()
         self.started = False  # start() finished: the service may be ready
+        self._published_ready = False  # meta "ready" of the last registration
         # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
         # own MI then moves to ``<mi_path>/local`` so other gateways never recurse into it.
         self.public_dispatch: Callable[[str], Awaitable[str]] | None = None
@@ -389,6 +390,9 @@ class ServiceRuntime:
             "pid": str(os.getpid()),
             "version": VERSION,
             "service_version": self.version,
+            # /ready as of the last registration (re-registered when it changes): clients
+            # picking an instance from discovery may skip one not ready yet.
+            "ready": "1" if self.ready else "0",
             "contracts_version": CONTRACTS_VERSION,
             "started": str(int(self.started_at)),
             "health_url": f"{self.base_url}/health",
@@ -433,6 +437,7 @@ class ServiceRuntime:
             # run several in one loop): book CPU time instead.
             self.load_sampler = CpuTimeLoadSampler()
             self.load_sampler.install(asyncio.get_running_loop())
+        self.started = True
         try:
             await self._register()
         except RegistryError as exc:
@@ -440,18 +445,35 @@ class ServiceRuntime:
             # that comes up later (or comes back) finds this instance.
             self.log.warning("register_failed", error=str(exc))
         self._tasks.append(asyncio.create_task(self._heartbeat()))
-        self.started = True
+        self._tasks.append(asyncio.create_task(self._publish_readiness()))
         self.log.info("service_started", id=self.instance_id, mi=self.mi_url,
                       version=self.version)
 
     async def _register(self) -> None:
-        await self.registry.register(self._instance(), self.discovery.ttl)
+        instance = self._instance()
+        await self.registry.register(instance, self.discovery.ttl)
         self._registered = True
+        self._published_ready = instance.meta["ready"] == "1"
+
+    async def _publish_readiness(self) -> None:
+        """Registers again when readiness changed (meta ``ready``): at once while not
+        ready (a restarted node gets traffic as soon as it is synced), then each TTL/3."""
+        slow = max(self.discovery.ttl / 3.0, 0.1)
+        while True:
+            await asyncio.sleep(0.1 if not self._published_ready else slow)
+            if self._registered and not self.draining and \
+                    self.ready != self._published_ready:
+                try:
+                    await self._register()
+                except RegistryError as exc:
+                    self.log.warning("registry_unreachable", error=str(exc))
 
     async def _heartbeat(self) -> None:
         period = max(self.discovery.ttl / 3.0, 0.1)
         while True:
             await asyncio.sleep(period)
+            if self.draining:
+                return  # left discovery on purpose: never register again
             try:
                 try:
                     await self.registry.heartbeat(self.instance_id)

@@ -19,6 +19,7 @@ from shared.rpc import JsonRpcClient
 from shared.service import ServiceRuntime
 from shared.service.version import CONTRACTS_VERSION, MESH_VERSION, service_version
 from sipmesh.catalog import SERVICES
+from tests.support.waiting import eventually
 
 Registry = tuple[RegistryServer, DiscoveryConfig]
 
@@ -117,3 +118,38 @@ def test_each_service_has_its_own_version_and_entry_point() -> None:
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == (f"{spec.name} {package.__version__} "
                                       f"(contracts {CONTRACTS_VERSION}, sipmesh {MESH_VERSION})")
+
+
+def test_the_edge_skips_a_registrar_not_ready_and_trusts_an_older_one() -> None:
+    from services.edge.registrar_client import RegistrarClient
+    from shared.discovery import Instance
+
+    client = RegistrarClient(expected=True)
+    client._set([
+        Instance("registrar", "new-syncing", "127.0.0.1", 1,
+                 meta={"grpc": "127.0.0.1:7001", "ready": "0"}),
+        Instance("registrar", "new-ready", "127.0.0.1", 2,
+                 meta={"grpc": "127.0.0.1:7002", "ready": "1"}),
+        Instance("registrar", "release-0.1.0", "127.0.0.1", 3,  # no "ready" key
+                 meta={"grpc": "127.0.0.1:7003"}),
+    ])
+    assert client.targets == ["127.0.0.1:7002", "127.0.0.1:7003"]
+
+
+async def test_readiness_is_published_in_discovery_when_it_changes(registry: Registry) -> None:
+    server, disc = registry
+    rt = ServiceRuntime("registrar", discovery=disc)
+    synced = False
+    rt.ready_check("cluster_sync", lambda: synced)
+    await rt.start()
+    try:
+        [inst] = await server.registry.instances("registrar")
+        assert inst.meta["ready"] == "0"
+        synced = True
+        async def published() -> bool:
+            return (await server.registry.instances("registrar"))[0].meta["ready"] == "1"
+
+        await eventually(published, 10, "readiness published in discovery")
+    finally:
+        await rt.stop()
+    assert await server.registry.instances("registrar") == []  # draining: not re-registered
