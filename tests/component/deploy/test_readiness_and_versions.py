@@ -3,6 +3,7 @@ synced), its own version in discovery, /health, /ready, MI ps and /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -47,9 +48,15 @@ async def test_ready_follows_its_checks_while_health_stays_live(registry: Regist
         status, body = await _get(f"{rt.base_url}/ready")
         assert status == 503 and body["status"] == "not ready"
         assert body["failing"] == ["store"]
+        probe = [sys.executable, "-m", "shared.service.probe", f"{rt.base_url}/ready"]
+        # compose's healthcheck, run as compose runs it (the loop must keep serving).
+        done = await asyncio.create_subprocess_exec(*probe)
+        assert await done.wait() == 1
         status, body = await _get(f"{rt.base_url}/health")
         assert status == 200 and body["status"] == "passing"  # alive, just not ready
         backend_up = True
+        done = await asyncio.create_subprocess_exec(*probe)
+        assert await done.wait() == 0
         status, body = await _get(f"{rt.base_url}/ready")
         assert status == 200 and body == {
             "status": "ready", "service": "registrar", "id": rt.instance_id,
