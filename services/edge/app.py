@@ -196,6 +196,8 @@ class EdgeApp:
     async def stop(self, drain: float = 2.0) -> None:
         """Stop taking new traffic, let transactions finish (up to `drain` s), close."""
         core = self.core
+        if core is not None:
+            core.draining = True  # new UDP requests are left to their retransmissions
         if core is not None and core.pending and drain > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain):
