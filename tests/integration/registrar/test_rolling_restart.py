@@ -1,10 +1,16 @@
-"""`sipmesh restart registrar` under REGISTER load drops nothing (issue 20).
+"""`sipmesh restart <service>` under REGISTER load drops nothing (issue 20).
 
 `sipmesh up --nodes 2` with the gateway, the edge and two registrar nodes (full sharing);
 sipp registers a new subscriber per call with digest through the edge at a steady rate
 while the operator runs `sipmesh restart registrar`: node 1 is drained (it leaves
 discovery, keeps serving while the edge moves to node 2, finishes what is in flight),
 started again, and once it answers /ready (cluster data synced) node 2 gets the same.
+
+`sipmesh restart edge`: the one edge drains (no new UDP transaction, the running ones
+finish) and a new one takes its address; REGISTERs sent meanwhile are answered when sipp
+retransmits them (as a phone does, within Timer F's 32 s: -max_non_invite_retrans 10).
+The edges share `auth_secret`, as edges of one deployment do.
+
 Every REGISTER of the load must be answered 200 (sipp counts no failed call, none is
 left unanswered) and every acknowledged binding must be held by both nodes afterwards.
 """
@@ -54,8 +60,12 @@ def registrar_nodes(m: MeshProcess) -> dict[str, dict[str, str]]:
     return {i["id"]: i["meta"] for i in listed}
 
 
-def test_rolling_restart_of_the_registrar_under_register_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", ["registrar", "edge"])
+def test_rolling_restart_under_register_load(service: str, tmp_path: Path) -> None:
     env = {f"SIPMESH_REGISTRAR_CLUSTER_{k}": v for k, v in TIMERS.items()}
+    # Edges that replace each other share the digest secret (as several edges of one
+    # deployment do), so a challenge of the old one is answered to the new one.
+    env["SIPMESH_EDGE_AUTH_SECRET"] = "rolling-restart-test-secret"
     m, port = start_mesh(tmp_path, SIPMESH_MESH_NODES="2", **env)
     try:
         wait_until(lambda: len(registrar_nodes(m)) == 2, 30, "two registrar nodes")
@@ -75,19 +85,21 @@ def test_rolling_restart_of_the_registrar_under_register_load(tmp_path: Path) ->
              "-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{port}",
              "-r", str(rate), "-m", str(len(users)), "-nostdin",
              "-timeout", f"{int(seconds) + 30}s", "-trace_logs", "-log_file", str(log),
-             "-trace_err", "-error_file", str(tmp_path / "errors.log")],
+             "-trace_err", "-error_file", str(tmp_path / "errors.log"),
+             "-max_non_invite_retrans", "10"],  # 0.5 s doubling to 4 s: ~32 s, Timer F
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until(lambda: len(acknowledged(log)) >= rate * 2, 30,
                        "the load is being served", interval=0.05)
             before = len(acknowledged(log))
             started = time.monotonic()
-            restarted = m.cli("restart", "registrar", "--timeout", "60", timeout=200)
+            restarted = m.cli("restart", service, "--timeout", "60", timeout=200)
             took = time.monotonic() - started
             during = len(acknowledged(log)) - before
             assert restarted.returncode == 0, restarted.stdout + restarted.stderr
             steps = restarted.stdout.strip().splitlines()
-            assert [s.split(":")[0] for s in steps] == ["registrar.1", "registrar.2"], steps
+            expected = ["registrar.1", "registrar.2"] if service == "registrar" else ["edge"]
+            assert [s.split(":")[0] for s in steps] == expected, steps
             assert all(re.search(r"pid \d+ -> \d+ ready in", s) for s in steps), steps
             # The load goes on after the restart, served by both restarted nodes.
             wait_until(lambda: len(acknowledged(log)) >= before + during + rate, 30,
@@ -111,7 +123,8 @@ def test_rolling_restart_of_the_registrar_under_register_load(tmp_path: Path) ->
             held = node_dump(meta["mi_url"])
             missing = sorted(done - held)
             assert not missing, f"node {meta.get('cluster_node_id')} lost {missing[:10]}"
-        print(f"\nrolling restart of 2 registrar nodes under {rate} REGISTER/s: "
+        print(f"\nrolling restart of {service} ({len(steps)} instance(s)) under {rate} "
+              "REGISTER/s: "
               f"{took:.1f} s, {during} REGISTERs acknowledged meanwhile, "
               f"{len(done)} acknowledged in all, 0 failed, 0 lost; steps: {steps}")
     finally:
