@@ -497,17 +497,20 @@ async def serve(config: RegistrarConfig) -> None:
         await store.close()
 
     async def watch_peers() -> None:
-        """Keeps ``ul.nodes_in_discovery``: this cluster's nodes registered right now."""
+        """Keeps ``ul.nodes_in_discovery``: this cluster's nodes registered and ready."""
         from shared.discovery.port import watch
 
         assert cluster is not None
         while True:
             try:
                 async for instances in watch(runtime.registry, "registrar", wait=10.0):
+                    # A node registered but not ready yet (syncing after a restart) is
+                    # not waited for either: the sync and anti-entropy bring it the data.
                     ul.nodes_in_discovery = {
                         int(i.meta["cluster_node_id"]) for i in instances
                         if i.meta.get("cluster_id") == str(cluster.cluster_id)
-                        and i.meta.get("cluster_node_id", "").isdigit()}
+                        and i.meta.get("cluster_node_id", "").isdigit()
+                        and i.meta.get("ready") != "0"}
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # registry away: forget, refuse as before

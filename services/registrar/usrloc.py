@@ -157,8 +157,9 @@ class UserLocation:
         self.nodes_in_discovery: set[int] | None = None
 
     def departed(self, nodes: set[int]) -> set[int]:
-        """Those of ``nodes`` no longer registered in discovery: a node leaves it first
-        when it drains (SIGTERM, a rolling restart), and the supervisor removes a dead one."""
+        """Those of ``nodes`` not registered (or not ready) in discovery: a node leaves it
+        first when it drains (SIGTERM, a rolling restart), the supervisor removes a dead
+        one, and a restarted one is not ready until synced."""
         present = self.nodes_in_discovery
         return set() if present is None else {n for n in nodes if n not in present}
 
