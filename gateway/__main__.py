@@ -12,9 +12,11 @@ from shared.config import EXIT_CONFIG, ConfigError, load_section
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
 from shared.service import configure_logging, run_service
+from shared.service.entry import exit_if_version
 
 
 def main() -> int:
+    exit_if_version("gateway")  # `--version`: this service's own version, nothing started
     try:
         cfg = load_section(GatewayConfig, "gateway")
         discovery = load_section(DiscoveryConfig, "discovery")

@@ -342,7 +342,9 @@ class MeshRouter:
         for n, inst in enumerate(instances):
             pid = inst.meta.get("pid", "0")
             procs.append({"ID": n, "PID": int(pid) if pid.isdigit() else 0,
-                          "Type": self._ps_type(inst)})
+                          "Type": self._ps_type(inst),
+                          # each service's own release (an older one may not say: "")
+                          "Version": inst.meta.get("service_version", "")})
         return {"Processes": procs}
 
     @staticmethod

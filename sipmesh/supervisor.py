@@ -22,6 +22,14 @@ for this run, seeds found through discovery (the service's own instances announc
 node), the catalog's sharing tags, and distinct ports. A restarted node keeps its node id,
 so it rejoins and resyncs.
 
+Rolling restart (``sipmesh restart <service>``, ``POST /restart/<service>`` on the
+registry's loopback port): the service's children are restarted one at a time; each gets
+SIGTERM (it leaves discovery, drains and exits: see :mod:`shared.service.runtime`), is
+started again at once (no backoff, not counted as a crash), and the next one is only
+touched once the new process answers ``/ready`` 200 (registered, its backends reachable,
+its cluster data synced). With two or more nodes of a clustered service the others serve
+meanwhile, so nothing is refused; a single instance is away for its drain and start-up.
+
 The registry's HTTP port also serves the supervisor's own ``GET /health`` (200 while it
 runs, 503 once a child gave up on a configuration error or while stopping; the body names
 every child with its pid, state and restarts) and ``GET /metrics`` (Prometheus:
@@ -53,7 +61,9 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -148,6 +158,7 @@ class _Child:
         self.restarts = 0
         self.started = 0.0
         self.gave_up = False  # exited with a configuration error: not restarted
+        self.planned = False  # stopped by a rolling restart: started again at once
 
 
 class Supervisor:
@@ -173,6 +184,8 @@ class Supervisor:
         self._instances = 0
         self.server.app.router.add_get("/health", self._health)
         self.server.app.router.add_get("/metrics", self._metrics)
+        self.server.app.router.add_post("/restart/{service}", self._restart)
+        self._rolling = asyncio.Lock()  # one rolling restart at a time
 
     # -- the supervisor's own /health and /metrics -----------------------------------------
     def child_state(self, child: _Child) -> str:
@@ -274,6 +287,11 @@ class Supervisor:
             await self._forget(child.proc.pid)
             if self._stopping.is_set():
                 return
+            if child.planned:  # a rolling restart: no backoff, not a crash
+                child.planned = False
+                child.backoff = 0.0
+                self.out(f"exited {child.name} pid {child.proc.pid} rc {rc}; rolling restart")
+                continue
             if rc == EXIT_CONFIG:
                 # The same settings would fail the same way: say so once, stop trying.
                 child.gave_up = True
@@ -313,6 +331,80 @@ class Supervisor:
                 proc.kill()
             await proc.wait()
         self.out(f"exited {child.name} pid {proc.pid} rc {proc.returncode}")
+
+    # -- rolling restart -------------------------------------------------------------------
+    async def _restart(self, request: web.Request) -> web.Response:
+        if request.remote not in ("127.0.0.1", "::1"):
+            return web.json_response({"error": "loopback only"}, status=403)
+        service = request.match_info["service"]
+        try:
+            timeout = float(request.query.get("timeout", "60"))
+        except ValueError:
+            return web.json_response({"error": "timeout: a number of seconds"}, status=400)
+        if not any(c.spec.name == service for c in self.children.values()):
+            return web.json_response({"error": f"no service {service!r} in this mesh"},
+                                     status=404)
+        steps = await self.rolling_restart(service, timeout)
+        ok = all(step["ready"] for step in steps)
+        return web.json_response({"service": service, "ok": ok, "steps": steps},
+                                 status=200 if ok else 504)
+
+    async def rolling_restart(self, service: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Restarts ``service``'s children one at a time, each once the previous one is
+        ready again (see the module docstring); stops at the first that does not get
+        ready within ``timeout`` s."""
+        steps: list[dict[str, Any]] = []
+        async with self._rolling:
+            for child in [c for c in self.children.values() if c.spec.name == service]:
+                step = await self._restart_child(child, timeout)
+                steps.append(step)
+                if not step["ready"]:
+                    break
+        return steps
+
+    async def _restart_child(self, child: _Child, timeout: float) -> dict[str, Any]:
+        began = time.monotonic()
+        old = child.proc
+        step: dict[str, Any] = {"child": child.name, "old_pid": 0, "pid": 0, "ready": False}
+        if old is not None and old.returncode is None and not child.gave_up:
+            step["old_pid"] = old.pid
+            self.out(f"rolling restart {child.name} pid {old.pid}")
+            child.planned = True
+            await self._terminate(child)
+        deadline = began + timeout
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            proc = child.proc
+            if proc is not None and proc is not old and proc.returncode is None:
+                step["pid"] = proc.pid
+                if await self._ready(proc.pid):
+                    step["ready"] = True
+                    break
+            await asyncio.sleep(0.1)  # polling a process we do not control, not a test
+        step["seconds"] = round(time.monotonic() - began, 3)
+        self.out(f"rolling restart {child.name} pid {step['pid']} "
+                 f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
+        return step
+
+    async def _ready(self, pid: int) -> bool:
+        """The instance(s) of process ``pid`` are registered and answer ``/ready`` 200."""
+        mine = [i for i in await self.server.registry.instances()
+                if i.meta.get("pid") == str(pid) and i.passing]
+        if not mine:
+            return False
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            for inst in mine:
+                health = inst.meta.get("health_url", "")
+                if not health.endswith("/health"):
+                    continue  # no HTTP endpoint published: registered is the best sign
+                try:
+                    async with http.get(health.removesuffix("/health") + "/ready") as resp:
+                        if resp.status == 404:
+                            continue  # an older release without /ready: registered will do
+                        if resp.status != 200:
+                            return False
+                except (aiohttp.ClientError, TimeoutError):
+                    return False
+        return True
 
     async def _announce(self) -> None:
         """Prints each endpoint once, as instances register."""

@@ -5,3 +5,5 @@ Sans-IO core: `states` (the transition table), `table` (the dialog table, fake-c
 testable), `model` (a dialog and its replicated record), `ownership`, `cdr`, `byes`.
 Adapters: `app` (gRPC, cluster, stores, events), `store`, `mi`, `uac_client`.
 """
+
+__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)

@@ -645,6 +645,9 @@ async def serve(config: DialogConfig) -> None:
     register_mi(runtime, svc)
     runtime.stats.group("dialog", svc.statistics)
     servers: list[Any] = []
+    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    if cluster is not None:  # and, clustered, holding the cluster's dialogs
+        runtime.ready_check("cluster_sync", lambda: cluster.synced(CAPABILITY))
 
     @runtime.on_start
     async def _start() -> None:

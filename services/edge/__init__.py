@@ -4,3 +4,5 @@
 `transports.py` and `app.py` the asyncio side, `routing.py` the routing API and
 `default_routing.py` the routing module used when none is configured.
 """
+
+__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)

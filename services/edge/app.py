@@ -205,6 +205,8 @@ class EdgeApp:
     async def stop(self, drain: float = 2.0) -> None:
         """Stop taking new traffic, let transactions finish (up to `drain` s), close."""
         core = self.core
+        if core is not None:
+            core.draining = True  # new UDP requests are left to their retransmissions
         if core is not None and core.pending and drain > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(drain):
@@ -542,6 +544,10 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.siptrace import attach_siptrace
 
     attach_siptrace(runtime, app, config)  # sip_trace: HEP v3 to a capture server
+
+    # /ready: SIP sockets open and, in a mesh, a registrar to send REGISTERs to.
+    runtime.ready_check("sip", lambda: bool(app.interfaces))
+    runtime.ready_check("registrar", lambda: registrar.available or not registrar.expected)
 
     @runtime.command("edge_listeners", doc="the SIP sockets of this edge worker")
     async def edge_listeners() -> Any:

@@ -242,6 +242,9 @@ class ProxyCore:
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
         self._answered: dict[ServerKey, tuple[float, Send]] = {}  # see _remember_answer
+        # Graceful drain (SIGTERM): no new transaction over UDP, running ones finish.
+        self.draining = False
+        self.drained_requests = 0  # new requests left to a retransmission meanwhile
         # Our Record-Route carries a MAC of the dialog (rr_signing.py); without a configured
         # key one is drawn per process (tests, an edge of its own).
         self.rr_signer = rr_signer or rr_signing.RecordRouteSigner(os.urandom(32))
@@ -435,6 +438,13 @@ class ProxyCore:
             self._run_events(self.layer.absorb(server, request, now), now, out)
             return
         if server is None and self._answered and self._answer_again(key, method, now, out):
+            return
+        if self.draining and not source.reliable and method not in ("ACK", "CANCEL"):
+            # Draining: a new transaction is not started here. Over UDP its client
+            # retransmits (§17.1.1.2 Timer A, §17.1.2.2 Timer E) and the retransmission
+            # reaches the instance that replaces this one on the same address; ACK and
+            # CANCEL belong to what is still running (§17.1.1.3, §9.2) and go on.
+            self.drained_requests += 1
             return
         # Whatever `sipmesh parse` refuses is answered here with its status (a SipParseError
         # reaches `receive`), never routed or half-processed; lines a dialog repeats are

@@ -221,7 +221,10 @@ class RegistrarClient:
         self._ensure_watch()
 
     def _set(self, instances: Sequence[Any]) -> None:
-        self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
+        # meta "ready" "0": registered but not ready (a restarted node still syncing); an
+        # older registrar that does not say is taken as ready.
+        self.targets = sorted({i.meta["grpc"] for i in instances
+                               if i.meta.get("grpc") and i.meta.get("ready") != "0"})
 
     async def _watch(self) -> None:
         from shared.discovery.port import watch

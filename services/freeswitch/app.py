@@ -115,6 +115,7 @@ async def serve(config: FreeswitchConfig) -> None:
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
     bridge.observe = lambda kind, seconds: latency.labels(kind).observe(seconds)
     servers: list[Any] = []
+    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
 
     @runtime.on_start
     async def _start() -> None:

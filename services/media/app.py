@@ -170,6 +170,7 @@ async def serve(config: MediaConfig) -> None:
         record_max_age=config.call_record_max_age, on_status=on_status, observe=observe)
     register_mi(runtime, broker)
     servers: list[Any] = []
+    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
 
     @runtime.on_start
     async def _start() -> None:

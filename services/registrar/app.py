@@ -335,6 +335,8 @@ async def serve(config: RegistrarConfig) -> None:
         "registrar", config=RuntimeConfig(host=config.http_host, port=config.http_port,
                                           advertise=config.http_advertise,
                                           token=config.http_token,
+                                          drain_timeout=5.0 + config.drain_delay
+                                          + config.drain_grace,
                                           token_setting="[registrar] http_token "
                                                         "(SIPMESH_REGISTRAR_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -433,6 +435,10 @@ async def serve(config: RegistrarConfig) -> None:
             config.latency_event_min_us_delta)), host=config.natping_host)
         runtime.stats.group("nathelper", lambda: dict(pinging.pinger.stats))
     servers: list[Any] = []
+    # /ready: serving gRPC and, clustered, holding the cluster's bindings (synced).
+    runtime.ready_check("grpc", lambda: bool(servers))
+    if cluster is not None and mode != "full-sharing-cachedb":
+        runtime.ready_check("cluster_sync", lambda: cluster.synced(CAPABILITY))
 
     @runtime.on_start
     async def _start() -> None:
@@ -466,6 +472,13 @@ async def serve(config: RegistrarConfig) -> None:
 
     @runtime.on_stop
     async def _stop() -> None:
+        # Drain (the runtime has already deregistered): serve while the edges see it and
+        # move away, stop taking RPCs and finish those in flight, only then flush writes
+        # and close the stores those RPCs use.
+        if servers and config.drain_delay > 0:
+            await asyncio.sleep(config.drain_delay)
+        for srv in servers:
+            await srv.stop(config.drain_grace)
         await ul.stop_timer()
         if pinging is not None:
             await pinging.stop()
@@ -479,11 +492,34 @@ async def serve(config: RegistrarConfig) -> None:
         if publisher is not None:
             await publisher.stop()
             await publisher.directory.close()
-        for srv in servers:
-            await srv.stop(1.0)
         if cluster is not None:
             await cluster.stop()
         await store.close()
+
+    async def watch_peers() -> None:
+        """Keeps ``ul.nodes_in_discovery``: this cluster's nodes registered and ready."""
+        from shared.discovery.port import watch
+
+        assert cluster is not None
+        while True:
+            try:
+                async for instances in watch(runtime.registry, "registrar", wait=10.0):
+                    # A node registered but not ready yet (syncing after a restart) is
+                    # not waited for either: the sync and anti-entropy bring it the data.
+                    ul.nodes_in_discovery = {
+                        int(i.meta["cluster_node_id"]) for i in instances
+                        if i.meta.get("cluster_id") == str(cluster.cluster_id)
+                        and i.meta.get("cluster_node_id", "").isdigit()
+                        and i.meta.get("ready") != "0"}
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # registry away: forget, refuse as before
+                ul.nodes_in_discovery = None
+                runtime.log.warning("peer_watch_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(watch_peers()) if cluster is not None and \
+        config.cluster_mode != "federation-cachedb" else None
 
     async def announce() -> None:
         while not runtime.port or not servers:
@@ -497,6 +533,8 @@ async def serve(config: RegistrarConfig) -> None:
         await runtime.serve()
     finally:
         announcer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def store_modes(config: RegistrarConfig) -> str:

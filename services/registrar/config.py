@@ -63,6 +63,11 @@ class RegistrarConfig:
     table: str = "location"
     log_level: str = "info"
     uvloop: bool = True
+    # Graceful drain on SIGTERM: after leaving discovery, keep serving for drain_delay s
+    # (edges watching discovery move their new calls away), then stop taking RPCs and give
+    # those in flight drain_grace s, then flush pending writes and exit.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
 
     def validate(self) -> None:
         if self.cluster_mode not in CLUSTER_MODES:

@@ -152,6 +152,16 @@ class UserLocation:
             {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
              "replicated_out": 0, "expired": 0})
         self._timer: asyncio.Task[None] | None = None
+        # Node ids of this cluster registered in discovery (None: not known). A peer that
+        # left discovery is draining or gone: see _save_replicated.
+        self.nodes_in_discovery: set[int] | None = None
+
+    def departed(self, nodes: set[int]) -> set[int]:
+        """Those of ``nodes`` not registered (or not ready) in discovery: a node leaves it
+        first when it drains (SIGTERM, a rolling restart), the supervisor removes a dead
+        one, and a restarted one is not ready until synced."""
+        present = self.nodes_in_discovery
+        return set() if present is None else {n for n in nodes if n not in present}
 
     # -- hot paths -----------------------------------------------------------------------
     def save(self, request: Request, origin: Origin, *, replicate: bool = True) -> SaveResult:
@@ -238,7 +248,13 @@ class UserLocation:
                                                         same_sip_addr=same)
                                       for c in result.changes))
         self.stats["replicated_out"] += len(done)
-        if any(d.missing and not d.acked for d in done):
+        missing = set().union(*(d.missing for d in done))
+        if missing and missing <= self.departed(missing):
+            # Each missing node left discovery (drained or dead): it resyncs when it comes
+            # back, as one declared down would; refusing would only fail the phones while
+            # its link times out (a rolling restart would drop REGISTERs).
+            self.stats["replicated_peer_departed"] += 1
+        elif any(d.missing and not d.acked for d in done):
             self.stats["save_errors"] += 1
             self.stats["unreplicated_refused"] += 1
             self.log.warning("register_not_replicated", aor=result.changes[0].binding.aor,

@@ -13,6 +13,14 @@ A :class:`ServiceRuntime` gives a service, with no code of its own:
 * graceful stop on SIGTERM/SIGINT: deregister first (no new traffic is routed here), mark
   /health draining, run the service's stop hooks within ``drain_timeout`` (in reverse
   order of registration), then close the HTTP server and the registry client.
+* ``GET /ready`` (readiness, apart from liveness): 200 only once start-up finished, while
+  not draining, and while every check the service added with :meth:`ServiceRuntime.ready_check`
+  passes (its backends reachable, its cluster data synced); 503 otherwise, naming the checks
+  that fail. A load balancer or compose healthcheck sends work only to ready instances.
+* a per-service version (``__version__`` of the service's package, see
+  :func:`shared.service.version.service_version` and docs/adr/0002-versioning.md) in
+  discovery metadata (``service_version``), ``/health``, ``/ready``, MI ``ps`` and
+  ``/metrics`` (``sipmesh_service_info``).
 
 Binding the HTTP server to a non-loopback address requires a bearer ``token``: the runtime
 refuses to start without one (a :class:`~shared.config.ConfigError`), as MI is an
@@ -62,7 +70,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Info, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.config import EXIT_CONFIG, ConfigError, load_section
@@ -87,10 +95,11 @@ from shared.rpc.jsonrpc import (
 )
 from shared.service import logsetup
 from shared.service.stats import declare_process_stats, mi_get, mi_list, mi_reset
+from shared.service.version import CONTRACTS_VERSION, MESH_VERSION, service_version
 from shared.stats.registry import StatsRegistry
 from shared.stats.sampler import CpuTimeLoadSampler, LoadSampler, load_group, make_sampler
 
-VERSION = "0.1.0"
+VERSION = MESH_VERSION  # the mesh release: pyproject.toml [project] version
 LOAD_SNAPSHOT = "load_snapshot"  # internal MI command, never routed by the gateway
 Hook = Callable[[], Awaitable[None]]
 
@@ -137,9 +146,10 @@ class ServiceRuntime:
         self, name: str, *, config: RuntimeConfig | None = None,
         discovery: DiscoveryConfig | None = None, registry: ServiceRegistry | None = None,
         events: EventsConfig | None = None, local_events: bool = False,
-        sip_handling: bool | None = None,
+        sip_handling: bool | None = None, version: str | None = None,
     ) -> None:
         self.name = name
+        self.version = version or service_version(name)
         self.config = config or RuntimeConfig()
         self.metrics_public = self.config.metrics_public
         if self.metrics_public is None:
@@ -161,6 +171,9 @@ class ServiceRuntime:
             lambda: list(self.metrics._names_to_collectors)))
         ProcessCollector(registry=self.metrics)
         grpc_metrics.register(self.metrics)
+        Info("sipmesh_service", "This service's own version and the contracts it speaks",
+             registry=self.metrics).info({"service": name, "version": self.version,
+                                          "contracts": CONTRACTS_VERSION, "mesh": VERSION})
         self.mi = MiDispatcher(name=name)
         self.meta: dict[str, str] = {}
         self.sip_handling = sip_handling
@@ -172,6 +185,9 @@ class ServiceRuntime:
         self.raises: set[str] = {"E_CORE_THRESHOLD"}  # see declare_events
         self._declare_event_stats()
         self.health_checks: list[Callable[[], bool]] = []
+        self.ready_checks: dict[str, Callable[[], bool]] = {}  # see ready_check()
+        self.started = False  # start() finished: the service may be ready
+        self._published_ready = False  # meta "ready" of the last registration
         # The gateway replaces the public MI with its mesh-wide dispatcher; this process's
         # own MI then moves to ``<mi_path>/local`` so other gateways never recurse into it.
         self.public_dispatch: Callable[[str], Awaitable[str]] | None = None
@@ -219,6 +235,19 @@ class ServiceRuntime:
             else:
                 raise ValueError(f"unknown event {name!r} (no contract in contracts/events)")
 
+    def ready_check(self, name: str, check: Callable[[], bool]) -> None:
+        """Adds a readiness condition (``/ready`` is 503 while ``check()`` is false or
+        raises): a backend reachable, the cluster's data synced..."""
+        self.ready_checks[name] = check
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining and self._healthy() and all(
+            _safe(check) for check in self.ready_checks.values())
+
+    def _healthy(self) -> bool:
+        return not self.draining and all(_safe(check) for check in self.health_checks)
+
     def on_start(self, hook: Hook) -> Hook:
         """Runs ``hook`` before the service registers (open sockets, connect stores)."""
         self._start_hooks.append(hook)
@@ -258,7 +287,8 @@ class ServiceRuntime:
             return {"Server": server_banner()}
 
         async def ps() -> Any:
-            return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": self.name}]}
+            return {"Processes": [{"ID": 0, "PID": os.getpid(), "Type": self.name,
+                                   "Version": self.version}]}
 
         add(MiCommand("which", which, ((), ("command",))))
         for stat_cmd in (get_statistics, list_statistics, reset_statistics):
@@ -303,10 +333,24 @@ class ServiceRuntime:
         return self.observability_open or bearer_ok(request.headers, self.config.token)
 
     async def _health(self, request: web.Request) -> web.Response:
-        ok = not self.draining and all(_safe(check) for check in self.health_checks)
+        ok = self._healthy()
         body = {"status": "passing" if ok else ("draining" if self.draining else "critical")}
         if self._may_observe(request):
-            body.update(service=self.name, id=self.instance_id)
+            body.update(service=self.name, id=self.instance_id, version=self.version)
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ok = self.ready
+        status = "ready" if ok else ("draining" if self.draining else "not ready")
+        body: dict[str, Any] = {"status": status}
+        if self._may_observe(request):
+            failing = [name for name, check in self.ready_checks.items() if not _safe(check)]
+            if not self.started:
+                failing.insert(0, "starting")
+            if not self._healthy() and not self.draining:
+                failing.append("health")
+            body.update(service=self.name, id=self.instance_id, version=self.version,
+                        failing=failing)
         return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -345,6 +389,11 @@ class ServiceRuntime:
             "mi_fanout": ",".join(sorted(self._fanout)),
             "pid": str(os.getpid()),
             "version": VERSION,
+            "service_version": self.version,
+            # /ready as of the last registration (re-registered when it changes): clients
+            # picking an instance from discovery may skip one not ready yet.
+            "ready": "1" if self.ready else "0",
+            "contracts_version": CONTRACTS_VERSION,
             "started": str(int(self.started_at)),
             "health_url": f"{self.base_url}/health",
             "metrics_url": f"{self.base_url}/metrics",
@@ -369,6 +418,7 @@ class ServiceRuntime:
         for hook in self._start_hooks:
             await hook()
         self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/ready", self._ready)
         self.app.router.add_get("/metrics", self._metrics)
         token = self.config.token or None
         self.app.router.add_post(self.local_mi_path, mi_http_handler(self._timed_dispatch, token))
@@ -387,6 +437,7 @@ class ServiceRuntime:
             # run several in one loop): book CPU time instead.
             self.load_sampler = CpuTimeLoadSampler()
             self.load_sampler.install(asyncio.get_running_loop())
+        self.started = True
         try:
             await self._register()
         except RegistryError as exc:
@@ -394,16 +445,35 @@ class ServiceRuntime:
             # that comes up later (or comes back) finds this instance.
             self.log.warning("register_failed", error=str(exc))
         self._tasks.append(asyncio.create_task(self._heartbeat()))
-        self.log.info("service_started", id=self.instance_id, mi=self.mi_url)
+        self._tasks.append(asyncio.create_task(self._publish_readiness()))
+        self.log.info("service_started", id=self.instance_id, mi=self.mi_url,
+                      version=self.version)
 
     async def _register(self) -> None:
-        await self.registry.register(self._instance(), self.discovery.ttl)
+        instance = self._instance()
+        await self.registry.register(instance, self.discovery.ttl)
         self._registered = True
+        self._published_ready = instance.meta["ready"] == "1"
+
+    async def _publish_readiness(self) -> None:
+        """Registers again when readiness changed (meta ``ready``): at once while not
+        ready (a restarted node gets traffic as soon as it is synced), then each TTL/3."""
+        slow = max(self.discovery.ttl / 3.0, 0.1)
+        while True:
+            await asyncio.sleep(0.1 if not self._published_ready else slow)
+            if self._registered and not self.draining and \
+                    self.ready != self._published_ready:
+                try:
+                    await self._register()
+                except RegistryError as exc:
+                    self.log.warning("registry_unreachable", error=str(exc))
 
     async def _heartbeat(self) -> None:
         period = max(self.discovery.ttl / 3.0, 0.1)
         while True:
             await asyncio.sleep(period)
+            if self.draining:
+                return  # left discovery on purpose: never register again
             try:
                 try:
                     await self.registry.heartbeat(self.instance_id)

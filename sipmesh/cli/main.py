@@ -29,6 +29,20 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    def _print_version(value: bool) -> None:
+        if value:
+            from shared.service.version import CONTRACTS_VERSION, MESH_VERSION
+
+            typer.echo(f"sipmesh {MESH_VERSION} (contracts {CONTRACTS_VERSION})")
+            raise typer.Exit(0)
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", help="Print the release and exit.",
+                                     is_eager=True, callback=_print_version),
+    ) -> None:
+        """SipMesh: a clustered SIP platform as a mesh of services."""
+
     parse_cmd.register(app)
     mesh_cmd.register(app)
     events_cli.register(app)

@@ -6,6 +6,8 @@
 * ``status`` lists every registered instance with its address and health (registry TTL
   state and its ``/health`` answer); it exits 1 while any instance is unhealthy or a
   service the supervisor expects has no passing instance, 2 when the registry is down.
+* ``restart SERVICE`` asks the supervisor for a rolling restart of one service (one
+  instance at a time, each ready again before the next: :mod:`sipmesh.supervisor`).
 * ``rpc METHOD [ARGS...]`` calls the gateway: ``name=value`` arguments are sent as a named
   object, others as a positional array (as opensips-cli does); the result is printed as
   indented text, or as JSON with ``--json``.
@@ -267,10 +269,44 @@ def rpc(
         console().print(render(result))
 
 
+async def _rolling(url: str, timeout: float) -> tuple[int, dict[str, Any]]:
+    client_timeout = aiohttp.ClientTimeout(total=timeout * 4 + 30)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session, \
+            session.post(url, params={"timeout": str(timeout)}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def restart(
+    service: Annotated[str, typer.Argument(help="a service of the catalog, e.g. registrar")],
+    timeout: Annotated[float, typer.Option(
+        help="seconds each instance has to be ready again")] = 60.0,
+    registry: Annotated[str, typer.Option(
+        help=escape("the supervisor's registry URL (default: [discovery] url)"))] = "",
+) -> None:
+    """Rolling restart of one service of a running `sipmesh up`: one instance at a time,
+    each drained on SIGTERM, started again, and ready before the next."""
+    disc: DiscoveryConfig = _load(DiscoveryConfig, "discovery")
+    base = (registry or disc.url).rstrip("/")
+    try:
+        code, body = asyncio.run(_rolling(f"{base}/restart/{service}", timeout))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        typer.echo(f"sipmesh restart: no supervisor at {base}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if "steps" not in body:
+        typer.echo(f"sipmesh restart: {body.get('error', code)}", err=True)
+        raise typer.Exit(2)
+    for step in body["steps"]:
+        state = "ready" if step["ready"] else "NOT ready"
+        typer.echo(f"{step['child']}: pid {step['old_pid']} -> {step['pid']} {state} "
+                   f"in {step['seconds']:g}s")
+    raise typer.Exit(0 if body["ok"] else 1)
+
+
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to the app."""
     app.command("up")(up)
     app.command("status")(status)
     app.command("rpc")(rpc)
+    app.command("restart")(restart)
 
 

@@ -87,3 +87,28 @@ def test_public_gateway_is_given_a_token(rendered: dict[str, Any]) -> None:
     gw = rendered["services"]["gateway"]["environment"]
     assert gw["SIPMESH_GATEWAY_HOST"] == "0.0.0.0"
     assert gw["SIPMESH_GATEWAY_TOKEN"] == "compose-test-token"
+
+
+def test_each_service_has_its_own_image_and_a_readiness_healthcheck(
+        rendered: dict[str, Any]) -> None:
+    """Production shape (issue 20): one image per service (the Dockerfile's SERVICE build
+    arg), and a container is healthy only while the service's /ready answers 200 on the
+    HTTP port its own environment sets."""
+    from shared.service.probe import main as probe_main
+
+    for name, svc in _sipmesh_services(rendered).items():
+        module = svc["command"][-1]
+        unit = module.removeprefix("services.")
+        assert svc["build"]["args"] == {"SERVICE": unit}, name
+        assert svc["image"] == f"sipmesh-{unit}:latest", name
+        check = svc["healthcheck"]
+        assert check["test"][:4] == ["CMD", "python", "-m", "shared.service.probe"], name
+        env = svc["environment"]
+        port = env.get(f"SIPMESH_{unit.upper()}_HTTP_PORT") or env.get(
+            "SIPMESH_GATEWAY_PORT")
+        assert check["test"][4] == f"http://127.0.0.1:{port}/ready", name
+        assert importlib.util.find_spec("shared.service.probe") is not None
+    assert probe_main(["http://127.0.0.1:9/ready"]) == 1  # nothing there: unhealthy
+    assert probe_main([]) == 2
+    dockerfile = (ROOT / "compose" / "Dockerfile").read_text()
+    assert "ARG SERVICE=" in dockerfile and "sipmesh-${SIPMESH_SERVICE}" in dockerfile

@@ -92,6 +92,28 @@ async def test_a_200_means_the_other_node_holds_it(store: SQLiteSubscribers) -> 
         await b.node.stop()
 
 
+async def test_a_peer_that_left_discovery_is_not_waited_for(store: SQLiteSubscribers) -> None:
+    """A draining node leaves discovery first (rolling restart): the survivor answers 200
+    at once instead of 503 until the link times out (a peer still registered that stops
+    answering is refused as before: the test above)."""
+    a = await member(1, store, seed=True)
+    b = await member(2, store, seeds=(f"1@{a.node.url}",))
+    try:
+        await wait_for(lambda: a.node.synced(CAPABILITY) and b.node.synced(CAPABILITY)
+                       and a.node.alive == {2})
+        a.ul.nodes_in_discovery = {1}  # b deregistered (drained, or removed when dead)
+        await b.node.stop()  # and is gone, not declared failed yet (that takes ~1 s)
+        assert (await a.ul.save_async(register("carol"), HERE)).status == 200
+        assert a.ul.stats["replicated_peer_departed"] == 1
+        assert "unreplicated_refused" not in a.ul.stats
+        assert a.ul.departed({2, 3}) == {2, 3} and a.ul.departed({1}) == set()
+        a.ul.nodes_in_discovery = None  # discovery unknown: nobody counts as departed
+        assert a.ul.departed({2}) == set()
+    finally:
+        await a.node.stop()
+        await b.node.stop()
+
+
 async def test_a_node_not_synced_refuses_without_changing_anything(
         store: SQLiteSubscribers) -> None:
     lonely = await member(2, store, seeds=("1@127.0.0.1:9",))  # its donor never answers
