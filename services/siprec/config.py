@@ -1,0 +1,28 @@
+"""The `[siprec]` section (file via `$SIPMESH_CONFIG`, or `SIPMESH_SIPREC_<FIELD>`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SiprecConfig:
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    http_advertise: str = ""  # host registered in discovery
+    http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
+    media: tuple[str, ...] = ()  # fixed media broker gRPC addresses (else discovery)
+    media_service: str = "media"
+    media_timeout: float = 6.0
+    edge_service: str = "edge"  # whose Uac API sends the INVITE/BYE to the SRS
+    uac_timeout: float = 10.0  # s to wait for the SRS's final answer
+    skip_failover_codes: tuple[int, ...] = (486, 603)  # OpenSIPS skip_failover_codes
+    user_agent: str = "SipMesh-SRC"
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        if self.uac_timeout <= 0 or self.media_timeout <= 0:
+            raise ValueError("[siprec] uac_timeout and media_timeout must be > 0")
+        for code in self.skip_failover_codes:
+            if not 300 <= int(code) <= 699:
+                raise ValueError(f"[siprec] skip_failover_codes: {code} is not a failure")

@@ -1,0 +1,266 @@
+"""SIPREC end to end, the way an operator turns it on: a default-routing edge with
+`[edge] media_anchor = true` and `[edge] siprec_srs` (a failover list of two SRSs), the
+media broker on the real rtpengine, the siprec service, and an SRS.
+
+The SRS is services/siprec/testing/fake_srs.py (no SRS package exists here; it checks
+what RFC 7866/7865 require of the INVITE and counts the RTP it gets), started on the
+list's ports by each test.  sipp UAC -> edge -> sipp UAS with RTP from sipp's pcap both
+ways:
+
+* the SRS gets one compliant INVITE (Require, +sip.src, multipart, metadata whose
+  participants are the call's From/To and whose streams are the SDP labels), rtpengine's
+  fork delivers both directions (caller's and callee's SSRCs on their own labels), the
+  call's BYE ends the recording with BYE to the SRS, `siprec_list` is empty again, and
+  E_SIPREC_START / E_SIPREC_STOP reach RabbitMQ;
+* the first SRS answers 503: the second one records the call;
+* no SRS answers at all: the call still completes, E_SIPREC_FAILED is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+
+from services.siprec.testing.fake_srs import FakeSrs, SrsSession
+from tests.integration.edge.edge_harness import (
+    Edge,
+    Sipp,
+    free_port,
+    start_edge,
+    stop_process,
+    wait_until,
+)
+from tests.integration.media.harness import (
+    ROOT,
+    SCENARIOS,
+    RtpEngine,
+    free_udp_port,
+    mi,
+    start_broker,
+)
+from tests.integration.media.rtp_peer import RtpPeer
+from tests.integration.media.sip_ua import SipUA
+from tests.integration.media.test_media_calls import _call, sipmesh
+
+pytestmark = pytest.mark.peers
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+EXCHANGE = f"sipmesh.test.siprec.{os.getpid()}"
+
+
+class Siprec:
+    def __init__(self, proc: subprocess.Popen[str], line: str) -> None:
+        self.proc = proc
+        self.line = line
+
+    @property
+    def mi(self) -> str:
+        words = self.line.split()
+        return f"{words[words.index('http') + 1]}/mi"
+
+    def stop(self) -> int:
+        return stop_process(self.proc, grace=10)
+
+
+def start_siprec(env_extra: dict[str, str]) -> Siprec:
+    env = dict(os.environ)
+    env.pop("SIPMESH_CONFIG", None)
+    env.update({"PYTHONPATH": str(ROOT), **env_extra})
+    proc = subprocess.Popen([sys.executable, "-m", "services.siprec"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
+    if "siprec ready" not in line:
+        stop_process(proc)
+        raise RuntimeError(f"siprec did not start: {line!r}")
+    return Siprec(proc, line)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("siprec")
+    engine = RtpEngine(tmp).start()
+    db = tmp / "media.sqlite"
+    added = sipmesh("rtpengine", "add", engine.url, "--db", str(db))
+    assert added.returncode == 0, added.stderr
+    events = {"SIPMESH_EVENTS_RABBITMQ_URL": AMQP, "SIPMESH_EVENTS_EXCHANGE": EXCHANGE}
+    broker = start_broker(db)
+    siprec: Siprec | None = None
+    edge: Edge | None = None
+    srs_ports = (free_udp_port(), free_udp_port())
+    try:
+        siprec = start_siprec({"SIPMESH_SIPREC_MEDIA": broker.grpc,
+                               "SIPMESH_SIPREC_UAC_TIMEOUT": "3", **events})
+        srs_list = ",".join(f"sip:srs@127.0.0.1:{p}" for p in srs_ports)
+        edge = start_edge({
+            "SIPMESH_EDGE_MEDIA": broker.grpc, "SIPMESH_EDGE_MEDIA_ANCHOR": "true",
+            "SIPMESH_EDGE_SIPREC": siprec.mi, "SIPMESH_EDGE_SIPREC_SRS": srs_list})
+        yield {"engine": engine, "broker": broker, "edge": edge, "siprec": siprec,
+               "srs_ports": srs_ports, "tmp": tmp}
+    finally:
+        if edge is not None:
+            edge.stop()
+        if siprec is not None:
+            siprec.stop()
+        broker.stop()
+        engine.kill()
+
+
+async def _consume(events: list[dict[str, Any]]) -> Any:
+    connection = await aio_pika.connect_robust(AMQP)
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                              durable=True)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, "#")
+
+    async def got(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            body = json.loads(message.body)
+            name = body.get("_envelope", {}).get("event", "")
+            if name.startswith("E_SIPREC"):
+                events.append({"event": name, **body})
+
+    await queue.consume(got)
+    return connection
+
+
+def _sipp_call(edge: Edge, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """One sipp call with RTP both ways (4 s, then BYE); (result, the UAS's address)."""
+    sipp = Sipp(tmp)
+    uas_port = free_port()
+    try:
+        sipp.uas("../../media/scenarios/uas_media.xml", uas_port,
+                 extra=["-mp", str(free_port())])
+        result = subprocess.run(
+            ["sipp", "-sf", str(SCENARIOS / "uac_media.xml"), "-i", "127.0.0.1",
+             "-p", str(free_port()), "-mp", str(free_port()), "-rsa", edge.address,
+             f"127.0.0.1:{uas_port}", "-s", "rec", "-m", "1", "-nostdin",
+             "-timeout", "30s", "-timeout_error"],
+            cwd=tmp, capture_output=True, timeout=60)
+    finally:
+        sipp.stop()
+    return result, f"127.0.0.1:{uas_port}"
+
+
+async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs]
+                      ) -> tuple[subprocess.CompletedProcess[bytes], str, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    connection = await _consume(events)
+    try:
+        result, uas = await asyncio.to_thread(_sipp_call, mesh["edge"], tmp)
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] in ("E_SIPREC_STOP", "E_SIPREC_FAILED") for e in events), 15,
+            "the recording's end event")
+    finally:
+        await connection.close()
+    return result, uas, events
+
+
+def _only(srs: FakeSrs) -> SrsSession:
+    assert len(srs.sessions) == 1, srs.sessions
+    return next(iter(srs.sessions.values()))
+
+
+async def test_a_call_is_recorded_with_both_directions_and_ended_with_it(
+        mesh: dict[str, Any], tmp_path: Path) -> None:
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    try:
+        result, uas, events = await _record_one(mesh, tmp_path, [srs])
+    finally:
+        srs.close()
+    assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    session = _only(srs)
+    assert session.problems == [] and session.status == 200, session.problems
+    assert session.acked and session.ended  # ACKed by the edge, BYE when the call ended
+    meta = session.metadata
+    assert meta is not None and meta.datamode == "complete"
+    assert sorted(session.labels) == ["1", "2"]
+    caller = meta.participant(f"sip:sipp@127.0.0.1:{_from_port(session)}")
+    callee = meta.participant(f"sip:rec@{uas}")
+    assert caller.send == ["1"] and caller.recv == ["2"]
+    assert callee.send == ["2"] and callee.recv == ["1"]
+    # rtpengine forked both directions (both sipp sides replay one pcap, so one SSRC:
+    # which direction is which label is the next test's, with distinct SSRCs)
+    assert session.rtp.get("1", 0) > 50 and session.rtp.get("2", 0) > 50, session.rtp
+    start = next(e for e in events if e["event"] == "E_SIPREC_START")
+    stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
+    assert start["srs"] == srs.uri and stop["srs"] == srs.uri
+    assert start["rs_callid"] == session.call_id and stop["bye_status"] == 200
+    assert stop["reason"] == "bye" and stop["duration"] > 1
+    assert mi(mesh["siprec"].mi, "siprec_list") == {"Recordings": []}
+
+
+def _from_port(session: SrsSession) -> str:
+    """The caller's port, as the metadata's AOR must name it (the call's From URI)."""
+    meta = session.metadata
+    assert meta is not None
+    aors = [p.aor for p in meta.participants if p.aor.startswith("sip:sipp@")]
+    assert len(aors) == 1, meta.participants
+    return aors[0].rsplit(":", 1)[1]
+
+
+async def test_each_label_carries_its_own_party_s_media(mesh: dict[str, Any]) -> None:
+    """alice and bob send RTP with their own SSRCs: label 1 (what the metadata says alice
+    sends) carries alice's, label 2 bob's."""
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    caller, callee = SipUA("alice"), SipUA("bob")
+    a, b = RtpPeer(ssrc=0x0A0A0A0A), RtpPeer(ssrc=0x0B0B0B0B)
+    for x in (caller, callee, a, b):
+        await x.open()
+    try:
+        await _call(mesh["edge"], caller, callee, a, b, 3.0)
+        await asyncio.to_thread(wait_until, lambda: srs.sessions and _only(srs).ended, 10,
+                                "BYE to the SRS")
+    finally:
+        for p in (a, b):
+            await p.stop()
+            p.close()
+        caller.close()
+        callee.close()
+        srs.close()
+    session = _only(srs)
+    assert session.problems == []
+    meta = session.metadata
+    assert meta is not None
+    alice = next(p for p in meta.participants if p.aor.startswith("sip:alice@"))
+    assert alice.send == ["1"]
+    assert session.ssrcs["1"] == {0x0A0A0A0A} and session.ssrcs["2"] == {0x0B0B0B0B}
+    assert session.rtp["1"] > 50 and session.rtp["2"] > 50
+
+
+async def test_a_refusing_srs_fails_over_to_the_next_one(mesh: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    first = await FakeSrs(port=mesh["srs_ports"][0], status=503).start()
+    second = await FakeSrs(port=mesh["srs_ports"][1]).start()
+    try:
+        result, _, events = await _record_one(mesh, tmp_path, [first, second])
+    finally:
+        first.close()
+        second.close()
+    assert result.returncode == 0
+    assert _only(first).status == 503
+    recorded = _only(second)
+    assert recorded.status == 200 and recorded.ended and recorded.problems == []
+    assert recorded.rtp.get("1", 0) > 50 and recorded.rtp.get("2", 0) > 50
+    assert [e["srs"] for e in events if e["event"] == "E_SIPREC_START"] == [second.uri]
+
+
+async def test_with_no_srs_the_call_completes_and_the_failure_is_an_event(
+        mesh: dict[str, Any], tmp_path: Path) -> None:
+    result, _, events = await _record_one(mesh, tmp_path, [])
+    assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    failed = [e for e in events if e["event"] == "E_SIPREC_FAILED"]
+    assert len(failed) == 1 and [t["srs"] for t in failed[0]["tried"]] == [
+        f"sip:srs@127.0.0.1:{p}" for p in mesh["srs_ports"]]
+    assert not any(e["event"] == "E_SIPREC_START" for e in events)
