@@ -71,7 +71,9 @@ def multipart(sdp: str, metadata: str, boundary: str) -> tuple[str, bytes]:
         f"--{boundary}\r\nContent-Type: {METADATA_TYPE}\r\n"
         f"Content-Disposition: {DISPOSITION}\r\n\r\n{metadata}",
     ]
-    text = "".join(p if p.endswith("\r\n") else p + "\r\n" for p in parts)
+    # RFC 2046 §5.1.1: the CRLF before each delimiter belongs to the delimiter, so every
+    # part is followed by one (an SDP's own last CRLF stays in the SDP).
+    text = "".join(p + "\r\n" for p in parts)
     return f"multipart/mixed;boundary={boundary}", (text + f"--{boundary}--\r\n").encode()
 
 
