@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import jsonschema
 import pytest
 
 from services.siprec.testing.fake_srs import FakeSrs, SrsSession
@@ -153,12 +154,39 @@ def _sipp_call(edge: Edge, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes
     return result, f"127.0.0.1:{uas_port}"
 
 
-async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs]
+def _schema(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((ROOT / "contracts" / "mi" / f"{name}.json").read_text())
+    return doc
+
+
+def _while_recording(mesh: dict[str, Any], action: str) -> list[Any]:
+    """Once the call is being recorded: `list` its siprec_list, or `stop` it by MI."""
+    url = mesh["siprec"].mi
+    listed: list[Any] = []
+
+    def active() -> bool:
+        got = mi(url, "siprec_list")
+        listed[:] = [r for r in got["Recordings"] if r["state"] == "active"]
+        return bool(listed)
+
+    wait_until(active, 15, "an active recording in siprec_list")
+    jsonschema.validate(mi(url, "siprec_list"), _schema("siprec_list")["result"])
+    if action == "stop":
+        answer = mi(url, "siprec_stop", {"callid": listed[0]["callid"]})
+        jsonschema.validate(answer, _schema("siprec_stop")["result"])
+        listed.append(answer)
+    return listed
+
+
+async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs], action: str = ""
                       ) -> tuple[subprocess.CompletedProcess[bytes], str, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     connection = await _consume(events)
     try:
-        result, uas = await asyncio.to_thread(_sipp_call, mesh["edge"], tmp)
+        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"], tmp))
+        if action:
+            mesh["during"] = await asyncio.to_thread(_while_recording, mesh, action)
+        result, uas = await call
         await asyncio.to_thread(wait_until, lambda: any(
             e["event"] in ("E_SIPREC_STOP", "E_SIPREC_FAILED") for e in events), 15,
             "the recording's end event")
@@ -176,9 +204,12 @@ async def test_a_call_is_recorded_with_both_directions_and_ended_with_it(
         mesh: dict[str, Any], tmp_path: Path) -> None:
     srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
     try:
-        result, uas, events = await _record_one(mesh, tmp_path, [srs])
+        result, uas, events = await _record_one(mesh, tmp_path, [srs], "list")
     finally:
         srs.close()
+    listed = mesh.pop("during")
+    assert listed[0]["srs"] == srs.uri and listed[0]["labels"] == ["1", "2"]
+    assert listed[0]["rtpengine"] == mesh["engine"].url
     assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
     session = _only(srs)
     assert session.problems == [] and session.status == 200, session.problems
@@ -239,12 +270,12 @@ async def test_each_label_carries_its_own_party_s_media(mesh: dict[str, Any]) ->
     assert session.rtp["1"] > 50 and session.rtp["2"] > 50
 
 
-async def test_a_refusing_srs_fails_over_to_the_next_one(mesh: dict[str, Any],
-                                                         tmp_path: Path) -> None:
+async def test_a_refusing_srs_fails_over_to_the_next_one_and_mi_stops_it(
+        mesh: dict[str, Any], tmp_path: Path) -> None:
     first = await FakeSrs(port=mesh["srs_ports"][0], status=503).start()
     second = await FakeSrs(port=mesh["srs_ports"][1]).start()
     try:
-        result, _, events = await _record_one(mesh, tmp_path, [first, second])
+        result, _, events = await _record_one(mesh, tmp_path, [first, second], "stop")
     finally:
         first.close()
         second.close()
@@ -252,8 +283,13 @@ async def test_a_refusing_srs_fails_over_to_the_next_one(mesh: dict[str, Any],
     assert _only(first).status == 503
     recorded = _only(second)
     assert recorded.status == 200 and recorded.ended and recorded.problems == []
-    assert recorded.rtp.get("1", 0) > 50 and recorded.rtp.get("2", 0) > 50
+    # stopped as soon as it was active: unsubscribed, the call's ~200 packets each way
+    # that followed never reached the SRS
+    assert sum(recorded.rtp.values()) < 50, recorded.rtp
     assert [e["srs"] for e in events if e["event"] == "E_SIPREC_START"] == [second.uri]
+    # siprec_stop ended the recording mid-call (the call's BYE later found none)
+    assert mesh.pop("during")[-1]["state"] == "ended"
+    assert [e["reason"] for e in events if e["event"] == "E_SIPREC_STOP"] == ["mi"]
 
 
 async def test_with_no_srs_the_call_completes_and_the_failure_is_an_event(
