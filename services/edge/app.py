@@ -501,7 +501,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.recording import RecordingClient
 
     siprec = RecordingClient(addresses=config.siprec, registry=runtime.registry,
-                             service=config.siprec_service, default_srs=config.siprec_srs)
+                             service=config.siprec_service, default_srs=config.siprec_srs,
+                             token=config.siprec_token)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "media": media,
                             "freeswitch": freeswitch, "dialog": dialogs,

@@ -84,6 +84,7 @@ class EdgeConfig:
     siprec: tuple[str, ...] = ()
     siprec_service: str = "siprec"
     siprec_srs: str = ""
+    siprec_token: str = ""  # the siprec service's MI bearer token (off loopback)
     # The Uac API (requests sent for other services: BYEs of the dialog service, ...).
     uac_host: str = "127.0.0.1"
     uac_port: int = 0

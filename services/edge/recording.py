@@ -52,8 +52,9 @@ class RecordingClient:
     """The edge's client of the siprec service (JSON-RPC over HTTP, its MI)."""
 
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
-                 service: str = "siprec", default_srs: str = "",
+                 service: str = "siprec", default_srs: str = "", token: str = "",
                  timeout: float = 45.0) -> None:
+        self.token = token
         self.static = [a for a in addresses if a]
         self.registry = registry
         self.service = service
@@ -91,7 +92,7 @@ class RecordingClient:
 
         last: Exception | None = None
         for url in await self.urls():
-            client = JsonRpcClient(url, timeout=self.timeout)
+            client = JsonRpcClient(url, token=self.token or None, timeout=self.timeout)
             try:
                 return await client.call(method, params)
             except Exception as exc:
