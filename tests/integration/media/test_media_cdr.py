@@ -30,7 +30,22 @@ from tests.integration.media.test_media_calls import _call, sipmesh
 pytestmark = pytest.mark.peers
 
 
-def start_dialog(tmp: Path) -> tuple[subprocess.Popen[str], str]:
+class Dialog:
+    def __init__(self, proc: subprocess.Popen[str], line: str) -> None:
+        self.proc = proc
+        self.words = line.split()
+
+    @property
+    def grpc(self) -> str:
+        return self.words[self.words.index("grpc") + 1]
+
+    @property
+    def mi(self) -> str:
+        return f"{self.words[self.words.index('http') + 1]}/mi"
+
+
+def start_dialog(tmp: Path) -> tuple[Dialog, str]:
+    """The dialog service alone (CDRs in tmp/cdr.sqlite); (it, its gRPC address)."""
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
     env.update({"PYTHONPATH": str(ROOT), "SIPMESH_DIALOG_DB_URL": "none",
@@ -44,8 +59,8 @@ def start_dialog(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     if "dialog ready" not in line:
         stop_process(proc)
         raise RuntimeError(f"dialog did not start: {line!r}")
-    words = line.split()
-    return proc, words[words.index("grpc") + 1]
+    dialog = Dialog(proc, line)
+    return dialog, dialog.grpc
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     added = sipmesh("rtpengine", "add", engine.url, "--db", str(db))
     assert added.returncode == 0, added.stderr
     broker = start_broker(db)
-    dialog: subprocess.Popen[str] | None = None
+    dialog: Dialog | None = None
     edge: Edge | None = None
     try:
         dialog, dialog_grpc = start_dialog(tmp)
@@ -68,7 +83,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if edge is not None:
             edge.stop()
         if dialog is not None:
-            stop_process(dialog)
+            stop_process(dialog.proc)
         broker.stop()
         engine.kill()
 

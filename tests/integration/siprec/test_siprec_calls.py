@@ -50,8 +50,9 @@ from tests.integration.media.harness import (
     start_broker,
 )
 from tests.integration.media.rtp_peer import RtpPeer
-from tests.integration.media.sip_ua import SipUA
+from tests.integration.media.sip_ua import SipUA, next_request
 from tests.integration.media.test_media_calls import _call, sipmesh
+from tests.integration.media.test_media_cdr import start_dialog
 
 pytestmark = pytest.mark.peers
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -98,6 +99,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     broker = start_broker(db)
     siprec: Siprec | None = None
     edge: Edge | None = None
+    dialog, dialog_grpc = start_dialog(tmp)
     srs_ports = (free_udp_port(), free_udp_port())
     try:
         siprec = start_siprec({"SIPMESH_SIPREC_MEDIA": broker.grpc,
@@ -105,10 +107,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         srs_list = ",".join(f"sip:srs@127.0.0.1:{p}" for p in srs_ports)
         edge = start_edge({
             "SIPMESH_EDGE_MEDIA": broker.grpc, "SIPMESH_EDGE_MEDIA_ANCHOR": "true",
+            "SIPMESH_EDGE_DIALOG": dialog_grpc,
             "SIPMESH_EDGE_SIPREC": siprec.mi, "SIPMESH_EDGE_SIPREC_SRS": srs_list})
         yield {"engine": engine, "broker": broker, "edge": edge, "siprec": siprec,
-               "srs_ports": srs_ports, "tmp": tmp}
+               "srs_ports": srs_ports, "tmp": tmp, "dialog": dialog}
     finally:
+        stop_process(dialog.proc)
         if edge is not None:
             edge.stop()
         if siprec is not None:
@@ -300,3 +304,53 @@ async def test_with_no_srs_the_call_completes_and_the_failure_is_an_event(
     assert len(failed) == 1 and [t["srs"] for t in failed[0]["tried"]] == [
         f"sip:srs@127.0.0.1:{p}" for p in mesh["srs_ports"]]
     assert not any(e["event"] == "E_SIPREC_START" for e in events)
+
+
+async def test_a_call_ended_by_the_dialog_service_ends_its_recording(
+        mesh: dict[str, Any]) -> None:
+    """dlg_end_dlg (what a dialog timeout or a billing system does): the dialog service
+    sends BYE to both sides through the edge's Uac API, and the recording ends too."""
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    caller, callee = SipUA("carol"), SipUA("dave")
+    a, b = RtpPeer(ssrc=0x0C0C0C0C), RtpPeer(ssrc=0x0D0D0D0D)
+    for x in (caller, callee, a, b):
+        await x.open()
+    events: list[dict[str, Any]] = []
+    connection = await _consume(events)
+    try:
+        dest = ("127.0.0.1", mesh["edge"].port)
+        call_id = f"end-{os.getpid()}"
+        target = f"sip:dave@127.0.0.1:{callee.port}"
+        invite = caller.request("INVITE", target, call_id=call_id, from_tag="carol1",
+                                to=target, cseq=1, body=a.sdp().encode())
+        pending = asyncio.create_task(caller.transact(invite, dest))
+        got, addr = await next_request(callee, "INVITE")
+        callee.answer(got, addr, 200, to_tag="dave1", body=b.sdp().encode())
+        ok = await pending
+        routes = list(reversed(ok.get_all("Record-Route")))
+        caller.send(caller.request("ACK", target, call_id=call_id, from_tag="carol1",
+                                   to=target, cseq=1, routes=routes,
+                                   to_tag="dave1").serialize(), dest)
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_START" for e in events), 15, "the recording")
+        # the dialog service learns the call from the edge's stream (batched): once known
+        await asyncio.to_thread(wait_until, lambda: mi(
+            mesh["dialog"].mi, "dlg_end_dlg", {"callid": call_id}) == "OK", 10,
+            "dlg_end_dlg OK")
+        bye_a, addr_a = await next_request(caller, "BYE")
+        caller.answer(bye_a, addr_a, 200)
+        bye_b, addr_b = await next_request(callee, "BYE")
+        callee.answer(bye_b, addr_b, 200)
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_STOP" for e in events), 15, "the recording's end")
+    finally:
+        await connection.close()
+        for p in (a, b):
+            await p.stop()
+            p.close()
+        caller.close()
+        callee.close()
+        srs.close()
+    assert _only(srs).ended
+    stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
+    assert stop["reason"] == "dialog" and stop["callid"] == call_id
