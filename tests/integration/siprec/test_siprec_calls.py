@@ -37,6 +37,7 @@ from tests.integration.edge.edge_harness import (
     Edge,
     Sipp,
     free_port,
+    is_bound,
     start_edge,
     stop_process,
     wait_until,
@@ -55,6 +56,7 @@ from tests.integration.media.test_media_calls import _call, sipmesh
 from tests.integration.media.test_media_cdr import start_dialog
 
 pytestmark = pytest.mark.peers
+HERE = Path(__file__).resolve().parent
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 EXCHANGE = f"sipmesh.test.siprec.{os.getpid()}"
 
@@ -354,3 +356,29 @@ async def test_a_call_ended_by_the_dialog_service_ends_its_recording(
     assert _only(srs).ended
     stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
     assert stop["reason"] == "dialog" and stop["callid"] == call_id
+
+
+async def test_sipp_as_the_srs_accepts_the_recording_and_its_end(mesh: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """sipp as SRS (scenarios/uas_srs.xml: its ereg checks fail the run when the INVITE
+    lacks Require: siprec, +sip.src, the multipart metadata part or the labels): one
+    recorded call, one INVITE taken, the BYE answered, sipp exits 0."""
+    port = mesh["srs_ports"][0]
+    srs = subprocess.Popen(
+        ["sipp", "-sf", str(HERE / "scenarios" / "uas_srs.xml"), "-i", "127.0.0.1",
+         "-p", str(port), "-mp", str(free_port()), "-m", "1", "-nostdin", "-bind_local",
+         "-timeout", "40s", "-timeout_error", "-trace_err",
+         "-error_file", str(tmp_path / "srs_err.log")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.to_thread(wait_until, lambda: is_bound(port, "udp") or
+                                srs.poll() is not None, 10, "sipp SRS bound")
+        result, _, events = await _record_one(mesh, tmp_path, [])
+        code = await asyncio.to_thread(srs.wait, 30)
+    finally:
+        stop_process(srs)
+    errors = (tmp_path / "srs_err.log").read_text(errors="replace")[-1500:] if (
+        tmp_path / "srs_err.log").exists() else ""
+    assert code == 0, errors
+    assert result.returncode == 0
+    assert [e["event"] for e in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
