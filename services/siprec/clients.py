@@ -23,6 +23,8 @@ from contracts.generated.sipmesh.media.v1 import media_pb2 as media_pb
 from contracts.generated.sipmesh.media.v1 import media_pb2_grpc as media_grpc
 from services.siprec.session import Outgoing
 
+TIMER_B_MAX = 64 * 4.0  # s: the longest an edge's Timer B can run (64 x T1, T1 <= 4 s)
+
 
 class Unreachable(Exception):
     """No broker / edge could be reached."""
@@ -99,7 +101,7 @@ class UacSender:
     """Sends the recorder's requests through an edge (OpenSIPS t_uac_dlg)."""
 
     def __init__(self, *, edges: Sequence[Edge] = (), registry: Any = None,
-                 service: str = "edge", timeout: float = 32.0) -> None:
+                 service: str = "edge", timeout: float = 0.0) -> None:
         self.static = list(edges)
         self.registry = registry
         self.service = service
@@ -131,7 +133,8 @@ class UacSender:
             headers=[uac_pb.Header(name=n, value=v) for n, v in out.headers],
             timeout=self.timeout)
         try:
-            reply = await self.stubs.get(edge.uac).Send(request, timeout=self.timeout + 2)
+            reply = await self.stubs.get(edge.uac).Send(
+                request, timeout=(self.timeout or TIMER_B_MAX) + 2)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 raise Unreachable(f"{edge.uac}: {exc.code().name}") from None

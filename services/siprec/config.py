@@ -15,14 +15,17 @@ class SiprecConfig:
     media_service: str = "media"
     media_timeout: float = 6.0
     edge_service: str = "edge"  # whose Uac API sends the INVITE/BYE to the SRS
-    uac_timeout: float = 10.0  # s to wait for the SRS's final answer
+    # s to wait for the SRS's final answer; 0: the edge's INVITE transaction decides
+    # (Timer B, 64 x T1): a shorter wait can leave the edge retransmitting to an SRS that
+    # is given up on, and a late 2xx would open a session nobody ends.
+    uac_timeout: float = 0.0
     skip_failover_codes: tuple[int, ...] = (486, 603)  # OpenSIPS skip_failover_codes
     user_agent: str = "SipMesh-SRC"
     log_level: str = "info"
 
     def validate(self) -> None:
-        if self.uac_timeout <= 0 or self.media_timeout <= 0:
-            raise ValueError("[siprec] uac_timeout and media_timeout must be > 0")
+        if self.uac_timeout < 0 or self.media_timeout <= 0:
+            raise ValueError("[siprec] uac_timeout must be >= 0 and media_timeout > 0")
         for code in self.skip_failover_codes:
             if not 300 <= int(code) <= 699:
                 raise ValueError(f"[siprec] skip_failover_codes: {code} is not a failure")

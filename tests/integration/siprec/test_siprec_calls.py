@@ -104,8 +104,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     dialog, dialog_grpc = start_dialog(tmp)
     srs_ports = (free_udp_port(), free_udp_port())
     try:
-        siprec = start_siprec({"SIPMESH_SIPREC_MEDIA": broker.grpc,
-                               "SIPMESH_SIPREC_UAC_TIMEOUT": "3", **events})
+        # the INVITE to a silent SRS ends at the edge's Timer B (T1 0.1 s here: 6.4 s)
+        siprec = start_siprec({"SIPMESH_SIPREC_MEDIA": broker.grpc, **events})
         srs_list = ",".join(f"sip:srs@127.0.0.1:{p}" for p in srs_ports)
         edge = start_edge({
             "SIPMESH_EDGE_MEDIA": broker.grpc, "SIPMESH_EDGE_MEDIA_ANCHOR": "true",
@@ -142,7 +142,7 @@ async def _consume(events: list[dict[str, Any]]) -> Any:
     return connection
 
 
-def _sipp_call(edge: Edge, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes], str]:
+def _sipp_call(edge: str, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes], str]:
     """One sipp call with RTP both ways (4 s, then BYE); (result, the UAS's address)."""
     sipp = Sipp(tmp)
     uas_port = free_port()
@@ -151,7 +151,7 @@ def _sipp_call(edge: Edge, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes
                  extra=["-mp", str(free_port())])
         result = subprocess.run(
             ["sipp", "-sf", str(SCENARIOS / "uac_media.xml"), "-i", "127.0.0.1",
-             "-p", str(free_port()), "-mp", str(free_port()), "-rsa", edge.address,
+             "-p", str(free_port()), "-mp", str(free_port()), "-rsa", edge,
              f"127.0.0.1:{uas_port}", "-s", "rec", "-m", "1", "-nostdin",
              "-timeout", "30s", "-timeout_error"],
             cwd=tmp, capture_output=True, timeout=60)
@@ -189,12 +189,12 @@ async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs], actio
     events: list[dict[str, Any]] = []
     connection = await _consume(events)
     try:
-        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"], tmp))
+        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address, tmp))
         if action:
             mesh["during"] = await asyncio.to_thread(_while_recording, mesh, action)
         result, uas = await call
         await asyncio.to_thread(wait_until, lambda: any(
-            e["event"] in ("E_SIPREC_STOP", "E_SIPREC_FAILED") for e in events), 15,
+            e["event"] in ("E_SIPREC_STOP", "E_SIPREC_FAILED") for e in events), 25,
             "the recording's end event")
     finally:
         await connection.close()
@@ -374,7 +374,9 @@ async def test_sipp_as_the_srs_accepts_the_recording_and_its_end(mesh: dict[str,
         await asyncio.to_thread(wait_until, lambda: is_bound(port, "udp") or
                                 srs.poll() is not None, 10, "sipp SRS bound")
         result, _, events = await _record_one(mesh, tmp_path, [])
-        code = await asyncio.to_thread(srs.wait, 30)
+        await asyncio.to_thread(wait_until, lambda: srs.poll() is not None, 30,
+                                f"sipp SRS done (events {events})")
+        code = srs.returncode
     finally:
         stop_process(srs)
     errors = (tmp_path / "srs_err.log").read_text(errors="replace")[-1500:] if (
