@@ -114,17 +114,45 @@ async def serve(config: SiprecConfig) -> None:
     def on_event(name: str, params: Mapping[str, Any]) -> None:
         runtime.events.publish(name, params)
 
+    from services.siprec.store import open_recording_store
+
+    store = open_recording_store(config.db_url, table=config.db_table)
     recorder = Recorder(
         media, uac, table=Table(skip_failover=frozenset(config.skip_failover_codes),
                                 user_agent=config.user_agent),
-        on_event=on_event, observe=lambda outcome, s: setup.labels(outcome).observe(s))
+        on_event=on_event, observe=lambda outcome, s: setup.labels(outcome).observe(s),
+        store=store)
     register_mi(runtime, recorder)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def checker() -> None:
+        # The first check right away: recordings taken back may have lost their call.
+        while True:
+            try:
+                await recorder.check()
+            except Exception as exc:
+                runtime.log.warning("siprec_check_failed", error=repr(exc))
+            if config.check_interval <= 0:
+                return
+            await asyncio.sleep(config.check_interval)
+
+    @runtime.on_start
+    async def _start() -> None:
+        if store is not None:
+            await store.open()
+            await recorder.restore()
+        tasks.append(asyncio.get_running_loop().create_task(checker()))
 
     @runtime.on_stop
     async def _stop() -> None:
-        await recorder.stop_all("shutdown")
+        for task in tasks:
+            task.cancel()
+        if store is None:
+            await recorder.stop_all("shutdown")  # kept nowhere: end them with the process
         await media.close()
         await uac.close()
+        if store is not None:
+            await store.close()
 
     async def announce() -> None:
         while not runtime.port:

@@ -21,6 +21,12 @@ class SiprecConfig:
     uac_timeout: float = 0.0
     skip_failover_codes: tuple[int, ...] = (486, 603)  # OpenSIPS skip_failover_codes
     user_agent: str = "SipMesh-SRC"
+    # The recordings in progress: a SQLite file (default under $XDG_STATE_HOME/sipmesh),
+    # a postgresql:// DSN (several recorders share it), or "none" (memory only: a
+    # restart loses them, and a shutdown ends them).
+    db_url: str = ""
+    db_table: str = "siprec"
+    check_interval: float = 30.0  # s between checks for recordings whose call is gone
     log_level: str = "info"
 
     def validate(self) -> None:

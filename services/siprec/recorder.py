@@ -7,6 +7,10 @@ recording that cannot start unsubscribes and raises E_SIPREC_FAILED.  The call i
 never touched: the recorder is beside the call, not in its path.
 stop: BYE to the SRS, `unsubscribe`, E_SIPREC_STOP.  A stop that arrives while the INVITE
 is out is done as soon as it is answered.
+persistence (store.py): an active recording is written to the store, removed when it
+ends; `restore()` takes them back after a restart, and `check()` (at start, then every
+`[siprec] check_interval`) ends each recording whose call rtpengine no longer knows (a
+BYE whose stop never reached the recorder: it was down, or the edge died).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from services.siprec.session import (
     Table,
     parse_srs_list,
 )
+from services.siprec.store import RecordingStore
 
 EventSink = Callable[[str, Mapping[str, Any]], object]
 
@@ -39,7 +44,9 @@ class Recorder:
     def __init__(self, media: MediaForker, uac: UacSender, *, table: Table | None = None,
                  on_event: EventSink | None = None,
                  observe: Callable[[str, float], object] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 store: RecordingStore | None = None) -> None:
+        self.store = store
         self.media = media
         self.uac = uac
         self.table = table or Table()
@@ -48,9 +55,8 @@ class Recorder:
         self.clock = clock
         self.log = structlog.get_logger("siprec")
         self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
-        self._edges: dict[str, Edge] = {}
         self.counters = {"started": 0, "stopped": 0, "failed": 0, "failovers": 0,
-                         "refused": 0}
+                         "refused": 0, "restored": 0, "calls_gone": 0, "store_errors": 0}
 
     def _emit(self, name: str, params: Mapping[str, Any]) -> None:
         if self.on_event is not None:
@@ -105,6 +111,7 @@ class Recorder:
             return {"state": "failed", "error": rec.error,
                     "tried": [{"srs": s, "status": c} for s, c in rec.tried]}
         self.counters["started"] += 1
+        await self._save(rec)
         self.log.info("siprec_started", call_id=call_id, srs=rec.srs_uri,
                       rs_call_id=rec.rs_call_id)
         self._emit("E_SIPREC_START", {
@@ -161,7 +168,7 @@ class Recorder:
                 except Unreachable:
                     continue
                 sent = True
-                self._edges[rec.call_id] = edge
+                rec.edge_uac = edge.uac
                 break
             if not sent:
                 self.table.fail(rec, "no edge could be reached (Uac API)")
@@ -190,7 +197,7 @@ class Recorder:
                 self.table.fail(rec, why)
 
     async def _send_bye(self, rec: Recording, bye: Any) -> int:
-        edges = await self.uac.pick(self._edges.get(rec.call_id, Edge("", "")))
+        edges = await self.uac.pick(Edge(rec.edge_uac, rec.contact))
         for edge in edges:
             if not edge.uac:
                 continue
@@ -225,7 +232,7 @@ class Recorder:
         await self._unsubscribe(rec)
         duration = self.clock() - rec.answered_at if rec.answered_at is not None else 0.0
         self.table.end(rec)
-        self._edges.pop(call_id, None)
+        await self._forget(rec)
         self.counters["stopped"] += 1
         self.log.info("siprec_stopped", call_id=call_id, srs=rec.srs_uri, bye_status=status,
                       reason=reason)
@@ -234,9 +241,71 @@ class Recorder:
                                      "duration": round(duration, 3), "bye_status": status})
         return {"state": "ended", "bye_status": status, "duration": round(duration, 3)}
 
+    # -- persistence ----------------------------------------------------------------------
+    async def _save(self, rec: Recording) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.put(rec.call_id, rec.to_doc(), self.clock())
+        except Exception as exc:  # the recording goes on; only a restart would lose it
+            self.counters["store_errors"] += 1
+            self.log.warning("siprec_store_failed", call_id=rec.call_id, error=repr(exc))
+
+    async def _forget(self, rec: Recording) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.remove(rec.call_id)
+        except Exception as exc:
+            self.counters["store_errors"] += 1
+            self.log.warning("siprec_store_failed", call_id=rec.call_id, error=repr(exc))
+
+    async def restore(self) -> int:
+        """Takes back the stored recordings (after a restart); how many."""
+        if self.store is None:
+            return 0
+        count = 0
+        for doc in await self.store.all():
+            try:
+                rec = Recording.from_doc(doc)
+            except RecordingError as exc:
+                self.log.warning("siprec_bad_stored_recording", error=str(exc))
+                continue
+            if rec.state is State.ACTIVE and self.table.restore(rec):
+                count += 1
+        self.counters["restored"] += count
+        if count:
+            self.log.info("siprec_restored", recordings=count)
+        return count
+
+    async def check(self) -> int:
+        """Ends the recordings whose call rtpengine no longer knows; how many."""
+        gone = 0
+        for rec in self.table:
+            if rec.state is not State.ACTIVE:
+                continue
+            try:
+                reply = await self.media.call("Query", call_id=rec.call_id,
+                                              from_tag=rec.from_tag, set_id=rec.set_id,
+                                              instance=rec.instance)
+            except Unreachable:
+                return gone  # no broker: nothing can be concluded now
+            if not reply.ok and _call_unknown(str(reply.error)):
+                gone += 1
+                self.counters["calls_gone"] += 1
+                await self.stop(rec.call_id, "call-gone")
+        return gone
+
     async def stop_all(self, reason: str = "shutdown") -> None:
         for rec in self.table:
             await self.stop(rec.call_id, reason)
+
+
+def _call_unknown(error: str) -> bool:
+    """rtpengine's answer for a call it does not have ("Unknown call-ID", "Call-ID not
+    found")."""
+    low = error.lower()
+    return "unknown call" in low or "not found" in low
 
 
 def _contact(edge: Edge) -> str:

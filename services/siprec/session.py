@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.siprec.body import label_sdp, media_count, multipart
 from services.siprec.metadata import Participant, Snapshot, build_metadata, two_party
@@ -87,12 +88,56 @@ class Recording:
     cseq: int = 1
     contact: str = ""
     answered_at: float | None = None
+    edge_uac: str = ""  # the edge whose Uac API carries this session's requests
     error: str = ""
     tried: list[tuple[str, int]] = field(default_factory=list)  # (srs, status)
 
     @property
     def srs_uri(self) -> str:
         return self.srs[min(self.srs_index, len(self.srs) - 1)]
+
+    def to_doc(self) -> dict[str, Any]:
+        """What the store keeps of an active recording (everything to end it)."""
+        return {
+            "call_id": self.call_id, "from_tag": self.from_tag, "srs": list(self.srs),
+            "caller": [self.caller.aor, self.caller.name],
+            "callee": [self.callee.aor, self.callee.name], "group": self.group,
+            "instance": self.instance, "set_id": self.set_id, "started": self.started,
+            "state": self.state.value, "srs_index": self.srs_index,
+            "subscription": self.subscription, "labels": list(self.labels),
+            "rs_call_id": self.rs_call_id, "local_tag": self.local_tag,
+            "remote_tag": self.remote_tag, "remote_target": self.remote_target,
+            "route_set": list(self.route_set), "cseq": self.cseq, "contact": self.contact,
+            "answered_at": self.answered_at, "edge_uac": self.edge_uac,
+            "tried": [[s, c] for s, c in self.tried],
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Recording:
+        """A recording back from the store; RecordingError when the row is not one."""
+        try:
+            rec = cls(
+                call_id=str(doc["call_id"]), from_tag=str(doc["from_tag"]),
+                srs=tuple(str(s) for s in doc["srs"]),
+                caller=Participant(str(doc["caller"][0]), str(doc["caller"][1])),
+                callee=Participant(str(doc["callee"][0]), str(doc["callee"][1])),
+                group=str(doc["group"]), instance=str(doc["instance"]),
+                set_id=int(doc["set_id"]), started=float(doc["started"]),
+                state=State(doc["state"]), srs_index=int(doc["srs_index"]),
+                subscription=str(doc["subscription"]),
+                labels=tuple(str(x) for x in doc["labels"]),
+                rs_call_id=str(doc["rs_call_id"]), local_tag=str(doc["local_tag"]),
+                remote_tag=str(doc["remote_tag"]), remote_target=str(doc["remote_target"]),
+                route_set=tuple(str(x) for x in doc["route_set"]), cseq=int(doc["cseq"]),
+                contact=str(doc["contact"]),
+                answered_at=None if doc["answered_at"] is None else float(doc["answered_at"]),
+                edge_uac=str(doc.get("edge_uac", "")),
+                tried=[(str(s), int(c)) for s, c in doc["tried"]])
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RecordingError(f"not a stored recording: {exc!r}") from None
+        if not rec.srs or not rec.call_id:
+            raise RecordingError("not a stored recording: no call or SRS")
+        return rec
 
     def as_dict(self, now: float) -> dict[str, object]:
         """One entry of the `siprec_list` MI answer."""
@@ -135,6 +180,14 @@ class Table:
 
     def get(self, call_id: str) -> Recording | None:
         return self.sessions.get(call_id)
+
+    def restore(self, rec: Recording) -> bool:
+        """A recording taken back from the store (after a restart); False when this
+        table has that call already."""
+        if rec.call_id in self.sessions:
+            return False
+        self.sessions[rec.call_id] = rec
+        return True
 
     def begin(self, rec: Recording) -> Recording:
         """A new recording; RecordingError for a call recorded already or without media."""

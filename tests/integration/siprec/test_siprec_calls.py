@@ -79,8 +79,10 @@ def start_siprec(env_extra: dict[str, str]) -> Siprec:
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
     env.update({"PYTHONPATH": str(ROOT), **env_extra})
+    log = open(os.environ.get("SIPREC_TEST_LOG", os.devnull), "a")
     proc = subprocess.Popen([sys.executable, "-m", "services.siprec"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    log.close()
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     line = proc.stdout.readline() if ready else ""
@@ -105,14 +107,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     srs_ports = (free_udp_port(), free_udp_port())
     try:
         # the INVITE to a silent SRS ends at the edge's Timer B (T1 0.1 s here: 6.4 s)
-        siprec = start_siprec({"SIPMESH_SIPREC_MEDIA": broker.grpc, **events})
+        siprec_env = {"SIPMESH_SIPREC_MEDIA": broker.grpc, **events,
+                      "SIPMESH_SIPREC_HTTP_PORT": str(free_port()),  # same after a restart
+                      "SIPMESH_SIPREC_DB_URL": str(tmp / "siprec.sqlite"),
+                      # checked every second: a live call's recording must never be ended
+                      "SIPMESH_SIPREC_CHECK_INTERVAL": "1"}
+        siprec = start_siprec(siprec_env)
         srs_list = ",".join(f"sip:srs@127.0.0.1:{p}" for p in srs_ports)
         edge = start_edge({
             "SIPMESH_EDGE_MEDIA": broker.grpc, "SIPMESH_EDGE_MEDIA_ANCHOR": "true",
             "SIPMESH_EDGE_DIALOG": dialog_grpc,
             "SIPMESH_EDGE_SIPREC": siprec.mi, "SIPMESH_EDGE_SIPREC_SRS": srs_list})
-        yield {"engine": engine, "broker": broker, "edge": edge, "siprec": siprec,
-               "srs_ports": srs_ports, "tmp": tmp, "dialog": dialog}
+        state = {"engine": engine, "broker": broker, "edge": edge, "siprec": siprec,
+                 "srs_ports": srs_ports, "tmp": tmp, "dialog": dialog, "env": siprec_env}
+        yield state
+        siprec = state["siprec"]  # type: ignore[assignment]  # a test may restart it
     finally:
         stop_process(dialog.proc)
         if edge is not None:
@@ -384,3 +393,58 @@ async def test_sipp_as_the_srs_accepts_the_recording_and_its_end(mesh: dict[str,
     assert code == 0, errors
     assert result.returncode == 0
     assert [e["event"] for e in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
+
+
+async def test_a_recorder_killed_mid_call_ends_the_recording_after_its_restart(
+        mesh: dict[str, Any]) -> None:
+    """kill -9 of the recorder while a call is recorded; the call ends while it is down
+    (the edge's siprec_stop finds nobody); restarted, it takes the recording back from
+    its store, sees rtpengine no longer has the call, and sends the SRS its BYE."""
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    caller, callee = SipUA("erin"), SipUA("frank")
+    a, b = RtpPeer(ssrc=0x0E0E0E0E), RtpPeer(ssrc=0x0F0F0F0F)
+    for x in (caller, callee, a, b):
+        await x.open()
+    events: list[dict[str, Any]] = []
+    connection = await _consume(events)
+    try:
+        dest = ("127.0.0.1", mesh["edge"].port)
+        call_id = f"kill-{os.getpid()}"
+        target = f"sip:frank@127.0.0.1:{callee.port}"
+        invite = caller.request("INVITE", target, call_id=call_id, from_tag="erin1",
+                                to=target, cseq=1, body=a.sdp().encode())
+        pending = asyncio.create_task(caller.transact(invite, dest))
+        got, addr = await next_request(callee, "INVITE")
+        callee.answer(got, addr, 200, to_tag="frank1", body=b.sdp().encode())
+        ok = await pending
+        routes = list(reversed(ok.get_all("Record-Route")))
+        caller.send(caller.request("ACK", target, call_id=call_id, from_tag="erin1",
+                                   to=target, cseq=1, routes=routes,
+                                   to_tag="frank1").serialize(), dest)
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_START" for e in events), 15, "the recording")
+        mesh["siprec"].proc.kill()  # SIGKILL: nothing is cleaned up
+        mesh["siprec"].proc.wait(10)
+        bye = caller.request("BYE", target, call_id=call_id, from_tag="erin1", to=target,
+                             cseq=2, routes=routes, to_tag="frank1")
+        pending = asyncio.create_task(caller.transact(bye, dest))
+        got, addr = await next_request(callee, "BYE")
+        callee.answer(got, addr, 200)
+        assert (await pending).status == 200  # the call ended; no recorder heard of it
+        assert not _only(srs).ended
+        mesh["siprec"] = await asyncio.to_thread(start_siprec, mesh["env"])
+        await asyncio.to_thread(wait_until, lambda: _only(srs).ended, 15,
+                                "the SRS's BYE from the restarted recorder")
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_STOP" for e in events), 10, "E_SIPREC_STOP")
+    finally:
+        await connection.close()
+        for p in (a, b):
+            await p.stop()
+            p.close()
+        caller.close()
+        callee.close()
+        srs.close()
+    stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
+    assert stop["callid"] == call_id and stop["reason"] == "call-gone"
+    assert mi(mesh["siprec"].mi, "siprec_list") == {"Recordings": []}

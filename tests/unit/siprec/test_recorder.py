@@ -132,3 +132,52 @@ async def test_bad_parameters_are_errors() -> None:
                 {**PARAMS, "headers": [["X", "a\r\nb"]]}):
         with pytest.raises(RecordingError):
             await rec.start(bad)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, call_id: str, doc: dict[str, Any], now: float) -> None:
+        self.rows[call_id] = doc
+
+    async def remove(self, call_id: str) -> None:
+        self.rows.pop(call_id, None)
+
+    async def all(self) -> list[dict[str, Any]]:
+        return list(self.rows.values())
+
+
+class GoneMedia(Media):
+    """rtpengine no longer knows the call (its BYE's delete happened)."""
+
+    async def call(self, name: str, **fields: Any) -> Any:
+        if name == "Query":
+            self.calls.append((name, fields))
+            return SimpleNamespace(ok=False, error="Unknown call-ID")
+        return await super().call(name, **fields)
+
+
+async def test_a_restarted_recorder_takes_its_recordings_back_and_ends_lost_ones() -> None:
+    store = MemoryStore()
+    first = Recorder(Media(), Uac([200]), store=store, clock=lambda: 1000.0)
+    assert (await first.start(PARAMS))["state"] == "active"
+    assert list(store.rows) == ["c1"]
+    # killed here: a new process finds it in the store
+    alive, alive_uac = Media(), Uac([])
+    second = Recorder(alive, alive_uac, store=store, clock=lambda: 1001.0)
+    assert await second.restore() == 1 and await second.check() == 0  # the call goes on
+    assert second.table.get("c1") is not None and alive_uac.sent == []
+    # the call ended while no recorder was there: the check ends the recording
+    gone, gone_uac = GoneMedia(), Uac([])
+    events: list[str] = []
+    third = Recorder(gone, gone_uac, store=store, clock=lambda: 1002.0,
+                     on_event=lambda n, p: events.append(f"{n}:{p.get('reason')}"))
+    assert await third.restore() == 1 and await third.check() == 1
+    bye = gone_uac.sent[0]
+    assert bye.method == "BYE" and dict(bye.headers)["To"].endswith(";tag=srs")
+    assert events == ["E_SIPREC_STOP:call-gone"] and store.rows == {}
