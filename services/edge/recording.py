@@ -13,9 +13,10 @@ The call is marked in its INVITE's transaction; when the INVITE's 2xx has gone u
 (`siprec_start`, found in discovery as `siprec` or at `[edge] siprec`) to record it on
 the call's rtpengine instance, in the background: the call never waits for, nor fails
 because of, the recorder.  `caller`/`callee` default to the From/To URIs (and display
-names).  The default routing calls `siprec_stop` for every BYE it relays while a siprec
-service is known (`ctx.stop_recording()` in a routing script), and records every call
-itself with `[edge] siprec_srs` (which needs `media_anchor = true`).  A call without
+names).  With `[edge] siprec_srs` (which needs `media_anchor = true`) the default routing
+records every call and calls `siprec_stop` for every BYE it relays; a routing script
+calls `ctx.stop_recording()` on its BYEs.  A BYE a service sends through the edge's Uac
+API (a dialog timeout, `dlg_end_dlg`) ends the call's recording too.  A call without
 rtpengine media cannot be recorded: the siprec service refuses it and raises
 E_SIPREC_FAILED, never a silent success.
 """
