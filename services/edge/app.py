@@ -556,6 +556,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         await dialogs.close()
         await registrar.close()
         await media.close()
+        await siprec.close()
         if nonce_counts is not None:
             nonce_counts.close()
 

@@ -68,6 +68,7 @@ class RecordingClient:
         self.failed = 0
         self._known: list[str] = list(self.static)
         self._looked_at = -LOOKUP_TTL
+        self._clients: dict[str, Any] = {}
 
     async def urls(self) -> list[str]:
         if self.static:
@@ -89,18 +90,27 @@ class RecordingClient:
         return bool(self._known) or (self.registry is not None and not self.static)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
-        from shared.rpc.client import JsonRpcClient
+        from shared.rpc.client import JsonRpcClient, RpcError
 
         last: Exception | None = None
         for url in await self.urls():
-            client = JsonRpcClient(url, token=self.token or None, timeout=self.timeout)
+            client = self._clients.get(url)
+            if client is None:  # one HTTP session per recorder, kept (no connect per call)
+                client = self._clients[url] = JsonRpcClient(
+                    url, token=self.token or None, timeout=self.timeout)
             try:
                 return await client.call(method, params)
+            except RpcError as exc:
+                raise RuntimeError(f"siprec {method}: {exc}") from None  # it answered
             except Exception as exc:
                 last = exc
-            finally:
-                await client.close()
         raise RuntimeError(f"no siprec service answered: {last}")
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                await client.close()
 
     def spawn(self, coro: Any) -> None:
         try:
