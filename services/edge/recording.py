@@ -101,6 +101,9 @@ class RecordingClient:
             try:
                 return await client.call(method, params)
             except RpcError as exc:
+                if exc.code == 404:  # not this recorder's recording: ask the next one
+                    last = exc
+                    continue
                 raise RuntimeError(f"siprec {method}: {exc}") from None  # it answered
             except Exception as exc:
                 last = exc

@@ -123,3 +123,48 @@ def test_without_siprec_srs_the_default_routing_asks_nothing() -> None:
     h.feed(answer(fwd, 200))
     h.feed(invite(method="BYE", to_tag="b1", branch="z9hG4bKbye"))
     assert client.asked == [] and client.stopped == []
+
+
+async def test_a_stop_is_asked_of_each_recorder_until_one_has_the_call() -> None:
+    """Two recorders: the first answers 404 (not its recording), the second ends it; a
+    start's refusal (400) is an answer, not a reason to ask another recorder."""
+    from aiohttp import web
+
+    asked: list[tuple[int, str]] = []
+
+    def recorder(index: int, has: bool) -> web.Application:
+        async def mi(request: web.Request) -> web.Response:
+            body = await request.json()
+            asked.append((index, body["method"]))
+            if body["method"] == "siprec_stop" and has:
+                return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                          "result": {"state": "ended"}})
+            code = 404 if body["method"] == "siprec_stop" else 400
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                      "error": {"code": code, "message": "no"}})
+
+        app = web.Application()
+        app.router.add_post("/mi", mi)
+        return app
+
+    runners = []
+    urls = []
+    for index, has in ((0, False), (1, True)):
+        runner = web.AppRunner(recorder(index, has))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/mi")  # type: ignore[union-attr]
+    client = RecordingClient(addresses=urls)
+    try:
+        assert await client.call("siprec_stop", {"callid": "c1"}) == {"state": "ended"}
+        assert asked == [(0, "siprec_stop"), (1, "siprec_stop")]
+        asked.clear()
+        with pytest.raises(RuntimeError, match="400"):
+            await client.call("siprec_start", {"callid": "c1"})
+        assert asked == [(0, "siprec_start")]
+    finally:
+        await client.close()
+        for runner in runners:
+            await runner.cleanup()
