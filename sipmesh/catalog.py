@@ -49,6 +49,8 @@ SERVICES: tuple[ChildSpec, ...] = (
     ChildSpec("media", "services.media", port_env=("SIPMESH_MEDIA_HTTP_PORT",
                                                    "SIPMESH_MEDIA_GRPC_PORT")),
     ChildSpec("freeswitch", "services.freeswitch"),  # idles until a box is configured
+    # The SIPREC recorder: idle until an edge records a call (ctx.record, [edge] siprec_srs).
+    ChildSpec("siprec", "services.siprec", port_env=("SIPMESH_SIPREC_HTTP_PORT",)),
     ChildSpec("dialog", "services.dialog",
               cluster_id=3, cluster_section="dialog.cluster",
               cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),

@@ -517,9 +517,15 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                            query_timeout=config.dialog_timeout,
                            batch_window=config.dialog_batch_ms / 1000)
     tracker = DialogTracker(dialogs, enabled=config.dialog_tracking)
+    from services.edge.recording import RecordingClient
+
+    siprec = RecordingClient(addresses=config.siprec, registry=runtime.registry,
+                             service=config.siprec_service, default_srs=config.siprec_srs,
+                             token=config.siprec_token)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "media": media,
-                            "freeswitch": freeswitch, "dialog": dialogs},
+                            "freeswitch": freeswitch, "dialog": dialogs,
+                            "siprec": siprec},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker,
                   rr_key=rr_secret(config))
@@ -572,10 +578,13 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         uac_host = config.uac_advertise or (
             runtime.address if config.uac_host in ("0.0.0.0", "::") else config.uac_host)
         tracker.edge_uac = runtime.meta["uac"] = f"{uac_host}:{uac_srv.port}"
+        siprec.edge_uac = tracker.edge_uac
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
                 f"sip:{itf.host_in_uri}:{itf.port};transport={itf.transport}")
+            if itf.transport == "udp" and not siprec.edge_sip:
+                siprec.edge_sip = runtime.meta["sip_udp"]
 
     @runtime.on_stop
     async def _stop() -> None:
@@ -585,6 +594,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         await dialogs.close()
         await registrar.close()
         await media.close()
+        await siprec.close()
         if nonce_counts is not None:
             nonce_counts.close()
 

@@ -104,6 +104,13 @@ class EdgeConfig:
     dialog_buffer: int = 10000
     dialog_timeout: float = 0.5  # s a profile query from routing may take
     dialog_batch_ms: float = 50.0  # events this close together share one stream message
+    # SIPREC (services/siprec): where the recorder is (its MI URL or host:port; else
+    # discovery), and siprec_srs: the default routing records every call there (an SRS
+    # URI or a comma-separated failover list; needs media_anchor).
+    siprec: tuple[str, ...] = ()
+    siprec_service: str = "siprec"
+    siprec_srs: str = ""
+    siprec_token: str = ""  # the siprec service's MI bearer token (off loopback)
     # The Uac API (requests sent for other services: BYEs of the dialog service, ...).
     uac_host: str = "127.0.0.1"
     uac_port: int = 0

@@ -40,6 +40,9 @@
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
 - `[edge] media_anchor = true`: every call's media goes through rtpengine (offer, answer,
   delete with `[edge] media_flags`; services/edge/media_anchor.py).
+- SIPREC (services/edge/recording.py): `[edge] siprec_srs` records every call routed
+  here (started at its 2xx), and a BYE ends the recording of its call (without it the
+  default routing records nothing and asks the recorder nothing).
 """
 
 from __future__ import annotations
@@ -89,6 +92,11 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
         registrar_down = bool(getattr(registrar, "expected", False))
         registrar = None
     in_our_dialog = request.to_tag is not None and ctx.record_routed
+    if request.method in ("BYE", "INVITE") and _records(ctx):
+        if request.method == "BYE" and request.to_tag is not None:
+            ctx.stop_recording()  # in the background; nothing if it was not recorded
+        elif request.method == "INVITE" and request.to_tag is None:
+            ctx.record()  # [edge] siprec_srs; starts only if the call is answered
     if request.has("Route") and not (ctx.trusted or in_our_dialog):
         # An untrusted request with hops preloaded after ours (or instead of ours): it
         # would go wherever its Route says, whatever its Request-URI or To tag claim, so
@@ -111,6 +119,11 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
     if media is not None:
         return media_anchor.initial(request, ctx, media, decided)
     return decided
+
+
+def _records(ctx: RouteContext) -> bool:
+    client = ctx.services.get("siprec")
+    return client is not None and bool(getattr(client, "default_srs", ""))
 
 
 def reply_route(response: Response, ctx: RouteContext) -> Awaitable[Any] | None:

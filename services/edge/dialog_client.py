@@ -134,6 +134,23 @@ class DialogClient:
         return reply
 
     # -- lifecycle ------------------------------------------------------------------------
+    async def set_extra(self, call_id: str, from_tag: str, extra: dict[str, str]) -> bool:
+        """Adds CDR extra fields to a dialog (gRPC SetExtra, e.g. a call's MOS from its
+        BYE's delete); True when a dialog node took them before the CDR was written.
+        Never raises; bounded by the query timeout per node tried."""
+        ref = pb.DialogRef(callid=call_id, from_tag=from_tag)
+        for target in list(self.targets):
+            stub = pb_grpc.DialogStub(self._channel(target))  # type: ignore[no-untyped-call]
+            try:
+                reply = await stub.SetExtra(pb.SetExtraRequest(dialog=ref, extra=extra),
+                                            timeout=self.query_timeout)
+            except grpc.aio.AioRpcError as exc:
+                self.log.warning("set_extra_failed", call_id=call_id, target=target,
+                                 error=exc.code().name)
+                continue
+            return bool(reply.found)
+        return False
+
     async def start(self) -> None:
         if not self.static and self.registry is not None:
             with contextlib.suppress(Exception):

@@ -127,6 +127,7 @@ class MediaSession:
         self.engaged = False  # an offer succeeded in this transaction
         self.stats: CallStats | None = None
         self.last_error = ""
+        self._final_hooked = False
 
     @property
     def acc_extra(self) -> dict[str, int]:
@@ -182,7 +183,9 @@ class MediaSession:
         if result.ok and (message is None or message is request):
             self.engaged = True
             if request.method == "INVITE" and request.to_tag is None:
-                self.ctx.on_final = self._on_final  # a failed call deletes its session
+                if not self._final_hooked:  # a failed call deletes its session
+                    self._final_hooked = True
+                    self.ctx.add_on_final(self._on_final)
         return result
 
     async def answer(self, flags: str | Sequence[str] = "", *, message: Message | None = None

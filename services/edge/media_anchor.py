@@ -50,7 +50,7 @@ def in_dialog(request: Request, ctx: RouteContext, client: Any) -> Awaitable[Non
     method = request.method
     ctx.media.use_set(client.set_id)
     if method == "BYE":
-        return _then_forward(ctx, ctx.media.delete())
+        return _bye(ctx)
     if not has_sdp(request):
         return None
     if method in _OFFER_METHODS:
@@ -58,6 +58,19 @@ def in_dialog(request: Request, ctx: RouteContext, client: Any) -> Awaitable[Non
     if method == "ACK":
         return _then_forward(ctx, ctx.media.answer(client.flags))
     return None
+
+
+async def _bye(ctx: RouteContext) -> None:
+    """Delete, then put the call's MOS/loss into its CDR (the dialog service's SetExtra,
+    OpenSIPS 2.4's `$rtpstat` into `acc` extras) before the BYE ends the dialog."""
+    stats = await ctx.media.delete()
+    dialogs = ctx.services.get("dialog")
+    if stats is not None and dialogs is not None and getattr(dialogs, "available", False):
+        extra = {name: str(value) for name, value in stats.acc_extra().items()}
+        # "": the dialog of this Call-ID whoever hangs up (the BYE's From tag is the
+        # callee's when the callee hangs up; the dialog is keyed by the caller's).
+        await dialogs.set_extra(ctx.request.call_id, "", extra)
+    ctx.forward()
 
 
 async def _then_forward(ctx: RouteContext, call: Awaitable[Any]) -> None:

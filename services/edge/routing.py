@@ -349,6 +349,45 @@ class RouteContext:
                                           connect_timeout=connect_timeout,
                                           write_timeout=write_timeout)
 
+    # -- SIPREC (services/edge/recording.py) -------------------------------------------------
+    def record(self, srs: str | Sequence[str] = "", *, group: str = "", caller: str = "",
+               callee: str = "", caller_name: str = "", callee_name: str = "",
+               headers: Sequence[tuple[str, str]] = ()) -> None:
+        """Record this call to an SRS (OpenSIPS `siprec_start_recording`): `srs` a URI or a
+        failover list (comma-separated), default `[edge] siprec_srs`; it starts when the
+        INVITE's 2xx went upstream, on the call's rtpengine instance."""
+        from services.edge.recording import RecordRequest, record
+
+        target = srs if isinstance(srs, str) else ",".join(srs)
+        if not target:
+            client = self.services.get("siprec")
+            target = getattr(client, "default_srs", "") if client is not None else ""
+        if not target:
+            raise ValueError("ctx.record() needs an SRS ([edge] siprec_srs or srs=...)")
+        record(self, RecordRequest(target, group, caller, callee, caller_name, callee_name,
+                                   tuple((str(n), str(v)) for n, v in headers)))
+
+    def stop_recording(self) -> None:
+        """The call ends (a BYE): end its recording in the background, if it has one."""
+        from services.edge.recording import call_ended
+
+        call_ended(self)
+
+    def add_on_final(self, hook: Callable[[int], None]) -> None:
+        """Also call `hook(status)` with the final status of this request (chained)."""
+        previous = self.on_final
+        if previous is None:
+            self.on_final = hook
+            return
+
+        def both(status: int) -> None:
+            try:
+                previous(status)
+            finally:
+                hook(status)
+
+        self.on_final = both
+
     def add_header(self, name: str, value: str) -> None:
         self.request.add_header(name, value)
 

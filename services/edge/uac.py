@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from services.edge.app import EdgeApp
 
 SERVICE = "sipmesh.edge.v1.Uac"
+RECORDING_SUFFIX = "-siprec"  # the Call-IDs of the recorder's own sessions with an SRS
 
 
 class UacServicer(pb_grpc.UacServicer):
@@ -52,6 +53,12 @@ class UacServicer(pb_grpc.UacServicer):
             return pb.UacReply(status=400, reason="Bad Request", error=str(exc))
         if sip.method == "CANCEL":
             return self._cancel(sip)
+        if sip.method == "BYE" and not sip.call_id.endswith(RECORDING_SUFFIX):
+            # A call ended by a service (dialog timeout, dlg_end_dlg, billing): its
+            # recording ends too (services/edge/recording.py; no-op when none).
+            siprec = getattr(app, "services", {}).get("siprec")
+            if siprec is not None:
+                siprec.spawn(siprec.stop(sip.call_id, "dialog"))
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, str, Response | None]] = loop.create_future()
 

@@ -107,6 +107,28 @@ class MediaServicer(pb_grpc.MediaServicer):
     async def Query(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._stats_call("query", request)
 
+    async def _subscription(self, command: str, request: Any) -> Any:
+        outcome = await self.broker.subscription(
+            command, request.call_id, set_id=request.set_id, hint=request.instance,
+            to_tag=request.to_tag, sdp=_sdp_text(request.sdp))
+        reply = outcome.reply or {}
+        tags = reply.get("from-tags")
+        to_tag = reply.get("to-tag")
+        return pb.MediaReply(
+            ok=outcome.ok, sdp=outcome.sdp.encode("utf-8", "surrogateescape"),
+            instance=outcome.instance, error=outcome.error, warning=outcome.warning,
+            to_tag=to_tag if isinstance(to_tag, str) else "",
+            from_tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [])
+
+    async def Subscribe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._subscription("subscribe request", request)
+
+    async def SubscribeAnswer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._subscription("subscribe answer", request)
+
+    async def Unsubscribe(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._subscription("unsubscribe", request)
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m services.media",

@@ -127,7 +127,8 @@ class Broker:
         self._ticker: asyncio.Task[None] | None = None
         self._calls: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self.counters = {"offers": 0, "answers": 0, "deletes": 0, "queries": 0,
-                         "errors": 0, "failovers": 0, "records": 0, "probes": 0}
+                         "errors": 0, "failovers": 0, "records": 0, "probes": 0,
+                         "subscriptions": 0}
 
     # -- lifecycle --------------------------------------------------------------------------
     def now(self) -> float:
@@ -424,6 +425,37 @@ class Broker:
             if outcome.ok and not outcome.warning.startswith(NOT_FOUND_WARNING):
                 return outcome
         return first
+
+    async def subscription(self, command: str, call_id: str, *, set_id: int = 0,
+                           hint: str = "", to_tag: str = "", sdp: str = "",
+                           flags: tuple[str, ...] = ("all",)) -> Outcome:
+        """Media forking (SIPREC): `subscribe request` (flag `all`: every leg of the call),
+        `subscribe answer` (the recorder's SDP for subscription `to_tag`) or `unsubscribe`,
+        on the call's instance (rtpengine >= mr10.0.1.1).  Never raises."""
+        if command not in ("subscribe request", "subscribe answer", "unsubscribe"):
+            return Outcome(False, error=f"not a subscription command: {command}")
+        if not call_id:
+            return Outcome(False, error="no call-id")
+        message: dict[str, Any] = {"command": command, "call-id": call_id}
+        if command == "subscribe request":
+            message["flags"] = list(flags)
+        else:
+            if not to_tag:
+                return Outcome(False, error="no to-tag (the subscription)")
+            message["to-tag"] = to_tag
+        if command == "subscribe answer":
+            if not sdp:
+                return Outcome(False, error="no SDP")
+            message["sdp"] = sdp
+        self.counters["subscriptions"] += 1
+        if set_id not in self.sets.sets and not hint:
+            self.counters["errors"] += 1
+            return Outcome(False, error=f"no rtpengine set {set_id}")
+        engine = await self._engine_of(set_id, call_id, hint)
+        outcome = await self._existing_call(engine, message)
+        if not outcome.ok:
+            self.counters["errors"] += 1
+        return outcome
 
     async def purge(self) -> int:
         if self.store is None:

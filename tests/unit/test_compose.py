@@ -24,6 +24,7 @@ from services.edge.config import EdgeConfig
 from services.freeswitch.config import FreeswitchConfig
 from services.media.config import MediaConfig
 from services.registrar.config import RegistrarConfig
+from services.siprec.config import SiprecConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
 from sipmesh.catalog import SERVICES
@@ -37,6 +38,7 @@ SECTIONS = {
     "MEDIA": MediaConfig,
     "FREESWITCH": FreeswitchConfig,
     "DIALOG": DialogConfig,
+    "SIPREC": SiprecConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

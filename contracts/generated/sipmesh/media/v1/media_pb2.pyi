@@ -31,18 +31,22 @@ class MediaRequest(_message.Message):
     def __init__(self, call_id: _Optional[str] = ..., from_tag: _Optional[str] = ..., to_tag: _Optional[str] = ..., reply: _Optional[bool] = ..., sdp: _Optional[bytes] = ..., flags: _Optional[str] = ..., set_id: _Optional[int] = ..., instance: _Optional[str] = ..., received_from: _Optional[str] = ..., via_branches: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MediaReply(_message.Message):
-    __slots__ = ("ok", "sdp", "instance", "error", "warning")
+    __slots__ = ("ok", "sdp", "instance", "error", "warning", "to_tag", "from_tags")
     OK_FIELD_NUMBER: _ClassVar[int]
     SDP_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WARNING_FIELD_NUMBER: _ClassVar[int]
+    TO_TAG_FIELD_NUMBER: _ClassVar[int]
+    FROM_TAGS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     sdp: bytes
     instance: str
     error: str
     warning: str
-    def __init__(self, ok: _Optional[bool] = ..., sdp: _Optional[bytes] = ..., instance: _Optional[str] = ..., error: _Optional[str] = ..., warning: _Optional[str] = ...) -> None: ...
+    to_tag: str
+    from_tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., sdp: _Optional[bytes] = ..., instance: _Optional[str] = ..., error: _Optional[str] = ..., warning: _Optional[str] = ..., to_tag: _Optional[str] = ..., from_tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MosStats(_message.Message):
     __slots__ = ("mos_average", "mos_min", "mos_min_at", "mos_max", "mos_max_at")

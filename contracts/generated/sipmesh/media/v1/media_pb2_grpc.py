@@ -54,6 +54,21 @@ class MediaStub:
                 request_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
                 response_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.DeleteReply.FromString,
                 _registered_method=True)
+        self.Subscribe = channel.unary_unary(
+                '/sipmesh.media.v1.Media/Subscribe',
+                request_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+                response_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
+                _registered_method=True)
+        self.SubscribeAnswer = channel.unary_unary(
+                '/sipmesh.media.v1.Media/SubscribeAnswer',
+                request_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+                response_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
+                _registered_method=True)
+        self.Unsubscribe = channel.unary_unary(
+                '/sipmesh.media.v1.Media/Unsubscribe',
+                request_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+                response_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
+                _registered_method=True)
 
 
 class MediaServicer:
@@ -89,6 +104,29 @@ class MediaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Media forking for SIPREC (services/siprec), rtpengine's `subscribe request` with flag
+        `all`: a sendonly SDP with one m-line per call leg (`from_tags` says whose, in order)
+        and a new `to_tag` naming the subscription; `instance`: the call's instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeAnswer(self, request, context):
+        """`subscribe answer`: the recorder's (recvonly) SDP for the subscription `to_tag`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unsubscribe(self, request, context):
+        """`unsubscribe`: ends the subscription `to_tag` (the call goes on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +149,21 @@ def add_MediaServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.FromString,
                     response_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.DeleteReply.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.FromString,
+                    response_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.SerializeToString,
+            ),
+            'SubscribeAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubscribeAnswer,
+                    request_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.FromString,
+                    response_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.SerializeToString,
+            ),
+            'Unsubscribe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unsubscribe,
+                    request_deserializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.FromString,
+                    response_serializer=sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +274,87 @@ class Media:
             '/sipmesh.media.v1.Media/Query',
             sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
             sipmesh_dot_media_dot_v1_dot_media__pb2.DeleteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sipmesh.media.v1.Media/Subscribe',
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sipmesh.media.v1.Media/SubscribeAnswer',
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unsubscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sipmesh.media.v1.Media/Unsubscribe',
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaRequest.SerializeToString,
+            sipmesh_dot_media_dot_v1_dot_media__pb2.MediaReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,184 @@
+"""`ctx.record(...)`: SIPREC recording of a call from routing (OpenSIPS 2.4
+`siprec_start_recording`), through the siprec service (services/siprec).
+
+    async def request_route(request, ctx):
+        if request.method == "INVITE" and request.to_tag is None:
+            await ctx.media.offer("replace-origin replace-session-connection")  # required
+            ctx.record(srs="sip:srs1@10.0.0.5:5090,sip:srs2@10.0.0.6:5090",
+                       group="sales", headers=[("X-Tenant", "acme")])
+        ...
+
+The call is marked in its INVITE's transaction; when the INVITE's 2xx has gone upstream
+(after `ctx.media.answer`, so rtpengine knows both legs) the edge asks the siprec service
+(`siprec_start`, found in discovery as `siprec` or at `[edge] siprec`) to record it on
+the call's rtpengine instance, in the background: the call never waits for, nor fails
+because of, the recorder.  `caller`/`callee` default to the From/To URIs (and display
+names).  With `[edge] siprec_srs` (which needs `media_anchor = true`) the default routing
+records every call and calls `siprec_stop` for every BYE it relays; a routing script
+calls `ctx.stop_recording()` on its BYEs.  A BYE a service sends through the edge's Uac
+API (a dialog timeout, `dlg_end_dlg`) ends the call's recording too.  A call without
+rtpengine media cannot be recorded: the siprec service refuses it and raises
+E_SIPREC_FAILED, never a silent success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from services.edge.routing import RouteContext
+
+_tasks: set[asyncio.Task[Any]] = set()
+LOOKUP_TTL = 2.0  # s a discovery answer about the siprec service is reused
+
+
+@dataclass(frozen=True)
+class RecordRequest:
+    srs: str
+    group: str = ""
+    caller: str = ""
+    callee: str = ""
+    caller_name: str = ""
+    callee_name: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class RecordingClient:
+    """The edge's client of the siprec service (JSON-RPC over HTTP, its MI)."""
+
+    def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
+                 service: str = "siprec", default_srs: str = "", token: str = "",
+                 timeout: float = 45.0) -> None:
+        self.token = token
+        self.static = [a for a in addresses if a]
+        self.registry = registry
+        self.service = service
+        self.default_srs = default_srs  # [edge] siprec_srs: the default routing records all
+        self.timeout = timeout
+        self.edge_uac = ""  # this worker's Uac API: the SRS leg leaves from here
+        self.edge_sip = ""  # its SIP URI (the recorder's Contact: the SRS talks to us)
+        self.log = structlog.get_logger("edge.siprec")
+        self.started = 0
+        self.failed = 0
+        self._known: list[str] = list(self.static)
+        self._looked_at = -LOOKUP_TTL
+        self._clients: dict[str, Any] = {}
+
+    async def urls(self) -> list[str]:
+        if self.static:
+            return [u if u.startswith("http") else f"http://{u}/mi" for u in self.static]
+        if self.registry is None:
+            return []
+        now = asyncio.get_running_loop().time()
+        if now - self._looked_at >= LOOKUP_TTL:  # one discovery lookup per TTL, not per BYE
+            self._looked_at = now
+            with contextlib.suppress(Exception):
+                found = await self.registry.healthy(self.service)
+                self._known = sorted({i.meta["mi_url"] for i in found
+                                      if i.meta.get("mi_url")})
+        return list(self._known)
+
+    @property
+    def known(self) -> bool:
+        """A siprec service was seen (cheap: no lookup)."""
+        return bool(self._known) or (self.registry is not None and not self.static)
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        from shared.rpc.client import JsonRpcClient, RpcError
+
+        last: Exception | None = None
+        for url in await self.urls():
+            client = self._clients.get(url)
+            if client is None:  # one HTTP session per recorder, kept (no connect per call)
+                client = self._clients[url] = JsonRpcClient(
+                    url, token=self.token or None, timeout=self.timeout)
+            try:
+                return await client.call(method, params)
+            except RpcError as exc:
+                if exc.code == 404:  # not this recorder's recording: ask the next one
+                    last = exc
+                    continue
+                raise RuntimeError(f"siprec {method}: {exc}") from None  # it answered
+            except Exception as exc:
+                last = exc
+        raise RuntimeError(f"no siprec service answered: {last}")
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    def spawn(self, coro: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return
+        task = loop.create_task(coro)
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+    async def start(self, params: dict[str, Any]) -> None:
+        try:
+            result = await self.call("siprec_start", params)
+        except Exception as exc:
+            self.failed += 1
+            self.log.warning("siprec_start_failed", call_id=params.get("callid"),
+                             error=str(exc))
+            return
+        self.started += 1
+        self.log.info("siprec_start", call_id=params.get("callid"), result=result)
+
+    async def stop(self, call_id: str, reason: str = "bye") -> None:
+        if not await self.urls():
+            return  # no siprec service in the mesh: nothing can be recorded
+        with contextlib.suppress(Exception):
+            await self.call("siprec_stop", {"callid": call_id, "reason": reason})
+
+
+def record(ctx: RouteContext, request: RecordRequest) -> None:
+    """Mark the INVITE's call for recording; it starts once its 2xx went upstream."""
+    client: RecordingClient | None = ctx.services.get("siprec")
+    invite = ctx.request
+    if invite.method != "INVITE" or invite.to_tag is not None:
+        raise ValueError("ctx.record() is for an initial INVITE")
+    if client is None:
+        raise ValueError("no siprec service configured for this edge")
+    params: dict[str, Any] = {
+        "callid": invite.call_id, "from_tag": invite.from_tag or "", "srs": request.srs,
+        "group": request.group, "headers": [list(h) for h in request.headers],
+    }
+    try:
+        frm, to = invite.from_addr, invite.to_addr
+        params["caller"] = request.caller or str(frm.uri)
+        params["callee"] = request.callee or str(to.uri)
+        params["caller_name"] = request.caller_name or frm.display_name or ""
+        params["callee_name"] = request.callee_name or to.display_name or ""
+    except Exception:  # a From/To the proxy could route but not parse as name-addr
+        params["caller"], params["callee"] = request.caller, request.callee
+
+    def on_final(status: int) -> None:
+        if not 200 <= status < 300:
+            return
+        media = ctx._media  # the instance that took the offer, if any
+        params["instance"] = media.instance if media is not None and media.engaged else ""
+        params["set_id"] = media.set_id if media is not None else 0
+        params["edge"] = client.edge_uac
+        params["edge_sip"] = client.edge_sip
+        client.spawn(client.start(params))
+
+    ctx.add_on_final(on_final)
+
+
+def call_ended(ctx: RouteContext) -> None:
+    """A BYE of a call: end its recording, if it has one (in the background)."""
+    client: RecordingClient | None = ctx.services.get("siprec")
+    if client is not None and client.known:
+        client.spawn(client.stop(ctx.request.call_id))

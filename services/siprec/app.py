@@ -1,0 +1,180 @@
+"""Wiring of the SIPREC recorder process: config -> clients -> recorder -> MI, events.
+
+`serve(config)` runs the service runtime (discovery as `siprec`, MI, /metrics, /health)
+with the recorder.  Edges call `siprec_start` when a call marked with `ctx.record(...)`
+is answered and `siprec_stop` when it ends; operators list and stop recordings with
+`siprec_list` / `siprec_stop`.  One line when ready:
+
+    siprec ready http http://127.0.0.1:PORT pid PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client import Histogram
+
+from services.siprec.clients import MediaForker, UacSender
+from services.siprec.config import SiprecConfig
+from services.siprec.recorder import Recorder
+from services.siprec.session import RecordingError, Table
+from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiCommand, MiError
+from shared.service.runtime import ServiceRuntime
+
+SERVICE = "siprec"
+
+
+def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
+    async def siprec_start(params: Any) -> Any:
+        if not isinstance(params, Mapping):
+            raise MiError(BAD_REQUEST, "siprec_start takes named params: callid, from_tag, "
+                                       "srs, caller, callee, instance[, group, headers, ...]")
+        try:
+            return await recorder.start(params)
+        except RecordingError as exc:
+            raise MiError(BAD_REQUEST, str(exc)) from None
+        except (TypeError, ValueError) as exc:
+            raise MiError(BAD_REQUEST, f"bad params: {exc}") from None
+
+    runtime.mi.add(MiCommand(
+        "siprec_start", siprec_start, None,
+        "record a call to an SRS (OpenSIPS siprec_start_recording): callid, from_tag, "
+        "srs (comma-separated failover list), caller, callee, instance (its rtpengine)"))
+
+    @runtime.command("siprec_stop", (("callid",), ("callid", "reason")), fanout=True,
+                     doc="end the recording of a call (BYE to the SRS)")
+    async def siprec_stop(callid: Any, reason: Any = "mi") -> Any:
+        found = await recorder.stop(str(callid), str(reason))
+        if found is None:
+            raise MiError(NOT_FOUND, "Recording not found")
+        return found
+
+    @runtime.command("siprec_list", fanout=True, doc="the active recordings")
+    async def siprec_list() -> Any:
+        now = recorder.clock()
+        return {"Recordings": [r.as_dict(now) for r in recorder.table]}
+
+    def values() -> dict[str, int]:
+        return {**recorder.counters, "active": len(recorder.table)}
+
+    runtime.stats.group("siprec", values)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m services.siprec",
+                                description="SipMesh SIPREC recording client")
+    p.add_argument("--http-port", type=int)
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> SiprecConfig:
+    from shared.config import load_section
+
+    config = load_section(SiprecConfig, "siprec")
+    if args.http_port is not None:
+        config = dataclasses.replace(config, http_port=args.http_port)
+    config.validate()
+    return config
+
+
+async def serve(config: SiprecConfig) -> None:
+    from shared.config import load_section
+    from shared.discovery import DiscoveryConfig
+    from shared.service import RuntimeConfig, ServiceRuntime
+
+    discovery = load_section(DiscoveryConfig, "discovery")
+    registry = None
+    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
+        from shared.discovery.memory import MemoryRegistry
+
+        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
+    runtime = ServiceRuntime(
+        SERVICE, config=RuntimeConfig(host=config.http_host, port=config.http_port,
+                                      advertise=config.http_advertise,
+                                      token=config.http_token,
+                                      token_setting="[siprec] http_token "
+                                                    "(SIPMESH_SIPREC_HTTP_TOKEN)"),
+        discovery=discovery, registry=registry, sip_handling=False)
+    runtime.declare_events("siprec.#")
+    setup = Histogram("sipmesh_siprec_setup_seconds",
+                      "subscribe + INVITE to the SRS + subscribe answer", ["outcome"],
+                      registry=runtime.metrics,
+                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    media = MediaForker(addresses=config.media, registry=runtime.registry,
+                        service=config.media_service, timeout=config.media_timeout)
+    uac = UacSender(registry=runtime.registry, service=config.edge_service,
+                    timeout=config.uac_timeout)
+
+    def on_event(name: str, params: Mapping[str, Any]) -> None:
+        runtime.events.publish(name, params)
+
+    from services.siprec.store import open_recording_store
+
+    store = open_recording_store(config.db_url, table=config.db_table)
+    recorder = Recorder(
+        media, uac, table=Table(skip_failover=frozenset(config.skip_failover_codes),
+                                user_agent=config.user_agent),
+        on_event=on_event, observe=lambda outcome, s: setup.labels(outcome).observe(s),
+        store=store)
+    register_mi(runtime, recorder)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def checker() -> None:
+        # The first check right away: recordings taken back may have lost their call.
+        while True:
+            try:
+                await recorder.check()
+            except Exception as exc:
+                runtime.log.warning("siprec_check_failed", error=repr(exc))
+            if config.check_interval <= 0:
+                return
+            await asyncio.sleep(config.check_interval)
+
+    @runtime.on_start
+    async def _start() -> None:
+        if store is not None:
+            await store.open()
+            await recorder.restore()
+        tasks.append(asyncio.get_running_loop().create_task(checker()))
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        for task in tasks:
+            task.cancel()
+        if store is None:
+            await recorder.stop_all("shutdown")  # kept nowhere: end them with the process
+        await media.close()
+        await uac.close()
+        if store is not None:
+            await store.close()
+
+    async def announce() -> None:
+        while not runtime.port:
+            await asyncio.sleep(0.01)  # start-up of this very process
+        print(f"siprec ready http {runtime.base_url} pid {os.getpid()}", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.serve()
+    finally:
+        announcer.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.service import configure_logging
+
+    args = _parse_args(argv)
+    try:
+        config = load_config(args)
+    except ValueError as exc:
+        print(f"siprec: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(SERVICE, level=config.log_level)
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,315 @@
+"""The recorder (asyncio): runs each recording session's steps on the sans-IO table.
+
+start: `subscribe request` on the call's rtpengine instance (through a media broker) ->
+INVITE to the SRS through an edge's Uac API (the edge ACKs the 2xx) -> `subscribe answer`
+with the SRS's SDP.  A refused INVITE moves to the next SRS of the list (session.py); a
+recording that cannot start unsubscribes and raises E_SIPREC_FAILED.  The call itself is
+never touched: the recorder is beside the call, not in its path.
+stop: BYE to the SRS, `unsubscribe`, E_SIPREC_STOP.  A stop that arrives while the INVITE
+is out is done as soon as it is answered.
+persistence (store.py): an active recording is written to the store, removed when it
+ends; `restore()` takes them back after a restart, and `check()` (at start, then every
+`[siprec] check_interval`) ends each recording whose call rtpengine no longer knows (a
+BYE whose stop never reached the recorder: it was down, or the edge died).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from services.siprec.clients import Edge, MediaForker, UacSender, Unreachable
+from services.siprec.metadata import Participant
+from services.siprec.session import (
+    Recording,
+    RecordingError,
+    State,
+    Table,
+    parse_srs_list,
+)
+from services.siprec.store import RecordingStore
+
+EventSink = Callable[[str, Mapping[str, Any]], object]
+
+
+def _token() -> str:
+    return os.urandom(8).hex()
+
+
+class Recorder:
+    def __init__(self, media: MediaForker, uac: UacSender, *, table: Table | None = None,
+                 on_event: EventSink | None = None,
+                 observe: Callable[[str, float], object] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 store: RecordingStore | None = None) -> None:
+        self.store = store
+        self.media = media
+        self.uac = uac
+        self.table = table or Table()
+        self.on_event = on_event
+        self.observe = observe  # (outcome, seconds): setup latency histogram
+        self.clock = clock
+        self.log = structlog.get_logger("siprec")
+        self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
+        self.counters = {"started": 0, "stopped": 0, "failed": 0, "failovers": 0,
+                         "refused": 0, "restored": 0, "calls_gone": 0, "store_errors": 0}
+
+    def _emit(self, name: str, params: Mapping[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(name, params)
+
+    async def start(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """siprec_start: record the call; the answer says how it went (never raises for
+        the SRS's or rtpengine's failures; RecordingError for bad parameters)."""
+        begun = time.perf_counter()
+        call_id = str(params.get("callid") or params.get("call_id") or "")
+        caller = Participant(str(params.get("caller") or ""),
+                             str(params.get("caller_name") or ""))
+        callee = Participant(str(params.get("callee") or ""),
+                             str(params.get("callee_name") or ""))
+        if not caller.aor or not callee.aor:
+            raise RecordingError("caller and callee (their AORs) are required")
+        headers = params.get("headers") or []
+        extra: list[tuple[str, str]] = []
+        for item in headers:
+            name, value = (item[0], item[1]) if isinstance(item, list | tuple) else (
+                str(item).partition(":")[0], str(item).partition(":")[2])
+            if not str(name).strip() or any(c in f"{name}{value}" for c in "\r\n\0"):
+                raise RecordingError(f"bad header {item!r}")
+            extra.append((str(name).strip(), str(value).strip()))
+        rec = Recording(
+            call_id=call_id, from_tag=str(params.get("from_tag") or ""),
+            srs=parse_srs_list(params.get("srs") or ""), caller=caller, callee=callee,
+            group=str(params.get("group") or ""), instance=str(params.get("instance") or ""),
+            set_id=int(params.get("set_id") or 0), extra_headers=tuple(extra),
+            started=self.clock())
+        try:
+            self.table.begin(rec)
+        except RecordingError as exc:
+            self.counters["refused"] += 1
+            if "already" not in str(exc):
+                self._failed(rec, str(exc))
+            raise
+        edge_hint = Edge(str(params.get("edge") or ""), str(params.get("edge_sip") or ""))
+        try:
+            await self._run(rec, edge_hint)
+        except Exception as exc:  # never leave a half-started session behind
+            self.log.exception("siprec_start_crashed", call_id=call_id)
+            self.table.fail(rec, f"internal error: {exc!r}")
+        if self.observe is not None:
+            self.observe("ok" if rec.state is State.ACTIVE else "failed",
+                         time.perf_counter() - begun)
+        if rec.state is not State.ACTIVE:
+            await self._unsubscribe(rec)
+            self.table.end(rec)
+            self._stop_wanted.pop(call_id, None)
+            self._failed(rec, rec.error)
+            return {"state": "failed", "error": rec.error,
+                    "tried": [{"srs": s, "status": c} for s, c in rec.tried]}
+        self.counters["started"] += 1
+        await self._save(rec)
+        self.log.info("siprec_started", call_id=call_id, srs=rec.srs_uri,
+                      rs_call_id=rec.rs_call_id)
+        self._emit("E_SIPREC_START", {
+            "callid": call_id, "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
+            "group": rec.group, "caller": caller.aor, "callee": callee.aor})
+        reason = self._stop_wanted.pop(call_id, None)
+        if reason is not None:
+            await self.stop(call_id, reason)
+            return {"state": "ended", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id}
+        return {"state": "active", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
+                "labels": list(rec.labels)}
+
+    def _failed(self, rec: Recording, why: str) -> None:
+        self.counters["failed"] += 1
+        self.log.warning("siprec_failed", call_id=rec.call_id, error=why,
+                         tried=[s for s, _ in rec.tried])
+        self._emit("E_SIPREC_FAILED", {
+            "callid": rec.call_id, "srs": rec.srs_uri, "reason": why or "failed",
+            "tried": [{"srs": s, "status": c} for s, c in rec.tried]})
+
+    async def _run(self, rec: Recording, edge_hint: Edge) -> None:
+        try:
+            reply = await self.media.call("Subscribe", call_id=rec.call_id,
+                                          set_id=rec.set_id, instance=rec.instance)
+        except Unreachable as exc:
+            self.table.fail(rec, f"media broker unreachable: {exc}")
+            return
+        if not reply.ok:
+            self.table.fail(rec, f"rtpengine subscribe request: {reply.error}")
+            return
+        try:
+            self.table.subscribed(rec, reply.sdp.decode("utf-8", "replace"), reply.to_tag,
+                                  list(reply.from_tags))
+        except RecordingError as exc:
+            rec.subscription = reply.to_tag
+            self.table.fail(rec, str(exc))
+            return
+        edges = await self.uac.pick(edge_hint)
+        if not edges:
+            self.table.fail(rec, "no edge to send the INVITE through (Uac API)")
+            return
+        while rec.state is State.INVITING:
+            if rec.call_id in self._stop_wanted and not rec.tried:
+                self.table.fail(rec, "the call ended before the recording started")
+                return
+            sent = False
+            for edge in edges:
+                contact = _contact(edge)
+                out = self.table.invite(rec, rs_call_id=f"{_token()}-siprec",
+                                        local_tag=_token(), contact=contact,
+                                        boundary=f"sipmesh-{_token()}")
+                try:
+                    status, _, headers, body = await self.uac.send(edge, out)
+                except Unreachable:
+                    continue
+                sent = True
+                rec.edge_uac = edge.uac
+                break
+            if not sent:
+                self.table.fail(rec, "no edge could be reached (Uac API)")
+                return
+            index = rec.srs_index
+            sdp = self.table.answered(rec, status, headers, body, self.clock())
+            if rec.state is State.INVITING and rec.srs_index != index:
+                self.counters["failovers"] += 1
+                self.log.warning("siprec_failover", call_id=rec.call_id, status=status,
+                                 next_srs=rec.srs_uri)
+            if sdp is None:
+                continue
+            try:
+                answer = await self.media.call("SubscribeAnswer", call_id=rec.call_id,
+                                               set_id=rec.set_id, instance=rec.instance,
+                                               to_tag=rec.subscription, sdp=sdp.encode())
+            except Unreachable as exc:
+                answer = None
+                why = f"media broker unreachable: {exc}"
+            else:
+                why = f"rtpengine subscribe answer: {answer.error}"
+            if answer is None or not answer.ok:
+                bye = self.table.stop(rec)
+                if bye is not None:
+                    await self._send_bye(rec, bye)
+                self.table.fail(rec, why)
+
+    async def _send_bye(self, rec: Recording, bye: Any) -> int:
+        edges = await self.uac.pick(Edge(rec.edge_uac, rec.contact))
+        for edge in edges:
+            if not edge.uac:
+                continue
+            try:
+                status, _, _, _ = await self.uac.send(edge, bye)
+            except Unreachable:
+                continue
+            return status
+        return 503
+
+    async def _unsubscribe(self, rec: Recording) -> None:
+        if not rec.subscription:
+            return
+        try:
+            await self.media.call("Unsubscribe", call_id=rec.call_id, set_id=rec.set_id,
+                                  instance=rec.instance, to_tag=rec.subscription)
+        except Unreachable:
+            pass  # the call's delete ends the subscription with it
+
+    async def stop(self, call_id: str, reason: str = "bye") -> dict[str, Any] | None:
+        """siprec_stop: end the recording of `call_id` (None: not recorded here)."""
+        rec = self.table.get(call_id)
+        if rec is None:
+            return None
+        if rec.state in (State.SUBSCRIBING, State.INVITING):
+            self._stop_wanted[call_id] = reason  # done when the INVITE is answered
+            return {"state": "stopping"}
+        if rec.state is not State.ACTIVE:
+            return {"state": rec.state.value}
+        bye = self.table.stop(rec)
+        status = await self._send_bye(rec, bye) if bye is not None else 0
+        await self._unsubscribe(rec)
+        duration = self.clock() - rec.answered_at if rec.answered_at is not None else 0.0
+        self.table.end(rec)
+        await self._forget(rec)
+        self.counters["stopped"] += 1
+        self.log.info("siprec_stopped", call_id=call_id, srs=rec.srs_uri, bye_status=status,
+                      reason=reason)
+        self._emit("E_SIPREC_STOP", {"callid": call_id, "srs": rec.srs_uri,
+                                     "rs_callid": rec.rs_call_id, "reason": reason,
+                                     "duration": round(duration, 3), "bye_status": status})
+        return {"state": "ended", "bye_status": status, "duration": round(duration, 3)}
+
+    # -- persistence ----------------------------------------------------------------------
+    async def _save(self, rec: Recording) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.put(rec.call_id, rec.to_doc(), self.clock())
+        except Exception as exc:  # the recording goes on; only a restart would lose it
+            self.counters["store_errors"] += 1
+            self.log.warning("siprec_store_failed", call_id=rec.call_id, error=repr(exc))
+
+    async def _forget(self, rec: Recording) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.remove(rec.call_id)
+        except Exception as exc:
+            self.counters["store_errors"] += 1
+            self.log.warning("siprec_store_failed", call_id=rec.call_id, error=repr(exc))
+
+    async def restore(self) -> int:
+        """Takes back the stored recordings (after a restart); how many."""
+        if self.store is None:
+            return 0
+        count = 0
+        for doc in await self.store.all():
+            try:
+                rec = Recording.from_doc(doc)
+            except RecordingError as exc:
+                self.log.warning("siprec_bad_stored_recording", error=str(exc))
+                continue
+            if rec.state is State.ACTIVE and self.table.restore(rec):
+                count += 1
+        self.counters["restored"] += count
+        if count:
+            self.log.info("siprec_restored", recordings=count)
+        return count
+
+    async def check(self) -> int:
+        """Ends the recordings whose call rtpengine no longer knows; how many."""
+        gone = 0
+        for rec in self.table:
+            if rec.state is not State.ACTIVE:
+                continue
+            try:
+                reply = await self.media.call("Query", call_id=rec.call_id,
+                                              from_tag=rec.from_tag, set_id=rec.set_id,
+                                              instance=rec.instance)
+            except Unreachable:
+                return gone  # no broker: nothing can be concluded now
+            if not reply.ok and _call_unknown(str(reply.error)):
+                gone += 1
+                self.counters["calls_gone"] += 1
+                await self.stop(rec.call_id, "call-gone")
+        return gone
+
+    async def stop_all(self, reason: str = "shutdown") -> None:
+        for rec in self.table:
+            await self.stop(rec.call_id, reason)
+
+
+def _call_unknown(error: str) -> bool:
+    """rtpengine's answer for a call it does not have ("Unknown call-ID", "Call-ID not
+    found")."""
+    low = error.lower()
+    return "unknown call" in low or "not found" in low
+
+
+def _contact(edge: Edge) -> str:
+    """Our Contact: the edge's SIP address (in-dialog requests come back to the mesh)."""
+    sip = edge.sip or f"sip:{edge.uac}"
+    rest = sip.split(":", 1)[1] if sip.lower().startswith("sip:") else sip
+    return f"sip:src@{rest.split('@', 1)[-1]}"

@@ -1,0 +1,183 @@
+"""The recorder's steps over scripted clients (no sockets): what it asks rtpengine and
+the edge, in which order, and the events it raises, for a recording that starts and
+stops, fails over, fails, or is stopped while its INVITE is out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from services.siprec.clients import Edge, MediaForker, UacSender, Unreachable
+from services.siprec.recorder import Recorder
+from services.siprec.session import Outgoing, RecordingError
+
+FORK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 30000 RTP/AVP 8\r\nc=IN IP4 127.0.0.1\r\na=sendonly\r\n"
+        "m=audio 30010 RTP/AVP 8\r\nc=IN IP4 127.0.0.1\r\na=sendonly\r\n")
+SRS_SDP = b"v=0\r\nm=audio 4000 RTP/AVP 8\r\na=recvonly\r\nm=audio 4002 RTP/AVP 8\r\n"
+
+
+class Media(MediaForker):
+    def __init__(self, subscribe_ok: bool = True) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.subscribe_ok = subscribe_ok
+
+    async def call(self, name: str, **fields: Any) -> Any:
+        self.calls.append((name, fields))
+        if name == "Subscribe":
+            return SimpleNamespace(ok=self.subscribe_ok, error="" if self.subscribe_ok
+                                   else "Unknown call-ID", sdp=FORK.encode(),
+                                   to_tag="sub1", from_tags=["ft", "tt"])
+        return SimpleNamespace(ok=True, error="")
+
+
+class Uac(UacSender):
+    def __init__(self, answers: list[int | Exception], gate: asyncio.Event | None = None
+                 ) -> None:
+        super().__init__(edges=[Edge("127.0.0.1:7000", "sip:127.0.0.1:5060;transport=udp")])
+        self.answers = answers
+        self.sent: list[Outgoing] = []
+        self.gate = gate
+
+    async def send(self, edge: Edge, out: Outgoing) -> tuple[int, str, list[tuple[str, str]],
+                                                              bytes]:
+        self.sent.append(out)
+        if out.method == "BYE":
+            return 200, "OK", [], b""
+        if self.gate is not None:
+            await self.gate.wait()
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == 200:
+            return 200, "OK", [("To", f"<{out.ruri}>;tag=srs"),
+                               ("Contact", "<sip:srs@10.0.0.9>"),
+                               ("Content-Type", "application/sdp")], SRS_SDP
+        return answer, "No", [], b""
+
+
+def _recorder(media: Media, uac: Uac) -> tuple[Recorder, list[tuple[str, Mapping[str, Any]]]]:
+    events: list[tuple[str, Mapping[str, Any]]] = []
+    return Recorder(media, uac, on_event=lambda n, p: events.append((n, p)),
+                    clock=lambda: 1000.0), events
+
+
+PARAMS = {"callid": "c1", "from_tag": "ft", "srs": "sip:a@h,sip:b@h",
+          "caller": "sip:alice@x", "callee": "sip:bob@y", "instance": "udp:127.0.0.1:2223",
+          "headers": [["X-Tenant", "acme"]]}
+
+
+async def test_start_then_stop() -> None:
+    media, uac = Media(), Uac([200])
+    rec, events = _recorder(media, uac)
+    answer = await rec.start(PARAMS)
+    assert answer["state"] == "active" and answer["srs"] == "sip:a@h"
+    assert [n for n, _ in media.calls] == ["Subscribe", "SubscribeAnswer"]
+    assert media.calls[1][1]["to_tag"] == "sub1" and media.calls[1][1]["sdp"] == SRS_SDP
+    invite = uac.sent[0]
+    assert ("X-Tenant", "acme") in invite.headers
+    assert dict(invite.headers)["Contact"] == (
+        "<sip:src@127.0.0.1:5060;transport=udp>;+sip.src")
+    assert [n for n, _ in events] == ["E_SIPREC_START"]
+    stopped = await rec.stop("c1")
+    assert stopped is not None and stopped["bye_status"] == 200
+    assert uac.sent[-1].method == "BYE" and media.calls[-1][0] == "Unsubscribe"
+    assert [n for n, _ in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
+    assert len(rec.table) == 0 and await rec.stop("c1") is None
+
+
+async def test_failover_then_failure_unsubscribes_and_raises_the_event() -> None:
+    media, uac = Media(), Uac([503, Unreachable("edge gone")])
+    rec, events = _recorder(media, uac)
+    answer = await rec.start(PARAMS)
+    assert answer["state"] == "failed" and answer["tried"] == [{"srs": "sip:a@h",
+                                                                 "status": 503}]
+    assert media.calls[-1][0] == "Unsubscribe"
+    assert [n for n, _ in events] == ["E_SIPREC_FAILED"]
+    assert rec.counters["failovers"] == 1 and len(rec.table) == 0
+
+
+async def test_no_media_is_refused_with_an_error_and_an_event() -> None:
+    rec, events = _recorder(Media(), Uac([]))
+    with pytest.raises(RecordingError, match="not anchored"):
+        await rec.start({**PARAMS, "instance": ""})
+    assert [n for n, _ in events] == ["E_SIPREC_FAILED"]
+    rec2, events2 = _recorder(Media(subscribe_ok=False), Uac([]))
+    assert (await rec2.start(PARAMS))["state"] == "failed"
+    assert "Unknown call-ID" in str(events2[0][1]["reason"])
+
+
+async def test_a_stop_while_the_invite_is_out_ends_it_once_answered() -> None:
+    gate = asyncio.Event()
+    media, uac = Media(), Uac([200], gate)
+    rec, events = _recorder(media, uac)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not uac.sent:
+        await asyncio.sleep(0)
+    assert (await rec.stop("c1")) == {"state": "stopping"}
+    gate.set()
+    assert (await starting)["state"] == "ended"
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
+    assert [n for n, _ in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
+
+
+async def test_bad_parameters_are_errors() -> None:
+    rec, _ = _recorder(Media(), Uac([]))
+    for bad in ({**PARAMS, "caller": ""}, {**PARAMS, "srs": "tel:1"},
+                {**PARAMS, "headers": [["X", "a\r\nb"]]}):
+        with pytest.raises(RecordingError):
+            await rec.start(bad)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, call_id: str, doc: dict[str, Any], now: float) -> None:
+        self.rows[call_id] = doc
+
+    async def remove(self, call_id: str) -> None:
+        self.rows.pop(call_id, None)
+
+    async def all(self) -> list[dict[str, Any]]:
+        return list(self.rows.values())
+
+
+class GoneMedia(Media):
+    """rtpengine no longer knows the call (its BYE's delete happened)."""
+
+    async def call(self, name: str, **fields: Any) -> Any:
+        if name == "Query":
+            self.calls.append((name, fields))
+            return SimpleNamespace(ok=False, error="Unknown call-ID")
+        return await super().call(name, **fields)
+
+
+async def test_a_restarted_recorder_takes_its_recordings_back_and_ends_lost_ones() -> None:
+    store = MemoryStore()
+    first = Recorder(Media(), Uac([200]), store=store, clock=lambda: 1000.0)
+    assert (await first.start(PARAMS))["state"] == "active"
+    assert list(store.rows) == ["c1"]
+    # killed here: a new process finds it in the store
+    alive, alive_uac = Media(), Uac([])
+    second = Recorder(alive, alive_uac, store=store, clock=lambda: 1001.0)
+    assert await second.restore() == 1 and await second.check() == 0  # the call goes on
+    assert second.table.get("c1") is not None and alive_uac.sent == []
+    # the call ended while no recorder was there: the check ends the recording
+    gone, gone_uac = GoneMedia(), Uac([])
+    events: list[str] = []
+    third = Recorder(gone, gone_uac, store=store, clock=lambda: 1002.0,
+                     on_event=lambda n, p: events.append(f"{n}:{p.get('reason')}"))
+    assert await third.restore() == 1 and await third.check() == 1
+    bye = gone_uac.sent[0]
+    assert bye.method == "BYE" and dict(bye.headers)["To"].endswith(";tag=srs")
+    assert events == ["E_SIPREC_STOP:call-gone"] and store.rows == {}
