@@ -48,9 +48,11 @@ Rules that are not in the sub-modules, with the OpenSIPS behaviour each follows:
 * anti-entropy -- the sender knows what may be missing where: a node *owes* a round to
   every node that was not reachable when it sent an update of a capability (broadcasts
   skip it), to a neighbour whose stream broke while open (and to the nodes reached
-  through it: what was queued or in flight is lost), and to a node that did not confirm a
-  tracked update; it starts the round once both are synced and a route exists, at most
-  one per node and ``ping_interval``. A node that finished its own sync starts one with
+  through it: what was queued or in flight is lost), to a node that did not confirm a
+  tracked update, and to a node it could not send a digest or a repair to (a round
+  answered before this node's route back exists is lost with its repair); it starts the
+  round once both are synced and a route exists, at most one per node and
+  ``ping_interval``. A node that finished its own sync starts one with
   every synced peer (its donor may not have had everything), and every
   ``anti_entropy_interval`` when set. A link that flapped without losing anything, or a
   cluster forming, costs no round.
@@ -496,13 +498,23 @@ class ClusterState:
 
     def send_digest(self, cap: str, dst: int, buckets: bytes) -> int:
         self.stats["ae_rounds"] += 1
-        return self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, digest=pb.Digest(
-            cap=cap, buckets=buckets)))
+        result = self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS,
+                                       digest=pb.Digest(cap=cap, buckets=buckets)))
+        if result != SENT:  # the round did not start: still owed
+            self._owe(cap, (dst,))
+        return result
 
     def send_repair(self, cap: str, dst: int, records: list[bytes],
                     want: Iterable[int] = ()) -> int:
         """Records of ``cap`` to ``dst`` in packets of about ``sync_packet_size``; the last
-        one carries ``want``."""
+        one carries ``want``.
+
+        A repair that cannot leave (no route to ``dst`` yet) leaves ``dst`` owed a round
+        of this node's: a digest can arrive on the sender's stream before this node's own
+        stream to it is open (each side's link comes Up on its own pongs), and the round
+        it answers is lost with the repair. Receiving the digest cancelled the round this
+        node owed ``dst`` ("under way"), so without this nothing would compare the two
+        again (tests/unit/cluster/test_state.py, the digest that cannot be answered yet)."""
         limit = self.config.sync_packet_size
         chunks: list[list[bytes]] = [[]]
         size = 0
@@ -519,6 +531,8 @@ class ClusterState:
             r = self._route(pb.Packet(src=self.id, dst=dst, ttl=MAX_HOPS, repair=pb.Repair(
                 cap=cap, records=chunk, want=list(want) if last else [], last=last)))
             result = r if r != SENT else result
+        if result != SENT:
+            self._owe(cap, (dst,))
         return result
 
     def send_yield(self, holder: int, tag: str) -> int:

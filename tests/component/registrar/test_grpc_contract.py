@@ -12,12 +12,28 @@ from pathlib import Path
 import pytest
 
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
-from services.edge.registrar_client import RegistrarClient, RegistrarUnavailable
+from services.edge.registrar_client import (
+    LookupBranch,
+    RegistrarClient,
+    RegistrarUnavailable,
+)
 from services.registrar.app import SERVICE, RegistrarServicer
 from services.registrar.location import Location
 from services.registrar.subscribers import SQLiteSubscribers
 from services.registrar.usrloc import UserLocation
 from shared.rpc.grpc_helpers import start_grpc_server
+from tests.support.ports import reserve_port
+from tests.support.waiting import eventually
+
+# Deadline of the calls that must succeed: generous, a loaded CI box (2 cores shared by
+# several runs) took over a second for a first call on a fresh channel. The calls that
+# must fail are checked against the short deadline the edge uses (DEADLINE).
+CALL_TIMEOUT = 10.0
+DEADLINE = 1.0
+# gRPC's reconnect back-off after a refused connection: 1 s, then 1.6 s (+-20% jitter);
+# calls made meanwhile fail fast (UNAVAILABLE, no wait_for_ready). Two back-offs and a
+# margin for a loaded machine.
+RECONNECT_WITHIN = 1.2 + 1.6 * 1.2 + 5.0
 
 REGISTER = (
     "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK1\r\n"
@@ -36,7 +52,7 @@ async def test_save_lookup_credentials_over_grpc(tmp_path: Path) -> None:
         [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
                 RegistrarServicer(ul), s)],
         services=[SERVICE])
-    client = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=1.0)
+    client = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=CALL_TIMEOUT)
     try:
         status, reason, headers = await client.save(REGISTER.encode(), "198.51.100.4", 7000,
                                                     "udp", "udp:127.0.0.1:5060")
@@ -58,6 +74,7 @@ async def test_save_lookup_credentials_over_grpc(tmp_path: Path) -> None:
         assert (await client.lookup("no user part", "INVITE"))[0] == 400
     finally:
         await server.stop(0)
+    client.timeout = DEADLINE  # the edge's own: a registrar gone must not hold a call longer
     started = time.monotonic()
     try:
         await asyncio.wait_for(client.lookup("alice@example.com", "INVITE"), 10)
@@ -87,9 +104,11 @@ async def test_one_session_carries_many_concurrent_calls_and_reopens_after_a_res
         pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
                 RegistrarServicer(ul), s)
 
-    server = await start_grpc_server([add], services=[SERVICE])
-    port = server.port
-    client = RegistrarClient(addresses=[f"127.0.0.1:{port}"], timeout=5.0)
+    # A reserved port (tests/support/ports.py): the restart below binds it again, and an
+    # ephemeral one could be handed to another socket on the machine in between.
+    port = reserve_port()
+    server = await start_grpc_server([add], services=[SERVICE], port=port)
+    client = RegistrarClient(addresses=[f"127.0.0.1:{port}"], timeout=CALL_TIMEOUT)
     try:
         users = [f"u{i}" for i in range(300)]
         saved = await asyncio.gather(*(client.save(register_of(u, 6000 + i), "10.0.0.5",
@@ -105,9 +124,22 @@ async def test_one_session_carries_many_concurrent_calls_and_reopens_after_a_res
         await server.stop(0)
         with pytest.raises(RegistrarUnavailable):
             await client.lookup("u1@example.com", "INVITE")
-        # The registrar is back on the same port: the next call opens a new stream.
+        # The registrar is back on the same port: the same client opens a new stream by
+        # itself. When the failed call above found the stream already broken, it tried to
+        # connect and was refused: the channel then fails calls fast until its reconnect
+        # back-off ends (whether it did depends on which the event loop saw first), so
+        # the client is given that back-off, not a single try.
         server = await start_grpc_server([add], services=[SERVICE], port=port)
-        status, branches = await client.lookup("u1@example.com", "INVITE")
+
+        async def lookup_u1() -> tuple[int, list[LookupBranch]] | None:
+            try:
+                return await client.lookup("u1@example.com", "INVITE")
+            except RegistrarUnavailable:
+                return None
+
+        status, branches = await eventually(lookup_u1, RECONNECT_WITHIN,
+                                            "a lookup on the restarted registrar",
+                                            interval=0.1)
         assert status == 200 and branches[0].uri == "sip:u1@10.0.0.5:6001"
     finally:
         await server.stop(0)

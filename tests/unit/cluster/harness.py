@@ -6,8 +6,9 @@ A :class:`Net` plays the adapter for every node: when a state asks to dial, it o
 :meth:`Net.transfer` moves every frame waiting on every wire until nothing moves, and acts
 on the events as :mod:`shared.cluster.engine` does (apply data to the node's dict, donate a
 sync, answer anti-entropy). :meth:`Net.advance` jumps the clock from deadline to deadline,
-calling ``handle_timer`` exactly when a state asked for it. Partitions cut wires, kills
-drop a node's state, restarts build a new one with the same id.
+calling ``handle_timer`` exactly when a state asked for it. Partitions cut wires (``refused``
+refuses the dials of one direction only: one side's stream is open, the other's not yet),
+kills drop a node's state, restarts build a new one with the same id.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Net:
         self.nodes: dict[int, Node] = {}
         self.wires: list[Wire] = []
         self.cuts: set[frozenset[int]] = set()
+        self.refused: set[tuple[int, int]] = set()  # (dialer, answerer): dials refused
         self.rng = random.Random(seed)
         self.incarnation = 1
         self.configs: dict[int, ClusterConfig] = {}
@@ -166,7 +168,8 @@ class Net:
     def _connect(self, src: Node, d: ev.Dial) -> None:
         dst = self.nodes.get(d.node)
         url_ok = d.url == f"node{d.node}:1"
-        if dst is None or not url_ok or frozenset((src.id, d.node)) in self.cuts:
+        if dst is None or not url_ok or frozenset((src.id, d.node)) in self.cuts or \
+                (src.id, d.node) in self.refused:
             src.state.connection_lost(d.conn, self.now)  # connection refused
             return
         self.wires.append(Wire(src.id, d.conn, dst.id, dst.state.accept(self.now)))

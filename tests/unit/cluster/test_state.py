@@ -294,6 +294,36 @@ def test_a_partition_with_writes_on_both_sides_converges_after_healing() -> None
     print(f"converged {took:.2f} s of fake time after healing")
 
 
+def test_a_digest_that_cannot_be_answered_yet_is_answered_by_a_round_later() -> None:
+    # The chaos test's partition (tests/cluster/test_registrar_chaos.py): node 2 is
+    # disabled while both sides take writes, then enabled again. Its own stream to node 1
+    # opens first, so it starts the round it owes; node 1 gets the digest before its own
+    # stream to node 2 is open (its dials are refused here): no route back, its Repair
+    # cannot leave. That round is lost, and node 1 had dropped the round it owed node 2
+    # on the digest's arrival: without a round owed again, nothing ever repaired it.
+    net = Net()
+    n1, n2 = mesh(net, 2)
+    n2.state.set_enabled(False, net.now)
+    net.transfer()
+    net.until(lambda: n1.state.link_state(2) == "Down", 15)
+    for i in range(20):
+        n1.put(f"left{i}", "L")
+        n2.put(f"right{i}", "R")
+    net.transfer()
+    net.refused.add((1, 2))
+    n2.state.set_enabled(True, net.now)
+    net.until(lambda: bool(n1.named(ev.DigestReceived)), 10)
+    assert not n1.state.route_ready(2), "node 1 must get the digest before its route"
+    assert n2.state.stats["ae_rounds"] == 1 and n1.state.stats["ae_records_received"] == 0
+    net.advance(5.0)  # node 1 still cannot dial: no repair can reach node 2
+    assert n2.get("left0") is None
+    net.refused.clear()
+    took = net.until(lambda: n1.data == n2.data, 15)
+    assert len(n1.data) == 40
+    assert n1.state.stats["ae_rounds"] == 1  # node 1 started the round it owed
+    print(f"converged {took:.2f} s of fake time after node 1's stream opened")
+
+
 def test_lost_updates_on_a_flapping_link_are_repaired() -> None:
     # A stream breaks while an update is queued on it (lost with the queue); the link
     # comes back Up at once, so nobody was declared failed -- anti-entropy repairs it.
