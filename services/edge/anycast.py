@@ -126,6 +126,7 @@ class AnycastCounters:
     owner_down_stateless: int = 0  # replies forwarded by Via because their owner was Down
     replication_failed: int = 0  # a cluster send refused (no route, no link)
     dropped_not_owner: int = 0  # replicated ACK/CANCEL matching nothing here
+    late_provisional: int = 0  # replicated 1xx overtaken by its final response: dropped
     keys_announced: int = 0
     keys_learned: int = 0
 

@@ -911,6 +911,13 @@ class ProxyCore:
         self.counters.reply_in(response.status)
         events = self.layer.receive_response(response, now)
         if events is None:
+            if self._origin is not None and response.status < 200 and anycast is not None:
+                # A provisional that crossed the cluster and was overtaken by the final
+                # response (which reached this owner directly, or over a faster link): its
+                # transaction is over, and relayed now it would reach the caller after the
+                # final one. Anycast reorders what one path would not; dropped, counted.
+                anycast.counters.late_provisional += 1
+                return
             self._forward_stateless_response(response, out)
             return
         self._run_events(events, now, out)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import select
@@ -189,8 +190,10 @@ class AnycastEdge:
         return self.log.read_text(errors="replace")
 
 
-CLUSTER_TIMERS = {"PING_INTERVAL": "0.2", "PING_TIMEOUT": "0.3", "PING_RETRIES": "2",
-                  "NODE_TIMEOUT": "1", "SEED_FALLBACK_INTERVAL": "0.5"}
+# A link is Down ~2.5 s after its peer died (ping every 0.5 s, 1 s timeout, 2 retries);
+# tighter timers made links flap while sipp and three edges shared two loaded cores.
+CLUSTER_TIMERS = {"PING_INTERVAL": "0.5", "PING_TIMEOUT": "1.0", "PING_RETRIES": "2",
+                  "NODE_TIMEOUT": "2", "SEED_FALLBACK_INTERVAL": "0.5"}
 
 
 def start_anycast_edges(group: AnycastGroup, count: int, *,
@@ -238,8 +241,9 @@ def start_anycast_edges(group: AnycastGroup, count: int, *,
             group.joined(k)
         ids = [e.node_id for e in edges]
         for edge in edges:
-            eventually_sync(lambda e=edge: e.links_up([i for i in ids if i != e.node_id]),
-                            20, f"node {edge.node_id} sees the others Up",
+            others = [i for i in ids if i != edge.node_id]
+            eventually_sync(functools.partial(edge.links_up, others), 20,
+                            f"node {edge.node_id} sees the others Up",
                             ignore=(OSError, KeyError, ValueError))
     except BaseException:
         for edge in edges:

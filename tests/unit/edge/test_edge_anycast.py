@@ -328,3 +328,12 @@ def test_listen_lines_take_an_anycast_flag() -> None:
         parse_listen("tcp:10.0.0.100:5060;anycast")
     with pytest.raises(EdgeConfigError):
         parse_listen("udp:10.0.0.100:5060;bogus")
+
+
+def test_a_provisional_overtaken_by_the_final_response_is_not_relayed_after_it() -> None:
+    c = Cluster(2)
+    fwd = start_call(c, owner=1)
+    got = c.deliver(1, answer(fwd, 200), UAS)  # the 200 reaches the owner directly...
+    got += c.deliver(2, answer(fwd, 180), UAS)  # ...the 180 crosses the cluster after it
+    assert statuses(got) == [200]
+    assert c.anycast(1).counters.late_provisional == 1
