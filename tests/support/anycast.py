@@ -166,6 +166,8 @@ class AnycastEdge:
         return int(self.mi("get_statistics", {"statistics": [name]})[name])
 
     def links_up(self, others: list[int]) -> bool:
+        if not others:
+            return True
         nodes = self.mi("clusterer_list")["Clusters"][0]["Nodes"]
         states = {n["node_id"]: n["link_state"] for n in nodes}
         return all(states.get(o) == "Up" for o in others)
