@@ -99,6 +99,7 @@ class ClusterSend:
     source: tuple[str, int] = ("", 0)
     listener: str = ""
     call_id: str = field(default="", compare=False)
+    sent_at: float = field(default=0.0, compare=False)  # sender's wall clock (decode)
 
 
 class Route(Enum):
@@ -222,9 +223,10 @@ class AnycastCore:
 # One byte of packet type, a JSON header line, then the raw SIP message (or, for ANNOUNCE,
 # the JSON list of keys). Small and readable in a packet capture; the cluster link seals it.
 
-def encode(item: ClusterSend) -> bytes:
-    header = json.dumps({"s": item.source[0], "p": item.source[1], "l": item.listener},
-                        separators=(",", ":")).encode()
+def encode(item: ClusterSend, sent_at: float = 0.0) -> bytes:
+    """`sent_at`: the sender's wall clock, for the receiver's hand-over latency metric."""
+    header = json.dumps({"s": item.source[0], "p": item.source[1], "l": item.listener,
+                         "t": sent_at}, separators=(",", ":")).encode()
     return bytes([item.kind]) + header + b"\n" + item.data
 
 
@@ -240,11 +242,13 @@ def decode(payload: bytes) -> ClusterSend:
     if not isinstance(meta, dict):
         raise ValueError("tm-repl: bad header")
     host, port, listener = meta.get("s", ""), meta.get("p", 0), meta.get("l", "")
-    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(listener, str):
+    sent_at = meta.get("t", 0.0)
+    if not isinstance(host, str) or not isinstance(port, int) or not isinstance(listener, str) \
+            or not isinstance(sent_at, int | float):
         raise ValueError("tm-repl: bad header fields")
     if kind not in (REPLY, REQUEST, AUTO_CANCEL, ANNOUNCE):
         raise ValueError(f"tm-repl: unknown packet type {kind}")
-    return ClusterSend(kind, None, data, (host, port), listener)
+    return ClusterSend(kind, None, data, (host, port), listener, sent_at=float(sent_at))
 
 
 def encode_keys(keys: Sequence[tuple[str, ...]]) -> bytes:

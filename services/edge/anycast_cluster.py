@@ -20,6 +20,7 @@ Every decision is the core's (services/edge/anycast.py); nothing here parses SIP
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -39,12 +40,14 @@ from services.edge.anycast import (
 
 CAPABILITY = "tm-repl"  # as OpenSIPS tm registers it (no data sync)
 _KINDS = {REPLY: "reply", AUTO_CANCEL: "auto_cancel"}
+_REASONS = {-1: "disabled", -2: "unreachable", -3: "send_error"}  # shared.cluster codes
 
 
 class AnycastCluster:
     """Moves `tm-repl` packets between the proxy core of this node and the cluster."""
 
-    def __init__(self, node: Any, app: Any, core: AnycastCore, events: Any = None) -> None:
+    def __init__(self, node: Any, app: Any, core: AnycastCore, events: Any = None,
+                 metrics: Any = None) -> None:
         self.node = node  # shared.cluster.ClusterNode
         self.app = app  # services.edge.app.EdgeApp
         self.core = core
@@ -52,6 +55,16 @@ class AnycastCluster:
         self.log = structlog.get_logger("edge.anycast").bind(node=core.node_id)
         self._keys: list[tuple[str, ...]] = []
         self._flush: asyncio.Handle | None = None
+        self.handover: Any = None  # Histogram: sender's send to our processing, by kind
+        if metrics is not None:
+            from prometheus_client import Histogram
+
+            self.handover = Histogram(
+                "sipmesh_edge_anycast_handover_seconds",
+                "a message handed over by another anycast node: its send to our processing "
+                "(wall clocks of two hosts: meaningful with synchronised clocks)", ["kind"],
+                registry=metrics, buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+                                           0.25, 1))
 
     def register(self) -> None:
         self.node.register_capability(
@@ -70,14 +83,14 @@ class AnycastCluster:
             return
         from shared.cluster import SENT
 
-        payload = encode(item)
+        payload = encode(item, time.time())
         if item.node is None:
             result = self.node.send_all(CAPABILITY, payload)
         else:
             result = self.node.send(CAPABILITY, item.node, payload)
         if result == SENT:
             return
-        reason = {-1: "unreachable", -2: "disabled", -3: "send_error"}.get(result, str(result))
+        reason = _REASONS.get(result, str(result))
         self.log.warning("anycast.replication_failed", owner=item.node, reason=reason,
                          call_id=item.call_id, kind=_KINDS.get(item.kind, "request"))
         if self.events is not None:
@@ -104,6 +117,9 @@ class AnycastCluster:
         except ValueError as exc:
             self.log.warning("anycast.bad_packet", src=src, error=str(exc))
             return
+        if self.handover is not None and item.sent_at > 0:
+            self.handover.labels(_KINDS.get(item.kind, "request")).observe(
+                max(0.0, time.time() - item.sent_at))
         self.app.feed(lambda core, now: core.replicated(item, src, now))
 
 
@@ -128,7 +144,7 @@ def setup_anycast(runtime: Any, app: Any, t1: float, workers: int) -> AnycastClu
     holder: list[AnycastCluster] = []
     core = AnycastCore(node.id, lambda n: holder[0].alive(n), param=tm.cluster_param,
                        auto_cancel=tm.cluster_auto_cancel, key_ttl=64 * t1)
-    adapter = AnycastCluster(node, app, core, events=runtime.events)
+    adapter = AnycastCluster(node, app, core, events=runtime.events, metrics=runtime.metrics)
     holder.append(adapter)
     adapter.register()
     app.anycast_core = core
