@@ -90,8 +90,9 @@ class ClusterSend:
     """Carry `data` (a whole SIP message) to node `node` (None: every node having tm-repl).
 
     `source` is where the message came from (host, port) and `listener` the anycast
-    listener it arrived on (`udp:host:port`): the receiver re-injects it there. For
-    ANNOUNCE, `data` is the encoded keys and `source`/`listener` are empty."""
+    listener it arrived on (`udp:host:port`): the receiver re-injects it there. An
+    ANNOUNCE from the core carries its transaction keys in `keys` (the adapter batches
+    and encodes them); decoded from the wire, `data` is their JSON list."""
 
     kind: int
     node: int | None
@@ -100,6 +101,7 @@ class ClusterSend:
     listener: str = ""
     call_id: str = field(default="", compare=False)
     sent_at: float = field(default=0.0, compare=False)  # sender's wall clock (decode)
+    keys: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
 
 
 class Route(Enum):

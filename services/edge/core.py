@@ -73,7 +73,6 @@ from services.edge.anycast import (
     AnycastCore,
     ClusterSend,
     Route,
-    encode_keys,
 )
 from services.edge.auth import ProxyAuthenticator
 from services.edge.best_response import best_response, is_challenge
@@ -549,7 +548,7 @@ class ProxyCore:
         if self.anycast is not None and source.interface.anycast:
             # Announce the key: a retransmission landing on another node comes here.
             self.anycast.counters.keys_announced += 1
-            out.append(ClusterSend(ANNOUNCE, None, encode_keys([key])))
+            out.append(ClusterSend(ANNOUNCE, None, b"", keys=(key,)))
         context = ResponseContext(server, request, source, ctx)
         server.owner = context
         self._run_events(events, now, out)

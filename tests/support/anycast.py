@@ -199,10 +199,12 @@ CLUSTER_TIMERS = {"PING_INTERVAL": "0.5", "PING_TIMEOUT": "1.0", "PING_RETRIES":
 
 
 def start_anycast_edges(group: AnycastGroup, count: int, *,
-                        env_extra: Mapping[str, str] | None = None) -> list[AnycastEdge]:
+                        env_extra: Mapping[str, str] | None = None,
+                        profile: Path | None = None) -> list[AnycastEdge]:
     """`count` edge processes, nodes 1..count of one cluster, each listening on the
     group's address with `;anycast`; started one after the other so that node k holds
-    group index k. Returns once every node sees every other one Up."""
+    group index k. Returns once every node sees every other one Up. `profile`: node 1
+    runs under cProfile, its statistics written there when it stops (benchmarks)."""
     secret = os.urandom(8).hex()
     rr_secret = os.urandom(16).hex()
     cluster_ports = [reserve_port() for _ in range(count)]
@@ -228,7 +230,10 @@ def start_anycast_edges(group: AnycastGroup, count: int, *,
             env.update(env_extra or {})
             log = Path(tempfile.mkstemp(prefix=f"edge-anycast-{k}-", suffix=".log")[1])
             with log.open("wb") as err:
-                proc = subprocess.Popen([sys.executable, "-m", "services.edge"], cwd=ROOT,
+                python = [sys.executable]
+                if profile is not None and k == 1:
+                    python += ["-m", "cProfile", "-o", str(profile)]
+                proc = subprocess.Popen([*python, "-m", "services.edge"], cwd=ROOT,
                                         env=env, stdout=subprocess.PIPE, stderr=err, text=True)
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], 30)

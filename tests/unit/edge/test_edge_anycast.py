@@ -82,7 +82,8 @@ class Cluster:
                 sends.append(item)
             elif isinstance(item, ClusterSend):
                 self.cluster.append((node, item))
-                sends += self._carry(node, decode(encode(item)), item.node)
+                wire = item if item.kind == ANNOUNCE else decode(encode(item))
+                sends += self._carry(node, wire, item.node)
         return sends
 
     def _carry(self, src: int, item: ClusterSend, dst: int | None) -> list[Send]:
@@ -94,9 +95,7 @@ class Cluster:
         for n in targets:
             if item.kind == ANNOUNCE:
                 if self.announce:
-                    from services.edge.anycast import decode_keys
-
-                    self.anycast(n).learn(src, decode_keys(item.data), self.now)
+                    self.anycast(n).learn(src, item.keys, self.now)
                 continue
             sends += self._run(n, self.cores[n].replicated(item, src, self.now))
         return sends

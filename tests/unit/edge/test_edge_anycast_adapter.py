@@ -71,7 +71,7 @@ def test_announcements_of_one_window_travel_in_one_message() -> None:
     async def run() -> None:
         adapter, node, _, _ = _adapter()
         for i in range(3):
-            adapter.send(ClusterSend(ANNOUNCE, None, encode_keys([(f"b{i}", "h", "5060")])))
+            adapter.send(ClusterSend(ANNOUNCE, None, b"", keys=((f"b{i}", "h", "5060"),)))
         assert node.sent == []
         await eventually(lambda: len(node.sent) == 1, 2.0, "the batch sent")
         [(dst, payload)] = node.sent
