@@ -211,8 +211,8 @@ def test_replies_at_a_non_owner_reach_the_caller_once_in_order_and_bye_works(
     inv = first_request(mesh.uas, "INVITE")
     assert inv.top_via.params.get("cid") == "1"
     assert inv.top_via.host == ANYCAST
-    mesh.uas.send(2, call.answer(inv, 180), mesh.addr)  # replies land on node 2..n
-    mesh.uas.send(nodes, call.answer(inv, 200), mesh.addr)
+    mesh.uas.send(2, call.answer(inv, 180), mesh.addr)  # both replies land on node 2
+    mesh.uas.send(2, call.answer(inv, 200), mesh.addr)
     got = collect(mesh.uac, until=3)
     assert finals(got) == [180, 200], got
     ok = next(m for m in got if isinstance(m, Response) and m.status == 200)
@@ -227,6 +227,25 @@ def test_replies_at_a_non_owner_reach_the_caller_once_in_order_and_bye_works(
     assert bye.top_via.params.get("cid") == str(nodes)
     mesh.uas.send(1, call.answer(bye, 200), mesh.addr)
     assert finals(collect(mesh.uac, until=1), "BYE") == [200]
+
+
+def test_replies_split_over_two_non_owners_never_reach_the_caller_out_of_order(
+        mesh3: Mesh) -> None:
+    """180 via node 2 and 200 via node 3, back to back: two cluster links may reorder
+    them. The caller gets each at most once and never a 180 after the 200 (a 180 that
+    arrives at the owner after the 200 is dropped there: tm:late_provisional)."""
+    mesh = mesh3
+    dropped = 0
+    for _ in range(5):
+        call = Call(mesh)
+        mesh.uac.send(1, call.invite(), mesh.addr)
+        inv = first_request(mesh.uas, "INVITE")
+        mesh.uas.send(2, call.answer(inv, 180), mesh.addr)
+        mesh.uas.send(3, call.answer(inv, 200), mesh.addr)
+        got = finals(collect(mesh.uac, until=2, quiet=0.3))
+        assert got in ([180, 200], [200]), got
+        dropped += got == [200]
+    assert mesh.edge(1).stat("tm:late_provisional") == dropped
 
 
 def test_cancel_at_a_non_owner_gives_487_and_one_cancel_downstream(mesh2: Mesh) -> None:
