@@ -24,6 +24,9 @@ class Interface:
     host: str
     port: int
     via_port: int = 0
+    # Marked `;anycast` in [edge].listen: several edge nodes own this address, so replies,
+    # CANCELs and ACKs may arrive at a node that is not the transaction's (anycast.py).
+    anycast: bool = False
 
     @property
     def sent_by_port(self) -> int:

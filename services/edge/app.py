@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc
 from services.edge.addresses import Destination, Interface, Source
+from services.edge.anycast import AnycastCore, ClusterSend
 from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
@@ -142,6 +143,9 @@ class EdgeApp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._numeric: dict[str, bool] = {}
+        # Anycast listeners of a clustered edge (services/edge/anycast_cluster.py sets both).
+        self.anycast_core: AnycastCore | None = None
+        self.anycast: Any = None  # AnycastCluster: carries the core's ClusterSend outputs
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,7 +169,7 @@ class EdgeApp:
         for itf in config.interfaces():
             sock = bind_socket(itf, reuse_port=reuse)
             port = sock.getsockname()[1]
-            actual = Interface(itf.transport, itf.host, port)
+            actual = dataclasses.replace(itf, port=port)  # keeps the anycast mark
             if itf.transport == "udp":
                 via_port = 0
                 private_ep = None
@@ -196,6 +200,7 @@ class EdgeApp:
             worker=os.getpid() % 4096,
             tracker=self.tracker,
             rr_signer=RecordRouteSigner(self.rr_key),
+            anycast=self.anycast_core,
         )
         self.core.trusted = self.trust
         self.core.on_transaction = self.on_transaction
@@ -231,8 +236,24 @@ class EdgeApp:
         self._rearm()
         return result
 
+    def feed(self, fn: Callable[[ProxyCore, float], Sequence[Output]]) -> None:
+        """Runs `fn(core, now)` for input that is no datagram (a message another anycast
+        node handed over) and carries out what it returns, as the hot path does."""
+        core, loop = self.core, self._loop
+        if core is None or loop is None:
+            return
+        try:
+            outputs = fn(core, loop.time())
+        except Exception:  # never let one message take the worker down
+            self.log.exception("edge.internal_error", where="anycast")
+            return
+        if outputs:
+            self._execute(outputs)
+        self._rearm()
+
     def listen_lines(self) -> list[str]:
-        return [f"{i.transport}:{i.host_in_uri}:{i.port}" for i in self.interfaces]
+        return [f"{i.transport}:{i.host_in_uri}:{i.port}{';anycast' if i.anycast else ''}"
+                for i in self.interfaces]
 
     # -- the hot path ---------------------------------------------------------------------------
     def _on_message(self, data: bytes, source: Source) -> None:
@@ -289,6 +310,8 @@ class EdgeApp:
                 task = asyncio.get_running_loop().create_task(self._await(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            elif isinstance(item, ClusterSend) and self.anycast is not None:
+                self.anycast.send(item)
         if failed and self.core is not None and self._loop is not None:
             for item in failed:
                 self._execute(self.core.send_failed(item, self._loop.time()))
@@ -529,6 +552,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker,
                   rr_key=rr_secret(config))
+    from services.edge.anycast_cluster import setup_anycast
+
+    setup_anycast(runtime, app, config.t1, config.workers)  # [edge.tm] replication_cluster
     runtime.stats.group("dialog", dialogs.statistics)
     uac_servers: list[Any] = []
     runtime.metrics.register(EdgeCollector(app))

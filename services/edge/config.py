@@ -172,7 +172,11 @@ class EdgeConfig:
 
 
 def parse_listen(item: str) -> Interface:
-    """`udp:127.0.0.1:5060`, `tcp:[::1]:5060` -> Interface."""
+    """`udp:127.0.0.1:5060`, `tcp:[::1]:5060`, `udp:10.0.0.1:5060;anycast` -> Interface."""
+    item, _, flags = item.partition(";")
+    anycast = flags.strip().lower() == "anycast"
+    if flags and not anycast:
+        raise EdgeConfigError(f"[edge].listen: unknown flag {flags!r} (only ;anycast)")
     transport, sep, rest = item.partition(":")
     transport = transport.lower()
     if not sep or transport not in ("udp", "tcp"):
@@ -186,7 +190,9 @@ def parse_listen(item: str) -> Interface:
         raise EdgeConfigError(f"[edge].listen: {item!r}: {exc}") from exc
     if not 0 <= number < 65536:
         raise EdgeConfigError(f"[edge].listen: port out of range in {item!r}")
-    return Interface(transport, host, number)
+    if anycast and transport != "udp":
+        raise EdgeConfigError(f"[edge].listen: {item!r}: anycast is for UDP listeners only")
+    return Interface(transport, host, number, anycast=anycast)
 
 
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None,

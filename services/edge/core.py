@@ -32,6 +32,11 @@ when every branch is final the best response (§16.7 step 6, challenges aggregat
 503 turned into 500) is sent - or the failure route runs first and may fork again.
 Timeouts count as 408, transport failures as 503 (§16.7 step 2, §16.9).
 
+Anycast (services/edge/anycast.py): with an `anycast` core, messages on a listener marked
+`;anycast` that belong to another node's transaction become `ClusterSend` outputs (the
+adapter carries them over the cluster, and the owner feeds them to `receive(...,
+origin=node)`); our Via on requests forwarded out of such a listener carries `;cid=<node>`.
+
 Dialogs: with a `tracker` (services/edge/dialog_tracking.py) the core tells it what it
 forwards (`_after_route`, `_forward_stateless`) and relays for an INVITE (`_relay`,
 `_reply_context`); it never waits on it. Requests of other services (the Uac API,
@@ -59,6 +64,15 @@ from services.edge.addresses import (
     address_family,
     is_broadcast,
     sendable,
+)
+from services.edge.anycast import (
+    ANNOUNCE,
+    AUTO_CANCEL,
+    REPLY,
+    REQUEST,
+    AnycastCore,
+    ClusterSend,
+    Route,
 )
 from services.edge.auth import ProxyAuthenticator
 from services.edge.best_response import best_response, is_challenge
@@ -130,7 +144,7 @@ class Await:
     call_id: str
 
 
-Output = Send | Await
+Output = Send | Await | ClusterSend
 Logger = Callable[..., None]
 
 
@@ -211,6 +225,7 @@ class ProxyCore:
         worker: int = 0,
         tracker: Any = None,
         rr_signer: rr_signing.RecordRouteSigner | None = None,
+        anycast: AnycastCore | None = None,
     ) -> None:
         if not interfaces:
             raise ValueError("the proxy needs at least one interface")
@@ -251,6 +266,11 @@ class ProxyCore:
         # Header lines that passed validation lately: a dialog's messages repeat most of
         # their lines, which are then not parsed again (shared.sip.ValidatedLines).
         self._known = ValidatedLines()
+        # Anycast listeners (anycast.py): the decisions, and while `receive` runs, the node
+        # a replicated message came from (None: from the network) / whether to consult them.
+        self.anycast = anycast
+        self._origin: int | None = None
+        self._anycast_on = True
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -271,8 +291,20 @@ class ProxyCore:
 
     # =========================================================================================
     # entry points
-    def receive(self, data: bytes, source: Source, now: float) -> list[Output]:
-        """One message from the network."""
+    def receive(self, data: bytes, source: Source, now: float, *,
+                origin: int | None = None, anycast: bool = True) -> list[Output]:
+        """One message from the network; `origin`: the cluster node that handed it to us
+        (anycast.py: processed here as if it had arrived here, never handed on again);
+        `anycast=False`: the owner could not be reached, handle it here in any case."""
+        if origin is not None or not anycast:
+            self._origin, self._anycast_on = origin, anycast
+            try:
+                return self._receive(data, source, now)
+            finally:
+                self._origin, self._anycast_on = None, True
+        return self._receive(data, source, now)
+
+    def _receive(self, data: bytes, source: Source, now: float) -> list[Output]:
         if len(data) <= 4 and is_keepalive(data):
             # RFC 5626 §3.5.1/§4.4.1: a CRLF (or an empty datagram) keeps a NAT binding
             # open; it is no message, malformed or otherwise.
@@ -374,8 +406,9 @@ class ProxyCore:
         hop_uri, transport = next_hop
         branch_id = f"z9hG4bK{self._worker}u{next(self._branch_ids):x}" \
             f"{hashlib.md5(request.call_id.encode()).hexdigest()[:8]}"
+        cid = self.anycast.via_suffix if itf.anycast and self.anycast else ""
         request.add_header("Via", f"SIP/2.0/{transport.upper()} {itf.host_in_uri}:"
-                                  f"{itf.sent_by_port};branch={branch_id}")
+                                  f"{itf.sent_by_port};branch={branch_id}{cid}")
         default_port = 5061 if hop_uri.scheme == "sips" else 5060
         dest = Destination(transport, hop_uri.host.strip("[]"), hop_uri.port or default_port,
                            interface=itf)
@@ -446,6 +479,9 @@ class ProxyCore:
             # CANCEL belong to what is still running (§17.1.1.3, §9.2) and go on.
             self.drained_requests += 1
             return
+        if (server is None and self.anycast is not None and source.interface.anycast
+                and self._anycast_on and self._anycast_request(request, key, source, now, out)):
+            return
         # Whatever `sipmesh parse` refuses is answered here with its status (a SipParseError
         # reaches `receive`), never routed or half-processed; lines a dialog repeats are
         # remembered and not parsed twice (shared.sip.ValidatedLines).
@@ -499,6 +535,8 @@ class ProxyCore:
             record_routed=record_routed,
         )
         ctx.default_failure = self.router.failure_route
+        if self.anycast is not None and source.interface.anycast:
+            ctx.anycast = "replicated" if self._origin is not None else "anycast"
 
         if method == "ACK" or method == "CANCEL":
             # An ACK for a 2xx is its own transaction, and a CANCEL without a response context
@@ -521,6 +559,10 @@ class ProxyCore:
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
+        if self.anycast is not None and source.interface.anycast:
+            # Announce the key: a retransmission landing on another node comes here.
+            self.anycast.counters.keys_announced += 1
+            out.append(ClusterSend(ANNOUNCE, None, b"", keys=(key,)))
         context = ResponseContext(server, request, source, ctx)
         context.started = now
         server.owner = context
@@ -582,6 +624,14 @@ class ProxyCore:
     def _forward_stateless(self, ctx: RouteContext, loop_hash: str, now: float
                            ) -> list[Output]:
         out: list[Output] = []
+        if ctx.replicate and self.anycast is not None:
+            # ctx.anycast_replicate() (OpenSIPS t_anycast_replicate): every node looks for
+            # the transaction, only its owner acts; nothing is forwarded from here.
+            self.anycast.counters.replicate_calls += 1
+            self.anycast.counters.requests_out += 1
+            self.anycast.counters.replicated_out += 1
+            out.append(self._cluster_send(REQUEST, None, ctx.request, ctx.source))
+            return out
         if ctx.reply_status is not None or not ctx.targets:
             if ctx.request.method == "CANCEL":  # an ACK is never answered; a CANCEL is
                 self._reply_stateless(ctx.request, ctx.source, 481,
@@ -603,6 +653,79 @@ class ProxyCore:
             self.tracker.forwarded(ctx, [target])
         out.append(Send(fwd.serialize(), dest, request=True))
         return out
+
+    # -- anycast (anycast.py) ---------------------------------------------------------------
+    def _anycast_request(self, request: Request, key: ServerKey, source: Source, now: float,
+                         out: list[Output]) -> bool:
+        """A request on an anycast listener matching no local transaction: True when it
+        went to its owner (or every node), or is a replicated one that is not ours."""
+        anycast = self.anycast
+        assert anycast is not None
+        method = request.method
+        lookup = key
+        if method == "CANCEL":
+            if self.layer.find_cancelled(request) is not None:
+                return False  # our INVITE: §16.10 here
+            lookup = server_key(request, "INVITE")
+        route, node = anycast.route_request(method, lookup, self._origin is not None, now)
+        counters = anycast.counters
+        if route is Route.LOCAL:
+            return False
+        if route is Route.DROP:
+            counters.dropped_not_owner += 1
+            return True
+        counters.requests_out += 1
+        counters.replicated_out += 1
+        if route is Route.BROADCAST:
+            counters.auto_cancel_out += 1
+            out.append(self._cluster_send(AUTO_CANCEL, None, request, source))
+        else:
+            out.append(self._cluster_send(REQUEST, node, request, source))
+        return True
+
+    @staticmethod
+    def _cluster_send(kind: int, node: int | None, message: Request | Response,
+                      source: Source) -> ClusterSend:
+        itf = source.interface
+        return ClusterSend(kind, node, message.serialize(), (source.host, source.port),
+                           f"{itf.transport}:{itf.host_in_uri}:{itf.port}", message.call_id)
+
+    def anycast_listener(self, name: str) -> Interface | None:
+        """Our anycast interface called `name` (`udp:host:port`), where a replicated
+        message is re-injected (it exists on every node of the cluster)."""
+        for itf in self.interfaces:
+            if itf.anycast and f"{itf.transport}:{itf.host_in_uri}:{itf.port}" == name:
+                return itf
+        return None
+
+    def replicated(self, item: ClusterSend, origin: int, now: float) -> list[Output]:
+        """A message another node handed to us (capability tm-repl)."""
+        anycast = self.anycast
+        itf = self.anycast_listener(item.listener)
+        if anycast is None or itf is None:
+            self.counters.drop_requests.value += 1
+            return []
+        counters = anycast.counters
+        counters.replicated_in += 1
+        if item.kind == REPLY:
+            counters.replies_in += 1
+        else:
+            counters.requests_in += 1
+        source = Source(itf, item.source[0], item.source[1])
+        return self.receive(item.data, source, now, origin=origin)
+
+    def replication_failed(self, item: ClusterSend, now: float) -> list[Output]:
+        """The cluster could not take `item` to its owner: handle it here after all - a
+        reply is forwarded by its Via (§16.11), a request processed as a local one."""
+        anycast = self.anycast
+        itf = self.anycast_listener(item.listener)
+        if anycast is None or itf is None or item.kind == ANNOUNCE:
+            return []
+        anycast.counters.replication_failed += 1
+        if item.kind == REPLY:
+            anycast.counters.owner_down_stateless += 1  # no transaction here: by its Via
+        source = Source(itf, item.source[0], item.source[1])
+        return self.receive(item.data, source, now, anycast=False)
 
     # -- CANCEL (§16.10, §9.2) -----------------------------------------------------------------
     def _on_cancel(self, cancel: Request, source: Source, now: float, out: list[Output]) -> bool:
@@ -712,10 +835,11 @@ class ProxyCore:
             if inbound != outbound:
                 request.add_header("Record-Route", inbound.record_route(signature))
             request.add_header("Record-Route", outbound.record_route(signature))
-        # §16.6 step 8: our Via on top.
+        # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
+        cid = self.anycast.via_suffix if outbound.anycast and self.anycast else ""
         request.add_header(
             "Via", f"SIP/2.0/{transport.upper()} {outbound.host_in_uri}:"
-                   f"{outbound.sent_by_port};branch={branch_id}")
+                   f"{outbound.sent_by_port};branch={branch_id}{cid}")
         return request, Destination(transport, host, port, interface=outbound)
 
     def _rr_signature(self, request: Request) -> str:
@@ -780,9 +904,34 @@ class ProxyCore:
             self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
             return
         response.validate(self._known)  # a malformed response is dropped (§18.1.2)
+        anycast = self.anycast
+        if anycast is not None and source.interface.anycast and self._anycast_on:
+            route, node = anycast.route_reply(via.params.get(anycast.param),
+                                              self._origin is not None)
+            if route is Route.OWNER:
+                # OpenSIPS TM_CLUSTER_REPLY: the owner processes it as if it came there.
+                anycast.counters.replies_out += 1
+                anycast.counters.replicated_out += 1
+                out.append(self._cluster_send(REPLY, node, response, source))
+                return
+            if route is Route.STATELESS:
+                # The owner is Down (OpenSIPS drops it): §16.11, forward it by its Via.
+                anycast.counters.owner_down_stateless += 1
+                self.log("anycast.owner_down", owner=node, call_id=response.call_id,
+                         status=response.status)
+                self.counters.reply_in(response.status)
+                self._forward_stateless_response(response, out)
+                return
         self.counters.reply_in(response.status)
         events = self.layer.receive_response(response, now)
         if events is None:
+            if self._origin is not None and response.status < 200 and anycast is not None:
+                # A provisional that crossed the cluster and was overtaken by the final
+                # response (which reached this owner directly, or over a faster link): its
+                # transaction is over, and relayed now it would reach the caller after the
+                # final one. Anycast reorders what one path would not; dropped, counted.
+                anycast.counters.late_provisional += 1
+                return
             self._forward_stateless_response(response, out)
             return
         self._run_events(events, now, out)

@@ -93,12 +93,14 @@ class RouteContext:
         "_media",
         "_stale",
         "_trusted_nets",
+        "anycast",
         "default_failure",
         "failure_hook",
         "local_domains",
         "loose_routed",
         "on_final",
         "record_routed",
+        "replicate",
         "reply_headers",
         "reply_reason",
         "reply_stateless",
@@ -155,6 +157,27 @@ class RouteContext:
         self._dialog: RouteDialog | None = None
         self._acc: AccOptions | None = None
         self._ds: Any = None  # services/edge/dispatcher.RouteDispatch of ctx.dispatch()
+        # Set by the core on an anycast listener of a clustered edge: "anycast", or
+        # "replicated" for a message another node handed over (services/edge/anycast.py).
+        self.anycast: str | None = None
+        self.replicate = False
+
+    # -- anycast (services/edge/anycast.py) ---------------------------------------------------
+    def anycast_replicate(self) -> int:
+        """OpenSIPS `t_anycast_replicate()`: an ACK or CANCEL matching no local transaction
+        (the only ones routing sees) goes to every node of the cluster; only the owner of
+        its transaction acts on it, and nothing is forwarded from here. Returns 1 when
+        replicated; -1 when it must not be (not ACK/CANCEL, not on an anycast listener);
+        -2 when it was replicated to us already (loop guard); -3 when this edge has no
+        cluster (no `[edge.tm] replication_cluster`)."""
+        if self.request.method not in ("ACK", "CANCEL") or not self.source.interface.anycast:
+            return -1
+        if self.anycast is None:
+            return -3
+        if self.anycast == "replicated":
+            return -2
+        self.replicate = True
+        return 1
 
     # -- facts -------------------------------------------------------------------------------
     @property

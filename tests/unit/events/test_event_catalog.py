@@ -34,6 +34,8 @@ GOOD: dict[str, dict[str, Any]] = {
     "E_CORE_SHM_THRESHOLD": {"usage": 91, "threshold": 90, "used": 910, "size": 1000},
     "E_CORE_PKG_THRESHOLD": {"usage": 91, "threshold": 90, "used": 910, "size": 1000,
                              "pid": 4242},
+    "E_CORE_TM_REPLICATION_FAILED": {"node": 2, "kind": "reply", "callid": "c1",
+                                     "reason": "unreachable"},
 }
 
 
