@@ -498,9 +498,14 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                            query_timeout=config.dialog_timeout,
                            batch_window=config.dialog_batch_ms / 1000)
     tracker = DialogTracker(dialogs, enabled=config.dialog_tracking)
+    from services.edge.presence_client import PresenceClient
+
+    presence = PresenceClient(addresses=config.presence, registry=runtime.registry,
+                              service=config.presence_service, timeout=config.presence_timeout)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "media": media,
-                            "freeswitch": freeswitch, "dialog": dialogs},
+                            "freeswitch": freeswitch, "dialog": dialogs,
+                            "presence": presence},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker,
                   rr_key=rr_secret(config))
@@ -520,6 +525,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         await registrar.start()
         await media.start()
         await dialogs.start()
+        await presence.start()
         await app.start()
         from services.edge.uac import SERVICE as UAC_SERVICE
         from services.edge.uac import UacServicer
@@ -534,6 +540,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         uac_host = config.uac_advertise or (
             runtime.address if config.uac_host in ("0.0.0.0", "::") else config.uac_host)
         tracker.edge_uac = runtime.meta["uac"] = f"{uac_host}:{uac_srv.port}"
+        presence.uac = tracker.edge_uac
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
@@ -545,6 +552,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         for srv in uac_servers:
             await srv.stop(0.5)
         await dialogs.close()
+        await presence.close()
         await registrar.close()
         await media.close()
         if nonce_counts is not None:
