@@ -23,6 +23,7 @@ from services.dialog.config import DialogConfig
 from services.edge.config import EdgeConfig
 from services.freeswitch.config import FreeswitchConfig
 from services.media.config import MediaConfig
+from services.presence.config import PresenceConfig
 from services.registrar.config import RegistrarConfig
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
@@ -37,6 +38,7 @@ SECTIONS = {
     "MEDIA": MediaConfig,
     "FREESWITCH": FreeswitchConfig,
     "DIALOG": DialogConfig,
+    "PRESENCE": PresenceConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }
