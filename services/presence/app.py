@@ -9,6 +9,12 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   discovery when that one is gone), one at a time per subscription so their CSeqs arrive
   in order; one answered 481 or 408 ends its subscription (RFC 6665 §4.2.2).
 * A timer (every `[presence] timer_interval`) expires publications and subscriptions.
+* Clustering (`[presence] cluster`, OpenSIPS 2.4's shared-database mode): every node
+  reads a presentity's rows from the shared store before acting on it, NOTIFYs a change
+  only to the subscriptions whose sharing tag is active on it, and tells the other nodes
+  which presentity changed (capability `presence-notify`, a hint: they re-read it and
+  notify their own watchers). The immediate NOTIFY of a SUBSCRIBE comes from the node that
+  took it. Only a subscription's owner expires it.
 * MI: pres_phtable_list, subs_phtable_list, refresh_watchers, cleanup, pres_expose
   (services/presence/mi.py); events E_PRESENCE_PUBLISH, E_PRESENCE_EXPOSED; statistics
   `presence:`; /metrics histograms of request handling and store writes.
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import sys
@@ -42,10 +49,11 @@ from services.presence.config import PresenceConfig
 from services.presence.core import Meta, Outcome, PresenceCore
 from services.presence.publications import Limits as PubLimits
 from services.presence.store import PresenceStore, pub_row, sub_row
-from services.presence.subscriptions import Limits, Notify, Policy
+from services.presence.subscriptions import Limits, Notify, Policy, Subscription
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
+CAPABILITY = "presence-notify"
 log = structlog.get_logger("presence")
 
 
@@ -106,14 +114,17 @@ class UacClient:
 class PresenceService:
     def __init__(self, config: PresenceConfig, *, store: PresenceStore | None,
                  events: Any = None, uac: UacClient | None = None, metrics: Any = None,
-                 node_id: int = 0) -> None:
+                 node_id: int = 0, cluster: Any = None) -> None:
         self.config = config
+        self.cluster = cluster
+        self.shared = cluster is not None and store is not None
+        self._presentity_locks: dict[str, asyncio.Lock] = {}
         self.core = PresenceCore(
             pub_limits=PubLimits(config.min_expires, config.max_expires_publish,
                                  config.default_expires),
             sub_limits=Limits(config.min_expires, config.max_expires_subscribe,
                               config.default_expires),
-            policy=Policy(config.policy, config.allowed_map()), node=node_id)
+            policy=Policy(config.policy, config.allowed_map()), node=node_id, owns=self.owns)
         self.store = store
         self.events = events
         self.uac = uac or UacClient()
@@ -138,6 +149,46 @@ class PresenceService:
             registry=metrics) if metrics is not None else None
 
     # -- state ----------------------------------------------------------------------------
+    def owns(self, sub: Subscription) -> bool:
+        """This node sends the subscription's NOTIFYs: no cluster, or its tag is active."""
+        if self.cluster is None:
+            return True
+        shtags = self.cluster.shtags
+        tag = sub.sharing_tag
+        return bool(tag) and tag in shtags.tags and bool(shtags.is_active(tag))
+
+    def _lock(self, presentity: str) -> asyncio.Lock:
+        return self._presentity_locks.setdefault(presentity, asyncio.Lock())
+
+    async def _reload(self, presentity: str) -> None:
+        """A presentity's rows as the shared store has them (what other nodes wrote)."""
+        assert self.store is not None
+        pubs, subs = await self.store.load_presentity(presentity)
+        self.core.replace_presentity(presentity, pubs, subs)
+
+    def _announce(self, presentities: set[str]) -> None:
+        if self.cluster is None:
+            return
+        for presentity in sorted(presentities):
+            self.cluster.broadcast(CAPABILITY, json.dumps({"presentity": presentity}).encode())
+
+    def apply_update(self, node: int, payload: bytes) -> None:
+        """Another node changed a presentity: re-read it, notify our watchers of it."""
+        try:
+            presentity = str(json.loads(payload)["presentity"])
+        except (ValueError, KeyError, TypeError):
+            return
+        self._spawn(self._remote_change(presentity))
+
+    async def _remote_change(self, presentity: str) -> None:
+        async with self._lock(presentity):
+            try:
+                await self._reload(presentity)
+                await self.apply(self.core.state_changed(presentity, time.time()))
+            except Exception as exc:
+                log.error("presence_remote_change_failed", presentity=presentity,
+                          error=repr(exc))
+
     async def load(self) -> tuple[int, int]:
         if self.store is None:
             return 0, 0
@@ -166,9 +217,21 @@ class PresenceService:
             self.counters["publish_received"] += 1
         elif method == "SUBSCRIBE":
             self.counters["subscribe_received"] += 1
-        outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
+        if self.cluster is not None and not meta.sharing_tag:
+            meta = dataclasses.replace(meta, sharing_tag=self.config.sharing_tag)
+        presentity = self.core.presentity_of(request) if self.shared else None
         try:
-            await self.apply(outcome)
+            if presentity is None:
+                outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
+                await self.apply(outcome)
+            else:
+                async with self._lock(presentity):
+                    await self._reload(presentity)
+                    outcome = self.core.handle(request, meta, time.time(),
+                                               secrets.token_hex(8))
+                    await self.apply(outcome)
+                if outcome.put_pubs or outcome.del_pubs:
+                    self._announce({presentity})
         except Exception as exc:
             log.error("presence_store_failed", call_id=request.call_id, error=repr(exc))
             return 500, "Store Unavailable", [("Retry-After", "5")]
@@ -237,13 +300,26 @@ class PresenceService:
 
     # -- timers ---------------------------------------------------------------------------
     async def tick(self, now: float | None = None) -> None:
-        outcome = self.core.tick(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        if self.shared:
+            assert self.store is not None
+            # What is due, here or in the shared store, is read again first: another node
+            # may have refreshed it, or holds it and died.
+            due = set(await self.store.due(now))
+            due |= {p.presentity for p in self.core.pubs if p.expires_at <= now}
+            due |= {s.presentity for s in self.core.subs if s.expires_at <= now}
+            for presentity in sorted(due):
+                async with self._lock(presentity):
+                    await self._reload(presentity)
+        outcome = self.core.tick(now)
         self.counters["publications_expired"] += len(outcome.del_pubs)
         self.counters["subscriptions_expired"] += len(outcome.del_subs)
         try:
             await self.apply(outcome)
         except Exception as exc:  # the rows go at the next write; the state is in memory
             log.error("presence_store_failed", error=repr(exc))
+            return
+        self._announce(set(outcome.changed))
 
     async def _timer_loop(self) -> None:
         while True:
@@ -328,12 +404,28 @@ async def serve(config: PresenceConfig) -> None:
                                                     "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
     runtime.declare_events("presence.#")
+    cluster = None
+    node_id = 0
+    if config.cluster:
+        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
+        from shared.cluster import register_mi as register_cluster_mi
+
+        cluster = ClusterNode(load_section(ClusterConfig, "presence.cluster"),
+                              events=runtime.events, registry=runtime.registry,
+                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+        register_cluster_mi(runtime, cluster)
+        node_id = cluster.id
     store = None if config.db_url == "none" else open_store(config.location,
                                                             table=config.table)
     svc = PresenceService(config, store=store, events=runtime.events,
                           uac=UacClient(runtime.registry, config.edge_service,
                                         config.uac_timeout),
-                          metrics=runtime.metrics)
+                          metrics=runtime.metrics, node_id=node_id, cluster=cluster)
+    if cluster is not None:
+        # Hints only ("this presentity changed: read it again"): nothing to sync.
+        cluster.register_capability(CAPABILITY, produce=lambda: [],
+                                    apply_sync=lambda records: None,
+                                    apply_update=svc.apply_update, needs_sync=False)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
     servers: list[Any] = []
@@ -352,6 +444,9 @@ async def serve(config: PresenceConfig) -> None:
         host = config.grpc_advertise or (
             runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
         runtime.meta["grpc"] = f"{host}:{srv.port}"
+        if cluster is not None:
+            await cluster.start()
+            runtime.meta.update(cluster.meta())
         svc.start()
 
     @runtime.on_stop
@@ -359,14 +454,17 @@ async def serve(config: PresenceConfig) -> None:
         for srv in servers:
             await srv.stop(1.0)
         await svc.stop()
+        if cluster is not None:
+            await cluster.stop()
         if store is not None:
             await store.close()
 
     async def announce() -> None:
         while not runtime.port or not servers:
             await asyncio.sleep(0.01)  # start-up of this very process
+        extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
         print(f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()}", flush=True)
+              f"pid {os.getpid()}{extra}", flush=True)
 
     announcer = asyncio.create_task(announce())
     try:

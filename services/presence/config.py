@@ -28,6 +28,12 @@ class PresenceConfig:
     # named in `allowed`: "presentity=watcher1|watcher2" entries, user@domain).
     policy: str = "allow"
     allowed: tuple[str, ...] = ()
+    # OpenSIPS 2.4's non-federated cluster (`sipmesh up --nodes N` sets it): the nodes share
+    # the store (one PostgreSQL, or one SQLite file on one host) and a subscription's
+    # NOTIFYs come from the node where its sharing tag is active ([presence.cluster]
+    # sharing_tags); `sharing_tag` is the tag of subscriptions routing gave none.
+    cluster: bool = False
+    sharing_tag: str = "presence"
     edge_service: str = "edge"  # where the edges' Uac API is found (NOTIFYs)
     uac_timeout: float = 5.0  # s to wait for a NOTIFY's final response
     timer_interval: float = 1.0  # s between expiry runs (OpenSIPS clean_period)

@@ -53,6 +53,7 @@ class Outcome:
     put_subs: list[Subscription] = field(default_factory=list)
     del_subs: list[str] = field(default_factory=list)  # subscription keys
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # presentities whose state changed
 
     def merge(self, other: Outcome) -> None:
         self.notifies += other.notifies
@@ -92,6 +93,31 @@ class PresenceCore:
         self.owns = owns or (lambda sub: True)
 
     # -- requests -------------------------------------------------------------------------
+    @staticmethod
+    def presentity_of(request: Request) -> str | None:
+        """The presentity a PUBLISH or SUBSCRIBE is about (None: cannot tell): the
+        Request-URI's, or the To URI's inside a subscription (whose Request-URI is our
+        Contact)."""
+        try:
+            if request.method == "SUBSCRIBE" and request.to_tag is not None:
+                return _aor(request.to_addr.uri)
+            uri = request.parsed_uri
+            return _aor(uri) if uri.user else None
+        except (SipParseError, ValueError):
+            return None
+
+    def replace_presentity(self, presentity: str, pubs: list[Publication],
+                           subs: list[Subscription]) -> None:
+        """Puts one presentity's rows as the shared store has them in place of ours."""
+        for pub in self.pubs.of(presentity):
+            self.pubs.remove(pub.etag)
+        for sub in self.subs.watchers_of(presentity):
+            self.subs.remove(sub.key)
+        for pub in pubs:
+            self.pubs.add(pub)
+        for sub in subs:
+            self.subs.add(sub)
+
     def handle(self, request: Request, meta: Meta, now: float, new_etag: str) -> Outcome:
         try:
             if request.method == "PUBLISH":
@@ -184,12 +210,16 @@ class PresenceCore:
             out.del_pubs.append(pub.etag)
             changed.add(pub.presentity)
         for sub in self.subs.expire(now):
-            out.del_subs.append(sub.key)
+            # Only the owner ends a subscription (its final NOTIFY, its row): another node
+            # holding a copy forgets it, so a backup never deletes what it does not own
+            # (OpenSIPS #2960).
             if self.owns(sub):
+                out.del_subs.append(sub.key)
                 out.notifies.append(self.subs.final_notify(
                     sub, self.pubs.compose(sub.presentity), now))
         for presentity in sorted(changed):
             out.merge(self.state_changed(presentity, now))
+        out.changed = sorted(changed)
         return out
 
     def notify_failed(self, key: str, status: int) -> Outcome:

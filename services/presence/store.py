@@ -47,12 +47,20 @@ class PresenceStore(Protocol):
 
     async def load(self) -> tuple[list[Publication], list[Subscription]]: ...
 
+    async def load_presentity(self, presentity: str
+                              ) -> tuple[list[Publication], list[Subscription]]:
+        """The rows of one presentity (a shared database: what the other nodes wrote)."""
+
+    async def due(self, now: float) -> list[str]:
+        """The presentities having a row whose expiry is at or before `now`."""
+
     async def close(self) -> None: ...
 
 
 _DDL = ("CREATE TABLE IF NOT EXISTS {t} (kind TEXT NOT NULL, id TEXT NOT NULL, "
         "presentity TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
         "record TEXT NOT NULL, PRIMARY KEY (kind, id))")
+_INDEX = "CREATE INDEX IF NOT EXISTS {t}_presentity ON {t} (presentity)"
 
 
 def _decode(rows: Sequence[tuple[str, str]]) -> tuple[list[Publication], list[Subscription]]:
@@ -78,6 +86,7 @@ class SQLitePresenceStore(SQLiteFile):
         await super().open()
         # NORMAL in WAL mode: a committed transaction survives the process being killed.
         await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.execute(_INDEX.format(t=self.table))
 
     async def write(self, upserts: Sequence[Row], deletes: Sequence[tuple[str, str]]) -> None:
         db = self.db
@@ -99,6 +108,17 @@ class SQLitePresenceStore(SQLiteFile):
         async with self.db.execute(f"SELECT kind, record FROM {self.table}") as cur:
             return _decode([(str(r[0]), str(r[1])) for r in await cur.fetchall()])
 
+    async def load_presentity(self, presentity: str
+                              ) -> tuple[list[Publication], list[Subscription]]:
+        async with self.db.execute(f"SELECT kind, record FROM {self.table} "
+                                   "WHERE presentity = ?", (presentity,)) as cur:
+            return _decode([(str(r[0]), str(r[1])) for r in await cur.fetchall()])
+
+    async def due(self, now: float) -> list[str]:
+        async with self.db.execute(f"SELECT DISTINCT presentity FROM {self.table} "
+                                   "WHERE expires_at <= ?", (now,)) as cur:
+            return sorted(str(r[0]) for r in await cur.fetchall())
+
 
 class PostgresPresenceStore(PostgresPool):
     ddl = _DDL
@@ -119,9 +139,24 @@ class PostgresPresenceStore(PostgresPool):
                     "(kind, id) DO UPDATE SET presentity = EXCLUDED.presentity, "
                     "expires_at = EXCLUDED.expires_at, record = EXCLUDED.record", upserts)
 
+    async def open(self) -> None:
+        await super().open()
+        await self.pool.execute(_INDEX.format(t=self.table))
+
     async def load(self) -> tuple[list[Publication], list[Subscription]]:
         rows = await self.pool.fetch(f"SELECT kind, record FROM {self.table}")
         return _decode([(r["kind"], r["record"]) for r in rows])
+
+    async def load_presentity(self, presentity: str
+                              ) -> tuple[list[Publication], list[Subscription]]:
+        rows = await self.pool.fetch(
+            f"SELECT kind, record FROM {self.table} WHERE presentity = $1", presentity)
+        return _decode([(r["kind"], r["record"]) for r in rows])
+
+    async def due(self, now: float) -> list[str]:
+        rows = await self.pool.fetch(
+            f"SELECT DISTINCT presentity FROM {self.table} WHERE expires_at <= $1", now)
+        return sorted(r["presentity"] for r in rows)
 
 
 def open_store(location: str, *, table: str = "presence") -> PresenceStore:

@@ -78,3 +78,16 @@ async def test_a_failed_write_leaves_nothing_half_done(store: PresenceStore) -> 
         await store.write([pub_row(pub("e3")), bad], [("pub", "e1")])  # type: ignore[list-item]
     pubs, _ = await store.load()
     assert [p.etag for p in pubs] == ["e1"]
+
+
+async def test_one_presentity_and_the_due_ones(store: PresenceStore) -> None:
+    other = Publication("carol@example.com", "presence", "c1", 1_800_000_010.0,
+                        pidf.document("sip:carol@example.com", "open"), pidf.CONTENT_TYPE,
+                        1_800_000_000.0)
+    await store.write([pub_row(pub("e1")), sub_row(sub("c1")), pub_row(other)], [])
+    pubs, subs = await store.load_presentity("bob@example.com")
+    assert pubs == [pub("e1")] and subs == [sub("c1")]
+    assert await store.load_presentity("nobody@example.com") == ([], [])
+    assert await store.due(1_800_000_009.0) == []
+    assert await store.due(1_800_000_010.0) == ["carol@example.com"]
+    assert await store.due(1_800_001_000.0) == ["bob@example.com", "carol@example.com"]
