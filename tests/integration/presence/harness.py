@@ -42,10 +42,23 @@ class PresenceMesh:
         self.sipp: list[subprocess.Popen[bytes]] = []
         try:
             self.mesh.line(r"^endpoint edge sip ", 30)
-            self.mesh.line(r"^endpoint presence grpc ", 30)
+            self.seen_lines(r"^endpoint presence grpc ", int(env.get("SIPMESH_MESH_NODES", "1")),
+                            30)
         except BaseException:
             self.stop()
             raise
+
+    def seen_lines(self, pattern: str, count: int, timeout: float) -> list[str]:
+        """Waits until `count` stdout lines of `sipmesh up` matched `pattern` (all time)."""
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [ln for ln in self.mesh.seen if re.search(pattern, ln)]
+            if len(found) >= count:
+                return found
+            self.mesh.expect(pattern, max(0.1, deadline - time.monotonic()))
 
     @property
     def edge(self) -> str:
