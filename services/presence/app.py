@@ -15,6 +15,11 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   which presentity changed (capability `presence-notify`, a hint: they re-read it and
   notify their own watchers). The immediate NOTIFY of a SUBSCRIBE comes from the node that
   took it. Only a subscription's owner expires it.
+* Federation (`cluster_mode = "federation"`, OpenSIPS 2.4 cluster_federation_mode=1):
+  each node keeps its own store and notifies its own watchers; what a PUBLISH changed is
+  broadcast (CL_PRESENCE_PUBLISH), kept by a node only while it has watchers of that
+  presentity; a new subscription to a presentity the node knows nothing of asks the
+  others (PRES_QUERY), and only the node that took the PUBLISH answers.
 * MI: pres_phtable_list, subs_phtable_list, refresh_watchers, cleanup, pres_expose
   (services/presence/mi.py); events E_PRESENCE_PUBLISH, E_PRESENCE_EXPOSED; statistics
   `presence:`; /metrics histograms of request handling and store writes.
@@ -48,6 +53,7 @@ from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
 from services.presence.config import PresenceConfig
 from services.presence.core import Meta, Outcome, PresenceCore
 from services.presence.publications import Limits as PubLimits
+from services.presence.publications import Publication
 from services.presence.store import PresenceStore, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
 from shared.sip import Request, SipParseError, parse_message
@@ -117,7 +123,9 @@ class PresenceService:
                  node_id: int = 0, cluster: Any = None) -> None:
         self.config = config
         self.cluster = cluster
-        self.shared = cluster is not None and store is not None
+        self.federation = cluster is not None and config.cluster_mode == "federation"
+        self.shared = cluster is not None and store is not None and not self.federation
+        self.node_id = node_id
         self._presentity_locks: dict[str, asyncio.Lock] = {}
         self.core = PresenceCore(
             pub_limits=PubLimits(config.min_expires, config.max_expires_publish,
@@ -151,8 +159,8 @@ class PresenceService:
     # -- state ----------------------------------------------------------------------------
     def owns(self, sub: Subscription) -> bool:
         """This node sends the subscription's NOTIFYs: no cluster, or its tag is active."""
-        if self.cluster is None:
-            return True
+        if self.cluster is None or self.federation:
+            return True  # federation: each node notifies its own watchers
         shtags = self.cluster.shtags
         tag = sub.sharing_tag
         return bool(tag) and tag in shtags.tags and bool(shtags.is_active(tag))
@@ -173,12 +181,74 @@ class PresenceService:
             self.cluster.broadcast(CAPABILITY, json.dumps({"presentity": presentity}).encode())
 
     def apply_update(self, node: int, payload: bytes) -> None:
-        """Another node changed a presentity: re-read it, notify our watchers of it."""
+        """A message of another node: a hint that a presentity changed (shared database),
+        or in federation a publication (`pub`) or a query for one (`query`)."""
         try:
-            presentity = str(json.loads(payload)["presentity"])
+            message = json.loads(payload)
+            presentity = str(message["presentity"])
+            kind = str(message.get("t", "hint"))
         except (ValueError, KeyError, TypeError):
             return
-        self._spawn(self._remote_change(presentity))
+        if kind == "hint":
+            self._spawn(self._remote_change(presentity))
+        elif kind == "pub" and self.federation:
+            self._spawn(self._federated_publish(presentity, message))
+        elif kind == "query" and self.federation:
+            self._answer_query(node, presentity)
+
+    # -- federation (OpenSIPS 2.4 cluster_federation_mode) ---------------------------------
+    def _broadcast(self, message: dict[str, Any], dst: int | None = None) -> None:
+        if self.cluster is None:
+            return
+        data = json.dumps(message).encode()
+        if dst is None:
+            self.cluster.broadcast(CAPABILITY, data)
+        else:
+            self.cluster.send(CAPABILITY, dst, data)
+
+    def _federate(self, presentity: str, outcome: Outcome) -> None:
+        """CL_PRESENCE_PUBLISH: what a PUBLISH here changed goes to every node; a new
+        subscription to a presentity we know nothing of asks the others (PRES_QUERY)."""
+        if outcome.put_pubs or outcome.del_pubs:
+            self._broadcast({"t": "pub", "presentity": presentity,
+                             "put": [p.to_record() for p in outcome.put_pubs],
+                             "del": list(outcome.del_pubs)})
+        if outcome.put_subs and not self.core.pubs.of(presentity) and any(
+                s.local_cseq == 1 for s in outcome.put_subs):
+            self._broadcast({"t": "query", "presentity": presentity})
+
+    def _answer_query(self, node: int, presentity: str) -> None:
+        """Only the node that took the PUBLISH (not a copy) answers, unicast."""
+        mine = [p for p in self.core.pubs.of(presentity) if p.node == self.node_id]
+        if mine:
+            self._broadcast({"t": "pub", "presentity": presentity,
+                             "put": [p.to_record() for p in mine], "del": []}, dst=node)
+
+    async def _federated_publish(self, presentity: str, message: dict[str, Any]) -> None:
+        async with self._lock(presentity):
+            try:
+                before = self.core.pubs.compose(presentity)
+                out = Outcome(200)
+                for etag in message.get("del", []):
+                    if self.core.pubs.remove(str(etag)) is not None:
+                        out.del_pubs.append(str(etag))
+                if self.core.subs.watchers_of(presentity):
+                    for record in message.get("put", []):
+                        pub = Publication.from_record(record)
+                        self.core.pubs.add(pub)
+                        out.put_pubs.append(pub)
+                else:
+                    # No watcher here: keep no copy (OpenSIPS forces expires=0 on it).
+                    for pub in self.core.pubs.of(presentity):
+                        if pub.node != self.node_id:
+                            self.core.pubs.remove(pub.etag)
+                            out.del_pubs.append(pub.etag)
+                if self.core.pubs.compose(presentity) != before:
+                    out.merge(self.core.state_changed(presentity, time.time()))
+                await self.apply(out)
+            except Exception as exc:
+                log.error("presence_federation_failed", presentity=presentity,
+                          error=repr(exc))
 
     async def _remote_change(self, presentity: str) -> None:
         async with self._lock(presentity):
@@ -219,9 +289,18 @@ class PresenceService:
             self.counters["subscribe_received"] += 1
         if self.cluster is not None and not meta.sharing_tag:
             meta = dataclasses.replace(meta, sharing_tag=self.config.sharing_tag)
-        presentity = self.core.presentity_of(request) if self.shared else None
+        presentity = self.core.presentity_of(request) if self.cluster is not None else None
         try:
             if presentity is None:
+                outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
+                await self.apply(outcome)
+            elif self.federation:
+                async with self._lock(presentity):
+                    outcome = self.core.handle(request, meta, time.time(),
+                                               secrets.token_hex(8))
+                    await self.apply(outcome)
+                self._federate(presentity, outcome)
+            elif not self.shared:
                 outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
                 await self.apply(outcome)
             else:
@@ -385,7 +464,7 @@ def load_config(args: argparse.Namespace) -> PresenceConfig:
 
 async def serve(config: PresenceConfig) -> None:
     from services.presence.mi import register_mi
-    from services.presence.store import open_store
+    from services.presence.store import default_db, open_store
     from shared.config import load_section
     from shared.discovery import DiscoveryConfig
     from shared.rpc.grpc_helpers import start_grpc_server
@@ -415,8 +494,10 @@ async def serve(config: PresenceConfig) -> None:
                               mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
         register_cluster_mi(runtime, cluster)
         node_id = cluster.id
-    store = None if config.db_url == "none" else open_store(config.location,
-                                                            table=config.table)
+    # Shared database: one store for all nodes; federation: each node its own.
+    location = config.db_url or default_db(node_id if config.cluster_mode == "federation"
+                                           else 0)
+    store = None if config.db_url == "none" else open_store(location, table=config.table)
     svc = PresenceService(config, store=store, events=runtime.events,
                           uac=UacClient(runtime.registry, config.edge_service,
                                         config.uac_timeout),

@@ -34,6 +34,9 @@ class PresenceConfig:
     # sharing_tags); `sharing_tag` is the tag of subscriptions routing gave none.
     cluster: bool = False
     sharing_tag: str = "presence"
+    # "shared-db" (above) or "federation" (OpenSIPS 2.4 cluster_federation_mode=1: each node
+    # its own store and watchers, publications broadcast, on-demand queries).
+    cluster_mode: str = "shared-db"
     edge_service: str = "edge"  # where the edges' Uac API is found (NOTIFYs)
     uac_timeout: float = 5.0  # s to wait for a NOTIFY's final response
     timer_interval: float = 1.0  # s between expiry runs (OpenSIPS clean_period)
@@ -41,6 +44,8 @@ class PresenceConfig:
     uvloop: bool = True
 
     def validate(self) -> None:
+        if self.cluster_mode not in ("shared-db", "federation"):
+            raise ValueError("[presence] cluster_mode must be shared-db or federation")
         if self.policy not in ("allow", "domain", "list"):
             raise ValueError("[presence] policy must be allow, domain or list")
         if not 0 < self.min_expires <= min(self.max_expires_publish,

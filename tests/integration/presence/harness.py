@@ -79,10 +79,11 @@ class PresenceMesh:
         return [p for p in pubs if p["pres_uri"] == f"sip:{presentity}"]
 
     def sipp_run(self, scenario: str, service: str, *, keys: Sequence[tuple[str, str]] = (),
-                 background: bool = False, timeout: int = 60) -> subprocess.Popen[bytes]:
+                 background: bool = False, timeout: int = 60,
+                 edge: str | None = None) -> subprocess.Popen[bytes]:
         port = free_port()
         cmd = ["sipp", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-               self.edge, "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout}s",
+               edge or self.edge, "-s", service, "-m", "1", "-nostdin", "-timeout", f"{timeout}s",
                "-timeout_error", "-trace_err", "-trace_msg",
                "-error_file", str(self.tmp / f"{scenario}_{port}_err.log"),
                "-message_file", str(self.tmp / f"{scenario}_{port}_msg.log")]
