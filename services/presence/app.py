@@ -371,7 +371,7 @@ class PresenceService:
             self.counters["notify_failed"] += 1
             log.warning("presence_notify_failed", call_id=notify.call_id, status=status,
                         reason=reason, watcher=notify.watcher, presentity=notify.presentity)
-            done = self.core.notify_failed(notify.key, status)
+            done = self.core.notify_failed(notify.key, status, time.time())
             if done.del_subs:
                 self._notify_locks.pop(notify.key, None)
                 with contextlib.suppress(Exception):

@@ -20,6 +20,8 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication, PublicationTable
 from services.presence.subscriptions import (
     PACKAGE,
+    PACKAGES,
+    WINFO,
     Limits,
     Notify,
     Policy,
@@ -131,7 +133,8 @@ class PresenceCore:
     def publish(self, request: Request, meta: Meta, now: float, new_etag: str) -> Outcome:
         package, _ = parse_event(request.get("Event"))
         if package != PACKAGE:
-            return Outcome(489, "Bad Event", (("Allow-Events", PACKAGE),))  # RFC 3903 §6 step 2
+            return Outcome(489, "Bad Event",  # RFC 3903 §6 step 2
+                           (("Allow-Events", ", ".join(PACKAGES)),))
         uri = request.parsed_uri
         if not uri.user:
             return Outcome(404, "Not Found")
@@ -183,6 +186,20 @@ class PresenceCore:
             out.del_subs.append(done.removed.key)
         if done.notify is not None:
             out.notifies.append(done.notify)
+        changed = done.removed or (done.stored if done.stored is not None
+                                   and done.stored.local_cseq == 1 else None)
+        if changed is not None and changed.event == PACKAGE:
+            out.merge(self.winfo_changed(changed.presentity, now))
+        return out
+
+    def winfo_changed(self, presentity: str, now: float) -> Outcome:
+        """The presentity's watcher list changed: NOTIFY its presence.winfo watchers."""
+        out = Outcome(200)
+        owned = [s for s in self.subs.watchers_of(presentity, WINFO) if self.owns(s)]
+        for sub, notify in self.subs.notify_watchers(presentity, b"", now, WINFO,
+                                                     only=owned):
+            out.notifies.append(notify)
+            out.put_subs.append(sub)
         return out
 
     # -- state changes ----------------------------------------------------------------------
@@ -209,6 +226,7 @@ class PresenceCore:
         for pub in self.pubs.expire(now):
             out.del_pubs.append(pub.etag)
             changed.add(pub.presentity)
+        watched: set[str] = set()
         for sub in self.subs.expire(now):
             # Only the owner ends a subscription (its final NOTIFY, its row): another node
             # holding a copy forgets it, so a backup never deletes what it does not own
@@ -217,16 +235,22 @@ class PresenceCore:
                 out.del_subs.append(sub.key)
                 out.notifies.append(self.subs.final_notify(
                     sub, self.pubs.compose(sub.presentity), now))
+                if sub.event == PACKAGE:
+                    watched.add(sub.presentity)
+        for presentity in sorted(watched):
+            out.merge(self.winfo_changed(presentity, now))
         for presentity in sorted(changed):
             out.merge(self.state_changed(presentity, now))
         out.changed = sorted(changed)
         return out
 
-    def notify_failed(self, key: str, status: int) -> Outcome:
+    def notify_failed(self, key: str, status: int, now: float) -> Outcome:
         out = Outcome(200)
         gone = self.subs.notify_failed(key, status)
         if gone is not None:
             out.del_subs.append(gone.key)
+            if gone.event == PACKAGE:
+                out.merge(self.winfo_changed(gone.presentity, now))
         return out
 
     def refresh_watchers(self, presentity: str, event: str, now: float) -> Outcome:

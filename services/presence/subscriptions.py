@@ -18,6 +18,10 @@ watcher's From tag and our To tag. The rules, each beside its code:
 * §4.1.2.4 / RFC 3261 §12.2.2: an in-dialog SUBSCRIBE of an unknown subscription is 481,
   a CSeq not above the last one is 500.
 * §4.2.2: a NOTIFY answered 481 (or not answered at all: 408) removes the subscription.
+* RFC 3857 (`presence.winfo`): a presentity may watch who watches it (only itself: §5.2
+  says the list is sensitive; 403 for others); its NOTIFYs carry an RFC 3858 watcherinfo
+  document, always full state, `version` counting that subscription's NOTIFYs from 0
+  (§4.1), with the presence subscriptions of the presentity.
 
 Nothing here reads a clock: `now` is passed in.
 """
@@ -32,6 +36,10 @@ from dataclasses import dataclass, field
 from services.presence import pidf
 
 PACKAGE = "presence"  # RFC 3856
+WINFO = "presence.winfo"  # RFC 3857
+PACKAGES = (PACKAGE, WINFO)
+WINFO_TYPE = "application/watcherinfo+xml"  # RFC 3858
+WINFO_NS = "urn:ietf:params:xml:ns:watcherinfo"
 DEFAULT_EXPIRES = 3600  # RFC 3856 §6.4
 
 
@@ -155,11 +163,16 @@ def parse_event(value: str | None) -> tuple[str, str]:
     return parts[0].lower(), event_id
 
 
-def _accepts_pidf(accept: str | None) -> bool:
+def _accepts(accept: str | None, content_type: str) -> bool:
     if accept is None or not accept.strip():
         return True
     types = {t.split(";")[0].strip().lower() for t in accept.split(",")}
-    return bool(types & {pidf.CONTENT_TYPE, "application/*", "*/*"})
+    return bool(types & {content_type, "application/*", "*/*"})
+
+
+def _xml_escape(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +223,11 @@ class SubscriptionTable:
     def subscribe(self, req: SubscribeRequest, state: bytes, now: float) -> SubscribeOutcome:
         """Answers a SUBSCRIBE; `state` is the presentity's composed PIDF (b"": none)."""
         package, event_id = parse_event(req.event)
-        if package != PACKAGE:
-            return SubscribeOutcome(489, "Bad Event", (("Allow-Events", PACKAGE),))
-        if not _accepts_pidf(req.accept):
-            return SubscribeOutcome(406, "Not Acceptable", (("Accept", pidf.CONTENT_TYPE),))
+        if package not in PACKAGES:
+            return SubscribeOutcome(489, "Bad Event", (("Allow-Events", ", ".join(PACKAGES)),))
+        body_type = WINFO_TYPE if package == WINFO else pidf.CONTENT_TYPE
+        if not _accepts(req.accept, body_type):
+            return SubscribeOutcome(406, "Not Acceptable", (("Accept", body_type),))
         limits = self.limits
         expires = limits.default_expires if req.expires is None else req.expires
         if expires < 0:
@@ -223,21 +237,23 @@ class SubscriptionTable:
                                     (("Min-Expires", str(limits.min_expires)),))
         expires = min(expires, limits.max_expires)
         if req.to_tag is None:
-            return self._initial(req, event_id, expires, state, now)
+            return self._initial(req, package, event_id, expires, state, now)
         return self._in_dialog(req, expires, state, now)
 
-    def _initial(self, req: SubscribeRequest, event_id: str, expires: int, state: bytes,
-                 now: float) -> SubscribeOutcome:
+    def _initial(self, req: SubscribeRequest, package: str, event_id: str, expires: int,
+                 state: bytes, now: float) -> SubscribeOutcome:
         if not req.contact:
             return SubscribeOutcome(400, "Missing Contact")
         if not req.our_tag:
             return SubscribeOutcome(500, "No Local Tag")
-        if not self.policy.authorize(req.watcher, req.presentity):
+        allowed = (req.watcher == req.presentity if package == WINFO
+                   else self.policy.authorize(req.watcher, req.presentity))
+        if not allowed:
             return SubscribeOutcome(403, "Forbidden")
         to_hdr = f"{req.to_hdr};tag={req.our_tag}"
         sub = Subscription(
             req.call_id, req.from_tag, req.our_tag, req.presentity, req.watcher, req.from_hdr,
-            to_hdr, req.contact, req.local_contact, now + expires, PACKAGE, event_id,
+            to_hdr, req.contact, req.local_contact, now + expires, package, event_id,
             req.record_route, req.next_hop, req.edge_uac, "active", 0, req.cseq,
             req.sharing_tag)
         headers = (("Expires", str(expires)), ("Contact", f"<{req.local_contact}>"))
@@ -286,12 +302,27 @@ class SubscriptionTable:
                    ("CSeq", f"{sub.local_cseq} NOTIFY"), ("Contact", f"<{sub.local_contact}>"),
                    ("Event", event), ("Subscription-State", sub_state),
                    ("Max-Forwards", "70")]
-        body = state if sub.status == "active" else b""
-        if body:
-            headers.append(("Content-Type", pidf.CONTENT_TYPE))
+        if sub.event == WINFO:
+            body = self.watcherinfo(sub.presentity, sub.local_cseq - 1)
+            headers.append(("Content-Type", WINFO_TYPE))
+        else:
+            body = state if sub.status == "active" else b""
+            if body:
+                headers.append(("Content-Type", pidf.CONTENT_TYPE))
         return Notify(sub.key, sub.contact, sub.route, sub.next_hop, tuple(headers), body,
                       sub.edge_uac, terminated is not None, sub.watcher, sub.presentity,
                       sub.call_id)
+
+    def watcherinfo(self, presentity: str, version: int) -> bytes:
+        """RFC 3858 full-state watcherinfo document of a presentity's presence watchers."""
+        watchers = sorted(self.watchers_of(presentity, PACKAGE), key=lambda s: s.key)
+        items = "".join(
+            f'<watcher id="{_xml_escape(s.key)}" event="subscribe" status="{s.status}">'
+            f"sip:{_xml_escape(s.watcher)}</watcher>" for s in watchers)
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<watcherinfo xmlns="{WINFO_NS}" '
+                f'version="{version}" state="full"><watcher-list '
+                f'resource="sip:{_xml_escape(presentity)}" package="{PACKAGE}">{items}'
+                "</watcher-list></watcherinfo>").encode()
 
     def notify_watchers(self, presentity: str, state: bytes, now: float,
                         event: str = PACKAGE, *, only: Iterable[Subscription] | None = None

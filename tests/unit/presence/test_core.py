@@ -123,10 +123,10 @@ def test_in_dialog_errors_481_and_500() -> None:
 def test_unknown_packages_are_489_with_allow_events() -> None:
     core = PresenceCore()
     out = run(core, subscribe(event="message-summary"), now=0)
-    assert out.status == 489 and header(out, "Allow-Events") == "presence"
+    assert out.status == 489 and header(out, "Allow-Events") == "presence, presence.winfo"
     assert run(core, publish("open").replace(b"Event: presence", b"Event: dialog"),
                now=0).status == 489
-    assert run(core, subscribe(event="presence.winfo"), now=0).status == 489
+    assert run(core, subscribe(event="dialog"), now=0).status == 489
 
 
 def test_expires_limits_and_accept() -> None:
@@ -173,8 +173,8 @@ def test_policy_same_domain_and_lists() -> None:
 def test_a_notify_answered_481_ends_the_subscription() -> None:
     core = PresenceCore()
     run(core, subscribe(), now=0)
-    assert core.notify_failed("c1;wtag;ourtag", 503).del_subs == []  # transient: kept
-    assert core.notify_failed("c1;wtag;ourtag", 481).del_subs == ["c1;wtag;ourtag"]
+    assert core.notify_failed("c1;wtag;ourtag", 503, 1).del_subs == []  # transient: kept
+    assert core.notify_failed("c1;wtag;ourtag", 481, 1).del_subs == ["c1;wtag;ourtag"]
     assert len(core.subs) == 0
 
 
@@ -202,3 +202,49 @@ def test_a_subscription_survives_a_record_round_trip() -> None:
     core = PresenceCore()
     (sub,) = run(core, subscribe(), now=0).put_subs
     assert Subscription.from_record(sub.to_record()) == sub
+
+
+def winfo_subscribe(*, frm: str = "bob", call_id: str = "w1", cseq: int = 1,
+                    to_tag: str | None = None, expires: int = 600) -> bytes:
+    return subscribe(frm=frm, event="presence.winfo", call_id=call_id, cseq=cseq,
+                     to_tag=to_tag, expires=expires)
+
+
+def test_winfo_lists_the_watchers_and_follows_their_changes() -> None:
+    """RFC 3857/3858: bob watches who watches him; full state, version from 0."""
+    core = PresenceCore()
+    meta = Meta(local_contact=EDGE, to_tag="wintag", source=META.source)
+    out = run(core, winfo_subscribe(), now=0, meta=meta)
+    assert out.status == 200
+    assert notify_header(out, "Content-Type") == "application/watcherinfo+xml"
+    body = out.notifies[0].body.decode()
+    assert 'version="0"' in body and 'state="full"' in body and "<watcher " not in body
+    # alice subscribes to bob: bob's winfo subscription is told, version 1.
+    added = run(core, subscribe(), now=1)
+    assert len(added.notifies) == 2  # alice's own NOTIFY and bob's winfo NOTIFY
+    winfo = added.notifies[1].body.decode()
+    assert 'version="1"' in winfo and "sip:alice@example.com</watcher>" in winfo
+    assert 'status="active"' in winfo
+    # A refresh of alice's subscription changes no list: no winfo NOTIFY.
+    assert len(run(core, subscribe(to_tag="ourtag", cseq=2), now=2).notifies) == 1
+    # alice leaves: version 2, nobody listed.
+    gone = run(core, subscribe(to_tag="ourtag", cseq=3, expires=0), now=3)
+    assert 'version="2"' in gone.notifies[1].body.decode()
+    assert "<watcher " not in gone.notifies[1].body.decode()
+
+
+def test_only_the_presentity_may_watch_its_watchers() -> None:
+    core = PresenceCore()
+    assert run(core, winfo_subscribe(frm="alice"), now=0).status == 403
+    assert run(core, winfo_subscribe().replace(b"Content-Length", b"Accept: text/plain\r\n"
+                                               b"Content-Length"), now=0).status == 406
+
+
+def test_an_expired_watcher_is_told_to_winfo_watchers() -> None:
+    core = PresenceCore()
+    run(core, winfo_subscribe(expires=600), now=0,
+        meta=Meta(local_contact=EDGE, to_tag="wintag"))
+    run(core, subscribe(expires=60), now=0)
+    out = core.tick(60)
+    (winfo,) = [n for n in out.notifies if n.watcher == "bob@example.com"]
+    assert "<watcher " not in winfo.body.decode()
