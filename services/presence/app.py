@@ -67,7 +67,7 @@ class UacClient:
     """The edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto) for NOTIFYs."""
 
     def __init__(self, registry: Any = None, service: str = "edge",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 32.0) -> None:
         self.registry = registry
         self.service = service
         self.timeout = timeout

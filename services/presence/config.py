@@ -38,7 +38,9 @@ class PresenceConfig:
     # its own store and watchers, publications broadcast, on-demand queries).
     cluster_mode: str = "shared-db"
     edge_service: str = "edge"  # where the edges' Uac API is found (NOTIFYs)
-    uac_timeout: float = 5.0  # s to wait for a NOTIFY's final response
+    # s to wait for a NOTIFY's final response: RFC 3261 Timer F (64*T1), after which a
+    # NOTIFY counts as timed out and ends its subscription (RFC 6665 §4.2.2).
+    uac_timeout: float = 32.0
     timer_interval: float = 1.0  # s between expiry runs (OpenSIPS clean_period)
     log_level: str = "info"
     uvloop: bool = True

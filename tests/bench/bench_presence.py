@@ -60,6 +60,7 @@ class Phones(asyncio.DatagramProtocol):
         self.pending: dict[tuple[str, int], asyncio.Future[int]] = {}
         self.notifies = 0
         self.marked = 0
+        self.seen: set[tuple[str, int]] = set()
         self.last_marked = 0.0
 
     def connection_made(self, transport: Any) -> None:
@@ -71,7 +72,9 @@ class Phones(asyncio.DatagramProtocol):
         except Exception:
             return
         if isinstance(msg, Request):
-            if msg.method == "NOTIFY":
+            key = (msg.call_id, msg.cseq.number)
+            if msg.method == "NOTIFY" and key not in self.seen:  # not a retransmission
+                self.seen.add(key)
                 self.notifies += 1
                 if self.marker in msg.body:
                     self.marked += 1
