@@ -67,11 +67,14 @@ class UacClient:
     """The edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto) for NOTIFYs."""
 
     def __init__(self, registry: Any = None, service: str = "edge",
-                 timeout: float = 32.0) -> None:
+                 timeout: float = 32.0, max_in_flight: int = 256) -> None:
         self.registry = registry
         self.service = service
         self.timeout = timeout
         self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+        # NOTIFYs in flight at once: a PUBLISH with thousands of watchers must not open
+        # thousands of streams on one edge at once (under load they came back CANCELLED).
+        self._window = asyncio.Semaphore(max_in_flight)
 
     def _stub(self, target: str) -> Any:
         found = self._stubs.get(target)
@@ -92,6 +95,10 @@ class UacClient:
 
     async def send(self, notify: Notify) -> tuple[int, str]:
         """(final status, reason); 503 when no edge could send it."""
+        async with self._window:
+            return await self._send(notify)
+
+    async def _send(self, notify: Notify) -> tuple[int, str]:
         request = uac_pb2.UacRequest(
             method="NOTIFY", ruri=notify.ruri, route=list(notify.route),
             next_hop=notify.next_hop,

@@ -45,6 +45,7 @@ from shared.sip import Request, Response, make_response, parse_message  # noqa: 
 
 KAM_CFG = Path(__file__).resolve().parent / "presence" / "kamailio_presence.cfg"
 KAM_DB = "kam_presence_bench"
+PRESENCE_MI = ""  # the presence service's MI endpoint, once started
 PIDF = ('<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:'
         'pidf" entity="sip:{user}@127.0.0.1"><tuple id="t1"><status><basic>open</basic>'
         "</status></tuple><note>{marker}</note></presence>")
@@ -178,7 +179,7 @@ def start_sipmesh(workdir: Path) -> list[be.Proxy]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_STATE_HOME=str(workdir / "state"))
     env.pop("SIPMESH_CONFIG", None)
     grpc_port = be.free_port()
-    pres_env = dict(env, SIPMESH_PRESENCE_LOG_LEVEL="error",
+    pres_env = dict(env, SIPMESH_PRESENCE_LOG_LEVEL=os.environ.get("BENCH_PRESENCE_LOG", "error"),
                     SIPMESH_PRESENCE_GRPC_PORT=str(grpc_port))
     pres = subprocess.Popen([sys.executable, "-m", "services.presence"], cwd=ROOT,
                             env=pres_env, stdout=subprocess.PIPE,
@@ -187,6 +188,9 @@ def start_sipmesh(workdir: Path) -> list[be.Proxy]:
     ready, _, _ = select.select([pres.stdout], [], [], 30)
     if not ready:
         raise RuntimeError("presence did not print its ready line")
+    words = pres.stdout.readline().decode().split()
+    global PRESENCE_MI
+    PRESENCE_MI = words[words.index("http") + 1] + "/mi"
     port = be.free_port()
     edge_env = dict(env, SIPMESH_EDGE_LOG_LEVEL="error",
                     SIPMESH_EDGE_RR_SECRET=os.urandom(16).hex(),
@@ -197,6 +201,20 @@ def start_sipmesh(workdir: Path) -> list[be.Proxy]:
                             start_new_session=True)
     be.wait_ready(port, edge)
     return [be.Proxy("edge", edge, port), be.Proxy("presence", pres, grpc_port)]
+
+
+def presence_stats() -> dict[str, int]:
+    import json
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_statistics",
+                       "params": [["presence:"]]}).encode()
+    req = urllib.request.Request(PRESENCE_MI, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        result: dict[str, int] = json.loads(resp.read())["result"]
+    return {k.removeprefix("presence:"): v for k, v in result.items()
+            if k.endswith(("notify_sent", "notify_failed", "active_watchers",
+                           "publications"))}
 
 
 def psql(sql: str, db: str = "test") -> None:
@@ -245,6 +263,7 @@ def main() -> int:
             results["sipmesh"] = asyncio.run(scenario(procs[0].port, args.presentities,
                                                       args.watchers))
             show("sipmesh", results["sipmesh"])
+            print(f"  sipmesh presence statistics: {presence_stats()}")
         finally:
             for proc in procs:
                 proc.stop()
