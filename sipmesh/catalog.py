@@ -55,6 +55,12 @@ SERVICES: tuple[ChildSpec, ...] = (
               cluster_id=3, cluster_section="dialog.cluster",
               cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),
               port_env=("SIPMESH_DIALOG_HTTP_PORT", "SIPMESH_DIALOG_GRPC_PORT")),
+    # Presence (PUBLISH, SUBSCRIBE/NOTIFY); edges hand it presence requests once it is up.
+    ChildSpec("presence", "services.presence",
+              cluster_id=4, cluster_section="presence.cluster",
+              cluster_env=(("SIPMESH_PRESENCE_CLUSTER", "true"),),
+              sharing_tags=("presence/4=backup",),
+              port_env=("SIPMESH_PRESENCE_HTTP_PORT", "SIPMESH_PRESENCE_GRPC_PORT")),
     ChildSpec("cluster-demo", "examples.cluster_demo",
               cluster_id=2, cluster_section="demo.cluster", sharing_tags=("vip/2=backup",),
               nodes_only=True),

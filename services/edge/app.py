@@ -540,15 +540,18 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                            query_timeout=config.dialog_timeout,
                            batch_window=config.dialog_batch_ms / 1000)
     tracker = DialogTracker(dialogs, enabled=config.dialog_tracking)
+    from services.edge.presence_client import PresenceClient
     from services.edge.recording import RecordingClient
 
     siprec = RecordingClient(addresses=config.siprec, registry=runtime.registry,
                              service=config.siprec_service, default_srs=config.siprec_srs,
                              token=config.siprec_token)
+    presence = PresenceClient(addresses=config.presence, registry=runtime.registry,
+                              service=config.presence_service, timeout=config.presence_timeout)
     app = EdgeApp(config, counters=counters, private_port=private_port,
                   services={"registrar": registrar, "media": media,
                             "freeswitch": freeswitch, "dialog": dialogs,
-                            "siprec": siprec},
+                            "siprec": siprec, "presence": presence},
                   exec_threshold=runtime.events_config.exec_threshold,
                   on_slow=runtime.report_slow, nonce_counts=nonce_counts, tracker=tracker,
                   rr_key=rr_secret(config))
@@ -590,6 +593,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         await registrar.start()
         await media.start()
         await dialogs.start()
+        await presence.start()
         await app.start()
         from services.edge.uac import SERVICE as UAC_SERVICE
         from services.edge.uac import UacServicer
@@ -605,6 +609,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
             runtime.address if config.uac_host in ("0.0.0.0", "::") else config.uac_host)
         tracker.edge_uac = runtime.meta["uac"] = f"{uac_host}:{uac_srv.port}"
         siprec.edge_uac = tracker.edge_uac
+        presence.uac = tracker.edge_uac
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
@@ -618,6 +623,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         for srv in uac_servers:
             await srv.stop(0.5)
         await dialogs.close()
+        await presence.close()
         await registrar.close()
         await media.close()
         await siprec.close()

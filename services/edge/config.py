@@ -91,6 +91,11 @@ class EdgeConfig:
     # CANCEL and failure) with media_flags (OpenSIPS rtpengine flags) in set media_set.
     media: tuple[str, ...] = ()
     media_service: str = "media"
+    # The presence service (PUBLISH/SUBSCRIBE for local domains): fixed host:port list, else
+    # discovery (service `presence_service`); `presence_timeout` s per request.
+    presence: tuple[str, ...] = ()
+    presence_service: str = "presence"
+    presence_timeout: float = 5.0
     media_timeout: float = 6.0  # above the broker's rtpengine_tout x rtpengine_retr (5 s)
     media_anchor: bool = False
     media_flags: str = "replace-origin replace-session-connection ICE=remove"

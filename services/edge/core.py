@@ -121,6 +121,16 @@ SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
 _VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
 
 
+def local_to_tag(request: Request) -> str | None:
+    """The To tag of the proxy's own answer to `request` (None when it has one): derived
+    from the request, so a retransmission gets the same tag. The presence service takes it
+    as its side's tag of the subscription dialog (services/edge/default_routing.py)."""
+    if request.to_tag is not None:
+        return None
+    seed = f"{request.call_id}|{request.from_tag}|{request.cseq.number}"
+    return hashlib.md5(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     """Send `data` to `dest`; `request` tells the adapter to use the worker's request socket.
@@ -1332,10 +1342,7 @@ class ProxyCore:
 
     @staticmethod
     def _tag(request: Request) -> str | None:
-        if request.to_tag is not None:
-            return None
-        seed = f"{request.call_id}|{request.from_tag}|{request.cseq.number}"
-        return hashlib.md5(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        return local_to_tag(request)
 
     # -- addresses --------------------------------------------------------------------------------
     def _is_myself(self, uri: Uri) -> bool:

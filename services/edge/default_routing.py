@@ -38,6 +38,13 @@
   the single-CRLF pong comes back within 2 s, else 408 (RFC 5626 §3.5.1); the phone never
   sees an OPTIONS.
 - Dialog-creating INVITE/SUBSCRIBE/REFER are record-routed so the dialog stays on the edge.
+- Presence (services/presence), when a presence service belongs to the mesh: PUBLISH and
+  SUBSCRIBE whose Request-URI is a local domain or the edge itself (an in-dialog SUBSCRIBE
+  targets the Contact the presence answer gave: this edge) are handed to it over gRPC and
+  answered with its status and headers; from an untrusted source with a local From they
+  must authenticate first (407, realm = the From domain; a refresh inside a subscription
+  is not challenged). Its NOTIFYs leave through the edges' Uac API. 503 while no
+  presence node answers.
 - `[edge] media_anchor = true`: every call's media goes through rtpengine (offer, answer,
   delete with `[edge] media_flags`; services/edge/media_anchor.py).
 - SIPREC (services/edge/recording.py): `[edge] siprec_srs` records every call routed
@@ -59,6 +66,7 @@ if TYPE_CHECKING:
 
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 _UNCHALLENGED = frozenset({"ACK", "CANCEL"})
+_PRESENCE_METHODS = frozenset({"PUBLISH", "SUBSCRIBE"})
 _MEDIA_METHODS = frozenset({"INVITE", "ACK", "BYE", "UPDATE"})
 FEDERATED = "X-SipMesh-Federated"
 KEEPALIVE = "X-SipMesh-Keepalive"
@@ -83,6 +91,12 @@ def _keepalive(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
 def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None:
     if request.method == "OPTIONS" and ctx.trusted and request.has(KEEPALIVE):
         return _keepalive(request, ctx)
+    if request.method in _PRESENCE_METHODS and not request.has("Route"):
+        presence = ctx.services.get("presence")
+        uri = request.parsed_uri
+        if presence is not None and presence.available and (
+                ctx.is_local(uri) or ctx.is_myself(uri)):
+            return _presence(request, ctx, presence)
     media = media_anchor.policy(ctx) if request.method in _MEDIA_METHODS else None
     registrar = ctx.services.get("registrar")
     registrar_down = False
@@ -297,3 +311,35 @@ async def _relay_authenticated(request: Request, ctx: RouteContext, registrar: A
         return
     ctx.services["auth"].consume(request, domain)
     ctx.forward()
+
+
+async def _presence(request: Request, ctx: RouteContext, presence: Any) -> None:
+    """PUBLISH/SUBSCRIBE to the presence service (OpenSIPS handle_publish/handle_subscribe)."""
+    from services.edge.core import local_to_tag
+    from services.edge.presence_client import PresenceUnavailable
+
+    registrar = ctx.services.get("registrar")
+    caller = request.from_addr.uri
+    if not ctx.trusted and request.to_tag is None and (
+            ctx.is_local(caller) or ctx.is_myself(caller)):
+        if registrar is None or not registrar.available:
+            ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
+            return
+        user = await _digest(request, ctx, registrar, caller.host.lower(), www=False)
+        if user is None:
+            return
+        if user != caller.user:
+            ctx.reply(403, "Forbidden: credentials are not for the From user")
+            return
+        ctx.services["auth"].consume(request, caller.host.lower())
+    itf = ctx.source.interface
+    host = f"[{ctx.source.host}]" if ":" in ctx.source.host else ctx.source.host
+    try:
+        status, reason, headers = await presence.handle(
+            request.serialize(), source=f"sip:{host}:{ctx.source.port};transport={itf.transport}",
+            local_contact=f"sip:{itf.host_in_uri}:{itf.port};transport={itf.transport}",
+            to_tag=local_to_tag(request) or "")
+    except PresenceUnavailable:
+        ctx.reply(503, "Presence Unavailable", [("Retry-After", RETRY_AFTER)])
+        return
+    ctx.reply(status, reason or None, headers)

@@ -15,6 +15,8 @@ command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # Kamailio's PostgreSQL driver: the dialog benchmark's peer writes its CDRs there (acc).
 ls /usr/lib/*/kamailio/modules/db_postgres.so >/dev/null 2>&1 || need+=(kamailio-postgres-modules)
+# Kamailio's presence modules: the presence benchmark's peer (presence + presence_xml).
+ls /usr/lib/*/kamailio/modules/presence.so >/dev/null 2>&1 || need+=(kamailio-presence-modules)
 for extra in ${SIPMESH_EXTRA_PEERS:-}; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

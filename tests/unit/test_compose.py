@@ -23,6 +23,7 @@ from services.dialog.config import DialogConfig
 from services.edge.config import EdgeConfig
 from services.freeswitch.config import FreeswitchConfig
 from services.media.config import MediaConfig
+from services.presence.config import PresenceConfig
 from services.registrar.config import RegistrarConfig
 from services.siprec.config import SiprecConfig
 from shared.discovery import DiscoveryConfig
@@ -39,6 +40,7 @@ SECTIONS = {
     "FREESWITCH": FreeswitchConfig,
     "DIALOG": DialogConfig,
     "SIPREC": SiprecConfig,
+    "PRESENCE": PresenceConfig,
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }

@@ -1,0 +1,2 @@
+"""The presence service: PUBLISH (RFC 3903), SUBSCRIBE/NOTIFY (RFC 6665) for the
+`presence` event package (RFC 3856, PIDF RFC 3863), as OpenSIPS's `presence` module."""

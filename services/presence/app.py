@@ -1,0 +1,582 @@
+"""The presence service process: the sans-IO core (services/presence/core.py) behind a
+gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
+
+* `Handle` (contracts/proto/sipmesh/presence/v1/presence.proto): the edge hands over a
+  PUBLISH or SUBSCRIBE; the core decides; what changed is written to the store *before*
+  the answer goes back (kill -9 loses nothing a phone was told), then events are raised and
+  the NOTIFYs sent.
+* NOTIFYs go through the Uac API of the edge that took the SUBSCRIBE (another edge from
+  discovery when that one is gone), one at a time per subscription so their CSeqs arrive
+  in order; one answered 481 or 408 ends its subscription (RFC 6665 §4.2.2).
+* A timer (every `[presence] timer_interval`) expires publications and subscriptions.
+* Clustering (`[presence] cluster`, OpenSIPS 2.4's shared-database mode): every node
+  reads a presentity's rows from the shared store before acting on it, NOTIFYs a change
+  only to the subscriptions whose sharing tag is active on it, and tells the other nodes
+  which presentity changed (capability `presence-notify`, a hint: they re-read it and
+  notify their own watchers). The immediate NOTIFY of a SUBSCRIBE comes from the node that
+  took it. Only a subscription's owner expires it.
+* Federation (`cluster_mode = "federation"`, OpenSIPS 2.4 cluster_federation_mode=1):
+  each node keeps its own store and notifies its own watchers; what a PUBLISH changed is
+  broadcast (CL_PRESENCE_PUBLISH), kept by a node only while it has watchers of that
+  presentity; a new subscription to a presentity the node knows nothing of asks the
+  others (PRES_QUERY), and only the node that took the PUBLISH answers.
+* MI: pres_phtable_list, subs_phtable_list, refresh_watchers, cleanup, pres_expose
+  (services/presence/mi.py); events E_PRESENCE_PUBLISH, E_PRESENCE_EXPOSED; statistics
+  `presence:`; /metrics histograms of request handling and store writes.
+
+`serve()` prints one line when ready:
+
+    presence ready grpc 127.0.0.1:PORT http http://127.0.0.1:PORT pid PID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import Histogram
+
+from contracts.generated.sipmesh.edge.v1 import uac_pb2, uac_pb2_grpc
+from contracts.generated.sipmesh.presence.v1 import presence_pb2 as pb
+from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
+from services.presence.config import PresenceConfig
+from services.presence.core import Meta, Outcome, PresenceCore
+from services.presence.publications import Limits as PubLimits
+from services.presence.publications import Publication
+from services.presence.store import PresenceStore, pub_row, sub_row
+from services.presence.subscriptions import Limits, Notify, Policy, Subscription
+from shared.sip import Request, SipParseError, parse_message
+
+SERVICE = "sipmesh.presence.v1.Presence"
+CAPABILITY = "presence-notify"
+log = structlog.get_logger("presence")
+
+
+class UacClient:
+    """The edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto) for NOTIFYs."""
+
+    def __init__(self, registry: Any = None, service: str = "edge",
+                 timeout: float = 32.0, max_in_flight: int = 256) -> None:
+        self.registry = registry
+        self.service = service
+        self.timeout = timeout
+        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+        # NOTIFYs in flight at once: a PUBLISH with thousands of watchers must not open
+        # thousands of streams on one edge at once (under load they came back CANCELLED).
+        self._window = asyncio.Semaphore(max_in_flight)
+
+    def _stub(self, target: str) -> Any:
+        found = self._stubs.get(target)
+        if found is None:
+            channel = grpc.aio.insecure_channel(target)
+            found = (channel, uac_pb2_grpc.UacStub(channel))  # type: ignore[no-untyped-call]
+            self._stubs[target] = found
+        return found[1]
+
+    async def _edges(self) -> list[str]:
+        if self.registry is None:
+            return []
+        try:
+            instances = await self.registry.healthy(self.service)
+        except Exception:  # discovery away: only the subscription's own edge is known
+            return []
+        return sorted({i.meta["uac"] for i in instances if i.meta.get("uac")})
+
+    async def send(self, notify: Notify) -> tuple[int, str]:
+        """(final status, reason); 503 when no edge could send it."""
+        async with self._window:
+            return await self._send(notify)
+
+    async def _send(self, notify: Notify) -> tuple[int, str]:
+        request = uac_pb2.UacRequest(
+            method="NOTIFY", ruri=notify.ruri, route=list(notify.route),
+            next_hop=notify.next_hop,
+            headers=[uac_pb2.Header(name=n, value=v) for n, v in notify.headers],
+            body=notify.body, timeout=self.timeout)
+        targets = [t for t in [notify.edge_uac] if t]
+        targets += [t for t in await self._edges() if t not in targets]
+        last = "no edge known"
+        for target in targets:
+            try:
+                reply = await self._stub(target).Send(request, timeout=self.timeout + 2)
+                return reply.status, reply.reason or reply.error
+            except grpc.aio.AioRpcError as exc:
+                last = f"{exc.code().name}: {exc.details()}"
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break  # it may have been sent: never twice
+        return 503, last
+
+    async def close(self) -> None:
+        for channel, _ in self._stubs.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+        self._stubs.clear()
+
+
+class PresenceService:
+    def __init__(self, config: PresenceConfig, *, store: PresenceStore | None,
+                 events: Any = None, uac: UacClient | None = None, metrics: Any = None,
+                 node_id: int = 0, cluster: Any = None) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.federation = cluster is not None and config.cluster_mode == "federation"
+        self.shared = cluster is not None and store is not None and not self.federation
+        self.node_id = node_id
+        self._presentity_locks: dict[str, asyncio.Lock] = {}
+        self.core = PresenceCore(
+            pub_limits=PubLimits(config.min_expires, config.max_expires_publish,
+                                 config.default_expires),
+            sub_limits=Limits(config.min_expires, config.max_expires_subscribe,
+                              config.default_expires),
+            policy=Policy(config.policy, config.allowed_map()), node=node_id, owns=self.owns)
+        self.store = store
+        self.events = events
+        self.uac = uac or UacClient()
+        self._write_lock = asyncio.Lock()
+        self._notify_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self.counters = {"publish_received": 0, "subscribe_received": 0,
+                         "notify_sent": 0, "notify_failed": 0, "store_failures": 0,
+                         "publications_expired": 0, "subscriptions_expired": 0}
+        self.handle_histogram = Histogram(
+            "sipmesh_presence_request_seconds", "PUBLISH/SUBSCRIBE handling (store included)",
+            ["method"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=metrics) if metrics is not None else None
+        self.store_histogram = Histogram(
+            "sipmesh_presence_store_seconds", "presence store write latency",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=metrics) if metrics is not None else None
+        self.notify_histogram = Histogram(
+            "sipmesh_presence_notify_seconds", "NOTIFY round trip through an edge",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=metrics) if metrics is not None else None
+
+    # -- state ----------------------------------------------------------------------------
+    def owns(self, sub: Subscription) -> bool:
+        """This node sends the subscription's NOTIFYs: no cluster, or its tag is active."""
+        if self.cluster is None or self.federation:
+            return True  # federation: each node notifies its own watchers
+        shtags = self.cluster.shtags
+        tag = sub.sharing_tag
+        return bool(tag) and tag in shtags.tags and bool(shtags.is_active(tag))
+
+    def _lock(self, presentity: str) -> asyncio.Lock:
+        return self._presentity_locks.setdefault(presentity, asyncio.Lock())
+
+    async def _reload(self, presentity: str) -> None:
+        """A presentity's rows as the shared store has them (what other nodes wrote)."""
+        assert self.store is not None
+        pubs, subs = await self.store.load_presentity(presentity)
+        self.core.replace_presentity(presentity, pubs, subs)
+
+    def _announce(self, presentities: set[str]) -> None:
+        if self.cluster is None:
+            return
+        for presentity in sorted(presentities):
+            self.cluster.broadcast(CAPABILITY, json.dumps({"presentity": presentity}).encode())
+
+    def apply_update(self, node: int, payload: bytes) -> None:
+        """A message of another node: a hint that a presentity changed (shared database),
+        or in federation a publication (`pub`) or a query for one (`query`)."""
+        try:
+            message = json.loads(payload)
+            presentity = str(message["presentity"])
+            kind = str(message.get("t", "hint"))
+        except (ValueError, KeyError, TypeError):
+            return
+        if kind == "hint":
+            self._spawn(self._remote_change(presentity))
+        elif kind == "pub" and self.federation:
+            self._spawn(self._federated_publish(presentity, message))
+        elif kind == "query" and self.federation:
+            self._answer_query(node, presentity)
+
+    # -- federation (OpenSIPS 2.4 cluster_federation_mode) ---------------------------------
+    def _broadcast(self, message: dict[str, Any], dst: int | None = None) -> None:
+        if self.cluster is None:
+            return
+        data = json.dumps(message).encode()
+        if dst is None:
+            self.cluster.broadcast(CAPABILITY, data)
+        else:
+            self.cluster.send(CAPABILITY, dst, data)
+
+    def _federate(self, presentity: str, outcome: Outcome) -> None:
+        """CL_PRESENCE_PUBLISH: what a PUBLISH here changed goes to every node; a new
+        subscription to a presentity we know nothing of asks the others (PRES_QUERY)."""
+        if outcome.put_pubs or outcome.del_pubs:
+            self._broadcast({"t": "pub", "presentity": presentity,
+                             "put": [p.to_record() for p in outcome.put_pubs],
+                             "del": list(outcome.del_pubs)})
+        if outcome.put_subs and not self.core.pubs.of(presentity) and any(
+                s.local_cseq == 1 for s in outcome.put_subs):
+            self._broadcast({"t": "query", "presentity": presentity})
+
+    def _answer_query(self, node: int, presentity: str) -> None:
+        """Only the node that took the PUBLISH (not a copy) answers, unicast."""
+        mine = [p for p in self.core.pubs.of(presentity) if p.node == self.node_id]
+        if mine:
+            self._broadcast({"t": "pub", "presentity": presentity,
+                             "put": [p.to_record() for p in mine], "del": []}, dst=node)
+
+    async def _federated_publish(self, presentity: str, message: dict[str, Any]) -> None:
+        async with self._lock(presentity):
+            try:
+                before = self.core.pubs.compose(presentity)
+                out = Outcome(200)
+                for etag in message.get("del", []):
+                    if self.core.pubs.remove(str(etag)) is not None:
+                        out.del_pubs.append(str(etag))
+                if self.core.subs.watchers_of(presentity):
+                    for record in message.get("put", []):
+                        pub = Publication.from_record(record)
+                        self.core.pubs.add(pub)
+                        out.put_pubs.append(pub)
+                else:
+                    # No watcher here: keep no copy (OpenSIPS forces expires=0 on it).
+                    for pub in self.core.pubs.of(presentity):
+                        if pub.node != self.node_id:
+                            self.core.pubs.remove(pub.etag)
+                            out.del_pubs.append(pub.etag)
+                if self.core.pubs.compose(presentity) != before:
+                    out.merge(self.core.state_changed(presentity, time.time()))
+                await self.apply(out)
+            except Exception as exc:
+                log.error("presence_federation_failed", presentity=presentity,
+                          error=repr(exc))
+
+    async def _remote_change(self, presentity: str) -> None:
+        async with self._lock(presentity):
+            try:
+                await self._reload(presentity)
+                await self.apply(self.core.state_changed(presentity, time.time()))
+            except Exception as exc:
+                log.error("presence_remote_change_failed", presentity=presentity,
+                          error=repr(exc))
+
+    async def load(self) -> tuple[int, int]:
+        if self.store is None:
+            return 0, 0
+        pubs, subs = await self.store.load()
+        for pub in pubs:
+            self.core.pubs.add(pub)
+        for sub in subs:
+            self.core.subs.add(sub)
+        return len(pubs), len(subs)
+
+    def statistics(self) -> dict[str, int]:
+        return {**self.counters, "presentities": len(self.core.pubs.by_presentity),
+                "publications": len(self.core.pubs), "active_watchers": len(self.core.subs)}
+
+    # -- requests -------------------------------------------------------------------------
+    async def handle(self, data: bytes, meta: Meta) -> tuple[int, str, list[tuple[str, str]]]:
+        started = time.perf_counter()
+        try:
+            request = parse_message(data)
+        except SipParseError as exc:
+            return 400, f"Bad Request: {exc}"[:100], []
+        if not isinstance(request, Request):
+            return 400, "Not A Request", []
+        method = request.method
+        if method == "PUBLISH":
+            self.counters["publish_received"] += 1
+        elif method == "SUBSCRIBE":
+            self.counters["subscribe_received"] += 1
+        if self.cluster is not None and not meta.sharing_tag:
+            meta = dataclasses.replace(meta, sharing_tag=self.config.sharing_tag)
+        presentity = self.core.presentity_of(request) if self.cluster is not None else None
+        try:
+            if presentity is None:
+                outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
+                await self.apply(outcome)
+            elif self.federation:
+                async with self._lock(presentity):
+                    outcome = self.core.handle(request, meta, time.time(),
+                                               secrets.token_hex(8))
+                    await self.apply(outcome)
+                self._federate(presentity, outcome)
+            elif not self.shared:
+                outcome = self.core.handle(request, meta, time.time(), secrets.token_hex(8))
+                await self.apply(outcome)
+            else:
+                async with self._lock(presentity):
+                    await self._reload(presentity)
+                    outcome = self.core.handle(request, meta, time.time(),
+                                               secrets.token_hex(8))
+                    await self.apply(outcome)
+                if outcome.put_pubs or outcome.del_pubs:
+                    self._announce({presentity})
+        except Exception as exc:
+            log.error("presence_store_failed", call_id=request.call_id, error=repr(exc))
+            return 500, "Store Unavailable", [("Retry-After", "5")]
+        log.info("presence_request", method=method, call_id=request.call_id,
+                 status=outcome.status, ruri=request.uri)
+        if self.handle_histogram is not None:
+            self.handle_histogram.labels(method.lower()).observe(
+                time.perf_counter() - started)
+        return outcome.status, outcome.reason, list(outcome.headers)
+
+    async def apply(self, outcome: Outcome) -> None:
+        """Store what changed (raising when the store fails), then raise the events and
+        start the NOTIFYs."""
+        await self._write(outcome)
+        if self.events is not None:
+            for name, params in outcome.events:
+                self.events.publish(name, params)
+        for notify in outcome.notifies:
+            self._spawn(self._send(notify))
+
+    async def _write(self, outcome: Outcome) -> None:
+        if self.store is None:
+            return
+        deletes = [("pub", e) for e in outcome.del_pubs] + [("sub", k) for k in outcome.del_subs]
+        upserts = [pub_row(p) for p in outcome.put_pubs]
+        gone = set(outcome.del_subs)
+        upserts += [sub_row(s) for s in {s.key: s for s in outcome.put_subs}.values()
+                    if s.key not in gone]
+        if not deletes and not upserts:
+            return
+        started = time.perf_counter()
+        async with self._write_lock:  # in order: the last write of a row wins
+            try:
+                await self.store.write(upserts, deletes)
+            except Exception:
+                self.counters["store_failures"] += 1
+                raise
+        if self.store_histogram is not None:
+            self.store_histogram.observe(time.perf_counter() - started)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, notify: Notify) -> None:
+        lock = self._notify_locks.setdefault(notify.key, asyncio.Lock())
+        async with lock:  # one NOTIFY at a time per subscription: CSeqs in order
+            started = time.perf_counter()
+            status, reason = await self.uac.send(notify)
+            if self.notify_histogram is not None:
+                self.notify_histogram.observe(time.perf_counter() - started)
+        if not lock.locked() and notify.terminated:
+            self._notify_locks.pop(notify.key, None)
+        if 200 <= status < 300:
+            self.counters["notify_sent"] += 1
+        else:
+            self.counters["notify_failed"] += 1
+            log.warning("presence_notify_failed", call_id=notify.call_id, status=status,
+                        reason=reason, watcher=notify.watcher, presentity=notify.presentity)
+            done = self.core.notify_failed(notify.key, status, time.time())
+            if done.del_subs:
+                self._notify_locks.pop(notify.key, None)
+                with contextlib.suppress(Exception):
+                    await self._write(done)
+
+    # -- timers ---------------------------------------------------------------------------
+    async def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if self.shared:
+            assert self.store is not None
+            # What is due, here or in the shared store, is read again first: another node
+            # may have refreshed it, or holds it and died.
+            due = set(await self.store.due(now))
+            due |= {p.presentity for p in self.core.pubs if p.expires_at <= now}
+            due |= {s.presentity for s in self.core.subs if s.expires_at <= now}
+            for presentity in sorted(due):
+                async with self._lock(presentity):
+                    await self._reload(presentity)
+        outcome = self.core.tick(now)
+        self.counters["publications_expired"] += len(outcome.del_pubs)
+        self.counters["subscriptions_expired"] += len(outcome.del_subs)
+        try:
+            await self.apply(outcome)
+        except Exception as exc:  # the rows go at the next write; the state is in memory
+            log.error("presence_store_failed", error=repr(exc))
+            return
+        self._announce(set(outcome.changed))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.timer_interval)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the timer die
+                log.error("presence_timer_failed", error=repr(exc))
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for task in list(self._tasks):
+            task.cancel()
+        await self.uac.close()
+
+
+class PresenceServicer(pb_grpc.PresenceServicer):
+    def __init__(self, svc: PresenceService) -> None:
+        self.svc = svc
+
+    async def Handle(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        meta = Meta(source=request.source, local_contact=request.local_contact,
+                    edge_uac=request.edge_uac, to_tag=request.to_tag,
+                    sharing_tag=request.sharing_tag)
+        status, reason, headers = await self.svc.handle(bytes(request.message), meta)
+        return pb.SipAnswer(status=status, reason=reason,
+                            headers=[pb.Header(name=n, value=v) for n, v in headers])
+
+
+# =============================================================================================
+# process entry points
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m services.presence",
+                                description="SipMesh presence service (PUBLISH, SUBSCRIBE)")
+    p.add_argument("--grpc-port", type=int)
+    p.add_argument("--http-port", type=int)
+    p.add_argument("--db-url", help="SQLite file, postgresql:// DSN or none")
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> PresenceConfig:
+    from shared.config import load_section
+
+    config = load_section(PresenceConfig, "presence")
+    overrides: dict[str, Any] = {}
+    for name in ("grpc_port", "http_port", "db_url"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    config = dataclasses.replace(config, **overrides)
+    config.validate()
+    return config
+
+
+async def serve(config: PresenceConfig) -> None:
+    from services.presence.mi import register_mi
+    from services.presence.store import default_db, open_store
+    from shared.config import load_section
+    from shared.discovery import DiscoveryConfig
+    from shared.rpc.grpc_helpers import start_grpc_server
+    from shared.service import RuntimeConfig, ServiceRuntime
+
+    discovery = load_section(DiscoveryConfig, "discovery")
+    registry = None
+    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
+        from shared.discovery.memory import MemoryRegistry
+
+        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
+    runtime = ServiceRuntime(
+        "presence", config=RuntimeConfig(
+            host=config.http_host, port=config.http_port, advertise=config.http_advertise,
+            token=config.http_token, token_setting="[presence] http_token "
+                                                    "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
+        discovery=discovery, registry=registry, sip_handling=False)
+    runtime.declare_events("presence.#")
+    cluster = None
+    node_id = 0
+    if config.cluster:
+        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
+        from shared.cluster import register_mi as register_cluster_mi
+
+        cluster = ClusterNode(load_section(ClusterConfig, "presence.cluster"),
+                              events=runtime.events, registry=runtime.registry,
+                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+        register_cluster_mi(runtime, cluster)
+        node_id = cluster.id
+    # Shared database: one store for all nodes; federation: each node its own.
+    location = config.db_url or default_db(node_id if config.cluster_mode == "federation"
+                                           else 0)
+    store = None if config.db_url == "none" else open_store(location, table=config.table)
+    svc = PresenceService(config, store=store, events=runtime.events,
+                          uac=UacClient(runtime.registry, config.edge_service,
+                                        config.uac_timeout),
+                          metrics=runtime.metrics, node_id=node_id, cluster=cluster)
+    if cluster is not None:
+        # Hints only ("this presentity changed: read it again"): nothing to sync.
+        cluster.register_capability(CAPABILITY, produce=lambda: [],
+                                    apply_sync=lambda records: None,
+                                    apply_update=svc.apply_update, needs_sync=False)
+    register_mi(runtime, svc)
+    runtime.stats.group("presence", svc.statistics)
+    servers: list[Any] = []
+
+    @runtime.on_start
+    async def _start() -> None:
+        if store is not None:
+            await store.open()
+        pubs, subs = await svc.load()
+        runtime.log.info("presence_loaded", publications=pubs, subscriptions=subs)
+        srv = await start_grpc_server(
+            [lambda s: pb_grpc.add_PresenceServicer_to_server(  # type: ignore[no-untyped-call]
+                PresenceServicer(svc), s)],
+            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
+        servers.append(srv)
+        host = config.grpc_advertise or (
+            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
+        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        if cluster is not None:
+            await cluster.start()
+            runtime.meta.update(cluster.meta())
+        svc.start()
+
+    @runtime.on_stop
+    async def _stop() -> None:
+        for srv in servers:
+            await srv.stop(1.0)
+        await svc.stop()
+        if cluster is not None:
+            await cluster.stop()
+        if store is not None:
+            await store.close()
+
+    async def announce() -> None:
+        while not runtime.port or not servers:
+            await asyncio.sleep(0.01)  # start-up of this very process
+        extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
+        print(f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+              f"pid {os.getpid()}{extra}", flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await runtime.serve()
+    finally:
+        announcer.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.service import configure_logging, run_service
+
+    args = _parse_args(argv)
+    try:
+        config = load_config(args)
+    except ValueError as exc:
+        print(f"presence: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("presence", level=config.log_level)
+
+    async def run() -> None:
+        await serve(config)
+
+    if config.uvloop:
+        run_service(run)
+    else:
+        asyncio.run(run())
+    return 0
