@@ -43,3 +43,11 @@ def freeswitch() -> None:
 
 def dialog() -> None:
     run("dialog")
+
+
+def siprec() -> None:
+    run("siprec")
+
+
+def presence() -> None:
+    run("presence")

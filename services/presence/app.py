@@ -517,6 +517,7 @@ async def serve(config: PresenceConfig) -> None:
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
     servers: list[Any] = []
+    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
 
     @runtime.on_start
     async def _start() -> None:
