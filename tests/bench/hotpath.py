@@ -256,28 +256,106 @@ class RegisterFlow:
         pass
 
 
-def workload(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    flow: InviteCall | RegisterFlow = InviteCall() if name == "invite" else RegisterFlow()
+class SaveFlow:
+    """The registrar alone: Save of REGISTERs from `users` subscribers taken in turn, as
+    its servicer runs it on the bytes the edge sends (a new binding the first time round,
+    a refresh after), the location table growing to `users` bindings."""
+
+    def __init__(self, users: int = 20_000) -> None:
+        from services.registrar.location import Location
+
+        self.location = Location()
+        self.users = users
+        self.n = 0
+
+    def call(self) -> None:
+        from services.registrar.app import _parse_save
+        from services.registrar.location import SaveResult
+
+        self.n += 1
+        n = self.n
+        i = n % self.users
+        port = 5100 + i % 1000
+        message = (f"REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-4242-{n}-1;rport\r\n"
+                   f"From: <sip:user{i}@127.0.0.1>;tag=4242SIPpTag00{n}\r\n"
+                   f"To: <sip:user{i}@127.0.0.1>\r\nCall-ID: {n}-4242@127.0.0.1\r\n"
+                   f"CSeq: 2 REGISTER\r\nContact: <sip:user{i}@127.0.0.1:{port}>\r\n"
+                   f"Max-Forwards: 70\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n")
+        parsed = _parse_save(types.SimpleNamespace(
+            message=message.encode(), source_host="127.0.0.1", source_port=port,
+            transport="udp", socket="udp:127.0.0.1:5060"))
+        assert not isinstance(parsed, SaveResult)
+        result = self.location.save(*parsed, 1_000_000.0 + n / 1000)
+        assert result.status == 200
+
+    def finish(self) -> None:
+        pass
+
+
+def workload(name: str, users: int = 0) -> tuple[Callable[[], None], Callable[[], None]]:
+    flow: InviteCall | RegisterFlow | SaveFlow
+    if name == "invite":
+        flow = InviteCall()
+    elif name == "register":
+        flow = RegisterFlow(users or 1000)
+    else:
+        flow = SaveFlow(users or 20_000)
     return flow.call, flow.finish
 
 
-def run(name: str, warm: int, calls: int) -> None:
-    one, finish = workload(name)
+class CollectorClock:
+    """Time spent in the cyclic collector, and collections per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.perf_counter
+        self.spent = 0.0
+        self.started = 0.0
+        self.collections = [0, 0, 0]
+        gc.callbacks.append(self._on)
+
+    def _on(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = self.clock()
+        else:
+            self.spent += self.clock() - self.started
+            self.collections[info["generation"]] += 1
+
+
+def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
+        report: bool = False) -> None:
+    import time
+
+    from shared.service.gc_policy import tune_collector
+
+    if tuned:
+        tune_collector()
+    one, finish = workload(name, users)
     for _ in range(warm):
         one()
+    collector = CollectorClock() if report else None
+    started = time.process_time()
     for _ in range(calls):
         one()
     finish()
+    if collector is not None:
+        cpu = time.process_time() - started
+        print(f"{name}: {calls} calls, {cpu / calls * 1e6:.1f} us CPU per call, of which "
+              f"{collector.spent / calls * 1e6:.1f} us in the collector "
+              f"(collections per generation {collector.collections}, "
+              f"gc {'tuned' if tuned else 'default'})")
 
 
-def callgrind(name: str, warm: int, calls: int) -> float:
+def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> float:
     totals = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (0, calls):
             out = Path(tmp) / f"cg.{n}"
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                             sys.executable, __file__, name, "--warm", str(warm),
-                            "--calls", str(n)], check=True, capture_output=True)
+                            "--calls", str(n), *extra], check=True, capture_output=True)
             text = out.read_text(errors="replace")
             found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
             assert found, "no totals in the callgrind output"
@@ -317,21 +395,28 @@ def profile(name: str, warm: int, calls: int, top: int = 22) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("workload", choices=("invite", "register"))
+    parser.add_argument("workload", choices=("invite", "register", "save"))
+    parser.add_argument("--users", type=int, default=0,
+                        help="subscribers taken in turn (register: 1000, save: 20000)")
+    parser.add_argument("--gc", choices=("default", "tuned"), default="tuned",
+                        help="the collector policy (tuned: shared/service/gc_policy.py, as "
+                             "the edge workers and the registrar run)")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--callgrind", action="store_true")
     args = parser.parse_args()
     gc.collect()
+    extra = ["--gc", args.gc, "--users", str(args.users)]
     if args.callgrind:
-        per = callgrind(args.workload, args.warm, args.calls)
+        per = callgrind(args.workload, args.warm, args.calls, extra)
         print(f"{args.workload}: {per / 1e6:.3f} M instructions per call "
               f"(callgrind, {args.calls} calls after {args.warm} warm-up)")
     elif args.profile:
         profile(args.workload, args.warm, args.calls)
     else:
-        run(args.workload, args.warm, args.calls)
+        run(args.workload, args.warm, args.calls, args.users, args.gc == "tuned",
+            report=args.calls > 0)
     return 0
 
 
