@@ -866,7 +866,10 @@ class Request(Message):
         assert isinstance(other, Request)
         self.method = other.method
         self._uri = other._uri
-        self._parsed_uri = None
+        # A copy of the parsed Request-URI, not a second parse: a proxy copies every
+        # request it forwards and then reads its URI for the next hop (§16.6).
+        parsed = other._parsed_uri
+        self._parsed_uri = None if parsed is None else parsed.copy()
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri} call-id={self._call_id!r}>"

@@ -148,6 +148,15 @@ def test_copy_is_independent() -> None:
     assert twin.parsed_uri.user == "carol"
 
 
+def test_copy_keeps_an_independent_parsed_uri() -> None:
+    msg = _request()
+    assert msg.parsed_uri.user == "bob"  # parsed, then copied with the request
+    twin = msg.copy()
+    twin.parsed_uri.params["lr"] = None
+    assert "lr" not in msg.parsed_uri.params
+    assert twin.parsed_uri.host == msg.parsed_uri.host
+
+
 def test_set_uri_changes_the_request_line() -> None:
     msg = _request()
     assert msg.parsed_uri.user == "bob"
