@@ -590,6 +590,16 @@ class Message:
         """Canonical name -> all values (list headers split), in first-appearance order."""
         return {canonical_of_key(key): self.get_all(key) for key in dict.fromkeys(self._keys)}
 
+    def push_via(self, transport: str, host: str, port: int, branch: str) -> Via:
+        """Our Via on top (RFC 3261 §16.6 step 8, §8.1.1.7): `SIP/2.0/<transport>
+        <host>:<port>;branch=<branch>`, `host` as written in a URI (IPv6 in brackets).
+        Its parsed form is kept as the top Via, so the transaction layer reading the
+        branch does not parse back what was just written (`branch` must be a token)."""
+        self.add_header("Via", f"SIP/2.0/{transport} {host}:{port};branch={branch}")
+        via = Via(transport, host, port, {"branch": branch})
+        self._top_via = via
+        return via
+
     def add_header(self, name: str, value: str, *, first: bool = True) -> None:
         """Add a header line above (`first`) or below the existing lines of that header.
 
