@@ -846,10 +846,10 @@ class ProxyCore:
                 request.add_header("Record-Route", inbound.record_route(signature))
             request.add_header("Record-Route", outbound.record_route(signature))
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
-        cid = self.anycast.via_suffix if outbound.anycast and self.anycast else ""
-        request.add_header(
-            "Via", f"SIP/2.0/{transport.upper()} {outbound.host_in_uri}:"
-                   f"{outbound.sent_by_port};branch={branch_id}{cid}")
+        cid = ((self.anycast.param, str(self.anycast.node_id))
+               if outbound.anycast and self.anycast else None)
+        request.push_via(transport.upper(), outbound.host_in_uri, outbound.sent_by_port,
+                         branch_id, cid)
         return request, Destination(transport, host, port, interface=outbound)
 
     def _rr_signature(self, request: Request) -> str:

@@ -39,6 +39,7 @@ from services.registrar.mi import register_mi
 from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import open_store
 from services.registrar.usrloc import CAPABILITY, UserLocation, unstored
+from shared.service.gc_policy import tune_collector
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.registrar.v1.Registrar"
@@ -469,6 +470,9 @@ async def serve(config: RegistrarConfig) -> None:
         ul.start_timer(config.timer_interval)
         if pinging is not None:
             await pinging.start()
+        # The table (loaded or empty) and start-up objects frozen, rare full collections:
+        # shared/service/gc_policy.py.
+        tune_collector()
 
     @runtime.on_stop
     async def _stop() -> None:

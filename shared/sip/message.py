@@ -590,6 +590,23 @@ class Message:
         """Canonical name -> all values (list headers split), in first-appearance order."""
         return {canonical_of_key(key): self.get_all(key) for key in dict.fromkeys(self._keys)}
 
+    def push_via(self, transport: str, host: str, port: int, branch: str,
+                 extra: tuple[str, str] | None = None) -> Via:
+        """Our Via on top (RFC 3261 §16.6 step 8, §8.1.1.7): `SIP/2.0/<transport>
+        <host>:<port>;branch=<branch>`, `host` as written in a URI (IPv6 in brackets),
+        then `;name=value` of `extra` if given (the anycast owner's `cid`).
+        Its parsed form is kept as the top Via, so the transaction layer reading the
+        branch does not parse back what was just written (`branch` and `extra` tokens)."""
+        params: dict[str, str | None] = {"branch": branch}
+        suffix = ""
+        if extra is not None:
+            params[extra[0]] = extra[1]
+            suffix = f";{extra[0]}={extra[1]}"
+        self.add_header("Via", f"SIP/2.0/{transport} {host}:{port};branch={branch}{suffix}")
+        via = Via(transport, host, port, params)
+        self._top_via = via
+        return via
+
     def add_header(self, name: str, value: str, *, first: bool = True) -> None:
         """Add a header line above (`first`) or below the existing lines of that header.
 
@@ -866,7 +883,10 @@ class Request(Message):
         assert isinstance(other, Request)
         self.method = other.method
         self._uri = other._uri
-        self._parsed_uri = None
+        # A copy of the parsed Request-URI, not a second parse: a proxy copies every
+        # request it forwards and then reads its URI for the next hop (§16.6).
+        parsed = other._parsed_uri
+        self._parsed_uri = None if parsed is None else parsed.copy()
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri} call-id={self._call_id!r}>"

@@ -18,14 +18,23 @@ memory per binding; replication lag between two full-sharing registrar nodes.
    REGISTER at a fixed rate (`--cpu-rate`, default 1000/s), each one a new subscriber and
    so a new binding to store: what write-through costs, less disturbed by other load
    than the maximum rate.
-4. Replication lag: two registrar nodes in full-sharing; while sipp registers through an
+4. CPU per REGISTER against Kamailio (`vs`): every process of each side summed (the
+   edge and the registrar; Kamailio's whole session) at the same offered rates, the two
+   taking turns step by step so that other load on the machine hits both; the ratio
+   Kamailio/SipMesh.  Once with the one subscriber of the climbs (credentials cached at
+   the edge) and once with `--users` subscribers taken in turn, Kamailio then reading
+   them with auth_db from PostgreSQL (db_text scans its table on each lookup).
+5. Scale-out (`scale`): CPU per REGISTER (all processes) and the maximum rate for 1 and 2
+   edge workers x 1 and 2 registrar nodes (full-sharing: each binding replicated to the
+   other node); the difference between 1 and 2 nodes is the replication cost per binding.
+6. Replication lag: two registrar nodes in full-sharing; while sipp registers through an
    edge into node 1 at `--lag-rate`, markers added on node 1 (MI ul_add) are timed until
    node 2 shows them (MI ul_show_contact polled every 2 ms); median and p95 printed.
 
     .venv/bin/python tests/bench/bench_registrar.py [--step SECONDS]
                                     [--only sipmesh,kamailio,memory,lag,workers,users,
-                                            cpu(,kamailio-users)] [--cpu-rate N]
-                                    [--users N]
+                                            cpu,vs,scale(,kamailio-users)] [--cpu-rate N]
+                                    [--users N] [--vs-rates 500,1000] [--scale-rate N]
 
 Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -53,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_edge import BUFF, Proxy, free_port, wait_ready  # noqa: E402
+from bench_edge import BUFF, Proxy, free_port, session_cpu, wait_ready  # noqa: E402
 
 SCENARIO = HERE / "registrar" / "register_load.xml"
 SCENARIO_USERS = HERE / "registrar" / "register_users.xml"  # subscribers from -inf
@@ -63,6 +72,9 @@ RATES = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 4000,
 MAX_FAILED = 0.001
 MAX_RETRANSMITTED = 0.01
 USER, PASSWORD = "bench", "bench-pw"
+# One UDP socket per registration: with several edge workers on one SO_REUSEPORT port the
+# kernel spreads datagrams by source address, so one socket would feed one worker only.
+MULTI_SOCKET = ["-t", "un", "-max_socket", "10000"]
 
 
 def _env() -> dict[str, str]:
@@ -118,7 +130,8 @@ def start_edge(workdir: Path, registrar: str, workers: int = 1) -> Proxy:
     return Proxy("sipmesh", proc, port)
 
 
-def start_kamailio(workdir: Path, users: int = 1) -> Proxy:
+def start_kamailio(workdir: Path, users: int = 1, db_url: str | None = None) -> Proxy:
+    """Kamailio with auth_db on db_text (written here), or on `db_url` (PostgreSQL)."""
     db = workdir / "kamdb"
     db.mkdir(exist_ok=True)
     (db / "version").write_text("table_name(string) table_version(int)\nsubscriber:7\n")
@@ -128,7 +141,10 @@ def start_kamailio(workdir: Path, users: int = 1) -> Proxy:
         "id(int,auto) username(string) domain(string) password(string) ha1(string,null) "
         "ha1b(string,null)\n" + "".join(rows))
     cfg = workdir / "kamailio_registrar.cfg"
-    cfg.write_text(KAMAILIO_CFG.read_text().replace("DBURL", f"text://{db}"))
+    text = KAMAILIO_CFG.read_text().replace("DBURL", db_url or f"text://{db}")
+    if db_url is not None:
+        text = text.replace('loadmodule "db_text.so"', 'loadmodule "db_postgres.so"')
+    cfg.write_text(text)
     port = free_port()
     cmd = ["kamailio", "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32",
            "-l", f"udp:127.0.0.1:{port}", "-n", "1", "-P", str(workdir / "kam.pid"),
@@ -139,17 +155,64 @@ def start_kamailio(workdir: Path, users: int = 1) -> Proxy:
     return Proxy("kamailio", proc, port)
 
 
-def run_step(port: int, rate: int, step: float, workdir: Path, users: Path | None = None
-             ) -> tuple[int, int, float, int]:
+def pg_subscribers(users: int) -> str:
+    """A PostgreSQL database of `users` Kamailio subscribers (user0/pw0, ...) on the local
+    server; returns its Kamailio db_url.  Dropped by `drop_pg`."""
+    name = f"kambench_{os.getpid()}"
+    psql = ["psql", "-q", "-U", "postgres", "-h", "127.0.0.1", "-v", "ON_ERROR_STOP=1"]
+    subprocess.run([*psql, "-c", f"DROP DATABASE IF EXISTS {name}", "-c",
+                    f"CREATE DATABASE {name}"], check=True, capture_output=True, timeout=60)
+    schema = (
+        "CREATE TABLE version (table_name varchar(32) NOT NULL, "
+        "table_version integer DEFAULT 0 NOT NULL);"
+        "INSERT INTO version VALUES ('subscriber', 7);"
+        "CREATE TABLE subscriber (id serial PRIMARY KEY, "
+        "username varchar(64) NOT NULL DEFAULT '', domain varchar(64) NOT NULL DEFAULT '', "
+        "password varchar(64) NOT NULL DEFAULT '', ha1 varchar(128) NOT NULL DEFAULT '', "
+        "ha1b varchar(128) NOT NULL DEFAULT '', UNIQUE (username, domain));"
+        "INSERT INTO subscriber (username, domain, password) SELECT 'user' || i, "
+        f"'127.0.0.1', 'pw' || i FROM generate_series(0, {users - 1}) AS i;")
+    subprocess.run([*psql, "-d", name, "-c", schema], check=True, capture_output=True,
+                   timeout=120)
+    return f"postgres://postgres@127.0.0.1/{name}"
+
+
+def pg_cpu(db_url: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving `db_url`'s database (Kamailio's
+    lookups cost the server too; SipMesh's subscriber store runs inside the registrar)."""
+    name = db_url.rsplit("/", 1)[1].encode()
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if name not in (entry / "cmdline").read_bytes():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def drop_pg(db_url: str) -> None:
+    subprocess.run(["psql", "-q", "-U", "postgres", "-h", "127.0.0.1", "-c",
+                    f"DROP DATABASE IF EXISTS {db_url.rsplit('/', 1)[1]}"],
+                   capture_output=True, timeout=60)
+
+
+def run_step(port: int, rate: int, step: float, workdir: Path, users: Path | None = None,
+             sockets: list[str] | None = None) -> tuple[int, int, float, int]:
     """(successful, failed, seconds the step took, retransmissions sipp sent); `users`: a
-    sipp injection file of subscribers taken in turn (else the one `USER`)."""
+    sipp injection file of subscribers taken in turn (else the one `USER`); `sockets`:
+    sipp's transport options (default one UDP socket for every call)."""
     calls = max(1, int(rate * step))
     stat = workdir / f"stat-{port}-{rate}.csv"
     who = (["-sf", str(SCENARIO_USERS), "-inf", str(users)] if users is not None else
            ["-sf", str(SCENARIO), "-s", USER, "-au", USER, "-ap", PASSWORD])
     cmd = ["sipp", *who,
            "-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{port}",
-           "-r", str(rate), "-m", str(calls), "-nostdin", *BUFF,
+           "-r", str(rate), "-m", str(calls), "-nostdin", *BUFF, *(sockets or []),
            "-timeout", f"{int(step) + 20}s", "-timeout_error",
            "-trace_stat", "-stf", str(stat), "-fd", "1"]
     started = time.monotonic()
@@ -168,15 +231,17 @@ def run_step(port: int, rate: int, step: float, workdir: Path, users: Path | Non
     return ok, max(failed, calls - ok), took, retrans
 
 
-def climb(name: str, port: int, step: float, workdir: Path, users: Path | None = None
-          ) -> int:
+def climb(name: str, port: int, step: float, workdir: Path, users: Path | None = None,
+          start: int = 0, sockets: list[str] | None = None) -> int:
     """The highest rate the server kept up with: at most 0.1% failed, the step over within
     10% (+0.5 s) of its length, and at most 1% of the requests retransmitted.  Success
     alone is not enough: sipp waits for late answers, so a server far behind (answering
     from a growing queue, every request retransmitted) would still pass."""
     best = 0
     for rate in RATES:
-        ok, failed, took, retrans = run_step(port, rate, step, workdir, users)
+        if rate < start:
+            continue
+        ok, failed, took, retrans = run_step(port, rate, step, workdir, users, sockets)
         total = ok + failed
         share = failed / total if total else 1.0
         late = took > step * 1.1 + 0.5
@@ -290,6 +355,143 @@ def cpu_per_register(step: float, workdir: Path, rate: int, users: int) -> None:
           f"edge {(e1 - e0) / max(ok, 1) * 1e6:.0f} us{shared}", flush=True)
 
 
+class Stack:
+    """SipMesh for a REGISTER load: `nodes` registrar processes (full-sharing when 2) and
+    one edge with `workers` workers, every process in a session of its own."""
+
+    def __init__(self, workdir: Path, *, users: int = 1, workers: int = 1,
+                 nodes: int = 1) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.inf = many_subscribers(workdir, users) if users > 1 else None
+        if self.inf is None:
+            add_subscriber(workdir)
+        self.registrars: list[subprocess.Popen[str]] = []
+        try:
+            if nodes == 1:
+                reg, grpc, _, _ = start_registrar(workdir, "registrar")
+                self.registrars.append(reg)
+                addresses = [grpc]
+            else:
+                common = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing",
+                          "SIPMESH_REGISTRAR_CLUSTER_SECRET": "bench"}
+                one, grpc1, _, url1 = start_registrar(workdir, "node1", {
+                    **common, "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": "1",
+                    "SIPMESH_REGISTRAR_CLUSTER_SEED": "true"})
+                self.registrars.append(one)
+                two, grpc2, mi2, _ = start_registrar(workdir, "node2", {
+                    **common, "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": "2",
+                    "SIPMESH_REGISTRAR_CLUSTER_SEEDS": f"1@{url1}"})
+                self.registrars.append(two)
+                addresses = [grpc1, grpc2]
+                _wait_synced(mi2)
+            self.edge = start_edge(workdir, ",".join(addresses), workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def port(self) -> int:
+        return int(self.edge.port)
+
+    def cpu(self) -> tuple[float, float]:
+        """(CPU seconds of every process, of which the registrar nodes')."""
+        registrars = sum(session_cpu(r.pid) for r in self.registrars)
+        return session_cpu(self.edge.proc.pid) + registrars, registrars
+
+    def stop(self) -> None:
+        if hasattr(self, "edge"):
+            self.edge.stop()
+        for reg in self.registrars:
+            stop(reg)
+
+
+def _wait_synced(mi: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        caps = _mi(mi, "clusterer_list_cap", [])["result"]["Clusters"][0]["Capabilities"]
+        if all(c["state"] == "Ok" for c in caps):
+            return
+        time.sleep(0.05)  # waiting for the sync, with a deadline
+
+
+def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int = 2
+           ) -> None:
+    """CPU per REGISTER, SipMesh (edge + registrar) against Kamailio, interleaved."""
+    label = "1 subscriber" if users == 1 else f"{users} subscribers in turn"
+    db_url = pg_subscribers(users) if users > 1 else None
+    stack = Stack(workdir / f"vs-sipmesh-{users}", users=users)
+    try:
+        kamdir = workdir / f"vs-kamailio-{users}"
+        kamdir.mkdir()
+        kam = start_kamailio(kamdir, users, db_url)
+        inf = stack.inf
+        try:
+            peer = "auth_db on PostgreSQL, its backends counted" if db_url else \
+                "auth_db on db_text"
+            print(f"CPU per REGISTER with digest, {label}, all processes summed ({peer}); "
+                  f"interleaved, {rounds} x {step:g} s per side and rate:", flush=True)
+            for rate in rates:
+                spent = {"sipmesh": 0.0, "kamailio": 0.0}
+                done = {"sipmesh": 0, "kamailio": 0}
+                failed_any = {"sipmesh": 0, "kamailio": 0}
+                for _ in range(rounds):
+                    before, _ = stack.cpu()
+                    ok, failed, _, _ = run_step(stack.port, rate, step, workdir, inf)
+                    spent["sipmesh"] += stack.cpu()[0] - before
+                    done["sipmesh"] += ok
+                    failed_any["sipmesh"] += failed
+                    before = session_cpu(kam.proc.pid) + (pg_cpu(db_url) if db_url else 0)
+                    ok, failed, _, _ = run_step(kam.port, rate, step, workdir, inf)
+                    spent["kamailio"] += (session_cpu(kam.proc.pid) - before
+                                          + (pg_cpu(db_url) if db_url else 0))
+                    done["kamailio"] += ok
+                    failed_any["kamailio"] += failed
+                per = {k: spent[k] / max(1, done[k]) for k in spent}
+                notes = "".join(f" ({k}: {n} failed)" for k, n in failed_any.items() if n)
+                print(f"  {rate:>5} REGISTER/s: sipmesh {per['sipmesh'] * 1e6:5.0f} us, "
+                      f"kamailio {per['kamailio'] * 1e6:5.0f} us; kamailio/sipmesh "
+                      f"{per['kamailio'] / max(per['sipmesh'], 1e-9):.2f} (goal >= 0.5)"
+                      f"{notes}", flush=True)
+        finally:
+            kam.stop()
+    finally:
+        stack.stop()
+        if db_url is not None:
+            drop_pg(db_url)
+
+
+def scale_out(step: float, workdir: Path, rate: int, users: int) -> None:
+    """1 and 2 edge workers x 1 and 2 registrar nodes: CPU per REGISTER at `rate` and the
+    highest rate kept up with (from `rate` on)."""
+    print(f"scale-out, {users} subscribers in turn, one sipp socket per registration: CPU "
+          f"per REGISTER at {rate}/s (every process; registrar nodes' share) and the "
+          f"maximum rate:", flush=True)
+    rows = []
+    for workers, nodes in ((1, 1), (2, 1), (1, 2), (2, 2)):
+        stack = Stack(workdir / f"scale-{workers}w-{nodes}n", users=users, workers=workers,
+                      nodes=nodes)
+        try:
+            total0, reg0 = stack.cpu()
+            ok, failed, _, _ = run_step(stack.port, rate, step, workdir, stack.inf,
+                                        MULTI_SOCKET)
+            total1, reg1 = stack.cpu()
+            best = climb(f"{workers}w/{nodes}n", stack.port, step, workdir, stack.inf,
+                         start=rate, sockets=MULTI_SOCKET)
+        finally:
+            stack.stop()
+        per, reg = (total1 - total0) / max(ok, 1), (reg1 - reg0) / max(ok, 1)
+        rows.append((workers, nodes, per, reg, best, failed))
+    print("  edge workers  registrar nodes  CPU/REGISTER  of which registrars  max REGISTER/s")
+    for workers, nodes, per, reg, best, failed in rows:
+        note = f"  ({failed} failed at {rate}/s)" if failed else ""
+        print(f"  {workers:>12}  {nodes:>15}  {per * 1e6:9.0f} us  {reg * 1e6:16.0f} us"
+              f"  {best:>14}{note}")
+    one = next(r for r in rows if r[:2] == (1, 1))
+    two = next(r for r in rows if r[:2] == (1, 2))
+    print(f"  replication cost per binding (2 nodes - 1 node, 1 worker): "
+          f"{(two[2] - one[2]) * 1e6:.0f} us of CPU", flush=True)
+
+
 def memory_per_binding(count: int = 100_000) -> float:
     from services.registrar.location import Location, Origin
     from shared.sip import Request, parse_message
@@ -375,12 +577,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step", type=float,
                         default=float(os.environ.get("BENCH_STEP_SECONDS", "5")))
-    parser.add_argument("--only", default="sipmesh,kamailio,memory,lag,workers,users,cpu")
+    parser.add_argument("--only",
+                        default="vs,sipmesh,kamailio,memory,lag,workers,users,cpu,scale")
     parser.add_argument("--users", type=int, default=20_000,
                         help="subscribers of the many-users climb (`users`)")
     parser.add_argument("--lag-rate", type=int, default=200)
     parser.add_argument("--cpu-rate", type=int, default=1000,
                         help="REGISTER/s of the CPU-per-registration measurement (`cpu`)")
+    parser.add_argument("--vs-rates", default="500,1000",
+                        help="offered REGISTER/s of the comparison with Kamailio (`vs`)")
+    parser.add_argument("--scale-rate", type=int, default=500,
+                        help="REGISTER/s of the scale-out CPU figure, and the climbs' start")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     for tool in ("sipp", "kamailio"):
@@ -392,6 +599,11 @@ def main() -> int:
           f"> {MAX_FAILED:.1%} failed, late, or > {MAX_RETRANSMITTED:.0%} retransmitted "
           f"(work dir {workdir})", flush=True)
     results: dict[str, int] = {}
+    if "vs" in wanted:
+        rates = [int(r) for r in args.vs_rates.split(",")]
+        versus(args.step, workdir, rates, 1)
+        versus(args.step, workdir, rates, args.users)
+        print()
     if "sipmesh" in wanted:
         (workdir / "sipmesh").mkdir()
         results["sipmesh"] = bench_sipmesh(args.step, workdir / "sipmesh")
@@ -425,6 +637,9 @@ def main() -> int:
         (workdir / "cpu").mkdir()
         print("\nCPU per registration (each a new binding, default configuration):")
         cpu_per_register(args.step * 2, workdir / "cpu", args.cpu_rate, args.users)
+    if "scale" in wanted:
+        print()
+        scale_out(args.step, workdir, args.scale_rate, args.users)
     if "memory" in wanted:
         per = memory_per_binding()
         print(f"\nmemory per binding at 100,000 bindings: {per:.0f} bytes (goal <= 2048)")

@@ -148,6 +148,28 @@ def test_copy_is_independent() -> None:
     assert twin.parsed_uri.user == "carol"
 
 
+def test_copy_keeps_an_independent_parsed_uri() -> None:
+    msg = _request()
+    assert msg.parsed_uri.user == "bob"  # parsed, then copied with the request
+    twin = msg.copy()
+    twin.parsed_uri.params["lr"] = None
+    assert "lr" not in msg.parsed_uri.params
+    assert twin.parsed_uri.host == msg.parsed_uri.host
+
+
+@pytest.mark.parametrize("host", ["192.0.2.4", "[2001:db8::4]", "proxy.example.com"])
+def test_push_via_keeps_what_parsing_its_line_gives(host: str) -> None:
+    msg = _request().copy()
+    pushed = msg.push_via("UDP", host, 5070, "z9hG4bKproxy.1")
+    line = msg.get_all("Via")[0]
+    assert line == f"SIP/2.0/UDP {host}:5070;branch=z9hG4bKproxy.1"
+    assert msg.top_via is pushed
+    again = parse_message(msg.serialize())
+    assert isinstance(again, Request)
+    assert again.top_via == pushed
+    assert [v.branch for v in msg.vias] == ["z9hG4bKproxy.1", "z9hG4bK776asdhds"]
+
+
 def test_set_uri_changes_the_request_line() -> None:
     msg = _request()
     assert msg.parsed_uri.user == "bob"
