@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from services.edge import media_anchor
+from services.edge import media_anchor, recording
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -97,6 +97,8 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
         if presence is not None and presence.available and (
                 ctx.is_local(uri) or ctx.is_myself(uri)):
             return _presence(request, ctx, presence)
+    if request.method == "BYE" and recording.is_srs_bye(request, ctx):
+        return recording.srs_bye(ctx)  # the SRS ends a recording session of ours
     media = media_anchor.policy(ctx) if request.method in _MEDIA_METHODS else None
     registrar = ctx.services.get("registrar")
     registrar_down = False
@@ -111,6 +113,8 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
             ctx.stop_recording()  # in the background; nothing if it was not recorded
         elif request.method == "INVITE" and request.to_tag is None:
             ctx.record()  # [edge] siprec_srs; starts only if the call is answered
+        elif request.method == "INVITE":
+            ctx.update_recording()  # hold / resume: the SRS gets new metadata
     if request.has("Route") and not (ctx.trusted or in_our_dialog):
         # An untrusted request with hops preloaded after ours (or instead of ours): it
         # would go wherever its Route says, whatever its Request-URI or To tag claim, so

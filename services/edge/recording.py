@@ -136,6 +136,12 @@ class RecordingClient:
         self.started += 1
         self.log.info("siprec_start", call_id=params.get("callid"), result=result)
 
+    async def update(self, params: dict[str, Any]) -> None:
+        if not await self.urls():
+            return
+        with contextlib.suppress(Exception):
+            await self.call("siprec_update", params)
+
     async def stop(self, call_id: str, reason: str = "bye") -> None:
         if not await self.urls():
             return  # no siprec service in the mesh: nothing can be recorded
@@ -182,3 +188,77 @@ def call_ended(ctx: RouteContext) -> None:
     client: RecordingClient | None = ctx.services.get("siprec")
     if client is not None and client.known:
         client.spawn(client.stop(ctx.request.call_id))
+
+
+def offer_direction(body: bytes) -> str | None:
+    """The direction an SDP offer asks for its (first) audio stream (RFC 3264 §6.1, §8.4
+    hold): its media-level attribute, else the session-level one, else sendrecv; the
+    RFC 2543 hold (c=0.0.0.0) as sendonly.  None for a body that is not SDP."""
+    text = body.decode("utf-8", "replace")
+    if not text.lstrip().startswith("v="):
+        return None
+    session: str | None = None
+    media: str | None = None
+    in_media = zero = False
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("m="):
+            if in_media:
+                break  # the first stream decides
+            in_media = True
+        elif line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+            if in_media:
+                media = line[2:]
+            else:
+                session = line[2:]
+        elif line.startswith("c=") and line.split()[-1:] == ["0.0.0.0"]:
+            zero = True
+    direction = media or session or "sendrecv"
+    if zero and direction == "sendrecv":
+        direction = "sendonly"
+    return direction
+
+
+def call_updated(ctx: RouteContext) -> None:
+    """A re-INVITE of a call: once accepted (2xx), the recorder hears its offer's direction
+    and re-INVITEs the SRS if the hold state changed (nothing if it is not recorded)."""
+    client: RecordingClient | None = ctx.services.get("siprec")
+    request = ctx.request
+    if client is None or not client.known or request.method != "INVITE":
+        return
+    direction = offer_direction(request.body)
+    if direction is None:
+        return  # no offer in the re-INVITE (it comes in the 2xx): hold is not known here
+    params = {"callid": request.call_id, "from_tag": request.from_tag or "",
+              "direction": direction}
+
+    def on_final(status: int) -> None:
+        if 200 <= status < 300:
+            client.spawn(client.update(params))
+
+    ctx.add_on_final(on_final)
+
+
+def is_srs_bye(request: Any, ctx: RouteContext) -> bool:
+    """A BYE from an SRS in a recording session of ours (its Call-ID is the recorder's,
+    its Request-URI our Contact `sip:src@EDGE`)."""
+    from services.edge.uac import RECORDING_SUFFIX
+
+    return (request.method == "BYE" and request.call_id.endswith(RECORDING_SUFFIX)
+            and ctx.services.get("siprec") is not None
+            and ctx.is_myself(request.parsed_uri))
+
+
+async def srs_bye(ctx: RouteContext) -> None:
+    """The SRS ends the recording session (RFC 7866 §7.1.2): the recorder is told (it
+    unsubscribes the media, E_SIPREC_STOP) and the BYE answered; the call goes on."""
+    client: RecordingClient = ctx.services["siprec"]
+    try:
+        await client.call("siprec_srs_bye", {"rs_callid": ctx.request.call_id})
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower():
+            ctx.reply(481, "Call/Transaction Does Not Exist")
+            return
+        client.log.warning("siprec_srs_bye_failed", call_id=ctx.request.call_id,
+                           error=str(exc))
+    ctx.reply(200)

@@ -396,6 +396,13 @@ class RouteContext:
 
         call_ended(self)
 
+    def update_recording(self) -> None:
+        """A re-INVITE of a recorded call (hold / resume): once accepted, its recording
+        follows it (re-INVITE to the SRS with the new metadata)."""
+        from services.edge.recording import call_updated
+
+        call_updated(self)
+
     def add_on_final(self, hook: Callable[[int], None]) -> None:
         """Also call `hook(status)` with the final status of this request (chained)."""
         previous = self.on_final

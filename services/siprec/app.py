@@ -55,6 +55,23 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
             raise MiError(NOT_FOUND, "Recording not found")
         return found
 
+    @runtime.command("siprec_update", (("callid", "from_tag", "direction"),),
+                     fanout=True, doc="a re-INVITE of a recorded call was accepted "
+                     "(its offer's direction): re-INVITE to the SRS when hold changes")
+    async def siprec_update(callid: Any, from_tag: Any, direction: Any) -> Any:
+        found = await recorder.update(str(callid), str(from_tag), str(direction))
+        if found is None:
+            raise MiError(NOT_FOUND, "Recording not found")
+        return found
+
+    @runtime.command("siprec_srs_bye", (("rs_callid",),), fanout=True,
+                     doc="the SRS ended a recording session (its BYE reached an edge)")
+    async def siprec_srs_bye(rs_callid: Any) -> Any:
+        found = await recorder.srs_bye(str(rs_callid))
+        if found is None:
+            raise MiError(NOT_FOUND, "Recording not found")
+        return found
+
     @runtime.command("siprec_list", fanout=True, doc="the active recordings")
     async def siprec_list() -> Any:
         now = recorder.clock()

@@ -51,6 +51,56 @@ def label_sdp(sdp: str, labels: Sequence[str]) -> str:
     return "\r\n".join(out) + "\r\n"
 
 
+def hold_sdp(sdp: str, held: Sequence[str], version: int) -> str:
+    """The labelled offer `sdp` as a new offer in its session (RFC 3264 §8): the `o=`
+    session version set to `version` (it must grow with each new offer, §8), and each
+    media section whose label is in `held` `a=inactive` instead of `a=sendonly` (RFC 7866
+    §8.1.2: a CS stream on hold is not sent, so its RS stream is inactive)."""
+    out: list[str] = []
+    label: str | None = None
+    section: list[str] = []
+
+    def flush() -> None:
+        if label is not None and label in held:
+            section[:] = ["a=inactive" if line in _DIRECTIONS else line for line in section]
+        out.extend(section)
+        section.clear()
+
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith("o="):
+            fields = line.split(" ")
+            if len(fields) >= 3:
+                fields[2] = str(version)
+                line = " ".join(fields)
+        if line.startswith("m="):
+            flush()
+            label = None
+        elif line.startswith("a=label:"):
+            label = line[8:].strip()
+        section.append(line)
+    flush()
+    return "\r\n".join(out) + "\r\n"
+
+
+def sdp_directions(sdp: str) -> dict[str, str]:
+    """label -> direction attribute of each labelled media section (sendrecv when none)."""
+    found: dict[str, str] = {}
+    label: str | None = None
+    direction = "sendrecv"
+    for line in [*sdp.splitlines(), "m="]:
+        if line.startswith("m="):
+            if label is not None:
+                found[label] = direction
+            label, direction = None, "sendrecv"
+        elif line.startswith("a=label:"):
+            label = line[8:].strip()
+        elif line in _DIRECTIONS:
+            direction = line[2:]
+    return found
+
+
 def sdp_labels(sdp: str) -> list[str | None]:
     """The label of each media section, in order (None where it has none)."""
     found: list[str | None] = []

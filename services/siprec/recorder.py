@@ -7,6 +7,11 @@ recording that cannot start unsubscribes and raises E_SIPREC_FAILED.  The call i
 never touched: the recorder is beside the call, not in its path.
 stop: BYE to the SRS, `unsubscribe`, E_SIPREC_STOP.  A stop that arrives while the INVITE
 is out is done as soon as it is answered.
+update: a re-INVITE of the call (hold, resume) -> re-INVITE to the SRS with the new
+metadata snapshot and the held streams inactive (session.py's rules); a 491 is retried
+after its wait, a 481/408 ends the recording (the SRS has no such session any more).
+srs_bye: the SRS ended the RS (its BYE, answered by the edge): `unsubscribe`,
+E_SIPREC_STOP reason `srs-bye`; the call goes on.
 persistence (store.py): an active recording is written to the store, removed when it
 ends; `restore()` takes them back after a restart, and `check()` (at start, then every
 `[siprec] check_interval`) ends each recording whose call rtpengine no longer knows (a
@@ -15,9 +20,11 @@ BYE whose stop never reached the recorder: it was down, or the edge died).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -45,8 +52,10 @@ class Recorder:
                  on_event: EventSink | None = None,
                  observe: Callable[[str, float], object] | None = None,
                  clock: Callable[[], float] = time.time,
-                 store: RecordingStore | None = None) -> None:
+                 store: RecordingStore | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.store = store
+        self.sleep = sleep  # the 491 wait (a test's fake clock advances in it)
         self.media = media
         self.uac = uac
         self.table = table or Table()
@@ -56,7 +65,8 @@ class Recorder:
         self.log = structlog.get_logger("siprec")
         self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
         self.counters = {"started": 0, "stopped": 0, "failed": 0, "failovers": 0,
-                         "refused": 0, "restored": 0, "calls_gone": 0, "store_errors": 0}
+                         "refused": 0, "restored": 0, "calls_gone": 0, "store_errors": 0,
+                         "updates": 0, "srs_ended": 0}
 
     def _emit(self, name: str, params: Mapping[str, Any]) -> None:
         if self.on_event is not None:
@@ -240,6 +250,64 @@ class Recorder:
                                      "rs_callid": rec.rs_call_id, "reason": reason,
                                      "duration": round(duration, 3), "bye_status": status})
         return {"state": "ended", "bye_status": status, "duration": round(duration, 3)}
+
+    # -- following the call -----------------------------------------------------------------
+    async def update(self, call_id: str, offerer_tag: str,
+                     direction: str) -> dict[str, Any] | None:
+        """siprec_update: a re-INVITE of `call_id` was accepted, its offer `direction`
+        (sent by `offerer_tag`); None when the call is not recorded here."""
+        rec = self.table.get(call_id)
+        if rec is None:
+            return None
+        out = self.table.update(rec, offerer_tag=offerer_tag, direction=direction,
+                                now=self.clock(), boundary=f"sipmesh-{_token()}")
+        outcome = "unchanged" if out is None else await self._reinvite(rec, out)
+        return {"state": rec.state.value if outcome != "gone" else "ended",
+                "update": outcome, "held": list(rec.held)}
+
+    async def _reinvite(self, rec: Recording, out: Any) -> str:
+        outcome = "unchanged"
+        while out is not None:
+            status = await self._send_bye(rec, out)  # in the RS dialog, as the BYE
+            outcome = self.table.update_answered(rec, status, self.clock(), random.random())
+            self.counters["updates"] += 1
+            self.log.info("siprec_updated", call_id=rec.call_id, status=status,
+                          outcome=outcome, held=list(rec.held))
+            if rec.state is not State.ACTIVE:
+                break  # stopped while the re-INVITE was out
+            if outcome == "gone":
+                await self._ended_by_srs(rec, f"srs-{status}")
+                return outcome
+            await self._save(rec)  # the CSeq grew: the BYE after a restart must too
+            if outcome == "retry" and rec.retry_at is not None:
+                await self.sleep(max(0.0, rec.retry_at - self.clock()))
+            out = self.table.due(rec, self.clock(), boundary=f"sipmesh-{_token()}")
+        return outcome
+
+    async def srs_bye(self, rs_call_id: str) -> dict[str, Any] | None:
+        """The SRS's BYE in the RS dialog `rs_call_id` (the edge answered it): the
+        recording is over, the call goes on; None when no such RS is here."""
+        rec = self.table.by_rs_call_id(rs_call_id)
+        if rec is None:
+            return None
+        if rec.state in (State.SUBSCRIBING, State.INVITING):
+            return {"state": rec.state.value}
+        await self._ended_by_srs(rec, "srs-bye")
+        return {"state": "ended", "callid": rec.call_id}
+
+    async def _ended_by_srs(self, rec: Recording, reason: str) -> None:
+        if not self.table.srs_ended(rec):
+            return
+        await self._unsubscribe(rec)
+        duration = self.clock() - rec.answered_at if rec.answered_at is not None else 0.0
+        self.table.end(rec)
+        await self._forget(rec)
+        self.counters["stopped"] += 1
+        self.counters["srs_ended"] += 1
+        self.log.info("siprec_stopped", call_id=rec.call_id, srs=rec.srs_uri, reason=reason)
+        self._emit("E_SIPREC_STOP", {"callid": rec.call_id, "srs": rec.srs_uri,
+                                     "rs_callid": rec.rs_call_id, "reason": reason,
+                                     "duration": round(duration, 3), "bye_status": 0})
 
     # -- persistence ----------------------------------------------------------------------
     async def _save(self, rec: Recording) -> None:

@@ -20,6 +20,18 @@ call, keyed by the call's Call-ID.  Its states:
   CSeq + 1, the route set, the remote target), `unsubscribe` to rtpengine.
 * `ended`: gone from the table once the stop is done.
 
+Following the call (RFC 7866 §8.1.2, §8.3; RFC 7865 §6.1.1): a re-INVITE of the recorded
+call that puts it on hold or takes it off (RFC 3264 §8.4: the offer's direction) changes
+which streams flow; `update()` turns the offer's direction into the RS streams that are on
+hold (`hold_rule`) and, when that differs from what the SRS has, sends the SRS a re-INVITE
+in the RS dialog (CSeq + 1) with a new complete metadata snapshot (the held party sends
+nothing) and the SDP with those streams `a=inactive` (the o= version grown).  One INVITE
+transaction at a time (RFC 3261 §14.1): a change that comes while one is out waits for its
+answer; a 491 is retried after 2.1-4 s (we own the RS Call-ID, §14.1) on the caller's
+clock (`due(now)`); a 481/408 ends the RS dialog (§12.2.1.2); any other refusal leaves the
+RS as it was (§14.1).  An SRS that sends BYE (RFC 7866 §7.1.2, the SRS ends the RS) ends
+the recording without a BYE of ours: `srs_ended()`.
+
 The adapter (recorder.py) does the I/O and passes `now` in; the table never raises on
 what a peer sends (a malformed answer is a failure of that SRS).
 """
@@ -31,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.siprec.body import label_sdp, media_count, multipart
+from services.siprec.body import hold_sdp, label_sdp, media_count, multipart
 from services.siprec.metadata import Participant, Snapshot, build_metadata, two_party
 
 DEFAULT_SKIP_FAILOVER = frozenset({486, 603})  # the SRS said "not this call": no retry
@@ -91,6 +103,12 @@ class Recording:
     edge_uac: str = ""  # the edge whose Uac API carries this session's requests
     error: str = ""
     tried: list[tuple[str, int]] = field(default_factory=list)  # (srs, status)
+    # following the call (re-INVITE / hold): the labels of the RS streams on hold
+    held: tuple[str, ...] = ()  # what the SRS has (its last 2xx)
+    wanted: tuple[str, ...] | None = None  # what the call has now, when it differs
+    updating: tuple[str, ...] | None = None  # the re-INVITE out (RFC 3261 §14.1: one)
+    retry_at: float | None = None  # after a 491 (§14.1)
+    offers: int = 0  # offers sent after the first (the o= version grows by each)
 
     @property
     def srs_uri(self) -> str:
@@ -110,6 +128,7 @@ class Recording:
             "route_set": list(self.route_set), "cseq": self.cseq, "contact": self.contact,
             "answered_at": self.answered_at, "edge_uac": self.edge_uac,
             "tried": [[s, c] for s, c in self.tried],
+            "offer_sdp": self.offer_sdp, "held": list(self.held), "offers": self.offers,
         }
 
     @classmethod
@@ -132,7 +151,10 @@ class Recording:
                 contact=str(doc["contact"]),
                 answered_at=None if doc["answered_at"] is None else float(doc["answered_at"]),
                 edge_uac=str(doc.get("edge_uac", "")),
-                tried=[(str(s), int(c)) for s, c in doc["tried"]])
+                tried=[(str(s), int(c)) for s, c in doc["tried"]],
+                offer_sdp=str(doc.get("offer_sdp", "")),
+                held=tuple(str(x) for x in doc.get("held", ())),
+                offers=int(doc.get("offers", 0)))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise RecordingError(f"not a stored recording: {exc!r}") from None
         if not rec.srs or not rec.call_id:
@@ -148,7 +170,8 @@ class Recording:
                 "rs_callid": self.rs_call_id, "labels": list(self.labels),
                 "duration": round(now - self.answered_at, 3)
                 if self.answered_at is not None else 0,
-                "tried": [{"srs": s, "status": c} for s, c in self.tried]}
+                "tried": [{"srs": s, "status": c} for s, c in self.tried],
+                "held": list(self.held)}
 
 
 def parse_srs_list(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -225,10 +248,7 @@ class Table:
     def invite(self, rec: Recording, *, rs_call_id: str, local_tag: str, contact: str,
                boundary: str) -> Outgoing:
         """The INVITE to the current SRS (RFC 7866 §6.1.1, §7)."""
-        caller, callee = two_party(rec.caller, rec.callee, rec.labels[:2])
-        doc = build_metadata(Snapshot(rec.call_id, rec.from_tag, rec.group,
-                                      (caller, callee), rec.labels, rec.started))
-        content_type, body = multipart(rec.offer_sdp, doc, boundary)
+        content_type, body = multipart(rec.offer_sdp, _metadata(rec, ()), boundary)
         rec.rs_call_id, rec.local_tag, rec.contact = rs_call_id, local_tag, contact
         rec.cseq = 1
         rec.state = State.INVITING
@@ -306,10 +326,124 @@ class Table:
         )
         return Outgoing("BYE", rec.remote_target, headers, b"", rec.route_set)
 
+    # -- following the call ------------------------------------------------------------------
+    def update(self, rec: Recording, *, offerer_tag: str, direction: str, now: float,
+               boundary: str) -> Outgoing | None:
+        """A re-INVITE of the recorded call was accepted, its offer saying `direction`
+        (sent by the party whose From tag is `offerer_tag`): the re-INVITE to the SRS
+        when the streams on hold change and none is out, else None."""
+        wanted = hold_rule(rec, offerer_tag, direction)
+        if wanted is None or rec.state is not State.ACTIVE:
+            return None
+        rec.wanted = wanted
+        return self.due(rec, now, boundary=boundary)
+
+    def due(self, rec: Recording, now: float, *, boundary: str) -> Outgoing | None:
+        """The re-INVITE that brings the SRS to what the call has, if one may go now."""
+        target = rec.wanted
+        if (rec.state is not State.ACTIVE or target is None or rec.updating is not None
+                or not rec.offer_sdp):
+            return None
+        if target == rec.held:
+            rec.wanted = None
+            return None
+        if rec.retry_at is not None and now < rec.retry_at:
+            return None  # after a 491 (RFC 3261 §14.1)
+        rec.retry_at = None
+        rec.updating = target
+        rec.offers += 1
+        rec.cseq += 1
+        sdp = hold_sdp(rec.offer_sdp, target, _sdp_version(rec.offer_sdp) + rec.offers)
+        content_type, body = multipart(sdp, _metadata(rec, target), boundary)
+        headers = (
+            ("From", f"<sip:src@{_host(rec.contact)}>;tag={rec.local_tag}"),
+            ("To", f"<{rec.srs_uri}>;tag={rec.remote_tag}"),
+            ("Call-ID", rec.rs_call_id),
+            ("CSeq", f"{rec.cseq} INVITE"),
+            ("Contact", f"<{rec.contact}>;+sip.src"),  # RFC 7866 §6.1.1
+            ("Accept", "application/sdp, application/rs-metadata+xml"),
+            ("Content-Type", content_type),
+            ("User-Agent", self.user_agent),
+        )
+        return Outgoing("INVITE", rec.remote_target, headers, body, rec.route_set)
+
+    def update_answered(self, rec: Recording, status: int, now: float,
+                        jitter: float = 0.5) -> str:
+        """The SRS's final answer to our re-INVITE: `updated`, `retry` (491: `due()` from
+        `rec.retry_at`), `refused` (the RS stays as it was) or `gone` (481/408: the RS
+        dialog is over, RFC 3261 §12.2.1.2).  `jitter` in [0, 1] picks the 491 wait."""
+        sent, rec.updating = rec.updating, None
+        if sent is None:
+            return "refused"
+        if 200 <= status < 300:
+            rec.held = sent
+            if rec.wanted == sent:
+                rec.wanted = None
+            return "updated"
+        if status == 491:
+            rec.retry_at = now + 2.1 + 1.9 * min(max(jitter, 0.0), 1.0)
+            return "retry"
+        if status in (408, 481):
+            return "gone"
+        if rec.wanted == sent:
+            rec.wanted = None  # not retried: the next change of the call tries again
+        return "refused"
+
+    def by_rs_call_id(self, rs_call_id: str) -> Recording | None:
+        for rec in self.sessions.values():
+            if rec.rs_call_id and rec.rs_call_id == rs_call_id:
+                return rec
+        return None
+
+    def srs_ended(self, rec: Recording) -> bool:
+        """The SRS sent BYE in the RS dialog (RFC 7866 §7.1.2): the recording is over,
+        no BYE of ours; False when it was not active (nothing to end)."""
+        if rec.state is not State.ACTIVE:
+            return False
+        rec.state = State.STOPPING
+        return True
+
     def end(self, rec: Recording) -> None:
         if rec.state is not State.FAILED:
             rec.state = State.ENDED
         self.sessions.pop(rec.call_id, None)
+
+
+def hold_rule(rec: Recording, offerer_tag: str, direction: str) -> tuple[str, ...] | None:
+    """The RS streams on hold after a CS offer with `direction` (RFC 3264 §8.4, §6.1):
+    `sendonly` from a party holds the other one's stream (it receives nothing), `recvonly`
+    its own, `inactive` both, `sendrecv` none.  Label 1 is what the caller sends, 2 what
+    the callee sends (session.subscribed); None for a direction that says nothing."""
+    if len(rec.labels) < 2:
+        return None
+    mode = direction.strip().lower().removeprefix("a=")
+    offerer_is_caller = not offerer_tag or not rec.from_tag or offerer_tag == rec.from_tag
+    own, other = ("1", "2") if offerer_is_caller else ("2", "1")
+    held = {"sendrecv": (), "sendonly": (other,), "recvonly": (own,),
+            "inactive": ("1", "2")}.get(mode)
+    if held is None:
+        return None
+    return tuple(sorted(held, key=int))
+
+
+def _metadata(rec: Recording, held: Sequence[str]) -> str:
+    """The complete (RFC 7865 §6.1.1) snapshot: a party on hold sends nothing (its
+    participantstreamassoc has no <send> of a held stream, nor its peer a <recv>)."""
+    caller, callee = two_party(rec.caller, rec.callee, rec.labels[:2])
+    parties = tuple(
+        Participant(p.aor, p.name, tuple(x for x in p.send if x not in held),
+                    tuple(x for x in p.recv if x not in held)) for p in (caller, callee))
+    return build_metadata(Snapshot(rec.call_id, rec.from_tag, rec.group, parties,
+                                   rec.labels, rec.started))
+
+
+def _sdp_version(sdp: str) -> int:
+    for line in sdp.splitlines():
+        if line.startswith("o="):
+            fields = line.split(" ")
+            if len(fields) >= 3 and fields[2].isdigit():
+                return int(fields[2])
+    return 0
 
 
 def _host(uri: str) -> str:

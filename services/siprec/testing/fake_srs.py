@@ -11,9 +11,13 @@ m-line `a=sendonly` with an `a=label` that a metadata `<stream>` names, and the 
 A compliant INVITE gets 200 with one `a=recvonly` m-line per offered stream, on a UDP
 port of its own (the offered payload types echoed, as rtpengine 10.5 wants every one of
 them answered) -- or `status` when the test scripts a refusal; one that fails a check
-gets 488 with the problems in a Warning and in `problems`.  ACK and BYE (200) end the
-story; `sessions[call_id]` keeps it for the test: the INVITE, the parsed metadata, the
-labels, the RTP packets and SSRCs per label, acked, ended.
+gets 488 with the problems in a Warning and in `problems`.  A re-INVITE in the session
+(the SRC following a hold, RFC 7866 §8.1.2) gets the same checks (no Require needed, an
+m-line may be `a=inactive`) and 200 with the held streams inactive; each is kept in
+`updates` (metadata, label -> direction).  `bye(call_id)` ends a session from the SRS
+side (RFC 7866 §7.1.2).  ACK and BYE (200) end the story; `sessions[call_id]` keeps it
+for the test: the INVITE, the parsed metadata, the labels, the RTP packets and SSRCs per
+label, acked, ended.
 
     python -m services.siprec.testing.fake_srs --port 5090    # by hand; prints each event
 """
@@ -28,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.siprec.body import BodyError, sdp_labels, split_offer
+from services.siprec.body import BodyError, sdp_directions, sdp_labels, split_offer
 from services.siprec.metadata import MetadataError, Parsed, parse_metadata
 from shared.sip import Request, make_response, parse_message
 
@@ -46,6 +50,13 @@ class SrsSession:
     rtp: dict[str, int] = field(default_factory=dict)  # label -> packets
     ssrcs: dict[str, set[int]] = field(default_factory=dict)  # label -> SSRCs seen
     response: bytes = b""
+    answer: str = ""  # our SDP answer
+    src_contact: str = ""
+    addr: tuple[str, int] = ("", 0)
+    cseq: int = 0  # our own CSeq in the RS dialog
+    tag: str = ""
+    updates: list[tuple[Parsed | None, dict[str, str], list[str]]] = field(
+        default_factory=list)  # (metadata, label -> direction, problems)
 
 
 class _Rtp(asyncio.DatagramProtocol):
@@ -68,11 +79,13 @@ class _Sip(asyncio.DatagramProtocol):
         self.srs._on_datagram(data, addr)
 
 
-def check_invite(req: Request) -> tuple[list[str], Parsed | None, list[str], str]:
-    """(problems, metadata, SDP labels, SDP) of a recording INVITE (module docstring)."""
+def check_invite(req: Request, *, update: bool = False
+                 ) -> tuple[list[str], Parsed | None, list[str], str]:
+    """(problems, metadata, SDP labels, SDP) of a recording INVITE (module docstring);
+    `update`: a re-INVITE in the session (no Require, inactive m-lines allowed)."""
     problems: list[str] = []
     requires = {t.strip().lower() for v in req.get_all("Require") for t in v.split(",")}
-    if "siprec" not in requires:
+    if "siprec" not in requires and not update:
         problems.append("no Require: siprec")  # RFC 7866 §6.1.1
     contact = req.get("Contact") or ""
     if not re.search(r">\s*;(.*;)?\s*\+sip\.src\b", contact):
@@ -97,7 +110,8 @@ def check_invite(req: Request) -> tuple[list[str], Parsed | None, list[str], str
     if any(label is None for label in labels):
         problems.append("an m-line without a=label")  # RFC 7866 §8.1.1
     sections = re.split(r"\r?\nm=", sdp)[1:]
-    if any("a=sendonly" not in s for s in sections):
+    allowed = ("a=sendonly", "a=inactive") if update else ("a=sendonly",)
+    if any(not any(a in s for a in allowed) for s in sections):
         problems.append("an m-line that is not a=sendonly")
     found = [label for label in labels if label is not None]
     if metadata is not None and set(found) != set(metadata.labels.values()):
@@ -117,6 +131,7 @@ class FakeSrs:
         self.invites = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._media: list[asyncio.DatagramTransport] = []
+        self._waiting: dict[str, asyncio.Future[int]] = {}
 
     @property
     def uri(self) -> str:
@@ -153,9 +168,15 @@ class FakeSrs:
         except Exception:
             return
         if not isinstance(msg, Request):
+            branch = str(msg.top_via.params.get("branch") or "")
+            waiter = self._waiting.get(branch)
+            if waiter is not None and not waiter.done() and msg.status >= 200:
+                waiter.set_result(msg.status)
             return
         session = self.sessions.get(msg.call_id)
-        if msg.method == "INVITE" and msg.to_tag is None:
+        if msg.method == "INVITE" and msg.to_tag is not None:
+            self._reinvite(msg, session, addr)
+        elif msg.method == "INVITE" and msg.to_tag is None:
             if session is not None and session.response:
                 self._send(session.response, self._reply_to(msg, addr))  # retransmission
                 return
@@ -194,12 +215,73 @@ class FakeSrs:
             headers += [("Record-Route", v) for v in req.get_all("Record-Route")]
             response = make_response(req, 200, to_tag=tag, headers=headers,
                                      body=answer.encode())
+            session.answer, session.tag = answer, tag
+            contact = req.get("Contact") or ""
+            session.src_contact = contact.split("<", 1)[-1].split(">", 1)[0]
         session.status = status
         session.response = response.serialize()
         if self.verbose:
             print(f"INVITE {req.call_id} -> {status} labels {labels} problems {problems}",
                   flush=True)
         self._send(session.response, self._reply_to(req, addr))
+
+    def _reinvite(self, req: Request, session: SrsSession | None,
+                  addr: tuple[str, int]) -> None:
+        if session is None or session.ended or not session.answer:
+            self._send(make_response(req, 481).serialize(), self._reply_to(req, addr))
+            return
+        problems, metadata, _, sdp = check_invite(req, update=True)
+        directions = sdp_directions(sdp)
+        session.updates.append((metadata, directions, problems))
+        if problems:
+            self._send(make_response(req, 488).serialize(), self._reply_to(req, addr))
+            return
+        # RFC 3264 §8: the answer's o= version grows; inactive where the offer is
+        version = len(session.updates) + 1
+        answer = session.answer.replace(" 1 1 IN IP4", f" 1 {version} IN IP4", 1)
+        out: list[str] = []
+        label = ""
+        for line in answer.split("\r\n"):
+            if line.startswith("a=label:"):
+                label = line[8:]
+            if line == "a=recvonly" and directions.get(label) == "inactive":
+                line = "a=inactive"
+            out.append(line)
+        headers = [("Contact", f"<sip:srs@{self.host}:{self.port}>"),
+                   ("Content-Type", "application/sdp")]
+        self._send(make_response(req, 200, to_tag=session.tag, headers=headers,
+                                 body="\r\n".join(out).encode()).serialize(),
+                   self._reply_to(req, addr))
+        if self.verbose:
+            print(f"re-INVITE {req.call_id} {directions}", flush=True)
+
+    async def bye(self, call_id: str, timeout: float = 10.0) -> int:
+        """The SRS ends the session (RFC 7866 §7.1.2): BYE to the SRC's Contact; the
+        status of the answer (0: none within `timeout`)."""
+        session = self.sessions[call_id]
+        uri = session.src_contact
+        hostport = uri.split("@", 1)[-1].split(";", 1)[0]
+        host, _, port = hostport.rpartition(":")
+        session.cseq += 1
+        invite = session.invite
+        branch = "z9hG4bK" + os.urandom(6).hex()
+        headers = [("Via", f"SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport"),
+                   ("Max-Forwards", "70"),
+                   ("From", f"{invite.get('To')};tag={session.tag}"),
+                   ("To", invite.get("From") or ""), ("Call-ID", call_id),
+                   ("CSeq", f"{session.cseq} BYE")]
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting[branch] = waiter
+        self._send(Request("BYE", uri, headers, b"").serialize(), (host, int(port or 5060)))
+        try:
+            status = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            status = 0
+        finally:
+            self._waiting.pop(branch, None)
+        if 200 <= status < 300:
+            session.ended = True
+        return status
 
     async def _answer_sdp(self, session: SrsSession, offer: str) -> str:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ chained); the default routing with `[edge] siprec_srs` records and stops."""
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -34,7 +34,10 @@ class Client(RecordingClient):
         self.stopped.append(call_id)
 
 
-def _spawned(client: Client) -> Client:
+C = TypeVar("C", bound="Client")
+
+
+def _spawned(client: C) -> C:
     """Make spawn record the call (start/stop run synchronously here)."""
 
     def spawn(coro: Coroutine[Any, Any, Any]) -> None:
@@ -168,3 +171,95 @@ async def test_a_stop_is_asked_of_each_recorder_until_one_has_the_call() -> None
         await client.close()
         for runner in runners:
             await runner.cleanup()
+
+
+# -- following the call and the SRS's BYE -------------------------------------------------
+HOLD_SDP = ("v=0\r\no=a 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n")
+
+
+def _with_body(message: str, body: str) -> str:
+    head = message.replace("Content-Length: 0\r\n\r\n", "Content-Type: application/sdp\r\n")
+    return f"{head}Content-Length: {len(body.encode())}\r\n\r\n{body}"
+
+
+class Updates(Client):
+    def __init__(self, default_srs: str = "") -> None:
+        super().__init__(default_srs)
+        self.updated: list[dict[str, Any]] = []
+        self.rpc: list[tuple[str, dict[str, Any]]] = []
+        self.rpc_error: Exception | None = None
+
+    async def update(self, params: dict[str, Any]) -> None:
+        self.updated.append(dict(params))
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        self.rpc.append((method, params))
+        if self.rpc_error is not None:
+            raise self.rpc_error
+        return {"state": "ended"}
+
+
+@pytest.mark.parametrize(("sdp", "direction"), [
+    (HOLD_SDP, "sendonly"),
+    (HOLD_SDP.replace("a=sendonly", "a=inactive"), "inactive"),
+    (HOLD_SDP.replace("a=sendonly\r\n", ""), "sendrecv"),
+    (HOLD_SDP.replace("a=sendonly\r\n", "").replace("t=0 0", "a=recvonly\r\nt=0 0"),
+     "recvonly"),  # session level
+    (HOLD_SDP.replace("a=sendonly\r\n", "").replace("IN IP4 127.0.0.1\r\nt", "IN IP4 0.0.0.0"
+                                                      "\r\nt"), "sendonly"),  # RFC 2543 hold
+    ("", None),
+])
+def test_offer_direction_reads_rfc_3264_hold(sdp: str, direction: str | None) -> None:
+    from services.edge.recording import offer_direction
+
+    assert offer_direction(sdp.encode()) == direction
+
+
+def test_an_accepted_re_invite_tells_the_recorder_its_direction() -> None:
+    client = _spawned(Updates(default_srs="sip:srs@10.0.0.5:5090"))
+    h = _harness(None, client)
+    h.feed(invite())
+    fwd = to(h.sent, UAS)[0]
+    assert isinstance(fwd, Request)
+    h.feed(answer(fwd, 200))
+    reinvite = _with_body(invite(to_tag="b1", branch="z9hG4bKre1"), HOLD_SDP)
+    h.feed(reinvite)
+    fwd2 = [m for m in to(h.sent, UAS) if isinstance(m, Request)][-1]
+    assert fwd2.to_tag == "b1" and client.updated == []  # not before it is accepted
+    h.feed(answer(fwd2, 200))
+    assert client.updated == [{"callid": "c1", "from_tag": "a1", "direction": "sendonly"}]
+    h.feed(_with_body(invite(to_tag="b1", branch="z9hG4bKre2"), HOLD_SDP))
+    fwd3 = [m for m in to(h.sent, UAS) if isinstance(m, Request)][-1]
+    h.feed(answer(fwd3, 488))
+    assert len(client.updated) == 1  # a refused re-INVITE changes nothing
+
+
+SRS_BYE = ("BYE sip:src@127.0.0.1:5060;transport=udp SIP/2.0\r\n"
+           "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKsrsbye;rport\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:srs@127.0.0.1:5099>;tag=s1\r\n"
+           "To: <sip:src@127.0.0.1>;tag=l1\r\nCall-ID: {cid}\r\nCSeq: 1 BYE\r\n"
+           "Content-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (None, 200), (RuntimeError("no siprec service answered: 404 Recording not found"), 481)])
+async def test_an_srs_bye_is_answered_and_reaches_the_recorder(
+        error: Exception | None, status: int) -> None:
+    from tests.unit.edge.test_edge_registrar_routing import run
+
+    client = Updates()
+    client.rpc_error = error
+    h = _harness(None, client)
+    sends = await run(h, h.feed(SRS_BYE.format(cid="abc-siprec"), peer=("127.0.0.1", 5099)))
+    replies = [m for m in to(sends, 5099) if not isinstance(m, Request)]
+    assert [r.status for r in replies] == [status]
+    assert client.rpc == [("siprec_srs_bye", {"rs_callid": "abc-siprec"})]
+    assert to(h.sent, UAS) == []  # not relayed anywhere
+
+
+def test_a_bye_of_another_call_to_src_is_not_taken_for_the_srs() -> None:
+    client = _spawned(Updates())
+    h = _harness(None, client)
+    h.feed(SRS_BYE.format(cid="plain-call"), peer=("127.0.0.1", 5099))
+    assert client.rpc == []

@@ -181,3 +181,47 @@ async def test_a_restarted_recorder_takes_its_recordings_back_and_ends_lost_ones
     bye = gone_uac.sent[0]
     assert bye.method == "BYE" and dict(bye.headers)["To"].endswith(";tag=srs")
     assert events == ["E_SIPREC_STOP:call-gone"] and store.rows == {}
+
+
+async def test_hold_re_invites_the_srs_and_saves_the_new_cseq() -> None:
+    media, uac = Media(), Uac([200, 491, 200, 200])
+    clock = [1000.0]
+    events: list[tuple[str, Mapping[str, Any]]] = []
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    rec = Recorder(media, uac, on_event=lambda n, p: events.append((n, p)),
+                   clock=lambda: clock[0], sleep=sleep)
+    await rec.start(PARAMS)
+    assert await rec.update("nope", "ft", "sendonly") is None
+    # the callee holds (inactive); the SRS's first answer is 491, retried after its wait
+    answer = await rec.update("c1", "tt", "inactive")
+    assert answer == {"state": "active", "update": "updated", "held": ["1", "2"]}
+    assert len(waits) == 1 and 2.1 <= waits[0] <= 4.0  # RFC 3261 §14.1
+    reinvites = [o for o in uac.sent if o.method == "INVITE"][1:]
+    assert [dict(o.headers)["CSeq"] for o in reinvites] == ["2 INVITE", "3 INVITE"]
+    assert all(o.ruri == "sip:srs@10.0.0.9" for o in reinvites)  # the SRS's Contact
+    assert await rec.update("c1", "tt", "inactive") == {
+        "state": "active", "update": "unchanged", "held": ["1", "2"]}
+    resumed = await rec.update("c1", "ft", "sendrecv")
+    assert resumed is not None and resumed["held"] == []
+    stopped = await rec.stop("c1")
+    assert stopped is not None and dict(uac.sent[-1].headers)["CSeq"] == "5 BYE"
+    assert rec.counters["updates"] == 3
+
+
+async def test_an_srs_bye_stops_the_recording_and_the_call_goes_on() -> None:
+    media, uac = Media(), Uac([200])
+    rec, events = _recorder(media, uac)
+    await rec.start(PARAMS)
+    rs_call_id = rec.table.sessions["c1"].rs_call_id
+    assert await rec.srs_bye("unknown-siprec") is None
+    assert await rec.srs_bye(rs_call_id) == {"state": "ended", "callid": "c1"}
+    assert [o.method for o in uac.sent] == ["INVITE"]  # no BYE of ours to the SRS
+    assert media.calls[-1][0] == "Unsubscribe"
+    assert events[-1][0] == "E_SIPREC_STOP" and events[-1][1]["reason"] == "srs-bye"
+    assert len(rec.table) == 0 and await rec.stop("c1") is None  # the call's BYE later
+    assert rec.counters["srs_ended"] == 1

@@ -12,6 +12,7 @@ from services.siprec.body import (
     label_sdp,
     multipart,
     parse_multipart,
+    sdp_directions,
     sdp_labels,
     split_offer,
 )
@@ -24,10 +25,12 @@ from services.siprec.metadata import (
     two_party,
 )
 from services.siprec.session import (
+    Outgoing,
     Recording,
     RecordingError,
     State,
     Table,
+    hold_rule,
     parse_srs_list,
 )
 from services.siprec.testing.fake_srs import check_invite
@@ -226,3 +229,126 @@ def test_srs_lists_are_opensips_comma_lists_of_sip_uris() -> None:
     for bad in ("", "http://x", "sip:a@h\r\nX: y", " , "):
         with pytest.raises(RecordingError):
             parse_srs_list(bad)
+
+
+# -- following the call (RFC 7866 §8.1.2, §8.3; RFC 7865 §6.1.1; RFC 3264 §8.4) ------------
+def _active(table: Table) -> Recording:
+    rec = table.begin(_recording())
+    _invite(table, rec, ["ft", "tt"])
+    table.answered(rec, 200, [("To", "<sip:srs1@h:5090>;tag=srs-tag"),
+                              ("Contact", "<sip:srs@10.0.0.9:5090>"),
+                              ("Record-Route", "<sip:p1;lr>")], ANSWER, 1_800_000_005.0)
+    assert rec.state is State.ACTIVE
+    return rec
+
+
+def _as_request(out: Outgoing) -> Request:
+    return Request(out.method, out.ruri, [("Via", "SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKy"),
+                                          *out.headers], out.body)
+
+
+@pytest.mark.parametrize(("offerer", "direction", "held"), [
+    ("ft", "sendonly", ("2",)),   # the caller holds: the callee's stream stops
+    ("tt", "sendonly", ("1",)),   # the callee holds: the caller's stream stops
+    ("ft", "a=recvonly", ("1",)),
+    ("tt", "inactive", ("1", "2")),
+    ("ft", "sendrecv", ()),
+])
+def test_hold_rule_maps_the_offer_direction_to_the_held_streams(
+        offerer: str, direction: str, held: tuple[str, ...]) -> None:
+    rec = _active(Table())
+    assert hold_rule(rec, offerer, direction) == held
+
+
+def test_hold_sends_the_srs_a_reinvite_with_new_metadata_and_inactive_stream() -> None:
+    table = Table()
+    rec = _active(table)
+    out = table.update(rec, offerer_tag="ft", direction="sendonly", now=10.0,
+                       boundary="b2")
+    assert out is not None and out.method == "INVITE"
+    assert out.ruri == "sip:srs@10.0.0.9:5090" and out.route == ("<sip:p1;lr>",)
+    headers = dict(out.headers)
+    assert headers["CSeq"] == "2 INVITE" and headers["Call-ID"] == "rs-1"
+    assert headers["To"].endswith(";tag=srs-tag") and headers["From"].endswith(";tag=lt")
+    req = _as_request(out)
+    problems, meta, labels, sdp = check_invite(req, update=True)
+    assert problems == [] and labels == ["1", "2"] and meta is not None
+    assert meta.datamode == "complete"
+    assert sdp_directions(sdp) == {"1": "sendonly", "2": "inactive"}
+    assert "o=- 1 2 IN IP4" in sdp  # RFC 3264 §8: the version grows
+    assert meta.participant("sip:alice@a").send == ["1"]
+    assert meta.participant("sip:alice@a").recv == []  # bob's stream is on hold
+    assert meta.participant("sip:bob@b").send == []
+    assert check_invite(req)[0] != []  # not an initial INVITE (no Require, inactive)
+    # RFC 3261 §14.1: one INVITE at a time; the resume waits for the answer
+    assert table.update(rec, offerer_tag="ft", direction="sendrecv", now=11.0,
+                        boundary="b3") is None
+    assert table.update_answered(rec, 200, 12.0) == "updated"
+    assert rec.held == ("2",)
+    resume = table.due(rec, 12.0, boundary="b4")
+    assert resume is not None and dict(resume.headers)["CSeq"] == "3 INVITE"
+    assert sdp_directions(split_offer(dict(resume.headers)["Content-Type"],
+                                      resume.body)[0]) == {"1": "sendonly", "2": "sendonly"}
+    assert table.update_answered(rec, 200, 12.5) == "updated" and rec.held == ()
+    assert table.due(rec, 13.0, boundary="b5") is None  # nothing left to say
+    bye = table.stop(rec)
+    assert bye is not None and dict(bye.headers)["CSeq"] == "4 BYE"  # after the updates
+
+
+def test_an_unchanged_hold_state_sends_nothing() -> None:
+    table = Table()
+    rec = _active(table)
+    assert table.update(rec, offerer_tag="ft", direction="sendrecv", now=1.0,
+                        boundary="b") is None
+    assert table.update(rec, offerer_tag="ft", direction="bogus", now=1.0,
+                        boundary="b") is None
+    assert rec.cseq == 1
+
+
+def test_a_491_is_retried_after_its_wait_on_the_clock() -> None:
+    table = Table()
+    rec = _active(table)
+    assert table.update(rec, offerer_tag="tt", direction="inactive", now=100.0,
+                        boundary="b") is not None
+    assert table.update_answered(rec, 491, 100.0, jitter=0.0) == "retry"
+    assert rec.retry_at == pytest.approx(102.1)  # RFC 3261 §14.1: 2.1-4 s for the owner
+    assert table.due(rec, 102.0, boundary="b") is None
+    again = table.due(rec, 102.1, boundary="b")
+    assert again is not None and dict(again.headers)["CSeq"] == "3 INVITE"
+    assert table.update_answered(rec, 491, 103.0, jitter=1.0) == "retry"
+    assert rec.retry_at == pytest.approx(107.0)
+
+
+def test_a_refused_update_keeps_the_session_and_481_ends_it() -> None:
+    table = Table()
+    rec = _active(table)
+    table.update(rec, offerer_tag="ft", direction="sendonly", now=1.0, boundary="b")
+    assert table.update_answered(rec, 488, 1.0) == "refused"
+    assert rec.held == () and table.due(rec, 2.0, boundary="b") is None
+    assert rec.state is State.ACTIVE
+    table.update(rec, offerer_tag="ft", direction="inactive", now=3.0, boundary="b")
+    assert table.update_answered(rec, 481, 3.0) == "gone"
+
+
+def test_an_srs_bye_ends_the_session_without_a_bye_of_ours() -> None:
+    table = Table()
+    rec = _active(table)
+    assert table.by_rs_call_id("rs-1") is rec and table.by_rs_call_id("rs-2") is None
+    assert table.srs_ended(rec) and rec.state is State.STOPPING
+    assert table.stop(rec) is None  # nothing to BYE any more
+    table.end(rec)
+    assert table.get("call-1") is None
+
+
+def test_the_hold_state_and_offer_survive_the_store() -> None:
+    table = Table()
+    rec = _active(table)
+    table.update(rec, offerer_tag="ft", direction="sendonly", now=1.0, boundary="b")
+    table.update_answered(rec, 200, 1.0)
+    back = Recording.from_doc(rec.to_doc())
+    assert back.held == ("2",) and back.offers == 1 and back.cseq == 2
+    assert back.offer_sdp == rec.offer_sdp
+    old = rec.to_doc()
+    for key in ("held", "offers", "offer_sdp"):
+        old.pop(key)
+    assert Recording.from_doc(old).held == ()  # a row written before this release
