@@ -151,15 +151,16 @@ async def _consume(events: list[dict[str, Any]]) -> Any:
     return connection
 
 
-def _sipp_call(edge: str, tmp: Path) -> tuple[subprocess.CompletedProcess[bytes], str]:
+def _sipp_call(edge: str, tmp: Path, uac: Path = SCENARIOS / "uac_media.xml",
+               uas: str = "../../media/scenarios/uas_media.xml"
+               ) -> tuple[subprocess.CompletedProcess[bytes], str]:
     """One sipp call with RTP both ways (4 s, then BYE); (result, the UAS's address)."""
     sipp = Sipp(tmp)
     uas_port = free_port()
     try:
-        sipp.uas("../../media/scenarios/uas_media.xml", uas_port,
-                 extra=["-mp", str(free_port())])
+        sipp.uas(uas, uas_port, extra=["-mp", str(free_port())])
         result = subprocess.run(
-            ["sipp", "-sf", str(SCENARIOS / "uac_media.xml"), "-i", "127.0.0.1",
+            ["sipp", "-sf", str(uac), "-i", "127.0.0.1",
              "-p", str(free_port()), "-mp", str(free_port()), "-rsa", edge,
              f"127.0.0.1:{uas_port}", "-s", "rec", "-m", "1", "-nostdin",
              "-timeout", "30s", "-timeout_error"],
@@ -193,12 +194,16 @@ def _while_recording(mesh: dict[str, Any], action: str) -> list[Any]:
     return listed
 
 
-async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs], action: str = ""
+async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs], action: str = "",
+                      hold: bool = False
                       ) -> tuple[subprocess.CompletedProcess[bytes], str, list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
     connection = await _consume(events)
+    scenarios = (HERE / "scenarios" / "uac_hold.xml", "../../siprec/scenarios/uas_hold.xml"
+                 ) if hold else ()
     try:
-        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address, tmp))
+        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address, tmp,
+                                                     *scenarios))
         if action:
             mesh["during"] = await asyncio.to_thread(_while_recording, mesh, action)
         result, uas = await call
@@ -448,3 +453,66 @@ async def test_a_recorder_killed_mid_call_ends_the_recording_after_its_restart(
     stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
     assert stop["callid"] == call_id and stop["reason"] == "call-gone"
     assert mi(mesh["siprec"].mi, "siprec_list") == {"Recordings": []}
+
+
+async def test_a_hold_re_invite_sends_the_srs_the_new_metadata(mesh: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    """sipp's caller puts the call on hold (re-INVITE a=sendonly) and takes it off: the
+    recording follows (RFC 7866 §8.1.2, RFC 7865 §6.1.1): the SRS gets a re-INVITE in its
+    session with a complete snapshot where the callee sends nothing and its stream
+    a=inactive, then one with both streams back; the call's BYE still ends it."""
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    try:
+        result, uas, events = await _record_one(mesh, tmp_path, [srs], hold=True)
+    finally:
+        srs.close()
+    assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    session = _only(srs)
+    assert session.problems == [] and session.ended
+    assert [directions for _, directions, _ in session.updates] == [
+        {"1": "sendonly", "2": "inactive"}, {"1": "sendonly", "2": "sendonly"}]
+    assert all(problems == [] for _, _, problems in session.updates), session.updates
+    (held, _, _), (resumed, _, _) = session.updates
+    assert held is not None and resumed is not None and held.datamode == "complete"
+    caller = held.participant(f"sip:sipp@127.0.0.1:{_from_port(session)}")
+    callee = held.participant(f"sip:rec@{uas}")
+    assert caller.send == ["1"] and caller.recv == []  # the callee's stream is on hold
+    assert callee.send == [] and callee.recv == ["1"]
+    back = resumed.participant(f"sip:rec@{uas}")
+    assert back.send == ["2"] and back.recv == ["1"]
+    # the same session and participants throughout (RFC 7865 §6.10: stable ids)
+    first = session.metadata
+    assert first is not None and held.session_ids == resumed.session_ids == first.session_ids
+    stop = next(e for e in events if e["event"] == "E_SIPREC_STOP")
+    assert stop["reason"] == "bye" and stop["bye_status"] == 200
+    assert session.rtp.get("1", 0) > 50, session.rtp
+
+
+async def test_an_srs_bye_ends_the_recording_and_the_call_goes_on(
+        mesh: dict[str, Any], tmp_path: Path) -> None:
+    """The SRS ends the recording session (RFC 7866 §7.1.2): its BYE reaches the edge
+    (our Contact), which answers it and tells the recorder: E_SIPREC_STOP reason
+    srs-bye, the recording gone from siprec_list, and the sipp call completes."""
+    srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
+    events: list[dict[str, Any]] = []
+    connection = await _consume(events)
+    try:
+        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address,
+                                                     tmp_path))
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_START" for e in events), 15, "the recording")
+        session = _only(srs)
+        status = await srs.bye(session.call_id)
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["event"] == "E_SIPREC_STOP" for e in events), 15, "E_SIPREC_STOP")
+        listed = mi(mesh["siprec"].mi, "siprec_list")
+        result, _ = await call
+    finally:
+        await connection.close()
+        srs.close()
+    assert status == 200 and session.ended
+    assert listed == {"Recordings": []}  # while the call was still up
+    assert result.returncode == 0, result.stdout.decode(errors="replace")[-2000:]
+    stops = [e for e in events if e["event"] == "E_SIPREC_STOP"]
+    assert len(stops) == 1 and stops[0]["reason"] == "srs-bye"  # the call's BYE: no 2nd
+    assert stops[0]["rs_callid"] == session.call_id
