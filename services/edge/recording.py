@@ -69,19 +69,21 @@ class RecordingClient:
         self._known: list[str] = list(self.static)
         self._looked_at = -LOOKUP_TTL
         self._clients: dict[str, Any] = {}
+        self._lookup = asyncio.Lock()
 
     async def urls(self) -> list[str]:
         if self.static:
             return [u if u.startswith("http") else f"http://{u}/mi" for u in self.static]
         if self.registry is None:
             return []
-        now = asyncio.get_running_loop().time()
-        if now - self._looked_at >= LOOKUP_TTL:  # one discovery lookup per TTL, not per BYE
-            self._looked_at = now
-            with contextlib.suppress(Exception):
-                found = await self.registry.healthy(self.service)
-                self._known = sorted({i.meta["mi_url"] for i in found
-                                      if i.meta.get("mi_url")})
+        async with self._lookup:  # calls at once wait for one lookup, not for none
+            now = asyncio.get_running_loop().time()
+            if now - self._looked_at >= LOOKUP_TTL:  # one lookup per TTL, not per BYE
+                self._looked_at = now
+                with contextlib.suppress(Exception):
+                    found = await self.registry.healthy(self.service)
+                    self._known = sorted({i.meta["mi_url"] for i in found
+                                          if i.meta.get("mi_url")})
         return list(self._known)
 
     @property

@@ -34,3 +34,7 @@ async def request_route(request: Any, ctx: Any) -> None:
     result = default_routing.request_route(request, ctx)
     if result is not None:
         await result
+
+
+# The default routing's reply route too (media anchoring answers the 2xx's SDP there).
+reply_route = default_routing.reply_route

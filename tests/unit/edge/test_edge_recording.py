@@ -263,3 +263,22 @@ def test_a_bye_of_another_call_to_src_is_not_taken_for_the_srs() -> None:
     h = _harness(None, client)
     h.feed(SRS_BYE.format(cid="plain-call"), peer=("127.0.0.1", 5099))
     assert client.rpc == []
+
+
+async def test_calls_at_once_wait_for_the_one_discovery_lookup() -> None:
+    """The first calls after start: each must see the recorder the lookup finds (a second
+    call used to get an empty list while the first one's lookup was out)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    class Registry:
+        lookups = 0
+
+        async def healthy(self, service: str) -> list[Any]:
+            Registry.lookups += 1
+            await asyncio.sleep(0.05)
+            return [SimpleNamespace(meta={"mi_url": "http://127.0.0.1:9/mi"})]
+
+    client = RecordingClient(registry=Registry())
+    first, second = await asyncio.gather(client.urls(), client.urls())
+    assert first == second == ["http://127.0.0.1:9/mi"] and Registry.lookups == 1
