@@ -56,9 +56,13 @@ class EdgeConfig:
     ds_probing_threshold: int = 1
     ds_ping_from: str = "sip:dispatcher@localhost"
     ds_options_reply_codes: tuple[str, ...] = ()
-    # SIP capture (services/edge/siptrace.py, OpenSIPS siptrace): HEP v3 over UDP to
-    # hep_dest (host:port, "" = none); sip_trace is the state at start (MI sip_trace).
+    # SIP capture (services/edge/siptrace.py, OpenSIPS siptrace): HEP v3 to hep_dest
+    # (host:port UDP, host:port;transport=tcp, file:/x.pcap; "" = none); sip_trace is the
+    # state at start (MI sip_trace).
     hep_dest: str = ""
+    # Per-call tracing (services/edge/tracer.py, OpenSIPS tracer's trace_id): "name=URI"
+    # destinations for ctx.trace(name) in routing (URIs as hep_dest).
+    trace_ids: tuple[str, ...] = ()
     hep_capture_id: int = 1
     hep_auth_key: str = ""
     sip_trace: bool = False
