@@ -21,6 +21,7 @@ test. Statistics ``tracer:`` (``traced_messages``, ``traced_calls``, ``send_erro
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class TraceId:
         return {"id": self.name, "uri": self.uri, "state": "on" if self.on else "off",
                 "dynamic": self.dynamic, "scope": self.scope,
                 "filters": [str(f) for f in self.filters.filters],
-                "messages": self.messages}
+                "messages": self.messages, "pid": os.getpid()}
 
 
 class CaptureHub:
