@@ -233,10 +233,16 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise EdgeConfigError("[edge].ds_probing_mode must be 0 or 1, ds_ping_interval >= 0")
     if not all(c.strip().isdigit() for c in config.ds_options_reply_codes):
         raise EdgeConfigError("[edge].ds_options_reply_codes must be SIP status codes")
-    if config.hep_dest:
-        from services.edge.siptrace import parse_dest
+    from services.edge.capture_sinks import parse_uri
+    from services.edge.tracer import parse_trace_ids
 
-        parse_dest(config.hep_dest)
+    try:
+        if config.hep_dest:
+            parse_uri(config.hep_dest)
+        for uri in parse_trace_ids(config.trace_ids).values():
+            parse_uri(uri)
+    except ValueError as exc:
+        raise EdgeConfigError(f"[edge] capture destination: {exc}") from exc
     config.interfaces()
     config.trusted_networks()
     config.routes()

@@ -36,7 +36,9 @@ def _sum16(data: bytes) -> int:
     return total
 
 
-def read(path: Path) -> list[Frame]:
+def read(path: Path, *, checksums: bool = True) -> list[Frame]:
+    """The frames of a pcap file; ``checksums=False`` for a writer that leaves IPv4
+    header checksums 0 (sngrep's saved HEP captures)."""
     data = path.read_bytes()
     if len(data) < 24:
         raise PcapError("no global header")
@@ -50,19 +52,19 @@ def read(path: Path) -> list[Frame]:
         sec, usec, incl, orig = struct.unpack("<IIII", data[pos:pos + 16])
         if incl != orig or usec >= 1_000_000 or pos + 16 + incl > len(data):
             raise PcapError(f"bad record at {pos}")
-        frames.append(_frame(data[pos + 16:pos + 16 + incl], sec + usec / 1e6))
+        frames.append(_frame(data[pos + 16:pos + 16 + incl], sec + usec / 1e6, checksums))
         pos += 16 + incl
     return frames
 
 
-def _frame(frame: bytes, when: float) -> Frame:
+def _frame(frame: bytes, when: float, checksums: bool) -> Frame:
     (ethertype,) = struct.unpack("!H", frame[12:14])
     packet = frame[14:]
     src: ipaddress.IPv4Address | ipaddress.IPv6Address
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address
     if ethertype == 0x0800:
         ihl = (packet[0] & 0x0F) * 4
-        if packet[0] >> 4 != 4 or _sum16(packet[:ihl]) != 0xFFFF:
+        if packet[0] >> 4 != 4 or (checksums and _sum16(packet[:ihl]) != 0xFFFF):
             raise PcapError("a bad IPv4 header (version or checksum)")
         (total,) = struct.unpack("!H", packet[2:4])
         if total != len(packet):

@@ -130,3 +130,48 @@ def test_sngrep_reads_the_pcap_file(tmp_path: Path) -> None:
     assert "Dialog count: 3" in run.stdout, run.stdout
     # what sngrep parsed as SIP and saved again is every message
     assert [f.payload for f in read(out)] == [sip("dlg1"), ok, sip("dlg2"), sip("dlg3")]
+
+
+@pytest.mark.skipif(shutil.which("sngrep") is None, reason="sngrep not installed")
+async def test_sngrep_as_a_hep_server_takes_the_packets(tmp_path: Path) -> None:
+    """sngrep -L is a real HEP v3 (EEP) listener: it must see the dialogs we send."""
+    port = reserve_port()
+    out, log = tmp_path / "hep.pcap", tmp_path / "sngrep.out"
+    with log.open("wb") as stdout:
+        proc = subprocess.Popen(["sngrep", "-N", "-L", f"udp:127.0.0.1:{port}", "-O", str(out)],
+                                stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=subprocess.STDOUT)
+    sink = open_sink(f"hep:127.0.0.1:{port}", capture_id=3)
+    calls = [sip(f"hep{i}") for i in range(3)]
+    try:
+        await eventually(lambda: f":{port:04X} " in Path("/proc/net/udp").read_text(), 10,
+                         "sngrep listening")
+
+        def all_seen() -> bool:
+            for data in calls:  # sent again until seen: a datagram may beat the socket
+                sink.emit(cap(data))
+            return "Dialog count: 3" in log.read_text(errors="replace")
+
+        await eventually(all_seen, 15, "sngrep counting the 3 dialogs")
+    finally:
+        sink.close()
+        proc.terminate()
+        proc.wait(10)
+    got = {f.payload for f in read(out, checksums=False)}
+    assert got == set(calls)
+
+
+def test_bad_destinations_are_refused_when_the_config_loads(tmp_path: Path) -> None:
+    from services.edge.config import EdgeConfigError, load_config
+
+    path = tmp_path / "sipmesh.toml"
+    good = ('[edge]\nhep_dest = "file:/tmp/x.pcap"\n'
+            'trace_ids = ["cap=hep:10.0.0.5:9060;transport=tcp", "disk=file:/tmp/y.pcap"]\n')
+    path.write_text(good)
+    assert load_config(path, environ={}).trace_ids == (
+        "cap=hep:10.0.0.5:9060;transport=tcp", "disk=file:/tmp/y.pcap")
+    for bad in ('trace_ids = ["cap"]', 'trace_ids = ["cap=hep:nowhere"]',
+                'hep_dest = "10.0.0.5"'):
+        path.write_text(f"[edge]\n{bad}\n")
+        with pytest.raises(EdgeConfigError, match="capture destination"):
+            load_config(path, environ={})
