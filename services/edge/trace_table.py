@@ -26,6 +26,7 @@ traced from its start.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -119,6 +120,28 @@ class FilterSet:
         return True
 
 
+# Header lookups on the raw header block (RFC 3261 §7.3.3 compact forms included): one
+# C-level regex search each, as every message of a worker passes here while tracing is on.
+_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.I)
+_CSEQ = re.compile(rb"\r\ncseq[ \t]*:[ \t]*(\d{1,10})[ \t]+([!-~]+)", re.I)
+_TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.I)
+
+
+def _end(data: bytes) -> int:
+    end = data.find(b"\r\n\r\n")
+    return len(data) if end < 0 else end + 2
+
+
+def call_id(data: bytes) -> str:
+    """The Call-ID of a raw message ('' when it has none)."""
+    found = _CALL_ID.search(data, 0, _end(data) + 2)
+    return found.group(1).decode("utf-8", "replace") if found else ""
+
+
+def has_to_tag(data: bytes) -> bool:
+    return _TO_TAG.search(data, 0, _end(data)) is not None
+
+
 def _head(data: bytes) -> tuple[int, str, int]:
     """(status or 0 for a request, CSeq method, CSeq number) from the raw header block."""
     status = 0
@@ -126,14 +149,10 @@ def _head(data: bytes) -> tuple[int, str, int]:
         parts = data[:20].split(b" ", 2)
         if len(parts) > 1 and parts[1][:3].isdigit():
             status = int(parts[1][:3])
-    head = data.split(b"\r\n\r\n", 1)[0]
-    for line in head.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() == b"cseq":
-            number, _, method = value.strip().partition(b" ")
-            if number.isdigit():
-                return status, method.strip().decode("ascii", "replace"), int(number)
-    return status, "", -1
+    found = _CSEQ.search(data, 0, _end(data))
+    if found is None:
+        return status, "", -1
+    return status, found.group(2).decode("ascii"), int(found.group(1))
 
 
 def _request_method(data: bytes) -> str:
@@ -198,8 +217,8 @@ class TraceTable:
 
 def initial_request(data: bytes) -> Request | None:
     """The parsed request when `data` is a request outside any dialog (no To tag)."""
-    if data.startswith(b"SIP/"):
-        return None
+    if data.startswith(b"SIP/") or has_to_tag(data):
+        return None  # cheap refusals first: most messages are responses or in a dialog
     try:
         message = parse_message(data)
     except SipParseError:

@@ -31,7 +31,14 @@ import structlog
 
 from services.edge.capture_sinks import Sink, open_sink
 from services.edge.hep import Capture, call_id_of
-from services.edge.trace_table import SCOPES, FilterSet, TraceTable, filters_of, initial_request
+from services.edge.trace_table import (
+    SCOPES,
+    FilterSet,
+    TraceTable,
+    call_id,
+    filters_of,
+    initial_request,
+)
 from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiError
 
 if TYPE_CHECKING:
@@ -44,17 +51,18 @@ if TYPE_CHECKING:
 EXPIRE_EVERY = 10.0
 
 
-def inbound(app: EdgeApp, data: bytes, source: Source) -> Capture:
+def inbound(app: EdgeApp, data: bytes, source: Source, cid: str | None = None) -> Capture:
     itf = source.interface
     return Capture(data, (source.host, source.port), (itf.host, itf.port), itf.transport,
-                   time.time(), call_id_of(data))
+                   time.time(), call_id_of(data) if cid is None else cid)
 
 
-def outbound(app: EdgeApp, data: bytes, dest: Destination) -> Capture:
+def outbound(app: EdgeApp, data: bytes, dest: Destination, cid: str | None = None
+             ) -> Capture:
     itf = dest.interface or next(iter(app.interfaces), None)
     local = (itf.host, itf.sent_by_port) if itf is not None else ("0.0.0.0", 0)
     return Capture(data, local, (dest.host, dest.port), dest.transport, time.time(),
-                   call_id_of(data))
+                   call_id_of(data) if cid is None else cid)
 
 
 @dataclass
@@ -107,21 +115,21 @@ class CaptureHub:
             self.siptrace.received(data, source)
         if len(data) <= 4 or not self.global_on:
             return
-        call_id = call_id_of(data)
+        cid = call_id(data)
         now = self.clock()
-        targets = self.table.targets(call_id, data, now) if self.table.calls else set()
+        targets = self.table.targets(cid, data, now) if self.table.calls else set()
         if not targets and self._dynamic():
             request = initial_request(data)
             if request is not None:
                 for tid in self.ids.values():
                     if tid.dynamic and tid.on and tid.filters.matches(request, source.host):
                         cseq = request.cseq
-                        self.table.add(call_id, tid.name, tid.scope, cseq.number, cseq.method,
+                        self.table.add(cid, tid.name, tid.scope, cseq.number, cseq.method,
                                        now)
-                        self.log.info("tracer.call", trace_id=tid.name, call_id=call_id)
-                targets = self.table.targets(call_id, data, now)
+                        self.log.info("tracer.call", trace_id=tid.name, call_id=cid)
+                targets = self.table.targets(cid, data, now)
         if targets:
-            self._emit(targets, inbound(self.app, data, source))
+            self._emit(targets, inbound(self.app, data, source, cid))
         self._maybe_expire(now)
 
     def sent(self, data: bytes, dest: Destination) -> None:
@@ -129,9 +137,10 @@ class CaptureHub:
             self.siptrace.sent(data, dest)
         if len(data) <= 4 or not self.global_on or not self.table.calls:
             return
-        targets = self.table.targets(call_id_of(data), data, self.clock())
+        cid = call_id(data)
+        targets = self.table.targets(cid, data, self.clock())
         if targets:
-            self._emit(targets, outbound(self.app, data, dest))
+            self._emit(targets, outbound(self.app, data, dest, cid))
 
     def _dynamic(self) -> bool:
         return any(t.dynamic and t.on for t in self.ids.values())
@@ -165,18 +174,18 @@ class CaptureHub:
         if not (self.global_on and tid.on):
             return -1
         request = ctx.request
-        call_id = request.call_id
+        cid = request.call_id
         was_active = self.app.capture is self
-        known = call_id in self.table.calls and trace_id in self.table.calls[call_id].ids
+        known = cid in self.table.calls and trace_id in self.table.calls[cid].ids
         cseq = request.cseq
-        self.table.add(call_id, trace_id, scope, cseq.number, request.method, self.clock())
+        self.table.add(cid, trace_id, scope, cseq.number, request.method, self.clock())
         self.refresh()
         if not (known and was_active):
             # The hub was not looking when this request arrived: capture it now.
             itf = ctx.source.interface
             self._emit({trace_id}, Capture(
                 request.serialize(), (ctx.source.host, ctx.source.port), (itf.host, itf.port),
-                itf.transport, time.time(), call_id))
+                itf.transport, time.time(), cid))
         return 1
 
     def close(self) -> None:

@@ -111,3 +111,17 @@ def test_only_initial_requests_start_a_filtered_trace_and_bad_filters_are_refuse
     for bad in ("who=alice", "caller=", "alice", "ip=not-an-ip"):
         with pytest.raises(ValueError):
             parse_filter(bad)
+
+
+def test_raw_header_lookups_compact_forms_and_case() -> None:
+    from services.edge.trace_table import call_id, has_to_tag
+
+    assert call_id(INVITE) == "c1"
+    compact = (b"BYE sip:a@b SIP/2.0\r\ni:  x@y \r\nt: <sip:b@c>;TAG=9\r\ncseq: 7 BYE\r\n"
+               b"\r\nCall-ID: body-is-not-a-header\r\n")
+    assert call_id(compact) == "x@y" and has_to_tag(compact)
+    assert not has_to_tag(INVITE) and has_to_tag(BYE)
+    assert call_id(b"OPTIONS sip:a@b SIP/2.0\r\n\r\ni: nope\r\n") == ""
+    table = TraceTable()
+    table.add("x@y", "cap", "t", 7, "BYE", 0.0)
+    assert table.targets("x@y", compact, 0.0) == {"cap"}
