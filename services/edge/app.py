@@ -136,7 +136,7 @@ class EdgeApp:
         self.pike: Any = None  # services/edge/pike_mi.PikeGuard: flood protection, or None
         # (method, status, arrival) of each stateful request's final response (operator_mi)
         self.on_transaction: Callable[[str, int, float], None] | None = None
-        self.capture: Any = None  # services/edge/siptrace.HepTracer while sip_trace is on
+        self.capture: Any = None  # services/edge/tracer.CaptureHub while anything is traced
         self.interfaces: list[Interface] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -579,6 +579,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     from services.edge.siptrace import attach_siptrace
 
     attach_siptrace(runtime, app, config)  # sip_trace: HEP v3 to a capture server
+    from services.edge.tracer import attach_tracer
+
+    attach_tracer(runtime, app, config)  # ctx.trace(), MI trace/trace_start/trace_stop
 
     # /ready: SIP sockets open and, in a mesh, a registrar to send REGISTERs to.
     runtime.ready_check("sip", lambda: bool(app.interfaces))

@@ -56,9 +56,13 @@ class EdgeConfig:
     ds_probing_threshold: int = 1
     ds_ping_from: str = "sip:dispatcher@localhost"
     ds_options_reply_codes: tuple[str, ...] = ()
-    # SIP capture (services/edge/siptrace.py, OpenSIPS siptrace): HEP v3 over UDP to
-    # hep_dest (host:port, "" = none); sip_trace is the state at start (MI sip_trace).
+    # SIP capture (services/edge/siptrace.py, OpenSIPS siptrace): HEP v3 to hep_dest
+    # (host:port UDP, host:port;transport=tcp, file:/x.pcap; "" = none); sip_trace is the
+    # state at start (MI sip_trace).
     hep_dest: str = ""
+    # Per-call tracing (services/edge/tracer.py, OpenSIPS tracer's trace_id): "name=URI"
+    # destinations for ctx.trace(name) in routing (URIs as hep_dest).
+    trace_ids: tuple[str, ...] = ()
     hep_capture_id: int = 1
     hep_auth_key: str = ""
     sip_trace: bool = False
@@ -229,10 +233,16 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         raise EdgeConfigError("[edge].ds_probing_mode must be 0 or 1, ds_ping_interval >= 0")
     if not all(c.strip().isdigit() for c in config.ds_options_reply_codes):
         raise EdgeConfigError("[edge].ds_options_reply_codes must be SIP status codes")
-    if config.hep_dest:
-        from services.edge.siptrace import parse_dest
+    from services.edge.capture_sinks import parse_uri
+    from services.edge.tracer import parse_trace_ids
 
-        parse_dest(config.hep_dest)
+    try:
+        if config.hep_dest:
+            parse_uri(config.hep_dest)
+        for uri in parse_trace_ids(config.trace_ids).values():
+            parse_uri(uri)
+    except ValueError as exc:
+        raise EdgeConfigError(f"[edge] capture destination: {exc}") from exc
     config.interfaces()
     config.trusted_networks()
     config.routes()

@@ -297,6 +297,16 @@ class RouteContext:
         if self.failure_hook is None:
             raise ValueError("set_failure_route() needs a hook: the module has no failure_route")
 
+    # -- per-call tracing (services/edge/tracer.py) -----------------------------------------------
+    def trace(self, trace_id: str = "", scope: str = "d") -> int:
+        """OpenSIPS `trace(trace_id, scope)`: capture this request's call -- ``d`` its
+        dialog (default), ``t`` its transaction, ``m`` this message -- both directions, to
+        the ``[edge] trace_ids`` destination named (the first when ""). 1 when traced, -1
+        when tracing is off (MI ``trace off``); ValueError for an unknown id or scope."""
+        from services.edge.tracer import route_trace
+
+        return route_trace(self, trace_id, scope)
+
     # -- dispatcher to gateways (services/edge/dispatcher.py) -----------------------------------
     def dispatch(self, setid: int, alg: int = 0) -> str | None:
         """OpenSIPS `ds_select_dst(set, alg)` + `t_relay`: forwards to the destination of

@@ -10,6 +10,8 @@ command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
 command -v baresip >/dev/null 2>&1 || need+=(baresip-core)
 command -v linphonec >/dev/null 2>&1 || need+=(linphone-cli)
 command -v rtpengine >/dev/null 2>&1 || need+=(rtpengine-daemon)
+# SIP capture's real readers: sngrep opens the edge's pcap files and listens for its HEP.
+command -v sngrep >/dev/null 2>&1 || need+=(sngrep)
 # The web console's tests drive Debian's Chromium through its chromedriver (selenium).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -124,3 +124,53 @@ class HepCollector(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+class HepTcpCollector:
+    """A HEP v3 server over TCP: packets back to back on each connection, framed by their
+    total-length field (HEP3 spec); a stream that does not start with ``HEP3`` where a
+    packet should is an error and closes the connection."""
+
+    def __init__(self) -> None:
+        self.packets: list[HepPacket] = []
+        self.errors: list[str] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    @classmethod
+    async def open(cls, host: str = "127.0.0.1", port: int = 0) -> HepTcpCollector:
+        collector = cls()
+        collector.server = await asyncio.start_server(collector._serve, host, port)
+        return collector
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readexactly(6)
+                if head[:4] != b"HEP3":
+                    self.errors.append("no HEP3 id on the stream")
+                    return
+                (total,) = struct.unpack("!H", head[4:6])
+                if total < 6:
+                    self.errors.append(f"total length {total}")
+                    return
+                body = await reader.readexactly(total - 6)
+                try:
+                    self.packets.append(decode(head + body))
+                except HepError as exc:
+                    self.errors.append(str(exc))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()

@@ -49,6 +49,8 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/pike.py",
     "services/edge/dispatcher.py",
     "services/edge/hep.py",
+    "services/edge/pcap.py",
+    "services/edge/trace_table.py",
     "services/media/ng.py",
     "services/media/flags.py",
     "services/media/sets.py",

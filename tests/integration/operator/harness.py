@@ -70,14 +70,15 @@ class OperatorMesh:
         return proc
 
     def call(self, target: str, *, calls: int = 1, rate: int = 10, timeout: int = 15,
-             recv_timeout: float = 5.0) -> subprocess.CompletedProcess[str]:
+             recv_timeout: float = 5.0, service: str = "service",
+             ) -> subprocess.CompletedProcess[str]:
         """sipp's uac: ``calls`` calls to ``target`` through the edge (0: all answered);
         sipp's error log (the unexpected messages it saw) is appended to ``stdout``."""
         port = reserve_port()
         errors = self.tmp / f"uac-{port}-errors.log"
         done = subprocess.run(
             ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(port), "-rsa", self.edge,
-             target, "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+             target, "-s", service, "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
              "-timeout", f"{timeout}s", "-timeout_error",
              "-recv_timeout", str(int(recv_timeout * 1000)), "-trace_err",
              "-error_file", str(errors)],
