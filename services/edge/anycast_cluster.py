@@ -163,6 +163,15 @@ def setup_anycast(runtime: Any, app: Any, t1: float, workers: int) -> AnycastClu
         runtime.stats.gauge("tm", name, lambda n=name: int(getattr(core.counters, n)))
     runtime.stats.gauge("tm", "anycast_keys_known", lambda: core.known_keys)
 
+    async def tm_anycast() -> Any:
+        # A list per node: the gateway's fan-out merge concatenates the nodes' answers
+        # (get_statistics through the gateway sums them over the nodes instead).
+        return {"Nodes": [{"node_id": core.node_id, **core.counters.as_dict(),
+                           "anycast_keys_known": core.known_keys}]}
+
+    runtime.command("tm_anycast", fanout=True,
+                    doc="this anycast node's tm: replication statistics, by node")(tm_anycast)
+
     async def _start() -> None:
         await node.start()
         runtime.meta.update(node.meta())
