@@ -206,6 +206,11 @@ class AnycastCore:
             if method in ("ACK", "CANCEL"):
                 return Route.DROP, self.node_id  # only the owner acts on it
             return Route.LOCAL, self.node_id
+        if method == "CANCEL" and key in self._held:
+            # A CANCEL of an INVITE held here (claim and hold): nothing to cancel yet and
+            # nobody else owns it; its retransmission (§17.1.2.2 Timer E) finds the
+            # transaction once the hold ended. Dropped rather than broadcast.
+            return Route.DROP, self.node_id
         owner = self.owner_of(key, now)
         if owner is not None and self.alive(owner):
             return Route.OWNER, owner

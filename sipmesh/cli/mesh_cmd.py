@@ -109,6 +109,9 @@ def up(
     except OSError as exc:
         typer.echo(f"sipmesh up: cannot start: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except ValueError as exc:  # e.g. an [edge] listen the anycast edges cannot share
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 async def _health(session: aiohttp.ClientSession, inst: Instance) -> str:

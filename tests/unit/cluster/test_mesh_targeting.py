@@ -127,3 +127,11 @@ def test_nodes_keeps_one_edge_and_edges_makes_an_anycast_cluster() -> None:
     assert {e["SIPMESH_EDGE_AUTH_SECRET"] for e in envs} == {"users"}
     with pytest.raises(ValueError, match="edges"):
         MeshConfig(edges=65).validate()
+
+
+def test_an_unshareable_edge_listen_is_a_configuration_error() -> None:
+    from sipmesh.supervisor import anycast_listen
+
+    with pytest.raises(ValueError, match="listen"):
+        anycast_listen(["bogus"])
+    assert anycast_listen(["udp:[::1]:5070"]) == "udp:[::1]:5070;anycast"

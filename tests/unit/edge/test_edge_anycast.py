@@ -459,3 +459,17 @@ def test_a_dead_owners_cancel_and_ack_are_relayed_statelessly_and_miss_the_branc
     # The non-2xx ACK is relayed too, on a branch the callee does not know: its final
     # response is retransmitted until Timer H, each copy relayed and ACKed again.
     assert len(acks) == 1 and acks[0].top_via.branch != fwd.top_via.branch
+
+
+def test_a_cancel_of_an_invite_still_held_waits_for_its_retransmission() -> None:
+    c = Cluster(2, hold=0.05)
+    original = call_invite()
+    assert c.deliver(1, original, UAC) == []
+    assert c.deliver(1, _cancel(original), UAC) == []  # dropped here, not broadcast
+    assert c.anycast(1).counters.auto_cancel_out == 0 and not c.anycast(2).counters.requests_in
+    [fwd] = requests(c.tick(0.06))
+    c.deliver(1, answer(fwd, 180), UAS)  # a branch is cancelled once it answered (§9.1)
+    got = c.deliver(1, _cancel(original), UAC)  # the caller's CANCEL retransmission
+    assert statuses(got) == [200]
+    cancels = [r for r in requests(got) if r.method == "CANCEL"]
+    assert len(cancels) == 1 and cancels[0].top_via.branch == fwd.top_via.branch
