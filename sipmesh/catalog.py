@@ -11,6 +11,12 @@ cluster per service, and the supervisor gives each node its ``[<cluster_section>
 settings through the environment (:func:`sipmesh.supervisor.node_env`). Without
 ``--nodes`` a clustered service runs once, unclustered, and an entry marked
 ``nodes_only`` (the cluster demo) is not started at all.
+
+An entry with ``nodes_setting = "edges"`` (the edge) counts its nodes from ``[mesh] edges``
+(``sipmesh up --edges N``) instead, so ``--nodes N`` keeps one edge: N >= 2 runs N anycast
+edge nodes sharing one SIP address (README "Anycast"), each given the same listen address
+with ``;anycast`` on its UDP entries (``anycast_listen_env``; SO_REUSEPORT lets them all
+bind it) and the same values of the ``shared_secrets`` settings, drawn once per run.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class ChildSpec:
     port_env: tuple[str, ...] = ()  # listening-port settings forced to 0 (ephemeral) per node
     sip_port_env: str = ""  # its SIP port setting: a distinct free port per node
     nodes_only: bool = False  # started only by `sipmesh up --nodes N`
+    nodes_setting: str = "nodes"  # the [mesh] setting counting its nodes: nodes or edges
+    anycast_listen_env: str = ""  # its listen setting, made `;anycast` on every node
+    shared_secrets: tuple[str, ...] = ()  # settings every node must share (drawn per run)
 
     @property
     def clustered(self) -> bool:
@@ -39,7 +48,14 @@ class ChildSpec:
 
 SERVICES: tuple[ChildSpec, ...] = (
     ChildSpec("gateway", "gateway"),
-    ChildSpec("edge", "services.edge"),
+    # `sipmesh up --edges N` (N >= 2): N anycast edge nodes on one address (README "Anycast").
+    ChildSpec("edge", "services.edge",
+              cluster_id=5, cluster_section="edge.cluster",
+              cluster_env=(("SIPMESH_EDGE_TM_REPLICATION_CLUSTER", "true"),
+                           ("SIPMESH_EDGE_WORKERS", "1")),
+              port_env=("SIPMESH_EDGE_HTTP_PORT",), nodes_setting="edges",
+              anycast_listen_env="SIPMESH_EDGE_LISTEN",
+              shared_secrets=("SIPMESH_EDGE_RR_SECRET", "SIPMESH_EDGE_AUTH_SECRET")),
     ChildSpec("registrar", "services.registrar",
               cluster_id=1, cluster_section="registrar.cluster",
               cluster_env=(("SIPMESH_REGISTRAR_CLUSTER_MODE", "full-sharing"),),

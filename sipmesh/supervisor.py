@@ -22,6 +22,12 @@ for this run, seeds found through discovery (the service's own instances announc
 node), the catalog's sharing tags, and distinct ports. A restarted node keeps its node id,
 so it rejoins and resyncs.
 
+With ``[mesh] edges`` = N >= 2 (``sipmesh up --edges N``) the edge runs as N children
+``edge.<i>``, an anycast cluster (cluster 5, capability ``tm-repl``): every node binds the
+same ``[edge] listen`` addresses (SO_REUSEPORT; UDP marked ``;anycast``), shares one
+Record-Route and nonce secret, and hands replies, CANCELs and ACKs of another node's
+transaction to their owner (README "Anycast"). ``--nodes`` alone keeps one edge.
+
 Rolling restart (``sipmesh restart <service>``, ``POST /restart/<service>`` on the
 registry's loopback port): the service's children are restarted one at a time; each gets
 SIGTERM (it leaves discovery, drains and exits: see :mod:`shared.service.runtime`), is
@@ -95,10 +101,19 @@ class MeshConfig:
     stable_after: float = 30.0
     stop_timeout: float = 10.0
     nodes: int = 0  # > 0: run that many nodes of every clustered service
+    edges: int = 0  # >= 2: run that many anycast edge nodes on one address (README Anycast)
 
     def validate(self) -> None:
         if not 0 <= self.nodes <= 64:
             raise ValueError("[mesh] nodes must be between 0 and 64")
+        if not 0 <= self.edges <= 64:
+            raise ValueError("[mesh] edges must be between 0 and 64")
+
+    def count(self, spec: ChildSpec) -> int:
+        """How many nodes of clustered ``spec`` to run (0: one unclustered child)."""
+        if spec.nodes_setting == "edges":
+            return self.edges if self.edges >= 2 else 0  # one anycast node is a plain edge
+        return self.nodes
 
 
 def free_port() -> int:
@@ -138,6 +153,30 @@ def node_env(spec: ChildSpec, node_id: int, nodes: int, secret: str,
         env[spec.sip_port_env] = str(port)
         env[key("sip_addr")] = f"sip:127.0.0.1:{port}"
     return env
+
+
+def anycast_listen(items: Sequence[str]) -> str:
+    """The ``[edge] listen`` of every node of an anycast edge cluster: the same addresses
+    for all (a port 0 fixed here once), UDP entries marked ``;anycast``. The nodes share
+    each address through SO_REUSEPORT, the kernel spreading datagrams over them."""
+    from services.edge.config import parse_listen
+
+    out = []
+    for item in items:
+        itf = parse_listen(item)
+        port = itf.port or free_port()
+        mark = ";anycast" if itf.transport == "udp" else ""
+        out.append(f"{itf.transport}:{itf.host_in_uri}:{port}{mark}")
+    return ",".join(out)
+
+
+def _listen_setting(env_name: str, base: Mapping[str, str]) -> list[str]:
+    """The listen setting the children would read (environment, else config file)."""
+    from services.edge.config import EdgeConfig
+
+    if env_name in base:
+        return [x for x in base[env_name].split(",") if x.strip()]
+    return list(load_section(EdgeConfig, "edge", environ=base).listen)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -216,11 +255,17 @@ class Supervisor:
         for spec in self.specs:
             if spec.nodes_only and not self.cfg.nodes:
                 continue
-            if spec.clustered and self.cfg.nodes:
+            count = self.cfg.count(spec) if spec.clustered else 0
+            if count:
                 secret = secrets.token_hex(16)  # per run and cluster
-                children += [_Child(spec, i, node_env(spec, i, self.cfg.nodes, secret,
-                                                      self.base_env))
-                             for i in range(1, self.cfg.nodes + 1)]
+                shared = {name: self.base_env.get(name) or secrets.token_hex(32)
+                          for name in spec.shared_secrets}
+                if spec.anycast_listen_env:
+                    shared[spec.anycast_listen_env] = anycast_listen(
+                        _listen_setting(spec.anycast_listen_env, self.base_env))
+                children += [_Child(spec, i, {**node_env(spec, i, count, secret,
+                                                         self.base_env), **shared})
+                             for i in range(1, count + 1)]
             else:
                 children.append(_Child(spec))
         return children
@@ -260,7 +305,9 @@ class Supervisor:
             events = f"invalid ({exc})"
         names = ",".join(dict.fromkeys(c.spec.name for c in self.children.values()))
         return (f"sipmesh modes: discovery=embedded({self.registry_url}); events={events}; "
-                f"nodes={self.cfg.nodes or 'unclustered'}; services={names}")
+                f"nodes={self.cfg.nodes or 'unclustered'}; "
+                f"{f'edges={self.cfg.edges} anycast; ' if self.cfg.edges >= 2 else ''}"
+                f"services={names}")
 
     def _env(self, child: _Child) -> dict[str, str]:
         env = dict(self.base_env)

@@ -34,8 +34,26 @@ Rules (research: shared/research/opensips-features.md §3, wave2-testbed.md §4)
   Keys expire after 64*T1 (Timer H/J, §17.2.1-§17.2.2). The cost is one cluster message
   per transaction (announcements are batched by the adapter); the alternative, ownership
   by a hash of the key, would move (N-1)/N of all initial requests across the cluster.
-  Window left: a retransmission that overtakes the announcement (T1 = 500 ms against a
-  cluster hop of well under a millisecond on a LAN) still creates a second transaction.
+* A CANCEL / non-2xx ACK whose key names a Down owner is neither handed over nor
+  broadcast: it is relayed statelessly where it lands (§16.10, §16.11). The owner's
+  client branch died with it, so the callee cannot match it (README "Anycast").
+* Claim and hold (closes the window the announcement alone leaves: a retransmission that
+  overtakes the announcement - its original stuck ~T1 in a loaded node's queue - would
+  create a second transaction and a second branch downstream). An INVITE on an anycast
+  listener that matches no transaction and no announced key is not processed at once: its
+  key is announced first (a *claim*) and the INVITE held `hold` seconds (`[edge.tm]
+  anycast_hold`; default 50 ms, more than twice the 10 ms batching of announcements plus
+  the cluster hop). Copies arriving meanwhile are absorbed. At the end of the hold the
+  node processes it, unless another live node claimed the same key with a lower node id
+  (one rule every node applies, so exactly one of the claimants creates the transaction):
+  then it goes to that node, which absorbs it as a retransmission (§17.2.1). A node that
+  learns the key before its copy arrives sends the copy at once (rule above). The cost is
+  `hold` of latency on every INVITE's setup (no CPU to speak of: one dict entry and one
+  timer per INVITE; measured in tests/bench/bench_anycast.py) and no extra cluster
+  message (the claim is the announcement). Other methods are not held: a second branch of
+  a non-INVITE request rings no phone, and a hold would slow REGISTER and MESSAGE. The
+  guarantee needs each claim to reach the other nodes within `hold` minus the batching
+  window; a cluster link slower than that leaves the old window open.
 """
 
 from __future__ import annotations
@@ -45,6 +63,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 __all__ = [
     "ANNOUNCE",
@@ -78,8 +97,11 @@ class TmConfig:
     replication_cluster: bool = False
     cluster_param: str = "cid"
     cluster_auto_cancel: bool = True
+    anycast_hold: float = 0.05  # s an unknown INVITE is held after its claim (0: off)
 
     def validate(self) -> None:
+        if not 0 <= self.anycast_hold <= 1:
+            raise ValueError("[edge.tm] anycast_hold must be between 0 and 1 s")
         if not self.cluster_param.isascii() or not self.cluster_param.isalnum():
             raise ValueError(f"[edge.tm] cluster_param {self.cluster_param!r} must be "
                              f"a letters/digits token")
@@ -132,6 +154,9 @@ class AnycastCounters:
     late_provisional: int = 0  # replicated 1xx overtaken by its final response: dropped
     keys_announced: int = 0
     keys_learned: int = 0
+    held: int = 0  # INVITEs held after their claim (see the module docstring)
+    held_absorbed: int = 0  # copies of a held INVITE that arrived during its hold
+    held_to_owner: int = 0  # held INVITEs another claimant won: sent to it
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -141,8 +166,13 @@ class AnycastCore:
     """The decisions of one node; `alive(node)` tells whether a node can be reached."""
 
     def __init__(self, node_id: int, alive: Callable[[int], bool], *,
-                 param: str = "cid", auto_cancel: bool = True, key_ttl: float = 32.0) -> None:
+                 param: str = "cid", auto_cancel: bool = True, key_ttl: float = 32.0,
+                 hold: float = 0.0) -> None:
         self.node_id = node_id
+        self.hold = hold  # claim and hold of unknown INVITEs (0: off)
+        # Held INVITEs: key -> (release time, the caller's payload); insertion order is
+        # release order (one hold for all).
+        self._held: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
         self.alive = alive
         self.param = param.lower()
         self.auto_cancel = auto_cancel
@@ -176,6 +206,11 @@ class AnycastCore:
             if method in ("ACK", "CANCEL"):
                 return Route.DROP, self.node_id  # only the owner acts on it
             return Route.LOCAL, self.node_id
+        if method == "CANCEL" and key in self._held:
+            # A CANCEL of an INVITE held here (claim and hold): nothing to cancel yet and
+            # nobody else owns it; its retransmission (§17.1.2.2 Timer E) finds the
+            # transaction once the hold ended. Dropped rather than broadcast.
+            return Route.DROP, self.node_id
         owner = self.owner_of(key, now)
         if owner is not None and self.alive(owner):
             return Route.OWNER, owner
@@ -199,9 +234,56 @@ class AnycastCore:
         expiry = now + self.key_ttl
         for key in keys:
             k = tuple(str(part) for part in key)
+            known = foreign.get(k)
+            if known is not None and known[1] < node and self.alive(known[1]):
+                continue  # two claims of one key: the lower node id wins, everywhere
             foreign.pop(k, None)
             foreign[k] = (expiry, node)
         self.counters.keys_learned += len(keys)
+
+    # -- claim and hold (module docstring) ---------------------------------------------
+    def holds(self, method: str, replicated: bool) -> bool:
+        """An INVITE that reached us (not handed over) and matched nothing is held."""
+        return self.hold > 0 and method == "INVITE" and not replicated
+
+    def hold_request(self, key: tuple[str, ...], payload: Any, now: float) -> bool:
+        """Hold `payload` (what the caller re-injects) under `key`: True when it is new
+        (the caller announces the claim), False for a copy of one held already (absorbed)."""
+        if key in self._held:
+            self.counters.held_absorbed += 1
+            return False
+        self._held[key] = (now + self.hold, payload)
+        self.counters.held += 1
+        self.counters.keys_announced += 1
+        return True
+
+    def next_release(self) -> float | None:
+        if not self._held:
+            return None
+        return next(iter(self._held.values()))[0]
+
+    def release(self, now: float) -> list[tuple[Any, int | None]]:
+        """The holds that ended by `now`: (payload, None) to process here, or (payload,
+        node) to send to `node`, a live claimant of the same key with a lower node id."""
+        out: list[tuple[Any, int | None]] = []
+        held = self._held
+        while held:
+            key = next(iter(held))
+            until, payload = held[key]
+            if until > now:
+                break
+            del held[key]
+            owner = self.owner_of(key, now)
+            if owner is not None and owner < self.node_id and self.alive(owner):
+                self.counters.held_to_owner += 1
+                out.append((payload, owner))
+            else:
+                out.append((payload, None))
+        return out
+
+    @property
+    def held_now(self) -> int:
+        return len(self._held)
 
     def forget_node(self, node: int) -> None:
         """`node` left for good: its keys name no owner any more."""

@@ -40,9 +40,9 @@ from services.edge.anycast import (
 
 CAPABILITY = "tm-repl"  # as OpenSIPS tm registers it (no data sync)
 # Keys created within this window travel in one message: at 400 calls/s (800 server
-# transactions/s) one message carries ~16 keys. A retransmission comes T1 = 500 ms later
-# at the earliest, so the window costs nothing to the design's guarantee.
-ANNOUNCE_WINDOW = 0.02
+# transactions/s) one message carries ~8 keys. A held INVITE's claim must reach the other
+# nodes within [edge.tm] anycast_hold (50 ms) minus this window (anycast.py).
+ANNOUNCE_WINDOW = 0.01
 _KINDS = {REPLY: "reply", AUTO_CANCEL: "auto_cancel"}
 _REASONS = {-1: "disabled", -2: "unreachable", -3: "send_error"}  # shared.cluster codes
 
@@ -152,7 +152,8 @@ def setup_anycast(runtime: Any, app: Any, t1: float, workers: int) -> AnycastClu
     register_cluster_mi(runtime, node)
     holder: list[AnycastCluster] = []
     core = AnycastCore(node.id, lambda n: holder[0].alive(n), param=tm.cluster_param,
-                       auto_cancel=tm.cluster_auto_cancel, key_ttl=64 * t1)
+                       auto_cancel=tm.cluster_auto_cancel, key_ttl=64 * t1,
+                       hold=tm.anycast_hold)
     adapter = AnycastCluster(node, app, core, events=runtime.events, metrics=runtime.metrics)
     holder.append(adapter)
     adapter.register()
@@ -162,6 +163,15 @@ def setup_anycast(runtime: Any, app: Any, t1: float, workers: int) -> AnycastClu
     for name in core.counters.as_dict():
         runtime.stats.gauge("tm", name, lambda n=name: int(getattr(core.counters, n)))
     runtime.stats.gauge("tm", "anycast_keys_known", lambda: core.known_keys)
+
+    async def tm_anycast() -> Any:
+        # A list per node: the gateway's fan-out merge concatenates the nodes' answers
+        # (get_statistics through the gateway sums them over the nodes instead).
+        return {"Nodes": [{"node_id": core.node_id, **core.counters.as_dict(),
+                           "anycast_keys_known": core.known_keys}]}
+
+    runtime.command("tm_anycast", fanout=True,
+                    doc="this anycast node's tm: replication statistics, by node")(tm_anycast)
 
     async def _start() -> None:
         await node.start()

@@ -281,6 +281,7 @@ class ProxyCore:
         self.anycast = anycast
         self._origin: int | None = None
         self._anycast_on = True
+        self._released = False  # processing an INVITE whose anycast hold ended
         self._refresh_addresses()
 
     def _refresh_addresses(self) -> None:
@@ -348,7 +349,10 @@ class ProxyCore:
         while heap and heap[0][1] not in armed:
             heapq.heappop(heap)  # stale: reset or stopped
         if heap and (deadline is None or heap[0][0] < deadline):
-            return heap[0][0]
+            deadline = heap[0][0]
+        release = self.anycast.next_release() if self.anycast is not None else None
+        if release is not None and (deadline is None or release < deadline):
+            return release
         return deadline
 
     def handle_timer(self, now: float) -> list[Output]:
@@ -361,7 +365,26 @@ class ProxyCore:
             if branch is not None and branch.timer_c == deadline:
                 branch.timer_c = None
                 self._on_timer_c(branch, now, out)
+        if self.anycast is not None and self.anycast.next_release() is not None:
+            self._release_held(self.anycast, now, out)
         return out
+
+    def _release_held(self, anycast: AnycastCore, now: float, out: list[Output]) -> None:
+        """Anycast holds that ended (anycast.py, claim and hold): each INVITE processed
+        here as it arrived (never held again), or sent to the claimant that won."""
+        for (data, source), owner in anycast.release(now):
+            if owner is not None:
+                anycast.counters.requests_out += 1
+                anycast.counters.replicated_out += 1
+                itf = source.interface
+                out.append(ClusterSend(REQUEST, owner, data, (source.host, source.port),
+                                       f"{itf.transport}:{itf.host_in_uri}:{itf.port}"))
+                continue
+            self._released = True
+            try:
+                out += self.receive(data, source, now, anycast=False)
+            finally:
+                self._released = False
 
     def transport_failed(self, dest: Destination, now: float) -> list[Output]:
         """The adapter could not deliver to `dest`: fail the client transactions there."""
@@ -569,8 +592,9 @@ class ProxyCore:
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
-        if self.anycast is not None and source.interface.anycast:
-            # Announce the key: a retransmission landing on another node comes here.
+        if self.anycast is not None and source.interface.anycast and not self._released:
+            # Announce the key: a retransmission landing on another node comes here (a
+            # held INVITE announced it when its hold began).
             self.anycast.counters.keys_announced += 1
             out.append(ClusterSend(ANNOUNCE, None, b"", keys=(key,)))
         context = ResponseContext(server, request, source, ctx)
@@ -680,7 +704,12 @@ class ProxyCore:
         route, node = anycast.route_request(method, lookup, self._origin is not None, now)
         counters = anycast.counters
         if route is Route.LOCAL:
-            return False
+            if not anycast.holds(method, self._origin is not None):
+                return False
+            # Claim and hold (anycast.py): announce the key now, decide at the release.
+            if anycast.hold_request(key, (request.serialize(), source), now):
+                out.append(ClusterSend(ANNOUNCE, None, b"", keys=(key,)))
+            return True
         if route is Route.DROP:
             counters.dropped_not_owner += 1
             return True

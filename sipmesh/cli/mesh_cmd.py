@@ -2,7 +2,8 @@
 
 * ``up`` runs the supervisor (:mod:`sipmesh.supervisor`) in the foreground;
   ``up --nodes N`` runs N nodes of every clustered service (one cluster per service) and
-  the cluster demo, so a cluster can be watched on one machine.
+  the cluster demo, so a cluster can be watched on one machine; ``up --edges N`` runs N
+  anycast edge nodes on the edge's one address (README "Anycast").
 * ``status`` lists every registered instance with its address and health (registry TTL
   state and its ``/health`` answer); it exits 1 while any instance is unhealthy or a
   service the supervisor expects has no passing instance, 2 when the registry is down.
@@ -77,11 +78,16 @@ def up(
     nodes: Annotated[int | None, typer.Option(
         help="run N nodes of every clustered service, and the cluster demo "
              "(default: mesh.nodes setting, 0 = unclustered)")] = None,
+    edges: Annotated[int | None, typer.Option(
+        help="run N >= 2 anycast edge nodes sharing the edge's listen addresses "
+             "(default: mesh.edges setting, 0 = one plain edge)")] = None,
 ) -> None:
     """Start every service of the mesh in the foreground (Ctrl-C stops them all)."""
     cfg: MeshConfig = _load(MeshConfig, "mesh")
     if nodes is not None:
         cfg = dataclasses.replace(cfg, nodes=nodes)
+    if edges is not None:
+        cfg = dataclasses.replace(cfg, edges=edges)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -102,6 +108,9 @@ def up(
         asyncio.run(main())
     except OSError as exc:
         typer.echo(f"sipmesh up: cannot start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:  # e.g. an [edge] listen the anycast edges cannot share
+        typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 

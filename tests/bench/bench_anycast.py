@@ -18,7 +18,12 @@ address, a reuseport cBPF program steering datagrams by source address):
 3. soak: 3 nodes, every datagram of sipp steered at random, 200 calls/s for 60 s
    (BENCH_ANYCAST_SOAK_RATE / _SECONDS): failed calls (the issue's goal: zero).
 
-    .venv/bin/python tests/bench/bench_anycast.py [--step SECONDS] [--only capacity,latency,soak]
+4. hold: the cost of the claim and hold (anycast.py) - CPU per call of node 1 of 2 with
+   `[edge.tm] anycast_hold` 0 against 0.05 (alternated, medians), and the delay from the
+   caller's INVITE to the callee's with each (p50/p99).
+
+    .venv/bin/python tests/bench/bench_anycast.py [--step SECONDS]
+        [--only capacity,latency,hold,soak]
 
 Not a test: numbers depend on the machine and on whatever else runs on it (2 shared cores
 here: in the anycast run the second node and sipp compete with the measured node).
@@ -106,10 +111,13 @@ def climb(name: str, port: int, uas_port: int, step: float, workdir: Path) -> in
     return best
 
 
-def edges(count: int, *, anycast: bool = True) -> tuple[AnycastGroup, list[AnycastEdge]]:
+def edges(count: int, *, anycast: bool = True, hold: float | None = None
+          ) -> tuple[AnycastGroup, list[AnycastEdge]]:
     group = AnycastGroup(ANYCAST, reserve_port())
     extra = {} if anycast else {"SIPMESH_EDGE_TM_REPLICATION_CLUSTER": "false",
                                 "SIPMESH_EDGE_LISTEN": f"udp:{ANYCAST}:{group.port}"}
+    if hold is not None:
+        extra["SIPMESH_EDGE_TM_ANYCAST_HOLD"] = str(hold)
     env = {"SIPMESH_EDGE_LOG_LEVEL": "warning", **extra}
     return group, start_anycast_edges(group, count, env_extra=env)
 
@@ -237,6 +245,59 @@ def latency(samples: int) -> tuple[list[float], list[float]]:
     return direct, moved
 
 
+def setup_delay(hold: float, samples: int) -> list[float]:
+    """INVITE sent to node 1 -> INVITE at the callee (s), one call at a time, 2 nodes."""
+    group, nodes = edges(2, hold=hold)
+    group.steer({21: 1, 22: 1, 31: 1, 41: 1})
+    uac = Endpoint(21, {1: 31}, reserve_port())
+    uas = Endpoint(22, {1: 41}, reserve_port())
+    delays: list[float] = []
+    try:
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            uac.send(1, _invite(uac, uas), (ANYCAST, group.port))
+            while True:
+                data = uas.recv(5.0)
+                if data is None:
+                    raise RuntimeError("no INVITE arrived")
+                req = parse_message(data)
+                if isinstance(req, Request) and req.method == "INVITE":
+                    break
+            delays.append(time.perf_counter() - t0)
+            uas.send(1, _answer(req, 486), (ANYCAST, group.port))
+            _wait_for(uac, 486)
+    finally:
+        uac.close()
+        uas.close()
+        stop(group, nodes)
+    return delays
+
+
+def hold_cost(rate: int, seconds: float, repeat: int, samples: int, workdir: Path
+              ) -> tuple[float, float, list[float], list[float]]:
+    """The claim and hold's cost: CPU per call of node 1 of 2 (every packet at node 1)
+    with `[edge.tm] anycast_hold` 0 and 0.05, medians of `repeat` alternated runs, and
+    the INVITE's setup delays with each."""
+    uas, uas_port = uas_process(workdir)
+    offs: list[float] = []
+    ons: list[float] = []
+    try:
+        for _ in range(repeat):
+            for hold, runs in ((0.0, offs), (0.05, ons)):
+                group, nodes = edges(2, hold=hold)
+                group.steer({21: 1, 22: 1})
+                try:
+                    runs.append(measure(f"anycast on, hold {hold:g}", nodes, group.port,
+                                        uas_port, rate, seconds, workdir)[0])
+                finally:
+                    stop(group, nodes)
+    finally:
+        uas.terminate()
+        uas.wait(10)
+    return (statistics.median(offs), statistics.median(ons), setup_delay(0.0, samples),
+            setup_delay(0.05, samples))
+
+
 def soak(rate: int, seconds: float, workdir: Path) -> tuple[int, int]:
     uas, uas_port = uas_process(workdir)
     group, nodes = edges(3)
@@ -261,7 +322,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step", type=float,
                         default=float(os.environ.get("BENCH_STEP_SECONDS", "5")))
-    parser.add_argument("--only", default="capacity,latency,soak")
+    parser.add_argument("--only", default="capacity,latency,hold,soak")
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--rate", type=int, default=250)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -295,6 +356,14 @@ def main() -> int:
         if args.climb:
             results.append(f"climb ({args.step:g} s steps, shared machine): anycast off "
                            f"{off_max}, on {on_max} calls/s")
+    if "hold" in only:
+        off, on, d_off, d_on = hold_cost(args.rate, args.seconds, args.repeat,
+                                         min(args.samples, 100), workdir)
+        results.append(
+            f"claim and hold (anycast_hold 0 vs 0.05, node 1 of 2, at {args.rate} calls/s, "
+            f"median of {args.repeat}): CPU per call {1000 * off:.3f} vs {1000 * on:.3f} ms "
+            f"({on / off:.2f}x); INVITE to the callee p50 {pct(d_off, 0.5):.1f} vs "
+            f"{pct(d_on, 0.5):.1f} ms, p99 {pct(d_off, 0.99):.1f} vs {pct(d_on, 0.99):.1f} ms")
     if "soak" in only:
         rate = int(os.environ.get("BENCH_ANYCAST_SOAK_RATE", "200"))
         seconds = float(os.environ.get("BENCH_ANYCAST_SOAK_SECONDS", "60"))

@@ -17,6 +17,8 @@ BIN = Path(sys.executable).parent
 
 
 class MeshProcess:
+    up_args: tuple[str, ...] = ()  # options of `sipmesh up` (a subclass sets them)
+
     def __init__(self, tmp: Path, **env: str) -> None:
         self.env = dict(os.environ)
         self.env.update({
@@ -31,7 +33,7 @@ class MeshProcess:
         self.env.update(env)
         self.stderr = open(tmp / "mesh.stderr", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sipmesh.cli.main", "up"], cwd=ROOT, env=self.env,
+            [sys.executable, "-m", "sipmesh.cli.main", "up", *self.up_args], cwd=ROOT, env=self.env,
             stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []

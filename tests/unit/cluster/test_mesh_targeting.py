@@ -87,3 +87,51 @@ def test_catalog_clusters_are_distinct_and_demo_only_with_nodes() -> None:
     assert [s.name for s in SERVICES if s.nodes_only] == ["cluster-demo"]
     with pytest.raises(ValueError, match="nodes"):
         MeshConfig(nodes=-1).validate()
+
+
+def _plan(cfg: MeshConfig, base: dict[str, str]) -> dict[str, dict[str, str]]:
+    from sipmesh.supervisor import Supervisor
+
+    edge = next(s for s in SERVICES if s.name == "edge")
+    dialog = next(s for s in SERVICES if s.name == "dialog")
+    sup = Supervisor([edge, dialog], cfg, env=base, out=lambda _line: None)
+    return {name: child.env for name, child in sup.children.items()}
+
+
+def test_nodes_keeps_one_edge_and_edges_makes_an_anycast_cluster() -> None:
+    base = {"SIPMESH_EDGE_LISTEN": "udp:127.0.0.1:0,tcp:127.0.0.1:5999"}
+    # --nodes 3 alone: one plain edge (the dialog cluster tests rely on it), 3 dialog nodes.
+    plan = _plan(MeshConfig(nodes=3), base)
+    assert sorted(plan) == ["dialog.1", "dialog.2", "dialog.3", "edge"]
+    assert plan["edge"] == {}
+    # --edges 1 is one plain edge as well: one anycast node would have nobody to hand to.
+    assert sorted(_plan(MeshConfig(edges=1), base)) == ["dialog", "edge"]
+    plan = _plan(MeshConfig(edges=3), {**base, "SIPMESH_EDGE_AUTH_SECRET": "users"})
+    assert sorted(plan) == ["dialog", "edge.1", "edge.2", "edge.3"]
+    envs = [plan[f"edge.{i}"] for i in (1, 2, 3)]
+    configs = [load_section(ClusterConfig, "edge.cluster", environ={**base, **e})
+               for e in envs]
+    for i, (env, cfg) in enumerate(zip(envs, configs, strict=True), start=1):
+        cfg.validate()
+        assert (cfg.cluster_id, cfg.node_id, cfg.discovery_service) == (5, i, "edge")
+        assert env["SIPMESH_EDGE_TM_REPLICATION_CLUSTER"] == "true"
+        assert env["SIPMESH_EDGE_WORKERS"] == "1" and env["SIPMESH_EDGE_HTTP_PORT"] == "0"
+    # One address for all nodes: the port 0 fixed once, UDP marked anycast, TCP shared too.
+    listens = {e["SIPMESH_EDGE_LISTEN"] for e in envs}
+    assert len(listens) == 1
+    udp, tcp = listens.pop().split(",")
+    assert udp.startswith("udp:127.0.0.1:") and udp.endswith(";anycast")
+    assert int(udp.split(":")[2].split(";")[0]) > 0 and tcp == "tcp:127.0.0.1:5999"
+    # Record-Route and nonce secrets shared by every node; a user's own is kept.
+    assert len({e["SIPMESH_EDGE_RR_SECRET"] for e in envs}) == 1
+    assert {e["SIPMESH_EDGE_AUTH_SECRET"] for e in envs} == {"users"}
+    with pytest.raises(ValueError, match="edges"):
+        MeshConfig(edges=65).validate()
+
+
+def test_an_unshareable_edge_listen_is_a_configuration_error() -> None:
+    from sipmesh.supervisor import anycast_listen
+
+    with pytest.raises(ValueError, match="listen"):
+        anycast_listen(["bogus"])
+    assert anycast_listen(["udp:[::1]:5070"]) == "udp:[::1]:5070;anycast"

@@ -39,16 +39,20 @@ TARGET = f"sip:bob@{UAS[0]}:{UAS[1]}"
 class Cluster:
     """N edge cores on one anycast address; `alive` is what the cluster layer reports."""
 
-    def __init__(self, n: int, router: Any = None, *, announce: bool = True) -> None:
+    def __init__(self, n: int, router: Any = None, *, announce: bool = True,
+                 hold: float = 0.0, slow_announce: bool = False) -> None:
         self.alive = set(range(1, n + 1))
         self.announce = announce
+        # slow_announce: announcements wait in `pending` until `flush()` (a slow link).
+        self.slow_announce = slow_announce
+        self.pending: list[tuple[int, int, ClusterSend]] = []
         self.cores: dict[int, ProxyCore] = {}
         for node in range(1, n + 1):
             core = ProxyCore(
                 [ANY], router or load_router("services.edge.default_routing",
                                              RouterSetup(frozenset(), {})),
                 settings=TimerSettings(t1=0.5, timer_c=10), trusted=LOOPBACK,
-                anycast=AnycastCore(node, self.alive.__contains__))
+                anycast=AnycastCore(node, self.alive.__contains__, hold=hold))
             self.cores[node] = core
         self.now = 0.0
         self.sent: list[tuple[int, Send]] = []  # (node, what it sent to the network)
@@ -94,11 +98,21 @@ class Cluster:
             return self._run(src, self.cores[src].replication_failed(item, self.now))
         for n in targets:
             if item.kind == ANNOUNCE:
-                if self.announce:
+                if self.slow_announce:
+                    self.pending.append((src, n, item))
+                elif self.announce:
                     self.anycast(n).learn(src, item.keys, self.now)
                 continue
             sends += self._run(n, self.cores[n].replicated(item, src, self.now))
         return sends
+
+
+    def flush(self) -> None:
+        """The slow link delivers the announcements it kept."""
+        pending, self.pending = self.pending, []
+        for src, n, item in pending:
+            if n in self.alive:
+                self.anycast(n).learn(src, item.keys, self.now)
 
 
 def to(sends: list[Send], peer: tuple[str, int]) -> list[Request | Response]:
@@ -280,12 +294,77 @@ def test_a_retransmitted_invite_at_another_node_makes_no_second_branch() -> None
     assert len(invites) == 1
 
 
-def test_without_the_announcement_a_retransmission_would_fork_twice() -> None:
-    """The window the design leaves (module docstring): measured, not hidden."""
+def test_without_the_hold_a_retransmission_overtaking_the_announcement_forks_twice() -> None:
+    """What the claim and hold close (anycast.py): with `[edge.tm] anycast_hold = 0` a
+    retransmission that reaches another node before the announcement forks a second
+    branch downstream."""
     c = Cluster(2, announce=False)
     original = call_invite()
-    c.deliver(1, original, UAC)
+    assert len(requests(c.deliver(1, original, UAC))) == 1
     assert len(requests(c.deliver(2, original, UAC))) == 1
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_a_retransmission_overtaking_the_announcement_is_held_one_branch(first: int) -> None:
+    """Both copies reach a node before either claim reaches the other node: both are
+    held, both claims arrive within the hold, the lower node id processes it and the
+    other node hands its copy over; the callee sees one INVITE. `first`: the node whose
+    copy arrives first (so whose hold ends first)."""
+    c = Cluster(2, hold=0.05, slow_announce=True)
+    original = call_invite()
+    second = 3 - first
+    assert c.deliver(first, original, UAC) == []  # held: nothing downstream, no 100 yet
+    c.now += 0.01
+    assert c.deliver(second, original, UAC) == []  # its claim has not arrived: held too
+    assert [c.anycast(n).counters.held for n in (1, 2)] == [1, 1]
+    c.flush()  # each claim reaches the other node within the hold
+    sends = c.tick(0.045)  # the first hold ends
+    sends += c.tick(0.02)  # the second one
+    forwarded = requests(sends)
+    assert len(forwarded) == 1 and forwarded[0].top_via.params.get("cid") == "1"
+    assert c.anycast(2).counters.held_to_owner == 1
+    assert c.anycast(1).counters.held_to_owner == 0
+    assert c.anycast(1).counters.requests_in == 1
+    assert all(c.anycast(n).held_now == 0 for n in (1, 2))
+    assert c.cores[2].layer.servers == {}  # no transaction at the node that lost
+    # The callee answers through node 2: the reply goes to node 1, the caller gets it once.
+    assert statuses(c.deliver(2, answer(forwarded[0], 486), UAS)) == [486]
+
+
+def test_copies_during_a_hold_are_absorbed_and_a_lone_claim_goes_on() -> None:
+    c = Cluster(2, hold=0.05)
+    original = call_invite()
+    assert c.deliver(1, original, UAC) == []
+    c.now += 0.02
+    assert c.deliver(1, original, UAC) == []  # the caller's copy, same node: absorbed
+    assert c.anycast(1).counters.held_absorbed == 1
+    assert c.tick(0.02) == []  # not yet: the hold runs from the first copy
+    sends = c.tick(0.02)
+    assert len(requests(sends)) == 1 and statuses(sends) == [100]
+    # The claim was the announcement: node 2 knows the key, a later copy goes to node 1.
+    assert c.anycast(1).counters.keys_announced == 1
+    assert requests(c.deliver(2, original, UAC)) == []
+    assert c.anycast(2).counters.requests_out == 1
+
+
+def test_a_claimant_that_died_during_the_hold_does_not_take_the_invite() -> None:
+    c = Cluster(2, hold=0.05, slow_announce=True)
+    original = call_invite()
+    c.deliver(1, original, UAC)
+    c.deliver(2, original, UAC)
+    c.flush()
+    c.alive.discard(1)  # node 1, the winner, is Down before node 2's hold ends
+    forwarded = requests(c.tick(0.06))
+    assert len(forwarded) == 1 and forwarded[0].top_via.params.get("cid") == "2"
+    assert c.anycast(2).counters.held_to_owner == 0
+
+
+def test_only_invites_are_held() -> None:
+    core = AnycastCore(1, lambda n: True, hold=0.05)
+    assert core.holds("INVITE", replicated=False)
+    assert not core.holds("INVITE", replicated=True)  # the sender held it already
+    assert not any(core.holds(m, False) for m in ("ACK", "CANCEL", "BYE", "REGISTER"))
+    assert not AnycastCore(1, lambda n: True).holds("INVITE", False)  # hold 0: off
 
 
 def test_owner_down_a_retransmission_is_taken_over() -> None:
@@ -336,3 +415,61 @@ def test_a_provisional_overtaken_by_the_final_response_is_not_relayed_after_it()
     got += c.deliver(2, answer(fwd, 180), UAS)  # ...the 180 crosses the cluster after it
     assert statuses(got) == [200]
     assert c.anycast(1).counters.late_provisional == 1
+
+
+def test_tm_config_bounds_the_hold() -> None:
+    from services.edge.anycast import TmConfig
+
+    TmConfig().validate()
+    assert TmConfig().anycast_hold == 0.05  # on by default
+    TmConfig(anycast_hold=0).validate()  # off
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="anycast_hold"):
+            TmConfig(anycast_hold=bad).validate()
+
+
+# -- CANCEL and ACK for a dead owner's transaction (README "Anycast") ----------------------
+def test_a_dead_owners_cancel_and_ack_are_relayed_statelessly_and_miss_the_branch() -> None:
+    """Pins what a survivor does (README "Anycast", CANCEL and ACK for a dead owner's
+    transaction): it relays them statelessly (§16.10, §16.11) - never broadcast into a
+    cluster where nobody owns them - but the owner's branch id died with it, so the
+    callee cannot match them to its INVITE (§9.2, §17.2.3): it answers the CANCEL 481,
+    and the call ends by the callee's answer (relayed by its Via) or the caller's timer."""
+    c = Cluster(2)
+    original = call_invite()
+    [fwd] = requests(c.deliver(1, original, UAC))
+    c.deliver(1, answer(fwd, 180), UAS)
+    c.alive.discard(1)  # the owner dies; node 2 knows the key, its owner is Down
+    got = c.deliver(2, _cancel(original), UAC)
+    cancels = [r for r in requests(got) if r.method == "CANCEL"]
+    assert len(cancels) == 1  # relayed once, to the INVITE's target
+    assert cancels[0].uri == fwd.uri and cancels[0].call_id == fwd.call_id
+    assert cancels[0].top_via.branch != fwd.top_via.branch  # the owner's branch is lost
+    counters = c.anycast(2).counters
+    assert (counters.auto_cancel_out, counters.requests_out) == (0, 0)
+    # The callee's 481 to that CANCEL and its later final answer reach the caller by Via.
+    assert statuses(c.deliver(2, answer(cancels[0], 481), UAS)) == [481]
+    got = c.deliver(2, answer(fwd, 480), UAS)
+    assert statuses(got) == [480]
+    assert counters.owner_down_stateless == 1  # the 480 (the 481 names node 2: its own)
+    to_tag = next(m for m in to(got, UAC) if isinstance(m, Response)).to_tag
+    ack = original.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK").replace(
+        "To: <sip:bob@127.0.0.1>", f"To: <sip:bob@127.0.0.1>;tag={to_tag}")
+    acks = [r for r in requests(c.deliver(2, ack, UAC)) if r.method == "ACK"]
+    # The non-2xx ACK is relayed too, on a branch the callee does not know: its final
+    # response is retransmitted until Timer H, each copy relayed and ACKed again.
+    assert len(acks) == 1 and acks[0].top_via.branch != fwd.top_via.branch
+
+
+def test_a_cancel_of_an_invite_still_held_waits_for_its_retransmission() -> None:
+    c = Cluster(2, hold=0.05)
+    original = call_invite()
+    assert c.deliver(1, original, UAC) == []
+    assert c.deliver(1, _cancel(original), UAC) == []  # dropped here, not broadcast
+    assert c.anycast(1).counters.auto_cancel_out == 0 and not c.anycast(2).counters.requests_in
+    [fwd] = requests(c.tick(0.06))
+    c.deliver(1, answer(fwd, 180), UAS)  # a branch is cancelled once it answered (§9.1)
+    got = c.deliver(1, _cancel(original), UAC)  # the caller's CANCEL retransmission
+    assert statuses(got) == [200]
+    cancels = [r for r in requests(got) if r.method == "CANCEL"]
+    assert len(cancels) == 1 and cancels[0].top_via.branch == fwd.top_via.branch
