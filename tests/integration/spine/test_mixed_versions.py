@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+import gateway
+from services import registrar
 from tests.integration.edge.edge_harness import free_port, options_ping, wait_until
 from tests.integration.registrar.test_registrar_kill9 import add_subscribers, register_once
 from tests.integration.spine.meshproc import ROOT, MeshProcess
@@ -191,5 +193,5 @@ def test_registrations_and_mi_across_versions(
     assert {"gateway", "edge", "registrar"} <= kinds
     if "gateway" not in old:  # today's gateway: every process's own version, "" if none
         by_kind = {p["Type"].split()[0]: p["Version"] for p in procs}
-        assert by_kind["registrar"] == ("" if "registrar" in old else "0.1.0")
-        assert by_kind["gateway"] == "0.1.0"
+        assert by_kind["registrar"] == ("" if "registrar" in old else registrar.__version__)
+        assert by_kind["gateway"] == gateway.__version__
