@@ -1,11 +1,15 @@
-"""`sipmesh restart dialog` under call load drops nothing (issue 20).
+"""`sipmesh restart dialog` and `sipmesh restart edge` under call load drop nothing
+(issue 20).
 
 `sipmesh up --nodes 2` with the gateway, the edge and two dialog nodes (a cluster that
 replicates its dialogs), events on the real RabbitMQ and CDRs in the real PostgreSQL; sipp
 places calls through the edge at a steady rate (each held 1 s, then BYE) to a sipp UAS
 while the operator runs `sipmesh restart dialog`: node 1 drains (leaves discovery, keeps
 serving while the edge moves to node 2, finishes its RPCs in flight), is started again,
-and once it answers /ready node 2 gets the same.
+and once it answers /ready node 2 gets the same. `sipmesh restart edge`: the one edge
+drains (no new transaction, the running ones finish) and a new one takes its address;
+requests sent meanwhile are answered when sipp retransmits them (the mesh then runs a
+registrar too: an edge is ready only once it knows one).
 
 Every call must succeed (sipp counts no failed call), every call must have exactly one CDR
 row, and the billing consumer (examples/billing/consumer.py) must get each call's
@@ -37,13 +41,18 @@ def _successful(stats: str) -> int:
     return int(found[-1])
 
 
-def test_calls_cdrs_and_events_survive_a_rolling_restart_of_dialog(tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", ["dialog", "edge"])
+def test_calls_cdrs_and_events_survive_a_rolling_restart(service: str, tmp_path: Path) -> None:
     exchange, queue = names()
     consumer = Consumer(tmp_path, exchange, queue)
     mesh: DialogMesh | None = None
     load: subprocess.Popen[bytes] | None = None
     try:
-        mesh = DialogMesh(tmp_path, nodes=2, SIPMESH_EVENTS_RABBITMQ_URL=AMQP,
+        # An edge is ready only once it knows a registrar: the edge case runs one.
+        services = "gateway,edge,dialog" if service == "dialog" else \
+            "gateway,edge,registrar,dialog"
+        mesh = DialogMesh(tmp_path, nodes=2, services=services,
+                          SIPMESH_EVENTS_RABBITMQ_URL=AMQP,
                           SIPMESH_EVENTS_EXCHANGE=exchange)
         uas = mesh.uas()
         rate, most = 10, 1200  # calls/s; sipp is told to finish once the restart is done
@@ -59,11 +68,12 @@ def test_calls_cdrs_and_events_survive_a_rolling_restart_of_dialog(tmp_path: Pat
         wait_for(lambda: len(mesh.cdrs()) >= rate * 2, 60, "calls completing", interval=0.2)
         before = len(mesh.cdrs())
         started = time.monotonic()
-        restarted = mesh.mesh.cli("restart", "dialog", "--timeout", "60", timeout=200)
+        restarted = mesh.mesh.cli("restart", service, "--timeout", "60", timeout=200)
         took = time.monotonic() - started
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         steps = restarted.stdout.strip().splitlines()
-        assert [s.split(":")[0] for s in steps] == ["dialog.1", "dialog.2"], steps
+        expected = ["dialog.1", "dialog.2"] if service == "dialog" else ["edge"]
+        assert [s.split(":")[0] for s in steps] == expected, steps
         during = len(mesh.cdrs()) - before
         # Calls go on after the restart, through the restarted nodes.
         wait_for(lambda: len(mesh.cdrs()) >= before + during + rate * 2, 60,
@@ -90,7 +100,8 @@ def test_calls_cdrs_and_events_survive_a_rolling_restart_of_dialog(tmp_path: Pat
         got = wait_for(all_events, 30, "every E_ACC_CDR at the consumer")
         assert sorted(r["callid"] for r in got) == sorted(callids)  # each exactly once
         assert not any(r["duplicate"] for r in got)
-        print(f"\nrolling restart of dialog (2 nodes) under {rate} calls/s: {took:.1f} s, "
+        print(f"\nrolling restart of {service} ({len(steps)} instance(s)) under {rate} "
+              f"calls/s: {took:.1f} s, "
               f"{during} calls ended meanwhile, {calls} calls in all, 0 failed, "
               f"{len(cdrs)} CDRs, {len(got)} E_ACC_CDR events; steps: {steps}")
     finally:
