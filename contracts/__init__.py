@@ -5,4 +5,4 @@ the snapshot of each released version and ``python -m contracts.compat`` fails o
 that breaks a peer of the last release (docs/adr/0002-versioning.md).
 """
 
-CONTRACTS_VERSION = "0.1.0"
+CONTRACTS_VERSION = "0.2.0"

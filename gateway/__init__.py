@@ -5,4 +5,4 @@ instance found in discovery) and forwards any other command to the service that 
 it; :mod:`.app` wires it into a :class:`~shared.service.ServiceRuntime`.
 """
 
-__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)
+__version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)

@@ -25,6 +25,7 @@ def build_gateway(
         "gateway",
         config=RuntimeConfig(host=cfg.host, port=cfg.port, mi_path=cfg.path, token=cfg.token,
                              advertise=cfg.advertise, drain_timeout=cfg.drain_timeout,
+                             drain_delay=cfg.drain_delay, drain_grace=cfg.drain_grace,
                              token_setting="[gateway] token (SIPMESH_GATEWAY_TOKEN)"),
         discovery=discovery, events=events, local_events=True, sip_handling=False,
     )

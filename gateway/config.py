@@ -28,6 +28,11 @@ class GatewayConfig:
     service_token: str = ""
     call_timeout: float = 3.0
     drain_timeout: float = 5.0
+    # Graceful drain on SIGTERM: after leaving discovery keep answering drain_delay s (/ready
+    # is 503 "draining", so a load balancer moves away), then give the MI requests in
+    # flight drain_grace s.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
     log_level: str = "info"
     log_json: bool = False
     console: bool = True

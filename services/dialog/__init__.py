@@ -6,4 +6,4 @@ testable), `model` (a dialog and its replicated record), `ownership`, `cdr`, `by
 Adapters: `app` (gRPC, cluster, stores, events), `store`, `mi`, `uac_client`.
 """
 
-__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)
+__version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)

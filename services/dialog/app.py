@@ -615,6 +615,9 @@ async def serve(config: DialogConfig) -> None:
     runtime = ServiceRuntime(
         "dialog", config=RuntimeConfig(host=config.http_host, port=config.http_port,
                                     advertise=config.http_advertise, token=config.http_token,
+                                    drain_delay=config.drain_delay,
+                                    drain_grace=config.drain_grace,
+                                    drain_timeout=5.0 + config.drain_grace,
                                     token_setting="[dialog] http_token "
                                                   "(SIPMESH_DIALOG_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -672,7 +675,7 @@ async def serve(config: DialogConfig) -> None:
     @runtime.on_stop
     async def _stop() -> None:
         for srv in servers:
-            await srv.stop(1.0)
+            await srv.stop(config.drain_grace)  # finish the RPCs in flight
         await svc.stop()
         if cluster is not None:
             await cluster.stop()

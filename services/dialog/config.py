@@ -21,6 +21,11 @@ class DialogConfig:
     http_port: int = 0
     http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
     http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
+    # Graceful drain on SIGTERM: after leaving discovery, keep serving for drain_delay s
+    # (clients see it gone and move away), then stop taking RPCs and give those in flight
+    # drain_grace s (the MI/HTTP requests in flight as well), then close and exit.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
     # OpenSIPS default_timeout: a dialog's lifetime from its answer, unless routing set one
     # (ctx.dialog.set_timeout); at the end the owner sends BYE both ways and writes the CDR.
     default_timeout: int = 43200

@@ -5,4 +5,4 @@
 `default_routing.py` the routing module used when none is configured.
 """
 
-__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)
+__version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)

@@ -2,4 +2,4 @@
 (see app.py for the process, broker.py for the asyncio side, ng/flags/sets/stats for the
 sans-IO decisions)."""
 
-__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)
+__version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)

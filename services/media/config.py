@@ -24,6 +24,11 @@ class MediaConfig:
     http_port: int = 0
     http_advertise: str = ""  # host registered in discovery (default: http_host or 127.0.0.1)
     http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
+    # Graceful drain on SIGTERM: after leaving discovery, keep serving for drain_delay s
+    # (clients see it gone and move away), then stop taking RPCs and give those in flight
+    # drain_grace s (the MI/HTTP requests in flight as well), then close and exit.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
     rtpengine_sock: tuple[str, ...] = ()  # static sets, besides the database's
     db_url: str = ""  # SQLite file or postgresql:// DSN (default under $XDG_STATE_HOME)
     db_table: str = "rtpengine"

@@ -486,6 +486,8 @@ async def serve(config: PresenceConfig) -> None:
     runtime = ServiceRuntime(
         "presence", config=RuntimeConfig(
             host=config.http_host, port=config.http_port, advertise=config.http_advertise,
+            drain_delay=config.drain_delay, drain_grace=config.drain_grace,
+            drain_timeout=5.0 + config.drain_grace,
             token=config.http_token, token_setting="[presence] http_token "
                                                     "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -541,7 +543,7 @@ async def serve(config: PresenceConfig) -> None:
     @runtime.on_stop
     async def _stop() -> None:
         for srv in servers:
-            await srv.stop(1.0)
+            await srv.stop(config.drain_grace)  # finish the RPCs in flight
         await svc.stop()
         if cluster is not None:
             await cluster.stop()

@@ -16,6 +16,11 @@ class PresenceConfig:
     http_port: int = 0
     http_advertise: str = ""
     http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
+    # Graceful drain on SIGTERM: after leaving discovery, keep serving for drain_delay s
+    # (clients see it gone and move away), then stop taking RPCs and give those in flight
+    # drain_grace s (the MI/HTTP requests in flight as well), then close and exit.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
     # Publications and subscriptions (SQLite file or postgresql:// DSN); default a SQLite
     # file under $XDG_STATE_HOME/sipmesh; "none" keeps them in memory only.
     db_url: str = ""

@@ -5,4 +5,4 @@ Sans-IO: `body.py` (the multipart offer, SDP labels), `metadata.py` (RFC 7865 XM
 asyncio: `clients.py` (media broker, edges' Uac API), `recorder.py`, `app.py`.
 """
 
-__version__ = "0.1.0"  # this service's own release (docs/adr/0002-versioning.md)
+__version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)

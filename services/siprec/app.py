@@ -115,6 +115,8 @@ async def serve(config: SiprecConfig) -> None:
         SERVICE, config=RuntimeConfig(host=config.http_host, port=config.http_port,
                                       advertise=config.http_advertise,
                                       token=config.http_token,
+                                      drain_delay=config.drain_delay,
+                                      drain_grace=config.drain_grace,
                                       token_setting="[siprec] http_token "
                                                     "(SIPMESH_SIPREC_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)

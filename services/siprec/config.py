@@ -11,6 +11,11 @@ class SiprecConfig:
     http_port: int = 0
     http_advertise: str = ""  # host registered in discovery
     http_token: str = ""  # bearer token of MI (required when http_host is not loopback)
+    # Graceful drain on SIGTERM: after leaving discovery, keep serving for drain_delay s
+    # (clients see it gone and move away), then stop taking RPCs and give those in flight
+    # drain_grace s (the MI/HTTP requests in flight as well), then close and exit.
+    drain_delay: float = 0.5
+    drain_grace: float = 2.0
     media: tuple[str, ...] = ()  # fixed media broker gRPC addresses (else discovery)
     media_service: str = "media"
     media_timeout: float = 6.0

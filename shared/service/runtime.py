@@ -11,8 +11,10 @@ A :class:`ServiceRuntime` gives a service, with no code of its own:
   (``mi_url``, ``mi_commands``, ``mi_fanout``, ``pid``) and a heartbeat every TTL/3 that
   re-registers when the registry forgot the instance (e.g. it restarted);
 * graceful stop on SIGTERM/SIGINT: deregister first (no new traffic is routed here), mark
-  /health draining, run the service's stop hooks within ``drain_timeout`` (in reverse
-  order of registration), then close the HTTP server and the registry client.
+  /health and /ready draining, keep serving ``drain_delay`` s while clients see the
+  instance gone, run the service's stop hooks (which stop its gRPC servers with a grace for
+  the RPCs in flight) within ``drain_timeout`` (in reverse order of registration), then
+  close the HTTP server (requests in flight get ``drain_grace`` s) and the registry client.
 * ``GET /ready`` (readiness, apart from liveness): 200 only once start-up finished, while
   not draining, and while every check the service added with :meth:`ServiceRuntime.ready_check`
   passes (its backends reachable, its cluster data synced); 503 otherwise, naming the checks
@@ -114,6 +116,11 @@ class RuntimeConfig:
     token: str = ""
     advertise: str = ""
     drain_timeout: float = 5.0
+    # Graceful drain on SIGTERM (issue 20): after leaving discovery keep serving drain_delay
+    # s (/ready says "draining") so clients see the instance gone and move away; the HTTP
+    # requests (MI) still in flight when the endpoint closes get drain_grace s to finish.
+    drain_delay: float = 0.0
+    drain_grace: float = 2.0
     metrics_public: bool | None = None  # None: the [runtime] section decides
     token_setting: str = ""  # where the token is set, e.g. "[edge] http_token", for errors
 
@@ -425,7 +432,8 @@ class ServiceRuntime:
         if self.public_dispatch is not None:
             self.app.router.add_post(
                 self.config.mi_path, mi_http_handler(self.public_dispatch, token))
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.config.drain_grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -576,6 +584,9 @@ class ServiceRuntime:
                 await asyncio.wait_for(self.registry.deregister(self.instance_id), 3.0)
             except (RegistryError, TimeoutError) as exc:
                 self.log.warning("deregister_failed", error=str(exc))
+        if self.config.drain_delay > 0:
+            # Still serving (RPCs, MI) while discovery's watchers drop this instance.
+            await asyncio.sleep(self.config.drain_delay)
         if self.load_sampler is not None:
             self.load_sampler.uninstall()
         for task in self._tasks:

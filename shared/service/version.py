@@ -18,7 +18,7 @@ from contracts import CONTRACTS_VERSION
 
 __all__ = ["CONTRACTS_VERSION", "MESH_VERSION", "service_version"]
 
-MESH_VERSION = "0.1.0"
+MESH_VERSION = "0.2.0"
 
 
 def service_version(name: str) -> str:

@@ -24,7 +24,8 @@ REGISTRAR = "proto/sipmesh/registrar/v1/registrar.proto"
 
 def test_the_released_snapshot_exists_and_today_passes() -> None:
     released = compat.latest_release()
-    assert released is not None and released.name == "0.1.0"
+    assert released is not None
+    assert compat.version_key(released.name) <= compat.version_key(CONTRACTS_VERSION)
     for kind in compat.KINDS:
         assert any((released / kind).rglob("*.*")), kind
     ok, breaks = compat.gate(released)
@@ -32,7 +33,7 @@ def test_the_released_snapshot_exists_and_today_passes() -> None:
     out = subprocess.run([sys.executable, "-m", "contracts.compat"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert f"contracts {CONTRACTS_VERSION} compatible with released 0.1.0" in out.stdout
+    assert f"contracts {CONTRACTS_VERSION} compatible with released {released.name}" in out.stdout
 
 
 @pytest.fixture
@@ -189,3 +190,15 @@ def test_snapshot_records_a_release_once(copy: Path, tmp_path: Path) -> None:
     assert compat.latest_release(released) == target
     with pytest.raises(SystemExit, match="never rewritten"):
         compat.snapshot("0.2.0", copy, released)
+
+
+def test_today_is_compatible_with_every_release_of_this_major() -> None:
+    """Minor releases only add: a service of any earlier X.* release still works beside
+    today's contracts, not only one of the newest snapshot."""
+    major = compat.version_key(CONTRACTS_VERSION)[0]
+    releases = [p for p in sorted(compat.RELEASED.iterdir()) if compat._is_version(p.name)
+                and compat.version_key(p.name)[0] == major]
+    assert len(releases) >= 2  # 0.1.0 and 0.2.0
+    for release in releases:
+        ok, breaks = compat.gate(release)
+        assert ok and breaks == [], (release.name, breaks)

@@ -4,8 +4,10 @@ and the other way round.
 Release 0.1.0 is the commit whose contracts `contracts/released/0.1.0/` records
 (:data:`RELEASE`); the test extracts that tree with `git archive` into a temporary
 directory and runs a service from it (`python -m services.<x>` with the old tree first on
-`sys.path`, the same virtualenv). Registrations through the edge and MI through the
-gateway must work across the versions:
+`sys.path`, the same virtualenv). Registrations through the edge, MI through the
+gateway, a call through the edge to a registered phone (the edge's Lookup at the
+registrar) and an event of the registrar reaching a subscriber of the gateway must work
+across the versions:
 
 * an old registrar behind today's gateway and edge (today's gateway handles the old
   registrar's MI answers; the edge, finding no readiness flag in its registration, takes it
@@ -30,6 +32,8 @@ from typing import Any
 
 import pytest
 
+import gateway
+from services import registrar
 from tests.integration.edge.edge_harness import free_port, options_ping, wait_until
 from tests.integration.registrar.test_registrar_kill9 import add_subscribers, register_once
 from tests.integration.spine.meshproc import ROOT, MeshProcess
@@ -191,5 +195,55 @@ def test_registrations_and_mi_across_versions(
     assert {"gateway", "edge", "registrar"} <= kinds
     if "gateway" not in old:  # today's gateway: every process's own version, "" if none
         by_kind = {p["Type"].split()[0]: p["Version"] for p in procs}
-        assert by_kind["registrar"] == ("" if "registrar" in old else "0.1.0")
-        assert by_kind["gateway"] == "0.1.0"
+        assert by_kind["registrar"] == ("" if "registrar" in old else registrar.__version__)
+        assert by_kind["gateway"] == gateway.__version__
+
+
+@pytest.mark.parametrize("mixed", [["registrar"], ["gateway", "edge"]], indirect=True,
+                         ids=["old-registrar", "old-gateway-and-edge"])
+def test_a_call_and_an_event_across_versions(
+        mixed: tuple[MeshProcess, int, list[str]], tmp_path: Path) -> None:
+    """A call through the edge to a user the registrar holds (the edge's Lookup over gRPC
+    across the versions), and the registrar's E_UL_CONTACT_INSERT reaching a datagram
+    subscriber of the gateway (events across the versions)."""
+    import socket
+
+    m, port, _ = mixed
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(1.0)
+    try:
+        mi(m.gateway_url, "event_subscribe",
+           ["E_UL_CONTACT_INSERT", f"udp:127.0.0.1:{sink.getsockname()[1]}"])
+        callee, phone = "callee", free_port()
+        add_subscribers(tmp_path / "sipmesh" / "subscribers.sqlite", [callee])
+        wait_until(lambda: register_once(tmp_path, port, callee, phone), 30,
+                   "the callee registered through the edge", interval=0.5)
+
+        def event() -> dict[str, Any] | None:
+            try:
+                data = sink.recv(65535)
+            except TimeoutError:
+                return None
+            body: dict[str, Any] = json.loads(data)
+            return body if f"{callee}@" in json.dumps(body.get("params")) else None
+
+        got = wait_until(event, 30, "E_UL_CONTACT_INSERT at the subscriber", interval=0)
+        assert got["method"] == "E_UL_CONTACT_INSERT", got
+    finally:
+        sink.close()
+    # The callee's phone answers at the registered contact; the caller dials its AOR.
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(phone),
+                            "-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        uac = subprocess.run(["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()),
+                              f"127.0.0.1:{port}", "-s", callee, "-m", "1", "-nostdin",
+                              "-timeout", "30s", "-timeout_error"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert uac.returncode == 0, uac.stdout[-2000:]
+        assert uas.wait(30) == 0  # the call reached the registered phone and was hung up
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+            uas.wait(10)
