@@ -44,6 +44,7 @@ SANS_IO: tuple[str, ...] = (
     "shared/cluster/events.py",
     "shared/stats/load.py",
     "services/edge/core.py",
+    "services/edge/context.py",
     "services/edge/addresses.py",
     "services/edge/auth.py",
     "services/edge/best_response.py",
