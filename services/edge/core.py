@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from services.edge import rr_signing
+from services.edge import rr_signing, validation
 from services.edge.addresses import (
     Destination,
     Interface,
@@ -88,6 +88,7 @@ from services.edge.routing import (
 )
 from services.edge.stateless import answer_malformed, looks_like_response
 from services.edge.uac_core import UacOwner
+from services.edge.validation import SUPPORTED_SCHEMES
 from shared.sip import (
     Request,
     Response,
@@ -116,9 +117,6 @@ from shared.transaction import (
 from shared.transaction.key import ServerKey
 from shared.transaction.machine import State
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
-    "PRACK, MESSAGE, PUBLISH"
-SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
 _VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
 
 
@@ -449,42 +447,17 @@ class ProxyCore:
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
 
-        # §16.3 request validation.
-        uri = request.parsed_uri
-        if uri.scheme not in SUPPORTED_SCHEMES:
-            self.counters.bad_URIs_rcvd.value += 1
+        # §16.3 request validation (services/edge/validation.py).
+        refusal, loop_hash = validation.check(request, self._is_myself, self._ours)
+        if refusal is not None:
+            if refusal.bad_uri:
+                self.counters.bad_URIs_rcvd.value += 1
             if method == "ACK":
                 self.counters.drop_requests.value += 1  # an ACK is never answered
             else:
-                self._reply_new(request, source, 416, now, out)
+                self._reply_new(request, source, refusal.status, now, out,
+                                headers=refusal.headers)
             return
-        mf = request.max_forwards
-        addressed_to_us = self._is_myself(uri) and not request.has("Route")
-        if method == "OPTIONS" and (mf == 0 or (addressed_to_us and not uri.user)):
-            # §16.3 step 3 / §11: the proxy answers OPTIONS that cannot (or need not) go on.
-            self._reply_new(request, source, 200, now, out, headers=(
-                ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")
-            ))
-            return
-        if mf is not None and mf <= 0:
-            if method == "ACK":
-                self.counters.drop_requests.value += 1
-                return
-            self._reply_new(request, source, 483, now, out)
-            return
-        loop_hash = self._loop_hash(request)
-        if self._is_loop(request, loop_hash):
-            if method != "ACK":
-                self._reply_new(request, source, 482, now, out)
-            else:
-                self.counters.drop_requests.value += 1
-            return
-        if method not in ("ACK", "CANCEL"):
-            required = [v.strip() for v in request.get_all("Proxy-Require") if v.strip()]
-            if required:
-                self._reply_new(request, source, 420, now, out,
-                                headers=[("Unsupported", ", ".join(required))])
-                return
 
         loose, record_routed = self._preprocess_routes(request)
         ctx = RouteContext(
@@ -1030,7 +1003,7 @@ class ProxyCore:
             self.log("route.error", hook="failure_route", error=repr(exc),
                      call_id=context.request.call_id)
             return False
-        loop_hash = self._loop_hash(context.request)
+        loop_hash = validation.loop_hash(context.request)
 
         def resume(n: float) -> list[Output]:
             o: list[Output] = []
@@ -1340,7 +1313,7 @@ class ProxyCore:
             return None
         return Destination(transport, host, port, itf)
 
-    # -- §16.4 route preprocessing and §16.3 step 4 loop detection ------------------------------
+    # -- §16.4 route preprocessing ---------------------------------------------------------------
     def _preprocess_routes(self, request: Request) -> tuple[bool, bool]:
         """§16.4: (loose-routed by our Route, in a dialog this mesh record-routed).
 
@@ -1383,35 +1356,6 @@ class ProxyCore:
             verified = any(self.rr_signer.verify(sig, request.call_id, tags, target)
                            for sig in signatures)
         return ours > 0 or changed, verified
-
-    def _loop_hash(self, request: Request) -> str:
-        """§16.6 step 8: a hash of what makes this request what it is, for loop detection.
-
-        The topmost Via that §16.6 lists is left out on purpose: when the request comes back
-        the top Via is another hop's (or ours), so with it no loop would ever be detected
-        (the weakness RFC 5393 §3 discusses).  A spiral changes the Request-URI and so the
-        hash, and is not mistaken for a loop.
-        """
-        parts = (
-            request.to_tag or "", request.from_tag or "", request.call_id, request.uri,
-            str(request.cseq.number), request.get("Proxy-Require") or "",
-            request.get("Proxy-Authorization") or "",
-        )
-        return hashlib.md5("\x00".join(parts).encode("utf-8", "surrogateescape")
-                           ).hexdigest()[:16]
-
-    def _is_loop(self, request: Request, loop_hash: str) -> bool:
-        """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
-        vias = request.get_all("Via")
-        if len(vias) < 2:
-            return False  # only the sender's Via: we never forwarded this request
-        prefix = f"z9hG4bK{loop_hash}."
-        if not any(prefix in value for value in vias):
-            return False  # cheap text check first: parsing every Via costs more
-        for via in request.vias:
-            if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
-                return True
-        return False
 
 
 def _raw(text: str) -> bytes:

@@ -45,6 +45,7 @@ SANS_IO: tuple[str, ...] = (
     "shared/stats/load.py",
     "services/edge/core.py",
     "services/edge/context.py",
+    "services/edge/validation.py",
     "services/edge/addresses.py",
     "services/edge/auth.py",
     "services/edge/best_response.py",
