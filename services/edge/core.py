@@ -86,7 +86,7 @@ from services.edge.routing import (
     TrustedNetworks,
     is_awaitable,
 )
-from services.edge.stateless import answer_malformed, looks_like_response
+from services.edge.stateless import RecentAnswers, answer_malformed, looks_like_response
 from services.edge.uac_core import UacOwner
 from services.edge.validation import SUPPORTED_SCHEMES
 from shared.sip import (
@@ -213,7 +213,7 @@ class ProxyCore:
         self._timer_c: list[tuple[float, int]] = []
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
-        self._answered: dict[ServerKey, tuple[float, Send]] = {}  # see _remember_answer
+        self._answered: RecentAnswers[ServerKey, Send] = RecentAnswers(self.settings.t2)
         # Graceful drain (SIGTERM): no new transaction over UDP, running ones finish.
         self.draining = False
         self.drained_requests = 0  # new requests left to a retransmission meanwhile
@@ -479,7 +479,7 @@ class ProxyCore:
 
         # The routing hook runs before the server transaction exists, so that a reply it
         # asks to send statelessly (§8.2.7: a challenge, typically) keeps no transaction for
-        # Timer J, only its bytes for T2 (see `_remember_answer`).
+        # Timer J, only its bytes for T2 (see `stateless.RecentAnswers`).
         # An awaitable it returns has not started yet: the transaction is in place before
         # any retransmission can arrive.
         result = self._request_route(ctx)
@@ -487,7 +487,7 @@ class ProxyCore:
             sent = self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason,
                                          out, headers=ctx.reply_headers, via=via)
             if sent is not None:
-                self._remember_answer(key, sent, now)
+                self._answered.remember(key, sent, now)
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
@@ -1237,29 +1237,16 @@ class ProxyCore:
         out.append(sent)
         return sent
 
-    # A routing script's stateless answer is remembered for T2 (4 s) by its transaction
-    # key, bytes only: a retransmission in that window gets the very same bytes (a fresh
-    # challenge would carry a new nonce, which sloppy clients such as sipp take for a second,
-    # unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
-    # absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
-    # allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
-    def _remember_answer(self, key: ServerKey, sent: Send, now: float) -> None:
-        answered = self._answered
-        while answered:
-            oldest = next(iter(answered))
-            if answered[oldest][0] > now:
-                break
-            del answered[oldest]  # deadlines grow with insertion order: oldest first
-        answered[key] = (now + self.settings.t2, sent)
-
     def _answer_again(self, key: ServerKey, method: str, now: float,
                       out: list[Output]) -> bool:
-        found = self._answered.get(key)
-        if found is None or found[0] <= now:
+        """A retransmission (or the ACK) of a request answered statelessly less than T2 ago
+        gets the same bytes (the ACK nothing): `stateless.RecentAnswers`."""
+        sent = self._answered.again(key, now)
+        if sent is None:
             return False
         self.layer.absorbed += 1
         if method != "ACK":
-            out.append(found[1])
+            out.append(sent)
         return True
 
     @staticmethod
