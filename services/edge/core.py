@@ -410,8 +410,9 @@ class ProxyCore:
                  answered=answer is not None)
         if answer is None:
             return []
-        self.counters.reply_out(err.status)
-        return [Send(answer, self._reply_destination(source, None))]
+        out: list[Output] = []
+        self._send_answer(answer, err.status, source, None, out)
+        return out
 
     # =========================================================================================
     # requests
@@ -1186,6 +1187,9 @@ class ProxyCore:
         context.branches = []
 
     # -- replies of our own ------------------------------------------------------------------------
+    # Every reply of the proxy's own leaves one of two ways: `_respond`, through a server
+    # transaction (§17.2: retransmitted, its ACK absorbed), or `_send_answer`, stateless
+    # (§8.2.7).  The helpers below only build the response for one or the other.
     def _synthetic(self, context: ResponseContext, status: int,
                    reason: str | None = None) -> Response:
         return make_response(context.request, status, reason, to_tag=self._tag(context.request))
@@ -1232,6 +1236,12 @@ class ProxyCore:
             data = answer_malformed(request.serialize(), status, reason or "") or b""
         if not data:
             return None
+        return self._send_answer(data, status, source, via, out)
+
+    def _send_answer(self, data: bytes, status: int, source: Source, via: Any,
+                     out: list[Output]) -> Send:
+        """The one way a stateless answer leaves (§8.2.7, §18.2.2: to the top Via's
+        sent-by, or without `via` to the source); stateful ones go through `_respond`."""
         self.counters.reply_out(status)
         sent = Send(data, self._reply_destination(source, via))
         out.append(sent)
