@@ -5,14 +5,11 @@
 returns (sends, awaits of async routing hooks), and keeps one loop timer armed at the
 core's next deadline.  `main()` builds the runtime (`shared.service.ServiceRuntime`:
 /health, /metrics, MI, discovery registration as service `edge`, graceful SIGTERM), or,
-with `workers > 1`, starts that many worker processes sharing the SIP port through
-SO_REUSEPORT and supervises them.
+with `workers > 1`, hands over to the multi-process supervisor (`services.edge.workers`).
 
 With several workers each one also binds a private UDP port and writes it in its Via: the
 kernel spreads datagrams arriving on the shared port by source address, so responses from
 downstream must come back to the private port of the worker that holds the transaction.
-The supervisor also creates the nonce-count table all its workers map
-(`services.edge.nonce_counts`), so a replayed digest is refused by every worker.
 """
 
 from __future__ import annotations
@@ -23,9 +20,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,15 +40,13 @@ from services.edge.gc_policy import tune_collector
 from services.edge.keyfile import state_secret
 from services.edge.nonce_counts import (
     NonceCounts,
-    NonceCountsError,
-    SharedNonceCounts,
-    create_segment,
 )
 from services.edge.permissions import SourceTrust
 from services.edge.ratelog import RateLimitedLog
 from services.edge.routing import RouterSetup, load_router
 from services.edge.rr_signing import RecordRouteSigner
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
+from services.edge.workers import WORKER_INDEX_ENV, supervise, worker_nonce_counts
 from shared.transaction import TimerSettings
 
 TIMER_TICK = 0.01  # s: granularity of the worker's one loop timer (see EdgeApp._rearm)
@@ -478,19 +471,6 @@ def _config_from_args(args: argparse.Namespace) -> EdgeConfig:
     return load_config(args.config, **overrides)
 
 
-# Set by _supervise for its workers: the shared nonce-count table and the worker's index.
-NONCE_TABLE_ENV = "SIPMESH_EDGE_NONCE_TABLE"
-WORKER_INDEX_ENV = "SIPMESH_EDGE_WORKER_INDEX"
-
-
-def _worker_nonce_counts(env: dict[str, str]) -> SharedNonceCounts | None:
-    """The supervisor's shared nonce-count table, when this process is one of its workers."""
-    path = env.get(NONCE_TABLE_ENV)
-    if not path:
-        return None
-    return SharedNonceCounts(path, int(env.get(WORKER_INDEX_ENV, "0")))
-
-
 async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     """Run one worker inside the service runtime until SIGTERM."""
     from shared.config import load_section
@@ -528,7 +508,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
                         service=config.media_service, timeout=config.media_timeout,
                         anchor=config.media_anchor, flags=config.media_flags,
                         set_id=config.media_set)
-    nonce_counts = _worker_nonce_counts(dict(os.environ))
+    nonce_counts = worker_nonce_counts(dict(os.environ))
     from services.freeswitch.routing_client import attach_to_edge
 
     freeswitch = attach_to_edge(runtime)  # ctx.freeswitch: box loads, ESL commands, events
@@ -652,68 +632,6 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         announcer.cancel()
 
 
-def _supervise(config: EdgeConfig, args: argparse.Namespace) -> int:
-    """workers > 1: fix the ports, start the workers, forward SIGTERM, wait."""
-    listen: list[str] = []
-    probes = []
-    for itf in config.interfaces():
-        sock = bind_socket(itf, reuse_port=True)
-        port = sock.getsockname()[1]
-        probes.append(sock)  # held until the workers bound, so the port stays ours
-        listen.append(f"{itf.transport}:{itf.host_in_uri}:{port}")
-    env = dict(os.environ)
-    env["SIPMESH_EDGE_WORKERS"] = "1"
-    # One nonce secret for all workers: a challenge from one is answered to another.
-    env["SIPMESH_EDGE_AUTH_SECRET"] = config.auth_secret or os.urandom(32).hex()
-    # One Record-Route key for all workers, resolved before `auth_secret` is drawn above.
-    env["SIPMESH_EDGE_RR_SECRET"] = rr_secret(config).decode()
-    # One nonce-count table for all workers (services/edge/nonce_counts.py), so a replay
-    # sent to another worker is refused too.  Each worker issues nonces from its own slots.
-    try:
-        table = create_segment(int(time.time()), config.workers)
-    except NonceCountsError as exc:
-        print(f"edge: {exc}", file=sys.stderr)
-        for sock in probes:
-            sock.close()
-        return 2
-    env[NONCE_TABLE_ENV] = table
-    cmd = [sys.executable, "-m", "services.edge", "--private-port"]
-    if args.config:
-        cmd += ["--config", args.config]
-    for item in listen:
-        cmd += ["--listen", item]
-    try:
-        children = [subprocess.Popen(cmd, env={**env, WORKER_INDEX_ENV: str(index)},
-                                     stdout=subprocess.PIPE, text=True)
-                    for index in range(config.workers)]
-        for child in children:
-            assert child.stdout is not None
-            line = child.stdout.readline()  # the worker's "edge ready" line
-            if line:
-                print(line.strip(), flush=True)
-    finally:
-        # A ready worker has the table mapped: the name is no longer needed, and once the
-        # workers are up nothing is left in /dev/shm however the edge ends later.
-        os.unlink(table)
-    for sock in probes:
-        sock.close()
-
-    def forward(signum: int, _frame: Any) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    # Before the ready line: whoever read it may stop us at once, and a SIGTERM landing
-    # before the handler would kill this process by default and orphan the workers.
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
-    rc = 0
-    for child in children:
-        rc = rc or abs(child.wait())
-    return rc
-
-
 def _check_events_config() -> None:
     """The runtime reads [events] itself; a bad value is reported here, as one line."""
     from shared.config import load_section
@@ -735,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging("edge", level=config.log_level)
     if config.workers > 1:
-        return _supervise(config, args)
+        return supervise(config, args.config, lambda: rr_secret(config))
 
     async def run() -> None:
         await serve(config, private_port=args.private_port)

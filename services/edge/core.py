@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from services.edge import rr_signing
+from services.edge import rr_signing, validation
 from services.edge.addresses import (
     Destination,
     Interface,
@@ -76,6 +76,7 @@ from services.edge.anycast import (
 )
 from services.edge.auth import ProxyAuthenticator
 from services.edge.best_response import best_response, is_challenge
+from services.edge.context import Branch, ResponseContext
 from services.edge.counters import EdgeCounters
 from services.edge.keepalive import is_keepalive
 from services.edge.routing import (
@@ -85,8 +86,9 @@ from services.edge.routing import (
     TrustedNetworks,
     is_awaitable,
 )
-from services.edge.stateless import answer_malformed, looks_like_response
+from services.edge.stateless import RecentAnswers, answer_malformed, looks_like_response
 from services.edge.uac_core import UacOwner
+from services.edge.validation import SUPPORTED_SCHEMES
 from shared.sip import (
     Request,
     Response,
@@ -115,9 +117,6 @@ from shared.transaction import (
 from shared.transaction.key import ServerKey
 from shared.transaction.machine import State
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, UPDATE, " \
-    "PRACK, MESSAGE, PUBLISH"
-SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
 _VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
 
 
@@ -160,58 +159,6 @@ Logger = Callable[..., None]
 
 def _no_log(*_args: Any, **_kwargs: Any) -> None:
     return None
-
-
-class Branch:
-    """One client transaction of a response context (§16.6 step 9)."""
-
-    __slots__ = (
-        "cancel_pending", "cancelled", "context", "final_status", "got_provisional",
-        "response", "target", "timer_c", "timer_c_seq", "txn",
-    )
-
-    def __init__(self, context: ResponseContext, target: Target) -> None:
-        self.context = context
-        self.target = target
-        self.txn: ClientTransaction | None = None
-        self.response: Response | None = None  # final response (received or synthesized)
-        self.final_status = 0
-        self.got_provisional = False
-        self.cancelled = False
-        self.cancel_pending = False  # CANCEL asked before any provisional (§9.1)
-        self.timer_c: float | None = None
-        self.timer_c_seq = -1  # this branch's entry in ProxyCore._timer_c_branches
-
-    @property
-    def done(self) -> bool:
-        return self.final_status >= 200
-
-
-class ResponseContext:
-    """Everything the proxy keeps about one forwarded request (§16.7)."""
-
-    __slots__ = (
-        "branches", "cancelled", "ctx", "final_sent", "reply_gate", "request", "server",
-        "source", "started", "two_xx_sent",
-    )
-
-    def __init__(self, server: ServerTransaction, request: Request, source: Source,
-                 ctx: RouteContext) -> None:
-        self.server = server
-        self.request = request  # after route preprocessing; the base of every branch
-        self.source = source
-        self.ctx = ctx
-        self.branches: list[Branch] = []
-        self.final_sent = False
-        self.two_xx_sent = False
-        self.cancelled = False
-        # Responses waiting for an async reply_route, in arrival order: [done, then].
-        self.reply_gate: deque[list[Any]] | None = None
-        self.started = 0.0  # `now` when the request arrived (-1 once its time is taken)
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
 
 
 class ProxyCore:
@@ -266,7 +213,7 @@ class ProxyCore:
         self._timer_c: list[tuple[float, int]] = []
         self._timer_c_branches: dict[int, Branch] = {}
         self._seq = count()
-        self._answered: dict[ServerKey, tuple[float, Send]] = {}  # see _remember_answer
+        self._answered: RecentAnswers[ServerKey, Send] = RecentAnswers(self.settings.t2)
         # Graceful drain (SIGTERM): no new transaction over UDP, running ones finish.
         self.draining = False
         self.drained_requests = 0  # new requests left to a retransmission meanwhile
@@ -486,8 +433,9 @@ class ProxyCore:
                  answered=answer is not None)
         if answer is None:
             return []
-        self.counters.reply_out(err.status)
-        return [Send(answer, self._reply_destination(source, None))]
+        out: list[Output] = []
+        self._send_answer(answer, err.status, source, None, out)
+        return out
 
     # =========================================================================================
     # requests
@@ -523,42 +471,17 @@ class ProxyCore:
         if method == "CANCEL" and self._on_cancel(request, source, now, out):
             return
 
-        # §16.3 request validation.
-        uri = request.parsed_uri
-        if uri.scheme not in SUPPORTED_SCHEMES:
-            self.counters.bad_URIs_rcvd.value += 1
+        # §16.3 request validation (services/edge/validation.py).
+        refusal, loop_hash = validation.check(request, self._is_myself, self._ours)
+        if refusal is not None:
+            if refusal.bad_uri:
+                self.counters.bad_URIs_rcvd.value += 1
             if method == "ACK":
                 self.counters.drop_requests.value += 1  # an ACK is never answered
             else:
-                self._reply_new(request, source, 416, now, out)
+                self._reply_new(request, source, refusal.status, now, out,
+                                headers=refusal.headers)
             return
-        mf = request.max_forwards
-        addressed_to_us = self._is_myself(uri) and not request.has("Route")
-        if method == "OPTIONS" and (mf == 0 or (addressed_to_us and not uri.user)):
-            # §16.3 step 3 / §11: the proxy answers OPTIONS that cannot (or need not) go on.
-            self._reply_new(request, source, 200, now, out, headers=(
-                ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")
-            ))
-            return
-        if mf is not None and mf <= 0:
-            if method == "ACK":
-                self.counters.drop_requests.value += 1
-                return
-            self._reply_new(request, source, 483, now, out)
-            return
-        loop_hash = self._loop_hash(request)
-        if self._is_loop(request, loop_hash):
-            if method != "ACK":
-                self._reply_new(request, source, 482, now, out)
-            else:
-                self.counters.drop_requests.value += 1
-            return
-        if method not in ("ACK", "CANCEL"):
-            required = [v.strip() for v in request.get_all("Proxy-Require") if v.strip()]
-            if required:
-                self._reply_new(request, source, 420, now, out,
-                                headers=[("Unsupported", ", ".join(required))])
-                return
 
         loose, record_routed = self._preprocess_routes(request)
         ctx = RouteContext(
@@ -580,7 +503,7 @@ class ProxyCore:
 
         # The routing hook runs before the server transaction exists, so that a reply it
         # asks to send statelessly (§8.2.7: a challenge, typically) keeps no transaction for
-        # Timer J, only its bytes for T2 (see `_remember_answer`).
+        # Timer J, only its bytes for T2 (see `stateless.RecentAnswers`).
         # An awaitable it returns has not started yet: the transaction is in place before
         # any retransmission can arrive.
         result = self._request_route(ctx)
@@ -588,7 +511,7 @@ class ProxyCore:
             sent = self._reply_stateless(request, source, ctx.reply_status, ctx.reply_reason,
                                          out, headers=ctx.reply_headers, via=via)
             if sent is not None:
-                self._remember_answer(key, sent, now)
+                self._answered.remember(key, sent, now)
             return
         server, events = self.layer.create_server(
             request, self._reply_destination(source, via), source.reliable, now)
@@ -1110,7 +1033,7 @@ class ProxyCore:
             self.log("route.error", hook="failure_route", error=repr(exc),
                      call_id=context.request.call_id)
             return False
-        loop_hash = self._loop_hash(context.request)
+        loop_hash = validation.loop_hash(context.request)
 
         def resume(n: float) -> list[Output]:
             o: list[Output] = []
@@ -1293,6 +1216,9 @@ class ProxyCore:
         context.branches = []
 
     # -- replies of our own ------------------------------------------------------------------------
+    # Every reply of the proxy's own leaves one of two ways: `_respond`, through a server
+    # transaction (§17.2: retransmitted, its ACK absorbed), or `_send_answer`, stateless
+    # (§8.2.7).  The helpers below only build the response for one or the other.
     def _synthetic(self, context: ResponseContext, status: int,
                    reason: str | None = None) -> Response:
         return make_response(context.request, status, reason, to_tag=self._tag(context.request))
@@ -1339,34 +1265,27 @@ class ProxyCore:
             data = answer_malformed(request.serialize(), status, reason or "") or b""
         if not data:
             return None
+        return self._send_answer(data, status, source, via, out)
+
+    def _send_answer(self, data: bytes, status: int, source: Source, via: Any,
+                     out: list[Output]) -> Send:
+        """The one way a stateless answer leaves (§8.2.7, §18.2.2: to the top Via's
+        sent-by, or without `via` to the source); stateful ones go through `_respond`."""
         self.counters.reply_out(status)
         sent = Send(data, self._reply_destination(source, via))
         out.append(sent)
         return sent
 
-    # A routing script's stateless answer is remembered for T2 (4 s) by its transaction
-    # key, bytes only: a retransmission in that window gets the very same bytes (a fresh
-    # challenge would carry a new nonce, which sloppy clients such as sipp take for a second,
-    # unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
-    # absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
-    # allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
-    def _remember_answer(self, key: ServerKey, sent: Send, now: float) -> None:
-        answered = self._answered
-        while answered:
-            oldest = next(iter(answered))
-            if answered[oldest][0] > now:
-                break
-            del answered[oldest]  # deadlines grow with insertion order: oldest first
-        answered[key] = (now + self.settings.t2, sent)
-
     def _answer_again(self, key: ServerKey, method: str, now: float,
                       out: list[Output]) -> bool:
-        found = self._answered.get(key)
-        if found is None or found[0] <= now:
+        """A retransmission (or the ACK) of a request answered statelessly less than T2 ago
+        gets the same bytes (the ACK nothing): `stateless.RecentAnswers`."""
+        sent = self._answered.again(key, now)
+        if sent is None:
             return False
         self.layer.absorbed += 1
         if method != "ACK":
-            out.append(found[1])
+            out.append(sent)
         return True
 
     @staticmethod
@@ -1420,7 +1339,7 @@ class ProxyCore:
             return None
         return Destination(transport, host, port, itf)
 
-    # -- §16.4 route preprocessing and §16.3 step 4 loop detection ------------------------------
+    # -- §16.4 route preprocessing ---------------------------------------------------------------
     def _preprocess_routes(self, request: Request) -> tuple[bool, bool]:
         """§16.4: (loose-routed by our Route, in a dialog this mesh record-routed).
 
@@ -1463,35 +1382,6 @@ class ProxyCore:
             verified = any(self.rr_signer.verify(sig, request.call_id, tags, target)
                            for sig in signatures)
         return ours > 0 or changed, verified
-
-    def _loop_hash(self, request: Request) -> str:
-        """§16.6 step 8: a hash of what makes this request what it is, for loop detection.
-
-        The topmost Via that §16.6 lists is left out on purpose: when the request comes back
-        the top Via is another hop's (or ours), so with it no loop would ever be detected
-        (the weakness RFC 5393 §3 discusses).  A spiral changes the Request-URI and so the
-        hash, and is not mistaken for a loop.
-        """
-        parts = (
-            request.to_tag or "", request.from_tag or "", request.call_id, request.uri,
-            str(request.cseq.number), request.get("Proxy-Require") or "",
-            request.get("Proxy-Authorization") or "",
-        )
-        return hashlib.md5("\x00".join(parts).encode("utf-8", "surrogateescape")
-                           ).hexdigest()[:16]
-
-    def _is_loop(self, request: Request, loop_hash: str) -> bool:
-        """§16.3 step 4: our Via with the same hash means the request came back unchanged."""
-        vias = request.get_all("Via")
-        if len(vias) < 2:
-            return False  # only the sender's Via: we never forwarded this request
-        prefix = f"z9hG4bK{loop_hash}."
-        if not any(prefix in value for value in vias):
-            return False  # cheap text check first: parsing every Via costs more
-        for via in request.vias:
-            if sent_by(via) in self._ours and (via.branch or "").startswith(prefix):
-                return True
-        return False
 
 
 def _raw(text: str) -> bytes:

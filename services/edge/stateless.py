@@ -1,4 +1,5 @@
-"""Stateless answers to requests the parser rejected (RFC 3261 §8.2, §16.3 step 1).
+"""Stateless answers: to requests the parser rejected (RFC 3261 §8.2, §16.3 step 1), and
+the memory of the routing's stateless answers (`RecentAnswers`, §8.2.7).
 
 A malformed request never reached a `Request` object, so `make_response` cannot help; this
 module lifts the few header lines a response must echo (Via, From, To, Call-ID, CSeq,
@@ -11,6 +12,47 @@ datagram is dropped; a start line beginning with `SIP/` is a response and is nev
 from __future__ import annotations
 
 import hashlib
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class RecentAnswers(Generic[K, V]):
+    """A routing script's stateless answers, remembered for `hold` seconds (T2) by key.
+
+    Bytes only, no transaction: a retransmission in that window gets the very same bytes (a
+    fresh challenge would carry a new nonce, which sloppy clients such as sipp take for a
+    second, unexpected response), and the ACK of a stateless non-2xx answer to an INVITE is
+    absorbed instead of routed.  Later retransmissions are answered afresh, which §8.2.7
+    allows; a compliant client absorbs either in its Completed state (§17.1.2.2).
+    Sans-IO: `now` is passed in.
+    """
+
+    __slots__ = ("_answers", "hold")
+
+    def __init__(self, hold: float) -> None:
+        self.hold = hold
+        self._answers: dict[K, tuple[float, V]] = {}  # key -> (deadline, answer)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def remember(self, key: K, answer: V, now: float) -> None:
+        answers = self._answers
+        while answers:
+            oldest = next(iter(answers))
+            if answers[oldest][0] > now:
+                break
+            del answers[oldest]  # deadlines grow with insertion order: oldest first
+        answers[key] = (now + self.hold, answer)
+
+    def again(self, key: K, now: float) -> V | None:
+        """The answer remembered for `key`, while it is still held."""
+        found = self._answers.get(key)
+        if found is None or found[0] <= now:
+            return None
+        return found[1]
 
 _ECHO = {
     b"via": b"Via", b"v": b"Via",

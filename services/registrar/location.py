@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from email.utils import formatdate
 from operator import attrgetter
 
 from shared.sip import NameAddr, Request, SipParseError, Uri, parse_uri
@@ -429,8 +429,8 @@ class Location:
         """The Date header value (RFC 1123), formatted once per second."""
         second = math.floor(now)
         if self._date_cache[0] != second:
-            self._date_cache = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT",
-                                                      time.gmtime(second)))
+            # RFC 1123 date, locale-independent, computed from `now` (no clock read).
+            self._date_cache = (second, formatdate(second, usegmt=True))
         return self._date_cache[1]
 
     # -- table primitives (also used by MI and replication) --------------------------------

@@ -17,8 +17,9 @@ from shared.sip.digest import (
 from shared.sip.errors import SipParseError
 from shared.sip.framing import KeepAlive, StreamFramer
 from shared.sip.headers import canonical_name, split_top_level
-from shared.sip.message import Message, Request, Response, ValidatedLines, parse_message
+from shared.sip.message import Message, Request, Response, ValidatedLines
 from shared.sip.nameaddr import NameAddr, parse_name_addr
+from shared.sip.parser import parse_message
 from shared.sip.response import make_response
 from shared.sip.status import reason_phrase
 from shared.sip.uri import Uri, parse_uri

@@ -1,31 +1,23 @@
-"""SIP messages: parsing bytes into a Request or Response and serializing them back.
+"""SIP messages: the model of a Request or Response, its edits and its serialization.
 
-How it works (RFC 3261 §7, §18.3, §20):
+How it works (RFC 3261 §7, §18.3, §20); the parser that builds it from bytes is
+`parser.py`, which hands over a checked `HeaderParts` through `Request.from_parts` /
+`Response.from_parts`:
 
-* The datagram is cut once at the first empty line (`CRLF CRLF`); the header block is split
-  at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
-  above (folding, RFC 3261 §7.3.1): they are unfolded into the value but the raw bytes are
-  kept, so an untouched header serializes byte for byte, folding and odd spacing included.
 * Headers are two parallel tuples in wire order: `_keys` (lower-case canonical names, compact
-  forms expanded) and `_lines` (the raw bytes of each line, folds included). Lookups are
+  forms expanded) and `_lines` (the raw bytes of each line, folds included, so an untouched
+  header serializes byte for byte). Lookups are
   `tuple.index`/`tuple.count` in C; a value is cut from its raw line when read. The tuples
   are never mutated, only replaced: `copy()` shares them (copy-on-write), an edit builds
   new tuples from slices, and tuples of str/bytes are not tracked by the cyclic garbage
-  collector, which matters to a proxy holding thousands of messages in its transactions. One list
-  comprehension maps every name to its key; a line it cannot map (folding, odd spacing,
-  unknown names) sends the block through a careful pass. No regular expression is involved.
-* Only what routing needs is interpreted eagerly: the start line, Call-ID, CSeq, the From and
-  To tags, Max-Forwards (None when absent, as from an RFC 2543 element), Content-Length, the
-  header count (`limits.py`), and the presence of Via (RFC 4475's eager defects:
-  missing or repeated single-value headers, unterminated quotes in From/To, CSeq range and
-  method, Content-Length). Everything else (Via values, the Request-URI, Contact, Route,
+  collector, which matters to a proxy holding thousands of messages in its transactions.
+* Only what routing needs is kept eagerly (read by the parser): Call-ID, CSeq, the From and
+  To tags, Max-Forwards (None when absent, as from an RFC 2543 element); an edit of one of
+  those headers refreshes it. Everything else (Via values, the Request-URI, Contact, Route,
   ...) is parsed on demand (Vias and the Request-URI are cached). `validate()` parses
   everything this package models, for a linter or a strict element.
-* Defects raise `SipParseError` carrying RFC 3261's answer: 400 for a malformed request, 505
-  for another SIP version, "drop" (status None) for any malformed response (a response is
-  never answered, RFC 3261 §18.1.2).
-* Content-Length frames the body: larger than the datagram or conflicting values are a 400;
-  a smaller one discards the surplus (RFC 3261 §18.3). The body is raw bytes (NULs allowed).
+* Defects raise `SipParseError` carrying RFC 3261's answer (400 for a request, "drop" for a
+  response, RFC 3261 §18.1.2).
 * `serialize()` writes the start line, every header line as stored, and a Content-Length that
   always matches the body (added when missing, rewritten when wrong).
 
@@ -35,7 +27,7 @@ Header values are decoded as UTF-8 with `surrogateescape`, so any byte sequence 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final, Self
+from typing import Final, NamedTuple, Self
 
 from shared.sip.cseq import CSeq, parse_cseq
 from shared.sip.errors import SipParseError, bad_request
@@ -52,7 +44,6 @@ from shared.sip.headers import (
 )
 from shared.sip.limits import (
     MAX_CONTACT_VALUES,
-    MAX_HEADER_LINES,
     MAX_ROUTING_VALUES,
     ROUTING_HEADERS,
 )
@@ -69,8 +60,6 @@ _TOKEN_CHARS: Final = frozenset(
 _TOKEN_TEXT: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _EAGER: Final = SINGLE_VALUE_HEADERS
-_MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
-_ONCE_EACH: Final = [1, 1, 1, 1]
 # What `validate` parses, by header key.
 _T_VIA, _T_ADDR, _T_ADDRS, _T_DELTA, _T_WARNING, _T_DATE, _T_TAGS = range(7)
 _TYPED: Final[dict[str, int]] = {
@@ -252,6 +241,21 @@ class ValidatedLines:
                 value = _line_value(raw).decode(_ENC, _ERR)
                 n = len(split_top_level(value, ",", key)) if "," in value else 1
                 self.remember(raw, n)
+
+
+class HeaderParts(NamedTuple):
+    """What a message is built from once its bytes are checked (`shared.sip.parser`) or its
+    headers copied (`make_response`): the header tuples in wire order, the body and the
+    routing fields already read from them."""
+
+    keys: tuple[str, ...]
+    lines: tuple[bytes, ...]
+    body: bytes
+    call_id: str
+    cseq: CSeq
+    from_tag: str | None
+    to_tag: str | None
+    max_forwards: int | None
 
 
 class Message:
@@ -806,6 +810,12 @@ class Message:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _fill(self, parts: HeaderParts) -> None:
+        (self._keys, self._lines, self.body, self._call_id, self._cseq, self._from_tag,
+         self._to_tag, self._max_forwards) = parts
+        self._vias = None
+        self._top_via = None
+
     def _init_headers(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
         keys: list[str] = []
         lines: list[bytes] = []
@@ -843,6 +853,16 @@ class Request(Message):
         self._uri = uri
         self._parsed_uri = None
         self._init_headers(headers, body)
+
+    @classmethod
+    def from_parts(cls, method: str, uri: str, parts: HeaderParts) -> Self:
+        """A request from checked parts, as the parser builds it (no check repeated here)."""
+        req = _new_object(cls)
+        req.method = method
+        req._uri = uri
+        req._parsed_uri = None
+        req._fill(parts)
+        return req
 
     @property
     def uri(self) -> str:
@@ -913,6 +933,15 @@ class Response(Message):
         self.reason = reason_phrase(status) if reason is None else reason
         self._init_headers(headers, body)
 
+    @classmethod
+    def from_parts(cls, status: int, reason: str, parts: HeaderParts) -> Self:
+        """A response from checked parts (the parser, `make_response`); status 100-699."""
+        resp = _new_object(cls)
+        resp.status = status
+        resp.reason = reason
+        resp._fill(parts)
+        return resp
+
     def _start_line(self) -> bytes:
         return b"SIP/2.0 %d " % self.status + _enc(self.reason)
 
@@ -924,6 +953,14 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"
+
+
+def _line_value(line: bytes) -> bytes:
+    """The value of a raw header line: after the first colon, unfolded, stripped."""
+    value = line.partition(b":")[2]
+    if b"\n" in value:
+        value = b" ".join([part.strip() for part in value.split(b"\n")])
+    return value.strip(b" \t")
 
 
 def _count_routing(counts: dict[str, int], key: str, n: int) -> int:
@@ -974,336 +1011,4 @@ def _parse_max_forwards(value: bytes) -> int:
     return int(value)
 
 
-# -- the parser --------------------------------------------------------------------------------
-
-
-def parse_message(data: bytes) -> Request | Response:
-    """Parse one complete message (a datagram, or one message framed off a stream).
-
-    Raises SipParseError with the RFC's answer for any defect; never anything else.
-    """
-    if type(data) is not bytes:
-        data = bytes(data)
-    end = data.find(b"\r\n\r\n")
-    if end <= 0:
-        return _parse_unusual(data)
-    head = data[:end]
-    if head.count(b"\r") != head.count(b"\r\n") or (
-            b"\x00" in head and head.count(b"\x00") != head.count(b"\\\x00")):
-        # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
-        # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
-        # header; such bytes would end up in headers a proxy writes back.  C-speed counts.
-        detail = "NUL or bare CR in the header block"
-        if head[:4] == b"SIP/":
-            raise SipParseError(None, detail, "")
-        raise bad_request(detail)
-    lines = head.split(b"\r\n")
-    start = lines[0]
-    try:
-        if start[:4] == b"SIP/":
-            return _parse_response(start, lines, data[end + 4 :])
-        # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
-        parts = start.split(b" ")
-        if (
-            len(parts) == 3
-            and parts[2] == b"SIP/2.0"
-            and parts[0].isalpha()
-            and b":" in parts[1]
-            and parts[1][0] != 60  # "<"
-        ):
-            req = _new_object(Request)
-            req.method = parts[0].decode()
-            req._uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
-        else:
-            req = _start_request(start)
-        req._parsed_uri = None
-        _parse_headers(req, lines, data[end + 4 :], False)
-        return req
-    except UnicodeDecodeError:
-        raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
-    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
-        raise bad_request(f"malformed message ({err})") from None
-
-
-def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
-    try:
-        resp = _start_response(start)
-        _parse_headers(resp, lines, body, True)
-    except SipParseError as err:
-        if err.status is not None:
-            # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
-            raise SipParseError(None, err.detail, "") from None
-        raise
-    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
-        raise SipParseError(None, f"malformed response ({err})", "") from None
-    return resp
-
-
-def _parse_unusual(data: bytes) -> Request | Response:
-    """Leading CRLFs (ignored, RFC 3261 §7.5), bare-LF line ends, no empty line."""
-    data = data.lstrip(b"\r\n")
-    if not data:
-        raise bad_request("empty message")
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return parse_message(data)
-    # Bare-LF line ends are not SIP, but some stacks send them; accept them whole.
-    end = data.find(b"\n\n")
-    if end >= 0:
-        head = data[:end]
-        body = data[end + 2 :]
-    else:
-        # Without the empty line the header block is all there is (RFC 3261 §7 requires
-        # it; tolerate it missing on a datagram that carries no body).
-        head = data.rstrip(b"\r\n")
-        body = b""
-    return parse_message(head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n\r\n" + body)
-
-
-def _start_request(start: bytes) -> Request:
-    parts = start.split(b" ")
-    if len(parts) != 3:
-        if b"\t" in start:
-            raise bad_request("tab in the request line (SP required)")
-        if len(parts) > 3:
-            raise bad_request("whitespace inside the Request-URI or extra spaces")
-        raise bad_request(f"malformed request line {_dec(start[:80])!r}")
-    method_b, uri_b, version = parts
-    if not method_b:
-        raise bad_request("empty method")
-    if not method_b.isalpha():
-        for byte in method_b:
-            if byte not in _TOKEN_CHARS:
-                raise bad_request(f"invalid method {_dec(method_b)!r}")
-    if version != b"SIP/2.0":
-        upper = version.upper()
-        if upper != b"SIP/2.0":
-            if upper.startswith(b"SIP/"):
-                raise SipParseError(505, f"version {_dec(version)} not supported")
-            raise bad_request(f"malformed SIP version {_dec(version[:20])!r}")
-    if not uri_b:
-        raise bad_request("empty Request-URI")
-    if uri_b[0] == 60:  # "<"
-        raise bad_request("Request-URI enclosed in <>")
-    if b":" not in uri_b:
-        raise bad_request(f"Request-URI without scheme {_dec(uri_b[:80])!r}")
-    req = object.__new__(Request)
-    req.method = method_b.decode(_ENC, _ERR)
-    req._uri = uri_b.decode(_ENC, _ERR)
-    req._parsed_uri = None
-    return req
-
-
-def _start_response(start: bytes) -> Response:
-    version, sp, rest = start.partition(b" ")
-    if not sp:
-        raise SipParseError(None, "malformed status line", "")
-    if version.upper() != b"SIP/2.0":
-        raise SipParseError(None, f"version {_dec(version[:20])} not supported", "")
-    code, _, reason = rest.partition(b" ")
-    if len(code) != 3 or not code.isdigit():
-        raise SipParseError(None, f"malformed status code {_dec(code[:20])!r}", "")
-    status = int(code)
-    if not 100 <= status <= 699:
-        raise SipParseError(None, f"status code {status} outside 100-699", "")
-    resp = object.__new__(Response)
-    resp.status = status
-    resp.reason = reason.decode(_ENC, _ERR)
-    return resp
-
-
-def _parse_headers(msg: Message, lines: list[bytes], body: bytes, is_response: bool) -> None:
-    del lines[0]  # the start line; what remains are the header lines
-    raws = lines
-    kget = _KEY_OF_BYTES.get
-    # One C-speed pass maps each line's name to its key; anything unusual (folding, odd
-    # spacing, unknown or malformed names) yields None and takes the careful path.
-    keys = [kget(line.partition(b":")[0]) for line in raws]
-    if None in keys:
-        raws, keys_ok = _careful_headers(raws)
-        # Values are read from unfolded copies; the raw lines (folds kept) are stored.
-        src = [_unfold(line) if b"\n" in line else line for line in raws]
-    else:
-        keys_ok = keys  # type: ignore[assignment]
-        src = raws
-    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
-        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
-    msg._keys = keys_t = tuple(keys_ok)
-    msg._lines = tuple(raws)
-    msg._vias = None
-    msg._top_via = None
-
-    count = keys_t.count
-    index = keys_t.index
-    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_t:
-        _missing_or_several(keys_t)
-
-    call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
-    if not call_id or b"," in call_id or b" " in call_id or b"\t" in call_id:
-        raise bad_request(
-            "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
-        )
-    msg._call_id = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
-
-    value = src[index("cseq")].partition(b":")[2].strip(b" \t")
-    num, sp, meth = value.partition(b" ")
-    if sp and num.isdigit() and len(num) < 10 and meth.isalpha():
-        cseq = _new_cseq(CSeq, (int(num), meth.decode()))
-    else:
-        cseq = parse_cseq(value.decode(_ENC, _ERR))
-    msg._cseq = cseq
-    # From/To tags, inline fast path for `[display] <uri>;...;tag=x` without quotes or
-    # commas after the display name; anything else goes through `_tag_of`.
-    value = src[index("from")].partition(b":")[2].strip(b" \t")
-    i = value.rfind(b";tag=")
-    quotes = value.count(b'"')
-    if (
-        i > value.rfind(b">")
-        and b"," not in value
-        and (quotes == 0 or (quotes == 2 and value[0] == 34 and b"\\" not in value))
-    ):
-        tag = value[i + 5 :]
-        msg._from_tag = tag.decode() if b";" not in tag else _tag_of(value, "From")
-    else:
-        msg._from_tag = _tag_of(value, "From")
-    value = src[index("to")].partition(b":")[2].strip(b" \t")
-    if b";" not in value and b'"' not in value and b"," not in value:
-        msg._to_tag = None
-    else:
-        msg._to_tag = _tag_of(value, "To")
-
-    n = count("max-forwards")
-    if n == 1:
-        value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
-        if value.isdigit() and len(value) < 3:
-            msg._max_forwards = int(value)
-        else:
-            msg._max_forwards = _parse_max_forwards(value)
-    elif n == 0:
-        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
-        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
-        msg._max_forwards = None
-    else:
-        raise bad_request("several values in single-value header Max-Forwards")
-
-    if not is_response:
-        method = msg.method  # type: ignore[attr-defined]
-        if cseq.method != method:
-            raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
-
-    key_cl = "content-length"
-    n = count(key_cl)
-    if n:
-        if n == 1:
-            value = src[index("content-length")].partition(b":")[2].strip(b" \t")
-            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
-        else:
-            length = _content_length(
-                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == key_cl}
-            )
-        if length != len(body):
-            if length > len(body):
-                raise bad_request(
-                    f"Content-Length {length} larger than the {len(body)} body bytes received"
-                )
-            body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
-    msg.body = body
-
-
-def _missing_or_several(keys: tuple[str, ...]) -> None:
-    # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
-    # single-value header too (RFC 4475 §3.1.4.8 "multi01").
-    for key in _MANDATORY:
-        n = keys.count(key)
-        if n == 0:
-            raise bad_request(f"missing {canonical_of_key(key)}")
-        if n > 1:
-            raise bad_request(f"several values in single-value header {canonical_of_key(key)}")
-    raise bad_request("missing Via")
-
-
-def _tag_of(value: bytes, what: str) -> str | None:
-    """From/To tag with a bytes fast path; anything unusual goes through `_name_addr_tag`.
-
-    Eagerly this checks what RFC 4475 expects a 400 for (unterminated quoted string, several
-    values); the rest of the name-addr syntax is checked when `from_addr`/`to_addr` is read.
-    """
-    rest = value
-    if value[:1] == b'"':
-        q = value.find(b'"', 1)
-        if q > 0 and value.find(b"\\", 1, q) < 0:
-            rest = value[q + 1 :]
-    if b'"' not in rest and b"," not in rest:
-        low = rest.lower()
-        i = low.rfind(b";tag=")
-        if i < 0:
-            if b"tag" not in low:
-                return None
-        elif i > rest.rfind(b">"):
-            tag = rest[i + 5 :]
-            j = tag.find(b";")
-            return (tag if j < 0 else tag[:j]).strip(b" \t").decode(_ENC, _ERR)
-    return _name_addr_tag(value.decode(_ENC, _ERR), what)
-
-
-def _careful_headers(raws: list[bytes]) -> tuple[list[bytes], list[str]]:
-    """Header lines with folding joined (RFC 3261 §7.3.1) and every name checked."""
-    out_lines: list[bytes] = []
-    out_keys: list[str] = []
-    # Continuations are collected per header and joined once: a header folded over
-    # thousands of lines must not cost quadratic copying.
-    folds: list[bytes] = []
-    for line in raws:
-        first = line[:1]
-        if first == b" " or first == b"\t":
-            if not out_lines:
-                raise bad_request("continuation line before the first header")
-            # The raw line keeps the fold; `_line_value` joins it when the value is read.
-            if not folds:
-                folds.append(out_lines[-1])
-            folds.append(line)
-            continue
-        if folds:
-            out_lines[-1] = b"\r\n".join(folds)
-            folds = []
-        name, colon, _value = line.partition(b":")
-        if not colon:
-            if not line.strip():
-                raise bad_request("empty line inside the header block")
-            raise bad_request(f"header line without colon {_dec(line[:40])!r}")
-        found = _KEY_OF_BYTES.get(name)
-        out_keys.append(found if found is not None else _slow_key(name))
-        out_lines.append(line)
-    if folds:
-        out_lines[-1] = b"\r\n".join(folds)
-    return out_lines, out_keys
-
-
-def _unfold(line: bytes) -> bytes:
-    """A folded raw line as one line (RFC 3261 §7.3.1: the fold is equivalent to one SP)."""
-    return b" ".join([part.strip() for part in line.split(b"\n")])
-
-
-def _line_value(line: bytes) -> bytes:
-    """The value of a raw header line: after the first colon, unfolded, stripped."""
-    value = line.partition(b":")[2]
-    if b"\n" in value:
-        value = b" ".join([part.strip() for part in value.split(b"\n")])
-    return value.strip(b" \t")
-
-
-def _content_length(values: set[bytes]) -> int:
-    if len(values) > 1:
-        raise bad_request("conflicting Content-Length values")
-    value = next(iter(values))
-    if not value.isdigit():
-        if value[:1] == b"-":
-            raise bad_request(f"negative Content-Length {_dec(value[:20])}")
-        raise bad_request(f"invalid Content-Length {_dec(value[:20])!r}")
-    digits = value.lstrip(b"0") or b"0"
-    if len(digits) > 10:
-        raise bad_request(f"Content-Length {_dec(value[:20])}... out of range")
-    return int(digits)
-
-
-__all__ = ["Message", "Request", "Response", "ValidatedLines", "parse_message"]
+__all__ = ["HeaderParts", "Message", "Request", "Response", "ValidatedLines"]

@@ -11,6 +11,10 @@ onto INVITE, or by the RFC 2543 field set when the branch lacks the magic cookie
 For RFC 2543 keys the To tag is compared here as well: an ACK must carry the tag of the
 final response the transaction sent, any other request the tag of the original request.
 
+Transactions never call back into the layer: each call hands them a list for their timer
+actions (`transaction.Arm`, `Note`), which `_apply` then carries out here (push a deadline,
+count a retransmission, forget a terminated transaction).
+
 Deadlines sit in a heap with lazy deletion: stopping a timer only forgets it in the
 transaction, and a popped entry that no longer equals the transaction's deadline is stale.
 """
@@ -32,7 +36,7 @@ from shared.transaction.key import (
 )
 from shared.transaction.machine import Event
 from shared.transaction.timers import Timer, TimerSettings
-from shared.transaction.transaction import ClientTransaction, ServerTransaction
+from shared.transaction.transaction import Action, Arm, ClientTransaction, Note, ServerTransaction
 
 if TYPE_CHECKING:
     from shared.sip import Request, Response
@@ -81,9 +85,11 @@ class TransactionLayer:
     ) -> list[TransactionEvent]:
         """A retransmission or an ACK matched `txn` (§17.2.1, §17.2.2)."""
         out: list[TransactionEvent] = []
+        acts: list[Action] = []
         self.absorbed += 1
         event = Event.ACK if request.method == "ACK" else Event.REQUEST
-        txn.fire(event, now, out)
+        txn.fire(event, now, out, acts)
+        self._apply(txn, acts, out)
         return out
 
     def create_server(
@@ -101,11 +107,13 @@ class TransactionLayer:
         response within 200 ms).
         """
         key = server_key(request)
-        txn = ServerTransaction(self, request, destination, reliable, key)
+        txn = ServerTransaction(self.settings, request, destination, reliable, key)
         self.servers[key] = txn
         out: list[TransactionEvent] = []
         if send_trying and txn.is_invite:
-            txn.respond(make_response(request, 100), now, out)
+            acts: list[Action] = []
+            txn.respond(make_response(request, 100), now, out, acts)
+            self._apply(txn, acts, out)
         return txn, out
 
     def respond(
@@ -113,7 +121,9 @@ class TransactionLayer:
     ) -> list[TransactionEvent]:
         """The TU sends a response through its server transaction."""
         out: list[TransactionEvent] = []
-        txn.respond(response, now, out, data)
+        acts: list[Action] = []
+        txn.respond(response, now, out, acts, data)
+        self._apply(txn, acts, out)
         return out
 
     # -- client side (§17.1) ----------------------------------------------------------------
@@ -128,11 +138,13 @@ class TransactionLayer:
     ) -> tuple[ClientTransaction, list[TransactionEvent]]:
         """Start a client transaction that sends `data` (the serialized `request`)."""
         key = client_key(request.top_via.branch or "", request.method)
-        txn = ClientTransaction(self, request, data, destination, reliable, key)
+        txn = ClientTransaction(self.settings, request, data, destination, reliable, key)
         txn.owner = owner
         self.clients[key] = txn
         out: list[TransactionEvent] = []
-        txn.begin(now, out)
+        acts: list[Action] = []
+        txn.begin(now, out, acts)
+        self._apply(txn, acts, out)
         return txn, out
 
     def receive_response(self, response: Response, now: float) -> list[TransactionEvent] | None:
@@ -142,9 +154,10 @@ class TransactionLayer:
         if txn is None:
             return None
         out: list[TransactionEvent] = []
-        before = len(out)
-        txn.receive(response, now, out)
-        if len(out) == before:
+        acts: list[Action] = []
+        txn.receive(response, now, out, acts)
+        self._apply(txn, acts, out)
+        if not out:
             self.absorbed += 1
         return out
 
@@ -154,7 +167,9 @@ class TransactionLayer:
     ) -> list[TransactionEvent]:
         """The transport could not send for `txn` (§17.1.4, §17.2.4)."""
         out: list[TransactionEvent] = []
-        txn.fire(Event.TRANSPORT_ERROR, now, out)
+        acts: list[Action] = []
+        txn.fire(Event.TRANSPORT_ERROR, now, out, acts)
+        self._apply(txn, acts, out)
         return out
 
     def next_deadline(self) -> float | None:
@@ -170,21 +185,31 @@ class TransactionLayer:
     def handle_timer(self, now: float) -> list[TransactionEvent]:
         """Fire every timer whose deadline is not after `now`."""
         out: list[TransactionEvent] = []
+        acts: list[Action] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             deadline, _, txn, timer = heapq.heappop(heap)
             if txn.timers.get(timer) != deadline:
                 continue  # stopped or re-armed since
             del txn.timers[timer]
-            txn.fire(machine.TIMER_EVENT[timer], now, out, timer=timer)
+            txn.fire(machine.TIMER_EVENT[timer], now, out, acts, timer=timer)
+            self._apply(txn, acts, out)
+            acts.clear()
         return out
 
     def __len__(self) -> int:
         return len(self.clients) + len(self.servers)
 
-    # -- called by transactions ---------------------------------------------------------------
-    def _arm(self, txn: _Transaction, timer: Timer, deadline: float) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), txn, timer))
+    # -- the transactions' timer actions --------------------------------------------------------
+    def _apply(self, txn: _Transaction, acts: list[Action], out: list[TransactionEvent]) -> None:
+        """Carry out what `txn` returned: arm deadlines, count, forget it once terminated."""
+        for act in acts:
+            if type(act) is Arm:
+                heapq.heappush(self._heap, (act.deadline, next(self._seq), txn, act.timer))
+            elif act is Note.RETRANSMITTED:
+                self.retransmissions += 1
+            else:
+                self._forget(txn, out)
 
     def _forget(self, txn: _Transaction, out: list[TransactionEvent]) -> None:
         if isinstance(txn, ClientTransaction):

@@ -3,13 +3,17 @@
 A transaction classifies what happened into a `machine.Event`, looks up its table and carries
 out the effects.  It owns the bytes it may have to send again (the request for a client
 transaction, the last response for a server transaction) so retransmissions never serialize
-twice.  Timers are deadlines on the caller's clock; arming one goes through the layer, which
-keeps the single heap of deadlines (see `layer.py`).  A zero-length timer (Timers D, I, J, K
-on reliable transports) fires inside the same call.
+twice.  Timers are deadlines on the caller's clock.  A transaction never reaches into the
+layer: besides the events for the TU (`out`) it returns its timer actions (`acts`: `Arm` a
+timer at a deadline, count a retransmission, report that it terminated), and the layer, which
+keeps the single heap of deadlines and the tables of transactions, carries them out (see
+`layer.py`).  A zero-length timer (Timers D, I, J, K on reliable transports) fires inside the
+same call.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shared.transaction import machine
@@ -20,13 +24,31 @@ from shared.transaction.events import (
     TransportFailed,
 )
 from shared.transaction.machine import Effect, Event, Start, State, Stop
-from shared.transaction.timers import Timer
+from shared.transaction.timers import Timer, TimerSettings
 
 if TYPE_CHECKING:
     from shared.sip import Request, Response
     from shared.transaction.events import TransactionEvent
     from shared.transaction.key import ClientKey, ServerKey
-    from shared.transaction.layer import TransactionLayer
+
+
+class Arm(NamedTuple):
+    """Timer action: `timer` of this transaction fires at `deadline` (caller's clock)."""
+
+    timer: Timer
+    deadline: float
+
+
+class Note(enum.Enum):
+    """Timer actions that carry no data."""
+
+    RETRANSMITTED = "retransmitted"  # one more retransmission, for the layer's counter
+    TERMINATED = "terminated"  # reached Terminated (§17.1.1.2, §17.2.1): forget it
+
+    __hash__ = object.__hash__
+
+
+Action = Arm | Note
 
 
 def response_event(status: int) -> Event:
@@ -47,20 +69,20 @@ def tu_event(status: int) -> Event:
 
 class _Transaction:
     __slots__ = (
-        "_layer", "destination", "intervals", "is_invite", "key", "owner", "reliable",
-        "request", "state", "table", "timers",
+        "destination", "intervals", "is_invite", "key", "owner", "reliable",
+        "request", "settings", "state", "table", "timers",
     )
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        settings: TimerSettings,
         request: Request,
         destination: Any,
         reliable: bool,
         table: machine.Table,
         state: State,
     ) -> None:
-        self._layer = layer
+        self.settings = settings
         self.request = request
         self.destination = destination
         self.reliable = reliable
@@ -73,9 +95,9 @@ class _Transaction:
         self.key: Any = None
 
     # -- timers -----------------------------------------------------------------------------
-    def _start(self, timer: Timer, now: float) -> bool:
+    def _start(self, timer: Timer, now: float, acts: list[Action]) -> bool:
         """Arm `timer`; return True when it is zero-length and must fire at once."""
-        settings = self._layer.settings
+        settings = self.settings
         if timer in (Timer.A, Timer.E, Timer.G) and self.reliable:
             return False  # retransmissions are for unreliable transports only
         duration = settings.initial(timer, self.reliable)
@@ -83,13 +105,13 @@ class _Transaction:
             return True
         self.intervals[timer] = duration
         self.timers[timer] = now + duration
-        self._layer._arm(self, timer, now + duration)
+        acts.append(Arm(timer, now + duration))
         return False
 
-    def _rearm(self, timer: Timer, interval: float, now: float) -> None:
+    def _rearm(self, timer: Timer, interval: float, now: float, acts: list[Action]) -> None:
         self.intervals[timer] = interval
         self.timers[timer] = now + interval
-        self._layer._arm(self, timer, now + interval)
+        acts.append(Arm(timer, now + interval))
 
     # -- the interpreter --------------------------------------------------------------------
     def fire(
@@ -97,10 +119,13 @@ class _Transaction:
         event: Event,
         now: float,
         out: list[TransactionEvent],
+        acts: list[Action],
         message: Response | None = None,
         timer: Timer | None = None,
     ) -> bool:
-        """Apply `event`; return False when the table absorbs it without a row."""
+        """Apply `event`; return False when the table absorbs it without a row.
+
+        Events for the TU go to `out`, timer actions for the layer to `acts`."""
         row = self.table.get((self.state, event))
         if row is None:
             return False
@@ -109,18 +134,18 @@ class _Transaction:
         immediate: list[Timer] = []
         for action in actions:
             if isinstance(action, Start):
-                if self._start(action.timer, now):
+                if self._start(action.timer, now, acts):
                     immediate.append(action.timer)
             elif isinstance(action, Stop):
                 self.timers.pop(action.timer, None)
             else:
-                self._effect(action, now, out, message, timer)
+                self._effect(action, now, out, acts, message, timer)
         if next_state is State.TERMINATED:
             self.timers.clear()
-            self._layer._forget(self, out)
+            acts.append(Note.TERMINATED)
             return True
         for t in immediate:
-            self.fire(machine.TIMER_EVENT[t], now, out, timer=t)
+            self.fire(machine.TIMER_EVENT[t], now, out, acts, timer=t)
         return True
 
     def _effect(
@@ -128,6 +153,7 @@ class _Transaction:
         effect: Effect,
         now: float,
         out: list[TransactionEvent],
+        acts: list[Action],
         message: Response | None,
         timer: Timer | None,
     ) -> None:
@@ -141,7 +167,7 @@ class ClientTransaction(_Transaction):
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        settings: TimerSettings,
         request: Request,
         data: bytes,
         destination: Any,
@@ -150,7 +176,7 @@ class ClientTransaction(_Transaction):
     ) -> None:
         invite = request.method == "INVITE"
         super().__init__(
-            layer, request, destination, reliable,
+            settings, request, destination, reliable,
             machine.INVITE_CLIENT if invite else machine.NON_INVITE_CLIENT,
             State.CALLING if invite else State.TRYING,
         )
@@ -159,24 +185,26 @@ class ClientTransaction(_Transaction):
         self.ack_data: bytes | None = None
         self.last_status = 0
 
-    def begin(self, now: float, out: list[TransactionEvent]) -> None:
+    def begin(self, now: float, out: list[TransactionEvent], acts: list[Action]) -> None:
         """Send the request and arm the initial timers (§17.1.1.2, §17.1.2.2)."""
         out.append(Transmit(self.data, self.destination, False, self))
         if self.is_invite:
-            self._start(Timer.A, now)
-            self._start(Timer.B, now)
+            self._start(Timer.A, now, acts)
+            self._start(Timer.B, now, acts)
         else:
-            self._start(Timer.E, now)
-            self._start(Timer.F, now)
+            self._start(Timer.E, now, acts)
+            self._start(Timer.F, now, acts)
 
-    def receive(self, response: Response, now: float, out: list[TransactionEvent]) -> None:
-        self.fire(response_event(response.status), now, out, response)
+    def receive(self, response: Response, now: float, out: list[TransactionEvent],
+                acts: list[Action]) -> None:
+        self.fire(response_event(response.status), now, out, acts, response)
 
     def _effect(
         self,
         effect: Effect,
         now: float,
         out: list[TransactionEvent],
+        acts: list[Action],
         message: Response | None,
         timer: Timer | None,
     ) -> None:
@@ -185,22 +213,22 @@ class ClientTransaction(_Transaction):
             self.last_status = message.status
             out.append(ResponseReceived(self, message))
         elif effect is Effect.RETRANSMIT:
-            self._layer.retransmissions += 1
+            acts.append(Note.RETRANSMITTED)
             out.append(Transmit(self.data, self.destination, True, self))
         elif effect is Effect.BACKOFF or effect is Effect.BACKOFF_CAPPED:
             assert timer is not None
-            interval = self._layer.settings.backoff(
+            interval = self.settings.backoff(
                 timer, self.intervals[timer], capped=effect is Effect.BACKOFF_CAPPED)
-            self._rearm(timer, interval, now)
+            self._rearm(timer, interval, now, acts)
         elif effect is Effect.AT_T2:
             assert timer is not None
-            self._rearm(timer, self._layer.settings.t2, now)
+            self._rearm(timer, self.settings.t2, now, acts)
         elif effect is Effect.SEND_ACK:
             assert message is not None
             if self.ack_data is None:
                 self.ack_data = build_ack(self.request, message)
             else:
-                self._layer.retransmissions += 1
+                acts.append(Note.RETRANSMITTED)
             out.append(Transmit(self.ack_data, self.destination, False, self))
         elif effect is Effect.TIMEOUT_TO_TU:
             out.append(TimedOut(self))
@@ -231,7 +259,7 @@ class ServerTransaction(_Transaction):
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        settings: TimerSettings,
         request: Request,
         destination: Any,
         reliable: bool,
@@ -239,7 +267,7 @@ class ServerTransaction(_Transaction):
     ) -> None:
         invite = request.method == "INVITE"
         super().__init__(
-            layer, request, destination, reliable,
+            settings, request, destination, reliable,
             machine.INVITE_SERVER if invite else machine.NON_INVITE_SERVER,
             State.PROCEEDING if invite else State.TRYING,
         )
@@ -250,17 +278,18 @@ class ServerTransaction(_Transaction):
 
     def respond(
         self, response: Response, now: float, out: list[TransactionEvent],
-        data: bytes | None = None,
+        acts: list[Action], data: bytes | None = None,
     ) -> bool:
         """The TU sends `response` through this transaction; False when it was discarded."""
         self._pending_data = data  # pre-serialized by the caller, saves a serialize()
-        return self.fire(tu_event(response.status), now, out, response)
+        return self.fire(tu_event(response.status), now, out, acts, response)
 
     def _effect(
         self,
         effect: Effect,
         now: float,
         out: list[TransactionEvent],
+        acts: list[Action],
         message: Response | None,
         timer: Timer | None,
     ) -> None:
@@ -277,13 +306,13 @@ class ServerTransaction(_Transaction):
             out.append(Transmit(self.last_data, self.destination, False, self))
         elif effect is Effect.RETRANSMIT:
             if self.last_data is not None:
-                self._layer.retransmissions += 1
+                acts.append(Note.RETRANSMITTED)
                 out.append(Transmit(self.last_data, self.destination, True, self))
         elif effect is Effect.BACKOFF_CAPPED or effect is Effect.BACKOFF:
             assert timer is not None
-            interval = self._layer.settings.backoff(
+            interval = self.settings.backoff(
                 timer, self.intervals[timer], capped=effect is Effect.BACKOFF_CAPPED)
-            self._rearm(timer, interval, now)
+            self._rearm(timer, interval, now, acts)
         elif effect is Effect.TIMEOUT_TO_TU:
             out.append(TimedOut(self))
         elif effect is Effect.ERROR_TO_TU:

@@ -8,6 +8,16 @@
    or the application (``sipmesh``). The gateway imports no service; services import
    neither the gateway nor the application; ``contracts`` imports no code of the tree.
    The application (:mod:`sipmesh`) may import everything, and nothing imports it.
+3. **Every module is classified.** A module of the tree that does I/O is an adapter (found
+   by its imports); one that does none is either sans-IO (:data:`SANS_IO`, checked above) or
+   application shell that decides no protocol (configuration, MI tables, entry points,
+   stores' row mapping: :data:`SHELL_NAMES` and :data:`SHELL`). A new I/O-free module has
+   to be put in one of the two, so a new protocol core cannot slip past rule 1.
+4. **Tests mirror the packages they test.** ``tests/unit/<name>/`` holds the tests of the
+   package ``<name>`` (``shared/<name>``, ``services/<name>``, ``gateway/<name>`` or
+   ``sipmesh/<name>``), and each of its test modules imports that package (directly or
+   through a helper module of the same test folder); ``tests/component/<name>/`` names a
+   package too, or one of the few cross-cutting folders of :data:`CROSS_CUTTING_TESTS`.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ SANS_IO: tuple[str, ...] = (
     "shared/cluster/events.py",
     "shared/stats/load.py",
     "services/edge/core.py",
+    "services/edge/context.py",
+    "services/edge/validation.py",
     "services/edge/addresses.py",
     "services/edge/auth.py",
     "services/edge/best_response.py",
@@ -72,6 +84,10 @@ SANS_IO: tuple[str, ...] = (
     "services/presence/subscriptions.py",
     "services/presence/core.py",
     "services/edge/uac_core.py",
+    "services/edge/anycast.py",
+    "services/registrar/location.py",
+    "services/registrar/natping.py",
+    "sipmesh/importer/rows.py",
     "gateway/targeting.py",
     "gateway/merging.py",
     "gateway/console/model.py",
@@ -82,7 +98,7 @@ IO_MODULES = frozenset({
     "asyncio", "socket", "selectors", "select", "ssl", "threading", "multiprocessing",
     "concurrent", "subprocess", "uvloop", "time", "aiohttp", "grpc", "grpc_health",
     "aio_pika", "aiormq", "asyncpg", "aiosqlite", "sqlite3", "redis", "consul", "requests",
-    "urllib3", "httpx",
+    "urllib3", "httpx", "mmap", "fcntl",
 })
 # Calls that read the wall clock through datetime (``datetime.now()``, ``date.today()``).
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
@@ -95,6 +111,48 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("services", frozenset({"gateway", "sipmesh"})),
     ("contracts", frozenset({"shared", "services", "gateway", "sipmesh"})),
 )
+
+
+# The packages of the tree whose modules rule 3 classifies.
+PACKAGES: tuple[str, ...] = ("shared", "services", "gateway", "sipmesh")
+
+# I/O-free modules that are application shell, by file name (any package) ...
+SHELL_NAMES = frozenset({"__init__.py", "__main__.py", "config.py", "mi.py", "store.py"})
+SHELL_SUFFIXES: tuple[str, ...] = ("_mi.py",)
+# ... or one by one: they decide no protocol (they map, configure, render or start).
+SHELL: tuple[str, ...] = (
+    "shared/config/loader.py",
+    "shared/discovery/port.py",
+    "shared/events/envelope.py",
+    "shared/events/schema.py",
+    "shared/service/entry.py",
+    "shared/service/gc_policy.py",
+    "shared/service/logsetup.py",
+    "shared/service/probe.py",
+    "shared/service/stats.py",
+    "shared/service/version.py",
+    "shared/stats/memory.py",
+    "shared/stats/registry.py",
+    "shared/store/edge_tables.py",
+    "shared/store/names.py",
+    "shared/store/opensips.py",
+    "services/edge/gc_policy.py",
+    "services/edge/keyfile.py",
+    "services/edge/media_anchor.py",
+    "gateway/events/sockets.py",
+    "sipmesh/catalog.py",
+    "sipmesh/cli/main.py",
+    "sipmesh/cli/parse_cmd.py",
+    "sipmesh/importer/run.py",
+    "sipmesh/units.py",
+)
+
+# tests/component folders that test several packages together rather than one.
+CROSS_CUTTING_TESTS = frozenset({
+    "spine",   # the application spine: runtime, supervisor, discovery, gateway, CLI
+    "deploy",  # readiness, versions and rolling restarts across services
+})
+TESTS = ROOT / "tests"
 
 
 def _tree(path: Path) -> ast.Module:
@@ -186,3 +244,62 @@ def test_io_detector_sees_imports_and_clock_reads() -> None:
 def test_layer_detector_sees_lazy_imports() -> None:
     tree = ast.parse("def f():\n    from services.edge import core\n    import gateway.app\n")
     assert imported(tree) == {"services.edge", "gateway.app"}
+
+
+def _is_shell(path: Path) -> bool:
+    return path.name in SHELL_NAMES or path.name.endswith(SHELL_SUFFIXES) \
+        or "testing" in path.relative_to(ROOT).parts or _rel(path) in SHELL
+
+
+@pytest.mark.parametrize("entry", SHELL)
+def test_declared_shell_entry_exists(entry: str) -> None:
+    assert (ROOT / entry).is_file(), f"{entry} is declared shell but does not exist"
+
+
+def test_every_module_is_classified() -> None:
+    sans_io = {p for e in SANS_IO for p in _sources(e)}
+    both = sorted(_rel(p) for p in sans_io if _is_shell(p) and p.name != "__init__.py")
+    assert not both, f"declared both sans-IO and shell: {both}"
+    unclassified = [
+        _rel(path)
+        for package in PACKAGES
+        for path in _all_sources(package)
+        if path not in sans_io and not _is_shell(path) and not io_violations(_tree(path))
+    ]
+    assert not unclassified, (
+        "modules doing no I/O must be declared sans-IO (SANS_IO, when they decide protocol)"
+        f" or shell (SHELL) in tests/unit/test_architecture.py: {unclassified}")
+
+
+def _packages_named(name: str) -> list[str]:
+    found = [f"{top}.{name}" for top in PACKAGES if (ROOT / top / name).is_dir()]
+    return found + (["sipmesh"] if name == "sipmesh" else [])
+
+
+def _test_dirs(tier: str) -> list[Path]:
+    return sorted(d for d in (TESTS / tier).iterdir()
+                  if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "fixtures")
+
+
+@pytest.mark.parametrize("folder", _test_dirs("unit"), ids=lambda d: d.name)
+def test_unit_tests_mirror_their_package(folder: Path) -> None:
+    packages = _packages_named(folder.name)
+    assert packages, f"tests/unit/{folder.name} names no package of {PACKAGES}"
+    helpers = f"tests.unit.{folder.name}"
+    stray = []
+    for path in sorted(folder.glob("test_*.py")):
+        names = imported(_tree(path))
+        relative = any(isinstance(n, ast.ImportFrom) and n.level > 0
+                       for n in ast.walk(_tree(path)))
+        if not relative and not any(
+            n == p or n.startswith((p + ".", helpers + "."))
+            for n in names for p in packages
+        ):
+            stray.append(path.name)
+    assert not stray, f"tests/unit/{folder.name} should test {packages}; move: {stray}"
+
+
+@pytest.mark.parametrize("folder", _test_dirs("component"), ids=lambda d: d.name)
+def test_component_folders_name_a_package(folder: Path) -> None:
+    assert folder.name in CROSS_CUTTING_TESTS or _packages_named(folder.name), (
+        f"tests/component/{folder.name} names no package of {PACKAGES}")

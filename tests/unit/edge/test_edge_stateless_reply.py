@@ -108,3 +108,15 @@ async def test_a_register_with_a_malformed_to_gets_400_not_a_routing_error() -> 
     [answer] = answers(h.feed(bad))
     assert answer.status == 400
     assert h.core.transactions == 0
+
+
+def test_recent_answers_are_held_for_t2_then_forgotten() -> None:
+    from services.edge.stateless import RecentAnswers
+
+    answers: RecentAnswers[str, bytes] = RecentAnswers(4.0)
+    answers.remember("a", b"401 a", 10.0)
+    answers.remember("b", b"401 b", 12.0)
+    assert answers.again("a", 13.9) == b"401 a"
+    assert answers.again("a", 14.0) is None  # T2 after it was sent: answered afresh
+    answers.remember("c", b"401 c", 14.5)  # purges what expired, oldest first
+    assert len(answers) == 2 and answers.again("b", 14.5) == b"401 b"

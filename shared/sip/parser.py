@@ -1,0 +1,364 @@
+"""The SIP parser: bytes in, a checked `Request` or `Response` out (RFC 3261 §7, §18.3, §20).
+
+The model (`message.py`) keeps headers as two parallel tuples and the routing fields read
+eagerly; this module checks the bytes and hands the model a `HeaderParts` through
+`Request.from_parts` / `Response.from_parts`, never writing the model's own fields.
+
+* The datagram is cut once at the first empty line (`CRLF CRLF`); the header block is split
+  at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
+  above (folding, RFC 3261 §7.3.1): they are unfolded into the value but the raw bytes are
+  kept, so an untouched header serializes byte for byte, folding and odd spacing included.
+  One list comprehension maps every name to its key; a line it cannot map (folding, odd
+  spacing, unknown names) sends the block through a careful pass. No regular expression.
+* Only what routing needs is interpreted here: the start line, Call-ID, CSeq, the From and
+  To tags, Max-Forwards (None when absent, as from an RFC 2543 element), Content-Length, the
+  header count (`limits.py`), and the presence of Via (RFC 4475's eager defects: missing or
+  repeated single-value headers, unterminated quotes in From/To, CSeq range and method,
+  Content-Length). The rest is parsed on demand by the model.
+* Defects raise `SipParseError` carrying RFC 3261's answer: 400 for a malformed request, 505
+  for another SIP version, "drop" (status None) for any malformed response (a response is
+  never answered, RFC 3261 §18.1.2).
+* Content-Length frames the body: larger than the datagram or conflicting values are a 400;
+  a smaller one discards the surplus (RFC 3261 §18.3). The body is raw bytes (NULs allowed).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.sip.cseq import CSeq, parse_cseq
+from shared.sip.errors import SipParseError, bad_request
+from shared.sip.headers import canonical_of_key
+from shared.sip.limits import MAX_HEADER_LINES
+from shared.sip.message import (
+    _ENC,
+    _ERR,
+    _KEY_OF_BYTES,
+    _TOKEN_CHARS,
+    HeaderParts,
+    Request,
+    Response,
+    _dec,
+    _line_value,
+    _name_addr_tag,
+    _new_cseq,
+    _parse_max_forwards,
+    _slow_key,
+)
+
+_MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
+_ONCE_EACH: Final = [1, 1, 1, 1]
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one complete message (a datagram, or one message framed off a stream).
+
+    Raises SipParseError with the RFC's answer for any defect; never anything else.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    end = data.find(b"\r\n\r\n")
+    if end <= 0:
+        return _parse_unusual(data)
+    head = data[:end]
+    if head.count(b"\r") != head.count(b"\r\n") or (
+            b"\x00" in head and head.count(b"\x00") != head.count(b"\\\x00")):
+        # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
+        # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
+        # header; such bytes would end up in headers a proxy writes back.  C-speed counts.
+        detail = "NUL or bare CR in the header block"
+        if head[:4] == b"SIP/":
+            raise SipParseError(None, detail, "")
+        raise bad_request(detail)
+    lines = head.split(b"\r\n")
+    start = lines[0]
+    try:
+        if start[:4] == b"SIP/":
+            return _parse_response(start, lines, data[end + 4 :])
+        # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
+        parts = start.split(b" ")
+        if (
+            len(parts) == 3
+            and parts[2] == b"SIP/2.0"
+            and parts[0].isalpha()
+            and b":" in parts[1]
+            and parts[1][0] != 60  # "<"
+        ):
+            method = parts[0].decode()
+            uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
+        else:
+            method, uri = _start_request(start)
+        return Request.from_parts(method, uri, _parse_headers(lines, data[end + 4 :], method))
+    except UnicodeDecodeError:
+        raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
+    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
+        raise bad_request(f"malformed message ({err})") from None
+
+
+def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
+    try:
+        status, reason = _start_response(start)
+        resp = Response.from_parts(status, reason, _parse_headers(lines, body, None))
+    except SipParseError as err:
+        if err.status is not None:
+            # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
+            raise SipParseError(None, err.detail, "") from None
+        raise
+    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
+        raise SipParseError(None, f"malformed response ({err})", "") from None
+    return resp
+
+
+def _parse_unusual(data: bytes) -> Request | Response:
+    """Leading CRLFs (ignored, RFC 3261 §7.5), bare-LF line ends, no empty line."""
+    data = data.lstrip(b"\r\n")
+    if not data:
+        raise bad_request("empty message")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return parse_message(data)
+    # Bare-LF line ends are not SIP, but some stacks send them; accept them whole.
+    end = data.find(b"\n\n")
+    if end >= 0:
+        head = data[:end]
+        body = data[end + 2 :]
+    else:
+        # Without the empty line the header block is all there is (RFC 3261 §7 requires
+        # it; tolerate it missing on a datagram that carries no body).
+        head = data.rstrip(b"\r\n")
+        body = b""
+    return parse_message(head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n\r\n" + body)
+
+
+def _start_request(start: bytes) -> tuple[str, str]:
+    """The method and Request-URI of a request line the fast path did not take."""
+    parts = start.split(b" ")
+    if len(parts) != 3:
+        if b"\t" in start:
+            raise bad_request("tab in the request line (SP required)")
+        if len(parts) > 3:
+            raise bad_request("whitespace inside the Request-URI or extra spaces")
+        raise bad_request(f"malformed request line {_dec(start[:80])!r}")
+    method_b, uri_b, version = parts
+    if not method_b:
+        raise bad_request("empty method")
+    if not method_b.isalpha():
+        for byte in method_b:
+            if byte not in _TOKEN_CHARS:
+                raise bad_request(f"invalid method {_dec(method_b)!r}")
+    if version != b"SIP/2.0":
+        upper = version.upper()
+        if upper != b"SIP/2.0":
+            if upper.startswith(b"SIP/"):
+                raise SipParseError(505, f"version {_dec(version)} not supported")
+            raise bad_request(f"malformed SIP version {_dec(version[:20])!r}")
+    if not uri_b:
+        raise bad_request("empty Request-URI")
+    if uri_b[0] == 60:  # "<"
+        raise bad_request("Request-URI enclosed in <>")
+    if b":" not in uri_b:
+        raise bad_request(f"Request-URI without scheme {_dec(uri_b[:80])!r}")
+    return method_b.decode(_ENC, _ERR), uri_b.decode(_ENC, _ERR)
+
+
+def _start_response(start: bytes) -> tuple[int, str]:
+    version, sp, rest = start.partition(b" ")
+    if not sp:
+        raise SipParseError(None, "malformed status line", "")
+    if version.upper() != b"SIP/2.0":
+        raise SipParseError(None, f"version {_dec(version[:20])} not supported", "")
+    code, _, reason = rest.partition(b" ")
+    if len(code) != 3 or not code.isdigit():
+        raise SipParseError(None, f"malformed status code {_dec(code[:20])!r}", "")
+    status = int(code)
+    if not 100 <= status <= 699:
+        raise SipParseError(None, f"status code {status} outside 100-699", "")
+    return status, reason.decode(_ENC, _ERR)
+
+
+def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+    """The header block after the start line, checked; `method` None for a response."""
+    del lines[0]  # the start line; what remains are the header lines
+    raws = lines
+    kget = _KEY_OF_BYTES.get
+    # One C-speed pass maps each line's name to its key; anything unusual (folding, odd
+    # spacing, unknown or malformed names) yields None and takes the careful path.
+    keys = [kget(line.partition(b":")[0]) for line in raws]
+    if None in keys:
+        raws, keys_ok = _careful_headers(raws)
+        # Values are read from unfolded copies; the raw lines (folds kept) are stored.
+        src = [_unfold(line) if b"\n" in line else line for line in raws]
+    else:
+        keys_ok = keys  # type: ignore[assignment]
+        src = raws
+    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
+    keys_t = tuple(keys_ok)
+
+    count = keys_t.count
+    index = keys_t.index
+    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_t:
+        _missing_or_several(keys_t)
+
+    call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
+    if not call_id or b"," in call_id or b" " in call_id or b"\t" in call_id:
+        raise bad_request(
+            "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
+        )
+    call_id_text = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
+
+    value = src[index("cseq")].partition(b":")[2].strip(b" \t")
+    num, sp, meth = value.partition(b" ")
+    if sp and num.isdigit() and len(num) < 10 and meth.isalpha():
+        cseq = _new_cseq(CSeq, (int(num), meth.decode()))
+    else:
+        cseq = parse_cseq(value.decode(_ENC, _ERR))
+    # From/To tags, inline fast path for `[display] <uri>;...;tag=x` without quotes or
+    # commas after the display name; anything else goes through `_tag_of`.
+    value = src[index("from")].partition(b":")[2].strip(b" \t")
+    i = value.rfind(b";tag=")
+    quotes = value.count(b'"')
+    if (
+        i > value.rfind(b">")
+        and b"," not in value
+        and (quotes == 0 or (quotes == 2 and value[0] == 34 and b"\\" not in value))
+    ):
+        tag = value[i + 5 :]
+        from_tag = tag.decode() if b";" not in tag else _tag_of(value, "From")
+    else:
+        from_tag = _tag_of(value, "From")
+    value = src[index("to")].partition(b":")[2].strip(b" \t")
+    if b";" not in value and b'"' not in value and b"," not in value:
+        to_tag = None
+    else:
+        to_tag = _tag_of(value, "To")
+
+    n = count("max-forwards")
+    if n == 1:
+        value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
+        if value.isdigit() and len(value) < 3:
+            max_forwards = int(value)
+        else:
+            max_forwards = _parse_max_forwards(value)
+    elif n == 0:
+        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
+        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
+        max_forwards = None
+    else:
+        raise bad_request("several values in single-value header Max-Forwards")
+
+    if method is not None and cseq.method != method:
+        raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
+
+    key_cl = "content-length"
+    n = count(key_cl)
+    if n:
+        if n == 1:
+            value = src[index("content-length")].partition(b":")[2].strip(b" \t")
+            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
+        else:
+            length = _content_length(
+                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == key_cl}
+            )
+        if length != len(body):
+            if length > len(body):
+                raise bad_request(
+                    f"Content-Length {length} larger than the {len(body)} body bytes received"
+                )
+            body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
+    return HeaderParts(keys_t, tuple(raws), body, call_id_text, cseq, from_tag, to_tag,
+                       max_forwards)
+
+
+def _missing_or_several(keys: tuple[str, ...]) -> None:
+    # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
+    # single-value header too (RFC 4475 §3.1.4.8 "multi01").
+    for key in _MANDATORY:
+        n = keys.count(key)
+        if n == 0:
+            raise bad_request(f"missing {canonical_of_key(key)}")
+        if n > 1:
+            raise bad_request(f"several values in single-value header {canonical_of_key(key)}")
+    raise bad_request("missing Via")
+
+
+def _tag_of(value: bytes, what: str) -> str | None:
+    """From/To tag with a bytes fast path; anything unusual goes through `_name_addr_tag`.
+
+    Eagerly this checks what RFC 4475 expects a 400 for (unterminated quoted string, several
+    values); the rest of the name-addr syntax is checked when `from_addr`/`to_addr` is read.
+    """
+    rest = value
+    if value[:1] == b'"':
+        q = value.find(b'"', 1)
+        if q > 0 and value.find(b"\\", 1, q) < 0:
+            rest = value[q + 1 :]
+    if b'"' not in rest and b"," not in rest:
+        low = rest.lower()
+        i = low.rfind(b";tag=")
+        if i < 0:
+            if b"tag" not in low:
+                return None
+        elif i > rest.rfind(b">"):
+            tag = rest[i + 5 :]
+            j = tag.find(b";")
+            return (tag if j < 0 else tag[:j]).strip(b" \t").decode(_ENC, _ERR)
+    return _name_addr_tag(value.decode(_ENC, _ERR), what)
+
+
+def _careful_headers(raws: list[bytes]) -> tuple[list[bytes], list[str]]:
+    """Header lines with folding joined (RFC 3261 §7.3.1) and every name checked."""
+    out_lines: list[bytes] = []
+    out_keys: list[str] = []
+    # Continuations are collected per header and joined once: a header folded over
+    # thousands of lines must not cost quadratic copying.
+    folds: list[bytes] = []
+    for line in raws:
+        first = line[:1]
+        if first == b" " or first == b"\t":
+            if not out_lines:
+                raise bad_request("continuation line before the first header")
+            # The raw line keeps the fold; `_line_value` joins it when the value is read.
+            if not folds:
+                folds.append(out_lines[-1])
+            folds.append(line)
+            continue
+        if folds:
+            out_lines[-1] = b"\r\n".join(folds)
+            folds = []
+        name, colon, _value = line.partition(b":")
+        if not colon:
+            if not line.strip():
+                raise bad_request("empty line inside the header block")
+            raise bad_request(f"header line without colon {_dec(line[:40])!r}")
+        found = _KEY_OF_BYTES.get(name)
+        out_keys.append(found if found is not None else _slow_key(name))
+        out_lines.append(line)
+    if folds:
+        out_lines[-1] = b"\r\n".join(folds)
+    return out_lines, out_keys
+
+
+def _unfold(line: bytes) -> bytes:
+    """A folded raw line as one line (RFC 3261 §7.3.1: the fold is equivalent to one SP)."""
+    return b" ".join([part.strip() for part in line.split(b"\n")])
+
+
+def _content_length(values: set[bytes]) -> int:
+    if len(values) > 1:
+        raise bad_request("conflicting Content-Length values")
+    value = next(iter(values))
+    if not value.isdigit():
+        if value[:1] == b"-":
+            raise bad_request(f"negative Content-Length {_dec(value[:20])}")
+        raise bad_request(f"invalid Content-Length {_dec(value[:20])!r}")
+    digits = value.lstrip(b"0") or b"0"
+    if len(digits) > 10:
+        raise bad_request(f"Content-Length {_dec(value[:20])}... out of range")
+    return int(digits)
+
+
+__all__ = ["parse_message"]

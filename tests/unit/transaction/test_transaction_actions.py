@@ -1,0 +1,58 @@
+"""A transaction on its own, without a layer: it returns its timer actions (`Arm`, `Note`)
+instead of reaching into the layer that keeps the heap of deadlines."""
+
+from __future__ import annotations
+
+from shared.transaction.events import ResponseReceived, TransactionEvent, Transmit
+from shared.transaction.key import client_key
+from shared.transaction.machine import TIMER_EVENT
+from shared.transaction.timers import Timer, TimerSettings
+from shared.transaction.transaction import Action, Arm, ClientTransaction, Note
+from tests.unit.transaction.sipmsg import request, response_to
+
+SETTINGS = TimerSettings(t1=0.5, t2=4.0, t4=5.0)
+
+
+def client(method: str, reliable: bool) -> ClientTransaction:
+    req = request(method)
+    return ClientTransaction(SETTINGS, req, req.serialize(), "peer", reliable,
+                             client_key(req.top_via.branch or "", method))
+
+
+def test_begin_returns_the_initial_timers_as_actions() -> None:
+    txn = client("INVITE", reliable=False)
+    out: list[TransactionEvent] = []
+    acts: list[Action] = []
+    txn.begin(100.0, out, acts)
+    assert [type(e) for e in out] == [Transmit]
+    # §17.1.1.2: Timer A = T1, Timer B = 64*T1, as deadlines on the caller's clock.
+    assert acts == [Arm(Timer.A, 100.5), Arm(Timer.B, 132.0)]
+    assert txn.timers == {Timer.A: 100.5, Timer.B: 132.0}
+
+
+def test_retransmission_backoff_and_termination_are_returned() -> None:
+    txn = client("INVITE", reliable=False)
+    txn.begin(0.0, [], [])
+    out: list[TransactionEvent] = []
+    acts: list[Action] = []
+    del txn.timers[Timer.A]  # what the layer does when it pops the deadline
+    assert txn.fire(TIMER_EVENT[Timer.A], 0.5, out, acts, timer=Timer.A)
+    assert out and all(isinstance(e, Transmit) and e.retransmission for e in out)
+    assert acts == [Note.RETRANSMITTED, Arm(Timer.A, 1.5)]  # doubled to 2*T1
+    out, acts = [], []
+    # A 200 ends an INVITE client transaction at once (§17.1.1.2): it says so, the layer
+    # (not the transaction) forgets it.
+    txn.receive(response_to(txn.request, 200), 0.7, out, acts)
+    assert [type(e) for e in out] == [ResponseReceived]
+    assert acts == [Note.TERMINATED]
+    assert txn.timers == {}
+
+
+def test_reliable_non_invite_terminates_through_a_zero_length_timer_k() -> None:
+    txn = client("OPTIONS", reliable=True)
+    acts: list[Action] = []
+    txn.begin(0.0, [], acts)
+    assert acts == [Arm(Timer.F, 32.0)]  # no Timer E on a reliable transport
+    acts.clear()
+    txn.receive(response_to(txn.request, 200), 1.0, [], acts)
+    assert acts == [Note.TERMINATED]  # Timer K is zero on TCP: fires within the call
