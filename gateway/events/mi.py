@@ -76,7 +76,8 @@ async def events_list(manager: SubscriptionManager,
                       advertised: Advertised | None = None) -> dict[str, Any]:
     names = manager.events()
     shown = set(await advertised()) if advertised is not None else set(names)
-    return {"Events": [{"name": n, "id": i} for i, n in enumerate(names) if n in shown]}
+    ids = manager.catalog.event_id
+    return {"Events": [{"name": n, "id": ids(n)} for n in names if n in shown]}
 
 
 async def subscribers_list(
@@ -85,20 +86,21 @@ async def subscribers_list(
 ) -> dict[str, Any]:
     now = manager.now()
     names = manager.events()
+    ids = manager.catalog.event_id
     try:
         if event is None:
             subs = manager.subscribers()
             shown = set(await advertised()) if advertised is not None else set(names)
             shown |= {s.event for s in subs}
             return {"Events": [
-                {"name": n, "id": i,
+                {"name": n, "id": ids(n),
                  "Subscribers": [_subscriber(s, now) for s in subs if s.event == n]}
-                for i, n in enumerate(names) if n in shown
+                for n in names if n in shown
             ]}
         ev = _text("event", event)
         if socket is None:
             subs = manager.subscribers(ev)
-            return {"name": ev, "id": names.index(ev),
+            return {"name": ev, "id": ids(ev),
                     "Subscribers": [_subscriber(s, now) for s in subs]}
         found = manager.subscribers(ev, _text("socket", socket))
     except UnknownEventError as exc:

@@ -27,6 +27,15 @@ class Interface:
     # Marked `;anycast` in [edge].listen: several edge nodes own this address, so replies,
     # CANCELs and ACKs may arrive at a node that is not the transaction's (anycast.py).
     anycast: bool = False
+    # A wildcard listener (0.0.0.0, ::) is written in Via and Record-Route as `advertise`
+    # (``[edge] advertise``, else the local address of the default route), and every
+    # address of the host (`aliases`, loopback included) counts as this proxy.
+    advertise: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def wildcard(self) -> bool:
+        return self.host in ("0.0.0.0", "::")
 
     @property
     def sent_by_port(self) -> int:
@@ -36,11 +45,17 @@ class Interface:
     def host_in_uri(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host
 
+    @property
+    def advertised_in_uri(self) -> str:
+        """The host written in our Via sent-by and Record-Route (never 0.0.0.0)."""
+        host = self.advertise or self.host
+        return f"[{host}]" if ":" in host else host
+
     def record_route(self, signature: str) -> str:
         """Our Record-Route value for this interface (§16.6 step 4, loose routing), with
         the dialog's signature (services/edge/rr_signing.py)."""
         tp = "" if self.transport == "udp" else f";transport={self.transport}"
-        return f"<sip:{self.host_in_uri}:{self.port}{tp};lr;sg={signature}>"
+        return f"<sip:{self.advertised_in_uri}:{self.port}{tp};lr;sg={signature}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +135,4 @@ def sendable(host: str, port: int, interface: Interface) -> bool:
     if family is None:
         family = address_family(host)
     return family == 0 or family == address_family(interface.host)
+

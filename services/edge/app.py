@@ -38,6 +38,7 @@ from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
 from services.edge.gc_policy import tune_collector
 from services.edge.keyfile import state_secret
+from services.edge.local_addresses import local_addresses, route_address
 from services.edge.nonce_counts import (
     NonceCounts,
 )
@@ -163,6 +164,10 @@ class EdgeApp:
             sock = bind_socket(itf, reuse_port=reuse)
             port = sock.getsockname()[1]
             actual = dataclasses.replace(itf, port=port)  # keeps the anycast mark
+            if itf.wildcard:  # never 0.0.0.0 in Via/Record-Route; every address is ours
+                actual = dataclasses.replace(
+                    actual, advertise=config.advertise or route_address(itf.host == "::"),
+                    aliases=local_addresses())
             if itf.transport == "udp":
                 via_port = 0
                 private_ep = None
@@ -622,7 +627,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         started.set()
         first = app.interfaces[0]
         print(f"edge ready {' '.join(app.listen_lines())} http {runtime.base_url} "
-              f"pid {os.getpid()} -- point a phone at sip:{first.host_in_uri}:{first.port}",
+              f"pid {os.getpid()} -- point a phone at sip:{first.advertised_in_uri}:{first.port}",
               flush=True)
 
     announcer = asyncio.create_task(announce())

@@ -27,6 +27,9 @@ class EdgeConfigError(ValueError):
 @dataclass(frozen=True)
 class EdgeConfig:
     listen: tuple[str, ...] = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+    # The address a listener on 0.0.0.0 (or ::) writes in Via and Record-Route; empty:
+    # the local address of the default route.
+    advertise: str = ""
     workers: int = 1
     t1: float = 0.5
     t2: float = 4.0

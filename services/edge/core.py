@@ -235,8 +235,10 @@ class ProxyCore:
         # (host, port) pairs that mean "this proxy": listening ports and Via ports.
         ours: set[tuple[str, int]] = set()
         for itf in self.interfaces:
-            ours.add((itf.host.lower(), itf.port))
-            ours.add((itf.host.lower(), itf.sent_by_port))
+            hosts = {itf.host, itf.advertise, *itf.aliases} - {""}
+            for host in hosts:
+                ours.add((host.lower(), itf.port))
+                ours.add((host.lower(), itf.sent_by_port))
         self._ours = ours
         # Our Record-Route values in responses are found by the text we wrote.
         self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
@@ -387,7 +389,7 @@ class ProxyCore:
         branch_id = f"z9hG4bK{self._worker}u{next(self._branch_ids):x}" \
             f"{hashlib.md5(request.call_id.encode()).hexdigest()[:8]}"
         cid = self.anycast.via_suffix if itf.anycast and self.anycast else ""
-        request.add_header("Via", f"SIP/2.0/{transport.upper()} {itf.host_in_uri}:"
+        request.add_header("Via", f"SIP/2.0/{transport.upper()} {itf.advertised_in_uri}:"
                                   f"{itf.sent_by_port};branch={branch_id}{cid}")
         default_port = 5061 if hop_uri.scheme == "sips" else 5060
         dest = Destination(transport, hop_uri.host.strip("[]"), hop_uri.port or default_port,
@@ -800,7 +802,7 @@ class ProxyCore:
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
         cid = ((self.anycast.param, str(self.anycast.node_id))
                if outbound.anycast and self.anycast else None)
-        request.push_via(transport.upper(), outbound.host_in_uri, outbound.sent_by_port,
+        request.push_via(transport.upper(), outbound.advertised_in_uri, outbound.sent_by_port,
                          branch_id, cid)
         return request, Destination(transport, host, port, interface=outbound)
 

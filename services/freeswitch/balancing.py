@@ -7,11 +7,10 @@ opensips-features §7):
 * `weight` -- dispatcher with `fetch_freeswitch_stats`: each box weighs
   `max_weight x (Idle-CPU / 100) x (1 - Session-Count / Max-Sessions)` and calls are
   shared in proportion to the weights.  OpenSIPS draws each call at random by weight;
-  here the draw is the smooth weighted round robin (nginx's): every pick adds each box's
-  weight to its credit, takes the box with the most credit and charges it the sum of the
-  weights.  Over any run of picks each box's share is within one call of its exact
-  proportion, where a random draw of 300 calls strays by several percent: the spread the
-  load asks for, and one that a test can hold to a tight bound.
+  here the draw is Tijdeman's chairman assignment (see `Balancer.select`): over any run
+  of picks each of k boxes gets within 1 - 1/(2k - 2) calls of its exact proportion,
+  where a random draw of 300 calls strays by several percent: the spread the load asks
+  for, and one that a test can hold to a tight bound.
 * `load` -- load_balancer with `fetch_freeswitch_stats`: a box can take
   `(Idle-CPU / 100) x (Max-Sessions - (Session-Count - current_load))` calls and the call
   goes to the box with the most room left.  OpenSIPS' `current_load` is its own ongoing
@@ -76,7 +75,7 @@ class Balancer:
         self.policy = policy
         self.max_weight = max_weight
         self.boxes: dict[str, BoxLoad] = {}
-        self._credit: dict[str, float] = {}  # smooth weighted round robin
+        self._credit: dict[str, float] = {}  # share owed less calls given (select)
         self._sent: dict[str, int] = {}  # load policy: calls since the box's heartbeat
         self.picks: dict[str, int] = {}  # calls sent per box (statistics)
 
@@ -125,14 +124,24 @@ class Balancer:
                 # A box out of the rotation (down, stale) comes back with no credit or
                 # debt: its share starts again from its weight.
                 del credit[box_id]
-            chosen = boxes[0]
-            top = None
-            for box, weight in weights:
-                value = credit.get(box.id, 0.0) + weight
+            # Tijdeman's chairman assignment (1980): every pick adds each box's share
+            # p = weight / total to its credit (its exact proportion less the calls it
+            # got); of the boxes whose credit reached sigma = 1 / (2k - 2), the one that
+            # would fall behind first, the least (1 - sigma - credit) / p, is charged one
+            # call.  Every box then stays within 1 - sigma of its proportion over any run
+            # of picks (k boxes with weight).  nginx's smooth round robin, used before,
+            # strays by more than one call (5 boxes, weights 25, 25, 25, 1.05, 2.1).
+            shares = [(b, w / total) for b, w in weights if w > 0]
+            sigma = 0.5 if len(shares) < 2 else 1.0 / (2 * len(shares) - 2)
+            chosen, soonest = shares[0][0], None
+            for box, share in shares:
+                value = credit.get(box.id, 0.0) + share
                 credit[box.id] = value
-                if weight > 0 and (top is None or value > top):
-                    top, chosen = value, box
-            credit[chosen.id] -= total
+                if value >= sigma - 1e-9:
+                    due = (1.0 - sigma - value) / share
+                    if soonest is None or due < soonest:
+                        soonest, chosen = due, box
+            credit[chosen.id] -= 1.0
         self._sent[chosen.id] = self._sent.get(chosen.id, 0) + 1
         self.picks[chosen.id] = self.picks.get(chosen.id, 0) + 1
         return chosen

@@ -67,10 +67,25 @@ class RabbitMQEventBus(BufferedEventBus):
         if self._exchange is not None:
             return self._exchange
         if self._connection is None:
-            async with asyncio.timeout(self.connect_timeout):
-                self._connection = await aio_pika.connect_robust(
-                    self.url, timeout=self.connect_timeout, reconnect_interval=0.5,
-                    client_properties={"connection_name": f"sipmesh-events {self.node}"})
+            # Built here rather than by ``connect_robust``: that helper holds the
+            # connection only once its first connect succeeded, and a connect that fails
+            # or is cancelled (``close()`` during the first attempt, likely on a loaded
+            # machine) leaves its reconnect task running - a task that swallows
+            # cancellation until its connection is closed, so it hung the event loop's
+            # shutdown. Held from the start, the connection is closed on every way out.
+            connection = aio_pika.RobustConnection(
+                aio_pika.connection.make_url(self.url), reconnect_interval=0.5,
+                client_properties={"connection_name": f"sipmesh-events {self.node}"})
+            self._connection = connection
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await connection.connect(timeout=self.connect_timeout)
+            except asyncio.CancelledError:
+                raise  # close() is ending the drain loop: _close_backend closes it
+            except BaseException:
+                self._connection = None
+                await self._release(connection)
+                raise
         async with asyncio.timeout(self.connect_timeout):
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.declare_exchange(
@@ -109,9 +124,17 @@ class RabbitMQEventBus(BufferedEventBus):
     async def _close_backend(self) -> None:
         connection = self._connection
         self._connection = self._channel = self._exchange = None
-        if connection is not None and not connection.is_closed:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await connection.close()
-            except Exception:  # the broker is already gone: nothing left to release
-                pass
+        if connection is not None:
+            await self._release(connection)
+
+    async def _release(self, connection: AbstractRobustConnection) -> None:
+        """Closes a connection without waiting on an away broker for long: the reconnect
+        task goes first (``RobustConnection.close``), then the transport, if any, gets
+        ``connect_timeout`` to say goodbye. Also a connection that never connected, or
+        whose close already started, is closed: ``is_closed`` says nothing of its
+        reconnect task."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await connection.close()
+        except Exception:  # the broker is already gone: nothing left to release
+            pass

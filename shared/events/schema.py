@@ -64,6 +64,7 @@ class EventContract:
     module: str
     schema: Mapping[str, Any]
     family: str = "core"
+    id: int = -1  # x-sipmesh-id: the event's id in events_list, fixed once released
 
     @property
     def routing_key(self) -> str:
@@ -75,7 +76,8 @@ FAMILY = re.compile(r"[a-z][a-z0-9_]*")  # one AMQP topic word
 
 _PROP_KEYS = {"type", "minimum", "maximum", "minLength", "pattern", "description"}
 _TOP_KEYS = {"$schema", "$id", "title", "description", "x-opensips-module",
-             "x-sipmesh-family", "type", "properties", "required", "additionalProperties"}
+             "x-sipmesh-family", "x-sipmesh-id", "type", "properties", "required",
+             "additionalProperties"}
 _SCALARS = ("string", "integer", "number", "null", "boolean")
 
 
@@ -213,6 +215,12 @@ class EventCatalog:
             if not isinstance(family, str) or not FAMILY.fullmatch(family):
                 raise ValueError(f"{path}: x-sipmesh-family must be one lowercase word, "
                                  f"not {family!r}")
+            # The id events_list shows (OpenSIPS' event id). Written in the contract, not
+            # derived from the name's place, so adding an event never renumbers others.
+            event_id = schema.get("x-sipmesh-id")
+            if isinstance(event_id, bool) or not isinstance(event_id, int) or event_id < 0:
+                raise ValueError(f"{path}: x-sipmesh-id must be a non-negative integer, "
+                                 f"not {event_id!r}")
             found.append(
                 EventContract(
                     name=path.stem,
@@ -220,12 +228,23 @@ class EventCatalog:
                     module=str(schema.get("x-opensips-module", "core")),
                     schema=schema,
                     family=family,
+                    id=event_id,
                 )
             )
+        seen: dict[int, str] = {}
+        for c in found:
+            if c.id in seen:
+                raise ValueError(f"{directory}: x-sipmesh-id {c.id} is both {seen[c.id]} "
+                                 f"and {c.name}")
+            seen[c.id] = c.name
         return cls(found)
 
     def names(self) -> list[str]:
         return sorted(self._contracts)
+
+    def event_id(self, name: str) -> int:
+        """The event's stable id (its contract's ``x-sipmesh-id``); KeyError if unknown."""
+        return self._contracts[name].id
 
     def routing_key(self, name: str) -> str:
         """``<family>.<name>``: the RabbitMQ routing key (and local listener key) of an

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.support.state import private_state
 from tests.support.waiting import eventually_sync
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class Node:
         env.update({"SIPMESH_DEMO_CLUSTER_SECRET": self.secret,
                     "SIPMESH_DEMO_CLUSTER_MEMBERS": self.members,
                     "SIPMESH_LOG_LEVEL": "info"})
+        private_state(env, self.workdir / f"node{self.node_id}-state")  # never ~/.local
         env.update(self.env)
         env.pop("SIPMESH_CONFIG", None)
         cmd = [sys.executable, "-m", "examples.cluster_demo", "--node-id", str(self.node_id),

@@ -141,12 +141,13 @@ LOOPS = ("uvloop", "asyncio")  # uvloop is what users run (the default); asyncio
 
 
 def start_edge(env_extra: dict[str, str] | None = None, *, extra_path: Sequence[str] = (),
-               loop: str = "uvloop", preexec: Any = None) -> Edge:
+               loop: str = "uvloop", preexec: Any = None, host: str = "127.0.0.1") -> Edge:
+    """An edge listening on `host` (0.0.0.0: every address) at a reserved port."""
     port = free_port()
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
     env.update({
-        "SIPMESH_EDGE_LISTEN": f"udp:127.0.0.1:{port},tcp:127.0.0.1:{port}",
+        "SIPMESH_EDGE_LISTEN": f"udp:{host}:{port},tcp:{host}:{port}",
         "SIPMESH_EDGE_T1": "0.1",
         "SIPMESH_EDGE_TIMER_C": "3",
         "SIPMESH_EDGE_UVLOOP": "true" if loop == "uvloop" else "false",

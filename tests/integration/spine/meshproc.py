@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.state import private_state
+
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
@@ -30,6 +32,7 @@ class MeshProcess:
             # The gateway's subscription store lives with the test, never in $HOME.
             "SIPMESH_EVENTS_STORE": str(tmp / "event_subscribers.sqlite"),
         })
+        private_state(self.env, tmp / "state")  # edge-rr.key, stores: never ~/.local
         self.env.update(env)
         self.stderr = open(tmp / "mesh.stderr", "w")
         self.proc = subprocess.Popen(

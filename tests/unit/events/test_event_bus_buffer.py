@@ -153,3 +153,41 @@ async def test_published_and_dropped_metrics_count_per_label() -> None:
     assert await bus.flush(2)
     assert get("sipmesh_events_delivered_total", {"backend": "embedded"}) == 3
     await bus.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP and never answers: an AMQP handshake stalls."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("port_kind", ["refused", "silent"])
+async def test_close_while_connecting_to_an_away_broker_leaves_no_task(
+        port_kind: str, refused_port: int, silent_port: int) -> None:
+    """Closing while the drain loop is inside the first connect (what a loaded machine
+    makes likely) must end every task the connection started. aio-pika's reconnect
+    task swallows a cancellation until its connection is closed: left running, it hung
+    the event loop's teardown of the test above."""
+    port = refused_port if port_kind == "refused" else silent_port
+    before = asyncio.all_tasks()
+    bus = RabbitMQEventBus(
+        CATALOG, url=f"amqp://guest:guest@127.0.0.1:{port}/", service="edge", node="n1",
+        strict=True, backoff_initial=0.01, backoff_max=0.05, connect_timeout=30.0,
+    )
+    await bus.start()
+    bus.publish("E_UL_AOR_INSERT", {"aor": "u@x"})
+    # Let the drain loop enter the connect (the silent broker holds it there).
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.wait_for(bus.close(drain_timeout=0.01), 10)
+    assert loop.time() - t0 < 5
+    await eventually(lambda: not (asyncio.all_tasks() - before - {asyncio.current_task()}),
+                     5, "no task left behind by the closed bus")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.freeswitch.balancing import Balancer, BoxLoad, dispatcher_weight, lb_room
@@ -49,6 +49,9 @@ def test_smooth_round_robin_interleaves() -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(1, 100), st.integers(1, 100)),
                 min_size=1, max_size=5), st.integers(1, 400))
+# Found by hypothesis once in a unit run: nginx's smooth round robin, used before, gave
+# a box 2.9 calls instead of 1.8 here (random search found it only now and then).
+@example([(0, 1, 25), (0, 1, 25), (0, 1, 25), (75, 77, 31), (75, 77, 36)], 132)
 def test_each_share_within_one_call_of_its_proportion(
         loads: list[tuple[int, int, int]], calls: int) -> None:
     b = Balancer("weight")
@@ -64,8 +67,11 @@ def test_each_share_within_one_call_of_its_proportion(
             return
         assert chosen is not None
         picks[chosen.id] = picks.get(chosen.id, 0) + 1
+    # Tijdeman's bound: within 1 - 1/(2k - 2) of the exact share, k boxes with weight.
+    k = sum(1 for w in weights.values() if w > 0)
+    bound = 1.0 - 1.0 / (2 * k - 2) if k > 1 else 0.0
     for name, weight in weights.items():
-        assert abs(picks.get(name, 0) - calls * weight / total) < 1.0 + 1e-9
+        assert abs(picks.get(name, 0) - calls * weight / total) <= bound + 1e-9
 
 
 def test_down_stale_and_sipless_boxes_are_skipped() -> None:
