@@ -123,6 +123,9 @@ async def test_a_refused_event_does_not_wedge_the_buffer(tmp_path: Path) -> None
     for path in default_contracts_dir().glob("E_*.json"):
         shutil.copy(path, contracts)
     schema = json.loads((contracts / f"{EVENT}.json").read_text())
+    # A newer event has an id of its own (ids are unique in the contracts).
+    taken = [json.loads(p.read_text())["x-sipmesh-id"] for p in contracts.glob("E_*.json")]
+    schema["x-sipmesh-id"] = max(taken) + 1
     (contracts / "E_NEWER_THAN_GATEWAY.json").write_text(json.dumps(schema))
     bus = ForwardingEventBus(EventCatalog.load(contracts), discovery=open_registry(disc),
                              service="registrar", node="reg-1", strict=True)
