@@ -177,7 +177,15 @@ class DialogClient:
                 self.log.warning("dialog_watch_failed", error=repr(exc))
                 await asyncio.sleep(1.0)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 2.0) -> None:
+        """Stops the stream, first handing over what is still held: the events of calls
+        this edge saw (their CDRs depend on them) are written and acknowledged, for at
+        most `grace` s (a stopping edge must not take a call's BYE or 200 with it; a
+        dialog service that is away keeps them no longer than that)."""
+        deadline = time.monotonic() + grace
+        while ((self.pending or self.inflight) and self.targets and self._task is not None
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)  # polling a drain with a bound, not a test's sleep
         for task in (self._task, self._watcher):
             if task is not None:
                 task.cancel()

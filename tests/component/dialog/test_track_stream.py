@@ -140,3 +140,18 @@ async def test_a_repeated_event_changes_nothing(service: Service) -> None:
         assert len(rows) == 1 and rows[0]["end_reason"] == "caller-bye"
     finally:
         await client.close()
+
+
+async def test_closing_hands_over_what_is_still_buffered(service: Service) -> None:
+    """A stopping edge (drain, rolling restart) writes the events it still holds before its
+    stream goes: the call's dialog reaches the service even when close() follows emit()."""
+    client = DialogClient(addresses=[f"127.0.0.1:{service.port}"])
+    await client.start()
+    await until(lambda: client.connected)
+    client.emit(event(create=create(callid="last")))
+    client.emit(event(reply=reply(200, callid="last")))
+    await client.close()
+    assert not client.buffered
+    assert service.svc is not None
+    d = service.svc.table.find("last", "ft")
+    assert d is not None and int(d.state) >= 3
