@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -23,6 +24,9 @@ from tests.integration.presence.harness import PresenceMesh, sipp_failure, wait_
 
 pytestmark = pytest.mark.peers
 CONTRACTS = Path(__file__).resolve().parents[3] / "contracts" / "mi"
+# A 200 to the initial SUBSCRIBE in a sipp message file.
+ACKNOWLEDGED = re.compile(r"message received \[\d+\] bytes :\s+SIP/2\.0 200 OK"
+                          r"(?:(?!-{20}).)*?CSeq: 1 SUBSCRIBE", re.S)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +137,11 @@ def test_an_unknown_event_package_is_489(mesh: PresenceMesh) -> None:
 def test_kill_9_of_presence_keeps_the_subscription(mesh: PresenceMesh) -> None:
     watcher = mesh.sipp_run("watcher.xml", "dave", background=True)
     wait_for(lambda: mesh.subscriptions("dave@127.0.0.1"), 20, "the subscription")
+    # The promise is about an acknowledged subscription: the row is written before the
+    # answer leaves, so a kill in between is a 503 the watcher retries, not a loss. Kill
+    # only once the watcher holds its 200 (sipp writes its message file as it goes).
+    wait_for(lambda: ACKNOWLEDGED.search(mesh.messages(watcher)), 20,
+             "the watcher's 200 to its SUBSCRIBE")
     pid = int(mesh.mesh.line(r"^started presence pid (\d+)").group(1))
     os.kill(pid, signal.SIGKILL)
     mesh.mesh.expect(r"^started presence pid (\d+)", 30)
