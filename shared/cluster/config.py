@@ -13,6 +13,12 @@ OpenSIPS' names and defaults; ``ack_timeout`` bounds a tracked replication
 (``ClusterNode.replicate``) and ``anti_entropy_interval`` adds periodic data comparisons
 to the ones made on every reconnect.
 
+Replicas that share one configuration (a Kubernetes StatefulSet's pods) take their node id
+from their host name: with ``node_id_from_hostname`` the node id is ``node_id`` plus the
+ordinal ending the host name (pod ``sipmesh-registrar-1`` with ``node_id = 1`` is node 2);
+:meth:`ClusterConfig.for_host` makes that one node's settings (``ClusterNode`` applies it
+with the machine's host name).
+
 A service loads it with ``load_section(ClusterConfig, "<service>.cluster")`` so each
 service has its own cluster; every field can be set as ``SIPMESH_<SERVICE>_CLUSTER_<FIELD>``.
 """
@@ -35,6 +41,7 @@ class Seed:
 class ClusterConfig:
     cluster_id: int = 1
     node_id: int = 1
+    node_id_from_hostname: bool = False  # node_id + the host name's ordinal (StatefulSet)
     listen: str = "127.0.0.1:0"
     advertise: str = ""  # host:port others dial; default: listen host and the bound port
     sip_addr: str = ""
@@ -81,6 +88,21 @@ class ClusterConfig:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"[cluster] listen {self.listen!r} is not host:port")
+
+    def for_host(self, hostname: str) -> ClusterConfig:
+        """These settings on the host named ``hostname``: unchanged, or with
+        ``node_id_from_hostname`` the node id ``node_id + N`` where the host's first label
+        ends in ``-N`` (a StatefulSet pod's name is ``<set>-<ordinal>``; ordinal 0 is
+        ``node_id``). A name without an ordinal is a configuration error, never a guess."""
+        if not self.node_id_from_hostname:
+            return self
+        label = hostname.split(".", 1)[0]
+        _, sep, ordinal = label.rpartition("-")
+        if not sep or not ordinal.isdigit():
+            raise ValueError(f"[cluster] node_id_from_hostname: host name {hostname!r} does "
+                             "not end in -<ordinal> (a StatefulSet pod's name does)")
+        return dataclasses.replace(self, node_id=self.node_id + int(ordinal),
+                                   node_id_from_hostname=False)
 
     @property
     def timers(self) -> LinkTimers:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -137,6 +138,8 @@ class ClusterNode:
         mi_runner: Callable[[str, Any], Awaitable[Any]] | None = None,
         registry: Any = None,
     ) -> None:
+        # A StatefulSet's pods share one configuration: the pod name gives the node id.
+        config = config.for_host(socket.gethostname())
         config.validate()
         self.config = config
         self.id = config.node_id
