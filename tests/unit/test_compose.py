@@ -2,11 +2,14 @@
 
 No Docker engine runs here, so the compose file is checked the way the handbook allows:
 Debian's `docker-compose config` parses and validates it, and this test checks that what it
-starts and configures exists in the code (modules, config fields).
+starts and configures exists in the code (modules, config fields) and that it is the
+production shape (issue 20): every service the catalog clusters runs as two replicas, each
+with its own node id in the catalog's cluster, their seed lists naming each other.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -26,9 +29,11 @@ from services.media.config import MediaConfig
 from services.presence.config import PresenceConfig
 from services.registrar.config import RegistrarConfig
 from services.siprec.config import SiprecConfig
+from shared.cluster import ClusterConfig
+from shared.config import load_section, section_env_name
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
-from sipmesh.catalog import SERVICES
+from sipmesh.catalog import SERVICES, ChildSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"
@@ -44,6 +49,75 @@ SECTIONS = {
     "DISCOVERY": DiscoveryConfig,
     "EVENTS": EventsConfig,
 }
+CLUSTER_SECRET = "compose-cluster-secret"
+
+
+def setting_of(var: str) -> tuple[type[Any], str] | None:
+    """The configuration class and field a ``SIPMESH_*`` variable sets, or None: a field of
+    its service's section, else (``SIPMESH_<SERVICE>_CLUSTER_<FIELD>``) of the service's
+    ``[<service>.cluster]`` section, as :func:`shared.config.load_section` reads them."""
+    section, _, field = var.removeprefix("SIPMESH_").partition("_")
+    cls = SECTIONS.get(section)
+    if cls is None:
+        return None
+    if field in {f.name.upper() for f in dataclasses.fields(cls)}:
+        return cls, field.lower()
+    rest = field.removeprefix("CLUSTER_")
+    if rest != field and rest in {f.name.upper() for f in dataclasses.fields(ClusterConfig)}:
+        return ClusterConfig, rest.lower()
+    return None
+
+
+def replicated() -> list[ChildSpec]:
+    """The catalog's services that cluster and are deployed with two replicas (the edge's
+    cluster is the anycast one, for nodes sharing one address: its replicas are plain)."""
+    return [s for s in SERVICES
+            if s.clustered and not s.nodes_only and s.nodes_setting == "nodes"]
+
+
+def cluster_problems(spec: ChildSpec, replicas: dict[str, dict[str, str]],
+                     host_of: dict[str, str]) -> list[str]:
+    """What is wrong with ``replicas`` (name -> environment) as the cluster of ``spec``:
+    fewer than two, clustering off, another cluster id, node ids not distinct, secrets
+    differing, or a seed list that does not name every replica at the address it
+    advertises (``host_of``: the host a replica's peers reach it at)."""
+    if len(replicas) < 2:
+        return [f"{spec.name}: {len(replicas)} replica(s), not 2"]
+    problems: list[str] = []
+    configs: dict[str, ClusterConfig] = {}
+    for name, env in replicas.items():
+        for key, value in spec.cluster_env:
+            if key != "SIPMESH_EDGE_WORKERS" and str(env.get(key)) != value:
+                problems.append(f"{name}: {key} is {env.get(key)!r}, clustering needs {value}")
+        try:
+            cfg = load_section(ClusterConfig, spec.cluster_section, environ=env)
+            cfg.validate()
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        configs[name] = cfg
+        if cfg.cluster_id != spec.cluster_id:
+            problems.append(f"{name}: cluster {cfg.cluster_id}, the catalog's is "
+                            f"{spec.cluster_id}")
+        host, _, port = cfg.advertise.rpartition(":")
+        if host != host_of[name] or port != cfg.listen.rpartition(":")[2]:
+            problems.append(f"{name}: advertises {cfg.advertise!r}, listens on {cfg.listen!r}")
+        for tag in spec.sharing_tags:
+            if tag not in cfg.sharing_tags:
+                problems.append(f"{name}: no sharing tag {tag}")
+    ids = [c.node_id for c in configs.values()]
+    if len(set(ids)) != len(ids):
+        problems.append(f"{spec.name}: node ids {ids} are not distinct")
+    if len({c.secret for c in configs.values()}) > 1:
+        problems.append(f"{spec.name}: the replicas do not share one secret")
+    everyone = {c.node_id: c.advertise for c in configs.values()}
+    for name, cfg in configs.items():
+        seeds = {seed.node_id: seed.url for seed in cfg.seed_list()}
+        if seeds != everyone:
+            problems.append(f"{name}: seeds {seeds}, the replicas are {everyone}")
+        if cfg.discovery_service != spec.name:
+            problems.append(f"{name}: discovery_service {cfg.discovery_service!r}")
+    return problems
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +125,8 @@ def rendered() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: tests/peers/ensure.sh installs it"
     env = dict(os.environ, SIPMESH_GATEWAY_TOKEN="compose-test-token",
-               SIPMESH_SERVICE_TOKEN="compose-service-token")
+               SIPMESH_SERVICE_TOKEN="compose-service-token",
+               SIPMESH_CLUSTER_SECRET=CLUSTER_SECRET)
     # docker-compose 1.x prints the resolved file as YAML only.
     out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True,
                          env=env, timeout=60)
@@ -78,13 +153,12 @@ def test_compose_file_validates_and_runs_every_mesh_service(rendered: dict[str, 
 def test_every_sipmesh_variable_names_a_real_setting(rendered: dict[str, Any]) -> None:
     for name, svc in _sipmesh_services(rendered).items():
         for var in svc.get("environment", {}):
-            if not var.startswith("SIPMESH_"):
-                continue
-            section, _, field = var.removeprefix("SIPMESH_").partition("_")
-            cls = SECTIONS.get(section)
-            assert cls is not None, f"{name}: {var}: unknown section {section}"
-            fields = {f.name.upper() for f in dataclasses.fields(cls)}
-            assert field in fields, f"{name}: {var}: {cls.__name__} has no field {field.lower()}"
+            if var.startswith("SIPMESH_"):
+                assert setting_of(var) is not None, f"{name}: {var} sets nothing"
+    assert setting_of("SIPMESH_REGISTRAR_CLUSTER_NODE_ID") == (ClusterConfig, "node_id")
+    assert setting_of("SIPMESH_REGISTRAR_CLUSTER_MODE") == (RegistrarConfig, "cluster_mode")
+    assert setting_of("SIPMESH_REGISTRAR_CLUSTER_NODE") is None
+    assert setting_of("SIPMESH_REGISTRAR_NODE_ID") is None
 
 
 def test_public_gateway_is_given_a_token(rendered: dict[str, Any]) -> None:
@@ -116,3 +190,51 @@ def test_each_service_has_its_own_image_and_a_readiness_healthcheck(
     assert probe_main([]) == 2
     dockerfile = (ROOT / "compose" / "Dockerfile").read_text()
     assert "ARG SERVICE=" in dockerfile and "sipmesh-${SIPMESH_SERVICE}" in dockerfile
+
+
+def _replicas(doc: dict[str, Any], module: str) -> dict[str, dict[str, str]]:
+    return {name: {k: str(v) for k, v in svc.get("environment", {}).items()}
+            for name, svc in _sipmesh_services(doc).items() if svc["command"][-1] == module}
+
+
+def test_every_clustered_service_runs_two_replicas_seeding_each_other(
+        rendered: dict[str, Any]) -> None:
+    """Production shape (issue 20): two replicas of each service the catalog clusters,
+    each its own compose service (its container name is its address), clustering on, in
+    the catalog's cluster, with a node id of its own, one shared secret, and a seed list
+    naming both at the addresses they advertise. The edges are two, unclustered."""
+    specs = replicated()
+    assert {s.name for s in specs} == {"registrar", "dialog", "presence"}
+    for spec in specs:
+        replicas = _replicas(rendered, spec.module)
+        assert cluster_problems(spec, replicas, {n: n for n in replicas}) == []
+        for name, env in replicas.items():
+            unit = spec.name.upper()
+            assert env[f"SIPMESH_{unit}_HTTP_ADVERTISE"] == name
+            assert env[f"SIPMESH_{unit}_GRPC_ADVERTISE"] == name
+            assert env[section_env_name(spec.cluster_section, "secret")] == CLUSTER_SECRET
+    assert len(_replicas(rendered, "services.edge")) >= 2
+    # Dialogs are written by both replicas: each keeps its own table in the shared database.
+    dialogs = [load_section(DialogConfig, "dialog", environ=env)
+               for env in _replicas(rendered, "services.dialog").values()]
+    assert len({(d.db_url, d.dialog_table) for d in dialogs}) == len(dialogs)
+
+
+def test_the_replica_check_catches_a_broken_cluster(rendered: dict[str, Any]) -> None:
+    """cluster_problems is not a rubber stamp: a shared node id, a seed list missing the
+    twin, clustering turned off and a single replica are each reported."""
+    [spec] = [s for s in replicated() if s.name == "registrar"]
+    good = _replicas(rendered, spec.module)
+    hosts = {n: n for n in good}
+    key = section_env_name(spec.cluster_section, "node_id")
+    seeds = section_env_name(spec.cluster_section, "seeds")
+    broken = copy.deepcopy(good)
+    broken["registrar-2"][key] = broken["registrar-1"][key]
+    assert any("not distinct" in p for p in cluster_problems(spec, broken, hosts))
+    broken = copy.deepcopy(good)
+    broken["registrar-1"][seeds] = "1@registrar-1:9072"
+    assert any("seeds" in p for p in cluster_problems(spec, broken, hosts))
+    broken = copy.deepcopy(good)
+    broken["registrar-2"]["SIPMESH_REGISTRAR_CLUSTER_MODE"] = "none"
+    assert any("clustering needs" in p for p in cluster_problems(spec, broken, hosts))
+    assert cluster_problems(spec, {"registrar-1": good["registrar-1"]}, hosts)

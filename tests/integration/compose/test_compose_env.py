@@ -7,15 +7,19 @@ only where a container differs from a process on this machine: the infrastructur
 names become 127.0.0.1 and each SipMesh container's name a loopback address of its own
 (127.0.0.11, .12, ...: a service that registered its bind address instead of its
 advertised one would show), each service's own fixed ports become reserved free ones (edge1 and
-edge2 both listen on 5060 in their containers), Consul is the in-repo fake (no Consul
+edge2 both listen on 5060 in their containers; a replica's cluster port is remapped
+wherever it is named, in its own listen and advertise settings and in its twin's seeds),
+Consul is the in-repo fake (no Consul
 server here), PostgreSQL a database of this test, RabbitMQ the local broker with an
 exchange of this test. Binds (0.0.0.0), advertised addresses, tokens, worker counts and
 backends are compose's own.
 
 Checked: every process registers in Consul and passes its check; the gateway, with the
 services' token, reaches each of them (its mesh-wide statistics have one ``load-proc``
-entry per process; ``ul_dump`` reaches the registrar); each edge answers SIP; and a
-public ``/health`` without the token says only its status.
+entry per process; ``ul_dump`` reaches the registrars); each edge answers SIP; the two
+replicas of every clustered service (registrar, dialog, presence) form their cluster: each
+sees the other Up under the other's node id; and a public ``/health`` without the token
+says only its status.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ AMQP_HOST = "127.0.0.1"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 GATEWAY_TOKEN = "gw-tökén-compose"  # non-ASCII on purpose: tokens are compared as bytes
 SERVICE_TOKEN = "svc-token-compose"
+CLUSTER_SECRET = "cluster-secret-compose"
 PORT_VARS = re.compile(r"^SIPMESH_\w+_PORT$")
 
 
@@ -57,7 +62,7 @@ def rendered() -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is missing: tests/peers/ensure.sh installs it"
     env = dict(os.environ, SIPMESH_GATEWAY_TOKEN=GATEWAY_TOKEN,
-               SIPMESH_SERVICE_TOKEN=SERVICE_TOKEN)
+               SIPMESH_SERVICE_TOKEN=SERVICE_TOKEN, SIPMESH_CLUSTER_SECRET=CLUSTER_SECRET)
     out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -65,9 +70,17 @@ def rendered() -> dict[str, Any]:
     return doc
 
 
+def cluster_ports(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A reserved port for each service with a cluster link (``*_CLUSTER_LISTEN``): in
+    compose every replica listens on the same port of its own container."""
+    return {name: str(reserve_port()) for name, svc in services.items()
+            if any(k.endswith("_CLUSTER_LISTEN") for k in svc.get("environment", {}))}
+
+
 def local_env(name: str, env: dict[str, str], hosts: dict[str, str], consul: str, dsn: str,
-              exchange: str, tmp: Path) -> dict[str, str]:
-    """Compose's environment of one service, as this machine can run it (module docstring)."""
+              exchange: str, tmp: Path, links: dict[str, str]) -> dict[str, str]:
+    """Compose's environment of one service, as this machine can run it (module docstring);
+    ``links``: the cluster port of each replica (:func:`cluster_ports`)."""
     ports: dict[str, str] = {}
     for key, value in env.items():
         if PORT_VARS.match(key):
@@ -80,12 +93,19 @@ def local_env(name: str, env: dict[str, str], hosts: dict[str, str], consul: str
             ports[port] = str(reserve_port())
     names = "|".join(map(re.escape, sorted(hosts)))
     host_rx = re.compile(rf"(?<=[@/])({names})(?=[:/])|^({names})(?=:\d)")
+    peers = "|".join(map(re.escape, sorted(links))) or "(?!)"
+    # A replica's cluster address, in its own advertise setting and in every seed list.
+    peer_rx = re.compile(rf"(?<![\w.-])({peers}):\d+\b")
     out = {k: v for k, v in os.environ.items()
            if not k.startswith("SIPMESH_") and k != "CONSUL_HTTP_ADDR"}
     for key, value in env.items():
         value = str(value)
         if key == "CONSUL_HTTP_ADDR":
             value = consul
+        elif key.endswith("_CLUSTER_LISTEN"):
+            value = f"{value.rpartition(':')[0]}:{links[name]}"
+        elif key.endswith(("_CLUSTER_ADVERTISE", "_CLUSTER_SEEDS")):
+            value = peer_rx.sub(lambda m: f"{hosts[m.group(1)]}:{links[m.group(1)]}", value)
         elif value.startswith(("postgresql://", "postgres://")):
             value = dsn
         elif key.endswith(("_ADVERTISE", "_HOST")) and value in hosts:
@@ -135,12 +155,14 @@ async def compose_mesh(tmp_path: Path) -> AsyncIterator[dict[str, Service]]:
             if str(s.get("image", "")).startswith("sipmesh")]
     hosts = {n: "127.0.0.1" for n in doc["services"]}
     hosts.update({n: f"127.0.0.{11 + i}" for i, n in enumerate(ours)})
+    links = cluster_ports({n: doc["services"][n] for n in ours})
     services: dict[str, Service] = {}
     try:
         for name in ours:
             svc = doc["services"][name]
             env = local_env(name, svc.get("environment", {}), hosts, consul,
-                            f"postgresql://postgres@127.0.0.1:5432/{db}", exchange, tmp_path)
+                            f"postgresql://postgres@127.0.0.1:5432/{db}", exchange, tmp_path,
+                            links)
             (tmp_path / name).mkdir()
             services[name] = Service(name, svc["command"], env, tmp_path)
         yield services
@@ -186,7 +208,7 @@ async def test_every_compose_service_starts_and_the_gateway_reaches_it(
     try:
         await eventually(all_passing, 60, f"{expected} passing in Consul", interval=0.3)
         advertised = {s.env[k] for s in services.values() for k in s.env
-                      if k.endswith("_ADVERTISE") and "GRPC" not in k}
+                      if k.endswith("_ADVERTISE") and "GRPC" not in k and "CLUSTER" not in k}
         for inst in await consul.instances():
             # Registered at the advertised address (its container's name, remapped here),
             # not at the wildcard bind or loopback.
@@ -212,7 +234,9 @@ async def test_every_compose_service_starts_and_the_gateway_reaches_it(
             # for it with 482, loop detected: an edge issue, reported.)
             status = await asyncio.to_thread(options_ping, "127.0.0.1", port, 1.0)
             assert status is not None, f"edge on {port} did not answer SIP"
-        registrar = services["registrar"].env
+        await eventually(lambda: clusters_formed(services), 30,
+                         "each clustered service's replicas Up to each other", interval=0.3)
+        registrar = services["registrar-1"].env
         health = f"http://127.0.0.1:{registrar['SIPMESH_REGISTRAR_HTTP_PORT']}/health"
         bare = await asyncio.to_thread(_get, health, None)
         full = await asyncio.to_thread(_get, health, SERVICE_TOKEN)
@@ -220,6 +244,34 @@ async def test_every_compose_service_starts_and_the_gateway_reaches_it(
     finally:
         await gateway.close()
         await consul.close()
+
+
+async def clusters_formed(services: dict[str, Service]) -> bool:
+    """Every replica of a clustered service sees each of its twins Up, under the node id
+    the twin's own environment gives it (asked over the replica's own MI, with the
+    services' token)."""
+    clusters: dict[str, dict[str, tuple[int, str]]] = {}
+    for s in services.values():
+        unit = s.kind.upper()
+        node = s.env.get(f"SIPMESH_{unit}_CLUSTER_NODE_ID")
+        if node is not None:
+            port = s.env[f"SIPMESH_{unit}_HTTP_PORT"]
+            clusters.setdefault(s.kind, {})[s.name] = (int(node), port)
+    assert {k: len(v) for k, v in clusters.items()} == {
+        "registrar": 2, "dialog": 2, "presence": 2}, clusters
+    for replicas in clusters.values():
+        for name, (me, port) in replicas.items():
+            client = JsonRpcClient(f"http://127.0.0.1:{port}/mi", token=SERVICE_TOKEN,
+                                   timeout=5)
+            try:
+                [cluster] = (await client.call("clusterer_list"))["Clusters"]
+            finally:
+                await client.close()
+            assert cluster["local_node_id"] == me, (name, cluster)
+            up = {n["node_id"] for n in cluster["Nodes"] if n["link_state"] == "Up"}
+            if up != {node for other, (node, _) in replicas.items() if other != name}:
+                return False
+    return True
 
 
 def _get(url: str, token: str | None) -> dict[str, Any]:
