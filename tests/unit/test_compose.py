@@ -80,7 +80,9 @@ def cluster_problems(spec: ChildSpec, replicas: dict[str, dict[str, str]],
     """What is wrong with ``replicas`` (name -> environment) as the cluster of ``spec``:
     fewer than two, clustering off, another cluster id, node ids not distinct, secrets
     differing, or a seed list that does not name every replica at the address it
-    advertises (``host_of``: the host a replica's peers reach it at)."""
+    advertises (``host_of``: the host a replica's peers reach it at). Each replica's
+    settings are those of a host named as the replica (``ClusterConfig.for_host``: a
+    StatefulSet's pod takes its node id from that name)."""
     if len(replicas) < 2:
         return [f"{spec.name}: {len(replicas)} replica(s), not 2"]
     problems: list[str] = []
@@ -90,7 +92,7 @@ def cluster_problems(spec: ChildSpec, replicas: dict[str, dict[str, str]],
             if key != "SIPMESH_EDGE_WORKERS" and str(env.get(key)) != value:
                 problems.append(f"{name}: {key} is {env.get(key)!r}, clustering needs {value}")
         try:
-            cfg = load_section(ClusterConfig, spec.cluster_section, environ=env)
+            cfg = load_section(ClusterConfig, spec.cluster_section, environ=env).for_host(name)
             cfg.validate()
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
