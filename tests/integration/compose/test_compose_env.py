@@ -18,8 +18,9 @@ Checked: every process registers in Consul and passes its check; the gateway, wi
 services' token, reaches each of them (its mesh-wide statistics have one ``load-proc``
 entry per process; ``ul_dump`` reaches the registrars); each edge answers SIP; the two
 replicas of every clustered service (registrar, dialog, presence) form their cluster: each
-sees the other Up under the other's node id; and a public ``/health`` without the token
-says only its status.
+sees the other Up under the other's node id, and a binding added on one registrar
+replica is found on the other; and a public ``/health`` without the token says only its
+status.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import yaml
 
 from shared.discovery.consul_backend import ConsulRegistry
 from shared.discovery.testing.fake_consul import FakeConsul
-from shared.rpc import JsonRpcClient
+from shared.rpc import JsonRpcClient, RpcError
 from tests.integration.edge.edge_harness import options_ping
 from tests.support.ports import reserve_port
 from tests.support.waiting import eventually
@@ -236,6 +237,7 @@ async def test_every_compose_service_starts_and_the_gateway_reaches_it(
             assert status is not None, f"edge on {port} did not answer SIP"
         await eventually(lambda: clusters_formed(services), 30,
                          "each clustered service's replicas Up to each other", interval=0.3)
+        await binding_replicated(services["registrar-1"], services["registrar-2"])
         registrar = services["registrar-1"].env
         health = f"http://127.0.0.1:{registrar['SIPMESH_REGISTRAR_HTTP_PORT']}/health"
         bare = await asyncio.to_thread(_get, health, None)
@@ -272,6 +274,32 @@ async def clusters_formed(services: dict[str, Service]) -> bool:
             if up != {node for other, (node, _) in replicas.items() if other != name}:
                 return False
     return True
+
+
+async def binding_replicated(one: Service, two: Service) -> None:
+    """A contact added on one registrar replica (MI ``ul_add``) reaches the other over
+    their cluster link (full-sharing)."""
+    def mi(s: Service) -> JsonRpcClient:
+        return JsonRpcClient(f"http://127.0.0.1:{s.env['SIPMESH_REGISTRAR_HTTP_PORT']}/mi",
+                             token=SERVICE_TOKEN, timeout=5)
+
+    first, second = mi(one), mi(two)
+    aor, contact = "alice@compose.test", "sip:alice@192.0.2.10:5060"
+    try:
+        assert await first.call("ul_add", ["location", aor, contact, 600, "", 0, 0, 0]) == "OK"
+
+        async def on_the_twin() -> list[str] | None:
+            try:
+                shown = await second.call("ul_show_contact", ["location", aor])
+            except RpcError:
+                return None  # 404 AOR not found: not replicated yet
+            return [c["Contact"] for c in shown["Contacts"]]
+
+        assert await eventually(on_the_twin, 10, f"{aor} on {two.name}",
+                                interval=0.1) == [contact]
+    finally:
+        await first.close()
+        await second.close()
 
 
 def _get(url: str, token: str | None) -> dict[str, Any]:
