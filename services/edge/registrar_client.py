@@ -22,7 +22,10 @@ share one stream message: measured against a real registrar at 3,000 Saves/s, th
 CPU per Save fell from ~93 us (no window) to ~65 us (1 ms) and ~56 us (3 ms) -- a gRPC
 message costs about the same whatever it carries; a REGISTER waits at most that long more.
 A stream that breaks fails the calls in flight (they move to the next registrar) and is
-opened again by the next call.  `streaming=False` keeps the unary calls.
+opened again by the next call.  The stream to a registrar that leaves discovery (it is
+draining) is ended gracefully: half-closed, so the registrar answers what it got and
+ends it at once rather than at the end of its drain grace (and its channel is closed).
+`streaming=False` keeps the unary calls.
 
 Credentials (HA1 hashes) are cached for `credentials_ttl` seconds so a phone's periodic
 REGISTER costs one Save; a failed verification against a cached entry fetches it again
@@ -171,6 +174,17 @@ class _Session:
         if fut is not None and not fut.done():
             fut.set_exception(_CallFailed("deadline exceeded"))
 
+    async def finish(self, within: float) -> None:
+        """Ends the stream gracefully: no more requests (half-close), the replies of
+        those sent still come; cancelled after `within` s. A draining registrar then
+        sees its stream end as soon as it answered, instead of holding it open to the
+        end of its grace and cancelling what is in flight there."""
+        self.queue.put_nowait(None)
+        try:
+            await asyncio.wait({self.reader}, timeout=within)
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         self.queue.put_nowait(None)
         self.call.cancel()
@@ -211,6 +225,7 @@ class RegistrarClient:
         self.streaming = streaming
         self.batch_window = batch_window
         self._sessions: dict[str, _Session] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
@@ -238,8 +253,31 @@ class RegistrarClient:
     def _set(self, instances: Sequence[Any]) -> None:
         # meta "ready" "0": registered but not ready (a restarted node still syncing); an
         # older registrar that does not say is taken as ready.
-        self.targets = sorted({i.meta["grpc"] for i in instances
-                               if i.meta.get("grpc") and i.meta.get("ready") != "0"})
+        targets = sorted({i.meta["grpc"] for i in instances
+                          if i.meta.get("grpc") and i.meta.get("ready") != "0"})
+        for gone in set(self.targets) - set(targets):
+            self._retire(gone)
+        self.targets = targets
+
+    def _retire(self, target: str) -> None:
+        """A registrar that left discovery (draining, or gone): its stream is ended once
+        what was sent on it is answered, and its channel closed."""
+        session = self._sessions.pop(target, None)
+        stub = self._stubs.pop(target, None)
+        if session is None and stub is None:
+            return
+
+        async def retire() -> None:
+            try:
+                if session is not None:
+                    await session.finish(self.timeout)
+            finally:
+                if stub is not None:
+                    await stub[0].close()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _watch(self) -> None:
         from shared.discovery.port import watch
@@ -259,6 +297,10 @@ class RegistrarClient:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for session in list(self._sessions.values()):
             await session.close()
         self._sessions.clear()

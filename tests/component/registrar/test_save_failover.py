@@ -7,6 +7,9 @@ draining node's does when its grace runs out), or answers 503 (not synced, canno
 replicate). The client sends the Save again to the second marked `retry`, which takes the
 binding of the same Call-ID and CSeq as the REGISTER's own: the phone gets 200 with its
 binding, not 503 (no answer) nor 400 (Invalid CSeq, a replay).
+
+A registrar that leaves discovery (draining) gets its stream ended by the edge once what
+was sent on it is answered, so its drain need not wait out its grace nor cancel a call.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import asyncio
 
 import grpc
 import pytest
@@ -25,6 +30,7 @@ from services.registrar.app import SERVICE, RegistrarServicer, _parse_save
 from services.registrar.location import Location, SaveResult
 from services.registrar.subscribers import SQLiteSubscribers
 from services.registrar.usrloc import UserLocation
+from shared.discovery import Instance
 from shared.rpc.grpc_helpers import start_grpc_server
 
 CALL_TIMEOUT = 10.0  # the calls here fail by the stream, never by the deadline
@@ -88,4 +94,48 @@ async def test_a_save_moves_to_the_other_registrar(tmp_path: Path, vanish: bool)
         await client.close()
         for server in servers:
             await server.stop(0)
+        await store.close()
+
+
+class Watching(RegistrarServicer):
+    """Sets `ended` when a Session stream ends by itself (not cancelled by the server)."""
+
+    def __init__(self, ul: UserLocation) -> None:
+        super().__init__(ul)
+        self.ended = asyncio.Event()
+
+    async def Session(self, request_iterator: Any,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for message in super().Session(request_iterator, context):
+            yield message
+        self.ended.set()
+
+
+async def test_the_stream_to_a_registrar_leaving_discovery_ends_once_answered(
+        tmp_path: Path) -> None:
+    store = SQLiteSubscribers(tmp_path / "s.sqlite")
+    await store.open()
+    servicer = Watching(UserLocation(Location(), store))
+    server = await start_grpc_server(
+        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+            servicer, s)], services=[SERVICE])
+    client = RegistrarClient(expected=True, timeout=CALL_TIMEOUT)
+    listed = Instance("registrar", "r1", "127.0.0.1", 1,
+                      meta={"grpc": f"127.0.0.1:{server.port}", "ready": "1"})
+    try:
+        client._set([listed])
+        first = await client.save(REGISTER.encode(), "10.0.0.5", 5062, "udp", "")
+        assert first[0] == 200
+        # A Save in flight (queued, not yet answered) when the registrar leaves discovery:
+        # it is still answered there, and then the stream ends.
+        in_flight = asyncio.create_task(client.save(
+            REGISTER.replace("CSeq: 4", "CSeq: 5").encode(), "10.0.0.5", 5062, "udp", ""))
+        await asyncio.sleep(0)  # the Save is queued on the stream (no wait: one loop turn)
+        client._set([])
+        assert (await asyncio.wait_for(in_flight, CALL_TIMEOUT))[0] == 200
+        await asyncio.wait_for(servicer.ended.wait(), CALL_TIMEOUT)
+        assert not client.available and not client._sessions
+    finally:
+        await client.close()
+        await server.stop(0)
         await store.close()
