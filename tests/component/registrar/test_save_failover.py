@@ -14,11 +14,10 @@ was sent on it is answered, so its drain need not wait out its grace nor cancel 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-
-import asyncio
 
 import grpc
 import pytest
@@ -75,9 +74,14 @@ async def test_a_save_moves_to_the_other_registrar(tmp_path: Path, vanish: bool)
     first_ul, second_ul = UserLocation(Location(), store), UserLocation(Location(), store)
     first = GoingAway([first_ul, second_ul], vanish=vanish)
     second = RegistrarServicer(second_ul)
-    servers = [await start_grpc_server(
-        [lambda s, svc=svc: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
-            svc, s)], services=[SERVICE]) for svc in (first, second)]
+    def adder(servicer: Any) -> Callable[[Any], None]:
+        def add(server: Any) -> None:
+            pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
+                servicer, server)
+        return add
+
+    servers = [await start_grpc_server([adder(svc)], services=[SERVICE])
+               for svc in (first, second)]
     client = RegistrarClient(addresses=[f"127.0.0.1:{s.port}" for s in servers],
                              timeout=CALL_TIMEOUT)
     try:
