@@ -315,6 +315,12 @@ class Supervisor:
         env.update(child.env)
         env["SIPMESH_DISCOVERY_BACKEND"] = "embedded"
         env["SIPMESH_DISCOVERY_URL"] = self.registry_url
+        if child.spec.name == "edge" and not any(
+                c.spec.name == "registrar" for c in self.children.values()):
+            # No registrar in this mesh ([mesh] services leaves it out), so none can come:
+            # the edge is ready without one (and its local users are unknown, 404),
+            # instead of never ready (issue 20). The variable set by the user still wins.
+            env.setdefault("SIPMESH_EDGE_REGISTRAR_EXPECTED", "false")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
