@@ -464,11 +464,16 @@ class PresenceService:
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops the timer; the NOTIFYs (and re-reads) started by requests answered
+        before the stop get `grace` s to finish (a drain: a watcher told 200 also gets
+        its NOTIFY), what is left then is cancelled."""
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
+        if grace > 0 and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await self.uac.close()
@@ -531,7 +536,7 @@ async def serve(config: PresenceConfig) -> None:
         "presence", config=RuntimeConfig(
             host=config.http_host, port=config.http_port, advertise=config.http_advertise,
             drain_delay=config.drain_delay, drain_grace=config.drain_grace,
-            drain_timeout=5.0 + config.drain_grace,
+            drain_timeout=5.0 + 2 * config.drain_grace,
             token=config.http_token, token_setting="[presence] http_token "
                                                     "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -593,7 +598,7 @@ async def serve(config: PresenceConfig) -> None:
     async def _stop() -> None:
         for srv in servers:
             await srv.stop(config.drain_grace)  # finish the RPCs in flight
-        await svc.stop()
+        await svc.stop(config.drain_grace)  # and the NOTIFYs they started
         if cluster is not None:
             await cluster.stop()
         if store is not None:
