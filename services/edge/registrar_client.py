@@ -355,8 +355,17 @@ class RegistrarClient:
         tried: list[str] = []
         last: Exception | None = None
         reply: Any = None
-        while order:
+        while True:
+            if not order:
+                order = [t for t in self.targets if t not in tried]
+                if not order:
+                    break
             target = order.pop(0)
+            if tried:
+                if target not in self.targets:
+                    continue  # left discovery meanwhile (retired: no new stream to it)
+                if again is not None and len(tried) == 1:
+                    request = again(request)
             tried.append(target)
             try:
                 reply = await self._one(target, name, request)
@@ -367,10 +376,6 @@ class RegistrarClient:
             else:
                 if answered is None or answered(reply):
                     return reply
-            if not order:
-                order = [t for t in self.targets if t not in tried]
-            if order and again is not None and len(tried) == 1:
-                request = again(request)
         if reply is not None:
             return reply  # answered, though not as `answered` wanted: the last such answer
         raise RegistrarUnavailable(str(last))
