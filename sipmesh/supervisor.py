@@ -33,7 +33,8 @@ registry's loopback port): the service's children are restarted one at a time; e
 SIGTERM (it leaves discovery, drains and exits: see :mod:`shared.service.runtime`), is
 started again at once (no backoff, not counted as a crash), and the next one is only
 touched once the new process answers ``/ready`` 200 (registered, its backends reachable,
-its cluster data synced). With two or more nodes of a clustered service the others serve
+its cluster data synced) and its registration says so too (meta ``ready``: what clients
+choose instances by). With two or more nodes of a clustered service the others serve
 meanwhile, so nothing is refused; a single instance is away for its drain and start-up.
 
 The registry's HTTP port also serves the supervisor's own ``GET /health`` (200 while it
@@ -314,6 +315,12 @@ class Supervisor:
         env.update(child.env)
         env["SIPMESH_DISCOVERY_BACKEND"] = "embedded"
         env["SIPMESH_DISCOVERY_URL"] = self.registry_url
+        if child.spec.name == "edge" and not any(
+                c.spec.name == "registrar" for c in self.children.values()):
+            # No registrar in this mesh ([mesh] services leaves it out), so none can come:
+            # the edge is ready without one (and its local users are unknown, 404),
+            # instead of never ready (issue 20). The variable set by the user still wins.
+            env.setdefault("SIPMESH_EDGE_REGISTRAR_EXPECTED", "false")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -433,11 +440,18 @@ class Supervisor:
         return step
 
     async def _ready(self, pid: int) -> bool:
-        """The instance(s) of process ``pid`` are registered and answer ``/ready`` 200."""
+        """The instance(s) of process ``pid`` are registered, ready as discovery shows
+        them (meta ``ready``), and answer ``/ready`` 200.
+
+        Discovery's word counts, not only /ready's: clients (the edge's registrar
+        client) pick instances by the ``ready`` of their registration, which the service
+        publishes a moment after its /ready turns 200. Draining the next node in that
+        moment left the clients with no ready instance at all (issue 20: 503s in a
+        rolling restart of two registrar nodes)."""
         mine = [i for i in await self.server.registry.instances()
                 if i.meta.get("pid") == str(pid) and i.passing]
-        if not mine:
-            return False
+        if not mine or any(i.meta.get("ready") == "0" for i in mine):
+            return False  # no meta "ready" (an older release): registered will do
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             for inst in mine:
                 health = inst.meta.get("health_url", "")

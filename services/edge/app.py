@@ -505,8 +505,9 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000,
         # Standalone (the in-process registry) no registrar can ever appear: local users
-        # without a static route are unknown (404). In a mesh one is expected (503 while away).
-        expected=bool(config.registrar) or registry is None)
+        # without a static route are unknown (404). In a mesh one is expected (503 while
+        # away) unless the deployment has none ([edge] registrar_expected = false).
+        expected=bool(config.registrar) or (registry is None and config.registrar_expected))
     from services.edge.media_client import MediaClient
 
     media = MediaClient(addresses=config.media, registry=runtime.registry,

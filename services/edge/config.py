@@ -84,6 +84,13 @@ class EdgeConfig:
     # discovery service name; REGISTER is challenged (401) with these digest algorithms.
     registrar: tuple[str, ...] = ()
     registrar_service: str = "registrar"
+    # A registrar belongs to this deployment (found in discovery): while none is ready the
+    # edge is not ready (/ready) and answers 503 for local users. false: an edge without
+    # one (static routes, a relay, FreeSWITCH behind it): ready without it, and a local
+    # user with no route is unknown (404). `sipmesh up` sets it false when its services
+    # leave the registrar out (unless SIPMESH_EDGE_REGISTRAR_EXPECTED is set). A fixed
+    # `registrar` list is always expected.
+    registrar_expected: bool = True
     registrar_timeout: float = 1.0
     registrar_batch_ms: float = 3.0  # calls this close together share one gRPC message
     register_auth: bool = True

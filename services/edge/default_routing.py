@@ -94,7 +94,7 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
     if request.method in _PRESENCE_METHODS and not request.has("Route"):
         presence = ctx.services.get("presence")
         uri = request.parsed_uri
-        if presence is not None and presence.available and (
+        if presence is not None and presence.present and (
                 ctx.is_local(uri) or ctx.is_myself(uri)):
             return _presence(request, ctx, presence)
     if request.method == "BYE" and recording.is_srs_bye(request, ctx):

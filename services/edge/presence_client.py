@@ -3,9 +3,9 @@ services/presence).
 
 Where the presence nodes are: a fixed `host:port` list (`[edge] presence`), or else every
 passing instance of service `presence` in discovery (the `grpc` entry of its metadata),
-kept current by a watch task. A request goes to the first node (sorted; all nodes share
-their state through the store), the next one only when the first could not be reached
-(UNAVAILABLE: nothing was sent).
+kept current by a watch task (those not ready skipped). A request goes to the first node
+(sorted; all nodes share their state through the store), the next one only when the
+first could not be reached (UNAVAILABLE: nothing was sent).
 """
 
 from __future__ import annotations
@@ -36,13 +36,22 @@ class PresenceClient:
         self.uac = ""  # this edge worker's Uac API, set once it listens
         self.log = structlog.get_logger("edge.presence")
         self.targets: list[str] = list(self.static)
+        self.registered = bool(self.static)  # some node known, ready or not (`present`)
         self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
         self._watcher: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
+        """A ready presence node is known."""
         self._ensure_watch()
         return bool(self.targets)
+
+    @property
+    def present(self) -> bool:
+        """The mesh has a presence service, ready or not: its requests are for it (503
+        while no node is ready, e.g. a single node restarting and catching up)."""
+        self._ensure_watch()
+        return self.registered
 
     def _ensure_watch(self) -> None:
         if self._watcher is not None or self.static or self.registry is None:
@@ -61,7 +70,11 @@ class PresenceClient:
         self._ensure_watch()
 
     def _set(self, instances: Sequence[Any]) -> None:
-        self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
+        # meta "ready" "0": registered, not ready yet (a restarted node catching up with
+        # the shared store); an older release that does not say is taken as ready.
+        self.targets = sorted({i.meta["grpc"] for i in instances
+                               if i.meta.get("grpc") and i.meta.get("ready") != "0"})
+        self.registered = any(i.meta.get("grpc") for i in instances)
 
     async def _watch(self) -> None:
         from shared.discovery.port import watch

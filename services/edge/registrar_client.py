@@ -2,9 +2,16 @@
 
 Where the registrars are: a fixed `host:port` list (`[edge] registrar`), or else every
 passing instance of service `registrar` in discovery, read from the `grpc` entry of its
-metadata and kept current by a watch task.  Calls go round-robin; Lookup and
-GetCredentials are idempotent and move to the next registrar when one is unavailable,
-Save is never retried (it may have taken effect).  Every call has a deadline.
+metadata and kept current by a watch task.  Calls go round-robin, and a call that one
+registrar did not answer (unavailable, deadline, its stream broken: it is draining or
+died) moves to the next one.  Lookup and GetCredentials are idempotent.  A Save may
+have taken effect on the registrar that went away (and have been replicated from
+there), so it is sent again marked `retry`: the next registrar then takes a binding with
+the REGISTER's own Call-ID and CSeq as that effect and answers 200 (location.py), where
+a plain Save would be refused as a replay (400).  A Save answered 503 (a registrar not
+synced yet, or unable to replicate) moves on the same way (RFC 3263 §4.3: try the next
+server after a 503); so while one registrar is up no REGISTER gets 503 for another one
+going away (a rolling restart, issue 20).  Every call has a deadline.
 
 Calls travel on one long-lived bidirectional stream per registrar (`Session`, see
 `_Session`): a request is tagged with an id, queued for the stream's writer, and its
@@ -14,8 +21,11 @@ edge<->registrar cost.  Calls made within `batch_window` (3 ms by default) of ea
 share one stream message: measured against a real registrar at 3,000 Saves/s, the edge's
 CPU per Save fell from ~93 us (no window) to ~65 us (1 ms) and ~56 us (3 ms) -- a gRPC
 message costs about the same whatever it carries; a REGISTER waits at most that long more.
-A stream that breaks fails the calls in flight (Save: 503) and is opened again by the next
-call.  `streaming=False` keeps the unary calls.
+A stream that breaks fails the calls in flight (they move to the next registrar) and is
+opened again by the next call.  The stream to a registrar that leaves discovery (it is
+draining) is ended gracefully: half-closed, so the registrar answers what it got and
+ends it at once rather than at the end of its drain grace (and its channel is closed).
+`streaming=False` keeps the unary calls.
 
 Credentials (HA1 hashes) are cached for `credentials_ttl` seconds so a phone's periodic
 REGISTER costs one Save; a failed verification against a cached entry fetches it again
@@ -71,6 +81,14 @@ _KINDS = {"Save": "save", "Lookup": "lookup", "GetCredentials": "credentials"}
 
 class _CallFailed(Exception):
     """This registrar did not answer the call (unavailable, deadline, stream broken)."""
+
+    def __init__(self, why: str, *, elsewhere: bool = True) -> None:
+        super().__init__(why)
+        self.elsewhere = elsewhere  # another registrar may answer (not a bad request)
+
+
+_ELSEWHERE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.CANCELLED})
 
 
 BATCH_FULL = 64  # calls waiting: send at once, without the batch window
@@ -156,6 +174,17 @@ class _Session:
         if fut is not None and not fut.done():
             fut.set_exception(_CallFailed("deadline exceeded"))
 
+    async def finish(self, within: float) -> None:
+        """Ends the stream gracefully: no more requests (half-close), the replies of
+        those sent still come; cancelled after `within` s. A draining registrar then
+        sees its stream end as soon as it answered, instead of holding it open to the
+        end of its grace and cancelling what is in flight there."""
+        self.queue.put_nowait(None)
+        try:
+            await asyncio.wait({self.reader}, timeout=within)
+        finally:
+            await self.close()
+
     async def close(self) -> None:
         self.queue.put_nowait(None)
         self.call.cancel()
@@ -196,6 +225,7 @@ class RegistrarClient:
         self.streaming = streaming
         self.batch_window = batch_window
         self._sessions: dict[str, _Session] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def available(self) -> bool:
@@ -223,8 +253,31 @@ class RegistrarClient:
     def _set(self, instances: Sequence[Any]) -> None:
         # meta "ready" "0": registered but not ready (a restarted node still syncing); an
         # older registrar that does not say is taken as ready.
-        self.targets = sorted({i.meta["grpc"] for i in instances
-                               if i.meta.get("grpc") and i.meta.get("ready") != "0"})
+        targets = sorted({i.meta["grpc"] for i in instances
+                          if i.meta.get("grpc") and i.meta.get("ready") != "0"})
+        for gone in set(self.targets) - set(targets):
+            self._retire(gone)
+        self.targets = targets
+
+    def _retire(self, target: str) -> None:
+        """A registrar that left discovery (draining, or gone): its stream is ended once
+        what was sent on it is answered, and its channel closed."""
+        session = self._sessions.pop(target, None)
+        stub = self._stubs.pop(target, None)
+        if session is None and stub is None:
+            return
+
+        async def retire() -> None:
+            try:
+                if session is not None:
+                    await session.finish(self.timeout)
+            finally:
+                if stub is not None:
+                    await stub[0].close()
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _watch(self) -> None:
         from shared.discovery.port import watch
@@ -244,6 +297,10 @@ class RegistrarClient:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for session in list(self._sessions.values()):
             await session.close()
         self._sessions.clear()
@@ -277,26 +334,50 @@ class RegistrarClient:
                                                         self.batch_window)
         return session
 
-    async def _call(self, name: str, request: Any, *, retry: bool) -> Any:
-        last: Exception | None = None
+    async def _one(self, target: str, name: str, request: Any) -> Any:
+        """One call to one registrar; _CallFailed when it did not answer."""
         if self.streaming:
-            for target in self._order():
-                try:
-                    return await self._session(target).request(_KINDS[name], request,
-                                                               self.timeout)
-                except _CallFailed as exc:
-                    last = exc
-                    if not retry:
-                        break
-            raise RegistrarUnavailable(str(last))
-        for target in self._order():
-            try:
-                return await getattr(self._stub(target), name)(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                last = exc
-                if not retry or exc.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                                   grpc.StatusCode.DEADLINE_EXCEEDED):
+            return await self._session(target).request(_KINDS[name], request, self.timeout)
+        try:
+            return await getattr(self._stub(target), name)(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _CallFailed(f"{exc.code().name}: {exc.details()}",
+                              elsewhere=exc.code() in _ELSEWHERE) from exc
+
+    async def _call(self, name: str, request: Any,
+                    again: Callable[[Any], Any] | None = None,
+                    answered: Callable[[Any], bool] | None = None) -> Any:
+        """`request` to one registrar after another until one answers (and `answered`
+        accepts its reply); `again` makes the request sent after the first attempt.
+        The registrars are those known at each failure, so one that became ready
+        meanwhile is tried too; each at most once."""
+        order = self._order()
+        tried: list[str] = []
+        last: Exception | None = None
+        reply: Any = None
+        while True:
+            if not order:
+                order = [t for t in self.targets if t not in tried]
+                if not order:
                     break
+            target = order.pop(0)
+            if tried:
+                if target not in self.targets:
+                    continue  # left discovery meanwhile (retired: no new stream to it)
+                if again is not None and len(tried) == 1:
+                    request = again(request)
+            tried.append(target)
+            try:
+                reply = await self._one(target, name, request)
+            except _CallFailed as exc:
+                last = exc
+                if not exc.elsewhere:
+                    break
+            else:
+                if answered is None or answered(reply):
+                    return reply
+        if reply is not None:
+            return reply  # answered, though not as `answered` wanted: the last such answer
         raise RegistrarUnavailable(str(last))
 
     # -- the three calls -----------------------------------------------------------------
@@ -304,7 +385,7 @@ class RegistrarClient:
                    socket: str) -> tuple[int, str, list[tuple[str, str]]]:
         reply = await self._call("Save", pb.SaveRequest(
             message=message, source_host=host, source_port=port, transport=transport,
-            socket=socket), retry=False)
+            socket=socket), again=_retried, answered=_not_503)
         return reply.status, reply.reason, [(h.name, h.value) for h in reply.headers]
 
     async def lookup(self, aor: str, method: str, *, federated: bool = False
@@ -314,7 +395,7 @@ class RegistrarClient:
         (flag g) adds branches to the other points of presence holding the AOR."""
         reply = await self._call("Lookup", pb.LookupRequest(
             aor=aor, method=method, max_latency_us=self.max_latency_us,
-            by_latency=self.by_latency, federated=federated), retry=True)
+            by_latency=self.by_latency, federated=federated))
         return reply.status, [LookupBranch(b.uri, b.next_hop, b.q, b.federated, tuple(b.path))
                               for b in reply.branches]
 
@@ -326,9 +407,21 @@ class RegistrarClient:
         if cached is not None and not fresh and cached[1] > now:
             return cached[0]
         reply = await self._call("GetCredentials", pb.CredentialsRequest(
-            username=username, domain=domain.lower()), retry=True)
+            username=username, domain=domain.lower()))
         creds = Credentials(reply.ha1, reply.ha1_sha256) if reply.found else None
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[key] = (creds, now + self.credentials_ttl)
         return creds
+
+
+def _retried(request: Any) -> Any:
+    """The Save sent to the next registrar: marked `retry` (see the module docstring)."""
+    again = pb.SaveRequest()
+    again.CopyFrom(request)
+    again.retry = True
+    return again
+
+
+def _not_503(reply: Any) -> bool:
+    return bool(reply.status != 503)

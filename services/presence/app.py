@@ -14,7 +14,12 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   only to the subscriptions whose sharing tag is active on it, and tells the other nodes
   which presentity changed (capability `presence-notify`, a hint: they re-read it and
   notify their own watchers). The immediate NOTIFY of a SUBSCRIBE comes from the node that
-  took it. Only a subscription's owner expires it.
+  took it. Only a subscription's owner expires it. A hint sent while a node's links are
+  down (it is restarting, or it just started) is lost, so a (re)started node reads the
+  whole store again once its links are up (the capability's sync, which carries no data:
+  `catch_up`) and is ready (`/ready`, meta `ready`) only after that: a change another
+  node made between its start-up load and its links coming up is not missed (issue 20:
+  a rolling restart under PUBLISH load left such publications out of a node's table).
 * Federation (`cluster_mode = "federation"`, OpenSIPS 2.4 cluster_federation_mode=1):
   each node keeps its own store and notifies its own watchers; what a PUBLISH changed is
   broadcast (CL_PRESENCE_PUBLISH), kept by a node only while it has watchers of that
@@ -147,6 +152,10 @@ class PresenceService:
         self._notify_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
+        # Shared database: the whole store read again once the links are up (catch_up);
+        # the presentities hinted while that read runs are read again after it.
+        self.caught_up = not self.shared
+        self._hinted: set[str] | None = None
         self.counters = {"publish_received": 0, "subscribe_received": 0,
                          "notify_sent": 0, "notify_failed": 0, "store_failures": 0,
                          "publications_expired": 0, "subscriptions_expired": 0}
@@ -197,6 +206,8 @@ class PresenceService:
         except (ValueError, KeyError, TypeError):
             return
         if kind == "hint":
+            if self._hinted is not None:
+                self._hinted.add(presentity)
             self._spawn(self._remote_change(presentity))
         elif kind == "pub" and self.federation:
             self._spawn(self._federated_publish(presentity, message))
@@ -265,6 +276,39 @@ class PresenceService:
             except Exception as exc:
                 log.error("presence_remote_change_failed", presentity=presentity,
                           error=repr(exc))
+
+    def catch_up(self) -> None:
+        """The cluster links are up (the capability's sync is done): read the store again
+        (see the module docstring), then take traffic (`caught_up`)."""
+        self._spawn(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        assert self.store is not None
+        self._hinted = set()
+        try:
+            pubs, subs = await self.store.load()
+            # Replaced in one go (no await): a hint's reload running meanwhile may have
+            # read newer rows than this snapshot: those presentities are read once more.
+            rows: dict[str, tuple[list[Publication], list[Subscription]]] = {
+                p: ([], []) for p in {p.presentity for p in self.core.pubs}
+                | {s.presentity for s in self.core.subs}}
+            for pub in pubs:
+                rows.setdefault(pub.presentity, ([], []))[0].append(pub)
+            for sub in subs:
+                rows.setdefault(sub.presentity, ([], []))[1].append(sub)
+            for presentity, (p_rows, s_rows) in rows.items():
+                self.core.replace_presentity(presentity, p_rows, s_rows)
+            again = self._hinted
+        except Exception as exc:  # the store away: the hints and the next reloads repair
+            log.error("presence_catch_up_failed", error=repr(exc))
+            again = self._hinted or set()
+        finally:
+            self._hinted = None
+        for presentity in sorted(again):
+            self._spawn(self._remote_change(presentity))
+        log.info("presence_caught_up", publications=len(self.core.pubs),
+                 subscriptions=len(self.core.subs))
+        self.caught_up = True
 
     async def load(self) -> tuple[int, int]:
         if self.store is None:
@@ -420,11 +464,16 @@ class PresenceService:
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stops the timer; the NOTIFYs (and re-reads) started by requests answered
+        before the stop get `grace` s to finish (a drain: a watcher told 200 also gets
+        its NOTIFY), what is left then is cancelled."""
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
+        if grace > 0 and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await self.uac.close()
@@ -487,7 +536,7 @@ async def serve(config: PresenceConfig) -> None:
         "presence", config=RuntimeConfig(
             host=config.http_host, port=config.http_port, advertise=config.http_advertise,
             drain_delay=config.drain_delay, drain_grace=config.drain_grace,
-            drain_timeout=5.0 + config.drain_grace,
+            drain_timeout=5.0 + 2 * config.drain_grace,
             token=config.http_token, token_setting="[presence] http_token "
                                                     "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
         discovery=discovery, registry=registry, sip_handling=False)
@@ -512,14 +561,19 @@ async def serve(config: PresenceConfig) -> None:
                                         config.uac_timeout),
                           metrics=runtime.metrics, node_id=node_id, cluster=cluster)
     if cluster is not None:
-        # Hints only ("this presentity changed: read it again"): nothing to sync.
+        # Hints only ("this presentity changed: read it again"): no data to sync. In the
+        # shared database the sync (empty) still tells when the links are up: the node
+        # then reads the store again (catch_up) before it is ready.
         cluster.register_capability(CAPABILITY, produce=lambda: [],
                                     apply_sync=lambda records: None,
-                                    apply_update=svc.apply_update, needs_sync=False)
+                                    apply_update=svc.apply_update, needs_sync=svc.shared,
+                                    on_sync_done=svc.catch_up if svc.shared else None)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
     servers: list[Any] = []
     runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    if svc.shared:
+        runtime.ready_check("cluster_caught_up", lambda: svc.caught_up)
 
     @runtime.on_start
     async def _start() -> None:
@@ -544,7 +598,7 @@ async def serve(config: PresenceConfig) -> None:
     async def _stop() -> None:
         for srv in servers:
             await srv.stop(config.drain_grace)  # finish the RPCs in flight
-        await svc.stop()
+        await svc.stop(config.drain_grace)  # and the NOTIFYs they started
         if cluster is not None:
             await cluster.stop()
         if store is not None:

@@ -54,7 +54,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
     async def Save(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         parsed = _parse_save(request)
         result = parsed if isinstance(parsed, SaveResult) else \
-            await self.ul.save_async(*parsed)
+            await self.ul.save_async(*parsed, replay=request.retry)
         reply = pb.SaveReply()
         _fill_save(reply, result)
         return reply
@@ -136,7 +136,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
             try:
                 parsed = _parse_save(req.save)
                 _fill_save(reply.save, parsed if isinstance(parsed, SaveResult)
-                           else self.ul.save(*parsed))
+                           else self.ul.save(*parsed, replay=req.save.retry))
             except Exception as exc:  # answered, never a traceback to the edge
                 self.ul.log.exception("session_call_failed")
                 reply.Clear()

@@ -19,6 +19,11 @@ Save, in the order of §10.3:
     are equivalent (§19.1.4);
   * an existing binding with the same Call-ID and a CSeq not higher than stored aborts the
     request (§10.3 step 7: "the update MUST be aborted"; 400 Invalid CSeq as OpenSIPS);
+  * a retried Save (`replay`: the edge sent this REGISTER to another registrar first, which
+    went away without answering) takes a binding with the same Call-ID and the same CSeq
+    as its own effect, replicated from there: that contact is left as is and counted in
+    the 200 (the answer the first registrar would have sent), not refused as a replay;
+    a lower stored CSeq is updated and a higher one still aborts it;
   * the request is checked as a whole before anything changes (no partial update);
   * contact parameters (`expires`, `q`, `+sip.instance`, `reg-id`, `methods`, others) are
     kept apart from URI parameters: the stored URI is the URI exactly as written;
@@ -267,15 +272,16 @@ class Location:
         self._uris: dict[str, Uri | None] = {}  # _contact_uri
 
     # -- REGISTER (§10.3) ------------------------------------------------------------------
-    def save(self, request: Request, origin: Origin, now: float) -> SaveResult:
+    def save(self, request: Request, origin: Origin, now: float, *,
+             replay: bool = False) -> SaveResult:
         try:
-            return self._save(request, origin, now)
+            return self._save(request, origin, now, replay)
         except RegisterError as exc:
             return SaveResult(exc.status, exc.reason, exc.headers)
         except SipParseError as exc:
             return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
 
-    def _save(self, request: Request, origin: Origin, now: float) -> SaveResult:
+    def _save(self, request: Request, origin: Origin, now: float, replay: bool) -> SaveResult:
         if request.method != "REGISTER":
             raise RegisterError(400, "Not a REGISTER")
         aor = aor_of(request.to_addr.uri)
@@ -288,7 +294,8 @@ class Location:
             if header_expires != 0:
                 raise RegisterError(400, "Contact: * needs Expires: 0")
             for b in current:
-                if b.callid == callid and cseq <= b.cseq:
+                # A replayed `*` removes what is left, as the first attempt did.
+                if b.callid == callid and (cseq < b.cseq if replay else cseq <= b.cseq):
                     raise RegisterError(400, "Invalid CSeq number")
             for b in current:
                 changes.append(self._delete(b))
@@ -309,7 +316,9 @@ class Location:
                                         callid, cseq, ua, allow, path)
             old = self._match(current, wanted)
             if old is not None and old.callid == callid and cseq <= old.cseq:
-                raise RegisterError(400, "Invalid CSeq number")
+                if not (replay and cseq == old.cseq):
+                    raise RegisterError(400, "Invalid CSeq number")
+                continue  # this very REGISTER's binding, made by the first registrar
             planned.append((old, wanted if wanted.expires else None))
         max_contacts = self.config.max_contacts
         if max_contacts:

@@ -164,8 +164,10 @@ class UserLocation:
         return set() if present is None else {n for n in nodes if n not in present}
 
     # -- hot paths -----------------------------------------------------------------------
-    def save(self, request: Request, origin: Origin, *, replicate: bool = True) -> SaveResult:
-        result = self.location.save(request, origin, self.clock())
+    def save(self, request: Request, origin: Origin, *, replicate: bool = True,
+             replay: bool = False) -> SaveResult:
+        """`replay`: a Save the edge retried here (location.py: its own binding is kept)."""
+        result = self.location.save(request, origin, self.clock(), replay=replay)
         self.stats["saves"] += 1
         if result.status != 200:
             self.stats["save_errors"] += 1
@@ -199,14 +201,15 @@ class UserLocation:
         done.set_result(None)
         return done
 
-    async def save_async(self, request: Request, origin: Origin) -> SaveResult:
+    async def save_async(self, request: Request, origin: Origin, *,
+                         replay: bool = False) -> SaveResult:
         """`save`, answered once what it changed is stored (write-through); in sql-only
         mode the AOR is read from SQL first and written back before the answer leaves (so
         any node answers from the same data); in the replicating modes the acknowledgement
         rule of the module docstring.  A write that fails answers 503: nothing unstored is
         acknowledged."""
         if self.replicating:
-            result = await self._save_replicated(request, origin)
+            result = await self._save_replicated(request, origin, replay)
             if result.status == 200 and self.durable and not self.writer.settled:
                 try:
                     await self.writer.ticket()
@@ -214,7 +217,7 @@ class UserLocation:
                     return unstored()
             return result
         if self.sql_only is None:
-            result = self.save(request, origin)
+            result = self.save(request, origin, replay=replay)
             if result.status == 200 and self.durable and not self.writer.settled:
                 try:
                     await self.writer.ticket()
@@ -226,21 +229,22 @@ class UserLocation:
         except (RegisterError, SipParseError):
             return self.save(request, origin)  # answers the 400
         await self.refresh(aor)
-        result = self.save(request, origin)
+        result = self.save(request, origin, replay=replay)
         try:
             await self.flush()
         except WriteFailed:
             return unstored()
         return result
 
-    async def _save_replicated(self, request: Request, origin: Origin) -> SaveResult:
+    async def _save_replicated(self, request: Request, origin: Origin,
+                               replay: bool) -> SaveResult:
         cluster = self.cluster
         if not cluster.synced(CAPABILITY):
             self.stats["saves"] += 1
             self.stats["save_errors"] += 1
             self.stats["unsynced_refused"] += 1
             return SaveResult(503, "Service Unavailable", [("Retry-After", self.retry_after)])
-        result = self.save(request, origin, replicate=False)
+        result = self.save(request, origin, replicate=False, replay=replay)
         if not result.changes:
             return result
         same = True if self.replication == "same-sip" else None

@@ -143,6 +143,22 @@ def test_the_edge_skips_a_registrar_not_ready_and_trusts_an_older_one() -> None:
     assert client.targets == ["127.0.0.1:7002", "127.0.0.1:7003"]
 
 
+def test_the_edge_sends_presence_requests_to_ready_nodes_and_503s_while_none_is() -> None:
+    from services.edge.presence_client import PresenceClient
+    from shared.discovery import Instance
+
+    client = PresenceClient()
+    assert not client.present and not client.available  # no presence in this mesh
+    catching_up = Instance("presence", "new", "127.0.0.1", 1,
+                           meta={"grpc": "127.0.0.1:7101", "ready": "0"})
+    client._set([catching_up])
+    # Registered but not ready: its requests are still for presence (503), not routed on.
+    assert client.present and not client.available and client.targets == []
+    client._set([catching_up, Instance("presence", "release-0.2.0", "127.0.0.1", 2,
+                                       meta={"grpc": "127.0.0.1:7102"})])
+    assert client.available and client.targets == ["127.0.0.1:7102"]
+
+
 async def test_readiness_is_published_in_discovery_when_it_changes(registry: Registry) -> None:
     server, disc = registry
     rt = ServiceRuntime("registrar", discovery=disc)

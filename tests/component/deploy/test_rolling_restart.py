@@ -86,3 +86,19 @@ async def test_a_replacement_that_never_gets_ready_is_reported() -> None:
     finally:
         stop.set()
         await asyncio.wait_for(run, 30)
+
+
+async def test_ready_means_ready_in_discovery_too() -> None:
+    """/ready 200 is not enough: the clients pick instances by the registration's meta
+    "ready", and draining the next node before it says "1" leaves them none (issue 20)."""
+    sup, stop, run, _ = await _running(dict(os.environ, TINY_UNPUBLISHED="1"))
+    try:
+        status, body = await _restart(sup, "tiny", timeout=3)
+        assert status == 504 and body["ok"] is False
+        [step] = body["steps"]
+        assert step["ready"] is False and step["pid"] != step["old_pid"]
+        [inst] = await sup.server.registry.instances("tiny")
+        assert inst.meta["pid"] == str(step["pid"]) and inst.meta["ready"] == "0"
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 30)

@@ -4,11 +4,18 @@ after Retry-After instead of being told its account does not exist.
 
 Two ways to lose it: the edge's configured registrar killed with SIGKILL, and a mesh whose
 discovery holds no registrar (the edge up, the registrar down).
+
+A mesh that has no registrar at all (`[mesh] services` leaves it out) is another thing
+(issue 20): none can come, so the edge is ready without one and a local user with no
+route is unknown (404), where it was never ready (`sipmesh restart edge` timed out).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,7 +97,10 @@ def test_registrar_killed_under_the_edge_gives_503_with_retry_after(tmp_path: Pa
 
 def test_a_mesh_without_a_registrar_answers_503_not_404(tmp_path: Path) -> None:
     port = free_port()
+    # The registrar belongs to this deployment but is not running (a mesh started without
+    # it would tell the edge none is expected: the test below).
     mesh = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge",
+                       SIPMESH_EDGE_REGISTRAR_EXPECTED="true",
                        SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
                        XDG_STATE_HOME=str(tmp_path / "state"))
     try:
@@ -110,3 +120,30 @@ def test_a_mesh_without_a_registrar_answers_503_not_404(tmp_path: Path) -> None:
         assert "503 Registrar Unavailable" in (tmp_path / "err.log").read_text()
     finally:
         mesh.stop()
+
+
+def _edge_readiness(mesh: MeshProcess) -> tuple[str, int]:
+    """The edge's meta "ready" in discovery and its /ready status."""
+    with urllib.request.urlopen(f"{mesh.registry_url}/v1/instances?service=edge",
+                                timeout=10) as resp:
+        [edge] = json.loads(resp.read())["instances"]
+    url = edge["meta"]["health_url"].removesuffix("/health") + "/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return edge["meta"]["ready"], resp.status
+    except urllib.error.HTTPError as exc:
+        return edge["meta"]["ready"], exc.code
+
+
+def test_a_mesh_with_no_registrar_in_its_services_has_a_ready_edge(tmp_path: Path) -> None:
+    port = free_port()
+    mesh = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge",
+                       SIPMESH_EDGE_LISTEN=f"udp:127.0.0.1:{port}",
+                       XDG_STATE_HOME=str(tmp_path / "state"))
+    try:
+        mesh.line(r"^endpoint edge sip ")
+        wait_until(lambda: _edge_readiness(mesh) == ("1", 200), 20, "the edge ready")
+        assert _exchange(port, _register(port, 5)).startswith(b"SIP/2.0 404 ")
+        assert _exchange(port, _invite(port, 5)).startswith(b"SIP/2.0 404 ")
+    finally:
+        assert mesh.stop() == 0

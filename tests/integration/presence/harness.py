@@ -8,7 +8,9 @@ process exit, a stdout line) with a deadline.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +42,24 @@ class PresenceMesh:
         settings.update(env)
         self.mesh = MeshProcess(tmp, **settings)
         self.sipp: list[subprocess.Popen[bytes]] = []
+        nodes = int(env.get("SIPMESH_MESH_NODES", "1"))
         try:
             self.mesh.line(r"^endpoint edge sip ", 30)
-            self.seen_lines(r"^endpoint presence grpc ", int(env.get("SIPMESH_MESH_NODES", "1")),
-                            30)
+            self.seen_lines(r"^endpoint presence grpc ", nodes, 30)
+            # Clustered, a node takes requests once its links are up and it has read the
+            # shared store again (services/presence/app.py): the first node of a new
+            # cluster after [presence.cluster] seed_fallback_interval (5 s).
+            wait_for(lambda: self.ready_nodes() == nodes, 30, "the presence nodes ready")
         except BaseException:
             self.stop()
             raise
+
+    def ready_nodes(self) -> int:
+        """Presence instances registered and ready (those the edge sends requests to)."""
+        url = f"{self.mesh.registry_url}/v1/instances?service=presence&passing=1"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            listed = json.loads(resp.read())["instances"]
+        return sum(1 for i in listed if i["meta"].get("ready") == "1")
 
     def seen_lines(self, pattern: str, count: int, timeout: float) -> list[str]:
         """Waits until `count` stdout lines of `sipmesh up` matched `pattern` (all time)."""

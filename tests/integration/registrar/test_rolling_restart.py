@@ -60,15 +60,7 @@ def registrar_nodes(m: MeshProcess) -> dict[str, dict[str, str]]:
     return {i["id"]: i["meta"] for i in listed}
 
 
-# Known failure, left open in issue 20: restarting the two registrar nodes in turn under
-# 80 REGISTER/s gets 503s from the edge (no registrar it takes for ready) on this
-# machine; seen again on the final clean-clone run. xfail keeps it visible in every run
-# (an XPASS is reported) until the gap is closed.
-_REGISTRAR_503 = pytest.mark.xfail(
-    strict=False, reason="issue 20: the edge answers 503 while one of two registrars restarts")
-
-
-@pytest.mark.parametrize("service", [pytest.param("registrar", marks=_REGISTRAR_503), "edge"])
+@pytest.mark.parametrize("service", ["registrar", "edge"])
 def test_rolling_restart_under_register_load(service: str, tmp_path: Path) -> None:
     env = {f"SIPMESH_REGISTRAR_CLUSTER_{k}": v for k, v in TIMERS.items()}
     # Edges that replace each other share the digest secret (as several edges of one

@@ -101,6 +101,31 @@ def test_out_of_order_cseq_same_callid_is_rejected_other_callid_updates() -> Non
     assert fresh.status == 200 and contacts_of(fresh) == ["<sip:a@192.0.2.10>;expires=900"]
 
 
+def test_a_retried_save_takes_its_own_replicated_binding_as_done() -> None:
+    """The edge sends a Save again, marked retry, to another registrar when the first went
+    away without answering: the binding the first made (and replicated) has the request's
+    Call-ID and CSeq, and is this very REGISTER's effect, not a replay to refuse."""
+    first, other = Location(), Location()
+    req = register("<sip:a@192.0.2.10>", expires=600, cseq=7)
+    done = first.save(req, HERE, T0)
+    other.records = {aor: list(bs) for aor, bs in first.records.items()}  # replicated
+    assert other.save(req, HERE, T0 + 1).status == 400  # not marked: a replay
+    again = other.save(req, HERE, T0 + 1, replay=True)
+    assert again.status == 200 and again.changes == []
+    assert contacts_of(again) == ["<sip:a@192.0.2.10>;expires=599"]
+    assert other.records == first.records and done.status == 200
+    # Not replicated (the first registrar never applied it): applied here as usual.
+    fresh = Location().save(req, HERE, T0 + 1, replay=True)
+    assert fresh.status == 200 and [c.kind for c in fresh.changes] == ["insert"]
+    # A newer REGISTER of the phone is there already: the old one is still refused.
+    other.save(register("<sip:a@192.0.2.10>", expires=600, cseq=8), HERE, T0 + 2)
+    assert other.save(req, HERE, T0 + 3, replay=True).status == 400
+    # A retried `*` removes what is left, as the first attempt did.
+    star = register("*", expires=0, cseq=8)
+    assert other.save(star, HERE, T0 + 4).status == 400
+    assert other.save(star, HERE, T0 + 4, replay=True).status == 200 and other.records == {}
+
+
 def test_q_values_order_lookup_and_are_echoed() -> None:
     loc = Location()
     r = loc.save(register("<sip:low@192.0.2.10>;q=0.1", "<sip:high@192.0.2.10>;q=0.9",

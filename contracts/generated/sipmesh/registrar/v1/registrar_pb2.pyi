@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SaveRequest(_message.Message):
-    __slots__ = ("message", "source_host", "source_port", "transport", "socket")
+    __slots__ = ("message", "source_host", "source_port", "transport", "socket", "retry")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PORT_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SOCKET_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     message: bytes
     source_host: str
     source_port: int
     transport: str
     socket: str
-    def __init__(self, message: _Optional[bytes] = ..., source_host: _Optional[str] = ..., source_port: _Optional[int] = ..., transport: _Optional[str] = ..., socket: _Optional[str] = ...) -> None: ...
+    retry: bool
+    def __init__(self, message: _Optional[bytes] = ..., source_host: _Optional[str] = ..., source_port: _Optional[int] = ..., transport: _Optional[str] = ..., socket: _Optional[str] = ..., retry: _Optional[bool] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("name", "value")

@@ -61,7 +61,10 @@ class RegistrarServicer:
 
     def Save(self, request, context):
         """Save applies a REGISTER (already authenticated by the edge) to user location.
-        Not idempotent: never retried by the client.
+        A Save that got no answer (its registrar went away, the deadline passed) or a 503 is
+        sent again to another registrar with `retry` set: there a binding that already has
+        the REGISTER's Call-ID and CSeq is taken as its own effect (replicated from the first
+        registrar) and left as is, so the retry answers 200 rather than 400 Invalid CSeq.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
