@@ -10,7 +10,6 @@ a connection that could not be made moves to the next edge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ import structlog
 from contracts.generated.sipmesh.edge.v1 import uac_pb2 as pb
 from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc as pb_grpc
 from services.dialog.byes import Outgoing
+from shared.rpc.discovered import GrpcStubs, healthy_instances, meta_values
 
 
 class UacClient:
@@ -29,24 +29,11 @@ class UacClient:
         self.service = service
         self.timeout = timeout
         self.log = structlog.get_logger("dialog.uac")
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
-
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, pb_grpc.UacStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
+        self.stubs = GrpcStubs(pb_grpc.UacStub)
 
     async def _edges(self) -> list[str]:
-        if self.registry is None:
-            return []
-        try:
-            instances = await self.registry.healthy(self.service)
-        except Exception:  # discovery away: only the dialog's own edge is known
-            return []
-        return sorted({i.meta["uac"] for i in instances if i.meta.get("uac")})
+        # discovery away: only the dialog's own edge is known
+        return meta_values(await healthy_instances(self.registry, self.service), "uac")
 
     async def send(self, preferred: str, out: Outgoing) -> tuple[int, str]:
         """(final status, reason) of the request; 503 when no edge could send it."""
@@ -59,7 +46,7 @@ class UacClient:
         last = "no edge known"
         for target in targets:
             try:
-                reply = await self._stub(target).Send(request, timeout=self.timeout + 2)
+                reply = await self.stubs.get(target).Send(request, timeout=self.timeout + 2)
                 return reply.status, reply.reason or reply.error
             except grpc.aio.AioRpcError as exc:
                 last = f"{exc.code().name}: {exc.details()}"
@@ -72,7 +59,4 @@ class UacClient:
         return list(await asyncio.gather(*(self.send(preferred, r) for r in requests)))
 
     async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._stubs.clear()
+        await self.stubs.close()

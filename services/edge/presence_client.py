@@ -3,95 +3,37 @@ services/presence).
 
 Where the presence nodes are: a fixed `host:port` list (`[edge] presence`), or else every
 passing instance of service `presence` in discovery (the `grpc` entry of its metadata),
-kept current by a watch task. A request goes to the first node (sorted; all nodes share
-their state through the store), the next one only when the first could not be reached
-(UNAVAILABLE: nothing was sent).
+kept current by a watch task (`shared.rpc.discovered`). A request goes to the first node
+(sorted; all nodes share their state through the store), the next one only when the first
+could not be reached (UNAVAILABLE: nothing was sent).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import structlog
 
 from contracts.generated.sipmesh.presence.v1 import presence_pb2 as pb
 from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
+from shared.rpc.discovered import DiscoveredGrpcClient
 
 
 class PresenceUnavailable(Exception):
     """No presence node could be reached."""
 
 
-class PresenceClient:
+class PresenceClient(DiscoveredGrpcClient):
+    LOGGER = "edge.presence"
+    WATCH_FAILED = "presence_watch_failed"
+
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "presence", timeout: float = 5.0) -> None:
-        self.static = [a for a in addresses if a]
-        self.registry = registry
-        self.service = service
+        super().__init__(addresses=addresses, registry=registry, service=service,
+                         stub=pb_grpc.PresenceStub)
         self.timeout = timeout
         self.uac = ""  # this edge worker's Uac API, set once it listens
-        self.log = structlog.get_logger("edge.presence")
-        self.targets: list[str] = list(self.static)
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
-        self._watcher: asyncio.Task[None] | None = None
-
-    @property
-    def available(self) -> bool:
-        self._ensure_watch()
-        return bool(self.targets)
-
-    def _ensure_watch(self) -> None:
-        if self._watcher is not None or self.static or self.registry is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._watcher = loop.create_task(self._watch())
-
-    async def start(self) -> None:
-        if self.static or self.registry is None:
-            return
-        with contextlib.suppress(Exception):
-            self._set(await self.registry.healthy(self.service))
-        self._ensure_watch()
-
-    def _set(self, instances: Sequence[Any]) -> None:
-        self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
-
-    async def _watch(self) -> None:
-        from shared.discovery.port import watch
-
-        while True:
-            try:
-                async for instances in watch(self.registry, self.service, wait=10.0):
-                    self._set(instances)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # registry away: keep the last list, retry
-                self.log.warning("presence_watch_failed", error=repr(exc))
-                await asyncio.sleep(1.0)
-
-    async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        for channel, _ in self._stubs.values():
-            await channel.close()
-        self._stubs.clear()
-
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, pb_grpc.PresenceStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
 
     async def handle(self, message: bytes, *, source: str, local_contact: str, to_tag: str,
                      sharing_tag: str = "") -> tuple[int, str, list[tuple[str, str]]]:

@@ -56,6 +56,7 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
 from services.presence.store import PresenceStore, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
+from shared.rpc.discovered import GrpcStubs, healthy_instances, meta_values
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
@@ -71,27 +72,14 @@ class UacClient:
         self.registry = registry
         self.service = service
         self.timeout = timeout
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+        self.stubs = GrpcStubs(uac_pb2_grpc.UacStub)
         # NOTIFYs in flight at once: a PUBLISH with thousands of watchers must not open
         # thousands of streams on one edge at once (under load they came back CANCELLED).
         self._window = asyncio.Semaphore(max_in_flight)
 
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, uac_pb2_grpc.UacStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
-
     async def _edges(self) -> list[str]:
-        if self.registry is None:
-            return []
-        try:
-            instances = await self.registry.healthy(self.service)
-        except Exception:  # discovery away: only the subscription's own edge is known
-            return []
-        return sorted({i.meta["uac"] for i in instances if i.meta.get("uac")})
+        # discovery away: only the subscription's own edge is known
+        return meta_values(await healthy_instances(self.registry, self.service), "uac")
 
     async def send(self, notify: Notify) -> tuple[int, str]:
         """(final status, reason); 503 when no edge could send it."""
@@ -109,7 +97,7 @@ class UacClient:
         last = "no edge known"
         for target in targets:
             try:
-                reply = await self._stub(target).Send(request, timeout=self.timeout + 2)
+                reply = await self.stubs.get(target).Send(request, timeout=self.timeout + 2)
                 return reply.status, reply.reason or reply.error
             except grpc.aio.AioRpcError as exc:
                 last = f"{exc.code().name}: {exc.details()}"
@@ -118,10 +106,7 @@ class UacClient:
         return 503, last
 
     async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._stubs.clear()
+        await self.stubs.close()
 
 
 class PresenceService:

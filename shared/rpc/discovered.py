@@ -1,0 +1,143 @@
+"""Clients of a gRPC service whose nodes are found in discovery (or configured).
+
+What every such client repeated, written once:
+
+* :class:`GrpcStubs` -- one channel and one stub per ``host:port`` target, opened on first
+  use and kept (no connect per call), closed together;
+* :func:`healthy_instances` and :func:`meta_values` -- one discovery lookup that never
+  raises (discovery away: nothing found) and the sorted, distinct values of one metadata
+  entry (``grpc``, ``uac``...) of what it found;
+* :class:`DiscoveredGrpcClient` -- the nodes of one service: a fixed ``host:port`` list, or
+  else every passing instance of the service in discovery (the ``grpc`` entry of its
+  metadata), read once by ``start()`` and kept current by a watch task (started lazily, on
+  the first ``available`` asked inside the loop). A registry that goes away keeps the last
+  list and the watch retries every second. ``close()`` stops the watch and the channels;
+  a subclass holding buffered work hands it over before calling it.
+
+Which node a call goes to, and what is retried, stays each client's own decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+
+class GrpcStubs:
+    """One channel and one stub (``factory(channel)``) per target."""
+
+    def __init__(self, factory: Callable[[grpc.aio.Channel], Any],
+                 options: Sequence[tuple[str, Any]] | None = None) -> None:
+        self.factory = factory
+        self.options = list(options) if options else None
+        self.channels: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+
+    def get(self, target: str) -> Any:
+        found = self.channels.get(target)
+        if found is None:
+            channel = grpc.aio.insecure_channel(target, options=self.options)
+            found = self.channels[target] = (channel, self.factory(channel))
+        return found[1]
+
+    async def close(self) -> None:
+        channels, self.channels = self.channels, {}
+        for channel, _ in channels.values():
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
+async def healthy_instances(registry: Any, service: str) -> list[Any]:
+    """The passing instances of `service`; none without a registry or when it is away."""
+    if registry is None:
+        return []
+    try:
+        return list(await registry.healthy(service))
+    except Exception:  # discovery away: only what the caller knows otherwise
+        return []
+
+
+def meta_values(instances: Sequence[Any], key: str,
+                accept: Callable[[Any], bool] | None = None) -> list[str]:
+    """The distinct, sorted `key` entries of the instances' metadata (those that have it
+    and that `accept` takes)."""
+    return sorted({i.meta[key] for i in instances
+                   if i.meta.get(key) and (accept is None or accept(i))})
+
+
+class DiscoveredGrpcClient:
+    """The nodes of one gRPC service (see the module docstring) and their stubs.
+
+    A subclass names its logger and its watch-failure event, and may narrow which
+    instances count (:meth:`accepts`)."""
+
+    LOGGER = "grpc.client"
+    WATCH_FAILED = "watch_failed"
+
+    def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
+                 service: str, stub: Callable[[grpc.aio.Channel], Any],
+                 channel_options: Sequence[tuple[str, Any]] | None = None) -> None:
+        self.static = [a for a in addresses if a]
+        self.registry = registry
+        self.service = service
+        self.log = structlog.get_logger(self.LOGGER)
+        self.targets: list[str] = list(self.static)
+        self.stubs = GrpcStubs(stub, channel_options)
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """A node is known (configured, or registered in discovery)."""
+        self._ensure_watch()
+        return bool(self.targets)
+
+    def _ensure_watch(self) -> None:
+        if self._watcher is not None or self.static or self.registry is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._watcher = loop.create_task(self._watch())
+
+    async def start(self) -> None:
+        """Reads discovery once (so the first request already knows the nodes)."""
+        if self.static or self.registry is None:
+            return
+        with contextlib.suppress(Exception):
+            self._set(await self.registry.healthy(self.service))
+        self._ensure_watch()
+
+    def accepts(self, instance: Any) -> bool:
+        """Whether a registered instance (with a `grpc` address) is one to call."""
+        return True
+
+    def _set(self, instances: Sequence[Any]) -> None:
+        self.targets = meta_values(instances, "grpc", self.accepts)
+
+    async def _watch(self) -> None:
+        from shared.discovery.port import watch
+
+        while True:
+            try:
+                async for instances in watch(self.registry, self.service, wait=10.0):
+                    self._set(instances)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # registry away: keep the last list, retry
+                self.log.warning(self.WATCH_FAILED, error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    def _stub(self, target: str) -> Any:
+        return self.stubs.get(target)
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.stubs.close()
