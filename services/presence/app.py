@@ -38,7 +38,6 @@ import dataclasses
 import json
 import os
 import secrets
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -441,41 +440,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> PresenceConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(PresenceConfig, "presence")
-    overrides: dict[str, Any] = {}
-    for name in ("grpc_port", "http_port", "db_url"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    return load_settings(PresenceConfig, "presence", args, ("grpc_port", "http_port", "db_url"))
 
 
 async def serve(config: PresenceConfig) -> None:
     from services.presence.mi import register_mi
     from services.presence.store import default_db, open_store
     from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.rpc.grpc_helpers import start_grpc_server
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import GrpcApi, serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        "presence", config=RuntimeConfig(
-            host=config.http_host, port=config.http_port, advertise=config.http_advertise,
-            drain_delay=config.drain_delay, drain_grace=config.drain_grace,
-            drain_timeout=5.0 + config.drain_grace,
-            token=config.http_token, token_setting="[presence] http_token "
-                                                    "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime("presence", config)
     runtime.declare_events("presence.#")
     cluster = None
     node_id = 0
@@ -503,8 +479,9 @@ async def serve(config: PresenceConfig) -> None:
                                     apply_update=svc.apply_update, needs_sync=False)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
-    servers: list[Any] = []
-    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    api = GrpcApi(runtime, config, SERVICE,
+                  lambda s: pb_grpc.add_PresenceServicer_to_server(  # type: ignore[no-untyped-call]
+                      PresenceServicer(svc), s))
 
     @runtime.on_start
     async def _start() -> None:
@@ -512,14 +489,7 @@ async def serve(config: PresenceConfig) -> None:
             await store.open()
         pubs, subs = await svc.load()
         runtime.log.info("presence_loaded", publications=pubs, subscriptions=subs)
-        srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_PresenceServicer_to_server(  # type: ignore[no-untyped-call]
-                PresenceServicer(svc), s)],
-            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
-        servers.append(srv)
-        host = config.grpc_advertise or (
-            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
-        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        await api.start()
         if cluster is not None:
             await cluster.start()
             runtime.meta.update(cluster.meta())
@@ -527,44 +497,22 @@ async def serve(config: PresenceConfig) -> None:
 
     @runtime.on_stop
     async def _stop() -> None:
-        for srv in servers:
-            await srv.stop(config.drain_grace)  # finish the RPCs in flight
+        await api.stop()
         await svc.stop()
         if cluster is not None:
             await cluster.stop()
         if store is not None:
             await store.close()
 
-    async def announce() -> None:
-        while not runtime.port or not servers:
-            await asyncio.sleep(0.01)  # start-up of this very process
+    def line() -> str:
         extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
-        print(f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()}{extra}", flush=True)
+        return (f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+                f"pid {os.getpid()}{extra}")
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(runtime, line, ready=lambda: api.serving)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging, run_service
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("presence", level=config.log_level)
-
-    async def run() -> None:
-        await serve(config)
-
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
-    return 0
+    return service_main("presence", lambda: load_config(_parse_args(argv)), serve)
