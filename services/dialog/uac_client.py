@@ -13,13 +13,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import structlog
 
 from contracts.generated.sipmesh.edge.v1 import uac_pb2 as pb
 from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc as pb_grpc
 from services.dialog.byes import Outgoing
-from shared.rpc.discovered import GrpcStubs, healthy_instances, meta_values
+from shared.rpc.discovered import GrpcStubs, first_reachable, healthy_instances, meta_values
 
 
 class UacClient:
@@ -43,16 +42,13 @@ class UacClient:
             timeout=self.timeout)
         targets = [t for t in [preferred] if t]
         targets += [t for t in await self._edges() if t not in targets]
-        last = "no edge known"
-        for target in targets:
-            try:
-                reply = await self.stubs.get(target).Send(request, timeout=self.timeout + 2)
-                return reply.status, reply.reason or reply.error
-            except grpc.aio.AioRpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # it may have been sent: never twice
-        return 503, last
+        # Only an edge that could not be reached moves on: one that may have sent it, never
+        # twice.
+        reply, error = await first_reachable(self.stubs, targets, "Send", request,
+                                             self.timeout + 2)
+        if reply is not None:
+            return reply.status, reply.reason or reply.error
+        return 503, f"{error.code().name}: {error.details()}" if error else "no edge known"
 
     async def send_all(self, preferred: str, requests: Sequence[Outgoing]
                        ) -> list[tuple[int, str]]:

@@ -15,11 +15,9 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-
 from contracts.generated.sipmesh.media.v1 import media_pb2 as pb
 from contracts.generated.sipmesh.media.v1 import media_pb2_grpc as pb_grpc
-from shared.rpc.discovered import DiscoveredGrpcClient
+from shared.rpc.discovered import DiscoveredGrpcClient, first_reachable
 
 
 class MediaUnavailable(Exception):
@@ -49,15 +47,11 @@ class MediaClient(DiscoveredGrpcClient):
         if not targets:
             raise MediaUnavailable("no media broker known")
         start = next(self._rr) % len(targets)
-        last: Exception | None = None
-        for target in targets[start:] + targets[:start]:
-            try:
-                return await getattr(self._stub(target), name)(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                last = exc
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # sent and not answered: it may have taken effect
-        raise MediaUnavailable(str(last))
+        reply, last = await first_reachable(self.stubs, targets[start:] + targets[:start],
+                                            name, request, self.timeout)
+        if reply is None:
+            raise MediaUnavailable(str(last))
+        return reply
 
     @staticmethod
     def request(**fields: Any) -> Any:

@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-
 from contracts.generated.sipmesh.presence.v1 import presence_pb2 as pb
 from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
-from shared.rpc.discovered import DiscoveredGrpcClient
+from shared.rpc.discovered import DiscoveredGrpcClient, first_reachable
 
 
 class PresenceUnavailable(Exception):
@@ -41,14 +39,8 @@ class PresenceClient(DiscoveredGrpcClient):
         SUBSCRIBE; PresenceUnavailable when no node answered."""
         request = pb.SipRequest(message=message, source=source, local_contact=local_contact,
                                 edge_uac=self.uac, to_tag=to_tag, sharing_tag=sharing_tag)
-        last: Exception | None = None
-        for target in list(self.targets):
-            try:
-                answer = await self._stub(target).Handle(request, timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                last = exc
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # sent and not answered: it may have taken effect
-                continue
-            return answer.status, answer.reason, [(h.name, h.value) for h in answer.headers]
-        raise PresenceUnavailable(str(last) if last else "no presence node known")
+        answer, last = await first_reachable(self.stubs, list(self.targets), "Handle",
+                                             request, self.timeout)
+        if answer is None:
+            raise PresenceUnavailable(str(last) if last else "no presence node known")
+        return answer.status, answer.reason, [(h.name, h.value) for h in answer.headers]

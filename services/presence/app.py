@@ -55,7 +55,7 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
 from services.presence.store import PresenceStore, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
-from shared.rpc.discovered import GrpcStubs, healthy_instances, meta_values
+from shared.rpc.discovered import GrpcStubs, first_reachable, healthy_instances, meta_values
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
@@ -93,16 +93,13 @@ class UacClient:
             body=notify.body, timeout=self.timeout)
         targets = [t for t in [notify.edge_uac] if t]
         targets += [t for t in await self._edges() if t not in targets]
-        last = "no edge known"
-        for target in targets:
-            try:
-                reply = await self.stubs.get(target).Send(request, timeout=self.timeout + 2)
-                return reply.status, reply.reason or reply.error
-            except grpc.aio.AioRpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # it may have been sent: never twice
-        return 503, last
+        # Only an edge that could not be reached moves on: one that may have sent it, never
+        # twice.
+        reply, error = await first_reachable(self.stubs, targets, "Send", request,
+                                             self.timeout + 2)
+        if reply is not None:
+            return reply.status, reply.reason or reply.error
+        return 503, f"{error.code().name}: {error.details()}" if error else "no edge known"
 
     async def close(self) -> None:
         await self.stubs.close()

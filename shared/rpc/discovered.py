@@ -7,6 +7,9 @@ What every such client repeated, written once:
 * :func:`healthy_instances` and :func:`meta_values` -- one discovery lookup that never
   raises (discovery away: nothing found) and the sorted, distinct values of one metadata
   entry (``grpc``, ``uac``...) of what it found;
+* :func:`first_reachable` -- a call tried on each target in turn until one is reached: only
+  a target that could not be reached (UNAVAILABLE: nothing was sent) moves the call on, one
+  that was sent and failed is not repeated elsewhere (it may have taken effect);
 * :class:`DiscoveredGrpcClient` -- the nodes of one service: a fixed ``host:port`` list, or
   else every passing instance of the service in discovery (the ``grpc`` entry of its
   metadata), read once by ``start()`` and kept current by a watch task (started lazily, on
@@ -67,6 +70,22 @@ def meta_values(instances: Sequence[Any], key: str,
     and that `accept` takes)."""
     return sorted({i.meta[key] for i in instances
                    if i.meta.get(key) and (accept is None or accept(i))})
+
+
+async def first_reachable(stubs: GrpcStubs, targets: Sequence[str], method: str,
+                          request: Any, timeout: float
+                          ) -> tuple[Any, grpc.aio.AioRpcError | None]:
+    """(the reply, None) of the first target reached, else (None, the last error: None when
+    there was no target)."""
+    last: grpc.aio.AioRpcError | None = None
+    for target in targets:
+        try:
+            return await getattr(stubs.get(target), method)(request, timeout=timeout), None
+        except grpc.aio.AioRpcError as exc:
+            last = exc
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                break  # sent and not answered: it may have taken effect
+    return None, last
 
 
 class DiscoveredGrpcClient:
