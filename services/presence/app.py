@@ -46,7 +46,6 @@ import grpc
 import structlog
 from prometheus_client import Histogram
 
-from contracts.generated.sipmesh.edge.v1 import uac_pb2, uac_pb2_grpc
 from contracts.generated.sipmesh.presence.v1 import presence_pb2 as pb
 from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
 from services.presence.config import PresenceConfig
@@ -55,7 +54,7 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
 from services.presence.store import PresenceStore, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
-from shared.rpc.discovered import GrpcStubs, first_reachable, healthy_instances, meta_values
+from shared.rpc.discovered import EdgeUac
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
@@ -63,46 +62,22 @@ CAPABILITY = "presence-notify"
 log = structlog.get_logger("presence")
 
 
-class UacClient:
+class UacClient(EdgeUac):
     """The edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto) for NOTIFYs."""
 
     def __init__(self, registry: Any = None, service: str = "edge",
                  timeout: float = 32.0, max_in_flight: int = 256) -> None:
-        self.registry = registry
-        self.service = service
-        self.timeout = timeout
-        self.stubs = GrpcStubs(uac_pb2_grpc.UacStub)
+        super().__init__(registry, service, timeout)
         # NOTIFYs in flight at once: a PUBLISH with thousands of watchers must not open
         # thousands of streams on one edge at once (under load they came back CANCELLED).
         self._window = asyncio.Semaphore(max_in_flight)
 
-    async def _edges(self) -> list[str]:
-        # discovery away: only the subscription's own edge is known
-        return meta_values(await healthy_instances(self.registry, self.service), "uac")
-
     async def send(self, notify: Notify) -> tuple[int, str]:
         """(final status, reason); 503 when no edge could send it."""
         async with self._window:
-            return await self._send(notify)
-
-    async def _send(self, notify: Notify) -> tuple[int, str]:
-        request = uac_pb2.UacRequest(
-            method="NOTIFY", ruri=notify.ruri, route=list(notify.route),
-            next_hop=notify.next_hop,
-            headers=[uac_pb2.Header(name=n, value=v) for n, v in notify.headers],
-            body=notify.body, timeout=self.timeout)
-        targets = [t for t in [notify.edge_uac] if t]
-        targets += [t for t in await self._edges() if t not in targets]
-        # Only an edge that could not be reached moves on: one that may have sent it, never
-        # twice.
-        reply, error = await first_reachable(self.stubs, targets, "Send", request,
-                                             self.timeout + 2)
-        if reply is not None:
-            return reply.status, reply.reason or reply.error
-        return 503, f"{error.code().name}: {error.details()}" if error else "no edge known"
-
-    async def close(self) -> None:
-        await self.stubs.close()
+            return await self.send_request(notify.edge_uac, self.request(
+                "NOTIFY", notify.ruri, route=notify.route, next_hop=notify.next_hop,
+                headers=notify.headers, body=notify.body))
 
 
 class PresenceService:

@@ -17,6 +17,8 @@ What every such client repeated, written once:
   list and the watch retries every second. ``close()`` stops the watch and the channels;
   a subclass holding buffered work hands it over before calling it.
 
+* :class:`EdgeUac` -- a service's client of the edges' Uac API (BYEs, NOTIFYs).
+
 Which node a call goes to, and what is retried, stays each client's own decision.
 """
 
@@ -29,6 +31,8 @@ from typing import Any
 
 import grpc
 import structlog
+
+from contracts.generated.sipmesh.edge.v1 import uac_pb2, uac_pb2_grpc
 
 
 class GrpcStubs:
@@ -159,4 +163,47 @@ class DiscoveredGrpcClient:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.stubs.close()
+
+
+class EdgeUac:
+    """A service's client of the edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto):
+    the dialog service's BYEs, the presence service's NOTIFYs.
+
+    A request goes to the edge named first (the one that handled the dialog or
+    subscription, when known), then to the other edges found in discovery (instances of
+    the edge service announcing `uac` in their metadata). Sending is not idempotent (a BYE
+    that reached the phone must not be sent twice), so only an edge that could not be
+    reached moves the request on (:func:`first_reachable`)."""
+    def __init__(self, registry: Any = None, service: str = "edge",
+                 timeout: float = 5.0) -> None:
+        self.registry = registry
+        self.service = service
+        self.timeout = timeout  # the edge's own, for the request's final answer
+        self.stubs = GrpcStubs(uac_pb2_grpc.UacStub)
+
+    async def edges(self) -> list[str]:
+        """The edges' Uac addresses in discovery (none when it is away: only the edge the
+        caller names is known then)."""
+        return meta_values(await healthy_instances(self.registry, self.service), "uac")
+
+    def request(self, method: str, ruri: str, *, route: Sequence[str] = (),
+                next_hop: str = "", headers: Sequence[tuple[str, str]] = (),
+                body: bytes = b"") -> Any:
+        return uac_pb2.UacRequest(
+            method=method, ruri=ruri, route=list(route), next_hop=next_hop,
+            headers=[uac_pb2.Header(name=n, value=v) for n, v in headers], body=body,
+            timeout=self.timeout)
+
+    async def send_request(self, preferred: str, request: Any) -> tuple[int, str]:
+        """(final status, reason) of the request; 503 when no edge could send it."""
+        targets = [t for t in [preferred] if t]
+        targets += [t for t in await self.edges() if t not in targets]
+        reply, error = await first_reachable(self.stubs, targets, "Send", request,
+                                             self.timeout + 2)
+        if reply is not None:
+            return reply.status, reply.reason or reply.error
+        return 503, f"{error.code().name}: {error.details()}" if error else "no edge known"
+
+    async def close(self) -> None:
         await self.stubs.close()
