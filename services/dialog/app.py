@@ -573,10 +573,9 @@ class DialogServicer(pb_grpc.DialogServicer):
 # process entry points
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.dialog",
-                                description="SipMesh dialog service (dialogs, profiles, CDRs)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("dialog", "SipMesh dialog service (dialogs, profiles, CDRs)")
     p.add_argument("--db-url", help="dialog table: SQLite file, postgresql:// DSN or none")
     p.add_argument("--cdr-url", help="CDR table: SQLite file or postgresql:// DSN")
     return p.parse_args(argv)
@@ -592,8 +591,7 @@ def load_config(args: argparse.Namespace) -> DialogConfig:
 async def serve(config: DialogConfig) -> None:
     from services.dialog.mi import register_mi
     from services.dialog.store import open_cdr_store, open_dialog_store
-    from shared.config import load_section
-    from shared.service.boot import GrpcApi, serve_announced, service_runtime
+    from shared.service.boot import GrpcApi, cluster_node, serve_announced, service_runtime
 
     runtime = service_runtime("dialog", config)
     # E_DLG_STATE_CHANGED, E_ACC_CDR, E_ACC_MISSED_EVENT: advertised by the gateway's events_list
@@ -601,13 +599,7 @@ async def serve(config: DialogConfig) -> None:
     cluster = None
     node_id = 0
     if config.cluster:
-        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
-        from shared.cluster import register_mi as register_cluster_mi
-
-        cluster_config = load_section(ClusterConfig, "dialog.cluster")
-        cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
-                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
-        register_cluster_mi(runtime, cluster)
+        cluster = cluster_node(runtime, "dialog")
         node_id = cluster.id
     store = None if config.db_url == "none" else open_dialog_store(
         config.dialog_location(node_id), table=config.dialog_table)

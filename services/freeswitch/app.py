@@ -55,10 +55,9 @@ class BoxCollector:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.freeswitch",
-                                description="SipMesh FreeSWITCH ESL bridge")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("freeswitch", "SipMesh FreeSWITCH ESL bridge")
     p.add_argument("--store", help="SQLite file or postgresql:// DSN of the box table")
     p.add_argument("--box", action="append", dest="boxes",
                    help="fs://[user]:password@host[:port][?...] (repeatable)")

@@ -128,10 +128,9 @@ class MediaServicer(pb_grpc.MediaServicer):
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.media",
-                                description="SipMesh media broker (rtpengine)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("media", "SipMesh media broker (rtpengine)")
     p.add_argument("--db-url", help="SQLite file or postgresql:// DSN of the rtpengine table")
     return p.parse_args(argv)
 

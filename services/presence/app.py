@@ -403,10 +403,9 @@ class PresenceServicer(pb_grpc.PresenceServicer):
 # process entry points
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.presence",
-                                description="SipMesh presence service (PUBLISH, SUBSCRIBE)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("presence", "SipMesh presence service (PUBLISH, SUBSCRIBE)")
     p.add_argument("--db-url", help="SQLite file, postgresql:// DSN or none")
     return p.parse_args(argv)
 
@@ -420,21 +419,14 @@ def load_config(args: argparse.Namespace) -> PresenceConfig:
 async def serve(config: PresenceConfig) -> None:
     from services.presence.mi import register_mi
     from services.presence.store import default_db, open_store
-    from shared.config import load_section
-    from shared.service.boot import GrpcApi, serve_announced, service_runtime
+    from shared.service.boot import GrpcApi, cluster_node, serve_announced, service_runtime
 
     runtime = service_runtime("presence", config)
     runtime.declare_events("presence.#")
     cluster = None
     node_id = 0
     if config.cluster:
-        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
-        from shared.cluster import register_mi as register_cluster_mi
-
-        cluster = ClusterNode(load_section(ClusterConfig, "presence.cluster"),
-                              events=runtime.events, registry=runtime.registry,
-                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
-        register_cluster_mi(runtime, cluster)
+        cluster = cluster_node(runtime, "presence")
         node_id = cluster.id
     # Shared database: one store for all nodes; federation: each node its own.
     location = config.db_url or default_db(node_id if config.cluster_mode == "federation"

@@ -82,9 +82,9 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.siprec",
-                                description="SipMesh SIPREC recording client")
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("siprec", "SipMesh SIPREC recording client", grpc=False)
     return p.parse_args(argv)
 
 

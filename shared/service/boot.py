@@ -4,6 +4,8 @@ A service's entry point (``services/<name>/app.py``) reads its section, builds a
 :class:`~shared.service.runtime.ServiceRuntime`, wires its own objects and hooks, then
 serves until SIGTERM. What was the same in each:
 
+* :func:`arguments` -- the command line's parser with the ports every service takes
+  (``--grpc-port``, ``--http-port``);
 * :func:`load_settings` -- the section's settings with the command line's overrides (an
   option left out keeps the file's or environment's value), validated;
 * :func:`discovery_settings` -- the ``[discovery]`` section, and an embedded registry of
@@ -11,6 +13,8 @@ serves until SIGTERM. What was the same in each:
 * :func:`service_runtime` -- the runtime from the section's ``http_*`` and ``drain_*``
   settings (the HTTP endpoint of MI, ``/metrics``, ``/health``, ``/ready``; the drain on
   SIGTERM), its token named as ``[section] http_token (SIPMESH_SECTION_HTTP_TOKEN)``;
+* :func:`cluster_node` -- the node of a clustered service (``[section.cluster]``) with the
+  cluster's MI commands;
 * :class:`GrpcApi` -- the service's gRPC server: started from ``on_start``, advertised as
   ``grpc`` in discovery, in ``/ready`` while it serves, stopped with the drain grace;
 * :func:`serve_announced` -- serves, printing the one ``<name> ready ...`` line on stdout
@@ -27,12 +31,15 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
 from shared.rpc.grpc_helpers import GrpcServer, start_grpc_server
 from shared.service.runtime import RuntimeConfig, ServiceRuntime
+
+if TYPE_CHECKING:
+    from shared.cluster import ClusterNode
 
 
 class Validated(Protocol):
@@ -74,6 +81,16 @@ class MainSettings(Protocol):
 
 S = TypeVar("S", bound=Validated)
 M = TypeVar("M", bound=MainSettings)
+
+
+def arguments(name: str, description: str, *, grpc: bool = True) -> argparse.ArgumentParser:
+    """``python -m services.<name>``'s parser, with ``--grpc-port`` (when it serves gRPC)
+    and ``--http-port``."""
+    p = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    if grpc:
+        p.add_argument("--grpc-port", type=int)
+    p.add_argument("--http-port", type=int)
+    return p
 
 
 def load_settings(kind: type[S], section: str, args: argparse.Namespace,
@@ -126,6 +143,19 @@ def service_runtime(name: str, config: HttpSettings, *, section: str = "",
             drain_timeout=5.0 + config.drain_grace if drain_timeout is None else drain_timeout,
             token_setting=f"[{section}] http_token ({env})"),
         discovery=discovery, registry=registry, sip_handling=False)
+
+
+def cluster_node(runtime: ServiceRuntime, section: str) -> ClusterNode:
+    """The service's cluster node, from ``[<section>.cluster]``, its MI commands added to
+    the runtime (a node's local MI runs in this process)."""
+    from shared.cluster import ClusterConfig, ClusterNode, register_mi, run_local_mi
+    from shared.config import load_section
+
+    cluster = ClusterNode(load_section(ClusterConfig, f"{section}.cluster"),
+                          events=runtime.events, registry=runtime.registry,
+                          mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
+    register_mi(runtime, cluster)
+    return cluster
 
 
 class GrpcApi:
