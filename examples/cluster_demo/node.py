@@ -110,12 +110,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     from shared.cluster import ClusterConfig, ClusterNode, register_mi, run_local_mi
     from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.discovery.memory import MemoryRegistry
     from shared.events.bus import EmbeddedEventBus
     from shared.events.schema import EventCatalog
     from shared.rpc.jsonrpc import BAD_REQUEST, MiError
     from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import discovery_settings, serve_announced
 
     config = load_section(ClusterConfig, "demo.cluster")
     overrides: dict[str, Any] = {}
@@ -131,10 +130,7 @@ async def serve(args: argparse.Namespace) -> None:
         overrides["sharing_tags"] = tuple(args.sharing_tag)
     config = dataclasses.replace(config, **overrides)
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
+    discovery, registry = discovery_settings()  # registry: an embedded one when standalone
     runtime = ServiceRuntime("cluster-demo", config=RuntimeConfig(port=args.http_port),
                              discovery=discovery, registry=registry)
     own_bus = registry is not None  # standalone: no gateway to forward events to
@@ -231,17 +227,10 @@ async def serve(args: argparse.Namespace) -> None:
         if own_bus:
             await bus.close(1.0)
 
-    async def announce() -> None:
-        while not runtime.port or not node.port:
-            await asyncio.sleep(0.01)
-        print(f"cluster-demo ready node={config.node_id} repl={node.url} "
-              f"mi={runtime.mi_url} pid={os.getpid()}", flush=True)
-
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(
+        runtime, lambda: f"cluster-demo ready node={config.node_id} repl={node.url} "
+                         f"mi={runtime.mi_url} pid={os.getpid()}",
+        ready=lambda: bool(node.port))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

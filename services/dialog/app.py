@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
@@ -575,64 +573,33 @@ class DialogServicer(pb_grpc.DialogServicer):
 # process entry points
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.dialog",
-                                description="SipMesh dialog service (dialogs, profiles, CDRs)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("dialog", "SipMesh dialog service (dialogs, profiles, CDRs)")
     p.add_argument("--db-url", help="dialog table: SQLite file, postgresql:// DSN or none")
     p.add_argument("--cdr-url", help="CDR table: SQLite file or postgresql:// DSN")
     return p.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> DialogConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(DialogConfig, "dialog")
-    overrides: dict[str, Any] = {}
-    for name in ("grpc_port", "http_port", "db_url", "cdr_url"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    return load_settings(DialogConfig, "dialog", args,
+                         ("grpc_port", "http_port", "db_url", "cdr_url"))
 
 
 async def serve(config: DialogConfig) -> None:
     from services.dialog.mi import register_mi
     from services.dialog.store import open_cdr_store, open_dialog_store
-    from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.rpc.grpc_helpers import start_grpc_server
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import GrpcApi, cluster_node, serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        "dialog", config=RuntimeConfig(host=config.http_host, port=config.http_port,
-                                    advertise=config.http_advertise, token=config.http_token,
-                                    drain_delay=config.drain_delay,
-                                    drain_grace=config.drain_grace,
-                                    drain_timeout=5.0 + config.drain_grace,
-                                    token_setting="[dialog] http_token "
-                                                  "(SIPMESH_DIALOG_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime("dialog", config)
     # E_DLG_STATE_CHANGED, E_ACC_CDR, E_ACC_MISSED_EVENT: advertised by the gateway's events_list
     runtime.declare_events("dialog.#", "acc.#")
     cluster = None
     node_id = 0
     if config.cluster:
-        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
-        from shared.cluster import register_mi as register_cluster_mi
-
-        cluster_config = load_section(ClusterConfig, "dialog.cluster")
-        cluster = ClusterNode(cluster_config, events=runtime.events, registry=runtime.registry,
-                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
-        register_cluster_mi(runtime, cluster)
+        cluster = cluster_node(runtime, "dialog")
         node_id = cluster.id
     store = None if config.db_url == "none" else open_dialog_store(
         config.dialog_location(node_id), table=config.dialog_table)
@@ -647,8 +614,9 @@ async def serve(config: DialogConfig) -> None:
             apply_update=svc.apply_update, needs_sync=True, on_sync_done=svc.on_sync_done)
     register_mi(runtime, svc)
     runtime.stats.group("dialog", svc.statistics)
-    servers: list[Any] = []
-    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    api = GrpcApi(runtime, config, SERVICE,
+                  lambda s: pb_grpc.add_DialogServicer_to_server(  # type: ignore[no-untyped-call]
+                      DialogServicer(svc), s))
     if cluster is not None:  # and, clustered, holding the cluster's dialogs
         runtime.ready_check("cluster_sync", lambda: cluster.synced(CAPABILITY))
 
@@ -659,14 +627,7 @@ async def serve(config: DialogConfig) -> None:
         await cdrs.open()
         loaded = await svc.load()
         runtime.log.info("dialogs_loaded", dialogs=loaded)
-        srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_DialogServicer_to_server(  # type: ignore[no-untyped-call]
-                DialogServicer(svc), s)],
-            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
-        servers.append(srv)
-        host = config.grpc_advertise or (
-            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
-        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        await api.start()
         if cluster is not None:
             await cluster.start()
             runtime.meta.update(cluster.meta())
@@ -674,8 +635,7 @@ async def serve(config: DialogConfig) -> None:
 
     @runtime.on_stop
     async def _stop() -> None:
-        for srv in servers:
-            await srv.stop(config.drain_grace)  # finish the RPCs in flight
+        await api.stop()
         await svc.stop()
         if cluster is not None:
             await cluster.stop()
@@ -683,36 +643,15 @@ async def serve(config: DialogConfig) -> None:
             await store.close()
         await cdrs.close()
 
-    async def announce() -> None:
-        while not runtime.port or not servers:
-            await asyncio.sleep(0.01)  # start-up of this very process
+    def line() -> str:
         extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
-        print(f"dialog ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()}{extra}", flush=True)
+        return (f"dialog ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+                f"pid {os.getpid()}{extra}")
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(runtime, line, ready=lambda: api.serving)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging, run_service
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"dialog: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("dialog", level=config.log_level)
-
-    async def run() -> None:
-        await serve(config)
-
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
-    return 0
+    return service_main("dialog", lambda: load_config(_parse_args(argv)), serve)

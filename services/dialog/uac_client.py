@@ -10,69 +10,27 @@ a connection that could not be made moves to the next edge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import structlog
 
-from contracts.generated.sipmesh.edge.v1 import uac_pb2 as pb
-from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc as pb_grpc
 from services.dialog.byes import Outgoing
+from shared.rpc.discovered import EdgeUac
 
 
-class UacClient:
+class UacClient(EdgeUac):
     def __init__(self, registry: Any = None, service: str = "edge",
                  timeout: float = 5.0) -> None:
-        self.registry = registry
-        self.service = service
-        self.timeout = timeout
+        super().__init__(registry, service, timeout)
         self.log = structlog.get_logger("dialog.uac")
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
-
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, pb_grpc.UacStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
-
-    async def _edges(self) -> list[str]:
-        if self.registry is None:
-            return []
-        try:
-            instances = await self.registry.healthy(self.service)
-        except Exception:  # discovery away: only the dialog's own edge is known
-            return []
-        return sorted({i.meta["uac"] for i in instances if i.meta.get("uac")})
 
     async def send(self, preferred: str, out: Outgoing) -> tuple[int, str]:
         """(final status, reason) of the request; 503 when no edge could send it."""
-        request = pb.UacRequest(
-            method=out.method, ruri=out.ruri, route=list(out.route), next_hop=out.next_hop,
-            headers=[pb.Header(name=n, value=v) for n, v in out.headers],
-            timeout=self.timeout)
-        targets = [t for t in [preferred] if t]
-        targets += [t for t in await self._edges() if t not in targets]
-        last = "no edge known"
-        for target in targets:
-            try:
-                reply = await self._stub(target).Send(request, timeout=self.timeout + 2)
-                return reply.status, reply.reason or reply.error
-            except grpc.aio.AioRpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # it may have been sent: never twice
-        return 503, last
+        return await self.send_request(preferred, self.request(
+            out.method, out.ruri, route=out.route, next_hop=out.next_hop,
+            headers=out.headers))
 
     async def send_all(self, preferred: str, requests: Sequence[Outgoing]
                        ) -> list[tuple[int, str]]:
         return list(await asyncio.gather(*(self.send(preferred, r) for r in requests)))
-
-    async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._stubs.clear()

@@ -38,10 +38,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-import structlog
 
 from contracts.generated.sipmesh.dialog.v1 import dialog_pb2 as pb
 from contracts.generated.sipmesh.dialog.v1 import dialog_pb2_grpc as pb_grpc
+from shared.rpc.discovered import DiscoveredGrpcClient
 
 BATCH_MAX = 1024  # events per stream message
 
@@ -50,19 +50,21 @@ class DialogUnavailable(Exception):
     """No dialog service answered the query."""
 
 
-class DialogClient:
+class DialogClient(DiscoveredGrpcClient):
+    LOGGER = "edge.dialog"
+    WATCH_FAILED = "dialog_watch_failed"
+
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "dialog", buffer_size: int = 10000,
                  query_timeout: float = 0.5, batch_window: float = 0.005,
                  resend_window: float = 2.0) -> None:
-        self.static = [a for a in addresses if a]
-        self.registry = registry
-        self.service = service
+        super().__init__(addresses=addresses, registry=registry, service=service,
+                         stub=pb_grpc.DialogStub,
+                         channel_options=[("grpc.keepalive_time_ms", 10_000),
+                                          ("grpc.keepalive_timeout_ms", 5_000)])
         self.buffer_size = buffer_size
         self.query_timeout = query_timeout
         self.batch_window = batch_window
-        self.log = structlog.get_logger("edge.dialog")
-        self.targets: list[str] = list(self.static)
         self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         # Unacknowledged events: written on the current stream (in order), and not yet
         # written. Two deques keep every step O(1) whatever the backlog (a dialog service
@@ -82,8 +84,6 @@ class DialogClient:
         self._wake = asyncio.Event()
         self._query_wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._channels: dict[str, grpc.aio.Channel] = {}
         self.connected = False
         self._known = bool(self.static)
         # statistics (dialog: group)
@@ -140,10 +140,9 @@ class DialogClient:
         Never raises; bounded by the query timeout per node tried."""
         ref = pb.DialogRef(callid=call_id, from_tag=from_tag)
         for target in list(self.targets):
-            stub = pb_grpc.DialogStub(self._channel(target))  # type: ignore[no-untyped-call]
             try:
-                reply = await stub.SetExtra(pb.SetExtraRequest(dialog=ref, extra=extra),
-                                            timeout=self.query_timeout)
+                reply = await self._stub(target).SetExtra(
+                    pb.SetExtraRequest(dialog=ref, extra=extra), timeout=self.query_timeout)
             except grpc.aio.AioRpcError as exc:
                 self.log.warning("set_extra_failed", call_id=call_id, target=target,
                                  error=exc.code().name)
@@ -152,30 +151,14 @@ class DialogClient:
         return False
 
     async def start(self) -> None:
-        if not self.static and self.registry is not None:
-            with contextlib.suppress(Exception):
-                self._set(await self.registry.healthy(self.service))
-            self._watcher = asyncio.create_task(self._watch())
+        await super().start()
         self._task = asyncio.create_task(self._run())
 
     def _set(self, instances: Sequence[Any]) -> None:
-        self.targets = sorted({i.meta["grpc"] for i in instances if i.meta.get("grpc")})
+        super()._set(instances)
         self._known = self._known or bool(self.targets)
-
-    async def _watch(self) -> None:
-        from shared.discovery.port import watch
-
-        while True:
-            try:
-                async for instances in watch(self.registry, self.service, wait=10.0):
-                    self._set(instances)
-                    if self.targets:
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # registry away: keep the last list, retry
-                self.log.warning("dialog_watch_failed", error=repr(exc))
-                await asyncio.sleep(1.0)
+        if self.targets:
+            self._wake.set()
 
     async def close(self, grace: float = 2.0) -> None:
         """Stops the stream, first handing over what is still held: the events of calls
@@ -186,15 +169,11 @@ class DialogClient:
         while ((self.pending or self.inflight) and self.targets and self._task is not None
                and time.monotonic() < deadline):
             await asyncio.sleep(0.01)  # polling a drain with a bound, not a test's sleep
-        for task in (self._task, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for channel in self._channels.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._channels.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await super().close()  # the discovery watch, the channels
 
     # -- the stream -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -223,16 +202,8 @@ class DialogClient:
             backoff = 0.1 if time.monotonic() - started > 5 else min(backoff * 2, 2.0)
             await asyncio.sleep(backoff)
 
-    def _channel(self, target: str) -> grpc.aio.Channel:
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = grpc.aio.insecure_channel(
-                target, options=[("grpc.keepalive_time_ms", 10_000),
-                                 ("grpc.keepalive_timeout_ms", 5_000)])
-        return channel
-
     async def _stream(self, target: str) -> None:
-        stub = pb_grpc.DialogStub(self._channel(target))  # type: ignore[no-untyped-call]
+        stub = self._stub(target)
         # Every unacknowledged event goes again on a new stream; the writer of the broken
         # one (grpc may still hold it a moment) must not take events from the new one.
         self._stream_no += 1

@@ -59,7 +59,10 @@ def _chunk(kind: int, value: bytes) -> bytes:
     return struct.pack("!HHH", 0, kind, 6 + len(value)) + value
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(host: str) -> IpAddress | None:
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -69,13 +72,14 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
-def _zero(version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _zero(version: int) -> IpAddress:
     return ipaddress.IPv6Address(0) if version == 6 else ipaddress.IPv4Address(0)
 
 
-def encode(capture: Capture, *, capture_id: int = 0, auth_key: str = "") -> bytes:
-    """The HEP3 packet of one captured message; ValueError when it cannot be one (a
-    payload too big for the 16-bit length)."""
+def addresses(capture: Capture) -> tuple[IpAddress, IpAddress]:
+    """The capture's source and destination as IP addresses of one family (the source's,
+    else the destination's, else IPv4): one that is not a numeric IP of it is written as
+    the unspecified address; an IPv4-mapped IPv6 address as its IPv4 one."""
     src = _address(capture.src[0])
     dst = _address(capture.dst[0])
     version = src.version if src is not None else dst.version if dst is not None else 4
@@ -83,7 +87,14 @@ def encode(capture: Capture, *, capture_id: int = 0, auth_key: str = "") -> byte
         src = _zero(version)
     if dst is None or dst.version != version:
         dst = _zero(version)
-    v6 = version == 6
+    return src, dst
+
+
+def encode(capture: Capture, *, capture_id: int = 0, auth_key: str = "") -> bytes:
+    """The HEP3 packet of one captured message; ValueError when it cannot be one (a
+    payload too big for the 16-bit length)."""
+    src, dst = addresses(capture)
+    v6 = src.version == 6
     seconds = int(capture.time)
     micros = round((capture.time - seconds) * 1_000_000)
     if micros >= 1_000_000:

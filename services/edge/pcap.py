@@ -11,32 +11,21 @@ UDP (RFC 768, checksum 0 = none, allowed over IPv4; computed over IPv6 where it 
 mandatory) or TCP (RFC 9293: one PSH/ACK segment per message, sequence numbers running
 per direction so a reader reassembles the stream in order).
 
-An address that is not a numeric IP is written as the unspecified address (as
-:mod:`services.edge.hep` does).
+An address that is not a numeric IP is written as the unspecified address
+(:func:`services.edge.hep.addresses`, as in HEP).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 
-from services.edge.hep import Capture
+from services.edge.hep import Capture, addresses
 
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144
 MAX_IP_PAYLOAD = 65535 - 60  # IPv4's 16-bit total length, the largest headers taken off
 
 FILE_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
 
 
 def _checksum(data: bytes) -> int:
@@ -57,12 +46,8 @@ class PcapWriter:
 
     def record(self, capture: Capture) -> bytes:
         """The pcap record (header + frame) of one message; ValueError when too big."""
-        src, dst = _ip(capture.src[0]), _ip(capture.dst[0])
-        version = src.version if src is not None else dst.version if dst is not None else 4
-        if src is None or src.version != version:
-            src = ipaddress.IPv6Address(0) if version == 6 else ipaddress.IPv4Address(0)
-        if dst is None or dst.version != version:
-            dst = ipaddress.IPv6Address(0) if version == 6 else ipaddress.IPv4Address(0)
+        src, dst = addresses(capture)
+        version = src.version
         payload = capture.payload
         if len(payload) > MAX_IP_PAYLOAD:
             raise ValueError(f"a {len(payload)}-octet message does not fit one IP packet")

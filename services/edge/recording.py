@@ -34,7 +34,6 @@ import structlog
 if TYPE_CHECKING:
     from services.edge.routing import RouteContext
 
-_tasks: set[asyncio.Task[Any]] = set()
 LOOKUP_TTL = 2.0  # s a discovery answer about the siprec service is reused
 
 
@@ -70,6 +69,7 @@ class RecordingClient:
         self._looked_at = -LOOKUP_TTL
         self._clients: dict[str, Any] = {}
         self._lookup = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()  # starts/stops under way (spawn)
 
     async def urls(self) -> list[str]:
         if self.static:
@@ -111,7 +111,14 @@ class RecordingClient:
                 last = exc
         raise RuntimeError(f"no siprec service answered: {last}")
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 2.0) -> None:
+        """Closes the recorders' sessions, first letting the starts and stops under way
+        finish, for at most `grace` s: a stopping edge must not take the siprec_stop of a
+        BYE it relayed with it (the SRS would go on recording a call that ended)."""
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in late:  # a recorder that does not answer keeps us no longer
+                task.cancel()
         clients, self._clients = self._clients, {}
         for client in clients.values():
             with contextlib.suppress(Exception):
@@ -124,8 +131,8 @@ class RecordingClient:
             coro.close()
             return
         task = loop.create_task(coro)
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, params: dict[str, Any]) -> None:
         try:

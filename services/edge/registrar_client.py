@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
+from shared.rpc.discovered import DiscoveredGrpcClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +193,10 @@ class _Session:
             await self.reader
 
 
-class RegistrarClient:
+class RegistrarClient(DiscoveredGrpcClient):
+    LOGGER = "edge.registrar"
+    WATCH_FAILED = "registrar_watch_failed"
+
     def __init__(self, *, addresses: Sequence[str] = (), registry: Any = None,
                  service: str = "registrar", timeout: float = 1.0,
                  credentials_ttl: float = 2.0, clock: Callable[[], float] = time.monotonic,
@@ -201,14 +204,16 @@ class RegistrarClient:
                  max_latency_us: int = 0, by_latency: bool = False,
                  streaming: bool = True, batch_window: float = 0.003,
                  expected: bool | None = None) -> None:
-        self.static = [a for a in addresses if a]
+        # No deadline interceptor on the channels (grpc.aio interceptors cost ~40 us per
+        # call on this hot path): every call below passes its own timeout instead.
+        super().__init__(addresses=addresses, registry=registry, service=service,
+                         stub=pb_grpc.RegistrarStub,
+                         channel_options=[("grpc.keepalive_time_ms", 30_000)])
         # Whether a registrar belongs to this deployment (fixed addresses, or a shared
         # discovery registry): then none being reachable is an outage (503), not a mesh
         # without one (the default routing's 404 for unknown local users).
         self.expected = bool(self.static) or registry is not None if expected is None \
             else expected
-        self.registry = registry
-        self.service = service
         self.timeout = timeout
         self.credentials_ttl = credentials_ttl
         self.clock = clock
@@ -216,54 +221,29 @@ class RegistrarClient:
         self.algorithms = tuple(algorithms)  # offered in 401/407, preferred first
         self.max_latency_us = max_latency_us
         self.by_latency = by_latency
-        self.log = structlog.get_logger("edge.registrar")
-        self.targets: list[str] = list(self.static)
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
         self._rr = itertools.count()
         self._cache: dict[tuple[str, str], tuple[Credentials | None, float]] = {}
-        self._watcher: asyncio.Task[None] | None = None
         self.streaming = streaming
         self.batch_window = batch_window
         self._sessions: dict[str, _Session] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
-    @property
-    def available(self) -> bool:
-        """A registrar is known (configured, or registered in discovery)."""
-        self._ensure_watch()
-        return bool(self.targets)
-
-    def _ensure_watch(self) -> None:
-        if self._watcher is not None or self.static or self.registry is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._watcher = loop.create_task(self._watch())
-
-    async def start(self) -> None:
-        """Reads discovery once (so the first request already knows the registrars)."""
-        if self.static or self.registry is None:
-            return
-        with contextlib.suppress(Exception):
-            self._set(await self.registry.healthy(self.service))
-        self._ensure_watch()
-
-    def _set(self, instances: Sequence[Any]) -> None:
+    def accepts(self, instance: Any) -> bool:
         # meta "ready" "0": registered but not ready (a restarted node still syncing); an
         # older registrar that does not say is taken as ready.
-        targets = sorted({i.meta["grpc"] for i in instances
-                          if i.meta.get("grpc") and i.meta.get("ready") != "0"})
-        for gone in set(self.targets) - set(targets):
+        return bool(instance.meta.get("ready") != "0")
+
+    def _set(self, instances: Sequence[Any]) -> None:
+        before = set(self.targets)
+        super()._set(instances)
+        for gone in before - set(self.targets):
             self._retire(gone)
-        self.targets = targets
 
     def _retire(self, target: str) -> None:
         """A registrar that left discovery (draining, or gone): its stream is ended once
         what was sent on it is answered, and its channel closed."""
         session = self._sessions.pop(target, None)
-        stub = self._stubs.pop(target, None)
+        stub = self.stubs.channels.pop(target, None)
         if session is None and stub is None:
             return
 
@@ -273,30 +253,14 @@ class RegistrarClient:
                     await session.finish(self.timeout)
             finally:
                 if stub is not None:
-                    await stub[0].close()
+                    with contextlib.suppress(Exception):
+                        await stub[0].close()
 
         task = asyncio.get_running_loop().create_task(retire())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _watch(self) -> None:
-        from shared.discovery.port import watch
-
-        while True:
-            try:
-                async for instances in watch(self.registry, self.service, wait=10.0):
-                    self._set(instances)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # registry away: keep the last list, retry
-                self.log.warning("registrar_watch_failed", error=repr(exc))
-                await asyncio.sleep(1.0)
-
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
         for task in list(self._retiring):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -304,21 +268,7 @@ class RegistrarClient:
         for session in list(self._sessions.values()):
             await session.close()
         self._sessions.clear()
-        for channel, _ in self._stubs.values():
-            await channel.close()
-        self._stubs.clear()
-
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            # No deadline interceptor (grpc.aio interceptors cost ~40 us per call on this
-            # hot path): every call below passes its own timeout instead.
-            channel = grpc.aio.insecure_channel(
-                target, options=[("grpc.keepalive_time_ms", 30_000)])
-            # grpc's generated stubs carry no annotations
-            found = (channel, pb_grpc.RegistrarStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
+        await super().close()
 
     def _order(self) -> list[str]:
         targets = list(self.targets)

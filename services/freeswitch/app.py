@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,10 +55,9 @@ class BoxCollector:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.freeswitch",
-                                description="SipMesh FreeSWITCH ESL bridge")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("freeswitch", "SipMesh FreeSWITCH ESL bridge")
     p.add_argument("--store", help="SQLite file or postgresql:// DSN of the box table")
     p.add_argument("--box", action="append", dest="boxes",
                    help="fs://[user]:password@host[:port][?...] (repeatable)")
@@ -68,44 +65,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> FreeswitchConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(FreeswitchConfig, "freeswitch")
-    overrides: dict[str, Any] = {}
-    for name in ("grpc_port", "http_port", "store"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    if args.boxes:
-        overrides["boxes"] = (*config.boxes, *args.boxes)
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    def boxes(config: FreeswitchConfig) -> dict[str, Any]:
+        return {"boxes": (*config.boxes, *args.boxes)} if args.boxes else {}
+
+    return load_settings(FreeswitchConfig, "freeswitch", args,
+                         ("grpc_port", "http_port", "store"), boxes)
 
 
 async def serve(config: FreeswitchConfig) -> None:
     from prometheus_client import Histogram
 
-    from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.rpc.grpc_helpers import start_grpc_server
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import GrpcApi, serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        "freeswitch", config=RuntimeConfig(host=config.http_host, port=config.http_port,
-                                    advertise=config.http_advertise, token=config.http_token,
-                                    drain_delay=config.drain_delay,
-                                    drain_grace=config.drain_grace,
-                                    drain_timeout=5.0 + config.drain_grace,
-                                    token_setting="[freeswitch] http_token "
-                                                  "(SIPMESH_FREESWITCH_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime("freeswitch", config)
     runtime.declare_events("freeswitch.#")  # advertised by the gateway's events_list
     store: BoxStore | None = open_box_store(config.store_location, table=config.table) \
         if config.use_store else None
@@ -117,64 +91,38 @@ async def serve(config: FreeswitchConfig) -> None:
                         registry=runtime.metrics,
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
     bridge.observe = lambda kind, seconds: latency.labels(kind).observe(seconds)
-    servers: list[Any] = []
-    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    api = GrpcApi(
+        runtime, config, SERVICE,
+        lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
+            FreeswitchServicer(bridge), s))
 
     @runtime.on_start
     async def _start() -> None:
         if store is not None:
             await store.open()
         await bridge.start()
-        srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
-                FreeswitchServicer(bridge), s)],
-            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
-        servers.append(srv)
-        host = config.grpc_advertise or (
-            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
-        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        await api.start()
         runtime.meta["boxes"] = str(len(bridge.boxes))
 
     @runtime.on_stop
     async def _stop() -> None:
-        for srv in servers:
-            await srv.stop(config.drain_grace)  # finish the RPCs in flight
+        await api.stop()
         await bridge.stop()
         if store is not None:
             await store.close()
 
-    async def announce() -> None:
-        while not runtime.port or not servers:
-            await asyncio.sleep(0.01)  # start-up of this very process
-        print(f"freeswitch ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"boxes {len(bridge.boxes)} pid {os.getpid()}", flush=True)
+    def line() -> str:
+        text = (f"freeswitch ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+                f"boxes {len(bridge.boxes)} pid {os.getpid()}")
         if not bridge.boxes:
-            print("freeswitch: no FreeSWITCH box configured ([freeswitch] boxes, the "
-                  "store's table, or MI fs_add): idle", flush=True)
+            text += ("\nfreeswitch: no FreeSWITCH box configured ([freeswitch] boxes, the "
+                     "store's table, or MI fs_add): idle")
+        return text
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(runtime, line, ready=lambda: api.serving)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging, run_service
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"freeswitch: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("freeswitch", level=config.log_level)
-
-    async def run() -> None:
-        await serve(config)
-
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
-    return 0
+    return service_main("freeswitch", lambda: load_config(_parse_args(argv)), serve)

@@ -16,10 +16,7 @@ or, with nothing provisioned (the broker then idles: edges get "no rtpengine set
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,50 +128,24 @@ class MediaServicer(pb_grpc.MediaServicer):
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.media",
-                                description="SipMesh media broker (rtpengine)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("media", "SipMesh media broker (rtpengine)")
     p.add_argument("--db-url", help="SQLite file or postgresql:// DSN of the rtpengine table")
     return p.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> MediaConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(MediaConfig, "media")
-    overrides: dict[str, Any] = {}
-    for name in ("grpc_port", "http_port", "db_url"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    return load_settings(MediaConfig, "media", args, ("grpc_port", "http_port", "db_url"))
 
 
 async def serve(config: MediaConfig) -> None:
     from services.media.store import open_media_store
-    from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.rpc.grpc_helpers import start_grpc_server
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import GrpcApi, serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        "media", config=RuntimeConfig(host=config.http_host, port=config.http_port,
-                                    advertise=config.http_advertise, token=config.http_token,
-                                    drain_delay=config.drain_delay,
-                                    drain_grace=config.drain_grace,
-                                    drain_timeout=5.0 + config.drain_grace,
-                                    token_setting="[media] http_token "
-                                                  "(SIPMESH_MEDIA_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime("media", config)
     runtime.declare_events("rtpengine.#")  # advertised by the gateway's events_list
     latency = Histogram("sipmesh_media_ng_seconds", "rtpengine ng round trip",
                         ["command", "outcome"], registry=runtime.metrics,
@@ -194,33 +165,24 @@ async def serve(config: MediaConfig) -> None:
         ping_interval=config.ping_interval, recheck_tick=config.recheck_tick,
         record_max_age=config.call_record_max_age, on_status=on_status, observe=observe)
     register_mi(runtime, broker)
-    servers: list[Any] = []
-    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    api = GrpcApi(runtime, config, SERVICE,
+                  lambda s: pb_grpc.add_MediaServicer_to_server(  # type: ignore[no-untyped-call]
+                      MediaServicer(broker), s))
 
     @runtime.on_start
     async def _start() -> None:
         await broker.start()
-        srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_MediaServicer_to_server(  # type: ignore[no-untyped-call]
-                MediaServicer(broker), s)],
-            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
-        servers.append(srv)
-        host = config.grpc_advertise or (
-            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
-        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        await api.start()
         purged = await broker.purge()
         if purged:
             runtime.log.info("call_records_purged", count=purged)
 
     @runtime.on_stop
     async def _stop() -> None:
-        for srv in servers:
-            await srv.stop(config.drain_grace)  # finish the RPCs in flight
+        await api.stop()
         await broker.close()
 
-    async def announce() -> None:
-        while not runtime.port or not servers:
-            await asyncio.sleep(0.01)  # start-up of this very process
+    def line() -> str:
         sets = len(broker.sets.sets)
         instances = sum(1 for _ in broker.sets.engines())
         tail = (f"sets {sets} instances {instances}" if instances else
@@ -229,32 +191,13 @@ async def serve(config: MediaConfig) -> None:
         if not instances:
             runtime.log.warning("no_rtpengine_configured", table=config.db_table,
                                 db=config.store_location)
-        print(f"media ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()} {tail}", flush=True)
+        return (f"media ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+                f"pid {os.getpid()} {tail}")
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(runtime, line, ready=lambda: api.serving)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging, run_service
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"media: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("media", level=config.log_level)
-
-    async def run() -> None:
-        await serve(config)
-
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
-    return 0
+    return service_main("media", lambda: load_config(_parse_args(argv)), serve)

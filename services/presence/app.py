@@ -43,7 +43,6 @@ import dataclasses
 import json
 import os
 import secrets
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,7 +51,6 @@ import grpc
 import structlog
 from prometheus_client import Histogram
 
-from contracts.generated.sipmesh.edge.v1 import uac_pb2, uac_pb2_grpc
 from contracts.generated.sipmesh.presence.v1 import presence_pb2 as pb
 from contracts.generated.sipmesh.presence.v1 import presence_pb2_grpc as pb_grpc
 from services.presence.config import PresenceConfig
@@ -61,6 +59,7 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
 from services.presence.store import PresenceStore, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
+from shared.rpc.discovered import EdgeUac
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
@@ -68,65 +67,22 @@ CAPABILITY = "presence-notify"
 log = structlog.get_logger("presence")
 
 
-class UacClient:
+class UacClient(EdgeUac):
     """The edges' Uac API (contracts/proto/sipmesh/edge/v1/uac.proto) for NOTIFYs."""
 
     def __init__(self, registry: Any = None, service: str = "edge",
                  timeout: float = 32.0, max_in_flight: int = 256) -> None:
-        self.registry = registry
-        self.service = service
-        self.timeout = timeout
-        self._stubs: dict[str, tuple[grpc.aio.Channel, Any]] = {}
+        super().__init__(registry, service, timeout)
         # NOTIFYs in flight at once: a PUBLISH with thousands of watchers must not open
         # thousands of streams on one edge at once (under load they came back CANCELLED).
         self._window = asyncio.Semaphore(max_in_flight)
 
-    def _stub(self, target: str) -> Any:
-        found = self._stubs.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, uac_pb2_grpc.UacStub(channel))  # type: ignore[no-untyped-call]
-            self._stubs[target] = found
-        return found[1]
-
-    async def _edges(self) -> list[str]:
-        if self.registry is None:
-            return []
-        try:
-            instances = await self.registry.healthy(self.service)
-        except Exception:  # discovery away: only the subscription's own edge is known
-            return []
-        return sorted({i.meta["uac"] for i in instances if i.meta.get("uac")})
-
     async def send(self, notify: Notify) -> tuple[int, str]:
         """(final status, reason); 503 when no edge could send it."""
         async with self._window:
-            return await self._send(notify)
-
-    async def _send(self, notify: Notify) -> tuple[int, str]:
-        request = uac_pb2.UacRequest(
-            method="NOTIFY", ruri=notify.ruri, route=list(notify.route),
-            next_hop=notify.next_hop,
-            headers=[uac_pb2.Header(name=n, value=v) for n, v in notify.headers],
-            body=notify.body, timeout=self.timeout)
-        targets = [t for t in [notify.edge_uac] if t]
-        targets += [t for t in await self._edges() if t not in targets]
-        last = "no edge known"
-        for target in targets:
-            try:
-                reply = await self._stub(target).Send(request, timeout=self.timeout + 2)
-                return reply.status, reply.reason or reply.error
-            except grpc.aio.AioRpcError as exc:
-                last = f"{exc.code().name}: {exc.details()}"
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    break  # it may have been sent: never twice
-        return 503, last
-
-    async def close(self) -> None:
-        for channel, _ in self._stubs.values():
-            with contextlib.suppress(Exception):
-                await channel.close()
-        self._stubs.clear()
+            return await self.send_request(notify.edge_uac, self.request(
+                "NOTIFY", notify.ruri, route=notify.route, next_hop=notify.next_hop,
+                headers=notify.headers, body=notify.body))
 
 
 class PresenceService:
@@ -496,61 +452,31 @@ class PresenceServicer(pb_grpc.PresenceServicer):
 # process entry points
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.presence",
-                                description="SipMesh presence service (PUBLISH, SUBSCRIBE)")
-    p.add_argument("--grpc-port", type=int)
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("presence", "SipMesh presence service (PUBLISH, SUBSCRIBE)")
     p.add_argument("--db-url", help="SQLite file, postgresql:// DSN or none")
     return p.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> PresenceConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(PresenceConfig, "presence")
-    overrides: dict[str, Any] = {}
-    for name in ("grpc_port", "http_port", "db_url"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    config = dataclasses.replace(config, **overrides)
-    config.validate()
-    return config
+    return load_settings(PresenceConfig, "presence", args, ("grpc_port", "http_port", "db_url"))
 
 
 async def serve(config: PresenceConfig) -> None:
     from services.presence.mi import register_mi
     from services.presence.store import default_db, open_store
-    from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.rpc.grpc_helpers import start_grpc_server
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import GrpcApi, cluster_node, serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        "presence", config=RuntimeConfig(
-            host=config.http_host, port=config.http_port, advertise=config.http_advertise,
-            drain_delay=config.drain_delay, drain_grace=config.drain_grace,
-            drain_timeout=5.0 + 2 * config.drain_grace,
-            token=config.http_token, token_setting="[presence] http_token "
-                                                    "(SIPMESH_PRESENCE_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime("presence", config,
+                              drain_timeout=5.0 + 2 * config.drain_grace)
     runtime.declare_events("presence.#")
     cluster = None
     node_id = 0
     if config.cluster:
-        from shared.cluster import ClusterConfig, ClusterNode, run_local_mi
-        from shared.cluster import register_mi as register_cluster_mi
-
-        cluster = ClusterNode(load_section(ClusterConfig, "presence.cluster"),
-                              events=runtime.events, registry=runtime.registry,
-                              mi_runner=lambda cmd, params: run_local_mi(runtime, cmd, params))
-        register_cluster_mi(runtime, cluster)
+        cluster = cluster_node(runtime, "presence")
         node_id = cluster.id
     # Shared database: one store for all nodes; federation: each node its own.
     location = config.db_url or default_db(node_id if config.cluster_mode == "federation"
@@ -570,8 +496,9 @@ async def serve(config: PresenceConfig) -> None:
                                     on_sync_done=svc.catch_up if svc.shared else None)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
-    servers: list[Any] = []
-    runtime.ready_check("grpc", lambda: bool(servers))  # /ready: serving its gRPC API
+    api = GrpcApi(runtime, config, SERVICE,
+                  lambda s: pb_grpc.add_PresenceServicer_to_server(  # type: ignore[no-untyped-call]
+                      PresenceServicer(svc), s))
     if svc.shared:
         runtime.ready_check("cluster_caught_up", lambda: svc.caught_up)
 
@@ -581,14 +508,7 @@ async def serve(config: PresenceConfig) -> None:
             await store.open()
         pubs, subs = await svc.load()
         runtime.log.info("presence_loaded", publications=pubs, subscriptions=subs)
-        srv = await start_grpc_server(
-            [lambda s: pb_grpc.add_PresenceServicer_to_server(  # type: ignore[no-untyped-call]
-                PresenceServicer(svc), s)],
-            services=[SERVICE], host=config.grpc_host, port=config.grpc_port)
-        servers.append(srv)
-        host = config.grpc_advertise or (
-            runtime.address if config.grpc_host in ("0.0.0.0", "::") else config.grpc_host)
-        runtime.meta["grpc"] = f"{host}:{srv.port}"
+        await api.start()
         if cluster is not None:
             await cluster.start()
             runtime.meta.update(cluster.meta())
@@ -596,44 +516,22 @@ async def serve(config: PresenceConfig) -> None:
 
     @runtime.on_stop
     async def _stop() -> None:
-        for srv in servers:
-            await srv.stop(config.drain_grace)  # finish the RPCs in flight
-        await svc.stop(config.drain_grace)  # and the NOTIFYs they started
+        await api.stop()
+        await svc.stop(config.drain_grace)  # and the NOTIFYs the RPCs started
         if cluster is not None:
             await cluster.stop()
         if store is not None:
             await store.close()
 
-    async def announce() -> None:
-        while not runtime.port or not servers:
-            await asyncio.sleep(0.01)  # start-up of this very process
+    def line() -> str:
         extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
-        print(f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()}{extra}", flush=True)
+        return (f"presence ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+                f"pid {os.getpid()}{extra}")
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(runtime, line, ready=lambda: api.serving)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging, run_service
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"presence: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("presence", level=config.log_level)
-
-    async def run() -> None:
-        await serve(config)
-
-    if config.uvloop:
-        run_service(run)
-    else:
-        asyncio.run(run())
-    return 0
+    return service_main("presence", lambda: load_config(_parse_args(argv)), serve)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,42 +82,22 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m services.siprec",
-                                description="SipMesh SIPREC recording client")
-    p.add_argument("--http-port", type=int)
+    from shared.service.boot import arguments
+
+    p = arguments("siprec", "SipMesh SIPREC recording client", grpc=False)
     return p.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> SiprecConfig:
-    from shared.config import load_section
+    from shared.service.boot import load_settings
 
-    config = load_section(SiprecConfig, "siprec")
-    if args.http_port is not None:
-        config = dataclasses.replace(config, http_port=args.http_port)
-    config.validate()
-    return config
+    return load_settings(SiprecConfig, "siprec", args, ("http_port",))
 
 
 async def serve(config: SiprecConfig) -> None:
-    from shared.config import load_section
-    from shared.discovery import DiscoveryConfig
-    from shared.service import RuntimeConfig, ServiceRuntime
+    from shared.service.boot import serve_announced, service_runtime
 
-    discovery = load_section(DiscoveryConfig, "discovery")
-    registry = None
-    if discovery == DiscoveryConfig() and "SIPMESH_DISCOVERY_URL" not in os.environ:
-        from shared.discovery.memory import MemoryRegistry
-
-        registry = MemoryRegistry()  # standalone: no `sipmesh up` around
-    runtime = ServiceRuntime(
-        SERVICE, config=RuntimeConfig(host=config.http_host, port=config.http_port,
-                                      advertise=config.http_advertise,
-                                      token=config.http_token,
-                                      drain_delay=config.drain_delay,
-                                      drain_grace=config.drain_grace,
-                                      token_setting="[siprec] http_token "
-                                                    "(SIPMESH_SIPREC_HTTP_TOKEN)"),
-        discovery=discovery, registry=registry, sip_handling=False)
+    runtime = service_runtime(SERVICE, config, drain_timeout=5.0)
     runtime.declare_events("siprec.#")
     setup = Histogram("sipmesh_siprec_setup_seconds",
                       "subscribe + INVITE to the SRS + subscribe answer", ["outcome"],
@@ -173,27 +151,11 @@ async def serve(config: SiprecConfig) -> None:
         if store is not None:
             await store.close()
 
-    async def announce() -> None:
-        while not runtime.port:
-            await asyncio.sleep(0.01)  # start-up of this very process
-        print(f"siprec ready http {runtime.base_url} pid {os.getpid()}", flush=True)
-
-    announcer = asyncio.create_task(announce())
-    try:
-        await runtime.serve()
-    finally:
-        announcer.cancel()
+    await serve_announced(
+        runtime, lambda: f"siprec ready http {runtime.base_url} pid {os.getpid()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.service import configure_logging
+    from shared.service.boot import service_main
 
-    args = _parse_args(argv)
-    try:
-        config = load_config(args)
-    except ValueError as exc:
-        print(f"siprec: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(SERVICE, level=config.log_level)
-    asyncio.run(serve(config))
-    return 0
+    return service_main(SERVICE, lambda: load_config(_parse_args(argv)), serve)

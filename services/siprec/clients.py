@@ -22,6 +22,7 @@ from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc as uac_grpc
 from contracts.generated.sipmesh.media.v1 import media_pb2 as media_pb
 from contracts.generated.sipmesh.media.v1 import media_pb2_grpc as media_grpc
 from services.siprec.session import Outgoing
+from shared.rpc.discovered import GrpcStubs, healthy_instances, meta_values
 
 TIMER_B_MAX = 64 * 4.0  # s: the longest an edge's Timer B can run (64 x T1, T1 <= 4 s)
 
@@ -36,34 +37,6 @@ class Edge:
     sip: str  # its SIP URI (sip:host:port;transport=udp): our Contact
 
 
-class _Stubs:
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-        self.channels: dict[str, tuple[grpc.aio.Channel, Any]] = {}
-
-    def get(self, target: str) -> Any:
-        found = self.channels.get(target)
-        if found is None:
-            channel = grpc.aio.insecure_channel(target)
-            found = (channel, self.factory(channel))
-            self.channels[target] = found
-        return found[1]
-
-    async def close(self) -> None:
-        for channel, _ in self.channels.values():
-            await channel.close()
-        self.channels.clear()
-
-
-async def _healthy(registry: Any, service: str) -> list[Any]:
-    if registry is None:
-        return []
-    try:
-        return list(await registry.healthy(service))
-    except Exception:  # discovery away: fixed addresses only
-        return []
-
-
 class MediaForker:
     """Subscribe / SubscribeAnswer / Unsubscribe on a media broker."""
 
@@ -73,13 +46,12 @@ class MediaForker:
         self.registry = registry
         self.service = service
         self.timeout = timeout
-        self.stubs = _Stubs(media_grpc.MediaStub)
+        self.stubs = GrpcStubs(media_grpc.MediaStub)
 
     async def targets(self) -> list[str]:
         if self.static:
             return list(self.static)
-        return sorted({i.meta["grpc"] for i in await _healthy(self.registry, self.service)
-                       if i.meta.get("grpc")})
+        return meta_values(await healthy_instances(self.registry, self.service), "grpc")
 
     async def call(self, name: str, **fields: Any) -> Any:
         last = "no media broker known"
@@ -107,13 +79,13 @@ class UacSender:
         self.service = service
         self.timeout = timeout
         self.log = structlog.get_logger("siprec.uac")
-        self.stubs = _Stubs(uac_grpc.UacStub)
+        self.stubs = GrpcStubs(uac_grpc.UacStub)
 
     async def edges(self) -> list[Edge]:
         if self.static:
             return list(self.static)
         found = [Edge(i.meta["uac"], i.meta.get("sip_udp", ""))
-                 for i in await _healthy(self.registry, self.service) if i.meta.get("uac")]
+                 for i in await healthy_instances(self.registry, self.service) if i.meta.get("uac")]
         return sorted(set(found), key=lambda e: e.uac)
 
     async def pick(self, preferred: Edge | None = None) -> list[Edge]:

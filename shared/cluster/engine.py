@@ -671,25 +671,34 @@ class ClusterNode:
                 self.log.info("sync_donor_gave_up", cap=cap.name, dst=dst)
                 return
             records = cap.produce()
-            # Two copies of one loop rather than a wrapper: an async generator around a
-            # plain iterator costs a step per record (~20% of a 100,000-record sync).
+
+            async def full(chunk: list[bytes]) -> bool:
+                """Hands a full batch over; False when the requester's route is gone."""
+                nonlocal total
+                if not await self._give(cap, dst, sync_id, chunk):
+                    return False
+                total += len(chunk)
+                return True
+
+            # Two copies of the per-record loop rather than a wrapper: an async generator
+            # around a plain iterator costs a step per record (~20% of a 100,000-record
+            # sync); what a full batch takes is written once, in full(), and the loops keep
+            # their state in plain locals (the per-record cost of each is unchanged).
             if isinstance(records, AsyncIterator):
                 async for rec in records:
                     batch.append(rec)
                     size += len(rec) + 3
                     if size >= limit:
-                        if not await self._give(cap, dst, sync_id, batch):
+                        if not await full(batch):
                             return
-                        total += len(batch)
                         batch, size = [], 0
             else:
                 for rec in records:
                     batch.append(rec)
                     size += len(rec) + 3
                     if size >= limit:
-                        if not await self._give(cap, dst, sync_id, batch):
+                        if not await full(batch):
                             return
-                        total += len(batch)
                         batch, size = [], 0
             if not await self._wait_route(dst):
                 return

@@ -14,52 +14,22 @@ Exit codes: 0 done, 1 nothing to remove, 2 bad input or store unreachable.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from services.edge.permissions import AddressError, parse_address
 from shared.store.edge_tables import Address, open_address_table
+from sipmesh.cli.tables import StoreOption, echo_rows, registrar_store, run_on
 
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", help=escape("SQLite file or postgresql:// DSN (default: [registrar] store)"))]
 GrpOption = Annotated[int, typer.Option("--grp", min=0, help="the group (OpenSIPS grp)")]
 PortOption = Annotated[int, typer.Option(min=0, max=65535, help="source port, 0 = any")]
 ProtoOption = Annotated[str, typer.Option(help="any, udp, tcp, tls, ws, wss, sctp")]
 
 
-def _location(store: str | None) -> str:
-    if store:
-        return store
-    from services.registrar.config import RegistrarConfig
-    from shared.config import ConfigError, load_section
-
-    try:
-        return load_section(RegistrarConfig, "registrar").store_location
-    except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 def _run(store: str | None, action: Any) -> Any:
-    location = _location(store)
-
-    async def go() -> Any:
-        table = open_address_table(location)
-        try:
-            await table.open()
-        except Exception as exc:
-            typer.echo(f"error: cannot open the address table: {exc}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            return await action(table)
-        finally:
-            await table.close()
-
-    return asyncio.run(go())
+    location = registrar_store(store)
+    return run_on(lambda: open_address_table(location), "address table", action)
 
 
 def _row(ip: str, grp: int, port: int, proto: str, pattern: str = "",
@@ -126,14 +96,5 @@ def register(app: typer.Typer) -> None:
             rows: list[Address] = await table.all()
             return rows
 
-        rows = _run(store, action)
-        for row in rows:
-            if as_json:
-                typer.echo(json.dumps({"grp": row.grp, "ip": row.ip, "mask": row.mask,
-                                       "port": row.port, "proto": row.proto,
-                                       "pattern": row.pattern,
-                                       "context_info": row.context_info}))
-            else:
-                typer.echo(_text(row))
-        if not rows and not as_json:
-            typer.echo("no addresses")
+        echo_rows(_run(store, action), as_json=as_json, text=_text, none="no addresses",
+                  fields=("grp", "ip", "mask", "port", "proto", "pattern", "context_info"))

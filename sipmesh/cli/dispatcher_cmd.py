@@ -12,44 +12,21 @@ Exit codes: 0 done, 1 nothing to remove, 2 bad input or store unreachable.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from shared.sip import SipParseError, parse_uri
 from shared.store.edge_tables import Destination, open_dispatcher_table
+from sipmesh.cli.tables import StoreOption, echo_rows, registrar_store, run_on
 
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", help=escape("SQLite file or postgresql:// DSN (default: [registrar] store)"))]
 SetArgument = Annotated[int, typer.Argument(min=0, help="the set id (OpenSIPS setid)")]
 UriArgument = Annotated[str, typer.Argument(help="the destination's SIP URI")]
 
 
-def _location(store: str | None) -> str:
-    from sipmesh.cli.address_cmd import _location as registrar_store
-
-    return registrar_store(store)
-
-
 def _run(store: str | None, action: Any) -> Any:
-    location = _location(store)
-
-    async def go() -> Any:
-        table = open_dispatcher_table(location)
-        try:
-            await table.open()
-        except Exception as exc:
-            typer.echo(f"error: cannot open the dispatcher table: {exc}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            return await action(table)
-        finally:
-            await table.close()
-
-    return asyncio.run(go())
+    location = registrar_store(store)
+    return run_on(lambda: open_dispatcher_table(location), "dispatcher table", action)
 
 
 def _text(row: Destination) -> str:
@@ -109,14 +86,6 @@ def register(app: typer.Typer) -> None:
             rows: list[Destination] = await table.all()
             return rows
 
-        rows = _run(store, action)
-        for row in rows:
-            if as_json:
-                typer.echo(json.dumps({"setid": row.setid, "destination": row.destination,
-                                       "state": row.state, "weight": row.weight,
-                                       "priority": row.priority, "attrs": row.attrs,
-                                       "description": row.description}))
-            else:
-                typer.echo(_text(row))
-        if not rows and not as_json:
-            typer.echo("no destinations")
+        echo_rows(_run(store, action), as_json=as_json, text=_text, none="no destinations",
+                  fields=("setid", "destination", "state", "weight", "priority", "attrs",
+                          "description"))

@@ -12,7 +12,6 @@ Exit codes: 0 done, 1 nothing to remove, 2 bad input or database unreachable.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +19,7 @@ from rich.markup import escape
 
 from services.media.sets import SetError, parse_socket
 from services.media.store import open_media_store
+from sipmesh.cli.tables import run_on
 
 DbOption = Annotated[str | None, typer.Option(
     "--db", help=escape("SQLite file or postgresql:// DSN (default: [media] db_url)"))]
@@ -40,20 +40,7 @@ def _location(db: str | None) -> tuple[str, str]:
 
 def _run(db: str | None, action: Any) -> Any:
     location, table = _location(db)
-
-    async def go() -> Any:
-        store = open_media_store(location, table=table)
-        try:
-            await store.open()
-        except Exception as exc:
-            typer.echo(f"error: cannot open the rtpengine table: {exc}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return run_on(lambda: open_media_store(location, table=table), "rtpengine table", action)
 
 
 def register(app: typer.Typer) -> None:

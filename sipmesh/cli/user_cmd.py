@@ -9,17 +9,13 @@ or store unreachable.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape  # help texts render as rich markup: keep [section] literal
 
 from services.registrar.location import RegisterError, parse_aor
 from services.registrar.subscribers import SubscriberExists, open_store
-
-StoreOption = Annotated[str | None, typer.Option(
-    "--store", help=escape("SQLite file or postgresql:// DSN (default: [registrar] store)"))]
+from sipmesh.cli.tables import StoreOption, registrar_store, run_on
 
 
 def _split(aor: str) -> tuple[str, str]:
@@ -31,19 +27,6 @@ def _split(aor: str) -> tuple[str, str]:
     return user, domain
 
 
-def _location(store: str | None) -> str:
-    if store:
-        return store
-    from services.registrar.config import RegistrarConfig
-    from shared.config import ConfigError, load_section
-
-    try:
-        return load_section(RegistrarConfig, "registrar").store_location
-    except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
 def _password(given: str | None) -> str:
     if given is not None:
         return given
@@ -51,20 +34,9 @@ def _password(given: str | None) -> str:
     return value
 
 
-def _run(location: str, action: Any) -> Any:
-    async def go() -> Any:
-        store = open_store(location)
-        try:
-            await store.open()
-        except Exception as exc:
-            typer.echo(f"error: cannot open the subscriber store: {exc}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+def _run(store: str | None, action: Any) -> Any:
+    location = registrar_store(store)
+    return run_on(lambda: open_store(location), "subscriber store", action)
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {user}@{domain} already exists", err=True)
                 raise typer.Exit(1) from None
 
-        _run(_location(store), action)
+        _run(store, action)
         typer.echo(f"added {user}@{domain}")
 
     @users.command("passwd")
@@ -102,7 +74,7 @@ def register(app: typer.Typer) -> None:
         async def action(s: Any) -> bool:
             return bool(await s.set_password(user, domain, secret))
 
-        if not _run(_location(store), action):
+        if not _run(store, action):
             typer.echo(f"error: no subscriber {user}@{domain}", err=True)
             raise typer.Exit(1)
         typer.echo(f"password changed for {user}@{domain}")
@@ -116,7 +88,7 @@ def register(app: typer.Typer) -> None:
         async def action(s: Any) -> bool:
             return bool(await s.remove(user, domain))
 
-        if not _run(_location(store), action):
+        if not _run(store, action):
             typer.echo(f"error: no subscriber {user}@{domain}", err=True)
             raise typer.Exit(1)
         typer.echo(f"removed {user}@{domain}")

@@ -139,8 +139,16 @@ SHELL: tuple[str, ...] = (
     "services/edge/gc_policy.py",
     "services/edge/keyfile.py",
     "services/edge/media_anchor.py",
+    # gRPC clients whose I/O is their base's (shared/rpc/discovered.py)
+    "services/edge/media_client.py",
+    "services/edge/presence_client.py",
     "gateway/events/sockets.py",
     "sipmesh/catalog.py",
+    # table commands whose I/O is sipmesh/cli/tables.py's
+    "sipmesh/cli/address_cmd.py",
+    "sipmesh/cli/dispatcher_cmd.py",
+    "sipmesh/cli/rtpengine_cmd.py",
+    "sipmesh/cli/user_cmd.py",
     "sipmesh/cli/main.py",
     "sipmesh/cli/parse_cmd.py",
     "sipmesh/importer/run.py",

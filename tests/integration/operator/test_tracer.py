@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,20 +31,6 @@ from tests.support.ports import reserve_port
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.peers
-
-
-@pytest.fixture(scope="module")
-def collector_port() -> int:
-    return reserve_port()
-
-
-@pytest.fixture
-async def collector(collector_port: int) -> AsyncIterator[HepCollector]:
-    loop = asyncio.get_running_loop()
-    c = HepCollector()
-    await loop.create_datagram_endpoint(lambda: c, local_addr=("127.0.0.1", collector_port))
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

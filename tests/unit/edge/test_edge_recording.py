@@ -282,3 +282,32 @@ async def test_calls_at_once_wait_for_the_one_discovery_lookup() -> None:
     client = RecordingClient(registry=Registry())
     first, second = await asyncio.gather(client.urls(), client.urls())
     assert first == second == ["http://127.0.0.1:9/mi"] and Registry.lookups == 1
+
+
+async def test_closing_lets_the_stop_in_flight_reach_the_recorder() -> None:
+    """A stopping edge (drain, rolling restart) hands over the siprec_stop of the last BYE
+    it relayed before closing: the recorder has it when close() returns."""
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def mi(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append(body["method"])
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                  "result": {"state": "ended"}})
+
+    app = web.Application()
+    app.router.add_post("/mi", mi)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = RecordingClient(addresses=[f"http://127.0.0.1:{port}/mi"])
+    try:
+        client.spawn(client.stop("last-call"))
+        await client.close()
+        assert asked == ["siprec_stop"]
+    finally:
+        await runner.cleanup()
