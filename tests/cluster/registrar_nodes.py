@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +40,50 @@ def synced(reg: Registrar) -> bool:
     return any(c["name"] == "usrloc-contact-repl" and c["state"] == "Ok" for c in caps)
 
 
+def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
+    """Stops the processes at the same time: each drains (SIGTERM) for up to a few seconds,
+    and one after the other that added up to most of a cluster test's wall time. A bare
+    Popen (a load generator) is killed."""
+
+    def stop(p: Registrar | Edge | subprocess.Popen[bytes]) -> None:
+        if isinstance(p, subprocess.Popen):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        else:
+            p.stop()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+        for done in [pool.submit(stop, p) for p in procs if p is not None]:
+            done.result()
+
+
 def cluster_url(reg: Registrar) -> str:
     words = reg.lines[0].split()
     return words[words.index("cluster") + 1]
 
 
 def register_natted(workdir: Path, edge: Edge, users: list[str], password: str) -> None:
-    """Each user registers once from one port with a Contact naming another: natted."""
+    """Each user registers once from one port with a Contact naming another: natted. The
+    users register at the same time (one sipp each), as phones would."""
+    runs = []
     for user in users:
         cmd = ["sipp", "-sf", str(SCENARIOS / "register_natted.xml"), "-i", "127.0.0.1",
                "-p", str(free_port()), edge.address, "-s", user, "-au", user, "-ap", password,
                "-key", "contact_port", str(free_port()), "-m", "1", "-nostdin",
                "-timeout", "15s", "-timeout_error"]
-        result = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, timeout=45)
-        assert result.returncode == 0, summary(result)
+        runs.append((cmd, subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT)))
+    try:
+        for cmd, proc in runs:
+            stdout, _ = proc.communicate(timeout=45)
+            result = subprocess.CompletedProcess(cmd, proc.returncode, stdout)
+            assert result.returncode == 0, summary(result)
+    finally:
+        for _, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def assert_pinged_once_per_round(first: Registrar, second: Registrar, bindings: int) -> None:

@@ -31,6 +31,7 @@ from tests.cluster.registrar_nodes import (
     cluster_url,
     mi,
     register_natted,
+    stop_all,
     synced,
 )
 from tests.integration.edge.edge_harness import (
@@ -45,6 +46,7 @@ from tests.integration.registrar.harness import (
     SCENARIOS,
     Registrar,
     add_user,
+    add_users,
     start_registrar,
 )
 
@@ -113,16 +115,6 @@ def acked_load(tmp_path: Path, edge: Edge, count: int, rate: int) -> subprocess.
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
-    for p in procs:
-        if isinstance(p, subprocess.Popen):
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
-        elif p is not None:
-            p.stop()
-
-
 # -- full-sharing-cachedb ------------------------------------------------------------------
 
 def test_full_sharing_cachedb_kill_9_under_load_every_node_dumps_every_binding(
@@ -165,8 +157,7 @@ def pinging_pair(store: Path, prefix: str,
     joining node 1) and an edge saving into node 1."""
     ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
             "max_pings_lost": "100000"}
-    for user in users:
-        add_user(store, f"{user}@127.0.0.1", "pw")
+    add_users(store, [f"{user}@127.0.0.1" for user in users], "pw")
     mode = "full-sharing-cachedb"
     first = start_registrar(store, env(mode, prefix, 1, **ping))
     second = start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping))

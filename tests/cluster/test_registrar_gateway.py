@@ -22,7 +22,7 @@ import redis
 from tests.cluster.registrar_nodes import cluster_url, register_natted, synced
 from tests.cluster.test_mesh_nodes import Gateway as MeshGateway
 from tests.integration.edge.edge_harness import start_edge, wait_until
-from tests.integration.registrar.harness import add_user, start_registrar
+from tests.integration.registrar.harness import add_users, start_registrar
 from tests.integration.spine.meshproc import MeshProcess
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(180)]
@@ -56,8 +56,7 @@ def mesh(tmp_path: Path) -> Iterator[MeshProcess]:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "subscribers.sqlite"
-    for user in ("alice", "bob", "dave"):
-        add_user(path, f"{user}@127.0.0.1", "pw")
+    add_users(path, [f"{user}@127.0.0.1" for user in ("alice", "bob", "dave")], "pw")
     return path
 
 
