@@ -11,9 +11,10 @@ import json
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.integration.edge.edge_harness import Edge, free_port, summary, wait_until
 from tests.integration.registrar.harness import SCENARIOS, Registrar
@@ -56,6 +57,23 @@ def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
     with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
         for done in [pool.submit(stop, p) for p in procs if p is not None]:
             done.result()
+
+
+A = TypeVar("A", Registrar, Edge)
+B = TypeVar("B", Registrar, Edge)
+
+
+def start_pair(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Runs two independent start-ups (a node and an edge that need only what is already
+    up) at the same time. If one fails, the other is stopped before the failure is
+    raised."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(first), pool.submit(second)
+    error = one.exception() or two.exception()
+    if error is not None:
+        stop_all(*[f.result() for f in (one, two) if f.exception() is None])
+        raise error
+    return one.result(), two.result()
 
 
 def cluster_url(reg: Registrar) -> str:

@@ -21,6 +21,7 @@ from tests.cluster.registrar_nodes import (
     cluster_url,
     mi,
     register_natted,
+    start_pair,
     stop_all,
     synced,
 )
@@ -113,8 +114,9 @@ def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path
     users = [f"nat{i}" for i in range(8)]
     add_users(store, [f"{user}@127.0.0.1" for user in users], "pw")
     first = start_registrar(store, {**ping, **_cluster_env(1)})
-    second = start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")})
-    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    second, edge = start_pair(
+        lambda: start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")}),
+        lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc}))
     try:
         wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
         register_natted(tmp_path, edge, users, "pw")
