@@ -158,7 +158,7 @@ def pinging_pair(store: Path, prefix: str,
     joining node 1) and an edge saving into node 1."""
     ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
             "max_pings_lost": "100000"}
-    add_users(store, [f"{user}@127.0.0.1" for user in users], "pw")
+    add_users(store, {f"{user}@127.0.0.1": "pw" for user in users})
     mode = "full-sharing-cachedb"
     first = start_registrar(store, env(mode, prefix, 1, **ping))
     second, edge = start_pair(

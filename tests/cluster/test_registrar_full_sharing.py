@@ -29,7 +29,6 @@ from tests.integration.edge.edge_harness import Edge, free_port, start_edge, sum
 from tests.integration.registrar.harness import (
     SCENARIOS,
     Registrar,
-    add_user,
     add_users,
     start_registrar,
 )
@@ -45,8 +44,7 @@ def node(store: Path, node_id: int, seeds: str = "") -> Registrar:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "subscribers.sqlite"
-    add_user(path, "alice@127.0.0.1", "alice-pw")
-    add_user(path, "bob@127.0.0.1", "bob-pw")
+    add_users(path, {"alice@127.0.0.1": "alice-pw", "bob@127.0.0.1": "bob-pw"})
     return path
 
 
@@ -112,7 +110,7 @@ def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path
             "SIPMESH_REGISTRAR_PING_THRESHOLD": "0.25",
             "SIPMESH_REGISTRAR_MAX_PINGS_LOST": "100000"}
     users = [f"nat{i}" for i in range(8)]
-    add_users(store, [f"{user}@127.0.0.1" for user in users], "pw")
+    add_users(store, {f"{user}@127.0.0.1": "pw" for user in users})
     first = start_registrar(store, {**ping, **_cluster_env(1)})
     second, edge = start_pair(
         lambda: start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")}),

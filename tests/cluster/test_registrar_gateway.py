@@ -57,7 +57,7 @@ def mesh(tmp_path: Path) -> Iterator[MeshProcess]:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "subscribers.sqlite"
-    add_users(path, [f"{user}@127.0.0.1" for user in ("alice", "bob", "dave")], "pw")
+    add_users(path, {f"{user}@127.0.0.1": "pw" for user in ("alice", "bob", "dave")})
     return path
 
 
