@@ -11,8 +11,10 @@ import json
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.integration.edge.edge_harness import Edge, free_port, summary, wait_until
 from tests.integration.registrar.harness import SCENARIOS, Registrar
@@ -39,21 +41,67 @@ def synced(reg: Registrar) -> bool:
     return any(c["name"] == "usrloc-contact-repl" and c["state"] == "Ok" for c in caps)
 
 
+def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
+    """Stops the processes at the same time: each drains (SIGTERM) for up to a few seconds,
+    and one after the other that added up to most of a cluster test's wall time. A bare
+    Popen (a load generator) is killed."""
+
+    def stop(p: Registrar | Edge | subprocess.Popen[bytes]) -> None:
+        if isinstance(p, subprocess.Popen):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        else:
+            p.stop()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(procs))) as pool:
+        for done in [pool.submit(stop, p) for p in procs if p is not None]:
+            done.result()
+
+
+A = TypeVar("A", Registrar, Edge)
+B = TypeVar("B", Registrar, Edge)
+
+
+def start_pair(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Runs two independent start-ups (a node and an edge that need only what is already
+    up) at the same time. If one fails, the other is stopped before the failure is
+    raised."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(first), pool.submit(second)
+    error = one.exception() or two.exception()
+    if error is not None:
+        stop_all(*[f.result() for f in (one, two) if f.exception() is None])
+        raise error
+    return one.result(), two.result()
+
+
 def cluster_url(reg: Registrar) -> str:
     words = reg.lines[0].split()
     return words[words.index("cluster") + 1]
 
 
 def register_natted(workdir: Path, edge: Edge, users: list[str], password: str) -> None:
-    """Each user registers once from one port with a Contact naming another: natted."""
+    """Each user registers once from one port with a Contact naming another: natted. The
+    users register at the same time (one sipp each), as phones would."""
+    runs = []
     for user in users:
         cmd = ["sipp", "-sf", str(SCENARIOS / "register_natted.xml"), "-i", "127.0.0.1",
                "-p", str(free_port()), edge.address, "-s", user, "-au", user, "-ap", password,
                "-key", "contact_port", str(free_port()), "-m", "1", "-nostdin",
                "-timeout", "15s", "-timeout_error"]
-        result = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, timeout=45)
-        assert result.returncode == 0, summary(result)
+        runs.append((cmd, subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT)))
+    try:
+        for cmd, proc in runs:
+            stdout, _ = proc.communicate(timeout=45)
+            result = subprocess.CompletedProcess(cmd, proc.returncode, stdout)
+            assert result.returncode == 0, summary(result)
+    finally:
+        for _, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def assert_pinged_once_per_round(first: Registrar, second: Registrar, bindings: int) -> None:

@@ -31,6 +31,8 @@ from tests.cluster.registrar_nodes import (
     cluster_url,
     mi,
     register_natted,
+    start_pair,
+    stop_all,
     synced,
 )
 from tests.integration.edge.edge_harness import (
@@ -45,6 +47,7 @@ from tests.integration.registrar.harness import (
     SCENARIOS,
     Registrar,
     add_user,
+    add_users,
     start_registrar,
 )
 
@@ -113,16 +116,6 @@ def acked_load(tmp_path: Path, edge: Edge, count: int, rate: int) -> subprocess.
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
-    for p in procs:
-        if isinstance(p, subprocess.Popen):
-            if p.poll() is None:
-                p.kill()
-                p.wait(5)
-        elif p is not None:
-            p.stop()
-
-
 # -- full-sharing-cachedb ------------------------------------------------------------------
 
 def test_full_sharing_cachedb_kill_9_under_load_every_node_dumps_every_binding(
@@ -165,12 +158,12 @@ def pinging_pair(store: Path, prefix: str,
     joining node 1) and an edge saving into node 1."""
     ping = {"natping_interval": "0.3", "ping_threshold": "0.25",
             "max_pings_lost": "100000"}
-    for user in users:
-        add_user(store, f"{user}@127.0.0.1", "pw")
+    add_users(store, {f"{user}@127.0.0.1": "pw" for user in users})
     mode = "full-sharing-cachedb"
     first = start_registrar(store, env(mode, prefix, 1, **ping))
-    second = start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping))
-    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    second, edge = start_pair(
+        lambda: start_registrar(store, env(mode, prefix, 2, f"1@{cluster_url(first)}", **ping)),
+        lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc}))
     return first, second, edge
 
 
@@ -244,18 +237,21 @@ def test_federation_replicates_inside_a_pop_and_routes_calls_across_pops(
     mode = "federation-cachedb"
     grpc = [free_port() for _ in range(3)]
     local = {"SIPMESH_EDGE_LOCAL_DOMAINS": "127.0.0.1"}
-    edge_a = start_edge({"SIPMESH_EDGE_REGISTRAR": f"127.0.0.1:{grpc[0]}", **local})
-    edge_b = start_edge({"SIPMESH_EDGE_REGISTRAR": f"127.0.0.1:{grpc[2]}", **local})
+    edge_a, edge_b = start_pair(
+        lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": f"127.0.0.1:{grpc[0]}", **local}),
+        lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": f"127.0.0.1:{grpc[2]}", **local}))
     home_a, home_b = f"sip:{edge_a.address}", f"sip:{edge_b.address}"
     first = start_registrar(store, env(mode, prefix, 1, sip_addr=home_a,
                                        grpc_port=str(grpc[0])))
     seeds = f"1@{cluster_url(first)}"
-    second = start_registrar(store, env(mode, prefix, 2, seeds, sip_addr=home_a,
-                                        grpc_port=str(grpc[1])))
-    # PoP B: a seed of its own (no donor shares its SIP address), knowing PoP A's seed.
-    third = start_registrar(store, {**env(mode, prefix, 3, sip_addr=home_b,
-                                          grpc_port=str(grpc[2])),
-                                    "SIPMESH_REGISTRAR_CLUSTER_SEEDS": seeds})
+    # PoP B (third): a seed of its own (no donor shares its SIP address), knowing PoP A's
+    # seed; it and node 2 only need node 1 up, so they start together.
+    second, third = start_pair(
+        lambda: start_registrar(store, env(mode, prefix, 2, seeds, sip_addr=home_a,
+                                           grpc_port=str(grpc[1]))),
+        lambda: start_registrar(store, {**env(mode, prefix, 3, sip_addr=home_b,
+                                              grpc_port=str(grpc[2])),
+                                        "SIPMESH_REGISTRAR_CLUSTER_SEEDS": seeds}))
     sipp = Sipp(tmp_path)
     running = None
     loader = None

@@ -29,12 +29,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.cluster.registrar_nodes import mi, synced
+from tests.cluster.registrar_nodes import mi, stop_all, synced
 from tests.cluster.test_registrar_gateway import Gateway, table
 from tests.integration.edge.edge_harness import Edge, free_port, start_edge, wait_until
 from tests.integration.registrar.harness import Registrar, start_registrar
@@ -111,8 +112,7 @@ class RegistrarCluster:
         return synced(self.nodes[node_id]) and self.all_up()
 
     def stop(self) -> None:
-        for reg in self.nodes.values():
-            reg.stop()
+        stop_all(*self.nodes.values())
 
 
 @pytest.fixture
@@ -142,8 +142,11 @@ def cluster(request: pytest.FixtureRequest, mesh: MeshProcess, prefix: str,
     c = RegistrarCluster(request.param, store, mesh.registry_url, prefix)
     try:
         c.start(1, [], seed=True)
-        for n in range(2, SIZE + 1):
-            c.start(n, [1])
+        # The others join through node 1, at the same time (each start-up is seconds of
+        # imports on the shared box).
+        with ThreadPoolExecutor(max_workers=SIZE) as pool:
+            for started in [pool.submit(c.start, n, [1]) for n in range(2, SIZE + 1)]:
+                started.result()
         wait_until(lambda: all(c.ready(n) for n in c.nodes), 30, "cluster Up and synced")
         yield c
     finally:

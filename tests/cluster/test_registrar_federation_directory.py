@@ -20,8 +20,8 @@ from pathlib import Path
 
 import redis
 
-from tests.cluster.registrar_nodes import cluster_url, mi, synced
-from tests.cluster.test_registrar_cachedb import REDIS, env, prefix, stop_all, store
+from tests.cluster.registrar_nodes import cluster_url, mi, stop_all, synced
+from tests.cluster.test_registrar_cachedb import REDIS, env, prefix, store
 from tests.integration.edge.edge_harness import (
     Sipp,
     free_port,

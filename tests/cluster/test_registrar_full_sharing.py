@@ -21,13 +21,15 @@ from tests.cluster.registrar_nodes import (
     cluster_url,
     mi,
     register_natted,
+    start_pair,
+    stop_all,
     synced,
 )
 from tests.integration.edge.edge_harness import Edge, free_port, start_edge, summary, wait_until
 from tests.integration.registrar.harness import (
     SCENARIOS,
     Registrar,
-    add_user,
+    add_users,
     start_registrar,
 )
 
@@ -42,8 +44,7 @@ def node(store: Path, node_id: int, seeds: str = "") -> Registrar:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "subscribers.sqlite"
-    add_user(path, "alice@127.0.0.1", "alice-pw")
-    add_user(path, "bob@127.0.0.1", "bob-pw")
+    add_users(path, {"alice@127.0.0.1": "alice-pw", "bob@127.0.0.1": "bob-pw"})
     return path
 
 
@@ -53,8 +54,7 @@ def nodes(store: Path) -> Iterator[list[Registrar]]:
     second = node(store, 2, f"1@{cluster_url(first)}")
     running = [first, second]
     yield running
-    for reg in running:
-        reg.stop()
+    stop_all(*running)
 
 
 def sipp_register(workdir: Path, edge: Edge, user: str, password: str) -> int:
@@ -110,11 +110,11 @@ def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path
             "SIPMESH_REGISTRAR_PING_THRESHOLD": "0.25",
             "SIPMESH_REGISTRAR_MAX_PINGS_LOST": "100000"}
     users = [f"nat{i}" for i in range(8)]
-    for user in users:
-        add_user(store, f"{user}@127.0.0.1", "pw")
+    add_users(store, {f"{user}@127.0.0.1": "pw" for user in users})
     first = start_registrar(store, {**ping, **_cluster_env(1)})
-    second = start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")})
-    edge = start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc})
+    second, edge = start_pair(
+        lambda: start_registrar(store, {**ping, **_cluster_env(2, f"1@{cluster_url(first)}")}),
+        lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": first.grpc}))
     try:
         wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
         register_natted(tmp_path, edge, users, "pw")
@@ -122,9 +122,7 @@ def test_each_natted_binding_is_pinged_by_exactly_one_node(store: Path, tmp_path
 
         assert_pinged_once_per_round(first, second, len(users))
     finally:
-        edge.stop()
-        second.stop()
-        first.stop()
+        stop_all(edge, second, first)
 
 
 def _cluster_env(node_id: int, seeds: str = "") -> dict[str, str]:

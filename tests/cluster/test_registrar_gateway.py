@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.cluster.registrar_nodes import cluster_url, register_natted, synced
+from tests.cluster.registrar_nodes import cluster_url, register_natted, stop_all, synced
 from tests.cluster.test_mesh_nodes import Gateway as MeshGateway
 from tests.integration.edge.edge_harness import start_edge, wait_until
-from tests.integration.registrar.harness import add_user, start_registrar
+from tests.integration.registrar.harness import add_users, start_registrar
 from tests.integration.spine.meshproc import MeshProcess
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(180)]
@@ -56,17 +57,19 @@ def mesh(tmp_path: Path) -> Iterator[MeshProcess]:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "subscribers.sqlite"
-    for user in ("alice", "bob", "dave"):
-        add_user(path, f"{user}@127.0.0.1", "pw")
+    add_users(path, {f"{user}@127.0.0.1": "pw" for user in ("alice", "bob", "dave")})
     return path
 
 
 def test_mode_none_ul_dump_through_the_gateway_lists_every_nodes_aors(
         mesh: MeshProcess, store: Path, tmp_path: Path) -> None:
-    nodes = [start_registrar(store, {"SIPMESH_DISCOVERY_URL": mesh.registry_url,
-                                     "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": str(n)})
-             for n in (1, 2)]
-    edges = [start_edge({"SIPMESH_EDGE_REGISTRAR": reg.grpc}) for reg in nodes]
+    # Two independent registrars (mode none), each with its edge, started at once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        nodes = list(pool.map(lambda n: start_registrar(store, {
+            "SIPMESH_DISCOVERY_URL": mesh.registry_url,
+            "SIPMESH_REGISTRAR_CLUSTER_NODE_ID": str(n)}), (1, 2)))
+        edges = list(pool.map(lambda reg: start_edge({"SIPMESH_EDGE_REGISTRAR": reg.grpc}),
+                              nodes))
     gw = Gateway(mesh.gateway_url)
     try:
         wait_until(lambda: gw.registrars() == 2, 20, "both registrars in the mesh")
@@ -112,10 +115,7 @@ def test_mode_none_ul_dump_through_the_gateway_lists_every_nodes_aors(
         absent = gw.raw("ul_dump", {"node_id": 3})
         assert absent["error"]["code"] == 404
     finally:
-        for edge in edges:
-            edge.stop()
-        for node in nodes:
-            node.stop()
+        stop_all(*edges, *nodes)
 
 
 def test_full_sharing_cachedb_ul_dump_through_the_gateway_lists_each_contact_once(
@@ -147,8 +147,7 @@ def test_full_sharing_cachedb_ul_dump_through_the_gateway_lists_each_contact_onc
             assert all(len(contacts) == 1 for contacts in dump.values()), dump
         assert len(gw("ul_show_contact", ["location", "bob@127.0.0.1"])["Contacts"]) == 1
     finally:
-        for proc in (edge, second, first):
-            proc.stop()
+        stop_all(edge, second, first)
         keys = list(client.scan_iter(match=f"{prefix}*", count=500))
         if keys:
             client.delete(*keys)

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.cluster.registrar_nodes import mi
+from tests.cluster.registrar_nodes import mi, start_pair, stop_all
 from tests.integration.edge.edge_harness import Sipp, free_port, start_edge, summary
 from tests.integration.registrar.harness import (
     SCENARIOS,
@@ -47,9 +47,10 @@ def test_two_nodes_share_the_sql_table(table: str, tmp_path: Path) -> None:
     add_user(store, "ivy@127.0.0.1", "ivy-pw")
     env = {"SIPMESH_REGISTRAR_CLUSTER_MODE": "sql-only", "SIPMESH_REGISTRAR_DB_URL": PG_DSN,
            "SIPMESH_REGISTRAR_TABLE": table}
-    one, two = start_registrar(store, env), start_registrar(store, env)
-    edge1 = start_edge({"SIPMESH_EDGE_REGISTRAR": one.grpc})
-    edge2 = start_edge({"SIPMESH_EDGE_REGISTRAR": two.grpc})
+    one, two = start_pair(lambda: start_registrar(store, env),
+                          lambda: start_registrar(store, env))
+    edge1, edge2 = start_pair(lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": one.grpc}),
+                              lambda: start_edge({"SIPMESH_EDGE_REGISTRAR": two.grpc}))
     sipp = Sipp(tmp_path)
     try:
         port = free_port()
@@ -70,7 +71,4 @@ def test_two_nodes_share_the_sql_table(table: str, tmp_path: Path) -> None:
         assert mi(one, "ul_show_contact", [table, "ivy@127.0.0.1"])["error"]["code"] == 404
     finally:
         sipp.stop()
-        edge1.stop()
-        edge2.stop()
-        one.stop()
-        two.stop()
+        stop_all(edge1, edge2, one, two)

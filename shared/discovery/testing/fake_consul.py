@@ -6,8 +6,9 @@ this aiohttp app. It implements only the endpoints SipMesh calls, each as docume
 * ``PUT /v1/agent/service/register`` -- keys are decoded case-insensitively (Consul does);
   a ``Check`` or ``Checks`` entry with ``TTL`` creates a check whose ID is ``service:<id>``
   (``service:<id>:<n>``, 1-based, when several) and that **starts critical** unless a
-  ``Status`` is given. ``DeregisterCriticalServiceAfter`` removes a service whose check has
-  stayed critical that long.
+  ``Status`` is given; re-registering a service keeps the status and output its checks
+  had (as Consul does since 0.5.1). ``DeregisterCriticalServiceAfter`` removes a service
+  whose check has stayed critical that long.
 * ``PUT /v1/agent/service/deregister/:id``; ``GET /v1/agent/service/:id`` (404 when
   unknown); ``PUT /v1/agent/check/{pass,warn,fail}/:id`` (404 for an unknown check); TTL
   checks turn critical when not updated within the TTL. An ``HTTP`` check is run by the
@@ -258,6 +259,10 @@ class FakeConsul:
             checks.insert(0, body["check"])
         if body.get("ttl"):  # the deprecated top-level form
             checks.insert(0, {"ttl": body["ttl"]})
+        # Consul restores a re-registered check's status and output (hashicorp/consul#868,
+        # #4904: no flap to critical), so a service re-registering its metadata keeps the
+        # health its agent check last saw.
+        previous = {c.check_id: c for c in self.checks.values() if c.service_id == sid}
         self._drop_service(sid)
         self.services[sid] = svc
         now = self.clock()
@@ -273,12 +278,16 @@ class FakeConsul:
             except ValueError:
                 return web.Response(text="Invalid check duration", status=400)
             status = str(c.get("status") or "critical")  # documented: checks start critical
+            output, critical_since = "", now if status == "critical" else None
+            prev = previous.get(cid)
+            if prev is not None:
+                status, output, critical_since = prev.status, prev.output, prev.critical_since
             check = self.checks[cid] = _Check(
                 check_id=cid, name=str(c.get("name") or f"Service '{name}' check"),
                 service_id=sid, ttl=ttl, status=status,
                 deadline=now + (ttl or 0.0),
                 deregister_after=parse_duration(dereg) if dereg else None,
-                critical_since=now if status == "critical" else None,
+                critical_since=critical_since, output=output,
                 http=str(c["http"]) if c.get("http") else None,
                 interval=interval, timeout=timeout,
             )

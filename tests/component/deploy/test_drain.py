@@ -44,8 +44,15 @@ async def registry() -> AsyncIterator[Registry]:
     await server.stop()
 
 
+# Every probe is bounded: a connection accepted but never answered (the listener racing
+# its close, or the freed port taken by another process on a shared machine) must fail a
+# probe, not hang the test (aiohttp's default total timeout is 5 min).
+PROBE_TIMEOUT = 5.0
+
+
 async def _status(url: str) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
         return resp.status, await resp.json()
 
 
@@ -55,8 +62,12 @@ def _base(mi_url: str) -> str:
 
 
 async def _refused(url: str) -> bool:
+    """True when the endpoint refuses (or drops) the connection; an answer, or none within
+    the probe's bound, is "not yet"."""
     try:
         await _status(url)
+    except TimeoutError:  # before ClientConnectionError: ServerTimeoutError is both
+        return False
     except aiohttp.ClientConnectionError:
         return True
     return False
@@ -95,15 +106,24 @@ class SlowService:
             await self.grpc_release.wait()
             return b"grpc done"
 
+        async def echo(request: bytes, context: Any) -> bytes:
+            return request
+
         handler = grpc.method_handlers_generic_handler(
-            "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(call)})
+            "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(call),
+                          "Echo": grpc.unary_unary_rpc_method_handler(echo)})
         server.add_generic_rpc_handlers((handler,))
 
-    async def grpc_call(self, timeout: float = 30.0) -> bytes:
+    async def grpc_call(self, timeout: float = 30.0, method: str = "Call") -> bytes:
         assert self.srv is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.srv.port}") as channel:
-            reply: bytes = await channel.unary_unary("/test.Slow/Call")(b"", timeout=timeout)
+            reply: bytes = await channel.unary_unary(f"/test.Slow/{method}")(
+                b"", timeout=timeout)
             return reply
+
+    def release_all(self) -> None:
+        self.grpc_release.set()
+        self.mi_release.set()
 
     async def mi_call(self) -> Any:
         client = JsonRpcClient(self.rt.mi_url, timeout=30.0)
@@ -121,37 +141,51 @@ async def test_drain_order_leaves_discovery_then_finishes_rpcs_and_mi_in_flight(
     base = svc.rt.base_url
     grpc_call = asyncio.create_task(svc.grpc_call())
     mi_call = asyncio.create_task(svc.mi_call())
-    await asyncio.wait_for(asyncio.gather(svc.grpc_started.wait(), svc.mi_started.wait()), 20)
-    stopping = asyncio.create_task(svc.rt.stop())
+    stopping: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(svc.grpc_started.wait(), svc.mi_started.wait()), 20)
+        stopping = asyncio.create_task(svc.rt.stop())
 
-    # 1. Out of discovery at once, still answering: /ready says draining.
-    async def deregistered() -> bool:
-        return await server.registry.instances("drainer") == []
+        # 1. Out of discovery at once, still answering: /ready says draining.
+        async def deregistered() -> bool:
+            return await server.registry.instances("drainer") == []
 
-    await eventually(deregistered, 10, "the instance left discovery")
-    status, body = await _status(f"{base}/ready")
-    assert status == 503 and body["status"] == "draining"
+        await eventually(deregistered, 10, "the instance left discovery")
+        status, body = await _status(f"{base}/ready")
+        assert status == 503 and body["status"] == "draining"
 
-    # 2. The gRPC server refuses new RPCs while the one in flight is still running.
-    async def grpc_refuses() -> bool:
-        try:
-            await svc.grpc_call(timeout=1.0)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                  grpc.StatusCode.DEADLINE_EXCEEDED)
-        return False
+        # 2. The gRPC server refuses new RPCs while the one in flight is still running. The
+        # probe calls a method that answers at once, so only a refusal (UNAVAILABLE) counts;
+        # a probe the loaded machine did not finish within its deadline is "not yet".
+        async def grpc_refuses() -> bool:
+            try:
+                await asyncio.wait_for(svc.grpc_call(timeout=2.0, method="Echo"),
+                                       PROBE_TIMEOUT)
+            except grpc.aio.AioRpcError as exc:
+                return bool(exc.code() == grpc.StatusCode.UNAVAILABLE)
+            except TimeoutError:
+                return False
+            return False
 
-    await eventually(grpc_refuses, 20, "new RPCs refused")
-    assert not grpc_call.done()
-    svc.grpc_release.set()
-    assert await asyncio.wait_for(grpc_call, 20) == b"grpc done"
+        await eventually(grpc_refuses, 20, "new RPCs refused")
+        assert not grpc_call.done()
+        svc.grpc_release.set()
+        assert await asyncio.wait_for(grpc_call, 20) == b"grpc done"
 
-    # 3. The HTTP endpoint stops accepting connections; the MI request in flight finishes.
-    await eventually(lambda: _refused(f"{base}/health"), 20, "the endpoint closed")
-    assert not mi_call.done() and not stopping.done()
-    svc.mi_release.set()
-    assert await asyncio.wait_for(mi_call, 20) == "mi done"
-    await asyncio.wait_for(stopping, 20)
+        # 3. The HTTP endpoint stops accepting connections; the MI request in flight
+        # finishes.
+        await eventually(lambda: _refused(f"{base}/health"), 20, "the endpoint closed")
+        assert not mi_call.done() and not stopping.done()
+        svc.mi_release.set()
+        assert await asyncio.wait_for(mi_call, 20) == "mi done"
+        await asyncio.wait_for(stopping, 20)
+    finally:
+        # A failure above must end the test, not leave work blocked for pytest-timeout.
+        svc.release_all()
+        pending = [t for t in (grpc_call, mi_call, stopping) if t is not None]
+        await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 60)
+        await asyncio.wait_for(svc.rt.stop(), 60)
 
 
 async def test_drain_is_bounded_when_work_never_finishes(registry: Registry) -> None:

@@ -111,6 +111,9 @@ async def test_service_version_in_discovery_health_ps_and_metrics(registry: Regi
 
 
 def test_each_service_has_its_own_version_and_entry_point() -> None:
+    # One process per service, all started at once: each is a Python start-up that
+    # waits on imports, and one after the other they took 20 s on the loaded shared box.
+    runs = []
     for spec in SERVICES:
         if spec.nodes_only:
             continue
@@ -119,12 +122,21 @@ def test_each_service_has_its_own_version_and_entry_point() -> None:
             package = getattr(package, part)
         assert isinstance(package.__version__, str), spec.module
         assert service_version(spec.name) == package.__version__
-        out = subprocess.run([sys.executable, "-m", spec.module, "--version"],
-                             capture_output=True, text=True, timeout=60,
-                             env=dict(os.environ, SIPMESH_CONFIG=""))
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == (f"{spec.name} {package.__version__} "
+        proc = subprocess.Popen([sys.executable, "-m", spec.module, "--version"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, SIPMESH_CONFIG=""))
+        runs.append((spec, package.__version__, proc))
+    try:
+        for spec, version, proc in runs:
+            stdout, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == 0, stderr
+            assert stdout.strip() == (f"{spec.name} {version} "
                                       f"(contracts {CONTRACTS_VERSION}, sipmesh {MESH_VERSION})")
+    finally:
+        for _, _, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_the_edge_skips_a_registrar_not_ready_and_trusts_an_older_one() -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 from shared.discovery import DiscoveryConfig
 from shared.discovery.consul_backend import ConsulRegistry
-from shared.discovery.testing.fake_consul import FakeConsul
+from shared.discovery.testing.fake_consul import FakeConsul, _Check
 from shared.service import ServiceRuntime
 
 
@@ -21,6 +21,13 @@ async def _until_status(registry: ConsulRegistry, service: str, status: str) -> 
                 return
 
 
+def _check_of(fake: FakeConsul, instance_id: str) -> _Check:
+    """The instance's check as the agent holds it now: the runtime re-registers when its
+    readiness changes, and a re-registration replaces the check (keeping its state)."""
+    [check] = [c for c in fake.checks.values() if c.service_id == instance_id]
+    return check
+
+
 async def test_http_check_follows_the_health_endpoint() -> None:
     fake = FakeConsul()
     addr = await fake.start()
@@ -31,12 +38,12 @@ async def test_http_check_follows_the_health_endpoint() -> None:
     rt.health_checks.append(lambda: healthy)
     await rt.start()
     try:
-        [check] = [c for c in fake.checks.values() if c.service_id == rt.instance_id]
+        check = _check_of(fake, rt.instance_id)
         assert check.http == f"{rt.base_url}/health" and check.interval == 1.0
         await _until_status(reader, "media", "passing")
         healthy = False  # /health now answers 503: the agent marks it critical
         await _until_status(reader, "media", "critical")
-        assert "503" in check.output
+        assert "503" in _check_of(fake, rt.instance_id).output
         healthy = True
         await _until_status(reader, "media", "passing")
     finally:

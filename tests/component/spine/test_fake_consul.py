@@ -54,6 +54,21 @@ async def test_ttl_check_starts_critical_and_passes_on_update(agent: Agent) -> N
     assert not await c.agent.check.ttl_pass("service:nobody")
 
 
+async def test_re_registering_keeps_the_check_status_and_output(agent: Agent) -> None:
+    """As Consul (hashicorp/consul#868): a service re-registered (new metadata) keeps the
+    state of its check instead of flapping back to critical."""
+    fake, c, _ = agent
+    assert await c.agent.service.register("edge", service_id="e1", check=consul.Check.ttl("10s"))
+    assert await c.agent.check.ttl_pass("service:e1", notes="all good")
+    assert await c.agent.service.register("edge", service_id="e1", meta={"ready": "1"},
+                                          check=consul.Check.ttl("10s"))
+    assert len((await c.health.service("edge", passing=True))[1]) == 1
+    assert fake.checks["service:e1"].output == "all good"
+    assert await c.agent.service.deregister("e1")
+    assert await c.agent.service.register("edge", service_id="e1", check=consul.Check.ttl("10s"))
+    assert (await c.health.service("edge", passing=True))[1] == []  # new again: critical
+
+
 async def test_register_keys_are_case_insensitive_and_checks_numbered(agent: Agent) -> None:
     fake, _, _ = agent
     async with aiohttp.ClientSession() as http:

@@ -2,7 +2,8 @@
 source the edge does not trust is blocked -- E_PIKE_BLOCKED reaches a subscriber made
 with opensips-cli's event_subscribe, pike_list names the source, the edge's drop counter
 grows -- while the same flood from a source in the address table goes through; pike_rm
-unblocks. The limit is lowered (5 requests per 2 s unit) so a short flood shows it."""
+unblocks. The limit is lowered (5 requests per 1 s unit) so a short flood shows it and
+the source is unblocked after two quiet seconds."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.peers
 
 @pytest.fixture(scope="module")
 def om(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorMesh]:
-    m = start(tmp_path_factory.mktemp("pike"), "pike_density = 5\npike_unit = 2.0\n")
+    m = start(tmp_path_factory.mktemp("pike"), "pike_density = 5\npike_unit = 1.0\n")
     yield m
     assert m.mesh.stop() == 0
     assert "Traceback" not in (m.tmp / "mesh.stderr").read_text()

@@ -68,7 +68,26 @@ def start_registrar(store: Path | str, env_extra: dict[str, str] | None = None) 
 
 
 def add_user(store: Path | str, aor: str, password: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "sipmesh.cli.main", "user", "add", aor,
-                          password, "--store", str(store)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    add_users(store, {aor: password})
+
+
+# ``sipmesh user add`` once per AOR, all in one interpreter: a tenth of a second each instead
+# of a Python start-up each (seconds on the loaded shared box).
+_ADD_USERS = """
+import sys
+from sipmesh.cli.main import build_app
+store, *pairs = sys.argv[1:]
+app = build_app()
+for aor, password in zip(pairs[::2], pairs[1::2]):
+    app(["user", "add", aor, password, "--store", store], standalone_mode=False)
+"""
+
+
+def add_users(store: Path | str, users: dict[str, str]) -> None:
+    """Adds the subscribers ``users`` (AOR -> password) with the ``sipmesh user add``
+    command, in one process."""
+    pairs = [item for aor, password in users.items() for item in (aor, password)]
+    out = subprocess.run([sys.executable, "-c", _ADD_USERS, str(store), *pairs],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"added {aor}" for aor in users], out.stdout

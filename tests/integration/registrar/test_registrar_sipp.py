@@ -31,6 +31,7 @@ from tests.integration.registrar.harness import (
     SCENARIOS,
     Registrar,
     add_user,
+    add_users,
     start_registrar,
 )
 
@@ -40,9 +41,8 @@ pytestmark = pytest.mark.peers
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("registrar") / "subscribers.sqlite"
-    for aor, password in (("alice@127.0.0.1", "alice-pw"), ("bob@127.0.0.1", "bob-pw"),
-                          ("carol@127.0.0.1", "carol-pw"), ("hank@127.0.0.1", "hank-pw")):
-        add_user(path, aor, password)
+    add_users(path, {f"{user}@127.0.0.1": f"{user}-pw"
+                     for user in ("alice", "bob", "carol", "hank")})
     return path
 
 
