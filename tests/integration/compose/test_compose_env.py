@@ -168,8 +168,13 @@ async def compose_mesh(tmp_path: Path) -> AsyncIterator[dict[str, Service]]:
             services[name] = Service(name, svc["command"], env, tmp_path)
         yield services
     finally:
+        # All at once, and waited for off the event loop: a draining service leaves the
+        # (fake) Consul served by this very loop, so a blocking wait here held every drain
+        # until its timeout, one service after the other.
         for service in services.values():
-            service.stop()
+            if service.proc.poll() is None:
+                service.proc.terminate()
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in services.values()))
         await fake.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
