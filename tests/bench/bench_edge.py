@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import compiled
+
 ROOT = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio.cfg"
 # Steps of about 10% above 1,000 calls/s, so a maximum is not rounded down by up to 25%.
@@ -316,7 +318,7 @@ def main() -> int:
         profile(args.profile, args.step, workdir)
         return 0
     print(f"bench_edge: {args.step:g} s steps, stop when > {MAX_FAILED:.1%} of calls fail "
-          f"(work dir {workdir})", flush=True)
+          f"(work dir {workdir}; SIP core {compiled.mode()})", flush=True)
     results: dict[str, int] = {}
     wanted = args.only.split(",")
     uas, uas_port = start_uas(workdir)
