@@ -107,8 +107,9 @@ def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
             raise SipParseError(None, err.detail, "") from None
         raise
-    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
-        raise SipParseError(None, f"malformed response ({err})", "") from None
+    except (UnicodeError, ValueError, IndexError) as exc:  # pragma: no cover - safety net
+        # A name of its own: compiled (mypyc), `err` keeps the type of the clause above.
+        raise SipParseError(None, f"malformed response ({exc})", "") from None
     return resp
 
 
