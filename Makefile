@@ -94,5 +94,5 @@ proto: $(STAMP)
 	$(PY) -m contracts.build
 
 clean:
-	-test -x $(PY) && $(PY) -m shared.build_compiled --clean
+	@if [ -x $(PY) ]; then $(PY) -m shared.build_compiled --clean; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
