@@ -29,10 +29,12 @@ log print it.
 What mypyc needed of the code (kept readable, the same in pure Python): no
 ``object.__new__`` on a compiled class (a native class's ``tp_new`` runs ``__init__``), so
 `Request`/`Response` take already-checked ``parts`` in their constructors; an attribute
-keeps one type across subclasses (`ServerTransaction.request` is declared per subclass).
-Not compiled: ``shared/transaction/events.py`` (its frozen dataclasses name the
-transaction classes only under TYPE_CHECKING; mypyc resolves them at import and the
-module crashes), the routing scripts and everything with I/O.
+keeps one type across subclasses (`ServerTransaction.request` is declared per subclass);
+two except clauses of different types bind two names (compiled, the second clause's
+variable kept the first one's type).  Not compiled: ``shared/transaction/events.py``
+(compiled, it crashed at import with a segmentation fault; its frozen dataclasses name
+the transaction classes only under TYPE_CHECKING, the likely cause), the routing
+scripts and API (operators' code subclasses them), and everything with I/O.
 """
 
 from __future__ import annotations
