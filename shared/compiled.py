@@ -32,9 +32,10 @@ What mypyc needed of the code (kept readable, the same in pure Python): no
 keeps one type across subclasses (`ServerTransaction.request` is declared per subclass);
 two except clauses of different types bind two names (compiled, the second clause's
 variable kept the first one's type).  Not compiled: ``shared/transaction/events.py``
-(compiled, it crashed at import with a segmentation fault; its frozen dataclasses name
-the transaction classes only under TYPE_CHECKING, the likely cause), the routing
-scripts and API (operators' code subclasses them), and everything with I/O.
+(compiled, it crashes at import with a segmentation fault, cause not found: not the
+annotations naming the transaction classes under TYPE_CHECKING, it crashes with ``Any``
+too), the routing scripts and API (operators' code subclasses them), and everything
+with I/O.
 """
 
 from __future__ import annotations
