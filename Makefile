@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast bench fuzz lint hooks proto venv peers lock clean
+.PHONY: run test test-fast test-compiled compiled pure bench fuzz lint hooks proto venv peers lock clean
 
 # The first install takes a few minutes and pip runs quietly: one line per step says where
 # it is (`make run` on a fresh clone prints them before the mesh's own lines).
@@ -50,8 +50,26 @@ test: $(STAMP) peers
 test-fast: $(STAMP)
 	@$(PY) -m pytest -q tests/unit tests/contracts
 
-## make bench: benchmarks (not tests); each prints its figures and ratios.
+## make compiled: the sans-IO core (shared/sip, shared/transaction, the edge's core) compiled
+## with mypyc into C extensions beside the sources (~2-3 min; needs a C compiler and Python's
+## headers); every process then runs it, `sipmesh --version` says so. Optional: without it,
+## or once a source is edited after the build, the same code runs as pure Python
+## (shared/compiled.py). `make pure` removes the build.
+compiled: $(STAMP)
+	$(PY) -m shared.build_compiled
+
+pure: $(STAMP)
+	$(PY) -m shared.build_compiled --clean
+
+## make test-compiled: the unit tiers of the compiled packages run against the compiled build
+## (SIPMESH_COMPILED=require: an ImportError rather than a quiet pure-Python run).
+test-compiled: compiled
+	SIPMESH_COMPILED=require $(PY) -m pytest -q tests/unit/sip tests/unit/transaction tests/unit/edge
+
+## make bench: benchmarks (not tests); each prints its figures and ratios. The core is
+## compiled first when a compiler is there (pure Python otherwise: the benches say which).
 bench: $(STAMP) peers
+	@$(PY) -m shared.build_compiled || echo "make bench: no compiled core, pure Python runs"
 	@set -e; for f in tests/bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
 ## make fuzz: a long seeded fuzzing run of a real edge over UDP and TCP (uvloop); MESSAGES=n,
@@ -76,4 +94,5 @@ proto: $(STAMP)
 	$(PY) -m contracts.build
 
 clean:
+	@if [ -x $(PY) ]; then $(PY) -m shared.build_compiled --clean; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -48,6 +48,7 @@ from services.edge.routing import RouterSetup, load_router
 from services.edge.rr_signing import RecordRouteSigner
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
 from services.edge.workers import WORKER_INDEX_ENV, supervise, worker_nonce_counts
+from shared import compiled
 from shared.transaction import TimerSettings
 
 TIMER_TICK = 0.01  # s: granularity of the worker's one loop timer (see EdgeApp._rearm)
@@ -600,6 +601,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         siprec.edge_uac = tracker.edge_uac
         presence.uac = tracker.edge_uac
         tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
+        # The sans-IO core compiled with mypyc, or pure Python (why): shared/compiled.py.
+        structlog.get_logger("edge").info("edge.sip_core", mode=compiled.mode())
         for itf in app.interfaces:
             runtime.meta[f"sip_{itf.transport}"] = (
                 f"sip:{itf.host_in_uri}:{itf.port};transport={itf.transport}")

@@ -1,8 +1,8 @@
 """SIP messages: the model of a Request or Response, its edits and its serialization.
 
 How it works (RFC 3261 §7, §18.3, §20); the parser that builds it from bytes is
-`parser.py`, which hands over a checked `HeaderParts` through `Request.from_parts` /
-`Response.from_parts`:
+`parser.py`, which hands over a checked `HeaderParts` through the constructors' `parts`
+argument:
 
 * Headers are two parallel tuples in wire order: `_keys` (lower-case canonical names, compact
   forms expanded) and `_lines` (the raw bytes of each line, folds included, so an untouched
@@ -99,7 +99,6 @@ def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
 
 _KEY_OF_BYTES, _KEY_OF_STR = _build_key_tables()
 _new_cseq = tuple.__new__  # CSeq is a NamedTuple: skip its Python-level __new__
-_new_object = object.__new__
 
 
 def _key(name: str) -> str:
@@ -776,21 +775,13 @@ class Message:
 
     def copy(self) -> Self:
         """An independent copy: editing it never changes this message."""
-        twin = object.__new__(type(self))
-        twin._copy_from(self)
-        return twin
+        raise NotImplementedError
 
-    def _copy_from(self, other: Message) -> None:
-        self._keys = other._keys  # immutable tuples: shared until either side edits
-        self._lines = other._lines
-        self.body = other.body
-        self._call_id = other._call_id
-        self._cseq = other._cseq
-        self._from_tag = other._from_tag
-        self._to_tag = other._to_tag
-        self._max_forwards = other._max_forwards
-        self._vias = None
-        self._top_via = None
+    def _parts(self) -> HeaderParts:
+        """What a copy is built from: the header tuples (immutable, so shared until either
+        side edits), the body and the routing fields."""
+        return HeaderParts(self._keys, self._lines, self.body, self._call_id, self._cseq,
+                           self._from_tag, self._to_tag, self._max_forwards)
 
     def _header_key_values(self) -> list[tuple[str, bytes]]:
         return [
@@ -848,21 +839,18 @@ class Request(Message):
         uri: str,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
+        *,
+        parts: HeaderParts | None = None,
     ) -> None:
+        """`headers` as (name, value) pairs, checked; or `parts` already checked (the
+        parser, a copy), used as they are instead of `headers` and `body`."""
         self.method = method
         self._uri = uri
         self._parsed_uri = None
-        self._init_headers(headers, body)
-
-    @classmethod
-    def from_parts(cls, method: str, uri: str, parts: HeaderParts) -> Self:
-        """A request from checked parts, as the parser builds it (no check repeated here)."""
-        req = _new_object(cls)
-        req.method = method
-        req._uri = uri
-        req._parsed_uri = None
-        req._fill(parts)
-        return req
+        if parts is None:
+            self._init_headers(headers, body)
+        else:
+            self._fill(parts)
 
     @property
     def uri(self) -> str:
@@ -898,15 +886,14 @@ class Request(Message):
     def _start_line(self) -> bytes:
         return _enc(f"{self.method} {self._uri} SIP/2.0")
 
-    def _copy_from(self, other: Message) -> None:
-        super()._copy_from(other)
-        assert isinstance(other, Request)
-        self.method = other.method
-        self._uri = other._uri
+    def copy(self) -> Request:
+        twin = Request(self.method, self._uri, parts=self._parts())
         # A copy of the parsed Request-URI, not a second parse: a proxy copies every
         # request it forwards and then reads its URI for the next hop (§16.6).
-        parsed = other._parsed_uri
-        self._parsed_uri = None if parsed is None else parsed.copy()
+        parsed = self._parsed_uri
+        if parsed is not None:
+            twin._parsed_uri = parsed.copy()
+        return twin
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri} call-id={self._call_id!r}>"
@@ -926,30 +913,24 @@ class Response(Message):
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
+        *,
+        parts: HeaderParts | None = None,
     ) -> None:
+        """As `Request`: `headers` checked, or `parts` already checked used as they are."""
         if not 100 <= status <= 699:
             raise ValueError(f"status {status} outside 100-699")
         self.status = status
         self.reason = reason_phrase(status) if reason is None else reason
-        self._init_headers(headers, body)
-
-    @classmethod
-    def from_parts(cls, status: int, reason: str, parts: HeaderParts) -> Self:
-        """A response from checked parts (the parser, `make_response`); status 100-699."""
-        resp = _new_object(cls)
-        resp.status = status
-        resp.reason = reason
-        resp._fill(parts)
-        return resp
+        if parts is None:
+            self._init_headers(headers, body)
+        else:
+            self._fill(parts)
 
     def _start_line(self) -> bytes:
         return b"SIP/2.0 %d " % self.status + _enc(self.reason)
 
-    def _copy_from(self, other: Message) -> None:
-        super()._copy_from(other)
-        assert isinstance(other, Response)
-        self.status = other.status
-        self.reason = other.reason
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, parts=self._parts())
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"

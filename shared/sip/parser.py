@@ -2,7 +2,7 @@
 
 The model (`message.py`) keeps headers as two parallel tuples and the routing fields read
 eagerly; this module checks the bytes and hands the model a `HeaderParts` through
-`Request.from_parts` / `Response.from_parts`, never writing the model's own fields.
+the `parts` argument of `Request` / `Response`, never writing the model's own fields.
 
 * The datagram is cut once at the first empty line (`CRLF CRLF`); the header block is split
   at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
@@ -91,7 +91,7 @@ def parse_message(data: bytes) -> Request | Response:
             uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
         else:
             method, uri = _start_request(start)
-        return Request.from_parts(method, uri, _parse_headers(lines, data[end + 4 :], method))
+        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method))
     except UnicodeDecodeError:
         raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
@@ -101,14 +101,15 @@ def parse_message(data: bytes) -> Request | Response:
 def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
     try:
         status, reason = _start_response(start)
-        resp = Response.from_parts(status, reason, _parse_headers(lines, body, None))
+        resp = Response(status, reason, parts=_parse_headers(lines, body, None))
     except SipParseError as err:
         if err.status is not None:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
             raise SipParseError(None, err.detail, "") from None
         raise
-    except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
-        raise SipParseError(None, f"malformed response ({err})", "") from None
+    except (UnicodeError, ValueError, IndexError) as exc:  # pragma: no cover - safety net
+        # A name of its own: compiled (mypyc), `err` keeps the type of the clause above.
+        raise SipParseError(None, f"malformed response ({exc})", "") from None
     return resp
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from shared.sip.headers import canonical_of_key
-from shared.sip.message import Request, Response, _check_value, _enc, _key
-from shared.sip.status import reason_phrase
+from shared.sip.message import HeaderParts, Request, Response, _check_value, _enc, _key
 
 _COPIED = ("via", "from", "to", "call-id", "cseq")
 
@@ -31,9 +30,6 @@ def make_response(
     """A response to `request` with the headers of RFC 3261 §8.2.6.2 copied over."""
     if not 100 <= status <= 699:
         raise ValueError(f"status {status} outside 100-699")
-    resp = object.__new__(Response)
-    resp.status = status
-    resp.reason = reason_phrase(status) if reason is None else reason
     keys: list[str] = []
     lines: list[bytes] = []
     src_keys = request._keys
@@ -61,16 +57,10 @@ def make_response(
         key = _key(name)
         keys.append(key)
         lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
-    resp._keys = tuple(keys)
-    resp._lines = tuple(lines)
-    resp.body = body
-    resp._vias = None
-    resp._top_via = None
-    resp._call_id = request.call_id
-    resp._cseq = request.cseq
-    resp._from_tag = request.from_tag
-    resp._to_tag = request.to_tag if request.to_tag is not None else to_tag
-    resp._max_forwards = None
+    to = request.to_tag
+    parts = HeaderParts(tuple(keys), tuple(lines), body, request.call_id, request.cseq,
+                        request.from_tag, to if to is not None else to_tag, None)
+    resp = Response(status, reason, parts=parts)
     if "max-forwards" in keys:
         resp._refresh("max-forwards")
     return resp

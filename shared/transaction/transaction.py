@@ -70,7 +70,7 @@ def tu_event(status: int) -> Event:
 class _Transaction:
     __slots__ = (
         "destination", "intervals", "is_invite", "key", "owner", "reliable",
-        "request", "settings", "state", "table", "timers",
+        "settings", "state", "table", "timers",
     )
 
     def __init__(
@@ -83,7 +83,6 @@ class _Transaction:
         state: State,
     ) -> None:
         self.settings = settings
-        self.request = request
         self.destination = destination
         self.reliable = reliable
         self.table = table
@@ -163,7 +162,7 @@ class _Transaction:
 class ClientTransaction(_Transaction):
     """RFC 3261 §17.1: sends one request and passes responses up to the TU."""
 
-    __slots__ = ("ack_data", "data", "last_status")
+    __slots__ = ("ack_data", "data", "last_status", "request")
 
     def __init__(
         self,
@@ -180,6 +179,7 @@ class ClientTransaction(_Transaction):
             machine.INVITE_CLIENT if invite else machine.NON_INVITE_CLIENT,
             State.CALLING if invite else State.TRYING,
         )
+        self.request = request
         self.key = key
         self.data = data
         self.ack_data: bytes | None = None
@@ -254,8 +254,7 @@ class ServerTransaction(_Transaction):
     loaded edge: full collections of ~280 ms, long enough for clients to retransmit).
     """
 
-    __slots__ = ("_pending_data", "last_data", "response_to_tag")
-    request: Request | RequestSummary  # type: ignore[assignment]
+    __slots__ = ("_pending_data", "last_data", "request", "response_to_tag")
 
     def __init__(
         self,
@@ -271,6 +270,7 @@ class ServerTransaction(_Transaction):
             machine.INVITE_SERVER if invite else machine.NON_INVITE_SERVER,
             State.PROCEEDING if invite else State.TRYING,
         )
+        self.request: Request | RequestSummary = request
         self.key = key
         self.last_data: bytes | None = None  # what a retransmitted request gets again
         self.response_to_tag: str | None = None

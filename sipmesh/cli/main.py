@@ -31,9 +31,11 @@ def build_app() -> typer.Typer:
     )
     def _print_version(value: bool) -> None:
         if value:
+            from shared import compiled
             from shared.service.version import CONTRACTS_VERSION, MESH_VERSION
 
-            typer.echo(f"sipmesh {MESH_VERSION} (contracts {CONTRACTS_VERSION})")
+            typer.echo(f"sipmesh {MESH_VERSION} (contracts {CONTRACTS_VERSION}, "
+                       f"SIP core: {compiled.mode()})")
             raise typer.Exit(0)
 
     @app.callback()

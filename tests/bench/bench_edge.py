@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import compiled
+
 ROOT = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio.cfg"
 # Steps of about 10% above 1,000 calls/s, so a maximum is not rounded down by up to 25%.
@@ -122,26 +124,32 @@ class Proxy:
                 self.proc.wait(5)
 
 
-def start_edge(workers: int, workdir: Path, profile: Path | None = None) -> Proxy:
+def start_edge(workers: int, workdir: Path, profile: Path | None = None,
+               pure: bool = False) -> Proxy:
+    """An edge of `workers` workers; `pure`: its SIP core as pure Python even where the
+    compiled one is built (shared/compiled.py), to compare the two."""
     port = free_port()
     # A key of its own: the default would write one into $XDG_STATE_HOME (rr_signing.py).
     env = dict(os.environ, SIPMESH_EDGE_LOG_LEVEL="error", PYTHONPATH=str(ROOT),
                SIPMESH_EDGE_RR_SECRET=os.urandom(16).hex())
     env.pop("SIPMESH_CONFIG", None)
+    if pure:
+        env[compiled.ENV] = "off"
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
     cmd += ["-m", "services.edge", "--listen", f"udp:127.0.0.1:{port}",
             "--workers", str(workers)]
+    log = workdir / f"edge{workers}{'-pure' if pure else ''}.log"
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=open(workdir / f"edge{workers}.log", "wb"),
+                            stderr=open(log, "wb"),
                             start_new_session=True)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     if not ready:
         raise RuntimeError("edge did not print its ready line")
     wait_ready(port, proc)
-    return Proxy(f"edge x{workers}", proc, port)
+    return Proxy(f"edge x{workers}{' pure' if pure else ''}", proc, port)
 
 
 def start_kamailio(children: int, workdir: Path) -> Proxy:
@@ -270,11 +278,13 @@ def cpu_per_call(proxies: list[Proxy], uas_port: int, rates: list[int], step: fl
             cells.append(f"{proxy.name} {per * 1e6:5.0f} us")
         line = f"  {rate:>5} calls/s: " + ", ".join(cells)
         names = [p.name for p in proxies]
-        edge = next((n for n in names if n.startswith("edge")), None)
         kam = next((n for n in names if n.startswith("kamailio")), None)
-        if edge and kam and figures[(edge, rate)] > 0:
-            line += (f"; kamailio/edge {figures[(kam, rate)] / figures[(edge, rate)]:.2f}"
-                     f" (goal >= 0.77)")
+        for edge in (n for n in names if n.startswith("edge")):
+            if kam and figures[(edge, rate)] > 0:
+                line += (f"; kamailio/{edge} "
+                         f"{figures[(kam, rate)] / figures[(edge, rate)]:.2f}")
+        if kam:
+            line += " (goal >= 0.77)"
         print(line, flush=True)
     return figures
 
@@ -306,6 +316,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0)
     parser.add_argument("--start", type=int, default=0, help="skip rates below this one")
     parser.add_argument("--attempts", type=int, default=2, help="tries of a failing step")
+    parser.add_argument("--with-pure", action="store_true",
+                        help="`cpu`: also an edge running its SIP core as pure Python, "
+                             "interleaved with the others (when the compiled core is built)")
     args = parser.parse_args()
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:
@@ -316,23 +329,26 @@ def main() -> int:
         profile(args.profile, args.step, workdir)
         return 0
     print(f"bench_edge: {args.step:g} s steps, stop when > {MAX_FAILED:.1%} of calls fail "
-          f"(work dir {workdir})", flush=True)
+          f"(work dir {workdir}; SIP core {compiled.mode()})", flush=True)
     results: dict[str, int] = {}
     wanted = args.only.split(",")
     uas, uas_port = start_uas(workdir)
     try:
         if "cpu" in wanted:
             edge_x1 = start_edge(1, workdir)
+            others = [start_edge(1, workdir, pure=True)] if args.with_pure else []
             try:
                 kam_x1 = start_kamailio(1, workdir)
                 try:
-                    cpu_per_call([edge_x1, kam_x1], uas_port,
+                    cpu_per_call([edge_x1, *others, kam_x1], uas_port,
                                  [int(r) for r in args.cpu_rates.split(",")], args.step,
                                  workdir)
                 finally:
                     kam_x1.stop()
             finally:
                 edge_x1.stop()
+                for proxy in others:
+                    proxy.stop()
         for key in wanted:
             if key in ("cpu", "single"):
                 continue

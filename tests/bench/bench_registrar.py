@@ -64,6 +64,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_edge import BUFF, Proxy, free_port, session_cpu, wait_ready  # noqa: E402
 
+from shared import compiled  # noqa: E402
+
 SCENARIO = HERE / "registrar" / "register_load.xml"
 SCENARIO_USERS = HERE / "registrar" / "register_users.xml"  # subscribers from -inf
 KAMAILIO_CFG = HERE / "registrar" / "kamailio_registrar.cfg"
@@ -597,7 +599,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-registrar-"))
     print(f"bench_registrar: {args.step:g} s steps, stop when the server falls behind: "
           f"> {MAX_FAILED:.1%} failed, late, or > {MAX_RETRANSMITTED:.0%} retransmitted "
-          f"(work dir {workdir})", flush=True)
+          f"(work dir {workdir}; SIP core {compiled.mode()})", flush=True)
     results: dict[str, int] = {}
     if "vs" in wanted:
         rates = [int(r) for r in args.vs_rates.split(",")]

@@ -20,7 +20,8 @@ says what the Python code costs, whatever else the shared machine is doing:
 `--callgrind` runs this script twice under `valgrind --tool=callgrind` (a warm-up only,
 then warm-up + N calls) and prints the difference per call: instructions, repeatable to a
 few parts per thousand on a loaded machine.  `--profile` prints cProfile's top frames by
-own time with their share of the total.
+own time with their share of the total.  Each figure says which SIP core ran: compiled
+(`make compiled`) or pure Python (`SIPMESH_COMPILED=off` to compare, shared/compiled.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from services.edge.auth import ProxyAuthenticator  # noqa: E402
 from services.edge.core import Await, ProxyCore, Send  # noqa: E402
 from services.edge.registrar_client import Credentials  # noqa: E402
 from services.edge.routing import RouterSetup, load_router  # noqa: E402
+from shared import compiled  # noqa: E402
 from shared.transaction import TimerSettings  # noqa: E402
 
 EDGE = Interface("udp", "127.0.0.1", 5060)
@@ -345,7 +347,7 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
         print(f"{name}: {calls} calls, {cpu / calls * 1e6:.1f} us CPU per call, of which "
               f"{collector.spent / calls * 1e6:.1f} us in the collector "
               f"(collections per generation {collector.collections}, "
-              f"gc {'tuned' if tuned else 'default'})")
+              f"gc {'tuned' if tuned else 'default'}, SIP core {compiled.mode()})")
 
 
 def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> float:
@@ -411,7 +413,8 @@ def main() -> int:
     if args.callgrind:
         per = callgrind(args.workload, args.warm, args.calls, extra)
         print(f"{args.workload}: {per / 1e6:.3f} M instructions per call "
-              f"(callgrind, {args.calls} calls after {args.warm} warm-up)")
+              f"(callgrind, {args.calls} calls after {args.warm} warm-up, "
+              f"SIP core {compiled.mode()})")
     elif args.profile:
         profile(args.workload, args.warm, args.calls)
     else:

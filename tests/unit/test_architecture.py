@@ -121,6 +121,8 @@ SHELL_NAMES = frozenset({"__init__.py", "__main__.py", "config.py", "mi.py", "st
 SHELL_SUFFIXES: tuple[str, ...] = ("_mi.py",)
 # ... or one by one: they decide no protocol (they map, configure, render or start).
 SHELL: tuple[str, ...] = (
+    "shared/build_compiled.py",
+    "shared/compiled.py",
     "shared/config/loader.py",
     "shared/discovery/port.py",
     "shared/events/envelope.py",
