@@ -121,7 +121,7 @@ class PostgresMediaStore(PostgresPool):
 
     async def open(self) -> None:
         await super().open()
-        await self.pool.execute(
+        await self.schema(
             f"CREATE TABLE IF NOT EXISTS {self.table}_call (key TEXT PRIMARY KEY, "
             "set_id INTEGER NOT NULL, socket TEXT NOT NULL, created DOUBLE PRECISION NOT NULL)")
 

@@ -141,7 +141,7 @@ class PostgresPresenceStore(PostgresPool):
 
     async def open(self) -> None:
         await super().open()
-        await self.pool.execute(_INDEX.format(t=self.table))
+        await self.schema(_INDEX.format(t=self.table))
 
     async def load(self) -> tuple[list[Publication], list[Subscription]]:
         rows = await self.pool.fetch(f"SELECT kind, record FROM {self.table}")

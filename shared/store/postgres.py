@@ -6,6 +6,12 @@ A subclass sets `ddl` (a `CREATE TABLE IF NOT EXISTS` template with `{t}` for th
 asyncpg is imported in `open()` so the embedded (SQLite) deployments never need it.
 A table that exists with OpenSIPS's columns rather than SipMesh's is refused with one clear
 line naming `sipmesh import opensips` (:mod:`shared.store.opensips`).
+
+Schema statements (the table at open, and what a subclass adds with :meth:`schema`: an
+index, a second table) run in one transaction holding a database-wide advisory lock:
+PostgreSQL's ``IF NOT EXISTS`` is not atomic, so the replicas of a service starting
+together would otherwise race on the catalog ("duplicate key value violates unique
+constraint pg_class_relname_nsp_index") and one of them would die at start.
 """
 
 from __future__ import annotations
@@ -31,6 +37,19 @@ def describe_location(location: str) -> str:
     return f"sqlite({location})"
 
 
+# pg_advisory_xact_lock key taken by every SipMesh schema change ("SIPM").
+SCHEMA_LOCK = 0x5349504D
+
+
+async def run_schema(pool: Any, *statements: str) -> None:
+    """`statements` in one transaction, serialised with every other SipMesh process's
+    schema changes on this database (see the module docstring)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+        for statement in statements:
+            await conn.execute(statement)
+
+
 class PostgresPool:
     ddl: ClassVar[str]
     max_size: ClassVar[int]
@@ -49,13 +68,7 @@ class PostgresPool:
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_size,
                                              timeout=self.timeout, command_timeout=self.timeout)
             try:
-                try:
-                    await pool.execute(self.ddl.format(t=self.table))
-                except (asyncpg.UniqueViolationError, asyncpg.DuplicateTableError):
-                    # CREATE TABLE IF NOT EXISTS is not atomic in PostgreSQL: several
-                    # processes starting together (the nodes of a cluster) can race on the
-                    # catalog. The loser sees the winner's table; once more finds it there.
-                    await pool.execute(self.ddl.format(t=self.table))
+                await run_schema(pool, self.ddl.format(t=self.table))
                 have = [r["column_name"] for r in await pool.fetch(
                     "SELECT column_name FROM information_schema.columns "
                     "WHERE table_name = $1 AND table_schema = current_schema()", self.table)]
@@ -65,6 +78,10 @@ class PostgresPool:
                 await pool.close()
                 raise
             self._pool = pool
+
+    async def schema(self, *statements: str) -> None:
+        """More schema for an open store (an index, a second table), under the lock."""
+        await run_schema(self.pool, *statements)
 
     @property
     def pool(self) -> Any:
