@@ -60,7 +60,8 @@ def test_calls_are_anchored_and_deleted_across_a_media_restart(tmp_path: Path) -
         out = tmp_path / "uac.out"
         with out.open("wb") as sink:
             load = subprocess.Popen(
-                ["sipp", "-sf", str(SCENARIOS / "uac_sdp_hold.xml"), "-i", "127.0.0.1", "-p", str(free_port()),
+                ["sipp", "-sf", str(SCENARIOS / "uac_sdp_hold.xml"), "-i", "127.0.0.1",
+                 "-p", str(free_port()),
                  "-rsa", mesh.edge, f"127.0.0.1:{uas}", "-s", "1002", "-m", str(most),
                  "-r", str(rate), "-d", "1000", "-nostdin", "-timeout", "100s",
                  "-timeout_error", "-buff_size", "1048576", "-trace_err",
