@@ -33,7 +33,11 @@ _OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
 def policy(ctx: RouteContext) -> Any:
     """The media client when the default routing anchors media, else None."""
     client = ctx.services.get("media")
-    if client is None or not getattr(client, "anchor", False) or not client.available:
+    if client is None or not getattr(client, "anchor", False):
+        return None
+    # A broker known before and none right now (one restarting): anchor anyway, the
+    # client waits for the next broker within its deadline (services/edge/media_client).
+    if not client.available and not getattr(client, "expected", False):
         return None
     return client
 
