@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import time
 import urllib.request
@@ -148,6 +150,30 @@ class DialogMesh:
         rows = psql(f"SELECT row_to_json(a) FROM {self.table} a WHERE {where} ORDER BY id")
         return [json.loads(r[0]) for r in rows]
 
+    def wait_cdrs(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        """The CDR rows once there are at least `count` of them."""
+        def enough() -> list[dict[str, Any]] | None:
+            rows = self.cdrs()
+            return rows if len(rows) >= count else None
+
+        return wait_for(enough, timeout, f"{count} CDRs")  # type: ignore[no-any-return]
+
+    def restart(self, service: str, *, drain_timeout: int, timeout: float
+                ) -> tuple[float, list[str]]:
+        """`sipmesh restart <service>` (one instance at a time): how long it took and the
+        step lines it printed; fails unless it succeeded."""
+        started = time.monotonic()
+        done = self.mesh.cli("restart", service, "--timeout", str(drain_timeout),
+                             timeout=timeout)
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stdout + done.stderr
+        return took, done.stdout.strip().splitlines()
+
+    def call_load(self, uas_port: int, *, rate: int, most: int, timeout: int,
+                  scenario: str = "uac") -> CallLoad:
+        return CallLoad(self, uas_port, rate=rate, most=most, timeout=timeout,
+                        scenario=scenario)
+
     # -- sipp --------------------------------------------------------------------------------
     def uas(self, scenario: str = "uas", *, hold_ms: int = 0,
             extra: Sequence[str] = ()) -> int:
@@ -182,6 +208,49 @@ class DialogMesh:
             stop_process(proc)
         self.mesh.stop()
         psql(f"DROP TABLE IF EXISTS {self.table}")
+
+
+class CallLoad:
+    """sipp calling the UAS through the edge at `rate` calls/s, each held 1 s, the steady
+    load a rolling-restart test restarts a service under; `finish()` lets the calls
+    running complete and fails on any failed call. Its statistics go to a file (a pipe
+    would fill and stall sipp on a long run)."""
+
+    def __init__(self, mesh: DialogMesh, uas_port: int, *, rate: int, most: int,
+                 timeout: int, scenario: str) -> None:
+        self.rate = rate
+        self.out = mesh.tmp / "uac.out"
+        self.errors = mesh.tmp / "uac_err.log"
+        with self.out.open("wb") as sink:
+            self.proc = subprocess.Popen(
+                ["sipp", *_scenario(scenario), "-i", "127.0.0.1", "-p", str(free_port()),
+                 "-rsa", mesh.edge, f"127.0.0.1:{uas_port}", "-s", "1002", "-m", str(most),
+                 "-r", str(rate), "-d", "1000", "-nostdin", "-timeout", f"{timeout}s",
+                 "-timeout_error", "-buff_size", "1048576", "-trace_err",
+                 "-error_file", str(self.errors)],
+                cwd=mesh.tmp, stdout=sink, stderr=subprocess.STDOUT)
+
+    def finish(self, timeout: float) -> int:
+        """Stops new calls (SIGUSR1), waits for those running; the successful calls."""
+        assert self.proc.poll() is None, "the load ended before the restart did"
+        self.proc.send_signal(signal.SIGUSR1)  # no new calls; those running complete
+        rc = self.proc.wait(timeout)
+        stats = self.out.read_text(errors="replace")
+        assert rc == 0, (f"sipp counted failed calls:\n{stats[-2500:]}\n"
+                         + (self.errors.read_text()[-2000:] if self.errors.exists() else ""))
+        return successful_calls(stats)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def successful_calls(stats: str) -> int:
+    """sipp's final 'Successful call' cumulative count (the last column of that line)."""
+    found = re.findall(r"Successful call\s*\|[^\n]*?(\d+)\s*$", stats, re.MULTILINE)
+    assert found, stats[-2000:]
+    return int(found[-1])
 
 
 def _scenario(name: str) -> list[str]:

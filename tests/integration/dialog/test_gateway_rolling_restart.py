@@ -17,21 +17,16 @@ come twice, so copies are counted, not refused).
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from tests.integration.dialog.harness import DialogMesh, wait_for
+from tests.integration.dialog.harness import CallLoad, DialogMesh, wait_for
 from tests.integration.dialog.rabbit import AMQP, delete, names
-from tests.integration.dialog.test_rolling_restart_calls import _successful
-from tests.integration.edge.edge_harness import free_port
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 
@@ -73,7 +68,7 @@ def test_no_event_is_lost_across_a_gateway_restart(mode: str, tmp_path: Path) ->
     exchange, queue = names()
     subscriber = UdpSubscriber()
     mesh: DialogMesh | None = None
-    load: subprocess.Popen[bytes] | None = None
+    load: CallLoad | None = None
     env = {} if mode == "embedded" else {
         "SIPMESH_EVENTS_RABBITMQ_URL": AMQP, "SIPMESH_EVENTS_EXCHANGE": exchange,
         "SIPMESH_EVENTS_CONSUMER_QUEUE": queue}
@@ -81,43 +76,21 @@ def test_no_event_is_lost_across_a_gateway_restart(mode: str, tmp_path: Path) ->
         mesh = DialogMesh(tmp_path, services="gateway,edge,dialog", **cast(dict[str, Any], env))
         assert mesh.mi("event_subscribe", ["E_ACC_CDR", subscriber.socket, 600]) == "OK"
         uas = mesh.uas()
-        rate, most = 10, 600  # calls/s; sipp is told to finish once the restart is done
-        out = tmp_path / "uac.out"
-        with out.open("wb") as sink:
-            load = subprocess.Popen(
-                ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()),
-                 "-rsa", mesh.edge, f"127.0.0.1:{uas}", "-s", "1002", "-m", str(most),
-                 "-r", str(rate), "-d", "1000", "-nostdin", "-timeout", "100s",
-                 "-timeout_error", "-buff_size", "1048576", "-trace_err",
-                 "-error_file", str(tmp_path / "uac_err.log")],
-                cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
+        rate = 10  # calls/s; sipp is told to finish once the restart is done
+        load = mesh.call_load(uas, rate=rate, most=600, timeout=100)
         # The subscription works before the restart.
         wait_for(lambda: len(subscriber.callids()) >= rate * 2, 30, "events before",
                  interval=0.2)
         before = len(mesh.cdrs())
-        started = time.monotonic()
-        restarted = mesh.mesh.cli("restart", "gateway", "--timeout", "30", timeout=60)
-        took = time.monotonic() - started
-        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-        steps = restarted.stdout.strip().splitlines()
+        took, steps = mesh.restart("gateway", drain_timeout=30, timeout=60)
         assert [s.split(":")[0] for s in steps] == ["gateway"], steps
         during = len(mesh.cdrs()) - before
         # Calls, and their events, go on after the restart, through the new gateway.
         got_after = len(subscriber.callids())
         wait_for(lambda: len(subscriber.callids()) >= got_after + rate * 2, 30,
                  "events after the restart", interval=0.2)
-        assert load.poll() is None, "the load ended before the restart did"
-        load.send_signal(signal.SIGUSR1)  # no new calls; those running complete
-        rc = load.wait(30)
-        stats = out.read_text(errors="replace")
-        assert rc == 0, f"sipp counted failed calls:\n{stats[-2500:]}"
-        calls = _successful(stats)
-
-        def all_cdrs() -> list[dict[str, Any]] | None:
-            rows = mesh.cdrs() if mesh is not None else []
-            return rows if len(rows) >= calls else None
-
-        callids = {row["callid"] for row in wait_for(all_cdrs, 20, "a CDR for every call")}
+        calls = load.finish(30)
+        callids = {row["callid"] for row in mesh.wait_cdrs(calls, 20)}
         assert len(callids) == calls, (calls, len(callids))
 
         def all_events() -> Counter[str] | None:
@@ -132,9 +105,8 @@ def test_no_event_is_lost_across_a_gateway_restart(mode: str, tmp_path: Path) ->
               f"0 failed, {len(seen)} E_ACC_CDR at the subscriber, none lost, "
               f"{copies} delivered twice; steps: {steps}")
     finally:
-        if load is not None and load.poll() is None:
+        if load is not None:
             load.kill()
-            load.wait(10)
         if mesh is not None:
             mesh.stop()
         subscriber.close()
