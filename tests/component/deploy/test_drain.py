@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,23 +25,12 @@ import grpc
 import pytest
 
 from shared.discovery import DiscoveryConfig
-from shared.discovery.embedded import RegistryServer
 from shared.rpc import JsonRpcClient, RpcTransportError
 from shared.rpc.grpc_helpers import GrpcServer, check_health, start_grpc_server
 from shared.service import ServiceRuntime
 from shared.service.runtime import RuntimeConfig
+from tests.component.conftest import Registry
 from tests.support.waiting import eventually
-
-Registry = tuple[RegistryServer, DiscoveryConfig]
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[Registry]:
-    server = RegistryServer()
-    url = await server.start()
-    yield server, DiscoveryConfig(url=url, ttl=2.0)
-    await server.stop()
-
 
 # Every probe is bounded: a connection accepted but never answered (the listener racing
 # its close, or the freed port taken by another process on a shared machine) must fail a

@@ -7,30 +7,17 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 import gateway
 import services.registrar
-from shared.discovery import DiscoveryConfig
-from shared.discovery.embedded import RegistryServer
 from shared.rpc import JsonRpcClient
 from shared.service import ServiceRuntime
 from shared.service.version import CONTRACTS_VERSION, MESH_VERSION, service_version
 from sipmesh.catalog import SERVICES
+from tests.component.conftest import Registry
 from tests.support.waiting import eventually
-
-Registry = tuple[RegistryServer, DiscoveryConfig]
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[Registry]:
-    server = RegistryServer()
-    url = await server.start()
-    yield server, DiscoveryConfig(url=url, ttl=2.0)
-    await server.stop()
 
 
 async def _get(url: str) -> tuple[int, dict[str, object]]:

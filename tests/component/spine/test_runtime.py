@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,16 +15,7 @@ from shared.discovery import DiscoveryConfig
 from shared.discovery.embedded import RegistryServer
 from shared.rpc import JsonRpcClient, RpcError
 from shared.service import RuntimeConfig, ServiceRuntime
-
-Registry = tuple[RegistryServer, DiscoveryConfig]
-
-
-@pytest.fixture
-async def registry() -> AsyncIterator[Registry]:
-    server = RegistryServer()
-    url = await server.start()
-    yield server, DiscoveryConfig(url=url, ttl=2.0)
-    await server.stop()
+from tests.component.conftest import Registry
 
 
 async def test_health_metrics_mi_and_registration(registry: Registry) -> None:
