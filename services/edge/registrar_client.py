@@ -243,8 +243,8 @@ class RegistrarClient(DiscoveredGrpcClient):
         """A registrar that left discovery (draining, or gone): its stream is ended once
         what was sent on it is answered, and its channel closed."""
         session = self._sessions.pop(target, None)
-        stub = self.stubs.channels.pop(target, None)
-        if session is None and stub is None:
+        channel = self.stubs.pop(target)
+        if session is None and channel is None:
             return
 
         async def retire() -> None:
@@ -252,9 +252,9 @@ class RegistrarClient(DiscoveredGrpcClient):
                 if session is not None:
                     await session.finish(self.timeout)
             finally:
-                if stub is not None:
+                if channel is not None:
                     with contextlib.suppress(Exception):
-                        await stub[0].close()
+                        await channel.close()
 
         task = asyncio.get_running_loop().create_task(retire())
         self._retiring.add(task)

@@ -51,6 +51,11 @@ class GrpcStubs:
             found = self.channels[target] = (channel, self.factory(channel))
         return found[1]
 
+    def pop(self, target: str) -> grpc.aio.Channel | None:
+        """Forgets `target`'s stub; its channel, for the caller to close (None if none)."""
+        found = self.channels.pop(target, None)
+        return found[0] if found is not None else None
+
     async def close(self) -> None:
         channels, self.channels = self.channels, {}
         for channel, _ in channels.values():
