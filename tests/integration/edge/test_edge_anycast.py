@@ -100,6 +100,30 @@ def udp_bound(host: str, port: int) -> bool:
         return any(line.split()[1] == want for line in fh.readlines()[1:])
 
 
+def sipp_calls(anycast: str, tmp_path: Path, *, calls: int, rate: int) -> None:
+    """`calls` calls, `rate` a second and no hold, from a sipp UAC on 127.0.0.21 through
+    the anycast address (host:port) to a sipp UAS on 127.0.0.22; fails on a failed call."""
+    uas_port = reserve_port()
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.22", "-p", str(uas_port),
+                            "-nostdin", "-bind_local", *SIPP_BUFFERS], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually_sync(lambda: udp_bound("127.0.0.22", uas_port) or uas.poll() is not None,
+                        10, "sipp UAS bound")
+        assert uas.poll() is None, "sipp UAS exited early"
+        result = subprocess.run(
+            ["sipp", "-sn", "uac", "-i", "127.0.0.21", "-p", str(reserve_port()),
+             "-rsa", anycast, f"127.0.0.22:{uas_port}",
+             "-s", "service", "-m", str(calls), "-r", str(rate), "-d", "0", "-nostdin",
+             "-timeout", "60s", "-timeout_error", *SIPP_BUFFERS],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        out = result.stdout.decode(errors="replace")
+        assert result.returncode == 0, out[-2000:]  # zero failed calls
+    finally:
+        uas.terminate()
+        uas.wait(10)
+
+
 # -- a tiny UA --------------------------------------------------------------------------
 class Call:
     """One call of the test's caller and callee, message by message."""
@@ -335,24 +359,6 @@ def test_sipp_load_with_packets_spread_at_random_over_three_nodes(
         mesh3: Mesh, tmp_path: Path) -> None:
     mesh = mesh3
     mesh.group.steer({})  # every datagram of sipp goes to a random node
-    uas_port = reserve_port()
-    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.22", "-p", str(uas_port),
-                            "-nostdin", "-bind_local", *SIPP_BUFFERS], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        eventually_sync(lambda: udp_bound("127.0.0.22", uas_port) or uas.poll() is not None,
-                        10, "sipp UAS bound")
-        assert uas.poll() is None, "sipp UAS exited early"
-        result = subprocess.run(
-            ["sipp", "-sn", "uac", "-i", "127.0.0.21", "-p", str(reserve_port()),
-             "-rsa", f"{ANYCAST}:{mesh.group.port}", f"127.0.0.22:{uas_port}",
-             "-s", "service", "-m", "500", "-r", "50", "-d", "0", "-nostdin",
-             "-timeout", "60s", "-timeout_error", *SIPP_BUFFERS],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
-        out = result.stdout.decode(errors="replace")
-        assert result.returncode == 0, out[-2000:]
-        moved = sum(e.stat("tm:replicated_in") for e in mesh.edges)
-        assert moved > 0  # replies and retransmissions did cross the cluster
-    finally:
-        uas.terminate()
-        uas.wait(10)
+    sipp_calls(f"{ANYCAST}:{mesh.group.port}", tmp_path, calls=500, rate=50)
+    moved = sum(e.stat("tm:replicated_in") for e in mesh.edges)
+    assert moved > 0  # replies and retransmissions did cross the cluster

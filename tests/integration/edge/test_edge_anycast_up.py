@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.dialog.harness import rpc
+from tests.integration.edge.test_edge_anycast import sipp_calls
 from tests.integration.spine.meshproc import MeshProcess
 from tests.support.anycast import CLUSTER_TIMERS, AnycastGroup
 from tests.support.ports import reserve_port
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.skipif(os.system("command -v sipp >/dev/null") != 0,
                                 reason="sipp is installed by tests/peers/ensure.sh")
 
 ANYCAST = "127.0.0.101"
-SIPP_BUFFERS = ["-buff_size", "4194304"]
 CONTRACT = Path(__file__).resolve().parents[3] / "contracts" / "mi" / "tm_anycast.json"
 
 
@@ -95,27 +94,7 @@ def test_sipmesh_up_with_two_anycast_edges_carries_calls_through_the_shared_addr
         up: tuple[Up, AnycastGroup], tmp_path: Path) -> None:
     mesh, group = up
     assert set(mesh.tm()) == {1, 2}
-    uas_port = reserve_port()
-    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.22", "-p", str(uas_port),
-                            "-nostdin", "-bind_local", *SIPP_BUFFERS], cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        from tests.integration.edge.test_edge_anycast import udp_bound
-
-        eventually_sync(lambda: udp_bound("127.0.0.22", uas_port) or uas.poll() is not None,
-                        10, "sipp UAS bound")
-        assert uas.poll() is None, "sipp UAS exited early"
-        result = subprocess.run(
-            ["sipp", "-sn", "uac", "-i", "127.0.0.21", "-p", str(reserve_port()),
-             "-rsa", f"{ANYCAST}:{group.port}", f"127.0.0.22:{uas_port}",
-             "-s", "service", "-m", "200", "-r", "40", "-d", "0", "-nostdin",
-             "-timeout", "60s", "-timeout_error", *SIPP_BUFFERS],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
-        out = result.stdout.decode(errors="replace")
-        assert result.returncode == 0, out[-2000:]  # zero failed calls
-    finally:
-        uas.terminate()
-        uas.wait(10)
+    sipp_calls(f"{ANYCAST}:{group.port}", tmp_path, calls=200, rate=40)
     nodes = mesh.tm()
     for node in (1, 2):
         # Each node owned transactions whose replies reached the other node, and handled
