@@ -13,7 +13,10 @@ Where the events come from (see :mod:`shared.events.config` for the two modes):
   ``event_ingest`` of this gateway's own MI endpoint (:mod:`shared.events.forward`); the
   gateway's own events are delivered in-process by its embedded bus;
 * RabbitMQ mode: a :class:`~shared.events.consumer.RabbitMQEventConsumer` bound with ``#``
-  to the events exchange feeds every event of every node (this gateway's included).
+  to the events exchange feeds every event of every node (this gateway's included). Its
+  queue is this gateway's own (``EventsConfig.gateway_queue``: durable and named after
+  the host and MI port by default, so the events published while the gateway restarts
+  wait for it there), bounded by ``consumer_queue_expires``/``_max_length``.
 
 Either way events pass through :class:`EventFeed`: duplicates (at-least-once delivery
 upstream) are dropped by envelope id, and events are queued and dispatched one after the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -140,9 +144,11 @@ class GatewayEvents:
         self.feed = EventFeed(self.manager, size=cfg.buffer_size)
         self.consumer: RabbitMQEventConsumer | None = None
         if cfg.rabbitmq:
+            queue = cfg.gateway_queue(socket.gethostname(), runtime.config.port)
+            runtime.modes["events queue"] = queue or "private (ephemeral port)"
             self.consumer = RabbitMQEventConsumer(
-                self.feed, url=cfg.rabbitmq_url, exchange=cfg.exchange,
-                queue=cfg.consumer_queue or None)
+                self.feed, url=cfg.rabbitmq_url, exchange=cfg.exchange, queue=queue,
+                arguments=cfg.queue_arguments())
         else:
             runtime.events.add_listener(self.feed)
         self._purger: asyncio.Task[None] | None = None

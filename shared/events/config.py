@@ -9,6 +9,21 @@ Every field has an embedded default, so ``make run`` needs no RabbitMQ:
   Services publish to the durable topic exchange ``exchange``; the gateway consumes it
   (:mod:`shared.events.consumer`) and delivers to the direct subscribers.
 
+``consumer_queue`` is the gateway's queue on the exchange (RabbitMQ mode). Each gateway
+has its own and receives every event, as before. Empty (default): a durable queue named
+after this gateway, ``<exchange>.gateway.<host name>-<port>`` (the host and the MI port
+name one gateway instance: a restarted process or container finds its queue again, with
+the events published while it was away); for a gateway on an ephemeral port (``port =
+0``, nothing names it across restarts) a private queue deleted with its connection. A
+name: that durable queue (one per gateway: two gateways on one queue would split the
+events between them). A named queue is bounded (:func:`~shared.events.consumer.queue_arguments`):
+RabbitMQ deletes it once nobody consumed it for ``consumer_queue_expires`` s (an
+abandoned replica's queue goes away; 0 = never) and it holds at most
+``consumer_queue_max_length`` events (0 = unbounded), beyond which ``drop-head`` drops
+the oldest (default) or ``reject-publish`` refuses new ones (every publisher then holds
+its events in its buffer until the gateway catches up: no loss, but no other consumer
+of the exchange gets them meanwhile either).
+
 ``store`` is where the gateway keeps subscriptions across restarts: a file path for SQLite
 (default ``$XDG_STATE_HOME/sipmesh/event_subscribers.sqlite``) or a ``postgresql://`` DSN.
 ``exec_threshold`` (microseconds, 0 = off) is OpenSIPS's ``exec_msg_threshold``: work
@@ -22,6 +37,7 @@ import os
 from pathlib import Path
 
 from shared.config import ConfigError
+from shared.events.consumer import OVERFLOWS, queue_arguments
 from shared.events.rabbitmq import DEFAULT_EXCHANGE
 
 
@@ -33,7 +49,10 @@ class EventsConfig:
     strict: bool = False
     # the gateway side
     store: str = ""
-    consumer_queue: str = ""  # empty: a private queue; a name: durable, survives restarts
+    consumer_queue: str = ""  # empty: durable, named after this gateway (host, port)
+    consumer_queue_expires: float = 3600.0  # s unused before RabbitMQ deletes it; 0 = never
+    consumer_queue_max_length: int = 100_000  # events held at most; 0 = unbounded
+    consumer_queue_overflow: str = "drop-head"  # or reject-publish
     subscriber_timeout: float = 1.0
     purge_interval: float = 60.0
     # the forwarding side (embedded mode)
@@ -51,6 +70,14 @@ class EventsConfig:
         for name in ("subscriber_timeout", "purge_interval", "forward_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[events].{name} must be a positive number of seconds")
+        if self.consumer_queue_expires < 0 or self.consumer_queue_max_length < 0:
+            raise ConfigError("[events].consumer_queue_expires and consumer_queue_max_length "
+                              "must be >= 0 (0 = no bound)")
+        if self.consumer_queue_overflow not in OVERFLOWS:
+            raise ConfigError(f"[events].consumer_queue_overflow must be one of "
+                              f"{', '.join(OVERFLOWS)}, not {self.consumer_queue_overflow!r}")
+        if self.consumer_queue.startswith("amq."):
+            raise ConfigError("[events].consumer_queue: names starting amq. are RabbitMQ's")
         if self.rabbitmq_url and not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
             raise ConfigError(f"[events].rabbitmq_url must be an amqp:// URL, not "
                               f"{self.rabbitmq_url!r}")
@@ -58,6 +85,20 @@ class EventsConfig:
     @property
     def rabbitmq(self) -> bool:
         return bool(self.rabbitmq_url)
+
+    def gateway_queue(self, hostname: str, port: int) -> str | None:
+        """The gateway's queue name, or None for a private one (see the module docstring)."""
+        if self.consumer_queue:
+            return self.consumer_queue
+        if port == 0:
+            return None
+        return f"{self.exchange}.gateway.{hostname}-{port}"
+
+    def queue_arguments(self) -> dict[str, object]:
+        """The RabbitMQ arguments bounding a named gateway queue."""
+        return queue_arguments(expires=self.consumer_queue_expires,
+                               max_length=self.consumer_queue_max_length,
+                               overflow=self.consumer_queue_overflow)
 
     def store_location(self) -> str:
         """The configured store, or the default SQLite file (its directory created)."""

@@ -9,7 +9,13 @@ pattern binds a family (``usrloc.#``), one event from wherever it comes (``*.E_A
 one key (``usrloc.E_UL_AOR_INSERT``) or everything (``#``). With
 ``queue=None`` the queue is private to this consumer (exclusive, deleted with the
 connection: a live tail); with a name it is durable, so events raised while the consumer
-is away wait for it.
+is away wait for it. ``arguments`` are the named queue's RabbitMQ arguments, its bounds
+(:func:`queue_arguments`: ``x-expires`` removes a queue nobody consumed for that long,
+``x-max-length``/``x-overflow`` cap what it holds meanwhile). RabbitMQ refuses to
+redeclare an existing queue with other arguments (PRECONDITION_FAILED, e.g. one made by
+an older version without bounds, or before the bounds were changed): the consumer then
+takes the queue as it is (a passive declaration) and logs ``events_consumer_queue_kept``
+saying so; deleting the queue applies the new bounds.
 
 Reconnection is aio-pika's robust connection (``connect_robust``): when the connection
 drops (a broker restart, a forced close), it reconnects every ``reconnect_interval`` and
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import aio_pika
 import structlog
@@ -33,6 +40,25 @@ from shared.events.envelope import Event
 from shared.events.rabbitmq import DEFAULT_EXCHANGE, DEFAULT_URL
 
 log = structlog.get_logger(__name__)
+
+OVERFLOWS = ("drop-head", "reject-publish")
+
+
+def queue_arguments(*, expires: float, max_length: int, overflow: str) -> dict[str, Any]:
+    """A named queue's bounds as RabbitMQ queue arguments: ``x-expires`` (ms; the queue
+    is deleted once unused - no consumer, no redeclaration - that long), ``x-max-length``
+    (messages held at most) with ``x-overflow`` saying what happens beyond it
+    (``drop-head``: the oldest are dropped; ``reject-publish``: publishes are refused, so
+    the publishers' buffers hold the events). ``0`` leaves a bound out."""
+    if overflow not in OVERFLOWS:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, not {overflow!r}")
+    arguments: dict[str, Any] = {}
+    if expires > 0:
+        arguments["x-expires"] = max(1, round(expires * 1000))
+    if max_length > 0:
+        arguments["x-max-length"] = max_length
+        arguments["x-overflow"] = overflow
+    return arguments
 
 
 class RabbitMQEventConsumer:
@@ -44,6 +70,7 @@ class RabbitMQEventConsumer:
         exchange: str = DEFAULT_EXCHANGE,
         patterns: Sequence[str] = ("#",),
         queue: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
         prefetch: int = 100,
         reconnect_interval: float = 0.5,
         name: str = "sipmesh-events-consumer",
@@ -53,6 +80,7 @@ class RabbitMQEventConsumer:
         self.exchange = exchange
         self.patterns = list(patterns)
         self.queue = queue
+        self.arguments = dict(arguments or {})
         self.prefetch = prefetch
         self.reconnect_interval = reconnect_interval
         self.name = name  # the connection's name on the broker (rabbitmqctl, management UI)
@@ -92,11 +120,29 @@ class RabbitMQEventConsumer:
         if self.queue is None:
             q = await channel.declare_queue(exclusive=True, auto_delete=True)
         else:
-            q = await channel.declare_queue(self.queue, durable=True)
+            passive = not await self._declarable(connection)
+            q = await channel.declare_queue(self.queue, durable=True, passive=passive,
+                                            arguments=None if passive else self.arguments)
         for pattern in self.patterns:
             await q.bind(ex, pattern)
         await q.consume(self._on_message)
         self.ready.set()
+
+    async def _declarable(self, connection: AbstractRobustConnection) -> bool:
+        """Whether the named queue can be declared with our arguments: tried on a channel
+        of its own, since the broker closes the channel that gets PRECONDITION_FAILED."""
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(self.queue, durable=True, arguments=self.arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            log.warning("events_consumer_queue_kept", queue=self.queue, error=str(exc),
+                        hint="the queue exists with other arguments (bounds); it is used "
+                             "as it is: delete it to apply the configured ones")
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return True
 
     def _on_lost(self, _sender: object, exc: BaseException | None = None) -> None:
         self.ready.clear()

@@ -240,3 +240,43 @@ def test_the_replica_check_catches_a_broken_cluster(rendered: dict[str, Any]) ->
     broken["registrar-2"]["SIPMESH_REGISTRAR_CLUSTER_MODE"] = "none"
     assert any("clustering needs" in p for p in cluster_problems(spec, broken, hosts))
     assert cluster_problems(spec, {"registrar-1": good["registrar-1"]}, hosts)
+
+
+def gateway_queue_problems(gateways: dict[str, dict[str, str]],
+                           hosts: dict[str, str]) -> list[str]:
+    """What is wrong with the event queues of ``gateways`` (name -> environment; ``hosts``
+    name -> host name, "" when unknown, e.g. a container's): in RabbitMQ mode each needs a
+    durable queue (one a restarted gateway finds again) of its own (two gateways on one
+    queue would split the events between them)."""
+    problems: list[str] = []
+    queues: dict[str, str] = {}
+    for name, env in gateways.items():
+        events = load_section(EventsConfig, "events", environ=env)
+        if not events.rabbitmq:
+            continue
+        port = load_section(GatewayConfig, "gateway", environ=env).port
+        if not events.consumer_queue and not hosts.get(name):
+            problems.append(f"{name}: no [events] consumer_queue and no stable host name "
+                            "to name its queue after")
+            continue
+        queue = events.gateway_queue(hosts.get(name, ""), port)
+        if queue is None:
+            problems.append(f"{name}: a private queue (lost while the gateway restarts)")
+        elif queue in queues:
+            problems.append(f"{name}: shares queue {queue!r} with {queues[queue]}")
+        else:
+            queues[queue] = name
+    return problems
+
+
+def test_each_gateway_has_a_durable_queue_of_its_own(rendered: dict[str, Any]) -> None:
+    """Issue 20: the events published while a gateway restarts (or its container is
+    recreated) wait in its durable queue; the check catches a gateway left on the
+    container's changing host name and two gateways sharing one queue."""
+    gateways = _replicas(rendered, "gateway")
+    assert gateways
+    assert gateway_queue_problems(gateways, {}) == []
+    [(name, env)] = gateways.items()
+    unset = {name: {k: v for k, v in env.items() if k != "SIPMESH_EVENTS_CONSUMER_QUEUE"}}
+    assert gateway_queue_problems(unset, {}) != []
+    assert gateway_queue_problems({name: env, "gateway2": env}, {}) != []

@@ -31,7 +31,12 @@ from shared.cluster import ClusterConfig
 from shared.config import load_section
 from shared.service.runtime import RuntimeConfig
 from sipmesh.catalog import SERVICES
-from tests.unit.test_compose import cluster_problems, replicated, setting_of
+from tests.unit.test_compose import (
+    cluster_problems,
+    gateway_queue_problems,
+    replicated,
+    setting_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -334,3 +339,18 @@ def test_the_statefulset_check_catches_a_broken_cluster() -> None:
     assert any("replica" in p for p in broken(one_replica))
     assert any("not distinct" in p for p in broken(fixed_id))
     assert any("headless" in p for p in broken(not_headless))
+
+
+def test_each_gateway_pod_has_a_durable_queue_of_its_own(rendered: list[Obj]) -> None:
+    """Issue 20: each gateway pod (two in the production overlay; a rollout starts a new
+    one beside the old) consumes its own durable queue, named after the pod, so the
+    events published while its container restarts wait for it; the check catches a
+    queue name shared by the pods."""
+    gateway = _deployments(rendered)["sipmesh-gateway"]
+    secrets = {"gateway-token": "g", "service-token": "t", "database-url": "d",
+               "rabbitmq-url": "amqp://r/"}
+    pods = [f"sipmesh-gateway-5d8f7c-{tail}" for tail in ("x2v9q", "k7m4p")]
+    envs = {pod: pod_env(gateway, pod, secrets) for pod in pods}
+    assert gateway_queue_problems(envs, {pod: pod for pod in pods}) == []
+    shared = {pod: dict(env, SIPMESH_EVENTS_CONSUMER_QUEUE="q") for pod, env in envs.items()}
+    assert gateway_queue_problems(shared, {pod: pod for pod in pods}) != []

@@ -119,6 +119,8 @@ def local_env(name: str, env: dict[str, str], hosts: dict[str, str], consul: str
         out[key] = value
     out.update(SIPMESH_EVENTS_EXCHANGE=exchange, XDG_STATE_HOME=str(tmp / name),
                PYTHONUNBUFFERED="1")
+    if "SIPMESH_EVENTS_CONSUMER_QUEUE" in out:  # the gateway's durable queue: this test's
+        out["SIPMESH_EVENTS_CONSUMER_QUEUE"] = f"{exchange}.{out['SIPMESH_EVENTS_CONSUMER_QUEUE']}"
     return out
 
 
@@ -179,7 +181,11 @@ async def compose_mesh(tmp_path: Path) -> AsyncIterator[dict[str, Service]]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
         conn = await aio_pika.connect(f"amqp://guest:guest@{AMQP_HOST}:5672/")
-        await (await conn.channel()).exchange_delete(exchange)
+        channel = await conn.channel()
+        for service in services.values():
+            if queue := service.env.get("SIPMESH_EVENTS_CONSUMER_QUEUE"):
+                await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
         await conn.close()
 
 

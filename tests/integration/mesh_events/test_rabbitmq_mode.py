@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tests.integration.mesh_events.meshkit import (
     start_mesh,
 )
 from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.support.ports import release_port, reserve_port
 from tests.support.waiting import eventually
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -128,17 +130,26 @@ async def test_sipmesh_events_reads_the_exchange(mesh: tuple[MeshProcess, str]) 
     check_threshold_event({k: v for k, v in body.items() if k != "_envelope"}, edge_pid)
 
 
+@pytest.mark.parametrize("queue_setting", ["default", "named"])
 async def test_durable_gateway_queue_keeps_events_raised_while_it_restarts(
-    tmp_path: Path, exchange: str,
+    tmp_path: Path, exchange: str, queue_setting: str,
 ) -> None:
-    """``[events] consumer_queue`` set: the gateway's queue is durable, so an event the
-    edge raises while the gateway process is dead reaches the subscriber afterwards
-    (the subscription itself comes back from the store)."""
-    queue = f"{exchange}.gw"
+    """The gateway's queue is durable, so an event the edge raises while the gateway
+    process is dead reaches the subscriber afterwards (the subscription itself comes back
+    from the store): with ``[events] consumer_queue`` unset (the default: a queue named
+    after the gateway's host and MI port, which the restarted gateway finds again) or set
+    to a name."""
+    port = reserve_port()
+    env = {"SIPMESH_GATEWAY_PORT": str(port)}
+    if queue_setting == "named":
+        queue = f"{exchange}.gw"
+        env["SIPMESH_EVENTS_CONSUMER_QUEUE"] = queue
+    else:
+        queue = f"{exchange}.gateway.{socket.gethostname()}-{port}"
     m, edge_pid = start_mesh(tmp_path, SIPMESH_EVENTS_RABBITMQ_URL=AMQP,
                              SIPMESH_EVENTS_EXCHANGE=exchange,
-                             SIPMESH_EVENTS_CONSUMER_QUEUE=queue,
-                             SIPMESH_MESH_BACKOFF_INITIAL="2")  # the gateway stays down 2 s
+                             SIPMESH_MESH_BACKOFF_INITIAL="2",  # the gateway stays down 2 s
+                             **env)
     sub = await UdpSubscriber.open()
     try:
         await _consuming(m.gateway_url)
@@ -159,6 +170,7 @@ async def test_durable_gateway_queue_keeps_events_raised_while_it_restarts(
     finally:
         sub.close()
         assert m.stop() == 0
+        release_port(port)
         conn = await aio_pika.connect(AMQP)
         await (await conn.channel()).queue_delete(queue)
         await conn.close()
