@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import os
 import secrets
@@ -82,6 +81,7 @@ from shared.config import EXIT_CONFIG, ConfigError, load_section, section_env_na
 from shared.discovery.embedded import RegistryServer
 from shared.discovery.port import Instance
 from shared.events.config import EventsConfig
+from shared.service.parent import set_parent_death_signal
 from shared.service.runtime import events_mode
 from sipmesh.catalog import ChildSpec
 
@@ -181,9 +181,7 @@ def _listen_setting(env_name: str, base: Mapping[str, str]) -> list[str]:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    set_parent_death_signal(signal.SIGTERM)
 
 
 class _Child:

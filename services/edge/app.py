@@ -47,7 +47,12 @@ from services.edge.ratelog import RateLimitedLog
 from services.edge.routing import RouterSetup, load_router
 from services.edge.rr_signing import RecordRouteSigner
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
-from services.edge.workers import WORKER_INDEX_ENV, supervise, worker_nonce_counts
+from services.edge.workers import (
+    SUPERVISOR_PID_ENV,
+    WORKER_INDEX_ENV,
+    supervise,
+    worker_nonce_counts,
+)
 from shared import compiled
 from shared.transaction import TimerSettings
 
@@ -652,7 +657,10 @@ def _check_events_config() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
+    from shared.service.parent import die_with_parent
 
+    if supervisor := os.environ.get(SUPERVISOR_PID_ENV):  # a worker: die with the edge
+        die_with_parent(int(supervisor))
     args = _parse_args(argv)
     try:
         config = _config_from_args(args)

@@ -2,7 +2,10 @@
 
 `supervise` binds every `[edge].listen` socket once with SO_REUSEPORT to fix the ports,
 starts that many worker processes (`python -m services.edge --private-port`, each one an
-`EdgeApp` in its own runtime) sharing them, forwards SIGTERM/SIGINT and waits.  The workers
+`EdgeApp` in its own runtime) sharing them, forwards SIGTERM/SIGINT and waits. A worker
+gets SIGTERM when the supervisor dies, however it dies (`PR_SET_PDEATHSIG`, or a watch
+of its parent pid where Linux's prctl is missing: `shared.service.parent`), so a
+supervisor killed with SIGKILL leaves no worker holding the ports.  The workers
 share what a client may carry from one to another: the nonce secret (a challenge from one
 is answered to another), the Record-Route key, and the nonce-count table all of them map
 (`services.edge.nonce_counts`), so a replayed digest is refused by every worker.
@@ -25,6 +28,9 @@ from services.edge.transports import bind_socket
 # Set by `supervise` for its workers: the shared nonce-count table and the worker's index.
 NONCE_TABLE_ENV = "SIPMESH_EDGE_NONCE_TABLE"
 WORKER_INDEX_ENV = "SIPMESH_EDGE_WORKER_INDEX"
+# The supervisor's pid: a worker dies with it (shared/service/parent.py), even when it is
+# killed with SIGKILL and cannot forward the stop.
+SUPERVISOR_PID_ENV = "SIPMESH_EDGE_SUPERVISOR_PID"
 
 
 def worker_nonce_counts(env: dict[str, str]) -> SharedNonceCounts | None:
@@ -64,6 +70,7 @@ def supervise(config: EdgeConfig, config_path: str | None, rr_key: Callable[[], 
             sock.close()
         return 2
     env[NONCE_TABLE_ENV] = table
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
     cmd = [sys.executable, "-m", "services.edge", "--private-port"]
     if config_path:
         cmd += ["--config", config_path]
