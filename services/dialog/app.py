@@ -582,10 +582,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> DialogConfig:
+    from shared.cluster.config import host_cluster_config
     from shared.service.boot import load_settings
 
-    return load_settings(DialogConfig, "dialog", args,
-                         ("grpc_port", "http_port", "db_url", "cdr_url"))
+    config = load_settings(DialogConfig, "dialog", args,
+                           ("grpc_port", "http_port", "db_url", "cdr_url"))
+    if config.cluster:  # checked with the rest: a pod name without an ordinal is one line
+        host_cluster_config("dialog")
+    return config
 
 
 async def serve(config: DialogConfig) -> None:

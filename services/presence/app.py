@@ -460,9 +460,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def load_config(args: argparse.Namespace) -> PresenceConfig:
+    from shared.cluster.config import host_cluster_config
     from shared.service.boot import load_settings
 
-    return load_settings(PresenceConfig, "presence", args, ("grpc_port", "http_port", "db_url"))
+    config = load_settings(PresenceConfig, "presence", args,
+                           ("grpc_port", "http_port", "db_url"))
+    if config.cluster:  # checked with the rest: a pod name without an ordinal is one line
+        host_cluster_config("presence")
+    return config
 
 
 async def serve(config: PresenceConfig) -> None:

@@ -563,16 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         config = load_config(args)
-        if config.cluster_mode in CLUSTERED:  # e.g. no secret: one line, exit 2
-            import socket
-
-            from shared.cluster import ClusterConfig
-            from shared.config import load_section
+        if config.cluster_mode in CLUSTERED:  # e.g. no secret: one line, EXIT_CONFIG
+            from shared.cluster.config import host_cluster_config
 
             # The node this host would be (node_id_from_hostname): a pod name without an
             # ordinal stops it here, as a configuration error.
-            load_section(ClusterConfig, "registrar.cluster").for_host(
-                socket.gethostname()).validate()
+            host_cluster_config("registrar")
     except ValueError as exc:
         print(f"registrar: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -21,11 +21,16 @@ with the machine's host name).
 
 A service loads it with ``load_section(ClusterConfig, "<service>.cluster")`` so each
 service has its own cluster; every field can be set as ``SIPMESH_<SERVICE>_CLUSTER_<FIELD>``.
+:func:`host_cluster_config` reads it as this host's node and validates it, so a service
+checks it with its other settings and stops on a bad one with its one-line configuration
+error (``<service>: configuration error: ...``, exit ``EXIT_CONFIG``) rather than a
+traceback once it is serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 from shared.cluster.link import LinkTimers
 from shared.cluster.shtags import ShtagConfig
@@ -138,3 +143,15 @@ class ClusterConfig:
                 raise ValueError(f"[cluster] sharing tag {t.name}/{t.cluster_id} is not "
                                  f"in cluster {self.cluster_id}")
         return tags
+
+
+def host_cluster_config(service: str, hostname: str | None = None) -> ClusterConfig:
+    """``[<service>.cluster]`` as the node this host runs (:meth:`ClusterConfig.for_host`
+    with the machine's host name unless ``hostname`` is given), validated. Raises
+    ValueError (a pod name without an ordinal, no secret, ...)."""
+    from shared.config import load_section
+
+    config = load_section(ClusterConfig, f"{service}.cluster").for_host(
+        socket.gethostname() if hostname is None else hostname)
+    config.validate()
+    return config

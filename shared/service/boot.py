@@ -19,8 +19,10 @@ serves until SIGTERM. What was the same in each:
   ``grpc`` in discovery, in ``/ready`` while it serves, stopped with the drain grace;
 * :func:`serve_announced` -- serves, printing the one ``<name> ready ...`` line on stdout
   once the endpoints listen (tests and ``sipmesh up`` read it);
-* :func:`service_main` -- the process: settings (a bad one: one line on stderr, exit 2),
-  logging, then the service on uvloop where its settings ask for it.
+* :func:`service_main` -- the process: settings (a bad one: the registrar's one line on
+  stderr, ``<name>: configuration error: ...``, and exit ``EXIT_CONFIG``, which ``sipmesh
+  up`` does not restart), logging, then the service on uvloop where its settings ask for
+  it.
 """
 
 from __future__ import annotations
@@ -209,13 +211,14 @@ def service_main(name: str, load: Callable[[], M],
                  serve: Callable[[M], Coroutine[Any, Any, None]]) -> int:
     """A service process: its settings, logging, then `serve` (on uvloop when the
     settings' `uvloop` says so)."""
+    from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
 
     try:
         config = load()
     except ValueError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(name, level=config.log_level)
 
     async def run() -> None:

@@ -94,3 +94,38 @@ async def test_supervisor_does_not_restart_a_configuration_error(tmp_path: Path)
         for x in lines), lines
     assert any(x.startswith("sipmesh modes: discovery=embedded(http://127.0.0.1:")
                and "events=embedded(forwarded to the gateway)" in x for x in lines), lines
+
+
+CLUSTERED_ENV = {
+    "registrar": {"SIPMESH_REGISTRAR_CLUSTER_MODE": "full-sharing"},
+    "dialog": {"SIPMESH_DIALOG_CLUSTER": "true"},
+    "presence": {"SIPMESH_PRESENCE_CLUSTER": "true"},
+}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("service", sorted(CLUSTERED_ENV))
+def test_a_pod_name_without_an_ordinal_is_one_line(
+        service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A replica of a StatefulSet-shaped deployment (``node_id_from_hostname``) on a host
+    whose name ends in no ordinal: every clustered service stops as the registrar does,
+    one ``<service>: configuration error:`` line and EXIT_CONFIG, before serving."""
+    import importlib
+    import socket
+
+    for key in [k for k in os.environ if k.startswith("SIPMESH_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    unit = service.upper()
+    for key, value in {**CLUSTERED_ENV[service], f"SIPMESH_{unit}_CLUSTER_SECRET": "s",
+                       f"SIPMESH_{unit}_CLUSTER_NODE_ID_FROM_HOSTNAME": "true"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(socket, "gethostname", lambda: f"sipmesh-{service}")
+    main = importlib.import_module(f"services.{service}.app").main
+    assert main([]) == EXIT_CONFIG
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"{service}: configuration error: [cluster] node_id_from_hostname: host name "
+        f"'sipmesh-{service}' does not end in -<ordinal> (a StatefulSet pod's name does)"]
+    assert "Traceback" not in out + err
