@@ -20,6 +20,10 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   `catch_up`) and is ready (`/ready`, meta `ready`) only after that: a change another
   node made between its start-up load and its links coming up is not missed (issue 20:
   a rolling restart under PUBLISH load left such publications out of a node's table).
+  The same read runs each time another node becomes reachable (`peer_up`): a seed that
+  came back alone is synced by `seed_fallback_interval` before its links are up, and a
+  partition loses hints too. A read that finds a presentity's state changed NOTIFYs the
+  watchers this node owns, as the lost hint would have.
 * Federation (`cluster_mode = "federation"`, OpenSIPS 2.4 cluster_federation_mode=1):
   each node keeps its own store and notifies its own watchers; what a PUBLISH changed is
   broadcast (CL_PRESENCE_PUBLISH), kept by a node only while it has watchers of that
@@ -112,6 +116,9 @@ class PresenceService:
         # the presentities hinted while that read runs are read again after it.
         self.caught_up = not self.shared
         self._hinted: set[str] | None = None
+        self._sync_done = False  # the capability's sync is done: a read makes us ready
+        self._read_again = False  # a read of the whole store is wanted (after this one)
+        self._reading: asyncio.Task[None] | None = None
         self.counters = {"publish_received": 0, "subscribe_received": 0,
                          "notify_sent": 0, "notify_failed": 0, "store_failures": 0,
                          "publications_expired": 0, "subscriptions_expired": 0}
@@ -236,13 +243,43 @@ class PresenceService:
     def catch_up(self) -> None:
         """The cluster links are up (the capability's sync is done): read the store again
         (see the module docstring), then take traffic (`caught_up`)."""
-        self._spawn(self._catch_up())
+        self._sync_done = True
+        self._read_store()
 
-    async def _catch_up(self) -> None:
+    def peer_up(self, node: int, reachable: bool) -> None:
+        """Another node became reachable: the hints it sent meanwhile were lost, so the
+        store is read again (shared database)."""
+        if reachable and self.shared:
+            log.info("presence_peer_up", node=node)
+            self._read_store()
+
+    def _read_store(self) -> None:
+        """One read of the whole store after this call: reads asked for while one runs
+        become one more, run after it (whose snapshot may predate the ask)."""
+        self._read_again = True
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.get_running_loop().create_task(self._read_loop())
+            self._tasks.add(self._reading)
+            self._reading.add_done_callback(self._tasks.discard)
+
+    async def _read_loop(self) -> None:
+        while self._read_again:
+            self._read_again = False
+            await self._catch_up(ready=self._sync_done)
+
+    def _owned_states(self) -> dict[tuple[str, str], bytes]:
+        """The composed state of each (presentity, event) this node has watchers of."""
+        return {(s.presentity, s.event): self.core.pubs.compose(s.presentity, s.event)
+                for s in self.core.subs if self.core.owns(s)}
+
+    async def _catch_up(self, ready: bool = True) -> None:
         assert self.store is not None
         self._hinted = set()
+        before: dict[tuple[str, str], bytes] = {}
+        changed: list[tuple[str, str]] = []
         try:
             pubs, subs = await self.store.load()
+            before = self._owned_states()
             # Replaced in one go (no await): a hint's reload running meanwhile may have
             # read newer rows than this snapshot: those presentities are read once more.
             rows: dict[str, tuple[list[Publication], list[Subscription]]] = {
@@ -254,6 +291,8 @@ class PresenceService:
                 rows.setdefault(sub.presentity, ([], []))[1].append(sub)
             for presentity, (p_rows, s_rows) in rows.items():
                 self.core.replace_presentity(presentity, p_rows, s_rows)
+            changed = [key for key, state in self._owned_states().items()
+                       if before.get(key, b"") != state]
             again = self._hinted
         except Exception as exc:  # the store away: the hints and the next reloads repair
             log.error("presence_catch_up_failed", error=repr(exc))
@@ -262,9 +301,21 @@ class PresenceService:
             self._hinted = None
         for presentity in sorted(again):
             self._spawn(self._remote_change(presentity))
+        for presentity, event in sorted(changed):
+            if presentity not in again:  # (that one's re-read notifies)
+                self._spawn(self._notify_state(presentity, event))
         log.info("presence_caught_up", publications=len(self.core.pubs),
-                 subscriptions=len(self.core.subs))
-        self.caught_up = True
+                 subscriptions=len(self.core.subs), changed=len(changed))
+        if ready:
+            self.caught_up = True
+
+    async def _notify_state(self, presentity: str, event: str) -> None:
+        async with self._lock(presentity):
+            try:
+                await self.apply(self.core.state_changed(presentity, time.time(), event))
+            except Exception as exc:
+                log.error("presence_remote_change_failed", presentity=presentity,
+                          error=repr(exc))
 
     async def load(self) -> tuple[int, int]:
         if self.store is None:
@@ -499,6 +550,7 @@ async def serve(config: PresenceConfig) -> None:
                                     apply_sync=lambda records: None,
                                     apply_update=svc.apply_update, needs_sync=svc.shared,
                                     on_sync_done=svc.catch_up if svc.shared else None)
+        cluster.node_state_listeners.append(svc.peer_up)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
     api = GrpcApi(runtime, config, SERVICE,

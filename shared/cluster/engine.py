@@ -148,6 +148,9 @@ class ClusterNode:
         self.events = events
         self.mi_runner = mi_runner
         self.registry = registry  # a ServiceRegistry: seeds and known ids from discovery
+        # Told (node id, reachable) when another node becomes reachable or unreachable:
+        # quick callbacks, run in the engine's event handling.
+        self.node_state_listeners: list[Callable[[int, bool], None]] = []
         self.log = structlog.get_logger("cluster").bind(cluster=self.cluster_id, node=self.id)
         if shtags is None and config.shtag_backend == "consul":
             from shared.cluster.shtags_consul import ConsulShtags
@@ -468,6 +471,8 @@ class ClusterNode:
             self.log.info("link_state", peer=e.node, state=e.state)
         elif isinstance(e, ev.NodeStateChanged):
             self.log.info("node_state_changed", peer=e.node, reachable=e.up)
+            for listener in self.node_state_listeners:
+                listener(e.node, e.up)
             self._publish("E_CLUSTERER_NODE_STATE_CHANGED", {
                 "cluster_id": self.cluster_id, "node_id": e.node, "new_state": int(e.up)})
         elif isinstance(e, ev.ShtagChanged):
