@@ -72,7 +72,11 @@ SERVICES: tuple[ChildSpec, ...] = (
     # over (services/freeswitch/handover.py).
     ChildSpec("freeswitch", "services.freeswitch", surge=True),
     # The SIPREC recorder: idle until an edge records a call (ctx.record, [edge] siprec_srs).
-    ChildSpec("siprec", "services.siprec", port_env=("SIPMESH_SIPREC_HTTP_PORT",)),
+    # Restarted with surge too: a call that begins and ends while no recorder runs could
+    # not be recorded at all (its media is gone); the new one finds the old one's
+    # recordings in the shared store.
+    ChildSpec("siprec", "services.siprec", port_env=("SIPMESH_SIPREC_HTTP_PORT",),
+              surge=True),
     ChildSpec("dialog", "services.dialog",
               cluster_id=3, cluster_section="dialog.cluster",
               cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),
