@@ -40,6 +40,9 @@ class ChildSpec:
     nodes_setting: str = "nodes"  # the [mesh] setting counting its nodes: nodes or edges
     anycast_listen_env: str = ""  # its listen setting, made `;anycast` on every node
     shared_secrets: tuple[str, ...] = ()  # settings every node must share (drawn per run)
+    # Rolling restart starts the new process first and stops the old one once the new is
+    # ready (Kubernetes' maxSurge: 1): a single instance that hands its work over.
+    surge: bool = False
 
     @property
     def clustered(self) -> bool:
@@ -64,9 +67,16 @@ SERVICES: tuple[ChildSpec, ...] = (
     # anchor media only with [edge] media_anchor = true.
     ChildSpec("media", "services.media", port_env=("SIPMESH_MEDIA_HTTP_PORT",
                                                    "SIPMESH_MEDIA_GRPC_PORT")),
-    ChildSpec("freeswitch", "services.freeswitch"),  # idles until a box is configured
+    # Idles until a box is configured. Restarted with surge: FreeSWITCH keeps no event
+    # for a listener that is gone, so the new bridge links up before the old one hands
+    # over (services/freeswitch/handover.py).
+    ChildSpec("freeswitch", "services.freeswitch", surge=True),
     # The SIPREC recorder: idle until an edge records a call (ctx.record, [edge] siprec_srs).
-    ChildSpec("siprec", "services.siprec", port_env=("SIPMESH_SIPREC_HTTP_PORT",)),
+    # Restarted with surge too: a call that begins and ends while no recorder runs could
+    # not be recorded at all (its media is gone); the new one finds the old one's
+    # recordings in the shared store.
+    ChildSpec("siprec", "services.siprec", port_env=("SIPMESH_SIPREC_HTTP_PORT",),
+              surge=True),
     ChildSpec("dialog", "services.dialog",
               cluster_id=3, cluster_section="dialog.cluster",
               cluster_env=(("SIPMESH_DIALOG_CLUSTER", "true"),),

@@ -36,6 +36,9 @@ touched once the new process answers ``/ready`` 200 (registered, its backends re
 its cluster data synced) and its registration says so too (meta ``ready``: what clients
 choose instances by). With two or more nodes of a clustered service the others serve
 meanwhile, so nothing is refused; a single instance is away for its drain and start-up.
+A service marked ``surge`` in the catalog (the FreeSWITCH bridge) is restarted the other
+way round, as Kubernetes' ``maxSurge: 1``: the new process is started beside the old one,
+and the old one gets SIGTERM once the new one is ready (it hands its work over).
 
 The registry's HTTP port also serves the supervisor's own ``GET /health`` (200 while it
 runs, 503 once a child gave up on a configuration error or while stopping; the body names
@@ -197,6 +200,8 @@ class _Child:
         self.started = 0.0
         self.gave_up = False  # exited with a configuration error: not restarted
         self.planned = False  # stopped by a rolling restart: started again at once
+        # A surge restart's new process, started beside `proc`: adopted when `proc` exits.
+        self.successor: asyncio.subprocess.Process | None = None
 
 
 class Supervisor:
@@ -323,17 +328,25 @@ class Supervisor:
         return env
 
     async def _spawn(self, child: _Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
+        child.proc = await self._process(child)
+        child.started = time.monotonic()
+
+    async def _process(self, child: _Child) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.spec.module, env=self._env(child),
             start_new_session=True, preexec_fn=_die_with_parent,
         )
-        child.started = time.monotonic()
-        self.out(f"started {child.name} pid {child.proc.pid}")
+        self.out(f"started {child.name} pid {proc.pid}")
+        return proc
 
     async def _keep(self, child: _Child) -> None:
         """Starts the child and restarts it with backoff whenever it exits."""
         while not self._stopping.is_set():
-            await self._spawn(child)
+            if child.successor is not None:  # a surge restart: already running
+                child.proc, child.successor = child.successor, None
+                child.started = time.monotonic()
+            else:
+                await self._spawn(child)
             assert child.proc is not None
             rc = await child.proc.wait()
             await self._forget(child.proc.pid)
@@ -415,6 +428,8 @@ class Supervisor:
         return steps
 
     async def _restart_child(self, child: _Child, timeout: float) -> dict[str, Any]:
+        if child.spec.surge:
+            return await self._surge_child(child, timeout)
         began = time.monotonic()
         old = child.proc
         step: dict[str, Any] = {"child": child.name, "old_pid": 0, "pid": 0, "ready": False}
@@ -427,6 +442,61 @@ class Supervisor:
         while time.monotonic() < deadline and not self._stopping.is_set():
             proc = child.proc
             if proc is not None and proc is not old and proc.returncode is None:
+                step["pid"] = proc.pid
+                if await self._ready(proc.pid):
+                    step["ready"] = True
+                    break
+            await asyncio.sleep(0.1)  # polling a process we do not control, not a test
+        step["seconds"] = round(time.monotonic() - began, 3)
+        self.out(f"rolling restart {child.name} pid {step['pid']} "
+                 f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
+        return step
+
+    async def _surge_child(self, child: _Child, timeout: float) -> dict[str, Any]:
+        """The surge restart: the new process first, SIGTERM to the old one once the new
+        one is ready (the old one keeps running if it never gets ready)."""
+        began = time.monotonic()
+        old = child.proc
+        step: dict[str, Any] = {"child": child.name, "old_pid": 0, "pid": 0, "ready": False}
+        if old is None or old.returncode is not None or child.gave_up:
+            return await self._restart_child_plain(child, timeout, began, step)
+        step["old_pid"] = old.pid
+        self.out(f"rolling restart {child.name} pid {old.pid} (new process first)")
+        new = await self._process(child)
+        step["pid"] = new.pid
+        deadline = began + timeout
+        while time.monotonic() < deadline and not self._stopping.is_set() \
+                and new.returncode is None:
+            if await self._ready(new.pid):
+                step["ready"] = True
+                break
+            await asyncio.sleep(0.1)  # polling a process we do not control, not a test
+        if step["ready"]:
+            child.successor = new  # adopted by _keep once the old process exits
+            child.planned = True
+            await self._terminate(child)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                new.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(new.wait(), self.cfg.stop_timeout)
+            if new.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    new.kill()
+                await new.wait()
+            await self._forget(new.pid)
+        step["seconds"] = round(time.monotonic() - began, 3)
+        self.out(f"rolling restart {child.name} pid {step['pid']} "
+                 f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
+        return step
+
+    async def _restart_child_plain(self, child: _Child, timeout: float, began: float,
+                                   step: dict[str, Any]) -> dict[str, Any]:
+        """A child that is not running: wait for the one `_keep` starts to be ready."""
+        deadline = began + timeout
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            proc = child.proc
+            if proc is not None and proc.returncode is None:
                 step["pid"] = proc.pid
                 if await self._ready(proc.pid):
                     step["ready"] = True

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from services.edge.routing import RouteContext
 
 LOOKUP_TTL = 2.0  # s a discovery answer about the siprec service is reused
+RETRY_WINDOW = 5.0  # s a request no recorder could take is tried again (a restart)
+RETRY_PAUSE = 0.2  # s between those tries
+
+
+class _Unreached(RuntimeError):
+    """No recorder could be reached (none known, refused, reset): nothing was done."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,28 @@ class RecordingClient:
         return bool(self._known) or (self.registry is not None and not self.static)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """`method` on the first recorder that has the call (404: the next one). When
+        none could be reached (one restarting: its replacement may not be in the
+        answer of discovery this edge holds, or a kept connection was closed under the
+        request), discovery is asked again and the call tried again, within
+        RETRY_WINDOW s: the recorder only answers after a request reached it, so a
+        request that reached none is safe to send again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_WINDOW
+        while True:
+            try:
+                return await self._call_once(method, params)
+            except _Unreached:
+                if loop.time() >= deadline:
+                    raise
+                self._looked_at = -LOOKUP_TTL  # ask discovery again next time
+                await asyncio.sleep(RETRY_PAUSE)  # the replacement's registration
+
+    async def _call_once(self, method: str, params: dict[str, Any]) -> Any:
         from shared.rpc.client import JsonRpcClient, RpcError
 
         last: Exception | None = None
+        unreached = True
         for url in await self.urls():
             client = self._clients.get(url)
             if client is None:  # one HTTP session per recorder, kept (no connect per call)
@@ -104,11 +129,16 @@ class RecordingClient:
                 return await client.call(method, params)
             except RpcError as exc:
                 if exc.code == 404:  # not this recorder's recording: ask the next one
+                    last, unreached = exc, False
+                    continue
+                if exc.code == 503:  # stopping: it took nothing; another one will
                     last = exc
                     continue
                 raise RuntimeError(f"siprec {method}: {exc}") from None  # it answered
             except Exception as exc:
                 last = exc
+        if unreached:
+            raise _Unreached(f"no siprec service answered: {last}")
         raise RuntimeError(f"no siprec service answered: {last}")
 
     async def close(self, grace: float = 2.0) -> None:

@@ -9,12 +9,19 @@ until SIGTERM.  It prints one line when ready:
     freeswitch ready grpc 127.0.0.1:PORT http http://127.0.0.1:PORT boxes N pid PID
 
 With no box configured it says so and idles (MI fs_add / fs_subscribe can add one).
+
+Rolling restart (services/freeswitch/handover.py): started while another bridge is in
+discovery, it comes up in standby (ready once its links are subscribed) and goes live
+when that one hands over (MI `fs_handover`) or has been gone `handover_timeout` s;
+stopping, it freezes and hands over to every other bridge in discovery.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,8 +32,12 @@ from contracts.generated.sipmesh.freeswitch.v1 import freeswitch_pb2_grpc as pb_
 from services.freeswitch.bridge import Bridge
 from services.freeswitch.config import FreeswitchConfig
 from services.freeswitch.grpc_api import SERVICE, FreeswitchServicer
+from services.freeswitch.handover import Mark, encode_marks
 from services.freeswitch.mi import register_mi
 from services.freeswitch.store import BoxStore, open_box_store
+from shared.service.runtime import ServiceRuntime
+
+HANDOVER_POLL = 0.25  # s between looks at discovery while in standby
 
 
 class BoxCollector:
@@ -96,17 +107,34 @@ async def serve(config: FreeswitchConfig) -> None:
         lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
             FreeswitchServicer(bridge), s))
 
+    # A bridge in standby is ready once every box sends it what the old one gets.
+    runtime.ready_check("handover", lambda: not bridge.standby or bridge.linked())
+    watchdog: list[asyncio.Task[None]] = []
+
     @runtime.on_start
     async def _start() -> None:
         if store is not None:
             await store.open()
+        predecessors = await _other_bridges(runtime)
+        if predecessors:
+            bridge.standby = True  # before the links: every event is kept
+            bridge.log.info("handover_standby", predecessors=sorted(predecessors))
+            watchdog.append(asyncio.create_task(
+                _take_over_when_gone(runtime, bridge, set(predecessors), config)))
         await bridge.start()
         await api.start()
         runtime.meta["boxes"] = str(len(bridge.boxes))
 
     @runtime.on_stop
     async def _stop() -> None:
+        for task in watchdog:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await api.stop()
+        await bridge.settle(config.drain_grace)  # commands in flight get their answers
+        if not bridge.standby:
+            await _hand_over(runtime, bridge.freeze(), list(bridge.our_jobs), config)
         await bridge.stop()
         if store is not None:
             await store.close()
@@ -120,6 +148,66 @@ async def serve(config: FreeswitchConfig) -> None:
         return text
 
     await serve_announced(runtime, line, ready=lambda: api.serving)
+
+
+async def _other_bridges(runtime: ServiceRuntime) -> dict[str, str]:
+    """The other bridges in discovery: instance id -> MI URL."""
+    try:
+        found = await runtime.registry.healthy(runtime.name)
+    except Exception as exc:  # no registry: nobody to hand over with
+        runtime.log.warning("handover_discovery_failed", error=str(exc))
+        return {}
+    out = {}
+    for inst in found:
+        url = inst.meta.get("mi_url", "")
+        if inst.id != runtime.instance_id and url.startswith(("http://", "https://")):
+            out[inst.id] = url
+    return out
+
+
+async def _take_over_when_gone(runtime: ServiceRuntime, bridge: Bridge,
+                               predecessors: set[str], config: FreeswitchConfig) -> None:
+    """Standby's fallback: no hand-over came and the old bridges have been gone from
+    discovery `handover_timeout` s (killed): go live with every event kept."""
+    loop = asyncio.get_running_loop()
+    gone_since: float | None = None
+    while bridge.standby:
+        present = predecessors & set(await _other_bridges(runtime))
+        now = loop.time()
+        if present:
+            gone_since = None
+        elif gone_since is None:
+            gone_since = now
+        elif now - gone_since >= config.handover_timeout:
+            bridge.log.warning("handover_missing", waited=config.handover_timeout)
+            bridge.take_over({})
+            return
+        await asyncio.sleep(HANDOVER_POLL)  # polling discovery, bounded by the timeout
+
+
+async def _hand_over(runtime: ServiceRuntime, marks: dict[str, Mark], jobs: list[str],
+                     config: FreeswitchConfig) -> None:
+    """Tells every other bridge in discovery where this one stopped (MI fs_handover)."""
+    import aiohttp
+
+    successors = await _other_bridges(runtime)
+    if not successors:
+        return
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "fs_handover",
+                       "params": {"marks": encode_marks(marks), "jobs": jobs}})
+    headers = {"Content-Type": "application/json"}
+    if config.http_token:
+        headers["Authorization"] = f"Bearer {config.http_token}"
+    timeout = aiohttp.ClientTimeout(total=max(config.drain_grace, 1.0))
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for instance, url in successors.items():
+            try:
+                async with http.post(url, data=body, headers=headers) as resp:
+                    answer = await resp.json(content_type=None)
+                runtime.log.info("handover_given", to=instance,
+                                 answer=answer.get("result", answer.get("error")))
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                runtime.log.warning("handover_failed", to=instance, error=str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,10 @@ and MI) and:
   BACKGROUND_JOB of a job started through the bridge (`fs_bgapi`), which always is:
   whoever started it wants the result;
 * hands the same events to the `Watch` streams (the edges' routing handlers) that asked
-  for their names, and a snapshot of every box's state and load on every change.
+  for their names, and a snapshot of every box's state and load on every change;
+* across a rolling restart, hands over to its successor (`services.freeswitch.handover`):
+  a bridge started in standby keeps its events until `take_over(marks)`; a stopping one
+  `freeze()`s and says where it stopped (`marks()`).
 
 Nothing here blocks on a box: a command to a box whose link is down fails at once.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,11 +44,13 @@ from services.freeswitch.boxes import (
 from services.freeswitch.client import UP, ClientConfig, EslClient
 from services.freeswitch.config import FreeswitchConfig
 from services.freeswitch.esl import Event
+from services.freeswitch.handover import Mark, after_marks
 from services.freeswitch.store import BoxStore
 
 INTERNAL_EVENTS = ("HEARTBEAT", "BACKGROUND_JOB")
 WATCH_QUEUE = 10_000  # events waiting for one slow Watch stream before it drops some
 SNAPSHOT_INTERVAL = 0.05  # a Watch stream gets at most one box snapshot per this
+STANDBY_KEEP = 200_000  # events a bridge in standby keeps for its take-over
 
 
 class UnknownBox(LookupError):
@@ -98,7 +104,17 @@ class Bridge:
         # Called with ("api" | "bgapi", seconds) per command: the latency histogram.
         self.observe: Callable[[str, float], None] | None = None
         self.stats = {"events_received": 0, "events_published": 0, "events_dropped": 0,
-                      "api_commands": 0, "api_failures": 0, "bgapi_jobs": 0}
+                      "api_commands": 0, "api_failures": 0, "bgapi_jobs": 0,
+                      "handover_replayed": 0}
+        # Rolling restart (services.freeswitch.handover): in standby the events are kept,
+        # not republished; frozen (stopping, handed over) they are no longer handled.
+        self.standby = False
+        self.frozen = False
+        self._kept: deque[tuple[str, Event]] = deque(maxlen=STANDBY_KEEP)
+        self._last: dict[str, Mark] = {}  # box -> the last event handled
+        self._inflight = 0  # api/bgapi commands waiting for their box
+        self._settled = asyncio.Event()
+        self._settled.set()
 
     # -- the set of boxes ----------------------------------------------------------------
     async def start(self) -> None:
@@ -111,6 +127,20 @@ class Bridge:
         if not self.boxes:
             self.log.info("no_boxes", hint="no FreeSWITCH box configured: idle until "
                           "[freeswitch] boxes, the store's table or MI fs_add names one")
+
+    async def settle(self, timeout: float) -> None:
+        """Waits (at most `timeout` s) for the commands in flight to be answered."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def _began(self) -> None:
+        self._inflight += 1
+        self._settled.clear()
+
+    def _ended(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._settled.set()
 
     async def stop(self) -> None:
         for entry in list(self.boxes.values()):
@@ -217,12 +247,14 @@ class Bridge:
         entry = self.find(ref)
         self.stats["api_commands"] += 1
         started = asyncio.get_running_loop().time()
+        self._began()
         try:
             reply = await entry.client.api(command)
         except Exception:
             self.stats["api_failures"] += 1
             raise
         finally:
+            self._ended()
             if self.observe is not None:
                 self.observe("api", asyncio.get_running_loop().time() - started)
         return reply.body
@@ -233,9 +265,11 @@ class Bridge:
         self.stats["bgapi_jobs"] += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
+        self._began()
         try:
             job, result = await entry.client.bgapi(command)
         finally:
+            self._ended()
             if self.observe is not None:
                 self.observe("bgapi", loop.time() - started)
         accepted = not result.done()
@@ -250,15 +284,59 @@ class Bridge:
         for job in [j for j, deadline in self.our_jobs.items() if deadline < now]:
             del self.our_jobs[job]
 
+    # -- hand-over (rolling restart) ---------------------------------------------------
+    def linked(self) -> bool:
+        """Every box's link is up and subscribed (or has failed at least once): what a
+        bridge in standby waits for before it says it is ready."""
+        return all((e.client.up and e.client.subscribed) or e.client.last_error
+                   for e in self.boxes.values())
+
+    def freeze(self) -> dict[str, Mark]:
+        """Stops handling events (this bridge hands over); where it stopped, per box."""
+        self.frozen = True
+        return dict(self._last)
+
+    def take_over(self, marks: dict[str, Mark], jobs: Iterable[str] = ()) -> int:
+        """Leaves standby: republishes the kept events the old bridge had not handled
+        (after `marks`; its `jobs` become ours), then handles events live. Returns how
+        many kept events were republished."""
+        if not self.standby:
+            return 0
+        # Our own jobs' results are republished even if covered (the old bridge did not
+        # know them); the old bridge's jobs only after its marks (it raised the rest).
+        replay = after_marks(list(self._kept), marks, list(self.our_jobs))
+        loop_now = asyncio.get_running_loop().time()
+        for job in jobs:
+            self.our_jobs.setdefault(job, loop_now + self.config.job_timeout)
+        self.standby = False
+        self._kept.clear()
+        for box, event in replay:
+            entry = self.boxes.get(box)
+            if entry is not None:
+                self._handle_event(entry, event)
+        self.stats["handover_replayed"] += len(replay)
+        self.log.info("handover_taken", replayed=len(replay), marks=len(marks))
+        return len(replay)
+
     # -- events in -----------------------------------------------------------------------
     def _on_event(self, client: EslClient, event: Event) -> None:
         entry = self.boxes.get(client.spec.id)
-        if entry is None or entry.client is not client:
-            return  # a removed box's last words
+        if entry is None or entry.client is not client or self.frozen:
+            return  # a removed box's last words, or handed over
         self.stats["events_received"] += 1
+        if event.sequence is not None:
+            self._last[client.spec.id] = Mark(event.core_uuid, event.sequence)
+        if self.standby:
+            if len(self._kept) == self._kept.maxlen:
+                self.stats["events_dropped"] += 1
+            self._kept.append((client.spec.id, event))
+            return
+        self._handle_event(entry, event)
+
+    def _handle_event(self, entry: BoxEntry, event: Event) -> None:
         ours = event.name == "BACKGROUND_JOB" and \
             self.our_jobs.pop(event.headers.get("Job-UUID", ""), None) is not None
-        spec = client.spec
+        spec = entry.spec
         if ours or entry.wants(event):
             params = {"name": event.name, "sender": spec.host, "body": event.raw,
                       "box": spec.id}

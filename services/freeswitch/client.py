@@ -53,6 +53,7 @@ from services.freeswitch.esl import (
     Reply,
     Send,
     SessionConfig,
+    Subscribed,
     check_command,
 )
 
@@ -103,6 +104,8 @@ class EslClient:
         self.rand = rand
         self.log = structlog.get_logger("freeswitch.esl").bind(box=spec.id)
         self.state = DOWN
+        # The box answered this link's `event json`: it sends them from now on.
+        self.subscribed = False
         self.heartbeat: Heartbeat | None = None
         self.last_error = ""
         self.connects = 0  # links authenticated
@@ -252,6 +255,7 @@ class EslClient:
             heartbeat_timeout=self.config.heartbeat_timeout), now=loop.time())
         session.adopt_jobs(self._carried_jobs, loop.time())
         self._session, self._writer = session, writer
+        self.subscribed = False
         authenticated = False
         self._arm(session)
         try:
@@ -278,6 +282,7 @@ class EslClient:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self.subscribed = False
             if authenticated:
                 self.losses += 1
             self._fail_commands(f"ESL link to {self.spec.id} lost: {self.last_error}")
@@ -361,6 +366,10 @@ class EslClient:
                         job.set_exception(EslTimeout(item.error))
                     else:
                         job.set_result(item.body)
+            elif isinstance(item, Subscribed):
+                self.subscribed = item.ok
+                if self.on_change is not None:
+                    self.on_change(self)
             elif isinstance(item, Authenticated):
                 self.connects += 1
                 self.last_error = ""

@@ -53,6 +53,10 @@ class FreeswitchConfig:
     # drain_grace s (the MI/HTTP requests in flight as well), then close and exit.
     drain_delay: float = 0.5
     drain_grace: float = 2.0
+    # Rolling restart (services/freeswitch/handover.py): a bridge started while another
+    # runs keeps its events until that one hands over; if none comes, it takes over once
+    # the other has been gone from discovery this long (its events then at least once).
+    handover_timeout: float = 10.0
     log_level: str = "info"
     uvloop: bool = True
 

@@ -209,19 +209,28 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The box answered the link's `event json ...`: from now on it sends them (`ok`
+    False: it refused the subscription)."""
+
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Closing:
     """The server said goodbye (disconnect notice, rude rejection) or spoke garbage."""
 
     reason: str
 
 
-Output = Send | Authenticated | AuthFailed | CommandDone | Event | JobDone | Heartbeat | Closing
+Output = (Send | Authenticated | AuthFailed | CommandDone | Event | JobDone | Heartbeat
+          | Subscribed | Closing)
 
 
 @dataclass(slots=True)
 class _Pending:
     token: int
-    kind: str  # "api" | "command" | "bgapi"
+    kind: str  # "api" | "command" | "bgapi" | "subscribe" (the link's own `event json`)
     deadline: float
     job_uuid: str = ""
     abandoned: bool = False  # timed out: its reply is consumed silently
@@ -360,6 +369,8 @@ class EslSession:
         pending = self._pending.popleft()
         if pending.abandoned:
             return []
+        if pending.kind == "subscribe":
+            return [Subscribed(reply.ok)]
         if pending.kind == "bgapi" and not reply.ok:
             self._jobs.pop(pending.job_uuid, None)  # refused: no BACKGROUND_JOB will come
         return [CommandDone(pending.token, reply)]
@@ -370,9 +381,10 @@ class EslSession:
         out: list[Output] = [Authenticated()]
         if self.config.events:
             self._tokens += 1
-            # Subscribed before anything the caller queued: its reply is consumed here.
-            self._pending.append(_Pending(self._tokens, "command", now + self.config.
-                                          command_timeout, abandoned=True))
+            # Subscribed before anything the caller queued: its reply becomes `Subscribed`
+            # (a bridge taking over from another waits for it, so no event falls between).
+            self._pending.append(_Pending(self._tokens, "subscribe", now + self.config.
+                                          command_timeout))
             out.append(Send(f"event json {' '.join(self.config.events)}\n\n".encode()))
         for pending, wire in self._queued:
             self._pending.append(pending)

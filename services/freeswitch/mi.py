@@ -17,7 +17,9 @@ SipMesh's own (OpenSIPS has only the script function freeswitch_esl for these):
   and connected; `fs_remove freeswitch_url` -> "OK": removed from both;
 * `fs_api freeswitch_url command` -> the command's output (text, as freeswitch_esl's);
 * `fs_bgapi freeswitch_url command` -> `{"Job-UUID": ...}`; the job's result is raised
-  as E_FREESWITCH (name BACKGROUND_JOB, the same Job-UUID in its body).
+  as E_FREESWITCH (name BACKGROUND_JOB, the same Job-UUID in its body);
+* `fs_handover marks [jobs]` -> `{"Taken", "Replayed"}`: what a stopping bridge calls on
+  its successor in a rolling restart (services/freeswitch/handover.py).
 
 Errors: 404 unknown box, 400 bad URL/command, 503 link down, 408 no answer in time.
 """
@@ -31,6 +33,7 @@ from typing import Any
 from services.freeswitch.boxes import BoxUrlError, events_param, parse_fs_url
 from services.freeswitch.bridge import Bridge, UnknownBox
 from services.freeswitch.client import EslTimeout, EslUnavailable
+from services.freeswitch.handover import decode_marks
 from services.freeswitch.store import BoxStoreError
 from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, SERVICE_UNAVAILABLE, MiError
 from shared.service.runtime import ServiceRuntime
@@ -96,6 +99,21 @@ def register_mi(runtime: ServiceRuntime, bridge: Bridge) -> None:
     async def fs_unsubscribe(freeswitch_url: Any, events: Any) -> Any:
         await _run(bridge.unsubscribe(str(freeswitch_url), events_param(events)))
         return "OK"
+
+    @runtime.command("fs_handover", (("marks",), ("marks", "jobs")),
+                     doc="a stopping bridge hands its events over (rolling restart)")
+    async def fs_handover(marks: Any, jobs: Any = None) -> Any:
+        try:
+            decoded = decode_marks(marks)
+        except ValueError as exc:
+            raise MiError(BAD_REQUEST, str(exc)) from None
+        if jobs is not None and (not isinstance(jobs, list) or
+                                 not all(isinstance(j, str) for j in jobs)):
+            raise MiError(BAD_REQUEST, "jobs: a list of Job-UUIDs")
+        if not bridge.standby:
+            return {"Taken": False, "Replayed": 0}
+        replayed = bridge.take_over(decoded, jobs or ())
+        return {"Taken": True, "Replayed": replayed}
 
     @runtime.command("fs_reload", doc="replace the boxes of the table with its content")
     async def fs_reload() -> Any:

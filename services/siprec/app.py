@@ -20,12 +20,19 @@ from prometheus_client import Histogram
 
 from services.siprec.clients import MediaForker, UacSender
 from services.siprec.config import SiprecConfig
-from services.siprec.recorder import Recorder
+from services.siprec.recorder import Recorder, RecorderClosing
 from services.siprec.session import RecordingError, Table
-from shared.rpc.jsonrpc import BAD_REQUEST, NOT_FOUND, MiCommand, MiError
+from shared.rpc.jsonrpc import (
+    BAD_REQUEST,
+    NOT_FOUND,
+    SERVICE_UNAVAILABLE,
+    MiCommand,
+    MiError,
+)
 from shared.service.runtime import ServiceRuntime
 
 SERVICE = "siprec"
+TAKE_OVER_POLL = 0.25  # s between looks at discovery while the replaced recorder runs
 
 
 def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
@@ -35,6 +42,8 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
                                        "srs, caller, callee, instance[, group, headers, ...]")
         try:
             return await recorder.start(params)
+        except RecorderClosing as exc:
+            raise MiError(SERVICE_UNAVAILABLE, str(exc)) from None
         except RecordingError as exc:
             raise MiError(BAD_REQUEST, str(exc)) from None
         except (TypeError, ValueError) as exc:
@@ -48,7 +57,10 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
     @runtime.command("siprec_stop", (("callid",), ("callid", "reason")), fanout=True,
                      doc="end the recording of a call (BYE to the SRS)")
     async def siprec_stop(callid: Any, reason: Any = "mi") -> Any:
-        found = await recorder.stop(str(callid), str(reason))
+        try:
+            found = await recorder.stop(str(callid), str(reason))
+        except RecorderClosing as exc:
+            raise MiError(SERVICE_UNAVAILABLE, str(exc)) from None
         if found is None:
             raise MiError(NOT_FOUND, "Recording not found")
         return found
@@ -79,6 +91,15 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
         return {**recorder.counters, "active": len(recorder.table)}
 
     runtime.stats.group("siprec", values)
+
+
+async def _other_recorders(runtime: ServiceRuntime) -> set[str]:
+    """The other recorders in discovery (their instance ids)."""
+    try:
+        found = await runtime.registry.healthy(runtime.name)
+    except Exception:
+        return set()
+    return {i.id for i in found if i.id != runtime.instance_id}
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -133,17 +154,38 @@ async def serve(config: SiprecConfig) -> None:
                 return
             await asyncio.sleep(config.check_interval)
 
+    async def take_over(others: set[str]) -> None:
+        # A rolling restart runs this recorder beside the one it replaces (surge): that
+        # one still ends its recordings while it drains, so they are taken back only
+        # once it is gone from discovery and its drain is over; a stop meanwhile finds
+        # its recording in the store (Recorder._adopt).
+        while others & await _other_recorders(runtime):
+            await asyncio.sleep(TAKE_OVER_POLL)  # polling discovery while the old one runs
+        await asyncio.sleep(config.drain_delay + config.drain_grace + 1.0)  # its drain
+        await recorder.restore()
+        await checker()
+
     @runtime.on_start
     async def _start() -> None:
+        others = await _other_recorders(runtime)
         if store is not None:
             await store.open()
-            await recorder.restore()
-        tasks.append(asyncio.get_running_loop().create_task(checker()))
+            if not others:
+                await recorder.restore()
+        loop = asyncio.get_running_loop()
+        if others and store is not None:
+            runtime.log.info("siprec_beside", others=sorted(others))
+            tasks.append(loop.create_task(take_over(others)))
+        else:
+            tasks.append(loop.create_task(checker()))
 
     @runtime.on_stop
     async def _stop() -> None:
         for task in tasks:
             task.cancel()
+        # Starts and stops under way finish (new ones go to another recorder) before
+        # the media and Uac clients they use close.
+        await recorder.close(config.drain_grace + 2.0)
         if store is None:
             await recorder.stop_all("shutdown")  # kept nowhere: end them with the process
         await media.close()

@@ -21,6 +21,7 @@ BYE whose stop never reached the recorder: it was down, or the edge died).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -41,6 +42,10 @@ from services.siprec.session import (
 from services.siprec.store import RecordingStore
 
 EventSink = Callable[[str, Mapping[str, Any]], object]
+
+
+class RecorderClosing(RuntimeError):
+    """The recorder is stopping: the request was not taken (MI 503)."""
 
 
 def _token() -> str:
@@ -64,6 +69,10 @@ class Recorder:
         self.clock = clock
         self.log = structlog.get_logger("siprec")
         self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
+        self.closing = False  # stopping: starts and stops go to another recorder
+        self._busy = 0  # starts and stops under way
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self.counters = {"started": 0, "stopped": 0, "failed": 0, "failovers": 0,
                          "refused": 0, "restored": 0, "calls_gone": 0, "store_errors": 0,
                          "updates": 0, "srs_ended": 0}
@@ -72,9 +81,38 @@ class Recorder:
         if self.on_event is not None:
             self.on_event(name, params)
 
+    # -- closing (a stopping recorder) -------------------------------------------------------
+    def _enter(self) -> None:
+        if self.closing:
+            raise RecorderClosing("this recorder is stopping: ask another one")
+        self._busy += 1
+        self._quiet.clear()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._quiet.set()
+
+    async def close(self, timeout: float) -> None:
+        """Refuses new starts and stops (RecorderClosing: the edge asks another
+        recorder, which finds the stored recordings), and waits at most `timeout` s
+        for those under way: a start whose INVITE is out must see its answer and store
+        the recording, or the SRS keeps a session nobody ends."""
+        self.closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), timeout)
+
     async def start(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """siprec_start: record the call; the answer says how it went (never raises for
-        the SRS's or rtpengine's failures; RecordingError for bad parameters)."""
+        the SRS's or rtpengine's failures; RecordingError for bad parameters,
+        RecorderClosing once `close()` began)."""
+        self._enter()
+        try:
+            return await self._start(params)
+        finally:
+            self._leave()
+
+    async def _start(self, params: Mapping[str, Any]) -> dict[str, Any]:
         begun = time.perf_counter()
         call_id = str(params.get("callid") or params.get("call_id") or "")
         caller = Participant(str(params.get("caller") or ""),
@@ -129,7 +167,7 @@ class Recorder:
             "group": rec.group, "caller": caller.aor, "callee": callee.aor})
         reason = self._stop_wanted.pop(call_id, None)
         if reason is not None:
-            await self.stop(call_id, reason)
+            await self._stop(call_id, reason)
             return {"state": "ended", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id}
         return {"state": "active", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
                 "labels": list(rec.labels)}
@@ -228,8 +266,18 @@ class Recorder:
             pass  # the call's delete ends the subscription with it
 
     async def stop(self, call_id: str, reason: str = "bye") -> dict[str, Any] | None:
-        """siprec_stop: end the recording of `call_id` (None: not recorded here)."""
+        """siprec_stop: end the recording of `call_id` (None: not recorded here, nor in
+        the store; RecorderClosing once `close()` began)."""
+        self._enter()
+        try:
+            return await self._stop(call_id, reason)
+        finally:
+            self._leave()
+
+    async def _stop(self, call_id: str, reason: str = "bye") -> dict[str, Any] | None:
         rec = self.table.get(call_id)
+        if rec is None:
+            rec = await self._adopt(call_id)
         if rec is None:
             return None
         if rec.state in (State.SUBSCRIBING, State.INVITING):
@@ -346,11 +394,51 @@ class Recorder:
             self.log.info("siprec_restored", recordings=count)
         return count
 
+    async def _adopt(self, call_id: str) -> Recording | None:
+        """A recording another recorder started and stored (the one this one replaces
+        in a rolling restart, which ran beside it): taken from the store, or None."""
+        if self.store is None:
+            return None
+        try:
+            docs = await self.store.all()
+        except Exception as exc:
+            self.counters["store_errors"] += 1
+            self.log.warning("siprec_store_failed", call_id=call_id, error=repr(exc))
+            return None
+        for doc in docs:
+            if doc.get("call_id") != call_id:
+                continue
+            try:
+                rec = Recording.from_doc(doc)
+            except RecordingError:
+                return None
+            if rec.state is State.ACTIVE and self.table.restore(rec):
+                self.counters["restored"] += 1
+                self.log.info("siprec_adopted", call_id=call_id)
+                return rec
+        return None
+
+    async def _stored(self) -> set[str] | None:
+        """The call-ids in the store (None: no store, or it cannot be read)."""
+        if self.store is None:
+            return None
+        try:
+            return {str(doc.get("call_id")) for doc in await self.store.all()}
+        except Exception:
+            return None
+
     async def check(self) -> int:
-        """Ends the recordings whose call rtpengine no longer knows; how many."""
+        """Ends the recordings whose call rtpengine no longer knows; how many. One that
+        left the store meanwhile was ended by another recorder (the one this one
+        replaced ran beside it for a while): it is only forgotten here, no second BYE."""
         gone = 0
+        stored = await self._stored()
         for rec in self.table:
             if rec.state is not State.ACTIVE:
+                continue
+            if stored is not None and rec.call_id not in stored:
+                self.table.end(rec)
+                self.log.info("siprec_ended_elsewhere", call_id=rec.call_id)
                 continue
             try:
                 reply = await self.media.call("Query", call_id=rec.call_id,
@@ -361,12 +449,12 @@ class Recorder:
             if not reply.ok and _call_unknown(str(reply.error)):
                 gone += 1
                 self.counters["calls_gone"] += 1
-                await self.stop(rec.call_id, "call-gone")
+                await self._stop(rec.call_id, "call-gone")
         return gone
 
     async def stop_all(self, reason: str = "shutdown") -> None:
         for rec in self.table:
-            await self.stop(rec.call_id, reason)
+            await self._stop(rec.call_id, reason)
 
 
 def _call_unknown(error: str) -> bool:

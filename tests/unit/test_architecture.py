@@ -68,6 +68,7 @@ SANS_IO: tuple[str, ...] = (
     "services/media/sets.py",
     "services/media/stats.py",
     "services/freeswitch/esl.py",
+    "services/freeswitch/handover.py",
     "services/freeswitch/balancing.py",
     "services/freeswitch/boxes.py",
     "services/dialog/states.py",

@@ -47,6 +47,9 @@ class SrsSession:
     status: int = 0
     acked: bool = False
     ended: bool = False
+    # The BYE transactions (Via branches) received in the RS dialog: a recording is ended
+    # once; a retransmission is the same transaction.
+    byes: set[str] = field(default_factory=set)
     rtp: dict[str, int] = field(default_factory=dict)  # label -> packets
     ssrcs: dict[str, set[int]] = field(default_factory=dict)  # label -> SSRCs seen
     response: bytes = b""
@@ -188,6 +191,7 @@ class FakeSrs:
             status = 200 if session is not None else 481
             if session is not None:
                 session.ended = True
+                session.byes.add(str(msg.top_via.params.get("branch") or ""))
                 if self.verbose:
                     print(f"BYE {msg.call_id} rtp {session.rtp}", flush=True)
             self._send(make_response(msg, status).serialize(), self._reply_to(msg, addr))

@@ -286,3 +286,55 @@ async def test_the_edge_view_ages_when_the_bridge_is_away_and_comes_back(
         [lambda s: pb_grpc.add_FreeswitchServicer_to_server(  # type: ignore[no-untyped-call]
             FreeswitchServicer(world.bridge), s)], services=[SERVICE], port=port)
     await until(lambda: edge.connected and len(edge.usable("media")) == 2, timeout=10)
+
+
+async def test_a_successor_in_standby_takes_over_where_the_old_bridge_stopped(
+        world: World) -> None:
+    """Rolling restart: a second bridge on the same boxes keeps its events (standby); the
+    old one freezes at some event and hands its marks over (MI fs_handover); the
+    successor republishes exactly what came after them: every event once."""
+    await until(up(world, 2))
+    fake = world.fakes[0]
+    box = f"127.0.0.1:{fake.port}"
+    bus = EmbeddedEventBus(EventCatalog.load(), service="freeswitch", node="t2", strict=True)
+    theirs: list[dict[str, Any]] = []
+
+    async def listen(event: Any) -> None:
+        theirs.append(dict(event.params))
+
+    bus.add_listener(listen, "#")
+    await bus.start()
+    successor = Bridge(world.bridge.config, events=bus)
+    successor.standby = True
+    runtime = ServiceRuntime("freeswitch", registry=MemoryRegistry())
+    register_mi(runtime, successor)
+    await successor.start()
+    try:
+        await until(successor.linked)
+        assert (await world.mi("fs_handover", {"marks": {}}))["result"] == {
+            "Taken": False, "Replayed": 0}  # a live bridge has nothing to take over
+
+        def custom(got: list[dict[str, Any]]) -> list[str]:
+            return [json.loads(p["body"])["Unique-ID"] for p in got
+                    if p["name"] == "CHANNEL_CREATE"]
+
+        before = [fake.add_call() for _ in range(5)]
+        await until(lambda: len(custom(world.published)) == 5)
+        marks = world.bridge.freeze()  # the old bridge stops handling events here
+        after = [fake.add_call() for _ in range(7)]
+        await until(lambda: len(successor._kept) >= 12)
+        assert theirs == []  # standby: nothing republished yet
+        body = {"jsonrpc": "2.0", "id": 1, "method": "fs_handover",
+                "params": {"marks": {b: {"core_uuid": m.core_uuid, "sequence": m.sequence}
+                                     for b, m in marks.items()}, "jobs": []}}
+        answer = json.loads(await runtime.mi.dispatch(json.dumps(body)))
+        assert answer["result"]["Taken"] is True and answer["result"]["Replayed"] >= 7
+        await until(lambda: len(custom(theirs)) == 7)
+        assert custom(world.published) == before and custom(theirs) == after
+        assert {p["box"] for p in theirs} == {box}
+        assert not successor.standby
+        fake.add_call()  # live now
+        await until(lambda: len(custom(theirs)) == 8)
+    finally:
+        await successor.stop()
+        await bus.close(1.0)

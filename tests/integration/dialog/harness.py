@@ -17,7 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg  # noqa: F401  (the tests need it; fail early when missing)
 
@@ -210,21 +210,31 @@ class DialogMesh:
         psql(f"DROP TABLE IF EXISTS {self.table}")
 
 
+class LoadTarget(Protocol):
+    """Where a CallLoad runs: its work directory and the edge's host:port."""
+
+    @property
+    def tmp(self) -> Path: ...
+
+    @property
+    def edge(self) -> str: ...
+
+
 class CallLoad:
     """sipp calling the UAS through the edge at `rate` calls/s, each held 1 s, the steady
     load a rolling-restart test restarts a service under; `finish()` lets the calls
     running complete and fails on any failed call. Its statistics go to a file (a pipe
-    would fill and stall sipp on a long run)."""
+    would fill and stall sipp on a long run). `service` is the Request-URI's user."""
 
-    def __init__(self, mesh: DialogMesh, uas_port: int, *, rate: int, most: int,
-                 timeout: int, scenario: str) -> None:
+    def __init__(self, mesh: LoadTarget, uas_port: int, *, rate: int, most: int,
+                 timeout: int, scenario: str, service: str = "1002") -> None:
         self.rate = rate
         self.out = mesh.tmp / "uac.out"
         self.errors = mesh.tmp / "uac_err.log"
         with self.out.open("wb") as sink:
             self.proc = subprocess.Popen(
                 ["sipp", *_scenario(scenario), "-i", "127.0.0.1", "-p", str(free_port()),
-                 "-rsa", mesh.edge, f"127.0.0.1:{uas_port}", "-s", "1002", "-m", str(most),
+                 "-rsa", mesh.edge, f"127.0.0.1:{uas_port}", "-s", service, "-m", str(most),
                  "-r", str(rate), "-d", "1000", "-nostdin", "-timeout", f"{timeout}s",
                  "-timeout_error", "-buff_size", "1048576", "-trace_err",
                  "-error_file", str(self.errors)],

@@ -311,3 +311,60 @@ async def test_closing_lets_the_stop_in_flight_reach_the_recorder() -> None:
         assert asked == ["siprec_stop"]
     finally:
         await runner.cleanup()
+
+
+async def test_a_request_no_recorder_took_is_sent_again_to_the_one_discovery_names() -> None:
+    """A recorder restarting (issue 20): the one this edge knows refuses the connection
+    or answers 503 (stopping: it took nothing); discovery is asked again and the request
+    goes to the replacement, once. An answer (even 404 from every one) is never retried."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    asked: list[tuple[str, str]] = []
+
+    def recorder(name: str, code: int) -> web.Application:
+        async def mi(request: web.Request) -> web.Response:
+            body = await request.json()
+            asked.append((name, body["method"]))
+            if code:
+                return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                          "error": {"code": code, "message": "no"}})
+            return web.json_response({"jsonrpc": "2.0", "id": body["id"],
+                                      "result": {"state": "active"}})
+
+        app = web.Application()
+        app.router.add_post("/mi", mi)
+        return app
+
+    runners, urls = [], {}
+    for name, code in (("stopping", 503), ("new", 0), ("other", 404)):
+        runner = web.AppRunner(recorder(name, code))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/mi"  # type: ignore[union-attr]
+
+    class Registry:
+        answers = [["http://127.0.0.1:9/mi", urls["stopping"]], [urls["new"]],
+                   [urls["other"]]]
+
+        async def healthy(self, service: str) -> list[Any]:
+            found = Registry.answers.pop(0) if len(Registry.answers) > 1 else \
+                Registry.answers[0]
+            return [SimpleNamespace(meta={"mi_url": u}) for u in found]
+
+    client = RecordingClient(registry=Registry())
+    try:
+        assert await client.call("siprec_start", {"callid": "c1"}) == {"state": "active"}
+        assert asked == [("stopping", "siprec_start"), ("new", "siprec_start")]
+        asked.clear()
+        client._looked_at = -10.0  # discovery now names only a recorder without the call
+        with pytest.raises(RuntimeError, match="404"):
+            await client.call("siprec_stop", {"callid": "c1"})
+        assert asked == [("other", "siprec_stop")]  # answered: not sent again
+    finally:
+        await client.close()
+        for runner in runners:
+            await runner.cleanup()

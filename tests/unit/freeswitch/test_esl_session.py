@@ -19,6 +19,7 @@ from services.freeswitch.esl import (
     Output,
     Send,
     SessionConfig,
+    Subscribed,
     check_command,
     parse_heartbeat,
 )
@@ -65,13 +66,24 @@ def ready_session(events: tuple[str, ...] = ("HEARTBEAT",), *, command_timeout: 
     assert any(isinstance(o, Authenticated) for o in out)
     if events:
         assert sent(out) == [f"event json {' '.join(events)}\n\n".encode()]
-        assert s.receive(reply("+OK event listener enabled json"), 0.1) == []
+        assert s.receive(reply("+OK event listener enabled json"), 0.1) == [Subscribed(True)]
     return s
 
 
 def test_auth_then_subscribe_then_ready() -> None:
     s = ready_session(("HEARTBEAT", "BACKGROUND_JOB"))
     assert s.state == "ready"
+
+
+def test_a_refused_subscription_is_said_and_the_next_reply_still_matches() -> None:
+    s = EslSession(SessionConfig(password="ClueCon", events=("NOPE",)), now=0.0)
+    s.receive(AUTH_REQUEST, 0.0)
+    s.receive(ACCEPTED, 0.1)
+    token, _ = s.api("status", 0.2)
+    assert s.receive(reply("-ERR no keywords supplied"), 0.3) == [Subscribed(False)]
+    [done] = s.receive(api_response("UP 0 years"), 0.4)
+    assert isinstance(done, CommandDone) and done.token == token
+    assert done.reply is not None and done.reply.body == "UP 0 years"
 
 
 def test_userauth_when_a_user_is_given() -> None:

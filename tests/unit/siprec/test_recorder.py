@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.siprec.clients import Edge, MediaForker, UacSender, Unreachable
-from services.siprec.recorder import Recorder
+from services.siprec.recorder import Recorder, RecorderClosing
 from services.siprec.session import Outgoing, RecordingError
 
 FORK = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -225,3 +225,57 @@ async def test_an_srs_bye_stops_the_recording_and_the_call_goes_on() -> None:
     assert events[-1][0] == "E_SIPREC_STOP" and events[-1][1]["reason"] == "srs-bye"
     assert len(rec.table) == 0 and await rec.stop("c1") is None  # the call's BYE later
     assert rec.counters["srs_ended"] == 1
+
+
+async def test_side_by_side_recorders_end_each_recording_once() -> None:
+    """A rolling restart runs the new recorder beside the old one (surge): a stop that
+    reaches the new one for a recording the old one started is found in the store; a
+    recording the old one ended is not ended again by the new one's check."""
+    store = MemoryStore()
+    old = Recorder(Media(), Uac([200, 200]), store=store, clock=lambda: 1000.0)
+    assert (await old.start(PARAMS))["state"] == "active"
+    assert (await old.start({**PARAMS, "callid": "c2"}))["state"] == "active"
+    new_uac = Uac([])
+    new = Recorder(GoneMedia(), new_uac, store=store, clock=lambda: 1001.0)
+    assert await new.restore() == 2  # as a recorder started beside the old one might
+    stopped = await new.stop("c1")  # the edge's stop went to the new one
+    assert stopped is not None and stopped["bye_status"] == 200
+    assert [o.method for o in new_uac.sent] == ["BYE"] and list(store.rows) == ["c2"]
+    assert await old.stop("c2") is not None  # the old one ended c2 while draining
+    assert await new.check() == 0  # gone from the store: forgotten, no second BYE
+    assert [o.method for o in new_uac.sent] == ["BYE"] and len(new.table) == 0
+    assert await new.stop("nope") is None
+
+
+async def test_a_stop_adopts_a_recording_it_never_restored() -> None:
+    store = MemoryStore()
+    old = Recorder(Media(), Uac([200]), store=store, clock=lambda: 1000.0)
+    assert (await old.start(PARAMS))["state"] == "active"
+    new_uac = Uac([])
+    new = Recorder(Media(), new_uac, store=store, clock=lambda: 1001.0)
+    stopped = await new.stop("c1")  # started by the old one after the new one began
+    assert stopped is not None and stopped["state"] == "ended"
+    assert [o.method for o in new_uac.sent] == ["BYE"] and store.rows == {}
+    assert new.counters["restored"] == 1 and new.counters["stopped"] == 1
+
+
+async def test_a_closing_recorder_finishes_what_it_began_and_refuses_the_rest() -> None:
+    gate = asyncio.Event()
+    store = MemoryStore()
+    media, uac = Media(), Uac([200], gate)
+    rec = Recorder(media, uac, store=store, clock=lambda: 1000.0)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not uac.sent:
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(rec.close(5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(RecorderClosing):
+        await rec.start({**PARAMS, "callid": "c2"})
+    with pytest.raises(RecorderClosing):
+        await rec.stop("c1")
+    assert not closing.done()  # the INVITE is still out
+    gate.set()
+    assert (await starting)["state"] == "active"
+    await closing
+    assert list(store.rows) == ["c1"]  # stored: whoever comes next can end it
+    assert [o.method for o in uac.sent] == ["INVITE"]
