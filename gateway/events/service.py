@@ -18,6 +18,22 @@ Where the events come from (see :mod:`shared.events.config` for the two modes):
   the host and MI port by default, so the events published while the gateway restarts
   wait for it there), bounded by ``consumer_queue_expires``/``_max_length``.
 
+Replicas (RabbitMQ mode with a PostgreSQL store): the gateways of one group name the
+same ``consumer_queue`` and consume it as competing consumers, and share the
+subscription table. Why this shape: RabbitMQ gives each message to one consumer, so each
+event is delivered once per subscription whichever replica takes it, with no
+coordination between the replicas (a leader consuming alone would need an election and
+lose its unacked events on failover; each replica delivering only "its" subscribers
+would need a shard map that changes as replicas come and go). A message is acked only
+once its event was dispatched (:meth:`EventFeed.delivered`), so the events a killed
+replica held go to the other one: at least once, the duplicates being only the events
+the dead replica delivered but had not acked yet. Events published while one replica
+restarts wait in the queue and the other takes them. Each replica must know every
+subscription: the store notifies each change (LISTEN/NOTIFY) and each replica reloads
+the table then and every ``subscription_refresh`` seconds (:mod:`gateway.events.store`);
+expiry is the absolute time in the row, applied by each replica's clock. With the
+embedded SQLite store a single gateway remains the supported shape.
+
 Either way events pass through :class:`EventFeed`: duplicates (at-least-once delivery
 upstream) are dropped by envelope id, and events are queued and dispatched one after the
 other in arrival order by one task, so a subscriber sees a node's events in the order
@@ -66,17 +82,27 @@ class EventFeed:
     """Ordered, de-duplicated hand-over of events to the subscription manager.
 
     Taking an event (``await feed(event)``) only queues it, so whoever brought it (a
-    forwarder's ``event_ingest`` call, the RabbitMQ consumer) is answered at once and a
-    slow subscriber never slows the mesh's event flow down; one task delivers the queue
-    in order. The queue is bounded: beyond ``size`` events the newest is dropped and
-    counted (``events:feed_dropped``)."""
+    forwarder's ``event_ingest`` call) is answered at once and a slow subscriber never
+    slows the mesh's event flow down; one task delivers the queue in order. The queue is
+    bounded: beyond ``size`` events the newest is dropped and counted
+    (``events:feed_dropped``).
+
+    ``await feed.delivered(event)`` queues it the same way but returns only once it was
+    dispatched to its subscribers: the RabbitMQ consumer acknowledges a message then, so
+    a gateway that dies holding events leaves them unacknowledged and the broker gives
+    them to another consumer of the queue (at least once, never lost with the gateway).
+    The consumer handles its prefetched messages concurrently, so waiting here does not
+    make the broker wait for each subscriber in turn. A duplicate of an event still on
+    its way waits for that one."""
 
     def __init__(self, manager: SubscriptionManager, *, size: int = 10_000,
                  remember: int = 10_000) -> None:
         self.manager = manager
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._remember = remember
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[None] | None]] = (
+            asyncio.Queue(maxsize=size))
+        self._pending: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.received = 0
         self.duplicates = 0
@@ -86,9 +112,27 @@ class EventFeed:
         self.observers: list[Callable[[Event], None]] = []
 
     async def __call__(self, event: Event) -> None:
+        self._take(event, None)
+
+    async def delivered(self, event: Event) -> None:
+        """Queues ``event`` and returns once it was dispatched (or found a duplicate of
+        one already dispatched, or dropped because the queue was full)."""
+        pending = self._pending.get(event.id)
+        if pending is None:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if not self._take(event, done):
+                return
+            pending = self._pending[event.id] = done
+            done.add_done_callback(lambda _f: self._pending.pop(event.id, None))
+        else:
+            self.duplicates += 1
+        await asyncio.shield(pending)
+
+    def _take(self, event: Event, done: asyncio.Future[None] | None) -> bool:
+        """Queues a new event; False for a duplicate or when the queue is full."""
         if event.id in self._seen:
             self.duplicates += 1
-            return
+            return False
         self._seen[event.id] = None
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
@@ -98,11 +142,12 @@ class EventFeed:
             except Exception:
                 log.exception("event_observer_failed", event_name=event.name)
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, done))
         except asyncio.QueueFull:
             self.dropped += 1
-            return
+            return False
         self.received += 1
+        return True
 
     def start(self) -> None:
         if self._task is None:
@@ -110,12 +155,14 @@ class EventFeed:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            event, done = await self._queue.get()
             try:
                 await self.manager.dispatch(event.name, event.params)
             except Exception:  # the manager logs per subscriber; never stop the feed
                 log.exception("event_feed_dispatch_failed", event_name=event.name)
             finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
                 self._queue.task_done()
 
     async def close(self, timeout: float) -> None:
@@ -146,12 +193,16 @@ class GatewayEvents:
         if cfg.rabbitmq:
             queue = cfg.gateway_queue(socket.gethostname(), runtime.config.port)
             runtime.modes["events queue"] = queue or "private (ephemeral port)"
+            # Acked once delivered (feed.delivered): the replicas sharing the queue take
+            # over what a dead one held (see the module docstring).
             self.consumer = RabbitMQEventConsumer(
-                self.feed, url=cfg.rabbitmq_url, exchange=cfg.exchange, queue=queue,
-                arguments=cfg.queue_arguments())
+                self.feed.delivered, url=cfg.rabbitmq_url, exchange=cfg.exchange,
+                queue=queue, arguments=cfg.queue_arguments())
         else:
             runtime.events.add_listener(self.feed)
         self._purger: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # the shared store says another gateway changed it
         runtime.mi.add(MiCommand(INGEST_METHOD, self._ingest, (("events",),),
                                  "internal: events forwarded by the mesh's processes"))
         stats = runtime.stats
@@ -192,19 +243,30 @@ class GatewayEvents:
                 f"event subscription store {self.location!r} unusable: {exc}") from exc
         self.feed.start()
         self._purger = asyncio.create_task(self.manager.purge_forever(self.cfg.purge_interval))
+        if await self.manager.store.watch(self._changed.set):
+            self.rt.modes["subscriptions"] = (
+                f"shared, followed (LISTEN, read every {self.cfg.subscription_refresh:g} s)")
+            self._follower = asyncio.create_task(
+                self.manager.follow(self._changed, self.cfg.subscription_refresh),
+                name="event-subscribers-follow")
         if self.consumer is not None:
             await self.consumer.start()
 
     async def stop(self) -> None:
         if self.consumer is not None:
-            await self.consumer.close()
+            # No new message; those taken are delivered and acked before the connection
+            # goes (the ones left unacked are redelivered to another replica).
+            await self.consumer.stop_consuming()
         # The gateway's own last events reach the subscribers before the manager closes.
         await self.rt.events.close(1.0)
         await self.feed.close(2.0)
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+        if self.consumer is not None:
+            await self.consumer.close(grace=1.0)
+        for task in (self._purger, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.manager.close()
 
     async def _ingest(self, events: Any) -> dict[str, Any]:

@@ -8,6 +8,13 @@ next ``purge_expired``, which the owner runs periodically or lets ``dispatch`` t
 
 The live set is kept in memory and written through to a :class:`SubscriptionStore`, and
 reloaded from it by ``start()`` - that is how subscriptions survive a gateway restart.
+``reload()`` reads the store again and replaces the live set: the gateway calls it when
+the store says another gateway changed it (replicas sharing PostgreSQL, see
+:mod:`gateway.events.store`), so a subscription made or removed through any replica is
+honoured by all. Expiry needs no message between replicas: the row holds the absolute
+expiry, each replica stops delivering at that instant by its own clock, and a purge only
+deletes rows expired *in the store* (a replica with a stale copy never deletes a row
+refreshed through another).
 
 ``dispatch(event)`` delivers one event to all its live subscribers concurrently, each
 bounded by the deliverer's timeout; a failing subscriber is logged and counted, never
@@ -18,6 +25,7 @@ a RabbitMQ consumer in the gateway (events of every node of every service).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,13 +80,20 @@ class SubscriptionManager:
         self._subs: dict[str, dict[str, Subscription]] = {}
         self.delivered = 0
         self.failed = 0
+        self.reloads = 0
 
     def now(self) -> float:
         return self._now()
 
     async def start(self) -> None:
         await self.store.open()
+        await self.store.purge(self._now())
+        await self.reload()
+
+    async def reload(self) -> int:
+        """Replaces the live set by the store's rows; returns how many are live."""
         now = self._now()
+        subs: dict[str, dict[str, Subscription]] = {}
         for row in await self.store.load():
             try:
                 sock = parse_socket(row.socket)
@@ -87,10 +102,25 @@ class SubscriptionManager:
                 await self.store.delete(row.event, row.socket)
                 continue
             sub = Subscription(row.event, sock, row.expires)
-            if not sub.alive(now):
-                await self.store.delete(row.event, row.socket)
-                continue
-            self._subs.setdefault(row.event, {})[str(sock)] = sub
+            if sub.alive(now):
+                subs.setdefault(row.event, {})[str(sock)] = sub
+        self._subs = subs
+        self.reloads += 1
+        return sum(len(v) for v in subs.values())
+
+    async def follow(self, changed: asyncio.Event, interval: float) -> None:
+        """Run as a task beside a shared store: ``reload()`` each time ``changed`` is set
+        (the store's watcher sets it; changes arriving during a read coalesce into one
+        more read) and at least every ``interval`` seconds, a bound on how long a change
+        whose notification was lost stays unseen."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval)
+            changed.clear()
+            try:
+                await self.reload()
+            except Exception as exc:  # a store hiccup must not end the follower
+                log.warning("subscription_reload_failed", error=str(exc) or repr(exc))
 
     async def close(self) -> None:
         await self.deliverer.close()
@@ -106,9 +136,10 @@ class SubscriptionManager:
         sock = parse_socket(socket)
         key = str(sock)
         if expire == 0:
-            removed = self._subs.get(event, {}).pop(key, None)
-            if removed is not None:
-                await self.store.delete(event, key)
+            # From the store even when this gateway does not know it: it may have been
+            # made through another replica a moment ago.
+            await self.store.delete(event, key)
+            self._subs.get(event, {}).pop(key, None)
             return False
         sub = Subscription(event, sock, self._now() + expire)
         await self.store.save(StoredSubscription(event, key, sub.expires))
@@ -142,7 +173,7 @@ class SubscriptionManager:
         ]
         for name, k in gone:
             del self._subs[name][k]
-            await self.store.delete(name, k)
+        await self.store.purge(now)
         return len(gone)
 
     async def purge_forever(self, interval: float = 60.0) -> None:

@@ -9,14 +9,20 @@ Every field has an embedded default, so ``make run`` needs no RabbitMQ:
   Services publish to the durable topic exchange ``exchange``; the gateway consumes it
   (:mod:`shared.events.consumer`) and delivers to the direct subscribers.
 
-``consumer_queue`` is the gateway's queue on the exchange (RabbitMQ mode). Each gateway
-has its own and receives every event, as before. Empty (default): a durable queue named
-after this gateway, ``<exchange>.gateway.<host name>-<port>`` (the host and the MI port
-name one gateway instance: a restarted process or container finds its queue again, with
-the events published while it was away); for a gateway on an ephemeral port (``port =
-0``, nothing names it across restarts) a private queue deleted with its connection. A
-name: that durable queue (one per gateway: two gateways on one queue would split the
-events between them). A named queue is bounded (:func:`~shared.events.consumer.queue_arguments`):
+``consumer_queue`` is the gateway's queue on the exchange (RabbitMQ mode). Empty
+(default): a durable queue of this gateway's own, ``<exchange>.gateway.<host
+name>-<port>`` (the host and the MI port name one gateway instance: a restarted process
+or container finds its queue again, with the events published while it was away); for a
+gateway on an ephemeral port (``port = 0``, nothing names it across restarts) a private
+queue deleted with its connection. A name: that durable queue, and the way to run
+gateway replicas: every replica of one gateway group names the same queue and they
+consume it as competing consumers (RabbitMQ gives each event to one replica, so each
+subscriber gets it once, and what a dead replica held unacknowledged to another), with
+the subscriptions shared through a PostgreSQL ``store`` that each replica follows
+(``subscription_refresh``; :mod:`gateway.events.store`). Two replicas with queues of their
+own would each deliver every event (twice to a subscription both know); replicas on one
+queue with SQLite stores would each know only their own subscriptions. A named queue is
+bounded (:func:`~shared.events.consumer.queue_arguments`):
 RabbitMQ deletes it once nobody consumed it for ``consumer_queue_expires`` s (an
 abandoned replica's queue goes away; 0 = never) and it holds at most
 ``consumer_queue_max_length`` events (0 = unbounded), beyond which ``drop-head`` drops
@@ -55,6 +61,8 @@ class EventsConfig:
     consumer_queue_overflow: str = "drop-head"  # or reject-publish
     subscriber_timeout: float = 1.0
     purge_interval: float = 60.0
+    # s between whole reads of a shared (PostgreSQL) store, besides each notified change
+    subscription_refresh: float = 30.0
     # the forwarding side (embedded mode)
     gateway_service: str = "gateway"
     gateway_token: str = ""
@@ -67,7 +75,8 @@ class EventsConfig:
             raise ConfigError(f"[events].buffer_size must be at least 1, not {self.buffer_size}")
         if self.exec_threshold < 0:
             raise ConfigError("[events].exec_threshold must be >= 0 (microseconds; 0 = off)")
-        for name in ("subscriber_timeout", "purge_interval", "forward_timeout"):
+        for name in ("subscriber_timeout", "purge_interval", "forward_timeout",
+                     "subscription_refresh"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[events].{name} must be a positive number of seconds")
         if self.consumer_queue_expires < 0 or self.consumer_queue_max_length < 0:

@@ -23,6 +23,14 @@ restores the channel, QoS, exchange, queue, bindings and consumer (checked again
 real broker by tests/integration/events/test_rabbitmq_broker_restart.py and
 test_event_feed_from_rabbitmq.py). A broker that is not there at start is waited for the
 same way. ``ready`` is set while consuming, ``reconnects`` counts the recoveries.
+
+Several consumers may share one named queue (the replicas of a gateway): RabbitMQ gives
+each message to one of them, and the messages a consumer holds unacknowledged when its
+connection goes (the process killed) to another. A handler that returns only once the
+event was delivered (``EventFeed.delivered``) makes that at least once. Stopping
+gracefully, ``stop_consuming()`` cancels the subscription to the queue first (no new
+message comes; those held still get their acknowledgement), then ``close(grace)`` waits
+up to ``grace`` for the handlers in flight before it closes the connection.
 """
 
 from __future__ import annotations
@@ -89,12 +97,31 @@ class RabbitMQEventConsumer:
         self.ready = asyncio.Event()  # set while consuming (tests and health checks wait on it)
         self.consumed = 0
         self.reconnects = 0
+        self._consuming: tuple[aio_pika.abc.AbstractQueue, str] | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="events-consumer")
 
-    async def close(self) -> None:
+    async def stop_consuming(self) -> None:
+        """No more messages for this consumer; the ones it holds can still be acked."""
+        consuming, self._consuming = self._consuming, None
+        self.ready.clear()
+        if consuming is not None:
+            queue, tag = consuming
+            try:
+                await asyncio.wait_for(queue.cancel(tag), 2.0)
+            except Exception as exc:  # the connection is going anyway
+                log.warning("events_consumer_cancel_failed", error=str(exc) or repr(exc))
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Closes the connection, after up to ``grace`` s for the handlers in flight."""
+        if grace > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,7 +152,8 @@ class RabbitMQEventConsumer:
                                             arguments=None if passive else self.arguments)
         for pattern in self.patterns:
             await q.bind(ex, pattern)
-        await q.consume(self._on_message)
+        tag = await q.consume(self._on_message)
+        self._consuming = (q, tag)
         self.ready.set()
 
     async def _declarable(self, connection: AbstractRobustConnection) -> bool:
@@ -156,6 +184,16 @@ class RabbitMQEventConsumer:
         log.info("events_consumer_reconnected", reconnects=self.reconnects)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._process(message)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def _process(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
             try:
                 event = Event.from_body(message.body, message.routing_key)

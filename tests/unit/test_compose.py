@@ -33,6 +33,7 @@ from shared.cluster import ClusterConfig
 from shared.config import load_section, section_env_name
 from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
+from shared.store import is_postgres_dsn
 from sipmesh.catalog import SERVICES, ChildSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,41 +243,49 @@ def test_the_replica_check_catches_a_broken_cluster(rendered: dict[str, Any]) ->
     assert cluster_problems(spec, {"registrar-1": good["registrar-1"]}, hosts)
 
 
-def gateway_queue_problems(gateways: dict[str, dict[str, str]],
-                           hosts: dict[str, str]) -> list[str]:
-    """What is wrong with the event queues of ``gateways`` (name -> environment; ``hosts``
-    name -> host name, "" when unknown, e.g. a container's): in RabbitMQ mode each needs a
-    durable queue (one a restarted gateway finds again) of its own (two gateways on one
-    queue would split the events between them)."""
+def gateway_queue_problems(gateways: dict[str, dict[str, str]]) -> list[str]:
+    """What is wrong with the event queue of the gateway replicas ``gateways`` (name ->
+    environment) in RabbitMQ mode: they must consume one durable queue named in the
+    configuration (a queue named after a container's or pod's host name is lost when it
+    is recreated, and replicas on queues of their own each deliver every event: twice to
+    a subscription both know), and more than one replica needs the shared PostgreSQL
+    store (each follows the others' subscriptions through it)."""
     problems: list[str] = []
-    queues: dict[str, str] = {}
+    queues: dict[str, list[str]] = {}
     for name, env in gateways.items():
         events = load_section(EventsConfig, "events", environ=env)
         if not events.rabbitmq:
             continue
-        port = load_section(GatewayConfig, "gateway", environ=env).port
-        if not events.consumer_queue and not hosts.get(name):
-            problems.append(f"{name}: no [events] consumer_queue and no stable host name "
-                            "to name its queue after")
+        if not events.consumer_queue:
+            problems.append(f"{name}: no [events] consumer_queue (a queue of its own, "
+                            "named after its host name)")
             continue
-        queue = events.gateway_queue(hosts.get(name, ""), port)
-        if queue is None:
-            problems.append(f"{name}: a private queue (lost while the gateway restarts)")
-        elif queue in queues:
-            problems.append(f"{name}: shares queue {queue!r} with {queues[queue]}")
-        else:
-            queues[queue] = name
+        queues.setdefault(events.consumer_queue, []).append(name)
+        if len(gateways) > 1 and not is_postgres_dsn(events.store):
+            problems.append(f"{name}: replicas need a shared PostgreSQL [events] store, "
+                            f"not {events.store or 'the SQLite default'!r}")
+    if len(queues) > 1:
+        problems.append(f"gateway replicas on different queues, each delivering every "
+                        f"event: {sorted(queues.items())}")
     return problems
 
 
-def test_each_gateway_has_a_durable_queue_of_its_own(rendered: dict[str, Any]) -> None:
-    """Issue 20: the events published while a gateway restarts (or its container is
-    recreated) wait in its durable queue; the check catches a gateway left on the
-    container's changing host name and two gateways sharing one queue."""
+def test_the_gateways_share_one_durable_queue(rendered: dict[str, Any]) -> None:
+    """Issue 20: the gateway replicas consume one durable queue (each event delivered
+    once, the events published while one restarts or is recreated waiting there) and
+    share the subscriptions in PostgreSQL; the check catches a gateway left on its
+    container's changing host name, a second one on a queue of its own and replicas on
+    SQLite."""
     gateways = _replicas(rendered, "gateway")
     assert gateways
-    assert gateway_queue_problems(gateways, {}) == []
+    assert gateway_queue_problems(gateways) == []
     [(name, env)] = gateways.items()
+    assert env["SIPMESH_EVENTS_CONSUMER_QUEUE"] == "sipmesh.events.gateway"
+    assert gateway_queue_problems({name: env, "gateway2": env}) == []  # a second replica
     unset = {name: {k: v for k, v in env.items() if k != "SIPMESH_EVENTS_CONSUMER_QUEUE"}}
-    assert gateway_queue_problems(unset, {}) != []
-    assert gateway_queue_problems({name: env, "gateway2": env}, {}) != []
+    assert gateway_queue_problems(unset) != []
+    own = dict(env, SIPMESH_EVENTS_CONSUMER_QUEUE="sipmesh.events.gateway.gateway2")
+    assert gateway_queue_problems({name: env, "gateway2": own}) != []
+    sqlite = {k: v for k, v in env.items() if k != "SIPMESH_EVENTS_STORE"}
+    assert gateway_queue_problems({name: sqlite, "gateway2": sqlite}) != []
+    assert gateway_queue_problems({name: sqlite}) == []  # one gateway may keep SQLite

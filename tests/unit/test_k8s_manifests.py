@@ -341,16 +341,17 @@ def test_the_statefulset_check_catches_a_broken_cluster() -> None:
     assert any("headless" in p for p in broken(not_headless))
 
 
-def test_each_gateway_pod_has_a_durable_queue_of_its_own(rendered: list[Obj]) -> None:
-    """Issue 20: each gateway pod (two in the production overlay; a rollout starts a new
-    one beside the old) consumes its own durable queue, named after the pod, so the
-    events published while its container restarts wait for it; the check catches a
-    queue name shared by the pods."""
+def test_the_gateway_pods_share_one_durable_queue(rendered: list[Obj]) -> None:
+    """Issue 20: the gateway pods (two in the production overlay; a rollout starts a new
+    one beside the old) consume one durable queue as competing consumers, so each event
+    reaches a subscriber once and the events published while a pod restarts wait for the
+    other or for it; the check catches a queue named after the pod."""
     gateway = _deployments(rendered)["sipmesh-gateway"]
-    secrets = {"gateway-token": "g", "service-token": "t", "database-url": "d",
-               "rabbitmq-url": "amqp://r/"}
+    secrets = {"gateway-token": "g", "service-token": "t",
+               "database-url": "postgresql://sipmesh@db/sipmesh", "rabbitmq-url": "amqp://r/"}
     pods = [f"sipmesh-gateway-5d8f7c-{tail}" for tail in ("x2v9q", "k7m4p")]
     envs = {pod: pod_env(gateway, pod, secrets) for pod in pods}
-    assert gateway_queue_problems(envs, {pod: pod for pod in pods}) == []
-    shared = {pod: dict(env, SIPMESH_EVENTS_CONSUMER_QUEUE="q") for pod, env in envs.items()}
-    assert gateway_queue_problems(shared, {pod: pod for pod in pods}) != []
+    assert gateway_queue_problems(envs) == []
+    own = {pod: dict(env, SIPMESH_EVENTS_CONSUMER_QUEUE=f"sipmesh.events.gateway.{pod}")
+           for pod, env in envs.items()}
+    assert gateway_queue_problems(own) != []
