@@ -22,7 +22,10 @@ import os
 from pathlib import Path
 
 from shared.config import ConfigError
-from shared.events.rabbitmq import DEFAULT_EXCHANGE
+
+# Here rather than in shared.events.rabbitmq (which takes it from here): every process reads
+# this section, and importing aio_pika costs ~35 ms of CPU that only RabbitMQ mode needs.
+DEFAULT_EXCHANGE = "sipmesh.events"
 
 
 @dataclasses.dataclass(frozen=True)

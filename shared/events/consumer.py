@@ -29,8 +29,9 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from shared.events.config import DEFAULT_EXCHANGE
 from shared.events.envelope import Event
-from shared.events.rabbitmq import DEFAULT_EXCHANGE, DEFAULT_URL
+from shared.events.rabbitmq import DEFAULT_URL
 
 log = structlog.get_logger(__name__)
 
