@@ -6,3 +6,7 @@ it; :mod:`.app` wires it into a :class:`~shared.service.ServiceRuntime`.
 """
 
 __version__ = "0.2.0"  # this service's own release (docs/adr/0002-versioning.md)
+
+# `shared` first, as in services/__init__.py: it imports structlog without rich (a start
+# cost every process is spared) before gateway/__main__.py imports structlog.
+import shared as _shared  # noqa: F401

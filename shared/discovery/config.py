@@ -6,7 +6,6 @@ import dataclasses
 import os
 
 from shared.config import ConfigError
-from shared.discovery.consul_backend import ConsulRegistry
 from shared.discovery.embedded import HttpRegistry
 from shared.discovery.port import ServiceRegistry
 
@@ -32,6 +31,10 @@ def open_registry(cfg: DiscoveryConfig) -> ServiceRegistry:
     if cfg.backend == "embedded":
         return HttpRegistry(cfg.url)
     if cfg.backend == "consul":
+        # Imported here: py-consul pulls in requests and urllib3 (~0.1 s of CPU), which a
+        # process on the embedded registry (every test mesh, `sipmesh up`) never uses.
+        from shared.discovery.consul_backend import ConsulRegistry
+
         addr = cfg.consul_addr or os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
         return ConsulRegistry(addr, token=cfg.consul_token or None, check=cfg.consul_check,
                               http_interval=max(cfg.ttl / 3.0, 1.0))

@@ -22,7 +22,7 @@ the subscriptions shared through a PostgreSQL ``store`` that each replica follow
 (``subscription_refresh``; :mod:`gateway.events.store`). Two replicas with queues of their
 own would each deliver every event (twice to a subscription both know); replicas on one
 queue with SQLite stores would each know only their own subscriptions. A named queue is
-bounded (:func:`~shared.events.consumer.queue_arguments`):
+bounded (:func:`queue_arguments`):
 RabbitMQ deletes it once nobody consumed it for ``consumer_queue_expires`` s (an
 abandoned replica's queue goes away; 0 = never) and it holds at most
 ``consumer_queue_max_length`` events (0 = unbounded), beyond which ``drop-head`` drops
@@ -41,10 +41,32 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from shared.config import ConfigError
-from shared.events.consumer import OVERFLOWS, queue_arguments
-from shared.events.rabbitmq import DEFAULT_EXCHANGE
+
+# Here rather than in shared.events.rabbitmq (which takes it from here): every process reads
+# this section, and importing aio_pika costs ~35 ms of CPU that only RabbitMQ mode needs.
+DEFAULT_EXCHANGE = "sipmesh.events"
+
+OVERFLOWS = ("drop-head", "reject-publish")
+
+
+def queue_arguments(*, expires: float, max_length: int, overflow: str) -> dict[str, Any]:
+    """A named queue's bounds as RabbitMQ queue arguments: ``x-expires`` (ms; the queue
+    is deleted once unused - no consumer, no redeclaration - that long), ``x-max-length``
+    (messages held at most) with ``x-overflow`` saying what happens beyond it
+    (``drop-head``: the oldest are dropped; ``reject-publish``: publishes are refused, so
+    the publishers' buffers hold the events). ``0`` leaves a bound out."""
+    if overflow not in OVERFLOWS:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, not {overflow!r}")
+    arguments: dict[str, Any] = {}
+    if expires > 0:
+        arguments["x-expires"] = max(1, round(expires * 1000))
+    if max_length > 0:
+        arguments["x-max-length"] = max_length
+        arguments["x-overflow"] = overflow
+    return arguments
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,30 +44,11 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractRobustConnection
 
+from shared.events.config import DEFAULT_EXCHANGE
 from shared.events.envelope import Event
-from shared.events.rabbitmq import DEFAULT_EXCHANGE, DEFAULT_URL
+from shared.events.rabbitmq import DEFAULT_URL
 
 log = structlog.get_logger(__name__)
-
-OVERFLOWS = ("drop-head", "reject-publish")
-
-
-def queue_arguments(*, expires: float, max_length: int, overflow: str) -> dict[str, Any]:
-    """A named queue's bounds as RabbitMQ queue arguments: ``x-expires`` (ms; the queue
-    is deleted once unused - no consumer, no redeclaration - that long), ``x-max-length``
-    (messages held at most) with ``x-overflow`` saying what happens beyond it
-    (``drop-head``: the oldest are dropped; ``reject-publish``: publishes are refused, so
-    the publishers' buffers hold the events). ``0`` leaves a bound out."""
-    if overflow not in OVERFLOWS:
-        raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, not {overflow!r}")
-    arguments: dict[str, Any] = {}
-    if expires > 0:
-        arguments["x-expires"] = max(1, round(expires * 1000))
-    if max_length > 0:
-        arguments["x-max-length"] = max_length
-        arguments["x-overflow"] = overflow
-    return arguments
-
 
 class RabbitMQEventConsumer:
     def __init__(

@@ -27,11 +27,11 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from shared.events.bus import BufferedEventBus
+from shared.events.config import DEFAULT_EXCHANGE
 from shared.events.envelope import Event
 from shared.events.schema import EventCatalog
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_EXCHANGE = "sipmesh.events"
 
 
 class RabbitMQEventBus(BufferedEventBus):

@@ -37,7 +37,6 @@ from rich.table import Table
 from rich.text import Text
 
 from shared.events.bus import topic_matches
-from shared.events.consumer import RabbitMQEventConsumer
 from shared.events.envelope import ENVELOPE_KEY, Event
 from shared.events.schema import EventCatalog
 from shared.rpc import JsonRpcClient, RpcError, RpcTransportError
@@ -189,6 +188,10 @@ async def stream_events(
     as_json: bool = False, out: TextIO = sys.stdout, ready: asyncio.Event | None = None,
 ) -> int:
     """RabbitMQ mode: print events until ``count`` were printed (or forever)."""
+    # Imported here: aio_pika costs ~35 ms at every start of the `sipmesh` command
+    # (`sipmesh up` included), and only this RabbitMQ-mode command needs it.
+    from shared.events.consumer import RabbitMQEventConsumer
+
     show = _Printer(count, as_json, out)
     consumer = RabbitMQEventConsumer(show, url=url, exchange=exchange,
                                      patterns=bindings(names))

@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from shared.sip import Request, Response, parse_message
-from tests.support.anycast import AnycastEdge, AnycastGroup, Endpoint, start_anycast_edges
+from tests.support.anycast import (
+    AnycastEdge,
+    AnycastGroup,
+    Endpoint,
+    start_anycast_edges,
+    stop_edges,
+)
 from tests.support.ports import reserve_port
 from tests.support.waiting import eventually_sync
 
@@ -71,8 +77,8 @@ def _mesh(nodes: int) -> Iterator[Mesh]:
     finally:
         uac.close()
         uas.close()
+        stop_edges(edges)
         for e in edges:
-            e.stop()
             e.log.unlink(missing_ok=True)
         group.close()
 
