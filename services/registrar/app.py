@@ -59,6 +59,19 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         _fill_save(reply, result)
         return reply
 
+    async def SaveWithDigest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Save after checking `request.digest` against the subscriber's HA1 (digest.py)."""
+        parsed = _parse_save(request)
+        reply = pb.SaveReply()
+        if isinstance(parsed, SaveResult):
+            _fill_save(reply, parsed)
+            return reply
+        result, rejected = await self.ul.save_with_digest(*parsed, request.digest,
+                                                          replay=request.retry)
+        _fill_save(reply, result)
+        reply.digest_rejected = rejected
+        return reply
+
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             aor = parse_aor(request.aor)
@@ -92,7 +105,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
 
 
     async def Session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        """The three calls multiplexed on one stream, each reply tagged with its request id.
+        """The calls multiplexed on one stream, each reply tagged with its request id.
 
         A Save that needs no I/O before it is decided (the table is in memory: every mode
         but sql-only and full-sharing-cachedb) is answered where it is read, straight into
@@ -118,6 +131,9 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 elif kind == "lookup":
                     reply = pb.SessionReply(id=req.id,
                                             lookup=await self.Lookup(req.lookup, context))
+                elif kind == "save_with_digest":
+                    reply = pb.SessionReply(id=req.id, save_with_digest=await self.SaveWithDigest(
+                        req.save_with_digest, context))
                 elif kind == "credentials":
                     reply = pb.SessionReply(id=req.id, credentials=await self.GetCredentials(
                         req.credentials, context))

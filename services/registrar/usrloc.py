@@ -236,6 +236,28 @@ class UserLocation:
             return unstored()
         return result
 
+    async def save_with_digest(self, request: Request, origin: Origin, digest: Any, *,
+                               replay: bool = False) -> tuple[SaveResult, bool]:
+        """SaveWithDigest: `save_async` once the credentials (`registrar.v1.Digest`) are
+        right for the To user (services/registrar/digest.py); (result, rejected): a wrong
+        answer or unknown user saves nothing and says rejected (the edge challenges)."""
+        from services.registrar import digest as check
+
+        creds = check.credentials_of(digest)
+        try:
+            key = check.lookup_key(request, creds)
+        except SipParseError:
+            return await self.save_async(request, origin, replay=replay), False  # the 400
+        sub = None if key is None else await self.store.get(*key)
+        verdict = check.check(request, creds, sub)
+        if verdict == "rejected":
+            self.stats["digest_rejected"] += 1
+            return SaveResult(401, "Unauthorized"), True
+        if verdict == "other-user":
+            self.stats["digest_rejected"] += 1
+            return SaveResult(403, check.OTHER_USER_REASON), False
+        return await self.save_async(request, origin, replay=replay), False
+
     async def _save_replicated(self, request: Request, origin: Origin,
                                replay: bool) -> SaveResult:
         cluster = self.cluster
