@@ -222,7 +222,7 @@ class RegistrarClient(DiscoveredGrpcClient):
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
                  streaming: bool = True, batch_window: float = 0.003,
-                 expected: bool | None = None) -> None:
+                 expected: bool | None = None, digest_on_save: bool = True) -> None:
         # No deadline interceptor on the channels (grpc.aio interceptors cost ~40 us per
         # call on this hot path): every call below passes its own timeout instead.
         super().__init__(addresses=addresses, registry=registry, service=service,
@@ -249,7 +249,7 @@ class RegistrarClient(DiscoveredGrpcClient):
         # REGISTER's digest checked by the registrar on Save (SaveWithDigest), until a
         # registrar says it does not know that call; asked again when the set of
         # registrars changes (an older one replaced during an upgrade).
-        self.digest_on_save = True
+        self.digest_on_save = self._digest_on_save = digest_on_save
 
     def accepts(self, instance: Any) -> bool:
         # meta "ready" "0": registered but not ready (a restarted node still syncing); an
@@ -260,7 +260,7 @@ class RegistrarClient(DiscoveredGrpcClient):
         before = set(self.targets)
         super()._set(instances)
         if set(self.targets) != before:
-            self.digest_on_save = True
+            self.digest_on_save = self._digest_on_save
         for gone in before - set(self.targets):
             self._retire(gone)
 
