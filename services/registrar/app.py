@@ -114,7 +114,9 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         the Saves of one request message are answered in a message of their own that is
         held until what they changed is stored (`UserLocation.stored`: one transaction and
         one fsync for every change made meanwhile), so no 200 leaves before its binding
-        would survive a kill -9; a failed write turns their 200s into 503s.  Any other call
+        would survive a kill -9; a failed write turns their 200s into 503s.  The
+        SaveWithDigest calls of a message wait for their subscribers first: one task and
+        one store lookup for all of them (`saves_with_digest`), then the same.  Any other call
         runs in a task of its own (a sql-only Save waiting on SQL does not hold up the
         others) and its reply joins the next message when ready.  Whatever is ready when the
         stream can be written goes out."""
@@ -159,10 +161,55 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 reply.id = req.id
                 reply.error = type(exc).__name__
 
+        async def saves_with_digest(reqs: list[Any]) -> None:
+            """SaveWithDigest calls of one request message, inline modes: the subscribers
+            of all of them in one store lookup (one trip to SQLite's thread), then each
+            checked and saved as `save_now` does, answered in one message (held until
+            stored, as inline Saves are)."""
+            message = pb.SessionReplies()
+            try:
+                ul = self.ul
+                work = []
+                for req in reqs:
+                    reply = message.replies.add()
+                    reply.id = req.id
+                    call = req.save_with_digest
+                    out = reply.save_with_digest
+                    parsed = _parse_save(call)
+                    if isinstance(parsed, SaveResult):
+                        _fill_save(out, parsed)
+                        continue
+                    try:
+                        creds, key = ul.digest_key(parsed[0], call.digest)
+                    except SipParseError:  # an unreadable To: the Save answers 400
+                        _fill_save(out, ul.save(*parsed, replay=call.retry))
+                        continue
+                    work.append((out, parsed, creds, key, call.retry))
+                subs = iter(await ul.store.get_many(
+                    [key for *_, key, _ in work if key is not None]))
+                for out, (msg, origin), creds, key, retry in work:
+                    refused = ul.refused(msg, creds, None if key is None else next(subs))
+                    if refused is None:
+                        _fill_save(out, ul.save(msg, origin, replay=retry))
+                    else:
+                        _fill_save(out, refused[0])
+                        out.digest_rejected = refused[1]
+            except Exception as exc:  # answered, never a traceback to the edge
+                self.ul.log.exception("session_call_failed")
+                for reply in message.replies:
+                    rid = reply.id
+                    reply.Clear()
+                    reply.id = rid
+                    reply.error = type(exc).__name__
+            finally:
+                tasks.discard(asyncio.current_task())
+            outbox.hold(message, self.ul.stored())
+
         async def read() -> None:
             try:
                 async for batch in request_iterator:
                     held = None
+                    checked = None
                     for req in batch.calls:
                         if inline_saves and req.HasField("save"):
                             if hold_saves:
@@ -171,11 +218,18 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                                 save_now(req, held.replies.add())
                             else:
                                 save_now(req, outbox.add())
+                        elif inline_saves and req.HasField("save_with_digest"):
+                            if checked is None:
+                                checked = []
+                            checked.append(req)
                         else:
                             task = asyncio.create_task(handle(req))
                             tasks.add(task)
                     if held is not None:
                         outbox.hold(held, self.ul.stored())
+                    if checked is not None:
+                        task = asyncio.create_task(saves_with_digest(checked))
+                        tasks.add(task)
             finally:
                 outbox.closed = True
                 outbox.ready.set()
@@ -223,9 +277,12 @@ class _Outbox:
             self.held -= 1
             if done.cancelled() or done.exception() is not None:
                 for reply in message.replies:
-                    if reply.HasField("save") and reply.save.status == 200:
-                        reply.save.Clear()
-                        _fill_save(reply.save, unstored())
+                    kind = reply.WhichOneof("result")
+                    if kind in ("save", "save_with_digest"):
+                        save = getattr(reply, kind)
+                        if save.status == 200:
+                            save.Clear()
+                            _fill_save(save, unstored())
             self.released.append(message)
             self.ready.set()
 

@@ -82,7 +82,7 @@ from services.registrar.location import (
 )
 from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import Subscriber, SubscriberStore
-from shared.sip import Request, SipParseError
+from shared.sip import DigestCredentials, Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
 _FIELDS = [f.name for f in dataclasses.fields(Binding)]
@@ -240,23 +240,42 @@ class UserLocation:
                                replay: bool = False) -> tuple[SaveResult, bool]:
         """SaveWithDigest: `save_async` once the credentials (`registrar.v1.Digest`) are
         right for the To user (services/registrar/digest.py); (result, rejected): a wrong
-        answer or unknown user saves nothing and says rejected (the edge challenges)."""
+        answer or unknown user saves nothing and says rejected (the edge challenges).
+        (The Session's inline path does the same for a whole message: `digest_key`,
+        one `store.get_many`, `refused`, `save`.)"""
+        try:
+            creds, key = self.digest_key(request, digest)
+        except SipParseError:
+            return await self.save_async(request, origin, replay=replay), False  # the 400
+        refused = self.refused(request, creds,
+                               None if key is None else await self.store.get(*key))
+        if refused is not None:
+            return refused
+        return await self.save_async(request, origin, replay=replay), False
+
+    def digest_key(self, request: Request, digest: Any
+                   ) -> tuple[DigestCredentials, tuple[str, str] | None]:
+        """The credentials of a SaveWithDigest and the subscriber to check them with (None:
+        not for the To domain, refused unlooked); SipParseError when the To is unreadable
+        (the Save answers 400)."""
         from services.registrar import digest as check
 
         creds = check.credentials_of(digest)
-        try:
-            key = check.lookup_key(request, creds)
-        except SipParseError:
-            return await self.save_async(request, origin, replay=replay), False  # the 400
-        sub = None if key is None else await self.store.get(*key)
+        return creds, check.lookup_key(request, creds)
+
+    def refused(self, request: Request, creds: DigestCredentials,
+                sub: Subscriber | None) -> tuple[SaveResult, bool] | None:
+        """None when `creds` are right for the To user, else (answer, rejected): 401
+        rejected (the edge challenges again), or 403 for another user's credentials."""
+        from services.registrar import digest as check
+
         verdict = check.check(request, creds, sub)
+        if verdict == "ok":
+            return None
+        self.stats["digest_rejected"] += 1
         if verdict == "rejected":
-            self.stats["digest_rejected"] += 1
             return SaveResult(401, "Unauthorized"), True
-        if verdict == "other-user":
-            self.stats["digest_rejected"] += 1
-            return SaveResult(403, check.OTHER_USER_REASON), False
-        return await self.save_async(request, origin, replay=replay), False
+        return SaveResult(403, check.OTHER_USER_REASON), False
 
     async def _save_replicated(self, request: Request, origin: Origin,
                                replay: bool) -> SaveResult:
