@@ -116,7 +116,8 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         one fsync for every change made meanwhile), so no 200 leaves before its binding
         would survive a kill -9; a failed write turns their 200s into 503s.  The
         SaveWithDigest calls of a message wait for their subscribers first: one task and
-        one store lookup for all of them (`saves_with_digest`), then the same.  Any other call
+        at most one store lookup for all of them (`saves_with_digest`; subscribers are
+        cached 2 s, `UserLocation.subscribers`), then the same.  Any other call
         runs in a task of its own (a sql-only Save waiting on SQL does not hold up the
         others) and its reply joins the next message when ready.  Whatever is ready when the
         stream can be written goes out."""
@@ -185,10 +186,18 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                         _fill_save(out, ul.save(*parsed, replay=call.retry))
                         continue
                     work.append((out, parsed, creds, key, call.retry))
-                subs = iter(await ul.store.get_many(
-                    [key for *_, key, _ in work if key is not None]))
+                subs, cached = await ul.subscribers(
+                    [key for *_, key, _ in work if key is not None])
+                at = 0
                 for out, (msg, origin), creds, key, retry in work:
-                    refused = ul.refused(msg, creds, None if key is None else next(subs))
+                    if key is None:
+                        refused = ul.refused(msg, creds, None)
+                    else:
+                        refused = ul.refused(msg, creds, subs[at], count=not cached[at])
+                        if refused is not None and cached[at]:  # a password changed?
+                            fresh, _ = await ul.subscribers([key], fresh=True)
+                            refused = ul.refused(msg, creds, fresh[0])
+                        at += 1
                     if refused is None:
                         _fill_save(out, ul.save(msg, origin, replay=retry))
                     else:

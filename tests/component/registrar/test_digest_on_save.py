@@ -224,3 +224,15 @@ async def test_an_older_registrar_gets_the_edge_checked_path(old_mesh: Mesh) -> 
     assert m.servicer.calls["save"] == 1
     assert m.servicer.calls["save_with_digest"] == 1
     assert _contacts(m, "alice@example.com") == ["sip:alice@10.0.0.9:5091"]
+
+
+async def test_a_password_changed_is_seen_at_once_despite_the_cache(mesh: Mesh) -> None:
+    # The registrar caches subscribers 2 s; a check failing on a cached entry reads again
+    # (the old password still passes until the entry expires, as with the edge's cache).
+    assert (await _register(mesh, "alice", "alice-pw"))[0].status == 200
+    await mesh.ul.store.set_password("alice", DOMAIN, "new-pw")
+    assert (await _register(mesh, "alice", "new-pw", cseq=20))[0].status == 200
+    mesh.ul.subscriber_ttl = 0.0  # entries expire at once: the old one is refused
+    assert (await _register(mesh, "alice", "alice-pw", cseq=30))[0].status == 401
+    await mesh.ul.store.add("carol", DOMAIN, "carol-pw")  # unknown a moment ago: cached
+    assert (await _register(mesh, "carol", "carol-pw"))[0].status == 200
