@@ -508,6 +508,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
     registrar = RegistrarClient(
         addresses=config.registrar, registry=runtime.registry, service=config.registrar_service,
         timeout=config.registrar_timeout, register_auth=config.register_auth,
+        digest_on_save=config.register_digest_on_save,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000,
         # Standalone (the in-process registry) no registrar can ever appear: local users

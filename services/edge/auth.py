@@ -25,6 +25,11 @@ newer one gets a `stale=true` challenge.  Credentials without qop (RFC 2069) car
 count, so a captured one could be replayed (with other Contacts) until its nonce expires:
 they are refused (challenged again), since every challenge here offers qop, unless
 `[edge] auth_allow_rfc2069` lets old phones in, and then each nonce serves once.
+
+REGISTER's digest is checked by the registrar on Save (issue 22: one gRPC round trip, no
+HA1 at the edge): the edge checks the nonce (MAC, age) and claims the nonce-count first
+(`claim`, which says why the count stays here), the registrar verifies the response
+against the stored HA1 (`shared.sip.verify_ha1`, the same check as `verify`'s).
 """
 
 from __future__ import annotations
@@ -36,13 +41,34 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from services.edge.nonce_counts import LocalNonceCounts, NonceCounts, Verdict
-from shared.sip import DigestChallenge, DigestCredentials, SipParseError, parse_credentials
+from shared.sip import (
+    DigestChallenge,
+    DigestCredentials,
+    SipParseError,
+    parse_credentials,
+    verify_ha1,
+)
 
 if TYPE_CHECKING:
     from shared.sip import Request
 
 # (credentials, 'ok' or 'stale', slot, generation) of one offered Authorization value
 _Offer = tuple[DigestCredentials, str, int, int]
+
+
+class Claim:
+    """A nonce-count claimed for credentials checked elsewhere (`ProxyAuthenticator.claim`):
+    the verdict, and what `release` needs to undo it."""
+
+    def __init__(self, creds: DigestCredentials, verdict: Verdict, slot: int,
+                 generation: int, count: int, owner: int, highest: int) -> None:
+        self.creds = creds
+        self.verdict = verdict
+        self.slot = slot
+        self.generation = generation
+        self.count = count
+        self.owner = owner  # the slot before the claim
+        self.highest = highest
 
 
 class ProxyAuthenticator:
@@ -102,27 +128,62 @@ class ProxyAuthenticator:
         """One challenge per algorithm, preferred first (RFC 8760 §2.4)."""
         return [self.challenge(stale, realm=realm, algorithm=a) for a in algorithms]
 
-    def _count(self, slot: int, generation: int, creds: DigestCredentials) -> Verdict:
-        """Whether the answer may be used: its `nc` is higher than any count seen with the
-        nonce (and is remembered), or, for an RFC 2069 answer, whether those are allowed."""
+    def _nc(self, creds: DigestCredentials) -> int | None:
+        """The nonce-count an answer uses (1 for an admitted RFC 2069 answer), or None
+        when it may not be used at all."""
         nc = creds.nc
         if creds.qop is None:
             # Every challenge of ours offers qop: an answer without it is a downgrade (or
             # a phone from before RFC 2617) and, carrying no count, could be replayed until
             # the nonce expires.  Refused, unless `[edge] auth_allow_rfc2069`; then its
             # nonce serves once, as if its count were 1.
-            if not self.allow_rfc2069:
-                return "bad"
-            return self.counts.advance(slot, generation, 1)
-        if nc is None:
-            return "bad"
-        if len(nc) > 16:
-            return "bad"
+            return 1 if self.allow_rfc2069 else None
+        if nc is None or len(nc) > 16:
+            return None
         try:
-            count = int(nc, 16)
+            return int(nc, 16)
         except ValueError:
+            return None
+
+    def _count(self, slot: int, generation: int, creds: DigestCredentials) -> Verdict:
+        """Whether the answer may be used: its `nc` is higher than any count seen with the
+        nonce (and is remembered), or, for an RFC 2069 answer, whether those are allowed."""
+        count = self._nc(creds)
+        if count is None:
             return "bad"
         return self.counts.advance(slot, generation, count)
+
+    def claim(self, request: Request, header: str, realm: str) -> Claim | None:
+        """For a digest check made elsewhere (the registrar's SaveWithDigest, issue 22):
+        the one answer of `realm` in `header` with a live nonce of ours, its nonce-count
+        claimed now (`Claim.verdict` "ok"), before the registrar checks the response.
+
+        None when this path does not decide: no such answer (the caller's `verify` finds
+        none and challenges), several (`verify` tries each), or a stale nonce (`verify`
+        checks the response before it says stale=true, RFC 7616 §3.3).
+
+        Why the count is claimed here, before the check, and not at the registrar: the
+        counts are shared by every worker of this edge, while the registrars are several
+        nodes that the Saves are spread over (round robin, retries); a count checked there
+        would let a replay through to another node.  Claimed first, a count is used at most
+        once whatever the registrar answers, as before; a claim whose response the
+        registrar finds wrong is undone (`release`), so a forged answer cannot burn the
+        counts (or displace the nonce) of a phone whose nonce it has seen."""
+        offers = list(self._offered(request, header, realm))
+        if len(offers) != 1 or offers[0][1] != "ok":
+            return None
+        creds, _, slot, generation = offers[0]
+        count = self._nc(creds)
+        if count is None:
+            return Claim(creds, "bad", slot, generation, 0, 0, 0)
+        verdict, owner, highest = self.counts.claim(slot, generation, count)
+        return Claim(creds, verdict, slot, generation, count, owner, highest)
+
+    def release(self, claim: Claim) -> None:
+        """Undo an "ok" claim whose credentials were found wrong (see `claim`)."""
+        if claim.verdict == "ok":
+            self.counts.release(claim.slot, claim.generation, claim.count, claim.owner,
+                                claim.highest)
 
     def _offered(self, request: Request, header: str, realm: str) -> Iterator[_Offer]:
         """(credentials, 'ok' or 'stale', slot, generation) for each parseable `header`
@@ -157,9 +218,9 @@ class ProxyAuthenticator:
             ha1 = await ha1_of(creds.username, creds.algorithm, False)
             if ha1 is None:
                 continue
-            if not _check_ha1(creds, ha1, request.method, request.body):
+            if not verify_ha1(creds, ha1, request.method, request.body):
                 fresh = await ha1_of(creds.username, creds.algorithm, True)
-                if fresh is None or fresh == ha1 or not _check_ha1(
+                if fresh is None or fresh == ha1 or not verify_ha1(
                         creds, fresh, request.method, request.body):
                     continue
             verdict = self._use(offer)
@@ -200,36 +261,6 @@ class ProxyAuthenticator:
             request.remove_header("Proxy-Authorization")
             for value in kept:
                 request.add_header("Proxy-Authorization", value, first=False)
-
-
-_HASHES: dict[str, Callable[[bytes], str]] = {
-    "MD5": lambda b: hashlib.md5(b).hexdigest(),
-    "SHA-256": lambda b: hashlib.sha256(b).hexdigest(),
-    "SHA-512-256": lambda b: hashlib.new("sha512_256", b).hexdigest(),
-}
-
-
-def _check_ha1(creds: DigestCredentials, ha1: str, method: str, body: bytes) -> bool:
-    """RFC 7616 §3.4.1 from a stored HA1 instead of a password (constant-time compare)."""
-    name = creds.algorithm.strip().upper()
-    sess = name.endswith("-SESS")
-    h = _HASHES.get(name.removesuffix("-SESS"))
-    if h is None:
-        return False
-    if sess:
-        ha1 = h(_raw(f"{ha1}:{creds.nonce}:{creds.cnonce or ''}"))
-    if creds.qop == "auth-int":
-        ha2 = h(_raw(f"{method}:{creds.uri}:") + h(body).encode())
-    else:
-        ha2 = h(_raw(f"{method}:{creds.uri}"))
-    if creds.qop:
-        expected = h(_raw(f"{ha1}:{creds.nonce}:{creds.nc or ''}:{creds.cnonce or ''}:"
-                          f"{creds.qop}:{ha2}"))
-    else:
-        expected = h(_raw(f"{ha1}:{creds.nonce}:{ha2}"))
-    response = creds.response.lower()
-    # compare_digest refuses non-ASCII str: such an answer is simply wrong.
-    return response.isascii() and hmac.compare_digest(expected, response)
 
 
 def _raw(text: str) -> bytes:

@@ -94,6 +94,9 @@ class EdgeConfig:
     registrar_timeout: float = 1.0
     registrar_batch_ms: float = 3.0  # calls this close together share one gRPC message
     register_auth: bool = True
+    # The registrar verifies REGISTER's digest while it saves (one round trip); false: the
+    # edge fetches the HA1 (GetCredentials) and checks it, as with an older registrar.
+    register_digest_on_save: bool = True
     auth_algorithms: tuple[str, ...] = ("MD5",)
     # Lookup by ping latency (OpenSIPS lookup flags yNNN / Y): skip bindings above N us
     # (0: no limit), order branches fastest first instead of by q.

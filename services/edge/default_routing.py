@@ -12,9 +12,11 @@
   (`ctx.services["registrar"]`, found in discovery or `[edge].registrar`): the edge
   challenges it statelessly (401, `WWW-Authenticate`, realm = the To domain, RFC 3261
   §22.2 and §8.2.7) unless
-  `[edge].register_auth` is off, checks the credentials against the subscriber's HA1 from
-  the registrar (the user must be the To user, else 403), then asks the registrar to Save
-  it and answers with the registrar's status and headers (200 listing the bindings).
+  `[edge].register_auth` is off; the credentials' nonce and nonce-count are checked here
+  and the registrar verifies the response against the subscriber's HA1 while it saves
+  (SaveWithDigest, one round trip; the user must be the To user, else 403; an older
+  registrar: the HA1 fetched with GetCredentials and checked here, then Save), and the
+  edge answers with the registrar's status and headers (200 listing the bindings).
 - Other requests for a local domain: a static route (`user@domain`, `user` or `domain`
   key in `[edge].static_routes`) wins; else the registrar's Lookup: one parallel branch per
   binding, highest q first, sent to the binding's `received` (NAT) when it has one; a
@@ -244,25 +246,59 @@ def _register(request: Request, ctx: RouteContext, registrar: Any) -> Awaitable[
 
 async def _register_with_credentials(request: Request, ctx: RouteContext,
                                      registrar: Any) -> None:
-    from services.edge.registrar_client import RegistrarUnavailable
+    from services.edge.registrar_client import DigestOnSaveUnsupported, RegistrarUnavailable
 
     to = request.to_addr.uri
+    itf = ctx.source.interface
+    socket = f"{itf.transport}:{itf.host_in_uri}:{itf.port}"
     if registrar.register_auth:
-        user = await _digest(request, ctx, registrar, to.host.lower(), www=True)
+        domain = to.host.lower()
+        if getattr(registrar, "digest_on_save", False):
+            # The registrar checks the response against the HA1 it holds while it saves
+            # (one round trip); the nonce and its count are checked here (auth.claim).
+            auth = ctx.services["auth"]
+            claim = auth.claim(request, "Authorization", domain)
+            # A nonce displaced from its slot ("stale") goes the old way below: stale=true
+            # is said only for a response found right (RFC 7616 §3.3).
+            if claim is not None and claim.verdict != "stale":
+                if claim.verdict != "ok":  # a replayed or unusable nonce-count
+                    _www_challenge(ctx, auth, domain, registrar, False)
+                    return
+                try:
+                    status, reason, headers, rejected = await registrar.save_with_digest(
+                        request.serialize(), ctx.source.host, ctx.source.port,
+                        itf.transport, socket, claim.creds)
+                except DigestOnSaveUnsupported:
+                    auth.release(claim)  # nothing was done: checked below, the old way
+                except RegistrarUnavailable:
+                    ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
+                    return
+                else:
+                    if rejected:  # wrong password or no such subscriber
+                        auth.release(claim)
+                        _www_challenge(ctx, auth, domain, registrar, False)
+                    else:
+                        ctx.reply(status, reason or None, headers)
+                    return
+        user = await _digest(request, ctx, registrar, domain, www=True)
         if user is None:
             return
         if user != to.user:
             ctx.reply(403, "Forbidden: credentials are not for the To user")
             return
-    itf = ctx.source.interface
     try:
         status, reason, headers = await registrar.save(
-            request.serialize(), ctx.source.host, ctx.source.port, itf.transport,
-            f"{itf.transport}:{itf.host_in_uri}:{itf.port}")
+            request.serialize(), ctx.source.host, ctx.source.port, itf.transport, socket)
     except RegistrarUnavailable:
         ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
         return
     ctx.reply(status, reason or None, headers)
+
+
+def _www_challenge(ctx: RouteContext, auth: Any, domain: str, registrar: Any,
+                   stale: bool) -> None:
+    ctx.reply(401, headers=[("WWW-Authenticate", c)
+                            for c in auth.challenges(domain, stale, registrar.algorithms)])
 
 
 async def _to_local_user(request: Request, ctx: RouteContext, registrar: Any) -> None:

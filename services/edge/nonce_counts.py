@@ -4,7 +4,9 @@ A nonce names a *slot* of a fixed table and carries a *generation*: the issuing 
 sequence number (see `services.edge.auth` for the nonce format; the nonce is HMAC-signed,
 so slot and generation cannot be forged).  A slot holds two unsigned 64-bit numbers: the
 generation of the nonce that owns it and the highest nonce-count accepted with that nonce.
-`advance(slot, generation, nc)` is the whole check:
+`advance(slot, generation, nc)` is the whole check (`claim` is the same, returning what the
+slot held so that `release` can undo a claim made with credentials found wrong later, by
+the registrar: see services/edge/auth.py):
 
 - slot owned by an older generation (or empty): the nonce claims the slot, nc is kept: ok;
 - slot owned by this generation: ok only when nc is higher than the one kept (else replay);
@@ -81,6 +83,17 @@ class NonceCounts(Protocol):
         """Accept `count` for the nonce (slot, generation) if it is fresh, remembering it."""
         ...
 
+    def claim(self, slot: int, generation: int, count: int) -> tuple[Verdict, int, int]:
+        """`advance`, also returning the slot as it was before (owner, highest count), for
+        `release` when the claim turns out to be made with wrong credentials."""
+        ...
+
+    def release(self, slot: int, generation: int, count: int, owner: int,
+                highest: int) -> None:
+        """Undo a claim of `count`: the slot back to (owner, highest), if nothing else
+        changed it since."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -125,19 +138,36 @@ class _SlotTable:
         return self.issuer + self.issuers * (seq % self._per_issuer), seq
 
     def advance(self, slot: int, generation: int, count: int) -> Verdict:
+        return self.claim(slot, generation, count)[0]
+
+    def claim(self, slot: int, generation: int, count: int) -> tuple[Verdict, int, int]:
         if not (0 <= slot < self.slots and 0 < generation <= MAX_COUNT
                 and 0 <= count <= MAX_COUNT):
-            return "bad"
+            return "bad", 0, 0
         at = self._first + _SLOT.size * slot
         self._lock(at)
         try:
             owner, highest = _SLOT.unpack_from(self._buf, at)
             if owner > generation:
-                return "stale"
+                return "stale", owner, highest
             if owner == generation and count <= highest:
-                return "replay"
+                return "replay", owner, highest
             _SLOT.pack_into(self._buf, at, generation, count)
-            return "ok"
+            return "ok", owner, highest
+        finally:
+            self._unlock(at)
+
+    def release(self, slot: int, generation: int, count: int, owner: int,
+                highest: int) -> None:
+        # Compare and restore under the slot's lock: a later claim (a higher count, a newer
+        # nonce) has won since and stays.
+        if not 0 <= slot < self.slots:
+            return
+        at = self._first + _SLOT.size * slot
+        self._lock(at)
+        try:
+            if _SLOT.unpack_from(self._buf, at) == (generation, count):
+                _SLOT.pack_into(self._buf, at, owner, highest)
         finally:
             self._unlock(at)
 

@@ -27,8 +27,12 @@ draining) is ended gracefully: half-closed, so the registrar answers what it got
 ends it at once rather than at the end of its drain grace (and its channel is closed).
 `streaming=False` keeps the unary calls.
 
-Credentials (HA1 hashes) are cached for `credentials_ttl` seconds so a phone's periodic
-REGISTER costs one Save; a failed verification against a cached entry fetches it again
+REGISTER's digest is verified by the registrar on Save (`save_with_digest`, one round trip;
+issue 22).  A registrar older than that call answers that it does not know it, having done
+nothing: the client then says so (`DigestOnSaveUnsupported`) and the edge checks the
+digest itself with GetCredentials, as before, until the set of registrars changes.
+Credentials (HA1 hashes, for 407 challenges and that fallback) are cached for
+`credentials_ttl` seconds; a failed verification against a cached entry fetches it again
 (a password changed with `sipmesh user passwd` is seen at once).
 """
 
@@ -76,7 +80,16 @@ class RegistrarUnavailable(Exception):
     """No registrar could be reached."""
 
 
-_KINDS = {"Save": "save", "Lookup": "lookup", "GetCredentials": "credentials"}
+_KINDS = {"Save": "save", "Lookup": "lookup", "GetCredentials": "credentials",
+          "SaveWithDigest": "save_with_digest"}
+# What a registrar older than SaveWithDigest answers on the Session to a call it does not
+# know (services/registrar/app.py since 0.1.0): it did nothing.
+_UNKNOWN_CALL = "no call in the request"
+
+
+class DigestOnSaveUnsupported(Exception):
+    """The registrar asked is older than SaveWithDigest and did nothing: check the digest
+    at the edge (GetCredentials) and Save, as before."""
 
 
 class _CallFailed(Exception):
@@ -85,6 +98,10 @@ class _CallFailed(Exception):
     def __init__(self, why: str, *, elsewhere: bool = True) -> None:
         super().__init__(why)
         self.elsewhere = elsewhere  # another registrar may answer (not a bad request)
+
+
+class _Unknown(_CallFailed):
+    """This registrar does not know the call (older than it) and did nothing."""
 
 
 _ELSEWHERE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -166,6 +183,8 @@ class _Session:
         finally:
             timer.cancel()
         if reply.error:
+            if reply.error == _UNKNOWN_CALL:
+                raise _Unknown(reply.error)
             raise _CallFailed(f"registrar error: {reply.error}")
         return getattr(reply, kind)
 
@@ -203,7 +222,7 @@ class RegistrarClient(DiscoveredGrpcClient):
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
                  streaming: bool = True, batch_window: float = 0.003,
-                 expected: bool | None = None) -> None:
+                 expected: bool | None = None, digest_on_save: bool = True) -> None:
         # No deadline interceptor on the channels (grpc.aio interceptors cost ~40 us per
         # call on this hot path): every call below passes its own timeout instead.
         super().__init__(addresses=addresses, registry=registry, service=service,
@@ -227,6 +246,10 @@ class RegistrarClient(DiscoveredGrpcClient):
         self.batch_window = batch_window
         self._sessions: dict[str, _Session] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        # REGISTER's digest checked by the registrar on Save (SaveWithDigest), until a
+        # registrar says it does not know that call; asked again when the set of
+        # registrars changes (an older one replaced during an upgrade).
+        self.digest_on_save = self._digest_on_save = digest_on_save
 
     def accepts(self, instance: Any) -> bool:
         # meta "ready" "0": registered but not ready (a restarted node still syncing); an
@@ -236,6 +259,8 @@ class RegistrarClient(DiscoveredGrpcClient):
     def _set(self, instances: Sequence[Any]) -> None:
         before = set(self.targets)
         super()._set(instances)
+        if set(self.targets) != before:
+            self.digest_on_save = self._digest_on_save
         for gone in before - set(self.targets):
             self._retire(gone)
 
@@ -291,6 +316,8 @@ class RegistrarClient(DiscoveredGrpcClient):
         try:
             return await getattr(self._stub(target), name)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise _Unknown(f"{name}: UNIMPLEMENTED") from exc
             raise _CallFailed(f"{exc.code().name}: {exc.details()}",
                               elsewhere=exc.code() in _ELSEWHERE) from exc
 
@@ -319,6 +346,8 @@ class RegistrarClient(DiscoveredGrpcClient):
             tried.append(target)
             try:
                 reply = await self._one(target, name, request)
+            except _Unknown:
+                raise
             except _CallFailed as exc:
                 last = exc
                 if not exc.elsewhere:
@@ -337,6 +366,28 @@ class RegistrarClient(DiscoveredGrpcClient):
             message=message, source_host=host, source_port=port, transport=transport,
             socket=socket), again=_retried, answered=_not_503)
         return reply.status, reply.reason, [(h.name, h.value) for h in reply.headers]
+
+    async def save_with_digest(
+            self, message: bytes, host: str, port: int, transport: str, socket: str,
+            creds: Any) -> tuple[int, str, list[tuple[str, str]], bool]:
+        """Save once the registrar verified `creds` (shared.sip.DigestCredentials) against
+        the subscriber's HA1: (status, reason, headers, digest rejected).
+        DigestOnSaveUnsupported when the registrar is older than that call (it did
+        nothing; later REGISTERs go the old way until the registrars change)."""
+        digest = pb.Digest(
+            username=creds.username, realm=creds.realm, nonce=creds.nonce, uri=creds.uri,
+            response=creds.response, algorithm=creds.algorithm, qop=creds.qop or "",
+            nc=creds.nc or "", cnonce=creds.cnonce or "")
+        try:
+            reply = await self._call("SaveWithDigest", pb.SaveRequest(
+                message=message, source_host=host, source_port=port, transport=transport,
+                socket=socket, digest=digest), again=_retried, answered=_not_503)
+        except _Unknown as exc:
+            self.digest_on_save = False
+            self.log.info("registrar_without_digest_on_save", why=str(exc))
+            raise DigestOnSaveUnsupported(str(exc)) from None
+        return (reply.status, reply.reason, [(h.name, h.value) for h in reply.headers],
+                reply.digest_rejected)
 
     async def lookup(self, aor: str, method: str, *, federated: bool = False
                      ) -> tuple[int, list[LookupBranch]]:

@@ -59,6 +59,19 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         _fill_save(reply, result)
         return reply
 
+    async def SaveWithDigest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Save after checking `request.digest` against the subscriber's HA1 (digest.py)."""
+        parsed = _parse_save(request)
+        reply = pb.SaveReply()
+        if isinstance(parsed, SaveResult):
+            _fill_save(reply, parsed)
+            return reply
+        result, rejected = await self.ul.save_with_digest(*parsed, request.digest,
+                                                          replay=request.retry)
+        _fill_save(reply, result)
+        reply.digest_rejected = rejected
+        return reply
+
     async def Lookup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             aor = parse_aor(request.aor)
@@ -92,7 +105,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
 
 
     async def Session(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        """The three calls multiplexed on one stream, each reply tagged with its request id.
+        """The calls multiplexed on one stream, each reply tagged with its request id.
 
         A Save that needs no I/O before it is decided (the table is in memory: every mode
         but sql-only and full-sharing-cachedb) is answered where it is read, straight into
@@ -101,7 +114,10 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         the Saves of one request message are answered in a message of their own that is
         held until what they changed is stored (`UserLocation.stored`: one transaction and
         one fsync for every change made meanwhile), so no 200 leaves before its binding
-        would survive a kill -9; a failed write turns their 200s into 503s.  Any other call
+        would survive a kill -9; a failed write turns their 200s into 503s.  The
+        SaveWithDigest calls of a message wait for their subscribers first: one task and
+        at most one store lookup for all of them (`saves_with_digest`; subscribers are
+        cached 2 s, `UserLocation.subscribers`), then the same.  Any other call
         runs in a task of its own (a sql-only Save waiting on SQL does not hold up the
         others) and its reply joins the next message when ready.  Whatever is ready when the
         stream can be written goes out."""
@@ -118,6 +134,9 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 elif kind == "lookup":
                     reply = pb.SessionReply(id=req.id,
                                             lookup=await self.Lookup(req.lookup, context))
+                elif kind == "save_with_digest":
+                    reply = pb.SessionReply(id=req.id, save_with_digest=await self.SaveWithDigest(
+                        req.save_with_digest, context))
                 elif kind == "credentials":
                     reply = pb.SessionReply(id=req.id, credentials=await self.GetCredentials(
                         req.credentials, context))
@@ -143,10 +162,63 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                 reply.id = req.id
                 reply.error = type(exc).__name__
 
+        async def saves_with_digest(reqs: list[Any]) -> None:
+            """SaveWithDigest calls of one request message, inline modes: the subscribers
+            of all of them in one store lookup (one trip to SQLite's thread), then each
+            checked and saved as `save_now` does, answered in one message (held until
+            stored, as inline Saves are)."""
+            message = pb.SessionReplies()
+            try:
+                ul = self.ul
+                work = []
+                for req in reqs:
+                    reply = message.replies.add()
+                    reply.id = req.id
+                    call = req.save_with_digest
+                    out = reply.save_with_digest
+                    parsed = _parse_save(call)
+                    if isinstance(parsed, SaveResult):
+                        _fill_save(out, parsed)
+                        continue
+                    try:
+                        creds, key = ul.digest_key(parsed[0], call.digest)
+                    except SipParseError:  # an unreadable To: the Save answers 400
+                        _fill_save(out, ul.save(*parsed, replay=call.retry))
+                        continue
+                    work.append((out, parsed, creds, key, call.retry))
+                subs, cached = await ul.subscribers(
+                    [key for *_, key, _ in work if key is not None])
+                at = 0
+                for out, (msg, origin), creds, key, retry in work:
+                    if key is None:
+                        refused = ul.refused(msg, creds, None)
+                    else:
+                        refused = ul.refused(msg, creds, subs[at], count=not cached[at])
+                        if refused is not None and cached[at]:  # a password changed?
+                            fresh, _ = await ul.subscribers([key], fresh=True)
+                            refused = ul.refused(msg, creds, fresh[0])
+                        at += 1
+                    if refused is None:
+                        _fill_save(out, ul.save(msg, origin, replay=retry))
+                    else:
+                        _fill_save(out, refused[0])
+                        out.digest_rejected = refused[1]
+            except Exception as exc:  # answered, never a traceback to the edge
+                self.ul.log.exception("session_call_failed")
+                for reply in message.replies:
+                    rid = reply.id
+                    reply.Clear()
+                    reply.id = rid
+                    reply.error = type(exc).__name__
+            finally:
+                tasks.discard(asyncio.current_task())
+            outbox.hold(message, self.ul.stored())
+
         async def read() -> None:
             try:
                 async for batch in request_iterator:
                     held = None
+                    checked = None
                     for req in batch.calls:
                         if inline_saves and req.HasField("save"):
                             if hold_saves:
@@ -155,11 +227,18 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                                 save_now(req, held.replies.add())
                             else:
                                 save_now(req, outbox.add())
+                        elif inline_saves and req.HasField("save_with_digest"):
+                            if checked is None:
+                                checked = []
+                            checked.append(req)
                         else:
                             task = asyncio.create_task(handle(req))
                             tasks.add(task)
                     if held is not None:
                         outbox.hold(held, self.ul.stored())
+                    if checked is not None:
+                        task = asyncio.create_task(saves_with_digest(checked))
+                        tasks.add(task)
             finally:
                 outbox.closed = True
                 outbox.ready.set()
@@ -207,9 +286,12 @@ class _Outbox:
             self.held -= 1
             if done.cancelled() or done.exception() is not None:
                 for reply in message.replies:
-                    if reply.HasField("save") and reply.save.status == 200:
-                        reply.save.Clear()
-                        _fill_save(reply.save, unstored())
+                    kind = reply.WhichOneof("result")
+                    if kind in ("save", "save_with_digest"):
+                        save = getattr(reply, kind)
+                        if save.status == 200:
+                            save.Clear()
+                            _fill_save(save, unstored())
             self.released.append(message)
             self.ready.set()
 

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +56,10 @@ class SubscriberStore(Protocol):
     async def remove(self, username: str, domain: str) -> bool: ...
 
     async def get(self, username: str, domain: str) -> Subscriber | None: ...
+
+    async def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Subscriber | None]:
+        """`get` of each (username, domain), in order, in one trip to the database."""
+        ...
 
     async def count(self) -> int: ...
 
@@ -123,6 +127,22 @@ class SQLiteSubscribers(SQLiteFile):
             task.add_done_callback(self._batches.discard)
         self._wanted.append((username, domain, fut))
         return await fut
+
+    async def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Subscriber | None]:
+        # The same trip as `get`'s (lookups asked in this loop turn join it), without a
+        # coroutine per key: the registrar's SaveWithDigest path asks for a whole message.
+        self.db  # noqa: B018 -- RuntimeError now when not open, not later in the batch
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Subscriber | None]] = []
+        if keys and not self._wanted:
+            task = asyncio.create_task(self._lookup_batch())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        for username, domain in keys:
+            fut: asyncio.Future[Subscriber | None] = loop.create_future()
+            self._wanted.append((username, domain, fut))
+            futures.append(fut)
+        return [await fut for fut in futures]
 
     async def _lookup_batch(self) -> None:
         wanted, self._wanted = self._wanted, []
@@ -205,6 +225,17 @@ class PostgresSubscribers(PostgresPool):
             f"SELECT username, domain, ha1, ha1_sha256 FROM {self.table} "
             "WHERE username = $1 AND domain = $2", username, domain)
         return Subscriber(*row) if row else None
+
+    async def get_many(self, keys: Sequence[tuple[str, str]]) -> list[Subscriber | None]:
+        if not keys:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT s.username, s.domain, s.ha1, s.ha1_sha256 "
+            f"FROM unnest($1::text[], $2::text[]) AS w(u, d) "
+            f"JOIN {self.table} AS s ON s.username = w.u AND s.domain = w.d",
+            [u for u, _ in keys], [d for _, d in keys])
+        found = {(r[0], r[1]): Subscriber(*r) for r in rows}
+        return [found.get(key) for key in keys]
 
     async def count(self) -> int:
         return int(await self.pool.fetchval(f"SELECT count(*) FROM {self.table}"))

@@ -82,7 +82,7 @@ from services.registrar.location import (
 )
 from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import Subscriber, SubscriberStore
-from shared.sip import Request, SipParseError
+from shared.sip import DigestCredentials, Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
 _FIELDS = [f.name for f in dataclasses.fields(Binding)]
@@ -152,6 +152,9 @@ class UserLocation:
             {"saves": 0, "save_errors": 0, "lookups": 0, "replicated_in": 0,
              "replicated_out": 0, "expired": 0})
         self._timer: asyncio.Task[None] | None = None
+        # (username, domain) -> (subscriber or None, cached until): `subscribers`
+        self._subscribers: dict[tuple[str, str], tuple[Subscriber | None, float]] = {}
+        self.subscriber_ttl = 2.0
         # Node ids of this cluster registered in discovery (None: not known). A peer that
         # left discovery is draining or gone: see _save_replicated.
         self.nodes_in_discovery: set[int] | None = None
@@ -235,6 +238,89 @@ class UserLocation:
         except WriteFailed:
             return unstored()
         return result
+
+    async def save_with_digest(self, request: Request, origin: Origin, digest: Any, *,
+                               replay: bool = False) -> tuple[SaveResult, bool]:
+        """SaveWithDigest: `save_async` once the credentials (`registrar.v1.Digest`) are
+        right for the To user (services/registrar/digest.py); (result, rejected): a wrong
+        answer or unknown user saves nothing and says rejected (the edge challenges).
+        (The Session's inline path does the same for a whole message: `digest_key`,
+        `subscribers`, `refused`, `save`.)"""
+        try:
+            creds, key = self.digest_key(request, digest)
+        except SipParseError:
+            return await self.save_async(request, origin, replay=replay), False  # the 400
+        refused = None
+        if key is None:
+            refused = self.refused(request, creds, None)
+        else:
+            (sub,), (cached,) = await self.subscribers([key])
+            refused = self.refused(request, creds, sub, count=not cached)
+            if refused is not None and cached:  # perhaps a password changed meanwhile
+                (sub,), _ = await self.subscribers([key], fresh=True)
+                refused = self.refused(request, creds, sub)
+        if refused is not None:
+            return refused
+        return await self.save_async(request, origin, replay=replay), False
+
+    async def subscribers(self, keys: Sequence[tuple[str, str]], *, fresh: bool = False
+                          ) -> tuple[list[Subscriber | None], list[bool]]:
+        """The subscribers of `keys` (username, domain) and, for each, whether it came
+        from the cache.  Cached `subscriber_ttl` seconds (2 s, as the edge cached HA1s
+        before the registrar checked them): a phone's REGISTER and its retransmissions or
+        quick refreshes cost no trip to the store.  A check that fails against a cached
+        entry asks again with `fresh` (a password changed with `sipmesh user passwd` is
+        seen at once); a subscriber removed can still register for up to that long."""
+        now = self.clock()
+        cache = self._subscribers
+        found: list[Subscriber | None] = []
+        cached: list[bool] = []
+        missing: list[int] = []
+        for key in keys:
+            hit = None if fresh else cache.get(key)
+            if hit is not None and hit[1] > now:
+                found.append(hit[0])
+                cached.append(True)
+            else:
+                found.append(None)
+                cached.append(False)
+                missing.append(len(found) - 1)
+        if missing:
+            fetched = await self.store.get_many([keys[i] for i in missing])
+            if len(cache) > 100_000:
+                cache.clear()
+            until = now + self.subscriber_ttl
+            for i, sub in zip(missing, fetched, strict=True):
+                found[i] = sub
+                cache[keys[i]] = (sub, until)
+        return found, cached
+
+    def digest_key(self, request: Request, digest: Any
+                   ) -> tuple[DigestCredentials, tuple[str, str] | None]:
+        """The credentials of a SaveWithDigest and the subscriber to check them with (None:
+        not for the To domain, refused unlooked); SipParseError when the To is unreadable
+        (the Save answers 400)."""
+        from services.registrar import digest as check
+
+        creds = check.credentials_of(digest)
+        return creds, check.lookup_key(request, creds)
+
+    def refused(self, request: Request, creds: DigestCredentials,
+                sub: Subscriber | None, *, count: bool = True
+                ) -> tuple[SaveResult, bool] | None:
+        """None when `creds` are right for the To user, else (answer, rejected): 401
+        rejected (the edge challenges again), or 403 for another user's credentials.
+        `count` False: a verdict on a cached subscriber, checked again fresh."""
+        from services.registrar import digest as check
+
+        verdict = check.check(request, creds, sub)
+        if verdict == "ok":
+            return None
+        if count:
+            self.stats["digest_rejected"] += 1
+        if verdict == "rejected":
+            return SaveResult(401, "Unauthorized"), True
+        return SaveResult(403, check.OTHER_USER_REASON), False
 
     async def _save_replicated(self, request: Request, origin: Origin,
                                replay: bool) -> SaveResult:

@@ -13,6 +13,7 @@ from shared.sip.digest import (
     compute_response,
     parse_challenge,
     parse_credentials,
+    verify_ha1,
 )
 from shared.sip.errors import SipParseError
 from shared.sip.framing import KeepAlive, StreamFramer
@@ -52,4 +53,5 @@ __all__ = [
     "parse_via",
     "reason_phrase",
     "split_top_level",
+    "verify_ha1",
 ]

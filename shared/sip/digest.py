@@ -93,6 +93,31 @@ def compute_response(
     return h(_raw(f"{ha1}:{nonce}:{ha2}"))
 
 
+def verify_ha1(creds: DigestCredentials, ha1: str, method: str, body: bytes = b"") -> bool:
+    """True when `creds.response` is right for the stored `ha1` (RFC 7616 §3.4.1 from
+    H(username:realm:password) instead of the password; constant-time comparison).  The
+    edge (Proxy-Authorization, its fallback path) and the registrar (SaveWithDigest) both
+    check with this; an algorithm not supported is simply a wrong answer."""
+    try:
+        h, sess = _split_algorithm(creds.algorithm)
+    except ValueError:
+        return False
+    if sess:
+        ha1 = h(_raw(f"{ha1}:{creds.nonce}:{creds.cnonce or ''}"))
+    if creds.qop == "auth-int":
+        ha2 = h(_raw(f"{method}:{creds.uri}:") + h(body).encode())
+    else:
+        ha2 = h(_raw(f"{method}:{creds.uri}"))
+    if creds.qop:
+        expected = h(_raw(f"{ha1}:{creds.nonce}:{creds.nc or ''}:{creds.cnonce or ''}:"
+                          f"{creds.qop}:{ha2}"))
+    else:
+        expected = h(_raw(f"{ha1}:{creds.nonce}:{ha2}"))
+    response = creds.response.lower()
+    # compare_digest refuses non-ASCII str: such an answer is simply wrong.
+    return response.isascii() and hmac.compare_digest(expected, response)
+
+
 # One `name = value` list element: a token-ish name, then a quoted string without
 # quoted-pairs or bare text without blanks, then the comma or the end.  Lists with anything
 # else (quoted-pairs, stray quotes, blanks inside a bare value) go the general way.

@@ -35,6 +35,7 @@ memory per binding; replication lag between two full-sharing registrar nodes.
                                     [--only sipmesh,kamailio,memory,lag,workers,users,
                                             cpu,vs,scale(,kamailio-users)] [--cpu-rate N]
                                     [--users N] [--vs-rates 500,1000] [--scale-rate N]
+                                    [--edge-check-too]
 
 Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -115,10 +116,12 @@ def stop(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def start_edge(workdir: Path, registrar: str, workers: int = 1) -> Proxy:
+def start_edge(workdir: Path, registrar: str, workers: int = 1,
+               extra: dict[str, str] | None = None) -> Proxy:
     port = free_port()
     env = _env()
     env["SIPMESH_EDGE_REGISTRAR"] = registrar
+    env.update(extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "services.edge", "--listen",
                              f"udp:127.0.0.1:{port}", "--workers", str(workers)],
                             cwd=ROOT, env=env,
@@ -333,14 +336,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_register(step: float, workdir: Path, rate: int, users: int) -> None:
+# The edge checking REGISTER's digest itself (GetCredentials, then Save), as before the
+# registrar verified it on Save (issue 22): `--edge-check-too` measures both.
+EDGE_CHECK = {"SIPMESH_EDGE_REGISTER_DIGEST_ON_SAVE": "false"}
+
+
+def cpu_per_register(step: float, workdir: Path, rate: int, users: int,
+                     edge_env: dict[str, str] | None = None) -> None:
     """CPU of the registrar and of the edge per REGISTER at a fixed `rate`, each call a new
     subscriber (a new binding, so every registration is a row to store): a figure that
     other load on the machine changes far less than the maximum rate does."""
     inf = many_subscribers(workdir, users)
     reg, grpc, mi, _ = start_registrar(workdir, "registrar")
     try:
-        edge = start_edge(workdir, grpc)
+        edge = start_edge(workdir, grpc, extra=edge_env)
         try:
             r0, e0 = cpu_seconds(reg.pid), cpu_seconds(edge.proc.pid)
             ok, failed, took, _ = run_step(edge.port, rate, step, workdir, inf)
@@ -352,7 +361,8 @@ def cpu_per_register(step: float, workdir: Path, rate: int, users: int) -> None:
         stop(reg)
     writes = stats.get("usrloc:sql_writes")
     shared = f", {ok / writes:.1f} registrations per SQL transaction" if writes else ""
-    print(f"  CPU per REGISTER at {rate}/s ({ok} ok, {failed} failed, {took:.1f} s): "
+    how = " (edge-checked digest)" if edge_env else ""
+    print(f"  CPU per REGISTER at {rate}/s{how} ({ok} ok, {failed} failed, {took:.1f} s): "
           f"registrar {(r1 - r0) / max(ok, 1) * 1e6:.0f} us, "
           f"edge {(e1 - e0) / max(ok, 1) * 1e6:.0f} us{shared}", flush=True)
 
@@ -362,7 +372,7 @@ class Stack:
     one edge with `workers` workers, every process in a session of its own."""
 
     def __init__(self, workdir: Path, *, users: int = 1, workers: int = 1,
-                 nodes: int = 1) -> None:
+                 nodes: int = 1, edge_env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.inf = many_subscribers(workdir, users) if users > 1 else None
         if self.inf is None:
@@ -386,7 +396,7 @@ class Stack:
                 self.registrars.append(two)
                 addresses = [grpc1, grpc2]
                 _wait_synced(mi2)
-            self.edge = start_edge(workdir, ",".join(addresses), workers)
+            self.edge = start_edge(workdir, ",".join(addresses), workers, edge_env)
         except BaseException:
             self.stop()
             raise
@@ -416,32 +426,39 @@ def _wait_synced(mi: str, timeout: float = 30) -> None:
         time.sleep(0.05)  # waiting for the sync, with a deadline
 
 
-def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int = 2
-           ) -> None:
-    """CPU per REGISTER, SipMesh (edge + registrar) against Kamailio, interleaved."""
+def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int = 2,
+           edge_check_too: bool = False) -> None:
+    """CPU per REGISTER, SipMesh (edge + registrar) against Kamailio, interleaved; with
+    `edge_check_too` also SipMesh with the digest checked at the edge (the path before
+    SaveWithDigest), in the same rotation."""
     label = "1 subscriber" if users == 1 else f"{users} subscribers in turn"
     db_url = pg_subscribers(users) if users > 1 else None
-    stack = Stack(workdir / f"vs-sipmesh-{users}", users=users)
+    stacks = {"sipmesh": Stack(workdir / f"vs-sipmesh-{users}", users=users)}
     try:
+        if edge_check_too:
+            stacks["edge-check"] = Stack(workdir / f"vs-edgecheck-{users}", users=users,
+                                         edge_env=EDGE_CHECK)
         kamdir = workdir / f"vs-kamailio-{users}"
         kamdir.mkdir()
         kam = start_kamailio(kamdir, users, db_url)
-        inf = stack.inf
+        inf = stacks["sipmesh"].inf
         try:
             peer = "auth_db on PostgreSQL, its backends counted" if db_url else \
                 "auth_db on db_text"
             print(f"CPU per REGISTER with digest, {label}, all processes summed ({peer}); "
                   f"interleaved, {rounds} x {step:g} s per side and rate:", flush=True)
             for rate in rates:
-                spent = {"sipmesh": 0.0, "kamailio": 0.0}
-                done = {"sipmesh": 0, "kamailio": 0}
-                failed_any = {"sipmesh": 0, "kamailio": 0}
+                sides = [*stacks, "kamailio"]
+                spent = dict.fromkeys(sides, 0.0)
+                done = dict.fromkeys(sides, 0)
+                failed_any = dict.fromkeys(sides, 0)
                 for _ in range(rounds):
-                    before, _ = stack.cpu()
-                    ok, failed, _, _ = run_step(stack.port, rate, step, workdir, inf)
-                    spent["sipmesh"] += stack.cpu()[0] - before
-                    done["sipmesh"] += ok
-                    failed_any["sipmesh"] += failed
+                    for name, stack in stacks.items():
+                        before, _ = stack.cpu()
+                        ok, failed, _, _ = run_step(stack.port, rate, step, workdir, inf)
+                        spent[name] += stack.cpu()[0] - before
+                        done[name] += ok
+                        failed_any[name] += failed
                     before = session_cpu(kam.proc.pid) + (pg_cpu(db_url) if db_url else 0)
                     ok, failed, _, _ = run_step(kam.port, rate, step, workdir, inf)
                     spent["kamailio"] += (session_cpu(kam.proc.pid) - before
@@ -450,14 +467,17 @@ def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int
                     failed_any["kamailio"] += failed
                 per = {k: spent[k] / max(1, done[k]) for k in spent}
                 notes = "".join(f" ({k}: {n} failed)" for k, n in failed_any.items() if n)
-                print(f"  {rate:>5} REGISTER/s: sipmesh {per['sipmesh'] * 1e6:5.0f} us, "
+                check = (f", sipmesh edge-checked {per['edge-check'] * 1e6:5.0f} us"
+                         if "edge-check" in per else "")
+                print(f"  {rate:>5} REGISTER/s: sipmesh {per['sipmesh'] * 1e6:5.0f} us{check}, "
                       f"kamailio {per['kamailio'] * 1e6:5.0f} us; kamailio/sipmesh "
                       f"{per['kamailio'] / max(per['sipmesh'], 1e-9):.2f} (goal >= 0.5)"
                       f"{notes}", flush=True)
         finally:
             kam.stop()
     finally:
-        stack.stop()
+        for stack in stacks.values():
+            stack.stop()
         if db_url is not None:
             drop_pg(db_url)
 
@@ -588,6 +608,9 @@ def main() -> int:
                         help="REGISTER/s of the CPU-per-registration measurement (`cpu`)")
     parser.add_argument("--vs-rates", default="500,1000",
                         help="offered REGISTER/s of the comparison with Kamailio (`vs`)")
+    parser.add_argument("--edge-check-too", action="store_true",
+                        help="`vs` and `cpu` also measure the digest checked at the edge "
+                             "(GetCredentials + Save, the path before SaveWithDigest)")
     parser.add_argument("--scale-rate", type=int, default=500,
                         help="REGISTER/s of the scale-out CPU figure, and the climbs' start")
     args = parser.parse_args()
@@ -603,8 +626,8 @@ def main() -> int:
     results: dict[str, int] = {}
     if "vs" in wanted:
         rates = [int(r) for r in args.vs_rates.split(",")]
-        versus(args.step, workdir, rates, 1)
-        versus(args.step, workdir, rates, args.users)
+        versus(args.step, workdir, rates, 1, edge_check_too=args.edge_check_too)
+        versus(args.step, workdir, rates, args.users, edge_check_too=args.edge_check_too)
         print()
     if "sipmesh" in wanted:
         (workdir / "sipmesh").mkdir()
@@ -639,6 +662,10 @@ def main() -> int:
         (workdir / "cpu").mkdir()
         print("\nCPU per registration (each a new binding, default configuration):")
         cpu_per_register(args.step * 2, workdir / "cpu", args.cpu_rate, args.users)
+        if args.edge_check_too:
+            (workdir / "cpu-edge-check").mkdir()
+            cpu_per_register(args.step * 2, workdir / "cpu-edge-check", args.cpu_rate,
+                             args.users, EDGE_CHECK)
     if "scale" in wanted:
         print()
         scale_out(args.step, workdir, args.scale_rate, args.users)

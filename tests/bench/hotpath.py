@@ -16,6 +16,7 @@ says what the Python code costs, whatever else the shared machine is doing:
 
     .venv/bin/python tests/bench/hotpath.py invite|register [--calls N] [--profile]
     .venv/bin/python tests/bench/hotpath.py invite|register --callgrind [--calls N]
+    (register --edge-check: the digest checked at the edge, as before SaveWithDigest)
 
 `--callgrind` runs this script twice under `valgrind --tool=callgrind` (a warm-up only,
 then warm-up + N calls) and prints the difference per call: instructions, repeatable to a
@@ -159,14 +160,49 @@ class FakeRegistrar:
     register_auth = True
     algorithms = ("MD5",)
 
-    def __init__(self, users: int) -> None:
+    def __init__(self, users: int, digest_on_save: bool = True) -> None:
         from services.registrar.location import Location
-        from services.registrar.subscribers import ha1_hashes
+        from services.registrar.subscribers import Subscriber, ha1_hashes
 
         self.location = Location()
         self.creds = {f"user{i}": Credentials(*ha1_hashes(f"user{i}", "127.0.0.1", f"pw{i}"))
                       for i in range(users)}
+        self.subscribers = {(user, "127.0.0.1"): Subscriber(user, "127.0.0.1", c.ha1,
+                                                            c.ha1_sha256)
+                            for user, c in self.creds.items()}
         self.now = 1_000_000.0
+        # True: the registrar checks the digest on Save (SaveWithDigest, the default);
+        # False: the edge checks it with the HA1 of `credentials` (`--edge-check`).
+        self.digest_on_save = digest_on_save
+
+    async def save_with_digest(self, message: bytes, host: str, port: int, transport: str,
+                               socket: str, creds: Any
+                               ) -> tuple[int, str, list[tuple[str, str]], bool]:
+        """What RegistrarClient.save_with_digest sends and the servicer does with it, but
+        the gRPC transport and the SQLite lookup (a dict here)."""
+        from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
+        from services.registrar import digest
+        from services.registrar.app import _parse_save
+        from services.registrar.location import SaveResult
+
+        request = pb.SaveRequest(
+            message=message, source_host=host, source_port=port, transport=transport,
+            socket=socket, digest=pb.Digest(
+                username=creds.username, realm=creds.realm, nonce=creds.nonce,
+                uri=creds.uri, response=creds.response, algorithm=creds.algorithm,
+                qop=creds.qop or "", nc=creds.nc or "", cnonce=creds.cnonce or ""))
+        parsed = _parse_save(request)
+        if isinstance(parsed, SaveResult):
+            return parsed.status, parsed.reason, list(parsed.headers), False
+        msg, origin = parsed
+        checked = digest.credentials_of(request.digest)
+        key = digest.lookup_key(msg, checked)
+        verdict = digest.check(msg, checked, None if key is None else
+                               self.subscribers.get(key))
+        if verdict != "ok":
+            return 401, "Unauthorized", [], True
+        result = self.location.save(msg, origin, self.now)
+        return result.status, result.reason, list(result.headers), False
 
     async def credentials(self, username: str, domain: str, *, fresh: bool = False
                           ) -> Credentials | None:
@@ -186,12 +222,12 @@ class FakeRegistrar:
 
 
 class RegisterFlow:
-    def __init__(self, users: int = 1000) -> None:
+    def __init__(self, users: int = 1000, digest_on_save: bool = True) -> None:
         import time
 
         router = load_router("services.edge.default_routing",
                              RouterSetup(frozenset({"127.0.0.1"}), {}))
-        self.registrar = FakeRegistrar(users)
+        self.registrar = FakeRegistrar(users, digest_on_save)
         auth = ProxyAuthenticator("127.0.0.1", {}, b"bench-secret", time.time)
         self.core = ProxyCore([EDGE], router, settings=TimerSettings(),
                               local_domains=("127.0.0.1",),
@@ -295,12 +331,13 @@ class SaveFlow:
         pass
 
 
-def workload(name: str, users: int = 0) -> tuple[Callable[[], None], Callable[[], None]]:
+def workload(name: str, users: int = 0, edge_check: bool = False
+             ) -> tuple[Callable[[], None], Callable[[], None]]:
     flow: InviteCall | RegisterFlow | SaveFlow
     if name == "invite":
         flow = InviteCall()
     elif name == "register":
-        flow = RegisterFlow(users or 1000)
+        flow = RegisterFlow(users or 1000, digest_on_save=not edge_check)
     else:
         flow = SaveFlow(users or 20_000)
     return flow.call, flow.finish
@@ -327,14 +364,14 @@ class CollectorClock:
 
 
 def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
-        report: bool = False) -> None:
+        report: bool = False, edge_check: bool = False) -> None:
     import time
 
     from shared.service.gc_policy import tune_collector
 
     if tuned:
         tune_collector()
-    one, finish = workload(name, users)
+    one, finish = workload(name, users, edge_check)
     for _ in range(warm):
         one()
     collector = CollectorClock() if report else None
@@ -365,8 +402,9 @@ def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> float:
     return (totals[1] - totals[0]) / calls
 
 
-def profile(name: str, warm: int, calls: int, top: int = 22) -> None:
-    one, finish = workload(name)
+def profile(name: str, warm: int, calls: int, top: int = 22,
+            edge_check: bool = False) -> None:
+    one, finish = workload(name, edge_check=edge_check)
     for _ in range(warm):
         one()
     prof = cProfile.Profile()
@@ -407,19 +445,24 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--edge-check", action="store_true",
+                        help="register: the edge checks the digest (GetCredentials' HA1) "
+                             "instead of the registrar on Save (SaveWithDigest)")
     args = parser.parse_args()
     gc.collect()
     extra = ["--gc", args.gc, "--users", str(args.users)]
+    if args.edge_check:
+        extra.append("--edge-check")
     if args.callgrind:
         per = callgrind(args.workload, args.warm, args.calls, extra)
         print(f"{args.workload}: {per / 1e6:.3f} M instructions per call "
               f"(callgrind, {args.calls} calls after {args.warm} warm-up, "
               f"SIP core {compiled.mode()})")
     elif args.profile:
-        profile(args.workload, args.warm, args.calls)
+        profile(args.workload, args.warm, args.calls, edge_check=args.edge_check)
     else:
         run(args.workload, args.warm, args.calls, args.users, args.gc == "tuned",
-            report=args.calls > 0)
+            report=args.calls > 0, edge_check=args.edge_check)
     return 0
 
 

@@ -79,6 +79,19 @@ async def test_concurrent_lookups_each_get_their_own_answer(store: SubscriberSto
                                       .encode()).hexdigest() for sub in found if sub)
 
 
+async def test_get_many_answers_each_key_in_order(store: SubscriberStore) -> None:
+    # The registrar's SaveWithDigest path: the subscribers of one gRPC message at once,
+    # repeated and missing keys included, alongside single lookups of the same turn.
+    for i in range(0, 10, 2):
+        await store.add(f"m{i}", "example.com", f"pw{i}")
+    keys = [(f"m{i}", "example.com") for i in (4, 1, 0, 4, 8)] + [("m0", "other.example")]
+    many, one = await asyncio.gather(store.get_many(keys), store.get("m2", "example.com"))
+    assert [sub.username if sub else None for sub in many] == \
+        ["m4", None, "m0", "m4", "m8", None]
+    assert one is not None and one.username == "m2"
+    assert await store.get_many([]) == []
+
+
 async def test_sqlite_lookups_on_a_closed_store_fail_clearly(tmp_path: Path) -> None:
     s = SQLiteSubscribers(tmp_path / "closed.sqlite")
     await s.open()

@@ -140,6 +140,30 @@ async def test_mutated_grpc_requests_get_an_answer_and_poison_nothing(
     await good_register_still_works(stub, ul, cseq=10_000)
 
 
+async def test_mutated_save_with_digest_requests_get_an_answer(
+        registrar: tuple[Any, UserLocation, ServiceRuntime]) -> None:
+    # SaveWithDigest (issue 22): damaged REGISTERs and damaged credentials (none of them a
+    # right answer for alice), never a 200, an RPC error or a logged traceback.
+    stub, _, _ = registrar
+    rng = random.Random(20261207)
+    base = REGISTER.format(cseq=1).encode()
+    texts = [*AORS, "MD5", "SHA-256-sess", "auth-int", "00000001", "\u00e9", "x" * 3000]
+    statuses: set[int] = set()
+    with capture_logs() as logs:
+        for _ in range(300):
+            request = save_request(rng, mutate(rng, base) if rng.random() < 0.7 else base)
+            request.digest.CopyFrom(pb.Digest(**{
+                name: rng.choice(texts) for name in pb.Digest.DESCRIPTOR.fields_by_name
+                if rng.random() < 0.8}))
+            reply = await stub.SaveWithDigest(request, timeout=5)
+            statuses.add(reply.status)
+            assert reply.status != 200, reply
+            assert reply.digest_rejected == (reply.status == 401), reply
+    assert {400, 401} <= statuses, statuses
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")
+                or "exc_info" in e], logs
+
+
 async def test_a_register_with_bytes_that_are_not_utf8_is_refused(
         registrar: tuple[Any, UserLocation, ServiceRuntime]) -> None:
     stub, ul, runtime = registrar

@@ -24,37 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sipmesh/registrar/v1/registrar.proto\x12\x14sipmesh.registrar.v1\"z\n\x0bSaveRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x13\n\x0bsource_host\x18\x02 \x01(\t\x12\x13\n\x0bsource_port\x18\x03 \x01(\x05\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06socket\x18\x05 \x01(\t\x12\r\n\x05retry\x18\x06 \x01(\x08\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"Z\n\tSaveReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x07headers\x18\x03 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Header\"k\n\rLookupRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x16\n\x0emax_latency_us\x18\x03 \x01(\x03\x12\x12\n\nby_latency\x18\x04 \x01(\x08\x12\x11\n\tfederated\x18\x05 \x01(\x08\"y\n\x06\x42ranch\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\x02\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x11\n\tfederated\x18\x07 \x01(\x08\"M\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12.\n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Branch\"6\n\x12\x43redentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"B\n\x10\x43redentialsReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ha1\x18\x02 \x01(\t\x12\x12\n\nha1_sha256\x18\x03 \x01(\t\"\xcf\x01\n\x0eSessionRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x31\n\x04save\x18\x02 \x01(\x0b\x32!.sipmesh.registrar.v1.SaveRequestH\x00\x12\x35\n\x06lookup\x18\x03 \x01(\x0b\x32#.sipmesh.registrar.v1.LookupRequestH\x00\x12?\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32(.sipmesh.registrar.v1.CredentialsRequestH\x00\x42\x06\n\x04\x63\x61ll\"\xd8\x01\n\x0cSessionReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x04save\x18\x02 \x01(\x0b\x32\x1f.sipmesh.registrar.v1.SaveReplyH\x00\x12\x33\n\x06lookup\x18\x03 \x01(\x0b\x32!.sipmesh.registrar.v1.LookupReplyH\x00\x12=\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32&.sipmesh.registrar.v1.CredentialsReplyH\x00\x12\r\n\x05\x65rror\x18\t \x01(\tB\x08\n\x06result\"F\n\x0fSessionRequests\x12\x33\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32$.sipmesh.registrar.v1.SessionRequest\"E\n\x0eSessionReplies\x12\x33\n\x07replies\x18\x01 \x03(\x0b\x32\".sipmesh.registrar.v1.SessionReply2\xe9\x02\n\tRegistrar\x12J\n\x04Save\x12!.sipmesh.registrar.v1.SaveRequest\x1a\x1f.sipmesh.registrar.v1.SaveReply\x12P\n\x06Lookup\x12#.sipmesh.registrar.v1.LookupRequest\x1a!.sipmesh.registrar.v1.LookupReply\x12\x62\n\x0eGetCredentials\x12(.sipmesh.registrar.v1.CredentialsRequest\x1a&.sipmesh.registrar.v1.CredentialsReply\x12Z\n\x07Session\x12%.sipmesh.registrar.v1.SessionRequests\x1a$.sipmesh.registrar.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sipmesh/registrar/v1/registrar.proto\x12\x14sipmesh.registrar.v1\"\xa8\x01\n\x0bSaveRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x13\n\x0bsource_host\x18\x02 \x01(\t\x12\x13\n\x0bsource_port\x18\x03 \x01(\x05\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06socket\x18\x05 \x01(\t\x12\r\n\x05retry\x18\x06 \x01(\x08\x12,\n\x06\x64igest\x18\x07 \x01(\x0b\x32\x1c.sipmesh.registrar.v1.Digest\"\x93\x01\n\x06\x44igest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05realm\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x10\n\x08response\x18\x05 \x01(\t\x12\x11\n\talgorithm\x18\x06 \x01(\t\x12\x0b\n\x03qop\x18\x07 \x01(\t\x12\n\n\x02nc\x18\x08 \x01(\t\x12\x0e\n\x06\x63nonce\x18\t \x01(\t\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"s\n\tSaveReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12-\n\x07headers\x18\x03 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Header\x12\x17\n\x0f\x64igest_rejected\x18\x04 \x01(\x08\"k\n\rLookupRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x16\n\x0emax_latency_us\x18\x03 \x01(\x03\x12\x12\n\nby_latency\x18\x04 \x01(\x08\x12\x11\n\tfederated\x18\x05 \x01(\x08\"y\n\x06\x42ranch\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x10\n\x08next_hop\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\x02\x12\x0c\n\x04path\x18\x04 \x03(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x11\n\tfederated\x18\x07 \x01(\x08\"M\n\x0bLookupReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12.\n\x08\x62ranches\x18\x02 \x03(\x0b\x32\x1c.sipmesh.registrar.v1.Branch\"6\n\x12\x43redentialsRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\"B\n\x10\x43redentialsReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ha1\x18\x02 \x01(\t\x12\x12\n\nha1_sha256\x18\x03 \x01(\t\"\x8e\x02\n\x0eSessionRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x31\n\x04save\x18\x02 \x01(\x0b\x32!.sipmesh.registrar.v1.SaveRequestH\x00\x12\x35\n\x06lookup\x18\x03 \x01(\x0b\x32#.sipmesh.registrar.v1.LookupRequestH\x00\x12?\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32(.sipmesh.registrar.v1.CredentialsRequestH\x00\x12=\n\x10save_with_digest\x18\x05 \x01(\x0b\x32!.sipmesh.registrar.v1.SaveRequestH\x00\x42\x06\n\x04\x63\x61ll\"\x95\x02\n\x0cSessionReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x04save\x18\x02 \x01(\x0b\x32\x1f.sipmesh.registrar.v1.SaveReplyH\x00\x12\x33\n\x06lookup\x18\x03 \x01(\x0b\x32!.sipmesh.registrar.v1.LookupReplyH\x00\x12=\n\x0b\x63redentials\x18\x04 \x01(\x0b\x32&.sipmesh.registrar.v1.CredentialsReplyH\x00\x12;\n\x10save_with_digest\x18\x05 \x01(\x0b\x32\x1f.sipmesh.registrar.v1.SaveReplyH\x00\x12\r\n\x05\x65rror\x18\t \x01(\tB\x08\n\x06result\"F\n\x0fSessionRequests\x12\x33\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32$.sipmesh.registrar.v1.SessionRequest\"E\n\x0eSessionReplies\x12\x33\n\x07replies\x18\x01 \x03(\x0b\x32\".sipmesh.registrar.v1.SessionReply2\xbf\x03\n\tRegistrar\x12J\n\x04Save\x12!.sipmesh.registrar.v1.SaveRequest\x1a\x1f.sipmesh.registrar.v1.SaveReply\x12T\n\x0eSaveWithDigest\x12!.sipmesh.registrar.v1.SaveRequest\x1a\x1f.sipmesh.registrar.v1.SaveReply\x12P\n\x06Lookup\x12#.sipmesh.registrar.v1.LookupRequest\x1a!.sipmesh.registrar.v1.LookupReply\x12\x62\n\x0eGetCredentials\x12(.sipmesh.registrar.v1.CredentialsRequest\x1a&.sipmesh.registrar.v1.CredentialsReply\x12Z\n\x07Session\x12%.sipmesh.registrar.v1.SessionRequests\x1a$.sipmesh.registrar.v1.SessionReplies(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sipmesh.registrar.v1.registrar_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAVEREQUEST']._serialized_start=62
-  _globals['_SAVEREQUEST']._serialized_end=184
-  _globals['_HEADER']._serialized_start=186
-  _globals['_HEADER']._serialized_end=223
-  _globals['_SAVEREPLY']._serialized_start=225
-  _globals['_SAVEREPLY']._serialized_end=315
-  _globals['_LOOKUPREQUEST']._serialized_start=317
-  _globals['_LOOKUPREQUEST']._serialized_end=424
-  _globals['_BRANCH']._serialized_start=426
-  _globals['_BRANCH']._serialized_end=547
-  _globals['_LOOKUPREPLY']._serialized_start=549
-  _globals['_LOOKUPREPLY']._serialized_end=626
-  _globals['_CREDENTIALSREQUEST']._serialized_start=628
-  _globals['_CREDENTIALSREQUEST']._serialized_end=682
-  _globals['_CREDENTIALSREPLY']._serialized_start=684
-  _globals['_CREDENTIALSREPLY']._serialized_end=750
-  _globals['_SESSIONREQUEST']._serialized_start=753
-  _globals['_SESSIONREQUEST']._serialized_end=960
-  _globals['_SESSIONREPLY']._serialized_start=963
-  _globals['_SESSIONREPLY']._serialized_end=1179
-  _globals['_SESSIONREQUESTS']._serialized_start=1181
-  _globals['_SESSIONREQUESTS']._serialized_end=1251
-  _globals['_SESSIONREPLIES']._serialized_start=1253
-  _globals['_SESSIONREPLIES']._serialized_end=1322
-  _globals['_REGISTRAR']._serialized_start=1325
-  _globals['_REGISTRAR']._serialized_end=1686
+  _globals['_SAVEREQUEST']._serialized_start=63
+  _globals['_SAVEREQUEST']._serialized_end=231
+  _globals['_DIGEST']._serialized_start=234
+  _globals['_DIGEST']._serialized_end=381
+  _globals['_HEADER']._serialized_start=383
+  _globals['_HEADER']._serialized_end=420
+  _globals['_SAVEREPLY']._serialized_start=422
+  _globals['_SAVEREPLY']._serialized_end=537
+  _globals['_LOOKUPREQUEST']._serialized_start=539
+  _globals['_LOOKUPREQUEST']._serialized_end=646
+  _globals['_BRANCH']._serialized_start=648
+  _globals['_BRANCH']._serialized_end=769
+  _globals['_LOOKUPREPLY']._serialized_start=771
+  _globals['_LOOKUPREPLY']._serialized_end=848
+  _globals['_CREDENTIALSREQUEST']._serialized_start=850
+  _globals['_CREDENTIALSREQUEST']._serialized_end=904
+  _globals['_CREDENTIALSREPLY']._serialized_start=906
+  _globals['_CREDENTIALSREPLY']._serialized_end=972
+  _globals['_SESSIONREQUEST']._serialized_start=975
+  _globals['_SESSIONREQUEST']._serialized_end=1245
+  _globals['_SESSIONREPLY']._serialized_start=1248
+  _globals['_SESSIONREPLY']._serialized_end=1525
+  _globals['_SESSIONREQUESTS']._serialized_start=1527
+  _globals['_SESSIONREQUESTS']._serialized_end=1597
+  _globals['_SESSIONREPLIES']._serialized_start=1599
+  _globals['_SESSIONREPLIES']._serialized_end=1668
+  _globals['_REGISTRAR']._serialized_start=1671
+  _globals['_REGISTRAR']._serialized_end=2118
 # @@protoc_insertion_point(module_scope)

@@ -7,20 +7,44 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SaveRequest(_message.Message):
-    __slots__ = ("message", "source_host", "source_port", "transport", "socket", "retry")
+    __slots__ = ("message", "source_host", "source_port", "transport", "socket", "retry", "digest")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_HOST_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PORT_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     SOCKET_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     message: bytes
     source_host: str
     source_port: int
     transport: str
     socket: str
     retry: bool
-    def __init__(self, message: _Optional[bytes] = ..., source_host: _Optional[str] = ..., source_port: _Optional[int] = ..., transport: _Optional[str] = ..., socket: _Optional[str] = ..., retry: _Optional[bool] = ...) -> None: ...
+    digest: Digest
+    def __init__(self, message: _Optional[bytes] = ..., source_host: _Optional[str] = ..., source_port: _Optional[int] = ..., transport: _Optional[str] = ..., socket: _Optional[str] = ..., retry: _Optional[bool] = ..., digest: _Optional[_Union[Digest, _Mapping]] = ...) -> None: ...
+
+class Digest(_message.Message):
+    __slots__ = ("username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc", "cnonce")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    REALM_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    QOP_FIELD_NUMBER: _ClassVar[int]
+    NC_FIELD_NUMBER: _ClassVar[int]
+    CNONCE_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str
+    qop: str
+    nc: str
+    cnonce: str
+    def __init__(self, username: _Optional[str] = ..., realm: _Optional[str] = ..., nonce: _Optional[str] = ..., uri: _Optional[str] = ..., response: _Optional[str] = ..., algorithm: _Optional[str] = ..., qop: _Optional[str] = ..., nc: _Optional[str] = ..., cnonce: _Optional[str] = ...) -> None: ...
 
 class Header(_message.Message):
     __slots__ = ("name", "value")
@@ -31,14 +55,16 @@ class Header(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class SaveReply(_message.Message):
-    __slots__ = ("status", "reason", "headers")
+    __slots__ = ("status", "reason", "headers", "digest_rejected")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_REJECTED_FIELD_NUMBER: _ClassVar[int]
     status: int
     reason: str
     headers: _containers.RepeatedCompositeFieldContainer[Header]
-    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ...) -> None: ...
+    digest_rejected: bool
+    def __init__(self, status: _Optional[int] = ..., reason: _Optional[str] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., digest_rejected: _Optional[bool] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("aor", "method", "max_latency_us", "by_latency", "federated")
@@ -99,30 +125,34 @@ class CredentialsReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., ha1: _Optional[str] = ..., ha1_sha256: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("id", "save", "lookup", "credentials")
+    __slots__ = ("id", "save", "lookup", "credentials", "save_with_digest")
     ID_FIELD_NUMBER: _ClassVar[int]
     SAVE_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    SAVE_WITH_DIGEST_FIELD_NUMBER: _ClassVar[int]
     id: int
     save: SaveRequest
     lookup: LookupRequest
     credentials: CredentialsRequest
-    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveRequest, _Mapping]] = ..., lookup: _Optional[_Union[LookupRequest, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsRequest, _Mapping]] = ...) -> None: ...
+    save_with_digest: SaveRequest
+    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveRequest, _Mapping]] = ..., lookup: _Optional[_Union[LookupRequest, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsRequest, _Mapping]] = ..., save_with_digest: _Optional[_Union[SaveRequest, _Mapping]] = ...) -> None: ...
 
 class SessionReply(_message.Message):
-    __slots__ = ("id", "save", "lookup", "credentials", "error")
+    __slots__ = ("id", "save", "lookup", "credentials", "save_with_digest", "error")
     ID_FIELD_NUMBER: _ClassVar[int]
     SAVE_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
+    SAVE_WITH_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     id: int
     save: SaveReply
     lookup: LookupReply
     credentials: CredentialsReply
+    save_with_digest: SaveReply
     error: str
-    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveReply, _Mapping]] = ..., lookup: _Optional[_Union[LookupReply, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsReply, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., save: _Optional[_Union[SaveReply, _Mapping]] = ..., lookup: _Optional[_Union[LookupReply, _Mapping]] = ..., credentials: _Optional[_Union[CredentialsReply, _Mapping]] = ..., save_with_digest: _Optional[_Union[SaveReply, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SessionRequests(_message.Message):
     __slots__ = ("calls",)

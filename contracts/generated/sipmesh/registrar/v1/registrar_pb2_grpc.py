@@ -39,6 +39,11 @@ class RegistrarStub:
                 request_serializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.SerializeToString,
                 response_deserializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.FromString,
                 _registered_method=True)
+        self.SaveWithDigest = channel.unary_unary(
+                '/sipmesh.registrar.v1.Registrar/SaveWithDigest',
+                request_serializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.SerializeToString,
+                response_deserializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.FromString,
+                _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/sipmesh.registrar.v1.Registrar/Lookup',
                 request_serializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.LookupRequest.SerializeToString,
@@ -70,6 +75,20 @@ class RegistrarServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveWithDigest(self, request, context):
+        """SaveWithDigest is Save after the registrar verified `SaveRequest.digest` against the
+        subscriber's stored HA1 (issue 22: one round trip per REGISTER instead of
+        GetCredentials + Save). The edge keeps what needs its secret and its shared state: it
+        signed the nonce and checks it (MAC, age) and claims the nonce-count before it asks.
+        Wrong credentials or an unknown user: nothing is saved, `digest_rejected` is set and
+        the edge challenges again; credentials of another user than the To: 403. A separate
+        call, not a field of Save alone, so that a registrar older than it refuses it
+        (UNIMPLEMENTED, or an error on the Session) instead of saving without the check.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Lookup(self, request, context):
         """Lookup returns the bindings of an AOR usable for a request of `method`, q-ordered.
         """
@@ -85,7 +104,7 @@ class RegistrarServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Session(self, request_iterator, context):
-        """Session carries the three calls above on one long-lived stream (the edge keeps one per
+        """Session carries the calls above on one long-lived stream (the edge keeps one per
         worker and registrar): each request has an id that its reply repeats, replies may come
         in any order. Each stream message carries every call (reply) queued meanwhile, so
         under load one gRPC message serves many REGISTERs: the hot path is spared the cost of
@@ -100,6 +119,11 @@ def add_RegistrarServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Save': grpc.unary_unary_rpc_method_handler(
                     servicer.Save,
+                    request_deserializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.FromString,
+                    response_serializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.SerializeToString,
+            ),
+            'SaveWithDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveWithDigest,
                     request_deserializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.FromString,
                     response_serializer=sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.SerializeToString,
             ),
@@ -144,6 +168,33 @@ class Registrar:
             request,
             target,
             '/sipmesh.registrar.v1.Registrar/Save',
+            sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.SerializeToString,
+            sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveWithDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sipmesh.registrar.v1.Registrar/SaveWithDigest',
             sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveRequest.SerializeToString,
             sipmesh_dot_registrar_dot_v1_dot_registrar__pb2.SaveReply.FromString,
             options,
