@@ -110,7 +110,10 @@ def _build_key_tables() -> tuple[dict[bytes, str], dict[str, str]]:
 
 
 _KEY_OF_BYTES, _KEY_OF_STR = _build_key_tables()
-_new_cseq = tuple.__new__  # CSeq is a NamedTuple: skip its Python-level __new__
+# NamedTuples built per message (CSeq, HeaderParts): their generated __new__ is an
+# interpreted lambda even in the compiled core; tuple.__new__ builds the same tuple.
+_new_tuple = tuple.__new__
+_new_cseq = _new_tuple
 
 
 def _key(name: str) -> str:
@@ -792,8 +795,9 @@ class Message:
     def _parts(self) -> HeaderParts:
         """What a copy is built from: the header tuples (immutable, so shared until either
         side edits), the body and the routing fields."""
-        return HeaderParts(self._keys, self._lines, self.body, self._call_id, self._cseq,
-                           self._from_tag, self._to_tag, self._max_forwards)
+        return _new_tuple(HeaderParts, (self._keys, self._lines, self.body, self._call_id,
+                                        self._cseq, self._from_tag, self._to_tag,
+                                        self._max_forwards))
 
     def _header_key_values(self) -> list[tuple[str, bytes]]:
         return [

@@ -51,6 +51,7 @@ from shared.sip.message import (
     _line_value,
     _name_addr_tag,
     _new_cseq,
+    _new_tuple,
     _parse_max_forwards,
     _slow_key,
 )
@@ -279,8 +280,8 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
                     f"Content-Length {length} larger than the {len(body)} body bytes received"
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
-    return HeaderParts(keys_t, tuple(raws), body, call_id_text, cseq, from_tag, to_tag,
-                       max_forwards)
+    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
+                                    to_tag, max_forwards))
 
 
 def _missing_or_several(keys: tuple[str, ...]) -> None:
