@@ -34,9 +34,10 @@ two except clauses of different types bind two names (compiled, the second claus
 variable kept the first one's type); objects built per message get a written-out
 ``__init__`` (a dataclass's generated one, and a NamedTuple's ``__new__``, stay
 interpreted Python in a compiled module): the transaction events are plain classes (as
-frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via` and
-`NameAddr` are ``init=False`` dataclasses, `HeaderParts` and `Arm` are built with
-``tuple.__new__``.  Not compiled: the routing scripts and API (operators' code subclasses
+frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via`,
+`NameAddr` and the edge's `Source`, `Destination`, `Send` are ``init=False`` dataclasses
+(the last three no longer frozen: same equality and hash), `HeaderParts` and `Arm` are
+built with ``tuple.__new__``.  Not compiled: the routing scripts and API (operators' code subclasses
 them), and everything with I/O.
 """
 
