@@ -31,11 +31,14 @@ What mypyc needed of the code (kept readable, the same in pure Python): no
 `Request`/`Response` take already-checked ``parts`` in their constructors; an attribute
 keeps one type across subclasses (`ServerTransaction.request` is declared per subclass);
 two except clauses of different types bind two names (compiled, the second clause's
-variable kept the first one's type).  Not compiled: ``shared/transaction/events.py``
-(compiled, it crashes at import with a segmentation fault, cause not found: not the
-annotations naming the transaction classes under TYPE_CHECKING, it crashes with ``Any``
-too), the routing scripts and API (operators' code subclasses them), and everything
-with I/O.
+variable kept the first one's type); objects built per message get a written-out
+``__init__`` (a dataclass's generated one, and a NamedTuple's ``__new__``, stay
+interpreted Python in a compiled module): the transaction events are plain classes (as
+frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via`,
+`NameAddr` and the edge's `Source`, `Destination`, `Send` are ``init=False`` dataclasses
+(the last three no longer frozen: same equality and hash), `HeaderParts` and `Arm` are
+built with ``tuple.__new__``.  Not compiled: the routing scripts and API (operators' code subclasses
+them), and everything with I/O.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ MODULES: tuple[str, ...] = (
     "shared.sip.status",
     "shared.sip.uri",
     "shared.sip.via",
+    "shared.transaction.events",
     "shared.transaction.key",
     "shared.transaction.layer",
     "shared.transaction.machine",

@@ -58,7 +58,7 @@ class Interface:
         return f"<sip:{self.advertised_in_uri}:{self.port}{tp};lr;sg={signature}>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Source:
     """Where a message was received: our interface, the peer address, the TCP connection."""
 
@@ -67,12 +67,22 @@ class Source:
     port: int
     conn: int | None = None
 
+    def __init__(self, interface: Interface, host: str, port: int,
+                 conn: int | None = None) -> None:
+        # Written out and not frozen (compared and hashed as before; nothing mutates it):
+        # a frozen dataclass's generated __init__ is interpreted Python setting each field
+        # with object.__setattr__, even in the compiled core, and one is built per datagram.
+        self.interface = interface
+        self.host = host
+        self.port = port
+        self.conn = conn
+
     @property
     def reliable(self) -> bool:
         return self.interface.transport != "udp"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Destination:
     """Where to send: transport, peer host (an IP, or a name the adapter resolves) and port.
 
@@ -86,6 +96,17 @@ class Destination:
     port: int
     interface: Interface | None = None
     conn: int | None = field(default=None, compare=False)
+
+    def __init__(self, transport: str, host: str, port: int,
+                 interface: Interface | None = None, conn: int | None = None) -> None:
+        # Written out and not frozen (compared and hashed as before; nothing mutates it):
+        # a frozen dataclass's generated __init__ is interpreted Python setting each field
+        # with object.__setattr__, even in the compiled core, and a proxied call builds five.
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.interface = interface
+        self.conn = conn
 
     @property
     def reliable(self) -> bool:

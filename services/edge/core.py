@@ -130,7 +130,7 @@ def local_to_tag(request: Request) -> str | None:
     return hashlib.md5(seed.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Send:
     """Send `data` to `dest`; `request` tells the adapter to use the worker's request socket.
 
@@ -142,6 +142,16 @@ class Send:
     request: bool = False
     txn: ClientTransaction | ServerTransaction | None = field(
         default=None, compare=False, repr=False)
+
+    def __init__(self, data: bytes, dest: Destination, request: bool = False,
+                 txn: ClientTransaction | ServerTransaction | None = None) -> None:
+        # Written out and not frozen (compared and hashed as before; nothing mutates it):
+        # a frozen dataclass's generated __init__ is interpreted Python setting each field
+        # with object.__setattr__, even in the compiled core, and one is built per message sent.
+        self.data = data
+        self.dest = dest
+        self.request = request
+        self.txn = txn
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,21 @@ _TOKEN_SAFE = frozenset(
 )
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class NameAddr:
     """A URI with an optional display name and header parameters (`tag`, `expires`, ...)."""
 
     uri: Uri
     display_name: str | None = None
     params: dict[str, str | None] = field(default_factory=dict)
+
+    def __init__(self, uri: Uri, display_name: str | None = None,
+                 params: dict[str, str | None] | None = None) -> None:
+        # Written out (init=False): a dataclass's generated __init__ is interpreted Python
+        # even in the compiled core, and a proxied call builds about five of these.
+        self.uri = uri
+        self.display_name = display_name
+        self.params = {} if params is None else params
 
     @property
     def tag(self) -> str | None:

@@ -31,9 +31,18 @@ from shared.sip.errors import SipParseError, bad_request
 from shared.sip.headers import canonical_of_key
 from shared.sip.limits import MAX_HEADER_LINES
 from shared.sip.message import (
+    _BACKSLASH,
+    _COLON,
+    _COMMA,
+    _DQUOTE,
     _ENC,
     _ERR,
     _KEY_OF_BYTES,
+    _LF,
+    _NUL,
+    _SEMI,
+    _SP,
+    _TAB,
     _TOKEN_CHARS,
     HeaderParts,
     Request,
@@ -42,6 +51,7 @@ from shared.sip.message import (
     _line_value,
     _name_addr_tag,
     _new_cseq,
+    _new_tuple,
     _parse_max_forwards,
     _slow_key,
 )
@@ -65,7 +75,7 @@ def parse_message(data: bytes) -> Request | Response:
         return _parse_unusual(data)
     head = data[:end]
     if head.count(b"\r") != head.count(b"\r\n") or (
-            b"\x00" in head and head.count(b"\x00") != head.count(b"\\\x00")):
+            _NUL in head and head.count(b"\x00") != head.count(b"\\\x00")):
         # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
         # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
         # header; such bytes would end up in headers a proxy writes back.  C-speed counts.
@@ -84,7 +94,7 @@ def parse_message(data: bytes) -> Request | Response:
             len(parts) == 3
             and parts[2] == b"SIP/2.0"
             and parts[0].isalpha()
-            and b":" in parts[1]
+            and _COLON in parts[1]
             and parts[1][0] != 60  # "<"
         ):
             method = parts[0].decode()
@@ -138,7 +148,7 @@ def _start_request(start: bytes) -> tuple[str, str]:
     """The method and Request-URI of a request line the fast path did not take."""
     parts = start.split(b" ")
     if len(parts) != 3:
-        if b"\t" in start:
+        if _TAB in start:
             raise bad_request("tab in the request line (SP required)")
         if len(parts) > 3:
             raise bad_request("whitespace inside the Request-URI or extra spaces")
@@ -160,7 +170,7 @@ def _start_request(start: bytes) -> tuple[str, str]:
         raise bad_request("empty Request-URI")
     if uri_b[0] == 60:  # "<"
         raise bad_request("Request-URI enclosed in <>")
-    if b":" not in uri_b:
+    if _COLON not in uri_b:
         raise bad_request(f"Request-URI without scheme {_dec(uri_b[:80])!r}")
     return method_b.decode(_ENC, _ERR), uri_b.decode(_ENC, _ERR)
 
@@ -191,7 +201,7 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
     if None in keys:
         raws, keys_ok = _careful_headers(raws)
         # Values are read from unfolded copies; the raw lines (folds kept) are stored.
-        src = [_unfold(line) if b"\n" in line else line for line in raws]
+        src = [_unfold(line) if _LF in line else line for line in raws]
     else:
         keys_ok = keys  # type: ignore[assignment]
         src = raws
@@ -205,7 +215,7 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
         _missing_or_several(keys_t)
 
     call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
-    if not call_id or b"," in call_id or b" " in call_id or b"\t" in call_id:
+    if not call_id or _COMMA in call_id or _SP in call_id or _TAB in call_id:
         raise bad_request(
             "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
         )
@@ -224,15 +234,15 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
     quotes = value.count(b'"')
     if (
         i > value.rfind(b">")
-        and b"," not in value
-        and (quotes == 0 or (quotes == 2 and value[0] == 34 and b"\\" not in value))
+        and _COMMA not in value
+        and (quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and _BACKSLASH not in value))
     ):
         tag = value[i + 5 :]
-        from_tag = tag.decode() if b";" not in tag else _tag_of(value, "From")
+        from_tag = tag.decode() if _SEMI not in tag else _tag_of(value, "From")
     else:
         from_tag = _tag_of(value, "From")
     value = src[index("to")].partition(b":")[2].strip(b" \t")
-    if b";" not in value and b'"' not in value and b"," not in value:
+    if _SEMI not in value and _DQUOTE not in value and _COMMA not in value:
         to_tag = None
     else:
         to_tag = _tag_of(value, "To")
@@ -270,8 +280,8 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
                     f"Content-Length {length} larger than the {len(body)} body bytes received"
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
-    return HeaderParts(keys_t, tuple(raws), body, call_id_text, cseq, from_tag, to_tag,
-                       max_forwards)
+    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
+                                    to_tag, max_forwards))
 
 
 def _missing_or_several(keys: tuple[str, ...]) -> None:
@@ -297,11 +307,11 @@ def _tag_of(value: bytes, what: str) -> str | None:
         q = value.find(b'"', 1)
         if q > 0 and value.find(b"\\", 1, q) < 0:
             rest = value[q + 1 :]
-    if b'"' not in rest and b"," not in rest:
+    if _DQUOTE not in rest and _COMMA not in rest:
         low = rest.lower()
         i = low.rfind(b";tag=")
         if i < 0:
-            if b"tag" not in low:
+            if low.find(b"tag") < 0:
                 return None
         elif i > rest.rfind(b">"):
             tag = rest[i + 5 :]

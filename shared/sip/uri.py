@@ -58,7 +58,7 @@ def valid_hostname(host: str) -> bool:
 
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Uri:
     """A parsed URI. `user`/`password`/`host` keep their `%HEX` escapes as written."""
 
@@ -70,6 +70,21 @@ class Uri:
     params: dict[str, str | None] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     opaque: str | None = None  # text after `scheme:` of a URI this module does not model
+
+    def __init__(self, scheme: str, user: str | None = None, password: str | None = None,
+                 host: str = "", port: int | None = None,
+                 params: dict[str, str | None] | None = None,
+                 headers: dict[str, str] | None = None, opaque: str | None = None) -> None:
+        # Written out (init=False): a dataclass's generated __init__ is interpreted Python
+        # even in the compiled core, and a proxied call builds about ten of these.
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = {} if headers is None else headers
+        self.opaque = opaque
 
     @property
     def is_sip(self) -> bool:

@@ -18,7 +18,7 @@ from shared.sip.headers import parse_params
 from shared.sip.uri import _GOOD_HOSTS, ipv6_address, valid_hostname
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Via:
     """One Via value. Parameter names are lower-case; `None` marks a flag (`;rport`)."""
 
@@ -27,6 +27,17 @@ class Via:
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
     protocol: str = "SIP/2.0"
+
+    def __init__(self, transport: str, host: str, port: int | None = None,
+                 params: dict[str, str | None] | None = None,
+                 protocol: str = "SIP/2.0") -> None:
+        # Written out (init=False): a dataclass's generated __init__ is interpreted Python
+        # even in the compiled core, and a proxied call builds about ten of these.
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.protocol = protocol
 
     @property
     def branch(self) -> str | None:

@@ -39,6 +39,11 @@ class Arm(NamedTuple):
     deadline: float
 
 
+# Arm is built per timer start; its generated __new__ is an interpreted lambda (compiled or
+# not): tuple.__new__ builds the same tuple.
+_new_tuple = tuple.__new__
+
+
 class Note(enum.Enum):
     """Timer actions that carry no data."""
 
@@ -104,13 +109,13 @@ class _Transaction:
             return True
         self.intervals[timer] = duration
         self.timers[timer] = now + duration
-        acts.append(Arm(timer, now + duration))
+        acts.append(_new_tuple(Arm, (timer, now + duration)))
         return False
 
     def _rearm(self, timer: Timer, interval: float, now: float, acts: list[Action]) -> None:
         self.intervals[timer] = interval
         self.timers[timer] = now + interval
-        acts.append(Arm(timer, now + interval))
+        acts.append(_new_tuple(Arm, (timer, now + interval)))
 
     # -- the interpreter --------------------------------------------------------------------
     def fire(
