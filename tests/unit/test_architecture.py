@@ -86,6 +86,7 @@ SANS_IO: tuple[str, ...] = (
     "services/presence/core.py",
     "services/edge/uac_core.py",
     "services/edge/anycast.py",
+    "services/registrar/digest.py",
     "services/registrar/location.py",
     "services/registrar/natping.py",
     "sipmesh/importer/rows.py",
