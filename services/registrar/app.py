@@ -113,7 +113,7 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
         SQL copy it joins the next message at once.  With one (the default, mode `none`),
         the Saves of one request message are answered in a message of their own that is
         held until what they changed is stored (`UserLocation.stored`: one transaction and
-        one fsync for every change made meanwhile), so no 200 leaves before its binding
+        one commit for every change made meanwhile), so no 200 leaves before its binding
         would survive a kill -9; a failed write turns their 200s into 503s.  The
         SaveWithDigest calls of a message wait for their subscribers first: one task and
         at most one store lookup for all of them (`saves_with_digest`; subscribers are
@@ -356,7 +356,7 @@ def _fill_save(reply: Any, result: SaveResult) -> None:
 
 def _write_metrics(runtime: Any) -> Callable[[float, int], None]:
     """Prometheus histograms of the location table's writes: seconds per transaction
-    (fsync included) and changes per transaction (how many REGISTERs shared one)."""
+    (commit included) and changes per transaction (how many REGISTERs shared one)."""
     from prometheus_client import Histogram
 
     seconds = Histogram("sipmesh_registrar_location_write_seconds",
@@ -459,7 +459,8 @@ async def serve(config: RegistrarConfig) -> None:
         from services.registrar.persistence import open_location_table
 
         sql_table = open_location_table(config.db_url or config.store_location,
-                                        table=config.table)
+                                        table=config.table,
+                                        synchronous=config.sqlite_synchronous)
         if sql_only or config.write_mode != "none":
             writer = LocationWriter(sql_table, write_through=sql_only or (
                 config.write_mode == "write-through"), interval=config.write_interval,

@@ -50,6 +50,10 @@ class RegistrarConfig:
     sql_write_mode: str = ""
     write_interval: float = 60.0
     db_url: str = ""
+    # The SQLite location table's PRAGMA synchronous (WAL): "normal" survives a killed
+    # process (what the data-safety promise asks), "full" fsyncs every commit so the last
+    # transactions survive an OS crash or power cut too, at an fsync per commit.
+    sqlite_synchronous: str = "normal"
     # NAT pinging (nathelper): OPTIONS every natping_interval s (0 = off) to natted
     # bindings (all with ping_nated_only = false); max_pings_lost misses in a row remove a
     # binding; latency events per latency_event_min_us / latency_event_min_us_delta.
@@ -78,6 +82,8 @@ class RegistrarConfig:
         if self.sql_write_mode not in SQL_WRITE_MODES:
             raise ValueError("[registrar] sql_write_mode must be none, write-through or "
                              "write-back")
+        if self.sqlite_synchronous not in ("normal", "full"):
+            raise ValueError("[registrar] sqlite_synchronous must be normal or full")
         if self.persistency == "sync-from-cluster" and \
                 self.cluster_mode not in ("full-sharing", "federation-cachedb"):
             raise ValueError("[registrar] sync-from-cluster needs cluster_mode full-sharing "

@@ -1,15 +1,17 @@
 """SQL copy of the location table: restart persistence (`load-from-sql`) and `ul_sync`.
 
 A port (`LocationTable`) with two backends sharing one contract suite: SQLite (a file; the
-embedded default, the same database as the subscribers; WAL with fsynced commits, on
-aiosqlite's thread) and PostgreSQL (asyncpg).  A row is one binding: `(aor, key)` primary
-key, its expiry, and the binding as JSON.
+embedded default, the same database as the subscribers; WAL, on aiosqlite's thread, with
+`synchronous=NORMAL` by default: a committed binding survives the process being killed,
+only an OS crash or power cut may lose the last transactions; `FULL` fsyncs every commit)
+and PostgreSQL (asyncpg).  A row is one binding: `(aor, key)` primary key, its expiry, and
+the binding as JSON.
 
 `LocationWriter` keeps the SQL copy in step with memory, as OpenSIPS `sql_write_mode`:
 `write-through` writes every change at once and lets the caller wait until it is stored
 (the registrar answers a REGISTER only then: nothing a 200 acknowledged is lost by a
 kill -9); the changes made while a write is in flight share the next transaction and its
-fsync (group commit), so the cost per REGISTER falls as the load grows.  `write-back`
+commit (group commit), so the cost per REGISTER falls as the load grows.  `write-back`
 writes every `interval` seconds (and on `ul_flush` and at stop): a crash loses what
 changed since the last write.  Pending changes are coalesced per binding (the last one
 wins).  A write that fails keeps its changes pending for the next attempt.
@@ -66,17 +68,37 @@ _DDL = ("CREATE TABLE IF NOT EXISTS {t} (aor TEXT NOT NULL, bkey TEXT NOT NULL, 
         "expires BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (aor, bkey))")
 
 
+SYNCHRONOUS = ("normal", "full")
+
+
 class SQLiteLocationTable(SQLiteFile):
     """The location table in a SQLite file, on aiosqlite's thread (shared.store.SQLiteFile:
-    WAL, fsynced commits).  A write is one transaction; a lock keeps two transactions of
-    this connection from interleaving their statements."""
+    WAL).  A write is one transaction; a lock keeps two transactions of this connection
+    from interleaving their statements.
+
+    `synchronous` ("normal", the default, or "full") is this connection's PRAGMA (the
+    subscribers' connection to the same file keeps FULL).  In WAL mode NORMAL writes a
+    commit to the WAL file without an fsync (the WAL is fsynced at each checkpoint): the
+    commit is in the OS's page cache, so it survives the process being killed (the
+    promise: a kill -9 loses no acknowledged binding), and only an OS crash or a power cut
+    can lose the last transactions.  FULL fsyncs every commit (survives a power cut too)
+    and costs a REGISTER its share of an fsync (docs/perf.md, fourth round)."""
 
     ddl = _DDL
     not_open = "location table is not open"
 
-    def __init__(self, path: str | Path, *, table: str = "location") -> None:
+    def __init__(self, path: str | Path, *, table: str = "location",
+                 synchronous: str = "normal") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError("synchronous must be normal or full")
         super().__init__(path, table=table)
+        self.synchronous = synchronous
         self._tx = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self._db is None:
+            await super().open()
+            await self.db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
 
     async def load(self, now: float) -> list[Binding]:
         rows = await self.db.execute_fetchall(
@@ -84,7 +106,7 @@ class SQLiteLocationTable(SQLiteFile):
         return [_binding(r[0]) for r in rows]
 
     async def _transaction(self, statements: list[tuple[str, list[Any]]]) -> None:
-        """`executemany` of each (sql, rows) in one transaction, committed (fsynced), in
+        """`executemany` of each (sql, rows) in one transaction, committed, in
         one trip to aiosqlite's thread.
 
         One trip, not one per statement (BEGIN, each executemany, COMMIT): a trip costs
@@ -177,10 +199,12 @@ class PostgresLocationTable(PostgresPool):
         return int(status.rsplit(" ", 1)[-1])
 
 
-def open_location_table(location: str, *, table: str = "location") -> LocationTable:
+def open_location_table(location: str, *, table: str = "location",
+                        synchronous: str = "normal") -> LocationTable:
+    """The table at `location`; `synchronous` applies to SQLite only."""
     if is_postgres_dsn(location):
         return PostgresLocationTable(location, table=table)
-    return SQLiteLocationTable(location, table=table)
+    return SQLiteLocationTable(location, table=table, synchronous=synchronous)
 
 
 def _utf8(text: str) -> bool:
@@ -200,7 +224,7 @@ class LocationWriter:
     """Keeps a LocationTable in step with memory (see module doc).
 
     write-through: one task writes every change at once; the changes noted while a write is
-    in flight go together in the next one (group commit: one transaction, one fsync for all
+    in flight go together in the next one (group commit: one transaction, one commit for all
     of them).  `ticket()` / `flush()` wait until every change noted before the call is in
     the table, so a 200 can leave only once its binding is stored.  A failed write keeps
     its changes pending, fails the waiters that counted on it (`WriteFailed`) and is retried

@@ -35,7 +35,11 @@ memory per binding; replication lag between two full-sharing registrar nodes.
                                     [--only sipmesh,kamailio,memory,lag,workers,users,
                                             cpu,vs,scale(,kamailio-users)] [--cpu-rate N]
                                     [--users N] [--vs-rates 500,1000] [--scale-rate N]
-                                    [--edge-check-too]
+                                    [--edge-check-too] [--also NAME:VAR=VALUE,...]
+
+`--also` (repeatable) adds to `vs` and `cpu` a SipMesh variant whose edge and registrar get
+those environment variables, in the same rotation (e.g. `--also
+fsync:SIPMESH_REGISTRAR_SQLITE_SYNCHRONOUS=full`).
 
 Not a test: numbers depend on the machine and on whatever else runs on it.
 """
@@ -342,12 +346,12 @@ EDGE_CHECK = {"SIPMESH_EDGE_REGISTER_DIGEST_ON_SAVE": "false"}
 
 
 def cpu_per_register(step: float, workdir: Path, rate: int, users: int,
-                     edge_env: dict[str, str] | None = None) -> None:
+                     edge_env: dict[str, str] | None = None, label: str = "") -> None:
     """CPU of the registrar and of the edge per REGISTER at a fixed `rate`, each call a new
     subscriber (a new binding, so every registration is a row to store): a figure that
     other load on the machine changes far less than the maximum rate does."""
     inf = many_subscribers(workdir, users)
-    reg, grpc, mi, _ = start_registrar(workdir, "registrar")
+    reg, grpc, mi, _ = start_registrar(workdir, "registrar", edge_env)
     try:
         edge = start_edge(workdir, grpc, extra=edge_env)
         try:
@@ -361,7 +365,7 @@ def cpu_per_register(step: float, workdir: Path, rate: int, users: int,
         stop(reg)
     writes = stats.get("usrloc:sql_writes")
     shared = f", {ok / writes:.1f} registrations per SQL transaction" if writes else ""
-    how = " (edge-checked digest)" if edge_env else ""
+    how = f" ({label})" if label else " (edge-checked digest)" if edge_env else ""
     print(f"  CPU per REGISTER at {rate}/s{how} ({ok} ok, {failed} failed, {took:.1f} s): "
           f"registrar {(r1 - r0) / max(ok, 1) * 1e6:.0f} us, "
           f"edge {(e1 - e0) / max(ok, 1) * 1e6:.0f} us{shared}", flush=True)
@@ -380,7 +384,7 @@ class Stack:
         self.registrars: list[subprocess.Popen[str]] = []
         try:
             if nodes == 1:
-                reg, grpc, _, _ = start_registrar(workdir, "registrar")
+                reg, grpc, _, _ = start_registrar(workdir, "registrar", edge_env)
                 self.registrars.append(reg)
                 addresses = [grpc]
             else:
@@ -427,7 +431,8 @@ def _wait_synced(mi: str, timeout: float = 30) -> None:
 
 
 def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int = 2,
-           edge_check_too: bool = False) -> None:
+           edge_check_too: bool = False, also: dict[str, dict[str, str]] | None = None
+           ) -> None:
     """CPU per REGISTER, SipMesh (edge + registrar) against Kamailio, interleaved; with
     `edge_check_too` also SipMesh with the digest checked at the edge (the path before
     SaveWithDigest), in the same rotation."""
@@ -438,6 +443,8 @@ def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int
         if edge_check_too:
             stacks["edge-check"] = Stack(workdir / f"vs-edgecheck-{users}", users=users,
                                          edge_env=EDGE_CHECK)
+        for name, env in (also or {}).items():
+            stacks[name] = Stack(workdir / f"vs-{name}-{users}", users=users, edge_env=env)
         kamdir = workdir / f"vs-kamailio-{users}"
         kamdir.mkdir()
         kam = start_kamailio(kamdir, users, db_url)
@@ -467,8 +474,8 @@ def versus(step: float, workdir: Path, rates: list[int], users: int, rounds: int
                     failed_any["kamailio"] += failed
                 per = {k: spent[k] / max(1, done[k]) for k in spent}
                 notes = "".join(f" ({k}: {n} failed)" for k, n in failed_any.items() if n)
-                check = (f", sipmesh edge-checked {per['edge-check'] * 1e6:5.0f} us"
-                         if "edge-check" in per else "")
+                check = "".join(f", sipmesh {k} {per[k] * 1e6:5.0f} us" for k in stacks
+                                if k != "sipmesh")
                 print(f"  {rate:>5} REGISTER/s: sipmesh {per['sipmesh'] * 1e6:5.0f} us{check}, "
                       f"kamailio {per['kamailio'] * 1e6:5.0f} us; kamailio/sipmesh "
                       f"{per['kamailio'] / max(per['sipmesh'], 1e-9):.2f} (goal >= 0.5)"
@@ -611,10 +618,17 @@ def main() -> int:
     parser.add_argument("--edge-check-too", action="store_true",
                         help="`vs` and `cpu` also measure the digest checked at the edge "
                              "(GetCredentials + Save, the path before SaveWithDigest)")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                        help="`vs` and `cpu` also measure SipMesh with these environment "
+                             "variables (edge and registrar), in the same rotation")
     parser.add_argument("--scale-rate", type=int, default=500,
                         help="REGISTER/s of the scale-out CPU figure, and the climbs' start")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
+    also: dict[str, dict[str, str]] = {}
+    for spec in args.also:
+        name, _, assigns = spec.partition(":")
+        also[name] = dict(a.split("=", 1) for a in assigns.split(",") if a)
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:
             print(f"{tool} missing: run tests/peers/ensure.sh (make bench does)")
@@ -626,8 +640,9 @@ def main() -> int:
     results: dict[str, int] = {}
     if "vs" in wanted:
         rates = [int(r) for r in args.vs_rates.split(",")]
-        versus(args.step, workdir, rates, 1, edge_check_too=args.edge_check_too)
-        versus(args.step, workdir, rates, args.users, edge_check_too=args.edge_check_too)
+        versus(args.step, workdir, rates, 1, edge_check_too=args.edge_check_too, also=also)
+        versus(args.step, workdir, rates, args.users, edge_check_too=args.edge_check_too,
+               also=also)
         print()
     if "sipmesh" in wanted:
         (workdir / "sipmesh").mkdir()
@@ -666,6 +681,10 @@ def main() -> int:
             (workdir / "cpu-edge-check").mkdir()
             cpu_per_register(args.step * 2, workdir / "cpu-edge-check", args.cpu_rate,
                              args.users, EDGE_CHECK)
+        for name, env in also.items():
+            (workdir / f"cpu-{name}").mkdir()
+            cpu_per_register(args.step * 2, workdir / f"cpu-{name}", args.cpu_rate,
+                             args.users, env, name)
     if "scale" in wanted:
         print()
         scale_out(args.step, workdir, args.scale_rate, args.users)

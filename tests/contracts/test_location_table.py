@@ -165,3 +165,21 @@ async def test_write_back_writes_nothing_before_its_interval_or_a_flush(
     finally:
         await writer.stop()  # at stop: what is pending goes out
     assert len(await table.load(T0)) == 2
+
+
+@pytest.mark.parametrize(("asked", "pragma"), [("normal", 1), ("full", 2)])
+async def test_sqlite_commits_with_the_synchronous_level_asked(
+        tmp_path: Path, asked: str, pragma: int) -> None:
+    """NORMAL by default (a commit survives a killed process, in WAL mode), FULL on demand;
+    the file stays in WAL mode either way."""
+    t = SQLiteLocationTable(tmp_path / "loc.sqlite", synchronous=asked)
+    await t.open()
+    try:
+        rows = await t.db.execute_fetchall("PRAGMA synchronous")
+        mode = await t.db.execute_fetchall("PRAGMA journal_mode")
+        assert [tuple(r) for r in [*rows, *mode]] == [(pragma,), ("wal",)]
+    finally:
+        await t.close()
+    assert SQLiteLocationTable(tmp_path / "x.sqlite").synchronous == "normal"
+    with pytest.raises(ValueError, match="normal or full"):
+        SQLiteLocationTable(tmp_path / "x.sqlite", synchronous="off")

@@ -36,3 +36,10 @@ def test_explicit_choices_win() -> None:
         RegistrarConfig(restart_persistency="sync-from-cluster").validate()
     with pytest.raises(ValueError, match="restart_persistency"):
         RegistrarConfig(restart_persistency="sometimes").validate()
+
+
+def test_sqlite_synchronous_is_normal_by_default_and_full_can_be_chosen() -> None:
+    assert RegistrarConfig().sqlite_synchronous == "normal"
+    RegistrarConfig(sqlite_synchronous="full").validate()
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        RegistrarConfig(sqlite_synchronous="off").validate()
