@@ -41,6 +41,16 @@ def synced(reg: Registrar) -> bool:
     return any(c["name"] == "usrloc-contact-repl" and c["state"] == "Ok" for c in caps)
 
 
+def linked(*regs: Registrar) -> bool:
+    """Every node lists the others with their link Up (synced alone is also true of a node
+    that fell back to running alone: a seed, or a joiner before its link came up)."""
+    for reg in regs:
+        nodes = mi(reg, "clusterer_list")["result"]["Clusters"][0]["Nodes"]
+        if len(nodes) < len(regs) - 1 or any(n.get("link_state") != "Up" for n in nodes):
+            return False
+    return True
+
+
 def stop_all(*procs: Registrar | Edge | subprocess.Popen[bytes] | None) -> None:
     """Stops the processes at the same time: each drains (SIGTERM) for up to a few seconds,
     and one after the other that added up to most of a cluster test's wall time. A bare

@@ -29,6 +29,7 @@ from tests.cluster.registrar_nodes import (
     aors,
     assert_pinged_once_per_round,
     cluster_url,
+    linked,
     mi,
     register_natted,
     start_pair,
@@ -173,7 +174,8 @@ def test_full_sharing_cachedb_each_natted_binding_pinged_by_exactly_one_node(
     users = [f"nat{i}" for i in range(8)]
     first, second, edge = pinging_pair(store, prefix, users)
     try:
-        wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
+        wait_until(lambda: synced(first) and synced(second) and linked(first, second), 20,
+                   "both nodes synced and linked")
         register_natted(tmp_path, edge, users, "pw")
         assert len(aors(second)) == len(users)
 
@@ -194,7 +196,8 @@ def test_full_sharing_cachedb_ping_rounds_read_only_the_nodes_own_partitions(
     log = tmp_path / "monitor.log"
     watcher = None
     try:
-        wait_until(lambda: synced(first) and synced(second), 20, "both nodes synced")
+        wait_until(lambda: synced(first) and synced(second) and linked(first, second), 20,
+                   "both nodes synced and linked")
         register_natted(tmp_path, edge, users, "pw")
         assert len(aors(second)) == len(users)
         with log.open("w") as out:
