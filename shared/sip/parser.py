@@ -57,7 +57,6 @@ from shared.sip.message import (
 )
 
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
-_ONCE_EACH: Final = [1, 1, 1, 1]
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -74,7 +73,8 @@ def parse_message(data: bytes) -> Request | Response:
     if end <= 0:
         return _parse_unusual(data)
     head = data[:end]
-    if head.count(b"\r") != head.count(b"\r\n") or (
+    lines = head.split(b"\r\n")  # as many CRLFs as lines less one
+    if head.count(b"\r") != len(lines) - 1 or (
             _NUL in head and head.count(b"\x00") != head.count(b"\\\x00")):
         # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
         # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
@@ -83,7 +83,6 @@ def parse_message(data: bytes) -> Request | Response:
         if head[:4] == b"SIP/":
             raise SipParseError(None, detail, "")
         raise bad_request(detail)
-    lines = head.split(b"\r\n")
     start = lines[0]
     try:
         if start[:4] == b"SIP/":
@@ -194,67 +193,83 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
     """The header block after the start line, checked; `method` None for a response."""
     del lines[0]  # the start line; what remains are the header lines
     raws = lines
-    kget = _KEY_OF_BYTES.get
-    # One C-speed pass maps each line's name to its key; anything unusual (folding, odd
-    # spacing, unknown or malformed names) yields None and takes the careful path.
-    keys = [kget(line.partition(b":")[0]) for line in raws]
-    if None in keys:
-        raws, keys_ok = _careful_headers(raws)
+    # One pass maps each line's name (up to its first colon, the whole line without one)
+    # to its key; anything unusual (folding, odd spacing, unknown or malformed names)
+    # maps to None and takes the careful path.  Index arithmetic and int byte tests,
+    # which the compiled core runs inline, rather than `partition` per line.
+    keys: list[str] = []
+    for line in raws:
+        n = len(line)
+        end = 0
+        while end < n and line[end] != _COLON:
+            end += 1
+        found = _KEY_OF_BYTES.get(line[:end])
+        if found is None:
+            break
+        keys.append(found)
+    if len(keys) != len(raws):
+        raws, keys = _careful_headers(raws)
         # Values are read from unfolded copies; the raw lines (folds kept) are stored.
         src = [_unfold(line) if _LF in line else line for line in raws]
     else:
-        keys_ok = keys  # type: ignore[assignment]
         src = raws
-    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
-        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
-    keys_t = tuple(keys_ok)
+    if len(keys) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys)} header fields (limit {MAX_HEADER_LINES})")
 
-    count = keys_t.count
-    index = keys_t.index
-    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_t:
+    # Where the routing fields are, and how many of each, in one pass over the keys.
+    i_call = i_from = i_to = i_cseq = i_mf = i_cl = -1
+    n_call = n_from = n_to = n_cseq = n_via = n_mf = n_cl = 0
+    i = 0
+    for key in keys:
+        if key == "via":
+            n_via += 1
+        elif key == "from":
+            n_from += 1
+            if i_from < 0:
+                i_from = i
+        elif key == "to":
+            n_to += 1
+            if i_to < 0:
+                i_to = i
+        elif key == "call-id":
+            n_call += 1
+            if i_call < 0:
+                i_call = i
+        elif key == "cseq":
+            n_cseq += 1
+            if i_cseq < 0:
+                i_cseq = i
+        elif key == "max-forwards":
+            n_mf += 1
+            if i_mf < 0:
+                i_mf = i
+        elif key == "content-length":
+            n_cl += 1
+            if i_cl < 0:
+                i_cl = i
+        i += 1
+    keys_t = tuple(keys)
+    if n_call != 1 or n_from != 1 or n_to != 1 or n_cseq != 1 or not n_via:
         _missing_or_several(keys_t)
 
-    call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
+    call_id = _value(src[i_call])
     if not call_id or _COMMA in call_id or _SP in call_id or _TAB in call_id:
         raise bad_request(
             "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
         )
     call_id_text = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
 
-    value = src[index("cseq")].partition(b":")[2].strip(b" \t")
-    num, sp, meth = value.partition(b" ")
-    if sp and num.isdigit() and len(num) < 10 and meth.isalpha():
-        cseq = _new_cseq(CSeq, (int(num), meth.decode()))
-    else:
-        cseq = parse_cseq(value.decode(_ENC, _ERR))
-    # From/To tags, inline fast path for `[display] <uri>;...;tag=x` without quotes or
-    # commas after the display name; anything else goes through `_tag_of`.
-    value = src[index("from")].partition(b":")[2].strip(b" \t")
-    i = value.rfind(b";tag=")
-    quotes = value.count(b'"')
-    if (
-        i > value.rfind(b">")
-        and _COMMA not in value
-        and (quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and _BACKSLASH not in value))
-    ):
-        tag = value[i + 5 :]
-        from_tag = tag.decode() if _SEMI not in tag else _tag_of(value, "From")
-    else:
-        from_tag = _tag_of(value, "From")
-    value = src[index("to")].partition(b":")[2].strip(b" \t")
-    if _SEMI not in value and _DQUOTE not in value and _COMMA not in value:
-        to_tag = None
-    else:
-        to_tag = _tag_of(value, "To")
+    cseq = _cseq(_value(src[i_cseq]))
+    from_tag = _from_tag(_value(src[i_from]))
+    to_tag = _to_tag(_value(src[i_to]))
 
-    n = count("max-forwards")
-    if n == 1:
-        value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
+    if n_mf == 1:
+        value = _value(src[i_mf])
         if value.isdigit() and len(value) < 3:
-            max_forwards = int(value)
+            max_forwards: int | None = int(value)
         else:
             max_forwards = _parse_max_forwards(value)
-    elif n == 0:
+    elif n_mf == 0:
         # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
         # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
         max_forwards = None
@@ -264,15 +279,14 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
     if method is not None and cseq.method != method:
         raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
 
-    key_cl = "content-length"
-    n = count(key_cl)
-    if n:
-        if n == 1:
-            value = src[index("content-length")].partition(b":")[2].strip(b" \t")
+    if n_cl:
+        if n_cl == 1:
+            value = _value(src[i_cl])
             length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
         else:
+            key_cl = "content-length"
             length = _content_length(
-                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == key_cl}
+                {_line_value(r) for k, r in zip(keys, raws, strict=True) if k == key_cl}
             )
         if length != len(body):
             if length > len(body):
@@ -282,6 +296,114 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
     return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
                                     to_tag, max_forwards))
+
+
+def _value(line: bytes) -> bytes:
+    """`line.partition(b":")[2].strip(b" \t")`, by index: one slice, no tuple."""
+    n = len(line)
+    i = 0
+    while i < n and line[i] != _COLON:
+        i += 1
+    if i == n:
+        return b""
+    i += 1
+    while i < n and (line[i] == _SP or line[i] == _TAB):
+        i += 1
+    while n > i and (line[n - 1] == _SP or line[n - 1] == _TAB):
+        n -= 1
+    return line[i:n]
+
+
+def _cseq(value: bytes) -> CSeq:
+    """CSeq `digits SP method`: inline for up to 9 digits and an alphabetic method."""
+    n = len(value)
+    i = 0
+    num = 0
+    while i < n:
+        c = value[i]
+        if c < 48 or c > 57:
+            break
+        num = num * 10 + (c - 48)
+        i += 1
+    if 0 < i < 10 and i < n - 1 and value[i] == _SP:
+        j = i + 1
+        while j < n:
+            c = value[j]
+            if not (65 <= c <= 90 or 97 <= c <= 122):
+                break
+            j += 1
+        if j == n:
+            return _new_cseq(CSeq, (num, value[i + 1 :].decode()))
+    return parse_cseq(value.decode(_ENC, _ERR))
+
+
+def _from_tag(value: bytes) -> str | None:
+    """From's tag: inline for `[display] <uri>;...;tag=x` without commas, backslashes or
+    quotes other than a leading display name's; anything else goes through `_tag_of`.
+
+    One scan of int bytes finds what `rfind`/`count`/`in` would: the last `;tag=`, the
+    last `>` and `;`, the quotes, commas and backslashes."""
+    n = len(value)
+    tag_at = gt = semi = -1
+    quotes = 0
+    comma = backslash = False
+    k = 0
+    while k < n:
+        c = value[k]
+        if c < 63 or c == _BACKSLASH:
+            if c == _SEMI:
+                semi = k
+                if (k + 4 < n and value[k + 1] == 116 and value[k + 2] == 97
+                        and value[k + 3] == 103 and value[k + 4] == 61):  # "tag="
+                    tag_at = k
+            elif c == 62:  # ">"
+                gt = k
+            elif c == _DQUOTE:
+                quotes += 1
+            elif c == _COMMA:
+                comma = True
+            elif c == _BACKSLASH:
+                backslash = True
+        k += 1
+    if tag_at > gt and not comma and semi == tag_at and (
+            quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and not backslash)):
+        return value[tag_at + 5 :].decode()
+    return _tag_of(value, "From")
+
+
+def _to_tag(value: bytes) -> str | None:
+    """To's tag (None without one, as in an initial request): what `_tag_of` answers for a
+    value without quotes or commas, in one scan of int bytes; anything else through it."""
+    n = len(value)
+    tag_at = gt = -1
+    semi = False
+    k = 0
+    while k < n:
+        c = value[k]
+        if c < 63:
+            if c == _SEMI:
+                semi = True
+                if (k + 4 < n and (value[k + 1] | 32) == 116 and (value[k + 2] | 32) == 97
+                        and (value[k + 3] | 32) == 103 and value[k + 4] == 61):  # any case
+                    tag_at = k
+            elif c == 62:  # ">"
+                gt = k
+            elif c == _DQUOTE or c == _COMMA:
+                return _tag_of(value, "To")
+        k += 1
+    if not semi:
+        return None  # no parameters: no tag (an initial request's To)
+    if tag_at < 0 or tag_at < gt:  # no `;tag=`, or one inside <...>: the careful path
+        return _tag_of(value, "To")
+    start = tag_at + 5
+    end = start
+    while end < n and value[end] != _SEMI:
+        end += 1
+    while start < end and (value[start] == _SP or value[start] == _TAB):
+        start += 1
+    while end > start and (value[end - 1] == _SP or value[end - 1] == _TAB):
+        end -= 1
+    return value[start:end].decode(_ENC, _ERR)
 
 
 def _missing_or_several(keys: tuple[str, ...]) -> None:
