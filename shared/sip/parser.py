@@ -24,6 +24,7 @@ the `parts` argument of `Request` / `Response`, never writing the model's own fi
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import Final
 
 from shared.sip.cseq import CSeq, parse_cseq
@@ -57,6 +58,7 @@ from shared.sip.message import (
 )
 
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
+_ONCE_EACH: Final = [1, 1, 1, 1]
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -190,7 +192,114 @@ def _start_response(start: bytes) -> tuple[int, str]:
 
 
 def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
-    """The header block after the start line, checked; `method` None for a response."""
+    """The header block after the start line, checked; `method` None for a response.
+
+    Two renderings of the same checks, the same answers and errors: compiled (mypyc), int
+    loops over bytes from known offsets are inline C and cheaper than any method called by
+    name; interpreted, each loop step is bytecode and the C-level methods win.  The unit
+    tests run against both (`SIPMESH_COMPILED=require` and `off`)."""
+    if _COMPILED:
+        return _parse_headers_indexed(lines, body, method)
+    return _parse_headers_interpreted(lines, body, method)
+
+
+def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+    """`_parse_headers` as the interpreter runs it fastest: C-level bytes and tuple methods
+    (`partition`, `count`, `index`) rather than loops over bytes."""
+    del lines[0]  # the start line; what remains are the header lines
+    raws = lines
+    kget = _KEY_OF_BYTES.get
+    # One C-speed pass maps each line's name to its key; anything unusual (folding, odd
+    # spacing, unknown or malformed names) yields None and takes the careful path.
+    keys = [kget(line.partition(b":")[0]) for line in raws]
+    if None in keys:
+        raws, keys_ok = _careful_headers(raws)
+        # Values are read from unfolded copies; the raw lines (folds kept) are stored.
+        src = [_unfold(line) if _LF in line else line for line in raws]
+    else:
+        keys_ok = keys  # type: ignore[assignment]
+        src = raws
+    if len(keys_ok) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys_ok)} header fields (limit {MAX_HEADER_LINES})")
+    keys_t = tuple(keys_ok)
+
+    count = keys_t.count
+    index = keys_t.index
+    if list(map(count, _MANDATORY)) != _ONCE_EACH or "via" not in keys_t:
+        _missing_or_several(keys_t)
+
+    call_id = src[index("call-id")].partition(b":")[2].strip(b" \t")
+    if not call_id or _COMMA in call_id or _SP in call_id or _TAB in call_id:
+        raise bad_request(
+            "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
+        )
+    call_id_text = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
+
+    value = src[index("cseq")].partition(b":")[2].strip(b" \t")
+    num, sp, meth = value.partition(b" ")
+    if sp and num.isdigit() and len(num) < 10 and meth.isalpha():
+        cseq = _new_cseq(CSeq, (int(num), meth.decode()))
+    else:
+        cseq = parse_cseq(value.decode(_ENC, _ERR))
+    # From/To tags, inline fast path for `[display] <uri>;...;tag=x` without quotes or
+    # commas after the display name; anything else goes through `_tag_of`.
+    value = src[index("from")].partition(b":")[2].strip(b" \t")
+    i = value.rfind(b";tag=")
+    quotes = value.count(b'"')
+    if (
+        i > value.rfind(b">")
+        and _COMMA not in value
+        and (quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and _BACKSLASH not in value))
+    ):
+        tag = value[i + 5 :]
+        from_tag = tag.decode() if _SEMI not in tag else _tag_of(value, "From")
+    else:
+        from_tag = _tag_of(value, "From")
+    value = src[index("to")].partition(b":")[2].strip(b" \t")
+    if _SEMI not in value and _DQUOTE not in value and _COMMA not in value:
+        to_tag = None
+    else:
+        to_tag = _tag_of(value, "To")
+
+    n = count("max-forwards")
+    if n == 1:
+        value = src[index("max-forwards")].partition(b":")[2].strip(b" \t")
+        if value.isdigit() and len(value) < 3:
+            max_forwards = int(value)
+        else:
+            max_forwards = _parse_max_forwards(value)
+    elif n == 0:
+        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
+        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
+        max_forwards = None
+    else:
+        raise bad_request("several values in single-value header Max-Forwards")
+
+    if method is not None and cseq.method != method:
+        raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
+
+    key_cl = "content-length"
+    n = count(key_cl)
+    if n:
+        if n == 1:
+            value = src[index("content-length")].partition(b":")[2].strip(b" \t")
+            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
+        else:
+            length = _content_length(
+                {_line_value(r) for k, r in zip(keys_ok, raws, strict=True) if k == key_cl}
+            )
+        if length != len(body):
+            if length > len(body):
+                raise bad_request(
+                    f"Content-Length {length} larger than the {len(body)} body bytes received"
+                )
+            body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
+    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
+                                    to_tag, max_forwards))
+
+
+def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+    """`_parse_headers` for the compiled core: index arithmetic and int byte tests."""
     del lines[0]  # the start line; what remains are the header lines
     raws = lines
     # One pass maps each line's name (up to its first colon, the whole line without one)
@@ -493,5 +602,12 @@ def _content_length(values: set[bytes]) -> int:
         raise bad_request(f"Content-Length {_dec(value[:20])}... out of range")
     return int(digits)
 
+
+def _compiled() -> bool:
+    return not isinstance(_compiled, FunctionType)
+
+
+# This module runs compiled (mypyc) or as Python (shared/compiled.py); see _parse_headers.
+_COMPILED: Final = _compiled()
 
 __all__ = ["parse_message"]
