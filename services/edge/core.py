@@ -560,7 +560,9 @@ class ProxyCore:
     @staticmethod
     def _continue(ctx: RouteContext, result: object, now: float, out: list[Output],
                   then: Callable[[float], list[Output]]) -> None:
-        if is_awaitable(result):
+        # `is not None` first: a synchronous hook returns None, and is_awaitable is an
+        # interpreted call (services/edge/routing.py) with inspect's checks behind it.
+        if result is not None and is_awaitable(result):
             out.append(Await(result, then, ctx.request.call_id))  # type: ignore[arg-type]
             return
         out.extend(then(now))
@@ -1066,7 +1068,7 @@ class ProxyCore:
             self._send_best(context, best_response(finals), finals, n, o)
             return o
 
-        if is_awaitable(result):
+        if result is not None and is_awaitable(result):
             out.append(Await(result, resume, context.request.call_id))
             return True
         out.extend(resume(now))
@@ -1134,7 +1136,7 @@ class ProxyCore:
             self.log("route.error", hook="reply_route", error=repr(exc),
                      call_id=context.request.call_id)
             return None
-        return result if is_awaitable(result) else None
+        return result if result is not None and is_awaitable(result) else None
 
     def _finished(self, context: ResponseContext, status: int) -> None:
         """The request's final response is on its way: tell the route context once."""

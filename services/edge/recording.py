@@ -281,11 +281,11 @@ def call_updated(ctx: RouteContext) -> None:
 def is_srs_bye(request: Any, ctx: RouteContext) -> bool:
     """A BYE from an SRS in a recording session of ours (its Call-ID is the recorder's,
     its Request-URI our Contact `sip:src@EDGE`)."""
+    if request.method != "BYE" or ctx.services.get("siprec") is None:
+        return False  # no recorder: no import per BYE (CPython 3.11 raises inside one)
     from services.edge.uac import RECORDING_SUFFIX
 
-    return (request.method == "BYE" and request.call_id.endswith(RECORDING_SUFFIX)
-            and ctx.services.get("siprec") is not None
-            and ctx.is_myself(request.parsed_uri))
+    return request.call_id.endswith(RECORDING_SUFFIX) and ctx.is_myself(request.parsed_uri)
 
 
 async def srs_bye(ctx: RouteContext) -> None:

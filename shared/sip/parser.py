@@ -24,6 +24,7 @@ the `parts` argument of `Request` / `Response`, never writing the model's own fi
 
 from __future__ import annotations
 
+from types import FunctionType
 from typing import Final
 
 from shared.sip.cseq import CSeq, parse_cseq
@@ -74,7 +75,8 @@ def parse_message(data: bytes) -> Request | Response:
     if end <= 0:
         return _parse_unusual(data)
     head = data[:end]
-    if head.count(b"\r") != head.count(b"\r\n") or (
+    lines = head.split(b"\r\n")  # as many CRLFs as lines less one
+    if head.count(b"\r") != len(lines) - 1 or (
             _NUL in head and head.count(b"\x00") != head.count(b"\\\x00")):
         # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
         # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
@@ -83,7 +85,6 @@ def parse_message(data: bytes) -> Request | Response:
         if head[:4] == b"SIP/":
             raise SipParseError(None, detail, "")
         raise bad_request(detail)
-    lines = head.split(b"\r\n")
     start = lines[0]
     try:
         if start[:4] == b"SIP/":
@@ -191,7 +192,20 @@ def _start_response(start: bytes) -> tuple[int, str]:
 
 
 def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
-    """The header block after the start line, checked; `method` None for a response."""
+    """The header block after the start line, checked; `method` None for a response.
+
+    Two renderings of the same checks, the same answers and errors: compiled (mypyc), int
+    loops over bytes from known offsets are inline C and cheaper than any method called by
+    name; interpreted, each loop step is bytecode and the C-level methods win.  The unit
+    tests run against both (`SIPMESH_COMPILED=require` and `off`)."""
+    if _COMPILED:
+        return _parse_headers_indexed(lines, body, method)
+    return _parse_headers_interpreted(lines, body, method)
+
+
+def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+    """`_parse_headers` as the interpreter runs it fastest: C-level bytes and tuple methods
+    (`partition`, `count`, `index`) rather than loops over bytes."""
     del lines[0]  # the start line; what remains are the header lines
     raws = lines
     kget = _KEY_OF_BYTES.get
@@ -284,6 +298,223 @@ def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> Heade
                                     to_tag, max_forwards))
 
 
+def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+    """`_parse_headers` for the compiled core: index arithmetic and int byte tests."""
+    del lines[0]  # the start line; what remains are the header lines
+    raws = lines
+    # One pass maps each line's name (up to its first colon, the whole line without one)
+    # to its key; anything unusual (folding, odd spacing, unknown or malformed names)
+    # maps to None and takes the careful path.  Index arithmetic and int byte tests,
+    # which the compiled core runs inline, rather than `partition` per line.
+    keys: list[str] = []
+    for line in raws:
+        n = len(line)
+        end = 0
+        while end < n and line[end] != _COLON:
+            end += 1
+        found = _KEY_OF_BYTES.get(line[:end])
+        if found is None:
+            break
+        keys.append(found)
+    if len(keys) != len(raws):
+        raws, keys = _careful_headers(raws)
+        # Values are read from unfolded copies; the raw lines (folds kept) are stored.
+        src = [_unfold(line) if _LF in line else line for line in raws]
+    else:
+        src = raws
+    if len(keys) > MAX_HEADER_LINES:  # header fields, folded lines joined (limits.py)
+        raise SipParseError(513, f"{len(keys)} header fields (limit {MAX_HEADER_LINES})")
+
+    # Where the routing fields are, and how many of each, in one pass over the keys.
+    i_call = i_from = i_to = i_cseq = i_mf = i_cl = -1
+    n_call = n_from = n_to = n_cseq = n_via = n_mf = n_cl = 0
+    i = 0
+    for key in keys:
+        if key == "via":
+            n_via += 1
+        elif key == "from":
+            n_from += 1
+            if i_from < 0:
+                i_from = i
+        elif key == "to":
+            n_to += 1
+            if i_to < 0:
+                i_to = i
+        elif key == "call-id":
+            n_call += 1
+            if i_call < 0:
+                i_call = i
+        elif key == "cseq":
+            n_cseq += 1
+            if i_cseq < 0:
+                i_cseq = i
+        elif key == "max-forwards":
+            n_mf += 1
+            if i_mf < 0:
+                i_mf = i
+        elif key == "content-length":
+            n_cl += 1
+            if i_cl < 0:
+                i_cl = i
+        i += 1
+    keys_t = tuple(keys)
+    if n_call != 1 or n_from != 1 or n_to != 1 or n_cseq != 1 or not n_via:
+        _missing_or_several(keys_t)
+
+    call_id = _value(src[i_call])
+    if not call_id or _COMMA in call_id or _SP in call_id or _TAB in call_id:
+        raise bad_request(
+            "empty Call-ID" if not call_id else "several values or whitespace in Call-ID"
+        )
+    call_id_text = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
+
+    cseq = _cseq(_value(src[i_cseq]))
+    from_tag = _from_tag(_value(src[i_from]))
+    to_tag = _to_tag(_value(src[i_to]))
+
+    if n_mf == 1:
+        value = _value(src[i_mf])
+        if value.isdigit() and len(value) < 3:
+            max_forwards: int | None = int(value)
+        else:
+            max_forwards = _parse_max_forwards(value)
+    elif n_mf == 0:
+        # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
+        # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
+        max_forwards = None
+    else:
+        raise bad_request("several values in single-value header Max-Forwards")
+
+    if method is not None and cseq.method != method:
+        raise bad_request(f"CSeq method {cseq.method} differs from request method {method}")
+
+    if n_cl:
+        if n_cl == 1:
+            value = _value(src[i_cl])
+            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
+        else:
+            key_cl = "content-length"
+            length = _content_length(
+                {_line_value(r) for k, r in zip(keys, raws, strict=True) if k == key_cl}
+            )
+        if length != len(body):
+            if length > len(body):
+                raise bad_request(
+                    f"Content-Length {length} larger than the {len(body)} body bytes received"
+                )
+            body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
+    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
+                                    to_tag, max_forwards))
+
+
+def _value(line: bytes) -> bytes:
+    """`line.partition(b":")[2].strip(b" \t")`, by index: one slice, no tuple."""
+    n = len(line)
+    i = 0
+    while i < n and line[i] != _COLON:
+        i += 1
+    if i == n:
+        return b""
+    i += 1
+    while i < n and (line[i] == _SP or line[i] == _TAB):
+        i += 1
+    while n > i and (line[n - 1] == _SP or line[n - 1] == _TAB):
+        n -= 1
+    return line[i:n]
+
+
+def _cseq(value: bytes) -> CSeq:
+    """CSeq `digits SP method`: inline for up to 9 digits and an alphabetic method."""
+    n = len(value)
+    i = 0
+    num = 0
+    while i < n:
+        c = value[i]
+        if c < 48 or c > 57:
+            break
+        num = num * 10 + (c - 48)
+        i += 1
+    if 0 < i < 10 and i < n - 1 and value[i] == _SP:
+        j = i + 1
+        while j < n:
+            c = value[j]
+            if not (65 <= c <= 90 or 97 <= c <= 122):
+                break
+            j += 1
+        if j == n:
+            return _new_cseq(CSeq, (num, value[i + 1 :].decode()))
+    return parse_cseq(value.decode(_ENC, _ERR))
+
+
+def _from_tag(value: bytes) -> str | None:
+    """From's tag: inline for `[display] <uri>;...;tag=x` without commas, backslashes or
+    quotes other than a leading display name's; anything else goes through `_tag_of`.
+
+    One scan of int bytes finds what `rfind`/`count`/`in` would: the last `;tag=`, the
+    last `>` and `;`, the quotes, commas and backslashes."""
+    n = len(value)
+    tag_at = gt = semi = -1
+    quotes = 0
+    comma = backslash = False
+    k = 0
+    while k < n:
+        c = value[k]
+        if c < 63 or c == _BACKSLASH:
+            if c == _SEMI:
+                semi = k
+                if (k + 4 < n and value[k + 1] == 116 and value[k + 2] == 97
+                        and value[k + 3] == 103 and value[k + 4] == 61):  # "tag="
+                    tag_at = k
+            elif c == 62:  # ">"
+                gt = k
+            elif c == _DQUOTE:
+                quotes += 1
+            elif c == _COMMA:
+                comma = True
+            elif c == _BACKSLASH:
+                backslash = True
+        k += 1
+    if tag_at > gt and not comma and semi == tag_at and (
+            quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and not backslash)):
+        return value[tag_at + 5 :].decode()
+    return _tag_of(value, "From")
+
+
+def _to_tag(value: bytes) -> str | None:
+    """To's tag (None without one, as in an initial request): what `_tag_of` answers for a
+    value without quotes or commas, in one scan of int bytes; anything else through it."""
+    n = len(value)
+    tag_at = gt = -1
+    semi = False
+    k = 0
+    while k < n:
+        c = value[k]
+        if c < 63:
+            if c == _SEMI:
+                semi = True
+                if (k + 4 < n and (value[k + 1] | 32) == 116 and (value[k + 2] | 32) == 97
+                        and (value[k + 3] | 32) == 103 and value[k + 4] == 61):  # any case
+                    tag_at = k
+            elif c == 62:  # ">"
+                gt = k
+            elif c == _DQUOTE or c == _COMMA:
+                return _tag_of(value, "To")
+        k += 1
+    if not semi:
+        return None  # no parameters: no tag (an initial request's To)
+    if tag_at < 0 or tag_at < gt:  # no `;tag=`, or one inside <...>: the careful path
+        return _tag_of(value, "To")
+    start = tag_at + 5
+    end = start
+    while end < n and value[end] != _SEMI:
+        end += 1
+    while start < end and (value[start] == _SP or value[start] == _TAB):
+        start += 1
+    while end > start and (value[end - 1] == _SP or value[end - 1] == _TAB):
+        end -= 1
+    return value[start:end].decode(_ENC, _ERR)
+
+
 def _missing_or_several(keys: tuple[str, ...]) -> None:
     # Mandatory headers (RFC 3261 §8.1.1): missing ones are a 400; several values of a
     # single-value header too (RFC 4475 §3.1.4.8 "multi01").
@@ -371,5 +602,12 @@ def _content_length(values: set[bytes]) -> int:
         raise bad_request(f"Content-Length {_dec(value[:20])}... out of range")
     return int(digits)
 
+
+def _compiled() -> bool:
+    return not isinstance(_compiled, FunctionType)
+
+
+# This module runs compiled (mypyc) or as Python (shared/compiled.py); see _parse_headers.
+_COMPILED: Final = _compiled()
 
 __all__ = ["parse_message"]
