@@ -438,19 +438,8 @@ class Supervisor:
             self.out(f"rolling restart {child.name} pid {old.pid}")
             child.planned = True
             await self._terminate(child)
-        deadline = began + timeout
-        while time.monotonic() < deadline and not self._stopping.is_set():
-            proc = child.proc
-            if proc is not None and proc is not old and proc.returncode is None:
-                step["pid"] = proc.pid
-                if await self._ready(proc.pid):
-                    step["ready"] = True
-                    break
-            await asyncio.sleep(0.1)  # polling a process we do not control, not a test
-        step["seconds"] = round(time.monotonic() - began, 3)
-        self.out(f"rolling restart {child.name} pid {step['pid']} "
-                 f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
-        return step
+        await self._await_successor(child, old, began + timeout, step)
+        return self._report(child, began, step)
 
     async def _surge_child(self, child: _Child, timeout: float) -> dict[str, Any]:
         """The surge restart: the new process first, SIGTERM to the old one once the new
@@ -459,7 +448,9 @@ class Supervisor:
         old = child.proc
         step: dict[str, Any] = {"child": child.name, "old_pid": 0, "pid": 0, "ready": False}
         if old is None or old.returncode is not None or child.gave_up:
-            return await self._restart_child_plain(child, timeout, began, step)
+            # Not running: wait for the one `_keep` starts.
+            await self._await_successor(child, None, began + timeout, step)
+            return self._report(child, began, step)
         step["old_pid"] = old.pid
         self.out(f"rolling restart {child.name} pid {old.pid} (new process first)")
         new = await self._process(child)
@@ -485,23 +476,22 @@ class Supervisor:
                     new.kill()
                 await new.wait()
             await self._forget(new.pid)
-        step["seconds"] = round(time.monotonic() - began, 3)
-        self.out(f"rolling restart {child.name} pid {step['pid']} "
-                 f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
-        return step
+        return self._report(child, began, step)
 
-    async def _restart_child_plain(self, child: _Child, timeout: float, began: float,
-                                   step: dict[str, Any]) -> dict[str, Any]:
-        """A child that is not running: wait for the one `_keep` starts to be ready."""
-        deadline = began + timeout
+    async def _await_successor(self, child: _Child, old: asyncio.subprocess.Process | None,
+                               deadline: float, step: dict[str, Any]) -> None:
+        """Waits until the process `_keep` runs for `child` in place of `old` is ready
+        (`step` gets its pid and readiness), or the deadline."""
         while time.monotonic() < deadline and not self._stopping.is_set():
             proc = child.proc
-            if proc is not None and proc.returncode is None:
+            if proc is not None and proc is not old and proc.returncode is None:
                 step["pid"] = proc.pid
                 if await self._ready(proc.pid):
                     step["ready"] = True
-                    break
+                    return
             await asyncio.sleep(0.1)  # polling a process we do not control, not a test
+
+    def _report(self, child: _Child, began: float, step: dict[str, Any]) -> dict[str, Any]:
         step["seconds"] = round(time.monotonic() - began, 3)
         self.out(f"rolling restart {child.name} pid {step['pid']} "
                  f"{'ready' if step['ready'] else 'NOT ready'} in {step['seconds']:g}s")
