@@ -157,17 +157,8 @@ def registered_once(m: MeshProcess, service: str) -> bool:
     return len(instances(m, service)) == 1
 
 
-def _statistic(url: str, name: str) -> Any:
-    """The statistic's value through the gateway's MI, None while no process has it."""
-    body = {"jsonrpc": "2.0", "id": 1, "method": "get_statistics", "params": [[name]]}
-    req = urllib.request.Request(url, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        answer: dict[str, Any] = json.loads(resp.read())
-    return answer.get("result", {}).get(name)
-
-
-def mi(url: str, method: str, params: Any = None) -> Any:
+def _answer(url: str, method: str, params: Any = None) -> dict[str, Any]:
+    """The whole JSON-RPC answer of an MI call: its result or its error."""
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
@@ -175,6 +166,16 @@ def mi(url: str, method: str, params: Any = None) -> Any:
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+def _statistic(url: str, name: str) -> Any:
+    """The statistic's value through the gateway's MI, None while no process has it."""
+    return _answer(url, "get_statistics", [[name]]).get("result", {}).get(name)
+
+
+def mi(url: str, method: str, params: Any = None) -> Any:
+    answer = _answer(url, method, params)
     assert "result" in answer, answer
     return answer["result"]
 
