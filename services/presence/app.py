@@ -9,6 +9,11 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   discovery when that one is gone), one at a time per subscription so their CSeqs arrive
   in order; one answered 481 or 408 ends its subscription (RFC 6665 §4.2.2).
 * A timer (every `[presence] timer_interval`) expires publications and subscriptions.
+* After an unclean stop (no clean-stop marker beside the store: kill -9, a crash) every
+  subscription this node owns gets a NOTIFY with the current state once it is up
+  (`PresenceCore.renotify`): a NOTIFY started before the kill (the first one after a 200,
+  or those of a PUBLISH answered just before) may never have left. A clean stop drains
+  its NOTIFYs and writes the marker, so a rolling restart sends none of these.
 * Clustering (`[presence] cluster`, OpenSIPS 2.4's shared-database mode): every node
   reads a presentity's rows from the shared store before acting on it, NOTIFYs a change
   only to the subscriptions whose sharing tag is active on it, and tells the other nodes
@@ -49,6 +54,7 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -119,6 +125,9 @@ class PresenceService:
         self._sync_done = False  # the capability's sync is done: a read makes us ready
         self._read_again = False  # a read of the whole store is wanted (after this one)
         self._reading: asyncio.Task[None] | None = None
+        # Set by serve() when the last stop was not clean: the first read of the store
+        # (load, or the shared database's catch-up) is followed by `renotify`.
+        self.unclean = False
         self.counters = {"publish_received": 0, "subscribe_received": 0,
                          "notify_sent": 0, "notify_failed": 0, "store_failures": 0,
                          "publications_expired": 0, "subscriptions_expired": 0}
@@ -308,6 +317,22 @@ class PresenceService:
                  subscriptions=len(self.core.subs), changed=len(changed))
         if ready:
             self.caught_up = True
+            await self.renotify_if_unclean()
+
+    async def renotify_if_unclean(self) -> int:
+        """After an unclean stop, once: the current state to every subscription this
+        node owns (see `PresenceCore.renotify`). Returns how many NOTIFYs were started."""
+        if not self.unclean:
+            return 0
+        self.unclean = False
+        outcome = self.core.renotify(time.time())
+        try:
+            await self.apply(outcome)
+        except Exception as exc:  # the NOTIFYs were not started: the rows say CSeq moved
+            log.error("presence_store_failed", error=repr(exc))
+            return 0
+        log.info("presence_renotified", subscriptions=len(outcome.notifies))
+        return len(outcome.notifies)
 
     async def _notify_state(self, presentity: str, event: str) -> None:
         async with self._lock(presentity):
@@ -471,19 +496,21 @@ class PresenceService:
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
 
-    async def stop(self, grace: float = 0.0) -> None:
+    async def stop(self, grace: float = 0.0) -> bool:
         """Stops the timer; the NOTIFYs (and re-reads) started by requests answered
         before the stop get `grace` s to finish (a drain: a watcher told 200 also gets
-        its NOTIFY), what is left then is cancelled."""
+        its NOTIFY), what is left then is cancelled. True when nothing was left."""
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         if grace > 0 and self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace)
+        drained = not self._tasks
         for task in list(self._tasks):
             task.cancel()
         await self.uac.close()
+        return drained
 
 
 class PresenceServicer(pb_grpc.PresenceServicer):
@@ -501,6 +528,16 @@ class PresenceServicer(pb_grpc.PresenceServicer):
 
 # =============================================================================================
 # process entry points
+
+def clean_stop_marker(location: str, node_id: int) -> Path:
+    """The file whose presence says the last stop was clean (its NOTIFYs drained): beside
+    the SQLite file, or, with a PostgreSQL store, in this node's state directory."""
+    from services.presence.store import default_db
+    from shared.store import is_postgres_dsn
+
+    base = default_db(node_id) if is_postgres_dsn(location) else location
+    return Path(f"{base}.clean")
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from shared.service.boot import arguments
@@ -559,26 +596,37 @@ async def serve(config: PresenceConfig) -> None:
     if svc.shared:
         runtime.ready_check("cluster_caught_up", lambda: svc.caught_up)
 
+    marker = clean_stop_marker(location, node_id) if store is not None else None
+
     @runtime.on_start
     async def _start() -> None:
         if store is not None:
             await store.open()
         pubs, subs = await svc.load()
         runtime.log.info("presence_loaded", publications=pubs, subscriptions=subs)
+        if marker is not None:
+            # Taken away while running: only a stop that drained writes it back.
+            svc.unclean = not marker.exists()
+            marker.unlink(missing_ok=True)
         await api.start()
         if cluster is not None:
             await cluster.start()
             runtime.meta.update(cluster.meta())
         svc.start()
+        if not svc.shared:  # (the shared database's catch-up does it once caught up)
+            await svc.renotify_if_unclean()
 
     @runtime.on_stop
     async def _stop() -> None:
         await api.stop()
-        await svc.stop(config.drain_grace)  # and the NOTIFYs the RPCs started
+        drained = await svc.stop(config.drain_grace)  # and the NOTIFYs the RPCs started
         if cluster is not None:
             await cluster.stop()
         if store is not None:
             await store.close()
+        if marker is not None and drained:  # NOTIFYs cancelled: the next start redoes them
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
     def line() -> str:
         extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""

@@ -217,6 +217,26 @@ class PresenceCore:
             out.put_subs.append(sub)  # its NOTIFY CSeq moved on
         return out
 
+    def renotify(self, now: float) -> Outcome:
+        """After an unclean stop (kill -9, a crash): a NOTIFY with the current state to
+        every live subscription this node owns. The rows are written before the answer
+        (kill -9 loses no subscription), but a NOTIFY started before the kill may never
+        have left: the first one after a 200 (RFC 6665 §4.2.1.2), or those of a PUBLISH
+        answered just before. A NOTIFY carries the full state (RFC 3856 §6.6), so one
+        the watcher already had is harmless to it; a clean stop drains its NOTIFYs and
+        needs none of this."""
+        out = Outcome(200)
+        for sub in sorted(self.subs, key=lambda s: s.key):
+            if sub.expires_at <= now or not self.owns(sub):
+                continue
+            state = b"" if sub.event == WINFO else self.pubs.compose(sub.presentity,
+                                                                      sub.event)
+            for _, notify in self.subs.notify_watchers(sub.presentity, state, now,
+                                                       sub.event, only=(sub,)):
+                out.notifies.append(notify)
+                out.put_subs.append(sub)  # its NOTIFY CSeq moved on
+        return out
+
     def tick(self, now: float) -> Outcome:
         """Expiry (RFC 3903 §5, RFC 6665 §4.2.2): publications and subscriptions whose
         time is up go; watchers of a changed presentity are notified, an expired

@@ -188,6 +188,24 @@ def test_only_owned_subscriptions_are_notified() -> None:
     assert len(run(core, publish("closed", if_match="E1"), now=2, etag="E2").notifies) == 1
 
 
+def test_after_an_unclean_stop_each_owned_live_subscription_gets_the_state() -> None:
+    owned = {"", "vip"}
+    core = PresenceCore(owns=lambda sub: sub.sharing_tag in owned)
+    run(core, subscribe(), now=0)  # c1: NOTIFY CSeq 1
+    run(core, publish("open"), now=1, etag="E1")  # c1: NOTIFY CSeq 2
+    run(core, subscribe(call_id="short", expires=60), now=0,
+        meta=Meta(local_contact=EDGE, to_tag="t2"))
+    run(core, subscribe(call_id="theirs"), now=0,
+        meta=Meta(local_contact=EDGE, to_tag="t3", sharing_tag="backup"))
+    out = core.renotify(now=100)  # "short" has expired, "theirs" is another node's
+    (n,) = out.notifies
+    assert n.call_id == "c1" and b"<basic>open</basic>" in n.body
+    assert dict(n.headers)["CSeq"] == "3 NOTIFY"  # after the two it already had
+    assert dict(n.headers)["Subscription-State"] == "active;expires=500"
+    assert [s.key for s in out.put_subs] == ["c1;wtag;ourtag"]  # the CSeq is stored
+    assert core.renotify(now=100).notifies[0].headers != n.headers  # CSeq moves on
+
+
 def test_bad_input_never_raises() -> None:
     core = PresenceCore()
     assert run(core, subscribe(extra="Expires: soon").replace(b"Expires: 600\r\n", b""),
