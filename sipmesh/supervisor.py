@@ -86,6 +86,7 @@ from shared.discovery.port import Instance
 from shared.events.config import EventsConfig
 from shared.service.parent import set_parent_death_signal
 from shared.service.runtime import events_mode
+from shared.service.say import say
 from sipmesh.catalog import ChildSpec
 
 # Registration metadata keys printed as endpoints, with their label.
@@ -214,7 +215,7 @@ class Supervisor:
         self.specs = list(specs)
         self.cfg = cfg
         self.base_env = dict(os.environ if env is None else env)
-        self.out = out or (lambda line: print(line, flush=True))
+        self.out = out or say
         self.log = structlog.get_logger("supervisor")
         self.server = RegistryServer()
         self.children = {c.name: c for c in self._plan()}

@@ -54,6 +54,7 @@ from services.edge.workers import (
     worker_nonce_counts,
 )
 from shared import compiled
+from shared.service.say import say
 from shared.transaction import TimerSettings
 
 TIMER_TICK = 0.01  # s: granularity of the worker's one loop timer (see EdgeApp._rearm)
@@ -636,9 +637,8 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
             await asyncio.sleep(0.01)  # start-up of this very process, not a test
         started.set()
         first = app.interfaces[0]
-        print(f"edge ready {' '.join(app.listen_lines())} http {runtime.base_url} "
-              f"pid {os.getpid()} -- point a phone at sip:{first.advertised_in_uri}:{first.port}",
-              flush=True)
+        say(f"edge ready {' '.join(app.listen_lines())} http {runtime.base_url} "
+            f"pid {os.getpid()} -- point a phone at sip:{first.advertised_in_uri}:{first.port}")
 
     announcer = asyncio.create_task(announce())
     try:

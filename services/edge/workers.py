@@ -24,6 +24,7 @@ from typing import Any
 from services.edge.config import EdgeConfig
 from services.edge.nonce_counts import NonceCountsError, SharedNonceCounts, create_segment
 from services.edge.transports import bind_socket
+from shared.service.say import say
 
 # Set by `supervise` for its workers: the shared nonce-count table and the worker's index.
 NONCE_TABLE_ENV = "SIPMESH_EDGE_NONCE_TABLE"
@@ -84,7 +85,7 @@ def supervise(config: EdgeConfig, config_path: str | None, rr_key: Callable[[], 
             assert child.stdout is not None
             line = child.stdout.readline()  # the worker's "edge ready" line
             if line:
-                print(line.strip(), flush=True)
+                say(line.strip())
     finally:
         # A ready worker has the table mapped: the name is no longer needed, and once the
         # workers are up nothing is left in /dev/shm however the edge ends later.
@@ -101,7 +102,7 @@ def supervise(config: EdgeConfig, config_path: str | None, rr_key: Callable[[], 
     # before the handler would kill this process by default and orphan the workers.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    print(f"edge workers {config.workers} ready {' '.join(listen)}", flush=True)
+    say(f"edge workers {config.workers} ready {' '.join(listen)}")
     rc = 0
     for child in children:
         rc = rc or abs(child.wait())

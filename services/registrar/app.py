@@ -40,6 +40,7 @@ from services.registrar.persistence import WriteFailed
 from services.registrar.subscribers import open_store
 from services.registrar.usrloc import CAPABILITY, UserLocation, unstored
 from shared.service.gc_policy import tune_collector
+from shared.service.say import say
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.registrar.v1.Registrar"
@@ -612,8 +613,8 @@ async def serve(config: RegistrarConfig) -> None:
         while not runtime.port or not servers:
             await asyncio.sleep(0.01)  # start-up of this very process
         extra = f" cluster {cluster.url} node {cluster.id}" if cluster is not None else ""
-        print(f"registrar ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
-              f"pid {os.getpid()}{extra}", flush=True)
+        say(f"registrar ready grpc {runtime.meta['grpc']} http {runtime.base_url} "
+            f"pid {os.getpid()}{extra}")
 
     announcer = asyncio.create_task(announce())
     try:

@@ -39,6 +39,7 @@ import grpc
 
 from shared.rpc.grpc_helpers import GrpcServer, start_grpc_server
 from shared.service.runtime import RuntimeConfig, ServiceRuntime
+from shared.service.say import say
 
 if TYPE_CHECKING:
     from shared.cluster import ClusterNode
@@ -198,7 +199,7 @@ async def serve_announced(runtime: ServiceRuntime, line: Callable[[], str], *,
     async def announce() -> None:
         while not runtime.port or not ready():
             await asyncio.sleep(0.01)  # start-up of this very process
-        print(line(), flush=True)
+        say(line())
 
     announcer = asyncio.create_task(announce())
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from shared.service.say import say
 from shared.service.version import CONTRACTS_VERSION, MESH_VERSION, service_version
 
 
@@ -25,5 +26,5 @@ def exit_if_version(name: str, argv: Sequence[str] | None = None) -> None:
     """``--version`` among the arguments: print the version line and exit 0."""
     args = sys.argv[1:] if argv is None else argv
     if "--version" in args:
-        print(version_line(name), flush=True)
+        say(version_line(name))
         raise SystemExit(0)

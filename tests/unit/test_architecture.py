@@ -133,6 +133,7 @@ SHELL: tuple[str, ...] = (
     "shared/service/gc_policy.py",
     "shared/service/logsetup.py",
     "shared/service/probe.py",
+    "shared/service/say.py",
     "shared/service/stats.py",
     "shared/service/version.py",
     "shared/stats/memory.py",

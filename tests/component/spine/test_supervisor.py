@@ -31,7 +31,7 @@ async def test_crashing_child_is_restarted_with_doubling_capped_backoff() -> Non
     await asyncio.wait_for(run, 15)
     delays = [float(m.group(1)) for x in lines
               if (m := re.search(r"^exited crasher pid \d+ rc 3; restart in ([\d.]+)s$", x))]
-    assert delays[:4] == [0.05, 0.1, 0.2, 0.2]
+    assert delays[:4] == [0.05, 0.1, 0.2, 0.2], lines
     assert lines[0].startswith("registry http://127.0.0.1:")
     assert lines[-1] == "stopped"
     # The registry it hosted is gone with it.
