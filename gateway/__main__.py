@@ -13,10 +13,12 @@ from shared.discovery import DiscoveryConfig
 from shared.events.config import EventsConfig
 from shared.service import configure_logging, run_service
 from shared.service.entry import exit_if_version
+from shared.service.parent import die_with_parent_from_env
 
 
 def main() -> int:
     exit_if_version("gateway")  # `--version`: this service's own version, nothing started
+    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
     try:
         cfg = load_section(GatewayConfig, "gateway")
         discovery = load_section(DiscoveryConfig, "discovery")

@@ -84,7 +84,7 @@ from shared.config import EXIT_CONFIG, ConfigError, load_section, section_env_na
 from shared.discovery.embedded import RegistryServer
 from shared.discovery.port import Instance
 from shared.events.config import EventsConfig
-from shared.service.parent import set_parent_death_signal
+from shared.service.parent import PARENT_PID_ENV
 from shared.service.runtime import events_mode
 from shared.service.say import say
 from sipmesh.catalog import ChildSpec
@@ -182,10 +182,6 @@ def _listen_setting(env_name: str, base: Mapping[str, str]) -> list[str]:
     if env_name in base:
         return [x for x in base[env_name].split(",") if x.strip()]
     return list(load_section(EdgeConfig, "edge", environ=base).listen)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    set_parent_death_signal(signal.SIGTERM)
 
 
 class _Child:
@@ -326,6 +322,9 @@ class Supervisor:
             # instead of never ready (issue 20). The variable set by the user still wins.
             env.setdefault("SIPMESH_EDGE_REGISTRAR_EXPECTED", "false")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # The child arms its parent-death signal itself after exec (shared.service.parent:
+        # no preexec_fn, which runs at-fork handlers in the forked child).
+        env[PARENT_PID_ENV] = str(os.getpid())
         return env
 
     async def _spawn(self, child: _Child) -> None:
@@ -335,7 +334,7 @@ class Supervisor:
     async def _process(self, child: _Child) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.spec.module, env=self._env(child),
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
         self.out(f"started {child.name} pid {proc.pid}")
         return proc

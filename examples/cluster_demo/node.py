@@ -235,7 +235,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.service import configure_logging, run_service
+    from shared.service.parent import die_with_parent_from_env
 
+    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
     args = _parse_args(argv)
     configure_logging("cluster-demo", level=os.environ.get("SIPMESH_LOG_LEVEL", "info"))
     try:

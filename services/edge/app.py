@@ -658,10 +658,11 @@ def _check_events_config() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
-    from shared.service.parent import die_with_parent
+    from shared.service.parent import die_with_parent, die_with_parent_from_env
 
     if supervisor := os.environ.get(SUPERVISOR_PID_ENV):  # a worker: die with the edge
         die_with_parent(int(supervisor))
+    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
     args = _parse_args(argv)
     try:
         config = _config_from_args(args)

@@ -643,7 +643,9 @@ def store_modes(config: RegistrarConfig) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
+    from shared.service.parent import die_with_parent_from_env
 
+    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
     args = _parse_args(argv)
     try:
         config = load_config(args)

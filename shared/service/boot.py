@@ -214,7 +214,9 @@ def service_main(name: str, load: Callable[[], M],
     settings' `uvloop` says so)."""
     from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
+    from shared.service.parent import die_with_parent_from_env
 
+    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
     try:
         config = load()
     except ValueError as exc:

@@ -12,6 +12,12 @@ subreaper) and runs on, holding its ports. :func:`die_with_parent` arms the chil
   arming, and signals itself at once if they differ.
 * Elsewhere (no ``prctl``): a daemon thread polls ``os.getppid()`` every ``poll_interval``
   s and signals the process once it changes.
+* ``sipmesh up``'s children arm themselves after exec (:func:`die_with_parent_from_env`,
+  the supervisor's pid in ``SIPMESH_PARENT_PID``), not in a ``preexec_fn``: with a
+  ``preexec_fn`` CPython runs the interpreter's at-fork handlers in the forked child, gRPC's
+  among them, which in a process with gRPC threads could end the child before its exec (a
+  supervisor test saw a child that should have exited 3 end otherwise, after a gRPC
+  ``epoll_wait`` error logged by that child).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import threading
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_PID_ENV = "SIPMESH_PARENT_PID"
 
 
 def _load_prctl() -> Any:
@@ -62,6 +69,17 @@ def die_with_parent(parent: int, *, signum: int = signal.SIGTERM, poll_interval:
         threading.Thread(target=_watch, args=(parent, signum, poll_interval),
                          name="parent-watch", daemon=True).start()
     return how
+
+
+def die_with_parent_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """A child of ``sipmesh up``: :func:`die_with_parent` for the pid in
+    ``SIPMESH_PARENT_PID``, taken out of the environment first, so this process's own
+    children (the edge's workers) do not inherit it. None when it is not set."""
+    env = os.environ if environ is None else environ
+    value = env.pop(PARENT_PID_ENV, "")
+    if not value.isdigit():
+        return None
+    return die_with_parent(int(value))
 
 
 def _watch(parent: int, signum: int, interval: float) -> None:

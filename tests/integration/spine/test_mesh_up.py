@@ -3,8 +3,10 @@ package, `sipmesh status` / `sipmesh rpc`, a killed child restarting, clean SIGT
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ import pytest
 from opensips.mi import OpenSIPSMI, OpenSIPSMIException
 
 from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.support.waiting import eventually_sync
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,42 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     assert any(line.startswith(f"exited gateway pid {pid} rc 0") for line in lines)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an orphan's exit is reaped by whoever adopted
+    it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_sigkill_of_the_supervisor_ends_every_child(tmp_path: Path) -> None:
+    # The supervisor cannot forward a SIGKILL: each child armed PR_SET_PDEATHSIG itself
+    # (SIPMESH_PARENT_PID) and the kernel stops it, so none runs on holding its ports.
+    m = MeshProcess(tmp_path, SIPMESH_MESH_SERVICES="gateway,edge,registrar,presence",
+                    SIPMESH_EDGE_LISTEN="udp:127.0.0.1:0")
+    pids: dict[str, int] = {}
+    try:
+        m.line(r"^endpoint edge sip ", 30)
+        m.line(r"^presence ready ", 30)
+        m.line(r"^registrar ready ", 30)
+        for line in m.seen:
+            if found := re.match(r"^started (\S+) pid (\d+)$", line):
+                pids[found.group(1)] = int(found.group(2))
+        assert sorted(pids) == ["edge", "gateway", "presence", "registrar"]
+        assert all(_running(pid) for pid in pids.values())
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(10)
+        eventually_sync(lambda: not any(_running(pid) for pid in pids.values()), 20,
+                        "every child gone with the supervisor", interval=0.1)
+    finally:
+        m.stop()
+        for pid in pids.values():  # never leave one behind, even when the test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_edge_joins_the_mesh_and_its_commands_route_through_the_gateway(
