@@ -78,6 +78,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from shared.config import EXIT_CONFIG, ConfigError, load_section
 from shared.discovery import DiscoveryConfig, Instance, RegistryError, ServiceRegistry
 from shared.discovery import open_registry as _open_registry
+from shared.discovery.memory import MemoryRegistry
 from shared.events.bus import BufferedEventBus, EmbeddedEventBus
 from shared.events.config import EventsConfig
 from shared.events.forward import INGEST_METHOD, ForwardingEventBus
@@ -537,6 +538,19 @@ class ServiceRuntime:
             catalog, discovery=self.registry, gateway_service=cfg.gateway_service,
             token=cfg.gateway_token or None, timeout=cfg.forward_timeout, **common)
 
+    async def events_stop_wait(self) -> float:
+        """How long the bus may take at stop to hand over what it still holds: up to 2 s,
+        but nothing when it forwards to a gateway no one can start (a standalone process:
+        its registry is in-process and names no gateway), where waiting only delays."""
+        drain = min(self.config.drain_timeout, 2.0)
+        bus = self.events
+        if not isinstance(bus, ForwardingEventBus) or not bus.buffered:
+            return drain
+        if isinstance(self.registry, MemoryRegistry) and not await self.registry.healthy(
+                bus.gateway_service):
+            return 0.0
+        return drain
+
     def _declare_event_stats(self) -> None:
         bus = self.events
         self.stats.gauge("events", "raised", lambda: bus.stats.published)
@@ -600,7 +614,7 @@ class ServiceRuntime:
             except Exception:
                 self.log.exception("stop_hook_failed")
         # Events raised while draining still go out, within a bounded wait.
-        await self.events.close(min(self.config.drain_timeout, 2.0))
+        await self.events.close(await self.events_stop_wait())
         if self._runner is not None:
             await self._runner.cleanup()
         await self.registry.close()

@@ -23,7 +23,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
+from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.support import opensips_cli
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.timeout(150)
@@ -239,9 +240,7 @@ def test_disabled_node_is_seen_down_by_its_peers(gw: Gateway) -> None:
 
 
 def _opensips_cli(url: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o", f"url={url}",
-         "-x", "mi", *cmd], capture_output=True, text=True, timeout=60)
+    return opensips_cli.mi(url, *cmd)
 
 
 def test_opensips_cli_clusterer_list(mesh: MeshProcess, gw: Gateway) -> None:

@@ -1,17 +1,21 @@
 """The shared test helpers keep their promises: ports reserved race-free, polling that
-names what it waited for."""
+names what it waited for, opensips-cli run without its start-up as it runs on its own."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.support import opensips_cli
 from tests.support.ports import candidates, ephemeral_range, reserve_port, reserved_elsewhere
 from tests.support.waiting import eventually, eventually_sync
 
@@ -81,3 +85,53 @@ def test_eventually_sync_ignores_listed_errors_only() -> None:
     with pytest.raises(AssertionError, match="last: ConnectionRefusedError"):
         eventually_sync(lambda: (_ for _ in ()).throw(ConnectionRefusedError()), 0.05,
                         "a refusal", ignore=(OSError,))
+
+
+class _FakeMi(BaseHTTPRequestHandler):
+    """An MI over HTTP that knows `uptime` (and `which`, which opensips-cli asks first)."""
+
+    seen: list[tuple[str, object]] = []
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append((request["method"], request.get("params")))
+        answer: dict[str, object] = {"jsonrpc": "2.0", "id": request["id"]}
+        if request["method"] == "which":
+            answer["result"] = ["uptime", "which"]
+        elif request["method"] == "uptime" and not request.get("params"):
+            answer["result"] = {"Up time": "3 [sec]"}
+        else:
+            answer["error"] = {"code": -32602, "message": "Invalid params"}
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_opensips_cli_answers_as_a_process_of_its_own_does() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _FakeMi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/mi"
+    try:
+        for cmd in (("uptime",), ("uptime", "x=1"), ("no_such_cmd",)):
+            _FakeMi.seen.clear()
+            alone = subprocess.run(
+                [str(opensips_cli.SCRIPT), "-o", "communication_type=http", "-o",
+                 f"url={url}", "-x", "mi", *cmd], capture_output=True, text=True, timeout=60)
+            asked = list(_FakeMi.seen)
+            _FakeMi.seen.clear()
+            served = opensips_cli.mi(url, *cmd)
+            assert (served.returncode, served.stdout, served.stderr) == (
+                alone.returncode, alone.stdout, alone.stderr), cmd
+            assert _FakeMi.seen == asked  # the same MI requests on the wire
+        ok = opensips_cli.mi(url, "uptime")
+        assert ok.returncode == 0 and json.loads(ok.stdout) == {"Up time": "3 [sec]"}
+        assert alone.returncode != 0 and "no_such_cmd" in alone.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -169,6 +169,10 @@ class FakeConsul:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        # Blocking queries still waiting answer now, as when an agent shuts down: aiohttp
+        # does not cancel a handler whose client went away, and the runner's cleanup would
+        # sit out each one's ``wait`` (seconds) before it returned.
+        self._changed.set()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -13,8 +13,9 @@ import pytest
 from gateway.app import build_gateway
 from gateway.config import GatewayConfig
 from shared.config import ConfigError, load_section
-from shared.discovery import DiscoveryConfig
+from shared.discovery import DiscoveryConfig, Instance
 from shared.discovery.embedded import RegistryServer
+from shared.discovery.memory import MemoryRegistry
 from shared.events.bus import EmbeddedEventBus
 from shared.events.config import EventsConfig
 from shared.events.forward import ForwardingEventBus
@@ -197,3 +198,22 @@ async def test_mesh_load_is_exact_not_an_average_of_rounded_percents(tmp_path: P
         for rt in reversed(runtimes):
             await rt.stop()
         await registry.stop()
+
+
+async def test_a_standalone_process_does_not_wait_at_stop_for_a_gateway_none_can_start(
+) -> None:
+    # In-process registry (a service started alone, no `sipmesh up` around): its events
+    # are forwarded to a gateway that cannot appear, so stopping does not wait for one.
+    alone = MemoryRegistry()
+    rt = ServiceRuntime("edge", discovery=DISC, events=EventsConfig(), registry=alone)
+    assert await rt.events_stop_wait() == 2.0  # nothing held: the usual bound
+    rt.events.publish("E_CORE_THRESHOLD", {"source": "x", "time": 1, "extra": ""})
+    assert rt.events.buffered == 1
+    assert await rt.events_stop_wait() == 0.0
+    # A gateway in that registry (in the same process): the events wait for it, as in a mesh.
+    await alone.register(Instance("gateway", "gw-1", "127.0.0.1", 9), ttl=60)
+    assert await rt.events_stop_wait() == 2.0
+    # A mesh's registry (a gateway may come back any time): the bounded wait, as before.
+    meshed = ServiceRuntime("edge", discovery=DISC, events=EventsConfig())
+    meshed.events.publish("E_CORE_THRESHOLD", {"source": "x", "time": 1, "extra": ""})
+    assert await meshed.events_stop_wait() == 2.0

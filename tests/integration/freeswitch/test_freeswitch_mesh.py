@@ -39,7 +39,8 @@ from tests.integration.freeswitch.harness import (
     wait_usable,
     write_config,
 )
-from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.integration.spine.meshproc import MeshProcess
+from tests.support.opensips_cli import mi as opensips_mi
 
 pytestmark = pytest.mark.peers
 
@@ -85,9 +86,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 
 def opensips_cli(url: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o", f"url={url}",
-         "-x", "mi", *cmd], capture_output=True, text=True, timeout=60)
+    return opensips_mi(url, *cmd)
 
 
 class UdpSubscriber:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from tests.integration.mesh_events.meshkit import (
     raise_on_edge,
     start_mesh,
 )
-from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
+from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.support import opensips_cli
 from tests.support.waiting import eventually
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -321,10 +321,7 @@ def test_opensips_cli_manages_subscriptions(mesh: tuple[MeshProcess, str]) -> No
     m, _ = mesh
 
     def cli(*cmd: str) -> Any:
-        run = subprocess.run(
-            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
-             f"url={m.gateway_url}", "-x", "mi", *cmd], capture_output=True, text=True,
-            timeout=60)
+        run = opensips_cli.mi(m.gateway_url, *cmd)
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout)
 

@@ -18,7 +18,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.integration.spine.meshproc import BIN, ROOT, MeshProcess
+from tests.integration.spine.meshproc import ROOT, MeshProcess
+from tests.support import opensips_cli
 from tests.support.ports import reserve_port
 from tests.support.waiting import eventually_sync
 
@@ -39,10 +40,7 @@ class OperatorMesh:
     def cli(self, *cmd: str) -> Any:
         """``opensips-cli -x mi CMD ARGS`` through the gateway; the JSON it prints, checked
         against the command's schema in contracts/mi when it has one."""
-        run = subprocess.run(
-            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
-             f"url={self.mesh.gateway_url}", "-x", "mi", *cmd], capture_output=True,
-            text=True, timeout=60)
+        run = opensips_cli.mi(self.mesh.gateway_url, *cmd)
         assert run.returncode == 0, run.stderr + run.stdout
         answer = json.loads(run.stdout)
         schema = MI / f"{cmd[0]}.json"
@@ -51,10 +49,7 @@ class OperatorMesh:
         return answer
 
     def cli_error(self, *cmd: str) -> str:
-        run = subprocess.run(
-            [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
-             f"url={self.mesh.gateway_url}", "-x", "mi", *cmd], capture_output=True,
-            text=True, timeout=60)
+        run = opensips_cli.mi(self.mesh.gateway_url, *cmd)
         return run.stdout + run.stderr
 
     def sipmesh(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -38,6 +38,9 @@ class PresenceMesh:
             "SIPMESH_EDGE_UVLOOP": "false",
             "SIPMESH_PRESENCE_UVLOOP": "false",
             "XDG_STATE_HOME": str(tmp / "state"),
+            # Clustered, the first node of a new cluster waits this long for a donor
+            # before it counts itself synced and takes requests (default 5 s).
+            "SIPMESH_PRESENCE_CLUSTER_SEED_FALLBACK_INTERVAL": "1",
         }
         settings.update(env)
         self.mesh = MeshProcess(tmp, **settings)
@@ -48,7 +51,7 @@ class PresenceMesh:
             self.seen_lines(r"^endpoint presence grpc ", nodes, 30)
             # Clustered, a node takes requests once its links are up and it has read the
             # shared store again (services/presence/app.py): the first node of a new
-            # cluster after [presence.cluster] seed_fallback_interval (5 s).
+            # cluster after [presence.cluster] seed_fallback_interval (1 s here).
             wait_for(lambda: self.ready_nodes() == nodes, 30, "the presence nodes ready")
         except BaseException:
             self.stop()

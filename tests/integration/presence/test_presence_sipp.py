@@ -31,7 +31,8 @@ ACKNOWLEDGED = re.compile(r"message received \[\d+\] bytes :\s+SIP/2\.0 200 OK"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PresenceMesh]:
-    m = PresenceMesh(tmp_path_factory.mktemp("presence-mesh"))
+    # [presence] min_expires lowered from 10 s so the expiry test waits out 4 s and 8 s.
+    m = PresenceMesh(tmp_path_factory.mktemp("presence-mesh"), SIPMESH_PRESENCE_MIN_EXPIRES="2")
     yield m
     m.stop()
 
@@ -122,7 +123,7 @@ def test_every_mi_answer_matches_its_schema(mesh: PresenceMesh,
 def test_expiry_of_a_publication_and_of_a_subscription_is_notified(
         mesh: PresenceMesh) -> None:
     publisher = mesh.sipp_run("publisher.xml", "erin", keys=[("basic", "open"),
-                                                            ("expires", "10")])
+                                                            ("expires", "4")])
     assert publisher.returncode == 0, sipp_failure(mesh, publisher)
     watcher = mesh.sipp_run("watcher_expiry.xml", "erin", timeout=60)
     assert watcher.returncode == 0, sipp_failure(mesh, watcher)

@@ -17,7 +17,8 @@ import pytest
 
 from tests.integration.edge.edge_harness import free_port, options_ping, wait_until
 from tests.integration.registrar.harness import SCENARIOS
-from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.integration.spine.meshproc import MeshProcess
+from tests.support import opensips_cli
 
 pytestmark = pytest.mark.peers
 
@@ -74,10 +75,7 @@ def test_register_through_the_mesh_and_ul_dump_at_the_gateway(
     dump = gateway(m.gateway_url, "ul_dump")["result"]
     [aor] = [a for a in dump["Domains"][0]["AORs"] if a["AOR"] == "dave@127.0.0.1"]
     assert aor["Contacts"][0]["Contact"] == f"sip:dave@127.0.0.1:{contact_port}"
-    cli = subprocess.run(
-        [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o",
-         f"url={m.gateway_url}", "-x", "mi", "ul_show_contact", "location", "dave@127.0.0.1"],
-        capture_output=True, text=True, timeout=60)
+    cli = opensips_cli.mi(m.gateway_url, "ul_show_contact", "location", "dave@127.0.0.1")
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["AOR"] == "dave@127.0.0.1"
     stats = gateway(m.gateway_url, "get_statistics", [["usrloc:"]])["result"]

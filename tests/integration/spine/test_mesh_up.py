@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from opensips.mi import OpenSIPSMI, OpenSIPSMIException
 
-from tests.integration.spine.meshproc import BIN, MeshProcess
+from tests.integration.spine.meshproc import MeshProcess
+from tests.support import opensips_cli
 from tests.support.waiting import eventually_sync
 
 
@@ -38,9 +39,7 @@ def _post(url: str, body: object) -> dict[str, Any]:
 
 
 def _opensips_cli(url: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "opensips-cli"), "-o", "communication_type=http", "-o", f"url={url}",
-         "-x", "mi", *cmd], capture_output=True, text=True, timeout=60)
+    return opensips_cli.mi(url, *cmd)
 
 
 def test_gateway_answers_json_rpc_over_http(mesh: MeshProcess) -> None:
