@@ -512,6 +512,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         digest_on_save=config.register_digest_on_save,
         algorithms=config.auth_algorithms, max_latency_us=config.lookup_max_latency_us,
         by_latency=config.lookup_by_latency, batch_window=config.registrar_batch_ms / 1000,
+        save_window=config.register_batch_ms / 1000,
         # Standalone (the in-process registry) no registrar can ever appear: local users
         # without a static route are unknown (404). In a mesh one is expected (503 while
         # away) unless the deployment has none ([edge] registrar_expected = false).

@@ -20,7 +20,14 @@ REGISTER the setup of a unary RPC (HTTP/2 stream, metadata, call object), the bu
 edge<->registrar cost.  Calls made within `batch_window` (3 ms by default) of each other
 share one stream message: measured against a real registrar at 3,000 Saves/s, the edge's
 CPU per Save fell from ~93 us (no window) to ~65 us (1 ms) and ~56 us (3 ms) -- a gRPC
-message costs about the same whatever it carries; a REGISTER waits at most that long more.
+message costs about the same whatever it carries.  REGISTER's calls (Save, SaveWithDigest)
+wait longer for company, `save_window` (20 ms by default): a phone does not notice 20 ms on
+a REGISTER (it retransmits after 500 ms), and at a few hundred REGISTER/s a message then
+carries ~10 of them instead of ~1.5, which shares the gRPC message on both sides, the
+registrar's task and subscriber lookup per message and its SQL transaction (issue 22,
+docs/perf.md "Fifth round": -35% of a REGISTER's CPU at 500/s).  A Lookup or
+GetCredentials (a call being routed waits for it) cuts a longer wait short to its own
+`batch_window`, and what waits goes with it.
 A stream that breaks fails the calls in flight (they move to the next registrar) and is
 opened again by the next call.  The stream to a registrar that leaves discovery (it is
 draining) is ended gracefully: half-closed, so the registrar answers what it got and
@@ -109,18 +116,31 @@ _ELSEWHERE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 
 
 BATCH_FULL = 64  # calls waiting: send at once, without the batch window
+_PATIENT = frozenset({"save", "save_with_digest"})  # REGISTER's calls: `save_window`
+
+
+def _wake(waiting: asyncio.Future[None]) -> None:
+    if not waiting.done():
+        waiting.set_result(None)
 
 
 class _Session:
     """One `Session` stream to one registrar: id-tagged requests, replies by id."""
 
-    def __init__(self, stub: Any, log: Any, window: float = 0.0) -> None:
+    def __init__(self, stub: Any, log: Any, window: float = 0.0,
+                 save_window: float | None = None) -> None:
         self.log = log
-        self.window = window
+        self.window = window  # Lookup, GetCredentials: a call being routed waits
+        self.save_window = window if save_window is None else save_window
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.broken = False
+        # The writer's wait for company: its future, the timer that ends it, and when.
+        self._waiting: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._until = 0.0
+        self._hurry = False  # a call that cannot wait long is queued
         self.call = stub.Session(self._requests())
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -128,13 +148,24 @@ class _Session:
         # Everything queued while the previous message was being written goes out in the
         # next one: the per-message cost of gRPC is shared by all calls waiting.
         queue = self.queue
-        window = self.window
+        loop = asyncio.get_running_loop()
         while (req := await queue.get()) is not None:
+            window = self.save_window if not self._hurry and \
+                req.WhichOneof("call") in _PATIENT else self.window
             if window and queue.qsize() < BATCH_FULL:
                 # Wait a moment for company: a gRPC message costs the edge ~100 us of CPU
                 # whatever it carries, so at a few thousand calls/s one message per call
-                # would cost more than the SIP work (see `batch_window`).
-                await asyncio.sleep(window)
+                # would cost more than the SIP work (see `batch_window`); `request` ends
+                # the wait early for a full batch or a call that cannot wait as long.
+                waiting = self._waiting = loop.create_future()
+                self._until = loop.time() + window
+                self._timer = loop.call_later(window, _wake, waiting)
+                try:
+                    await waiting
+                finally:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._waiting = self._timer = None
             calls = [req]
             while not queue.empty():
                 more = queue.get_nowait()
@@ -142,6 +173,7 @@ class _Session:
                     yield pb.SessionRequests(calls=calls)
                     return
                 calls.append(more)
+            self._hurry = False  # everything queued goes now
             yield pb.SessionRequests(calls=calls)
 
     async def _read(self) -> None:
@@ -174,7 +206,20 @@ class _Session:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self.futures[rid] = fut
-        self.queue.put_nowait(pb.SessionRequest(id=rid, **{kind: request}))
+        queue = self.queue
+        queue.put_nowait(pb.SessionRequest(id=rid, **{kind: request}))
+        if kind not in _PATIENT:
+            self._hurry = True
+        waiting = self._waiting
+        if waiting is not None and not waiting.done():
+            if queue.qsize() >= BATCH_FULL:
+                waiting.set_result(None)
+            elif kind not in _PATIENT and self._until - loop.time() > self.window:
+                # A Lookup (a call being routed) does not wait REGISTER's window.
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._until = loop.time() + self.window
+                self._timer = loop.call_later(self.window, _wake, waiting)
         # A plain timer that fails the future, not asyncio.timeout(): that context manager
         # costs several times more, on a path taken by every REGISTER.
         timer = loop.call_later(timeout, self._expire, rid)
@@ -222,6 +267,7 @@ class RegistrarClient(DiscoveredGrpcClient):
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
                  streaming: bool = True, batch_window: float = 0.003,
+                 save_window: float | None = 0.02,
                  expected: bool | None = None, digest_on_save: bool = True) -> None:
         # No deadline interceptor on the channels (grpc.aio interceptors cost ~40 us per
         # call on this hot path): every call below passes its own timeout instead.
@@ -244,6 +290,9 @@ class RegistrarClient(DiscoveredGrpcClient):
         self._cache: dict[tuple[str, str], tuple[Credentials | None, float]] = {}
         self.streaming = streaming
         self.batch_window = batch_window
+        # REGISTER's calls wait longer for company (the module docstring); None: as long
+        # as the others.
+        self.save_window = batch_window if save_window is None else save_window
         self._sessions: dict[str, _Session] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         # REGISTER's digest checked by the registrar on Save (SaveWithDigest), until a
@@ -306,7 +355,7 @@ class RegistrarClient(DiscoveredGrpcClient):
         session = self._sessions.get(target)
         if session is None or session.broken:
             session = self._sessions[target] = _Session(self._stub(target), self.log,
-                                                        self.batch_window)
+                                                        self.batch_window, self.save_window)
         return session
 
     async def _one(self, target: str, name: str, request: Any) -> Any:

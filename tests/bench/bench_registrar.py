@@ -641,8 +641,9 @@ def main() -> int:
     if "vs" in wanted:
         rates = [int(r) for r in args.vs_rates.split(",")]
         versus(args.step, workdir, rates, 1, edge_check_too=args.edge_check_too, also=also)
-        versus(args.step, workdir, rates, args.users, edge_check_too=args.edge_check_too,
-               also=also)
+        if args.users > 1:  # `--users 1`: the run above (twice would add the user twice)
+            versus(args.step, workdir, rates, args.users, edge_check_too=args.edge_check_too,
+                   also=also)
         print()
     if "sipmesh" in wanted:
         (workdir / "sipmesh").mkdir()
