@@ -21,8 +21,10 @@ edge<->registrar cost.  Calls made within `batch_window` (3 ms by default) of ea
 share one stream message: measured against a real registrar at 3,000 Saves/s, the edge's
 CPU per Save fell from ~93 us (no window) to ~65 us (1 ms) and ~56 us (3 ms) -- a gRPC
 message costs about the same whatever it carries.  REGISTER's calls (Save, SaveWithDigest)
-wait longer for company, `save_window` (20 ms by default): a phone does not notice 20 ms on
-a REGISTER (it retransmits after 500 ms), and at a few hundred REGISTER/s a message then
+wait longer for company, `save_window` (20 ms by default); a call on a stream idle for a
+window (no message out for that long) goes at once, so only a loaded edge waits.  A phone
+does not notice 20 ms on a REGISTER (it retransmits after 500 ms), and at a few hundred
+REGISTER/s a message then
 carries ~10 of them instead of ~1.5, which shares the gRPC message on both sides, the
 registrar's task and subscriber lookup per message and its SQL transaction (issue 22,
 docs/perf.md "Fifth round": -35% of a REGISTER's CPU at 500/s).  A Lookup or
@@ -48,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,6 +144,7 @@ class _Session:
         self._timer: asyncio.TimerHandle | None = None
         self._until = 0.0
         self._hurry = False  # a call that cannot wait long is queued
+        self._last = -math.inf  # when the last message went out
         self.call = stub.Session(self._requests())
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -152,11 +156,13 @@ class _Session:
         while (req := await queue.get()) is not None:
             window = self.save_window if not self._hurry and \
                 req.WhichOneof("call") in _PATIENT else self.window
-            if window and queue.qsize() < BATCH_FULL:
+            if window and queue.qsize() < BATCH_FULL and loop.time() - self._last < window:
                 # Wait a moment for company: a gRPC message costs the edge ~100 us of CPU
                 # whatever it carries, so at a few thousand calls/s one message per call
                 # would cost more than the SIP work (see `batch_window`); `request` ends
                 # the wait early for a full batch or a call that cannot wait as long.
+                # Only under load (a message went out less than a window ago): a call on
+                # an idle stream goes at once, so a quiet edge adds no latency at all.
                 waiting = self._waiting = loop.create_future()
                 self._until = loop.time() + window
                 self._timer = loop.call_later(window, _wake, waiting)
@@ -174,6 +180,7 @@ class _Session:
                     return
                 calls.append(more)
             self._hurry = False  # everything queued goes now
+            self._last = loop.time()
             yield pb.SessionRequests(calls=calls)
 
     async def _read(self) -> None:

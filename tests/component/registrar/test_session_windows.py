@@ -1,6 +1,7 @@
 """The edge's Session stream to the registrar: REGISTER's Saves wait for company longer
 than Lookups (`save_window`, issue 22), but a Lookup queued behind a waiting Save is not
-held for the Save's window (it sends what waits), nor is a full batch of Saves.  The
+held for the Save's window (it sends what waits), nor is a full batch of Saves, nor a
+Save on an idle stream (only a stream under load waits for company).  The
 edge's RegistrarClient against the real servicer on a loopback port, with a Save window
 far longer than the test's bounds, so an answer within them can only come from the early
 send."""
@@ -65,6 +66,8 @@ async def test_a_lookup_does_not_wait_for_the_save_window(client: RegistrarClien
                                                           turns: int) -> None:
     # `turns` loop turns between the two: the Lookup queued before the Save, with it
     # (before the writer took it) or after it (while the writer waits for company).
+    # A first message makes the stream one under load (an idle one would not wait).
+    await asyncio.wait_for(client.lookup("nobody@example.com", "INVITE"), BOUND)
     waiting = save(client, "alice")
     for _ in range(turns):
         await asyncio.sleep(0)
@@ -80,6 +83,21 @@ async def test_a_lookup_does_not_wait_for_the_save_window(client: RegistrarClien
 
 
 async def test_a_full_batch_of_saves_goes_at_once(client: RegistrarClient) -> None:
+    await asyncio.wait_for(client.lookup("nobody@example.com", "INVITE"), BOUND)
     saves = [save(client, f"u{i}") for i in range(BATCH_FULL + 1)]
     results = await asyncio.wait_for(asyncio.gather(*saves), BOUND)
     assert [status for status, _, _ in results] == [200] * len(saves)
+
+
+async def test_a_save_on_an_idle_stream_goes_at_once_and_one_under_load_waits(
+        client: RegistrarClient) -> None:
+    status, _, _ = await asyncio.wait_for(save(client, "alice"), BOUND)  # idle: at once
+    assert status == 200
+    # A message went out just now: the next Save waits for company (LONG)...
+    held = save(client, "bob")
+    done, _ = await asyncio.wait({held}, timeout=0.5)
+    assert not done
+    # ...until a Lookup, which cannot wait that long, takes it along.
+    status, _ = await asyncio.wait_for(client.lookup("carol@example.com", "INVITE"), BOUND)
+    status, _, _ = await asyncio.wait_for(held, BOUND)
+    assert status == 200
