@@ -79,13 +79,8 @@ from services.edge.best_response import best_response, is_challenge
 from services.edge.context import Branch, ResponseContext
 from services.edge.counters import EdgeCounters
 from services.edge.keepalive import is_keepalive
-from services.edge.routing import (
-    LoadedRouter,
-    RouteContext,
-    Target,
-    TrustedNetworks,
-    is_awaitable,
-)
+from services.edge.route_context import RouteContext, Target
+from services.edge.routing import LoadedRouter, TrustedNetworks, is_awaitable
 from services.edge.stateless import RecentAnswers, answer_malformed, looks_like_response
 from services.edge.uac_core import UacOwner
 from services.edge.validation import SUPPORTED_SCHEMES
