@@ -803,7 +803,8 @@ class ProxyCore:
         if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
             signature = self._rr_signature(base)
             inbound = ctx.source.interface
-            if inbound != outbound:
+            # `is not` first: Interface's generated __eq__ is interpreted Python.
+            if inbound is not outbound and inbound != outbound:
                 request.add_header("Record-Route", inbound.record_route(signature))
             request.add_header("Record-Route", outbound.record_route(signature))
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
