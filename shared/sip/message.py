@@ -250,7 +250,7 @@ class ValidatedLines:
         forwarded request, whose Vias (its own and the stamped ones) and Record-Routes come
         back byte for byte in every response (RFC 3261 §8.2.6.2, §12.1.1)."""
         lines = self.lines
-        for key, raw in zip(message._keys, message._lines, strict=True):
+        for key, raw in zip(message._keys, message._lines):  # noqa: B905 (one length)
             if key in keys and raw not in lines:
                 value = _line_value(raw).decode(_ENC, _ERR)
                 n = len(split_top_level(value, ",", key)) if "," in value else 1
@@ -371,7 +371,7 @@ class Message:
         """Every Via value, top first (parsed on first use, then cached)."""
         if self._vias is None:
             vias: list[Via] = []
-            for key, raw in zip(self._keys, self._lines, strict=True):
+            for key, raw in zip(self._keys, self._lines):  # noqa: B905 (one length)
                 if key == "via":
                     value = (
                         _line_value(raw) if _LF in raw else raw.partition(b":")[2].strip(b" \t")
@@ -458,14 +458,16 @@ class Message:
         star = False
         contacts = 0
         counts: dict[str, int] = {}
-        seen_get = known.lines.get if known is not None else None
-        typed_get = _TYPED.get
-        for key, raw in zip(self._keys, self._lines, strict=True):
-            kind = typed_get(key)
+        seen = known.lines if known is not None else None
+        # Plain zip (the two lists have one length by construction) and dict.get on the
+        # dicts themselves: both are loops and lookups the compiled core runs inline,
+        # where zip(strict=True) and bound `get`s stay generic calls.
+        for key, raw in zip(self._keys, self._lines):  # noqa: B905
+            kind = _TYPED.get(key)
             if kind is None:
                 continue
-            if seen_get is not None:
-                n = seen_get(raw)
+            if seen is not None:
+                n = seen.get(raw)
                 if n is not None:  # passed before: only count its values
                     if n > 1 or kind == _T_VIA or key in ROUTING_HEADERS:
                         if key in ROUTING_HEADERS:
@@ -578,7 +580,7 @@ class Message:
         if keys.count(key) == 1:
             raws = [self._lines[keys.index(key)]]
         else:
-            raws = [line for k, line in zip(keys, self._lines, strict=True) if k == key]
+            raws = [line for k, line in zip(keys, self._lines) if k == key]  # noqa: B905 (one length)
         values = [
             (
                 _line_value(raw) if _LF in raw else raw.partition(b":")[2].strip(b" \t")
