@@ -37,8 +37,9 @@ interpreted Python in a compiled module): the transaction events are plain class
 frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via`,
 `NameAddr` and the edge's `Source`, `Destination`, `Send` are ``init=False`` dataclasses
 (the last three no longer frozen: same equality and hash), `HeaderParts` and `Arm` are
-built with ``tuple.__new__``.  Not compiled: the routing scripts and API (operators' code subclasses
-them), and everything with I/O.
+built with ``tuple.__new__``.  Not compiled: the routing scripts and the rest of the routing API
+(operators' code subclasses them; its per-request `RouteContext` and `Target` are compiled,
+in services/edge/route_context.py), and everything with I/O.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ MODULES: tuple[str, ...] = (
     "services.edge.counters",
     "services.edge.keepalive",
     "services.edge.nonce_counts",
+    "services.edge.route_context",
     "services.edge.rr_signing",
     "services.edge.stateless",
     "services.edge.validation",

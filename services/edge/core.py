@@ -79,13 +79,8 @@ from services.edge.best_response import best_response, is_challenge
 from services.edge.context import Branch, ResponseContext
 from services.edge.counters import EdgeCounters
 from services.edge.keepalive import is_keepalive
-from services.edge.routing import (
-    LoadedRouter,
-    RouteContext,
-    Target,
-    TrustedNetworks,
-    is_awaitable,
-)
+from services.edge.route_context import RouteContext, Target
+from services.edge.routing import LoadedRouter, TrustedNetworks, is_awaitable
 from services.edge.stateless import RecentAnswers, answer_malformed, looks_like_response
 from services.edge.uac_core import UacOwner
 from services.edge.validation import SUPPORTED_SCHEMES
@@ -808,7 +803,8 @@ class ProxyCore:
         if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
             signature = self._rr_signature(base)
             inbound = ctx.source.interface
-            if inbound != outbound:
+            # `is not` first: Interface's generated __eq__ is interpreted Python.
+            if inbound is not outbound and inbound != outbound:
                 request.add_header("Record-Route", inbound.record_route(signature))
             request.add_header("Record-Route", outbound.record_route(signature))
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.

@@ -27,6 +27,7 @@ Header values are decoded as UTF-8 with `surrogateescape`, so any byte sequence 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from types import FunctionType
 from typing import Final, NamedTuple, Self
 
 from shared.sip.cseq import CSeq, parse_cseq
@@ -119,6 +120,38 @@ _new_cseq = _new_tuple
 def _key(name: str) -> str:
     key = _KEY_OF_STR.get(name)
     return key if key is not None else header_key(name)
+
+
+def _compiled() -> bool:
+    return not isinstance(_compiled, FunctionType)
+
+
+# Compiled (mypyc) or Python (shared/compiled.py): the header lookups below take one of two
+# renderings with the same answers.  Compiled, `_first`/`_scan` are native loops comparing
+# str with str; `in`, `tuple.index` and `tuple.count` would be generic calls going through
+# CPython's rich comparison for each key (about 5% of a compiled call).  As Python, the
+# C-level tuple methods are the fast way.
+_COMPILED: Final = _compiled()
+
+
+def _first(keys: tuple[str, ...], key: str) -> int:
+    """The position of the first `key` in `keys`, -1 when absent (compiled rendering)."""
+    for i in range(len(keys)):
+        if keys[i] == key:
+            return i
+    return -1
+
+
+def _scan(keys: tuple[str, ...], key: str) -> tuple[int, int]:
+    """(the position of the first `key` or -1, how many there are) (compiled rendering)."""
+    first = -1
+    n = 0
+    for i in range(len(keys)):
+        if keys[i] == key:
+            if n == 0:
+                first = i
+            n += 1
+    return first, n
 
 
 def _slow_key(name: bytes) -> str:
@@ -250,7 +283,7 @@ class ValidatedLines:
         forwarded request, whose Vias (its own and the stamped ones) and Record-Routes come
         back byte for byte in every response (RFC 3261 §8.2.6.2, §12.1.1)."""
         lines = self.lines
-        for key, raw in zip(message._keys, message._lines, strict=True):
+        for key, raw in zip(message._keys, message._lines):  # noqa: B905 (one length)
             if key in keys and raw not in lines:
                 value = _line_value(raw).decode(_ENC, _ERR)
                 n = len(split_top_level(value, ",", key)) if "," in value else 1
@@ -371,7 +404,7 @@ class Message:
         """Every Via value, top first (parsed on first use, then cached)."""
         if self._vias is None:
             vias: list[Via] = []
-            for key, raw in zip(self._keys, self._lines, strict=True):
+            for key, raw in zip(self._keys, self._lines):  # noqa: B905 (one length)
                 if key == "via":
                     value = (
                         _line_value(raw) if _LF in raw else raw.partition(b":")[2].strip(b" \t")
@@ -458,14 +491,16 @@ class Message:
         star = False
         contacts = 0
         counts: dict[str, int] = {}
-        seen_get = known.lines.get if known is not None else None
-        typed_get = _TYPED.get
-        for key, raw in zip(self._keys, self._lines, strict=True):
-            kind = typed_get(key)
+        seen = known.lines if known is not None else None
+        # Plain zip (the two lists have one length by construction) and dict.get on the
+        # dicts themselves: both are loops and lookups the compiled core runs inline,
+        # where zip(strict=True) and bound `get`s stay generic calls.
+        for key, raw in zip(self._keys, self._lines):  # noqa: B905
+            kind = _TYPED.get(key)
             if kind is None:
                 continue
-            if seen_get is not None:
-                n = seen_get(raw)
+            if seen is not None:
+                n = seen.get(raw)
                 if n is not None:  # passed before: only count its values
                     if n > 1 or kind == _T_VIA or key in ROUTING_HEADERS:
                         if key in ROUTING_HEADERS:
@@ -556,9 +591,15 @@ class Message:
         if key is None:
             key = header_key(name)
         keys = self._keys
-        if key not in keys:
+        if _COMPILED:
+            pos = _first(keys, key)
+            if pos < 0:
+                return None
+        elif key in keys:
+            pos = keys.index(key)
+        else:
             return None
-        raw = self._lines[keys.index(key)]
+        raw = self._lines[pos]
         value = (
             _line_value(raw) if _LF in raw else raw.partition(b":")[2].strip(b" \t")
         ).decode(_ENC, _ERR)
@@ -573,12 +614,18 @@ class Message:
         if key is None:
             key = header_key(name)
         keys = self._keys
-        if key not in keys:
-            return []
-        if keys.count(key) == 1:
-            raws = [self._lines[keys.index(key)]]
+        if _COMPILED:
+            pos, n = _scan(keys, key)
+        elif key in keys:
+            pos, n = keys.index(key), keys.count(key)
         else:
-            raws = [line for k, line in zip(keys, self._lines, strict=True) if k == key]
+            return []
+        if n == 0:
+            return []
+        if n == 1:
+            raws = [self._lines[pos]]
+        else:
+            raws = [line for k, line in zip(keys, self._lines) if k == key]  # noqa: B905 (one length)
         values = [
             (
                 _line_value(raw) if _LF in raw else raw.partition(b":")[2].strip(b" \t")
@@ -597,6 +644,8 @@ class Message:
 
     def has(self, name: str) -> bool:
         """True when at least one line of the header is present."""
+        if _COMPILED:
+            return _first(self._keys, _key(name)) >= 0
         return _key(name) in self._keys
 
     def header_lines(self) -> Iterator[tuple[str, str]]:
@@ -661,9 +710,14 @@ class Message:
         line = _enc(f"{canonical_of_key(key)}: {value}")
         keys = self._keys
         lines = self._lines
-        if key in keys:
-            pos = keys.index(key)
-            if keys.count(key) == 1:
+        if _COMPILED:
+            pos, n = _scan(keys, key)
+        elif key in keys:
+            pos, n = keys.index(key), keys.count(key)
+        else:
+            pos, n = -1, 0
+        if n:
+            if n == 1:
                 # The usual case: one line replaced in place, the index is unchanged.
                 self._lines = (*lines[:pos], line, *lines[pos + 1 :])
             else:
@@ -682,7 +736,7 @@ class Message:
     def remove_header(self, name: str) -> int:
         """Remove every line of a header; returns how many lines were removed."""
         key = _key(name)
-        count = self._keys.count(key)
+        count = _scan(self._keys, key)[1] if _COMPILED else self._keys.count(key)
         if count:
             self._drop(key)
             self._changed(key)
@@ -765,9 +819,12 @@ class Message:
         body = self.body
         length = b"%d" % len(body)
         keys = self._keys
-        count = keys.count("content-length")
+        if _COMPILED:
+            pos, count = _scan(keys, "content-length")
+        else:
+            count = keys.count("content-length")
+            pos = keys.index("content-length") if count else -1
         if count == 1:
-            pos = keys.index("content-length")
             raw = self._lines[pos]
             if _line_value(raw) == length:
                 return b"\r\n".join([self._start_line(), *self._lines, b"", body])

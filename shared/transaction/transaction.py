@@ -306,8 +306,10 @@ class ServerTransaction(_Transaction):
                 self.response_to_tag = message.to_tag
                 request = self.request
                 if not self.is_invite and not isinstance(request, RequestSummary):
-                    self.request = RequestSummary(request.method, request.call_id,
-                                                  request.to_tag)
+                    # tuple.__new__: RequestSummary's generated __new__ is interpreted.
+                    self.request = _new_tuple(RequestSummary, (request.method,
+                                                               request.call_id,
+                                                               request.to_tag))
             out.append(Transmit(self.last_data, self.destination, False, self))
         elif effect is Effect.RETRANSMIT:
             if self.last_data is not None:

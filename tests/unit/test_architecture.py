@@ -52,6 +52,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/counters.py",
     "services/edge/default_routing.py",
     "services/edge/routing.py",
+    "services/edge/route_context.py",
     "services/edge/stateless.py",
     "services/edge/rr_signing.py",
     "services/edge/keepalive.py",

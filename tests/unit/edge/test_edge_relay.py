@@ -138,3 +138,19 @@ def test_a_preloaded_route_without_ours_on_top_is_no_way_around_either() -> None
                    peer=ATTACKER)
     assert forwarded_to(sends, 5090) == [] and forwarded_to(sends, 5095) == []
     assert finals(sends) == [403]
+
+
+def test_remembered_signatures_are_the_signatures_and_stay_bounded() -> None:
+    from services.edge import rr_signing
+
+    signer = rr_signing.RecordRouteSigner(b"s" * 32)
+    fresh = [rr_signing.RecordRouteSigner(b"s" * 32).sign(f"c{n}", "t", "h:5060")
+             for n in range(rr_signing.KEEP + 10)]
+    # Asked twice (the second answer remembered) and past the bound: the same answers.
+    for _ in range(2):
+        assert [signer.sign(f"c{n}", "t", "h:5060")
+                for n in range(rr_signing.KEEP + 10)] == fresh
+        assert len(signer._known) <= rr_signing.KEEP
+    assert signer.verify(fresh[3], "c3", (None, "t"), "h:5060")
+    assert not signer.verify(fresh[3], "c3", ("t",), "other:5060")
+    assert rr_signing.RecordRouteSigner(b"other" * 8).sign("c3", "t", "h:5060") != fresh[3]
