@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
 from services.edge.registrar_client import RegistrarClient
-from services.registrar.app import SERVICE, RegistrarServicer
-from services.registrar.location import Location
-from services.registrar.subscribers import SQLiteSubscribers
-from services.registrar.usrloc import UserLocation
-from shared.rpc.grpc_helpers import start_grpc_server
+from tests.component.registrar.loopback import registrar_client
 
 P1 = "<sip:p1@198.51.100.4:7000;lr>"
 P2 = "<sip:p2@192.0.2.20;lr;transport=tcp>"
@@ -35,20 +30,8 @@ def register(user: str, path: str, callid: str = "c1") -> bytes:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[RegistrarClient]:
-    store = SQLiteSubscribers(tmp_path / "s.sqlite")
-    await store.open()
-    ul = UserLocation(Location(), store)
-    server = await start_grpc_server(
-        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
-                RegistrarServicer(ul), s)],
-        services=[SERVICE])
-    registrar = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=2.0)
-    try:
+    async with registrar_client(tmp_path, timeout=2.0) as registrar:
         yield registrar
-    finally:
-        await registrar.close()
-        await server.stop(0)
-        await store.close()
 
 
 async def test_lookup_returns_the_whole_path_in_order(client: RegistrarClient) -> None:

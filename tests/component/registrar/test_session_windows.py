@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.generated.sipmesh.registrar.v1 import registrar_pb2_grpc as pb_grpc
 from services.edge.registrar_client import BATCH_FULL, RegistrarClient
-from services.registrar.app import SERVICE, RegistrarServicer
-from services.registrar.location import Location
-from services.registrar.subscribers import SQLiteSubscribers
-from services.registrar.usrloc import UserLocation
-from shared.rpc.grpc_helpers import start_grpc_server
+from tests.component.registrar.loopback import registrar_client
 
 LONG = 600.0  # the Save window: never waited out within a test
 BOUND = 20.0  # what an answer sent early takes at most, on a loaded machine
@@ -38,21 +33,9 @@ def register(user: str) -> bytes:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[RegistrarClient]:
-    store = SQLiteSubscribers(tmp_path / "s.sqlite")
-    await store.open()
-    ul = UserLocation(Location(), store)
-    server = await start_grpc_server(
-        [lambda s: pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
-                RegistrarServicer(ul), s)],
-        services=[SERVICE])
-    registrar = RegistrarClient(addresses=[f"127.0.0.1:{server.port}"], timeout=2 * LONG,
-                                batch_window=0.003, save_window=LONG)
-    try:
+    async with registrar_client(tmp_path, timeout=2 * LONG, batch_window=0.003,
+                                save_window=LONG) as registrar:
         yield registrar
-    finally:
-        await registrar.close()
-        await server.stop(0)
-        await store.close()
 
 
 def save(client: RegistrarClient, user: str) -> asyncio.Task[tuple[int, str, list[
