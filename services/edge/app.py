@@ -24,7 +24,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import structlog
@@ -144,7 +143,6 @@ class EdgeApp:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._futures: set[asyncio.Future[Any]] = set()  # routing hooks' futures awaited
         self._numeric: dict[str, bool] = {}
         # Anycast listeners of a clustered edge (services/edge/anycast_cluster.py sets both).
         self.anycast_core: AnycastCore | None = None
@@ -231,8 +229,6 @@ class EdgeApp:
         await self.tcp.close()
         for task in list(self._tasks):
             task.cancel()
-        for fut in list(self._futures):
-            fut.cancel()
 
     def run_core(self, fn: Callable[[ProxyCore, float], Any]) -> Any:
         """Calls `fn(core, now)` from outside the SIP path (the Uac API) and carries out the
@@ -316,13 +312,6 @@ class EdgeApp:
                                error=str(exc))
                     failed.append(item)
             elif isinstance(item, Await):
-                awaitable = item.awaitable
-                if isinstance(awaitable, asyncio.Future):
-                    # A future (the default routing's REGISTER, issue 22): resumed from its
-                    # done callback, with no task nor coroutine of ours per request.
-                    self._futures.add(awaitable)
-                    awaitable.add_done_callback(partial(self._resumed, item))
-                    continue
                 task = asyncio.get_running_loop().create_task(self._await(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -377,22 +366,6 @@ class EdgeApp:
         loop = asyncio.get_running_loop()
         try:
             self._execute(item.resume(loop.time()))
-        except Exception:
-            self.log.exception("edge.internal_error", call_id=item.call_id)
-        self._rearm()
-
-    def _resumed(self, item: Await, fut: asyncio.Future[Any]) -> None:
-        """`_await` for a future: resume once it is done (nothing if it was cancelled,
-        as a cancelled task resumes nothing)."""
-        self._futures.discard(fut)
-        if fut.cancelled() or self._loop is None:
-            return
-        exc = fut.exception()
-        if exc is not None:
-            self.counters.err_requests.value += 1  # the routing script failed (OpenSIPS)
-            self._warn("route.error", error=repr(exc), call_id=item.call_id)
-        try:
-            self._execute(item.resume(self._loop.time()))
         except Exception:
             self.log.exception("edge.internal_error", call_id=item.call_id)
         self._rearm()

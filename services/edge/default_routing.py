@@ -56,7 +56,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from services.edge import media_anchor, recording
 
@@ -234,132 +234,58 @@ async def _digest(request: Request, ctx: RouteContext, registrar: Any, domain: s
 
 
 def _register(request: Request, ctx: RouteContext, registrar: Any) -> Awaitable[None] | None:
-    if not registrar.register_auth:
-        return _save(request, ctx, registrar)
-    if not request.has("Authorization"):
+    if registrar.register_auth and not request.has("Authorization"):
         # The first REGISTER of every refresh carries no credentials: challenge it
         # statelessly (§8.2.7, as OpenSIPS's www_challenge does), keeping nothing.
         domain = request.to_addr.uri.host.lower()
         ctx.reply(401, headers=[("WWW-Authenticate", c) for c in ctx.services["auth"].challenges(
             domain, False, registrar.algorithms)], stateless=True)
         return None
-    if getattr(registrar, "digest_on_save", False):
-        # The registrar checks the response against the HA1 it holds while it saves
-        # (one round trip); the nonce and its count are checked here (auth.claim).
-        domain = request.to_addr.uri.host.lower()
-        auth = ctx.services["auth"]
-        claim = auth.claim(request, "Authorization", domain)
-        # A nonce displaced from its slot ("stale") goes the old way below: stale=true
-        # is said only for a response found right (RFC 7616 §3.3).
-        if claim is not None and claim.verdict != "stale":
-            if claim.verdict != "ok":  # a replayed or unusable nonce-count
-                _www_challenge(ctx, auth, domain, registrar, False)
-                return None
-            itf = ctx.source.interface
-            args = (request.serialize(), ctx.source.host, ctx.source.port, itf.transport,
-                    f"{itf.transport}:{itf.host_in_uri}:{itf.port}", claim.creds)
-            soon = getattr(registrar, "save_with_digest_soon", None)
-            if soon is None:  # a registrar service with coroutines only
-                return _saved_with_digest(request, ctx, registrar, auth, claim,
-                                          registrar.save_with_digest(*args))
-            # The edge's RegistrarClient: a future and a callback, no task nor coroutine
-            # per REGISTER (issue 22, docs/perf.md "Sixth round, REGISTER").
-            return _when_saved(request, ctx, registrar, auth, claim, soon(*args))
-    return _register_checked_here(request, ctx, registrar)
+    return _register_with_credentials(request, ctx, registrar)
 
 
-def _answer_saved(ctx: RouteContext, auth: Any, claim: Any, domain: str, registrar: Any,
-                  outcome: tuple[int, str, list[tuple[str, str]], bool]) -> None:
-    status, reason, headers, rejected = outcome
-    if rejected:  # wrong password or no such subscriber
-        auth.release(claim)
-        _www_challenge(ctx, auth, domain, registrar, False)
-    else:
-        ctx.reply(status, reason or None, headers)
-
-
-async def _saved_with_digest(request: Request, ctx: RouteContext, registrar: Any, auth: Any,
-                             claim: Any, saving: Awaitable[Any]) -> None:
+async def _register_with_credentials(request: Request, ctx: RouteContext,
+                                     registrar: Any) -> None:
     from services.edge.registrar_client import DigestOnSaveUnsupported, RegistrarUnavailable
 
-    domain = request.to_addr.uri.host.lower()
-    try:
-        outcome = await saving
-    except DigestOnSaveUnsupported:
-        auth.release(claim)  # nothing was done: checked here, the old way
-        await _register_checked_here(request, ctx, registrar)
-    except RegistrarUnavailable:
-        ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
-    else:
-        _answer_saved(ctx, auth, claim, domain, registrar, outcome)
-
-
-def _when_saved(request: Request, ctx: RouteContext, registrar: Any, auth: Any, claim: Any,
-                saving: Any) -> Awaitable[None]:
-    """What `_saved_with_digest` does, as a future done from `saving`'s callback: the
-    proxy then resumes from a callback too (services/edge/app.py)."""
-    from services.edge.registrar_client import DigestOnSaveUnsupported, RegistrarUnavailable
-
-    loop = saving.get_loop()
-    done: Any = loop.create_future()
-
-    def saved(fut: Any) -> None:
-        if done.done():  # cancelled: the edge stops
-            return
-        if fut.cancelled():
-            done.cancel()
-            return
-        exc = fut.exception()
-        if exc is None:
-            _answer_saved(ctx, auth, claim, request.to_addr.uri.host.lower(), registrar,
-                          fut.result())
-        elif isinstance(exc, DigestOnSaveUnsupported):
-            auth.release(claim)  # nothing was done: checked here, the old way
-            rest = loop.create_task(_register_checked_here(request, ctx, registrar))
-            rest.add_done_callback(lambda t: _copy(t, done))
-            done.add_done_callback(lambda d: rest.cancel() if d.cancelled() else None)
-            return
-        elif isinstance(exc, RegistrarUnavailable):
-            ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
-        else:
-            done.set_exception(exc)
-            return
-        done.set_result(None)
-
-    saving.add_done_callback(saved)
-    return cast("Awaitable[None]", done)
-
-
-def _copy(source: Any, target: Any) -> None:
-    """`target` (a future) ends as `source` (a task) did."""
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (exc := source.exception()) is not None:
-        target.set_exception(exc)
-    else:
-        target.set_result(None)
-
-
-async def _register_checked_here(request: Request, ctx: RouteContext,
-                                 registrar: Any) -> None:
-    """The digest checked by the edge (the HA1 from GetCredentials), then Save."""
-    domain = request.to_addr.uri.host.lower()
-    user = await _digest(request, ctx, registrar, domain, www=True)
-    if user is None:
-        return
-    if user != request.to_addr.uri.user:
-        ctx.reply(403, "Forbidden: credentials are not for the To user")
-        return
-    await _save(request, ctx, registrar)
-
-
-async def _save(request: Request, ctx: RouteContext, registrar: Any) -> None:
-    from services.edge.registrar_client import RegistrarUnavailable
-
+    to = request.to_addr.uri
     itf = ctx.source.interface
     socket = f"{itf.transport}:{itf.host_in_uri}:{itf.port}"
+    if registrar.register_auth:
+        domain = to.host.lower()
+        if getattr(registrar, "digest_on_save", False):
+            # The registrar checks the response against the HA1 it holds while it saves
+            # (one round trip); the nonce and its count are checked here (auth.claim).
+            auth = ctx.services["auth"]
+            claim = auth.claim(request, "Authorization", domain)
+            # A nonce displaced from its slot ("stale") goes the old way below: stale=true
+            # is said only for a response found right (RFC 7616 §3.3).
+            if claim is not None and claim.verdict != "stale":
+                if claim.verdict != "ok":  # a replayed or unusable nonce-count
+                    _www_challenge(ctx, auth, domain, registrar, False)
+                    return
+                try:
+                    status, reason, headers, rejected = await registrar.save_with_digest(
+                        request.serialize(), ctx.source.host, ctx.source.port,
+                        itf.transport, socket, claim.creds)
+                except DigestOnSaveUnsupported:
+                    auth.release(claim)  # nothing was done: checked below, the old way
+                except RegistrarUnavailable:
+                    ctx.reply(503, "Registrar Unavailable", [("Retry-After", RETRY_AFTER)])
+                    return
+                else:
+                    if rejected:  # wrong password or no such subscriber
+                        auth.release(claim)
+                        _www_challenge(ctx, auth, domain, registrar, False)
+                    else:
+                        ctx.reply(status, reason or None, headers)
+                    return
+        user = await _digest(request, ctx, registrar, domain, www=True)
+        if user is None:
+            return
+        if user != to.user:
+            ctx.reply(403, "Forbidden: credentials are not for the To user")
+            return
     try:
         status, reason, headers = await registrar.save(
             request.serialize(), ctx.source.host, ctx.source.port, itf.transport, socket)

@@ -136,7 +136,6 @@ class _Session:
         self.window = window  # Lookup, GetCredentials: a call being routed waits
         self.save_window = window if save_window is None else save_window
         self.futures: dict[int, asyncio.Future[Any]] = {}
-        self.timers: dict[int, asyncio.TimerHandle] = {}  # each call's deadline
         self.ids = itertools.count(1)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.broken = False
@@ -188,14 +187,9 @@ class _Session:
         error: str = "stream closed"
         try:
             futures = self.futures
-            timers = self.timers
             async for batch in self.call:
                 for reply in batch.replies:
-                    rid = reply.id
-                    timer = timers.pop(rid, None)
-                    if timer is not None:
-                        timer.cancel()
-                    fut = futures.pop(rid, None)
+                    fut = futures.pop(reply.id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(reply)
         except grpc.aio.AioRpcError as exc:
@@ -211,22 +205,12 @@ class _Session:
                 if not fut.done():
                     fut.set_exception(_CallFailed(error))
             self.futures.clear()
-            for timer in self.timers.values():
-                timer.cancel()
-            self.timers.clear()
 
     async def request(self, kind: str, request: Any, timeout: float) -> Any:
-        return self.result(kind, await self.submit(kind, request, timeout))
-
-    def submit(self, kind: str, request: Any, timeout: float) -> asyncio.Future[Any]:
-        """Queues the call; its future gets the raw reply (`result` reads it), or fails
-        with _CallFailed (the stream broke, or no answer within `timeout`)."""
-        loop = asyncio.get_running_loop()
         if self.broken:
-            failed: asyncio.Future[Any] = loop.create_future()
-            failed.set_exception(_CallFailed("stream broken"))
-            return failed
+            raise _CallFailed("stream broken")
         rid = next(self.ids)
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self.futures[rid] = fut
         queue = self.queue
@@ -244,14 +228,12 @@ class _Session:
                 self._until = loop.time() + self.window
                 self._timer = loop.call_later(self.window, _wake, waiting)
         # A plain timer that fails the future, not asyncio.timeout(): that context manager
-        # costs several times more, on a path taken by every REGISTER.  The reader cancels
-        # it with the reply (a done callback would be one more loop callback per call).
-        self.timers[rid] = loop.call_later(timeout, self._expire, rid)
-        return fut
-
-    @staticmethod
-    def result(kind: str, reply: Any) -> Any:
-        """The reply's result of `kind`; _Unknown or _CallFailed for an error answered."""
+        # costs several times more, on a path taken by every REGISTER.
+        timer = loop.call_later(timeout, self._expire, rid)
+        try:
+            reply = await fut
+        finally:
+            timer.cancel()
         if reply.error:
             if reply.error == _UNKNOWN_CALL:
                 raise _Unknown(reply.error)
@@ -259,7 +241,6 @@ class _Session:
         return getattr(reply, kind)
 
     def _expire(self, rid: int) -> None:
-        self.timers.pop(rid, None)
         fut = self.futures.pop(rid, None)
         if fut is not None and not fut.done():
             fut.set_exception(_CallFailed("deadline exceeded"))
@@ -398,18 +379,15 @@ class RegistrarClient(DiscoveredGrpcClient):
 
     async def _call(self, name: str, request: Any,
                     again: Callable[[Any], Any] | None = None,
-                    answered: Callable[[Any], bool] | None = None, *,
-                    order: list[str] | None = None, tried: list[str] | None = None,
-                    last: Exception | None = None, reply: Any = None) -> Any:
+                    answered: Callable[[Any], bool] | None = None) -> Any:
         """`request` to one registrar after another until one answers (and `answered`
         accepts its reply); `again` makes the request sent after the first attempt.
         The registrars are those known at each failure, so one that became ready
-        meanwhile is tried too; each at most once.  `order`, `tried`, `last` and `reply`:
-        where an attempt made elsewhere left off (`save_with_digest_soon`)."""
-        if order is None:
-            order = self._order()
-        if tried is None:
-            tried = []
+        meanwhile is tried too; each at most once."""
+        order = self._order()
+        tried: list[str] = []
+        last: Exception | None = None
+        reply: Any = None
         while True:
             if not order:
                 order = [t for t in self.targets if t not in tried]
@@ -452,86 +430,20 @@ class RegistrarClient(DiscoveredGrpcClient):
         the subscriber's HA1: (status, reason, headers, digest rejected).
         DigestOnSaveUnsupported when the registrar is older than that call (it did
         nothing; later REGISTERs go the old way until the registrars change)."""
-        return await self._save_with_digest(
-            _digest_save(message, host, port, transport, socket, creds))
-
-    async def _save_with_digest(self, request: Any, **where: Any
-                                ) -> tuple[int, str, list[tuple[str, str]], bool]:
+        digest = pb.Digest(
+            username=creds.username, realm=creds.realm, nonce=creds.nonce, uri=creds.uri,
+            response=creds.response, algorithm=creds.algorithm, qop=creds.qop or "",
+            nc=creds.nc or "", cnonce=creds.cnonce or "")
         try:
-            reply = await self._call("SaveWithDigest", request, again=_retried,
-                                     answered=_not_503, **where)
+            reply = await self._call("SaveWithDigest", pb.SaveRequest(
+                message=message, source_host=host, source_port=port, transport=transport,
+                socket=socket, digest=digest), again=_retried, answered=_not_503)
         except _Unknown as exc:
             self.digest_on_save = False
             self.log.info("registrar_without_digest_on_save", why=str(exc))
             raise DigestOnSaveUnsupported(str(exc)) from None
-        return _digest_outcome(reply)
-
-    def save_with_digest_soon(
-            self, message: bytes, host: str, port: int, transport: str, socket: str,
-            creds: Any) -> asyncio.Future[tuple[int, str, list[tuple[str, str]], bool]]:
-        """`save_with_digest` as a future, with no task nor coroutine on the way when the
-        first registrar asked answers (every REGISTER but after a failure; issue 22,
-        docs/perf.md "Sixth round"): the reply's future resolves it from a callback.
-        Anything else (no answer, an error, 503, an older registrar) goes on exactly as
-        `save_with_digest` would from there, in a task."""
-        loop = asyncio.get_running_loop()
-        request = _digest_save(message, host, port, transport, socket, creds)
-        result: asyncio.Future[tuple[int, str, list[tuple[str, str]], bool]] = \
-            loop.create_future()
-        if not self.streaming or not self.targets:
-            self._settle(result, loop.create_task(self._save_with_digest(request)))
-            return result
-        order = self._order()
-        target = order.pop(0)
-        sent = self._session(target).submit("save_with_digest", request, self.timeout)
-
-        def answered(fut: asyncio.Future[Any]) -> None:
-            if result.done():  # cancelled (the edge stops): the answer is for no one
-                return
-            if fut.cancelled():
-                result.cancel()
-                return
-            last: Exception | None = None
-            reply: Any = None
-            try:
-                reply = _Session.result("save_with_digest", fut.result())
-            except _Unknown as exc:
-                self.digest_on_save = False
-                self.log.info("registrar_without_digest_on_save", why=str(exc))
-                result.set_exception(DigestOnSaveUnsupported(str(exc)))
-                return
-            except _CallFailed as exc:
-                if not exc.elsewhere:
-                    result.set_exception(RegistrarUnavailable(str(exc)))
-                    return
-                last = exc
-            else:
-                if reply.status != 503:
-                    result.set_result(_digest_outcome(reply))
-                    return
-            # As `_call` goes on after this first attempt.
-            self._settle(result, loop.create_task(self._save_with_digest(
-                request, order=order, tried=[target], last=last, reply=reply)))
-
-        sent.add_done_callback(answered)
-        return result
-
-    @staticmethod
-    def _settle(result: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
-        """`result` gets the outcome of `task` (cancelled with it; cancelling `result`
-        cancels `task`)."""
-        def done(finished: asyncio.Task[Any]) -> None:
-            if result.done():
-                return
-            if finished.cancelled():
-                result.cancel()
-            elif (exc := finished.exception()) is not None:
-                result.set_exception(exc)
-            else:
-                result.set_result(finished.result())
-
-        task.add_done_callback(done)
-        result.add_done_callback(lambda r: task.cancel() if r.cancelled() else None)
+        return (reply.status, reply.reason, [(h.name, h.value) for h in reply.headers],
+                reply.digest_rejected)
 
     async def lookup(self, aor: str, method: str, *, federated: bool = False
                      ) -> tuple[int, list[LookupBranch]]:
@@ -558,21 +470,6 @@ class RegistrarClient(DiscoveredGrpcClient):
             self._cache.clear()
         self._cache[key] = (creds, now + self.credentials_ttl)
         return creds
-
-
-def _digest_save(message: bytes, host: str, port: int, transport: str, socket: str,
-                 creds: Any) -> Any:
-    return pb.SaveRequest(
-        message=message, source_host=host, source_port=port, transport=transport,
-        socket=socket, digest=pb.Digest(
-            username=creds.username, realm=creds.realm, nonce=creds.nonce, uri=creds.uri,
-            response=creds.response, algorithm=creds.algorithm, qop=creds.qop or "",
-            nc=creds.nc or "", cnonce=creds.cnonce or ""))
-
-
-def _digest_outcome(reply: Any) -> tuple[int, str, list[tuple[str, str]], bool]:
-    return (reply.status, reply.reason, [(h.name, h.value) for h in reply.headers],
-            reply.digest_rejected)
 
 
 def _retried(request: Any) -> Any:

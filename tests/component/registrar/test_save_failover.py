@@ -15,7 +15,6 @@ was sent on it is answered, so its drain need not wait out its grace nor cancel 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from services.registrar.subscribers import SQLiteSubscribers
 from services.registrar.usrloc import UserLocation
 from shared.discovery import Instance
 from shared.rpc.grpc_helpers import start_grpc_server
-from shared.sip import DigestCredentials
 
 CALL_TIMEOUT = 10.0  # the calls here fail by the stream, never by the deadline
 REGISTER = (
@@ -145,62 +143,3 @@ async def test_the_stream_to_a_registrar_leaving_discovery_ends_once_answered(
         await client.close()
         await server.stop(0)
         await store.close()
-
-
-class DigestSaves(pb_grpc.RegistrarServicer):
-    """SaveWithDigest on the Session: answers `status` to each (nothing checked, nothing
-    saved), or ends the stream without an answer (`vanish`); keeps what it got."""
-
-    def __init__(self, status: int, *, vanish: bool = False) -> None:
-        self.status = status
-        self.vanish = vanish
-        self.seen: list[Any] = []
-
-    async def Session(self, request_iterator: Any,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async for batch in request_iterator:
-            if self.vanish:
-                self.seen.extend(req.save_with_digest for req in batch.calls)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
-            replies = pb.SessionReplies()
-            for req in batch.calls:
-                self.seen.append(req.save_with_digest)
-                replies.replies.add(id=req.id, save_with_digest=pb.SaveReply(
-                    status=self.status, reason="OK" if self.status == 200 else "Busy",
-                    headers=[pb.Header(name="Contact", value="<sip:alice@10.0.0.5:5062>")]))
-            yield replies
-
-
-@pytest.mark.parametrize("first", ["503", "goes-away", "answers"])
-@pytest.mark.parametrize("call", ["save_with_digest", "save_with_digest_soon"])
-async def test_a_save_with_digest_moves_on_as_a_save_does(first: str, call: str) -> None:
-    """The future of `save_with_digest_soon` (the default routing's REGISTER, no task)
-    ends as the coroutine does: the first registrar's answer, or after a 503 or a stream
-    that broke the next registrar's, asked with `retry`."""
-    one = DigestSaves(200 if first == "answers" else 503, vanish=first == "goes-away")
-    two = DigestSaves(200)
-
-    def adder(servicer: Any) -> Callable[[Any], None]:
-        def add(server: Any) -> None:
-            pb_grpc.add_RegistrarServicer_to_server(  # type: ignore[no-untyped-call]
-                servicer, server)
-        return add
-
-    servers = [await start_grpc_server([adder(svc)], services=[SERVICE]) for svc in (one, two)]
-    client = RegistrarClient(addresses=[f"127.0.0.1:{s.port}" for s in servers],
-                             timeout=CALL_TIMEOUT)
-    client._rr = itertools.count(0, 2)  # the first of the two is asked first
-    creds = DigestCredentials(username="alice", realm="example.com", nonce="n",
-                              uri="sip:example.com", response="r", algorithm="MD5",
-                              qop="auth", nc="00000001", cnonce="c")
-    try:
-        args = (REGISTER.encode(), "10.0.0.5", 5062, "udp", "udp:127.0.0.1:5060", creds)
-        outcome = await asyncio.wait_for(getattr(client, call)(*args), CALL_TIMEOUT)
-        assert outcome == (200, "OK", [("Contact", "<sip:alice@10.0.0.5:5062>")], False)
-        assert [r.retry for r in one.seen] == [False]
-        assert [r.retry for r in two.seen] == ([] if first == "answers" else [True])
-        assert one.seen[0].digest.response == "r"
-    finally:
-        await client.close()
-        for server in servers:
-            await server.stop(0)
