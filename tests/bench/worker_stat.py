@@ -13,7 +13,10 @@ per cent in the interpreted code around the core shows in it where the interleav
     .venv/bin/python tests/bench/worker_stat.py [--rate 300] [--step 4] [--runs 2] [--pure]
 
 Not a test: needs sipp and perf (perf_event_paranoid <= 2 is enough: user space of our own
-process).
+process).  A virtual machine without a PMU (this 2-core VM) cannot count instructions:
+the script then says so and prints the CPU per call alone; `perf record -e cpu-clock:u`
+(a software event) still gives the worker's profile by function, whose shares do not move
+with the load either (docs/perf.md, "Sixth round").
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ def main() -> int:
             ok, instructions, cpu = counted_step(edge, uas_port, args.rate,
                                                  args.step, workdir)
             calls = max(1, ok)
-            print(f"run {n + 1}: {ok} calls at {args.rate}/s: "
-                  f"{instructions / calls / 1e6:.3f} M instructions:u per call, "
+            counted = (f"{instructions / calls / 1e6:.3f} M instructions:u per call, "
+                       if instructions else "instructions not counted (no PMU), ")
+            print(f"run {n + 1}: {ok} calls at {args.rate}/s: {counted}"
                   f"{cpu / calls * 1e6:.0f} us CPU per call "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
