@@ -36,7 +36,7 @@ from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
-from services.edge.gc_policy import tune_collector
+from services.edge.gc_policy import THRESHOLDS, tune_collector
 from services.edge.keyfile import state_secret
 from services.edge.local_addresses import local_addresses, route_address
 from services.edge.nonce_counts import (
@@ -608,7 +608,7 @@ async def serve(config: EdgeConfig, *, private_port: bool = False) -> None:
         tracker.edge_uac = runtime.meta["uac"] = f"{uac_host}:{uac_srv.port}"
         siprec.edge_uac = tracker.edge_uac
         presence.uac = tracker.edge_uac
-        tune_collector()  # this process is an edge worker: see services/edge/gc_policy.py
+        tune_collector(THRESHOLDS)  # an edge worker's policy: services/edge/gc_policy.py
         # The sans-IO core compiled with mypyc, or pure Python (why): shared/compiled.py.
         structlog.get_logger("edge").info("edge.sip_core", mode=compiled.mode())
         for itf in app.interfaces:

@@ -367,10 +367,11 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
         report: bool = False, edge_check: bool = False) -> None:
     import time
 
-    from shared.service.gc_policy import tune_collector
+    from services.edge.gc_policy import THRESHOLDS as EDGE_THRESHOLDS
+    from shared.service.gc_policy import THRESHOLDS, tune_collector
 
-    if tuned:
-        tune_collector()
+    if tuned:  # the policy of the process that runs this work (edge worker, registrar)
+        tune_collector(THRESHOLDS if name == "save" else EDGE_THRESHOLDS)
     one, finish = workload(name, users, edge_check)
     for _ in range(warm):
         one()
