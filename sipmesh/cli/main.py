@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 # Every top-level command, in the order `sipmesh --help` lists them, and the module whose
-# `register(app)` adds it (tests/unit/sipmesh/test_cli_lazy.py checks both ways).
+# `register(app)` adds it (tests/unit/test_import_weight.py checks both ways).
 COMMANDS: dict[str, str] = {
     "parse": "sipmesh.cli.parse_cmd",
     "up": "sipmesh.cli.mesh_cmd",
