@@ -47,12 +47,7 @@ from services.edge.ratelog import RateLimitedLog
 from services.edge.routing import RouterSetup, load_router
 from services.edge.rr_signing import RecordRouteSigner
 from services.edge.transports import TcpPool, UdpEndpoint, bind_socket
-from services.edge.workers import (
-    SUPERVISOR_PID_ENV,
-    WORKER_INDEX_ENV,
-    supervise,
-    worker_nonce_counts,
-)
+from services.edge.workers import WORKER_INDEX_ENV, supervise, worker_nonce_counts
 from shared import compiled
 from shared.service.say import say
 from shared.transaction import TimerSettings
@@ -659,11 +654,11 @@ def _check_events_config() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.config import EXIT_CONFIG
     from shared.service import configure_logging, run_service
-    from shared.service.parent import die_with_parent, die_with_parent_from_env
+    from shared.service.parent import die_with_parent_from_env
 
-    if supervisor := os.environ.get(SUPERVISOR_PID_ENV):  # a worker: die with the edge
-        die_with_parent(int(supervisor))
-    die_with_parent_from_env()  # started by `sipmesh up`: end with it, even on its SIGKILL
+    # Started by `sipmesh up`, or a worker started by the edge: end with the parent, even
+    # on its SIGKILL (the variable is taken out, so this edge's own workers get its pid).
+    die_with_parent_from_env()
     args = _parse_args(argv)
     try:
         config = _config_from_args(args)

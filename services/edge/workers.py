@@ -24,14 +24,12 @@ from typing import Any
 from services.edge.config import EdgeConfig
 from services.edge.nonce_counts import NonceCountsError, SharedNonceCounts, create_segment
 from services.edge.transports import bind_socket
+from shared.service.parent import PARENT_PID_ENV
 from shared.service.say import say
 
 # Set by `supervise` for its workers: the shared nonce-count table and the worker's index.
 NONCE_TABLE_ENV = "SIPMESH_EDGE_NONCE_TABLE"
 WORKER_INDEX_ENV = "SIPMESH_EDGE_WORKER_INDEX"
-# The supervisor's pid: a worker dies with it (shared/service/parent.py), even when it is
-# killed with SIGKILL and cannot forward the stop.
-SUPERVISOR_PID_ENV = "SIPMESH_EDGE_SUPERVISOR_PID"
 
 
 def worker_nonce_counts(env: dict[str, str]) -> SharedNonceCounts | None:
@@ -71,7 +69,9 @@ def supervise(config: EdgeConfig, config_path: str | None, rr_key: Callable[[], 
             sock.close()
         return 2
     env[NONCE_TABLE_ENV] = table
-    env[SUPERVISOR_PID_ENV] = str(os.getpid())
+    # A worker dies with this process (shared/service/parent.py), even when it is killed
+    # with SIGKILL and cannot forward the stop: as `sipmesh up` arms its own children.
+    env[PARENT_PID_ENV] = str(os.getpid())
     cmd = [sys.executable, "-m", "services.edge", "--private-port"]
     if config_path:
         cmd += ["--config", config_path]

@@ -12,8 +12,9 @@ subreaper) and runs on, holding its ports. :func:`die_with_parent` arms the chil
   arming, and signals itself at once if they differ.
 * Elsewhere (no ``prctl``): a daemon thread polls ``os.getppid()`` every ``poll_interval``
   s and signals the process once it changes.
-* ``sipmesh up``'s children arm themselves after exec (:func:`die_with_parent_from_env`,
-  the supervisor's pid in ``SIPMESH_PARENT_PID``), not in a ``preexec_fn``: with a
+* ``sipmesh up``'s children and the edge's workers arm themselves after exec
+  (:func:`die_with_parent_from_env`, the parent's pid in ``SIPMESH_PARENT_PID``), not in
+  a ``preexec_fn``: with a
   ``preexec_fn`` CPython runs the interpreter's at-fork handlers in the forked child, gRPC's
   among them, which in a process with gRPC threads could end the child before its exec (a
   supervisor test saw a child that should have exited 3 end otherwise, after a gRPC
