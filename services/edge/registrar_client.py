@@ -24,10 +24,9 @@ message costs about the same whatever it carries.  REGISTER's calls (Save, SaveW
 wait longer for company, `save_window` (20 ms by default); a call on a stream idle for a
 window (no message out for that long) goes at once, so only a loaded edge waits.  A phone
 does not notice 20 ms on a REGISTER (it retransmits after 500 ms), and at a few hundred
-REGISTER/s a message then
-carries ~10 of them instead of ~1.5, which shares the gRPC message on both sides, the
-registrar's task and subscriber lookup per message and its SQL transaction (issue 22,
-docs/perf.md "Fifth round": -35% of a REGISTER's CPU at 500/s).  A Lookup or
+REGISTER/s a message then carries ~10 of them instead of ~1.5, which shares the gRPC
+message on both sides, the registrar's task and subscriber lookup per message and its SQL
+transaction (issue 22, docs/perf.md "Fifth round": -35% of a REGISTER's CPU at 500/s).  A Lookup or
 GetCredentials (a call being routed waits for it) cuts a longer wait short to its own
 `batch_window`, and what waits goes with it.
 A stream that breaks fails the calls in flight (they move to the next registrar) and is
@@ -130,11 +129,10 @@ def _wake(waiting: asyncio.Future[None]) -> None:
 class _Session:
     """One `Session` stream to one registrar: id-tagged requests, replies by id."""
 
-    def __init__(self, stub: Any, log: Any, window: float = 0.0,
-                 save_window: float | None = None) -> None:
+    def __init__(self, stub: Any, log: Any, window: float, save_window: float) -> None:
         self.log = log
         self.window = window  # Lookup, GetCredentials: a call being routed waits
-        self.save_window = window if save_window is None else save_window
+        self.save_window = save_window  # Save, SaveWithDigest: REGISTER's calls
         self.futures: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
