@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import running
 from tests.support.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,14 +32,6 @@ from shared.service.parent import die_with_parent
 print(die_with_parent(os.getppid(), poll_interval=0.05, use_prctl={use_prctl}), flush=True)
 time.sleep(60)
 """
-
-
-def running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 @pytest.mark.parametrize("use_prctl", [True, False])

@@ -7,24 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 
 import pytest
 from edge_harness import start_edge, stop_process
 
+from tests.support.processes import running
 from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def running(pid: int) -> bool:
-    """``pid`` exists and is not a zombie (an orphan's exit is reaped by whoever adopted
-    it, maybe never in a container)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def test_workers_end_when_the_supervisor_is_killed() -> None:

@@ -20,6 +20,7 @@ from opensips.mi import OpenSIPSMI, OpenSIPSMIException
 
 from tests.integration.spine.meshproc import MeshProcess
 from tests.support import opensips_cli
+from tests.support.processes import running
 from tests.support.waiting import eventually_sync
 
 
@@ -139,16 +140,6 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
         os.kill(pid, 0)
 
 
-def _running(pid: int) -> bool:
-    """``pid`` exists and is not a zombie (an orphan's exit is reaped by whoever adopted
-    it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def test_sigkill_of_the_supervisor_ends_every_child(tmp_path: Path) -> None:
     # The supervisor cannot forward a SIGKILL: each child armed PR_SET_PDEATHSIG itself
     # (SIPMESH_PARENT_PID) and the kernel stops it, so none runs on holding its ports.
@@ -163,10 +154,10 @@ def test_sigkill_of_the_supervisor_ends_every_child(tmp_path: Path) -> None:
             if found := re.match(r"^started (\S+) pid (\d+)$", line):
                 pids[found.group(1)] = int(found.group(2))
         assert sorted(pids) == ["edge", "gateway", "presence", "registrar"]
-        assert all(_running(pid) for pid in pids.values())
+        assert all(running(pid) for pid in pids.values())
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait(10)
-        eventually_sync(lambda: not any(_running(pid) for pid in pids.values()), 20,
+        eventually_sync(lambda: not any(running(pid) for pid in pids.values()), 20,
                         "every child gone with the supervisor", interval=0.1)
     finally:
         m.stop()
