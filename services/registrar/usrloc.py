@@ -365,11 +365,7 @@ class UserLocation:
             return
         now = self.clock()
         if aor is not None:
-            rows = await self.sql_only.load_aor(aor, now)
-            if rows:
-                self.location.records[aor] = rows
-            else:
-                self.location.records.pop(aor, None)
+            self.location.replace_aor(aor, await self.sql_only.load_aor(aor, now))
             return
         records: dict[str, list[Binding]] = {}
         for b in await self.sql_only.load(now):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.registrar.location import (
     Binding,
     Location,
@@ -322,3 +324,50 @@ def test_the_200_carries_the_date_of_its_own_second() -> None:
     assert date(T0 + 0.999) == "Fri, 15 Jan 2027 08:00:00 GMT"
     assert date(T0 + 1) == "Fri, 15 Jan 2027 08:00:01 GMT"
     assert date(T0 + 3600.5) == "Fri, 15 Jan 2027 09:00:00 GMT"
+
+
+def test_expiry_sweep_takes_the_due_bindings_earliest_first() -> None:
+    loc = Location()
+    loc.save(register("<sip:a@192.0.2.10>", expires=900, to="sip:late@example.com"), HERE, T0)
+    loc.save(register("<sip:b@192.0.2.10>", expires=300, to="sip:early@example.com"), HERE, T0)
+    loc.save(register("<sip:c@192.0.2.10>", expires=600, to="sip:mid@example.com"), HERE, T0)
+    # refreshed: its first expiry (T0 + 300) no longer counts
+    loc.save(register("<sip:c@192.0.2.10>", expires=3600, cseq=2, to="sip:mid@example.com"),
+             HERE, T0 + 10)
+    assert loc.expire(T0 + 299) == []
+    gone = loc.expire(T0 + 1000)
+    assert [(c.kind, c.binding.aor) for c in gone] == [
+        ("delete", "early@example.com"), ("delete", "late@example.com")]
+    assert list(loc.records) == ["mid@example.com"]
+
+
+def test_expiry_sweep_visits_only_what_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    loc = Location()
+    for i in range(200):
+        loc.save(register(f"<sip:u{i}@192.0.2.10>", expires=600 + i, to=f"sip:u{i}@example.com"),
+                 HERE, T0)
+    visited = []
+    alive = Binding.alive
+
+    def counting(self: Binding, now: float) -> bool:
+        visited.append(self.aor)
+        return alive(self, now)
+
+    monkeypatch.setattr(Binding, "alive", counting)
+    assert len(loc.expire(T0 + 602)) == 3  # u0, u1, u2
+    assert len(visited) <= 3  # not the 197 bindings still registered
+
+
+def test_expiry_index_follows_a_replaced_table_and_stays_bounded() -> None:
+    loc = Location()
+    loc.save(register("<sip:a@192.0.2.10>", expires=600), HERE, T0)
+    other = Location()
+    other.records = {aor: list(bs) for aor, bs in loc.records.items()}  # assigned whole
+    assert [c.binding.uri for c in other.expire(T0 + 601)] == ["sip:a@192.0.2.10"]
+    b = loc.records["alice@example.com"][0]
+    loc.replace_aor("bob@example.com", [Binding(**{**{f: getattr(b, f) for f in (
+        "uri", "callid", "cseq")}, "aor": "bob@example.com", "expires": int(T0) + 60})])
+    assert [c.binding.aor for c in loc.expire(T0 + 61)] == ["bob@example.com"]
+    for n in range(2, 5000):  # refreshes leave stale entries: compacted, not kept
+        loc.save(register("<sip:a@192.0.2.10>", expires=600, cseq=n), HERE, T0 + n / 100)
+    assert loc.contact_count == 1 and len(loc._due) <= 2 * 1 + 1024 + 1
