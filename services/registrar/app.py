@@ -187,6 +187,17 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                         _fill_save(out, ul.save(*parsed, replay=call.retry))
                         continue
                     work.append((out, parsed, creds, key, call.retry))
+                if work and ul.one_trip():
+                    # The subscribers read, the digests checked and the bindings stored
+                    # in one trip to SQLite's thread (usrloc.save_batch_with_digest).
+                    answers = await ul.save_batch_with_digest(
+                        [(msg, origin, creds, key, retry)
+                         for _, (msg, origin), creds, key, retry in work])
+                    for (out, *_), (result, rejected) in zip(work, answers, strict=True):
+                        _fill_save(out, result)
+                        if rejected:
+                            out.digest_rejected = True
+                    work = []
                 subs, cached = await ul.subscribers(
                     [key for *_, key, _ in work if key is not None])
                 at = 0

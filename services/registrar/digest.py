@@ -53,11 +53,18 @@ def ha1_for(sub: Subscriber, algorithm: str) -> str | None:
 
 def check(request: Request, creds: DigestCredentials, sub: Subscriber | None) -> Verdict:
     """The verdict on `creds` given the subscriber they name (None: no such one)."""
+    return verdict(creds, sub, request.method, request.body, request.to_addr.uri.user)
+
+
+def verdict(creds: DigestCredentials, sub: Subscriber | None, method: str, body: bytes,
+            to_user: str | None) -> Verdict:
+    """`check` on what it reads of the request (plain values: usable off the event loop,
+    where the one-trip Save checks them)."""
     if sub is None:
         return "rejected"
     ha1 = ha1_for(sub, creds.algorithm)
-    if ha1 is None or not verify_ha1(creds, ha1, request.method, request.body):
+    if ha1 is None or not verify_ha1(creds, ha1, method, body):
         return "rejected"
-    if creds.username != request.to_addr.uri.user:
+    if creds.username != to_user:
         return "other-user"
     return "ok"

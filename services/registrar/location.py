@@ -195,6 +195,28 @@ class SaveResult:
     changes: list[Change] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Plan:
+    """A REGISTER's changes, checked and not applied (`Location.plan`): (old, new)
+    pairs, new None = remove old, old None = a new binding; `before` is the AOR's list of
+    bindings it was planned on (the same objects must be there to apply it)."""
+
+    aor: str
+    request: Request
+    now: float
+    before: tuple[Binding, ...]
+    planned: list[tuple[Binding | None, Binding | None]]
+    path: tuple[str, ...] = ()  # Path values echoed in the 200 (RFC 3327)
+
+    def writes(self) -> tuple[list[Binding], list[tuple[str, str]]]:
+        """(bindings to upsert, (aor, key) rows to delete), as `_persist` of its changes
+        would note them."""
+        ups = [new for _, new in self.planned if new is not None]
+        dels = [(old.aor, old.key) for old, new in self.planned
+                if new is None and old is not None]
+        return ups, dels
+
+
 class RegisterError(Exception):
     def __init__(self, status: int, reason: str,
                  headers: Iterable[tuple[str, str]] = ()) -> None:
@@ -293,14 +315,60 @@ class Location:
             return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
 
     def _save(self, request: Request, origin: Origin, now: float, replay: bool) -> SaveResult:
+        result = self._apply(self._plan(request, origin, now, replay))
+        assert result is not None  # nothing could change the table in between
+        return result
+
+    def plan(self, request: Request, origin: Origin, now: float, *,
+             replay: bool = False) -> Plan | SaveResult:
+        """What `save` would change, checked but not applied (a SaveResult: the error
+        answer, nothing to change).  `apply` makes it so, if the AOR's bindings are still
+        those it was planned on; `Plan.writes` are the rows it stores.  The registrar
+        stores a plan's rows in the trip that checks the digest, before applying it
+        (usrloc.UserLocation.save_batch_with_digest)."""
+        try:
+            return self._plan(request, origin, now, replay)
+        except RegisterError as exc:
+            return SaveResult(exc.status, exc.reason, exc.headers)
+        except SipParseError as exc:
+            return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
+
+    def apply(self, plan: Plan) -> SaveResult | None:
+        """`plan` applied: its 200 with its changes; None (nothing done) when the AOR's
+        bindings changed since it was planned (it is stale: save the request again)."""
+        return self._apply(plan)
+
+    def _apply(self, plan: Plan) -> SaveResult | None:
+        aor, now = plan.aor, plan.now
+        bindings = self.records.get(aor, ())
+        if len(bindings) != len(plan.before) or any(
+                a is not b for a, b in zip(bindings, plan.before, strict=True)):
+            return None
+        changes: list[Change] = []
+        for old, new in plan.planned:
+            if new is None:
+                if old is not None:
+                    changes.append(self._delete(old))
+                continue
+            new.last_modified = now
+            if old is None:
+                changes.append(self._insert(new))
+            else:
+                changes.append(self._update(old, new))
+        result = self._ok(plan.request, aor, now, changes)
+        if plan.path:
+            result.headers.extend(("Path", p) for p in plan.path)
+        return result
+
+    def _plan(self, request: Request, origin: Origin, now: float, replay: bool) -> Plan:
         if request.method != "REGISTER":
             raise RegisterError(400, "Not a REGISTER")
         aor = aor_of(request.to_addr.uri)
         callid = request.call_id
         cseq = request.cseq.number
         header_expires = _int_param(request.get("Expires"), "Expires")
-        current = [b for b in self.records.get(aor, []) if b.alive(now)]
-        changes: list[Change] = []
+        before = tuple(self.records.get(aor, ()))
+        current = [b for b in before if b.alive(now)]
         if request.is_star_contact:
             if header_expires != 0:
                 raise RegisterError(400, "Contact: * needs Expires: 0")
@@ -308,9 +376,7 @@ class Location:
                 # A replayed `*` removes what is left, as the first attempt did.
                 if b.callid == callid and (cseq < b.cseq if replay else cseq <= b.cseq):
                     raise RegisterError(400, "Invalid CSeq number")
-            for b in current:
-                changes.append(self._delete(b))
-            return self._ok(request, aor, now, changes)
+            return Plan(aor, request, now, before, [(b, None) for b in current])
 
         contacts = request.contacts
         allow = [m.strip() for m in request.get_all("Allow") if m.strip()]
@@ -337,21 +403,13 @@ class Location:
             count -= sum(1 for old, new in planned if old is not None and new is None)
             if count > max_contacts:
                 raise RegisterError(503, "Too many registered contacts")
-        # Second pass: apply.
-        for old, new in planned:
-            if new is None:
+        for old, new in planned:  # as stored (the second pass, `_apply`, sets them again)
+            if new is not None:
+                new.last_modified = now
                 if old is not None:
-                    changes.append(self._delete(old))
-                continue
-            new.last_modified = now
-            if old is None:
-                changes.append(self._insert(new))
-            else:
-                changes.append(self._update(old, new))
-        result = self._ok(request, aor, now, changes)
-        if path and "path" in supported:
-            result.headers.extend(("Path", p) for p in path)
-        return result
+                    new.latency = old.latency
+        return Plan(aor, request, now, before, planned,
+                    path if path and "path" in supported else ())
 
     def _binding_from(self, na: NameAddr, aor: str, request: Request, origin: Origin,
                       header_expires: int | None, now: float, callid: str, cseq: int,

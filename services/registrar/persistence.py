@@ -133,6 +133,51 @@ class SQLiteLocationTable(SQLiteFile):
         async with self._tx:
             await db._execute(run)  # type: ignore[no-untyped-call]
 
+    @property
+    def busy(self) -> bool:
+        """A transaction of this connection is queued or running."""
+        return self._tx.locked()
+
+    async def read_then_write(self, sql: str, params: list[Any],
+                              decide: Callable[[list[Any]], tuple[Iterable[Binding],
+                                                                  Iterable[tuple[str, str]]]]
+                              ) -> list[Any]:
+        """One trip to aiosqlite's thread: the rows of `sql` (a read, e.g. of subscribers
+        in this same file), then `decide(rows)` -> (upserts, deletes) written in one
+        transaction, committed; the rows are returned once committed.  `decide` runs on
+        the thread: it must touch nothing the event loop changes meanwhile.  The
+        registrar's SaveWithDigest of a Session message checks its digests and stores what
+        they allow this way: one trip instead of a lookup trip and a write trip
+        (usrloc.UserLocation.save_batch_with_digest; docs/perf.md, seventh round)."""
+        db = self.db
+        table = self.table
+
+        def run() -> list[Any]:
+            conn = db._conn
+            rows = conn.execute(sql, params).fetchall() if params else []
+            bindings, gone = decide(rows)
+            ups = [_row(b) for b in bindings]
+            dels = list(gone)
+            if not ups and not dels:
+                return rows
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if dels:
+                    conn.executemany(f"DELETE FROM {table} WHERE aor = ? AND bkey = ?", dels)
+                if ups:
+                    conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?)",
+                                     ups)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                raise
+            return rows
+
+        async with self._tx:
+            rows: list[Any] = await db._execute(run)  # type: ignore[no-untyped-call]
+        return rows
+
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
                     ) -> None:
         await self._transaction([
@@ -262,7 +307,10 @@ class LocationWriter:
             self._wake.set()
 
     def delete(self, b: Binding) -> None:
-        self.pending[(b.aor, b.key)] = None
+        self.delete_key(b.aor, b.key)
+
+    def delete_key(self, aor: str, key: str) -> None:
+        self.pending[(aor, key)] = None
         self.noted += 1
         if self.write_through:
             self._wake.set()
@@ -271,6 +319,19 @@ class LocationWriter:
     def settled(self) -> bool:
         """Every change noted so far is in the table."""
         return self.written >= self.noted
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to write, nothing being written, no one waiting: a caller may write to
+        the table itself (`wrote`) and its transaction comes before any the writer makes
+        for changes noted afterwards."""
+        return self.written >= self.noted and not self._waiters and not self._lock.locked()
+
+    def wrote(self, took: float, rows: int) -> None:
+        """A transaction written by a caller (not from `pending`), counted as the writer's."""
+        self.writes += 1
+        if self.on_write is not None:
+            self.on_write(took, rows)
 
     def ticket(self) -> asyncio.Future[None]:
         """A future done once every change noted so far is in the table (at once when it

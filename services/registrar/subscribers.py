@@ -78,6 +78,18 @@ def default_location() -> str:
     return str(base / "sipmesh" / "subscribers.sqlite")
 
 
+def select_many(table: str, pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """The SQLite statement and parameters reading the subscribers among `pairs` (rows
+    username, domain, ha1, ha1_sha256).  CROSS JOIN keeps the wanted pairs as the outer
+    loop: one primary-key search each (`(username, domain) IN (VALUES ...)` would scan the
+    whole table)."""
+    marks = ", ".join("(?, ?)" for _ in pairs)
+    return (f"WITH wanted(u, d) AS (VALUES {marks}) "
+            f"SELECT s.username, s.domain, s.ha1, s.ha1_sha256 FROM wanted "
+            f"CROSS JOIN {table} AS s ON s.username = wanted.u AND s.domain = wanted.d",
+            [value for pair in pairs for value in pair])
+
+
 class SQLiteSubscribers(SQLiteFile):
     """Subscribers in a SQLite file, on aiosqlite's thread (shared.store.SQLiteFile).
 
@@ -161,14 +173,7 @@ class SQLiteSubscribers(SQLiteFile):
 
     async def _select(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Subscriber]:
         """The subscribers among `pairs`, in one statement (one trip to the thread)."""
-        # CROSS JOIN keeps the wanted pairs as the outer loop: one primary-key search each
-        # (`(username, domain) IN (VALUES ...)` would scan the whole table).
-        marks = ", ".join("(?, ?)" for _ in pairs)
-        rows = await self.db.execute_fetchall(
-            f"WITH wanted(u, d) AS (VALUES {marks}) "
-            f"SELECT s.username, s.domain, s.ha1, s.ha1_sha256 FROM wanted "
-            f"CROSS JOIN {self.table} AS s ON s.username = wanted.u AND s.domain = wanted.d",
-            [value for pair in pairs for value in pair])
+        rows = await self.db.execute_fetchall(*select_many(self.table, pairs))
         return {(row[0], row[1]): Subscriber(*row) for row in rows}
 
     async def count(self) -> int:

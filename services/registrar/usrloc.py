@@ -65,6 +65,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
@@ -76,6 +77,7 @@ from services.registrar.location import (
     Change,
     Location,
     Origin,
+    Plan,
     RegisterError,
     SaveResult,
     aor_of,
@@ -158,6 +160,8 @@ class UserLocation:
         # Node ids of this cluster registered in discovery (None: not known). A peer that
         # left discovery is draining or gone: see _save_replicated.
         self.nodes_in_discovery: set[int] | None = None
+        self._one_trip_file: bool | None = None  # `one_trip`: location in the store's file
+        self._store_table = ""
 
     def departed(self, nodes: set[int]) -> set[int]:
         """Those of ``nodes`` not registered (or not ready) in discovery: a node leaves it
@@ -294,6 +298,171 @@ class UserLocation:
                 found[i] = sub
                 cache[keys[i]] = (sub, until)
         return found, cached
+
+    def one_trip(self) -> bool:
+        """`save_batch_with_digest` may be used now: inline durable saves to a SQLite
+        location table in the subscribers' own file, with no write of the table queued,
+        running or waited for."""
+        writer = self.writer
+        if writer is None or not self.durable or not self.saves_inline:
+            return False
+        if self._one_trip_file is None:
+            from services.registrar.persistence import SQLiteLocationTable
+            from services.registrar.subscribers import SQLiteSubscribers
+
+            table, store = writer.table, self.store
+            self._one_trip_file = isinstance(table, SQLiteLocationTable) and isinstance(
+                store, SQLiteSubscribers) and os.path.realpath(table.path) == \
+                os.path.realpath(store.path)
+            if isinstance(store, SQLiteSubscribers):
+                self._store_table = store.table
+        return self._one_trip_file and writer.idle and not writer.table.busy
+
+    async def save_batch_with_digest(
+            self, items: Sequence[tuple[Request, Origin, DigestCredentials,
+                                        tuple[str, str] | None, bool]]
+    ) -> list[tuple[SaveResult, bool]]:
+        """The SaveWithDigest calls of one Session message in one trip to SQLite's thread
+        (when `one_trip`): each REGISTER is planned here (`Location.plan`: checked, not
+        applied); on the thread the subscribers not cached are read, each digest checked
+        (`digest.verdict`) and the rows of the plans it allows written and committed; back
+        here the plans are applied (events raised, nothing left for the writer), so every
+        200 leaves with its binding stored, as with `save_with_digest`.  Items are
+        (request, origin, credentials, subscriber key or None, replay); answers are
+        (result, digest rejected), as `refused` and `save` give them.
+
+        What the one trip cannot decide goes the usual way afterwards (`subscribers`,
+        `refused`, `save`: the writer stores it, `stored()` waits for it): a second
+        REGISTER of an AOR already in the message, a refusal on a cached subscriber (read
+        again fresh: a password changed), a plan whose AOR changed before it was applied
+        (the rows it wrote are rewritten from the table in memory).  A failed trip stores
+        and applies nothing: every answer is 503."""
+        from services.registrar import digest as check
+        from services.registrar.persistence import SQLiteLocationTable
+        from services.registrar.subscribers import select_many
+
+        now = self.clock()
+        cache = self._subscribers
+        n = len(items)
+        subs: list[Subscriber | None] = [None] * n
+        cached = [False] * n
+        plans: list[Plan | SaveResult | None] = [None] * n  # None: the usual way, later
+        facts: list[tuple[str, bytes, str | None]] = [("", b"", "")] * n
+        wanted: dict[tuple[str, str], list[int]] = {}
+        aors: set[str] = set()
+        for i, (msg, origin, _creds, key, replay) in enumerate(items):
+            if key is not None:
+                hit = cache.get(key)
+                if hit is not None and hit[1] > now:
+                    subs[i], cached[i] = hit[0], True
+                else:
+                    wanted.setdefault(key, []).append(i)
+            plan = self.location.plan(msg, origin, now, replay=replay)
+            if isinstance(plan, Plan):
+                if plan.aor in aors:
+                    continue  # planned on a table the first one changes: the usual way
+                aors.add(plan.aor)
+            plans[i] = plan
+            facts[i] = (msg.method, msg.body, msg.to_addr.uri.user)
+        pairs = list(wanted)
+        verdicts: list[str] = ["rejected"] * n
+
+        def decide(rows: list[Any]) -> tuple[list[Binding], list[tuple[str, str]]]:
+            # On SQLite's thread: plain values and the plans' new bindings only.
+            for row in rows:
+                sub = Subscriber(*row)
+                for i in wanted.get((row[0], row[1]), ()):
+                    subs[i] = sub
+            ups: list[Binding] = []
+            dels: list[tuple[str, str]] = []
+            for i, (_msg, _origin, creds, key, _replay) in enumerate(items):
+                plan = plans[i]
+                if plan is None:
+                    continue
+                method, body, to_user = facts[i]
+                verdicts[i] = "rejected" if key is None else check.verdict(
+                    creds, subs[i], method, body, to_user)
+                if verdicts[i] == "ok" and isinstance(plan, Plan):
+                    up, down = plan.writes()
+                    ups += up
+                    dels += down
+            return ups, dels
+
+        started = time.perf_counter()
+        sql, params = select_many(self._store_table, pairs) if pairs else ("", [])
+        try:
+            table: SQLiteLocationTable = self.writer.table
+            await table.read_then_write(sql, params, decide)
+        except Exception as exc:
+            self.log.warning("location_write_failed", error=repr(exc), rows=n)
+            self.stats["saves"] += n
+            self.stats["save_errors"] += n
+            return [(unstored(), False)] * n
+        until = now + self.subscriber_ttl
+        if len(cache) > 100_000:
+            cache.clear()
+        for key, at in wanted.items():
+            cache[key] = (subs[at[0]], until)
+        out: list[tuple[SaveResult, bool]] = []
+        stored = 0
+        for i, (msg, origin, creds, key, replay) in enumerate(items):
+            planned = plans[i]
+            verdict = verdicts[i]
+            if planned is None or (verdict != "ok" and cached[i]):
+                out.append(await self._save_checked(msg, origin, creds, key, replay,
+                                                    fresh=cached[i]))
+                continue
+            if verdict != "ok":
+                self.stats["digest_rejected"] += 1
+                out.append((SaveResult(401, "Unauthorized"), True) if verdict == "rejected"
+                           else (SaveResult(403, check.OTHER_USER_REASON), False))
+                continue
+            self.stats["saves"] += 1
+            if isinstance(planned, SaveResult):
+                self.stats["save_errors"] += 1
+                out.append((planned, False))
+                continue
+            result = self.location.apply(planned)
+            if result is None:  # the AOR changed since: save again, restore the rows
+                self.stats["saves"] -= 1
+                out.append((self.save(msg, origin, replay=replay), False))
+                self._rewrite(planned)
+                continue
+            stored += len(result.changes)
+            self._publish(result.changes, persisted=True)
+            out.append((result, False))
+        if stored:
+            self.writer.wrote(time.perf_counter() - started, stored)
+        return out
+
+    async def _save_checked(self, msg: Request, origin: Origin, creds: DigestCredentials,
+                            key: tuple[str, str] | None, replay: bool, *, fresh: bool
+                            ) -> tuple[SaveResult, bool]:
+        """One SaveWithDigest the usual way (the Session's inline path, one item)."""
+        if key is None:
+            refused = self.refused(msg, creds, None)
+        else:
+            (sub,), (was_cached,) = await self.subscribers([key], fresh=fresh)
+            refused = self.refused(msg, creds, sub, count=not was_cached)
+            if refused is not None and was_cached:
+                (sub,), _ = await self.subscribers([key], fresh=True)
+                refused = self.refused(msg, creds, sub)
+        if refused is not None:
+            return refused
+        return self.save(msg, origin, replay=replay), False
+
+    def _rewrite(self, plan: Plan) -> None:
+        """The rows a stale plan wrote, noted again from the table in memory (the writer's
+        transaction comes after the plan's: the SQL copy ends as memory is)."""
+        writer = self.writer
+        ups, dels = plan.writes()
+        for aor, key in [(b.aor, b.key) for b in ups] + dels:
+            now_there = next((b for b in self.location.records.get(aor, ()) if b.key == key),
+                             None)
+            if now_there is not None:
+                writer.upsert(now_there)
+            else:
+                writer.delete_key(aor, key)
 
     def digest_key(self, request: Request, digest: Any
                    ) -> tuple[DigestCredentials, tuple[str, str] | None]:
@@ -448,15 +617,18 @@ class UserLocation:
         return len(bindings)
 
     # -- changes -> events and replication -----------------------------------------------
-    def _publish(self, changes: list[Change], *, replicate: bool | None = True) -> None:
+    def _publish(self, changes: list[Change], *, replicate: bool | None = True,
+                 persisted: bool = False) -> None:
         """Events, SQL copy, directory, and (``replicate`` True) broadcast of every change.
         ``replicate`` False: the caller replicates (tracked saves); None: changes no other
-        node needs (expiry, which every node sweeps itself: no tombstones either)."""
+        node needs (expiry, which every node sweeps itself: no tombstones either).
+        ``persisted``: the caller stored them already (`save_batch_with_digest`)."""
         if not changes:
             return
         for change in changes:
             self._raise(change)
-        self._persist(changes)
+        if not persisted:
+            self._persist(changes)
         self._note_directory(changes)
         if self.replicating:
             for change in changes:
