@@ -187,12 +187,14 @@ class RegistrarServicer(pb_grpc.RegistrarServicer):
                         _fill_save(out, ul.save(*parsed, replay=call.retry))
                         continue
                     work.append((out, parsed, creds, key, call.retry))
-                if work and ul.one_trip():
-                    # The subscribers read, the digests checked and the bindings stored
-                    # in one trip to SQLite's thread (usrloc.save_batch_with_digest).
-                    answers = await ul.save_batch_with_digest(
-                        [(msg, origin, creds, key, retry)
-                         for _, (msg, origin), creds, key, retry in work])
+                # The subscribers read, the digests checked and the bindings stored in
+                # one trip to SQLite's thread (usrloc.save_batch_with_digest), or (None)
+                # the usual way.
+                answers = await ul.save_batch_with_digest(
+                    [(msg, origin, creds, key, retry)
+                     for _, (msg, origin), creds, key, retry in work]
+                ) if work and ul.one_trip() else None
+                if answers is not None:
                     for (out, *_), (result, rejected) in zip(work, answers, strict=True):
                         _fill_save(out, result)
                         if rejected:

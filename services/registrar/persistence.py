@@ -152,7 +152,7 @@ class SQLiteLocationTable(SQLiteFile):
         db = self.db
         table = self.table
 
-        def run() -> list[Any]:
+        def read_then_write() -> list[Any]:
             conn = db._conn
             rows = conn.execute(sql, params).fetchall() if params else []
             bindings, gone = decide(rows)
@@ -175,7 +175,8 @@ class SQLiteLocationTable(SQLiteFile):
             return rows
 
         async with self._tx:
-            rows: list[Any] = await db._execute(run)  # type: ignore[no-untyped-call]
+            rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
+                read_then_write)
         return rows
 
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]

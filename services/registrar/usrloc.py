@@ -321,7 +321,7 @@ class UserLocation:
     async def save_batch_with_digest(
             self, items: Sequence[tuple[Request, Origin, DigestCredentials,
                                         tuple[str, str] | None, bool]]
-    ) -> list[tuple[SaveResult, bool]]:
+    ) -> list[tuple[SaveResult, bool]] | None:
         """The SaveWithDigest calls of one Session message in one trip to SQLite's thread
         (when `one_trip`): each REGISTER is planned here (`Location.plan`: checked, not
         applied); on the thread the subscribers not cached are read, each digest checked
@@ -331,12 +331,22 @@ class UserLocation:
         (request, origin, credentials, subscriber key or None, replay); answers are
         (result, digest rejected), as `refused` and `save` give them.
 
-        What the one trip cannot decide goes the usual way afterwards (`subscribers`,
-        `refused`, `save`: the writer stores it, `stored()` waits for it): a second
-        REGISTER of an AOR already in the message, a refusal on a cached subscriber (read
-        again fresh: a password changed), a plan whose AOR changed before it was applied
-        (the rows it wrote are rewritten from the table in memory).  A failed trip stores
-        and applies nothing: every answer is 503."""
+        None (nothing done) when two REGISTERs of the message are for one AOR: the second
+        would be planned on a table the first changes, and would need a write of its own
+        anyway; the caller goes the usual way (`subscribers`, `refused`, `save`, the
+        writer).  What the one trip cannot decide goes that way afterwards: a refusal on a
+        cached subscriber (read again fresh: a password changed), a plan whose AOR changed
+        before it was applied (the rows it wrote are rewritten from the table in memory).
+        A failed trip stores and applies nothing: every answer is 503."""
+        seen: set[str] = set()
+        for msg, *_ in items:
+            try:
+                aor = aor_of(msg.to_addr.uri)
+            except (RegisterError, SipParseError):
+                continue  # planned as the 400 it is
+            if aor in seen:
+                return None
+            seen.add(aor)
         from services.registrar import digest as check
         from services.registrar.persistence import SQLiteLocationTable
         from services.registrar.subscribers import select_many
@@ -349,7 +359,6 @@ class UserLocation:
         plans: list[Plan | SaveResult | None] = [None] * n  # None: the usual way, later
         facts: list[tuple[str, bytes, str | None]] = [("", b"", "")] * n
         wanted: dict[tuple[str, str], list[int]] = {}
-        aors: set[str] = set()
         for i, (msg, origin, _creds, key, replay) in enumerate(items):
             if key is not None:
                 hit = cache.get(key)
@@ -357,12 +366,7 @@ class UserLocation:
                     subs[i], cached[i] = hit[0], True
                 else:
                     wanted.setdefault(key, []).append(i)
-            plan = self.location.plan(msg, origin, now, replay=replay)
-            if isinstance(plan, Plan):
-                if plan.aor in aors:
-                    continue  # planned on a table the first one changes: the usual way
-                aors.add(plan.aor)
-            plans[i] = plan
+            plans[i] = self.location.plan(msg, origin, now, replay=replay)
             facts[i] = (msg.method, msg.body, msg.to_addr.uri.user)
         pairs = list(wanted)
         verdicts: list[str] = ["rejected"] * n
