@@ -723,8 +723,10 @@ class ProxyCore:
         if not branch.got_provisional:
             branch.cancel_pending = True  # §9.1: wait for a provisional response
             return
-        branch.cancelled = True
         request = branch.txn.request
+        if request is None:  # its final response arrived: nothing left to cancel
+            return
+        branch.cancelled = True
         headers: list[tuple[str, str]] = [("Via", str(request.top_via))]
         headers.extend(("Route", r) for r in request.get_all("Route"))
         headers += [
@@ -1182,6 +1184,8 @@ class ProxyCore:
                 branch = event.transaction.owner
                 if isinstance(branch, Branch):
                     self._on_branch_response(branch, event.response, now, out)
+                    if event.response.status >= 200:
+                        self._release(event.transaction)
                 elif isinstance(branch, UacOwner):  # a request of the Uac API (uac.py)
                     out.extend(branch.on_response(event.response, now))
             elif isinstance(event, TimedOut | TransportFailed):
@@ -1201,11 +1205,21 @@ class ProxyCore:
         """Break the reference cycles of a finished response context.
 
         Context <-> branches, server transaction <-> context and client transaction <->
-        branch point at each other; once every transaction of the context has ended, the
+        branch point at each other; once nothing can reach the context any more, the
         links go so reference counting frees it all at once.  Left to the cyclic garbage
         collector, thousands of finished calls would be promoted to its oldest generation
         and rescanned in long full collections (measured: the largest single cost of a
         loaded edge).
+
+        Nothing reaches it once its final response went upstream (or its server
+        transaction ended) and no branch can pass a response up: each one's client
+        transaction has its final (Completed absorbs what follows, §17.1.1.2, §17.1.2.2)
+        or ended, no Timer C runs and no response waits for an async reply_route.  That
+        is at the final response, not when the transactions end (Timers J, L, K, D: up
+        to 32 s later): the request, its route context and the responses go 32 s sooner.
+        What still comes is answered without the context: a retransmitted request by
+        its server transaction, a CANCEL with 200 and nothing to cancel (§9.2), a 2xx
+        retransmission statelessly (§16.7, the INVITE's client transaction ended).
         """
         owner = txn.owner
         if owner is None:
@@ -1213,11 +1227,13 @@ class ProxyCore:
         context = owner.context if isinstance(owner, Branch) else owner
         if not isinstance(context, ResponseContext):
             return
-        if context.server.state is not State.TERMINATED:
+        if context.server.state is not State.TERMINATED and (
+                not context.final_sent or context.reply_gate):
             return
         for branch in context.branches:
             if branch.timer_c is not None or (
-                    branch.txn is not None and branch.txn.state is not State.TERMINATED):
+                    branch.txn is not None and branch.txn.state is not State.TERMINATED
+                    and branch.txn.state is not State.COMPLETED):
                 return
         context.server.owner = None
         for branch in context.branches:
