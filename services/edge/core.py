@@ -90,6 +90,7 @@ from shared.sip import (
     SipParseError,
     Uri,
     ValidatedLines,
+    Via,
     make_response,
     parse_message,
     parse_name_addr,
@@ -113,6 +114,7 @@ from shared.transaction.key import ServerKey
 from shared.transaction.machine import State
 
 _VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
+_OWN_VIAS = 16_384  # at most this many of our Vias remembered (ProxyCore._own_vias)
 
 
 def local_to_tag(request: Request) -> str | None:
@@ -245,6 +247,9 @@ class ProxyCore:
                 ours.add((host.lower(), itf.port))
                 ours.add((host.lower(), itf.sent_by_port))
         self._ours = ours
+        # Our Vias in branches still open, by the raw line written (`_fork`): a response
+        # whose top Via line is one of them is ours without a parse (`_on_response`).
+        self._own_vias: dict[bytes, Via] = {}
         # Our Record-Route values in responses are found by the text we wrote.
         self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
             itf.record_route("")[:-1] for itf in self.interfaces))
@@ -759,6 +764,13 @@ class ProxyCore:
         request, dest = built
         # Its Vias and Record-Routes come back in every response: known valid already.
         self._known.vouch(request, _VOUCHED)
+        line = request.top_via_line()
+        if line is not None:
+            own = self._own_vias
+            if len(own) >= _OWN_VIAS:
+                own.clear()  # bounded (branches never released); a miss is only a parse
+            own[line] = request.top_via
+            branch.via_line = line
         txn, events = self.layer.create_client(
             request, request.serialize(), dest, dest.reliable, now, owner=branch)
         branch.txn = txn
@@ -873,10 +885,12 @@ class ProxyCore:
     # -- responses (§16.7) ----------------------------------------------------------------------
     def _on_response(self, response: Response, source: Source, now: float,
                      out: list[Output]) -> None:
-        via = response.top_via
-        if sent_by(via) not in self._ours:
-            self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
-            return
+        via = response.known_top_via(self._own_vias)
+        if via is None:
+            via = response.top_via
+            if sent_by(via) not in self._ours:
+                self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
+                return
         response.validate(self._known)  # a malformed response is dropped (§18.1.2)
         anycast = self.anycast
         if anycast is not None and source.interface.anycast and self._anycast_on:
@@ -1236,9 +1250,12 @@ class ProxyCore:
                     and branch.txn.state is not State.COMPLETED):
                 return
         context.server.owner = None
+        own = self._own_vias
         for branch in context.branches:
             if branch.txn is not None:
                 branch.txn.owner = None
+            if branch.via_line:
+                own.pop(branch.via_line, None)
         context.branches = []
 
     # -- replies of our own ------------------------------------------------------------------------

@@ -429,6 +429,29 @@ class Message:
                 self._top_via = parse_via(first)
         return self._top_via
 
+    def top_via_line(self) -> bytes | None:
+        """The raw first Via line (folds and spacing as written), None without one."""
+        keys = self._keys
+        if _COMPILED:
+            pos = _first(keys, "via")
+            return self._lines[pos] if pos >= 0 else None
+        return self._lines[keys.index("via")] if "via" in keys else None
+
+    def known_top_via(self, known: dict[bytes, Via]) -> Via | None:
+        """The top Via when its raw line is a key of `known`, taken from there, not parsed;
+        None otherwise.  A proxy's own Vias come back byte for byte in the responses to what
+        it forwarded (RFC 3261 §8.2.6.2, §16.7 step 3): it keeps them by the line it wrote
+        (`top_via_line` of the request) with their parsed form (`push_via`), and a response
+        whose first line is one of them needs no Via parse.  Any other spelling (a compact
+        name, several values on the line) is simply not found and parsed as before."""
+        line = self.top_via_line()
+        if line is None:
+            return None
+        via = known.get(line)
+        if via is not None:
+            self._top_via = via
+        return via
+
     @property
     def from_addr(self) -> NameAddr:
         """From as a name-addr (parsed on each call; edit through `set_header`)."""

@@ -430,3 +430,16 @@ def test_an_invite_answered_2xx_keeps_no_context_while_timer_l_runs() -> None:
     # A retransmitted 2xx still reaches the caller (statelessly, §16.7).
     assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
 
+
+def test_our_via_is_recognised_by_its_line_while_the_branch_is_open() -> None:
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite()))
+    line = fwd.top_via_line()
+    assert line is not None and line in h.core._own_vias
+    # The same Via in another spelling is parsed and found ours all the same.
+    ringing = answer(fwd, 180).replace("Via: SIP", "v: SIP", 1)
+    assert statuses(h.feed(ringing, peer=("127.0.0.1", 5090))) == [180]
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+    assert h.core._own_vias == {}  # forgotten with the context
+    # A 2xx retransmission (no transaction any more) is parsed, checked and relayed.
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
