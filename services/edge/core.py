@@ -1111,7 +1111,10 @@ class ProxyCore:
         made from the upstream request (408, 487, 500) have the caller's Vias already.
         """
         if received:
-            response.pop_first_value("Via")
+            # Our own Via line, as written for this branch, goes without being decoded.
+            if branch is None or not branch.via_line or not response.drop_top_via_line(
+                    branch.via_line):
+                response.pop_first_value("Via")
             if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
                 # The caller's route set, signed for the callee's Contact (rr_signing.py);
                 # a trusted caller's in-dialog requests are followed without it.
