@@ -107,7 +107,10 @@ class _Transaction:
         duration = settings.initial(timer, self.reliable)
         if duration <= 0:
             return True
-        self.intervals[timer] = duration
+        if timer is Timer.A or timer is Timer.E or timer is Timer.G:
+            # Only the retransmission timers back off from their last interval; the others
+            # (B, D, F, H, J, K, L) leave the dict empty: no keys table per transaction.
+            self.intervals[timer] = duration
         self.timers[timer] = now + duration
         acts.append(_new_tuple(Arm, (timer, now + duration)))
         return False
