@@ -6,6 +6,7 @@ from typing import Any
 
 from services.edge.routing import RouteContext
 from shared.sip import Request, Response
+from shared.transaction.transaction import RequestSummary
 from tests.unit.edge.proxyharness import TCP, UAC, Harness, answer, invite, to, unsigned
 
 
@@ -410,7 +411,7 @@ def test_a_request_answered_keeps_no_context_while_its_transactions_wait() -> No
     (client,) = h.core.layer.clients.values()
     assert server.owner is None and client.owner is None
     assert client.request is None and client.data == b""
-    assert tuple(server.request) == ("BYE", "c1", "b1")  # a RequestSummary
+    assert server.request == RequestSummary("BYE", "c1", "b1")
     # What still comes is answered as before, without the context.
     assert statuses(h.feed(invite(method="BYE", to_tag="b1"))) == [200]  # from Timer J's copy
     assert h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090)) == []  # absorbed (Timer K)
@@ -423,7 +424,7 @@ def test_an_invite_answered_2xx_keeps_no_context_while_timer_l_runs() -> None:
     assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
     (server,) = h.core.layer.servers.values()  # Accepted, RFC 6026 Timer L
     assert server.owner is None
-    assert tuple(server.request) == ("INVITE", "c1", None)
+    assert server.request == RequestSummary("INVITE", "c1", None)
     cancel = h.feed(invite(method="CANCEL"))
     assert statuses(cancel) == [200]  # too late to cancel anything (§9.2)
     assert to(cancel, 5090) == []

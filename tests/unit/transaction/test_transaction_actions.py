@@ -42,6 +42,7 @@ def test_retransmission_backoff_and_termination_are_returned() -> None:
     out, acts = [], []
     # A 200 ends an INVITE client transaction at once (§17.1.1.2): it says so, the layer
     # (not the transaction) forgets it.
+    assert txn.request is not None
     txn.receive(response_to(txn.request, 200), 0.7, out, acts)
     assert [type(e) for e in out] == [ResponseReceived]
     assert acts == [Note.TERMINATED]
@@ -54,6 +55,7 @@ def test_reliable_non_invite_terminates_through_a_zero_length_timer_k() -> None:
     txn.begin(0.0, [], acts)
     assert acts == [Arm(Timer.F, 32.0)]  # no Timer E on a reliable transport
     acts.clear()
+    assert txn.request is not None
     txn.receive(response_to(txn.request, 200), 1.0, [], acts)
     assert acts == [Note.TERMINATED]  # Timer K is zero on TCP: fires within the call
 
