@@ -24,7 +24,7 @@ class Branch:
 
     __slots__ = (
         "cancel_pending", "cancelled", "context", "final_status", "got_provisional",
-        "response", "target", "timer_c", "timer_c_seq", "txn",
+        "response", "target", "timer_c", "timer_c_seq", "txn", "via_line",
     )
 
     def __init__(self, context: ResponseContext, target: Target) -> None:
@@ -38,6 +38,7 @@ class Branch:
         self.cancel_pending = False  # CANCEL asked before any provisional (§9.1)
         self.timer_c: float | None = None
         self.timer_c_seq = -1  # this branch's entry in ProxyCore._timer_c_branches
+        self.via_line = b""  # our Via line in its request (ProxyCore._own_vias' key)
 
     @property
     def done(self) -> bool:

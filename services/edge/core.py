@@ -90,6 +90,7 @@ from shared.sip import (
     SipParseError,
     Uri,
     ValidatedLines,
+    Via,
     make_response,
     parse_message,
     parse_name_addr,
@@ -113,6 +114,7 @@ from shared.transaction.key import ServerKey
 from shared.transaction.machine import State
 
 _VOUCHED = frozenset({"via", "record-route"})  # lines of a forwarded request we wrote
+_OWN_VIAS = 16_384  # at most this many of our Vias remembered (ProxyCore._own_vias)
 
 
 def local_to_tag(request: Request) -> str | None:
@@ -245,6 +247,9 @@ class ProxyCore:
                 ours.add((host.lower(), itf.port))
                 ours.add((host.lower(), itf.sent_by_port))
         self._ours = ours
+        # Our Vias in branches still open, by the raw line written (`_fork`): a response
+        # whose top Via line is one of them is ours without a parse (`_on_response`).
+        self._own_vias: dict[bytes, Via] = {}
         # Our Record-Route values in responses are found by the text we wrote.
         self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
             itf.record_route("")[:-1] for itf in self.interfaces))
@@ -723,8 +728,10 @@ class ProxyCore:
         if not branch.got_provisional:
             branch.cancel_pending = True  # §9.1: wait for a provisional response
             return
-        branch.cancelled = True
         request = branch.txn.request
+        if request is None:  # its final response arrived: nothing left to cancel
+            return
+        branch.cancelled = True
         headers: list[tuple[str, str]] = [("Via", str(request.top_via))]
         headers.extend(("Route", r) for r in request.get_all("Route"))
         headers += [
@@ -757,6 +764,13 @@ class ProxyCore:
         request, dest = built
         # Its Vias and Record-Routes come back in every response: known valid already.
         self._known.vouch(request, _VOUCHED)
+        line = request.top_via_line()
+        if line is not None:
+            own = self._own_vias
+            if len(own) >= _OWN_VIAS:
+                own.clear()  # bounded (branches never released); a miss is only a parse
+            own[line] = request.top_via
+            branch.via_line = line
         txn, events = self.layer.create_client(
             request, request.serialize(), dest, dest.reliable, now, owner=branch)
         branch.txn = txn
@@ -871,10 +885,12 @@ class ProxyCore:
     # -- responses (§16.7) ----------------------------------------------------------------------
     def _on_response(self, response: Response, source: Source, now: float,
                      out: list[Output]) -> None:
-        via = response.top_via
-        if sent_by(via) not in self._ours:
-            self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
-            return
+        via = response.known_top_via(self._own_vias)
+        if via is None:
+            via = response.top_via
+            if sent_by(via) not in self._ours:
+                self.counters.drop_replies.value += 1  # §18.1.2: not sent by us
+                return
         response.validate(self._known)  # a malformed response is dropped (§18.1.2)
         anycast = self.anycast
         if anycast is not None and source.interface.anycast and self._anycast_on:
@@ -1095,7 +1111,10 @@ class ProxyCore:
         made from the upstream request (408, 487, 500) have the caller's Vias already.
         """
         if received:
-            response.pop_first_value("Via")
+            # Our own Via line, as written for this branch, goes without being decoded.
+            if branch is None or not branch.via_line or not response.drop_top_via_line(
+                    branch.via_line):
+                response.pop_first_value("Via")
             if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
                 # The caller's route set, signed for the callee's Contact (rr_signing.py);
                 # a trusted caller's in-dialog requests are followed without it.
@@ -1182,6 +1201,8 @@ class ProxyCore:
                 branch = event.transaction.owner
                 if isinstance(branch, Branch):
                     self._on_branch_response(branch, event.response, now, out)
+                    if event.response.status >= 200:
+                        self._release(event.transaction)
                 elif isinstance(branch, UacOwner):  # a request of the Uac API (uac.py)
                     out.extend(branch.on_response(event.response, now))
             elif isinstance(event, TimedOut | TransportFailed):
@@ -1201,11 +1222,21 @@ class ProxyCore:
         """Break the reference cycles of a finished response context.
 
         Context <-> branches, server transaction <-> context and client transaction <->
-        branch point at each other; once every transaction of the context has ended, the
+        branch point at each other; once nothing can reach the context any more, the
         links go so reference counting frees it all at once.  Left to the cyclic garbage
         collector, thousands of finished calls would be promoted to its oldest generation
         and rescanned in long full collections (measured: the largest single cost of a
         loaded edge).
+
+        Nothing reaches it once its final response went upstream (or its server
+        transaction ended) and no branch can pass a response up: each one's client
+        transaction has its final (Completed absorbs what follows, §17.1.1.2, §17.1.2.2)
+        or ended, no Timer C runs and no response waits for an async reply_route.  That
+        is at the final response, not when the transactions end (Timers J, L, K, D: up
+        to 32 s later): the request, its route context and the responses go 32 s sooner.
+        What still comes is answered without the context: a retransmitted request by
+        its server transaction, a CANCEL with 200 and nothing to cancel (§9.2), a 2xx
+        retransmission statelessly (§16.7, the INVITE's client transaction ended).
         """
         owner = txn.owner
         if owner is None:
@@ -1213,16 +1244,21 @@ class ProxyCore:
         context = owner.context if isinstance(owner, Branch) else owner
         if not isinstance(context, ResponseContext):
             return
-        if context.server.state is not State.TERMINATED:
+        if context.server.state is not State.TERMINATED and (
+                not context.final_sent or context.reply_gate):
             return
         for branch in context.branches:
             if branch.timer_c is not None or (
-                    branch.txn is not None and branch.txn.state is not State.TERMINATED):
+                    branch.txn is not None and branch.txn.state is not State.TERMINATED
+                    and branch.txn.state is not State.COMPLETED):
                 return
         context.server.owner = None
+        own = self._own_vias
         for branch in context.branches:
             if branch.txn is not None:
                 branch.txn.owner = None
+            if branch.via_line:
+                own.pop(branch.via_line, None)
         context.branches = []
 
     # -- replies of our own ------------------------------------------------------------------------

@@ -429,6 +429,52 @@ class Message:
                 self._top_via = parse_via(first)
         return self._top_via
 
+    def top_via_line(self) -> bytes | None:
+        """The raw first Via line (folds and spacing as written), None without one."""
+        keys = self._keys
+        if _COMPILED:
+            pos = _first(keys, "via")
+            return self._lines[pos] if pos >= 0 else None
+        return self._lines[keys.index("via")] if "via" in keys else None
+
+    def drop_top_via_line(self, line: bytes) -> bool:
+        """Remove the first Via line when it is `line` byte for byte (a single Via this
+        proxy wrote, taken off a response it relays, RFC 3261 §16.7 step 3): no decode, no
+        split, one new tuple of each kind.  False, nothing changed, for any other line
+        (`pop_first_value` then does it the general way)."""
+        keys = self._keys
+        if _COMPILED:
+            pos = _first(keys, "via")
+        else:
+            pos = keys.index("via") if "via" in keys else -1
+        lines = self._lines
+        if pos < 0 or lines[pos] != line:
+            return False
+        if pos == 0:
+            self._keys = keys[1:]
+            self._lines = lines[1:]
+        else:
+            self._keys = keys[:pos] + keys[pos + 1 :]
+            self._lines = lines[:pos] + lines[pos + 1 :]
+        self._vias = None
+        self._top_via = None
+        return True
+
+    def known_top_via(self, known: dict[bytes, Via]) -> Via | None:
+        """The top Via when its raw line is a key of `known`, taken from there, not parsed;
+        None otherwise.  A proxy's own Vias come back byte for byte in the responses to what
+        it forwarded (RFC 3261 §8.2.6.2, §16.7 step 3): it keeps them by the line it wrote
+        (`top_via_line` of the request) with their parsed form (`push_via`), and a response
+        whose first line is one of them needs no Via parse.  Any other spelling (a compact
+        name, several values on the line) is simply not found and parsed as before."""
+        line = self.top_via_line()
+        if line is None:
+            return None
+        via = known.get(line)
+        if via is not None:
+            self._top_via = via
+        return via
+
     @property
     def from_addr(self) -> NameAddr:
         """From as a name-addr (parsed on each call; edit through `set_header`)."""
@@ -826,7 +872,7 @@ class Message:
             pos = keys.index("content-length") if count else -1
         if count == 1:
             raw = self._lines[pos]
-            if _line_value(raw) == length:
+            if _has_value(raw, length) if _COMPILED else _line_value(raw) == length:
                 return b"\r\n".join([self._start_line(), *self._lines, b"", body])
             lines = list(self._lines)
             lines[pos] = raw[: raw.index(b":") + 1] + b" " + length
@@ -1015,6 +1061,21 @@ def _line_value(line: bytes) -> bytes:
     if _LF in value:
         value = b" ".join([part.strip() for part in value.split(b"\n")])
     return value.strip(b" \t")
+
+
+def _has_value(line: bytes, value: bytes) -> bool:
+    """`_line_value(line) == value` (compiled rendering): for the usual `Name: value` an int
+    loop from the end, no partition tuple and no slices; any other spelling the general way."""
+    n = len(line)
+    m = len(value)
+    start = n - m
+    if start >= 2 and line[start - 1] == _SP and line[start - 2] == _COLON:
+        i = 0
+        while i < m and line[start + i] == value[i]:
+            i += 1
+        if i == m:
+            return True
+    return _line_value(line) == value
 
 
 def _count_routing(counts: dict[str, int], key: str, n: int) -> int:

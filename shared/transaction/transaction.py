@@ -107,7 +107,10 @@ class _Transaction:
         duration = settings.initial(timer, self.reliable)
         if duration <= 0:
             return True
-        self.intervals[timer] = duration
+        if timer is Timer.A or timer is Timer.E or timer is Timer.G:
+            # Only the retransmission timers back off from their last interval; the others
+            # (B, D, F, H, J, K, L) leave the dict empty: no keys table per transaction.
+            self.intervals[timer] = duration
         self.timers[timer] = now + duration
         acts.append(_new_tuple(Arm, (timer, now + duration)))
         return False
@@ -184,7 +187,9 @@ class ClientTransaction(_Transaction):
             machine.INVITE_CLIENT if invite else machine.NON_INVITE_CLIENT,
             State.CALLING if invite else State.TRYING,
         )
-        self.request = request
+        # Until the final response: what the ACK of a non-2xx is built from (§17.1.1.3)
+        # and what a CANCEL copies (§9.1); None afterwards (see `_effect`).
+        self.request: Request | None = request
         self.key = key
         self.data = data
         self.ack_data: bytes | None = None
@@ -216,6 +221,13 @@ class ClientTransaction(_Transaction):
         if effect is Effect.PASS_TO_TU:
             assert message is not None
             self.last_status = message.status
+            if message.status >= 200:
+                # Final: nothing is sent from the request again (its ACK, if any, is built
+                # by SEND_ACK before this effect, §17.1.1.3), and a finished transaction
+                # waits out Timer D or K (up to 32 s): the parsed request and its bytes go
+                # now rather than then (fewer objects for the collector to walk).
+                self.request = None
+                self.data = b""
             out.append(ResponseReceived(self, message))
         elif effect is Effect.RETRANSMIT:
             acts.append(Note.RETRANSMITTED)
@@ -231,6 +243,7 @@ class ClientTransaction(_Transaction):
         elif effect is Effect.SEND_ACK:
             assert message is not None
             if self.ack_data is None:
+                assert self.request is not None  # SEND_ACK precedes PASS_TO_TU in each row
                 self.ack_data = build_ack(self.request, message)
             else:
                 acts.append(Note.RETRANSMITTED)
@@ -242,7 +255,8 @@ class ClientTransaction(_Transaction):
 
 
 class RequestSummary(NamedTuple):
-    """What a finished non-INVITE server transaction still needs of its request."""
+    """What a server transaction that sent its final response still needs of its request
+    (the CANCEL and RFC 2543 ACK matching of `TransactionLayer`, the logs)."""
 
     method: str
     call_id: str
@@ -252,11 +266,12 @@ class RequestSummary(NamedTuple):
 class ServerTransaction(_Transaction):
     """RFC 3261 §17.2: absorbs request retransmissions and sends the TU's responses.
 
-    Once a non-INVITE transaction has sent its final response it only resends those bytes
-    until Timer J (32 s on UDP), so the parsed request is swapped for a `RequestSummary`:
-    under load tens of thousands of transactions wait out Timer J, and each parsed request
-    is half a dozen objects the cyclic garbage collector would keep scanning (measured on a
-    loaded edge: full collections of ~280 ms, long enough for clients to retransmit).
+    Once a transaction has sent its final response it only resends those bytes (or, an
+    INVITE, absorbs its retransmissions and ACK) until Timer J, H or L (32 s on UDP), so the
+    parsed request is swapped for a `RequestSummary`: under load tens of thousands of
+    transactions wait out those timers, and each parsed request is dozens of objects the
+    cyclic garbage collector would keep scanning (measured on a loaded edge: full
+    collections of ~280 ms, long enough for clients to retransmit).
     """
 
     __slots__ = ("_pending_data", "last_data", "request", "response_to_tag")
@@ -305,7 +320,7 @@ class ServerTransaction(_Transaction):
             if message.status >= 200:
                 self.response_to_tag = message.to_tag
                 request = self.request
-                if not self.is_invite and not isinstance(request, RequestSummary):
+                if not isinstance(request, RequestSummary):
                     # tuple.__new__: RequestSummary's generated __new__ is interpreted.
                     self.request = _new_tuple(RequestSummary, (request.method,
                                                                request.call_id,

@@ -16,13 +16,16 @@ says what the Python code costs, whatever else the shared machine is doing:
 
     .venv/bin/python tests/bench/hotpath.py invite|register [--calls N] [--profile]
     .venv/bin/python tests/bench/hotpath.py invite|register --callgrind [--calls N]
+    .venv/bin/python tests/bench/hotpath.py invite --retained [--calls N]
     (register --edge-check: the digest checked at the edge, as before SaveWithDigest)
 
 `--callgrind` runs this script twice under `valgrind --tool=callgrind` (a warm-up only,
 then warm-up + N calls) and prints the difference per call: instructions, repeatable to a
-few parts per thousand on a loaded machine.  `--profile` prints cProfile's top frames by
-own time with their share of the total.  Each figure says which SIP core ran: compiled
-(`make compiled`) or pure Python (`SIPMESH_COMPILED=off` to compare, shared/compiled.py).
+few parts per thousand on a loaded machine, and calls to CPython's object allocator
+(objects and buffers created).  `--retained` says what live transactions keep.
+`--profile` prints cProfile's top frames by own time with their share of the total.  Each
+figure says which SIP core ran: compiled (`make compiled`) or pure Python
+(`SIPMESH_COMPILED=off` to compare, shared/compiled.py).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class InviteCall:
         self.now = 0.0
         self.n = 0
         self.last = b""
+        self.tick = True  # timers fire every 100 calls (False: transactions pile up)
 
     def _feed(self, data: str, peer: tuple[str, int]) -> list[Send]:
         out = _sends(self.core.receive(data.encode(), Source(EDGE, *peer), self.now))
@@ -141,7 +145,7 @@ class InviteCall:
                           f"transport=UDP>\r\nContent-Length: 0\r\n\r\n", UAS)
         assert done and done[0].dest.port == UAC[1]
         self.now += 0.001
-        if n % 100 == 0:  # a second or so of wall clock at ~100 calls/s: timers fire
+        if self.tick and n % 100 == 0:  # a second or so of wall clock at ~100 calls/s: timers fire
             self.now += 40.0
             self._timers()
 
@@ -388,8 +392,35 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
               f"gc {'tuned' if tuned else 'default'}, SIP core {compiled.mode()})")
 
 
-def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> float:
+# CPython's object allocator: every object, and most buffers (PyMem_Malloc), goes through
+# one of these (PyObject_Malloc calls them through its allocator table).
+_ALLOCATORS = frozenset({"_PyObject_Malloc", "_PyObject_Calloc"})
+
+
+def _allocations(text: str) -> int:
+    """Calls to CPython's object allocator in a callgrind output (its `calls=` lines
+    under a `cfn=` naming one of `_ALLOCATORS`; names are given once, then by number)."""
+    names: dict[str, str] = {}
+    total = 0
+    callee: str | None = None
+    for line in text.splitlines():
+        if line.startswith(("fn=(", "cfn=(")):
+            ref, _, label = line.partition("=")[2].partition(" ")
+            if label:
+                names[ref] = label
+            if line[0] == "c":
+                callee = names.get(ref)
+        elif line.startswith("calls=") and callee is not None:
+            if callee in _ALLOCATORS:
+                total += int(line[6:].split()[0])
+            callee = None
+    return total
+
+
+def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> tuple[float, float]:
+    """(instructions, allocations) per call: the difference of two runs over `calls`."""
     totals = []
+    allocs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (0, calls):
             out = Path(tmp) / f"cg.{n}"
@@ -400,7 +431,51 @@ def callgrind(name: str, warm: int, calls: int, extra: list[str]) -> float:
             found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
             assert found, "no totals in the callgrind output"
             totals.append(int(found.group(1)))
-    return (totals[1] - totals[0]) / calls
+            allocs.append(_allocations(text))
+    return (totals[1] - totals[0]) / calls, (allocs[1] - allocs[0]) / calls
+
+
+def retained(calls: int, warm: int) -> None:
+    """What the INVITE path keeps while a call's transactions wait out their timers
+    (Timers J, K, L, M: 5 to 32 s): `calls` calls with no timer fired, then the growth of
+    the heap (allocated blocks, objects the cyclic collector tracks, bytes traced), per
+    call and per live transaction; then the same after every timer has fired."""
+    import tracemalloc
+
+    flow = InviteCall()
+    for _ in range(warm):
+        flow.call()
+    flow.finish()
+    flow.tick = False
+    gc.collect()
+    tracemalloc.start()
+    kinds: dict[str, int] = {}
+    for obj in gc.get_objects():
+        kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) - 1
+    blocks0, tracked0 = sys.getallocatedblocks(), len(gc.get_objects())
+    size0 = tracemalloc.get_traced_memory()[0]
+    for _ in range(calls):
+        flow.call()
+    gc.collect()
+    blocks, tracked = sys.getallocatedblocks() - blocks0, len(gc.get_objects()) - tracked0
+    size = tracemalloc.get_traced_memory()[0] - size0
+    live = flow.core.transactions
+    for obj in gc.get_objects():
+        kinds[type(obj).__name__] = kinds.get(type(obj).__name__, 0) + 1
+    print(f"invite: {calls} calls, {live} transactions live ({live / calls:.1f} per call), "
+          f"SIP core {compiled.mode()}")
+    print(f"  retained per call: {blocks / calls:.1f} blocks, {tracked / calls:.1f} "
+          f"gc-tracked objects, {size / calls:.0f} bytes (tracemalloc)")
+    print(f"  per live transaction: {blocks / live:.1f} blocks, {tracked / live:.1f} "
+          f"gc-tracked objects, {size / live:.0f} bytes")
+    top = sorted(kinds.items(), key=lambda kv: -kv[1])[:14]
+    print("  gc-tracked objects per call by type: "
+          + ", ".join(f"{k} {v / calls:.1f}" for k, v in top if v > 0))
+    flow.finish()
+    gc.collect()
+    print(f"  after the timers: {(sys.getallocatedblocks() - blocks0) / calls:.1f} blocks "
+          f"per call left (bounded caches: validated lines, signatures)")
+    tracemalloc.stop()
 
 
 def profile(name: str, warm: int, calls: int, top: int = 22,
@@ -445,7 +520,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instructions and allocations per call, under valgrind")
+    parser.add_argument("--retained", action="store_true",
+                        help="invite: what live transactions keep (blocks, objects, bytes)")
     parser.add_argument("--edge-check", action="store_true",
                         help="register: the edge checks the digest (GetCredentials' HA1) "
                              "instead of the registrar on Save (SaveWithDigest)")
@@ -455,10 +533,14 @@ def main() -> int:
     if args.edge_check:
         extra.append("--edge-check")
     if args.callgrind:
-        per = callgrind(args.workload, args.warm, args.calls, extra)
-        print(f"{args.workload}: {per / 1e6:.3f} M instructions per call "
-              f"(callgrind, {args.calls} calls after {args.warm} warm-up, "
-              f"SIP core {compiled.mode()})")
+        per, allocs = callgrind(args.workload, args.warm, args.calls, extra)
+        print(f"{args.workload}: {per / 1e6:.3f} M instructions and {allocs:.0f} "
+              f"allocations per call (callgrind, {args.calls} calls after {args.warm} "
+              f"warm-up, SIP core {compiled.mode()})")
+    elif args.retained:
+        if args.workload != "invite":
+            parser.error("--retained measures the invite workload")
+        retained(args.calls, args.warm)
     elif args.profile:
         profile(args.workload, args.warm, args.calls, edge_check=args.edge_check)
     else:

@@ -6,6 +6,7 @@ from typing import Any
 
 from services.edge.routing import RouteContext
 from shared.sip import Request, Response
+from shared.transaction.transaction import RequestSummary
 from tests.unit.edge.proxyharness import TCP, UAC, Harness, answer, invite, to, unsigned
 
 
@@ -396,4 +397,50 @@ def test_late_2xx_after_timer_c_still_reaches_the_caller() -> None:
     fwd = forwarded(h, h.feed(invite()))
     h.feed(answer(fwd, 180), peer=("127.0.0.1", 5090))
     assert statuses(h.tick(10.2)) == [408]
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+
+
+def test_a_request_answered_keeps_no_context_while_its_transactions_wait() -> None:
+    # Once the final response went upstream nothing can reach the response context: its
+    # transactions wait out Timers J, K, L (up to 32 s) holding only what they resend.
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite(method="BYE", to_tag="b1")))
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+    assert h.core.transactions == 2  # server in Completed (Timer J), client (Timer K)
+    (server,) = h.core.layer.servers.values()
+    (client,) = h.core.layer.clients.values()
+    assert server.owner is None and client.owner is None
+    assert client.request is None and client.data == b""
+    assert server.request == RequestSummary("BYE", "c1", "b1")
+    # What still comes is answered as before, without the context.
+    assert statuses(h.feed(invite(method="BYE", to_tag="b1"))) == [200]  # from Timer J's copy
+    assert h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090)) == []  # absorbed (Timer K)
+
+
+def test_an_invite_answered_2xx_keeps_no_context_while_timer_l_runs() -> None:
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite()))
+    h.feed(answer(fwd, 180), peer=("127.0.0.1", 5090))
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+    (server,) = h.core.layer.servers.values()  # Accepted, RFC 6026 Timer L
+    assert server.owner is None
+    assert server.request == RequestSummary("INVITE", "c1", None)
+    cancel = h.feed(invite(method="CANCEL"))
+    assert statuses(cancel) == [200]  # too late to cancel anything (§9.2)
+    assert to(cancel, 5090) == []
+    # A retransmitted 2xx still reaches the caller (statelessly, §16.7).
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+
+
+def test_our_via_is_recognised_by_its_line_while_the_branch_is_open() -> None:
+    h = Harness()
+    fwd = forwarded(h, h.feed(invite()))
+    line = fwd.top_via_line()
+    assert line is not None and line in h.core._own_vias
+    # The same Via in another spelling is parsed and found ours all the same.
+    ringing = answer(fwd, 180).replace("Via: SIP", "v: SIP", 1)
+    assert statuses(h.feed(ringing, peer=("127.0.0.1", 5090))) == [180]
+    assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]
+    assert h.core._own_vias == {}  # forgotten with the context
+    # A 2xx retransmission (no transaction any more) is parsed, checked and relayed.
     assert statuses(h.feed(answer(fwd, 200), peer=("127.0.0.1", 5090))) == [200]

@@ -100,6 +100,21 @@ def test_pop_first_via_then_top_via_is_the_next_one() -> None:
     assert len(msg.vias) == 2
 
 
+def test_a_known_top_via_line_is_taken_as_written_not_parsed() -> None:
+    fwd = _request()
+    ours = fwd.push_via("UDP", "192.0.2.1", 5060, "z9hG4bKours.1")
+    line = fwd.top_via_line()
+    assert line == b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKours.1"
+    known = {line: ours}
+    back = parse_message(make_response(fwd, 200).serialize())
+    assert back.known_top_via(known) is ours and back.top_via is ours
+    # Any other spelling of the same Via is not found: parsed as it always was.
+    other = parse_message(make_response(fwd, 200).serialize().replace(b"Via: SIP", b"v: SIP", 1))
+    assert other.known_top_via(known) is None
+    assert other.top_via.branch == "z9hG4bKours.1" and other.top_via is not ours
+    assert Response(200, headers=[("To", "<sip:a@b>")]).known_top_via(known) is None
+
+
 def test_eager_fields_follow_header_edits_and_vice_versa() -> None:
     msg = _request()
     msg.set_header("CSeq", "7 INVITE")
@@ -249,3 +264,29 @@ def test_100_trying_copies_timestamp() -> None:
     req = _request(invite(Timestamp="54"))
     assert make_response(req, 100).get("Timestamp") == "54"
     assert make_response(req, 180).get("Timestamp") is None
+
+
+def test_our_top_via_line_is_dropped_only_when_it_is_exactly_ours() -> None:
+    fwd = _request()
+    fwd.push_via("UDP", "192.0.2.1", 5060, "z9hG4bKours.1")
+    line = fwd.top_via_line()
+    assert line is not None
+    back = parse_message(make_response(fwd, 200).serialize())
+    other = parse_message(make_response(fwd, 200).serialize().replace(b"Via: SIP", b"v: SIP", 1))
+    assert not other.drop_top_via_line(line) and other.top_via.branch == "z9hG4bKours.1"
+    before = back.serialize()
+    assert back.drop_top_via_line(line)
+    assert back.top_via.branch == _request().top_via.branch  # the caller's Via is on top
+    assert back.serialize() == before.replace(line + b"\r\n", b"", 1)
+    assert not back.drop_top_via_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    b"Content-Length: 129", b"Content-Length:129", b"Content-Length:  129 ", b"l: 129",
+    b"Content-Length: 1129", b"Content-Length: 12", b"Content-Length: 0129",
+    b"Content-Length:\r\n 129", b"Content-Length: 12 9",
+])
+def test_content_length_compared_by_index_as_by_value(line: bytes) -> None:
+    from shared.sip.message import _has_value, _line_value
+
+    assert _has_value(line, b"129") == (_line_value(line) == b"129")

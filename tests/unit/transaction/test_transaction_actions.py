@@ -42,6 +42,7 @@ def test_retransmission_backoff_and_termination_are_returned() -> None:
     out, acts = [], []
     # A 200 ends an INVITE client transaction at once (§17.1.1.2): it says so, the layer
     # (not the transaction) forgets it.
+    assert txn.request is not None
     txn.receive(response_to(txn.request, 200), 0.7, out, acts)
     assert [type(e) for e in out] == [ResponseReceived]
     assert acts == [Note.TERMINATED]
@@ -54,5 +55,35 @@ def test_reliable_non_invite_terminates_through_a_zero_length_timer_k() -> None:
     txn.begin(0.0, [], acts)
     assert acts == [Arm(Timer.F, 32.0)]  # no Timer E on a reliable transport
     acts.clear()
+    assert txn.request is not None
     txn.receive(response_to(txn.request, 200), 1.0, [], acts)
     assert acts == [Note.TERMINATED]  # Timer K is zero on TCP: fires within the call
+
+
+def test_a_final_response_leaves_the_client_transaction_only_what_it_resends() -> None:
+    # What waits out Timer K (or D) keeps no request, no bytes to retransmit, and only the
+    # retransmission timers' intervals (none for K): fewer objects kept for seconds.
+    txn = client("BYE", reliable=False)
+    txn.begin(0.0, [], [])
+    assert txn.intervals == {Timer.E: 0.5}  # Timer F (no backoff) keeps no interval
+    req = txn.request
+    assert req is not None
+    txn.receive(response_to(req, 200), 0.2, [], [])
+    assert txn.request is None and txn.data == b""
+    assert txn.timers == {Timer.K: 5.2}
+
+
+def test_a_non_2xx_ack_is_built_before_the_invite_request_goes() -> None:
+    txn = client("INVITE", reliable=False)
+    txn.begin(0.0, [], [])
+    req = txn.request
+    assert req is not None
+    out: list[TransactionEvent] = []
+    txn.receive(response_to(req, 486), 0.2, out, [])
+    assert txn.request is None
+    assert [type(e) for e in out] == [Transmit, ResponseReceived]
+    ack = out[0]
+    assert isinstance(ack, Transmit) and ack.data.startswith(b"ACK ")
+    out = []
+    txn.receive(response_to(req, 486), 0.3, out, [])  # retransmitted: the same ACK again
+    assert [e.data for e in out if isinstance(e, Transmit)] == [ack.data]
