@@ -1,4 +1,4 @@
-"""The transaction layer: matching, creation and the one heap of timer deadlines.
+"""The transaction layer: matching, creation and the timer wheel of deadlines.
 
 Sans-IO (aioquic style): every entry point takes `now` and returns a list of events
 (`events.py`).  The adapter executes the `Transmit` events, hands the others to the
