@@ -65,6 +65,8 @@ class TransactionLayer:
         self._wheel: dict[int, list[tuple[float, int, _Transaction, Timer]]] = {}
         self._ticks: list[int] = []
         self._seq = 0
+        self._sorted: int | None = None  # the bucket kept in (deadline, arming) order
+        self._visited: int | None = None  # the bucket _find_next has filtered once
         # The earliest armed entry as last found (None: not known): next_deadline's answer
         # while that timer stays armed; an earlier arming replaces it.
         self._next: tuple[float, int, _Transaction, Timer] | None = None
@@ -195,21 +197,56 @@ class TransactionLayer:
         return self._find_next()
 
     def _find_next(self) -> float | None:
-        # The earliest bucket with an armed entry; its stale entries are dropped on the way.
+        # The earliest bucket's earliest armed entry; its stale entries are dropped.  A
+        # worker asks once per tick and bucket (one pass); asked again before the bucket
+        # fired whole (a caller firing one deadline at a time), the bucket is sorted once
+        # and then read from its front.
         ticks = self._ticks
         wheel = self._wheel
         while ticks:
             k = ticks[0]
-            armed = [e for e in wheel[k] if e[2].timers.get(e[3]) == e[0]]
-            if armed:
-                wheel[k] = armed
-                first = min(armed)  # (deadline, arming order): never compares further
+            if self._sorted != k and self._visited != k:
+                self._visited = k
+                armed = [e for e in wheel[k] if e[2].timers.get(e[3]) == e[0]]
+                if armed:
+                    wheel[k] = armed
+                    first = min(armed)  # (deadline, arming order): never compares further
+                    self._next = first
+                    return first[0]
+                self._drop_bucket(k)
+                continue
+            bucket = self._sorted_bucket(k)
+            i = 0
+            n = len(bucket)
+            while i < n:
+                e = bucket[i]
+                if e[2].timers.get(e[3]) == e[0]:
+                    break
+                i += 1
+            if i < n:
+                if i:
+                    del bucket[:i]
+                first = bucket[0]
                 self._next = first
                 return first[0]
-            del wheel[k]
-            heapq.heappop(ticks)
+            self._drop_bucket(k)
         self._next = None
         return None
+
+    def _sorted_bucket(self, k: int) -> list[tuple[float, int, _Transaction, Timer]]:
+        bucket = self._wheel[k]
+        if self._sorted != k:
+            bucket.sort()  # (deadline, arming order): never compares further
+            self._sorted = k
+        return bucket
+
+    def _drop_bucket(self, k: int) -> None:
+        del self._wheel[k]
+        heapq.heappop(self._ticks)
+        if self._sorted == k:
+            self._sorted = None
+        if self._visited == k:
+            self._visited = None
 
     def handle_timer(self, now: float) -> list[TransactionEvent]:
         """Fire every timer whose deadline is not after `now` (earliest first; equal
@@ -224,15 +261,30 @@ class TransactionLayer:
             while ticks and ticks[0] <= last:
                 k = ticks[0]
                 bucket = wheel[k]
-                if k == last:
-                    later = [e for e in bucket if e[0] > now]
+                if k == last and self._sorted == k:  # the due ones are a prefix
+                    i = 0
+                    n = len(bucket)
+                    while i < n and bucket[i][0] <= now:
+                        i += 1
+                    if i < n:
+                        if i:
+                            due.extend(bucket[:i])
+                            del bucket[:i]
+                        break
+                elif k == last:
+                    later: list[tuple[float, int, _Transaction, Timer]] = []
+                    ready: list[tuple[float, int, _Transaction, Timer]] = []
+                    for e in bucket:
+                        if e[0] > now:
+                            later.append(e)
+                        else:
+                            ready.append(e)
                     if later:
-                        if len(later) < len(bucket):
-                            due.extend([e for e in bucket if e[0] <= now])
+                        if ready:
+                            due.extend(ready)
                             wheel[k] = later
                         break
-                del wheel[k]
-                heapq.heappop(ticks)
+                self._drop_bucket(k)
                 due.extend(bucket)
             if not due:
                 break
@@ -272,6 +324,8 @@ class TransactionLayer:
             self._wheel[k] = [entry]
             heapq.heappush(self._ticks, k)
         else:
+            if k == self._sorted and deadline < bucket[-1][0]:
+                self._sorted = None  # no longer in order
             bucket.append(entry)
         first = self._next
         if first is not None and deadline < first[0]:
