@@ -33,6 +33,13 @@ class Interface:
     advertise: str = ""
     aliases: tuple[str, ...] = ()
 
+    def __hash__(self) -> int:
+        # Written out, the value dataclass would generate: its generated __hash__ stays
+        # interpreted Python even in the compiled core, and the worker hashes an interface
+        # for every datagram it sends (its socket, looked up by interface).
+        return hash((self.transport, self.host, self.port, self.via_port, self.anycast,
+                     self.advertise, self.aliases))
+
     @property
     def wildcard(self) -> bool:
         return self.host in ("0.0.0.0", "::")

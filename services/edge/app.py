@@ -264,7 +264,9 @@ class EdgeApp:
             self.capture.received(data, source)  # SIP capture (sip_trace on)
         loop = self._loop
         assert loop is not None
-        if self.pike is not None and not self.pike.admit(data, source):
+        pike = self.pike
+        # Responses always pass the guard (PikeGuard.admit): not even asked.
+        if pike is not None and not data.startswith(b"SIP/") and not pike.admit(data, source):
             self.counters.drop_requests.value += 1  # a flooding source (OpenSIPS pike)
             return
         started = time.perf_counter() if self.exec_threshold else 0.0

@@ -165,7 +165,7 @@ class DialogTracker:
         return self.enabled and self.client.available
 
     def forwarded(self, ctx: RouteContext, targets: Sequence[Target]) -> None:
-        if not self.active:
+        if not (self.enabled and self.client.available):  # `active`, for every request
             return
         request = ctx.request
         method = request.method

@@ -212,7 +212,9 @@ class SourceTrust(TrustedNetworks):
         self._by_source = {}
 
     def trusts(self, source: Source) -> bool:
-        if self.contains(source.host):
+        # The remembered answer of `contains` first: no call for a known trusted address
+        # (pike asks for every request).
+        if self._known.get(source.host) or self.contains(source.host):
             return True
         key = (source.host, source.port, source.interface.transport)
         known = self._by_source.get(key)

@@ -120,7 +120,8 @@ class DiscoveredGrpcClient:
     @property
     def available(self) -> bool:
         """A node is known (configured, or registered in discovery)."""
-        self._ensure_watch()
+        if self._watcher is None:  # asked for every request: no call once watching
+            self._ensure_watch()
         return bool(self.targets)
 
     def _ensure_watch(self) -> None:

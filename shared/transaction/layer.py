@@ -1,4 +1,4 @@
-"""The transaction layer: matching, creation and the one heap of timer deadlines.
+"""The transaction layer: matching, creation and the timer wheel of deadlines.
 
 Sans-IO (aioquic style): every entry point takes `now` and returns a list of events
 (`events.py`).  The adapter executes the `Transmit` events, hands the others to the
@@ -15,14 +15,20 @@ Transactions never call back into the layer: each call hands them a list for the
 actions (`transaction.Arm`, `Note`), which `_apply` then carries out here (push a deadline,
 count a retransmission, forget a terminated transaction).
 
-Deadlines sit in a heap with lazy deletion: stopping a timer only forgets it in the
-transaction, and a popped entry that no longer equals the transaction's deadline is stale.
+Deadlines sit in a timer wheel with lazy deletion: a bucket per `tick` (10 ms, the edge's
+wake-up granularity) holds its entries in a plain list, and a small heap orders the
+buckets' numbers.  Stopping a timer only forgets it in the transaction; an entry that no
+longer equals the transaction's deadline is stale and is dropped when its bucket is
+looked at (the earliest bucket, by `next_deadline`) or fired (`handle_timer`).  So arming
+a timer is an append, not a push into a heap of every timer of 32 s of transactions, and
+`next_deadline` is one dictionary lookup while the earliest armed timer stays armed: the
+edge asks it after every message.  `handle_timer(now)` still fires every timer whose
+deadline is not after `now`, in (deadline, arming order), as the single heap did.
 """
 
 from __future__ import annotations
 
 import heapq
-from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from shared.sip import make_response
@@ -47,12 +53,23 @@ if TYPE_CHECKING:
 class TransactionLayer:
     """All client and server transactions of one proxy (or user agent) process."""
 
-    def __init__(self, settings: TimerSettings | None = None) -> None:
+    def __init__(self, settings: TimerSettings | None = None, tick: float = 0.01) -> None:
+        if not tick > 0:
+            raise ValueError("tick must be positive")
         self.settings = settings or TimerSettings()
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.servers: dict[tuple[str, ...], ServerTransaction] = {}
-        self._heap: list[tuple[float, int, _Transaction, Timer]] = []
-        self._seq = count()
+        # The timer wheel: bucket number -> its entries (deadline, arming order, txn,
+        # timer), unordered; `_ticks` is a heap of the bucket numbers in `_wheel`.
+        self._tick = tick
+        self._wheel: dict[int, list[tuple[float, int, _Transaction, Timer]]] = {}
+        self._ticks: list[int] = []
+        self._seq = 0
+        self._sorted: int | None = None  # the bucket kept in (deadline, arming) order
+        self._visited: int | None = None  # the bucket _find_next has filtered once
+        # The earliest armed entry as last found (None: not known): next_deadline's answer
+        # while that timer stays armed; an earlier arming replaces it.
+        self._next: tuple[float, int, _Transaction, Timer] | None = None
         self.retransmissions = 0  # counters read by the metrics exporter
         self.absorbed = 0
 
@@ -173,28 +190,115 @@ class TransactionLayer:
         return out
 
     def next_deadline(self) -> float | None:
-        """Earliest armed deadline (may be a stale one; firing it is then a no-op)."""
-        heap = self._heap
-        while heap:
-            deadline, _, txn, timer = heap[0]
-            if txn.timers.get(timer) == deadline:
-                return deadline
-            heapq.heappop(heap)
+        """Earliest armed deadline (None: no timer armed)."""
+        first = self._next
+        if first is not None and first[2].timers.get(first[3]) == first[0]:
+            return first[0]
+        return self._find_next()
+
+    def _find_next(self) -> float | None:
+        # The earliest bucket's earliest armed entry; its stale entries are dropped.  A
+        # worker asks once per tick and bucket (one pass); asked again before the bucket
+        # fired whole (a caller firing one deadline at a time), the bucket is sorted once
+        # and then read from its front.
+        ticks = self._ticks
+        wheel = self._wheel
+        while ticks:
+            k = ticks[0]
+            if self._sorted != k and self._visited != k:
+                self._visited = k
+                armed = [e for e in wheel[k] if e[2].timers.get(e[3]) == e[0]]
+                if armed:
+                    wheel[k] = armed
+                    first = min(armed)  # (deadline, arming order): never compares further
+                    self._next = first
+                    return first[0]
+                self._drop_bucket(k)
+                continue
+            bucket = self._sorted_bucket(k)
+            i = 0
+            n = len(bucket)
+            while i < n:
+                e = bucket[i]
+                if e[2].timers.get(e[3]) == e[0]:
+                    break
+                i += 1
+            if i < n:
+                if i:
+                    del bucket[:i]
+                first = bucket[0]
+                self._next = first
+                return first[0]
+            self._drop_bucket(k)
+        self._next = None
         return None
 
+    def _sorted_bucket(self, k: int) -> list[tuple[float, int, _Transaction, Timer]]:
+        bucket = self._wheel[k]
+        if self._sorted != k:
+            bucket.sort()  # (deadline, arming order): never compares further
+            self._sorted = k
+        return bucket
+
+    def _drop_bucket(self, k: int) -> None:
+        del self._wheel[k]
+        heapq.heappop(self._ticks)
+        if self._sorted == k:
+            self._sorted = None
+        if self._visited == k:
+            self._visited = None
+
     def handle_timer(self, now: float) -> list[TransactionEvent]:
-        """Fire every timer whose deadline is not after `now`."""
+        """Fire every timer whose deadline is not after `now` (earliest first; equal
+        deadlines in the order they were armed)."""
         out: list[TransactionEvent] = []
         acts: list[Action] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, _, txn, timer = heapq.heappop(heap)
-            if txn.timers.get(timer) != deadline:
-                continue  # stopped or re-armed since
-            del txn.timers[timer]
-            txn.fire(machine.TIMER_EVENT[timer], now, out, acts, timer=timer)
-            self._apply(txn, acts, out)
-            acts.clear()
+        ticks = self._ticks
+        wheel = self._wheel
+        last = int(now / self._tick)  # the bucket of `now`: earlier buckets are all due
+        while ticks and ticks[0] <= last:
+            due: list[tuple[float, int, _Transaction, Timer]] = []
+            while ticks and ticks[0] <= last:
+                k = ticks[0]
+                bucket = wheel[k]
+                if k == last and self._sorted == k:  # the due ones are a prefix
+                    i = 0
+                    n = len(bucket)
+                    while i < n and bucket[i][0] <= now:
+                        i += 1
+                    if i < n:
+                        if i:
+                            due.extend(bucket[:i])
+                            del bucket[:i]
+                        break
+                elif k == last:
+                    later: list[tuple[float, int, _Transaction, Timer]] = []
+                    ready: list[tuple[float, int, _Transaction, Timer]] = []
+                    for e in bucket:
+                        if e[0] > now:
+                            later.append(e)
+                        else:
+                            ready.append(e)
+                    if later:
+                        if ready:
+                            due.extend(ready)
+                            wheel[k] = later
+                        break
+                self._drop_bucket(k)
+                due.extend(bucket)
+            if not due:
+                break
+            due.sort()  # (deadline, arming order): never compares further
+            for deadline, _, txn, timer in due:
+                if txn.timers.get(timer) != deadline:
+                    continue  # stopped or re-armed since
+                del txn.timers[timer]
+                txn.fire(machine.TIMER_EVENT[timer], now, out, acts, timer=timer)
+                self._apply(txn, acts, out)
+                acts.clear()
+            # A timer armed by one that fired is due only if its duration is 0 (deadline
+            # `now`, after every entry of this pass): the loop fires it next, as a heap would.
+        self._next = None
         return out
 
     def __len__(self) -> int:
@@ -205,11 +309,27 @@ class TransactionLayer:
         """Carry out what `txn` returned: arm deadlines, count, forget it once terminated."""
         for act in acts:
             if type(act) is Arm:
-                heapq.heappush(self._heap, (act.deadline, next(self._seq), txn, act.timer))
+                self._arm(txn, act.timer, act.deadline)
             elif act is Note.RETRANSMITTED:
                 self.retransmissions += 1
             else:
                 self._forget(txn, out)
+
+    def _arm(self, txn: _Transaction, timer: Timer, deadline: float) -> None:
+        self._seq += 1
+        entry = (deadline, self._seq, txn, timer)
+        k = int(deadline / self._tick)  # monotonic in the deadline: buckets keep the order
+        bucket = self._wheel.get(k)
+        if bucket is None:
+            self._wheel[k] = [entry]
+            heapq.heappush(self._ticks, k)
+        else:
+            if k == self._sorted and deadline < bucket[-1][0]:
+                self._sorted = None  # no longer in order
+            bucket.append(entry)
+        first = self._next
+        if first is not None and deadline < first[0]:
+            self._next = entry
 
     def _forget(self, txn: _Transaction, out: list[TransactionEvent]) -> None:
         if isinstance(txn, ClientTransaction):

@@ -6,7 +6,7 @@ transaction, the last response for a server transaction) so retransmissions neve
 twice.  Timers are deadlines on the caller's clock.  A transaction never reaches into the
 layer: besides the events for the TU (`out`) it returns its timer actions (`acts`: `Arm` a
 timer at a deadline, count a retransmission, report that it terminated), and the layer, which
-keeps the single heap of deadlines and the tables of transactions, carries them out (see
+keeps the timer wheel of deadlines and the tables of transactions, carries them out (see
 `layer.py`).  A zero-length timer (Timers D, I, J, K on reliable transports) fires inside the
 same call.
 """

@@ -83,7 +83,7 @@ def _sends(outs: list[Any]) -> list[Send]:
 class InviteCall:
     """sipp uac -> edge -> sipp uas, every message as sipp writes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, paced: int = 0) -> None:
         router = load_router("services.edge.default_routing", RouterSetup(frozenset(), {}))
         self.core = ProxyCore([EDGE], router, settings=TimerSettings(),
                               trusted=[ipaddress.ip_network("127.0.0.0/8")])
@@ -91,9 +91,16 @@ class InviteCall:
         self.n = 0
         self.last = b""
         self.tick = True  # timers fire every 100 calls (False: transactions pile up)
+        # `paced`: calls/s of the clock, the timers driven as the worker drives them
+        # (next_deadline after every message, handle_timer at each 10 ms tick), so the
+        # transactions' timers of the last 32 s are all armed, as in a real worker.
+        self.paced = paced
+        self._tick = 0
 
     def _feed(self, data: str, peer: tuple[str, int]) -> list[Send]:
         out = _sends(self.core.receive(data.encode(), Source(EDGE, *peer), self.now))
+        if self.paced:
+            self.core.next_deadline()  # the worker's _rearm, after every message
         for s in out:
             if s.dest.port == UAS[1]:
                 self.last = s.data  # what the UAS got last
@@ -144,6 +151,15 @@ class InviteCall:
                           f"Call-ID: {cid}\r\nCSeq: 2 BYE\r\nContact: <sip:127.0.0.1:5090;"
                           f"transport=UDP>\r\nContent-Length: 0\r\n\r\n", UAS)
         assert done and done[0].dest.port == UAC[1]
+        if self.paced:
+            self.now += 1 / self.paced
+            tick = int(self.now / 0.01)
+            if tick != self._tick:  # the worker's loop timer, once per 10 ms tick
+                self._tick = tick
+                deadline = self.core.next_deadline()
+                if deadline is not None and deadline <= self.now:
+                    self.core.handle_timer(self.now)
+            return
         self.now += 0.001
         if self.tick and n % 100 == 0:  # a second or so of wall clock at ~100 calls/s: timers fire
             self.now += 40.0
@@ -335,11 +351,11 @@ class SaveFlow:
         pass
 
 
-def workload(name: str, users: int = 0, edge_check: bool = False
+def workload(name: str, users: int = 0, edge_check: bool = False, paced: int = 0
              ) -> tuple[Callable[[], None], Callable[[], None]]:
     flow: InviteCall | RegisterFlow | SaveFlow
     if name == "invite":
-        flow = InviteCall()
+        flow = InviteCall(paced)
     elif name == "register":
         flow = RegisterFlow(users or 1000, digest_on_save=not edge_check)
     else:
@@ -368,7 +384,7 @@ class CollectorClock:
 
 
 def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
-        report: bool = False, edge_check: bool = False) -> None:
+        report: bool = False, edge_check: bool = False, paced: int = 0) -> None:
     import time
 
     from services.edge.gc_policy import THRESHOLDS as EDGE_THRESHOLDS
@@ -376,7 +392,7 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
 
     if tuned:  # the policy of the process that runs this work (edge worker, registrar)
         tune_collector(THRESHOLDS if name == "save" else EDGE_THRESHOLDS)
-    one, finish = workload(name, users, edge_check)
+    one, finish = workload(name, users, edge_check, paced)
     for _ in range(warm):
         one()
     collector = CollectorClock() if report else None
@@ -520,6 +536,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--paced", type=int, default=0, metavar="RATE",
+                        help="invite: the clock at RATE calls/s and the timers driven as the "
+                             "worker does (10 ms ticks, next_deadline after each message); "
+                             "warm up with 32 s of calls (--warm 9600 at 300) for a full wheel")
     parser.add_argument("--callgrind", action="store_true",
                         help="instructions and allocations per call, under valgrind")
     parser.add_argument("--retained", action="store_true",
@@ -529,7 +549,7 @@ def main() -> int:
                              "instead of the registrar on Save (SaveWithDigest)")
     args = parser.parse_args()
     gc.collect()
-    extra = ["--gc", args.gc, "--users", str(args.users)]
+    extra = ["--gc", args.gc, "--users", str(args.users), "--paced", str(args.paced)]
     if args.edge_check:
         extra.append("--edge-check")
     if args.callgrind:
@@ -545,7 +565,7 @@ def main() -> int:
         profile(args.workload, args.warm, args.calls, edge_check=args.edge_check)
     else:
         run(args.workload, args.warm, args.calls, args.users, args.gc == "tuned",
-            report=args.calls > 0, edge_check=args.edge_check)
+            report=args.calls > 0, edge_check=args.edge_check, paced=args.paced)
     return 0
 
 

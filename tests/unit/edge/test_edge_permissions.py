@@ -4,6 +4,7 @@ table lists (in memory, through the sans-IO core)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
@@ -127,6 +128,20 @@ def test_source_trust_uses_networks_then_the_table_and_forgets_on_reload() -> No
     assert not trust.trusts(Source(udp, "192.0.2.7", 5060))  # the cache went with the table
     other_group = SourceTrust([], AddressPermissions([Address(2, "192.0.2.7", 32)]), group=1)
     assert not other_group.trusts(Source(udp, "192.0.2.7", 5060))
+
+
+def test_source_trust_remembers_networks_and_still_asks_the_table_for_others() -> None:
+    udp = Interface("udp", "127.0.0.1", 5060)
+    trust = SourceTrust([ipaddress.ip_network("10.0.0.0/8")],
+                        AddressPermissions([Address(1, "192.0.2.7", 32, 5060, "udp")]))
+    for _ in range(2):  # the first answer computed, the second remembered
+        assert trust.trusts(Source(udp, "10.1.2.3", 5060))
+        assert trust.trusts(Source(udp, "192.0.2.7", 5060))  # not a network: the table
+        assert not trust.trusts(Source(udp, "192.0.2.7", 5070))
+        assert not trust.trusts(Source(udp, "198.51.100.1", 5060))
+    trust.load(AddressPermissions())
+    assert trust.trusts(Source(udp, "10.1.2.3", 5060))
+    assert not trust.trusts(Source(udp, "192.0.2.7", 5060))
 
 
 def test_proxy_relays_for_a_source_the_address_table_trusts() -> None:

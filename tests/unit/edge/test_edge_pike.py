@@ -3,9 +3,13 @@ the guard the edge runs before its proxy core."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from services.edge.addresses import Interface, Source
+from services.edge.app import EdgeApp
+from services.edge.config import EdgeConfig
 from services.edge.permissions import AddressPermissions, SourceTrust
 from services.edge.pike import PikeTree
 from services.edge.pike_mi import PikeGuard
@@ -112,3 +116,38 @@ def test_guard_exempts_trusted_sources_responses_and_keepalives() -> None:
     answers = [guard.admit(request, Source(UDP, "192.0.2.7", 5060)) for _ in range(50)]
     assert answers[0] and not answers[-1]
     assert blocked == ["192.0.2.7"]
+
+
+def test_the_worker_gives_responses_to_the_core_without_asking_the_guard() -> None:
+    # The guard passes every response (above); the worker does not even ask it.  A guard
+    # refusing everything shows which messages were put to it.
+    asked: list[bytes] = []
+    received: list[bytes] = []
+
+    class RefuseAll:
+        def admit(self, data: bytes, source: Source) -> bool:
+            asked.append(data)
+            return False
+
+    class Core:
+        def receive(self, data: bytes, source: Source, now: float) -> list[Any]:
+            received.append(data)
+            return []
+
+        def next_deadline(self) -> float | None:
+            return None
+
+    class Clock:
+        def time(self) -> float:
+            return 0.0
+
+    app: Any = EdgeApp(EdgeConfig(listen=("udp:127.0.0.1:0",), rr_secret="k" * 32))
+    app.core, app._loop, app.pike = Core(), Clock(), RefuseAll()
+    source = Source(UDP, "192.0.2.7", 5060)
+    response = b"SIP/2.0 180 Ringing\r\n\r\n"
+    request = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n\r\n"
+    app._on_message(response, source)
+    app._on_message(request, source)
+    assert received == [response]
+    assert asked == [request]
+    assert app.counters.drop_requests.value == 1
