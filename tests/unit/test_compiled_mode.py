@@ -113,3 +113,29 @@ def test_mode_says_which_core_this_process_runs() -> None:
     assert compiled.mode() == ("compiled" if reason is None else f"pure ({reason})")
     assert parser.__file__ is not None
     assert parser.__file__.endswith(".so") == (reason is None)
+
+
+def test_a_source_edited_during_the_build_is_not_stamped_as_built(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp records the sources as mypyc read them: an edit made while the C
+    compiler runs leaves the next import on pure Python, not on a stale extension."""
+    import sysconfig
+
+    import mypyc.build
+
+    from shared import build_compiled
+
+    if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
+        pytest.skip("no Python headers: build() stops before compiling")
+
+    def compile_while_someone_edits(paths: list[str], **_: object) -> list[object]:
+        (tree / "pkg" / "beta.py").write_text("NAME = 'edited during the build'\n")
+        return []
+
+    monkeypatch.setattr(build_compiled, "ROOT", tree)
+    monkeypatch.setattr(build_compiled, "STAMP", tree / "compiled.json")
+    monkeypatch.setattr(build_compiled, "MODULES", MODULES)
+    monkeypatch.setattr(build_compiled, "clean", lambda: 0)
+    monkeypatch.setattr(mypyc.build, "mypycify", compile_while_someone_edits)
+    assert build_compiled.build() == 0
+    assert compiled.why_not() == "pkg.beta edited since the build: make compiled"
