@@ -309,10 +309,8 @@ class Location:
              replay: bool = False) -> SaveResult:
         try:
             return self._save(request, origin, now, replay)
-        except RegisterError as exc:
-            return SaveResult(exc.status, exc.reason, exc.headers)
-        except SipParseError as exc:
-            return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
+        except (RegisterError, SipParseError) as exc:
+            return _refusal(exc)
 
     def _save(self, request: Request, origin: Origin, now: float, replay: bool) -> SaveResult:
         result = self._apply(self._plan(request, origin, now, replay))
@@ -328,10 +326,8 @@ class Location:
         (usrloc.UserLocation.save_batch_with_digest)."""
         try:
             return self._plan(request, origin, now, replay)
-        except RegisterError as exc:
-            return SaveResult(exc.status, exc.reason, exc.headers)
-        except SipParseError as exc:
-            return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
+        except (RegisterError, SipParseError) as exc:
+            return _refusal(exc)
 
     def apply(self, plan: Plan) -> SaveResult | None:
         """`plan` applied: its 200 with its changes; None (nothing done) when the AOR's
@@ -634,3 +630,11 @@ class Location:
     @property
     def contact_count(self) -> int:
         return sum(len(v) for v in self.records.values())
+
+
+def _refusal(exc: RegisterError | SipParseError) -> SaveResult:
+    """The answer to a REGISTER that `save` or `plan` refused: the registrar's own error
+    as it was raised, a request it cannot read as 400 (§21.4.1)."""
+    if isinstance(exc, RegisterError):
+        return SaveResult(exc.status, exc.reason, exc.headers)
+    return SaveResult(400, exc.reason if exc.status == 400 else "Bad Request")
