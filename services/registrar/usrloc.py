@@ -72,6 +72,7 @@ from typing import Any
 
 import structlog
 
+from services.registrar import digest as check
 from services.registrar.location import (
     Binding,
     Change,
@@ -82,8 +83,13 @@ from services.registrar.location import (
     SaveResult,
     aor_of,
 )
-from services.registrar.persistence import WriteFailed
-from services.registrar.subscribers import Subscriber, SubscriberStore
+from services.registrar.persistence import SQLiteLocationTable, WriteFailed
+from services.registrar.subscribers import (
+    SQLiteSubscribers,
+    Subscriber,
+    SubscriberStore,
+    select_many,
+)
 from shared.sip import DigestCredentials, Request, SipParseError
 
 CAPABILITY = "usrloc-contact-repl"
@@ -307,9 +313,6 @@ class UserLocation:
         if writer is None or not self.durable or not self.saves_inline:
             return False
         if self._one_trip_file is None:
-            from services.registrar.persistence import SQLiteLocationTable
-            from services.registrar.subscribers import SQLiteSubscribers
-
             table, store = writer.table, self.store
             self._one_trip_file = isinstance(table, SQLiteLocationTable) and isinstance(
                 store, SQLiteSubscribers) and os.path.realpath(table.path) == \
@@ -347,10 +350,6 @@ class UserLocation:
             if aor in seen:
                 return None
             seen.add(aor)
-        from services.registrar import digest as check
-        from services.registrar.persistence import SQLiteLocationTable
-        from services.registrar.subscribers import select_many
-
         now = self.clock()
         cache = self._subscribers
         n = len(items)
@@ -473,8 +472,6 @@ class UserLocation:
         """The credentials of a SaveWithDigest and the subscriber to check them with (None:
         not for the To domain, refused unlooked); SipParseError when the To is unreadable
         (the Save answers 400)."""
-        from services.registrar import digest as check
-
         creds = check.credentials_of(digest)
         return creds, check.lookup_key(request, creds)
 
@@ -484,8 +481,6 @@ class UserLocation:
         """None when `creds` are right for the To user, else (answer, rejected): 401
         rejected (the edge challenges again), or 403 for another user's credentials.
         `count` False: a verdict on a cached subscriber, checked again fresh."""
-        from services.registrar import digest as check
-
         verdict = check.check(request, creds, sub)
         if verdict == "ok":
             return None
