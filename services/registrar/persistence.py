@@ -71,6 +71,21 @@ _DDL = ("CREATE TABLE IF NOT EXISTS {t} (aor TEXT NOT NULL, bkey TEXT NOT NULL, 
 SYNCHRONOUS = ("normal", "full")
 
 
+def _commit(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
+    """On aiosqlite's thread: `executemany` of each (sql, rows) with rows, in one
+    transaction, committed (rolled back if one fails)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in statements:
+            if rows:
+                conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+
+
 class SQLiteLocationTable(SQLiteFile):
     """The location table in a SQLite file, on aiosqlite's thread (shared.store.SQLiteFile:
     WAL).  A write is one transaction; a lock keeps two transactions of this connection
@@ -118,17 +133,7 @@ class SQLiteLocationTable(SQLiteFile):
         db = self.db
 
         def run() -> None:
-            conn = db._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, rows in statements:
-                    if rows:
-                        conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-                raise
+            _commit(db._conn, statements)
 
         async with self._tx:
             await db._execute(run)  # type: ignore[no-untyped-call]
@@ -150,28 +155,13 @@ class SQLiteLocationTable(SQLiteFile):
         they allow this way: one trip instead of a lookup trip and a write trip
         (usrloc.UserLocation.save_batch_with_digest; docs/perf.md, seventh round)."""
         db = self.db
-        table = self.table
 
         def read_then_write() -> list[Any]:
             conn = db._conn
             rows = conn.execute(sql, params).fetchall() if params else []
-            bindings, gone = decide(rows)
-            ups = [_row(b) for b in bindings]
-            dels = list(gone)
-            if not ups and not dels:
-                return rows
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if dels:
-                    conn.executemany(f"DELETE FROM {table} WHERE aor = ? AND bkey = ?", dels)
-                if ups:
-                    conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?)",
-                                     ups)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-                raise
+            statements = self._writes(*decide(rows))
+            if any(values for _, values in statements):
+                _commit(conn, statements)
             return rows
 
         async with self._tx:
@@ -181,10 +171,14 @@ class SQLiteLocationTable(SQLiteFile):
 
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
                     ) -> None:
-        await self._transaction([
-            (f"DELETE FROM {self.table} WHERE aor = ? AND bkey = ?", list(deletes)),
-            (f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
-             [_row(b) for b in upserts])])
+        await self._transaction(self._writes(upserts, deletes))
+
+    def _writes(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
+                ) -> list[tuple[str, list[Any]]]:
+        """The statements of `write`: the deletes, then the upserts."""
+        return [(f"DELETE FROM {self.table} WHERE aor = ? AND bkey = ?", list(deletes)),
+                (f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
+                 [_row(b) for b in upserts])]
 
     async def replace_all(self, bindings: Iterable[Binding]) -> None:
         await self._transaction([
