@@ -785,6 +785,39 @@ class ProxyCore:
     def _build_branch_request(
         self, ctx: RouteContext, base: Request, target: Target, branch_id: str
     ) -> tuple[Request, Destination] | None:
+        """§16.6: the request for one branch and where to send it (None: nothing can carry
+        it).  Built in one pass from the received request (`Request.forwarded`); a preloaded
+        route set, a strict router as next hop, an odd Max-Forwards or Request-URI take
+        `_build_edited`, the same steps as edits of a copy, with the same result."""
+        uri = target.uri
+        mf = base.max_forwards
+        if target.route or (mf is not None and mf < 1) or (
+                uri != base.uri and (not uri or any(ch in uri for ch in " \t\r\n"))):
+            return self._build_edited(ctx, base, target, branch_id)
+        try:
+            first = base.get("Route")
+            if first:
+                hop = parse_name_addr(first, "Route").uri
+                if not hop.lr:  # §16.6 step 6: a strict router rewrites the request
+                    return self._build_edited(ctx, base, target, branch_id)
+            elif target.next_hop:
+                hop = parse_uri(target.next_hop)
+            elif uri == base.uri:
+                hop = base.parsed_uri
+            else:
+                hop = parse_uri(uri, "Request-URI")
+        except SipParseError:
+            return None
+        next_hop = self._hop_transport(hop, target, ctx.source.interface.transport)
+        if next_hop is None:
+            return None
+        return self._finish_branch(ctx, base, None, target, branch_id, next_hop)
+
+    def _build_edited(
+        self, ctx: RouteContext, base: Request, target: Target, branch_id: str
+    ) -> tuple[Request, Destination] | None:
+        """`_build_branch_request` as edits of a copy: every case, the one-pass build's
+        reference (tests compare the two)."""
         request = base.copy()
         if target.uri != request.uri:
             request.set_uri(target.uri)  # §16.6 step 2
@@ -804,6 +837,14 @@ class ProxyCore:
             return None
         if next_hop is None:
             return None
+        return self._finish_branch(ctx, base, request, target, branch_id, next_hop)
+
+    def _finish_branch(
+        self, ctx: RouteContext, base: Request, edited: Request | None, target: Target,
+        branch_id: str, next_hop: tuple[Uri, str]
+    ) -> tuple[Request, Destination] | None:
+        """§16.6 steps 4 and 8 and the destination: Record-Route, our Via, onto `edited`
+        (a copy already edited) or, when None, built in one pass from `base`."""
         hop_uri, transport = next_hop
         default_port = 5061 if hop_uri.scheme == "sips" else 5060
         # An explicit port 0 stays 0 (and is refused below), it is no default port.
@@ -814,18 +855,31 @@ class ProxyCore:
             # No socket of ours can reach it (port 0, an IPv6 target on IPv4 sockets only):
             # the branch fails here, as a send error would (§16.9), and nothing is sent.
             return None
+        rrs: tuple[str, ...] = ()
         if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
             signature = self._rr_signature(base)
             inbound = ctx.source.interface
             # `is not` first: Interface's generated __eq__ is interpreted Python.
             if inbound is not outbound and inbound != outbound:
-                request.add_header("Record-Route", inbound.record_route(signature))
-            request.add_header("Record-Route", outbound.record_route(signature))
+                rrs = (outbound.record_route(signature), inbound.record_route(signature))
+            else:
+                rrs = (outbound.record_route(signature),)
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
         cid = ((self.anycast.param, str(self.anycast.node_id))
                if outbound.anycast and self.anycast else None)
-        request.push_via(transport.upper(), outbound.advertised_in_uri, outbound.sent_by_port,
-                         branch_id, cid)
+        via_transport = transport.upper()
+        request = edited
+        if request is None:
+            request = base.forwarded(target.uri, rrs, via_transport,
+                                     outbound.advertised_in_uri, outbound.sent_by_port,
+                                     branch_id, cid)
+            if request is None:  # several Max-Forwards lines: edit a copy instead
+                return self._build_edited(ctx, base, target, branch_id)
+        else:
+            for value in reversed(rrs):
+                request.add_header("Record-Route", value)
+            request.push_via(via_transport, outbound.advertised_in_uri,
+                             outbound.sent_by_port, branch_id, cid)
         return request, Destination(transport, host, port, interface=outbound)
 
     def _rr_signature(self, request: Request) -> str:
@@ -850,6 +904,10 @@ class ProxyCore:
             hop = parse_uri(target.next_hop)
         else:
             hop = request.parsed_uri
+        return self._hop_transport(hop, target, inbound)
+
+    def _hop_transport(self, hop: Uri, target: Target, inbound: str) -> tuple[Uri, str] | None:
+        """§16.6 step 7: the transport to `hop` (None: not a URI this proxy sends to)."""
         if hop.scheme not in SUPPORTED_SCHEMES or not hop.host:
             return None
         transport = target.transport or hop.transport

@@ -1,0 +1,153 @@
+"""The forwarded request built in one pass (RFC 3261 §16.6), against the edits it replaces.
+
+`ProxyCore._build_branch_request` builds a branch's request with `Request.forwarded`
+(one new header tuple) where it used to copy the received request and edit the copy
+(Request-URI, Max-Forwards, Record-Route, our Via); `_build_edited` keeps those edits for
+what the one pass leaves to them (a preloaded route set, a strict router, an odd
+Max-Forwards).  Both must send the same bytes to the same place.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from services.edge.addresses import Destination, Interface, Source
+from services.edge.core import ProxyCore
+from services.edge.route_context import RouteContext, Target
+from services.edge.routing import TrustedNetworks
+from shared.sip import Request, SipParseError, parse_message
+from tests.unit.edge.proxyharness import TCP, UAC, UDP, Harness
+
+BRANCH = "z9hG4bKfeedface.1"
+
+
+def _request(text: str) -> Request:
+    request = parse_message(text.encode())
+    assert isinstance(request, Request)
+    request.validate()
+    return request
+
+
+def _headers(first: str = "", after_via: str = "", mf: str | None = "Max-Forwards: 70\r\n",
+             uri: str = "sip:bob@127.0.0.1:5090") -> str:
+    return (f"INVITE {uri} SIP/2.0\r\n{first}"
+            "Via: SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bKuac1;rport\r\n"
+            f"{after_via}{mf or ''}From: <sip:alice@127.0.0.1>;tag=a1\r\n"
+            "To: <sip:bob@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"
+            "Contact: <sip:alice@127.0.0.1:5091>\r\nContent-Type: application/sdp\r\n"
+            "Content-Length: 4\r\n\r\nv=0\n")
+
+
+REQUESTS = {
+    "plain": _headers(),
+    "no Max-Forwards (RFC 2543)": _headers(mf=None),
+    "Max-Forwards 1": _headers(mf="Max-Forwards: 1\r\n"),
+    "Record-Route below the Via": _headers(
+        after_via="Record-Route: <sip:10.0.0.7;lr>, <sip:10.0.0.8;lr>\r\n"),
+    "Record-Route above the Via": _headers(first="Record-Route: <sip:10.0.0.7;lr>\r\n"),
+    "two Via lines, compact form": _headers(
+        first="v: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKup1\r\n"),
+    "Via with two values": _headers(
+        first="Via: SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKa, "
+              "SIP/2.0/UDP 10.0.0.6;branch=z9hG4bKb\r\n"),
+    "loose Route to another hop": _headers(after_via="Route: <sip:10.0.0.9:5070;lr>\r\n"),
+    "strict Route (no lr)": _headers(after_via="Route: <sip:10.0.0.9:5070>\r\n"),
+    "tcp Request-URI": _headers(uri="sip:bob@127.0.0.1:5090;transport=tcp"),
+}
+
+TARGETS = {
+    "same URI": None,
+    "other URI": Target("sip:carol@127.0.0.1:5092;ob"),
+    "next hop": Target("sip:bob@127.0.0.1:5090", next_hop="sip:127.0.0.1:5094"),
+    "tcp transport": Target("sip:bob@127.0.0.1:5090", transport="tcp"),
+    "Path route set": Target("sip:bob@127.0.0.1:5090",
+                             route=("<sip:10.0.0.1;lr>", "<sip:10.0.0.2;lr>")),
+    "port 0": Target("sip:bob@127.0.0.1:0"),
+    "unsupported scheme": Target("tel:+15551234"),
+}
+
+
+def _core() -> ProxyCore:
+    return Harness().core
+
+
+def _ctx(core: ProxyCore, request: Request, itf: Interface, rr: bool) -> RouteContext:
+    ctx = RouteContext(request, Source(itf, *UAC), loose_routed=False,
+                       local_domains=frozenset(), static_routes={},
+                       trusted=TrustedNetworks([]), is_myself=core._is_myself, services={})
+    if rr:
+        ctx.record_route()
+    return ctx
+
+
+def _outcome(build: tuple[Request, Destination] | None) -> tuple[object, ...] | None:
+    if build is None:
+        return None
+    request, dest = build
+    via = request.top_via
+    return (request.serialize(), request.uri, request.max_forwards, dest.transport, dest.host,
+            dest.port, dest.interface, str(via), via.branch, request.top_via_line())
+
+
+@pytest.mark.parametrize("rr", [True, False], ids=["record-route", "no record-route"])
+@pytest.mark.parametrize("itf", [UDP, TCP], ids=["in udp", "in tcp"])
+@pytest.mark.parametrize("target_name", list(TARGETS))
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_one_pass_build_sends_the_bytes_the_edits_sent(name: str, target_name: str,
+                                                       itf: Interface, rr: bool) -> None:
+    core = _core()
+    base = _request(REQUESTS[name])
+    target = TARGETS[target_name] or Target(base.uri)
+    before = base.serialize()
+    one = _outcome(core._build_branch_request(_ctx(core, base, itf, rr), base, target, BRANCH))
+    edited = _outcome(core._build_edited(_ctx(core, base, itf, rr), base, target, BRANCH))
+    assert one == edited
+    assert base.serialize() == before  # the received request is left as it was
+
+
+def test_the_double_record_route_goes_above_the_others_outbound_first() -> None:
+    core = _core()
+    base = _request(REQUESTS["Record-Route below the Via"])
+    built = core._build_branch_request(_ctx(core, base, UDP, True), base,
+                                       Target(base.uri, transport="tcp"), BRANCH)
+    assert built is not None
+    request, dest = built
+    assert dest.interface == TCP
+    rrs = request.get_all("Record-Route")
+    assert [v.split(";sg=")[0] for v in rrs[:2]] == [
+        "<sip:127.0.0.1:5060;transport=tcp;lr", "<sip:127.0.0.1:5060;lr"]
+    assert rrs[2:] == ["<sip:10.0.0.7;lr>", "<sip:10.0.0.8;lr>"]
+    assert request.get("Via") == f"SIP/2.0/TCP 127.0.0.1:5060;branch={BRANCH}"
+    assert request.max_forwards == 69
+
+
+def test_max_forwards_zero_is_refused_by_both_paths_alike() -> None:
+    core = _core()
+    base = _request(_headers(mf="Max-Forwards: 0\r\n"))
+    for build in (core._build_branch_request, core._build_edited):
+        with pytest.raises(SipParseError):
+            build(_ctx(core, base, UDP, True), base, Target(base.uri), BRANCH)
+
+
+def test_a_request_uri_with_whitespace_is_refused_by_both_paths_alike() -> None:
+    core = _core()
+    base = _request(REQUESTS["plain"])
+    for build in (core._build_branch_request, core._build_edited):
+        with pytest.raises(ValueError):
+            build(_ctx(core, base, UDP, True), base, Target("sip:bob@x y"), BRANCH)
+
+
+def test_several_max_forwards_lines_are_collapsed_as_the_edits_did() -> None:
+    core = _core()
+    base = Request("OPTIONS", "sip:bob@127.0.0.1:5090", [
+        ("Via", "SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bKm"), ("Max-Forwards", "9"),
+        ("From", "<sip:a@127.0.0.1>;tag=1"), ("To", "<sip:bob@127.0.0.1>"),
+        ("Call-ID", "m1"), ("CSeq", "1 OPTIONS"), ("Max-Forwards", "9")])
+    assert base.forwarded(base.uri, (), "UDP", "h", 5060, BRANCH) is None
+    one = _outcome(core._build_branch_request(_ctx(core, base, UDP, False), base,
+                                              Target(base.uri), BRANCH))
+    edited = _outcome(core._build_edited(_ctx(core, base, UDP, False), base,
+                                         Target(base.uri), BRANCH))
+    assert one == edited
+    assert one is not None and isinstance(one[0], bytes)
+    assert one[0].count(b"Max-Forwards: 8\r\n") == 1
