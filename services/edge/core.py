@@ -251,8 +251,19 @@ class ProxyCore:
         # whose top Via line is one of them is ours without a parse (`_on_response`).
         self._own_vias: dict[bytes, Via] = {}
         # Our Record-Route values in responses are found by the text we wrote.
-        self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
-            itf.record_route("")[:-1] for itf in self.interfaces))
+        prefixes = tuple(itf.record_route("")[:-1] for itf in self.interfaces)
+        self._resign = rr_signing.ResponseResigner(self.rr_signer, prefixes)
+        # ... and in the Route of in-dialog requests (`_own_route_signature`): the prefixes
+        # whose URI names this proxy, as the parse of a whole value would find.
+        own: list[str] = []
+        for prefix in prefixes:
+            try:
+                if prefix not in own and self._is_myself(
+                        parse_name_addr(prefix + "0>", "Route").uri):
+                    own.append(prefix)
+            except SipParseError:
+                pass
+        self._own_route_prefixes = tuple(own)
 
     def set_interfaces(self, interfaces: Sequence[Interface]) -> None:
         """Adopt the bound interfaces (ephemeral ports, private Via ports) after start-up."""
@@ -1466,10 +1477,12 @@ class ProxyCore:
             changed = True
         ours = 0
         for value in routes:
-            top = parse_name_addr(value, "Route").uri
-            if not self._is_myself(top):
-                break
-            signature = top.params.get(rr_signing.PARAM)
+            signature = self._own_route_signature(value)
+            if signature is None:
+                top = parse_name_addr(value, "Route").uri
+                if not self._is_myself(top):
+                    break
+                signature = top.params.get(rr_signing.PARAM)
             if signature:
                 signatures.append(signature)
             ours += 1  # double Record-Route leaves two of ours on top
@@ -1483,9 +1496,29 @@ class ProxyCore:
             uri = request.parsed_uri
             target = rr_signing.target_of(uri.host, uri.port, uri.scheme)
             tags = (request.from_tag, request.to_tag)
-            verified = any(self.rr_signer.verify(sig, request.call_id, tags, target)
-                           for sig in signatures)
+            signer = self.rr_signer
+            call_id = request.call_id
+            for sig in signatures:  # a loop, not any(generator): no generator object
+                if signer.verify(sig, call_id, tags, target):
+                    verified = True
+                    break
         return ours > 0 or changed, verified
+
+    def _own_route_signature(self, value: str) -> str | None:
+        """The `sg` of a Route value that is one of our Record-Route values as this edge
+        wrote it (`Interface.record_route`: `<sip:HOST:PORT...;lr;sg=SIG>`, SIG letters
+        and digits), which UAs copy unchanged into their route set (RFC 3261 §12.1): what
+        parsing the value would find, without the parse.  None for any other value (and
+        for another spelling of ours), which is then parsed."""
+        if not value.endswith(">"):
+            return None
+        for prefix in self._own_route_prefixes:
+            if value.startswith(prefix):
+                signature = value[len(prefix):-1]
+                if signature and signature.isascii() and signature.isalnum():
+                    return signature
+                return None
+        return None
 
 
 def _raw(text: str) -> bytes:

@@ -4,7 +4,9 @@
 (one new header tuple) where it used to copy the received request and edit the copy
 (Request-URI, Max-Forwards, Record-Route, our Via); `_build_edited` keeps those edits for
 what the one pass leaves to them (a preloaded route set, a strict router, an odd
-Max-Forwards).  Both must send the same bytes to the same place.
+Max-Forwards).  Both must send the same bytes to the same place; and our own Route values
+in an in-dialog request are recognised by the text this edge wrote, with the answers a
+parse gives (`ProxyCore._own_route_signature`, §16.4 / §16.12).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from services.edge.addresses import Destination, Interface, Source
 from services.edge.core import ProxyCore
 from services.edge.route_context import RouteContext, Target
 from services.edge.routing import TrustedNetworks
-from shared.sip import Request, SipParseError, parse_message
-from tests.unit.edge.proxyharness import TCP, UAC, UDP, Harness
+from shared.sip import Request, SipParseError, parse_message, parse_name_addr
+from tests.unit.edge.proxyharness import TCP, UAC, UDP, Harness, invite, to
 
 BRANCH = "z9hG4bKfeedface.1"
 
@@ -151,3 +153,75 @@ def test_several_max_forwards_lines_are_collapsed_as_the_edits_did() -> None:
     assert one == edited
     assert one is not None and isinstance(one[0], bytes)
     assert one[0].count(b"Max-Forwards: 8\r\n") == 1
+
+
+# -- our own Route values, recognised without a parse (§16.4) ---------------------------------
+
+def _parsed_answer(core: ProxyCore, value: str) -> str | None:
+    """What `_preprocess_routes` reads from a parse: the `sg` of a value naming us."""
+    uri = parse_name_addr(value, "Route").uri
+    return (uri.params.get("sg") or None) if core._is_myself(uri) else None
+
+
+@pytest.mark.parametrize("value", [
+    "<sip:127.0.0.1:5060;lr;sg=0123456789abcdef0123>",
+    "<sip:127.0.0.1:5060;transport=tcp;lr;sg=0123456789abcdef0123>",
+    "<sip:127.0.0.1:5060;lr;sg=ABCdef>",
+])
+def test_our_route_as_written_gives_the_signature_a_parse_gives(value: str) -> None:
+    core = _core()
+    assert core._own_route_signature(value) == _parsed_answer(core, value) is not None
+
+
+@pytest.mark.parametrize("value", [
+    "<sip:127.0.0.1:5060;sg=0123456789abcdef0123;lr>",  # another order: parsed
+    "<sip:127.0.0.1:5060;lr;sg=>",  # empty signature
+    "<sip:127.0.0.1:5060;lr;sg=01;x=1>",  # a parameter after ours
+    "<sip:127.0.0.1:5060;lr;sg=01?X=1>",  # URI headers
+    "<sip:127.0.0.1:5060;lr;sg=01>;p=1",  # a header parameter
+    " <sip:127.0.0.1:5060;lr;sg=01>",
+    "<sip:127.0.0.2:5060;lr;sg=01>",  # not us
+    "<sip:127.0.0.1:5062;lr;sg=01>",
+])
+def test_other_spellings_are_left_to_the_parse(value: str) -> None:
+    assert _core()._own_route_signature(value) is None
+
+
+def test_the_prefixes_are_our_interfaces_record_routes_and_follow_them() -> None:
+    core = _core()
+    assert set(core._own_route_prefixes) == {
+        "<sip:127.0.0.1:5060;lr;sg=", "<sip:127.0.0.1:5060;transport=tcp;lr;sg="}
+    core.set_interfaces([Interface("udp", "127.0.0.1", 5070)])  # bound elsewhere now
+    assert core._own_route_signature("<sip:127.0.0.1:5060;lr;sg=01>") is None
+    assert core._own_route_signature("<sip:127.0.0.1:5070;lr;sg=01>") == "01"
+
+
+def _dialog_bye(h: Harness, route: str) -> bytes:
+    """The callee's BYE on the INVITE's Record-Route (signed for the caller's Contact), from
+    an untrusted address: only the verified signature lets it on (rr_signing.py)."""
+    h.feed(invite(call_id="d1"))
+    signed = to(h.sent, 5090)[0].get("Record-Route") or ""
+    h.sent.clear()
+    bye = ("BYE sip:alice@127.0.0.1:5091 SIP/2.0\r\n"
+           "Via: SIP/2.0/UDP 127.0.0.2:5090;branch=z9hG4bKbye1\r\n"
+           f"Route: {route.format(signed=signed, sig=signed.split(';sg=')[1][:-1])}\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=b1\r\n"
+           "To: <sip:alice@127.0.0.1>;tag=a1\r\nCall-ID: d1\r\nCSeq: 1 BYE\r\n"
+           "Content-Length: 0\r\n\r\n")
+    out = h.feed(bye, peer=("127.0.0.2", 5090))
+    assert len(out) == 1, out
+    return out[0].data
+
+
+def test_an_in_dialog_request_on_our_route_is_routed_as_with_another_spelling() -> None:
+    as_written = _dialog_bye(Harness(trusted=("127.0.0.1/32",)), "{signed}")
+    reordered = _dialog_bye(Harness(trusted=("127.0.0.1/32",)),
+                            "<sip:127.0.0.1:5060;sg={sig};lr>")
+    forged = _dialog_bye(Harness(trusted=("127.0.0.1/32",)),
+                         "<sip:127.0.0.1:5060;lr;sg=0123456789abcdef0123>")
+    for data in (as_written, reordered):
+        assert data.startswith(b"BYE sip:alice@127.0.0.1:5091 SIP/2.0\r\n")
+        assert b"Route:" not in data  # our Route popped (§16.12), the BYE verified
+    assert forged.startswith(b"SIP/2.0 403 ")  # recognised as ours, but not signed by us
+    strip = [line for line in as_written.split(b"\r\n") if not line.startswith(b"Via:")]
+    assert strip == [line for line in reordered.split(b"\r\n") if not line.startswith(b"Via:")]
