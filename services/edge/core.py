@@ -875,6 +875,8 @@ class ProxyCore:
                 rrs = (outbound.record_route(signature), inbound.record_route(signature))
             else:
                 rrs = (outbound.record_route(signature),)
+                if not base.has("Record-Route"):  # the callee's route set: this value
+                    self._expect_route(rrs[0])
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
         cid = ((self.anycast.param, str(self.anycast.node_id))
                if outbound.anycast and self.anycast else None)
@@ -1187,7 +1189,9 @@ class ProxyCore:
             if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
                 # The caller's route set, signed for the callee's Contact (rr_signing.py);
                 # a trusted caller's in-dialog requests are followed without it.
-                self._resign(response)
+                resigned = self._resign(response)
+                if resigned is not None and "," not in resigned:
+                    self._expect_route(resigned)
         if response.status >= 200:
             if context.final_sent and response.status >= 300:
                 return
@@ -1503,6 +1507,15 @@ class ProxyCore:
                     verified = True
                     break
         return ours > 0 or changed, verified
+
+    def _expect_route(self, value: str) -> None:
+        """Our Record-Route `value` is a dialog's whole route set: its in-dialog requests
+        will carry `Route: <value>` (RFC 3261 §12.1.1, §12.1.2; UAs copy it unchanged), a
+        line `validate` would parse in the first of them.  Remembered as valid beforehand
+        (`ValidatedLines`, bounded): a value `_own_route_signature` recognises parses, by
+        the check its prefixes passed.  Another spelling is parsed when it comes."""
+        if self._own_route_signature(value) is not None:
+            self._known.remember(_raw("Route: " + value), 1)
 
     def _own_route_signature(self, value: str) -> str | None:
         """The `sg` of a Route value that is one of our Record-Route values as this edge

@@ -17,7 +17,7 @@ from services.edge.addresses import Destination, Interface, Source
 from services.edge.core import ProxyCore
 from services.edge.route_context import RouteContext, Target
 from services.edge.routing import TrustedNetworks
-from shared.sip import Request, SipParseError, parse_message, parse_name_addr
+from shared.sip import Request, Response, SipParseError, parse_message, parse_name_addr
 from tests.unit.edge.proxyharness import TCP, UAC, UDP, Harness, invite, to
 
 BRANCH = "z9hG4bKfeedface.1"
@@ -225,3 +225,39 @@ def test_an_in_dialog_request_on_our_route_is_routed_as_with_another_spelling() 
     assert forged.startswith(b"SIP/2.0 403 ")  # recognised as ours, but not signed by us
     strip = [line for line in as_written.split(b"\r\n") if not line.startswith(b"Via:")]
     assert strip == [line for line in reordered.split(b"\r\n") if not line.startswith(b"Via:")]
+
+
+# -- the route set a dialog will send back, known valid beforehand ----------------------------
+
+def test_our_only_record_route_is_known_as_the_route_line_of_the_dialog() -> None:
+    h = Harness()
+    h.feed(invite(call_id="k1"))
+    value = to(h.sent, 5090)[0].get("Record-Route") or ""
+    assert h.core._own_route_signature(value) is not None
+    # The callee's (and a trusted caller's) in-dialog requests: `validate` needs no parse.
+    assert f"Route: {value}".encode() in h.core._known.lines
+
+
+def test_a_record_route_set_with_others_in_it_is_not_remembered() -> None:
+    h = Harness()
+    h.feed(invite(call_id="k2", extra="Record-Route: <sip:10.0.0.7;lr>\r\n"))
+    values = to(h.sent, 5090)[0].get_all("Record-Route")
+    assert len(values) == 2
+    assert not any(line.startswith(b"Route: ") for line in h.core._known.lines)
+
+
+def test_the_resigner_returns_the_route_set_it_wrote() -> None:
+    core = _core()
+    ours = "<sip:127.0.0.1:5060;lr;sg=0123456789abcdef0123>"
+    response = parse_message((
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5091;branch=z9hG4bKr\r\n"
+        "From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\n"
+        f"Call-ID: r1\r\nCSeq: 1 INVITE\r\nRecord-Route: <sip:10.0.0.7;lr>, {ours}\r\n"
+        "Contact: <sip:bob@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(response, Response)
+    joined = core._resign(response)
+    assert joined is not None and joined == ", ".join(response.get_all("Record-Route"))
+    assert joined.startswith("<sip:10.0.0.7;lr>, <sip:127.0.0.1:5060;lr;sg=")
+    assert ours not in joined  # signed for the callee's Contact now
+    response.set_header("Record-Route", "<sip:10.0.0.7;lr>")
+    assert core._resign(response) is None  # none of ours: nothing changed
