@@ -251,8 +251,19 @@ class ProxyCore:
         # whose top Via line is one of them is ours without a parse (`_on_response`).
         self._own_vias: dict[bytes, Via] = {}
         # Our Record-Route values in responses are found by the text we wrote.
-        self._resign = rr_signing.ResponseResigner(self.rr_signer, tuple(
-            itf.record_route("")[:-1] for itf in self.interfaces))
+        prefixes = tuple(itf.record_route("")[:-1] for itf in self.interfaces)
+        self._resign = rr_signing.ResponseResigner(self.rr_signer, prefixes)
+        # ... and in the Route of in-dialog requests (`_own_route_signature`): the prefixes
+        # whose URI names this proxy, as the parse of a whole value would find.
+        own: list[str] = []
+        for prefix in prefixes:
+            try:
+                if prefix not in own and self._is_myself(
+                        parse_name_addr(prefix + "0>", "Route").uri):
+                    own.append(prefix)
+            except SipParseError:
+                pass
+        self._own_route_prefixes = tuple(own)
 
     def set_interfaces(self, interfaces: Sequence[Interface]) -> None:
         """Adopt the bound interfaces (ephemeral ports, private Via ports) after start-up."""
@@ -785,6 +796,39 @@ class ProxyCore:
     def _build_branch_request(
         self, ctx: RouteContext, base: Request, target: Target, branch_id: str
     ) -> tuple[Request, Destination] | None:
+        """§16.6: the request for one branch and where to send it (None: nothing can carry
+        it).  Built in one pass from the received request (`Request.forwarded`); a preloaded
+        route set, a strict router as next hop, an odd Max-Forwards or Request-URI take
+        `_build_edited`, the same steps as edits of a copy, with the same result."""
+        uri = target.uri
+        mf = base.max_forwards
+        if target.route or (mf is not None and mf < 1) or (
+                uri != base.uri and (not uri or any(ch in uri for ch in " \t\r\n"))):
+            return self._build_edited(ctx, base, target, branch_id)
+        try:
+            first = base.get("Route")
+            if first:
+                hop = parse_name_addr(first, "Route").uri
+                if not hop.lr:  # §16.6 step 6: a strict router rewrites the request
+                    return self._build_edited(ctx, base, target, branch_id)
+            elif target.next_hop:
+                hop = parse_uri(target.next_hop)
+            elif uri == base.uri:
+                hop = base.parsed_uri
+            else:
+                hop = parse_uri(uri, "Request-URI")
+        except SipParseError:
+            return None
+        next_hop = self._hop_transport(hop, target, ctx.source.interface.transport)
+        if next_hop is None:
+            return None
+        return self._finish_branch(ctx, base, None, target, branch_id, next_hop)
+
+    def _build_edited(
+        self, ctx: RouteContext, base: Request, target: Target, branch_id: str
+    ) -> tuple[Request, Destination] | None:
+        """`_build_branch_request` as edits of a copy: every case, the one-pass build's
+        reference (tests compare the two)."""
         request = base.copy()
         if target.uri != request.uri:
             request.set_uri(target.uri)  # §16.6 step 2
@@ -804,6 +848,14 @@ class ProxyCore:
             return None
         if next_hop is None:
             return None
+        return self._finish_branch(ctx, base, request, target, branch_id, next_hop)
+
+    def _finish_branch(
+        self, ctx: RouteContext, base: Request, edited: Request | None, target: Target,
+        branch_id: str, next_hop: tuple[Uri, str]
+    ) -> tuple[Request, Destination] | None:
+        """§16.6 steps 4 and 8 and the destination: Record-Route, our Via, onto `edited`
+        (a copy already edited) or, when None, built in one pass from `base`."""
         hop_uri, transport = next_hop
         default_port = 5061 if hop_uri.scheme == "sips" else 5060
         # An explicit port 0 stays 0 (and is refused below), it is no default port.
@@ -814,18 +866,33 @@ class ProxyCore:
             # No socket of ours can reach it (port 0, an IPv6 target on IPv4 sockets only):
             # the branch fails here, as a send error would (§16.9), and nothing is sent.
             return None
+        rrs: tuple[str, ...] = ()
         if ctx.rr:  # §16.6 step 4; RFC 5658 double Record-Route when the interface changes
             signature = self._rr_signature(base)
             inbound = ctx.source.interface
             # `is not` first: Interface's generated __eq__ is interpreted Python.
             if inbound is not outbound and inbound != outbound:
-                request.add_header("Record-Route", inbound.record_route(signature))
-            request.add_header("Record-Route", outbound.record_route(signature))
+                rrs = (outbound.record_route(signature), inbound.record_route(signature))
+            else:
+                rrs = (outbound.record_route(signature),)
+                if not base.has("Record-Route"):  # the callee's route set: this value
+                    self._expect_route(rrs[0])
         # §16.6 step 8: our Via on top; out of an anycast listener it names its owner.
         cid = ((self.anycast.param, str(self.anycast.node_id))
                if outbound.anycast and self.anycast else None)
-        request.push_via(transport.upper(), outbound.advertised_in_uri, outbound.sent_by_port,
-                         branch_id, cid)
+        via_transport = transport.upper()
+        request = edited
+        if request is None:
+            request = base.forwarded(target.uri, rrs, via_transport,
+                                     outbound.advertised_in_uri, outbound.sent_by_port,
+                                     branch_id, cid)
+            if request is None:  # several Max-Forwards lines: edit a copy instead
+                return self._build_edited(ctx, base, target, branch_id)
+        else:
+            for value in reversed(rrs):
+                request.add_header("Record-Route", value)
+            request.push_via(via_transport, outbound.advertised_in_uri,
+                             outbound.sent_by_port, branch_id, cid)
         return request, Destination(transport, host, port, interface=outbound)
 
     def _rr_signature(self, request: Request) -> str:
@@ -850,6 +917,10 @@ class ProxyCore:
             hop = parse_uri(target.next_hop)
         else:
             hop = request.parsed_uri
+        return self._hop_transport(hop, target, inbound)
+
+    def _hop_transport(self, hop: Uri, target: Target, inbound: str) -> tuple[Uri, str] | None:
+        """§16.6 step 7: the transport to `hop` (None: not a URI this proxy sends to)."""
         if hop.scheme not in SUPPORTED_SCHEMES or not hop.host:
             return None
         transport = target.transport or hop.transport
@@ -1118,7 +1189,9 @@ class ProxyCore:
             if 100 < response.status < 300 and context.ctx.rr and not context.ctx.trusted:
                 # The caller's route set, signed for the callee's Contact (rr_signing.py);
                 # a trusted caller's in-dialog requests are followed without it.
-                self._resign(response)
+                resigned = self._resign(response)
+                if resigned is not None and "," not in resigned:
+                    self._expect_route(resigned)
         if response.status >= 200:
             if context.final_sent and response.status >= 300:
                 return
@@ -1408,10 +1481,12 @@ class ProxyCore:
             changed = True
         ours = 0
         for value in routes:
-            top = parse_name_addr(value, "Route").uri
-            if not self._is_myself(top):
-                break
-            signature = top.params.get(rr_signing.PARAM)
+            signature = self._own_route_signature(value)
+            if signature is None:
+                top = parse_name_addr(value, "Route").uri
+                if not self._is_myself(top):
+                    break
+                signature = top.params.get(rr_signing.PARAM)
             if signature:
                 signatures.append(signature)
             ours += 1  # double Record-Route leaves two of ours on top
@@ -1425,9 +1500,38 @@ class ProxyCore:
             uri = request.parsed_uri
             target = rr_signing.target_of(uri.host, uri.port, uri.scheme)
             tags = (request.from_tag, request.to_tag)
-            verified = any(self.rr_signer.verify(sig, request.call_id, tags, target)
-                           for sig in signatures)
+            signer = self.rr_signer
+            call_id = request.call_id
+            for sig in signatures:  # a loop, not any(generator): no generator object
+                if signer.verify(sig, call_id, tags, target):
+                    verified = True
+                    break
         return ours > 0 or changed, verified
+
+    def _expect_route(self, value: str) -> None:
+        """Our Record-Route `value` is a dialog's whole route set: its in-dialog requests
+        will carry `Route: <value>` (RFC 3261 §12.1.1, §12.1.2; UAs copy it unchanged), a
+        line `validate` would parse in the first of them.  Remembered as valid beforehand
+        (`ValidatedLines`, bounded): a value `_own_route_signature` recognises parses, by
+        the check its prefixes passed.  Another spelling is parsed when it comes."""
+        if self._own_route_signature(value) is not None:
+            self._known.remember(_raw("Route: " + value), 1)
+
+    def _own_route_signature(self, value: str) -> str | None:
+        """The `sg` of a Route value that is one of our Record-Route values as this edge
+        wrote it (`Interface.record_route`: `<sip:HOST:PORT...;lr;sg=SIG>`, SIG letters
+        and digits), which UAs copy unchanged into their route set (RFC 3261 §12.1): what
+        parsing the value would find, without the parse.  None for any other value (and
+        for another spelling of ours), which is then parsed."""
+        if not value.endswith(">"):
+            return None
+        for prefix in self._own_route_prefixes:
+            if value.startswith(prefix):
+                signature = value[len(prefix):-1]
+                if signature and signature.isascii() and signature.isalnum():
+                    return signature
+                return None
+        return None
 
 
 def _raw(text: str) -> bytes:

@@ -111,10 +111,12 @@ class ResponseResigner:
         self.prefixes = prefixes
         self._targets: dict[str, str] = {}
 
-    def __call__(self, response: Response) -> None:
+    def __call__(self, response: Response) -> str | None:
+        """Re-sign our values in `response`'s Record-Route; the new header value when it
+        changed (the values joined by ", "), None otherwise."""
         values = response.get_all("Record-Route")
         if not values:
-            return
+            return None
         signature = ""
         out: list[str] = []
         changed = False
@@ -129,8 +131,11 @@ class ResponseResigner:
                         changed = True
                     break
             out.append(value)
-        if changed:
-            response.set_header("Record-Route", ", ".join(out))
+        if not changed:
+            return None
+        joined = ", ".join(out)
+        response.set_header("Record-Route", joined)
+        return joined
 
     def sign(self, message: Request | Response) -> str:
         """The signature for `message`'s dialog and its (first) Contact's target: the

@@ -1014,6 +1014,76 @@ class Request(Message):
             twin._parsed_uri = parsed.copy()
         return twin
 
+    def forwarded(self, uri: str, record_routes: tuple[str, ...], transport: str, host: str,
+                  port: int, branch: str, extra: tuple[str, str] | None = None
+                  ) -> Request | None:
+        """The copy a proxy sends on (RFC 3261 §16.6 steps 1-4 and 8), built in one pass:
+        `uri` as its Request-URI, Max-Forwards decremented (`Max-Forwards: 70` appended
+        when absent), `record_routes` (topmost first) above the first Record-Route line (at
+        the top of the header block without one), and our Via above the first Via, as
+        `push_via(transport, host, port, branch, extra)` writes it.
+
+        The same bytes and fields as `copy()` then `set_uri`, `set_header("Max-Forwards")`,
+        `add_header("Record-Route", v)` for each value bottom first, and `push_via`, without
+        rebuilding the header tuples at each edit.  The Request-URI is not parsed (read on
+        demand).  None, nothing built, when Max-Forwards has several lines or is below 1,
+        or there is no Via: the caller makes those edits one by one."""
+        keys = self._keys
+        lines = self._lines
+        mf = self._max_forwards
+        if _COMPILED:
+            m, n = _scan(keys, "max-forwards")
+            r = _first(keys, "record-route")
+            v = _first(keys, "via")
+        else:
+            n = keys.count("max-forwards")
+            m = keys.index("max-forwards") if n else -1
+            r = keys.index("record-route") if "record-route" in keys else -1
+            v = keys.index("via") if "via" in keys else -1
+        if n > 1 or v < 0 or (mf is None) != (n == 0) or (mf is not None and mf < 1):
+            return None
+        if uri != self._uri and (not uri or any(ch in uri for ch in " \t\r\n")):
+            raise ValueError(f"invalid Request-URI {uri!r}")
+        params: dict[str, str | None] = {"branch": branch}
+        suffix = ""
+        if extra is not None:
+            params[extra[0]] = extra[1]
+            suffix = f";{extra[0]}={extra[1]}"
+        via_value = f"SIP/2.0/{transport} {host}:{port};branch={branch}{suffix}"
+        _check_value(via_value)
+        out_keys = list(keys)
+        out_lines = list(lines)
+        if mf is None:
+            mf = 70
+            out_keys.append("max-forwards")
+            out_lines.append(b"Max-Forwards: 70")
+        else:
+            mf -= 1
+            out_lines[m] = b"Max-Forwards: %d" % mf
+        rr_keys: list[str] = []
+        rr_lines: list[bytes] = []
+        for value in record_routes:
+            _check_value(value)
+            rr_keys.append("record-route")
+            rr_lines.append(_enc("Record-Route: " + value))
+        at = r if r >= 0 else 0
+        via_line = _enc("Via: " + via_value)
+        if at > v:  # the later position first: the earlier one stays valid
+            out_keys[at:at] = rr_keys
+            out_lines[at:at] = rr_lines
+            out_keys.insert(v, "via")
+            out_lines.insert(v, via_line)
+        else:
+            out_keys.insert(v, "via")
+            out_lines.insert(v, via_line)
+            out_keys[at:at] = rr_keys
+            out_lines[at:at] = rr_lines
+        twin = Request(self.method, uri, parts=_new_tuple(HeaderParts, (
+            tuple(out_keys), tuple(out_lines), self.body, self._call_id, self._cseq,
+            self._from_tag, self._to_tag, mf)))
+        twin._top_via = Via(transport, host, port, params)
+        return twin
+
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._uri} call-id={self._call_id!r}>"
 
