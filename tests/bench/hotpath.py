@@ -23,7 +23,9 @@ says what the Python code costs, whatever else the shared machine is doing:
 then warm-up + N calls) and prints the difference per call: instructions, repeatable to a
 few parts per thousand on a loaded machine, and calls to CPython's object allocator
 (objects and buffers created).  `--retained` says what live transactions keep.
-`--profile` prints cProfile's top frames by own time with their share of the total.  Each
+`--profile` prints cProfile's top frames by own time with their share of the total.
+`invite --worker` hands the routing the (unconfigured) service clients of a real worker,
+which the default routing asks for every request.  Each
 figure says which SIP core ran: compiled (`make compiled`) or pure Python
 (`SIPMESH_COMPILED=off` to compare, shared/compiled.py).
 """
