@@ -37,9 +37,12 @@ interpreted Python in a compiled module): the transaction events are plain class
 frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via`,
 `NameAddr` and the edge's `Source`, `Destination`, `Send` are ``init=False`` dataclasses
 (the last three no longer frozen: same equality and hash), `HeaderParts` and `Arm` are
-built with ``tuple.__new__``.  Not compiled: the routing scripts and the rest of the routing API
-(operators' code subclasses them; its per-request `RouteContext` and `Target` are compiled,
-in services/edge/route_context.py), and everything with I/O.
+built with ``tuple.__new__``.  Not compiled: operators' routing scripts and the rest of the
+routing API (operators' code subclasses them; its per-request `RouteContext` and `Target`
+are compiled, in services/edge/route_context.py), and everything with I/O.  The routing
+script shipped as the default (`services.edge.default_routing`, what a worker runs when
+the operator names none) and the media anchoring it calls are compiled; a script that
+wraps its functions calls them compiled too.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ MODULES: tuple[str, ...] = (
     "services.edge.context",
     "services.edge.core",
     "services.edge.counters",
+    "services.edge.default_routing",
     "services.edge.keepalive",
+    "services.edge.media_anchor",
     "services.edge.nonce_counts",
     "services.edge.route_context",
     "services.edge.rr_signing",

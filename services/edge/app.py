@@ -139,6 +139,9 @@ class EdgeApp:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._numeric: dict[str, bool] = {}
+        # id(interface) -> (interface, its socket), for `_send_udp` (plain and private)
+        self._endpoint_of: dict[int, tuple[Interface, UdpEndpoint]] = {}
+        self._private_of: dict[int, tuple[Interface, UdpEndpoint]] = {}
         # Anycast listeners of a clustered edge (services/edge/anycast_cluster.py sets both).
         self.anycast_core: AnycastCore | None = None
         self.anycast: Any = None  # AnycastCluster: carries the core's ClusterSend outputs
@@ -322,16 +325,36 @@ class EdgeApp:
         itf = dest.interface
         endpoint = None
         if itf is not None:
-            if item.request:
-                endpoint = self.private.get(itf)
-            if endpoint is None:
-                endpoint = self.udp.get(itf)
+            # The socket of an interface object seen before, by identity: hashing an
+            # Interface (seven fields) cost more than the rest of a send's glue, and the
+            # core's destinations carry the very objects `start` bound.  The pair keeps
+            # the object alive, so its id names it while it is remembered.
+            private = item.request and bool(self.private)
+            known = (self._private_of if private else self._endpoint_of).get(id(itf))
+            if known is not None and known[0] is itf:
+                endpoint = known[1]
+            else:
+                if private:
+                    endpoint = self.private.get(itf)
+                if endpoint is None:
+                    endpoint = self.udp.get(itf)
+                    private = False
+                if endpoint is not None:
+                    remembered = self._private_of if private else self._endpoint_of
+                    if len(remembered) > 64:
+                        remembered.clear()  # bounded: copies of interfaces made elsewhere
+                    remembered[id(itf)] = (itf, endpoint)
         if endpoint is None:
             endpoint = next(iter(self.udp.values()), None)
         if endpoint is None:
             return
-        if _is_ip(dest.host, self._numeric):
-            endpoint.send(item.data, dest.host, dest.port)
+        host = dest.host
+        # The remembered answer first: no call of `_is_ip` or `UdpEndpoint.send` for an
+        # address sent to before (seven sends per call).
+        if self._numeric.get(host) or _is_ip(host, self._numeric):
+            transport = endpoint.transport
+            if transport is not None:
+                transport.sendto(item.data, (host, dest.port))
             return
         task = asyncio.get_running_loop().create_task(self._resolve_and_send(endpoint, item))
         self._tasks.add(task)

@@ -20,8 +20,8 @@ an OpenSIPS script that ignores rtpengine's return code.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from services.edge.routing import RouteContext
@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 _OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
 
 
-def policy(ctx: RouteContext) -> Any:
+class HasServices(Protocol):
+    """What `policy` reads of a request's context: any object with `services` will do
+    (compiled, a parameter typed `RouteContext` would refuse anything else)."""
+
+    @property
+    def services(self) -> Mapping[str, Any]: ...
+
+
+def policy(ctx: HasServices) -> Any:
     """The media client when the default routing anchors media, else None."""
     client = ctx.services.get("media")
     if client is None or not getattr(client, "anchor", False):

@@ -34,6 +34,9 @@ import structlog
 if TYPE_CHECKING:
     from services.edge.routing import RouteContext
 
+# The Call-IDs of the recorder's own sessions with an SRS (services/siprec/recorder.py):
+# here, where the default routing asks for every BYE, so that no import runs per BYE.
+RECORDING_SUFFIX = "-siprec"
 LOOKUP_TTL = 2.0  # s a discovery answer about the siprec service is reused
 RETRY_WINDOW = 5.0  # s a request no recorder could take is tried again (a restart)
 RETRY_PAUSE = 0.2  # s between those tries
@@ -282,9 +285,7 @@ def is_srs_bye(request: Any, ctx: RouteContext) -> bool:
     """A BYE from an SRS in a recording session of ours (its Call-ID is the recorder's,
     its Request-URI our Contact `sip:src@EDGE`)."""
     if request.method != "BYE" or ctx.services.get("siprec") is None:
-        return False  # no recorder: no import per BYE (CPython 3.11 raises inside one)
-    from services.edge.uac import RECORDING_SUFFIX
-
+        return False
     return request.call_id.endswith(RECORDING_SUFFIX) and ctx.is_myself(request.parsed_uri)
 
 

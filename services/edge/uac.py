@@ -23,6 +23,7 @@ import structlog
 
 from contracts.generated.sipmesh.edge.v1 import uac_pb2 as pb
 from contracts.generated.sipmesh.edge.v1 import uac_pb2_grpc as pb_grpc
+from services.edge.recording import RECORDING_SUFFIX
 from services.edge.uac_core import UacOwner, build_request
 from shared.sip import Response
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from services.edge.app import EdgeApp
 
 SERVICE = "sipmesh.edge.v1.Uac"
-RECORDING_SUFFIX = "-siprec"  # the Call-IDs of the recorder's own sessions with an SRS
 
 
 class UacServicer(pb_grpc.UacServicer):

@@ -23,7 +23,9 @@ says what the Python code costs, whatever else the shared machine is doing:
 then warm-up + N calls) and prints the difference per call: instructions, repeatable to a
 few parts per thousand on a loaded machine, and calls to CPython's object allocator
 (objects and buffers created).  `--retained` says what live transactions keep.
-`--profile` prints cProfile's top frames by own time with their share of the total.  Each
+`--profile` prints cProfile's top frames by own time with their share of the total.
+`invite --worker` hands the routing the (unconfigured) service clients of a real worker,
+which the default routing asks for every request.  Each
 figure says which SIP core ran: compiled (`make compiled`) or pure Python
 (`SIPMESH_COMPILED=off` to compare, shared/compiled.py).
 """
@@ -80,13 +82,43 @@ def _sends(outs: list[Any]) -> list[Send]:
     return [o for o in outs if isinstance(o, Send)]
 
 
+def _worker_services() -> tuple[dict[str, Any], Any]:
+    """The service clients and dialog tracker an edge worker's routing sees (`serve` in
+    services/edge/app.py), none of them configured: the standalone worker `make bench`
+    runs, whose default routing asks each of them per request. Built, never started (no
+    loop); the discovery watchers are marked as running, as they are in that worker."""
+    from services.edge.dialog_client import DialogClient
+    from services.edge.dialog_tracking import DialogTracker
+    from services.edge.media_client import MediaClient
+    from services.edge.presence_client import PresenceClient
+    from services.edge.recording import RecordingClient
+    from services.edge.registrar_client import RegistrarClient
+    from shared.discovery.memory import MemoryRegistry
+
+    registry = MemoryRegistry()
+    registrar = RegistrarClient(registry=registry, expected=False)
+    media = MediaClient(registry=registry)
+    presence = PresenceClient(registry=registry)
+    dialogs = DialogClient(registry=registry)
+    siprec = RecordingClient(registry=registry)
+    for client in (registrar, media, presence, dialogs, siprec):
+        if hasattr(client, "_watcher"):
+            client._watcher = object()
+    services: dict[str, Any] = {"registrar": registrar, "media": media, "dialog": dialogs,
+                                "siprec": siprec, "presence": presence, "freeswitch": None}
+    return services, DialogTracker(dialogs, enabled=False)
+
+
 class InviteCall:
     """sipp uac -> edge -> sipp uas, every message as sipp writes it."""
 
-    def __init__(self, paced: int = 0) -> None:
-        router = load_router("services.edge.default_routing", RouterSetup(frozenset(), {}))
+    def __init__(self, paced: int = 0, worker: bool = False) -> None:
+        services, tracker = _worker_services() if worker else ({}, None)
+        router = load_router("services.edge.default_routing",
+                             RouterSetup(frozenset(), {}, services))
         self.core = ProxyCore([EDGE], router, settings=TimerSettings(),
-                              trusted=[ipaddress.ip_network("127.0.0.0/8")])
+                              trusted=[ipaddress.ip_network("127.0.0.0/8")],
+                              services=services, tracker=tracker)
         self.now = 0.0
         self.n = 0
         self.last = b""
@@ -351,11 +383,11 @@ class SaveFlow:
         pass
 
 
-def workload(name: str, users: int = 0, edge_check: bool = False, paced: int = 0
-             ) -> tuple[Callable[[], None], Callable[[], None]]:
+def workload(name: str, users: int = 0, edge_check: bool = False, paced: int = 0,
+             worker: bool = False) -> tuple[Callable[[], None], Callable[[], None]]:
     flow: InviteCall | RegisterFlow | SaveFlow
     if name == "invite":
-        flow = InviteCall(paced)
+        flow = InviteCall(paced, worker)
     elif name == "register":
         flow = RegisterFlow(users or 1000, digest_on_save=not edge_check)
     else:
@@ -384,7 +416,8 @@ class CollectorClock:
 
 
 def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
-        report: bool = False, edge_check: bool = False, paced: int = 0) -> None:
+        report: bool = False, edge_check: bool = False, paced: int = 0,
+        worker: bool = False) -> None:
     import time
 
     from services.edge.gc_policy import THRESHOLDS as EDGE_THRESHOLDS
@@ -392,7 +425,7 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
 
     if tuned:  # the policy of the process that runs this work (edge worker, registrar)
         tune_collector(THRESHOLDS if name == "save" else EDGE_THRESHOLDS)
-    one, finish = workload(name, users, edge_check, paced)
+    one, finish = workload(name, users, edge_check, paced, worker)
     for _ in range(warm):
         one()
     collector = CollectorClock() if report else None
@@ -495,8 +528,8 @@ def retained(calls: int, warm: int) -> None:
 
 
 def profile(name: str, warm: int, calls: int, top: int = 22,
-            edge_check: bool = False) -> None:
-    one, finish = workload(name, edge_check=edge_check)
+            edge_check: bool = False, worker: bool = False) -> None:
+    one, finish = workload(name, edge_check=edge_check, worker=worker)
     for _ in range(warm):
         one()
     prof = cProfile.Profile()
@@ -544,6 +577,10 @@ def main() -> int:
                         help="instructions and allocations per call, under valgrind")
     parser.add_argument("--retained", action="store_true",
                         help="invite: what live transactions keep (blocks, objects, bytes)")
+    parser.add_argument("--worker", action="store_true",
+                        help="invite: the routing sees the service clients and dialog "
+                             "tracker of a standalone edge worker (make bench's), as "
+                             "services/edge/app.py builds them")
     parser.add_argument("--edge-check", action="store_true",
                         help="register: the edge checks the digest (GetCredentials' HA1) "
                              "instead of the registrar on Save (SaveWithDigest)")
@@ -552,6 +589,8 @@ def main() -> int:
     extra = ["--gc", args.gc, "--users", str(args.users), "--paced", str(args.paced)]
     if args.edge_check:
         extra.append("--edge-check")
+    if args.worker:
+        extra.append("--worker")
     if args.callgrind:
         per, allocs = callgrind(args.workload, args.warm, args.calls, extra)
         print(f"{args.workload}: {per / 1e6:.3f} M instructions and {allocs:.0f} "
@@ -562,10 +601,12 @@ def main() -> int:
             parser.error("--retained measures the invite workload")
         retained(args.calls, args.warm)
     elif args.profile:
-        profile(args.workload, args.warm, args.calls, edge_check=args.edge_check)
+        profile(args.workload, args.warm, args.calls, edge_check=args.edge_check,
+                worker=args.worker)
     else:
         run(args.workload, args.warm, args.calls, args.users, args.gc == "tuned",
-            report=args.calls > 0, edge_check=args.edge_check, paced=args.paced)
+            report=args.calls > 0, edge_check=args.edge_check, paced=args.paced,
+            worker=args.worker)
     return 0
 
 

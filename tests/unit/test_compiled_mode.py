@@ -139,3 +139,22 @@ def test_a_source_edited_during_the_build_is_not_stamped_as_built(
     monkeypatch.setattr(mypyc.build, "mypycify", compile_while_someone_edits)
     assert build_compiled.build() == 0
     assert compiled.why_not() == "pkg.beta edited since the build: make compiled"
+
+
+def test_the_shipped_default_routing_is_compiled_with_the_core() -> None:
+    """The routing module an edge runs when the operator names none (and the media
+    anchoring it asks for every request) is in the compiled list: compiled whenever the
+    core is, loaded by `load_router` from its extension. An operator's module is not."""
+    from services.edge.config import EdgeConfig
+    from services.edge.routing import RouterSetup, load_router
+
+    default = EdgeConfig().routing_module
+    assert {default, "services.edge.media_anchor"} <= set(compiled.MODULES)
+    router = load_router(default, RouterSetup(frozenset(), {}))
+    module = sys.modules[default]
+    assert module.__file__ is not None
+    assert module.__file__.endswith(".so") == (compiled.mode() == "compiled")
+    # A compiled function is a builtin, not a Python function with a code object.
+    assert hasattr(router.request_route, "__code__") == (compiled.mode() != "compiled")
+    operator = load_router("tests.integration.edge.routing_fork", RouterSetup(frozenset(), {}))
+    assert hasattr(operator.request_route, "__code__")
