@@ -506,12 +506,12 @@ class ProxyCore:
                                 headers=refusal.headers)
             return
 
-        loose, record_routed = self._preprocess_routes(request)
+        loose, dialog_check = self._preprocess_routes(request)
         ctx = RouteContext(
             request, source, loose_routed=loose, local_domains=self.local_domains,
             static_routes=self.static_routes, trusted=self.trusted,
             is_myself=self._is_myself, services=self.services, auth=self.auth,
-            record_routed=record_routed,
+            dialog_check=dialog_check,
         )
         ctx.default_failure = self.router.failure_route
         if self.anycast is not None and source.interface.anycast:
@@ -1459,8 +1459,10 @@ class ProxyCore:
         return Destination(transport, host, port, itf)
 
     # -- §16.4 route preprocessing ---------------------------------------------------------------
-    def _preprocess_routes(self, request: Request) -> tuple[bool, bool]:
-        """§16.4: (loose-routed by our Route, in a dialog this mesh record-routed).
+    def _preprocess_routes(
+            self, request: Request) -> tuple[bool, Callable[[], bool] | None]:
+        """§16.4: (loose-routed by our Route, the check that the request is in a dialog
+        this mesh record-routed, or None when it carries no signature of ours to check).
 
         Only a Request-URI carrying our Record-Route signature came from a strict router
         (a phone whose outbound proxy is this edge sends `INVITE sip:bob@<edge>` with our
@@ -1468,7 +1470,10 @@ class ProxyCore:
         Route.  Our own values on top of the Route set are removed in one edit, however
         many there are (a route bomb costs linear work, and `validate` bounds the count).
         The signatures seen decide whether an in-dialog request belongs to a dialog this
-        mesh record-routed (rr_signing.py).
+        mesh record-routed (rr_signing.py).  The check runs when the routing first asks
+        (`RouteContext.record_routed`): the default script does not ask for a trusted
+        source's requests, which then cost no MAC.  Its inputs are taken now, so a script
+        that rewrites the request first does not change the answer.
         """
         signatures: list[str] = []
         uri = request.parsed_uri
@@ -1495,18 +1500,21 @@ class ProxyCore:
             request.remove_header("Route")
             if rest:
                 request.add_header("Route", ", ".join(rest))
-        verified = False
+        check: Callable[[], bool] | None = None
         if signatures and request.to_tag is not None:
             uri = request.parsed_uri
             target = rr_signing.target_of(uri.host, uri.port, uri.scheme)
             tags = (request.from_tag, request.to_tag)
             signer = self.rr_signer
             call_id = request.call_id
-            for sig in signatures:  # a loop, not any(generator): no generator object
-                if signer.verify(sig, call_id, tags, target):
-                    verified = True
-                    break
-        return ours > 0 or changed, verified
+
+            def verify() -> bool:
+                for sig in signatures:  # a loop, not any(generator): no generator object
+                    if signer.verify(sig, call_id, tags, target):
+                        return True
+                return False
+            check = verify
+        return ours > 0 or changed, check
 
     def _expect_route(self, value: str) -> None:
         """Our Record-Route `value` is a dialog's whole route set: its in-dialog requests

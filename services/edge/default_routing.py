@@ -109,7 +109,10 @@ def request_route(request: Request, ctx: RouteContext) -> Awaitable[None] | None
         # not unknown (404), the service is unavailable (503 with Retry-After).
         registrar_down = bool(getattr(registrar, "expected", False))
         registrar = None
-    in_our_dialog = request.to_tag is not None and ctx.record_routed
+    # Asked only where it decides (an untrusted source): `record_routed` checks the Route
+    # signatures (a MAC each) on first read, which a trusted source's requests skip.
+    in_our_dialog = (request.to_tag is not None and not ctx.trusted
+                     and ctx.record_routed)
     if request.method in ("BYE", "INVITE") and _records(ctx):
         if request.method == "BYE" and request.to_tag is not None:
             ctx.stop_recording()  # in the background; nothing if it was not recorded

@@ -53,9 +53,11 @@ class RouteContext:
         "_acc",
         "_auth",
         "_dialog",
+        "_dialog_check",
         "_ds",
         "_is_myself",
         "_media",
+        "_record_routed",
         "_stale",
         "_trusted",
         "_trusted_nets",
@@ -65,7 +67,6 @@ class RouteContext:
         "local_domains",
         "loose_routed",
         "on_final",
-        "record_routed",
         "replicate",
         "reply_headers",
         "reply_reason",
@@ -93,6 +94,7 @@ class RouteContext:
         services: Mapping[str, Any],
         auth: ProxyAuthenticator | None = None,
         record_routed: bool = False,
+        dialog_check: Callable[[], bool] | None = None,
     ) -> None:
         self.request = request
         self._auth = auth
@@ -100,9 +102,10 @@ class RouteContext:
         self.user: str | None = None  # set by a successful authenticate()
         self.source = source
         self.loose_routed = loose_routed
-        # An in-dialog request that came back on a Record-Route this mesh signed, to the
-        # target the dialog's other side gave (services/edge/rr_signing.py): safe to follow.
-        self.record_routed = record_routed
+        # `record_routed`, or None until `dialog_check` (the core's MAC check of the
+        # signatures the request carries) has answered it on first read.
+        self._record_routed: bool | None = None if dialog_check is not None else record_routed
+        self._dialog_check = dialog_check
         self.local_domains = local_domains
         self.static_routes = static_routes
         self.services = services
@@ -147,6 +150,22 @@ class RouteContext:
         return 1
 
     # -- facts -------------------------------------------------------------------------------
+    @property
+    def record_routed(self) -> bool:
+        """An in-dialog request that came back on a Record-Route this mesh signed, to the
+        target the dialog's other side gave (services/edge/rr_signing.py): safe to follow.
+        Checked on first read (a MAC per signature): the default script asks only for
+        requests from untrusted sources."""
+        known = self._record_routed
+        if known is None:
+            check = self._dialog_check
+            known = self._record_routed = check is not None and check()
+        return known
+
+    @record_routed.setter
+    def record_routed(self, value: bool) -> None:
+        self._record_routed = value
+
     @property
     def trusted(self) -> bool:
         """The source is trusted: in a network of `[edge].trusted`, or in the `address`

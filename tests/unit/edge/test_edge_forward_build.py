@@ -11,6 +11,8 @@ parse gives (`ProxyCore._own_route_signature`, §16.4 / §16.12).
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from services.edge.addresses import Destination, Interface, Source
@@ -261,3 +263,52 @@ def test_the_resigner_returns_the_route_set_it_wrote() -> None:
     assert ours not in joined  # signed for the callee's Contact now
     response.set_header("Record-Route", "<sip:10.0.0.7;lr>")
     assert core._resign(response) is None  # none of ours: nothing changed
+
+
+# -- the dialog's signature checked only when the routing asks ----------------------------------
+
+def _in_dialog_ctx(core: ProxyCore, trusted: list[str],
+                   asked: list[int]) -> tuple[Request, RouteContext]:
+    """A BYE in a dialog of ours from 127.0.0.2, its signatures' check counting its calls."""
+    bye = parse_message(
+        b"BYE sip:alice@127.0.0.1:5091 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.2:5090;branch=z9hG4bKbye2\r\n"
+        b"Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=b1\r\n"
+        b"To: <sip:alice@127.0.0.1>;tag=a1\r\nCall-ID: d2\r\nCSeq: 1 BYE\r\n"
+        b"Content-Length: 0\r\n\r\n")
+    assert isinstance(bye, Request)
+
+    def check() -> bool:
+        asked.append(1)
+        return True
+    ctx = RouteContext(bye, Source(UDP, "127.0.0.2", 5090), loose_routed=True,
+                       local_domains=frozenset(), static_routes={},
+                       trusted=TrustedNetworks([ipaddress.ip_network(n) for n in trusted]),
+                       is_myself=core._is_myself, services={}, dialog_check=check)
+    return bye, ctx
+
+
+def test_record_routed_is_checked_once_on_first_read() -> None:
+    asked: list[int] = []
+    _, ctx = _in_dialog_ctx(_core(), [], asked)
+    assert asked == []  # nothing checked before the routing asks
+    assert ctx.record_routed and ctx.record_routed
+    assert asked == [1]
+
+
+def test_the_default_script_checks_only_an_untrusted_sources_signature() -> None:
+    core = _core()
+    for trusted, checks in ((["127.0.0.2/32"], []), ([], [1])):
+        asked: list[int] = []
+        bye, ctx = _in_dialog_ctx(core, trusted, asked)
+        assert core.router.request_route(bye, ctx) is None
+        assert len(ctx.targets) == 1  # followed, by trust or by signature
+        assert asked == checks
+
+
+def test_the_core_checks_a_signed_route_only_for_an_untrusted_source() -> None:
+    """Through the core: a trusted source's BYE is forwarded without a MAC; an untrusted
+    one's is forwarded for its signature and refused for a forged one (as before)."""
+    assert _dialog_bye(Harness(trusted=("127.0.0.0/8",)),
+                       "<sip:127.0.0.1:5060;lr;sg=0123456789abcdef0123>").startswith(b"BYE ")
+    assert _dialog_bye(Harness(trusted=("127.0.0.1/32",)), "{signed}").startswith(b"BYE ")
