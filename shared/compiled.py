@@ -89,6 +89,7 @@ MODULES: tuple[str, ...] = (
     "services.edge.counters",
     "services.edge.keepalive",
     "services.edge.nonce_counts",
+    "services.edge.register_challenge",
     "services.edge.route_context",
     "services.edge.rr_signing",
     "services.edge.stateless",
