@@ -34,7 +34,8 @@ validation.
 
 The 401's bytes are built from the request's lines (Via, From, To with our tag, Call-ID,
 CSeq, copied as `make_response` copies them) and are the same bytes the generic path
-sends: tests/unit/test_register_challenge.py compares both for a set of REGISTERs.
+sends: tests/unit/edge/test_edge_register_challenge.py compares both for a set of
+REGISTERs.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _STATUS_LINE = b"SIP/2.0 401 Unauthorized\r\n"
 _AUTHENTICATE = b"WWW-Authenticate: "
 _TAIL = b"Content-Length: 0\r\n\r\n"
 _CRLF = b"\r\n"
+_COMMA = b","
 _COPIED = ("from", "to", "call-id", "cseq")  # after the Vias, as make_response orders them
 _FROM_TO = frozenset({"from", "to"})
 
@@ -91,9 +93,26 @@ class RegisterChallenger:
             return None  # 483
         if not (uri.host.lower() in self.local_domains or self.is_myself(uri)):
             return None
-        vias = request.vias  # every Via parsed: they are copied into the 401
-        if len(vias) > 1:
-            if len(vias) > MAX_ROUTING_VALUES or is_loop(request, loop_hash(request), ours):
+        lines = request._lines
+        keys = request._keys
+        # The lines the 401 copies, by header, in one pass (make_response's order: every
+        # Via, then From, To, Call-ID, CSeq, each header's lines in wire order).
+        vias: list[bytes] = []
+        copied: dict[str, list[bytes]] = {"from": [], "to": [], "call-id": [], "cseq": []}
+        for key, line in zip(keys, lines):  # noqa: B905 (one length by construction)
+            if key == "via":
+                vias.append(line)
+            else:
+                found = copied.get(key)
+                if found is not None:
+                    found.append(line)
+        if not vias:
+            return None  # (the core parsed the top Via already: not reached)
+        if len(vias) > 1 or _COMMA in vias[0]:
+            # Vias below the top one (parsed by the core already): every one parsed, as
+            # they are copied; a Via of ours among them may mean a loop.
+            parsed = request.vias
+            if len(parsed) > MAX_ROUTING_VALUES or is_loop(request, loop_hash(request), ours):
                 return None  # 513 / 482
         request.from_addr  # noqa: B018 - parsed: copied into the 401
         domain = request.to_addr.uri.host.lower()
@@ -102,19 +121,15 @@ class RegisterChallenger:
             # repeats both lines and does not parse them again (it parses the Contact,
             # which the generic path's validation of this one would have remembered).
             known.vouch(request, _FROM_TO)
-        lines = request._lines
-        keys = request._keys
-        out = [_STATUS_LINE]
-        for key, line in zip(keys, lines):  # noqa: B905 (one length by construction)
-            if key == "via":
-                out.append(line)
-                out.append(_CRLF)
         tag = b";tag=" + (tag_of(request) or "").encode("utf-8", "surrogateescape")
-        for copied in _COPIED:
-            for key, line in zip(keys, lines):  # noqa: B905
-                if key == copied:
-                    out.append(line + tag if copied == "to" else line)
-                    out.append(_CRLF)
+        out = [_STATUS_LINE]
+        for line in vias:
+            out.append(line)
+            out.append(_CRLF)
+        for name in _COPIED:
+            for line in copied[name]:
+                out.append(line + tag if name == "to" else line)
+                out.append(_CRLF)
         for challenge in auth.challenges(domain, False, registrar.algorithms):
             out.append(_AUTHENTICATE)
             out.append(challenge.encode("utf-8", "surrogateescape"))
