@@ -94,6 +94,7 @@ MODULES: tuple[str, ...] = (
     "services.edge.keepalive",
     "services.edge.media_anchor",
     "services.edge.nonce_counts",
+    "services.edge.register_challenge",
     "services.edge.route_context",
     "services.edge.rr_signing",
     "services.edge.stateless",

@@ -79,6 +79,7 @@ from services.edge.best_response import best_response, is_challenge
 from services.edge.context import Branch, ResponseContext
 from services.edge.counters import EdgeCounters
 from services.edge.keepalive import is_keepalive
+from services.edge.register_challenge import RegisterChallenger
 from services.edge.route_context import RouteContext, Target
 from services.edge.routing import LoadedRouter, TrustedNetworks, is_awaitable
 from services.edge.stateless import RecentAnswers, answer_malformed, looks_like_response
@@ -237,6 +238,10 @@ class ProxyCore:
         self._anycast_on = True
         self._released = False  # processing an INVITE whose anycast hold ended
         self._refresh_addresses()
+        # The default script's 401 to a REGISTER without credentials, on its own short
+        # path (register_challenge.py); used while `router` runs the default script.
+        self._challenger = RegisterChallenger(self.services, self.local_domains,
+                                              self._is_myself)
 
     def _refresh_addresses(self) -> None:
         # (host, port) pairs that mean "this proxy": listening ports and Via ports.
@@ -486,6 +491,13 @@ class ProxyCore:
         if (server is None and self.anycast is not None and source.interface.anycast
                 and self._anycast_on and self._anycast_request(request, key, source, now, out)):
             return
+        if method == "REGISTER" and self.router.request_route is self._challenger.hook:
+            answer = self._challenger.answer(request, self._ours, local_to_tag,
+                                             self._known)
+            if answer is not None:
+                self._answered.remember(key, self._send_answer(answer, 401, source, via, out),
+                                        now)
+                return
         # Whatever `sipmesh parse` refuses is answered here with its status (a SipParseError
         # reaches `receive`), never routed or half-processed; lines a dialog repeats are
         # remembered and not parsed twice (shared.sip.ValidatedLines).

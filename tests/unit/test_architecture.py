@@ -54,6 +54,7 @@ SANS_IO: tuple[str, ...] = (
     "services/edge/routing.py",
     "services/edge/route_context.py",
     "services/edge/stateless.py",
+    "services/edge/register_challenge.py",
     "services/edge/rr_signing.py",
     "services/edge/keepalive.py",
     "services/edge/tcp_limits.py",

@@ -107,3 +107,18 @@ def test_old_phones_allowed_explicitly_use_each_nonce_once() -> None:
     assert [m for m in to(h.feed(retry), 5060) if isinstance(m, Request)]
     replay = retry.replace("z9hG4bK2", "z9hG4bK3").replace("Call-ID: c1", "Call-ID: c2")
     challenge_of(h.feed(replay))  # the same nonce again: refused
+
+
+def test_a_challenge_is_what_digest_challenge_renders_for_its_nonce() -> None:
+    # ProxyAuthenticator.challenge writes the usual challenge out without the object.
+    from shared.sip import DigestChallenge
+
+    auth = ProxyAuthenticator("sipmesh", {}, b"k" * 32, lambda: 1e9)
+    for realm in ("example.com", 'odd "realm"', "back\\slash"):
+        for stale in (False, True):
+            for algorithm in ("MD5", "SHA-256"):
+                text = auth.challenge(stale, realm=realm, algorithm=algorithm)
+                nonce = parse_challenge(text).nonce
+                assert text == str(DigestChallenge(realm=realm, nonce=nonce, qop=["auth"],
+                                                   stale=stale, algorithm=algorithm))
+                assert parse_challenge(text).realm == realm
