@@ -96,13 +96,16 @@ def parse_message(data: bytes) -> Request | Response:
             # The fast request line below, read in place: no split list and parts, the
             # usual methods as shared str constants.
             uri_end = _request_line_end(start)
+            raw: bytes | None = start
             if uri_end > 0:
                 method_end = _method_end(start)
                 method = _method_at(start, 0, method_end)
                 uri = start[method_end + 1 : uri_end].decode()  # bad UTF-8 is a 400
             else:
                 method, uri = _start_request(start)
-            return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method))
+                raw = None
+            return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
+                           start=raw)
         # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
         parts = start.split(b" ")
         if (
@@ -114,9 +117,12 @@ def parse_message(data: bytes) -> Request | Response:
         ):
             method = parts[0].decode()
             uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
+            raw = start  # what `serialize` writes back for this method and URI
         else:
             method, uri = _start_request(start)
-        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method))
+            raw = None
+        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
+                       start=raw)
     except UnicodeDecodeError:
         raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
@@ -126,11 +132,18 @@ def parse_message(data: bytes) -> Request | Response:
 def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
     try:
         status = _status_line_code(start) if _COMPILED else -1
+        # The line is written back as received when it is what `serialize` would write:
+        # `SIP/2.0 ddd ` and the reason (a line without the space after the code gets one).
+        raw: bytes | None = start
         if status > 0:
             reason = _reason_at(start, status)
+            if len(start) < 12:
+                raw = None
         else:
             status, reason = _start_response(start)
-        resp = Response(status, reason, parts=_parse_headers(lines, body, None))
+            if len(start) < 12 or start[11] != _SP or not start.startswith(_VERSION_SP):
+                raw = None
+        resp = Response(status, reason, parts=_parse_headers(lines, body, None), start=raw)
     except SipParseError as err:
         if err.status is not None:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
@@ -514,6 +527,7 @@ def _method_at(data: bytes, start: int, end: int) -> str:
 
 
 _VERSION: Final = b"SIP/2.0"
+_VERSION_SP: Final = b"SIP/2.0 "
 
 
 def _method_end(start: bytes) -> int:

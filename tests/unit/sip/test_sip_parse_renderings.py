@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sip import Request, SipParseError, parse_message, parser
+from shared.sip import Request, Response, SipParseError, parse_message, parser
 from shared.sip.message import _KEY_OF_BYTES, Message
 from tests.unit.sip.helpers import fixture, fixture_names
 
@@ -142,3 +142,45 @@ def test_the_usual_methods_and_reasons_are_shared_constants() -> None:
         b"SIP/2.0 180 Ringing", 180)
     assert parser._reason_at(b"SIP/2.0 180 ringing", 180) == "ringing"
     assert parser._reason_at(b"SIP/2.0 180 ", 180) == ""
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_start_line_is_written_back_as_received_until_it_is_edited(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parser, "_COMPILED", compiled)
+    req = parse_message(_message("INVITE sip:a@b SIP/2.0"))
+    assert isinstance(req, Request)
+    # The received line itself, not a new one per serialization; copies share it.
+    assert req._start_line() is req._start_line() is req.copy()._start_line()
+    assert req.serialize() == _message("INVITE sip:a@b SIP/2.0")
+    edited = req.copy()
+    edited.set_uri("sip:c@d")
+    assert edited.serialize().startswith(b"INVITE sip:c@d SIP/2.0\r\n")
+    assert edited.copy().serialize().startswith(b"INVITE sip:c@d SIP/2.0\r\n")
+    renamed = req.copy()
+    renamed.method = "FOO"
+    assert renamed.serialize().startswith(b"FOO sip:a@b SIP/2.0\r\n")
+    assert renamed.copy().serialize().startswith(b"FOO sip:a@b SIP/2.0\r\n")
+    assert req.serialize().startswith(b"INVITE sip:a@b SIP/2.0\r\n")  # the original kept
+    lower = parse_message(_message("INVITE sip:a@b sip/2.0"))
+    assert lower.serialize().startswith(b"INVITE sip:a@b SIP/2.0\r\n")
+
+    resp = parse_message(_message("SIP/2.0 180 Ringing", Max_Forwards=""))
+    assert isinstance(resp, Response)
+    assert resp._start_line() is resp._start_line() is resp.copy()._start_line()
+    for start, written in (("SIP/2.0 180 ringing  x", b"SIP/2.0 180 ringing  x"),
+                           ("SIP/2.0 180", b"SIP/2.0 180 "), ("SIP/2.0 180 ", b"SIP/2.0 180 "),
+                           ("SIP/2.0 180  OK", b"SIP/2.0 180  OK")):
+        data = _message(start, Max_Forwards="")
+        assert parse_message(data).serialize().split(b"\r\n")[0] == written
+    status = resp.copy()
+    status.status = 183
+    assert status.serialize().startswith(b"SIP/2.0 183 Ringing\r\n")
+    assert status.copy().serialize().startswith(b"SIP/2.0 183 Ringing\r\n")
+    reason = resp.copy()
+    reason.reason = "Ringing"[:4] + "ing"  # equal text, another object: written anew
+    assert reason.serialize().startswith(b"SIP/2.0 180 Ringing\r\n")
+    reason.reason = "Alerting"
+    assert reason.serialize().startswith(b"SIP/2.0 180 Alerting\r\n")
+    assert reason.copy().serialize().startswith(b"SIP/2.0 180 Alerting\r\n")
+    assert resp.serialize().startswith(b"SIP/2.0 180 Ringing\r\n")
