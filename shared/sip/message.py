@@ -315,6 +315,8 @@ class Message:
         "_keys",
         "_lines",
         "_max_forwards",
+        "_raw_of",
+        "_raw_start",
         "_to_tag",
         "_top_via",
         "_vias",
@@ -334,6 +336,11 @@ class Message:
     _max_forwards: int | None
     _vias: list[Via] | None
     _top_via: Via | None
+    # The start line as received, written back by `serialize` while the method (a request;
+    # the Request-URI: `set_uri` drops it) or the status and reason (a response) are the
+    # ones it was read as: `_raw_of` is that method or reason, the very object.
+    _raw_start: bytes | None
+    _raw_of: str | None
 
     # -- routing fields (eager) -------------------------------------------------------------
 
@@ -960,12 +967,17 @@ class Request(Message):
         body: bytes = b"",
         *,
         parts: HeaderParts | None = None,
+        start: bytes | None = None,
     ) -> None:
         """`headers` as (name, value) pairs, checked; or `parts` already checked (the
-        parser, a copy), used as they are instead of `headers` and `body`."""
+        parser, a copy), used as they are instead of `headers` and `body`.  `start`: the
+        request line these method and URI were read from, when it is exactly
+        `method SP uri SP SIP/2.0` (the parser's fast path), written back as it is."""
         self.method = method
         self._uri = uri
         self._parsed_uri = None
+        self._raw_start = start
+        self._raw_of = method
         if parts is None:
             self._init_headers(headers, body)
         else:
@@ -986,6 +998,7 @@ class Request(Message):
             raise ValueError(f"invalid Request-URI {uri!r}")
         self._uri = uri
         self._parsed_uri = None
+        self._raw_start = None
 
     @property
     def parsed_uri(self) -> Uri:
@@ -1003,10 +1016,14 @@ class Request(Message):
         super().validate(known)
 
     def _start_line(self) -> bytes:
+        raw = self._raw_start
+        if raw is not None and self.method is self._raw_of:
+            return raw
         return _enc(f"{self.method} {self._uri} SIP/2.0")
 
     def copy(self) -> Request:
-        twin = Request(self.method, self._uri, parts=self._parts())
+        twin = Request(self.method, self._uri, parts=self._parts(),
+                       start=self._raw_start if self.method is self._raw_of else None)
         # A copy of the parsed Request-URI, not a second parse: a proxy copies every
         # request it forwards and then reads its URI for the next hop (§16.6).
         parsed = self._parsed_uri
@@ -1104,25 +1121,40 @@ class Response(Message):
         body: bytes = b"",
         *,
         parts: HeaderParts | None = None,
+        start: bytes | None = None,
     ) -> None:
-        """As `Request`: `headers` checked, or `parts` already checked used as they are."""
+        """As `Request`: `headers` checked, or `parts` already checked used as they are;
+        `start` the status line exactly `SIP/2.0 SP status SP reason`, kept as it is."""
         if not 100 <= status <= 699:
             raise ValueError(f"status {status} outside 100-699")
         self.status = status
         self.reason = reason_phrase(status) if reason is None else reason
+        self._raw_start = start
+        self._raw_of = self.reason
         if parts is None:
             self._init_headers(headers, body)
         else:
             self._fill(parts)
 
     def _start_line(self) -> bytes:
+        raw = self._raw_start
+        if raw is not None and self.reason is self._raw_of and _status_of(raw) == self.status:
+            return raw
         return b"SIP/2.0 %d " % self.status + _enc(self.reason)
 
     def copy(self) -> Response:
-        return Response(self.status, self.reason, parts=self._parts())
+        raw = self._raw_start
+        if raw is not None and (self.reason is not self._raw_of or _status_of(raw) != self.status):
+            raw = None
+        return Response(self.status, self.reason, parts=self._parts(), start=raw)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"
+
+
+def _status_of(start: bytes) -> int:
+    """The status code of a status line `SIP/2.0 ddd ...` (three digits at 8-10)."""
+    return (start[8] - 48) * 100 + (start[9] - 48) * 10 + (start[10] - 48)
 
 
 def _line_value(line: bytes) -> bytes:

@@ -8,8 +8,10 @@ the `parts` argument of `Request` / `Response`, never writing the model's own fi
   at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
   above (folding, RFC 3261 §7.3.1): they are unfolded into the value but the raw bytes are
   kept, so an untouched header serializes byte for byte, folding and odd spacing included.
-  One list comprehension maps every name to its key; a line it cannot map (folding, odd
-  spacing, unknown names) sends the block through a careful pass. No regular expression.
+  One pass maps every name to its key; a line it cannot map (folding, odd spacing, unknown
+  names) sends the block through a careful pass. No regular expression. Compiled (mypyc),
+  the names, the request and status lines and the routing values are read in place from
+  int bytes (the in-place readers below), so a parse makes no bytes object it does not keep.
 * Only what routing needs is interpreted here: the start line, Call-ID, CSeq, the From and
   To tags, Max-Forwards (None when absent, as from an RFC 2543 element), Content-Length, the
   header count (`limits.py`), and the presence of Via (RFC 4475's eager defects: missing or
@@ -56,6 +58,7 @@ from shared.sip.message import (
     _parse_max_forwards,
     _slow_key,
 )
+from shared.sip.status import REASON_PHRASES
 
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
@@ -89,6 +92,20 @@ def parse_message(data: bytes) -> Request | Response:
     try:
         if start[:4] == b"SIP/":
             return _parse_response(start, lines, data[end + 4 :])
+        if _COMPILED:
+            # The fast request line below, read in place: no split list and parts, the
+            # usual methods as shared str constants.
+            uri_end = _request_line_end(start)
+            raw: bytes | None = start
+            if uri_end > 0:
+                method_end = _method_end(start)
+                method = _method_at(start, 0, method_end)
+                uri = start[method_end + 1 : uri_end].decode()  # bad UTF-8 is a 400
+            else:
+                method, uri = _start_request(start)
+                raw = None
+            return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
+                           start=raw)
         # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
         parts = start.split(b" ")
         if (
@@ -100,9 +117,12 @@ def parse_message(data: bytes) -> Request | Response:
         ):
             method = parts[0].decode()
             uri = parts[1].decode()  # URIs are ASCII (RFC 3986 §2); bad UTF-8 is a 400
+            raw = start  # what `serialize` writes back for this method and URI
         else:
             method, uri = _start_request(start)
-        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method))
+            raw = None
+        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
+                       start=raw)
     except UnicodeDecodeError:
         raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
@@ -111,8 +131,19 @@ def parse_message(data: bytes) -> Request | Response:
 
 def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
     try:
-        status, reason = _start_response(start)
-        resp = Response(status, reason, parts=_parse_headers(lines, body, None))
+        status = _status_line_code(start) if _COMPILED else -1
+        # The line is written back as received when it is what `serialize` would write:
+        # `SIP/2.0 ddd ` and the reason (a line without the space after the code gets one).
+        raw: bytes | None = start
+        if status > 0:
+            reason = _reason_at(start, status)
+            if len(start) < 12:
+                raw = None
+        else:
+            status, reason = _start_response(start)
+            if len(start) < 12 or start[11] != _SP or not start.startswith(_VERSION_SP):
+                raw = None
+        resp = Response(status, reason, parts=_parse_headers(lines, body, None), start=raw)
     except SipParseError as err:
         if err.status is not None:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
@@ -312,7 +343,7 @@ def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) 
         end = 0
         while end < n and line[end] != _COLON:
             end += 1
-        found = _KEY_OF_BYTES.get(line[:end])
+        found = _name_key(line, end)
         if found is None:
             break
         keys.append(found)
@@ -368,16 +399,22 @@ def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) 
         )
     call_id_text = call_id.decode()  # `word` characters only: bad UTF-8 is a 400
 
-    cseq = _cseq(_value(src[i_cseq]))
-    from_tag = _from_tag(_value(src[i_from]))
-    to_tag = _to_tag(_value(src[i_to]))
+    cseq = _cseq(src[i_cseq])
+    line = src[i_from]
+    start, stop = _bounds(line)
+    from_tag = _from_tag(line, start, stop)
+    line = src[i_to]
+    start, stop = _bounds(line)
+    to_tag = _to_tag(line, start, stop)
 
     if n_mf == 1:
-        value = _value(src[i_mf])
-        if value.isdigit() and len(value) < 3:
-            max_forwards: int | None = int(value)
+        line = src[i_mf]
+        start, stop = _bounds(line)
+        number = _digits(line, start, stop)
+        if 0 <= number and stop - start < 3:
+            max_forwards: int | None = number
         else:
-            max_forwards = _parse_max_forwards(value)
+            max_forwards = _parse_max_forwards(line[start:stop])
     elif n_mf == 0:
         # A request without Max-Forwards is RFC 2543 style (RFC 4475 §3.4.1): a proxy accepts
         # it and adds one (RFC 3261 §16.3 step 3, §16.6 step 3); None tells it so.
@@ -390,8 +427,11 @@ def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) 
 
     if n_cl:
         if n_cl == 1:
-            value = _value(src[i_cl])
-            length = int(value) if value.isdigit() and len(value) < 10 else _content_length({value})
+            line = src[i_cl]
+            start, stop = _bounds(line)
+            length = _digits(line, start, stop) if stop - start < 10 else -1
+            if length < 0:
+                length = _content_length({line[start:stop]})
         else:
             key_cl = "content-length"
             length = _content_length(
@@ -423,40 +463,227 @@ def _value(line: bytes) -> bytes:
     return line[i:n]
 
 
-def _cseq(value: bytes) -> CSeq:
-    """CSeq `digits SP method`: inline for up to 9 digits and an alphabetic method."""
-    n = len(value)
+# -- in-place readers (compiled rendering): what a slice and a dict or `split` would
+# answer, read from int bytes at known offsets, so that a parse makes no bytes object it
+# does not keep (names, request-line parts, routing values).
+
+# The usual header names first: each header line's name is looked up in the list of its
+# first byte, by length and then byte for byte.
+_FREQUENT: Final = ("via", "from", "to", "call-id", "cseq", "contact", "max-forwards",
+                    "content-length", "content-type", "record-route", "route")
+
+
+def _build_name_table() -> tuple[list[list[bytes]], list[list[str]]]:
+    """`_KEY_OF_BYTES` by first byte: the spellings, and their keys in parallel lists."""
+    ordered = sorted(_KEY_OF_BYTES.items(), key=lambda item: (
+        _FREQUENT.index(item[1]) if item[1] in _FREQUENT else len(_FREQUENT),
+        item[0].decode() != canonical_of_key(item[1]), item[0]))
+    spellings: list[list[bytes]] = [[] for _ in range(256)]
+    keys: list[list[str]] = [[] for _ in range(256)]
+    for spelling, key in ordered:
+        spellings[spelling[0]].append(spelling)
+        keys[spelling[0]].append(key)
+    return spellings, keys
+
+
+_NAME_SPELLINGS, _NAME_KEYS = _build_name_table()
+
+
+def _name_key(line: bytes, end: int) -> str | None:
+    """`_KEY_OF_BYTES.get(line[:end])`, without the slice."""
+    if end <= 0:
+        return None
+    first = line[0]
+    spellings = _NAME_SPELLINGS[first]
+    for k in range(len(spellings)):
+        spelling = spellings[k]
+        if len(spelling) == end:
+            j = 1
+            while j < end and line[j] == spelling[j]:
+                j += 1
+            if j == end:
+                return _NAME_KEYS[first][k]
+    return None
+
+
+_METHOD_SPELLINGS: Final = [b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER",
+                            b"PRACK", b"UPDATE", b"INFO", b"SUBSCRIBE", b"NOTIFY", b"REFER",
+                            b"MESSAGE", b"PUBLISH"]
+_METHOD_TEXTS: Final = [spelling.decode() for spelling in _METHOD_SPELLINGS]
+
+
+def _method_at(data: bytes, start: int, end: int) -> str:
+    """`data[start:end].decode()` (ASCII letters), the usual methods as shared constants."""
+    n = end - start
+    for k in range(len(_METHOD_SPELLINGS)):
+        spelling = _METHOD_SPELLINGS[k]
+        if len(spelling) == n:
+            j = 0
+            while j < n and data[start + j] == spelling[j]:
+                j += 1
+            if j == n:
+                return _METHOD_TEXTS[k]
+    return data[start:end].decode()
+
+
+_VERSION: Final = b"SIP/2.0"
+_VERSION_SP: Final = b"SIP/2.0 "
+
+
+def _method_end(start: bytes) -> int:
+    """The position of the request line's first space (`_request_line_end` found it)."""
     i = 0
+    while start[i] != _SP:
+        i += 1
+    return i
+
+
+def _request_line_end(start: bytes) -> int:
+    """Where the Request-URI ends (its space) when the request line is the fast path's
+    `METHOD SP URI SP SIP/2.0` (split at SP into exactly three parts, the method ASCII
+    letters, the URI with a colon and not starting with `<`); -1 otherwise."""
+    n = len(start)
+    i = 0
+    while i < n:
+        c = start[i]
+        if not (65 <= c <= 90 or 97 <= c <= 122):
+            break
+        i += 1
+    if i == 0 or i >= n or start[i] != _SP:
+        return -1
+    j = i + 1
+    colon = False
+    while j < n:
+        c = start[j]
+        if c == _SP:
+            break
+        if c == _COLON:
+            colon = True
+        j += 1
+    if not colon or start[i + 1] == 60 or n - j != 8:  # "<"; " SIP/2.0"
+        return -1
+    k = 0
+    while k < 7 and start[j + 1 + k] == _VERSION[k]:
+        k += 1
+    return j if k == 7 else -1
+
+
+def _build_reason_table() -> tuple[list[bytes], list[str]]:
+    spellings = [b""] * 600  # never matched: `_reason_at` compares non-empty reasons only
+    texts = [""] * 600
+    for status, phrase in REASON_PHRASES.items():
+        if 100 <= status <= 699:
+            spellings[status - 100] = phrase.encode()
+            texts[status - 100] = phrase
+    return spellings, texts
+
+
+_REASON_SPELLINGS, _REASON_TEXTS = _build_reason_table()
+
+
+def _status_line_code(start: bytes) -> int:
+    """The status code of `SIP/2.0 ddd[ reason]` (`_start_response`'s answer for that
+    shape, 100-699); -1 for anything else, which `_start_response` then reads."""
+    n = len(start)
+    if n < 11 or (n > 11 and start[11] != _SP) or start[7] != _SP:
+        return -1
+    k = 0
+    while k < 7 and start[k] == _VERSION[k]:
+        k += 1
+    if k != 7:
+        return -1
+    status = 0
+    for i in range(8, 11):
+        c = start[i]
+        if c < 48 or c > 57:
+            return -1
+        status = status * 10 + (c - 48)
+    return status if 100 <= status <= 699 else -1
+
+
+def _reason_at(start: bytes, status: int) -> str:
+    """The reason phrase after `SIP/2.0 ddd `, decoded; the usual one as a shared str."""
+    n = len(start)
+    if n <= 12:
+        return ""
+    spelling = _REASON_SPELLINGS[status - 100]
+    m = n - 12
+    if len(spelling) == m:
+        j = 0
+        while j < m and start[12 + j] == spelling[j]:
+            j += 1
+        if j == m:
+            return _REASON_TEXTS[status - 100]
+    return start[12:].decode(_ENC, _ERR)
+
+
+def _bounds(line: bytes) -> tuple[int, int]:
+    """Where `_value(line)` is in `line`: (start, end), (n, n) without a colon."""
+    n = len(line)
+    i = 0
+    while i < n and line[i] != _COLON:
+        i += 1
+    if i == n:
+        return n, n
+    i += 1
+    while i < n and (line[i] == _SP or line[i] == _TAB):
+        i += 1
+    while n > i and (line[n - 1] == _SP or line[n - 1] == _TAB):
+        n -= 1
+    return i, n
+
+
+def _digits(line: bytes, start: int, end: int) -> int:
+    """The number `line[start:end]` spells in ASCII digits; -1 when empty or not all
+    digits (`bytes.isdigit`)."""
+    if start >= end:
+        return -1
+    num = 0
+    i = start
+    while i < end:
+        c = line[i]
+        if c < 48 or c > 57:
+            return -1
+        num = num * 10 + (c - 48)
+        i += 1
+    return num
+
+
+def _cseq(line: bytes) -> CSeq:
+    """CSeq `digits SP method` read in `line` where `_value(line)` is: inline for up to 9
+    digits and an alphabetic method (the usual methods as shared str constants)."""
+    start, n = _bounds(line)
+    i = start
     num = 0
     while i < n:
-        c = value[i]
+        c = line[i]
         if c < 48 or c > 57:
             break
         num = num * 10 + (c - 48)
         i += 1
-    if 0 < i < 10 and i < n - 1 and value[i] == _SP:
+    if 0 < i - start < 10 and i < n - 1 and line[i] == _SP:
         j = i + 1
         while j < n:
-            c = value[j]
+            c = line[j]
             if not (65 <= c <= 90 or 97 <= c <= 122):
                 break
             j += 1
         if j == n:
-            return _new_cseq(CSeq, (num, value[i + 1 :].decode()))
-    return parse_cseq(value.decode(_ENC, _ERR))
+            return _new_cseq(CSeq, (num, _method_at(line, i + 1, n)))
+    return parse_cseq(line[start:n].decode(_ENC, _ERR))
 
 
-def _from_tag(value: bytes) -> str | None:
-    """From's tag: inline for `[display] <uri>;...;tag=x` without commas, backslashes or
-    quotes other than a leading display name's; anything else goes through `_tag_of`.
+def _from_tag(value: bytes, start: int, n: int) -> str | None:
+    """From's tag, the value being `value[start:n]` (a header line, read in place): inline
+    for `[display] <uri>;...;tag=x` without commas, backslashes or quotes other than a
+    leading display name's; anything else goes through `_tag_of`.
 
     One scan of int bytes finds what `rfind`/`count`/`in` would: the last `;tag=`, the
     last `>` and `;`, the quotes, commas and backslashes."""
-    n = len(value)
     tag_at = gt = semi = -1
     quotes = 0
     comma = backslash = False
-    k = 0
+    k = start
     while k < n:
         c = value[k]
         if c < 63 or c == _BACKSLASH:
@@ -475,18 +702,18 @@ def _from_tag(value: bytes) -> str | None:
                 backslash = True
         k += 1
     if tag_at > gt and not comma and semi == tag_at and (
-            quotes == 0 or (quotes == 2 and value[0] == _DQUOTE and not backslash)):
-        return value[tag_at + 5 :].decode()
-    return _tag_of(value, "From")
+            quotes == 0 or (quotes == 2 and value[start] == _DQUOTE and not backslash)):
+        return value[tag_at + 5 : n].decode()
+    return _tag_of(value[start:n], "From")
 
 
-def _to_tag(value: bytes) -> str | None:
-    """To's tag (None without one, as in an initial request): what `_tag_of` answers for a
-    value without quotes or commas, in one scan of int bytes; anything else through it."""
-    n = len(value)
+def _to_tag(value: bytes, start: int, n: int) -> str | None:
+    """To's tag (None without one, as in an initial request), the value being
+    `value[start:n]`: what `_tag_of` answers for a value without quotes or commas, in one
+    scan of int bytes; anything else through it."""
     tag_at = gt = -1
     semi = False
-    k = 0
+    k = start
     while k < n:
         c = value[k]
         if c < 63:
@@ -498,21 +725,21 @@ def _to_tag(value: bytes) -> str | None:
             elif c == 62:  # ">"
                 gt = k
             elif c == _DQUOTE or c == _COMMA:
-                return _tag_of(value, "To")
+                return _tag_of(value[start:n], "To")
         k += 1
     if not semi:
         return None  # no parameters: no tag (an initial request's To)
     if tag_at < 0 or tag_at < gt:  # no `;tag=`, or one inside <...>: the careful path
-        return _tag_of(value, "To")
-    start = tag_at + 5
-    end = start
+        return _tag_of(value[start:n], "To")
+    first = tag_at + 5
+    end = first
     while end < n and value[end] != _SEMI:
         end += 1
-    while start < end and (value[start] == _SP or value[start] == _TAB):
-        start += 1
-    while end > start and (value[end - 1] == _SP or value[end - 1] == _TAB):
+    while first < end and (value[first] == _SP or value[first] == _TAB):
+        first += 1
+    while end > first and (value[end - 1] == _SP or value[end - 1] == _TAB):
         end -= 1
-    return value[start:end].decode(_ENC, _ERR)
+    return value[first:end].decode(_ENC, _ERR)
 
 
 def _missing_or_several(keys: tuple[str, ...]) -> None:
