@@ -1095,9 +1095,12 @@ class Request(Message):
             out_lines.insert(v, via_line)
             out_keys[at:at] = rr_keys
             out_lines[at:at] = rr_lines
+        # The received start line is written back as read when the Request-URI stays (an
+        # in-dialog request on its route set), as `copy()` does.
+        start = self._raw_start if uri == self._uri and self.method is self._raw_of else None
         twin = Request(self.method, uri, parts=_new_tuple(HeaderParts, (
             tuple(out_keys), tuple(out_lines), self.body, self._call_id, self._cseq,
-            self._from_tag, self._to_tag, mf)))
+            self._from_tag, self._to_tag, mf)), start=start)
         twin._top_via = Via(transport, host, port, params)
         return twin
 

@@ -73,3 +73,14 @@ def test_forwarded_refuses_what_set_uri_and_add_header_refuse() -> None:
         base.forwarded("sip:bob@exa mple.com", (), "UDP", "h", 5060, "z9hG4bKx")
     with pytest.raises(ValueError):
         base.forwarded(base.uri, ("<sip:a;lr>\r\nX: y",), "UDP", "h", 5060, "z9hG4bKx")
+
+
+def test_forwarded_writes_the_received_start_line_back_when_the_uri_stays() -> None:
+    base = _parsed(INVITE)
+    same = base.forwarded(base.uri, (), "UDP", "192.0.2.5", 5060, "z9hG4bKy.1")
+    other = base.forwarded("sip:bob@192.0.2.9", (), "UDP", "192.0.2.5", 5060, "z9hG4bKy.2")
+    assert same is not None and other is not None
+    assert same._start_line() is base._start_line()  # the received line, no new bytes
+    assert other.serialize().startswith(b"INVITE sip:bob@192.0.2.9 SIP/2.0\r\n")
+    same.set_uri("sip:carol@example.com")  # an edit after the build still rewrites it
+    assert same.serialize().startswith(b"INVITE sip:carol@example.com SIP/2.0\r\n")
