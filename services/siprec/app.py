@@ -84,8 +84,7 @@ def register_mi(runtime: ServiceRuntime, recorder: Recorder) -> None:
 
     @runtime.command("siprec_list", fanout=True, doc="the active recordings")
     async def siprec_list() -> Any:
-        now = recorder.clock()
-        return {"Recordings": [r.as_dict(now) for r in recorder.table]}
+        return {"Recordings": recorder.listing(recorder.clock())}
 
     def values() -> dict[str, int]:
         return {**recorder.counters, "active": len(recorder.table)}

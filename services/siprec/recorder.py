@@ -69,6 +69,7 @@ class Recorder:
         self.clock = clock
         self.log = structlog.get_logger("siprec")
         self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
+        self._starting: set[str] = set()  # call-ids whose start() is under way
         self.closing = False  # stopping: starts and stops go to another recorder
         self._busy = 0  # starts and stops under way
         self._quiet = asyncio.Event()
@@ -142,6 +143,17 @@ class Recorder:
             if "already" not in str(exc):
                 self._failed(rec, str(exc))
             raise
+        # Until its start is over (saved, E_SIPREC_START), check() leaves it alone: an
+        # active recording missing from the store is only "ended elsewhere" once saved.
+        self._starting.add(call_id)
+        try:
+            return await self._begun(rec, params, begun)
+        finally:
+            self._starting.discard(call_id)
+
+    async def _begun(self, rec: Recording, params: Mapping[str, Any],
+                     begun: float) -> dict[str, Any]:
+        call_id = rec.call_id
         edge_hint = Edge(str(params.get("edge") or ""), str(params.get("edge_sip") or ""))
         try:
             await self._run(rec, edge_hint)
@@ -164,13 +176,26 @@ class Recorder:
                       rs_call_id=rec.rs_call_id)
         self._emit("E_SIPREC_START", {
             "callid": call_id, "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
-            "group": rec.group, "caller": caller.aor, "callee": callee.aor})
+            "group": rec.group, "caller": rec.caller.aor, "callee": rec.callee.aor})
+        self._starting.discard(call_id)  # started: a stop is done now, not deferred
         reason = self._stop_wanted.pop(call_id, None)
         if reason is not None:
             await self._stop(call_id, reason)
             return {"state": "ended", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id}
         return {"state": "active", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
                 "labels": list(rec.labels)}
+
+    def listing(self, now: float) -> list[dict[str, Any]]:
+        """siprec_list's entries.  A recording is `active` once its start is over
+        (rtpengine has the SRS's answer, it is stored, E_SIPREC_START raised): until then
+        it says `inviting`, as a stop of it is still deferred (`{"state": "stopping"}`)."""
+        listed = []
+        for rec in self.table:
+            entry = rec.as_dict(now)
+            if rec.call_id in self._starting and rec.state is State.ACTIVE:
+                entry["state"] = State.INVITING.value
+            listed.append(entry)
+        return listed
 
     def _failed(self, rec: Recording, why: str) -> None:
         self.counters["failed"] += 1
@@ -280,8 +305,10 @@ class Recorder:
             rec = await self._adopt(call_id)
         if rec is None:
             return None
-        if rec.state in (State.SUBSCRIBING, State.INVITING):
-            self._stop_wanted[call_id] = reason  # done when the INVITE is answered
+        if rec.state in (State.SUBSCRIBING, State.INVITING) or call_id in self._starting:
+            # done when the start is over: the SRS's answer may still be on its way to
+            # rtpengine (subscribe answer), which an unsubscribe now would make fail
+            self._stop_wanted[call_id] = reason
             return {"state": "stopping"}
         if rec.state is not State.ACTIVE:
             return {"state": rec.state.value}
@@ -432,10 +459,18 @@ class Recorder:
         left the store meanwhile was ended by another recorder (the one this one
         replaced ran beside it for a while): it is only forgotten here, no second BYE."""
         gone = 0
+        # Who is looked at is decided before the store is read: a recording being started
+        # (active once its SRS answered, saved only after rtpengine's subscribe answer),
+        # or started while the read was under way, is missing from that read without
+        # having been ended anywhere; taking it for one ended elsewhere dropped it from
+        # the table mid-start (E_SIPREC_FAILED, the SRS's session never ended) or
+        # right after (never listed, nor updated on hold).
+        candidates = [rec for rec in self.table
+                      if rec.state is State.ACTIVE and rec.call_id not in self._starting]
         stored = await self._stored()
-        for rec in self.table:
-            if rec.state is not State.ACTIVE:
-                continue
+        for rec in candidates:
+            if rec.state is not State.ACTIVE or self.table.get(rec.call_id) is not rec:
+                continue  # stopped meanwhile (the check awaits the store and rtpengine)
             if stored is not None and rec.call_id not in stored:
                 self.table.end(rec)
                 self.log.info("siprec_ended_elsewhere", call_id=rec.call_id)

@@ -279,3 +279,96 @@ async def test_a_closing_recorder_finishes_what_it_began_and_refuses_the_rest() 
     await closing
     assert list(store.rows) == ["c1"]  # stored: whoever comes next can end it
     assert [o.method for o in uac.sent] == ["INVITE"]
+
+
+class GatedMedia(Media):
+    """rtpengine's `subscribe answer` waits for `gate` (a loaded host, a slow broker)."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def call(self, name: str, **fields: Any) -> Any:
+        if name == "SubscribeAnswer":
+            self.calls.append((name, fields))
+            await self.gate.wait()
+            return SimpleNamespace(ok=True, error="")
+        return await super().call(name, **fields)
+
+
+class GatedStore(MemoryStore):
+    """`all()` reads its rows at once and answers only once `gate` is set (a read in the
+    store's thread while the event loop goes on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.reading = asyncio.Event()
+
+    async def all(self) -> list[dict[str, Any]]:
+        rows = list(self.rows.values())
+        if self.gate is not None:
+            self.reading.set()
+            await self.gate.wait()
+        return rows
+
+
+async def test_the_periodic_check_leaves_a_recording_being_started_alone() -> None:
+    """The check (every `check_interval` s) runs while a recording's SRS has answered but
+    rtpengine's subscribe answer is not back: the recording is active and not stored yet,
+    which is no sign of another recorder having ended it.  It must go on: E_SIPREC_START,
+    listed, and the call's BYE ends it with a BYE to the SRS."""
+    gate = asyncio.Event()
+    store = MemoryStore()
+    media, uac = GatedMedia(gate), Uac([200])
+    events: list[str] = []
+    rec = Recorder(media, uac, store=store, clock=lambda: 1000.0,
+                   on_event=lambda n, p: events.append(n))
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
+        await asyncio.sleep(0)
+    assert await rec.check() == 0
+    gate.set()
+    assert (await starting)["state"] == "active"
+    assert events == ["E_SIPREC_START"] and list(store.rows) == ["c1"]
+    assert [r["state"] for r in rec.listing(1000.0)] == ["active"]
+    stopped = await rec.stop("c1")
+    assert stopped is not None and stopped["bye_status"] == 200
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
+
+
+async def test_a_check_that_read_the_store_before_a_start_saved_leaves_it_alone() -> None:
+    """The check's read of the store began before a recording was saved and ended after:
+    the recording missing from that read was not ended elsewhere."""
+    store = GatedStore()
+    store.gate = asyncio.Event()
+    rec = Recorder(Media(), Uac([200]), store=store, clock=lambda: 1000.0)
+    checking = asyncio.create_task(rec.check())
+    await store.reading.wait()
+    assert (await rec.start(PARAMS))["state"] == "active"
+    store.gate.set()
+    assert await checking == 0
+    assert [(r.call_id, r.state.value) for r in rec.table] == [("c1", "active")]
+    assert list(store.rows) == ["c1"]
+
+
+async def test_a_stop_while_rtpengine_takes_the_srs_answer_ends_it_once_started() -> None:
+    """The SRS answered (the recording is listed active) and rtpengine's subscribe answer
+    is not back when siprec_stop (MI, or the call's BYE) comes: the stop waits for the
+    start, then BYEs the SRS and unsubscribes; an unsubscribe before it made the
+    subscribe answer fail and the recording end as failed, not stopped."""
+    gate = asyncio.Event()
+    media, uac = GatedMedia(gate), Uac([200])
+    rec, events = _recorder(media, uac)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
+        await asyncio.sleep(0)
+    assert [r["state"] for r in rec.listing(1000.0)] == ["inviting"]  # not recording yet
+    assert await rec.stop("c1", "mi") == {"state": "stopping"}
+    gate.set()
+    assert (await starting)["state"] == "ended"
+    assert [n for n, _ in media.calls] == ["Subscribe", "SubscribeAnswer", "Unsubscribe"]
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
+    assert [(n, p.get("reason")) for n, p in events] == [("E_SIPREC_START", None),
+                                                          ("E_SIPREC_STOP", "mi")]
+    assert len(rec.table) == 0
