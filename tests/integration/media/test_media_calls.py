@@ -25,7 +25,7 @@ import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +163,11 @@ def test_sipp_call_media_goes_through_rtpengine_and_delete_ends_it(
 
 
 async def _call(edge: Edge, caller: SipUA, callee: SipUA, a: RtpPeer, b: RtpPeer,
-                seconds: float) -> tuple[str, str, str]:
+                seconds: float, ready: Callable[[], Awaitable[object]] | None = None
+                ) -> tuple[str, str, str]:
     """A call alice -> bob through the edge with the peers' SDP; returns (call-id, SDP
-    alice got, SDP bob got)."""
+    alice got, SDP bob got).  `ready`: awaited once the RTP flows, before the call's
+    `seconds` (what must be under way first, however long it takes)."""
     dest = ("127.0.0.1", edge.port)
     call_id = f"mos-{os.getpid()}-{id(a)}"
     target = f"sip:bob@127.0.0.1:{callee.port}"
@@ -186,6 +188,8 @@ async def _call(edge: Edge, caller: SipUA, callee: SipUA, a: RtpPeer, b: RtpPeer
     await next_request(callee, "ACK")
     b.start(*sdp_media(bob_sdp))
     a.start(*sdp_media(alice_sdp))
+    if ready is not None:
+        await ready()
     await asyncio.sleep(seconds)  # the call's length: RTCP reports every second
     await a.stop()
     await b.stop()

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ from tests.integration.media.rtp_peer import RtpPeer
 from tests.integration.media.sip_ua import SipUA, next_request
 from tests.integration.media.test_media_calls import _call, sipmesh
 from tests.integration.media.test_media_cdr import start_dialog
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.peers
 HERE = Path(__file__).resolve().parent
@@ -152,22 +154,51 @@ async def _consume(events: list[dict[str, Any]]) -> Any:
 
 
 def _sipp_call(edge: str, tmp: Path, uac: Path = SCENARIOS / "uac_media.xml",
-               uas: str = "../../media/scenarios/uas_media.xml"
-               ) -> tuple[subprocess.CompletedProcess[bytes], str]:
-    """One sipp call with RTP both ways (4 s, then BYE); (result, the UAS's address)."""
+               uas: str = "../../media/scenarios/uas_media.xml", *, port: int = 0,
+               call_id: str = "") -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """One sipp call with RTP both ways (4 s, then BYE; with a scenario that waits to be
+    told, 4 s after `Told.tell`); (result, the UAS's address)."""
     sipp = Sipp(tmp)
     uas_port = free_port()
     try:
         sipp.uas(uas, uas_port, extra=["-mp", str(free_port())])
         result = subprocess.run(
             ["sipp", "-sf", str(uac), "-i", "127.0.0.1",
-             "-p", str(free_port()), "-mp", str(free_port()), "-rsa", edge,
+             "-p", str(port or free_port()), "-mp", str(free_port()), "-rsa", edge,
              f"127.0.0.1:{uas_port}", "-s", "rec", "-m", "1", "-nostdin",
-             "-timeout", "30s", "-timeout_error"],
-            cwd=tmp, capture_output=True, timeout=60)
+             *(["-cid_str", call_id] if call_id else []),
+             "-timeout", "50s", "-timeout_error"],
+            cwd=tmp, capture_output=True, timeout=70)
     finally:
         sipp.stop()
     return result, f"127.0.0.1:{uas_port}"
+
+
+class Told:
+    """A sipp call (scenarios/*_until_told.xml, uac_hold.xml) that goes on until the test
+    has looked at its recording: however slow the recording's start on a loaded host, the
+    test never has to catch a state within a fixed call length."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.call_id = f"told-{os.getpid()}-{self.port}@127.0.0.1"
+        self.tmp = tmp
+
+    def start(self, edge: str, uac: Path = HERE / "scenarios" / "uac_media_until_told.xml",
+              uas: str = "../../media/scenarios/uas_media.xml"
+              ) -> asyncio.Task[tuple[subprocess.CompletedProcess[bytes], str]]:
+        return asyncio.create_task(asyncio.to_thread(
+            _sipp_call, edge, self.tmp, uac, uas, port=self.port, call_id=self.call_id))
+
+    def tell(self) -> None:
+        """The INFO the scenario waits for (sipp takes it by its Call-ID; unanswered)."""
+        info = (f"INFO sip:sipp@127.0.0.1:{self.port} SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-told\r\n"
+                "From: <sip:test@127.0.0.1>;tag=told\r\nTo: <sip:sipp@127.0.0.1>\r\n"
+                f"Call-ID: {self.call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(info.encode(), ("127.0.0.1", self.port))
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -197,15 +228,24 @@ def _while_recording(mesh: dict[str, Any], action: str) -> list[Any]:
 async def _record_one(mesh: dict[str, Any], tmp: Path, srs: list[FakeSrs], action: str = "",
                       hold: bool = False
                       ) -> tuple[subprocess.CompletedProcess[bytes], str, list[dict[str, Any]]]:
+    """One recorded sipp call, which goes on until the test has looked: the `action` on
+    siprec_list done, else E_SIPREC_START or E_SIPREC_FAILED seen."""
     events: list[dict[str, Any]] = []
     connection = await _consume(events)
     scenarios = (HERE / "scenarios" / "uac_hold.xml", "../../siprec/scenarios/uas_hold.xml"
                  ) if hold else ()
+    sipp = Told(tmp)
     try:
-        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address, tmp,
-                                                     *scenarios))
-        if action:
-            mesh["during"] = await asyncio.to_thread(_while_recording, mesh, action)
+        call = sipp.start(mesh["edge"].address, *scenarios)
+        try:
+            if action:
+                mesh["during"] = await asyncio.to_thread(_while_recording, mesh, action)
+            else:  # no SRS answering: E_SIPREC_FAILED after both INVITEs' Timer B (13 s)
+                await asyncio.to_thread(wait_until, lambda: any(
+                    e["event"] in ("E_SIPREC_START", "E_SIPREC_FAILED") for e in events),
+                    25, "the recording's start or failure")
+        finally:
+            sipp.tell()
         result, uas = await call
         await asyncio.to_thread(wait_until, lambda: any(
             e["event"] in ("E_SIPREC_STOP", "E_SIPREC_FAILED") for e in events), 25,
@@ -270,7 +310,9 @@ async def test_each_label_carries_its_own_party_s_media(mesh: dict[str, Any]) ->
     for x in (caller, callee, a, b):
         await x.open()
     try:
-        await _call(mesh["edge"], caller, callee, a, b, 3.0)
+        # 3 s of RTP once the SRS has the recording (however slow its start)
+        await _call(mesh["edge"], caller, callee, a, b, 3.0, ready=lambda: eventually(
+            lambda: srs.sessions and _only(srs).acked, 15, "the SRS's session"))
         await asyncio.to_thread(wait_until, lambda: srs.sessions and _only(srs).ended, 10,
                                 "BYE to the SRS")
     finally:
@@ -496,16 +538,19 @@ async def test_an_srs_bye_ends_the_recording_and_the_call_goes_on(
     srs = await FakeSrs(port=mesh["srs_ports"][0]).start()
     events: list[dict[str, Any]] = []
     connection = await _consume(events)
+    sipp = Told(tmp_path)
     try:
-        call = asyncio.create_task(asyncio.to_thread(_sipp_call, mesh["edge"].address,
-                                                     tmp_path))
-        await asyncio.to_thread(wait_until, lambda: any(
-            e["event"] == "E_SIPREC_START" for e in events), 15, "the recording")
-        session = _only(srs)
-        status = await srs.bye(session.call_id)
-        await asyncio.to_thread(wait_until, lambda: any(
-            e["event"] == "E_SIPREC_STOP" for e in events), 15, "E_SIPREC_STOP")
-        listed = mi(mesh["siprec"].mi, "siprec_list")
+        call = sipp.start(mesh["edge"].address)
+        try:
+            await asyncio.to_thread(wait_until, lambda: any(
+                e["event"] == "E_SIPREC_START" for e in events), 15, "the recording")
+            session = _only(srs)
+            status = await srs.bye(session.call_id)
+            await asyncio.to_thread(wait_until, lambda: any(
+                e["event"] == "E_SIPREC_STOP" for e in events), 15, "E_SIPREC_STOP")
+            listed = mi(mesh["siprec"].mi, "siprec_list")
+        finally:
+            sipp.tell()  # the call ends only now: the SRS's BYE came while it was up
         result, _ = await call
     finally:
         await connection.close()
