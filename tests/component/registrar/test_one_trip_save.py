@@ -145,8 +145,8 @@ async def test_a_message_while_the_previous_trip_runs_takes_one_trip_after_it(
     registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
     await eventually(lambda: registrar.table.busy, what="the first trip running")
     registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
-    lock = registrar.table._tx
-    await eventually(lambda: lock._waiters, what="the second message waiting for the table")
+    await eventually(lambda: registrar.table.queued == 2,
+                     what="the second message waiting for the table")
     assert registrar.ul.stats["saves"] == 0  # nothing answered yet
     release.set()
     got = await registrar.stream.replies(2)
@@ -155,6 +155,35 @@ async def test_a_message_while_the_previous_trip_runs_takes_one_trip_after_it(
     assert registrar.writer.writes == 2  # the two trips' transactions, nothing else
     assert await registrar.stored() == {"alice@example.com": ["sip:alice@10.0.0.5:5062"],
                                         "bob@example.com": ["sip:bob@10.0.0.5:5062"]}
+
+
+async def test_with_a_trip_running_and_one_waiting_a_message_goes_the_usual_way(
+        registrar: Registrar, trips: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The table is behind: a third trip would queue too (one transaction per message);
+    # the usual way's writes are gathered by the writer for every message meanwhile.
+    await registrar.ul.store.add("carol", "example.com", "carol-pw")
+    release = threading.Event()
+    commit = persistence._commit
+
+    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
+        assert release.wait(10)
+        commit(conn, statements)
+
+    monkeypatch.setattr(persistence, "_commit", held)
+    registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
+    await eventually(lambda: registrar.table.busy, what="the first trip running")
+    registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
+    await eventually(lambda: registrar.table.queued == 2, what="the second trip waiting")
+    registrar.stream.send(save_with_digest(3, "carol", "carol-pw"))
+    # carol's subscriber looked up, saved in memory, the writer's transaction waiting
+    await eventually(lambda: registrar.table.queued == 3, what="the writer waiting")
+    assert "carol@example.com" in registrar.in_memory()
+    release.set()
+    got = await registrar.stream.replies(3)
+    assert [got[i].save_with_digest.status for i in (1, 2, 3)] == [200, 200, 200]
+    assert trips.count("read_then_write") == 2 and trips[-1] == "run"  # the writer's
+    assert await registrar.stored() == registrar.in_memory()
+    assert len(registrar.in_memory()) == 3
 
 
 async def test_a_second_register_of_an_aor_in_the_message_goes_the_usual_way(
