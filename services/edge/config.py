@@ -93,9 +93,11 @@ class EdgeConfig:
     registrar_expected: bool = True
     registrar_timeout: float = 1.0
     registrar_batch_ms: float = 3.0  # calls this close together share one gRPC message
-    # REGISTER's Saves wait longer for company (a Lookup does not wait for them): ~10
-    # per gRPC message at 500 REGISTER/s instead of ~1.5 (docs/perf.md, fifth round).
-    register_batch_ms: float = 20.0
+    # REGISTER's Saves wait longer for company (a Lookup does not wait for them): ~30
+    # per gRPC message at 500 REGISTER/s instead of ~1.5 with 3 ms (docs/perf.md, fifth
+    # round) or ~14 with 20 ms (ninth round: -100 us of CPU per REGISTER over both
+    # processes, the registrar's cost being mostly per message).
+    register_batch_ms: float = 50.0
     register_auth: bool = True
     # The registrar verifies REGISTER's digest while it saves (one round trip); false: the
     # edge fetches the HA1 (GetCredentials) and checks it, as with an older registrar.

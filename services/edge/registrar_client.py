@@ -21,12 +21,14 @@ edge<->registrar cost.  Calls made within `batch_window` (3 ms by default) of ea
 share one stream message: measured against a real registrar at 3,000 Saves/s, the edge's
 CPU per Save fell from ~93 us (no window) to ~65 us (1 ms) and ~56 us (3 ms) -- a gRPC
 message costs about the same whatever it carries.  REGISTER's calls (Save, SaveWithDigest)
-wait longer for company, `save_window` (20 ms by default); a call on a stream idle for a
+wait longer for company, `save_window` (50 ms by default); a call on a stream idle for a
 window (no message out for that long) goes at once, so only a loaded edge waits.  A phone
-does not notice 20 ms on a REGISTER (it retransmits after 500 ms), and at a few hundred
-REGISTER/s a message then carries ~10 of them instead of ~1.5, which shares the gRPC
-message on both sides, the registrar's task and subscriber lookup per message and its SQL
-transaction (issue 22, docs/perf.md "Fifth round": -35% of a REGISTER's CPU at 500/s).  A Lookup or
+does not notice 50 ms on a REGISTER (it retransmits after 500 ms), and at a few hundred
+REGISTER/s a message then carries ~30 of them instead of ~1.5, which shares the gRPC
+message on both sides, the registrar's task, its trip to SQLite's thread and its SQL
+transaction (issue 22, docs/perf.md "Fifth round": 3 -> 20 ms, -35% of a REGISTER's CPU at
+500/s; "Ninth round": 20 -> 50 ms, another ~-13%: the registrar's cost at that rate is
+mostly per message, its wake-ups on cold caches).  A Lookup or
 GetCredentials (a call being routed waits for it) cuts a longer wait short to its own
 `batch_window`, and what waits goes with it.
 A stream that breaks fails the calls in flight (they move to the next registrar) and is
@@ -336,7 +338,7 @@ class RegistrarClient(DiscoveredGrpcClient):
                  register_auth: bool = True, algorithms: Sequence[str] = ("MD5",),
                  max_latency_us: int = 0, by_latency: bool = False,
                  streaming: bool = True, batch_window: float = 0.003,
-                 save_window: float | None = 0.02,
+                 save_window: float | None = 0.05,
                  expected: bool | None = None, digest_on_save: bool = True) -> None:
         # No deadline interceptor on the channels (grpc.aio interceptors cost ~40 us per
         # call on this hot path): every call below passes its own timeout instead.

@@ -109,6 +109,7 @@ class SQLiteLocationTable(SQLiteFile):
         super().__init__(path, table=table)
         self.synchronous = synchronous
         self._tx = asyncio.Lock()
+        self.queued = 0  # transactions running or waiting for `_tx`
 
     async def open(self) -> None:
         if self._db is None:
@@ -135,8 +136,12 @@ class SQLiteLocationTable(SQLiteFile):
         def run() -> None:
             _commit(db._conn, statements)
 
-        async with self._tx:
-            await db._execute(run)  # type: ignore[no-untyped-call]
+        self.queued += 1
+        try:
+            async with self._tx:
+                await db._execute(run)  # type: ignore[no-untyped-call]
+        finally:
+            self.queued -= 1
 
     @property
     def busy(self) -> bool:
@@ -164,9 +169,13 @@ class SQLiteLocationTable(SQLiteFile):
                 _commit(conn, statements)
             return rows
 
-        async with self._tx:
-            rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
-                read_then_write)
+        self.queued += 1
+        try:
+            async with self._tx:
+                rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
+                    read_then_write)
+        finally:
+            self.queued -= 1
         return rows
 
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
@@ -192,9 +201,14 @@ class SQLiteLocationTable(SQLiteFile):
         return [_binding(r[0]) for r in rows]
 
     async def purge(self, now: float) -> int:
-        async with self._tx:
-            cur = await self.db.execute(
-                f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?", (int(now),))
+        self.queued += 1
+        try:
+            async with self._tx:
+                cur = await self.db.execute(
+                    f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?",
+                    (int(now),))
+        finally:
+            self.queued -= 1
         return cur.rowcount
 
 

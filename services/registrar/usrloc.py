@@ -307,8 +307,16 @@ class UserLocation:
 
     def one_trip(self) -> bool:
         """`save_batch_with_digest` may be used now: inline durable saves to a SQLite
-        location table in the subscribers' own file, with no write of the table queued,
-        running or waited for."""
+        location table in the subscribers' own file, with no write of the writer's queued,
+        running or waited for.  One other message's trip may still be running: this one
+        queues behind it on the table's transaction lock, so both commit in order, and a
+        plan it made on an AOR the earlier one changes is caught by `Location.apply` (saved
+        again, its rows rewritten).  Going the usual way instead costs a lookup trip and a
+        write trip; at 500/s with 20,000 subscribers ~10% of the messages found the
+        previous trip still running (docs/perf.md, ninth round).  With a trip already
+        waiting too, the table is behind: the usual way then, whose writes the writer
+        gathers into one transaction for every message meanwhile (group commit), where a
+        trip per message would let the queue grow."""
         writer = self.writer
         if writer is None or not self.durable or not self.saves_inline:
             return False
@@ -319,7 +327,7 @@ class UserLocation:
                 os.path.realpath(store.path)
             if isinstance(store, SQLiteSubscribers):
                 self._store_table = store.table
-        return self._one_trip_file and writer.idle and not writer.table.busy
+        return self._one_trip_file and writer.idle and writer.table.queued <= 1
 
     async def save_batch_with_digest(
             self, items: Sequence[tuple[Request, Origin, DigestCredentials,

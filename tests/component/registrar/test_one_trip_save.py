@@ -6,11 +6,13 @@ the bindings they allow stored in one trip, over a real loopback gRPC stream.
 A right password is answered 200 with its binding already stored, a wrong one or an
 unknown user 401 (digest rejected) with nothing stored; a second REGISTER of the same AOR
 in the message (the whole message then), and a REGISTER whose AOR changed while the
-trip ran, go the usual way and the SQL copy ends as the table in memory is; a trip that
+trip ran, go the usual way; a message that comes while the previous message's trip still
+runs takes one trip too, after it and the SQL copy ends as the table in memory is; a trip that
 fails answers 503 and changes nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,14 @@ import aiosqlite
 import pytest
 
 from contracts.generated.sipmesh.registrar.v1 import registrar_pb2 as pb
+from services.registrar import persistence
 from services.registrar.location import Location
 from services.registrar.persistence import LocationWriter, SQLiteLocationTable
 from services.registrar.subscribers import SQLiteSubscribers
 from services.registrar.usrloc import UserLocation
 from shared.sip.digest import compute_response
 from tests.component.registrar.test_session_stream import Stream, serve
+from tests.support.waiting import eventually
 
 NONCE = "6f1a2b3c4d5e6f708192a3b4c5d6e7f8"
 URI = "sip:example.com"
@@ -123,6 +127,63 @@ async def test_a_message_is_checked_and_stored_in_one_trip(registrar: Registrar,
     registrar.stream.send(save_with_digest(4, "alice", "alice-pw", cseq=2))
     assert (await registrar.stream.replies(1))[4].save_with_digest.status == 200
     assert trips == ["read_then_write"]
+
+
+async def test_a_message_while_the_previous_trip_runs_takes_one_trip_after_it(
+        registrar: Registrar, trips: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first message's commit is held on SQLite's thread until the second message is
+    # waiting for the table: the second queues its own trip behind it, rather than a
+    # subscriber lookup, a save and a write of the writer's.
+    release = threading.Event()
+    commit = persistence._commit
+
+    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
+        assert release.wait(10)
+        commit(conn, statements)
+
+    monkeypatch.setattr(persistence, "_commit", held)
+    registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
+    await eventually(lambda: registrar.table.busy, what="the first trip running")
+    registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
+    await eventually(lambda: registrar.table.queued == 2,
+                     what="the second message waiting for the table")
+    assert registrar.ul.stats["saves"] == 0  # nothing answered yet
+    release.set()
+    got = await registrar.stream.replies(2)
+    assert [got[i].save_with_digest.status for i in (1, 2)] == [200, 200]
+    assert trips == ["read_then_write", "read_then_write"]
+    assert registrar.writer.writes == 2  # the two trips' transactions, nothing else
+    assert await registrar.stored() == {"alice@example.com": ["sip:alice@10.0.0.5:5062"],
+                                        "bob@example.com": ["sip:bob@10.0.0.5:5062"]}
+
+
+async def test_with_a_trip_running_and_one_waiting_a_message_goes_the_usual_way(
+        registrar: Registrar, trips: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The table is behind: a third trip would queue too (one transaction per message);
+    # the usual way's writes are gathered by the writer for every message meanwhile.
+    await registrar.ul.store.add("carol", "example.com", "carol-pw")
+    release = threading.Event()
+    commit = persistence._commit
+
+    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
+        assert release.wait(10)
+        commit(conn, statements)
+
+    monkeypatch.setattr(persistence, "_commit", held)
+    registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
+    await eventually(lambda: registrar.table.busy, what="the first trip running")
+    registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
+    await eventually(lambda: registrar.table.queued == 2, what="the second trip waiting")
+    registrar.stream.send(save_with_digest(3, "carol", "carol-pw"))
+    # carol's subscriber looked up, saved in memory, the writer's transaction waiting
+    await eventually(lambda: registrar.table.queued == 3, what="the writer waiting")
+    assert "carol@example.com" in registrar.in_memory()
+    release.set()
+    got = await registrar.stream.replies(3)
+    assert [got[i].save_with_digest.status for i in (1, 2, 3)] == [200, 200, 200]
+    assert trips.count("read_then_write") == 2 and trips[-1] == "run"  # the writer's
+    assert await registrar.stored() == registrar.in_memory()
+    assert len(registrar.in_memory()) == 3
 
 
 async def test_a_second_register_of_an_aor_in_the_message_goes_the_usual_way(
