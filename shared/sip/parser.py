@@ -60,6 +60,7 @@ from shared.sip.message import (
 )
 from shared.sip.status import REASON_PHRASES
 
+_CR: Final = 13
 _MANDATORY: Final = ("call-id", "from", "to", "cseq")  # fixed order: stable error texts
 _ONCE_EACH: Final = [1, 1, 1, 1]
 
@@ -79,7 +80,7 @@ def parse_message(data: bytes) -> Request | Response:
         return _parse_unusual(data)
     head = data[:end]
     lines = head.split(b"\r\n")  # as many CRLFs as lines less one
-    if head.count(b"\r") != len(lines) - 1 or (
+    if (_has_bare_cr(lines) if _COMPILED else head.count(b"\r") != len(lines) - 1) or (
             _NUL in head and head.count(b"\x00") != head.count(b"\\\x00")):
         # RFC 3261 §7.3.1, §25.1: no CR outside a CRLF, and a NUL only as a quoted-pair
         # (`\<NUL>` in a quoted string, RFC 4475 §3.1.1.3 intmeth), in the start line or a
@@ -127,6 +128,17 @@ def parse_message(data: bytes) -> Request | Response:
         raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
         raise bad_request(f"malformed message ({err})") from None
+
+
+def _has_bare_cr(lines: list[bytes]) -> bool:
+    """A CR left in a line of the header block split at its CRLFs: `count(b"\\r")` beyond
+    the CRLFs, as the interpreted rendering asks it.  Compiled, that count was a byte loop
+    over the whole block behind a generic method call (~2.5 k instructions per message,
+    callgrind); `13 in line` is a `memchr` per line through the sequence slot."""
+    for line in lines:
+        if _CR in line:
+            return True
+    return False
 
 
 def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
