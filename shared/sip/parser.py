@@ -1,8 +1,9 @@
 """The SIP parser: bytes in, a checked `Request` or `Response` out (RFC 3261 §7, §18.3, §20).
 
 The model (`message.py`) keeps headers as two parallel tuples and the routing fields read
-eagerly; this module checks the bytes and hands the model a `HeaderParts` through
-the `parts` argument of `Request` / `Response`, never writing the model's own fields.
+eagerly; this module checks the bytes and hands the model the header tuples and routing
+fields through the keyword arguments of `Request` / `Response` (`keys=`, `lines=`, ...),
+never writing the model's own fields.
 
 * The datagram is cut once at the first empty line (`CRLF CRLF`); the header block is split
   at `CRLF`, each line at its first `:`. Lines that start with whitespace continue the line
@@ -27,7 +28,7 @@ the `parts` argument of `Request` / `Response`, never writing the model's own fi
 from __future__ import annotations
 
 from types import FunctionType
-from typing import Final
+from typing import Final, cast
 
 from shared.sip.cseq import CSeq, parse_cseq
 from shared.sip.errors import SipParseError, bad_request
@@ -47,14 +48,12 @@ from shared.sip.message import (
     _SP,
     _TAB,
     _TOKEN_CHARS,
-    HeaderParts,
     Request,
     Response,
     _dec,
     _line_value,
     _name_addr_tag,
     _new_cseq,
-    _new_tuple,
     _parse_max_forwards,
     _slow_key,
 )
@@ -105,8 +104,7 @@ def parse_message(data: bytes) -> Request | Response:
             else:
                 method, uri = _start_request(start)
                 raw = None
-            return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
-                           start=raw)
+            return _parse_headers(lines, data[end + 4 :], method, uri, 0, "", raw)
         # Fast request line: exactly `METHOD SP URI SP SIP/2.0`.
         parts = start.split(b" ")
         if (
@@ -122,8 +120,7 @@ def parse_message(data: bytes) -> Request | Response:
         else:
             method, uri = _start_request(start)
             raw = None
-        return Request(method, uri, parts=_parse_headers(lines, data[end + 4 :], method),
-                       start=raw)
+        return _parse_headers(lines, data[end + 4 :], method, uri, 0, "", raw)
     except UnicodeDecodeError:
         raise bad_request("invalid UTF-8 in the Request-URI or a routing header") from None
     except (UnicodeError, ValueError, IndexError) as err:  # pragma: no cover - safety net
@@ -155,7 +152,7 @@ def _parse_response(start: bytes, lines: list[bytes], body: bytes) -> Response:
             status, reason = _start_response(start)
             if len(start) < 12 or start[11] != _SP or not start.startswith(_VERSION_SP):
                 raw = None
-        resp = Response(status, reason, parts=_parse_headers(lines, body, None), start=raw)
+        resp = cast(Response, _parse_headers(lines, body, None, "", status, reason, raw))
     except SipParseError as err:
         if err.status is not None:
             # A malformed response cannot be answered: drop it (RFC 3261 §18.1.2).
@@ -234,19 +231,24 @@ def _start_response(start: bytes) -> tuple[int, str]:
     return status, reason.decode(_ENC, _ERR)
 
 
-def _parse_headers(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
-    """The header block after the start line, checked; `method` None for a response.
+def _parse_headers(lines: list[bytes], body: bytes, method: str | None, uri: str, status: int,
+                   reason: str, start_line: bytes | None) -> Request | Response:
+    """The header block after the start line, checked, and the message built of it: a
+    Request (`method`, `uri`) or, `method` None, a Response (`status`, `reason`);
+    `start_line` the start line to write back as read, or None.
 
     Two renderings of the same checks, the same answers and errors: compiled (mypyc), int
     loops over bytes from known offsets are inline C and cheaper than any method called by
     name; interpreted, each loop step is bytecode and the C-level methods win.  The unit
     tests run against both (`SIPMESH_COMPILED=require` and `off`)."""
     if _COMPILED:
-        return _parse_headers_indexed(lines, body, method)
-    return _parse_headers_interpreted(lines, body, method)
+        return _parse_headers_indexed(lines, body, method, uri, status, reason, start_line)
+    return _parse_headers_interpreted(lines, body, method, uri, status, reason, start_line)
 
 
-def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | None, uri: str,
+                               status: int, reason: str, start_line: bytes | None
+                               ) -> Request | Response:
     """`_parse_headers` as the interpreter runs it fastest: C-level bytes and tuple methods
     (`partition`, `count`, `index`) rather than loops over bytes."""
     del lines[0]  # the start line; what remains are the header lines
@@ -337,11 +339,19 @@ def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | No
                     f"Content-Length {length} larger than the {len(body)} body bytes received"
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
-    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
-                                    to_tag, max_forwards))
+    if method is None:
+        return Response(status, reason, (), body, start=start_line, keys=keys_t,
+                        lines=tuple(raws),
+                        call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
+                        max_forwards=max_forwards)
+    return Request(method, uri, (), body, start=start_line, keys=keys_t, lines=tuple(raws),
+                   call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
+                   max_forwards=max_forwards)
 
 
-def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) -> HeaderParts:
+def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None, uri: str,
+                           status: int, reason: str, start_line: bytes | None
+                           ) -> Request | Response:
     """`_parse_headers` for the compiled core: index arithmetic and int byte tests."""
     del lines[0]  # the start line; what remains are the header lines
     raws = lines
@@ -455,8 +465,14 @@ def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None) 
                     f"Content-Length {length} larger than the {len(body)} body bytes received"
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
-    return _new_tuple(HeaderParts, (keys_t, tuple(raws), body, call_id_text, cseq, from_tag,
-                                    to_tag, max_forwards))
+    if method is None:
+        return Response(status, reason, (), body, start=start_line, keys=keys_t,
+                        lines=tuple(raws),
+                        call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
+                        max_forwards=max_forwards)
+    return Request(method, uri, (), body, start=start_line, keys=keys_t, lines=tuple(raws),
+                   call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
+                   max_forwards=max_forwards)
 
 
 def _value(line: bytes) -> bytes:
