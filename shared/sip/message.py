@@ -2,7 +2,7 @@
 
 How it works (RFC 3261 §7, §18.3, §20); the parser that builds it from bytes is
 `parser.py`, which hands over checked header tuples and routing fields through the
-constructors' keyword arguments (`keys=`, `lines=`, ...):
+constructors' arguments after `body` (`start`, `keys`, `lines`, ...):
 
 * Headers are two parallel tuples in wire order: `_keys` (lower-case canonical names, compact
   forms expanded) and `_lines` (the raw bytes of each line, folds included, so an untouched
@@ -953,7 +953,6 @@ class Request(Message):
         uri: str,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
-        *,
         start: bytes | None = None,
         keys: tuple[str, ...] | None = None,
         lines: tuple[bytes, ...] = (),
@@ -967,7 +966,9 @@ class Request(Message):
         fields read from them (`call_id`, `cseq`: required with `keys`, ...) already checked
         (the parser, a copy), used as they are instead of `headers`.  `start`: the
         request line these method and URI were read from, when it is exactly
-        `method SP uri SP SIP/2.0` (the parser's fast path), written back as it is."""
+        `method SP uri SP SIP/2.0` (the parser's fast path), written back as it is.
+        The parser and the copies pass all of these by position: by keyword, the
+        interpreted rendering matched each name per message (+0.6% instructions a call)."""
         self.method = method
         self._uri = uri
         self._parsed_uri = None
@@ -1018,10 +1019,9 @@ class Request(Message):
 
     def copy(self) -> Request:
         twin = Request(self.method, self._uri, (), self.body,
-                       start=self._raw_start if self.method is self._raw_of else None,
-                       keys=self._keys, lines=self._lines, call_id=self._call_id,
-                       cseq=self._cseq, from_tag=self._from_tag, to_tag=self._to_tag,
-                       max_forwards=self._max_forwards)
+                       self._raw_start if self.method is self._raw_of else None,
+                       self._keys, self._lines, self._call_id, self._cseq, self._from_tag,
+                       self._to_tag, self._max_forwards)
         # A copy of the parsed Request-URI, not a second parse: a proxy copies every
         # request it forwards and then reads its URI for the next hop (§16.6).
         parsed = self._parsed_uri
@@ -1096,9 +1096,9 @@ class Request(Message):
         # The received start line is written back as read when the Request-URI stays (an
         # in-dialog request on its route set), as `copy()` does.
         start = self._raw_start if uri == self._uri and self.method is self._raw_of else None
-        twin = Request(self.method, uri, (), self.body, start=start, keys=tuple(out_keys),
-                       lines=tuple(out_lines), call_id=self._call_id, cseq=self._cseq,
-                       from_tag=self._from_tag, to_tag=self._to_tag, max_forwards=mf)
+        twin = Request(self.method, uri, (), self.body, start, tuple(out_keys),
+                       tuple(out_lines), self._call_id, self._cseq, self._from_tag,
+                       self._to_tag, mf)
         twin._top_via = Via(transport, host, port, params)
         return twin
 
@@ -1120,7 +1120,6 @@ class Response(Message):
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
-        *,
         start: bytes | None = None,
         keys: tuple[str, ...] | None = None,
         lines: tuple[bytes, ...] = (),
@@ -1154,10 +1153,9 @@ class Response(Message):
         raw = self._raw_start
         if raw is not None and (self.reason is not self._raw_of or _status_of(raw) != self.status):
             raw = None
-        return Response(self.status, self.reason, (), self.body, start=raw, keys=self._keys,
-                        lines=self._lines, call_id=self._call_id, cseq=self._cseq,
-                        from_tag=self._from_tag, to_tag=self._to_tag,
-                        max_forwards=self._max_forwards)
+        return Response(self.status, self.reason, (), self.body, raw, self._keys,
+                        self._lines, self._call_id, self._cseq, self._from_tag,
+                        self._to_tag, self._max_forwards)
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason} call-id={self._call_id!r}>"

@@ -2,7 +2,7 @@
 
 The model (`message.py`) keeps headers as two parallel tuples and the routing fields read
 eagerly; this module checks the bytes and hands the model the header tuples and routing
-fields through the keyword arguments of `Request` / `Response` (`keys=`, `lines=`, ...),
+fields through the arguments of `Request` / `Response` after `body` (`keys`, `lines`, ...),
 never writing the model's own fields.
 
 * The datagram is cut once at the first empty line (`CRLF CRLF`); the header block is split
@@ -340,13 +340,10 @@ def _parse_headers_interpreted(lines: list[bytes], body: bytes, method: str | No
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
     if method is None:
-        return Response(status, reason, (), body, start=start_line, keys=keys_t,
-                        lines=tuple(raws),
-                        call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
-                        max_forwards=max_forwards)
-    return Request(method, uri, (), body, start=start_line, keys=keys_t, lines=tuple(raws),
-                   call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
-                   max_forwards=max_forwards)
+        return Response(status, reason, (), body, start_line, keys_t, tuple(raws),
+                        call_id_text, cseq, from_tag, to_tag, max_forwards)
+    return Request(method, uri, (), body, start_line, keys_t, tuple(raws), call_id_text, cseq,
+                   from_tag, to_tag, max_forwards)
 
 
 def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None, uri: str,
@@ -466,13 +463,10 @@ def _parse_headers_indexed(lines: list[bytes], body: bytes, method: str | None, 
                 )
             body = body[:length]  # RFC 3261 §18.3: surplus bytes of a datagram are discarded
     if method is None:
-        return Response(status, reason, (), body, start=start_line, keys=keys_t,
-                        lines=tuple(raws),
-                        call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
-                        max_forwards=max_forwards)
-    return Request(method, uri, (), body, start=start_line, keys=keys_t, lines=tuple(raws),
-                   call_id=call_id_text, cseq=cseq, from_tag=from_tag, to_tag=to_tag,
-                   max_forwards=max_forwards)
+        return Response(status, reason, (), body, start_line, keys_t, tuple(raws),
+                        call_id_text, cseq, from_tag, to_tag, max_forwards)
+    return Request(method, uri, (), body, start_line, keys_t, tuple(raws), call_id_text, cseq,
+                   from_tag, to_tag, max_forwards)
 
 
 def _value(line: bytes) -> bytes:

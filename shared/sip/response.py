@@ -64,9 +64,8 @@ def make_response(
         keys.append(key)
         lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
     to = request.to_tag
-    resp = Response(status, reason, (), body, keys=tuple(keys), lines=tuple(lines),
-                    call_id=request.call_id, cseq=request.cseq, from_tag=request.from_tag,
-                    to_tag=to if to is not None else to_tag)
+    resp = Response(status, reason, (), body, None, tuple(keys), tuple(lines), request.call_id,
+                    request.cseq, request.from_tag, to if to is not None else to_tag)
     if "max-forwards" in keys:
         resp._refresh("max-forwards")
     return resp
