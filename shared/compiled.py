@@ -36,8 +36,8 @@ variable kept the first one's type); objects built per message get a written-out
 interpreted Python in a compiled module): the transaction events are plain classes (as
 frozen, slotted dataclasses the compiled module crashed at import), `Uri`, `Via`,
 `NameAddr` and the edge's `Source`, `Destination`, `Send` are ``init=False`` dataclasses
-(the last three no longer frozen: same equality and hash), `HeaderParts` and `Arm` are
-built with ``tuple.__new__``.  Not compiled: operators' routing scripts and the rest of the
+(the last three no longer frozen: same equality and hash), `Arm` is built with
+``tuple.__new__``.  Not compiled: operators' routing scripts and the rest of the
 routing API (operators' code subclasses them; its per-request `RouteContext` and `Target`
 are compiled, in services/edge/route_context.py), and everything with I/O.  The routing
 script shipped as the default (`services.edge.default_routing`, what a worker runs when

@@ -85,7 +85,7 @@ class DialogClient(DiscoveredGrpcClient):
         self._query_wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
-        self._known = bool(self.static)
+        self.available = bool(self.static)
         # statistics (dialog: group)
         self.emitted = 0
         self.dropped = 0
@@ -94,12 +94,12 @@ class DialogClient(DiscoveredGrpcClient):
         self.messages = 0
 
     # -- the hot path ---------------------------------------------------------------------
-    @property
-    def available(self) -> bool:
-        """A dialog service is known (configured, or seen in discovery since start): dialogs
-        are tracked. Once seen, a dialog service that goes away (a restart, every node
-        down) does not stop the tracking: its events wait in the buffer."""
-        return self._known
+    # A dialog service is known (configured, or seen in discovery since start): dialogs are
+    # tracked. Once seen, a dialog service that goes away (a restart, every node down) does
+    # not stop the tracking: its events wait in the buffer.  A plain attribute (the base
+    # class's is a property that may start the discovery watch; `start` does that here):
+    # the proxy core reads it for every forwarded request (`ProxyCore._tracking`).
+    available: bool = False
 
     def emit(self, event: Any) -> None:
         """Queues a DialogEvent (seq is set here); never blocks, never raises."""
@@ -156,7 +156,7 @@ class DialogClient(DiscoveredGrpcClient):
 
     def _set(self, instances: Sequence[Any]) -> None:
         super()._set(instances)
-        self._known = self._known or bool(self.targets)
+        self.available = self.available or bool(self.targets)
         if self.targets:
             self._wake.set()
 

@@ -165,7 +165,8 @@ class DialogTracker:
         return self.enabled and self.client.available
 
     def forwarded(self, ctx: RouteContext, targets: Sequence[Target]) -> None:
-        if not (self.enabled and self.client.available):  # `active`, for every request
+        # `active`; the proxy core makes the same test before calling (`ProxyCore._tracking`)
+        if not (self.enabled and self.client.available):
             return
         request = ctx.request
         method = request.method

@@ -14,13 +14,11 @@ from collections.abc import Iterable
 
 from shared.sip.headers import canonical_of_key
 from shared.sip.message import (
-    HeaderParts,
     Request,
     Response,
     _check_value,
     _enc,
     _key,
-    _new_tuple,
 )
 
 _COPIED = ("via", "from", "to", "call-id", "cseq")
@@ -66,10 +64,8 @@ def make_response(
         keys.append(key)
         lines.append(_enc(f"{canonical_of_key(key)}: {value}"))
     to = request.to_tag
-    parts = _new_tuple(HeaderParts, (tuple(keys), tuple(lines), body, request.call_id,
-                                     request.cseq, request.from_tag,
-                                     to if to is not None else to_tag, None))
-    resp = Response(status, reason, parts=parts)
+    resp = Response(status, reason, (), body, None, tuple(keys), tuple(lines), request.call_id,
+                    request.cseq, request.from_tag, to if to is not None else to_tag)
     if "max-forwards" in keys:
         resp._refresh("max-forwards")
     return resp

@@ -106,7 +106,9 @@ def _worker_services() -> tuple[dict[str, Any], Any]:
             client._watcher = object()
     services: dict[str, Any] = {"registrar": registrar, "media": media, "dialog": dialogs,
                                 "siprec": siprec, "presence": presence, "freeswitch": None}
-    return services, DialogTracker(dialogs, enabled=False)
+    # Tracking enabled, as `[edge] dialog_tracking` defaults and `make bench` runs it; no
+    # dialog service known (the eighth round built it disabled: not the bench's worker).
+    return services, DialogTracker(dialogs, enabled=True)
 
 
 class InviteCall:

@@ -88,6 +88,45 @@ def test_a_record_routed_call_is_reported_from_invite_to_bye() -> None:
     assert rec.events[4].request.cseq == 2
 
 
+class CountingTracker(DialogTracker):
+    """A tracker that counts the core's calls (what each returned is the base's)."""
+
+    def __init__(self, client: Any, *, enabled: bool = True) -> None:
+        super().__init__(client, enabled=enabled)
+        self.calls = 0
+
+    def forwarded(self, ctx: Any, targets: Any) -> None:
+        self.calls += 1
+        super().forwarded(ctx, targets)
+
+    def relayed(self, ctx: Any, response: Any, dest: Any = None) -> None:
+        self.calls += 1
+        super().relayed(ctx, response, dest)
+
+
+@pytest.mark.parametrize(("available", "enabled"), [(True, True), (False, True), (True, False)])
+def test_the_core_calls_the_tracker_only_when_it_would_report(
+        available: bool, enabled: bool) -> None:
+    """`ProxyCore._tracking` and the `dialog_options` test before `relayed` are the
+    tracker's own first tests: with a dialog service known the call is reported as when
+    the core called the tracker for every message (the test above), and without one (the
+    standalone edge of `make bench`) or with tracking off the tracker is not called."""
+    h = Harness()
+    rec = Recorder()
+    rec.available = available
+    tracker = CountingTracker(rec, enabled=enabled)
+    tracker.set_interfaces([UDP])
+    h.core.tracker = tracker
+    route = call(h).get_all("Record-Route")[0]
+    h.feed(in_dialog("ACK", 1, route))
+    h.feed(in_dialog("BYE", 2, route))
+    if available and enabled:
+        assert rec.kinds() == ["create", "reply 180", "reply 200", "ACK", "BYE"]
+        assert tracker.calls == 5  # INVITE, 180, 200 (relayed: no 100), ACK, BYE
+    else:
+        assert rec.kinds() == [] and tracker.calls == 0
+
+
 def test_routing_options_travel_in_the_create_event() -> None:
     class Router:
         def request_route(self, request: Any, ctx: Any) -> None:

@@ -112,6 +112,31 @@ def test_routing_headers_read_alike_in_both_renderings(
         assert _outcome(data, True, monkeypatch) == _outcome(data, False, monkeypatch)
 
 
+BARE_CR_CASES = [
+    b"INVITE sip:a@b SIP/2.0\r\n", b"INVITE sip:a@b\r SIP/2.0\r\n", b"SIP/2.0 200 O\rK\r\n",
+    b"SIP/2.0 200 OK\r\n", b"INVITE sip:a@b SIP/2.0\r\r\n", b"INVITE sip:a@b SIP/2.0\r\n\r",
+]
+
+
+@pytest.mark.parametrize("start", BARE_CR_CASES, ids=repr)
+@pytest.mark.parametrize("where", ["none", "name", "value", "end", "alone", "lf-cr"])
+def test_a_bare_cr_is_found_alike_in_both_renderings(
+        start: bytes, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled rendering looks for a CR line by line (`_has_bare_cr`), the interpreted
+    one counts the block's CRs against its CRLFs: the same messages refused."""
+    extra = {"none": b"", "name": b"X-\rA: 1\r\n", "value": b"X-A: 1\r2\r\n",
+             "end": b"X-A: 1\r\r\n", "alone": b"\r\r\n", "lf-cr": b"X-A: 1\n\r2\r\n"}[where]
+    data = start + _message("X").split(b"\r\n", 1)[1].replace(b"Via:", extra + b"Via:", 1)
+    head = data[:data.find(b"\r\n\r\n")]
+    lines = head.split(b"\r\n")
+    assert parser._has_bare_cr(lines) == (head.count(b"\r") != len(lines) - 1)
+    assert _outcome(data, True, monkeypatch) == _outcome(data, False, monkeypatch)
+    if parser._has_bare_cr(lines):
+        outcome = _outcome(data, True, monkeypatch)
+        assert isinstance(outcome, tuple) and outcome[0] == "error"
+        assert outcome[2] == "NUL or bare CR in the header block"
+
+
 @pytest.mark.parametrize("name", fixture_names("valid") + fixture_names("invalid"))
 def test_fixtures_read_alike_in_both_renderings(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
