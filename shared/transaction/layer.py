@@ -24,6 +24,16 @@ a timer is an append, not a push into a heap of every timer of 32 s of transacti
 `next_deadline` is one dictionary lookup while the earliest armed timer stays armed: the
 edge asks it after every message.  `handle_timer(now)` still fires every timer whose
 deadline is not after `now`, in (deadline, arming order), as the single heap did.
+
+The wait timers (`timers.WAIT_TIMERS`: D, I, J, K, L) are not in the wheel: their deadlines
+fall on multiples of `TimerSettings.wait_tick` (1 s), so all the transactions that end in
+one second share one deadline, kept in one list per deadline in arming order (a small heap
+orders the deadlines).  A wait timer is its transaction's last and is not stopped, so
+`next_deadline` needs no filtering of them (an entry of a transaction ended otherwise is
+skipped when its list fires).  In the wheel, such a bucket would hold ~900 entries at 300
+calls/s, which `_find_next` filtered or sorted again whenever it had done so for another
+bucket since: measured under sipp, 11% more of the worker's CPU per call than exact
+deadlines, where the lists cost 3% less.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from shared.transaction.key import (
     server_key,
 )
 from shared.transaction.machine import Event
-from shared.transaction.timers import Timer, TimerSettings
+from shared.transaction.timers import WAIT_TIMERS, Timer, TimerSettings
 from shared.transaction.transaction import Action, Arm, ClientTransaction, Note, ServerTransaction
 
 if TYPE_CHECKING:
@@ -70,6 +80,10 @@ class TransactionLayer:
         # The earliest armed entry as last found (None: not known): next_deadline's answer
         # while that timer stays armed; an earlier arming replaces it.
         self._next: tuple[float, int, _Transaction, Timer] | None = None
+        # The wait timers: deadline -> its entries in arming order; `_ends`: a heap of
+        # those deadlines.
+        self._waits: dict[float, list[tuple[float, int, _Transaction, Timer]]] = {}
+        self._ends: list[float] = []
         self.retransmissions = 0  # counters read by the metrics exporter
         self.absorbed = 0
 
@@ -193,8 +207,13 @@ class TransactionLayer:
         """Earliest armed deadline (None: no timer armed)."""
         first = self._next
         if first is not None and first[2].timers.get(first[3]) == first[0]:
-            return first[0]
-        return self._find_next()
+            deadline: float | None = first[0]
+        else:
+            deadline = self._find_next()
+        ends = self._ends
+        if ends and (deadline is None or ends[0] < deadline):
+            return ends[0]  # may hold only timers of ended transactions: one idle wake-up
+        return deadline
 
     def _find_next(self) -> float | None:
         # The earliest bucket's earliest armed entry; its stale entries are dropped.  A
@@ -255,9 +274,12 @@ class TransactionLayer:
         acts: list[Action] = []
         ticks = self._ticks
         wheel = self._wheel
+        ends = self._ends
         last = int(now / self._tick)  # the bucket of `now`: earlier buckets are all due
-        while ticks and ticks[0] <= last:
+        while (ticks and ticks[0] <= last) or (ends and ends[0] <= now):
             due: list[tuple[float, int, _Transaction, Timer]] = []
+            while ends and ends[0] <= now:
+                due.extend(self._waits.pop(heapq.heappop(ends)))
             while ticks and ticks[0] <= last:
                 k = ticks[0]
                 bucket = wheel[k]
@@ -318,6 +340,14 @@ class TransactionLayer:
     def _arm(self, txn: _Transaction, timer: Timer, deadline: float) -> None:
         self._seq += 1
         entry = (deadline, self._seq, txn, timer)
+        if timer in WAIT_TIMERS and self.settings.wait_tick > 0:  # else: exact, in the wheel
+            waiting = self._waits.get(deadline)
+            if waiting is None:
+                self._waits[deadline] = [entry]
+                heapq.heappush(self._ends, deadline)
+            else:
+                waiting.append(entry)
+            return
         k = int(deadline / self._tick)  # monotonic in the deadline: buckets keep the order
         bucket = self._wheel.get(k)
         if bucket is None:

@@ -24,7 +24,7 @@ from shared.transaction.events import (
     TransportFailed,
 )
 from shared.transaction.machine import Effect, Event, Start, State, Stop
-from shared.transaction.timers import Timer, TimerSettings
+from shared.transaction.timers import WAIT_TIMERS, Timer, TimerSettings
 
 if TYPE_CHECKING:
     from shared.sip import Request, Response
@@ -107,12 +107,15 @@ class _Transaction:
         duration = settings.initial(timer, self.reliable)
         if duration <= 0:
             return True
+        deadline = now + duration
         if timer is Timer.A or timer is Timer.E or timer is Timer.G:
             # Only the retransmission timers back off from their last interval; the others
             # (B, D, F, H, J, K, L) leave the dict empty: no keys table per transaction.
             self.intervals[timer] = duration
-        self.timers[timer] = now + duration
-        acts.append(_new_tuple(Arm, (timer, now + duration)))
+        elif timer in WAIT_TIMERS:
+            deadline = settings.wait_deadline(deadline)  # may end later: see WAIT_TIMERS
+        self.timers[timer] = deadline
+        acts.append(_new_tuple(Arm, (timer, deadline)))
         return False
 
     def _rearm(self, timer: Timer, interval: float, now: float, acts: list[Action]) -> None:

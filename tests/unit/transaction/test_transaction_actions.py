@@ -3,6 +3,8 @@ instead of reaching into the layer that keeps the heap of deadlines."""
 
 from __future__ import annotations
 
+import pytest
+
 from shared.transaction.events import ResponseReceived, TransactionEvent, Transmit
 from shared.transaction.key import client_key
 from shared.transaction.machine import TIMER_EVENT
@@ -70,7 +72,7 @@ def test_a_final_response_leaves_the_client_transaction_only_what_it_resends() -
     assert req is not None
     txn.receive(response_to(req, 200), 0.2, [], [])
     assert txn.request is None and txn.data == b""
-    assert txn.timers == {Timer.K: 5.2}
+    assert txn.timers == {Timer.K: 6.0}  # T4 after 0.2, on the next whole second
 
 
 def test_a_non_2xx_ack_is_built_before_the_invite_request_goes() -> None:
@@ -87,3 +89,34 @@ def test_a_non_2xx_ack_is_built_before_the_invite_request_goes() -> None:
     out = []
     txn.receive(response_to(req, 486), 0.3, out, [])  # retransmitted: the same ACK again
     assert [e.data for e in out if isinstance(e, Transmit)] == [ack.data]
+
+
+def test_wait_timers_end_on_the_next_wait_tick_retransmission_timers_exactly() -> None:
+    # §17.1.2.2: Timer K keeps the Completed state T4 "to buffer response retransmissions";
+    # ending it later only absorbs longer.  Timer E's retransmissions are what a peer sees:
+    # exact.
+    settings = TimerSettings(t1=0.5, t2=4.0, t4=5.0, wait_tick=1.0)
+    req = request("BYE")
+    txn = ClientTransaction(settings, req, req.serialize(), "peer", False,
+                            client_key(req.top_via.branch or "", "BYE"))
+    acts: list[Action] = []
+    txn.begin(0.3, [], acts)
+    assert acts == [Arm(Timer.E, 0.8), Arm(Timer.F, 32.3)]
+    acts.clear()
+    txn.receive(response_to(req, 200), 0.35, [], acts)
+    assert acts == [Arm(Timer.K, 6.0)]
+
+
+def test_wait_deadline_is_the_next_multiple_never_earlier() -> None:
+    settings = TimerSettings(wait_tick=0.25)
+    for deadline in (0.0, 0.1, 0.25, 0.3, 1e5 + 0.7, 123456.789, 0.1 + 0.2, 5.2, 32.1):
+        end = settings.wait_deadline(deadline)
+        assert deadline <= end < deadline + 0.25 + 1e-9
+        assert end / 0.25 == round(end / 0.25)
+    assert settings.wait_deadline(0.5) == 0.5  # on a boundary: not a tick later
+    assert TimerSettings(wait_tick=0.0).wait_deadline(5.2) == 5.2  # 0: exact
+
+
+def test_wait_tick_must_not_be_negative() -> None:
+    with pytest.raises(ValueError):
+        TimerSettings(wait_tick=-1.0)

@@ -77,8 +77,10 @@ def test_invite_server_timer_h_without_ack() -> None:
     assert layer.servers == {}
 
 
-def test_invite_server_2xx_is_accepted_then_timer_l_ends_it() -> None:
-    layer = TransactionLayer(TimerSettings(t1=0.5))
+@pytest.mark.parametrize(("wait_tick", "end"), [(0.0, 32.1), (1.0, 33.0)])
+def test_invite_server_2xx_is_accepted_then_timer_l_ends_it(wait_tick: float,
+                                                             end: float) -> None:
+    layer = TransactionLayer(TimerSettings(t1=0.5, wait_tick=wait_tick))
     inv = request("INVITE")
     txn, _ = layer.create_server(inv, SRC, False, 0.0)
     out = layer.respond(txn, make_response(inv, 200, to_tag="x"), 0.1)
@@ -89,7 +91,10 @@ def test_invite_server_2xx_is_accepted_then_timer_l_ends_it() -> None:
     assert layer.absorb(txn, inv, 1.0) == []
     # Another branch's 2xx still goes out (RFC 6026 §8.6).
     assert len(sent(layer.respond(txn, make_response(inv, 200, to_tag="y"), 1.5))) == 1
-    assert [type(e) for e in layer.handle_timer(0.1 + 32.0)] == [Terminated]  # Timer L
+    # Timer L: 64*T1 after the 2xx, on the next whole second unless wait_tick is 0.
+    assert layer.handle_timer(end - 0.001) == []
+    assert layer.find_server(inv) is txn
+    assert [type(e) for e in layer.handle_timer(end)] == [Terminated]
     assert layer.find_server(inv) is None
 
 
@@ -103,14 +108,18 @@ def test_non_invite_server_reliable_terminates_at_once() -> None:
     assert [type(e) for e in events] == [Transmit, Terminated]  # Timer J = 0 on TCP
 
 
-def test_non_invite_server_unreliable_resends_final_until_timer_j() -> None:
-    layer = TransactionLayer(TimerSettings(t1=0.5))
+@pytest.mark.parametrize(("wait_tick", "end"), [(0.0, 32.1), (1.0, 33.0)])
+def test_non_invite_server_unreliable_resends_final_until_timer_j(wait_tick: float,
+                                                                  end: float) -> None:
+    layer = TransactionLayer(TimerSettings(t1=0.5, wait_tick=wait_tick))
     bye = request("BYE", to_tag="x")
     txn, _ = layer.create_server(bye, SRC, False, 0.0)
     layer.respond(txn, make_response(bye, 200), 0.1)
     assert parse_response(sent(layer.absorb(txn, bye, 1.0))[0]).status == 200
     assert layer.respond(txn, make_response(bye, 500), 1.1) == []  # discarded in Completed
-    assert [type(e) for e in layer.handle_timer(0.1 + 32.0)] == [Terminated]
+    # Timer J (64*T1), later on the next whole second: the 200 is still resent until then.
+    assert parse_response(sent(layer.absorb(txn, bye, end - 0.001))[0]).status == 200
+    assert [type(e) for e in layer.handle_timer(end)] == [Terminated]
 
 
 def test_cancel_matches_the_invite_it_cancels() -> None:

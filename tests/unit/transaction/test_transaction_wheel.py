@@ -38,11 +38,12 @@ def _describe(events: list[Any]) -> list[tuple[str, str, bool]]:
     return out
 
 
-def _scenario(tick: float, seed: int) -> list[Any]:
+def _scenario(tick: float, seed: int, wait_tick: float = 0.0) -> list[Any]:
     """Client transactions started at random times, some answered (their timers stopped,
     others armed), the clock moved in random steps: everything the layer said."""
     rnd = random.Random(seed)
-    layer = TransactionLayer(TimerSettings(t1=0.5, t4=rnd.choice([0.0, 5.0])), tick=tick)
+    settings = TimerSettings(t1=0.5, t4=rnd.choice([0.0, 5.0]), wait_tick=wait_tick)
+    layer = TransactionLayer(settings, tick=tick)
     log: list[Any] = []
     now = 0.0
     pending = []
@@ -69,14 +70,69 @@ def _scenario(tick: float, seed: int) -> list[Any]:
     return log
 
 
+@pytest.mark.parametrize("wait_tick", [0.0, 1.0])
 @pytest.mark.parametrize("seed", range(6))
-def test_bucket_size_does_not_change_what_fires_or_when(seed: int) -> None:
+def test_bucket_size_does_not_change_what_fires_or_when(seed: int, wait_tick: float) -> None:
     # A huge tick puts every deadline in one bucket (a sorted list); a tiny one gives each
     # deadline its own bucket (a heap of deadlines): the layer's answers are the same.
-    reference = _scenario(1e9, seed)
-    assert _scenario(1e-6, seed) == reference
-    assert _scenario(0.01, seed) == reference
-    assert _scenario(0.25, seed) == reference
+    # With wait_tick the wait timers (D, K here) sit in their own lists, outside the wheel,
+    # and still fire in (deadline, arming order) with the others.
+    reference = _scenario(1e9, seed, wait_tick)
+    assert _scenario(1e-6, seed, wait_tick) == reference
+    assert _scenario(0.01, seed, wait_tick) == reference
+    assert _scenario(0.25, seed, wait_tick) == reference
+
+
+def _drive(layer: TransactionLayer, now: float) -> list[tuple[float, list[Any]]]:
+    """What a worker does: wake up at `next_deadline()` and fire what is due, until no timer
+    is left; the wake-ups that fired something, with what they fired."""
+    wakes = []
+    while (deadline := layer.next_deadline()) is not None:
+        now = max(now, deadline)
+        events = layer.handle_timer(now)
+        if events:
+            wakes.append((now, events))
+    return wakes
+
+
+def test_transactions_that_end_in_one_second_take_one_wake_up() -> None:
+    # 100 BYEs answered within one second: each client transaction waits out Timer K (T4, 5 s,
+    # §17.1.2.2) and each server transaction Timer J (64*T1, §17.2.2).  Exact deadlines
+    # took 200 wake-ups; on whole seconds they take one per second, none of them early.
+    layer = TransactionLayer(TimerSettings(t1=0.5, t4=5.0, wait_tick=1.0), tick=0.01)
+    answered: dict[object, float] = {}
+    for i in range(100):
+        now = 0.005 + i * 0.0099
+        bye = request("BYE", branch=f"z9hG4bKb{i}", call_id=f"b{i}", to_tag="t")
+        server, _ = layer.create_server(bye, DEST, False, now)
+        client, _ = layer.create_client(bye, bye.serialize(), DEST, False, now)
+        layer.receive_response(response_to(bye, 200), now)
+        layer.respond(server, response_to(bye, 200), now)
+        answered[client] = answered[server] = now
+    wakes = _drive(layer, 1.0)
+    assert [(at, len(events)) for at, events in wakes] == [(6.0, 100), (33.0, 100)]
+    for at, events in wakes:
+        assert all(isinstance(e, Terminated) for e in events)
+        assert all(at >= answered[e.transaction] + (5.0 if at < 10 else 32.0)
+                   for e in events)
+    assert len(layer) == 0
+
+
+def test_retransmissions_keep_their_deadlines_beside_the_wait_timers() -> None:
+    layer = TransactionLayer(TimerSettings(t1=0.5, t4=5.0, wait_tick=1.0), tick=0.01)
+    bye = request("BYE", branch="z9hG4bKdone", call_id="done")
+    layer.create_client(bye, bye.serialize(), DEST, False, 0.0)
+    layer.receive_response(response_to(bye, 200), 0.1)  # Timer K: 5.1 -> 6.0
+    assert layer.next_deadline() == 6.0
+    inv = request("INVITE", branch="z9hG4bKretx", call_id="retx")
+    layer.create_client(inv, inv.serialize(), DEST, False, 0.3)
+    assert layer.next_deadline() == pytest.approx(0.8)  # Timer A, T1 after the INVITE
+    assert _branches(layer.handle_timer(0.8)) == ["z9hG4bKretx"]
+    assert layer.next_deadline() == pytest.approx(1.8)  # then 2*T1 (§17.1.1.2)
+    layer.receive_response(response_to(inv, 180), 1.0)  # A and B stop
+    assert layer.next_deadline() == 6.0
+    assert layer.handle_timer(5.99) == []
+    assert [type(e) for e in layer.handle_timer(6.0)] == [Terminated]
 
 
 def _branches(events: list[Any]) -> list[str]:
