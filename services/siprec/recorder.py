@@ -9,7 +9,8 @@ stop: BYE to the SRS, `unsubscribe`, E_SIPREC_STOP.  A stop that arrives while t
 is out is done as soon as it is answered.
 update: a re-INVITE of the call (hold, resume) -> re-INVITE to the SRS with the new
 metadata snapshot and the held streams inactive (session.py's rules); a 491 is retried
-after its wait, a 481/408 ends the recording (the SRS has no such session any more).
+after its wait, a 481/408 ends the recording (the SRS has no such session any more).  One
+that arrives while the recording is starting is sent once it started (the latest wins).
 srs_bye: the SRS ended the RS (its BYE, answered by the edge): `unsubscribe`,
 E_SIPREC_STOP reason `srs-bye`; the call goes on.
 persistence (store.py): an active recording is written to the store, removed when it
@@ -70,6 +71,9 @@ class Recorder:
         self.log = structlog.get_logger("siprec")
         self._stop_wanted: dict[str, str] = {}  # call-id -> reason, while starting
         self._starting: set[str] = set()  # call-ids whose start() is under way
+        # call-id -> (offerer's tag, direction): the call's latest re-INVITE while its
+        # recording was starting, applied once started (as a stop is, `_stop_wanted`)
+        self._update_wanted: dict[str, tuple[str, str]] = {}
         self.closing = False  # stopping: starts and stops go to another recorder
         self._busy = 0  # starts and stops under way
         self._quiet = asyncio.Event()
@@ -150,6 +154,8 @@ class Recorder:
             return await self._begun(rec, params, begun)
         finally:
             self._starting.discard(call_id)
+            # applied by _begun once started; a start that failed has no RS to update
+            self._update_wanted.pop(call_id, None)
 
     async def _begun(self, rec: Recording, params: Mapping[str, Any],
                      begun: float) -> dict[str, Any]:
@@ -179,9 +185,14 @@ class Recorder:
             "group": rec.group, "caller": rec.caller.aor, "callee": rec.callee.aor})
         self._starting.discard(call_id)  # started: a stop is done now, not deferred
         reason = self._stop_wanted.pop(call_id, None)
-        if reason is not None:
+        wanted = self._update_wanted.pop(call_id, None)
+        if reason is not None:  # the call is over: a hold it had no longer matters
             await self._stop(call_id, reason)
             return {"state": "ended", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id}
+        if wanted is not None:
+            await self._update(rec, *wanted)
+            if rec.state is not State.ACTIVE:  # the SRS answered 481/408, or a stop came
+                return {"state": "ended", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id}
         return {"state": "active", "srs": rec.srs_uri, "rs_callid": rec.rs_call_id,
                 "labels": list(rec.labels)}
 
@@ -330,10 +341,24 @@ class Recorder:
     async def update(self, call_id: str, offerer_tag: str,
                      direction: str) -> dict[str, Any] | None:
         """siprec_update: a re-INVITE of `call_id` was accepted, its offer `direction`
-        (sent by `offerer_tag`); None when the call is not recorded here."""
+        (sent by `offerer_tag`); None when the call is not recorded here.  While the
+        recording is starting it is `deferred`: sent once started, dropped if it fails."""
         rec = self.table.get(call_id)
         if rec is None:
             return None
+        if call_id in self._starting:
+            # Not now: the SRS has no session to re-INVITE yet (its INVITE is out), or
+            # one whose start may still fail (rtpengine's subscribe answer: a re-INVITE
+            # would race the BYE and store a failed recording).  Not dropped either: the
+            # SRS would keep a stale hold state (metadata, a=inactive) for the rest of
+            # the call.  Each offer says the whole hold state: the latest one is kept.
+            self._update_wanted[call_id] = (offerer_tag, direction)
+            state = State.INVITING if rec.state is State.ACTIVE else rec.state
+            return {"state": state.value, "update": "deferred", "held": list(rec.held)}
+        return await self._update(rec, offerer_tag, direction)
+
+    async def _update(self, rec: Recording, offerer_tag: str,
+                      direction: str) -> dict[str, Any]:
         out = self.table.update(rec, offerer_tag=offerer_tag, direction=direction,
                                 now=self.clock(), boundary=f"sipmesh-{_token()}")
         outcome = "unchanged" if out is None else await self._reinvite(rec, out)

@@ -284,15 +284,17 @@ async def test_a_closing_recorder_finishes_what_it_began_and_refuses_the_rest() 
 class GatedMedia(Media):
     """rtpengine's `subscribe answer` waits for `gate` (a loaded host, a slow broker)."""
 
-    def __init__(self, gate: asyncio.Event) -> None:
+    def __init__(self, gate: asyncio.Event, answer_ok: bool = True) -> None:
         super().__init__()
         self.gate = gate
+        self.answer_ok = answer_ok
 
     async def call(self, name: str, **fields: Any) -> Any:
         if name == "SubscribeAnswer":
             self.calls.append((name, fields))
             await self.gate.wait()
-            return SimpleNamespace(ok=True, error="")
+            return SimpleNamespace(ok=self.answer_ok,
+                                   error="" if self.answer_ok else "Unknown call-ID")
         return await super().call(name, **fields)
 
 
@@ -372,3 +374,87 @@ async def test_a_stop_while_rtpengine_takes_the_srs_answer_ends_it_once_started(
     assert [(n, p.get("reason")) for n, p in events] == [("E_SIPREC_START", None),
                                                           ("E_SIPREC_STOP", "mi")]
     assert len(rec.table) == 0
+
+
+def _reinvites(uac: Uac) -> list[Outgoing]:
+    """The re-INVITEs to the SRS (the INVITEs in its dialog: the To has its tag)."""
+    return [o for o in uac.sent if o.method == "INVITE" and ";tag=" in dict(o.headers)["To"]]
+
+
+async def test_a_hold_while_the_invite_is_out_reaches_the_srs_once_started() -> None:
+    """The call is put on hold (then held both ways: the latest offer wins) while the
+    INVITE to the SRS is out: the SRS gets the hold as soon as the recording started,
+    not never (its metadata said "not held" for the rest of the call)."""
+    gate = asyncio.Event()
+    store = MemoryStore()
+    media, uac = Media(), Uac([200, 200], gate)
+    rec = Recorder(media, uac, store=store, clock=lambda: 1000.0)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not uac.sent:
+        await asyncio.sleep(0)
+    assert await rec.update("c1", "ft", "sendonly") == {
+        "state": "inviting", "update": "deferred", "held": []}
+    assert await rec.update("c1", "tt", "inactive") is not None
+    gate.set()
+    assert (await starting)["state"] == "active"
+    reinvites = _reinvites(uac)
+    assert [dict(o.headers)["CSeq"] for o in reinvites] == ["2 INVITE"]
+    assert reinvites[0].body.count(b"a=inactive") == 2
+    assert rec.table.sessions["c1"].held == ("1", "2")
+    assert store.rows["c1"]["cseq"] == 2 and store.rows["c1"]["held"] == ["1", "2"]
+
+
+async def test_a_hold_while_rtpengine_takes_the_srs_answer_waits_for_it() -> None:
+    """The SRS answered (its dialog exists) but rtpengine's subscribe answer is not back
+    when the call is put on hold: the re-INVITE goes once the start is over, not beside a
+    start that may still fail."""
+    gate = asyncio.Event()
+    media, uac = GatedMedia(gate), Uac([200, 200])
+    rec, events = _recorder(media, uac)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
+        await asyncio.sleep(0)
+    answer = await rec.update("c1", "tt", "sendonly")  # the callee holds the caller
+    assert answer == {"state": "inviting", "update": "deferred", "held": []}
+    assert [o.method for o in uac.sent] == ["INVITE"]
+    gate.set()
+    assert (await starting)["state"] == "active"
+    assert [dict(o.headers)["CSeq"] for o in _reinvites(uac)] == ["2 INVITE"]
+    assert rec.table.sessions["c1"].held == ("1",)
+    assert [n for n, _ in events] == ["E_SIPREC_START"]
+
+
+async def test_a_hold_during_a_start_that_fails_is_dropped() -> None:
+    """rtpengine refuses the SRS's answer: the start fails (BYE to the SRS); the hold that
+    came meanwhile has no session to go to and leaves nothing in the store."""
+    gate = asyncio.Event()
+    store = MemoryStore()
+    media, uac = GatedMedia(gate, answer_ok=False), Uac([200, 200])
+    rec = Recorder(media, uac, store=store, clock=lambda: 1000.0)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
+        await asyncio.sleep(0)
+    assert (await rec.update("c1", "tt", "inactive") or {})["update"] == "deferred"
+    gate.set()
+    assert (await starting)["state"] == "failed"
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
+    assert store.rows == {} and len(rec.table) == 0
+    assert await rec.update("c1", "tt", "sendrecv") is None
+
+
+async def test_a_stop_after_a_hold_during_the_start_sends_no_re_invite() -> None:
+    """Hold, then the call's BYE, both while rtpengine takes the SRS's answer: the
+    recording ends once started, and the SRS gets its BYE without a re-INVITE first."""
+    gate = asyncio.Event()
+    media, uac = GatedMedia(gate), Uac([200, 200])
+    rec, events = _recorder(media, uac)
+    starting = asyncio.create_task(rec.start(PARAMS))
+    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
+        await asyncio.sleep(0)
+    assert (await rec.update("c1", "ft", "sendonly") or {})["update"] == "deferred"
+    assert await rec.stop("c1") == {"state": "stopping"}
+    gate.set()
+    assert (await starting)["state"] == "ended"
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
+    assert dict(uac.sent[-1].headers)["CSeq"] == "2 BYE"
+    assert [n for n, _ in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
