@@ -16,7 +16,8 @@ E_SIPREC_STOP reason `srs-bye`; the call goes on.
 persistence (store.py): an active recording is written to the store, removed when it
 ends; `restore()` takes them back after a restart, and `check()` (at start, then every
 `[siprec] check_interval`) ends each recording whose call rtpengine no longer knows (a
-BYE whose stop never reached the recorder: it was down, or the edge died).
+BYE whose stop never reached the recorder: it was down, or the edge died); a write that
+failed is done again there.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Recorder:
         # call-id -> (offerer's tag, direction): the call's latest re-INVITE while its
         # recording was starting, applied once started (as a stop is, `_stop_wanted`)
         self._update_wanted: dict[str, tuple[str, str]] = {}
+        # call-id -> whether the store had it before: its latest save failed (SQLite
+        # error, a lost PostgreSQL), check() saves it again
+        self._unsaved: dict[str, bool] = {}
         self.closing = False  # stopping: starts and stops go to another recorder
         self._busy = 0  # starts and stops under way
         self._quiet = asyncio.Event()
@@ -177,7 +181,7 @@ class Recorder:
             return {"state": "failed", "error": rec.error,
                     "tried": [{"srs": s, "status": c} for s, c in rec.tried]}
         self.counters["started"] += 1
-        await self._save(rec)
+        await self._save(rec, first=True)
         self.log.info("siprec_started", call_id=call_id, srs=rec.srs_uri,
                       rs_call_id=rec.rs_call_id)
         self._emit("E_SIPREC_START", {
@@ -410,16 +414,21 @@ class Recorder:
                                      "duration": round(duration, 3), "bye_status": 0})
 
     # -- persistence ----------------------------------------------------------------------
-    async def _save(self, rec: Recording) -> None:
+    async def _save(self, rec: Recording, *, first: bool = False) -> None:
+        """Writes `rec` (`first`: its start's write, the store never had it)."""
         if self.store is None:
             return
         try:
             await self.store.put(rec.call_id, rec.to_doc(), self.clock())
-        except Exception as exc:  # the recording goes on; only a restart would lose it
+        except Exception as exc:  # the recording goes on; check() writes it again
             self.counters["store_errors"] += 1
             self.log.warning("siprec_store_failed", call_id=rec.call_id, error=repr(exc))
+            self._unsaved.setdefault(rec.call_id, not first)
+        else:
+            self._unsaved.pop(rec.call_id, None)
 
     async def _forget(self, rec: Recording) -> None:
+        self._unsaved.pop(rec.call_id, None)
         if self.store is None:
             return
         try:
@@ -482,7 +491,8 @@ class Recorder:
     async def check(self) -> int:
         """Ends the recordings whose call rtpengine no longer knows; how many. One that
         left the store meanwhile was ended by another recorder (the one this one
-        replaced ran beside it for a while): it is only forgotten here, no second BYE."""
+        replaced ran beside it for a while): it is only forgotten here, no second BYE.
+        One whose write to the store failed is written again."""
         gone = 0
         # Who is looked at is decided before the store is read: a recording being started
         # (active once its SRS answered, saved only after rtpengine's subscribe answer),
@@ -492,14 +502,24 @@ class Recorder:
         # right after (never listed, nor updated on hold).
         candidates = [rec for rec in self.table
                       if rec.state is State.ACTIVE and rec.call_id not in self._starting]
+        # Neither is one whose start's write failed: no other recorder can have ended
+        # (and removed) what the store never had.  Taken for ended elsewhere, it was
+        # dropped from the table and the call's BYE never reached its SRS.
+        never_stored = {call_id for call_id, was in self._unsaved.items() if not was}
         stored = await self._stored()
         for rec in candidates:
             if rec.state is not State.ACTIVE or self.table.get(rec.call_id) is not rec:
                 continue  # stopped meanwhile (the check awaits the store and rtpengine)
-            if stored is not None and rec.call_id not in stored:
+            if (stored is not None and rec.call_id not in stored
+                    and rec.call_id not in never_stored):
+                self._unsaved.pop(rec.call_id, None)
                 self.table.end(rec)
                 self.log.info("siprec_ended_elsewhere", call_id=rec.call_id)
                 continue
+            if rec.call_id in self._unsaved:
+                # written again after the store's read: one stored before and missing
+                # from it was ended elsewhere (above), not brought back here
+                await self._save(rec)
             try:
                 reply = await self.media.call("Query", call_id=rec.call_id,
                                               from_tag=rec.from_tag, set_id=rec.set_id,

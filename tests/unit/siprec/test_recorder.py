@@ -458,3 +458,55 @@ async def test_a_stop_after_a_hold_during_the_start_sends_no_re_invite() -> None
     assert [o.method for o in uac.sent] == ["INVITE", "BYE"]
     assert dict(uac.sent[-1].headers)["CSeq"] == "2 BYE"
     assert [n for n, _ in events] == ["E_SIPREC_START", "E_SIPREC_STOP"]
+
+
+class FailingStore(MemoryStore):
+    """`put` fails while `failing` (a locked or full SQLite file)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = False
+
+    async def put(self, call_id: str, doc: dict[str, Any], now: float) -> None:
+        if self.failing:
+            raise OSError("database is locked")
+        await super().put(call_id, doc, now)
+
+
+async def test_a_recording_whose_write_failed_is_written_again_not_dropped() -> None:
+    """The store refused the started recording's row: the periodic check must not take
+    it for one ended by another recorder (dropped, the call's BYE found nothing and the
+    SRS's session never ended); it writes it again, and the call's BYE ends it."""
+    store = FailingStore()
+    store.failing = True
+    uac = Uac([200])
+    rec = Recorder(Media(), uac, store=store, clock=lambda: 1000.0)
+    assert (await rec.start(PARAMS))["state"] == "active"
+    assert store.rows == {} and rec.counters["store_errors"] == 1
+    assert await rec.check() == 0  # the store still fails: kept, tried again later
+    assert [r.call_id for r in rec.table] == ["c1"]
+    store.failing = False
+    assert await rec.check() == 0
+    assert [r.call_id for r in rec.table] == ["c1"] and list(store.rows) == ["c1"]
+    stopped = await rec.stop("c1")
+    assert stopped is not None and stopped["bye_status"] == 200
+    assert [o.method for o in uac.sent] == ["INVITE", "BYE"] and store.rows == {}
+
+
+async def test_a_stored_recording_ended_elsewhere_after_a_failed_write_is_forgotten() -> None:
+    """Stored once, then the hold's write (the grown CSeq) failed; meanwhile the recorder
+    beside this one ended it (the call's BYE went there): the check forgets it without a
+    second BYE and does not bring its row back."""
+    store = FailingStore()
+    old_uac = Uac([200, 200])
+    old = Recorder(Media(), old_uac, store=store, clock=lambda: 1000.0)
+    assert (await old.start(PARAMS))["state"] == "active"
+    store.failing = True
+    assert (await old.update("c1", "tt", "inactive") or {})["update"] == "updated"
+    store.failing = False
+    new_uac = Uac([])
+    new = Recorder(Media(), new_uac, store=store, clock=lambda: 1001.0)
+    assert (await new.stop("c1") or {})["state"] == "ended"  # adopted from the store
+    assert await old.check() == 0
+    assert len(old.table) == 0 and store.rows == {}
+    assert [o.method for o in old_uac.sent] == ["INVITE", "INVITE"]  # no second BYE
