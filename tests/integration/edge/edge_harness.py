@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -229,6 +230,22 @@ class Sipp:
     def stop(self) -> None:
         for proc in self.background:
             stop_process(proc)
+
+
+def sipp_errors(workdir: Path, last: int = 20, name: str = "uac_err.log") -> str:
+    """The last `last` entries of a sipp `-trace_err` file (the UAC's by default) that
+    failed a call: entries about dead calls (a retransmitted response after the call
+    ended) are left out."""
+    path = workdir / name
+    if not path.exists():
+        return "(no sipp error file)"
+    text = path.read_text(errors="replace")
+    # After a header line, every entry starts with "<date>\t<time>\t<epoch>: " and spans
+    # several lines; one quoting a message ends with the quote ("...'\n'2026-...").
+    entries = re.split(r"\n'?(?=\d{4}-\d\d-\d\d\t)", text)[1:]
+    failed = [e for e in entries if "Dead call" not in e]
+    return "\n".join([f"[{len(failed)} sipp error entries besides dead calls; the last "
+                      f"{min(last, len(failed))}:]", *failed[-last:]])
 
 
 def summary(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -117,14 +117,21 @@ class Broker:
         return stop_process(self.proc, grace=10)
 
 
-def start_broker(db: Path | str, env_extra: dict[str, str] | None = None) -> Broker:
+def start_broker(db: Path | str, env_extra: dict[str, str] | None = None, *,
+                 log: Path | None = None) -> Broker:
+    """A broker on `db`; its stderr is appended to `log` when given (else discarded)."""
     env = dict(os.environ)
     env.pop("SIPMESH_CONFIG", None)
     env.update({"SIPMESH_MEDIA_DB_URL": str(db), "SIPMESH_MEDIA_UVLOOP": "false",
                 "PYTHONPATH": str(ROOT)})
     env.update(env_extra or {})
-    proc = subprocess.Popen([sys.executable, "-m", "services.media"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    err = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "services.media"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    finally:
+        if not isinstance(err, int):
+            err.close()
     broker = Broker(proc)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
