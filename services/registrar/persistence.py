@@ -23,10 +23,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiosqlite
 import structlog
 
 from services.registrar.location import Binding
@@ -121,7 +122,20 @@ class SQLiteLocationTable(SQLiteFile):
             f"SELECT data FROM {self.table} WHERE expires = 0 OR expires > ?", (int(now),))
         return [_binding(r[0]) for r in rows]
 
-    async def _transaction(self, statements: list[tuple[str, list[Any]]]) -> None:
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """This connection's turn for one transaction (yields the connection): `_tx` held,
+        counted in `queued` from the wait for `_tx` to the end (usrloc reads `queued` to
+        tell whether a transaction is alone)."""
+        db = self.db  # not open: raises before being counted
+        self.queued += 1
+        try:
+            async with self._tx:
+                yield db
+        finally:
+            self.queued -= 1
+
+    async def _commit_all(self, statements: list[tuple[str, list[Any]]]) -> None:
         """`executemany` of each (sql, rows) in one transaction, committed, in
         one trip to aiosqlite's thread.
 
@@ -131,17 +145,11 @@ class SQLiteLocationTable(SQLiteFile):
         alone: 681 us with three trips, 412 us with one; docs/perf.md).  aiosqlite has no
         public call for a function of ours on its thread; `_execute` (aiosqlite 0.22,
         pinned in the lock) is the one its own methods use."""
-        db = self.db
+        async with self._transaction() as db:
+            def run() -> None:
+                _commit(db._conn, statements)
 
-        def run() -> None:
-            _commit(db._conn, statements)
-
-        self.queued += 1
-        try:
-            async with self._tx:
-                await db._execute(run)  # type: ignore[no-untyped-call]
-        finally:
-            self.queued -= 1
+            await db._execute(run)  # type: ignore[no-untyped-call]
 
     @property
     def busy(self) -> bool:
@@ -159,28 +167,22 @@ class SQLiteLocationTable(SQLiteFile):
         registrar's SaveWithDigest of a Session message checks its digests and stores what
         they allow this way: one trip instead of a lookup trip and a write trip
         (usrloc.UserLocation.save_batch_with_digest; docs/perf.md, seventh round)."""
-        db = self.db
+        async with self._transaction() as db:
+            def read_then_write() -> list[Any]:
+                conn = db._conn
+                rows = conn.execute(sql, params).fetchall() if params else []
+                statements = self._writes(*decide(rows))
+                if any(values for _, values in statements):
+                    _commit(conn, statements)
+                return rows
 
-        def read_then_write() -> list[Any]:
-            conn = db._conn
-            rows = conn.execute(sql, params).fetchall() if params else []
-            statements = self._writes(*decide(rows))
-            if any(values for _, values in statements):
-                _commit(conn, statements)
-            return rows
-
-        self.queued += 1
-        try:
-            async with self._tx:
-                rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
-                    read_then_write)
-        finally:
-            self.queued -= 1
+            rows: list[Any] = await db._execute(  # type: ignore[no-untyped-call]
+                read_then_write)
         return rows
 
     async def write(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
                     ) -> None:
-        await self._transaction(self._writes(upserts, deletes))
+        await self._commit_all(self._writes(upserts, deletes))
 
     def _writes(self, upserts: Iterable[Binding], deletes: Iterable[tuple[str, str]]
                 ) -> list[tuple[str, list[Any]]]:
@@ -190,7 +192,7 @@ class SQLiteLocationTable(SQLiteFile):
                  [_row(b) for b in upserts])]
 
     async def replace_all(self, bindings: Iterable[Binding]) -> None:
-        await self._transaction([
+        await self._commit_all([
             (f"DELETE FROM {self.table} WHERE 1 = ?", [(1,)]),
             (f"INSERT INTO {self.table} VALUES (?, ?, ?, ?)", [_row(b) for b in bindings])])
 
@@ -201,14 +203,9 @@ class SQLiteLocationTable(SQLiteFile):
         return [_binding(r[0]) for r in rows]
 
     async def purge(self, now: float) -> int:
-        self.queued += 1
-        try:
-            async with self._tx:
-                cur = await self.db.execute(
-                    f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?",
-                    (int(now),))
-        finally:
-            self.queued -= 1
+        async with self._transaction() as db:
+            cur = await db.execute(
+                f"DELETE FROM {self.table} WHERE expires <> 0 AND expires <= ?", (int(now),))
         return cur.rowcount
 
 
