@@ -13,7 +13,7 @@ fails answers 503 and changes nothing."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,22 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
+@pytest.fixture
+def held_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The location table's commits wait on SQLite's thread until the event is set (the
+    test sets it; teardown too, so that a failed test leaves no thread waiting)."""
+    release = threading.Event()
+    commit = persistence._commit
+
+    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
+        assert release.wait(10)
+        commit(conn, statements)
+
+    monkeypatch.setattr(persistence, "_commit", held)
+    yield release
+    release.set()
+
+
 async def test_a_message_is_checked_and_stored_in_one_trip(registrar: Registrar,
                                                            trips: list[str]) -> None:
     registrar.stream.send(save_with_digest(1, "alice", "alice-pw"),
@@ -130,25 +146,17 @@ async def test_a_message_is_checked_and_stored_in_one_trip(registrar: Registrar,
 
 
 async def test_a_message_while_the_previous_trip_runs_takes_one_trip_after_it(
-        registrar: Registrar, trips: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        registrar: Registrar, trips: list[str], held_commit: threading.Event) -> None:
     # The first message's commit is held on SQLite's thread until the second message is
     # waiting for the table: the second queues its own trip behind it, rather than a
     # subscriber lookup, a save and a write of the writer's.
-    release = threading.Event()
-    commit = persistence._commit
-
-    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
-        assert release.wait(10)
-        commit(conn, statements)
-
-    monkeypatch.setattr(persistence, "_commit", held)
     registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
     await eventually(lambda: registrar.table.busy, what="the first trip running")
     registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
     await eventually(lambda: registrar.table.queued == 2,
                      what="the second message waiting for the table")
     assert registrar.ul.stats["saves"] == 0  # nothing answered yet
-    release.set()
+    held_commit.set()
     got = await registrar.stream.replies(2)
     assert [got[i].save_with_digest.status for i in (1, 2)] == [200, 200]
     assert trips == ["read_then_write", "read_then_write"]
@@ -158,18 +166,10 @@ async def test_a_message_while_the_previous_trip_runs_takes_one_trip_after_it(
 
 
 async def test_with_a_trip_running_and_one_waiting_a_message_goes_the_usual_way(
-        registrar: Registrar, trips: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        registrar: Registrar, trips: list[str], held_commit: threading.Event) -> None:
     # The table is behind: a third trip would queue too (one transaction per message);
     # the usual way's writes are gathered by the writer for every message meanwhile.
     await registrar.ul.store.add("carol", "example.com", "carol-pw")
-    release = threading.Event()
-    commit = persistence._commit
-
-    def held(conn: Any, statements: list[tuple[str, list[Any]]]) -> None:
-        assert release.wait(10)
-        commit(conn, statements)
-
-    monkeypatch.setattr(persistence, "_commit", held)
     registrar.stream.send(save_with_digest(1, "alice", "alice-pw"))
     await eventually(lambda: registrar.table.busy, what="the first trip running")
     registrar.stream.send(save_with_digest(2, "bob", "bob-pw"))
@@ -178,7 +178,7 @@ async def test_with_a_trip_running_and_one_waiting_a_message_goes_the_usual_way(
     # carol's subscriber looked up, saved in memory, the writer's transaction waiting
     await eventually(lambda: registrar.table.queued == 3, what="the writer waiting")
     assert "carol@example.com" in registrar.in_memory()
-    release.set()
+    held_commit.set()
     got = await registrar.stream.replies(3)
     assert [got[i].save_with_digest.status for i in (1, 2, 3)] == [200, 200, 200]
     assert trips.count("read_then_write") == 2 and trips[-1] == "run"  # the writer's

@@ -288,14 +288,27 @@ class GatedMedia(Media):
         super().__init__()
         self.gate = gate
         self.answer_ok = answer_ok
+        self.answering = asyncio.Event()  # the subscribe answer came and waits for `gate`
 
     async def call(self, name: str, **fields: Any) -> Any:
         if name == "SubscribeAnswer":
             self.calls.append((name, fields))
+            self.answering.set()
             await self.gate.wait()
             return SimpleNamespace(ok=self.answer_ok,
                                    error="" if self.answer_ok else "Unknown call-ID")
         return await super().call(name, **fields)
+
+
+async def start_gated(rec: Recorder, media: GatedMedia) -> asyncio.Task[dict[str, Any]]:
+    """`rec.start(PARAMS)` as a task, once it waits for rtpengine's subscribe answer: the
+    SRS answered and the recording is not started yet (the start must not end before)."""
+    starting = asyncio.create_task(rec.start(PARAMS))
+    answering = asyncio.create_task(media.answering.wait())
+    await asyncio.wait((starting, answering), return_when=asyncio.FIRST_COMPLETED)
+    answering.cancel()
+    assert not starting.done(), starting.result()
+    return starting
 
 
 class GatedStore(MemoryStore):
@@ -326,9 +339,7 @@ async def test_the_periodic_check_leaves_a_recording_being_started_alone() -> No
     events: list[str] = []
     rec = Recorder(media, uac, store=store, clock=lambda: 1000.0,
                    on_event=lambda n, p: events.append(n))
-    starting = asyncio.create_task(rec.start(PARAMS))
-    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
-        await asyncio.sleep(0)
+    starting = await start_gated(rec, media)
     assert await rec.check() == 0
     gate.set()
     assert (await starting)["state"] == "active"
@@ -362,9 +373,7 @@ async def test_a_stop_while_rtpengine_takes_the_srs_answer_ends_it_once_started(
     gate = asyncio.Event()
     media, uac = GatedMedia(gate), Uac([200])
     rec, events = _recorder(media, uac)
-    starting = asyncio.create_task(rec.start(PARAMS))
-    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
-        await asyncio.sleep(0)
+    starting = await start_gated(rec, media)
     assert [r["state"] for r in rec.listing(1000.0)] == ["inviting"]  # not recording yet
     assert await rec.stop("c1", "mi") == {"state": "stopping"}
     gate.set()
@@ -411,9 +420,7 @@ async def test_a_hold_while_rtpengine_takes_the_srs_answer_waits_for_it() -> Non
     gate = asyncio.Event()
     media, uac = GatedMedia(gate), Uac([200, 200])
     rec, events = _recorder(media, uac)
-    starting = asyncio.create_task(rec.start(PARAMS))
-    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
-        await asyncio.sleep(0)
+    starting = await start_gated(rec, media)
     answer = await rec.update("c1", "tt", "sendonly")  # the callee holds the caller
     assert answer == {"state": "inviting", "update": "deferred", "held": []}
     assert [o.method for o in uac.sent] == ["INVITE"]
@@ -431,9 +438,7 @@ async def test_a_hold_during_a_start_that_fails_is_dropped() -> None:
     store = MemoryStore()
     media, uac = GatedMedia(gate, answer_ok=False), Uac([200, 200])
     rec = Recorder(media, uac, store=store, clock=lambda: 1000.0)
-    starting = asyncio.create_task(rec.start(PARAMS))
-    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
-        await asyncio.sleep(0)
+    starting = await start_gated(rec, media)
     assert (await rec.update("c1", "tt", "inactive") or {})["update"] == "deferred"
     gate.set()
     assert (await starting)["state"] == "failed"
@@ -448,9 +453,7 @@ async def test_a_stop_after_a_hold_during_the_start_sends_no_re_invite() -> None
     gate = asyncio.Event()
     media, uac = GatedMedia(gate), Uac([200, 200])
     rec, events = _recorder(media, uac)
-    starting = asyncio.create_task(rec.start(PARAMS))
-    while not any(n == "SubscribeAnswer" for n, _ in media.calls):
-        await asyncio.sleep(0)
+    starting = await start_gated(rec, media)
     assert (await rec.update("c1", "ft", "sendonly") or {})["update"] == "deferred"
     assert await rec.stop("c1") == {"state": "stopping"}
     gate.set()
