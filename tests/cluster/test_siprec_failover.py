@@ -29,6 +29,7 @@ from tests.integration.dialog.harness import DialogMesh, rpc, sipp_output, wait_
 from tests.integration.edge.edge_harness import free_port
 from tests.integration.media.harness import RtpEngine, free_udp_port
 from tests.integration.media.test_media_calls import sipmesh
+from tests.support.service_logs import ServiceLogs
 
 pytestmark = pytest.mark.peers
 SIPREC = Path(__file__).resolve().parents[1] / "integration" / "siprec" / "scenarios"
@@ -55,8 +56,14 @@ def _recordings(mesh: DialogMesh) -> list[dict[str, Any]]:
     return list(answer.get("result", {}).get("Recordings", []))
 
 
-async def test_a_killed_dialog_owner_still_ends_the_recordings(tmp_path: Path) -> None:
+async def test_a_killed_dialog_owner_still_ends_the_recordings(
+        tmp_path: Path, service_logs: ServiceLogs) -> None:
     engine = RtpEngine(tmp_path).start()
+    service_logs.add("rtpengine", tmp_path / f"rtpengine-{engine.ng_port}.log")
+    service_logs.add("sipmesh up (every service)", tmp_path / "mesh.stderr")
+    service_logs.add("sipp errors", lambda: "\n".join(
+        f"{f.name}:\n{f.read_text(errors='replace')}"
+        for f in sorted(tmp_path.glob("uac_*_err.log"))))
     srs = await FakeSrs(port=free_udp_port()).start()
     db = tmp_path / "media.sqlite"
     mesh: DialogMesh | None = None
@@ -80,13 +87,23 @@ async def test_a_killed_dialog_owner_still_ends_the_recordings(tmp_path: Path) -
         def recorded() -> list[dict[str, Any]]:
             return [r for r in _recordings(dm) if r["state"] == "active"]
 
-        def replicated() -> list[dict[str, Any]]:
-            return [d for n in (1, 2, 3) for d in node_dialogs(dm, n) if d["state"] == 4]
+        def copies() -> dict[str, int]:
+            """Call-ID -> how many dialog nodes hold the call confirmed."""
+            held: dict[str, int] = {}
+            for n in (1, 2, 3):
+                for d in node_dialogs(dm, n):
+                    if d["state"] == 4:
+                        held[d["callid"]] = held.get(d["callid"], 0) + 1
+            return held
 
         await asyncio.to_thread(wait_for, lambda: len(recorded()) == 2, 25,
                                 "two calls recorded")
-        await asyncio.to_thread(wait_for, lambda: len(replicated()) >= 4, 15,
-                                "both calls confirmed on two dialog nodes at least")
+        # Each call on two nodes, so that one survives whichever node is killed: four
+        # copies in all also counted one call on three nodes and the other on the node
+        # killed next alone (its replication late on a loaded host), a call then ended
+        # by no node: its sipp waited for a BYE that never came and exited non-zero.
+        await asyncio.to_thread(wait_for, lambda: len(held := copies()) == 2 and min(
+            held.values()) >= 2, 15, "both calls confirmed on two dialog nodes at least")
         assert len(srs.sessions) == 2 and not any(s.ended for s in srs.sessions.values())
         streamed = {n: node_mi(meta, "get_statistics", [["dialog:create_sent"]])
                     ["dialog:create_sent"] for n, meta in nodes(dm).items()}
