@@ -90,6 +90,7 @@ MODULES: tuple[str, ...] = (
     "services.edge.context",
     "services.edge.core",
     "services.edge.counters",
+    "services.edge.datagrams",
     "services.edge.default_routing",
     "services.edge.keepalive",
     "services.edge.media_anchor",

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import os
 import socket
 import sys
@@ -36,6 +35,7 @@ from services.edge.auth import ProxyAuthenticator
 from services.edge.config import EdgeConfig, load_config
 from services.edge.core import Await, Output, ProxyCore, Send
 from services.edge.counters import EdgeCounters
+from services.edge.datagrams import DatagramPath
 from services.edge.gc_policy import THRESHOLDS, tune_collector
 from services.edge.keyfile import state_secret
 from services.edge.local_addresses import local_addresses, route_address
@@ -51,28 +51,6 @@ from services.edge.workers import WORKER_INDEX_ENV, supervise, worker_nonce_coun
 from shared import compiled
 from shared.service.say import say
 from shared.transaction import TimerSettings
-
-TIMER_TICK = 0.01  # s: granularity of the worker's one loop timer (see EdgeApp._rearm)
-
-
-def _start_line(data: bytes) -> str:
-    """The start line of a SIP message, for E_CORE_THRESHOLD's `extra`."""
-    return data.split(b"\r\n", 1)[0][:200].decode("utf-8", "replace")
-
-
-def _is_ip(host: str, known_hosts: dict[str, bool]) -> bool:
-    """Numeric address? (remembered per app: it is asked for every datagram sent)"""
-    known = known_hosts.get(host)
-    if known is None:
-        try:
-            ipaddress.ip_address(host)
-            known = True
-        except ValueError:
-            known = False
-        if len(known_hosts) > 65536:
-            known_hosts.clear()
-        known_hosts[host] = known
-    return known
 
 
 def rr_secret(config: EdgeConfig) -> bytes:
@@ -124,6 +102,13 @@ class EdgeApp:
         # Warnings about input are rate-limited per event: a fuzzer or a connection flood
         # adds a few lines per second to the log, not one per packet (services/edge/ratelog).
         self._limited = RateLimitedLog(self.log.warning, time.monotonic)
+        # The per-message path (services/edge/datagrams.py, compiled with the core): a
+        # message in, the outputs carried out, the loop timer re-armed.  Attributes, so
+        # that a datagram runs no interpreted frame of ours; a test may replace them.
+        self.path = DatagramPath(self)
+        self._on_message: Callable[[bytes, Source], None] = self.path.on_message
+        self._execute: Callable[[Sequence[Output]], None] = self.path.execute
+        self._rearm: Callable[[], None] = self.path.rearm
         self.tcp = TcpPool(self._on_message, self._on_failure, self._warn,
                            limits=config.tcp_limits())
         self.core: ProxyCore | None = None
@@ -134,14 +119,8 @@ class EdgeApp:
         self.on_transaction: Callable[[str, int, float], None] | None = None
         self.capture: Any = None  # services/edge/tracer.CaptureHub while anything is traced
         self.interfaces: list[Interface] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._numeric: dict[str, bool] = {}
-        # id(interface) -> (interface, its socket), for `_send_udp` (plain and private)
-        self._endpoint_of: dict[int, tuple[Interface, UdpEndpoint]] = {}
-        self._private_of: dict[int, tuple[Interface, UdpEndpoint]] = {}
         # Anycast listeners of a clustered edge (services/edge/anycast_cluster.py sets both).
         self.anycast_core: AnycastCore | None = None
         self.anycast: Any = None  # AnycastCluster: carries the core's ClusterSend outputs
@@ -220,8 +199,7 @@ class EdgeApp:
                 async with asyncio.timeout(drain):
                     while core.pending:
                         await asyncio.sleep(0.05)  # polling a drain, not synchronising a test
-        if self._timer is not None:
-            self._timer.cancel()
+        self.path.cancel()
         for ep in [*self.udp.values(), *self.private.values()]:
             ep.close()
         await self.tcp.close()
@@ -258,104 +236,20 @@ class EdgeApp:
         return [f"{i.transport}:{i.host_in_uri}:{i.port}{';anycast' if i.anycast else ''}"
                 for i in self.interfaces]
 
-    # -- the hot path ---------------------------------------------------------------------------
-    def _on_message(self, data: bytes, source: Source) -> None:
-        core = self.core
-        if core is None:
-            return
-        if self.capture is not None:
-            self.capture.received(data, source)  # SIP capture (sip_trace on)
-        loop = self._loop
-        assert loop is not None
-        pike = self.pike
-        # Responses always pass the guard (PikeGuard.admit): not even asked.
-        if pike is not None and not data.startswith(b"SIP/") and not pike.admit(data, source):
-            self.counters.drop_requests.value += 1  # a flooding source (OpenSIPS pike)
-            return
-        started = time.perf_counter() if self.exec_threshold else 0.0
-        try:
-            outputs = core.receive(data, source, loop.time())
-        except Exception:  # never let one message take the worker down
-            self.log.exception("edge.internal_error", peer=f"{source.host}:{source.port}")
-            # OpenSIPS err_requests / err_replies: a message whose processing failed.
-            if data.startswith(b"SIP/"):
-                self.counters.err_replies.value += 1
-            else:
-                self.counters.err_requests.value += 1
-            return
-        if outputs:
-            self._execute(outputs)
-        self._rearm()
-        if self.exec_threshold:
-            micros = int((time.perf_counter() - started) * 1e6)
-            if micros > self.exec_threshold and self.on_slow is not None:
-                self.on_slow("msg processing", micros, _start_line(data))
+    # -- what the message path (services/edge/datagrams.py) hands back ------------------
+    def _spawn_await(self, item: Await) -> None:
+        """An async routing hook: awaited in a task, its outputs carried out after."""
+        task = asyncio.get_running_loop().create_task(self._await(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _execute(self, outputs: Sequence[Output]) -> None:
-        failed: list[Send] = []
-        capture = self.capture
-        for item in outputs:
-            if type(item) is Send:
-                dest = item.dest
-                if capture is not None:
-                    capture.sent(item.data, dest)  # SIP capture (sip_trace on)
-                try:
-                    if dest.transport == "udp":
-                        self._send_udp(item, dest)
-                    else:
-                        self.tcp.send(dest, item.data)
-                except (OSError, ValueError, OverflowError) as exc:
-                    # One send the socket refuses (uvloop raises for an address of the other
-                    # family) fails its own transaction only; the other outputs of this
-                    # batch - other transactions' retransmissions in a timer tick - still go.
-                    self._warn("send.failed", to=f"{dest.transport}:{dest.host}:{dest.port}",
-                               error=str(exc))
-                    failed.append(item)
-            elif isinstance(item, Await):
-                task = asyncio.get_running_loop().create_task(self._await(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif isinstance(item, ClusterSend) and self.anycast is not None:
-                self.anycast.send(item)
-        if failed and self.core is not None and self._loop is not None:
-            for item in failed:
-                self._execute(self.core.send_failed(item, self._loop.time()))
+    def _other_output(self, item: Output) -> None:
+        """An output neither a send nor an await: a message for another anycast node."""
+        if isinstance(item, ClusterSend) and self.anycast is not None:
+            self.anycast.send(item)
 
-    def _send_udp(self, item: Send, dest: Destination) -> None:
-        itf = dest.interface
-        endpoint = None
-        if itf is not None:
-            # The socket of an interface object seen before, by identity: hashing an
-            # Interface (seven fields) cost more than the rest of a send's glue, and the
-            # core's destinations carry the very objects `start` bound.  The pair keeps
-            # the object alive, so its id names it while it is remembered.
-            private = item.request and bool(self.private)
-            known = (self._private_of if private else self._endpoint_of).get(id(itf))
-            if known is not None and known[0] is itf:
-                endpoint = known[1]
-            else:
-                if private:
-                    endpoint = self.private.get(itf)
-                if endpoint is None:
-                    endpoint = self.udp.get(itf)
-                    private = False
-                if endpoint is not None:
-                    remembered = self._private_of if private else self._endpoint_of
-                    if len(remembered) > 64:
-                        remembered.clear()  # bounded: copies of interfaces made elsewhere
-                    remembered[id(itf)] = (itf, endpoint)
-        if endpoint is None:
-            endpoint = next(iter(self.udp.values()), None)
-        if endpoint is None:
-            return
-        host = dest.host
-        # The remembered answer first: no call of `_is_ip` or `UdpEndpoint.send` for an
-        # address sent to before (seven sends per call).
-        if self._numeric.get(host) or _is_ip(host, self._numeric):
-            transport = endpoint.transport
-            if transport is not None:
-                transport.sendto(item.data, (host, dest.port))
-            return
+    def _resolve_later(self, endpoint: UdpEndpoint, item: Send) -> None:
+        """A send to a name: resolved in a task, then sent."""
         task = asyncio.get_running_loop().create_task(self._resolve_and_send(endpoint, item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -394,39 +288,6 @@ class EdgeApp:
         if self.core is None or self._loop is None:
             return
         self._execute(self.core.transport_failed(dest, self._loop.time()))
-        self._rearm()
-
-    # -- the one timer ------------------------------------------------------------------------
-    def _rearm(self) -> None:
-        core = self.core
-        loop = self._loop
-        if core is None or loop is None:
-            return
-        deadline = core.next_deadline()
-        if deadline is None:
-            return
-        # Wake up on the next TIMER_TICK boundary at or after the deadline: every deadline
-        # of that tick is handled by one wake-up.  Under load the transactions' deadlines
-        # are spread over every millisecond, and one loop wake-up per deadline cost ~15% of
-        # a worker (py-spy under sipp); SIP timers (T1 = 500 ms) do not mind 10 ms.
-        when = (deadline // TIMER_TICK + 1) * TIMER_TICK
-        if self._timer_at is not None and self._timer_at <= when:
-            return  # an earlier wake-up is already due; it re-arms after firing
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        core = self.core
-        if core is None or self._loop is None:
-            return
-        try:
-            self._execute(core.handle_timer(self._loop.time()))
-        except Exception:
-            self.log.exception("edge.internal_error", where="timer")
         self._rearm()
 
     # -- logging ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from itertools import count
 from typing import Any, cast
 
 from services.edge.addresses import Destination, Interface, Source
+from services.edge.datagrams import Receiver
 from services.edge.stateless import answer_malformed
 from services.edge.tcp_limits import ConnectionBudget, TcpLimits, deadline_reason
 from shared.sip import KeepAlive, SipParseError, StreamFramer
@@ -75,6 +76,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.on_message = on_message
         self.log = log
         self.transport: asyncio.DatagramTransport | None = None
+        # The loop looks `datagram_received` up per datagram: this instance's is the
+        # compiled `Receiver`'s (services/edge/datagrams.py), one interpreted frame fewer
+        # per datagram than the method below, which does the same.
+        self.datagram_received = Receiver(  # type: ignore[method-assign]
+            interface, on_message).datagram_received
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

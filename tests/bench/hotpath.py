@@ -111,10 +111,41 @@ def _worker_services() -> tuple[dict[str, Any], Any]:
     return services, DialogTracker(dialogs, enabled=True)
 
 
+class _Sent:
+    """A datagram the app's glue sent (what `_feed` reads of a core's `Send`)."""
+
+    def __init__(self, data: bytes, port: int) -> None:
+        self.data = data
+        self.dest = types.SimpleNamespace(port=port)
+
+
+class _Loop:
+    """What `EdgeApp` asks of its loop on the datagram path: the clock and the timer."""
+
+    def __init__(self, flow: InviteCall) -> None:
+        self.flow = flow
+
+    def time(self) -> float:
+        return self.flow.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Any:
+        return types.SimpleNamespace(cancel=lambda: None)
+
+
+class _Socket:
+    """The datagram transport: keeps what the glue sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[_Sent] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append(_Sent(data, addr[1]))
+
+
 class InviteCall:
     """sipp uac -> edge -> sipp uas, every message as sipp writes it."""
 
-    def __init__(self, paced: int = 0, worker: bool = False) -> None:
+    def __init__(self, paced: int = 0, worker: bool = False, app: bool = False) -> None:
         services, tracker = _worker_services() if worker else ({}, None)
         router = load_router("services.edge.default_routing",
                              RouterSetup(frozenset(), {}, services))
@@ -130,9 +161,32 @@ class InviteCall:
         # transactions' timers of the last 32 s are all armed, as in a real worker.
         self.paced = paced
         self._tick = 0
+        # `app`: each datagram through a real EdgeApp's UDP glue (the endpoint's
+        # `datagram_received`, the app's receive, send and timer re-arming code), its loop
+        # and socket stand-ins in process: what a worker runs per datagram besides uvloop.
+        self.receive: Callable[[bytes, tuple[str, int]], None] | None = None
+        if app:
+            from services.edge.app import EdgeApp
+            from services.edge.config import EdgeConfig
+            from services.edge.transports import UdpEndpoint
 
-    def _feed(self, data: str, peer: tuple[str, int]) -> list[Send]:
-        out = _sends(self.core.receive(data.encode(), Source(EDGE, *peer), self.now))
+            edge = EdgeApp(EdgeConfig(listen=("udp:127.0.0.1:5060",), rr_secret="k" * 32))
+            edge.core = self.core
+            edge._loop = _Loop(self)  # type: ignore[assignment]
+            endpoint = UdpEndpoint(EDGE, edge._on_message, edge._warn)
+            self.socket = _Socket()
+            endpoint.connection_made(self.socket)  # type: ignore[arg-type]
+            edge.udp[EDGE] = endpoint
+            self.app = edge
+            self.receive = endpoint.datagram_received
+
+    def _feed(self, data: str, peer: tuple[str, int]) -> list[Any]:
+        out: list[Any]
+        if self.receive is not None:
+            out = self.socket.sent = []
+            self.receive(data.encode(), peer)
+        else:
+            out = _sends(self.core.receive(data.encode(), Source(EDGE, *peer), self.now))
         if self.paced:
             self.core.next_deadline()  # the worker's _rearm, after every message
         for s in out:
@@ -386,10 +440,11 @@ class SaveFlow:
 
 
 def workload(name: str, users: int = 0, edge_check: bool = False, paced: int = 0,
-             worker: bool = False) -> tuple[Callable[[], None], Callable[[], None]]:
+             worker: bool = False, app: bool = False
+             ) -> tuple[Callable[[], None], Callable[[], None]]:
     flow: InviteCall | RegisterFlow | SaveFlow
     if name == "invite":
-        flow = InviteCall(paced, worker)
+        flow = InviteCall(paced, worker, app)
     elif name == "register":
         flow = RegisterFlow(users or 1000, digest_on_save=not edge_check)
     else:
@@ -419,7 +474,7 @@ class CollectorClock:
 
 def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
         report: bool = False, edge_check: bool = False, paced: int = 0,
-        worker: bool = False) -> None:
+        worker: bool = False, app: bool = False) -> None:
     import time
 
     from services.edge.gc_policy import THRESHOLDS as EDGE_THRESHOLDS
@@ -427,7 +482,7 @@ def run(name: str, warm: int, calls: int, users: int = 0, tuned: bool = False,
 
     if tuned:  # the policy of the process that runs this work (edge worker, registrar)
         tune_collector(THRESHOLDS if name == "save" else EDGE_THRESHOLDS)
-    one, finish = workload(name, users, edge_check, paced, worker)
+    one, finish = workload(name, users, edge_check, paced, worker, app)
     for _ in range(warm):
         one()
     collector = CollectorClock() if report else None
@@ -530,8 +585,8 @@ def retained(calls: int, warm: int) -> None:
 
 
 def profile(name: str, warm: int, calls: int, top: int = 22,
-            edge_check: bool = False, worker: bool = False) -> None:
-    one, finish = workload(name, edge_check=edge_check, worker=worker)
+            edge_check: bool = False, worker: bool = False, app: bool = False) -> None:
+    one, finish = workload(name, edge_check=edge_check, worker=worker, app=app)
     for _ in range(warm):
         one()
     prof = cProfile.Profile()
@@ -583,6 +638,10 @@ def main() -> int:
                         help="invite: the routing sees the service clients and dialog "
                              "tracker of a standalone edge worker (make bench's), as "
                              "services/edge/app.py builds them")
+    parser.add_argument("--app", action="store_true",
+                        help="invite: every datagram through a real EdgeApp's UDP glue "
+                             "(endpoint, receive, sends, timer re-arming), loop and socket "
+                             "stood in for in process")
     parser.add_argument("--edge-check", action="store_true",
                         help="register: the edge checks the digest (GetCredentials' HA1) "
                              "instead of the registrar on Save (SaveWithDigest)")
@@ -593,6 +652,8 @@ def main() -> int:
         extra.append("--edge-check")
     if args.worker:
         extra.append("--worker")
+    if args.app:
+        extra.append("--app")
     if args.callgrind:
         per, allocs = callgrind(args.workload, args.warm, args.calls, extra)
         print(f"{args.workload}: {per / 1e6:.3f} M instructions and {allocs:.0f} "
@@ -604,11 +665,11 @@ def main() -> int:
         retained(args.calls, args.warm)
     elif args.profile:
         profile(args.workload, args.warm, args.calls, edge_check=args.edge_check,
-                worker=args.worker)
+                worker=args.worker, app=args.app)
     else:
         run(args.workload, args.warm, args.calls, args.users, args.gc == "tuned",
             report=args.calls > 0, edge_check=args.edge_check, paced=args.paced,
-            worker=args.worker)
+            worker=args.worker, app=args.app)
     return 0
 
 

@@ -158,3 +158,21 @@ def test_the_shipped_default_routing_is_compiled_with_the_core() -> None:
     assert hasattr(router.request_route, "__code__") == (compiled.mode() != "compiled")
     operator = load_router("tests.integration.edge.routing_fork", RouterSetup(frozenset(), {}))
     assert hasattr(operator.request_route, "__code__")
+
+
+def test_the_workers_message_path_is_compiled_with_the_core() -> None:
+    """What a worker runs for every datagram around the core (services/edge/datagrams.py:
+    the socket's `datagram_received`, the app's receive, send and timer code) is compiled
+    whenever the core is: no interpreted frame of ours per datagram."""
+    from services.edge.addresses import Interface
+    from services.edge.app import EdgeApp
+    from services.edge.config import EdgeConfig
+    from services.edge.transports import UdpEndpoint
+
+    assert "services.edge.datagrams" in compiled.MODULES
+    app = EdgeApp(EdgeConfig(listen=("udp:127.0.0.1:0",), rr_secret="k" * 32))
+    endpoint = UdpEndpoint(Interface("udp", "127.0.0.1", 5060), app._on_message, app._warn)
+    hot = [app._on_message, app._execute, app._rearm, endpoint.datagram_received]
+    # A compiled method has no code object (a Python method's function has one).
+    interpreted = [hasattr(getattr(fn, "__func__", fn), "__code__") for fn in hot]
+    assert interpreted == [compiled.mode() != "compiled"] * len(hot)
