@@ -129,6 +129,12 @@ class PresenceService:
         # the presentities hinted while that read runs are read again after it.
         self.caught_up = not self.shared
         self._hinted: set[str] | None = None
+        # This node's own requests on a presentity, under way (`_changing`) or ended while
+        # a whole-store read runs (`_touched`): the read's snapshot may predate their
+        # write, so those presentities are read again after it rather than left as the
+        # snapshot has them.
+        self._changing: set[str] = set()
+        self._touched: set[str] | None = None
         self._sync_done = False  # the capability's sync is done: a read makes us ready
         self._read_again = False  # a read of the whole store is wanted (after this one)
         self._reading: asyncio.Task[None] | None = None
@@ -177,6 +183,13 @@ class PresenceService:
         assert self.store is not None
         pubs, subs = await self.store.load_presentity(presentity)
         self.core.replace_presentity(presentity, pubs, subs)
+
+    async def _reread(self, presentity: str) -> None:
+        async with self._lock(presentity):
+            try:
+                await self._reload(presentity)
+            except Exception as exc:  # the next request on it reads it again anyway
+                log.error("presence_reread_failed", presentity=presentity, error=repr(exc))
 
     def _announce(self, presentities: set[str]) -> None:
         if self.cluster is None:
@@ -312,8 +325,10 @@ class PresenceService:
     async def _catch_up(self, ready: bool = True) -> None:
         assert self.store is not None
         self._hinted = set()
+        self._touched = set()
         before: dict[tuple[str, str], bytes] = {}
         changed: list[tuple[str, str]] = []
+        touched: set[str] = set()
         try:
             pubs, subs = await self.store.load()
             before = self._owned_states()
@@ -328,6 +343,9 @@ class PresenceService:
                 rows.setdefault(sub.presentity, ([], []))[1].append(sub)
             for presentity, (p_rows, s_rows) in rows.items():
                 self.core.replace_presentity(presentity, p_rows, s_rows)
+            # A request of ours that wrote during the read (or is writing now): the
+            # snapshot may miss its rows, which stay in the store; read them once more.
+            touched = self._touched | self._changing
             changed = [key for key, state in self._owned_states().items()
                        if before.get(key, b"") != state]
             again = self._hinted
@@ -341,8 +359,11 @@ class PresenceService:
             again = self._hinted or set()
         finally:
             self._hinted = None
+            self._touched = None
         for presentity in sorted(again):
             self._spawn(self._remote_change(presentity))
+        for presentity in sorted(touched - again):
+            self._spawn(self._reread(presentity))
         for presentity, event in sorted(changed):
             if presentity not in again:  # (that one's re-read notifies)
                 self._spawn(self._notify_state(presentity, event))
@@ -429,10 +450,16 @@ class PresenceService:
                 await self.apply(outcome)
             else:
                 async with self._lock(presentity):
-                    await self._reload(presentity)
-                    outcome = self.core.handle(request, meta, time.time(),
-                                               secrets.token_hex(8))
-                    await self.apply(outcome)
+                    self._changing.add(presentity)
+                    try:
+                        await self._reload(presentity)
+                        outcome = self.core.handle(request, meta, time.time(),
+                                                   secrets.token_hex(8))
+                        await self.apply(outcome)
+                    finally:
+                        self._changing.discard(presentity)
+                        if self._touched is not None:
+                            self._touched.add(presentity)
                 if outcome.put_pubs or outcome.del_pubs:
                     self._announce({presentity})
         except Exception as exc:
