@@ -13,7 +13,14 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   subscription this node owns gets a NOTIFY with the current state once it is up
   (`PresenceCore.renotify`): a NOTIFY started before the kill (the first one after a 200,
   or those of a PUBLISH answered just before) may never have left. A clean stop drains
-  its NOTIFYs and writes the marker, so a rolling restart sends none of these.
+  its NOTIFYs and writes the marker, so a rolling restart sends none of these. Each
+  NOTIFY's final answer is recorded in the store (a 'notified' row: the CSeq answered,
+  written in batches after the answers), so only the subscriptions whose last NOTIFY was
+  started and never answered get one (`pending`).
+* A node that takes a sharing tag because its holder was declared down (not by MI)
+  reads the whole store and redoes the dead node's pending NOTIFYs of that tag's
+  subscriptions the same way (`tag_changed`): in a shared-database cluster a kill -9 of
+  the holder between a PUBLISH's 200 and its NOTIFYs loses none of them.
 * Clustering (`[presence] cluster`, OpenSIPS 2.4's shared-database mode): every node
   reads a presentity's rows from the shared store before acting on it, NOTIFYs a change
   only to the subscriptions whose sharing tag is active on it, and tells the other nodes
@@ -67,7 +74,7 @@ from services.presence.config import PresenceConfig
 from services.presence.core import Meta, Outcome, PresenceCore
 from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
-from services.presence.store import PresenceStore, pub_row, sub_row
+from services.presence.store import PresenceStore, notified_row, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
 from shared.rpc.discovered import EdgeUac
 from shared.sip import Request, SipParseError, parse_message
@@ -122,12 +129,27 @@ class PresenceService:
         # the presentities hinted while that read runs are read again after it.
         self.caught_up = not self.shared
         self._hinted: set[str] | None = None
+        # This node's own requests on a presentity, under way (`_changing`) or ended while
+        # a whole-store read runs (`_touched`): the read's snapshot may predate their
+        # write, so those presentities are read again after it rather than left as the
+        # snapshot has them.
+        self._changing: set[str] = set()
+        self._touched: set[str] | None = None
         self._sync_done = False  # the capability's sync is done: a read makes us ready
         self._read_again = False  # a read of the whole store is wanted (after this one)
         self._reading: asyncio.Task[None] | None = None
         # Set by serve() when the last stop was not clean: the first read of the store
         # (load, or the shared database's catch-up) is followed by `renotify`.
         self.unclean = False
+        # Sharing tags taken from a dead holder: the next read of the store redoes its
+        # pending NOTIFYs of them.
+        self._redo_tags: set[str] = set()
+        # NOTIFYs of this node not yet answered, by subscription (never redone meanwhile:
+        # their answer is still to come), and the answers not yet written.
+        self._in_flight: dict[str, int] = {}
+        self._confirms: dict[str, Subscription] = {}
+        self._writing: set[str] = set()  # (the batch of answers being written)
+        self._confirming: asyncio.Task[None] | None = None
         self.counters = {"publish_received": 0, "subscribe_received": 0,
                          "notify_sent": 0, "notify_failed": 0, "store_failures": 0,
                          "publications_expired": 0, "subscriptions_expired": 0}
@@ -161,6 +183,13 @@ class PresenceService:
         assert self.store is not None
         pubs, subs = await self.store.load_presentity(presentity)
         self.core.replace_presentity(presentity, pubs, subs)
+
+    async def _reread(self, presentity: str) -> None:
+        async with self._lock(presentity):
+            try:
+                await self._reload(presentity)
+            except Exception as exc:  # the next request on it reads it again anyway
+                log.error("presence_reread_failed", presentity=presentity, error=repr(exc))
 
     def _announce(self, presentities: set[str]) -> None:
         if self.cluster is None:
@@ -262,6 +291,18 @@ class PresenceService:
             log.info("presence_peer_up", node=node)
             self._read_store()
 
+    def tag_changed(self, tag: str, active: bool, reason: str) -> None:
+        """A sharing tag moved (the clustering engine's listener). Taken over from a
+        holder declared down, the dead node's NOTIFYs of the tag's subscriptions that were
+        started and never answered may never have left: the store is read (what it wrote
+        last) and they are redone once (`PresenceCore.renotify`). A move by MI leaves the
+        old holder running: its NOTIFYs get their answers there."""
+        if not (self.shared and active) or reason == "MI command":
+            return
+        log.info("presence_tag_taken", tag=tag, reason=reason)
+        self._redo_tags.add(tag)
+        self._read_store()
+
     def _read_store(self) -> None:
         """One read of the whole store after this call: reads asked for while one runs
         become one more, run after it (whose snapshot may predate the ask)."""
@@ -284,8 +325,10 @@ class PresenceService:
     async def _catch_up(self, ready: bool = True) -> None:
         assert self.store is not None
         self._hinted = set()
+        self._touched = set()
         before: dict[tuple[str, str], bytes] = {}
         changed: list[tuple[str, str]] = []
+        touched: set[str] = set()
         try:
             pubs, subs = await self.store.load()
             before = self._owned_states()
@@ -300,16 +343,27 @@ class PresenceService:
                 rows.setdefault(sub.presentity, ([], []))[1].append(sub)
             for presentity, (p_rows, s_rows) in rows.items():
                 self.core.replace_presentity(presentity, p_rows, s_rows)
+            # A request of ours that wrote during the read (or is writing now): the
+            # snapshot may miss its rows, which stay in the store; read them once more.
+            touched = self._touched | self._changing
             changed = [key for key, state in self._owned_states().items()
                        if before.get(key, b"") != state]
             again = self._hinted
+            tags, self._redo_tags = self._redo_tags, set()
+            if tags:  # (on the rows just read, before any await)
+                await self._redo(self.core.renotify(time.time(), tags=tags,
+                                                    busy=self._busy()),
+                                 "presence_tag_renotified", tags=sorted(tags))
         except Exception as exc:  # the store away: the hints and the next reloads repair
             log.error("presence_catch_up_failed", error=repr(exc))
             again = self._hinted or set()
         finally:
             self._hinted = None
+            self._touched = None
         for presentity in sorted(again):
             self._spawn(self._remote_change(presentity))
+        for presentity in sorted(touched - again):
+            self._spawn(self._reread(presentity))
         for presentity, event in sorted(changed):
             if presentity not in again:  # (that one's re-read notifies)
                 self._spawn(self._notify_state(presentity, event))
@@ -325,13 +379,21 @@ class PresenceService:
         if not self.unclean:
             return 0
         self.unclean = False
-        outcome = self.core.renotify(time.time())
+        return await self._redo(self.core.renotify(time.time(), busy=self._busy()),
+                                "presence_renotified")
+
+    def _busy(self) -> set[str]:
+        """Subscriptions whose last NOTIFY from here is in flight, or answered and not yet
+        recorded in the store (the rows just read do not say so yet): no redo of them."""
+        return set(self._in_flight) | set(self._confirms) | self._writing
+
+    async def _redo(self, outcome: Outcome, event: str, **fields: Any) -> int:
         try:
             await self.apply(outcome)
         except Exception as exc:  # the NOTIFYs were not started: the rows say CSeq moved
             log.error("presence_store_failed", error=repr(exc))
             return 0
-        log.info("presence_renotified", subscriptions=len(outcome.notifies))
+        log.info(event, subscriptions=len(outcome.notifies), **fields)
         return len(outcome.notifies)
 
     async def _notify_state(self, presentity: str, event: str) -> None:
@@ -388,10 +450,16 @@ class PresenceService:
                 await self.apply(outcome)
             else:
                 async with self._lock(presentity):
-                    await self._reload(presentity)
-                    outcome = self.core.handle(request, meta, time.time(),
-                                               secrets.token_hex(8))
-                    await self.apply(outcome)
+                    self._changing.add(presentity)
+                    try:
+                        await self._reload(presentity)
+                        outcome = self.core.handle(request, meta, time.time(),
+                                                   secrets.token_hex(8))
+                        await self.apply(outcome)
+                    finally:
+                        self._changing.discard(presentity)
+                        if self._touched is not None:
+                            self._touched.add(presentity)
                 if outcome.put_pubs or outcome.del_pubs:
                     self._announce({presentity})
         except Exception as exc:
@@ -412,12 +480,14 @@ class PresenceService:
             for name, params in outcome.events:
                 self.events.publish(name, params)
         for notify in outcome.notifies:
+            self._in_flight[notify.key] = self._in_flight.get(notify.key, 0) + 1
             self._spawn(self._send(notify))
 
     async def _write(self, outcome: Outcome) -> None:
         if self.store is None:
             return
-        deletes = [("pub", e) for e in outcome.del_pubs] + [("sub", k) for k in outcome.del_subs]
+        deletes = [("pub", e) for e in outcome.del_pubs] + [
+            (kind, k) for k in outcome.del_subs for kind in ("sub", "notified")]
         upserts = [pub_row(p) for p in outcome.put_pubs]
         gone = set(outcome.del_subs)
         upserts += [sub_row(s) for s in {s.key: s for s in outcome.put_subs}.values()
@@ -440,6 +510,16 @@ class PresenceService:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, notify: Notify) -> None:
+        try:
+            await self._send_one(notify)
+        finally:
+            left = self._in_flight.get(notify.key, 1) - 1
+            if left > 0:
+                self._in_flight[notify.key] = left
+            else:
+                self._in_flight.pop(notify.key, None)
+
+    async def _send_one(self, notify: Notify) -> None:
         lock = self._notify_locks.setdefault(notify.key, asyncio.Lock())
         async with lock:  # one NOTIFY at a time per subscription: CSeqs in order
             started = time.perf_counter()
@@ -459,6 +539,34 @@ class PresenceService:
                 self._notify_locks.pop(notify.key, None)
                 with contextlib.suppress(Exception):
                     await self._write(done)
+                return
+        if not notify.terminated:
+            self._confirm(notify)
+
+    def _confirm(self, notify: Notify) -> None:
+        """Records that a NOTIFY got its answer (no redo after a death), in batches: one
+        write for the answers that came in while the previous one ran. One lost with the
+        process costs a repeated NOTIFY of the full state, nothing more."""
+        sub = self.core.confirm(notify.key, notify.cseq)
+        if sub is None or self.store is None:
+            return
+        self._confirms[sub.key] = sub
+        if self._confirming is None or self._confirming.done():
+            self._confirming = asyncio.get_running_loop().create_task(self._write_confirms())
+
+    async def _write_confirms(self) -> None:
+        assert self.store is not None
+        while self._confirms:
+            batch, self._confirms = self._confirms, {}
+            self._writing = set(batch)
+            try:
+                async with self._write_lock:  # after the row writes started before it
+                    await self.store.confirm([notified_row(s) for s in batch.values()])
+            except Exception as exc:  # a redo after a death, at worst
+                self.counters["store_failures"] += 1
+                log.warning("presence_confirm_failed", error=repr(exc), notifies=len(batch))
+            finally:
+                self._writing = set()
 
     # -- timers ---------------------------------------------------------------------------
     async def tick(self, now: float | None = None) -> None:
@@ -509,6 +617,9 @@ class PresenceService:
         drained = not self._tasks
         for task in list(self._tasks):
             task.cancel()
+        if self._confirming is not None:  # the answers that came in: no redo of them
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._confirming, max(grace, 1.0))
         await self.uac.close()
         return drained
 
@@ -588,6 +699,7 @@ async def serve(config: PresenceConfig) -> None:
                                     apply_update=svc.apply_update, needs_sync=svc.shared,
                                     on_sync_done=svc.catch_up if svc.shared else None)
         cluster.node_state_listeners.append(svc.peer_up)
+        cluster.shtag_listeners.append(svc.tag_changed)
     register_mi(runtime, svc)
     runtime.stats.group("presence", svc.statistics)
     api = GrpcApi(runtime, config, SERVICE,

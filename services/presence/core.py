@@ -12,7 +12,7 @@ tag of OpenSIPS 2.4's clustering).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +110,12 @@ class PresenceCore:
 
     def replace_presentity(self, presentity: str, pubs: list[Publication],
                            subs: list[Subscription]) -> None:
-        """Puts one presentity's rows as the shared store has them in place of ours."""
+        """Puts one presentity's rows as the shared store has them in place of ours (an
+        answer to a NOTIFY seen here and not yet written stays recorded)."""
+        for sub in subs:
+            known = self.subs.subs.get(sub.key)
+            if known is not None and known.notified > sub.notified:
+                sub.notified = known.notified
         for pub in self.pubs.of(presentity):
             self.pubs.remove(pub.etag)
         for sub in self.subs.watchers_of(presentity):
@@ -217,17 +222,25 @@ class PresenceCore:
             out.put_subs.append(sub)  # its NOTIFY CSeq moved on
         return out
 
-    def renotify(self, now: float) -> Outcome:
-        """After an unclean stop (kill -9, a crash): a NOTIFY with the current state to
-        every live subscription this node owns. The rows are written before the answer
-        (kill -9 loses no subscription), but a NOTIFY started before the kill may never
-        have left: the first one after a 200 (RFC 6665 §4.2.1.2), or those of a PUBLISH
-        answered just before. A NOTIFY carries the full state (RFC 3856 §6.6), so one
-        the watcher already had is harmless to it; a clean stop drains its NOTIFYs and
-        needs none of this."""
+    def renotify(self, now: float, *, tags: Collection[str] | None = None,
+                 busy: Collection[str] = ()) -> Outcome:
+        """The NOTIFYs a dead sender may have lost, redone with the current state: after
+        an unclean stop (kill -9, a crash) those of every subscription this node owns
+        (`tags` None), or, once this node took a dead node's sharing tags, those of the
+        subscriptions of `tags`. The rows are written before the answer (kill -9 loses no
+        subscription), but a NOTIFY started before the kill may never have left: the first
+        one after a 200 (RFC 6665 §4.2.1.2), or those of a PUBLISH answered just before.
+        Only a subscription whose last NOTIFY was never confirmed (`pending`) gets one: a
+        NOTIFY the dead node saw answered is not sent again. The redo is a new NOTIFY of
+        the dialog (the next CSeq: the lost one may yet arrive, RFC 3261 §12.2.1.1),
+        with the full state (RFC 3856 §6.6; a winfo version one above), so one the
+        watcher already had is harmless to it. `busy`: subscriptions with a NOTIFY of
+        this node in flight, whose answer will be recorded (no second one)."""
         out = Outcome(200)
         for sub in sorted(self.subs, key=lambda s: s.key):
-            if sub.expires_at <= now or not self.owns(sub):
+            if (sub.expires_at <= now or not sub.pending or sub.key in busy
+                    or (tags is not None and sub.sharing_tag not in tags)
+                    or not self.owns(sub)):
                 continue
             state = b"" if sub.event == WINFO else self.pubs.compose(sub.presentity,
                                                                       sub.event)
@@ -236,6 +249,11 @@ class PresenceCore:
                 out.notifies.append(notify)
                 out.put_subs.append(sub)  # its NOTIFY CSeq moved on
         return out
+
+    def confirm(self, key: str, cseq: int) -> Subscription | None:
+        """A NOTIFY got its final answer: the subscription to record it for (None: gone,
+        or already recorded)."""
+        return self.subs.confirm(key, cseq)
 
     def tick(self, now: float) -> Outcome:
         """Expiry (RFC 3903 §5, RFC 6665 §4.2.2): publications and subscriptions whose

@@ -8,6 +8,14 @@ of OpenSIPS 2.4's non-federated cluster mode), and one contract suite over both
 publication (`kind` 'pub', keyed by its entity-tag) or subscription ('sub', keyed by
 Call-ID;From tag;To tag), with the presentity, the expiry and the record as JSON. Every
 change is written before the SIP answer is given, so kill -9 loses nothing answered.
+
+A third kind, 'notified' (keyed as its subscription), records the CSeq of the last NOTIFY
+of a subscription that got its final answer (`confirm`, written after the answer, in
+batches): a NOTIFY above it was started and may never have left, so the node that restarts
+or takes the dead node's sharing tag redoes it (services/presence/core.py `renotify`).
+Its own row, so that a node of the previous release, which decodes only 'pub' and 'sub',
+reads the store unchanged; it goes with its subscription's row, and `confirm` writes it
+only while that row exists.
 """
 
 from __future__ import annotations
@@ -39,13 +47,23 @@ def sub_row(sub: Subscription) -> Row:
     return ("sub", sub.key, sub.presentity, sub.expires_at, json.dumps(sub.to_record()))
 
 
+def notified_row(sub: Subscription) -> Row:
+    return ("notified", sub.key, sub.presentity, sub.expires_at,
+            json.dumps({"key": sub.key, "cseq": sub.notified}))
+
+
 class PresenceStore(Protocol):
     async def open(self) -> None: ...
 
     async def write(self, upserts: Sequence[Row], deletes: Sequence[tuple[str, str]]) -> None:
         """Upserts rows and deletes (kind, id) pairs, in one transaction."""
 
-    async def load(self) -> tuple[list[Publication], list[Subscription]]: ...
+    async def confirm(self, rows: Sequence[Row]) -> None:
+        """Upserts 'notified' rows, each only while its subscription's row exists (one
+        deleted meanwhile leaves nothing behind)."""
+
+    async def load(self) -> tuple[list[Publication], list[Subscription]]:
+        """Publications and subscriptions, each subscription with its `notified`."""
 
     async def load_presentity(self, presentity: str
                               ) -> tuple[list[Publication], list[Subscription]]:
@@ -66,12 +84,17 @@ _INDEX = "CREATE INDEX IF NOT EXISTS {t}_presentity ON {t} (presentity)"
 def _decode(rows: Sequence[tuple[str, str]]) -> tuple[list[Publication], list[Subscription]]:
     pubs: list[Publication] = []
     subs: list[Subscription] = []
+    notified: dict[str, int] = {}
     for kind, record in rows:
         data: dict[str, Any] = json.loads(record)
         if kind == "pub":
             pubs.append(Publication.from_record(data))
         elif kind == "sub":
             subs.append(Subscription.from_record(data))
+        elif kind == "notified":
+            notified[str(data["key"])] = int(data["cseq"])
+    for sub in subs:
+        sub.notified = notified.get(sub.key, 0)
     return pubs, subs
 
 
@@ -104,6 +127,20 @@ class SQLitePresenceStore(SQLiteFile):
                 raise
             await db.execute("COMMIT")
 
+    async def confirm(self, rows: Sequence[Row]) -> None:
+        db = self.db
+        async with self.tx_lock:
+            await db.execute("BEGIN")
+            try:
+                await db.executemany(
+                    f"INSERT OR REPLACE INTO {self.table} SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                    f"(SELECT 1 FROM {self.table} WHERE kind = 'sub' AND id = ?)",
+                    [(*row, row[1]) for row in rows])
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
     async def load(self) -> tuple[list[Publication], list[Subscription]]:
         async with self.db.execute(f"SELECT kind, record FROM {self.table}") as cur:
             return _decode([(str(r[0]), str(r[1])) for r in await cur.fetchall()])
@@ -116,7 +153,8 @@ class SQLitePresenceStore(SQLiteFile):
 
     async def due(self, now: float) -> list[str]:
         async with self.db.execute(f"SELECT DISTINCT presentity FROM {self.table} "
-                                   "WHERE expires_at <= ?", (now,)) as cur:
+                                   "WHERE expires_at <= ? AND kind <> 'notified'",
+                                   (now,)) as cur:
             return sorted(str(r[0]) for r in await cur.fetchall())
 
 
@@ -139,6 +177,14 @@ class PostgresPresenceStore(PostgresPool):
                     "(kind, id) DO UPDATE SET presentity = EXCLUDED.presentity, "
                     "expires_at = EXCLUDED.expires_at, record = EXCLUDED.record", upserts)
 
+    async def confirm(self, rows: Sequence[Row]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                f"INSERT INTO {self.table} SELECT $1::text, $2::text, $3::text, "
+                f"$4::double precision, $5::text WHERE EXISTS (SELECT 1 FROM {self.table} "
+                "WHERE kind = 'sub' AND id = $2) ON CONFLICT (kind, id) DO UPDATE SET "
+                "expires_at = EXCLUDED.expires_at, record = EXCLUDED.record", rows)
+
     async def open(self) -> None:
         await super().open()
         await self.schema(_INDEX.format(t=self.table))
@@ -155,7 +201,8 @@ class PostgresPresenceStore(PostgresPool):
 
     async def due(self, now: float) -> list[str]:
         rows = await self.pool.fetch(
-            f"SELECT DISTINCT presentity FROM {self.table} WHERE expires_at <= $1", now)
+            f"SELECT DISTINCT presentity FROM {self.table} WHERE expires_at <= $1 "
+            "AND kind <> 'notified'", now)
         return sorted(r["presentity"] for r in rows)
 
 

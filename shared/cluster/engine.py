@@ -151,6 +151,10 @@ class ClusterNode:
         # Told (node id, reachable) when another node becomes reachable or unreachable:
         # quick callbacks, run in the engine's event handling.
         self.node_state_listeners: list[Callable[[int, bool], None]] = []
+        # Told (tag, active, reason) when a sharing tag of this node changes state; the
+        # reason says why ("takeover": its holder was declared down or none held it,
+        # "MI command": moved by hand). Quick callbacks, as above.
+        self.shtag_listeners: list[Callable[[str, bool, str], None]] = []
         self.log = structlog.get_logger("cluster").bind(cluster=self.cluster_id, node=self.id)
         if shtags is None and config.shtag_backend == "consul":
             from shared.cluster.shtags_consul import ConsulShtags
@@ -765,6 +769,11 @@ class ClusterNode:
 
     def _on_shtag_change(self, tag: str, active: bool, reason: str) -> None:
         self.log.info("sharing_tag_changed", tag=tag, active=active, reason=reason)
+        for listener in self.shtag_listeners:
+            try:
+                listener(tag, active, reason)
+            except Exception:  # a service's bug must not stop the engine's events
+                self.log.exception("shtag_listener_failed", tag=tag)
         self._publish("E_CLUSTERER_SHARING_TAG_CHANGED", {
             "name": tag, "cluster_id": self.cluster_id, "node_id": self.id,
             "state": 1 if active else 0, "reason": reason})

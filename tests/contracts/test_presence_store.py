@@ -15,6 +15,7 @@ from services.presence.store import (
     PostgresPresenceStore,
     PresenceStore,
     SQLitePresenceStore,
+    notified_row,
     pub_row,
     sub_row,
 )
@@ -91,3 +92,24 @@ async def test_one_presentity_and_the_due_ones(store: PresenceStore) -> None:
     assert await store.due(1_800_000_009.0) == []
     assert await store.due(1_800_000_010.0) == ["carol@example.com"]
     assert await store.due(1_800_001_000.0) == ["bob@example.com", "carol@example.com"]
+
+
+async def test_a_notify_answered_is_kept_beside_its_subscription_only(
+        store: PresenceStore) -> None:
+    answered = sub("c1", cseq=3)
+    answered.notified = 2
+    gone = sub("c2")
+    gone.notified = 1
+    await store.write([sub_row(answered)], [])
+    await store.confirm([notified_row(answered), notified_row(gone)])  # c2: no row, none
+    (loaded,) = (await store.load())[1]
+    assert loaded == answered and loaded.notified == 2 and loaded.pending
+    (loaded,) = (await store.load_presentity("bob@example.com"))[1]
+    assert loaded.notified == 2
+    answered.notified = 3
+    await store.confirm([notified_row(answered)])
+    assert (await store.load())[1][0].notified == 3
+    assert await store.due(1_800_001_000.0) == ["bob@example.com"]  # (its subscription)
+    await store.write([], [("sub", answered.key), ("notified", answered.key)])
+    assert await store.load() == ([], [])
+    assert await store.due(1_800_001_000.0) == []  # nothing left behind

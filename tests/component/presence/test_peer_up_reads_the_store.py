@@ -6,6 +6,7 @@ is a stand-in whose links drop every hint."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ import pytest
 from services.presence.app import PresenceService
 from services.presence.config import PresenceConfig
 from services.presence.core import Meta
+from services.presence.publications import Publication
 from services.presence.store import open_store
-from services.presence.subscriptions import Notify
+from services.presence.subscriptions import Notify, Subscription
 from tests.support.waiting import eventually
 from tests.unit.presence.test_core import publish, subscribe
 
@@ -120,3 +122,35 @@ async def test_a_read_for_a_peer_does_not_make_the_node_ready_before_its_sync(
         await store.close()
 
 
+
+
+async def test_a_publish_of_ours_during_a_whole_store_read_is_kept(tmp_path: Path) -> None:
+    """The whole-store read's snapshot is taken before a PUBLISH of this node is written
+    and put in place after: the node reads that presentity again, so its publication
+    stays listed (pres_phtable_list answers from memory) rather than vanishing until the
+    next request on it."""
+    one, _ = await node(tmp_path / "presence.sqlite", "tag-1", 1)
+    assert one.store is not None
+    real_load = one.store.load
+    snapshot_taken, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_load() -> tuple[list[Publication], list[Subscription]]:
+        rows = await real_load()  # (before the PUBLISH below is written)
+        snapshot_taken.set()
+        await release.wait()
+        return rows
+
+    one.store.load = slow_load  # type: ignore[method-assign]
+    try:
+        one.peer_up(2, True)  # a whole-store read starts
+        await asyncio.wait_for(snapshot_taken.wait(), 5)
+        assert (await one.handle(publish("open"), META))[0] == 200
+        assert one.core.pubs.of("bob@example.com")
+        release.set()
+        await eventually(lambda: one._reading is not None and one._reading.done(), 5,
+                         "the whole-store read")
+        await eventually(lambda: len(one.core.pubs.of("bob@example.com")) == 1, 5,
+                         "bob's publication read again after the snapshot")
+    finally:
+        await one.stop()
+        await one.store.close()

@@ -206,6 +206,28 @@ def test_after_an_unclean_stop_each_owned_live_subscription_gets_the_state() -> 
     assert core.renotify(now=100).notifies[0].headers != n.headers  # CSeq moves on
 
 
+def test_only_a_notify_never_answered_is_redone_and_a_taken_tag_redoes_its_own() -> None:
+    owned = {"", "vip"}
+    core = PresenceCore(owns=lambda sub: sub.sharing_tag in owned)
+    (first,) = run(core, subscribe(), now=0).notifies  # c1, tag "": CSeq 1
+    run(core, subscribe(call_id="v"), now=0,
+        meta=Meta(local_contact=EDGE, to_tag="t2", sharing_tag="vip"))  # v: CSeq 1
+    assert first.cseq == 1 and core.confirm(first.key, 1) is not None  # c1 answered
+    assert core.confirm(first.key, 1) is None  # (recorded once)
+    # Only v's NOTIFY was never answered; only the tag taken counts when one is given.
+    assert [n.call_id for n in core.renotify(now=10).notifies] == ["v"]
+    assert core.renotify(now=10, tags={""}).notifies == []
+    # A PUBLISH: both NOTIFYs started, none answered; v's has one in flight here.
+    run(core, publish("open"), now=20, etag="E1")
+    assert [n.call_id for n in core.renotify(now=30, busy={"v;wtag;t2"}).notifies] == ["c1"]
+    (redo,) = core.renotify(now=30, tags={"vip"}).notifies
+    assert redo.call_id == "v" and redo.cseq == 4  # 1, the first redo, the PUBLISH's
+    assert dict(redo.headers)["Subscription-State"] == "active;expires=570"
+    assert b"<basic>open</basic>" in redo.body
+    core.confirm(redo.key, redo.cseq)
+    assert core.renotify(now=30, tags={"vip"}).notifies == []  # once
+
+
 def test_bad_input_never_raises() -> None:
     core = PresenceCore()
     assert run(core, subscribe(extra="Expires: soon").replace(b"Expires: 600\r\n", b""),
