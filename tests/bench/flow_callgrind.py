@@ -15,6 +15,8 @@ process's count is written when it ends; the difference of the two runs over N.
 - `sipmesh-register`: the bench's registrar and edge (one worker) processes, one
   subscriber: the edge's and the registrar's counts.  At the low rate callgrind allows
   each Session message carries about one REGISTER: its per-message costs are not shared.
+- `sipmesh-invite`: the standalone edge (one worker) as `bench_edge.py` runs it, the
+  `invite` load.
 - `one-process-register`: tests/bench/one_process.py's server (the edge's core and the
   registrar's Save in one process on uvloop, no gRPC).
 
@@ -124,6 +126,13 @@ def run(workload: str, warm: int, flows: int, rate: int, span: float) -> list[in
     port = free_port()
     if workload == "sipmesh-register":
         procs = start_sipmesh(workdir, port)
+    elif workload == "sipmesh-invite":  # the standalone edge bench_edge.py runs
+        procs = [subprocess.Popen(
+            [*valgrind(workdir, "edge"), sys.executable, "-m", "services.edge", "--listen",
+             f"udp:127.0.0.1:{port}", "--workers", "1"], cwd=ROOT,
+            env={**_env(), "SIPMESH_EDGE_RR_SECRET": "0" * 32}, stdout=subprocess.PIPE,
+            stderr=open(workdir / "edge.log", "wb"), start_new_session=True)]
+        ready_line(procs[0], "edge")
     elif workload == "one-process-register":
         procs = [subprocess.Popen(
             [*valgrind(workdir, "one"), sys.executable, str(HERE / "one_process.py"),
@@ -141,13 +150,13 @@ def run(workload: str, warm: int, flows: int, rate: int, span: float) -> list[in
     proc = procs[0]
     uas = None
     try:
-        if workload == "invite":
+        if workload.endswith("invite"):
             # Not OPTIONS: the stateful config relays an OPTIONS to itself until
             # Max-Forwards runs out, which under callgrind keeps it busy for minutes.
             bound(port, proc)
         else:
             wait_ready(port, proc, timeout=300)
-        if workload == "invite":
+        if workload.endswith("invite"):
             uas_port = free_port()
             uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p",
                                     str(uas_port), "-nostdin", *BUFF], cwd=workdir,
@@ -187,18 +196,22 @@ def run(workload: str, warm: int, flows: int, rate: int, span: float) -> list[in
         return [sum(totals(workdir, "edge")), sum(totals(workdir, "registrar"))]
     if workload == "one-process-register":
         return totals(workdir, "one")
+    if workload == "sipmesh-invite":
+        return totals(workdir, "edge")
     return totals(workdir, "kamailio")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workload", choices=["register", "invite", "sipmesh-register",
-                                             "one-process-register"])
+                                             "sipmesh-invite", "one-process-register"])
     parser.add_argument("--flows", type=int, default=400)
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--rate", type=int, default=40)
     args = parser.parse_args()
-    span = args.flows / args.rate * 1.5 + 5
+    # The edge's transactions end 32 s after their last message (Timers J, K): their
+    # work is counted in both runs.
+    span = args.flows / args.rate * 1.5 + (40 if args.workload == "sipmesh-invite" else 5)
     base = run(args.workload, args.warm, 0, args.rate, span)
     full = run(args.workload, args.warm, args.flows, args.rate, span)
     print(f"  processes, warm-up only: {base}")
@@ -209,6 +222,10 @@ def main() -> int:
         print(f"SipMesh register: {per:.0f} instructions per flow, edge {worker:.0f}, "
               f"registrar {(full[1] - base[1]) / args.flows:.0f} (callgrind, "
               f"{args.flows} flows at {args.rate}/s after {args.warm})")
+        return 0
+    if args.workload == "sipmesh-invite":
+        print(f"SipMesh edge invite: {per:.0f} instructions per call (callgrind, "
+              f"{args.flows} calls at {args.rate}/s after {args.warm})")
         return 0
     if args.workload == "one-process-register":
         print(f"one_process.py register: {per:.0f} instructions per flow (callgrind, "
