@@ -84,9 +84,16 @@ USER, PASSWORD = "bench", "bench-pw"
 MULTI_SOCKET = ["-t", "un", "-max_socket", "10000"]
 
 
+_STATE: list[str] = []  # the processes' $XDG_STATE_HOME, made on first use
+
+
 def _env() -> dict[str, str]:
+    # A state directory of the bench's own: by default the edge writes its key
+    # (services/edge/keyfile.py) and the tools their stores under ~/.local/state.
+    if not _STATE:
+        _STATE.append(tempfile.mkdtemp(prefix="bench-registrar-state-"))
     env = dict(os.environ, PYTHONPATH=str(ROOT), SIPMESH_EDGE_LOG_LEVEL="error",
-               SIPMESH_REGISTRAR_LOG_LEVEL="error")
+               SIPMESH_REGISTRAR_LOG_LEVEL="error", XDG_STATE_HOME=_STATE[0])
     env.pop("SIPMESH_CONFIG", None)
     return env
 

@@ -50,8 +50,11 @@ NONCE = "abcdef0123456789abcdef0123456789"
 URI = "sip:127.0.0.1:5060"
 
 
-def messages(count: int, per_message: int, users: int, first: int) -> list[bytes]:
-    """`count` serialized SessionRequests of `per_message` SaveWithDigest calls."""
+def messages(count: int, per_message: int, users: int, first: int,
+             one_contact: bool = False) -> list[bytes]:
+    """`count` serialized SessionRequests of `per_message` SaveWithDigest calls; with
+    `one_contact` each subscriber's REGISTERs carry one Contact (as sipp's
+    register_load.xml: one binding, replaced by each new Call-ID) instead of a new one."""
     out = []
     n = first
     for _ in range(count):
@@ -69,7 +72,8 @@ def messages(count: int, per_message: int, users: int, first: int) -> list[bytes
                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{n}-1;rport\r\n"
                 f"From: <sip:{user}@127.0.0.1>;tag={n}\r\nTo: <sip:{user}@127.0.0.1>\r\n"
                 f"Call-ID: {n}-4242@127.0.0.1\r\nCSeq: 2 REGISTER\r\n"
-                f"Contact: <sip:{user}@127.0.0.1:{port};n={n}>\r\nMax-Forwards: 70\r\n"
+                f"Contact: <sip:{user}@127.0.0.1:{port}{'' if one_contact else f';n={n}'}>"
+                "\r\nMax-Forwards: 70\r\n"
                 f"Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
             save.source_host, save.source_port = "127.0.0.1", port
             save.transport, save.socket = "udp", "udp:127.0.0.1:5060"
@@ -120,8 +124,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             if args.pace:
                 await asyncio.sleep(args.pace)
 
-    await feed(messages(20, args.per_message, args.users, 10**9))  # warm-up
-    measured = messages(args.messages, args.per_message, args.users, 0)
+    await feed(messages(20, args.per_message, args.users, 10**9, args.one_contact))  # warm-up
+    measured = messages(args.messages, args.per_message, args.users, 0, args.one_contact)
     tune_collector()
     cpu0, ticks0 = time.process_time(), thread_ticks()
     await feed(measured)
@@ -144,6 +148,9 @@ def main() -> int:
     parser.add_argument("--per-message", type=int, default=12)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--pace", type=float, default=0.024)
+    parser.add_argument("--one-contact", action="store_true",
+                        help="one Contact per subscriber, as sipp sends in the bench (with "
+                             "--users 1: its 1-subscriber case); else a new binding each")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="registrar-session-"))
     many_subscribers(workdir, args.users)
