@@ -35,7 +35,10 @@ gRPC face for the edges, its store, its timers and the NOTIFYs it sends.
   The same read runs each time another node becomes reachable (`peer_up`): a seed that
   came back alone is synced by `seed_fallback_interval` before its links are up, and a
   partition loses hints too. A read that finds a presentity's state changed NOTIFYs the
-  watchers this node owns, as the lost hint would have.
+  watchers this node owns, as the lost hint would have. The links come up one side at a
+  time: the restarted node's first (its read then runs), the other's up to a redial
+  later, and hints the other sends meanwhile are refused for its link; those are sent
+  again at the next tick (`_unannounced`).
 * Federation (`cluster_mode = "federation"`, OpenSIPS 2.4 cluster_federation_mode=1):
   each node keeps its own store and notifies its own watchers; what a PUBLISH changed is
   broadcast (CL_PRESENCE_PUBLISH), kept by a node only while it has watchers of that
@@ -76,11 +79,15 @@ from services.presence.publications import Limits as PubLimits
 from services.presence.publications import Publication
 from services.presence.store import PresenceStore, notified_row, pub_row, sub_row
 from services.presence.subscriptions import Limits, Notify, Policy, Subscription
+from shared.cluster.state import SEND_ERROR, UNREACHABLE
 from shared.rpc.discovered import EdgeUac
 from shared.sip import Request, SipParseError, parse_message
 
 SERVICE = "sipmesh.presence.v1.Presence"
 CAPABILITY = "presence-notify"
+# Hints kept for another try (`_unannounced`) at most: past that, a node out that long is
+# declared down, and reads the store when it is back (`peer_up`).
+MAX_UNANNOUNCED = 10_000
 log = structlog.get_logger("presence")
 
 
@@ -135,6 +142,10 @@ class PresenceService:
         # snapshot has them.
         self._changing: set[str] = set()
         self._touched: set[str] | None = None
+        # Presentities whose hint did not reach a node counted as up (its link is being
+        # made again: it restarted, and may have read the store before the change): sent
+        # again at the next tick.
+        self._unannounced: set[str] = set()
         self._sync_done = False  # the capability's sync is done: a read makes us ready
         self._read_again = False  # a read of the whole store is wanted (after this one)
         self._reading: asyncio.Task[None] | None = None
@@ -195,7 +206,14 @@ class PresenceService:
         if self.cluster is None:
             return
         for presentity in sorted(presentities):
-            self.cluster.broadcast(CAPABILITY, json.dumps({"presentity": presentity}).encode())
+            sent = self.cluster.broadcast(CAPABILITY,
+                                          json.dumps({"presentity": presentity}).encode())
+            # A node restarted and not yet reconnected from this side stays reachable for
+            # a few pings, and the hint is refused for its link (SEND_ERROR). Its own
+            # link came up first, and its read of the store may predate this change.
+            if sent in (UNREACHABLE, SEND_ERROR) and \
+                    len(self._unannounced) < MAX_UNANNOUNCED:
+                self._unannounced.add(presentity)
 
     def apply_update(self, node: int, payload: bytes) -> None:
         """A message of another node: a hint that a presentity changed (shared database),
@@ -571,6 +589,9 @@ class PresenceService:
     # -- timers ---------------------------------------------------------------------------
     async def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
+        if self._unannounced:  # hints a node missed while its link was made again
+            again, self._unannounced = self._unannounced, set()
+            self._announce(again)
         if self.shared:
             assert self.store is not None
             # What is due, here or in the shared store, is read again first: another node

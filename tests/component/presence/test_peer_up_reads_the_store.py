@@ -17,6 +17,7 @@ from services.presence.core import Meta
 from services.presence.publications import Publication
 from services.presence.store import open_store
 from services.presence.subscriptions import Notify, Subscription
+from shared.cluster.state import SEND_ERROR, SENT
 from tests.support.waiting import eventually
 from tests.unit.presence.test_core import publish, subscribe
 
@@ -154,3 +155,51 @@ async def test_a_publish_of_ours_during_a_whole_store_read_is_kept(tmp_path: Pat
     finally:
         await one.stop()
         await one.store.close()
+
+
+class HalfLink:
+    """A cluster node with one peer: a hint reaches it while `up`, and is refused for the
+    link (SEND_ERROR, the peer still counted as reachable) while not."""
+
+    def __init__(self, active: str, node_id: int) -> None:
+        self.shtags = Shtags(active)
+        self.node_id = node_id
+        self.peer: PresenceService | None = None
+        self.up = True
+
+    def broadcast(self, cap: str, payload: bytes) -> int:
+        if not self.up or self.peer is None:
+            return SEND_ERROR
+        self.peer.apply_update(self.node_id, payload)
+        return SENT
+
+
+async def test_a_hint_refused_for_a_link_being_made_again_is_sent_at_the_next_tick(
+        tmp_path: Path) -> None:
+    """The restarted node read the store when its own link came up; the other node's link
+    to it comes up a redial later, and the hint of a change made meanwhile is refused for
+    it: sent again at the next tick, the restarted node reads that presentity."""
+    db = tmp_path / "presence.sqlite"
+    one, _ = await node(db, "tag-1", 1)
+    two, uac2 = await node(db, "tag-2", 2)
+    link = HalfLink("tag-1", 1)
+    one.cluster = link
+    link.peer = two
+    try:
+        assert (await two.handle(subscribe(), META))[0] == 200  # alice watches bob, on 2
+        await eventually(lambda: len(uac2.sent) == 1, 5, "the immediate NOTIFY")
+        link.up = False
+        assert (await one.handle(publish("open"), META))[0] == 200  # bob publishes, on 1
+        assert not two.core.pubs.of("bob@example.com")
+        link.up = True
+        await one.tick()
+        await eventually(lambda: len(uac2.sent) == 2, 5, "alice's NOTIFY of bob's open")
+        assert b"<basic>open</basic>" in uac2.sent[1].body
+        assert two.core.pubs.of("bob@example.com")
+        await one.tick()  # sent once: nothing more
+        assert len(uac2.sent) == 2
+    finally:
+        for svc in (one, two):
+            await svc.stop()
+            assert svc.store is not None
+            await svc.store.close()
