@@ -74,6 +74,7 @@ class RecordingClient:
         self.log = structlog.get_logger("edge.siprec")
         self.started = 0
         self.failed = 0
+        self.stop_failed = 0
         self._known: list[str] = list(self.static)
         self._looked_at = -LOOKUP_TTL
         self._clients: dict[str, Any] = {}
@@ -187,8 +188,13 @@ class RecordingClient:
     async def stop(self, call_id: str, reason: str = "bye") -> None:
         if not await self.urls():
             return  # no siprec service in the mesh: nothing can be recorded
-        with contextlib.suppress(Exception):
+        try:
             await self.call("siprec_stop", {"callid": call_id, "reason": reason})
+        except Exception as exc:
+            # No recorder took it within RETRY_WINDOW (all down, restarting): the one that
+            # holds the recording ends it at its next check (call-gone), not at the BYE.
+            self.stop_failed += 1
+            self.log.warning("siprec_stop_failed", call_id=call_id, error=str(exc))
 
 
 def record(ctx: RouteContext, request: RecordRequest) -> None:

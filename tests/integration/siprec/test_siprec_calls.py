@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -478,6 +479,12 @@ async def test_a_recorder_killed_mid_call_ends_the_recording_after_its_restart(
         got, addr = await next_request(callee, "BYE")
         callee.answer(got, addr, 200)
         assert (await pending).status == 200  # the call ended; no recorder heard of it
+        # The edge tries its siprec_stop again for RETRY_WINDOW s (a recorder may be
+        # restarting); restarted only once it gave up, the recorder can learn of the
+        # call's end from rtpengine alone.
+        await asyncio.to_thread(wait_until, lambda: re.search(
+            rf"siprec_stop_failed\s.*call_id={re.escape(call_id)}\b",
+            mesh["edge"].log_text()) is not None, 15, "the edge giving up its stop")
         assert not _only(srs).ended
         mesh["siprec"] = await asyncio.to_thread(start_siprec, mesh["env"])
         await asyncio.to_thread(wait_until, lambda: _only(srs).ended, 15,
