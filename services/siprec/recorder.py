@@ -203,12 +203,16 @@ class Recorder:
     def listing(self, now: float) -> list[dict[str, Any]]:
         """siprec_list's entries.  A recording is `active` once its start is over
         (rtpengine has the SRS's answer, it is stored, E_SIPREC_START raised): until then
-        it says `inviting`, as a stop of it is still deferred (`{"state": "stopping"}`)."""
+        it says `inviting`, as a stop of it is still deferred (`{"state": "stopping"}`).
+        `stored: false` on one whose last store write failed: another recorder could not
+        take it over, and this one writes it again at its next check."""
         listed = []
         for rec in self.table:
             entry = rec.as_dict(now)
             if rec.call_id in self._starting and rec.state is State.ACTIVE:
                 entry["state"] = State.INVITING.value
+            if rec.call_id in self._unsaved:
+                entry["stored"] = False
             listed.append(entry)
         return listed
 

@@ -486,11 +486,13 @@ async def test_a_recording_whose_write_failed_is_written_again_not_dropped() -> 
     rec = Recorder(Media(), uac, store=store, clock=lambda: 1000.0)
     assert (await rec.start(PARAMS))["state"] == "active"
     assert store.rows == {} and rec.counters["store_errors"] == 1
+    assert [e.get("stored") for e in rec.listing(1000.0)] == [False]  # siprec_list says so
     assert await rec.check() == 0  # the store still fails: kept, tried again later
     assert [r.call_id for r in rec.table] == ["c1"]
     store.failing = False
     assert await rec.check() == 0
     assert [r.call_id for r in rec.table] == ["c1"] and list(store.rows) == ["c1"]
+    assert "stored" not in rec.listing(1000.0)[0]
     stopped = await rec.stop("c1")
     assert stopped is not None and stopped["bye_status"] == 200
     assert [o.method for o in uac.sent] == ["INVITE", "BYE"] and store.rows == {}
