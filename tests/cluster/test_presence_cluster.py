@@ -12,6 +12,7 @@ import signal
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,21 +23,28 @@ from tests.integration.presence.harness import PresenceMesh, sipp_failure, wait_
 pytestmark = pytest.mark.peers
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PresenceMesh]:
+def two_nodes_on_postgresql(tmp: Path, backoff: str) -> Iterator[PresenceMesh]:
+    """`sipmesh up` with two presence nodes sharing a fresh PostgreSQL table, quick pings
+    (a dead node is declared in ~1 s); a killed node is started again after `backoff` s."""
     table = f"presence_t{uuid.uuid4().hex[:10]}"
     m = PresenceMesh(
-        tmp_path_factory.mktemp("presence-cluster"), SIPMESH_MESH_NODES="2",
-        SIPMESH_MESH_SERVICES="gateway,edge,presence",
+        tmp, SIPMESH_MESH_NODES="2", SIPMESH_MESH_SERVICES="gateway,edge,presence",
         SIPMESH_PRESENCE_DB_URL=PG_DSN, SIPMESH_PRESENCE_TABLE=table,
-        # A killed node stays down a while: the survivor must do the work.
-        SIPMESH_MESH_BACKOFF_INITIAL="8",
+        SIPMESH_MESH_BACKOFF_INITIAL=backoff,
         SIPMESH_PRESENCE_CLUSTER_PING_INTERVAL="0.2",
         SIPMESH_PRESENCE_CLUSTER_PING_TIMEOUT="0.3",
         SIPMESH_PRESENCE_CLUSTER_PING_RETRIES="2")
-    yield m
-    m.stop()
-    psql(f"DROP TABLE IF EXISTS {table}")
+    try:
+        yield m
+    finally:
+        m.stop()
+        psql(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PresenceMesh]:
+    # A killed node stays down a while: the survivor must do the work.
+    yield from two_nodes_on_postgresql(tmp_path_factory.mktemp("presence-cluster"), "8")
 
 
 def nodes(mesh: PresenceMesh) -> dict[int, dict[str, str]]:

@@ -17,8 +17,14 @@ from collections.abc import Iterator
 import pytest
 
 from shared.sip import Request
-from tests.cluster.test_presence_cluster import _pid_of, holder, node_mi, nodes, publish
-from tests.integration.dialog.harness import PG_DSN, psql
+from tests.cluster.test_presence_cluster import (
+    _pid_of,
+    holder,
+    node_mi,
+    nodes,
+    publish,
+    two_nodes_on_postgresql,
+)
 from tests.integration.media.sip_ua import SipUA
 from tests.integration.presence.harness import PresenceMesh, wait_for
 
@@ -27,19 +33,8 @@ pytestmark = pytest.mark.peers
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PresenceMesh]:
-    table = f"presence_t{uuid.uuid4().hex[:10]}"
-    m = PresenceMesh(
-        tmp_path_factory.mktemp("presence-takeover"), SIPMESH_MESH_NODES="2",
-        SIPMESH_MESH_SERVICES="gateway,edge,presence",
-        SIPMESH_PRESENCE_DB_URL=PG_DSN, SIPMESH_PRESENCE_TABLE=table,
-        # The killed node stays down a while: the redo is the survivor's.
-        SIPMESH_MESH_BACKOFF_INITIAL="30",
-        SIPMESH_PRESENCE_CLUSTER_PING_INTERVAL="0.2",
-        SIPMESH_PRESENCE_CLUSTER_PING_TIMEOUT="0.3",
-        SIPMESH_PRESENCE_CLUSTER_PING_RETRIES="2")
-    yield m
-    m.stop()
-    psql(f"DROP TABLE IF EXISTS {table}")
+    # The killed node stays down a while: the redo is the survivor's.
+    yield from two_nodes_on_postgresql(tmp_path_factory.mktemp("presence-takeover"), "30")
 
 
 def cseq(req: Request) -> int:
